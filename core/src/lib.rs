@@ -1,1 +1,105 @@
-//! placeholder
+//! The Weir core node.
+//!
+//! Data path built so far: HTTP ingest API and the QUIC endpoint for edges → [`kafka`]
+//! publisher (idempotent, acks=all) → answer only after Kafka acknowledged. The binary's
+//! `main` parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
+//!
+//! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
+//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), [`certs`] (dev PKI).
+
+pub mod certs;
+pub mod config;
+pub mod edge_endpoint;
+pub mod ingest;
+pub mod kafka;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CoreConfig;
+use crate::edge_endpoint::EdgeEndpoint;
+use crate::ingest::KafkaSink;
+use crate::kafka::{PublishError, Publisher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot listen for QUIC on {addr}: {source}")]
+    QuicBind { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid TLS setup for the edge endpoint: {0}")]
+    Tls(#[from] weir_proto::tls::TlsError),
+    #[error(transparent)]
+    Kafka(#[from] PublishError),
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started core: its bound addresses and the task that runs it until shutdown.
+pub struct RunningCore {
+    pub http_addr: SocketAddr,
+    pub quic_addr: Option<SocketAddr>,
+    pub task: JoinHandle<Result<(), CoreError>>,
+}
+
+/// Runs a core until `shutdown` is cancelled.
+pub async fn run(config: CoreConfig, shutdown: CancellationToken) -> Result<(), CoreError> {
+    let running = start(config, shutdown).await?;
+    running.task.await.unwrap_or_else(|join| panic!("core task panicked: {join}"))
+}
+
+/// Binds every listener (so port 0 works and bind errors surface here), then serves in a
+/// background task.
+pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<RunningCore, CoreError> {
+    let publisher = Arc::new(Publisher::new(&config.kafka)?);
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
+
+    let edge_endpoint = match &config.quic {
+        Some(quic) => {
+            let server = weir_proto::tls::server_config(&quic.tls)?;
+            let endpoint = quinn::Endpoint::server(server, quic.listen)
+                .map_err(|source| CoreError::QuicBind { addr: quic.listen, source })?;
+            Some(EdgeEndpoint { endpoint, publisher: publisher.clone(), config: quic.clone() })
+        }
+        None => None,
+    };
+    let quic_addr = edge_endpoint.as_ref().and_then(|e| e.endpoint.local_addr().ok());
+    tracing::info!(node_id = %config.node_id, %http_addr, quic_addr = ?quic_addr, topic = %config.kafka.ingest_topic, "core started");
+
+    let sink = Arc::new(KafkaSink {
+        publisher: publisher.clone(),
+        retry_after: Duration::from_secs(config.kafka.retry_after_s),
+    });
+    let app = weir_http_ingest::router(&config.ingest, sink);
+
+    let task = tokio::spawn(async move {
+        let topic = {
+            let publisher = publisher.clone();
+            let kafka = config.kafka.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { publisher.ensure_topic(&kafka, &shutdown).await })
+        };
+        let edges = edge_endpoint.map(|e| tokio::spawn(e.serve(shutdown.clone())));
+        let http = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .map_err(CoreError::Http);
+        shutdown.cancel();
+        if let Some(edges) = edges {
+            let _ = edges.await;
+        }
+        let _ = topic.await;
+        let flush = publisher.clone();
+        let _ = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5))).await;
+        tracing::info!("core stopped");
+        http
+    });
+    Ok(RunningCore { http_addr, quic_addr, task })
+}

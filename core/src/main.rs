@@ -1,1 +1,100 @@
-fn main() {}
+//! `weir-core`: parses arguments, sets up logging, and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use weir_core::certs::{self, Role};
+use weir_core::config::CoreConfig;
+
+#[derive(Parser)]
+#[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the core node until SIGINT/SIGTERM.
+    Run {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config file (and environment overrides) and print the result.
+    CheckConfig {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+    },
+    /// Create a development CA and certificates for cores and edges.
+    Certs {
+        /// Directory for ca.pem/ca.key and NAME.pem/NAME.key; an existing CA there is reused.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Core node names (certificates valid for NAME, localhost and 127.0.0.1).
+        #[arg(long = "core", default_values = ["core-1"])]
+        cores: Vec<String>,
+        /// Edge node names (client certificates).
+        #[arg(long = "edge", default_values = ["edge-1"])]
+        edges: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let config = CoreConfig::load(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            runtime.block_on(async {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                weir_core::run(config, shutdown).await
+            })?;
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let config = CoreConfig::load(&config)?;
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Certs { dir, cores, edges } => {
+            let nodes: Vec<(String, Role)> = cores
+                .into_iter()
+                .map(|n| (n, Role::Core))
+                .chain(edges.into_iter().map(|n| (n, Role::Edge)))
+                .collect();
+            for path in certs::generate(&dir, &nodes)? {
+                println!("{}", path.display());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

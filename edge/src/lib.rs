@@ -1,1 +1,104 @@
-//! placeholder
+//! The Weir edge node: accepts events over HTTP (the same API as the core), stores them
+//! in a disk [`spool`] before it answers, and [`forwarder`] sends them over QUIC (mutual
+//! TLS) to any reachable core.
+//!
+//! Architecture invariant: the edge is light. It must never link wasmtime, rdkafka or the
+//! AWS SDK; it shares only `weir-proto` and `weir-http-ingest` with the core.
+
+pub mod config;
+pub mod forwarder;
+pub mod ingest;
+pub mod spool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EdgeConfig;
+use crate::forwarder::Forwarder;
+use crate::ingest::SpoolSink;
+use crate::spool::{Spool, SpoolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open a QUIC client endpoint: {0}")]
+    QuicBind(std::io::Error),
+    #[error("invalid TLS setup for forwarding: {0}")]
+    Tls(#[from] weir_proto::tls::TlsError),
+    #[error("cannot open the spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("http server failed: {0}")]
+    Http(std::io::Error),
+}
+
+pub struct RunningEdge {
+    pub http_addr: SocketAddr,
+    pub spool: Spool,
+    pub task: JoinHandle<Result<(), EdgeError>>,
+}
+
+/// Runs an edge until `shutdown` is cancelled.
+pub async fn run(config: EdgeConfig, shutdown: CancellationToken) -> Result<(), EdgeError> {
+    let running = start(config, shutdown).await?;
+    running.task.await.unwrap_or_else(|join| panic!("edge task panicked: {join}"))
+}
+
+/// Opens the spool (recovering it after a crash), binds, and serves in the background.
+pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<RunningEdge, EdgeError> {
+    let spool = {
+        let spool_config = config.spool.clone();
+        tokio::task::spawn_blocking(move || Spool::open(spool_config))
+            .await
+            .expect("spool open task")?
+    };
+    let stats = spool.stats();
+    let client = weir_proto::tls::client_config(
+        &config.forward.tls,
+        Duration::from_millis(config.forward.idle_timeout_ms),
+    )?;
+    let bind: SocketAddr = "0.0.0.0:0".parse().expect("valid address");
+    let mut endpoint = quinn::Endpoint::client(bind).map_err(EdgeError::QuicBind)?;
+    endpoint.set_default_client_config(client);
+
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| EdgeError::HttpBind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| EdgeError::HttpBind { addr: config.http.listen, source })?;
+    tracing::info!(
+        edge_id = %config.edge_id,
+        %http_addr,
+        cores = ?config.forward.cores,
+        pending_batches = stats.pending_batches,
+        "edge started"
+    );
+
+    let sink = Arc::new(SpoolSink {
+        spool: spool.clone(),
+        default_ack_mode: config.ack_mode,
+        core_ack_timeout: Duration::from_millis(config.core_ack_timeout_ms),
+    });
+    let app = weir_http_ingest::router(&config.ingest, sink);
+    let forwarder = Forwarder {
+        endpoint,
+        spool: spool.clone(),
+        config: config.forward.clone(),
+        edge_id: config.edge_id.clone(),
+    };
+    let task = tokio::spawn(async move {
+        let forwarding = tokio::spawn(forwarder.run(shutdown.clone()));
+        let http = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .map_err(EdgeError::Http);
+        shutdown.cancel();
+        let _ = forwarding.await;
+        tracing::info!("edge stopped");
+        http
+    });
+    Ok(RunningEdge { http_addr, spool, task })
+}

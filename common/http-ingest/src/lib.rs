@@ -1,1 +1,334 @@
-//! placeholder
+//! The HTTP ingest API shared by edge and core: LogScale-compatible
+//! (`/api/v1/ingest/humio-structured`, `humio-unstructured`, `raw`) and Splunk
+//! HEC-compatible (`/services/collector/event`, `/services/collector/raw`), with ingest
+//! tokens, body limits, `/health` and `/ready`.
+//!
+//! This crate authenticates and decodes; what "accepted" means belongs to the
+//! [`IngestSink`] behind it (the core publishes to Kafka, the edge spools to disk). It
+//! answers success only when the sink returned `Ok`, and every error body says what to do.
+//!
+//! Architecture invariant: it never publishes or stores anything itself, and a request
+//! that fails to decode reaches the sink not at all.
+
+pub mod formats;
+mod response;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use weir_proto::EventBatch;
+
+pub use formats::FormatError;
+use formats::{HecRawParams, Target};
+use response::{Flavor, error, success};
+
+/// Header with which a client asks an edge to answer only after a core's Kafka-backed ack.
+pub const ACK_HEADER: &str = "x-weir-ack";
+
+/// When the sink may answer: after local durability (edge spool) or after Kafka.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckMode {
+    /// The edge answers once the batch is fsync'd in its spool.
+    Spool,
+    /// The answer waits for a core's ack, which follows Kafka's.
+    Core,
+}
+
+/// A decoded, authenticated request.
+#[derive(Debug)]
+pub struct IngestRequest {
+    pub batches: Vec<EventBatch>,
+    pub n_events: usize,
+    /// The client's `x-weir-ack` choice, if it made one.
+    pub ack_mode: Option<AckMode>,
+}
+
+/// Why a sink did not accept a request. Maps to the HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Temporarily unable to make the events durable (Kafka unreachable, no core ack in
+    /// time): 503 with Retry-After. Nothing was reported as accepted; a retry is safe.
+    #[error("{message}")]
+    Unavailable { message: String, retry_after: Duration },
+    /// The node pushes back (spool full): 429 with Retry-After.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: Duration },
+    /// The request can never be accepted as it is: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub trait IngestSink: Send + Sync + 'static {
+    /// Makes the request's events durable, or says why not. Must not answer `Ok` before
+    /// they are.
+    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>>;
+    /// `Err(reason)` when the node should not receive traffic.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// One ingest token from the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub repository: String,
+    /// Parser for this token's events when the request names none.
+    #[serde(default)]
+    pub parser: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpIngestConfig {
+    /// Largest accepted request body; larger ones get 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+fn default_max_body_bytes() -> usize {
+    8 * 1024 * 1024
+}
+
+impl Default for HttpIngestConfig {
+    fn default() -> Self {
+        HttpIngestConfig { max_body_bytes: default_max_body_bytes(), tokens: Vec::new() }
+    }
+}
+
+#[derive(Clone)]
+struct ApiState {
+    sink: Arc<dyn IngestSink>,
+    tokens: Arc<HashMap<String, TokenConfig>>,
+    max_body_bytes: usize,
+}
+
+/// The ingest API over `sink`.
+pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
+    let tokens = config.tokens.iter().map(|t| (t.token.clone(), t.clone())).collect();
+    let state = ApiState { sink, tokens: Arc::new(tokens), max_body_bytes: config.max_body_bytes };
+    Router::new()
+        .route("/api/v1/ingest/humio-structured", post(humio_structured))
+        .route("/api/v1/ingest/humio-unstructured", post(humio_unstructured))
+        .route("/api/v1/ingest/raw", post(raw))
+        .route("/services/collector", post(hec_event))
+        .route("/services/collector/event", post(hec_event))
+        .route("/services/collector/event/1.0", post(hec_event))
+        .route("/services/collector/raw", post(hec_raw))
+        .route("/services/collector/raw/1.0", post(hec_raw))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(state)
+}
+
+async fn health() -> Response {
+    success(Flavor::LogScale)
+}
+
+async fn ready(State(state): State<ApiState>) -> Response {
+    match state.sink.ready() {
+        Ok(()) => success(Flavor::LogScale),
+        Err(reason) => error(
+            Flavor::LogScale,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("not ready: {reason}"),
+            "wait and retry; check this node's log for the cause",
+            9,
+            Some(Duration::from_secs(1)),
+        ),
+    }
+}
+
+async fn humio_structured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Flavor::LogScale, headers, body, |body, target| formats::humio_structured(body, target)).await
+}
+
+async fn humio_unstructured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Flavor::LogScale, headers, body, |body, target| formats::humio_unstructured(body, target)).await
+}
+
+async fn raw(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Flavor::LogScale, headers, body, |body, target| formats::raw_body(body, target)).await
+}
+
+async fn hec_event(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, Flavor::Hec, headers, body, |body, target| formats::hec_events(body, target)).await
+}
+
+async fn hec_raw(
+    State(state): State<ApiState>,
+    Query(params): Query<HecRawParams>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(state, Flavor::Hec, headers, body, move |body, target| formats::hec_raw(body, &params, target)).await
+}
+
+/// Authenticates, reads the bounded body, decodes it completely, then hands it to the sink.
+async fn handle(
+    state: ApiState,
+    flavor: Flavor,
+    headers: HeaderMap,
+    body: Body,
+    decode: impl FnOnce(&[u8], &Target) -> Result<Vec<EventBatch>, FormatError>,
+) -> Response {
+    let token = match authenticate(&state, &headers) {
+        Ok(token) => token,
+        Err(response) => return response(flavor),
+    };
+    let ack_mode = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
+        None => None,
+        Some("spool") => Some(AckMode::Spool),
+        Some("core") => Some(AckMode::Core),
+        Some(other) => {
+            return error(
+                flavor,
+                StatusCode::BAD_REQUEST,
+                &format!("invalid {ACK_HEADER} header {other:?}"),
+                "use `spool` (ack once stored on the edge) or `core` (ack once in Kafka)",
+                6,
+                None,
+            );
+        }
+    };
+    let too_large = || {
+        error(
+            flavor,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body exceeds the limit of {} bytes", state.max_body_bytes),
+            "split the events over several smaller requests",
+            6,
+            None,
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes) {
+        return too_large();
+    }
+    let body = match axum::body::to_bytes(body, state.max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            return error(
+                flavor,
+                StatusCode::BAD_REQUEST,
+                &format!("could not read the request body: {inner}"),
+                "resend the request",
+                6,
+                None,
+            );
+        }
+    };
+    let target = Target {
+        repository: &token.repository,
+        parser: token.parser.as_deref(),
+        ingest_ts_ms: weir_proto::event::now_ms(),
+    };
+    let batches = match decode(&body, &target) {
+        Ok(batches) => batches,
+        Err(e) => return response::format_error(flavor, &e),
+    };
+    let n_events = batches.iter().map(|b| b.events.len()).sum();
+    if n_events == 0 {
+        return success(flavor);
+    }
+    match state.sink.ingest(IngestRequest { batches, n_events, ack_mode }).await {
+        Ok(()) => success(flavor),
+        Err(IngestError::Unavailable { message, retry_after }) => error(
+            flavor,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &message,
+            "nothing of this request was acknowledged: retry it after Retry-After seconds",
+            9,
+            Some(retry_after),
+        ),
+        Err(IngestError::Overloaded { message, retry_after }) => error(
+            flavor,
+            StatusCode::TOO_MANY_REQUESTS,
+            &message,
+            "nothing of this request was acknowledged: slow down and retry after Retry-After seconds",
+            9,
+            Some(retry_after),
+        ),
+        Err(IngestError::TooLarge(message)) => error(
+            flavor,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &message,
+            "split the events over several smaller requests",
+            6,
+            None,
+        ),
+        Err(IngestError::Internal(message)) => error(
+            flavor,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &message,
+            "nothing of this request was acknowledged: retry, and report this if it persists",
+            8,
+            None,
+        ),
+    }
+}
+
+type Reject = Box<dyn FnOnce(Flavor) -> Response>;
+
+fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a TokenConfig, Reject> {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(Box::new(|flavor| {
+            error(
+                flavor,
+                StatusCode::UNAUTHORIZED,
+                "Token is required: no Authorization header",
+                "send `Authorization: Bearer <ingest token>` (or `Splunk <token>` for HEC)",
+                2,
+                None,
+            )
+        }));
+    };
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("Splunk "))
+        .map(str::trim);
+    let Some(token) = token else {
+        return Err(Box::new(|flavor| {
+            error(
+                flavor,
+                StatusCode::UNAUTHORIZED,
+                "Token is required: the Authorization header is not `Bearer <token>` or `Splunk <token>`",
+                "send `Authorization: Bearer <ingest token>`",
+                3,
+                None,
+            )
+        }));
+    };
+    state.tokens.get(token).ok_or_else(|| -> Reject {
+        Box::new(|flavor| {
+            error(
+                flavor,
+                StatusCode::FORBIDDEN,
+                "Invalid token: this ingest token is not configured on this node",
+                "check the token against the `tokens` list in the node's config",
+                4,
+                None,
+            )
+        })
+    })
+}

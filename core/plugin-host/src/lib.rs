@@ -1,1 +1,28 @@
-//! placeholder
+//! Runs WebAssembly parser plugins (`wit/parser.wit`) in a sandbox.
+//!
+//! This crate owns everything about plugins at run time: compiling components
+//! (with an on-disk cache), instantiating them with no ambient capabilities,
+//! enforcing a per-batch deadline and a per-instance memory cap, replacing
+//! instances that fail, hot-reloading changed plugin files, and choosing the
+//! parser of a repository or ingest token. Only this crate touches wasmtime:
+//! the rest of Weir sees [`ParserRegistry`], [`RawEvent`], [`Event`] and
+//! [`ParsersConfig`]. It must never drop an event: whatever a plugin does, every
+//! input comes back, parsed or with `@error` / `@error_msg` fields.
+
+mod bindings;
+mod cache;
+mod cli;
+mod config;
+mod error;
+mod event;
+mod plugin;
+mod registry;
+mod sandbox;
+
+pub use bindings::{Field, RawEvent, Value};
+pub use cli::{TestSummary, plugin_test};
+pub use config::{ParsersConfig, PluginConfig, SettingValue};
+pub use error::Error;
+pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, PARSER_FIELD};
+pub use plugin::PluginInfo;
+pub use registry::ParserRegistry;

@@ -1,0 +1,152 @@
+//! The event model: what a client sent, after the HTTP layer decoded it, and before any
+//! parser ran.
+//!
+//! An [`EventBatch`] holds events of one source (one repository and one set of tags). It is
+//! the unit the core publishes as one Kafka record, as LogScale does, so events of one
+//! source stay in order within a partition.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One event as received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Event time in milliseconds since the Unix epoch, when the client gave one. The
+    /// digest falls back to the ingest time when absent.
+    #[serde(rename = "ts", default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_ms: Option<i64>,
+    /// The raw text of the event; a parser works on it.
+    pub raw: String,
+    /// Fields the client sent alongside the raw text (structured ingest, HEC `fields`).
+    #[serde(rename = "attrs", default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Event {
+    pub fn raw(raw: impl Into<String>) -> Self {
+        Event { timestamp_ms: None, raw: raw.into(), attributes: serde_json::Map::new() }
+    }
+}
+
+/// Events of one source, bound for one repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    pub repository: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// A parser the client asked for (LogScale unstructured `type`, HEC `sourcetype`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parser: Option<String>,
+    /// When the first node that accepted the events (edge or core) received them.
+    pub ingest_ts_ms: i64,
+    pub events: Vec<Event>,
+}
+
+impl EventBatch {
+    /// The Kafka record key: repository plus tags, so that one source always maps to one
+    /// partition and its events stay in order.
+    pub fn source_key(&self) -> String {
+        let mut key = self.repository.clone();
+        for (name, value) in &self.tags {
+            key.push('\u{1f}');
+            key.push_str(name);
+            key.push('=');
+            key.push_str(value);
+        }
+        key
+    }
+
+    /// Splits the batch into batches of the same source whose encoded size stays under
+    /// `max_bytes` (a single event larger than that still travels alone, and the broker
+    /// decides).
+    pub fn split_by_size(self, max_bytes: usize) -> Vec<EventBatch> {
+        let overhead = 64 + self.source_key().len();
+        let mut out = Vec::new();
+        let mut current = Vec::new();
+        let mut current_bytes = overhead;
+        let EventBatch { repository, tags, parser, ingest_ts_ms, events } = self;
+        let make = |events: Vec<Event>| EventBatch {
+            repository: repository.clone(),
+            tags: tags.clone(),
+            parser: parser.clone(),
+            ingest_ts_ms,
+            events,
+        };
+        for event in events {
+            let size = approx_encoded_len(&event);
+            if !current.is_empty() && current_bytes + size > max_bytes {
+                out.push(make(std::mem::take(&mut current)));
+                current_bytes = overhead;
+            }
+            current_bytes += size;
+            current.push(event);
+        }
+        if !current.is_empty() {
+            out.push(make(current));
+        }
+        out
+    }
+}
+
+/// A cheap upper estimate of an event's JSON size, without serialising it.
+fn approx_encoded_len(event: &Event) -> usize {
+    // Escapes can at most double plain text; attributes are rarely large, so serialising
+    // them is acceptable when present.
+    let attrs = if event.attributes.is_empty() {
+        0
+    } else {
+        serde_json::to_vec(&event.attributes).map(|v| v.len()).unwrap_or(0)
+    };
+    32 + event.raw.len() * 2 + attrs
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(n: usize, size: usize) -> EventBatch {
+        EventBatch {
+            repository: "repo".into(),
+            tags: BTreeMap::from([("host".into(), "a".into())]),
+            parser: None,
+            ingest_ts_ms: 1,
+            events: (0..n).map(|i| Event::raw(format!("{i:0size$}"))).collect(),
+        }
+    }
+
+    #[test]
+    fn split_keeps_order_and_every_event() {
+        let parts = batch(100, 100).split_by_size(2_000);
+        assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
+        let joined: Vec<String> =
+            parts.iter().flat_map(|b| b.events.iter().map(|e| e.raw.clone())).collect();
+        let expected: Vec<String> = batch(100, 100).events.into_iter().map(|e| e.raw).collect();
+        assert_eq!(joined, expected);
+        for part in &parts {
+            assert!(serde_json::to_vec(part).unwrap().len() <= 2_000);
+        }
+    }
+
+    #[test]
+    fn oversized_event_travels_alone() {
+        let parts = batch(3, 5_000).split_by_size(1_000);
+        assert_eq!(parts.len(), 3);
+    }
+
+    #[test]
+    fn source_key_differs_by_tags() {
+        let a = batch(1, 1);
+        let mut b = batch(1, 1);
+        b.tags.insert("host".into(), "b".into());
+        assert_ne!(a.source_key(), b.source_key());
+    }
+}

@@ -1,0 +1,179 @@
+//! The edge→core protocol over QUIC.
+//!
+//! One bidirectional stream per forwarded batch. The edge writes one request frame and
+//! finishes its side; the core answers with one [`Response`] frame after Kafka
+//! acknowledged every event of the batch, or with a typed error. Frames:
+//!
+//! ```text
+//! request  = u32 BE header length | header (JSON RequestHeader) | payload
+//! payload  = zstd(JSON [EventBatch, ...])   -- exactly what the edge spooled
+//! response = JSON Response
+//! ```
+//!
+//! The payload is compressed once, when the edge spools it, and travels unchanged from
+//! spool to wire, so a retry costs no re-encoding.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::EventBatch;
+
+/// ALPN protocol id; a peer speaking anything else is refused during the handshake.
+pub const ALPN: &[u8] = b"weir/1";
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest response the edge reads.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Identifies a forwarded batch: retries carry the same id, so the digest can recognise a
+/// batch Kafka already holds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchId {
+    pub edge_id: String,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BatchId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.edge_id, self.seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestHeader {
+    pub version: u16,
+    pub batch_id: BatchId,
+    pub n_events: u64,
+}
+
+/// Why the core refused a batch. The edge retries `Unavailable` and `Internal` (on this or
+/// another core); the other codes mean the batch itself is unacceptable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Kafka did not acknowledge in time: retry later or elsewhere.
+    Unavailable,
+    /// The frame or payload could not be decoded.
+    BadRequest,
+    /// The decoded payload exceeds the core's limit.
+    TooLarge,
+    /// Protocol version not supported by this core.
+    UnsupportedVersion,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorCode::Unavailable | ErrorCode::Internal)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Response {
+    /// Kafka acknowledged every event of the batch.
+    Ack { batch_id: BatchId, n_events: u64 },
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame too short: {0} bytes, the header length needs 4")]
+    ShortFrame(usize),
+    #[error("frame header claims {claimed} bytes but only {available} follow")]
+    TruncatedHeader { claimed: usize, available: usize },
+    #[error("invalid request header: {0}")]
+    Header(serde_json::Error),
+    #[error("payload is not valid zstd or decompresses to more than {limit} bytes: {source}")]
+    Decompress { limit: usize, source: std::io::Error },
+    #[error("payload is not a valid JSON batch list: {0}")]
+    Payload(serde_json::Error),
+    #[error("could not encode payload: {0}")]
+    Encode(std::io::Error),
+}
+
+/// Compresses batches into a spoolable, forwardable payload.
+pub fn encode_payload(batches: &[EventBatch]) -> Result<Bytes, WireError> {
+    let json = serde_json::to_vec(batches).map_err(|e| WireError::Encode(e.into()))?;
+    // Level 1: edges are small machines; the ratio on log text is already good.
+    zstd::bulk::compress(&json, 1).map(Bytes::from).map_err(WireError::Encode)
+}
+
+/// Decompresses and decodes a payload, refusing one that inflates past `max_bytes`
+/// (a zstd bomb would otherwise exhaust the core's memory).
+pub fn decode_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<EventBatch>, WireError> {
+    let json = zstd::bulk::decompress(payload, max_bytes)
+        .map_err(|source| WireError::Decompress { limit: max_bytes, source })?;
+    serde_json::from_slice(&json).map_err(WireError::Payload)
+}
+
+pub fn encode_request(header: &RequestHeader, payload: &[u8]) -> Bytes {
+    let header = serde_json::to_vec(header).expect("request header serialises");
+    let mut frame = BytesMut::with_capacity(4 + header.len() + payload.len());
+    frame.put_u32(header.len() as u32);
+    frame.put_slice(&header);
+    frame.put_slice(payload);
+    frame.freeze()
+}
+
+pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, &[u8]), WireError> {
+    if frame.len() < 4 {
+        return Err(WireError::ShortFrame(frame.len()));
+    }
+    let header_len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+    let rest = &frame[4..];
+    if header_len > rest.len() {
+        return Err(WireError::TruncatedHeader { claimed: header_len, available: rest.len() });
+    }
+    let header = serde_json::from_slice(&rest[..header_len]).map_err(WireError::Header)?;
+    Ok((header, &rest[header_len..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Event;
+
+    fn sample() -> Vec<EventBatch> {
+        vec![EventBatch {
+            repository: "r".into(),
+            tags: Default::default(),
+            parser: None,
+            ingest_ts_ms: 7,
+            events: vec![Event::raw("hello"), Event::raw("world")],
+        }]
+    }
+
+    #[test]
+    fn request_roundtrip() {
+        let payload = encode_payload(&sample()).unwrap();
+        let header = RequestHeader {
+            version: PROTOCOL_VERSION,
+            batch_id: BatchId { edge_id: "e1".into(), seq: 42 },
+            n_events: 2,
+        };
+        let frame = encode_request(&header, &payload);
+        let (decoded, body) = decode_request(&frame).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(decode_payload(body, 1 << 20).unwrap(), sample());
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert!(matches!(decode_request(&[0, 0]), Err(WireError::ShortFrame(2))));
+        assert!(matches!(
+            decode_request(&[0, 0, 0, 9, b'{']),
+            Err(WireError::TruncatedHeader { claimed: 9, available: 1 })
+        ));
+        assert!(matches!(decode_request(&[0, 0, 0, 1, b'x']), Err(WireError::Header(_))));
+        assert!(matches!(decode_payload(b"not zstd", 100), Err(WireError::Decompress { .. })));
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused() {
+        let big = vec![Event::raw("a".repeat(1 << 20))];
+        let batches = vec![EventBatch { events: big, ..sample().remove(0) }];
+        let payload = encode_payload(&batches).unwrap();
+        assert!(payload.len() < 10_000, "test needs a highly compressible payload");
+        assert!(matches!(decode_payload(&payload, 64 * 1024), Err(WireError::Decompress { .. })));
+    }
+}

@@ -1,0 +1,218 @@
+//! The `[parsers]` section of the core's configuration: which plugins exist,
+//! their settings and sandbox limits, and which parser each repository or
+//! ingest token uses. Owns defaults and their validation; it must never load
+//! or run a plugin.
+
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `[parsers]`: plugins and how events are routed to them.
+///
+/// ```toml
+/// [parsers]
+/// default = "json"
+/// plugin_dir = "/usr/lib/weir/plugins"   # every *.wasm here is a plugin named by its file stem
+/// batch_deadline_ms = 500
+/// memory_limit_bytes = 67108864
+///
+/// [parsers.plugins.nginx]
+/// path = "access.wasm"                    # relative to plugin_dir
+///
+/// [parsers.plugins.app]
+/// path = "pattern.wasm"
+/// settings = { pattern = '^(?P<level>[A-Z]+) (?P<msg>.*)$' }
+///
+/// [parsers.by_repository]
+/// web = "nginx"
+///
+/// [parsers.by_token]
+/// "tok-app-1" = "app"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParsersConfig {
+    /// Parser for events whose repository and token name none; `None` keeps
+    /// them unparsed.
+    pub default: Option<String>,
+    /// Directory of plugins: relative plugin paths resolve against it, and
+    /// each `*.wasm` in it not named in `plugins` is loaded under its file stem
+    /// with no settings.
+    pub plugin_dir: Option<PathBuf>,
+    /// Named plugin instances (one `.wasm` may appear under several names with
+    /// different settings).
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Repository name -> parser name.
+    pub by_repository: BTreeMap<String, String>,
+    /// Ingest token -> parser name; wins over `by_repository`.
+    pub by_token: BTreeMap<String, String>,
+    /// How long one `parse` call may run before the instance is stopped.
+    pub batch_deadline_ms: u64,
+    /// Linear memory cap per plugin instance, all memories together.
+    pub memory_limit_bytes: u64,
+    /// Size cap of one parsed event (field names, values, raw text).
+    pub max_event_output_bytes: u64,
+    /// Where compiled components are cached; `None` compiles in memory at each start.
+    pub cache_dir: Option<PathBuf>,
+    /// How often a plugin file is checked for changes (0: before every batch).
+    pub reload_check_ms: u64,
+    /// Idle instances kept per plugin for concurrent callers.
+    pub max_idle_instances: usize,
+}
+
+impl Default for ParsersConfig {
+    fn default() -> Self {
+        ParsersConfig {
+            default: None,
+            plugin_dir: None,
+            plugins: BTreeMap::new(),
+            by_repository: BTreeMap::new(),
+            by_token: BTreeMap::new(),
+            batch_deadline_ms: 500,
+            memory_limit_bytes: 64 << 20,
+            max_event_output_bytes: 1 << 20,
+            cache_dir: Some(PathBuf::from(".weir/plugin-cache")),
+            reload_check_ms: 1000,
+            max_idle_instances: 4,
+        }
+    }
+}
+
+/// `[parsers.plugins.NAME]`: one configured plugin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// The component file (`.wasm`), absolute or relative to `plugin_dir`.
+    pub path: PathBuf,
+    /// Settings passed to the plugin's `configure`.
+    pub settings: BTreeMap<String, SettingValue>,
+    /// Overrides `[parsers] batch_deadline_ms` for this plugin.
+    pub batch_deadline_ms: Option<u64>,
+    /// Overrides `[parsers] memory_limit_bytes` for this plugin.
+    pub memory_limit_bytes: Option<u64>,
+    /// Grants the wall and monotonic clocks (frozen at the Unix epoch otherwise).
+    pub allow_clock: bool,
+}
+
+/// A setting value: TOML strings, numbers and booleans are all passed to the
+/// plugin as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SettingValue {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl SettingValue {
+    /// The text given to the plugin.
+    pub fn as_text(&self) -> String {
+        match self {
+            SettingValue::Text(s) => s.clone(),
+            SettingValue::Int(i) => i.to_string(),
+            SettingValue::Float(f) => f.to_string(),
+            SettingValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl From<&str> for SettingValue {
+    fn from(s: &str) -> Self {
+        SettingValue::Text(s.to_string())
+    }
+}
+
+/// A plugin entry with everything resolved, ready to load.
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedPlugin {
+    pub name: String,
+    pub path: PathBuf,
+    pub settings: Vec<(String, String)>,
+    pub limits: Limits,
+}
+
+/// Sandbox limits of one plugin.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub batch_deadline_ms: u64,
+    pub memory_limit_bytes: u64,
+    pub max_event_output_bytes: u64,
+    pub allow_clock: bool,
+}
+
+impl PluginConfig {
+    /// A plugin at `path` with string settings (tests, `plugin_test`).
+    pub fn new(path: impl Into<PathBuf>, settings: &[(&str, &str)]) -> Self {
+        PluginConfig {
+            path: path.into(),
+            settings: settings.iter().map(|(k, v)| (k.to_string(), SettingValue::from(*v))).collect(),
+            ..PluginConfig::default()
+        }
+    }
+}
+
+impl ParsersConfig {
+    /// Checks the routing and limits, and lists every plugin to load.
+    pub(crate) fn resolve(&self) -> Result<Vec<ResolvedPlugin>, Error> {
+        if self.batch_deadline_ms == 0 {
+            return Err(Error::Config("batch_deadline_ms must be at least 1".into()));
+        }
+        if self.memory_limit_bytes < (1 << 20) {
+            return Err(Error::Config(format!(
+                "memory_limit_bytes = {} is below 1 MiB; plugins need at least a few MiB",
+                self.memory_limit_bytes
+            )));
+        }
+        let mut entries = self.plugins.clone();
+        if let Some(dir) = &self.plugin_dir {
+            let listing = std::fs::read_dir(dir)
+                .map_err(|e| Error::Config(format!("cannot list plugin_dir {}: {e}", dir.display())))?;
+            for entry in listing.flatten() {
+                let path = entry.path();
+                let stem = path.file_stem().and_then(|s| s.to_str()).map(String::from);
+                if let (Some(stem), Some("wasm")) = (stem, path.extension().and_then(|e| e.to_str())) {
+                    entries.entry(stem).or_insert_with(|| PluginConfig::new(path.clone(), &[]));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(entries.len());
+        for (name, p) in entries {
+            if p.path.as_os_str().is_empty() {
+                return Err(Error::Config(format!("[parsers.plugins.{name}] has no `path`")));
+            }
+            out.push(ResolvedPlugin {
+                path: resolve_path(self.plugin_dir.as_deref(), &p.path),
+                settings: p.settings.iter().map(|(k, v)| (k.clone(), v.as_text())).collect(),
+                limits: Limits {
+                    batch_deadline_ms: p.batch_deadline_ms.unwrap_or(self.batch_deadline_ms).max(1),
+                    memory_limit_bytes: p.memory_limit_bytes.unwrap_or(self.memory_limit_bytes),
+                    max_event_output_bytes: self.max_event_output_bytes,
+                    allow_clock: p.allow_clock,
+                },
+                name,
+            });
+        }
+        let known = |n: &str| out.iter().any(|p| p.name == n);
+        let routes = self
+            .default
+            .iter()
+            .map(|n| (n, "[parsers] default".to_string()))
+            .chain(self.by_repository.iter().map(|(r, n)| (n, format!("[parsers.by_repository] {r}"))))
+            .chain(self.by_token.iter().map(|(_, n)| (n, "[parsers.by_token]".to_string())));
+        for (name, referenced_by) in routes {
+            if !known(name) {
+                return Err(Error::UnknownParser { name: name.clone(), referenced_by });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn resolve_path(dir: Option<&Path>, path: &Path) -> PathBuf {
+    match dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}

@@ -1,0 +1,160 @@
+//! The sandbox against a hostile plugin (`chaos`, built from
+//! plugins/chaos): infinite loop, memory bomb, runaway recursion, huge
+//! output, abort and panic. Each time the host stays up, every event of the
+//! batch is kept with its raw text and error fields naming the plugin and the
+//! cause, and the next batch parses on a fresh instance. Also: no ambient
+//! capabilities, instance reuse, and refusal of broken components.
+
+mod common;
+
+use common::{batch, registry, test_config, wasm};
+use std::time::{Duration, Instant};
+use weir_plugin_host::{Error, Event, ParserRegistry, PluginConfig, Value};
+
+fn chaos() -> ParserRegistry {
+    registry("chaos", PluginConfig::new(wasm("chaos"), &[]))
+}
+
+fn calls(event: &Event) -> i64 {
+    match event.get("calls") {
+        Some(Value::Int(n)) => *n,
+        other => panic!("expected a `calls` field, got {other:?} in {:?}", event.to_json()),
+    }
+}
+
+/// Sends `trigger` between two good lines, checks the whole batch failed with
+/// `kind` and a message containing `fragment`, then that a new batch runs on a
+/// fresh instance.
+fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Duration {
+    let reg = chaos();
+    let warmup = reg.parse("test", None, batch(&["warm-up"]));
+    assert_eq!(calls(&warmup[0]), 1);
+    let started = Instant::now();
+    let events = reg.parse("test", None, batch(&["before", trigger, "after"]));
+    let took = started.elapsed();
+    assert_eq!(events.len(), 3, "every event of the failed batch is kept");
+    for (event, raw) in events.iter().zip(["before", trigger, "after"]) {
+        assert_eq!(event.raw, raw);
+        assert_eq!(event.error(), Some(kind), "{trigger}: {:?}", event.to_json());
+        let msg = event.error_msg().expect("an @error_msg");
+        assert!(msg.starts_with("parser `chaos`: ") && msg.contains(fragment), "{trigger}: {msg}");
+        assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
+    }
+    let next = reg.parse("test", None, batch(&["fine", "still fine"]));
+    assert_eq!(next.iter().map(|e| e.error()).collect::<Vec<_>>(), [None, None], "{:?}", next[0].to_json());
+    assert_eq!(calls(&next[0]), 1, "the failed instance must have been replaced by a fresh one");
+    assert_eq!(calls(&next[1]), 2);
+    took
+}
+
+#[test]
+fn infinite_loop_is_stopped_at_the_batch_deadline() {
+    let took = hostile_batch_is_contained("loop", "deadline_exceeded", "ran past its batch deadline of 300 ms");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "stopped after {took:?}");
+}
+
+#[test]
+fn memory_bomb_hits_the_memory_cap() {
+    hostile_batch_is_contained("grow", "memory_limit", "exceeded its memory cap");
+}
+
+#[test]
+fn runaway_recursion_overflows_the_wasm_stack_without_harm() {
+    hostile_batch_is_contained("deep", "stack_overflow", "overflowed its stack");
+}
+
+#[test]
+fn runaway_recursion_through_the_shadow_stack_is_a_trap() {
+    // Rust keeps big frames on a stack inside linear memory; running off its
+    // end is an out-of-bounds access, caught like any trap.
+    hostile_batch_is_contained("recurse", "trap", "out of bounds memory access");
+}
+
+#[test]
+fn abort_is_a_trap() {
+    hostile_batch_is_contained("trap", "trap", "trapped");
+}
+
+#[test]
+fn panic_message_reaches_the_error_field() {
+    hostile_batch_is_contained("panic", "trap", "chaos plugin asked to panic");
+}
+
+#[test]
+fn huge_output_is_refused_per_event_and_the_instance_is_kept() {
+    let reg = chaos();
+    let events = reg.parse("test", None, batch(&["a", "huge", "b"]));
+    assert_eq!(events[1].error(), Some("output_too_large"), "{:?}", events[1].error_msg());
+    assert!(events[1].error_msg().unwrap_or("").contains("max_event_output_bytes"));
+    assert_eq!(events[1].raw, "huge");
+    // The plugin did nothing wrong by the contract: its instance is reused.
+    assert_eq!((calls(&events[0]), calls(&events[2])), (1, 3));
+    assert_eq!(calls(&reg.parse("test", None, batch(&["c"]))[0]), 4);
+}
+
+#[test]
+fn instances_are_reused_across_batches() {
+    let reg = chaos();
+    let seen: Vec<i64> = (0..5).flat_map(|_| reg.parse("test", None, batch(&["x", "y"]))).map(|e| calls(&e)).collect();
+    assert_eq!(seen, (1..=10).collect::<Vec<_>>());
+}
+
+#[test]
+fn plugin_gets_no_environment_files_sockets_or_clock() {
+    // SAFETY of the assertion: the test process has environment variables
+    // and /etc/passwd exists, so zeros and errors come from the sandbox.
+    assert!(std::env::vars().count() > 0);
+    let events = chaos().parse("test", None, batch(&["probe"]));
+    let e = &events[0];
+    assert_eq!(e.error(), None, "{:?}", e.to_json());
+    assert_eq!(e.get("env_vars"), Some(&Value::Int(0)));
+    assert_eq!(e.get("args"), Some(&Value::Int(0)));
+    assert_ne!(e.get("file"), Some(&Value::Text("read".into())), "a file was readable");
+    assert_ne!(e.get("socket"), Some(&Value::Text("connected".into())), "a socket connected");
+    assert_eq!(e.get("clock_secs"), Some(&Value::Int(0)), "the wall clock must be frozen");
+
+    let mut granted = PluginConfig::new(wasm("chaos"), &[]);
+    granted.allow_clock = true;
+    let events = registry("chaos", granted).parse("test", None, batch(&["probe"]));
+    assert!(matches!(events[0].get("clock_secs"), Some(Value::Int(s)) if *s > 1_700_000_000), "clock grant ignored");
+}
+
+#[test]
+fn configure_failure_and_broken_components_are_refused_at_start() {
+    let mut config = test_config();
+    config.plugins.insert("c".into(), PluginConfig::new(wasm("chaos"), &[("fail_configure", "true")]));
+    match ParserRegistry::new(&config) {
+        Err(Error::Configure { plugin, reason }) => assert!(plugin == "c" && reason.contains("fail_configure"), "{reason}"),
+        other => panic!("expected a configure error, got {:?}", other.err()),
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core_module = dir.path().join("core-module.wasm");
+    std::fs::write(&core_module, "(module (func (export \"parse\")))").expect("write");
+    let mut config = test_config();
+    config.plugins.insert("m".into(), PluginConfig::new(&core_module, &[]));
+    let err = ParserRegistry::new(&config).err().expect("a core module is not a component");
+    assert!(matches!(err, Error::InvalidPlugin { .. }) && err.to_string().contains("plugins/README.md"), "{err}");
+
+    let wrong_world = dir.path().join("empty-component.wasm");
+    std::fs::write(&wrong_world, "(component)").expect("write");
+    config.plugins.insert("m".into(), PluginConfig::new(&wrong_world, &[]));
+    let err = ParserRegistry::new(&config).err().expect("a component without the exports is refused");
+    assert!(matches!(err, Error::InvalidPlugin { .. }), "{err}");
+
+    config.plugins.insert("m".into(), PluginConfig::new(dir.path().join("missing.wasm"), &[]));
+    assert!(matches!(ParserRegistry::new(&config), Err(Error::ReadPlugin { .. })));
+}
+
+#[test]
+fn a_component_that_traps_at_start_is_refused() {
+    // A component whose core module start function traps: instantiation fails.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("start-trap.wasm");
+    std::fs::write(&path, "(component (core module $m (func $s unreachable) (start $s)) (core instance (instantiate $m)))")
+        .expect("write");
+    let mut config = test_config();
+    config.plugins.insert("t".into(), PluginConfig::new(&path, &[]));
+    let err = ParserRegistry::new(&config).err().expect("must be refused");
+    assert!(err.to_string().contains("plugin `t`"), "{err}");
+}

@@ -1,0 +1,116 @@
+//! The core node's configuration (`weir-core run --config FILE`). See
+//! `deploy/core.example.toml` for every key with its default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use weir_http_ingest::HttpIngestConfig;
+use weir_proto::config::ConfigError;
+use weir_proto::tls::TlsFiles;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoreConfig {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// Names this node in logs and metadata.
+    #[serde(default = "default_node_id")]
+    pub node_id: String,
+    pub http: HttpConfig,
+    /// Token list and body limit of the HTTP ingest API.
+    #[serde(default)]
+    pub ingest: HttpIngestConfig,
+    /// The QUIC endpoint for edges; absent means this core accepts no edges.
+    #[serde(default)]
+    pub quic: Option<QuicConfig>,
+    pub kafka: KafkaConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuicConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsFiles,
+    /// Largest forwarded batch, compressed, on the wire.
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: usize,
+    /// Largest forwarded batch after decompression.
+    #[serde(default = "default_max_batch_bytes")]
+    pub max_batch_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]` of the Kafka cluster.
+    pub bootstrap_servers: String,
+    #[serde(default = "default_ingest_topic")]
+    pub ingest_topic: String,
+    /// Used when the core creates a missing ingest topic.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// How long an ingest request may wait for Kafka's acknowledgement before it is
+    /// answered 503 (the bound of I1's failure path).
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// Largest Kafka record; batches are split to stay below it.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
+    /// Producer batching delay; trades a little latency for throughput.
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u64,
+    /// Seconds a client is told to wait after a 503.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u64,
+    /// Extra librdkafka producer properties (e.g. security settings). May not override
+    /// acks or idempotence.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+}
+
+fn default_node_id() -> String {
+    "core-1".into()
+}
+fn default_max_frame_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_batch_bytes() -> usize {
+    64 * 1024 * 1024
+}
+fn default_ingest_topic() -> String {
+    "weir-ingest".into()
+}
+fn default_partitions() -> i32 {
+    4
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_ack_timeout_ms() -> u64 {
+    10_000
+}
+fn default_max_record_bytes() -> usize {
+    900_000
+}
+fn default_linger_ms() -> u64 {
+    5
+}
+fn default_retry_after_s() -> u64 {
+    2
+}
+
+impl CoreConfig {
+    pub fn load(path: &Path) -> Result<CoreConfig, ConfigError> {
+        weir_proto::config::load(path, &["node_id"])
+    }
+}

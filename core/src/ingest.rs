@@ -1,0 +1,49 @@
+//! The core's [`IngestSink`]: an HTTP ingest request is accepted once Kafka acknowledged
+//! every event of it (I1), and answered 503 otherwise.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use weir_http_ingest::{IngestError, IngestRequest, IngestSink};
+
+use crate::kafka::{PublishError, Publisher};
+
+pub struct KafkaSink {
+    pub publisher: Arc<Publisher>,
+    pub retry_after: Duration,
+}
+
+impl IngestSink for KafkaSink {
+    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+        let publisher = self.publisher.clone();
+        let retry_after = self.retry_after;
+        async move {
+            // The core's ack always follows Kafka's, so the client's ack-mode choice
+            // (which matters on an edge) changes nothing here.
+            match publisher.publish(request.batches, None).await {
+                Ok(_) => Ok(()),
+                Err(PublishError::Unavailable(reason)) => {
+                    tracing::warn!(n_events = request.n_events, %reason, "ingest request not acknowledged by kafka");
+                    Err(IngestError::Unavailable {
+                        message: format!("kafka did not acknowledge the events: {reason}"),
+                        retry_after,
+                    })
+                }
+                Err(other) => Err(IngestError::Internal(other.to_string())),
+            }
+        }
+        .boxed()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if let Some(fatal) = self.publisher.fatal_error() {
+            return Err(format!("kafka producer failed fatally: {fatal}"));
+        }
+        if !self.publisher.is_topic_ready() {
+            return Err("the kafka ingest topic is not verified yet".into());
+        }
+        Ok(())
+    }
+}

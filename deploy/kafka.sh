@@ -1,0 +1,485 @@
+#!/usr/bin/env bash
+# deploy/kafka.sh: run a real single-node Apache Kafka (KRaft) broker for
+# Weir's tests and local stack, from jars resolved out of Maven Central.
+#
+#   deploy/kafka.sh fetch               resolve jars into $WEIR_CACHE_DIR/kafka-<ver>/libs
+#   deploy/kafka.sh start DIR PORT      start broker+controller, wait until it serves,
+#                                       print "127.0.0.1:PORT"
+#   deploy/kafka.sh stop DIR            SIGTERM, wait (20 s), then SIGKILL; no-op if not running
+#   deploy/kafka.sh kill DIR            SIGKILL now (fault tests); no-op if not running
+#   deploy/kafka.sh status DIR          exit 0 if running, 1 if not
+#   deploy/kafka.sh run-class CLASS ARGS...
+#                                       run a Kafka class (e.g. org.apache.kafka.tools.TopicCommand)
+#                                       with the cached jars on the classpath
+#
+# Layout under DIR: config/ (server.properties, log4j2.properties), data/
+# (log.dirs, formatted on first start and kept afterwards), logs/server.log
+# (broker log), logs/kafka.out (JVM stdout/stderr), kafka.pid, port, cluster.id.
+# Client listener 127.0.0.1:PORT, controller listener 127.0.0.1:PORT+1.
+#
+# Environment (all optional):
+#   WEIR_CACHE_DIR              cache root (default $HOME/.cache/weir); holds m2/ and kafka-<ver>/
+#   WEIR_KAFKA_VERSION          Kafka version (default 4.3.1)
+#   WEIR_KAFKA_START_TIMEOUT    seconds start waits for readiness (default 60)
+#   WEIR_KAFKA_STOP_TIMEOUT     seconds stop waits after SIGTERM (default 20)
+#   WEIR_KAFKA_HEAP_OPTS        broker heap flags (default "-Xmx512m -Xms256m")
+#   WEIR_KAFKA_JVM_OPTS         extra broker JVM flags
+#   WEIR_KAFKA_PROPS            extra server.properties lines (newline-separated key=value; win)
+#   WEIR_KAFKA_CDS              1 (default) = AppCDS class-data archive for faster broker
+#                               starts (dumped by the first broker that stops cleanly); 0 = off
+#   JAVA_HOME                   JDK/JRE to use (default: java on PATH); Java 17+ required
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
+readonly SCRIPT_DIR
+readonly CONF_SRC="$SCRIPT_DIR/kafka"
+readonly KAFKA_VERSION="${WEIR_KAFKA_VERSION:-4.3.1}"
+readonly DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+readonly MAIN_CLASS="kafka.Kafka"
+readonly FORMAT_CLASS="kafka.tools.StorageTool"
+
+CACHE_DIR="${WEIR_CACHE_DIR:-${HOME:-/tmp}/.cache/weir}"
+KAFKA_HOME=""
+LIBS_DIR=""
+JAVA=""
+JAVA_VERSION_OUT=""
+TOOL_CMD=()
+
+die() {
+    printf 'kafka.sh: error: %s\n' "$*" >&2
+    exit 1
+}
+
+warn() {
+    printf 'kafka.sh: %s\n' "$*" >&2
+}
+
+usage() {
+    sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+init_paths() {
+    mkdir -p "$CACHE_DIR" || die "cannot create cache dir $CACHE_DIR (set WEIR_CACHE_DIR to a writable dir)"
+    CACHE_DIR="$(cd "$CACHE_DIR" && pwd -P)"
+    KAFKA_HOME="$CACHE_DIR/kafka-$KAFKA_VERSION"
+    LIBS_DIR="$KAFKA_HOME/libs"
+}
+
+find_java() {
+    [[ -n "$JAVA" ]] && return 0
+    if [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
+        JAVA="$JAVA_HOME/bin/java"
+    elif command -v java >/dev/null 2>&1; then
+        JAVA="$(command -v java)"
+    else
+        die "java not found: install a JDK 17+ (e.g. 'apt-get install openjdk-17-jdk-headless') or set JAVA_HOME"
+    fi
+    local line major
+    JAVA_VERSION_OUT="$("$JAVA" -version 2>&1 || true)"
+    line="$(grep -m1 -E 'version "' <<<"$JAVA_VERSION_OUT" || true)"
+    major="$(sed -E 's/.*version "([0-9]+)(\.([0-9]+))?.*/\1 \3/' <<<"$line")"
+    # "1.8.0_x" style -> 8; "17.0.1" -> 17
+    if [[ "${major%% *}" == 1 ]]; then major="${major#* }"; else major="${major%% *}"; fi
+    if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < 17)); then
+        die "$JAVA is not Java 17+ (got: ${line:-no version output}); Kafka $KAFKA_VERSION needs Java 17+: install a JDK 17 or point JAVA_HOME at one"
+    fi
+}
+
+# --- fetch -------------------------------------------------------------------
+
+fetch_stamp() {
+    local pom_hash
+    pom_hash="$(sha256sum "$CONF_SRC/pom.xml" | cut -d' ' -f1)"
+    printf 'kafka=%s pom=%s\n' "$KAFKA_VERSION" "$pom_hash"
+}
+
+fetch_is_complete() {
+    [[ -f "$LIBS_DIR/.weir-complete" && "$(cat "$LIBS_DIR/.weir-complete")" == "$(fetch_stamp)" ]]
+}
+
+cmd_fetch() {
+    init_paths
+    fetch_is_complete && return 0
+    [[ -f "$CONF_SRC/pom.xml" ]] || die "missing $CONF_SRC/pom.xml (is deploy/kafka/ intact?)"
+    command -v mvn >/dev/null 2>&1 || die "mvn not found: install Maven 3.6+ (e.g. 'apt-get install maven')"
+    find_java
+    mkdir -p "$KAFKA_HOME"
+
+    # Serialise concurrent fetches (parallel test binaries, CI jobs).
+    local lock_fd
+    if command -v flock >/dev/null 2>&1; then
+        exec {lock_fd}>"$KAFKA_HOME/.fetch.lock"
+        flock -w 900 "$lock_fd" || die "timed out waiting for another fetch (lock $KAFKA_HOME/.fetch.lock)"
+        if fetch_is_complete; then
+            exec {lock_fd}>&-
+            return 0
+        fi
+    fi
+
+    local tmp log="$KAFKA_HOME/fetch.log"
+    tmp="$(mktemp -d "$KAFKA_HOME/libs.tmp.XXXXXX")"
+    # JAVA_HOME for mvn: the JDK we validated.
+    if ! JAVA_HOME="$(dirname "$(dirname "$(readlink -f "$JAVA" 2>/dev/null || echo "$JAVA")")")" \
+        mvn -B -q -Dstyle.color=never \
+            -f "$CONF_SRC/pom.xml" \
+            -Dmaven.repo.local="$CACHE_DIR/m2" \
+            -Dkafka.version="$KAFKA_VERSION" \
+            "$DEP_PLUGIN:copy-dependencies" \
+            -DincludeScope=runtime \
+            -DoutputDirectory="$tmp" \
+            >"$log" 2>&1; then
+        rm -rf "$tmp"
+        tail -n 40 "$log" >&2 || true
+        die "mvn could not resolve org.apache.kafka:kafka_2.13:$KAFKA_VERSION and its dependencies (full log: $log). Check access to Maven Central (proxy/mirror in ~/.m2/settings.xml), or try another version with WEIR_KAFKA_VERSION=..."
+    fi
+    local jar
+    for jar in "kafka_2.13-$KAFKA_VERSION.jar" "kafka-server-$KAFKA_VERSION.jar" "kafka-tools-$KAFKA_VERSION.jar" "kafka-clients-$KAFKA_VERSION.jar"; do
+        [[ -f "$tmp/$jar" ]] || { rm -rf "$tmp"; die "fetch incomplete: $jar missing after mvn (log: $log)"; }
+    done
+    rm -rf "$LIBS_DIR"
+    mv "$tmp" "$LIBS_DIR"
+    fetch_stamp >"$LIBS_DIR/.weir-complete.tmp"
+    mv "$LIBS_DIR/.weir-complete.tmp" "$LIBS_DIR/.weir-complete" # marker last
+    [[ -n "${lock_fd:-}" ]] && exec {lock_fd}>&-
+    return 0
+}
+
+# --- helpers -----------------------------------------------------------------
+
+# Command prefix to run a Kafka CLI class in a small, fast-starting JVM.
+tool_cmd() {
+    TOOL_CMD=("$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto
+        -Djava.awt.headless=true
+        -Dlog4j2.configurationFile="$CONF_SRC/log4j2-tools.properties"
+        -cp "$LIBS_DIR/*")
+}
+
+abs_dir() { # abs_dir DIR [create]
+    local d="$1"
+    [[ -n "$d" ]] || die "DIR must not be empty"
+    if [[ "${2:-}" == create ]]; then
+        mkdir -p "$d" || die "cannot create $d"
+    fi
+    [[ -d "$d" ]] || return 1
+    (cd "$d" && pwd -P)
+}
+
+# Prints the broker pid for DIR if a broker started from DIR is alive.
+running_pid() {
+    local dir="$1" pid
+    [[ -f "$dir/kafka.pid" ]] || return 1
+    pid="$(cat "$dir/kafka.pid" 2>/dev/null || true)"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    kill -0 "$pid" 2>/dev/null || return 1
+    local args state
+    if [[ -r "/proc/$pid/cmdline" ]]; then
+        state="$(sed -E 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/' "/proc/$pid/stat" 2>/dev/null || echo '?')"
+        args="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
+    else
+        state="$(ps -o stat= -p "$pid" 2>/dev/null || echo '?')"
+        args="$(ps -o args= -p "$pid" 2>/dev/null || true)"
+    fi
+    [[ "$state" != Z* ]] || return 1 # killed but not yet reaped
+    # Guard against pid reuse: it must be the broker for this DIR.
+    [[ "$args" == *"$MAIN_CLASS $dir/config/server.properties"* ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+wait_gone() { # wait_gone DIR PID SECONDS -> 0 if gone
+    local dir="$1" pid="$2" deadline=$((SECONDS + $3))
+    while running_pid "$dir" >/dev/null; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+    return 0
+}
+
+port_open() {
+    (exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1")
+}
+
+# Readiness probe, without a JVM (a Kafka CLI JVM costs ~1.7 s a try on this
+# box): send a Metadata v4 request (all topics, no auto-create) to
+# 127.0.0.1:PORT and succeed if the reply has our correlation id and lists at
+# least one broker. A KRaft broker only processes client requests once it has
+# caught up with the metadata log, and only lists brokers that are registered
+# and unfenced, so success means clients can produce/consume/create topics.
+# Metadata v4 is within what Kafka 4.x still accepts (KIP-896 kept v4+).
+probe_ready() { # probe_ready PORT WAIT_SECONDS
+    local reply b
+    # Request: int32 size=25 | int16 api_key=3 (Metadata) | int16 version=4 |
+    # int32 correlation_id=1 | string client_id "weir-ready" |
+    # int32 topics=-1 (null: all) | bool allow_auto_topic_creation=false
+    reply="$(
+        exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf '\x00\x00\x00\x19\x00\x03\x00\x04\x00\x00\x00\x01\x00\x0aweir-ready\xff\xff\xff\xff\x00' >&3
+        timeout "$2" od -An -tu1 -N 16 <&3
+    )" || return 1
+    # Reply: int32 size | int32 correlation_id | int32 throttle_time_ms |
+    # int32 broker count | ...
+    read -r -a b <<<"$(tr -s ' \n' '  ' <<<"$reply")"
+    ((${#b[@]} == 16)) || return 1
+    [[ "${b[4]} ${b[5]} ${b[6]} ${b[7]}" == "0 0 0 1" ]] || return 1
+    ((b[12] == 0 && b[13] == 0 && (b[14] > 0 || b[15] > 0)))
+}
+
+show_logs() { # show_logs DIR [OFFSET]: last 40 lines of this run's broker log (+ JVM output) to stderr
+    local dir="$1" off="${2:-0}"
+    if [[ -s "$dir/logs/server.log" ]] && (($(wc -c <"$dir/logs/server.log") > off)); then
+        printf -- '--- last 40 lines of %s (this start) ---\n' "$dir/logs/server.log" >&2
+        tail -c +$((off + 1)) "$dir/logs/server.log" | tail -n 40 >&2
+    else
+        printf -- '--- nothing logged to %s by this start ---\n' "$dir/logs/server.log" >&2
+    fi
+    if [[ -s "$dir/logs/kafka.out" ]]; then
+        printf -- '--- last 20 lines of %s (JVM stdout/stderr) ---\n' "$dir/logs/kafka.out" >&2
+        tail -n 20 "$dir/logs/kafka.out" >&2
+    fi
+}
+
+render_config() { # render_config DIR PORT CPORT
+    local dir="$1" port="$2" cport="$3" tpl
+    tpl="$(<"$CONF_SRC/server.properties.template")"
+    tpl="${tpl//@DIR@/"$dir"}"
+    tpl="${tpl//@CONTROLLER_PORT@/"$cport"}"
+    tpl="${tpl//@PORT@/"$port"}"
+    {
+        printf '%s\n' "$tpl"
+        if [[ -n "${WEIR_KAFKA_PROPS:-}" ]]; then
+            printf '\n# From WEIR_KAFKA_PROPS:\n%s\n' "$WEIR_KAFKA_PROPS"
+        fi
+    } >"$dir/config/server.properties.tmp"
+    mv "$dir/config/server.properties.tmp" "$dir/config/server.properties"
+    cp "$CONF_SRC/log4j2-broker.properties" "$dir/config/log4j2.properties"
+}
+
+# AppCDS: a dynamic class-data archive of the broker's classes cuts a warm
+# start from ~6.5 s to ~4.5 s here. The first broker started without one runs
+# with -XX:ArchiveClassesAtExit=DIR/broker-cds.jsa; the JVM writes it while
+# exiting after SIGTERM, and `stop` then publishes it to the cache. The archive
+# name is keyed by JVM build and jar set, so a different JDK or refetched jars
+# just make a new one (a mismatched archive is ignored by -Xshare:auto anyway).
+cds_archive_path() {
+    local id
+    id="$(printf '%s\n%s\n%s\n' "$(readlink -f "$JAVA" 2>/dev/null || echo "$JAVA")" "$JAVA_VERSION_OUT" \
+        "$(cat "$LIBS_DIR/.weir-complete" 2>/dev/null)" | sha256sum | cut -c1-16)"
+    printf '%s\n' "$KAFKA_HOME/cds/broker-$id.jsa"
+}
+
+# After the broker from DIR exited: publish its CDS dump (if clean) and tidy up.
+cds_publish() { # cds_publish DIR clean|dirty
+    local dir="$1" target
+    if [[ "$2" == clean && -s "$dir/broker-cds.jsa" && -s "$dir/broker-cds.target" ]]; then
+        target="$(<"$dir/broker-cds.target")"
+        if [[ ! -s "$target" ]] && mkdir -p "$(dirname "$target")" 2>/dev/null &&
+            cp "$dir/broker-cds.jsa" "$target.tmp.$$" 2>/dev/null; then
+            mv -f "$target.tmp.$$" "$target" || rm -f "$target.tmp.$$"
+        fi
+    fi
+    rm -f "$dir/broker-cds.jsa" "$dir/broker-cds.target"
+}
+
+new_cluster_id() {
+    # Same shape as org.apache.kafka.common.Uuid.randomUuid().toString():
+    # 16 random bytes, base64url without padding, not starting with '-'.
+    local id
+    while :; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        [[ ${#id} -eq 22 && "$id" != -* && "$id" != AAAAAAAAAAAAAAAAAAAAA* ]] && break
+    done
+    printf '%s\n' "$id"
+}
+
+format_storage() { # format_storage DIR
+    local dir="$1" cid
+    if [[ -f "$dir/cluster.id" ]]; then
+        cid="$(<"$dir/cluster.id")"
+    else
+        cid="$(new_cluster_id)"
+        printf '%s\n' "$cid" >"$dir/cluster.id"
+    fi
+    tool_cmd
+    if ! "${TOOL_CMD[@]}" "$FORMAT_CLASS" format --cluster-id "$cid" \
+        --config "$dir/config/server.properties" --ignore-formatted \
+        >"$dir/logs/format.log" 2>&1; then
+        cat "$dir/logs/format.log" >&2
+        die "formatting storage in $dir/data failed (see above / $dir/logs/format.log)"
+    fi
+}
+
+# --- commands ----------------------------------------------------------------
+
+cmd_start() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    local port="$2" dir cport
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65534)); then
+        die "PORT must be a number in 1..65534 (PORT+1 is the controller port), got '$port'"
+    fi
+    cport=$((port + 1))
+    dir="$(abs_dir "$1" create)"
+    local timeout="${WEIR_KAFKA_START_TIMEOUT:-60}"
+    [[ "$timeout" =~ ^[0-9]+$ ]] || die "WEIR_KAFKA_START_TIMEOUT must be whole seconds, got '$timeout'"
+
+    cmd_fetch
+    find_java
+    mkdir -p "$dir/config" "$dir/data" "$dir/logs"
+
+    local pid log_off=0
+    [[ -f "$dir/logs/server.log" ]] && log_off="$(wc -c <"$dir/logs/server.log")"
+    if pid="$(running_pid "$dir")"; then
+        local old_port
+        old_port="$(cat "$dir/port" 2>/dev/null || true)"
+        [[ "$old_port" == "$port" ]] ||
+            die "a broker from $dir is already running (pid $pid) on port ${old_port:-?}; run 'kafka.sh stop $dir' first"
+    else
+        rm -f "$dir/kafka.pid"
+        local p
+        for p in "$port" "$cport"; do
+            if port_open "$p"; then
+                die "port 127.0.0.1:$p is already in use (client port $port, controller port $cport); pick another PORT"
+            fi
+        done
+        [[ -f "$dir/logs/kafka.out" ]] && mv -f "$dir/logs/kafka.out" "$dir/logs/kafka.out.prev"
+        render_config "$dir" "$port" "$cport"
+        printf '%s\n' "$port" >"$dir/port"
+        # First start (or a start that died before formatting): format. An
+        # existing meta.properties means keep the data and cluster id.
+        [[ -f "$dir/data/meta.properties" ]] || format_storage "$dir"
+
+        local launcher=() heap=() extra=() cds=()
+        rm -f "$dir/broker-cds.jsa" "$dir/broker-cds.target"
+        if [[ "${WEIR_KAFKA_CDS:-1}" != 0 ]]; then
+            local archive
+            archive="$(cds_archive_path)"
+            # CDS chatter ("Skipping ...: Not linked") to logs/cds.log, not kafka.out.
+            cds=("-Xlog:cds*=off" "-Xlog:cds*=warning:file=$dir/logs/cds.log")
+            if [[ -s "$archive" ]]; then
+                cds+=("-XX:SharedArchiveFile=$archive")
+            else
+                cds+=("-XX:ArchiveClassesAtExit=$dir/broker-cds.jsa")
+                printf '%s\n' "$archive" >"$dir/broker-cds.target"
+            fi
+        fi
+        command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+        read -r -a heap <<<"${WEIR_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
+        read -r -a extra <<<"${WEIR_KAFKA_JVM_OPTS:-}"
+        # The inner bash records its own pid, then execs the JVM (same pid),
+        # so the pid file is right whether or not setsid forks.
+        # shellcheck disable=SC2016 # $$/$1 are for the inner shell
+        nohup "${launcher[@]}" bash -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; shift; exec "$@"' \
+            weir-kafka "$dir/kafka.pid" \
+            "$JAVA" \
+            "${heap[@]}" \
+            -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+            -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Xshare:auto "${cds[@]}" \
+            "-Xlog:gc*:file=$dir/logs/gc.log:time,tags:filecount=2,filesize=10M" \
+            -Djava.awt.headless=true \
+            -Dkafka.logs.dir="$dir/logs" \
+            -Dlog4j2.configurationFile="$dir/config/log4j2.properties" \
+            "${extra[@]}" \
+            -cp "$LIBS_DIR/*" \
+            "$MAIN_CLASS" "$dir/config/server.properties" \
+            </dev/null >"$dir/logs/kafka.out" 2>&1 &
+        local i
+        for ((i = 0; i < 200; i++)); do
+            [[ -s "$dir/kafka.pid" ]] && break
+            sleep 0.05
+        done
+    fi
+
+    local deadline=$((SECONDS + timeout))
+    while :; do
+        if ! running_pid "$dir" >/dev/null; then
+            warn "broker in $dir exited during startup"
+            show_logs "$dir" "$log_off"
+            exit 1
+        fi
+        if probe_ready "$port" 2; then
+            printf '127.0.0.1:%s\n' "$port"
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            warn "broker in $dir did not serve Metadata requests on 127.0.0.1:$port within ${timeout}s; killing it"
+            show_logs "$dir" "$log_off"
+            cmd_kill "$dir" >/dev/null 2>&1 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+cmd_stop() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh stop DIR"
+    local dir pid
+    dir="$(abs_dir "$1")" || return 0
+    if ! pid="$(running_pid "$dir")"; then
+        rm -f "$dir/kafka.pid"
+        return 0
+    fi
+    local t="${WEIR_KAFKA_STOP_TIMEOUT:-20}" how=clean
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$dir" "$pid" "$t"; then
+        warn "broker in $dir (pid $pid) did not stop within ${t}s of SIGTERM; sending SIGKILL"
+        how=dirty
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$dir" "$pid" 10 || die "broker pid $pid still alive after SIGKILL"
+    fi
+    rm -f "$dir/kafka.pid"
+    cds_publish "$dir" "$how"
+}
+
+cmd_kill() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh kill DIR"
+    local dir pid
+    dir="$(abs_dir "$1")" || return 0
+    if pid="$(running_pid "$dir")"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$dir" "$pid" 10 || die "broker pid $pid still alive after SIGKILL"
+    fi
+    rm -f "$dir/kafka.pid"
+    cds_publish "$dir" dirty
+}
+
+cmd_status() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh status DIR"
+    local dir pid
+    if dir="$(abs_dir "$1")" && pid="$(running_pid "$dir")"; then
+        printf 'running pid=%s bootstrap=127.0.0.1:%s\n' "$pid" "$(cat "$dir/port" 2>/dev/null || echo '?')"
+        return 0
+    fi
+    printf 'not running\n'
+    return 1
+}
+
+cmd_run_class() {
+    [[ $# -ge 1 ]] || die "usage: kafka.sh run-class CLASS [ARGS...]"
+    cmd_fetch
+    find_java
+    tool_cmd
+    exec "${TOOL_CMD[@]}" "$@"
+}
+
+main() {
+    [[ $# -ge 1 ]] || usage
+    local cmd="$1"
+    shift
+    case "$cmd" in
+    fetch)
+        [[ $# -eq 0 ]] || die "usage: kafka.sh fetch"
+        cmd_fetch
+        ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    kill) cmd_kill "$@" ;;
+    status) cmd_status "$@" ;;
+    run-class) cmd_run_class "$@" ;;
+    -h | --help | help) usage ;;
+    *)
+        warn "unknown command '$cmd'"
+        usage
+        ;;
+    esac
+}
+
+main "$@"

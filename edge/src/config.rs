@@ -1,0 +1,105 @@
+//! The edge node's configuration (`weir-edge run --config FILE`). See
+//! `deploy/edge.example.toml` for every key with its default.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+use weir_http_ingest::{AckMode, HttpIngestConfig};
+use weir_proto::config::ConfigError;
+use weir_proto::tls::TlsFiles;
+
+use crate::spool::SpoolConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Config format version; must be 1.
+    pub version: u32,
+    /// Unique per edge: with the spool sequence it forms the batch id cores see.
+    #[serde(default = "default_edge_id")]
+    pub edge_id: String,
+    /// When a client's request is answered: `spool` (fsync'd here) or `core` (in Kafka).
+    /// A client may choose per request with the `x-weir-ack` header.
+    #[serde(default = "default_ack_mode")]
+    pub ack_mode: AckMode,
+    /// In `core` ack mode, how long a request waits for the core's ack before it is
+    /// answered 503 (the batch stays spooled and is still forwarded).
+    #[serde(default = "default_core_ack_timeout_ms")]
+    pub core_ack_timeout_ms: u64,
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub ingest: HttpIngestConfig,
+    pub spool: SpoolConfig,
+    pub forward: ForwardConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// QUIC addresses (`host:port`) of core nodes; the edge uses any reachable one.
+    pub cores: Vec<String>,
+    /// Name the cores' certificates are checked against.
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    pub tls: TlsFiles,
+    /// Batches sent to a core before the first of them is acknowledged.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// A batch without an answer after this long counts as failed; the link is dropped
+    /// and the batch re-sent, possibly to another core.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// A silent link is declared dead after this long (keep-alives run at a third of it).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    #[serde(default = "default_backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max_ms")]
+    pub backoff_max_ms: u64,
+}
+
+fn default_edge_id() -> String {
+    "edge-1".into()
+}
+fn default_ack_mode() -> AckMode {
+    AckMode::Spool
+}
+fn default_core_ack_timeout_ms() -> u64 {
+    30_000
+}
+fn default_server_name() -> String {
+    "localhost".into()
+}
+fn default_max_in_flight() -> usize {
+    8
+}
+fn default_connect_timeout_ms() -> u64 {
+    3_000
+}
+fn default_ack_timeout_ms() -> u64 {
+    30_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    6_000
+}
+fn default_backoff_initial_ms() -> u64 {
+    100
+}
+fn default_backoff_max_ms() -> u64 {
+    5_000
+}
+
+impl EdgeConfig {
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
+        weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])
+    }
+}

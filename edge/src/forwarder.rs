@@ -1,0 +1,196 @@
+//! Forwards spooled batches over QUIC to any reachable core, and removes a batch from
+//! the spool only when a core acknowledged it (which it does after Kafka did).
+//!
+//! Life of a batch: the spool hands out pending batches in sequence order; up to
+//! `max_in_flight` travel at once, each on its own stream; an ack removes it from the
+//! spool. Any failure of the link (connection lost, timeout, a retryable error from the
+//! core) ends the session: every batch not acknowledged stays pending, and the next
+//! session, on the next core in the list, starts again from the oldest. Delivery is
+//! therefore at least once; the batch id (edge id + sequence) lets the digest drop a copy
+//! Kafka already holds.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio_util::sync::CancellationToken;
+use weir_proto::wire::{self, BatchId, ErrorCode, PROTOCOL_VERSION, RequestHeader, Response};
+
+use crate::config::ForwardConfig;
+use crate::ingest::decode_spooled;
+use crate::spool::{Spool, SpooledBatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("cannot resolve core address {addr}: {reason}")]
+    Resolve { addr: String, reason: String },
+    #[error("cannot connect to core {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("link to core lost: {0}")]
+    Link(String),
+    #[error("core answered batch {seq} with {code:?}: {message}")]
+    Refused { seq: u64, code: ErrorCode, message: String },
+    #[error("no answer for batch {seq} within {timeout_ms} ms")]
+    Timeout { seq: u64, timeout_ms: u64 },
+    #[error("spool: {0}")]
+    Spool(#[from] crate::spool::SpoolError),
+}
+
+pub struct Forwarder {
+    pub endpoint: quinn::Endpoint,
+    pub spool: Spool,
+    pub config: ForwardConfig,
+    pub edge_id: String,
+}
+
+impl Forwarder {
+    /// Runs until `shutdown`: connect, forward, fail over, back off.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if self.config.cores.is_empty() {
+            tracing::error!("no core addresses configured: spooled events cannot be forwarded");
+        }
+        let initial = Duration::from_millis(self.config.backoff_initial_ms);
+        let max = Duration::from_millis(self.config.backoff_max_ms);
+        let mut backoff = initial;
+        let mut next_core = 0usize;
+        let mut failures_in_round = 0usize;
+        while !shutdown.is_cancelled() && !self.config.cores.is_empty() {
+            let addr = self.config.cores[next_core % self.config.cores.len()].clone();
+            let result = tokio::select! {
+                result = self.session(&addr) => result,
+                _ = shutdown.cancelled() => break,
+            };
+            match result {
+                // A session only ends without error when the core closed the link
+                // gracefully; reconnect at once.
+                Ok(n_acked) => {
+                    tracing::info!(core = %addr, n_acked, "core closed the link");
+                    backoff = initial;
+                    failures_in_round = 0;
+                    continue;
+                }
+                Err((n_acked, error)) => {
+                    tracing::warn!(core = %addr, n_acked, %error, "forwarding to core failed, trying the next core");
+                    if n_acked > 0 {
+                        backoff = initial;
+                        failures_in_round = 0;
+                    }
+                }
+            }
+            next_core += 1;
+            failures_in_round += 1;
+            // Only back off once every core failed in a row: failover itself is immediate.
+            if failures_in_round >= self.config.cores.len() {
+                failures_in_round = 0;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+                backoff = (backoff * 2).min(max);
+            }
+        }
+        self.endpoint.close(0u32.into(), b"edge shutting down");
+    }
+
+    async fn connect(&self, addr: &str) -> Result<quinn::Connection, ForwardError> {
+        let resolved: SocketAddr = tokio::net::lookup_host(addr)
+            .await
+            .map_err(|e| ForwardError::Resolve { addr: addr.into(), reason: e.to_string() })?
+            .next()
+            .ok_or_else(|| ForwardError::Resolve { addr: addr.into(), reason: "no address".into() })?;
+        let connecting = self
+            .endpoint
+            .connect(resolved, &self.config.server_name)
+            .map_err(|e| ForwardError::Connect { addr: addr.into(), reason: e.to_string() })?;
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        match tokio::time::timeout(timeout, connecting).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(ForwardError::Connect { addr: addr.into(), reason: e.to_string() }),
+            Err(_) => Err(ForwardError::Connect { addr: addr.into(), reason: format!("no handshake within {timeout:?}") }),
+        }
+    }
+
+    /// One connection's life. Returns the number of batches acknowledged, with the error
+    /// that ended it.
+    async fn session(&self, addr: &str) -> Result<u64, (u64, ForwardError)> {
+        let connection = self.connect(addr).await.map_err(|e| (0, e))?;
+        tracing::info!(core = %addr, "connected to core");
+        let mut n_acked = 0u64;
+        let result = self.pump(&connection, &mut n_acked).await;
+        connection.close(0u32.into(), b"session over");
+        result.map(|()| n_acked).map_err(|e| (n_acked, e))
+    }
+
+    async fn pump(&self, connection: &quinn::Connection, n_acked: &mut u64) -> Result<(), ForwardError> {
+        let max_in_flight = self.config.max_in_flight.max(1);
+        let mut in_flight = FuturesUnordered::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            if in_flight.len() < max_in_flight {
+                let batches = self.spool.pending_after(cursor, max_in_flight - in_flight.len())?;
+                for batch in batches {
+                    cursor = Some(batch.seq);
+                    in_flight.push(self.send(connection, batch));
+                }
+            }
+            tokio::select! {
+                Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
+                    Ok(seq) => {
+                        self.spool.ack(seq)?;
+                        *n_acked += 1;
+                    }
+                    Err(ForwardError::Refused { seq, code, message }) if !code.is_retryable() => {
+                        // This batch can never be accepted by any core. It stays in the
+                        // spool (it was acknowledged to a client, so it is not ours to
+                        // drop) and is retried on the next session.
+                        tracing::error!(seq, ?code, %message, "core refused a spooled batch; it stays in the spool");
+                    }
+                    Err(error) => return Err(error),
+                },
+                _ = self.spool.wait_for_more(cursor), if in_flight.len() < max_in_flight => {}
+                reason = connection.closed() => {
+                    return match reason {
+                        quinn::ConnectionError::ApplicationClosed(_) => Ok(()),
+                        other => Err(ForwardError::Link(other.to_string())),
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sends one batch on its own stream and waits for the core's answer.
+    async fn send(&self, connection: &quinn::Connection, batch: SpooledBatch) -> Result<u64, ForwardError> {
+        let seq = batch.seq;
+        let timeout_ms = self.config.ack_timeout_ms;
+        let exchange = async {
+            let Some((n_events, payload)) = decode_spooled(&batch.payload) else {
+                return Err(ForwardError::Refused {
+                    seq,
+                    code: ErrorCode::BadRequest,
+                    message: "spooled batch is shorter than its header".into(),
+                });
+            };
+            let header = RequestHeader {
+                version: PROTOCOL_VERSION,
+                batch_id: BatchId { edge_id: self.edge_id.clone(), seq },
+                n_events,
+            };
+            let frame = wire::encode_request(&header, &payload);
+            let link = |e: &dyn std::fmt::Display| ForwardError::Link(e.to_string());
+            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| link(&e))?;
+            send.write_all(&frame).await.map_err(|e| link(&e))?;
+            send.finish().map_err(|e| link(&e))?;
+            let answer = recv.read_to_end(wire::MAX_RESPONSE_BYTES).await.map_err(|e| link(&e))?;
+            match serde_json::from_slice::<Response>(&answer) {
+                Ok(Response::Ack { batch_id, .. }) if batch_id.seq == seq => Ok(seq),
+                Ok(Response::Ack { batch_id, .. }) => Err(ForwardError::Link(format!("core acked batch {batch_id} on the stream of {seq}"))),
+                Ok(Response::Error { code, message }) => Err(ForwardError::Refused { seq, code, message }),
+                Err(e) => Err(ForwardError::Link(format!("unreadable answer from core: {e}"))),
+            }
+        };
+        tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
+            .await
+            .unwrap_or(Err(ForwardError::Timeout { seq, timeout_ms }))
+    }
+}

@@ -1,0 +1,95 @@
+//! The edge's [`IngestSink`]: a request is encoded once, appended to the spool and
+//! answered when the spool fsync'd it (I2), or, in `core` ack mode, when a core
+//! acknowledged it after Kafka.
+
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
+use weir_proto::wire;
+
+use crate::spool::{Spool, SpoolError};
+
+/// A spooled batch: `u64 BE n_events | wire payload (zstd JSON)`. The event count travels
+/// in the frame header; keeping it here saves decoding the payload to forward it.
+pub fn encode_spooled(n_events: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(8 + payload.len());
+    out.put_u64(n_events);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// Splits a spooled batch into its event count and wire payload.
+pub fn decode_spooled(spooled: &Bytes) -> Option<(u64, Bytes)> {
+    let n = u64::from_be_bytes(spooled.get(..8)?.try_into().ok()?);
+    Some((n, spooled.slice(8..)))
+}
+
+pub struct SpoolSink {
+    pub spool: Spool,
+    pub default_ack_mode: AckMode,
+    pub core_ack_timeout: Duration,
+}
+
+impl IngestSink for SpoolSink {
+    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+        let spool = self.spool.clone();
+        let mode = request.ack_mode.unwrap_or(self.default_ack_mode);
+        let core_ack_timeout = self.core_ack_timeout;
+        async move {
+            let n_events = request.n_events as u64;
+            // Compression is CPU work; keep it off the runtime's I/O threads.
+            let payload = tokio::task::spawn_blocking(move || wire::encode_payload(&request.batches))
+                .await
+                .map_err(|e| IngestError::Internal(format!("encoding task failed: {e}")))?
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
+            let seq = spool.append(encode_spooled(n_events, &payload)).await.map_err(spool_error)?;
+            if mode == AckMode::Core
+                && tokio::time::timeout(core_ack_timeout, spool.wait_acked(seq)).await.is_err()
+            {
+                return Err(IngestError::Unavailable {
+                    message: format!(
+                        "the events are stored on this edge (batch {seq}) but no core acknowledged them within {} ms; \
+                         they will still be forwarded, so a retry may store them twice",
+                        core_ack_timeout.as_millis()
+                    ),
+                    retry_after: Duration::from_secs(5),
+                });
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let stats = self.spool.stats();
+        if stats.used_bytes >= stats.max_bytes {
+            return Err(format!("spool full ({} of {} bytes)", stats.used_bytes, stats.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+fn spool_error(error: SpoolError) -> IngestError {
+    let message = error.to_string();
+    match error {
+        SpoolError::Full { .. } => IngestError::Overloaded { message, retry_after: Duration::from_secs(5) },
+        e if e.is_retryable() => IngestError::Unavailable { message, retry_after: Duration::from_secs(5) },
+        SpoolError::TooLarge { .. } => IngestError::TooLarge(message),
+        _ => IngestError::Internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spooled_roundtrip() {
+        let spooled = encode_spooled(42, b"payload");
+        assert_eq!(decode_spooled(&spooled), Some((42, Bytes::from_static(b"payload"))));
+        assert_eq!(decode_spooled(&Bytes::from_static(b"short")), None);
+    }
+}

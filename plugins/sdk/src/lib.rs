@@ -1,0 +1,201 @@
+//! Guest SDK for Weir parser plugins.
+//!
+//! This crate owns the glue between the WIT contract (`wit/parser.wit`) and a
+//! plain Rust parser: implement [`Parser`] for a type and call
+//! [`export_parser!`] once; the SDK keeps the configured instance, runs the
+//! batch loop and converts values. It must never hold anything but the one
+//! configured parser, nor reach for files, clocks or the network: the host
+//! grants none of them.
+//!
+//! ```ignore
+//! use weir_plugin_sdk::{Input, Parsed, Parser, Settings, Value, export_parser};
+//!
+//! struct Upper;
+//! impl Parser for Upper {
+//!     const NAME: &'static str = "upper";
+//!     const VERSION: &'static str = "0.1.0";
+//!     const DESCRIPTION: &'static str = "puts the line upper-cased in `text`";
+//!     fn configure(settings: &Settings) -> Result<Self, String> {
+//!         settings.reject_unknown(&[])?;
+//!         Ok(Upper)
+//!     }
+//!     fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
+//!         let mut out = Parsed::default();
+//!         out.push("text", Value::text(input.raw.to_uppercase()));
+//!         Ok(out)
+//!     }
+//! }
+//! export_parser!(Upper);
+//! ```
+
+pub use weir_parsers::model::{Input, Parsed, Settings, Value, infer};
+pub use weir_parsers::time;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "parser",
+        pub_export_macro: true,
+        export_macro_name: "__export_world",
+        default_bindings_module: "weir_plugin_sdk::bindings",
+    });
+}
+
+/// One setting a parser declares in its description.
+#[derive(Debug, Clone)]
+pub struct SettingInfo {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub required: bool,
+    /// `None` or an empty string means no default.
+    pub default: Option<&'static str>,
+}
+
+impl SettingInfo {
+    /// Builds the list from `(name, description, default)` triples; an empty
+    /// default means the setting is optional without a default.
+    pub fn from_table(table: &[(&'static str, &'static str, &'static str)]) -> Vec<SettingInfo> {
+        table
+            .iter()
+            .map(|(name, description, default)| SettingInfo {
+                name,
+                description,
+                required: description.contains("(required)"),
+                default: (!default.is_empty()).then_some(*default),
+            })
+            .collect()
+    }
+}
+
+/// A parser plugin: configured once per instance, then called per event.
+pub trait Parser: Sized + 'static {
+    /// Short lowercase name, e.g. `json`.
+    const NAME: &'static str;
+    /// The plugin's own version.
+    const VERSION: &'static str;
+    /// One sentence on what it parses.
+    const DESCRIPTION: &'static str;
+
+    /// The settings `configure` accepts.
+    fn settings() -> Vec<SettingInfo> {
+        Vec::new()
+    }
+
+    /// Builds the parser from its settings, or says which one is wrong.
+    fn configure(settings: &Settings) -> Result<Self, String>;
+
+    /// Parses one event.
+    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String>;
+
+    /// Parses one event into any number of events; override to split or drop.
+    fn parse_many(&self, input: &Input<'_>) -> Result<Vec<Parsed>, String> {
+        self.parse(input).map(|p| vec![p])
+    }
+}
+
+#[doc(hidden)]
+pub mod glue {
+    //! Called by the code `export_parser!` generates; not a public API.
+    use super::bindings::weir::parser::types as wit;
+    use super::{Input, Parsed, Parser, Settings, Value};
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn describe<P: Parser>() -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: P::NAME.into(),
+            version: P::VERSION.into(),
+            description: P::DESCRIPTION.into(),
+            settings: P::settings()
+                .into_iter()
+                .map(|s| wit::Setting {
+                    name: s.name.into(),
+                    description: s.description.into(),
+                    required: s.required,
+                    default_value: s.default.map(String::from),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn configure<P: Parser>(settings: Vec<(String, String)>) -> Result<(), String> {
+        let parser = P::configure(&Settings::new(settings))?;
+        STATE.with(|s| *s.borrow_mut() = Some(Box::new(parser)));
+        Ok(())
+    }
+
+    pub fn parse<P: Parser>(events: Vec<wit::RawEvent>) -> Vec<wit::ParseOutcome> {
+        STATE.with(|s| {
+            let state = s.borrow();
+            let Some(parser) = state.as_ref().and_then(|b| b.downcast_ref::<P>()) else {
+                let msg = format!("plugin `{}` was not configured before parse", P::NAME);
+                return events.iter().map(|_| wit::ParseOutcome::Error(msg.clone())).collect();
+            };
+            events
+                .iter()
+                .map(|e| {
+                    let input = Input {
+                        raw: &e.raw,
+                        repository: &e.repository,
+                        tags: &e.tags,
+                        ingest_time_ns: e.ingest_time_ns,
+                    };
+                    match parser.parse_many(&input) {
+                        Ok(list) => wit::ParseOutcome::Ok(list.into_iter().map(to_wit).collect()),
+                        Err(msg) => wit::ParseOutcome::Error(msg),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn to_wit(p: Parsed) -> wit::ParsedEvent {
+        wit::ParsedEvent {
+            timestamp_ns: p.timestamp_ns,
+            raw: p.raw,
+            fields: p
+                .fields
+                .into_iter()
+                .map(|(name, value)| wit::Field {
+                    name,
+                    value: match value {
+                        Value::Text(s) => wit::Value::Text(s),
+                        Value::Int(i) => wit::Value::Int(i),
+                        Value::Float(f) => wit::Value::Float(f),
+                        Value::Bool(b) => wit::Value::Boolean(b),
+                        Value::Null => wit::Value::Null,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Exports a [`Parser`] implementation as the component's `parser` world.
+#[macro_export]
+macro_rules! export_parser {
+    ($parser:ty) => {
+        struct __WeirParserExport;
+
+        impl $crate::bindings::Guest for __WeirParserExport {
+            fn describe() -> $crate::bindings::weir::parser::types::PluginInfo {
+                $crate::glue::describe::<$parser>()
+            }
+            fn configure(settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
+                $crate::glue::configure::<$parser>(settings)
+            }
+            fn parse(
+                events: ::std::vec::Vec<$crate::bindings::weir::parser::types::RawEvent>,
+            ) -> ::std::vec::Vec<$crate::bindings::weir::parser::types::ParseOutcome> {
+                $crate::glue::parse::<$parser>(events)
+            }
+        }
+
+        $crate::bindings::__export_world!(__WeirParserExport with_types_in $crate::bindings);
+    };
+}
