@@ -75,6 +75,8 @@ const ACK_ENTRY_BYTES: usize = 12;
 const SEGMENT_EXT: &str = "seg";
 const ACK_EXT: &str = "ack";
 const LOCK_FILE: &str = "lock";
+/// How long `open` waits for the directory lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Appends queued for or being written by the writer thread; beyond this,
 /// `append` waits for a slot instead of piling up work.
 const WRITE_QUEUE_DEPTH: usize = 1024;
@@ -726,6 +728,7 @@ impl Spool {
         let _ = done.await;
     }
 
+    /// Current counters; cheap (one short lock), fine to call per request.
     pub fn stats(&self) -> SpoolStats {
         let shared = &self.inner.shared;
         let st = shared.lock();
@@ -741,6 +744,7 @@ impl Spool {
         }
     }
 
+    /// The config the spool was opened with.
     pub fn config(&self) -> SpoolConfig {
         let shared = &self.inner.shared;
         SpoolConfig {
@@ -792,12 +796,24 @@ fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
         .write(true)
         .open(&path)
         .map_err(|e| io_error("opening lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(SpoolError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(io_error("locking", &path, e)),
+    // A flock also stays held while a child that this process forked (to
+    // spawn any program) has not reached exec yet, since the child shares the
+    // open file until exec closes it; a reopen right after a drop can hit that
+    // window, so retry briefly before reporting another owner.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::Locked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_error("locking", &path, e)),
+        }
     }
 }
 

@@ -8,13 +8,18 @@ wasmtime::component::bindgen!({
     additional_derives: [PartialEq],
 });
 
-pub use weir::parser::types::{Field, Value};
 pub use weir::parser::types::PluginInfo as WitPluginInfo;
+pub use weir::parser::types::{Field, Value};
 
 impl RawEvent {
     /// A raw event with no tags.
     pub fn new(raw: impl Into<String>, repository: impl Into<String>, ingest_time_ns: i64) -> Self {
-        RawEvent { raw: raw.into(), repository: repository.into(), tags: Vec::new(), ingest_time_ns }
+        RawEvent {
+            raw: raw.into(),
+            repository: repository.into(),
+            tags: Vec::new(),
+            ingest_time_ns,
+        }
     }
 }
 
@@ -32,7 +37,8 @@ impl Value {
         match self {
             Value::Text(s) => serde_json::Value::String(s.clone()),
             Value::Int(i) => serde_json::Value::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
             Value::Boolean(b) => serde_json::Value::Bool(*b),
             Value::Null => serde_json::Value::Null,
         }

@@ -50,8 +50,15 @@ pub(crate) fn compile(
         return Ok(component);
     }
     let started = Instant::now();
-    let compiled = engine.precompile_component(bytes).map_err(|e| format!("{e:#}"))?;
-    tracing::info!(plugin, ms = started.elapsed().as_millis() as u64, bytes = bytes.len(), "compiled plugin");
+    let compiled = engine
+        .precompile_component(bytes)
+        .map_err(|e| format!("{e:#}"))?;
+    tracing::info!(
+        plugin,
+        ms = started.elapsed().as_millis() as u64,
+        bytes = bytes.len(),
+        "compiled plugin"
+    );
     if let Err(e) = store(dir, &path, &compiled) {
         tracing::warn!(plugin, path = %path.display(), error = %e, "cannot write the plugin cache; compiling at each start");
     }

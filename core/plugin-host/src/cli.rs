@@ -45,15 +45,23 @@ pub fn plugin_test(
 ) -> Result<TestSummary, Error> {
     let mut entry = match settings_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::SettingsFile { path: path.to_path_buf(), reason: e.to_string() })?;
-            toml::from_str::<PluginConfig>(&text)
-                .map_err(|e| Error::SettingsFile { path: path.to_path_buf(), reason: e.to_string() })?
+            let text = std::fs::read_to_string(path).map_err(|e| Error::SettingsFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+            toml::from_str::<PluginConfig>(&text).map_err(|e| Error::SettingsFile {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?
         }
         None => PluginConfig::default(),
     };
     entry.path = plugin.to_path_buf();
-    let name = plugin.file_stem().and_then(|s| s.to_str()).unwrap_or("plugin").to_string();
+    let name = plugin
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("plugin")
+        .to_string();
     let config = ParsersConfig {
         plugins: [(name.clone(), entry)].into(),
         cache_dir: user_cache_dir(),
@@ -61,7 +69,9 @@ pub fn plugin_test(
         ..ParsersConfig::default()
     };
     let registry = ParserRegistry::new(&config)?;
-    let info = registry.info(&name).ok_or_else(|| Error::Config(format!("plugin `{name}` did not load")))?;
+    let info = registry
+        .info(&name)
+        .ok_or_else(|| Error::Config(format!("plugin `{name}` did not load")))?;
     let mut summary = TestSummary {
         plugin: info.plugin_name.clone(),
         version: info.version.clone(),
@@ -83,7 +93,9 @@ pub fn plugin_test(
         }
         if batch.len() == BATCH || (line.is_none() && !batch.is_empty()) {
             let started = Instant::now();
-            let events = registry.parse_with(&name, std::mem::take(&mut batch)).unwrap_or_default();
+            let events = registry
+                .parse_with(&name, std::mem::take(&mut batch))
+                .unwrap_or_default();
             summary.elapsed += started.elapsed();
             for event in &events {
                 serde_json::to_writer(&mut out, &event.to_json()).map_err(std::io::Error::other)?;
@@ -119,5 +131,7 @@ fn user_cache_dir() -> Option<PathBuf> {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

@@ -131,6 +131,8 @@ pub(crate) struct ResolvedPlugin {
     pub path: PathBuf,
     pub settings: Vec<(String, String)>,
     pub limits: Limits,
+    /// Found in `plugin_dir` rather than named in `plugins`.
+    pub discovered: bool,
 }
 
 /// Sandbox limits of one plugin.
@@ -147,7 +149,10 @@ impl PluginConfig {
     pub fn new(path: impl Into<PathBuf>, settings: &[(&str, &str)]) -> Self {
         PluginConfig {
             path: path.into(),
-            settings: settings.iter().map(|(k, v)| (k.to_string(), SettingValue::from(*v))).collect(),
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), SettingValue::from(*v)))
+                .collect(),
             ..PluginConfig::default()
         }
     }
@@ -165,48 +170,80 @@ impl ParsersConfig {
                 self.memory_limit_bytes
             )));
         }
-        let mut entries = self.plugins.clone();
+        let mut entries: BTreeMap<String, (PluginConfig, bool)> = self
+            .plugins
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), false)))
+            .collect();
         if let Some(dir) = &self.plugin_dir {
-            let listing = std::fs::read_dir(dir)
-                .map_err(|e| Error::Config(format!("cannot list plugin_dir {}: {e}", dir.display())))?;
+            let listing = std::fs::read_dir(dir).map_err(|e| {
+                Error::Config(format!("cannot list plugin_dir {}: {e}", dir.display()))
+            })?;
             for entry in listing.flatten() {
                 let path = entry.path();
                 let stem = path.file_stem().and_then(|s| s.to_str()).map(String::from);
-                if let (Some(stem), Some("wasm")) = (stem, path.extension().and_then(|e| e.to_str())) {
-                    entries.entry(stem).or_insert_with(|| PluginConfig::new(path.clone(), &[]));
+                if let (Some(stem), Some("wasm")) =
+                    (stem, path.extension().and_then(|e| e.to_str()))
+                {
+                    entries
+                        .entry(stem)
+                        .or_insert_with(|| (PluginConfig::new(path.clone(), &[]), true));
                 }
             }
         }
         let mut out = Vec::with_capacity(entries.len());
-        for (name, p) in entries {
+        for (name, (p, discovered)) in entries {
             if p.path.as_os_str().is_empty() {
-                return Err(Error::Config(format!("[parsers.plugins.{name}] has no `path`")));
+                return Err(Error::Config(format!(
+                    "[parsers.plugins.{name}] has no `path`"
+                )));
             }
             out.push(ResolvedPlugin {
                 path: resolve_path(self.plugin_dir.as_deref(), &p.path),
-                settings: p.settings.iter().map(|(k, v)| (k.clone(), v.as_text())).collect(),
+                settings: p
+                    .settings
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_text()))
+                    .collect(),
                 limits: Limits {
                     batch_deadline_ms: p.batch_deadline_ms.unwrap_or(self.batch_deadline_ms).max(1),
                     memory_limit_bytes: p.memory_limit_bytes.unwrap_or(self.memory_limit_bytes),
                     max_event_output_bytes: self.max_event_output_bytes,
                     allow_clock: p.allow_clock,
                 },
+                discovered,
                 name,
             });
         }
         let known = |n: &str| out.iter().any(|p| p.name == n);
-        let routes = self
-            .default
-            .iter()
-            .map(|n| (n, "[parsers] default".to_string()))
-            .chain(self.by_repository.iter().map(|(r, n)| (n, format!("[parsers.by_repository] {r}"))))
-            .chain(self.by_token.iter().map(|(_, n)| (n, "[parsers.by_token]".to_string())));
-        for (name, referenced_by) in routes {
+        for (name, referenced_by) in self.routes() {
             if !known(name) {
-                return Err(Error::UnknownParser { name: name.clone(), referenced_by });
+                return Err(Error::UnknownParser {
+                    name: name.to_string(),
+                    referenced_by,
+                });
             }
         }
         Ok(out)
+    }
+}
+
+impl ParsersConfig {
+    /// Every parser name the routing refers to, with where it is named.
+    pub(crate) fn routes(&self) -> impl Iterator<Item = (&str, String)> {
+        self.default
+            .iter()
+            .map(|n| (n.as_str(), "[parsers] default".to_string()))
+            .chain(
+                self.by_repository
+                    .iter()
+                    .map(|(r, n)| (n.as_str(), format!("[parsers.by_repository] {r}"))),
+            )
+            .chain(
+                self.by_token
+                    .values()
+                    .map(|n| (n.as_str(), "[parsers.by_token]".to_string())),
+            )
     }
 }
 
@@ -214,5 +251,37 @@ fn resolve_path(dir: Option<&Path>, path: &Path) -> PathBuf {
     match dir {
         Some(dir) if path.is_relative() => dir.join(path),
         _ => path.to_path_buf(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_section_gives_the_defaults() {
+        let config: ParsersConfig = toml::from_str("").expect("empty section");
+        assert_eq!(config, ParsersConfig::default());
+        assert_eq!((config.batch_deadline_ms, config.memory_limit_bytes), (500, 64 << 20));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_plugin_dir_and_settings_become_text() {
+        let config: ParsersConfig = toml::from_str(
+            "plugin_dir = '/opt/weir/plugins'\n[plugins.a]\npath = 'a.wasm'\nsettings = { n = 3, on = true, s = 'x' }\n[plugins.b]\npath = '/abs/b.wasm'\nmemory_limit_bytes = 2097152",
+        )
+        .expect("parse");
+        let mut config = config;
+        config.plugin_dir = None;
+        let resolved = config.resolve().expect("resolve");
+        assert_eq!(resolved[0].path, PathBuf::from("a.wasm"));
+        config.plugin_dir = Some(PathBuf::from("/opt/weir/plugins"));
+        assert_eq!(resolve_path(config.plugin_dir.as_deref(), Path::new("a.wasm")), PathBuf::from("/opt/weir/plugins/a.wasm"));
+        assert_eq!(resolve_path(config.plugin_dir.as_deref(), Path::new("/abs/b.wasm")), PathBuf::from("/abs/b.wasm"));
+        let mut settings = resolved[0].settings.clone();
+        settings.sort();
+        assert_eq!(settings, [("n".into(), "3".into()), ("on".into(), "true".into()), ("s".into(), "x".into())]);
+        assert_eq!(resolved[1].limits.memory_limit_bytes, 2 << 20);
+        assert_eq!(resolved[0].limits.memory_limit_bytes, 64 << 20);
     }
 }

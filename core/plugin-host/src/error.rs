@@ -7,28 +7,52 @@ use std::path::PathBuf;
 /// Why a plugin or the parser configuration could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read plugin `{plugin}` at {path}: {source}; check `path` in [parsers.plugins.{plugin}] and run plugins/build.sh for built-in plugins")]
-    ReadPlugin { plugin: String, path: PathBuf, source: std::io::Error },
+    #[error(
+        "cannot read plugin `{plugin}` at {path}: {source}; check `path` in [parsers.plugins.{plugin}] and run plugins/build.sh for built-in plugins"
+    )]
+    ReadPlugin {
+        plugin: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
-    #[error("plugin `{plugin}` ({path}) is not a valid Weir parser component: {reason}; build it for wasm32-wasip2 against wit/parser.wit (see plugins/README.md)")]
-    InvalidPlugin { plugin: String, path: PathBuf, reason: String },
+    #[error(
+        "plugin `{plugin}` ({path}) is not a valid Weir parser component: {reason}; build it for wasm32-wasip2 against wit/parser.wit (see plugins/README.md)"
+    )]
+    InvalidPlugin {
+        plugin: String,
+        path: PathBuf,
+        reason: String,
+    },
 
-    #[error("plugin `{plugin}` could not start: {reason}; check its memory_limit_bytes and batch_deadline_ms, or the plugin itself")]
+    #[error(
+        "plugin `{plugin}` could not start: {reason}; check its memory_limit_bytes and batch_deadline_ms, or the plugin itself"
+    )]
     Instantiate { plugin: String, reason: String },
 
-    #[error("plugin `{plugin}` rejected its settings: {reason}; fix [parsers.plugins.{plugin}.settings]")]
+    #[error(
+        "plugin `{plugin}` rejected its settings: {reason}; fix [parsers.plugins.{plugin}.settings]"
+    )]
     Configure { plugin: String, reason: String },
 
     #[error("plugin `{plugin}` has no setting `{setting}`; it takes: {known}")]
-    UnknownSetting { plugin: String, setting: String, known: String },
+    UnknownSetting {
+        plugin: String,
+        setting: String,
+        known: String,
+    },
 
-    #[error("parser `{name}` named by {referenced_by} is not configured; add [parsers.plugins.{name}] or fix the name")]
+    #[error(
+        "parser `{name}` named by {referenced_by} is not configured; add [parsers.plugins.{name}] or fix the name"
+    )]
     UnknownParser { name: String, referenced_by: String },
 
     #[error("invalid [parsers] configuration: {0}")]
     Config(String),
 
-    #[error("cannot read the settings file {path}: {reason}; it is TOML like a [parsers.plugins.NAME] entry, e.g. `settings = {{ pattern = '...' }}`")]
+    #[error(
+        "cannot read the settings file {path}: {reason}; it is TOML like a [parsers.plugins.NAME] entry, e.g. `settings = {{ pattern = '...' }}`"
+    )]
     SettingsFile { path: PathBuf, reason: String },
 
     #[error("cannot write the plugin test output: {0}")]

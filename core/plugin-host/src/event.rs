@@ -63,7 +63,11 @@ pub struct Event {
 impl Event {
     /// An unparsed event (no parser selected).
     pub fn unparsed(raw: String) -> Self {
-        Event { raw, timestamp_ns: None, fields: Vec::new() }
+        Event {
+            raw,
+            timestamp_ns: None,
+            fields: Vec::new(),
+        }
     }
 
     /// The raw event, kept, with the error fields.
@@ -73,16 +77,28 @@ impl Event {
             raw,
             timestamp_ns: None,
             fields: vec![
-                Field { name: ERROR_FIELD.into(), value: text(kind.code()) },
-                Field { name: ERROR_MSG_FIELD.into(), value: text(&format!("parser `{parser}`: {message}")) },
-                Field { name: PARSER_FIELD.into(), value: text(parser) },
+                Field {
+                    name: ERROR_FIELD.into(),
+                    value: text(kind.code()),
+                },
+                Field {
+                    name: ERROR_MSG_FIELD.into(),
+                    value: text(&format!("parser `{parser}`: {message}")),
+                },
+                Field {
+                    name: PARSER_FIELD.into(),
+                    value: text(parser),
+                },
             ],
         }
     }
 
     /// The value of a field (first match).
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.fields.iter().find(|f| f.name == name).map(|f| &f.value)
+        self.fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| &f.value)
     }
 
     /// The `@error` code, if parsing failed.
@@ -131,7 +147,12 @@ pub(crate) fn format_rfc3339(ns: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let sod = secs.rem_euclid(86_400);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 #[cfg(test)]
@@ -141,13 +162,21 @@ mod tests {
     #[test]
     fn rfc3339_formatting_matches_known_instants() {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(format_rfc3339(951_825_600_000_000_001), "2000-02-29T12:00:00.000000001Z");
+        assert_eq!(
+            format_rfc3339(951_825_600_000_000_001),
+            "2000-02-29T12:00:00.000000001Z"
+        );
         assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
     }
 
     #[test]
     fn failed_event_keeps_raw_and_names_parser_and_cause() {
-        let e = Event::failed("line".into(), "json", ErrorKind::Trap, "trapped: unreachable");
+        let e = Event::failed(
+            "line".into(),
+            "json",
+            ErrorKind::Trap,
+            "trapped: unreachable",
+        );
         assert_eq!(e.raw, "line");
         assert_eq!(e.error(), Some("trap"));
         assert_eq!(e.error_msg(), Some("parser `json`: trapped: unreachable"));

@@ -42,11 +42,22 @@ pub(crate) struct Runtime {
 }
 
 impl Runtime {
-    pub(crate) fn new(engine: Engine, cache_dir: Option<PathBuf>, max_idle: usize, reload_check: Duration) -> Result<Self, Error> {
+    pub(crate) fn new(
+        engine: Engine,
+        cache_dir: Option<PathBuf>,
+        max_idle: usize,
+        reload_check: Duration,
+    ) -> Result<Self, Error> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| Error::Config(format!("cannot link WASI: {e:#}")))?;
-        Ok(Runtime { engine, linker, cache_dir, max_idle_instances: max_idle.max(1), reload_check })
+        Ok(Runtime {
+            engine,
+            linker,
+            cache_dir,
+            max_idle_instances: max_idle.max(1),
+            reload_check,
+        })
     }
 }
 
@@ -87,18 +98,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn file_state(path: &Path) -> Option<(Option<SystemTime>, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.modified().ok(), m.len()))
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
 }
 
 impl Plugin {
     /// Loads, checks and configures the plugin; fails on anything wrong.
     pub(crate) fn load(rt: &Runtime, p: ResolvedPlugin) -> Result<Self, Error> {
         let (modified, len) = file_state(&p.path).unwrap_or((None, 0));
-        let bytes = std::fs::read(&p.path)
-            .map_err(|source| Error::ReadPlugin { plugin: p.name.clone(), path: p.path.clone(), source })?;
+        let bytes = std::fs::read(&p.path).map_err(|source| Error::ReadPlugin {
+            plugin: p.name.clone(),
+            path: p.path.clone(),
+            source,
+        })?;
         let plugin = Plugin {
             current: RwLock::new(Arc::new(Self::compile(rt, &p, &bytes, 0)?)),
-            file: Mutex::new(FileState { modified, len, checked_at: Instant::now() }),
+            file: Mutex::new(FileState {
+                modified,
+                len,
+                checked_at: Instant::now(),
+            }),
             idle: Mutex::new(Vec::new()),
             name: p.name,
             path: p.path,
@@ -110,46 +130,90 @@ impl Plugin {
 
     /// Compiles one version and proves it works: instantiate, describe,
     /// check the setting names, configure.
-    fn compile(rt: &Runtime, p: &ResolvedPlugin, bytes: &[u8], generation: u64) -> Result<Loaded, Error> {
-        let invalid = |reason: String| Error::InvalidPlugin { plugin: p.name.clone(), path: p.path.clone(), reason };
+    fn compile(
+        rt: &Runtime,
+        p: &ResolvedPlugin,
+        bytes: &[u8],
+        generation: u64,
+    ) -> Result<Loaded, Error> {
+        let invalid = |reason: String| Error::InvalidPlugin {
+            plugin: p.name.clone(),
+            path: p.path.clone(),
+            reason,
+        };
         let hash = blake3::hash(bytes);
-        let component = cache::compile(&rt.engine, rt.cache_dir.as_deref(), &p.name, bytes, &hash).map_err(invalid)?;
-        let pre = rt.linker.instantiate_pre(&component).map_err(|e| invalid(format!("{e:#}")))?;
+        let component = cache::compile(&rt.engine, rt.cache_dir.as_deref(), &p.name, bytes, &hash)
+            .map_err(invalid)?;
+        let pre = rt
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = ParserPre::new(pre).map_err(|e| invalid(format!("{e:#}")))?;
-        let mut store = sandbox::new_store(&rt.engine, p.limits.memory_limit_bytes, p.limits.allow_clock);
+        let mut store = sandbox::new_store(
+            &rt.engine,
+            p.limits.memory_limit_bytes,
+            p.limits.allow_clock,
+        );
         store.set_epoch_deadline(sandbox::deadline_ticks(init_deadline_ms(&p.limits)));
-        let instantiate = |reason: String| Error::Instantiate { plugin: p.name.clone(), reason };
-        let parser = pre.instantiate(&mut store).map_err(|e| instantiate(failure_text(&e, &store, init_deadline_ms(&p.limits))))?;
-        let info: WitPluginInfo = parser.call_describe(&mut store).map_err(|e| instantiate(failure_text(&e, &store, init_deadline_ms(&p.limits))))?;
+        let instantiate = |reason: String| Error::Instantiate {
+            plugin: p.name.clone(),
+            reason,
+        };
+        let parser = pre
+            .instantiate(&mut store)
+            .map_err(|e| instantiate(failure_text(&e, &store, init_deadline_ms(&p.limits))))?;
+        let info: WitPluginInfo = parser
+            .call_describe(&mut store)
+            .map_err(|e| instantiate(failure_text(&e, &store, init_deadline_ms(&p.limits))))?;
         for (setting, _) in &p.settings {
             if !info.settings.iter().any(|s| &s.name == setting) {
                 let known: Vec<&str> = info.settings.iter().map(|s| s.name.as_str()).collect();
                 return Err(Error::UnknownSetting {
                     plugin: p.name.clone(),
                     setting: setting.clone(),
-                    known: if known.is_empty() { "no settings".into() } else { known.join(", ") },
+                    known: if known.is_empty() {
+                        "no settings".into()
+                    } else {
+                        known.join(", ")
+                    },
                 });
             }
         }
         parser
             .call_configure(&mut store, &p.settings)
             .map_err(|e| instantiate(failure_text(&e, &store, init_deadline_ms(&p.limits))))?
-            .map_err(|reason| Error::Configure { plugin: p.name.clone(), reason })?;
+            .map_err(|reason| Error::Configure {
+                plugin: p.name.clone(),
+                reason,
+            })?;
         let info = PluginInfo {
             name: p.name.clone(),
             plugin_name: info.name,
             version: info.version,
             description: info.description,
-            settings: info.settings.into_iter().map(|s| (s.name, s.description, s.required, s.default_value)).collect(),
+            settings: info
+                .settings
+                .into_iter()
+                .map(|s| (s.name, s.description, s.required, s.default_value))
+                .collect(),
             hash: hash.to_hex().to_string(),
             path: p.path.clone(),
         };
         tracing::info!(plugin = %p.name, version = %info.version, hash = %&info.hash[..16], "plugin ready");
-        Ok(Loaded { pre, hash, generation, info })
+        Ok(Loaded {
+            pre,
+            hash,
+            generation,
+            info,
+        })
     }
 
     pub(crate) fn info(&self) -> PluginInfo {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).info.clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .info
+            .clone()
     }
 
     /// Picks up a changed plugin file; a broken new version keeps the old one.
@@ -159,14 +223,22 @@ impl Plugin {
             return;
         }
         file.checked_at = Instant::now();
-        let Some((modified, len)) = file_state(&self.path) else { return };
+        let Some((modified, len)) = file_state(&self.path) else {
+            return;
+        };
         if modified == file.modified && len == file.len {
             return;
         }
         file.modified = modified;
         file.len = len;
-        let Ok(bytes) = std::fs::read(&self.path) else { return };
-        let current = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let Ok(bytes) = std::fs::read(&self.path) else {
+            return;
+        };
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if blake3::hash(&bytes) == current.hash {
             return;
         }
@@ -175,6 +247,7 @@ impl Plugin {
             path: self.path.clone(),
             settings: self.settings.clone(),
             limits: self.limits,
+            discovered: false,
         };
         match Self::compile(rt, &resolved, &bytes, current.generation + 1) {
             Ok(loaded) => {
@@ -182,19 +255,32 @@ impl Plugin {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
                 lock(&self.idle).clear();
             }
-            Err(e) => tracing::warn!(plugin = %self.name, error = %e, "changed plugin file is not usable; keeping the previous version"),
+            Err(e) => {
+                tracing::warn!(plugin = %self.name, error = %e, "changed plugin file is not usable; keeping the previous version")
+            }
         }
     }
 
     fn instantiate(&self, rt: &Runtime, loaded: &Loaded) -> Result<Instance, String> {
-        let mut store = sandbox::new_store(&rt.engine, self.limits.memory_limit_bytes, self.limits.allow_clock);
+        let mut store = sandbox::new_store(
+            &rt.engine,
+            self.limits.memory_limit_bytes,
+            self.limits.allow_clock,
+        );
         store.set_epoch_deadline(sandbox::deadline_ticks(init_deadline_ms(&self.limits)));
-        let parser = loaded.pre.instantiate(&mut store).map_err(|e| failure_text(&e, &store, init_deadline_ms(&self.limits)))?;
+        let parser = loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| failure_text(&e, &store, init_deadline_ms(&self.limits)))?;
         parser
             .call_configure(&mut store, &self.settings)
             .map_err(|e| failure_text(&e, &store, init_deadline_ms(&self.limits)))?
             .map_err(|e| format!("configure failed: {e}"))?;
-        Ok(Instance { store, parser, generation: loaded.generation })
+        Ok(Instance {
+            store,
+            parser,
+            generation: loaded.generation,
+        })
     }
 
     /// Parses a batch; always returns at least one event per input.
@@ -203,7 +289,11 @@ impl Plugin {
             return Vec::new();
         }
         self.reload_if_changed(rt);
-        let loaded = self.current.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let loaded = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let pooled = {
             let mut idle = lock(&self.idle);
             idle.retain(|i| i.generation == loaded.generation);
@@ -213,11 +303,17 @@ impl Plugin {
             Ok(i) => i,
             Err(reason) => {
                 tracing::warn!(plugin = %self.name, error = %reason, events = batch.len(), "cannot start plugin instance");
-                return self.fail_all(batch, ErrorKind::PluginUnavailable, &format!("could not start: {reason}"));
+                return self.fail_all(
+                    batch,
+                    ErrorKind::PluginUnavailable,
+                    &format!("could not start: {reason}"),
+                );
             }
         };
         instance.store.data_mut().memory.refused = None;
-        instance.store.set_epoch_deadline(sandbox::deadline_ticks(self.limits.batch_deadline_ms));
+        instance
+            .store
+            .set_epoch_deadline(sandbox::deadline_ticks(self.limits.batch_deadline_ms));
         let started = Instant::now();
         let result = instance.parser.call_parse(&mut instance.store, &batch);
         let stderr = instance.store.data().stderr.take();
@@ -231,12 +327,17 @@ impl Plugin {
                 events
             }
             Ok(outcomes) => {
-                let msg = format!("returned {} outcomes for {} events; the contract is one per event", outcomes.len(), batch.len());
+                let msg = format!(
+                    "returned {} outcomes for {} events; the contract is one per event",
+                    outcomes.len(),
+                    batch.len()
+                );
                 tracing::warn!(plugin = %self.name, error = %msg, "plugin broke the contract; replacing its instance");
                 self.fail_all(batch, ErrorKind::ContractViolation, &msg)
             }
             Err(err) => {
-                let (kind, mut msg) = classify(&err, &instance.store, self.limits.batch_deadline_ms);
+                let (kind, mut msg) =
+                    classify(&err, &instance.store, self.limits.batch_deadline_ms);
                 if !stderr.is_empty() {
                     msg.push_str(&format!("; plugin stderr: {}", last_chars(&stderr, 400)));
                 }
@@ -258,10 +359,20 @@ impl Plugin {
                     let n = parsed.len();
                     for (i, p) in parsed.into_iter().enumerate() {
                         let size = p.raw.as_ref().map_or(0, String::len)
-                            + p.fields.iter().map(|f| f.name.len() + f.value.size()).sum::<usize>();
+                            + p.fields
+                                .iter()
+                                .map(|f| f.name.len() + f.value.size())
+                                .sum::<usize>();
                         if size > cap {
-                            let msg = format!("produced an event of {size} bytes, over max_event_output_bytes = {cap}");
-                            events.push(Event::failed(input.raw.clone(), &self.name, ErrorKind::OutputTooLarge, &msg));
+                            let msg = format!(
+                                "produced an event of {size} bytes, over max_event_output_bytes = {cap}"
+                            );
+                            events.push(Event::failed(
+                                input.raw.clone(),
+                                &self.name,
+                                ErrorKind::OutputTooLarge,
+                                &msg,
+                            ));
                             continue;
                         }
                         let raw = match p.raw {
@@ -269,17 +380,29 @@ impl Plugin {
                             None if i + 1 == n => std::mem::take(&mut input.raw),
                             None => input.raw.clone(),
                         };
-                        events.push(Event { raw, timestamp_ns: p.timestamp_ns, fields: p.fields });
+                        events.push(Event {
+                            raw,
+                            timestamp_ns: p.timestamp_ns,
+                            fields: p.fields,
+                        });
                     }
                 }
-                ParseOutcome::Error(msg) => events.push(Event::failed(input.raw, &self.name, ErrorKind::ParseFailed, &msg)),
+                ParseOutcome::Error(msg) => events.push(Event::failed(
+                    input.raw,
+                    &self.name,
+                    ErrorKind::ParseFailed,
+                    &msg,
+                )),
             }
         }
         events
     }
 
     fn fail_all(&self, batch: Vec<RawEvent>, kind: ErrorKind, msg: &str) -> Vec<Event> {
-        batch.into_iter().map(|e| Event::failed(e.raw, &self.name, kind, msg)).collect()
+        batch
+            .into_iter()
+            .map(|e| Event::failed(e.raw, &self.name, kind, msg))
+            .collect()
     }
 }
 
@@ -289,17 +412,30 @@ fn init_deadline_ms(limits: &Limits) -> u64 {
     limits.batch_deadline_ms.saturating_mul(10).max(5000)
 }
 
-fn classify(err: &wasmtime::Error, store: &Store<HostState>, deadline_ms: u64) -> (ErrorKind, String) {
+fn classify(
+    err: &wasmtime::Error,
+    store: &Store<HostState>,
+    deadline_ms: u64,
+) -> (ErrorKind, String) {
     let state = store.data();
     if let Some(wanted) = state.memory.refused {
         return (
             ErrorKind::MemoryLimit,
-            format!("exceeded its memory cap: asked for {wanted} bytes, limit {} bytes ({err})", store.data().memory_cap()),
+            format!(
+                "exceeded its memory cap: asked for {wanted} bytes, limit {} bytes ({err})",
+                store.data().memory_cap()
+            ),
         );
     }
     match err.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => (ErrorKind::DeadlineExceeded, format!("ran past its batch deadline of {deadline_ms} ms")),
-        Some(Trap::StackOverflow) => (ErrorKind::StackOverflow, "overflowed its stack (runaway recursion?)".to_string()),
+        Some(Trap::Interrupt) => (
+            ErrorKind::DeadlineExceeded,
+            format!("ran past its batch deadline of {deadline_ms} ms"),
+        ),
+        Some(Trap::StackOverflow) => (
+            ErrorKind::StackOverflow,
+            "overflowed its stack (runaway recursion?)".to_string(),
+        ),
         Some(trap) => (ErrorKind::Trap, format!("trapped: {trap}")),
         None => (ErrorKind::Trap, format!("failed: {err:#}")),
     }
@@ -308,10 +444,18 @@ fn classify(err: &wasmtime::Error, store: &Store<HostState>, deadline_ms: u64) -
 fn failure_text(err: &wasmtime::Error, store: &Store<HostState>, deadline_ms: u64) -> String {
     let (_, msg) = classify(err, store, deadline_ms);
     let stderr = store.data().stderr.take();
-    if stderr.is_empty() { msg } else { format!("{msg}; plugin stderr: {}", last_chars(&stderr, 400)) }
+    if stderr.is_empty() {
+        msg
+    } else {
+        format!("{msg}; plugin stderr: {}", last_chars(&stderr, 400))
+    }
 }
 
 fn last_chars(s: &str, n: usize) -> &str {
-    let start = s.char_indices().rev().nth(n.saturating_sub(1)).map_or(0, |(i, _)| i);
+    let start = s
+        .char_indices()
+        .rev()
+        .nth(n.saturating_sub(1))
+        .map_or(0, |(i, _)| i);
     &s[start..]
 }

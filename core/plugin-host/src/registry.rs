@@ -38,8 +38,25 @@ impl ParserRegistry {
         )?;
         let mut plugins = BTreeMap::new();
         for p in resolved {
-            let name = p.name.clone();
-            plugins.insert(name, Plugin::load(&runtime, p)?);
+            let (name, discovered) = (p.name.clone(), p.discovered);
+            match Plugin::load(&runtime, p) {
+                Ok(plugin) => {
+                    plugins.insert(name, plugin);
+                }
+                // A file dropped into plugin_dir must not stop the node.
+                Err(e) if discovered => {
+                    tracing::warn!(plugin = %name, error = %e, "skipping plugin found in plugin_dir")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (name, referenced_by) in config.routes() {
+            if !plugins.contains_key(name) {
+                return Err(Error::UnknownParser {
+                    name: name.to_string(),
+                    referenced_by,
+                });
+            }
         }
         Ok(ParserRegistry {
             plugins,
@@ -74,7 +91,9 @@ impl ParserRegistry {
 
     /// Parses a batch with a named parser; `None` if no such parser exists.
     pub fn parse_with(&self, parser: &str, batch: Vec<RawEvent>) -> Option<Vec<Event>> {
-        self.plugins.get(parser).map(|p| p.parse(&self.runtime, batch))
+        self.plugins
+            .get(parser)
+            .map(|p| p.parse(&self.runtime, batch))
     }
 
     /// The configured parser names.

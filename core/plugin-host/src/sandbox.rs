@@ -15,7 +15,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 /// Granularity of deadlines.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -84,7 +86,12 @@ pub(crate) struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let next = self.total.saturating_sub(current).saturating_add(desired);
         if next > self.cap {
             self.refused = Some(next);
@@ -94,7 +101,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -153,7 +165,11 @@ impl Pollable for StderrTail {
 }
 
 impl tokio::io::AsyncWrite for StderrTail {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.append(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -196,12 +212,19 @@ pub(crate) struct HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 /// A store for one instance, with the memory cap and an empty WASI context.
-pub(crate) fn new_store(engine: &Engine, memory_limit_bytes: u64, allow_clock: bool) -> Store<HostState> {
+pub(crate) fn new_store(
+    engine: &Engine,
+    memory_limit_bytes: u64,
+    allow_clock: bool,
+) -> Store<HostState> {
     let stderr = StderrTail::default();
     let mut wasi = WasiCtxBuilder::new();
     wasi.stderr(stderr.clone())
@@ -216,7 +239,11 @@ pub(crate) fn new_store(engine: &Engine, memory_limit_bytes: u64, allow_clock: b
     let state = HostState {
         wasi: wasi.build(),
         table: ResourceTable::new(),
-        memory: MemoryCap { cap: usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX), total: 0, refused: None },
+        memory: MemoryCap {
+            cap: usize::try_from(memory_limit_bytes).unwrap_or(usize::MAX),
+            total: 0,
+            refused: None,
+        },
         stderr,
     };
     let mut store = Store::new(engine, state);

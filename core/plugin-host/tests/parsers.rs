@@ -21,13 +21,36 @@ fn json_cases() -> Vec<Case> {
             Some("2024-05-01T10:00:00.000000001Z"),
             json!({"log": "GET /healthz 200\n", "stream": "stdout"}),
         ),
-        ok(r#"{"ts":1714557600,"msg":"epoch seconds"}"#, Some("2024-05-01T10:00:00.000000000Z"), json!({"ts": 1714557600})),
-        ok(r#"{"ts":1714557600123,"msg":"epoch millis"}"#, Some("2024-05-01T10:00:00.123000000Z"), json!({"msg": "epoch millis"})),
-        ok(r#"  {"a":{"b":{"c":true}},"e":{}}  "#, None, json!({"a.b.c": true, "e": "{}"})),
-        ok(r#"{"id":18446744073709551615,"neg":-7}"#, None, json!({"id": 18446744073709551615.0, "neg": -7})),
-        ok(r#"{"msg":"caf\u00e9 \ud83d\ude00"}"#, None, json!({"msg": "café 😀"})),
+        ok(
+            r#"{"ts":1714557600,"msg":"epoch seconds"}"#,
+            Some("2024-05-01T10:00:00.000000000Z"),
+            json!({"ts": 1714557600}),
+        ),
+        ok(
+            r#"{"ts":1714557600123,"msg":"epoch millis"}"#,
+            Some("2024-05-01T10:00:00.123000000Z"),
+            json!({"msg": "epoch millis"}),
+        ),
+        ok(
+            r#"  {"a":{"b":{"c":true}},"e":{}}  "#,
+            None,
+            json!({"a.b.c": true, "e": "{}"}),
+        ),
+        ok(
+            r#"{"id":18446744073709551615,"neg":-7}"#,
+            None,
+            json!({"id": 18446744073709551615.0, "neg": -7}),
+        ),
+        ok(
+            r#"{"msg":"caf\u00e9 \ud83d\ude00"}"#,
+            None,
+            json!({"msg": "café 😀"}),
+        ),
         fails(r#"{"level":"info","#, "invalid JSON"),
-        fails(r#"["not","an","object"]"#, "expected a JSON object, found an array"),
+        fails(
+            r#"["not","an","object"]"#,
+            "expected a JSON object, found an array",
+        ),
         fails("plain text line", "invalid JSON"),
         fails("", "invalid JSON"),
     ]
@@ -35,20 +58,41 @@ fn json_cases() -> Vec<Case> {
 
 #[test]
 fn json_parser_on_real_lines() {
-    check(&registry("json", PluginConfig::new(wasm("json"), &[])), &json_cases());
+    check(
+        &registry("json", PluginConfig::new(wasm("json"), &[])),
+        &json_cases(),
+    );
 }
 
 #[test]
 fn json_parser_settings_apply_and_are_validated() {
-    let reg = registry("json", PluginConfig::new(wasm("json"), &[("separator", "_"), ("timestamp_fields", "when")]));
+    let reg = registry(
+        "json",
+        PluginConfig::new(
+            wasm("json"),
+            &[("separator", "_"), ("timestamp_fields", "when")],
+        ),
+    );
     check(
         &reg,
-        &[ok(r#"{"when":"2024-01-01T00:00:00Z","ts":5,"a":{"b":1}}"#, Some("2024-01-01T00:00:00.000000000Z"), json!({"a_b": 1}))],
+        &[ok(
+            r#"{"when":"2024-01-01T00:00:00Z","ts":5,"a":{"b":1}}"#,
+            Some("2024-01-01T00:00:00.000000000Z"),
+            json!({"a_b": 1}),
+        )],
     );
     let mut config = common::test_config();
-    config.plugins.insert("j".into(), PluginConfig::new(wasm("json"), &[("max_depth", "deep")]));
-    let err = ParserRegistry::new(&config).err().expect("a bad max_depth must be refused");
-    assert!(matches!(&err, Error::Configure { plugin, reason } if plugin == "j" && reason.contains("max_depth")), "{err}");
+    config.plugins.insert(
+        "j".into(),
+        PluginConfig::new(wasm("json"), &[("max_depth", "deep")]),
+    );
+    let err = ParserRegistry::new(&config)
+        .err()
+        .expect("a bad max_depth must be refused");
+    assert!(
+        matches!(&err, Error::Configure { plugin, reason } if plugin == "j" && reason.contains("max_depth")),
+        "{err}"
+    );
 }
 
 fn kv_cases() -> Vec<Case> {
@@ -63,10 +107,25 @@ fn kv_cases() -> Vec<Case> {
             None,
             json!({"at": "info", "path": "/", "fwd": "204.204.204.204", "dyno": "web.1", "connect": "1ms", "status": 200, "bytes": 13}),
         ),
-        ok("level=debug cache_hit  retries=0", None, json!({"cache_hit": true, "retries": 0, "level": "debug"})),
-        ok(r#"msg="say \"hi\"\tnow" n=-3 big=1e5 ver=1.2.3 empty="#, None, json!({"msg": "say \"hi\"\tnow", "n": -3, "big": 100000.0, "ver": "1.2.3", "empty": ""})),
-        ok("ts=2024-05-01T12:00:00+02:00 caller=main.go:42", Some("2024-05-01T10:00:00.000000000Z"), json!({"caller": "main.go:42"})),
-        fails(r#"level=warn msg="unterminated"#, "unterminated quote in the value of `msg`"),
+        ok(
+            "level=debug cache_hit  retries=0",
+            None,
+            json!({"cache_hit": true, "retries": 0, "level": "debug"}),
+        ),
+        ok(
+            r#"msg="say \"hi\"\tnow" n=-3 big=1e5 ver=1.2.3 empty="#,
+            None,
+            json!({"msg": "say \"hi\"\tnow", "n": -3, "big": 100000.0, "ver": "1.2.3", "empty": ""}),
+        ),
+        ok(
+            "ts=2024-05-01T12:00:00+02:00 caller=main.go:42",
+            Some("2024-05-01T10:00:00.000000000Z"),
+            json!({"caller": "main.go:42"}),
+        ),
+        fails(
+            r#"level=warn msg="unterminated"#,
+            "unterminated quote in the value of `msg`",
+        ),
         fails("no pairs here", "no key=value pairs found"),
         fails("=value", "empty key"),
         fails("   ", "no key=value pairs found"),
@@ -75,7 +134,10 @@ fn kv_cases() -> Vec<Case> {
 
 #[test]
 fn kv_parser_on_real_lines() {
-    check(&registry("kv", PluginConfig::new(wasm("kv"), &[])), &kv_cases());
+    check(
+        &registry("kv", PluginConfig::new(wasm("kv"), &[])),
+        &kv_cases(),
+    );
 }
 
 #[test]
@@ -107,7 +169,9 @@ fn python_kv_plugin_matches_the_rust_kv_plugin() {
     let mut bad = PluginConfig::new(wasm("kv-py"), &[("delimiter", "::")]);
     bad.memory_limit_bytes = Some(256 << 20);
     config.plugins.insert("kv-py".into(), bad);
-    let err = ParserRegistry::new(&config).err().expect("a two-character delimiter must be refused");
+    let err = ParserRegistry::new(&config)
+        .err()
+        .expect("a two-character delimiter must be refused");
     assert!(err.to_string().contains("setting `delimiter`"), "{err}");
 }
 
@@ -131,7 +195,11 @@ fn syslog_parser_on_real_lines() {
             json!({"sd.exampleSDID@32473.iut": "3", "sd.exampleSDID@32473.eventID": "1011", "sd.examplePriority@32473.class": "high",
                    "message": "An application event log entry..."}),
         ),
-        ok("<14>1 - - - - - -", None, json!({"syslog.version": 1, "message": null, "host": null})),
+        ok(
+            "<14>1 - - - - - -",
+            None,
+            json!({"syslog.version": 1, "message": null, "host": null}),
+        ),
         ok(
             "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
             Some("2023-10-11T22:14:15.000000000Z"),
@@ -142,19 +210,32 @@ fn syslog_parser_on_real_lines() {
             Some("2024-06-03T06:25:01.000000000Z"),
             json!({"host": "web-01", "app": "CRON", "pid": 12345, "message": "(root) CMD (command -v debian-sa1 > /dev/null && debian-sa1 1 1)"}),
         ),
-        ok("<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!", Some("2024-02-05T17:32:18.000000000Z"), json!({"host": "10.0.0.99", "message": "Use the BFG!", "app": null})),
+        ok(
+            "<13>Feb  5 17:32:18 10.0.0.99 Use the BFG!",
+            Some("2024-02-05T17:32:18.000000000Z"),
+            json!({"host": "10.0.0.99", "message": "Use the BFG!", "app": null}),
+        ),
         ok(
             "<30>2024-06-15T11:59:58.123456+00:00 nas systemd[1]: Started Daily apt upgrade.",
             Some("2024-06-15T11:59:58.123456000Z"),
             json!({"host": "nas", "app": "systemd", "pid": 1, "syslog.facility": 3}),
         ),
-        fails("<999>1 2003-10-11T22:14:15.003Z host app - - -", "malformed PRI"),
+        fails(
+            "<999>1 2003-10-11T22:14:15.003Z host app - - -",
+            "malformed PRI",
+        ),
         fails("<34>1 yesterday host app - - -", "bad RFC 5424 TIMESTAMP"),
-        fails("<34>1 2003-10-11T22:14:15.003Z host app - ID47 [broken", "unterminated"),
+        fails(
+            "<34>1 2003-10-11T22:14:15.003Z host app - ID47 [broken",
+            "unterminated",
+        ),
         fails("hello world", "expected an RFC 3164 timestamp"),
         fails("<34>Foo 11 22:14:15 host x: y", "bad month"),
     ];
-    check(&registry("syslog", PluginConfig::new(wasm("syslog"), &[])), &cases);
+    check(
+        &registry("syslog", PluginConfig::new(wasm("syslog"), &[])),
+        &cases,
+    );
 }
 
 #[test]
@@ -187,12 +268,24 @@ fn access_log_parser_on_real_lines() {
             Some("2024-06-15T11:58:01.000000000Z"),
             json!({"url.original": "/q?s=\"x\""}),
         ),
-        fails(r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" abc 12"#, "bad status `abc`"),
-        fails(r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /"#, "expected the quoted request line"),
-        fails(r#"127.0.0.1 - - [10/Oct/2000 13:55:36] "GET / HTTP/1.0" 200 1"#, "bad time"),
+        fails(
+            r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" abc 12"#,
+            "bad status `abc`",
+        ),
+        fails(
+            r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET /"#,
+            "expected the quoted request line",
+        ),
+        fails(
+            r#"127.0.0.1 - - [10/Oct/2000 13:55:36] "GET / HTTP/1.0" 200 1"#,
+            "bad time",
+        ),
         fails("not an access log", "expected `[` before the time"),
     ];
-    check(&registry("access", PluginConfig::new(wasm("access"), &[])), &cases);
+    check(
+        &registry("access", PluginConfig::new(wasm("access"), &[])),
+        &cases,
+    );
 }
 
 #[test]
@@ -200,7 +293,10 @@ fn pattern_parser_on_real_lines() {
     let plugin = PluginConfig::new(
         wasm("pattern"),
         &[
-            ("pattern", r"^(?P<ts>\S+) \[(?P<level>[A-Z]+)\] (?P<component>[\w.-]+): (?P<msg>.*?)(?: took=(?P<took>\d+)ms)?$"),
+            (
+                "pattern",
+                r"^(?P<ts>\S+) \[(?P<level>[A-Z]+)\] (?P<component>[\w.-]+): (?P<msg>.*?)(?: took=(?P<took>\d+)ms)?$",
+            ),
             ("timestamp_group", "ts"),
             ("typed_groups", "took"),
         ],
@@ -211,8 +307,15 @@ fn pattern_parser_on_real_lines() {
             Some("2024-05-01T10:00:00.500000000Z"),
             json!({"level": "WARN", "component": "db.pool", "msg": "connection slow", "took": 1200}),
         ),
-        ok("1714557600 [INFO] main: started", Some("2024-05-01T10:00:00.000000000Z"), json!({"msg": "started", "took": null, "ts": "1714557600"})),
-        fails("2024-05-01T10:00:00Z INFO main: no brackets", "does not match the pattern"),
+        ok(
+            "1714557600 [INFO] main: started",
+            Some("2024-05-01T10:00:00.000000000Z"),
+            json!({"msg": "started", "took": null, "ts": "1714557600"}),
+        ),
+        fails(
+            "2024-05-01T10:00:00Z INFO main: no brackets",
+            "does not match the pattern",
+        ),
         fails("yesterday [INFO] main: when?", "is not a time"),
     ];
     check(&registry("pattern", plugin), &cases);
@@ -221,16 +324,33 @@ fn pattern_parser_on_real_lines() {
 #[test]
 fn pattern_parser_refuses_bad_settings_with_a_clear_error() {
     let load = |settings: &[(&str, &str)]| {
-        let mut config = ParsersConfig { ..common::test_config() };
-        config.plugins.insert("app".into(), PluginConfig::new(wasm("pattern"), settings));
-        ParserRegistry::new(&config).err().expect("bad settings must be refused").to_string()
+        let mut config = ParsersConfig {
+            ..common::test_config()
+        };
+        config
+            .plugins
+            .insert("app".into(), PluginConfig::new(wasm("pattern"), settings));
+        ParserRegistry::new(&config)
+            .err()
+            .expect("bad settings must be refused")
+            .to_string()
     };
     let missing = load(&[]);
-    assert!(missing.contains("`pattern` is required") && missing.contains("[parsers.plugins.app.settings]"), "{missing}");
+    assert!(
+        missing.contains("`pattern` is required")
+            && missing.contains("[parsers.plugins.app.settings]"),
+        "{missing}"
+    );
     assert!(load(&[("pattern", "(?P<x>")]).contains("setting `pattern`"));
     assert!(load(&[("pattern", r"\d+")]).contains("no named group"));
-    assert!(load(&[("pattern", r"(?P<a>\d+)"), ("timestamp_group", "b")]).contains("`b` is not a named group"));
+    assert!(
+        load(&[("pattern", r"(?P<a>\d+)"), ("timestamp_group", "b")])
+            .contains("`b` is not a named group")
+    );
     // Unknown names are caught by the host against `describe`, before configure.
     let unknown = load(&[("pattern", r"(?P<a>\d+)"), ("colour", "red")]);
-    assert!(unknown.contains("no setting `colour`") && unknown.contains("pattern, timestamp_group"), "{unknown}");
+    assert!(
+        unknown.contains("no setting `colour`") && unknown.contains("pattern, timestamp_group"),
+        "{unknown}"
+    );
 }

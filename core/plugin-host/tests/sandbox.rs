@@ -18,7 +18,10 @@ fn chaos() -> ParserRegistry {
 fn calls(event: &Event) -> i64 {
     match event.get("calls") {
         Some(Value::Int(n)) => *n,
-        other => panic!("expected a `calls` field, got {other:?} in {:?}", event.to_json()),
+        other => panic!(
+            "expected a `calls` field, got {other:?} in {:?}",
+            event.to_json()
+        ),
     }
 }
 
@@ -35,22 +38,46 @@ fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Dura
     assert_eq!(events.len(), 3, "every event of the failed batch is kept");
     for (event, raw) in events.iter().zip(["before", trigger, "after"]) {
         assert_eq!(event.raw, raw);
-        assert_eq!(event.error(), Some(kind), "{trigger}: {:?}", event.to_json());
+        assert_eq!(
+            event.error(),
+            Some(kind),
+            "{trigger}: {:?}",
+            event.to_json()
+        );
         let msg = event.error_msg().expect("an @error_msg");
-        assert!(msg.starts_with("parser `chaos`: ") && msg.contains(fragment), "{trigger}: {msg}");
+        assert!(
+            msg.starts_with("parser `chaos`: ") && msg.contains(fragment),
+            "{trigger}: {msg}"
+        );
         assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
     }
     let next = reg.parse("test", None, batch(&["fine", "still fine"]));
-    assert_eq!(next.iter().map(|e| e.error()).collect::<Vec<_>>(), [None, None], "{:?}", next[0].to_json());
-    assert_eq!(calls(&next[0]), 1, "the failed instance must have been replaced by a fresh one");
+    assert_eq!(
+        next.iter().map(|e| e.error()).collect::<Vec<_>>(),
+        [None, None],
+        "{:?}",
+        next[0].to_json()
+    );
+    assert_eq!(
+        calls(&next[0]),
+        1,
+        "the failed instance must have been replaced by a fresh one"
+    );
     assert_eq!(calls(&next[1]), 2);
     took
 }
 
 #[test]
 fn infinite_loop_is_stopped_at_the_batch_deadline() {
-    let took = hostile_batch_is_contained("loop", "deadline_exceeded", "ran past its batch deadline of 300 ms");
-    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(3), "stopped after {took:?}");
+    let took = hostile_batch_is_contained(
+        "loop",
+        "deadline_exceeded",
+        "ran past its batch deadline of 300 ms",
+    );
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "stopped after {took:?}"
+    );
 }
 
 #[test]
@@ -84,8 +111,18 @@ fn panic_message_reaches_the_error_field() {
 fn huge_output_is_refused_per_event_and_the_instance_is_kept() {
     let reg = chaos();
     let events = reg.parse("test", None, batch(&["a", "huge", "b"]));
-    assert_eq!(events[1].error(), Some("output_too_large"), "{:?}", events[1].error_msg());
-    assert!(events[1].error_msg().unwrap_or("").contains("max_event_output_bytes"));
+    assert_eq!(
+        events[1].error(),
+        Some("output_too_large"),
+        "{:?}",
+        events[1].error_msg()
+    );
+    assert!(
+        events[1]
+            .error_msg()
+            .unwrap_or("")
+            .contains("max_event_output_bytes")
+    );
     assert_eq!(events[1].raw, "huge");
     // The plugin did nothing wrong by the contract: its instance is reused.
     assert_eq!((calls(&events[0]), calls(&events[2])), (1, 3));
@@ -95,7 +132,10 @@ fn huge_output_is_refused_per_event_and_the_instance_is_kept() {
 #[test]
 fn instances_are_reused_across_batches() {
     let reg = chaos();
-    let seen: Vec<i64> = (0..5).flat_map(|_| reg.parse("test", None, batch(&["x", "y"]))).map(|e| calls(&e)).collect();
+    let seen: Vec<i64> = (0..5)
+        .flat_map(|_| reg.parse("test", None, batch(&["x", "y"])))
+        .map(|e| calls(&e))
+        .collect();
     assert_eq!(seen, (1..=10).collect::<Vec<_>>());
 }
 
@@ -109,22 +149,43 @@ fn plugin_gets_no_environment_files_sockets_or_clock() {
     assert_eq!(e.error(), None, "{:?}", e.to_json());
     assert_eq!(e.get("env_vars"), Some(&Value::Int(0)));
     assert_eq!(e.get("args"), Some(&Value::Int(0)));
-    assert_ne!(e.get("file"), Some(&Value::Text("read".into())), "a file was readable");
-    assert_ne!(e.get("socket"), Some(&Value::Text("connected".into())), "a socket connected");
-    assert_eq!(e.get("clock_secs"), Some(&Value::Int(0)), "the wall clock must be frozen");
+    assert_ne!(
+        e.get("file"),
+        Some(&Value::Text("read".into())),
+        "a file was readable"
+    );
+    assert_ne!(
+        e.get("socket"),
+        Some(&Value::Text("connected".into())),
+        "a socket connected"
+    );
+    assert_eq!(
+        e.get("clock_secs"),
+        Some(&Value::Int(0)),
+        "the wall clock must be frozen"
+    );
 
     let mut granted = PluginConfig::new(wasm("chaos"), &[]);
     granted.allow_clock = true;
     let events = registry("chaos", granted).parse("test", None, batch(&["probe"]));
-    assert!(matches!(events[0].get("clock_secs"), Some(Value::Int(s)) if *s > 1_700_000_000), "clock grant ignored");
+    assert!(
+        matches!(events[0].get("clock_secs"), Some(Value::Int(s)) if *s > 1_700_000_000),
+        "clock grant ignored"
+    );
 }
 
 #[test]
 fn configure_failure_and_broken_components_are_refused_at_start() {
     let mut config = test_config();
-    config.plugins.insert("c".into(), PluginConfig::new(wasm("chaos"), &[("fail_configure", "true")]));
+    config.plugins.insert(
+        "c".into(),
+        PluginConfig::new(wasm("chaos"), &[("fail_configure", "true")]),
+    );
     match ParserRegistry::new(&config) {
-        Err(Error::Configure { plugin, reason }) => assert!(plugin == "c" && reason.contains("fail_configure"), "{reason}"),
+        Err(Error::Configure { plugin, reason }) => assert!(
+            plugin == "c" && reason.contains("fail_configure"),
+            "{reason}"
+        ),
         other => panic!("expected a configure error, got {:?}", other.err()),
     }
 
@@ -132,18 +193,35 @@ fn configure_failure_and_broken_components_are_refused_at_start() {
     let core_module = dir.path().join("core-module.wasm");
     std::fs::write(&core_module, "(module (func (export \"parse\")))").expect("write");
     let mut config = test_config();
-    config.plugins.insert("m".into(), PluginConfig::new(&core_module, &[]));
-    let err = ParserRegistry::new(&config).err().expect("a core module is not a component");
-    assert!(matches!(err, Error::InvalidPlugin { .. }) && err.to_string().contains("plugins/README.md"), "{err}");
+    config
+        .plugins
+        .insert("m".into(), PluginConfig::new(&core_module, &[]));
+    let err = ParserRegistry::new(&config)
+        .err()
+        .expect("a core module is not a component");
+    assert!(
+        matches!(err, Error::InvalidPlugin { .. }) && err.to_string().contains("plugins/README.md"),
+        "{err}"
+    );
 
     let wrong_world = dir.path().join("empty-component.wasm");
     std::fs::write(&wrong_world, "(component)").expect("write");
-    config.plugins.insert("m".into(), PluginConfig::new(&wrong_world, &[]));
-    let err = ParserRegistry::new(&config).err().expect("a component without the exports is refused");
+    config
+        .plugins
+        .insert("m".into(), PluginConfig::new(&wrong_world, &[]));
+    let err = ParserRegistry::new(&config)
+        .err()
+        .expect("a component without the exports is refused");
     assert!(matches!(err, Error::InvalidPlugin { .. }), "{err}");
 
-    config.plugins.insert("m".into(), PluginConfig::new(dir.path().join("missing.wasm"), &[]));
-    assert!(matches!(ParserRegistry::new(&config), Err(Error::ReadPlugin { .. })));
+    config.plugins.insert(
+        "m".into(),
+        PluginConfig::new(dir.path().join("missing.wasm"), &[]),
+    );
+    assert!(matches!(
+        ParserRegistry::new(&config),
+        Err(Error::ReadPlugin { .. })
+    ));
 }
 
 #[test]
@@ -154,7 +232,9 @@ fn a_component_that_traps_at_start_is_refused() {
     std::fs::write(&path, "(component (core module $m (func $s unreachable) (start $s)) (core instance (instantiate $m)))")
         .expect("write");
     let mut config = test_config();
-    config.plugins.insert("t".into(), PluginConfig::new(&path, &[]));
+    config
+        .plugins
+        .insert("t".into(), PluginConfig::new(&path, &[]));
     let err = ParserRegistry::new(&config).err().expect("must be refused");
     assert!(err.to_string().contains("plugin `t`"), "{err}");
 }

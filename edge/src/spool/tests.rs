@@ -421,8 +421,10 @@ async fn out_of_order_acks_delete_a_segment_only_when_all_its_records_are_acked(
 
     spool.ack(1).unwrap();
     assert_eq!(spool.stats().segments, 2);
-    eventually("segment 0 is deleted", || segment_bases(dir) == vec![3, 6]).await;
-    assert!(!ack_path(dir, 0).exists(), "ack log goes with its segment");
+    eventually("segment 0 and its ack log are deleted", || {
+        segment_bases(dir) == vec![3, 6] && !ack_path(dir, 0).exists()
+    })
+    .await;
 
     spool.ack(4).unwrap();
     eventually("segment 3 is deleted", || segment_bases(dir) == vec![6]).await;
@@ -696,6 +698,8 @@ async fn second_open_of_the_same_dir_is_refused_until_the_first_is_dropped() {
 
 #[test]
 fn config_defaults_unknown_fields_and_limits() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<Spool>();
     let cfg: SpoolConfig = serde_json::from_str(r#"{"dir": "/var/spool/weir"}"#).unwrap();
     assert_eq!(cfg, SpoolConfig::new("/var/spool/weir"));
     assert_eq!(cfg.max_bytes, 1 << 30);

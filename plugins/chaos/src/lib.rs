@@ -20,14 +20,22 @@ struct Chaos;
 /// Recursion with scalar frames: exhausts wasm's own call stack.
 #[inline(never)]
 fn deep_native(n: u64) -> u64 {
-    if black_box(n) == u64::MAX { 0 } else { deep_native(n + 1).wrapping_add(n) }
+    if black_box(n) == u64::MAX {
+        0
+    } else {
+        deep_native(n + 1).wrapping_add(n)
+    }
 }
 
 /// Recursion with big frames: exhausts the shadow stack in linear memory.
 #[inline(never)]
 fn deep(n: u64) -> u64 {
     let frame = black_box([n; 32]);
-    if black_box(n) == u64::MAX { 0 } else { deep(n + 1).wrapping_add(frame[7]) }
+    if black_box(n) == u64::MAX {
+        0
+    } else {
+        deep(n + 1).wrapping_add(frame[7])
+    }
 }
 
 impl Parser for Chaos {

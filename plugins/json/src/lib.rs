@@ -9,7 +9,8 @@ struct Json(JsonParser);
 impl Parser for Json {
     const NAME: &'static str = "json";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "one JSON object per line, nested objects flattened to dotted names";
+    const DESCRIPTION: &'static str =
+        "one JSON object per line, nested objects flattened to dotted names";
 
     fn settings() -> Vec<SettingInfo> {
         SettingInfo::from_table(SETTINGS)

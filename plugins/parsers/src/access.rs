@@ -26,7 +26,9 @@ impl AccessParser {
         let mut out = Parsed::default();
         let mut rest = input.raw.trim_end_matches(['\r', '\n']);
         let word = |rest: &mut &str, what: &str| -> Result<String, String> {
-            let end = rest.find(' ').ok_or_else(|| format!("line ends before {what}"))?;
+            let end = rest
+                .find(' ')
+                .ok_or_else(|| format!("line ends before {what}"))?;
             let w = rest[..end].to_string();
             *rest = &rest[end + 1..];
             Ok(w)
@@ -39,15 +41,26 @@ impl AccessParser {
                 out.push_text(name, w);
             }
         }
-        let after = rest.strip_prefix('[').ok_or("expected `[` before the time")?;
-        let close = after.find("] ").ok_or("unterminated time: expected `] ` after it")?;
-        out.timestamp_ns = Some(time::parse_clf(&after[..close]).ok_or_else(|| format!("bad time `{}`", &after[..close]))?);
+        let after = rest
+            .strip_prefix('[')
+            .ok_or("expected `[` before the time")?;
+        let close = after
+            .find("] ")
+            .ok_or("unterminated time: expected `] ` after it")?;
+        out.timestamp_ns = Some(
+            time::parse_clf(&after[..close])
+                .ok_or_else(|| format!("bad time `{}`", &after[..close]))?,
+        );
         rest = &after[close + 2..];
         let (request, r) = quoted(rest).ok_or("expected the quoted request line")?;
         rest = r;
         let mut parts = request.split(' ');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(m), Some(target), Some(v), None) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) && v.starts_with("HTTP/") => {
+            (Some(m), Some(target), Some(v), None)
+                if !m.is_empty()
+                    && m.bytes().all(|b| b.is_ascii_uppercase())
+                    && v.starts_with("HTTP/") =>
+            {
                 out.push_text("http.method", m);
                 out.push_text("url.original", target);
                 out.push_text("http.version", &v[5..]);
@@ -55,13 +68,22 @@ impl AccessParser {
             _ => out.push_text("http.request", request.as_str()),
         }
         let mut tail = rest.trim_start().splitn(3, ' ');
-        let status = tail.next().filter(|s| !s.is_empty()).ok_or("line ends before the status")?;
-        let status: i64 = status.parse().map_err(|_| format!("bad status `{status}`"))?;
+        let status = tail
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or("line ends before the status")?;
+        let status: i64 = status
+            .parse()
+            .map_err(|_| format!("bad status `{status}`"))?;
         out.push("http.status", Value::Int(status));
         let bytes = tail.next().ok_or("line ends before the size")?;
         out.push(
             "http.bytes",
-            if bytes == "-" { Value::Int(0) } else { Value::Int(bytes.parse().map_err(|_| format!("bad size `{bytes}`"))?) },
+            if bytes == "-" {
+                Value::Int(0)
+            } else {
+                Value::Int(bytes.parse().map_err(|_| format!("bad size `{bytes}`"))?)
+            },
         );
         if let Some(extra) = tail.next() {
             let (referer, r) = quoted(extra).ok_or("expected the quoted referer")?;
@@ -111,12 +133,22 @@ mod tests {
         let out = AccessParser.parse(&Input::line(line, 0)).unwrap();
         assert_eq!(out.get("user.name"), Some(&Value::text("frank")));
         assert_eq!(out.get("http.status"), Some(&Value::Int(200)));
-        assert_eq!(out.get("http.user_agent"), Some(&Value::text("Mozilla/4.08 [en] (Win98; I ;Nav)")));
+        assert_eq!(
+            out.get("http.user_agent"),
+            Some(&Value::text("Mozilla/4.08 [en] (Win98; I ;Nav)"))
+        );
         assert_eq!(out.timestamp_ns, Some(971_211_336_000_000_000));
     }
 
     #[test]
     fn truncated_line_fails() {
-        assert!(AccessParser.parse(&Input::line("127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] \"GET /", 0)).is_err());
+        assert!(
+            AccessParser
+                .parse(&Input::line(
+                    "127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] \"GET /",
+                    0
+                ))
+                .is_err()
+        );
     }
 }

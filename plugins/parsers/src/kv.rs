@@ -8,8 +8,16 @@ use crate::time;
 
 /// Settings this parser accepts, with their description and default.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
-    ("delimiter", "the character between a key and its value", "="),
-    ("typed", "turn bare numeric values into numbers (`true`/`false`)", "true"),
+    (
+        "delimiter",
+        "the character between a key and its value",
+        "=",
+    ),
+    (
+        "typed",
+        "turn bare numeric values into numbers (`true`/`false`)",
+        "true",
+    ),
 ];
 
 /// A configured key=value parser.
@@ -21,7 +29,10 @@ pub struct KvParser {
 
 impl Default for KvParser {
     fn default() -> Self {
-        KvParser { delimiter: '=', typed: true }
+        KvParser {
+            delimiter: '=',
+            typed: true,
+        }
     }
 }
 
@@ -29,12 +40,19 @@ impl KvParser {
     /// Builds a parser from settings; fails on unknown or invalid ones.
     pub fn new(settings: &Settings) -> Result<Self, String> {
         settings.reject_unknown(&SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>())?;
-        let mut p = KvParser { typed: settings.bool_or("typed", true)?, ..KvParser::default() };
+        let mut p = KvParser {
+            typed: settings.bool_or("typed", true)?,
+            ..KvParser::default()
+        };
         if let Some(d) = settings.get("delimiter") {
             let mut chars = d.chars();
             match (chars.next(), chars.next()) {
                 (Some(c), None) if c != '"' && !c.is_whitespace() => p.delimiter = c,
-                _ => return Err(format!("setting `delimiter`: expected one non-space character other than `\"`, got `{d}`")),
+                _ => {
+                    return Err(format!(
+                        "setting `delimiter`: expected one non-space character other than `\"`, got `{d}`"
+                    ));
+                }
             }
         }
         Ok(p)
@@ -46,10 +64,16 @@ impl KvParser {
         let mut rest = input.raw.trim();
         let mut pairs = 0;
         while !rest.is_empty() {
-            let key_end = rest.find(|c: char| c == self.delimiter || c.is_whitespace()).unwrap_or(rest.len());
+            let key_end = rest
+                .find(|c: char| c == self.delimiter || c.is_whitespace())
+                .unwrap_or(rest.len());
             let key = &rest[..key_end];
             if key.is_empty() {
-                return Err(format!("empty key before `{}` at `{}`", self.delimiter, excerpt(rest)));
+                return Err(format!(
+                    "empty key before `{}` at `{}`",
+                    self.delimiter,
+                    excerpt(rest)
+                ));
             }
             if key.contains('"') {
                 return Err(format!("quote inside key `{key}`"));
@@ -58,7 +82,8 @@ impl KvParser {
             if rest.starts_with(self.delimiter) {
                 rest = &rest[self.delimiter.len_utf8()..];
                 let value = if let Some(quoted) = rest.strip_prefix('"') {
-                    let (text, used) = unquote(quoted).ok_or_else(|| format!("unterminated quote in the value of `{key}`"))?;
+                    let (text, used) = unquote(quoted)
+                        .ok_or_else(|| format!("unterminated quote in the value of `{key}`"))?;
                     rest = &quoted[used..];
                     Value::Text(text)
                 } else {
@@ -84,11 +109,11 @@ impl KvParser {
             return Err(format!("no key{}value pairs found", self.delimiter));
         }
         for name in ["time", "ts", "timestamp", "t"] {
-            if let Some(Value::Text(s)) = out.get(name) {
-                if let Some(ts) = time::parse_rfc3339(s) {
-                    out.timestamp_ns = Some(ts);
-                    break;
-                }
+            if let Some(Value::Text(s)) = out.get(name)
+                && let Some(ts) = time::parse_rfc3339(s)
+            {
+                out.timestamp_ns = Some(ts);
+                break;
             }
         }
         Ok(out)
@@ -125,7 +150,10 @@ mod tests {
     #[test]
     fn logfmt_line_with_quotes_flags_and_types() {
         let out = KvParser::default()
-            .parse(&Input::line(r#"time=2024-01-02T03:04:05Z level=warn msg="disk \"sda\" full" pct=97.5 n=3 dry"#, 0))
+            .parse(&Input::line(
+                r#"time=2024-01-02T03:04:05Z level=warn msg="disk \"sda\" full" pct=97.5 n=3 dry"#,
+                0,
+            ))
             .unwrap();
         assert_eq!(out.get("msg"), Some(&Value::text(r#"disk "sda" full"#)));
         assert_eq!(out.get("pct"), Some(&Value::Float(97.5)));
@@ -137,8 +165,20 @@ mod tests {
     #[test]
     fn malformed_lines_fail() {
         let p = KvParser::default();
-        assert!(p.parse(&Input::line("a=\"open", 0)).unwrap_err().contains("unterminated"));
-        assert!(p.parse(&Input::line("just words", 0)).unwrap_err().contains("no key=value"));
-        assert!(p.parse(&Input::line("=x", 0)).unwrap_err().contains("empty key"));
+        assert!(
+            p.parse(&Input::line("a=\"open", 0))
+                .unwrap_err()
+                .contains("unterminated")
+        );
+        assert!(
+            p.parse(&Input::line("just words", 0))
+                .unwrap_err()
+                .contains("no key=value")
+        );
+        assert!(
+            p.parse(&Input::line("=x", 0))
+                .unwrap_err()
+                .contains("empty key")
+        );
     }
 }

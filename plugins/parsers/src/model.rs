@@ -34,7 +34,12 @@ pub struct Input<'a> {
 impl<'a> Input<'a> {
     /// An input with only raw text and an ingest time (tests, benchmarks).
     pub fn line(raw: &'a str, ingest_time_ns: i64) -> Self {
-        Input { raw, repository: "", tags: &[], ingest_time_ns }
+        Input {
+            raw,
+            repository: "",
+            tags: &[],
+            ingest_time_ns,
+        }
     }
 }
 
@@ -77,12 +82,21 @@ impl Settings {
 
     /// Builds settings from string pairs (tests, benchmarks).
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Settings { pairs: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        Settings {
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 
     /// The value of a setting, if given.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// All given settings.
@@ -96,7 +110,11 @@ impl Settings {
             if !known.contains(&name.as_str()) {
                 return Err(format!(
                     "unknown setting `{name}`; this parser takes: {}",
-                    if known.is_empty() { "no settings".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "no settings".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ));
             }
         }
@@ -109,7 +127,9 @@ impl Settings {
             None => Ok(default),
             Some("true") => Ok(true),
             Some("false") => Ok(false),
-            Some(other) => Err(format!("setting `{name}`: expected `true` or `false`, got `{other}`")),
+            Some(other) => Err(format!(
+                "setting `{name}`: expected `true` or `false`, got `{other}`"
+            )),
         }
     }
 }
@@ -117,16 +137,18 @@ impl Settings {
 /// Parses a bare token as an integer, a float or keeps it as text.
 pub fn infer(token: &str) -> Value {
     let looks_numeric = !token.is_empty()
-        && token.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
         && token.bytes().any(|b| b.is_ascii_digit());
     if looks_numeric {
         if let Ok(i) = token.parse::<i64>() {
             return Value::Int(i);
         }
-        if let Ok(f) = token.parse::<f64>() {
-            if f.is_finite() {
-                return Value::Float(f);
-            }
+        if let Ok(f) = token.parse::<f64>()
+            && f.is_finite()
+        {
+            return Value::Float(f);
         }
     }
     Value::Text(token.to_string())

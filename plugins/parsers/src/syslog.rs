@@ -8,10 +8,11 @@ use crate::model::{Input, Parsed, Settings, Value};
 use crate::time;
 
 /// Settings this parser accepts, with their description and default.
-pub const SETTINGS: &[(&str, &str, &str)] =
-    &[("format", "`auto`, `rfc5424` or `rfc3164`", "auto")];
+pub const SETTINGS: &[(&str, &str, &str)] = &[("format", "`auto`, `rfc5424` or `rfc3164`", "auto")];
 
-const SEVERITIES: [&str; 8] = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"];
+const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
 
 /// Which syslog dialect to accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,7 +37,11 @@ impl SyslogParser {
             "auto" => Format::Auto,
             "rfc5424" => Format::Rfc5424,
             "rfc3164" => Format::Rfc3164,
-            other => return Err(format!("setting `format`: expected `auto`, `rfc5424` or `rfc3164`, got `{other}`")),
+            other => {
+                return Err(format!(
+                    "setting `format`: expected `auto`, `rfc5424` or `rfc3164`, got `{other}`"
+                ));
+            }
         };
         Ok(SyslogParser { format })
     }
@@ -47,8 +52,13 @@ impl SyslogParser {
         let mut out = Parsed::default();
         let rest = match line.strip_prefix('<') {
             Some(after) => {
-                let end = after.find('>').filter(|&e| (1..=3).contains(&e)).ok_or("malformed PRI: expected `<0>` to `<191>`")?;
-                let pri: u32 = after[..end].parse().map_err(|_| "malformed PRI: not a number")?;
+                let end = after
+                    .find('>')
+                    .filter(|&e| (1..=3).contains(&e))
+                    .ok_or("malformed PRI: expected `<0>` to `<191>`")?;
+                let pri: u32 = after[..end]
+                    .parse()
+                    .map_err(|_| "malformed PRI: not a number")?;
                 if pri > 191 {
                     return Err(format!("malformed PRI: {pri} is above 191"));
                 }
@@ -57,10 +67,13 @@ impl SyslogParser {
                 out.push_text("syslog.severity_name", SEVERITIES[(pri % 8) as usize]);
                 &after[end + 1..]
             }
-            None if self.format == Format::Rfc5424 => return Err("RFC 5424 message without PRI".into()),
+            None if self.format == Format::Rfc5424 => {
+                return Err("RFC 5424 message without PRI".into());
+            }
             None => line,
         };
-        let is_5424 = rest.len() > 2 && rest.as_bytes()[0].is_ascii_digit() && rest[1..].starts_with(' ');
+        let is_5424 =
+            rest.len() > 2 && rest.as_bytes()[0].is_ascii_digit() && rest[1..].starts_with(' ');
         match self.format {
             Format::Rfc5424 if !is_5424 => Err("expected RFC 5424 version `1` after PRI".into()),
             Format::Rfc5424 | Format::Auto if is_5424 => parse_5424(rest, out),
@@ -81,15 +94,32 @@ fn next_token<'a>(rest: &mut &'a str, what: &str) -> Result<&'a str, String> {
 
 fn parse_5424(mut rest: &str, mut out: Parsed) -> Result<Parsed, String> {
     let version = next_token(&mut rest, "VERSION")?;
-    out.push("syslog.version", Value::Int(version.parse().map_err(|_| format!("bad VERSION `{version}`"))?));
+    out.push(
+        "syslog.version",
+        Value::Int(
+            version
+                .parse()
+                .map_err(|_| format!("bad VERSION `{version}`"))?,
+        ),
+    );
     let ts = next_token(&mut rest, "TIMESTAMP")?;
     if ts != "-" {
-        out.timestamp_ns = Some(time::parse_rfc3339(ts).ok_or_else(|| format!("bad RFC 5424 TIMESTAMP `{ts}`"))?);
+        out.timestamp_ns =
+            Some(time::parse_rfc3339(ts).ok_or_else(|| format!("bad RFC 5424 TIMESTAMP `{ts}`"))?);
     }
-    for (name, what) in [("host", "HOSTNAME"), ("app", "APP-NAME"), ("pid", "PROCID"), ("msgid", "MSGID")] {
+    for (name, what) in [
+        ("host", "HOSTNAME"),
+        ("app", "APP-NAME"),
+        ("pid", "PROCID"),
+        ("msgid", "MSGID"),
+    ] {
         let tok = next_token(&mut rest, what)?;
         if tok != "-" {
-            let value = if name == "pid" { crate::model::infer(tok) } else { Value::text(tok) };
+            let value = if name == "pid" {
+                crate::model::infer(tok)
+            } else {
+                Value::text(tok)
+            };
             out.push(name, value);
         }
     }
@@ -116,7 +146,9 @@ fn parse_5424(mut rest: &str, mut out: Parsed) -> Result<Parsed, String> {
 
 /// Parses one `id param="value" ...]` element (after its `[`), returning what follows it.
 fn structured_element<'a>(s: &'a str, out: &mut Parsed) -> Result<&'a str, String> {
-    let id_end = s.find([' ', ']']).ok_or("unterminated STRUCTURED-DATA element")?;
+    let id_end = s
+        .find([' ', ']'])
+        .ok_or("unterminated STRUCTURED-DATA element")?;
     let id = &s[..id_end];
     if id.is_empty() {
         return Err("STRUCTURED-DATA element without an SD-ID".into());
@@ -127,7 +159,9 @@ fn structured_element<'a>(s: &'a str, out: &mut Parsed) -> Result<&'a str, Strin
         if let Some(after) = rest.strip_prefix(']') {
             return Ok(after);
         }
-        let eq = rest.find("=\"").ok_or_else(|| format!("malformed SD-PARAM in `{id}`: expected name=\"value\""))?;
+        let eq = rest
+            .find("=\"")
+            .ok_or_else(|| format!("malformed SD-PARAM in `{id}`: expected name=\"value\""))?;
         let name = &rest[..eq];
         if name.is_empty() || name.contains([' ', ']']) {
             return Err(format!("malformed SD-PARAM name in `{id}`"));
@@ -170,9 +204,19 @@ fn parse_3164(rest: &str, ingest_time_ns: i64, mut out: Parsed) -> Result<Parsed
         if b.len() < 15 || b[3] != b' ' || b[6] != b' ' || b[9] != b':' || b[12] != b':' {
             return Err("expected an RFC 3164 timestamp like `Oct 11 22:14:15`".into());
         }
-        let month = time::month_from_abbrev(&rest[..3]).ok_or_else(|| format!("bad month `{}`", &rest[..3]))?;
-        let num = |s: &str| s.trim_start().parse::<u32>().map_err(|_| format!("bad number `{s}` in timestamp"));
-        let (day, hour, min, sec) = (num(&rest[4..6])?, num(&rest[7..9])?, num(&rest[10..12])?, num(&rest[13..15])?);
+        let month = time::month_from_abbrev(&rest[..3])
+            .ok_or_else(|| format!("bad month `{}`", &rest[..3]))?;
+        let num = |s: &str| {
+            s.trim_start()
+                .parse::<u32>()
+                .map_err(|_| format!("bad number `{s}` in timestamp"))
+        };
+        let (day, hour, min, sec) = (
+            num(&rest[4..6])?,
+            num(&rest[7..9])?,
+            num(&rest[10..12])?,
+            num(&rest[13..15])?,
+        );
         let year = time::year_of(ingest_time_ns);
         let at = |y| time::civil_to_ns(y, month, day, hour, min, sec, 0);
         let mut ts = at(year).ok_or("invalid date in timestamp")?;
@@ -182,11 +226,15 @@ fn parse_3164(rest: &str, ingest_time_ns: i64, mut out: Parsed) -> Result<Parsed
         out.timestamp_ns = Some(ts);
         rest = &rest[15..];
     }
-    let mut rest = rest.strip_prefix(' ').ok_or("expected a space and a hostname after the timestamp")?;
+    let mut rest = rest
+        .strip_prefix(' ')
+        .ok_or("expected a space and a hostname after the timestamp")?;
     let host = next_token(&mut rest, "HOSTNAME")?;
     out.push_text("host", host);
     // TAG[PID]: message; the tag is optional.
-    let tag_end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c))).unwrap_or(rest.len());
+    let tag_end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || "._-/".contains(c)))
+        .unwrap_or(rest.len());
     let (tag, after) = rest.split_at(tag_end);
     let mut msg = rest;
     if !tag.is_empty() {
@@ -213,20 +261,36 @@ mod tests {
     #[test]
     fn rfc5424_with_structured_data() {
         let line = r#"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 [exampleSDID@32473 iut="3" eventSource="Appli\"cation"][x@1 a="b"] An application event"#;
-        let out = SyslogParser::default().parse(&Input::line(line, 0)).unwrap();
+        let out = SyslogParser::default()
+            .parse(&Input::line(line, 0))
+            .unwrap();
         assert_eq!(out.get("syslog.facility"), Some(&Value::Int(20)));
         assert_eq!(out.get("syslog.severity"), Some(&Value::Int(5)));
-        assert_eq!(out.get("sd.exampleSDID@32473.eventSource"), Some(&Value::text("Appli\"cation")));
+        assert_eq!(
+            out.get("sd.exampleSDID@32473.eventSource"),
+            Some(&Value::text("Appli\"cation"))
+        );
         assert_eq!(out.get("sd.x@1.a"), Some(&Value::text("b")));
-        assert_eq!(out.get("message"), Some(&Value::text("An application event")));
+        assert_eq!(
+            out.get("message"),
+            Some(&Value::text("An application event"))
+        );
         assert_eq!(out.get("pid"), None);
     }
 
     #[test]
     fn rfc3164_year_comes_from_ingest_time() {
         let ingest = time::parse_rfc3339("2024-01-01T00:10:00Z").unwrap();
-        let out = SyslogParser::default().parse(&Input::line("<34>Dec 31 23:59:59 host1 su[42]: failed", ingest)).unwrap();
-        assert_eq!(out.timestamp_ns, time::parse_rfc3339("2023-12-31T23:59:59Z"));
+        let out = SyslogParser::default()
+            .parse(&Input::line(
+                "<34>Dec 31 23:59:59 host1 su[42]: failed",
+                ingest,
+            ))
+            .unwrap();
+        assert_eq!(
+            out.timestamp_ns,
+            time::parse_rfc3339("2023-12-31T23:59:59Z")
+        );
         assert_eq!(out.get("pid"), Some(&Value::Int(42)));
     }
 }

@@ -70,14 +70,20 @@ pub fn civil_to_ns(
 
 /// Month number (1-12) of an English three-letter abbreviation.
 pub fn month_from_abbrev(s: &str) -> Option<u32> {
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    MONTHS.iter().position(|m| m.eq_ignore_ascii_case(s)).map(|i| i as u32 + 1)
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    MONTHS
+        .iter()
+        .position(|m| m.eq_ignore_ascii_case(s))
+        .map(|i| i as u32 + 1)
 }
 
 fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
     let part = s.get(at..at + n)?;
-    part.iter().try_fold(0u32, |acc, b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
+    part.iter().try_fold(0u32, |acc, b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
 }
 
 /// Parses `±HH:MM`, `±HHMM` or `Z` into seconds east of UTC; returns the
@@ -87,7 +93,11 @@ fn zone(s: &[u8]) -> Option<(i64, usize)> {
         b'Z' | b'z' => Some((0, 1)),
         sign @ (b'+' | b'-') => {
             let h = digits(s, 1, 2)?;
-            let (m, used) = if s.get(3) == Some(&b':') { (digits(s, 4, 2)?, 6) } else { (digits(s, 3, 2)?, 5) };
+            let (m, used) = if s.get(3) == Some(&b':') {
+                (digits(s, 4, 2)?, 6)
+            } else {
+                (digits(s, 3, 2)?, 5)
+            };
             if h > 23 || m > 59 {
                 return None;
             }
@@ -102,7 +112,12 @@ fn zone(s: &[u8]) -> Option<(i64, usize)> {
 /// instead of `T`, `Z`, or no zone meaning UTC). The whole string must match.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }
@@ -142,7 +157,14 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 /// Parses `10/Oct/2000:13:55:36 -0700` (Apache/NGINX `%t` without brackets).
 pub fn parse_clf(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 26 || b[2] != b'/' || b[6] != b'/' || b[11] != b':' || b[14] != b':' || b[17] != b':' || b[20] != b' ' {
+    if b.len() != 26
+        || b[2] != b'/'
+        || b[6] != b'/'
+        || b[11] != b':'
+        || b[14] != b':'
+        || b[17] != b':'
+        || b[20] != b' '
+    {
         return None;
     }
     let day = digits(b, 0, 2)?;
@@ -191,7 +213,12 @@ pub fn format_rfc3339(ns: i64) -> String {
     let nanos = ns.rem_euclid(NS_PER_SEC);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 #[cfg(test)]
@@ -215,14 +242,23 @@ mod tests {
 
     #[test]
     fn invalid_dates_are_rejected() {
-        for bad in ["2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00+", "yesterday", "2024-01-01T00:00:00Zjunk"] {
+        for bad in [
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00+",
+            "yesterday",
+            "2024-01-01T00:00:00Zjunk",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn clf_time_with_offset() {
-        assert_eq!(parse_clf("10/Oct/2000:13:55:36 -0700"), Some(971_211_336 * NS_PER_SEC));
+        assert_eq!(
+            parse_clf("10/Oct/2000:13:55:36 -0700"),
+            Some(971_211_336 * NS_PER_SEC)
+        );
         assert_eq!(parse_clf("10/Foo/2000:13:55:36 -0700"), None);
     }
 
@@ -232,7 +268,10 @@ mod tests {
         assert_eq!(from_epoch_number(s as f64), Some(s * NS_PER_SEC));
         assert_eq!(from_epoch_number((s * 1000) as f64), Some(s * NS_PER_SEC));
         assert_eq!(from_epoch_number(-1.0), None);
-        assert_eq!(from_epoch_int(1_714_557_600_123), Some(1_714_557_600_123_000_000));
+        assert_eq!(
+            from_epoch_int(1_714_557_600_123),
+            Some(1_714_557_600_123_000_000)
+        );
         assert_eq!(from_epoch_int(-5), None);
     }
 }

@@ -134,7 +134,10 @@ pub mod glue {
             let state = s.borrow();
             let Some(parser) = state.as_ref().and_then(|b| b.downcast_ref::<P>()) else {
                 let msg = format!("plugin `{}` was not configured before parse", P::NAME);
-                return events.iter().map(|_| wit::ParseOutcome::Error(msg.clone())).collect();
+                return events
+                    .iter()
+                    .map(|_| wit::ParseOutcome::Error(msg.clone()))
+                    .collect();
             };
             events
                 .iter()

@@ -1,6 +1,6 @@
 //! The `syslog` plugin: syslog RFC 5424 and RFC 3164 (BSD) lines. Logic lives in `weir_parsers::syslog`.
 
-use weir_parsers::syslog::{SyslogParser, SETTINGS};
+use weir_parsers::syslog::{SETTINGS, SyslogParser};
 use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
 
 struct Plugin(SyslogParser);

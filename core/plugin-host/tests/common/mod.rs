@@ -50,7 +50,10 @@ pub fn registry(name: &str, plugin: PluginConfig) -> ParserRegistry {
 
 /// Raw events for lines.
 pub fn batch(lines: &[&str]) -> Vec<RawEvent> {
-    lines.iter().map(|l| RawEvent::new(*l, "test", INGEST_NS)).collect()
+    lines
+        .iter()
+        .map(|l| RawEvent::new(*l, "test", INGEST_NS))
+        .collect()
 }
 
 /// One row of a parser table.
@@ -65,11 +68,21 @@ pub struct Case {
 }
 
 pub fn ok(line: &'static str, timestamp: Option<&'static str>, fields: Json) -> Case {
-    Case { line, fields, timestamp, error: None }
+    Case {
+        line,
+        fields,
+        timestamp,
+        error: None,
+    }
 }
 
 pub fn fails(line: &'static str, error: &'static str) -> Case {
-    Case { line, fields: Json::Null, timestamp: None, error: Some(error) }
+    Case {
+        line,
+        fields: Json::Null,
+        timestamp: None,
+        error: Some(error),
+    }
 }
 
 /// Parses every line of `cases` in one batch with the default parser and
@@ -88,7 +101,10 @@ pub fn check(registry: &ParserRegistry, cases: &[Case]) -> Vec<Event> {
             Some(fragment) => {
                 let msg = event.error_msg().unwrap_or("");
                 if event.error() != Some("parse_failed") || !msg.contains(fragment) {
-                    problems.push(format!("{}: expected a parse failure mentioning {fragment:?}, got {json}", case.line));
+                    problems.push(format!(
+                        "{}: expected a parse failure mentioning {fragment:?}, got {json}",
+                        case.line
+                    ));
                 }
             }
             None => {
@@ -96,19 +112,34 @@ pub fn check(registry: &ParserRegistry, cases: &[Case]) -> Vec<Event> {
                     problems.push(format!("{}: unexpected failure: {err}", case.line));
                     continue;
                 }
-                for (name, want) in case.fields.as_object().expect("fields must be a JSON object") {
+                for (name, want) in case
+                    .fields
+                    .as_object()
+                    .expect("fields must be a JSON object")
+                {
                     let got = &json["fields"][name];
                     if got != want {
-                        problems.push(format!("{}: field {name}: expected {want}, got {got}", case.line));
+                        problems.push(format!(
+                            "{}: field {name}: expected {want}, got {got}",
+                            case.line
+                        ));
                     }
                 }
                 let ts = json["timestamp"].as_str();
                 if ts != case.timestamp {
-                    problems.push(format!("{}: timestamp: expected {:?}, got {ts:?}", case.line, case.timestamp));
+                    problems.push(format!(
+                        "{}: timestamp: expected {:?}, got {ts:?}",
+                        case.line, case.timestamp
+                    ));
                 }
             }
         }
     }
-    assert!(problems.is_empty(), "{} mismatches:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} mismatches:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
     events
 }

@@ -1,0 +1,228 @@
+//! Core and edge nodes for tests: config files, and real processes (the `weir-core` and
+//! `weir-edge` binaries) that can be killed with SIGKILL.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub const TOKEN: &str = "test-token";
+pub const REPOSITORY: &str = "test-repo";
+
+/// Settings of a core under test.
+#[derive(Debug, Clone)]
+pub struct CoreSpec {
+    pub node_id: String,
+    pub http_port: u16,
+    pub quic_port: u16,
+    pub bootstrap: String,
+    pub topic: String,
+    pub certs: PathBuf,
+    pub ack_timeout_ms: u64,
+}
+
+impl CoreSpec {
+    pub fn new(node_id: &str, bootstrap: &str, topic: &str, certs: &Path) -> CoreSpec {
+        CoreSpec {
+            node_id: node_id.into(),
+            http_port: crate::free_port(),
+            quic_port: crate::free_port(),
+            bootstrap: bootstrap.into(),
+            topic: topic.into(),
+            certs: certs.to_owned(),
+            ack_timeout_ms: 5_000,
+        }
+    }
+
+    pub fn quic_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.quic_port)
+    }
+
+    pub fn toml(&self) -> String {
+        let certs = self.certs.display();
+        format!(
+            r#"version = 1
+node_id = "{node_id}"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[ingest]
+max_body_bytes = 1048576
+tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
+
+[quic]
+listen = "127.0.0.1:{quic_port}"
+tls = {{ cert = "{certs}/{node_id}.pem", key = "{certs}/{node_id}.key", ca = "{certs}/ca.pem" }}
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+ingest_topic = "{topic}"
+partitions = 2
+ack_timeout_ms = {ack_timeout_ms}
+"#,
+            node_id = self.node_id,
+            http_port = self.http_port,
+            quic_port = self.quic_port,
+            bootstrap = self.bootstrap,
+            topic = self.topic,
+            ack_timeout_ms = self.ack_timeout_ms,
+        )
+    }
+
+    /// Writes the config and loads it the way the binary does.
+    pub fn config(&self, dir: &Path) -> weir_core::config::CoreConfig {
+        let path = dir.join(format!("{}.toml", self.node_id));
+        std::fs::write(&path, self.toml()).expect("write core config");
+        weir_core::config::CoreConfig::load(&path).expect("load core config")
+    }
+}
+
+/// Settings of an edge under test.
+#[derive(Debug, Clone)]
+pub struct EdgeSpec {
+    pub edge_id: String,
+    pub http_port: u16,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
+    pub spool_segment_bytes: u64,
+    pub cores: Vec<String>,
+    pub certs: PathBuf,
+    /// Certificate name the edge presents (`edge-1` is signed by the test CA).
+    pub cert_name: String,
+    pub ack_mode: &'static str,
+}
+
+impl EdgeSpec {
+    pub fn new(dir: &Path, cores: Vec<String>, certs: &Path) -> EdgeSpec {
+        EdgeSpec {
+            edge_id: "edge-1".into(),
+            http_port: crate::free_port(),
+            spool_dir: dir.join("spool"),
+            spool_max_bytes: 256 * 1024 * 1024,
+            spool_segment_bytes: 8 * 1024 * 1024,
+            cores,
+            certs: certs.to_owned(),
+            cert_name: "edge-1".into(),
+            ack_mode: "spool",
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        let certs = self.certs.display();
+        let cores: Vec<String> = self.cores.iter().map(|c| format!("\"{c}\"")).collect();
+        format!(
+            r#"version = 1
+edge_id = "{edge_id}"
+ack_mode = "{ack_mode}"
+core_ack_timeout_ms = 20000
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[ingest]
+tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
+
+[spool]
+dir = "{spool_dir}"
+max_bytes = {max_bytes}
+segment_bytes = {segment_bytes}
+
+[forward]
+cores = [{cores}]
+tls = {{ cert = "{certs}/{cert_name}.pem", key = "{certs}/{cert_name}.key", ca = "{certs}/ca.pem" }}
+connect_timeout_ms = 1000
+ack_timeout_ms = 10000
+idle_timeout_ms = 3000
+backoff_initial_ms = 50
+backoff_max_ms = 500
+"#,
+            edge_id = self.edge_id,
+            ack_mode = self.ack_mode,
+            http_port = self.http_port,
+            spool_dir = self.spool_dir.display(),
+            max_bytes = self.spool_max_bytes,
+            segment_bytes = self.spool_segment_bytes,
+            cores = cores.join(", "),
+            cert_name = self.cert_name,
+        )
+    }
+}
+
+/// Where cargo put the binaries (`cargo build --bins` must have run).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` before the tests", path.display());
+    path
+}
+
+/// A running node process. Killed with SIGKILL on drop.
+pub struct Node {
+    pub name: String,
+    pub http: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts `binary run --config <dir>/<name>.toml`, logging to `<dir>/<name>.log`, and
+    /// waits until its `/health` answers.
+    pub async fn spawn(binary_name: &str, name: &str, config_toml: &str, http_port: u16, dir: &Path) -> Node {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, config_toml).expect("write node config");
+        let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open node log");
+        let child = Command::new(binary(binary_name))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("WEIR_LOG", "info")
+            .env_remove("WEIR_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("clone log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn node");
+        let mut node = Node { name: name.into(), http: SocketAddr::from(([127, 0, 0, 1], http_port)), child, log };
+        node.wait_healthy().await;
+        node
+    }
+
+    async fn wait_healthy(&mut self) {
+        let url = format!("http://{}/health", self.http);
+        let client = crate::http();
+        for _ in 0..300 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited with {status} at start:\n{}", self.name, self.log_tail());
+            }
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not become healthy:\n{}", self.name, self.log_tail());
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
