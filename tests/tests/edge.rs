@@ -1,0 +1,315 @@
+//! Edge → QUIC (mutual TLS) → core → Kafka, with real processes killed by SIGKILL:
+//! store-and-forward (I2), failover between cores, the spool's bound, and authentication
+//! of edges (I8).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use serde_json::json;
+use weir_tests::kafka;
+use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN};
+use weir_tests::{certs, eventually, http, init_tracing, unique};
+
+async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
+    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
+    let client = http();
+    let url = node.url("/ready");
+    eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
+        let request = client.get(&url);
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    node
+}
+
+async fn edge_process(spec: &EdgeSpec, dir: &Path) -> Node {
+    Node::spawn("weir-edge", &spec.edge_id, &spec.toml(), spec.http_port, dir).await
+}
+
+/// Sends `raws` as one HEC raw request; returns the status.
+async fn send_lines(client: &reqwest::Client, node: &Node, raws: &[String], ack: Option<&str>) -> (u16, String) {
+    let mut request = client
+        .post(node.url("/services/collector/raw"))
+        .header("authorization", format!("Splunk {TOKEN}"))
+        .body(raws.join("\n"));
+    if let Some(ack) = ack {
+        request = request.header("x-weir-ack", ack);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(error) => (0, error.to_string()),
+    }
+}
+
+fn lines(prefix: &str, request: usize, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{request}-{i}")).collect()
+}
+
+async fn expect_in_kafka(bootstrap: &str, topic: &str, expected: Vec<String>) -> Vec<kafka::Record> {
+    let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        kafka::expect_events(&bootstrap, &topic, &expected, Duration::from_secs(60));
+        kafka::consume_until(&bootstrap, &topic, Duration::from_secs(2), |_| false)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-edge"), &certs);
+    let _core = core_process(&core_spec, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("fwd");
+
+    let mut expected = Vec::new();
+    for request in 0..40 {
+        let raws = lines(&run, request, 25);
+        // Every fourth request waits for the core's Kafka-backed ack.
+        let ack = (request % 4 == 0).then_some("core");
+        let (status, body) = send_lines(&client, &edge, &raws, ack).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+        expected.extend(raws);
+    }
+    // Structured ingest through the edge keeps tags and attributes.
+    let structured = format!("{run}-structured");
+    let response = client
+        .post(edge.url("/api/v1/ingest/humio-structured"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-weir-ack", "core")
+        .json(&json!([{"tags": {"site": "remote-7"}, "events": [{"rawstring": structured, "attributes": {"k": "v"}}]}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    expected.push(structured.clone());
+
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, expected.clone()).await;
+    let counts = kafka::raw_counts(&records);
+    assert_eq!(counts.len(), expected.len(), "no event other than the sent ones");
+    let record = records.iter().find(|r| r.batch.events.iter().any(|e| e.raw == structured)).unwrap();
+    assert_eq!(record.batch.tags.get("site").map(String::as_str), Some("remote-7"));
+    assert_eq!(record.batch.events[0].attributes["k"], "v");
+    assert!(
+        records.iter().all(|r| r.batch_id.as_deref().is_some_and(|id| id.starts_with("edge-1:"))),
+        "records forwarded by the edge carry its batch id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_fails_over_when_its_core_is_killed_mid_stream() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-failover");
+    let spec_1 = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let spec_2 = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    let mut core_1 = core_process(&spec_1, dir.path()).await;
+    let core_2 = core_process(&spec_2, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![spec_1.quic_addr(), spec_2.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("failover");
+
+    let mut acknowledged = Vec::new();
+    for request in 0..60 {
+        if request == 20 {
+            // The edge starts with the first core in its list: kill it while batches flow.
+            core_1.kill9();
+        }
+        let raws = lines(&run, request, 20);
+        // Half of the requests wait for a core's ack, so the stream really crosses the kill.
+        let ack = (request % 2 == 0).then_some("core");
+        let (status, body) = send_lines(&client, &edge, &raws, ack).await;
+        assert_eq!(status, 200, "request {request}: {body}\nedge log:\n{}", edge.log_tail());
+        acknowledged.extend(raws);
+    }
+    expect_in_kafka(&bootstrap, &topic, acknowledged).await;
+    assert!(
+        core_2.log_tail().contains("edge connected"),
+        "the edge must have failed over to core-2:\n{}",
+        core_2.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    // The core's ports are reserved but nothing listens yet.
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-spool"), &certs);
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let mut edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("spooled");
+
+    let mut acknowledged = Vec::new();
+    for request in 0..30 {
+        let raws = lines(&run, request, 30);
+        let (status, body) = send_lines(&client, &edge, &raws, None).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+        acknowledged.extend(raws);
+    }
+    edge.kill9();
+
+    let _core = core_process(&core_spec, dir.path()).await;
+    let _edge = edge_process(&edge_spec, dir.path()).await;
+    expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
+}
+
+/// Incompressible-ish text so that spool sizes are predictable.
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_spool_pushes_back_loses_nothing_and_recovers() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-full"), &certs);
+    let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    edge_spec.spool_max_bytes = 256 * 1024;
+    edge_spec.spool_segment_bytes = 64 * 1024;
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("full");
+
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for request in 0..200 {
+        let raws: Vec<String> = (0..4).map(|i| format!("{run}-{request}-{i}-{}", noise(request as u64 * 8 + i, 2_000))).collect();
+        let (status, body) = send_lines(&client, &edge, &raws, None).await;
+        match status {
+            200 => acknowledged.extend(raws),
+            429 | 503 => {
+                refused = Some((status, body));
+                break;
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    let (status, body) = refused.expect("a 256 KiB spool must fill up");
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("spool is full") && body.contains("hint"), "{body}");
+    assert!(!acknowledged.is_empty());
+
+    // A core comes up: the spool drains and the edge accepts again.
+    let _core = core_process(&core_spec, dir.path()).await;
+    let later = format!("{run}-after-recovery");
+    eventually("the edge to accept again", Duration::from_secs(60), || {
+        let (client, edge, later) = (&client, &edge, later.clone());
+        async move {
+            let (status, _) = send_lines(client, edge, std::slice::from_ref(&later), None).await;
+            (status == 200).then_some(())
+        }
+    })
+    .await;
+    acknowledged.push(later);
+    expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let rogue = dir.path().join("rogue");
+    weir_core::certs::generate(&rogue, &[("edge-1".into(), weir_core::certs::Role::Edge)]).unwrap();
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-auth"), &certs);
+    let _core = core_process(&core_spec, dir.path()).await;
+    let core_addr = core_spec.quic_addr().parse().unwrap();
+    let run = unique("rogue");
+
+    // A client certificate from another CA, and no client certificate at all.
+    let rogue_files = weir_proto::tls::TlsFiles {
+        cert: rogue.join("edge-1.pem"),
+        key: rogue.join("edge-1.key"),
+        // Trusts the real CA, so only the client side is wrong.
+        ca: certs.join("ca.pem"),
+    };
+    let wrong_ca = weir_proto::tls::client_config(&rogue_files, Duration::from_secs(3)).unwrap();
+    let no_cert = {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![weir_proto::wire::ALPN.to_vec()];
+        quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()))
+    };
+    for (name, config) in [("wrong CA", wrong_ca), ("no certificate", no_cert)] {
+        let raw = format!("{run}-{name}");
+        let outcome = try_forward(config, core_addr, &raw).await;
+        assert!(outcome.is_err(), "{name}: the core must refuse, got {outcome:?}");
+    }
+
+    // A legitimate edge's batch arrives; the rogue ones never did.
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let marker = format!("{run}-legit");
+    let (status, body) = send_lines(&http(), &edge, std::slice::from_ref(&marker), Some("core")).await;
+    assert_eq!(status, 200, "{body}");
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, vec![marker]).await;
+    assert_eq!(kafka::raw_counts(&records).len(), 1, "nothing from unauthenticated peers");
+}
+
+/// Speaks the wire protocol directly; `Ok` only if the core acknowledged the batch.
+async fn try_forward(config: quinn::ClientConfig, addr: std::net::SocketAddr, raw: &str) -> Result<(), String> {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
+    endpoint.set_default_client_config(config);
+    let exchange = async {
+        let connection = endpoint.connect(addr, "localhost").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        let batch = weir_proto::EventBatch {
+            repository: weir_tests::nodes::REPOSITORY.into(),
+            tags: Default::default(),
+            parser: None,
+            ingest_ts_ms: 0,
+            events: vec![weir_proto::Event::raw(raw)],
+        };
+        let payload = weir_proto::wire::encode_payload(&[batch]).unwrap();
+        let header = weir_proto::wire::RequestHeader {
+            version: weir_proto::wire::PROTOCOL_VERSION,
+            batch_id: weir_proto::wire::BatchId { edge_id: "rogue".into(), seq: 1 },
+            n_events: 1,
+        };
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(&weir_proto::wire::encode_request(&header, &payload)).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let answer = recv.read_to_end(64 * 1024).await.map_err(|e| e.to_string())?;
+        match serde_json::from_slice::<weir_proto::wire::Response>(&answer) {
+            Ok(weir_proto::wire::Response::Ack { .. }) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.unwrap_or(Err("timed out".into()))
+}
