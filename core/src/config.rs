@@ -114,3 +114,18 @@ impl CoreConfig {
         weir_proto::config::load(path, &["node_id"])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/core.example.toml");
+        let config = CoreConfig::load(&path).unwrap();
+        assert_eq!(config.kafka.ack_timeout_ms, default_ack_timeout_ms());
+        assert_eq!(config.kafka.partitions, default_partitions());
+        assert_eq!(config.ingest.tokens[0].repository, "main");
+        assert!(config.quic.is_some());
+    }
+}

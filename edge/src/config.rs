@@ -103,3 +103,17 @@ impl EdgeConfig {
         weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid_and_shows_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml");
+        let config = EdgeConfig::load(&path).unwrap();
+        assert_eq!(config.forward.max_in_flight, default_max_in_flight());
+        assert_eq!(config.forward.idle_timeout_ms, default_idle_timeout_ms());
+        assert_eq!(config.ack_mode, AckMode::Spool);
+    }
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# deploy/local-stack.sh: the whole platform on one machine, from a fresh clone.
+#
+#   bash deploy/local-stack.sh [start]   build, start Kafka (embedded, unless
+#                                        WEIR_KAFKA_BOOTSTRAP names your own), dev
+#                                        certificates, one core, one edge; print a curl line
+#   bash deploy/local-stack.sh stop      stop edge, core and the embedded Kafka
+#   bash deploy/local-stack.sh status
+#
+# State (configs, certificates, spool, logs) lives in $WEIR_HOME (default ./.weir).
+# Ports: WEIR_CORE_HTTP (8080), WEIR_CORE_QUIC (4433), WEIR_EDGE_HTTP (8090),
+# WEIR_KAFKA_PORT (19092; 19093 for its controller).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+home="${WEIR_HOME:-$root/.weir}"
+core_http="${WEIR_CORE_HTTP:-8080}"
+core_quic="${WEIR_CORE_QUIC:-4433}"
+edge_http="${WEIR_EDGE_HTTP:-8090}"
+kafka_port="${WEIR_KAFKA_PORT:-19092}"
+target="${CARGO_TARGET_DIR:-$root/target}"
+
+say() { printf 'local-stack: %s\n' "$*" >&2; }
+
+stop_node() {
+    local pidfile="$home/$1.pid"
+    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.1; done
+        say "stopped $1"
+    fi
+    rm -f "$pidfile"
+}
+
+wait_http() {
+    local url=$1 name=$2
+    for _ in $(seq 300); do
+        if curl -fsS "$url" >/dev/null 2>&1; then return 0; fi
+        if ! kill -0 "$(cat "$home/$name.pid")" 2>/dev/null; then
+            say "$name exited; its log ($home/logs/$name.log) ends with:"
+            tail -n 30 "$home/logs/$name.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+    say "$name did not answer $url within 60 s; see $home/logs/$name.log"
+    exit 1
+}
+
+start() {
+    command -v curl >/dev/null || { say "curl not found: install curl"; exit 1; }
+    mkdir -p "$home/logs"
+    say "building weir-core and weir-edge (first build takes several minutes)"
+    (cd "$root" && cargo build --locked --bins -q)
+
+    local bootstrap
+    if [ -n "${WEIR_KAFKA_BOOTSTRAP:-}" ]; then
+        bootstrap="$WEIR_KAFKA_BOOTSTRAP"
+        say "using your Kafka at $bootstrap"
+    else
+        say "starting embedded Kafka on 127.0.0.1:$kafka_port"
+        bootstrap="$(bash "$root/deploy/kafka.sh" start "$home/kafka" "$kafka_port")"
+    fi
+
+    if [ ! -f "$home/certs/ca.pem" ]; then
+        "$target/debug/weir-core" certs --dir "$home/certs" --core core-1 --edge edge-1 >/dev/null
+    fi
+
+    cat > "$home/core.toml" <<TOML
+version = 1
+node_id = "core-1"
+[http]
+listen = "127.0.0.1:$core_http"
+[ingest]
+tokens = [{ token = "dev-token", repository = "main" }]
+[quic]
+listen = "127.0.0.1:$core_quic"
+tls = { cert = "$home/certs/core-1.pem", key = "$home/certs/core-1.key", ca = "$home/certs/ca.pem" }
+[kafka]
+bootstrap_servers = "$bootstrap"
+ingest_topic = "weir-ingest"
+TOML
+    cat > "$home/edge.toml" <<TOML
+version = 1
+edge_id = "edge-1"
+[http]
+listen = "127.0.0.1:$edge_http"
+[ingest]
+tokens = [{ token = "dev-token", repository = "main" }]
+[spool]
+dir = "$home/spool"
+max_bytes = 268435456
+segment_bytes = 16777216
+[forward]
+cores = ["127.0.0.1:$core_quic"]
+tls = { cert = "$home/certs/edge-1.pem", key = "$home/certs/edge-1.key", ca = "$home/certs/ca.pem" }
+TOML
+
+    stop_node edge
+    stop_node core
+    nohup "$target/debug/weir-core" run --config "$home/core.toml" >"$home/logs/core.log" 2>&1 &
+    echo $! >"$home/core.pid"
+    wait_http "http://127.0.0.1:$core_http/ready" core
+    nohup "$target/debug/weir-edge" run --config "$home/edge.toml" >"$home/logs/edge.log" 2>&1 &
+    echo $! >"$home/edge.pid"
+    wait_http "http://127.0.0.1:$edge_http/health" edge
+
+    cat <<TEXT
+
+Weir is running: core http://127.0.0.1:$core_http (QUIC $core_quic), edge http://127.0.0.1:$edge_http, Kafka $bootstrap
+Logs: $home/logs/. Stop with: bash deploy/local-stack.sh stop
+
+Send an event through the edge (acknowledged once a core has it in Kafka):
+
+  curl -sS http://127.0.0.1:$edge_http/api/v1/ingest/humio-structured -H 'Authorization: Bearer dev-token' -H 'x-weir-ack: core' -d '[{"tags":{"host":"laptop"},"events":[{"rawstring":"hello weir"}]}]'
+
+Read it back from Kafka:
+
+  bash deploy/kafka.sh run-class org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $bootstrap --topic weir-ingest --from-beginning --timeout-ms 5000
+TEXT
+}
+
+case "${1:-start}" in
+    start) start ;;
+    stop)
+        stop_node edge
+        stop_node core
+        if [ -z "${WEIR_KAFKA_BOOTSTRAP:-}" ]; then bash "$root/deploy/kafka.sh" stop "$home/kafka"; fi
+        ;;
+    status)
+        for n in core edge; do
+            if [ -f "$home/$n.pid" ] && kill -0 "$(cat "$home/$n.pid")" 2>/dev/null; then echo "$n running"; else echo "$n stopped"; fi
+        done
+        if bash "$root/deploy/kafka.sh" status "$home/kafka"; then echo "kafka running"; else echo "kafka stopped"; fi
+        ;;
+    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+esac

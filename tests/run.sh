@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# tests/run.sh: everything the tests need, from a fresh machine, then every test.
+#
+#   bash tests/run.sh            build, start a real Kafka broker, run all tests, stop it
+#
+# Installs/fetches what it needs: the wasm32-wasip2 Rust target and plugin toolchains
+# (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh). Caches live
+# in $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3.
+# With CI=true, compiler warnings in Weir's own crates fail the run.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$root"
+export WEIR_CACHE_DIR="${WEIR_CACHE_DIR:-$HOME/.cache/weir}"
+mkdir -p "$WEIR_CACHE_DIR"
+
+step() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
+need() { command -v "$1" >/dev/null 2>&1 || { echo "tests/run.sh: $1 not found: $2" >&2; exit 1; }; }
+need cargo "install Rust with rustup (https://rustup.rs)"
+need java "install a JDK 17 or newer"
+need mvn "install Apache Maven 3.8+"
+need python3 "install Python 3.10+"
+
+step "fetch Apache Kafka"
+bash deploy/kafka.sh fetch
+
+step "build plugins (wasm32-wasip2)"
+bash plugins/build.sh
+
+step "build"
+build_log="$(mktemp)"
+cargo build --locked --workspace --bins --tests 2>&1 | tee "$build_log"
+if [ "${CI:-}" = "true" ] && grep -E "^warning: .* generated [0-9]+ warnings?" "$build_log"; then
+    echo "tests/run.sh: compiler warnings in Weir's crates; CI denies them" >&2
+    exit 1
+fi
+rm -f "$build_log"
+
+step "start Kafka"
+kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"
+port=""
+for candidate in $(seq 39200 2 39300); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((candidate + 1)))") 2>/dev/null; then
+        port=$candidate
+        break
+    fi
+done
+[ -n "$port" ] || { echo "tests/run.sh: no free port pair for Kafka in 39200-39300" >&2; exit 1; }
+cleanup() {
+    bash deploy/kafka.sh stop "$kafka_dir" >/dev/null 2>&1 || true
+    rm -rf "$kafka_dir"
+}
+trap cleanup EXIT
+WEIR_TEST_KAFKA="$(bash deploy/kafka.sh start "$kafka_dir" "$port")"
+export WEIR_TEST_KAFKA
+echo "kafka at $WEIR_TEST_KAFKA"
+
+step "test"
+# Fault tests start their own brokers and processes; two test threads keep a 2-core
+# machine responsive enough for the timing bounds the tests check.
+timeout 45m cargo test --locked --workspace -- --test-threads="${WEIR_TEST_THREADS:-2}"
+step "all tests passed"
