@@ -26,6 +26,9 @@ pub struct CoreConfig {
     #[serde(default)]
     pub quic: Option<QuicConfig>,
     pub kafka: KafkaConfig,
+    /// Parser plugins and which repository or token uses which (see weir-plugin-host).
+    #[serde(default)]
+    pub parsers: weir_plugin_host::ParsersConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

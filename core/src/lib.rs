@@ -35,6 +35,8 @@ pub enum CoreError {
     Tls(#[from] weir_proto::tls::TlsError),
     #[error(transparent)]
     Kafka(#[from] PublishError),
+    #[error("invalid parser plugin setup: {0}")]
+    Parsers(#[from] weir_plugin_host::Error),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
@@ -56,6 +58,19 @@ pub async fn run(config: CoreConfig, shutdown: CancellationToken) -> Result<(), 
 /// background task.
 pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<RunningCore, CoreError> {
     let publisher = Arc::new(Publisher::new(&config.kafka)?);
+    // Plugins are loaded and configured at start, so a bad plugin or setting stops the
+    // node with a clear error instead of failing batches later. The digest (not built
+    // yet) is their caller.
+    let parsers = if config.parsers.plugins.is_empty() && config.parsers.plugin_dir.is_none() {
+        None
+    } else {
+        let parsers_config = config.parsers.clone();
+        let registry = tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&parsers_config))
+            .await
+            .expect("plugin loading task")?;
+        tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
+        Some(registry)
+    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
@@ -98,6 +113,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         let _ = topic.await;
         let flush = publisher.clone();
         let _ = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5))).await;
+        drop(parsers);
         tracing::info!("core stopped");
         http
     });

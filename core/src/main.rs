@@ -40,15 +40,28 @@ enum Command {
         #[arg(long = "edge", default_values = ["edge-1"])]
         edges: Vec<String>,
     },
+    /// Work with parser plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Parse lines from stdin with PLUGIN and write the events as JSON lines (errors
+    /// included); a summary goes to stderr.
+    Test {
+        /// The plugin component (.wasm).
+        plugin: PathBuf,
+        /// TOML with the plugin's settings, e.g. `settings = { pattern = '...' }`.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    weir_proto::process::init_logging();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -65,7 +78,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
             runtime.block_on(async {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(cancel_on_signal(shutdown.clone()));
+                tokio::spawn(weir_proto::process::cancel_on_signal(shutdown.clone()));
                 weir_core::run(config, shutdown).await
             })?;
             Ok(())
@@ -73,6 +86,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = CoreConfig::load(&config)?;
             println!("{config:#?}");
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
+            let stdin = std::io::stdin().lock();
+            let stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?;
             Ok(())
         }
         Command::Certs { dir, cores, edges } => {
@@ -87,14 +106,4 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutdown requested");
-    shutdown.cancel();
 }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod event;
+pub mod process;
 pub mod tls;
 pub mod wire;
 
