@@ -273,7 +273,7 @@ async fn handle(
             flavor,
             StatusCode::PAYLOAD_TOO_LARGE,
             &message,
-            "split the events over several smaller requests",
+            "nothing of this request was acknowledged: split the events over several smaller requests",
             6,
             None,
         ),
@@ -331,4 +331,93 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
             )
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The router's mapping of sink outcomes to HTTP, with a scripted sink (the real sinks
+    //! are tested against Kafka and the spool in `tests/`).
+
+    use std::sync::Mutex;
+
+    use axum::body::to_bytes;
+    use axum::http::Request;
+    use futures::FutureExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    struct ScriptedSink {
+        outcome: Mutex<Option<IngestError>>,
+        received: Mutex<Vec<IngestRequest>>,
+    }
+
+    impl IngestSink for ScriptedSink {
+        fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+            self.received.lock().unwrap().push(request);
+            let outcome = self.outcome.lock().unwrap().take();
+            async move { outcome.map_or(Ok(()), Err) }.boxed()
+        }
+        fn ready(&self) -> Result<(), String> {
+            Err("scripted".into())
+        }
+    }
+
+    async fn call(outcome: Option<IngestError>, path: &str, ack: Option<&str>) -> (StatusCode, HeaderMap, serde_json::Value, usize) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            max_body_bytes: 1024,
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: Some("p".into()) }],
+        };
+        let app = router(&config, sink.clone());
+        let mut request = Request::post(path).header("authorization", "Bearer t");
+        if let Some(ack) = ack {
+            request = request.header(ACK_HEADER, ack);
+        }
+        let response = app.oneshot(request.body(Body::from("line one\nline two")).unwrap()).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let received = sink.received.lock().unwrap().iter().map(|r| r.n_events).sum();
+        (status, headers, serde_json::from_slice(&body).unwrap_or_default(), received)
+    }
+
+    #[tokio::test]
+    async fn sink_outcomes_map_to_statuses_with_retry_after() {
+        let retry_after = Duration::from_secs(3);
+        let cases = [
+            (None, StatusCode::OK, None),
+            (Some(IngestError::Unavailable { message: "kafka down".into(), retry_after }), StatusCode::SERVICE_UNAVAILABLE, Some("3")),
+            (Some(IngestError::Overloaded { message: "spool full".into(), retry_after }), StatusCode::TOO_MANY_REQUESTS, Some("3")),
+            (Some(IngestError::TooLarge("too big".into())), StatusCode::PAYLOAD_TOO_LARGE, None),
+            (Some(IngestError::Internal("bug".into())), StatusCode::INTERNAL_SERVER_ERROR, None),
+        ];
+        for (outcome, status, retry) in cases {
+            let (got, headers, body, received) = call(outcome, "/services/collector/raw", None).await;
+            assert_eq!(got, status, "{body}");
+            assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), retry);
+            assert_eq!(received, 2, "both lines reach the sink");
+            if status != StatusCode::OK {
+                assert!(body["hint"].as_str().is_some_and(|h| h.contains("acknowledged")), "{body}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn ack_header_is_passed_on_and_validated() {
+        let (status, _, _, received) = call(None, "/api/v1/ingest/raw", Some("core")).await;
+        assert_eq!((status, received), (StatusCode::OK, 1));
+        let (status, _, body, received) = call(None, "/api/v1/ingest/raw", Some("later")).await;
+        assert_eq!((status, received), (StatusCode::BAD_REQUEST, 0), "{body}");
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_the_sink_reason() {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
+        let app = router(&HttpIngestConfig::default(), sink);
+        let response = app.oneshot(Request::get("/ready").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("scripted"));
+    }
 }
