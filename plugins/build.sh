@@ -13,6 +13,9 @@ COMPONENTIZE_PY_VERSION=0.25.1
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 wit="$(cd "$here/../wit" && pwd)"
 out="$here/target/wasm"
+# Cargo's own output may live elsewhere (CI caches it across fresh clones); the
+# finished components always land in $out.
+build_dir="${WEIR_PLUGINS_TARGET_DIR:-$here/target}"
 cache="${WEIR_CACHE_DIR:-$HOME/.cache/weir}"
 mkdir -p "$out" "$cache"
 
@@ -32,12 +35,12 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 log "building Rust plugins (release, wasm32-wasip2)"
-cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace
+cargo build --quiet --locked --release --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --workspace --target-dir "$build_dir"
 for manifest in "$here"/*/Cargo.toml; do
     grep -q 'crate-type = \["cdylib"\]' "$manifest" || continue
     crate="$(sed -n 's/^name = "\(.*\)"/\1/p' "$manifest" | head -1)"
     name="${crate#weir-plugin-}"
-    install_if_changed "$here/target/wasm32-wasip2/release/${crate//-/_}.wasm" "$out/$name.wasm"
+    install_if_changed "$build_dir/wasm32-wasip2/release/${crate//-/_}.wasm" "$out/$name.wasm"
 done
 
 # --- Python plugins ---------------------------------------------------------

@@ -42,7 +42,9 @@ fn native(parser: &JsonParser, lines: &[String]) -> (Duration, usize) {
     let started = Instant::now();
     let mut fields = 0;
     for line in lines {
-        let parsed = parser.parse(&Input::line(line, INGEST_NS)).expect("valid JSON");
+        let parsed = parser
+            .parse(&Input::line(line, INGEST_NS))
+            .expect("valid JSON");
         fields += parsed.fields.len();
         black_box(parsed);
     }
@@ -52,13 +54,21 @@ fn native(parser: &JsonParser, lines: &[String]) -> (Duration, usize) {
 fn component(registry: &ParserRegistry, lines: &[String], batch: usize) -> (Duration, usize) {
     let batches: Vec<Vec<RawEvent>> = lines
         .chunks(batch)
-        .map(|c| c.iter().map(|l| RawEvent::new(l.as_str(), "bench", INGEST_NS)).collect())
+        .map(|c| {
+            c.iter()
+                .map(|l| RawEvent::new(l.as_str(), "bench", INGEST_NS))
+                .collect()
+        })
         .collect();
     let started = Instant::now();
     let mut fields = 0;
     for b in batches {
         let events = registry.parse_with("json", b).expect("json plugin");
-        assert!(events.iter().all(|e| e.error().is_none()), "{:?}", events[0].to_json());
+        assert!(
+            events.iter().all(|e| e.error().is_none()),
+            "{:?}",
+            events[0].to_json()
+        );
         fields += events.iter().map(|e| e.fields.len()).sum::<usize>();
         black_box(events);
     }
@@ -67,10 +77,16 @@ fn component(registry: &ParserRegistry, lines: &[String], batch: usize) -> (Dura
 
 fn main() {
     let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm/json.wasm");
-    assert!(wasm.is_file(), "{} is missing: run `bash plugins/build.sh` first", wasm.display());
+    assert!(
+        wasm.is_file(),
+        "{} is missing: run `bash plugins/build.sh` first",
+        wasm.display()
+    );
     let config = ParsersConfig {
         plugins: [("json".to_string(), PluginConfig::new(&wasm, &[]))].into(),
-        cache_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/host-test-cache")),
+        cache_dir: Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/host-test-cache"),
+        ),
         batch_deadline_ms: 10_000,
         ..ParsersConfig::default()
     };
@@ -86,9 +102,23 @@ fn main() {
     let (native_time, native_fields) = native(&parser, &input);
     let rate = |d: Duration| LINES as f64 / d.as_secs_f64();
     let mb = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e6;
-    println!("input: {LINES} JSON lines, {bytes} bytes ({} bytes/line), {} fields/line", bytes / LINES, native_fields / LINES);
-    println!("{:<22} {:>12} {:>9} {:>9} {:>16}", "path", "events/s", "MB/s", "vs native", "call overhead");
-    println!("{:<22} {:>12.0} {:>9.1} {:>9} {:>16}", "native", rate(native_time), mb(native_time), "100.0%", "-");
+    println!(
+        "input: {LINES} JSON lines, {bytes} bytes ({} bytes/line), {} fields/line",
+        bytes / LINES,
+        native_fields / LINES
+    );
+    println!(
+        "{:<22} {:>12} {:>9} {:>9} {:>16}",
+        "path", "events/s", "MB/s", "vs native", "call overhead"
+    );
+    println!(
+        "{:<22} {:>12.0} {:>9.1} {:>9} {:>16}",
+        "native",
+        rate(native_time),
+        mb(native_time),
+        "100.0%",
+        "-"
+    );
 
     // Per-call overhead: one tiny event through the host vs natively.
     let calls = 20_000;
@@ -110,5 +140,8 @@ fn main() {
             100.0 * overhead.as_secs_f64() / per_batch.as_secs_f64()
         );
     }
-    println!("per-call overhead: {:.2} us (one `{{}}` event through the host minus native)", overhead.as_secs_f64() * 1e6);
+    println!(
+        "per-call overhead: {:.2} us (one `{{}}` event through the host minus native)",
+        overhead.as_secs_f64() * 1e6
+    );
 }

@@ -262,7 +262,10 @@ mod tests {
     fn empty_section_gives_the_defaults() {
         let config: ParsersConfig = toml::from_str("").expect("empty section");
         assert_eq!(config, ParsersConfig::default());
-        assert_eq!((config.batch_deadline_ms, config.memory_limit_bytes), (500, 64 << 20));
+        assert_eq!(
+            (config.batch_deadline_ms, config.memory_limit_bytes),
+            (500, 64 << 20)
+        );
     }
 
     #[test]
@@ -276,11 +279,24 @@ mod tests {
         let resolved = config.resolve().expect("resolve");
         assert_eq!(resolved[0].path, PathBuf::from("a.wasm"));
         config.plugin_dir = Some(PathBuf::from("/opt/weir/plugins"));
-        assert_eq!(resolve_path(config.plugin_dir.as_deref(), Path::new("a.wasm")), PathBuf::from("/opt/weir/plugins/a.wasm"));
-        assert_eq!(resolve_path(config.plugin_dir.as_deref(), Path::new("/abs/b.wasm")), PathBuf::from("/abs/b.wasm"));
+        assert_eq!(
+            resolve_path(config.plugin_dir.as_deref(), Path::new("a.wasm")),
+            PathBuf::from("/opt/weir/plugins/a.wasm")
+        );
+        assert_eq!(
+            resolve_path(config.plugin_dir.as_deref(), Path::new("/abs/b.wasm")),
+            PathBuf::from("/abs/b.wasm")
+        );
         let mut settings = resolved[0].settings.clone();
         settings.sort();
-        assert_eq!(settings, [("n".into(), "3".into()), ("on".into(), "true".into()), ("s".into(), "x".into())]);
+        assert_eq!(
+            settings,
+            [
+                ("n".into(), "3".into()),
+                ("on".into(), "true".into()),
+                ("s".into(), "x".into())
+            ]
+        );
         assert_eq!(resolved[1].limits.memory_limit_bytes, 2 << 20);
         assert_eq!(resolved[0].limits.memory_limit_bytes, 64 << 20);
     }

@@ -4,6 +4,8 @@
 
 use crate::model::{Input, Parsed, Settings, Value};
 use crate::time;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
 
 /// Settings this parser accepts, with their description and default.
@@ -71,17 +73,28 @@ impl JsonParser {
 
     /// Parses one line.
     pub fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        let root: Json =
-            serde_json::from_str(input.raw.trim()).map_err(|e| format!("invalid JSON: {e}"))?;
-        let Json::Object(map) = root else {
+        let text = input.raw.trim();
+        if !text.starts_with('{') {
+            // Not an object: say what it is (or why it is not JSON).
+            let root: Json =
+                serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
             return Err(format!("expected a JSON object, found {}", kind(&root)));
-        };
+        }
         let mut out = Parsed {
-            fields: Vec::with_capacity(map.len()),
+            fields: Vec::with_capacity(16),
             ..Parsed::default()
         };
-        let mut name = String::new();
-        self.flatten(&mut name, map, 0, &mut out);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let mut name = String::with_capacity(64);
+        Flatten {
+            parser: self,
+            name: &mut name,
+            depth: 0,
+            out: &mut out.fields,
+        }
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| format!("invalid JSON: {e}"))?;
         for candidate in &self.timestamp_fields {
             let ts = match out.get(candidate) {
                 Some(Value::Text(s)) => time::parse_rfc3339(s),
@@ -96,44 +109,118 @@ impl JsonParser {
         }
         Ok(out)
     }
+}
 
-    fn flatten(
-        &self,
-        name: &mut String,
-        map: serde_json::Map<String, Json>,
-        depth: usize,
-        out: &mut Parsed,
-    ) {
-        for (key, value) in map {
-            let len = name.len();
-            if !name.is_empty() {
-                name.push_str(&self.separator);
-            }
-            name.push_str(&key);
-            match value {
-                Json::Object(inner) if depth + 1 < self.max_depth && !inner.is_empty() => {
-                    self.flatten(name, inner, depth + 1, out)
-                }
-                other => out.fields.push((name.clone(), scalar(other))),
-            }
-            name.truncate(len);
-        }
+/// Streams one JSON object into dotted fields without building a tree: keys
+/// are appended to `name`, scalars pushed as they are read.
+struct Flatten<'a> {
+    parser: &'a JsonParser,
+    name: &'a mut String,
+    depth: usize,
+    out: &'a mut Vec<(String, Value)>,
+}
+
+impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-fn scalar(value: Json) -> Value {
-    match value {
-        Json::Null => Value::Null,
-        Json::Bool(b) => Value::Bool(b),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => n
-                .as_f64()
-                .map(Value::Float)
-                .unwrap_or_else(|| Value::Text(n.to_string())),
-        },
-        Json::String(s) => Value::Text(s),
-        other => Value::Text(other.to_string()),
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.push(Value::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.push(Value::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.push(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.push(Value::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.push(Value::Text(v.to_string()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.push(Value::Text(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.push(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let array = Json::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        self.push(Value::Text(array.to_string()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let top = self.depth == 0;
+        if self.depth >= self.parser.max_depth {
+            let object = Json::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            return self.push(Value::Text(object.to_string()));
+        }
+        let len = self.name.len();
+        let mut empty = true;
+        loop {
+            if !top {
+                self.name.push_str(&self.parser.separator);
+            }
+            if map.next_key_seed(Key(self.name))?.is_none() {
+                self.name.truncate(len);
+                break;
+            }
+            empty = false;
+            map.next_value_seed(Flatten {
+                parser: self.parser,
+                name: self.name,
+                depth: self.depth + 1,
+                out: self.out,
+            })?;
+            self.name.truncate(len);
+        }
+        if empty && !top {
+            self.out.push((self.name.clone(), Value::Text("{}".into())));
+        }
+        Ok(())
+    }
+}
+
+impl Flatten<'_> {
+    fn push<E>(self, value: Value) -> Result<(), E> {
+        self.out.push((self.name.clone(), value));
+        Ok(())
+    }
+}
+
+/// Appends an object key to the current name.
+struct Key<'a>(&'a mut String);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
     }
 }
 
@@ -195,5 +282,33 @@ mod tests {
         let p = JsonParser::new(&Settings::from_pairs(&[("separator", "_")])).unwrap();
         let out = p.parse(&Input::line(r#"{"a":{"b":1}}"#, 0)).unwrap();
         assert_eq!(out.get("a_b"), Some(&Value::Int(1)));
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn objects_deeper_than_max_depth_stay_json_text() {
+        let p = JsonParser::new(&Settings::from_pairs(&[("max_depth", "1")])).unwrap();
+        let out = p
+            .parse(&Input::line(r#"{"a":{"b":{"c":1}},"d":2}"#, 0))
+            .unwrap();
+        assert_eq!(
+            out.fields,
+            vec![
+                ("a".to_string(), Value::text(r#"{"b":{"c":1}}"#)),
+                ("d".to_string(), Value::Int(2))
+            ]
+        );
+        let p = JsonParser::new(&Settings::from_pairs(&[("max_depth", "2")])).unwrap();
+        let out = p.parse(&Input::line(r#"{"a":{"b":{"c":1}}}"#, 0)).unwrap();
+        assert_eq!(out.get("a.b"), Some(&Value::text(r#"{"c":1}"#)));
+        assert!(
+            p.parse(&Input::line(r#"{"a":1} x"#, 0))
+                .unwrap_err()
+                .contains("trailing characters")
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! configured parser, nor reach for files, clocks or the network: the host
 //! grants none of them.
 //!
-//! ```ignore
+//! ```text
 //! use weir_plugin_sdk::{Input, Parsed, Parser, Settings, Value, export_parser};
 //!
 //! struct Upper;
