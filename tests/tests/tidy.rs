@@ -1,0 +1,81 @@
+//! Repository hygiene that review would otherwise have to catch: every Rust module says
+//! what it owns in a `//!` doc, no stubs or debugging leftovers, no ignored tests, no
+//! compiled Wasm committed next to the sources.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if !matches!(name.as_ref(), "target" | "node_modules" | ".git" | ".weir") {
+                rust_files(&path, out);
+            }
+        } else if name.ends_with(".rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<PathBuf> {
+    let root = weir_tests::workspace_root();
+    let mut files = Vec::new();
+    for dir in ["common", "core", "edge", "tests", "plugins"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 30, "tidy found only {} Rust files; is the root right?", files.len());
+    files
+}
+
+#[test]
+fn no_stubs_debug_leftovers_or_ignored_tests() {
+    // Built from pieces so that this file does not flag itself.
+    let banned = [["todo", "!("].concat(), ["unimplemented", "!("].concat(), ["dbg", "!("].concat(), ["#[", "ignore"].concat()];
+    let mut problems = Vec::new();
+    for file in sources() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for needle in &banned {
+                if line.contains(needle.as_str()) {
+                    problems.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "remove these:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_library_module_has_a_doc_comment() {
+    let mut missing = Vec::new();
+    for file in sources() {
+        let path = file.to_string_lossy();
+        // Library and binary sources; integration tests and benches document themselves
+        // by their names.
+        if !path.contains("/src/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        if !first.starts_with("//!") {
+            missing.push(path.into_owned());
+        }
+    }
+    assert!(missing.is_empty(), "add a `//!` doc saying what the module owns:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn no_compiled_wasm_is_tracked() {
+    let root = weir_tests::workspace_root();
+    let output = std::process::Command::new("git").args(["ls-files", "*.wasm", "*.cwasm"]).current_dir(&root).output();
+    // Outside a git checkout (a source tarball) there is nothing to check.
+    if let Ok(output) = output
+        && output.status.success()
+    {
+        let tracked = String::from_utf8_lossy(&output.stdout);
+        assert!(tracked.trim().is_empty(), "compiled Wasm is committed; build it from source instead:\n{tracked}");
+    }
+}
