@@ -96,7 +96,7 @@ async fn baseline(bootstrap: &str, topic: &str, settings: &Settings) -> Outcome 
             .expect("baseline producer"),
     );
     let topic = topic.to_owned();
-    run_clients(settings, move |request, raws| {
+    run_clients(settings, |request| lines(settings, request), move |request, raws: Vec<String>| {
         let producer = producer.clone();
         let topic = topic.clone();
         async move {
@@ -137,11 +137,12 @@ async fn baseline(bootstrap: &str, topic: &str, settings: &Settings) -> Outcome 
 
 async fn http_clients(base: String, ack_core: bool, settings: &Settings) -> Outcome {
     let client = reqwest::Client::builder().pool_max_idle_per_host(settings.concurrency).build().unwrap();
-    run_clients(settings, move |_request, raws| {
+    // Request bodies are the client's work, not the system's: encode them before the clock.
+    let prepare = |request| bytes::Bytes::from(serde_json::to_vec(&serde_json::json!([{"messages": lines(settings, request)}])).unwrap());
+    run_clients(settings, prepare, move |_request, body: bytes::Bytes| {
         let client = client.clone();
         let url = format!("{base}/api/v1/ingest/humio-unstructured");
         async move {
-            let body = serde_json::to_vec(&serde_json::json!([{"messages": raws}])).unwrap();
             let mut request = client.post(url).header("authorization", format!("Bearer {TOKEN}")).body(body);
             if ack_core {
                 request = request.header("x-weir-ack", "core");
@@ -158,13 +159,15 @@ async fn http_clients(base: String, ack_core: bool, settings: &Settings) -> Outc
 
 /// `concurrency` clients send `events / batch` requests; measures acknowledged events/s
 /// and per-request latency.
-async fn run_clients<F, Fut>(settings: &Settings, send: F) -> Outcome
+async fn run_clients<T, P, F, Fut>(settings: &Settings, prepare: P, send: F) -> Outcome
 where
-    F: Fn(usize, Vec<String>) -> Fut + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    P: Fn(usize) -> T,
+    F: Fn(usize, T) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let n_requests = settings.events / settings.batch;
-    let bodies: Arc<Vec<Vec<String>>> = Arc::new((0..n_requests).map(|r| lines(settings, r)).collect());
+    let bodies: Arc<Vec<T>> = Arc::new((0..n_requests).map(prepare).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let send = Arc::new(send);
     let started = Instant::now();
