@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use weir_proto::wire::{self, ErrorCode, PROTOCOL_VERSION, Response};
 
 use crate::config::QuicConfig;
-use crate::kafka::{PublishError, Publisher};
+use crate::kafka::{PublishError, Publisher, Record};
 
 pub struct EdgeEndpoint {
     pub endpoint: quinn::Endpoint,
@@ -104,19 +104,21 @@ impl EdgeEndpoint {
                 format!("protocol version {} is not supported (this core speaks {PROTOCOL_VERSION}): upgrade the edge or core", header.version),
             );
         }
-        let batches = match wire::decode_payload(payload, self.config.max_batch_bytes) {
-            Ok(batches) => batches,
-            Err(e @ wire::WireError::Decompress { .. }) => return error(ErrorCode::TooLarge, e.to_string()),
-            Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
+        let json = match wire::decompress_payload(payload, self.config.max_batch_bytes) {
+            Ok(json) => json,
+            Err(e) => return error(ErrorCode::TooLarge, e.to_string()),
         };
-        let n_events: u64 = batches.iter().map(|b| b.events.len() as u64).sum();
+        let (records, n_events) = match self.records(&json) {
+            Ok(decoded) => decoded,
+            Err(response) => return response,
+        };
         if n_events != header.n_events {
             return error(
                 ErrorCode::BadRequest,
                 format!("header announces {} events but the payload holds {n_events}", header.n_events),
             );
         }
-        match self.publisher.publish(batches, Some(&header.batch_id)).await {
+        match self.publisher.publish_records(records, Some(&header.batch_id)).await {
             Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },
             Err(PublishError::Unavailable(reason)) => {
                 tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka");
@@ -124,6 +126,27 @@ impl EdgeEndpoint {
             }
             Err(other) => error(ErrorCode::Internal, other.to_string()),
         }
+    }
+}
+
+impl EdgeEndpoint {
+    /// The Kafka records of a decompressed payload and its event count. A batch that fits
+    /// one record is published as the edge encoded it; only an oversized one is decoded
+    /// and split.
+    fn records(&self, json: &[u8]) -> Result<(Vec<Record>, u64), Response> {
+        let batches = wire::split_payload(json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        let mut records = Vec::with_capacity(batches.len());
+        let mut n_events = 0;
+        for batch in batches {
+            n_events += batch.n_events;
+            if batch.json.len() <= self.publisher.max_record_bytes() {
+                records.push(Record { key: batch.source_key(), payload: batch.json.as_bytes().to_vec() });
+            } else {
+                let decoded = serde_json::from_str(batch.json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+                self.publisher.encode(decoded, &mut records).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+            }
+        }
+        Ok((records, n_events))
     }
 }
 

@@ -38,6 +38,12 @@ pub enum PublishError {
     Encode(#[from] serde_json::Error),
 }
 
+/// One Kafka record to be: the source key and the JSON of an [`EventBatch`].
+pub struct Record {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
 /// Counts down the outstanding delivery reports of one request.
 struct PendingRequest {
     remaining: AtomicUsize,
@@ -120,16 +126,32 @@ impl Publisher {
         self.producer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
     }
 
+    /// Encodes a batch as Kafka records (key, JSON payload), split below the record size.
+    pub fn encode(&self, batch: EventBatch, records: &mut Vec<Record>) -> Result<(), PublishError> {
+        let key = batch.source_key();
+        for part in batch.split_by_size(self.max_record_bytes) {
+            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)? });
+        }
+        Ok(())
+    }
+
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+
     /// Publishes every event of `batches` and returns once Kafka acknowledged all of them,
     /// or fails. `batch_id` travels as a record header.
     pub async fn publish(&self, batches: Vec<EventBatch>, batch_id: Option<&BatchId>) -> Result<usize, PublishError> {
         let mut records = Vec::new();
         for batch in batches {
-            let key = batch.source_key();
-            for part in batch.split_by_size(self.max_record_bytes) {
-                records.push((key.clone(), serde_json::to_vec(&part)?));
-            }
+            self.encode(batch, &mut records)?;
         }
+        self.publish_records(records, batch_id).await
+    }
+
+    /// Publishes already encoded records; returns once Kafka acknowledged all of them, or
+    /// fails.
+    pub async fn publish_records(&self, records: Vec<Record>, batch_id: Option<&BatchId>) -> Result<usize, PublishError> {
         if records.is_empty() {
             return Ok(0);
         }
@@ -142,7 +164,7 @@ impl Publisher {
         });
         let header_value = batch_id.map(|id| id.to_string());
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
-        for (i, (key, payload)) in records.iter().enumerate() {
+        for (i, Record { key, payload }) in records.iter().enumerate() {
             let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload);
             if let Some(value) = &header_value {
                 record = record.headers(OwnedHeaders::new().insert(Header { key: BATCH_ID_HEADER, value: Some(value) }));

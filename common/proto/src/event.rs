@@ -47,14 +47,7 @@ impl EventBatch {
     /// The Kafka record key: repository plus tags, so that one source always maps to one
     /// partition and its events stay in order.
     pub fn source_key(&self) -> String {
-        let mut key = self.repository.clone();
-        for (name, value) in &self.tags {
-            key.push('\u{1f}');
-            key.push_str(name);
-            key.push('=');
-            key.push_str(value);
-        }
-        key
+        source_key(&self.repository, &self.tags)
     }
 
     /// Splits the batch into batches of the same source whose encoded size stays under
@@ -87,6 +80,18 @@ impl EventBatch {
         }
         out
     }
+}
+
+/// The Kafka record key of a source: repository plus tags.
+pub fn source_key(repository: &str, tags: &BTreeMap<String, String>) -> String {
+    let mut key = repository.to_owned();
+    for (name, value) in tags {
+        key.push('\u{1f}');
+        key.push_str(name);
+        key.push('=');
+        key.push_str(value);
+    }
+    key
 }
 
 /// A cheap upper estimate of an event's JSON size, without serialising it.

@@ -13,8 +13,13 @@
 //! The payload is compressed once, when the edge spools it, and travels unchanged from
 //! spool to wire, so a retry costs no re-encoding.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::EventBatch;
 
@@ -98,12 +103,91 @@ pub fn encode_payload(batches: &[EventBatch]) -> Result<Bytes, WireError> {
     zstd::bulk::compress(&json, 1).map(Bytes::from).map_err(WireError::Encode)
 }
 
-/// Decompresses and decodes a payload, refusing one that inflates past `max_bytes`
-/// (a zstd bomb would otherwise exhaust the core's memory).
+/// Decompresses a payload, refusing one that inflates past `max_bytes` (a zstd bomb
+/// would otherwise exhaust the core's memory).
+pub fn decompress_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
+    zstd::bulk::decompress(payload, max_bytes).map_err(|source| WireError::Decompress { limit: max_bytes, source })
+}
+
+/// Decompresses and decodes a payload completely.
 pub fn decode_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<EventBatch>, WireError> {
-    let json = zstd::bulk::decompress(payload, max_bytes)
-        .map_err(|source| WireError::Decompress { limit: max_bytes, source })?;
-    serde_json::from_slice(&json).map_err(WireError::Payload)
+    serde_json::from_slice(&decompress_payload(payload, max_bytes)?).map_err(WireError::Payload)
+}
+
+/// One batch of a decompressed payload, checked against the [`EventBatch`] schema but
+/// kept as its JSON text: the core publishes that text as the Kafka record unchanged,
+/// instead of decoding every event and encoding it again.
+#[derive(Debug)]
+pub struct RawBatch<'a> {
+    pub repository: String,
+    pub tags: BTreeMap<String, String>,
+    pub n_events: u64,
+    /// The batch's JSON, exactly as the edge encoded it.
+    pub json: &'a str,
+}
+
+impl RawBatch<'_> {
+    pub fn source_key(&self) -> String {
+        crate::event::source_key(&self.repository, &self.tags)
+    }
+}
+
+/// Splits a decompressed payload into its batches, validating each one's shape (every
+/// event needs its `raw` text) without building the events.
+pub fn split_payload(json: &[u8]) -> Result<Vec<RawBatch<'_>>, WireError> {
+    let batches: Vec<&RawValue> = serde_json::from_slice(json).map_err(WireError::Payload)?;
+    batches
+        .into_iter()
+        .map(|raw| {
+            let check: BatchCheck = serde_json::from_str(raw.get()).map_err(WireError::Payload)?;
+            Ok(RawBatch { repository: check.repository, tags: check.tags, n_events: check.events.0, json: raw.get() })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct BatchCheck {
+    repository: String,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default, rename = "parser")]
+    _parser: Option<String>,
+    #[serde(rename = "ingest_ts_ms")]
+    _ingest_ts_ms: i64,
+    events: EventCount,
+}
+
+/// Counts the events of a batch while checking each one, borrowing text where it can.
+struct EventCount(u64);
+
+#[derive(Deserialize)]
+struct EventCheck<'a> {
+    #[serde(default, rename = "ts")]
+    _timestamp_ms: Option<i64>,
+    #[serde(borrow, rename = "raw")]
+    _raw: Cow<'a, str>,
+    #[serde(default, rename = "attrs")]
+    _attributes: Option<IgnoredAny>,
+}
+
+impl<'de> Deserialize<'de> for EventCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Counter;
+        impl<'de> serde::de::Visitor<'de> for Counter {
+            type Value = EventCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a list of events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventCount, A::Error> {
+                let mut n = 0;
+                while seq.next_element::<EventCheck<'de>>()?.is_some() {
+                    n += 1;
+                }
+                Ok(EventCount(n))
+            }
+        }
+        deserializer.deserialize_seq(Counter)
+    }
 }
 
 pub fn encode_request(header: &RequestHeader, payload: &[u8]) -> Bytes {
@@ -166,6 +250,27 @@ mod tests {
         ));
         assert!(matches!(decode_request(&[0, 0, 0, 1, b'x']), Err(WireError::Header(_))));
         assert!(matches!(decode_payload(b"not zstd", 100), Err(WireError::Decompress { .. })));
+    }
+
+    #[test]
+    fn split_payload_keeps_each_batch_text_and_counts_events() {
+        let mut batches = sample();
+        batches.push(EventBatch { repository: "s".into(), events: vec![Event::raw("a \"quoted\" \u{e9}")], ..sample().remove(0) });
+        let json = serde_json::to_vec(&batches).unwrap();
+        let raw = split_payload(&json).unwrap();
+        assert_eq!(raw.len(), 2);
+        assert_eq!((raw[0].n_events, raw[1].n_events), (2, 1));
+        assert_eq!(raw[1].source_key(), batches[1].source_key());
+        for (raw, batch) in raw.iter().zip(&batches) {
+            assert_eq!(&serde_json::from_str::<EventBatch>(raw.json).unwrap(), batch, "text is the batch, unchanged");
+        }
+    }
+
+    #[test]
+    fn split_payload_refuses_batches_that_are_not_event_batches() {
+        for bad in [r#"{}"#, r#"[{"events":[]}]"#, r#"[{"repository":"r","ingest_ts_ms":1,"events":[{"ts":1}]}]"#, r#"[{"repository":"r","ingest_ts_ms":1,"events":{}}]"#] {
+            assert!(matches!(split_payload(bad.as_bytes()), Err(WireError::Payload(_))), "{bad}");
+        }
     }
 
     #[test]
