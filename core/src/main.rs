@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use weir_core::certs::{self, Role};
 use weir_core::config::CoreConfig;
 
@@ -75,12 +74,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = CoreConfig::load(&config)?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-            runtime.block_on(async {
-                let shutdown = CancellationToken::new();
-                tokio::spawn(weir_proto::process::cancel_on_signal(shutdown.clone()));
-                weir_core::run(config, shutdown).await
-            })?;
+            weir_proto::process::run_until_signal(|shutdown| weir_core::run(config, shutdown))
+                .context("cannot start the tokio runtime")??;
             Ok(())
         }
         Command::CheckConfig { config } => {

@@ -11,6 +11,20 @@ pub fn init_logging() {
         .init();
 }
 
+/// Runs a node on a new multi-threaded runtime until it returns; SIGINT or SIGTERM cancel
+/// the token it was given. The outer error is the runtime failing to start.
+pub fn run_until_signal<Fut, E>(run: impl FnOnce(CancellationToken) -> Fut) -> std::io::Result<Result<(), E>>
+where
+    Fut: std::future::Future<Output = Result<(), E>>,
+{
+    let runtime = tokio::runtime::Runtime::new()?;
+    Ok(runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        run(shutdown).await
+    }))
+}
+
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 pub async fn cancel_on_signal(shutdown: CancellationToken) {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
