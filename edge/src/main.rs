@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", weir_proto::process::describe(error.as_ref()));
             ExitCode::FAILURE
         }
     }

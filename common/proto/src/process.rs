@@ -43,3 +43,38 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     tracing::info!("shutdown requested");
     shutdown.cancel();
 }
+
+/// An error with its causes, each cause only once: our error messages often already
+/// quote their source, and printing the chain would repeat it.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("wrapper")]
+    struct Wrapper(#[source] std::io::Error);
+
+    #[test]
+    fn causes_are_named_once() {
+        let quoted = Outer(std::io::Error::other("disk gone"));
+        assert_eq!(super::describe(&quoted), "outer: disk gone");
+        let plain = Wrapper(std::io::Error::other("disk gone"));
+        assert_eq!(super::describe(&plain), "wrapper: disk gone");
+    }
+}
