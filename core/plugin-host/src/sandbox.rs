@@ -29,9 +29,6 @@ const STDERR_TAIL_BYTES: usize = 4096;
 pub(crate) fn engine() -> Result<Engine, String> {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true);
-    if std::env::var_os("WEIR_PERFMAP").is_some() {
-        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-    }
     Engine::new(&config).map_err(|e| format!("cannot create the wasmtime engine: {e:#}"))
 }
 

@@ -3,7 +3,8 @@
 //! This crate owns the glue between the WIT contract (`wit/parser.wit`) and a
 //! plain Rust parser: implement [`Parser`] for a type and call
 //! [`export_parser!`] once; the SDK keeps the configured instance, runs the
-//! batch loop and converts values. It must never hold anything but the one
+//! batch loop and converts values; it also installs the plugin's allocator, a
+//! bump arena rewound once per batch ([`arena`]). It must never hold anything but the one
 //! configured parser, nor reach for files, clocks or the network: the host
 //! grants none of them.
 //!
@@ -30,6 +31,28 @@
 
 pub use weir_parsers::model::{Input, Parsed, Settings, Value, infer};
 pub use weir_parsers::time;
+
+#[cfg(feature = "arena")]
+pub mod arena;
+
+/// The bump arena (see [`arena`]) as the plugin's allocator: only on
+/// single-threaded wasm, where the host's post-return call frees a whole
+/// batch at once. Plugins that bring their own allocator turn off the
+/// default `arena` feature.
+#[cfg(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: arena::Arena = arena::Arena::new();
+
+/// Runs `f` with allocations going to the system allocator, for state that
+/// outlives a batch; a no-op without the arena.
+#[cfg(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics")))]
+fn long_lived<R>(f: impl FnOnce() -> R) -> R {
+    arena::paused(&ALLOCATOR, f)
+}
+#[cfg(not(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics"))))]
+fn long_lived<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 #[doc(hidden)]
 pub mod bindings {
@@ -98,12 +121,15 @@ pub trait Parser: Sized + 'static {
 pub mod glue {
     //! Called by the code `export_parser!` generates; not a public API.
     use super::bindings::weir::parser::types as wit;
-    use super::{Input, Parsed, Parser, Settings, Value};
+    use super::{Input, Parsed, Parser, Settings, Value, long_lived};
     use std::any::Any;
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     thread_local! {
         static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+        /// Whether a `parse` call has run: the first one runs outside the
+        /// arena, so caches a parser fills lazily do not pin it.
+        static WARM: Cell<bool> = const { Cell::new(false) };
     }
 
     pub fn describe<P: Parser>() -> wit::PluginInfo {
@@ -124,12 +150,23 @@ pub mod glue {
     }
 
     pub fn configure<P: Parser>(settings: Vec<(String, String)>) -> Result<(), String> {
-        let parser = P::configure(&Settings::new(settings))?;
-        STATE.with(|s| *s.borrow_mut() = Some(Box::new(parser)));
-        Ok(())
+        // The configured parser lives as long as the instance.
+        long_lived(|| {
+            let parser = P::configure(&Settings::new(settings))?;
+            STATE.with(|s| *s.borrow_mut() = Some(Box::new(parser)));
+            Ok(())
+        })
     }
 
     pub fn parse<P: Parser>(events: Vec<wit::RawEvent>) -> Vec<wit::ParseOutcome> {
+        if WARM.replace(true) {
+            parse_batch::<P>(events)
+        } else {
+            long_lived(|| parse_batch::<P>(events))
+        }
+    }
+
+    fn parse_batch<P: Parser>(events: Vec<wit::RawEvent>) -> Vec<wit::ParseOutcome> {
         STATE.with(|s| {
             let state = s.borrow();
             let Some(parser) = state.as_ref().and_then(|b| b.downcast_ref::<P>()) else {
