@@ -27,6 +27,10 @@ bash deploy/kafka.sh fetch
 step "build plugins (wasm32-wasip2)"
 bash plugins/build.sh
 
+step "plugin parser and SDK unit tests (native)"
+cargo test --locked --quiet --manifest-path plugins/Cargo.toml -p weir-parsers -p weir-plugin-sdk \
+    --features weir-parsers/pattern --target-dir "${WEIR_PLUGINS_TARGET_DIR:-plugins/target}"
+
 step "build"
 build_log="$(mktemp)"
 cargo build --locked --workspace --bins --tests 2>&1 | tee "$build_log"
