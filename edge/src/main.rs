@@ -30,13 +30,7 @@ enum Command {
 
 fn main() -> ExitCode {
     weir_proto::process::init_logging();
-    match dispatch(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {}", weir_proto::process::describe(error.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
+    weir_proto::process::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {

@@ -44,6 +44,20 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
+/// What a binary's `main` returns: success, or the error with its causes on stderr.
+pub fn exit_code<E>(result: Result<(), E>) -> std::process::ExitCode
+where
+    E: AsRef<dyn std::error::Error + Send + Sync + 'static>,
+{
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", describe(error.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// An error with its causes, each cause only once: our error messages often already
 /// quote their source, and printing the chain would repeat it.
 pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
