@@ -42,14 +42,15 @@ rm -f "$build_log"
 
 step "start Kafka"
 kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"
+# Below the ephemeral port range, so no client socket can take the port first.
 port=""
-for candidate in $(seq 39200 2 39300); do
+for candidate in $(seq 29200 2 29300); do
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null && ! (exec 3<>"/dev/tcp/127.0.0.1/$((candidate + 1)))") 2>/dev/null; then
         port=$candidate
         break
     fi
 done
-[ -n "$port" ] || { echo "tests/run.sh: no free port pair for Kafka in 39200-39300" >&2; exit 1; }
+[ -n "$port" ] || { echo "tests/run.sh: no free port pair for Kafka in 29200-29300" >&2; exit 1; }
 cleanup() {
     bash deploy/kafka.sh stop "$kafka_dir" >/dev/null 2>&1 || true
     rm -rf "$kafka_dir"

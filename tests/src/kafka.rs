@@ -33,7 +33,7 @@ fn kafka_sh(args: &[&str]) -> std::process::Output {
 }
 
 /// The broker most tests share: `WEIR_TEST_KAFKA` if set (CI starts one), otherwise a
-/// broker this harness starts under `target/test-kafka` on port 39092 and leaves running
+/// broker this harness starts under `target/test-kafka` on port 29092 and leaves running
 /// for the next test run (`deploy/kafka.sh stop target/test-kafka` stops it).
 pub fn shared_bootstrap() -> String {
     static SHARED: Mutex<Option<String>> = Mutex::new(None);
@@ -45,7 +45,7 @@ pub fn shared_bootstrap() -> String {
         Ok(bootstrap) if !bootstrap.is_empty() => bootstrap,
         _ => {
             let dir = workspace_root().join("target/test-kafka");
-            let out = kafka_sh(&["start", dir.to_str().unwrap(), "39092"]);
+            let out = kafka_sh(&["start", dir.to_str().unwrap(), "29092"]);
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         }
     };
@@ -62,12 +62,7 @@ pub struct Broker {
 impl Broker {
     pub fn start(dir: &Path) -> Broker {
         // The controller listens on port + 1, so both must be free.
-        let port = loop {
-            let port = crate::free_port();
-            if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
+        let port = crate::free_ports(2);
         let broker = Broker { dir: dir.to_owned(), port };
         broker.restart();
         broker

@@ -27,13 +27,39 @@ pub fn unique(prefix: &str) -> String {
 
 /// A free loopback port for both TCP and UDP (HTTP and QUIC of one node may share it).
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().unwrap().port();
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
+    free_ports(1)
+}
+
+/// The first of `n` consecutive loopback ports that are free for TCP and UDP (a Kafka
+/// broker's controller listens on its port + 1).
+///
+/// Ports come from 20000–28999, below the kernel's ephemeral range (32768–60999 by
+/// default), so no client socket (reqwest's, rdkafka's, an edge's QUIC endpoint) can be
+/// handed a port between the moment a test picks it and the moment its node binds it:
+/// a port picked from the ephemeral range lost that race in CI. Each test process walks
+/// the range from its own offset and never hands out a port twice, so tests running in
+/// parallel do not collide either.
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const LEN: u32 = 9_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(u32::MAX, (std::process::id() * 97) % LEN, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..LEN {
+        let offset = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % LEN;
+        if offset + u32::from(n) > LEN {
+            continue;
+        }
+        let first = (FIRST + offset) as u16;
+        let free = (first..first + n).all(|port| {
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        });
+        if free {
+            return first;
         }
     }
+    panic!("no {n} consecutive free loopback ports in {FIRST}-{}", FIRST + LEN - 1);
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
