@@ -4,9 +4,16 @@
 //! acknowledged every event of it, else a typed error the edge can act on. Edges are
 //! authenticated by their client certificate during the handshake (I8); a peer without
 //! one never gets a stream.
+//!
+//! Order: an edge opens its streams in spool order and keeps several in flight. Their
+//! frames arrive and decode concurrently, but each stream hands its records to the
+//! producer only after the stream opened before it on the same connection did (or gave
+//! up), so one source's batches land in Kafka in the order the edge spooled them. Only the
+//! hand-over is serialised; waiting for Kafka's acks overlaps.
 
 use std::sync::Arc;
 
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use weir_proto::wire::{self, ErrorCode, PROTOCOL_VERSION, Response};
@@ -50,6 +57,8 @@ impl EdgeEndpoint {
         let remote = connection.remote_address();
         tracing::info!(%remote, "edge connected");
         let streams = TaskTracker::new();
+        // The previous stream's turn: fires (or is dropped) once it enqueued its records.
+        let mut previous: Option<oneshot::Receiver<()>> = None;
         loop {
             let stream = tokio::select! {
                 stream = connection.accept_bi() => stream,
@@ -58,7 +67,9 @@ impl EdgeEndpoint {
             match stream {
                 Ok((send, recv)) => {
                     let this = self.clone();
-                    streams.spawn(async move { this.serve_stream(send, recv).await });
+                    let (done, next) = oneshot::channel();
+                    let turn = Turn { previous: previous.replace(next), done: Some(done) };
+                    streams.spawn(async move { this.serve_stream(send, recv, turn).await });
                 }
                 Err(error) => {
                     tracing::info!(%remote, %error, "edge connection closed");
@@ -71,13 +82,17 @@ impl EdgeEndpoint {
         streams.wait().await;
     }
 
-    async fn serve_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
-        let response = match recv.read_to_end(self.config.max_frame_bytes).await {
-            Ok(frame) => self.handle_frame(&frame).await,
-            Err(quinn::ReadToEndError::TooLong) => error(
-                ErrorCode::TooLarge,
-                format!("batch frame exceeds {} bytes: lower the edge's batch size", self.config.max_frame_bytes),
-            ),
+    async fn serve_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream, turn: Turn) {
+        let frame = recv.read_to_end(self.config.max_frame_bytes).await;
+        let response = match frame {
+            Ok(frame) => self.handle_frame(&frame, turn).await,
+            Err(quinn::ReadToEndError::TooLong) => {
+                drop(turn);
+                error(
+                    ErrorCode::TooLarge,
+                    format!("batch frame exceeds {} bytes: lower the edge's batch size", self.config.max_frame_bytes),
+                )
+            }
             Err(error) => {
                 tracing::debug!(%error, "edge stream ended before its frame");
                 return;
@@ -93,7 +108,9 @@ impl EdgeEndpoint {
         let _ = send.stopped().await;
     }
 
-    async fn handle_frame(&self, frame: &[u8]) -> Response {
+    /// `turn` is released (dropped) on every early return, so a refused batch never holds
+    /// up the streams after it.
+    async fn handle_frame(&self, frame: &[u8], mut turn: Turn) -> Response {
         let (header, payload) = match wire::decode_request(frame) {
             Ok(decoded) => decoded,
             Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
@@ -118,7 +135,10 @@ impl EdgeEndpoint {
                 format!("header announces {} events but the payload holds {n_events}", header.n_events),
             );
         }
-        match self.publisher.publish_records(records, Some(&header.batch_id)).await {
+        turn.wait().await;
+        let delivery = self.publisher.enqueue(records, Some(&header.batch_id)).await;
+        turn.pass();
+        match delivery.acknowledged().await {
             Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },
             Err(PublishError::Unavailable(reason)) => {
                 tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka");
@@ -147,6 +167,28 @@ impl EdgeEndpoint {
             }
         }
         Ok((records, n_events))
+    }
+}
+
+/// A stream's place in its connection's order of hand-over to the producer.
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// Waits until the stream before this one enqueued its records or gave up.
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
+
+    /// Lets the next stream enqueue. Dropping the turn does the same.
+    fn pass(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -152,10 +152,20 @@ impl Publisher {
     /// Publishes already encoded records; returns once Kafka acknowledged all of them, or
     /// fails.
     pub async fn publish_records(&self, records: Vec<Record>, batch_id: Option<&BatchId>) -> Result<usize, PublishError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
+        self.enqueue(records, batch_id).await.acknowledged().await
+    }
+
+    /// Hands `records` to the producer, in order, and returns what waits for their delivery
+    /// reports. Records enqueued by one call before those of a later call land before them
+    /// in their partition (the producer is idempotent, so retries keep that order): callers
+    /// that must keep an order across requests await `enqueue` in that order and only then
+    /// wait for the acks, which lets several requests be in flight without reordering.
+    pub async fn enqueue(&self, records: Vec<Record>, batch_id: Option<&BatchId>) -> Delivery {
         let n_records = records.len();
+        let deadline = tokio::time::Instant::now() + self.ack_timeout;
+        if records.is_empty() {
+            return Delivery { n_records, done: None, deadline };
+        }
         let (done_tx, done_rx) = oneshot::channel();
         let pending = Arc::new(PendingRequest {
             remaining: AtomicUsize::new(n_records),
@@ -163,7 +173,6 @@ impl Publisher {
             done: Mutex::new(Some(done_tx)),
         });
         let header_value = batch_id.map(|id| id.to_string());
-        let deadline = tokio::time::Instant::now() + self.ack_timeout;
         for (i, Record { key, payload }) in records.iter().enumerate() {
             let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload);
             if let Some(value) = &header_value {
@@ -182,12 +191,12 @@ impl Publisher {
                     }
                     Err((error, _)) => {
                         pending.complete(n_records - i, Some(format!("could not enqueue record: {error}")));
-                        return wait(done_rx, deadline).await.map(|()| n_records);
+                        return Delivery { n_records, done: Some(done_rx), deadline };
                     }
                 }
             }
         }
-        wait(done_rx, deadline).await.map(|()| n_records)
+        Delivery { n_records, done: Some(done_rx), deadline }
     }
 
     /// Creates the ingest topic if it is missing, retrying until it exists or `shutdown`.
@@ -220,12 +229,24 @@ impl Publisher {
     }
 }
 
-async fn wait(done: oneshot::Receiver<Result<(), String>>, deadline: tokio::time::Instant) -> Result<(), PublishError> {
-    match tokio::time::timeout_at(deadline, done).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(error))) => Err(PublishError::Unavailable(error)),
-        Ok(Err(_)) => Err(PublishError::Unavailable("delivery report channel closed".into())),
-        Err(_) => Err(PublishError::Unavailable("timed out waiting for delivery reports".into())),
+/// The delivery reports of one [`Publisher::enqueue`] call.
+pub struct Delivery {
+    n_records: usize,
+    done: Option<oneshot::Receiver<Result<(), String>>>,
+    deadline: tokio::time::Instant,
+}
+
+impl Delivery {
+    /// Waits until Kafka acknowledged every record (returns how many), or fails: a
+    /// failed delivery, or no answer by the deadline set at enqueue time.
+    pub async fn acknowledged(self) -> Result<usize, PublishError> {
+        let Some(done) = self.done else { return Ok(0) };
+        match tokio::time::timeout_at(self.deadline, done).await {
+            Ok(Ok(Ok(()))) => Ok(self.n_records),
+            Ok(Ok(Err(error))) => Err(PublishError::Unavailable(error)),
+            Ok(Err(_)) => Err(PublishError::Unavailable("delivery report channel closed".into())),
+            Err(_) => Err(PublishError::Unavailable("timed out waiting for delivery reports".into())),
+        }
     }
 }
 

@@ -131,7 +131,11 @@ impl Forwarder {
                 let batches = self.spool.pending_after(cursor, max_in_flight - in_flight.len())?;
                 for batch in batches {
                     cursor = Some(batch.seq);
-                    in_flight.push(self.send(connection, batch));
+                    // Streams are opened here, in spool order, rather than inside the
+                    // send futures (which run in any order): the core hands batches to
+                    // Kafka in the order their streams were opened.
+                    let streams = connection.open_bi().await.map_err(|e| ForwardError::Link(e.to_string()))?;
+                    in_flight.push(self.send(streams, batch));
                 }
             }
             tokio::select! {
@@ -159,8 +163,8 @@ impl Forwarder {
         }
     }
 
-    /// Sends one batch on its own stream and waits for the core's answer.
-    async fn send(&self, connection: &quinn::Connection, batch: SpooledBatch) -> Result<u64, ForwardError> {
+    /// Sends one batch on its own (already opened) stream and waits for the core's answer.
+    async fn send(&self, streams: (quinn::SendStream, quinn::RecvStream), batch: SpooledBatch) -> Result<u64, ForwardError> {
         let seq = batch.seq;
         let timeout_ms = self.config.ack_timeout_ms;
         let exchange = async {
@@ -178,7 +182,7 @@ impl Forwarder {
             };
             let frame = wire::encode_request(&header, &payload);
             let link = |e: &dyn std::fmt::Display| ForwardError::Link(e.to_string());
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| link(&e))?;
+            let (mut send, mut recv) = streams;
             send.write_all(&frame).await.map_err(|e| link(&e))?;
             send.finish().map_err(|e| link(&e))?;
             let answer = recv.read_to_end(wire::MAX_RESPONSE_BYTES).await.map_err(|e| link(&e))?;

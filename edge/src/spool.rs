@@ -29,6 +29,21 @@
 //!   fsync: losing an ack only means the batch is sent again, which the
 //!   pipeline tolerates (delivery is at least once).
 //! * `lock`: held with an exclusive `flock` while a process has the spool open.
+//! * `seq-reservation`: the sequence high-water mark, 16 bytes
+//!
+//!   ```text
+//!   offset  size  field
+//!        0     4  magic   0x3152_5357 (bytes "WSR1"; format version 1)
+//!        4     8  limit   no sequence number at or above it was ever handed out
+//!       12     4  crc     crc32c over bytes 0..12
+//!   ```
+//!
+//!   Replaced, never modified: the new content goes to `seq-reservation.tmp`,
+//!   which is fsynced and renamed over it, then the directory is fsynced. A
+//!   crash therefore leaves either the old or the new file, whole; a leftover
+//!   `.tmp` is from an interrupted replacement and removed on open. Missing in
+//!   spools written by versions before it; those open as before and get one
+//!   with their first append.
 //!
 //! # Guarantees
 //!
@@ -38,10 +53,20 @@
 //!   dedicated writer thread), so no tokio worker ever blocks on fsync.
 //! * A batch is visible to `pending_after` only once it is durable, so the
 //!   forwarder never sends something a crash could take back.
-//! * Sequence numbers are strictly increasing and never reused for a batch
-//!   that was ever durable, across restarts, even once every segment was
-//!   deleted: the active segment is never deleted and its name records the
-//!   floor. They can have gaps (a failed write burns its numbers).
+//! * Sequence numbers are strictly increasing and never handed out twice,
+//!   across restarts, whatever happened to the segment files. This matters
+//!   beyond the edge: cores drop a batch whose id (`edge_id:seq`) they have
+//!   already seen, so a reused number silently loses the second batch. The
+//!   segments alone cannot guarantee it: a record corrupted on disk after it
+//!   was forwarded ends its segment on recovery, and with it every later
+//!   record, so the highest intact seq can lie below numbers already used.
+//!   Hence the writer reserves numbers in blocks of `seq_block` in the
+//!   `seq-reservation` file, durably before any record carrying one is
+//!   written, and `open` continues at or above the stored limit. That costs
+//!   two fsyncs per block instead of per batch. A damaged reservation file
+//!   makes `open` fail with [`SpoolError::CorruptSeqReservation`] rather than
+//!   guess. The numbers have gaps: a failed write burns its numbers, and a
+//!   restart skips what is left of the current block.
 //! * Disk use (segment files plus appends in flight) stays within `max_bytes`;
 //!   an append that does not fit fails at once with [`SpoolError::Full`].
 //! * [`Spool::open`] recovers from a crash at any point: a torn or corrupt tail
@@ -50,7 +75,8 @@
 //!
 //! Not guaranteed: a record corrupted on disk after it was acknowledged (bit
 //! rot) ends its segment on recovery, so the intact records after it in the
-//! same segment are dropped too, with a warning.
+//! same segment are dropped too, with a warning. Their sequence numbers stay
+//! used (see above).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -75,6 +101,13 @@ const ACK_ENTRY_BYTES: usize = 12;
 const SEGMENT_EXT: &str = "seg";
 const ACK_EXT: &str = "ack";
 const LOCK_FILE: &str = "lock";
+const SEQ_RESERVATION_FILE: &str = "seq-reservation";
+const SEQ_RESERVATION_TMP: &str = "seq-reservation.tmp";
+const SEQ_RESERVATION_MAGIC: u32 = u32::from_le_bytes(*b"WSR1");
+const SEQ_RESERVATION_BYTES: usize = 16;
+/// Largest `seq_block`; far more than any restart rate needs, and it keeps
+/// `u64` sequence space from running out through skipped blocks.
+const MAX_SEQ_BLOCK: u64 = 1 << 32;
 /// How long `open` waits for the directory lock before giving up.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Appends queued for or being written by the writer thread; beyond this,
@@ -96,6 +129,10 @@ const fn default_segment_bytes() -> u64 {
     64 << 20
 }
 
+const fn default_seq_block() -> u64 {
+    1 << 16
+}
+
 /// Spool settings, the `[spool]` section of the edge config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +146,13 @@ pub struct SpoolConfig {
     /// record (header plus batch) the spool accepts. At most `max_bytes / 2`.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Sequence numbers reserved at a time in the `seq-reservation` file
+    /// (default 65536, between 1 and 2^32). Each reservation costs two fsyncs
+    /// that the appends of that group commit wait for, and each restart skips
+    /// what is left of the current block: smaller means more syncs, larger
+    /// means bigger gaps in the sequence.
+    #[serde(default = "default_seq_block")]
+    pub seq_block: u64,
 }
 
 impl SpoolConfig {
@@ -118,6 +162,7 @@ impl SpoolConfig {
             dir: dir.into(),
             max_bytes: default_max_bytes(),
             segment_bytes: default_segment_bytes(),
+            seq_block: default_seq_block(),
         }
     }
 }
@@ -187,6 +232,18 @@ pub enum SpoolError {
         path: PathBuf,
         offset: u64,
     },
+
+    #[error(
+        "spool sequence reservation file {} is damaged ({reason}), so the spool cannot tell \
+         which sequence numbers it already handed out and refuses to open: a reused number \
+         would make core nodes drop a new batch as a duplicate. Check the disk for errors. \
+         Deleting the file lets the spool continue after the highest sequence number found \
+         in its segment files, which is safe unless a segment file was damaged too (the spool \
+         logs a warning when it truncates one); if in doubt, delete it and also give this \
+         edge a new edge_id",
+        path.display()
+    )]
+    CorruptSeqReservation { path: PathBuf, reason: String },
 
     #[error(
         "spool writer thread has stopped; restart the edge node and look in earlier logs for \
@@ -283,12 +340,15 @@ struct Shared {
     dir: PathBuf,
     max_bytes: u64,
     segment_bytes: u64,
+    seq_block: u64,
     cache_budget: u64,
     state: Mutex<State>,
     /// Bumped (to `next_seq`) whenever batches became durable.
     published: watch::Sender<u64>,
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
+    #[cfg(test)]
+    fail_next_seq_reservation: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -311,10 +371,12 @@ struct State {
     reserved: u64,
     pending_bytes: u64,
     cache_bytes: u64,
-    /// Every seq below is durable (pending or acked) or was burned by a failed
-    /// write; none at or above exists yet.
+    /// Every seq below is durable (pending or acked), was burned by a failed
+    /// write or was skipped by a restart; none at or above exists yet.
     next_seq: u64,
     fsyncs: u64,
+    /// Writes of the `seq-reservation` file since open (not in `fsyncs`).
+    seq_reservations: u64,
     appends: u64,
     ack_waiters: HashMap<u64, Vec<oneshot::Sender<()>>>,
 }
@@ -479,11 +541,14 @@ impl Spool {
             dir: dir.clone(),
             max_bytes: config.max_bytes,
             segment_bytes: config.segment_bytes,
+            seq_block: config.seq_block,
             cache_budget,
             state: Mutex::new(recovered.state),
             published,
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_seq_reservation: std::sync::atomic::AtomicBool::new(false),
         });
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
@@ -492,6 +557,7 @@ impl Spool {
             active: recovered.active,
             must_roll: false,
             next_seq: recovered.next_seq,
+            seq_limit: recovered.seq_limit,
             ack_files: HashMap::new(),
             ack_buf: BTreeMap::new(),
         };
@@ -751,6 +817,7 @@ impl Spool {
             dir: shared.dir.clone(),
             max_bytes: shared.max_bytes,
             segment_bytes: shared.segment_bytes,
+            seq_block: shared.seq_block,
         }
     }
 }
@@ -783,6 +850,12 @@ fn validate(config: &SpoolConfig) -> Result<(), SpoolError> {
         return invalid(format!(
             "max_bytes ({}) must be at least twice segment_bytes ({})",
             config.max_bytes, config.segment_bytes
+        ));
+    }
+    if config.seq_block == 0 || config.seq_block > MAX_SEQ_BLOCK {
+        return invalid(format!(
+            "seq_block is {}, it must be between 1 and {MAX_SEQ_BLOCK}",
+            config.seq_block
         ));
     }
     Ok(())
@@ -821,6 +894,8 @@ struct Recovered {
     state: State,
     active: Active,
     next_seq: u64,
+    /// Stored reservation limit; 0 when there was no reservation file.
+    seq_limit: u64,
 }
 
 struct ScannedRecord {
@@ -837,6 +912,8 @@ struct Scan {
 
 fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
     let dir = &config.dir;
+    // First, so a damaged file stops `open` before recovery changes anything.
+    let stored_limit = read_seq_limit(dir)?;
     let mut bases = Vec::new();
     let mut ack_logs = HashSet::new();
     let entries = fs::read_dir(dir).map_err(|e| io_error("listing spool directory", dir, e))?;
@@ -848,7 +925,15 @@ fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
             Some((base, ACK_EXT)) => {
                 ack_logs.insert(base);
             }
-            _ if name == LOCK_FILE => {}
+            _ if name == LOCK_FILE || name == SEQ_RESERVATION_FILE => {}
+            // Left by a crash while replacing the reservation: its limit was
+            // never in force (no seq from it was used), so it carries nothing.
+            _ if name == SEQ_RESERVATION_TMP => {
+                let path = entry.path();
+                if let Err(e) = fs::remove_file(&path) {
+                    warn!(file = %path.display(), error = %e, "could not remove leftover spool file");
+                }
+            }
             _ => warn!(
                 file = %entry.path().display(),
                 "ignoring unexpected file in spool directory"
@@ -868,6 +953,7 @@ fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
         cache_bytes: 0,
         next_seq: 0,
         fsyncs: 0,
+        seq_reservations: 0,
         appends: 0,
         ack_waiters: HashMap::new(),
     };
@@ -918,9 +1004,16 @@ fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
     }
 
     // The last segment name is the floor: it was named after the next seq
-    // when it was created, and the active segment is never deleted.
+    // when it was created, and the active segment is never deleted. Both it
+    // and the highest intact record only bound what the segments still show;
+    // the stored reservation bounds every seq ever handed out, including
+    // those of records lost to corruption. The first two still count for
+    // spools without a reservation file (older versions, or deleted by the
+    // operator after it was damaged).
     let floor = bases.last().copied().unwrap_or(0);
-    let next_seq = highest.map_or(floor, |h| (h + 1).max(floor));
+    let next_seq = highest
+        .map_or(floor, |h| (h + 1).max(floor))
+        .max(stored_limit.unwrap_or(0));
     st.next_seq = next_seq;
 
     let active = match bases.last() {
@@ -982,13 +1075,80 @@ fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
         pending_bytes = st.pending_bytes,
         used_bytes = st.used,
         next_seq,
+        seq_reservation = stored_limit,
         "spool opened"
     );
     Ok(Recovered {
         state: st,
         active,
         next_seq,
+        seq_limit: stored_limit.unwrap_or(0),
     })
+}
+
+fn encode_seq_limit(limit: u64) -> [u8; SEQ_RESERVATION_BYTES] {
+    let mut buf = [0u8; SEQ_RESERVATION_BYTES];
+    buf[..4].copy_from_slice(&SEQ_RESERVATION_MAGIC.to_le_bytes());
+    buf[4..12].copy_from_slice(&limit.to_le_bytes());
+    let crc = crc32c::crc32c(&buf[..12]);
+    buf[12..].copy_from_slice(&crc.to_le_bytes());
+    buf
+}
+
+/// The stored reservation limit, `None` if there is no reservation file.
+fn read_seq_limit(dir: &Path) -> Result<Option<u64>, SpoolError> {
+    let path = dir.join(SEQ_RESERVATION_FILE);
+    let data = match fs::read(&path) {
+        Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("reading", &path, e)),
+    };
+    // The file is only ever replaced whole by a rename after an fsync, so no
+    // crash leaves it partial: any damage here happened on disk, and the
+    // number it held is unknown.
+    let corrupt = |reason: String| {
+        error!(file = %path.display(), reason = %reason, "spool sequence reservation file is damaged");
+        Err(SpoolError::CorruptSeqReservation {
+            path: path.clone(),
+            reason,
+        })
+    };
+    let Ok(buf) = <[u8; SEQ_RESERVATION_BYTES]>::try_from(data.as_slice()) else {
+        return corrupt(format!(
+            "{} bytes long, expected {SEQ_RESERVATION_BYTES}",
+            data.len()
+        ));
+    };
+    let u32_at = |i: usize| u32::from_le_bytes([buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]);
+    if u32_at(0) != SEQ_RESERVATION_MAGIC {
+        return corrupt("bad magic".into());
+    }
+    if u32_at(12) != crc32c::crc32c(&buf[..12]) {
+        return corrupt("checksum mismatch".into());
+    }
+    let mut limit = [0u8; 8];
+    limit.copy_from_slice(&buf[4..12]);
+    Ok(Some(u64::from_le_bytes(limit)))
+}
+
+/// Makes `limit` the stored reservation, durably: when this returns Ok, no
+/// crash can bring back a smaller one. Write, fsync, rename, fsync the
+/// directory, so a crash at any point leaves a whole old or new file.
+fn store_seq_limit(dir: &Path, limit: u64) -> Result<(), SpoolError> {
+    let tmp = dir.join(SEQ_RESERVATION_TMP);
+    let path = dir.join(SEQ_RESERVATION_FILE);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&encode_seq_limit(limit))?;
+            f.sync_all()
+        })
+        .map_err(|e| io_error("writing", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| io_error("renaming into place", &path, e))?;
+    sync_dir(dir)
 }
 
 fn read_acks(path: &Path) -> HashSet<u64> {
@@ -1109,6 +1269,9 @@ struct Writer {
     /// fd whose writeback error was already reported is never trusted again.
     must_roll: bool,
     next_seq: u64,
+    /// Durable in the reservation file: seqs below it may be handed out
+    /// without touching that file again.
+    seq_limit: u64,
     ack_files: HashMap<u64, File>,
     ack_buf: BTreeMap<u64, Vec<u8>>,
 }
@@ -1129,6 +1292,7 @@ struct Batch {
     created: Vec<u64>,
     rolled_away: Vec<u64>,
     fsyncs: u64,
+    seq_reservations: u64,
 }
 
 impl Writer {
@@ -1210,6 +1374,7 @@ impl Writer {
             let mut st = self.shared.lock();
             let st = &mut *st;
             st.fsyncs += batch.fsyncs;
+            st.seq_reservations += batch.seq_reservations;
             for &base in &batch.created {
                 st.segments.insert(
                     base,
@@ -1295,6 +1460,7 @@ impl Writer {
     fn write_batch(&mut self, reqs: &[AppendReq], batch: &mut Batch) -> Result<(), SpoolError> {
         let dir = self.shared.dir.clone();
         let segment_bytes = self.shared.segment_bytes;
+        self.reserve_seqs(reqs.len() as u64, batch)?;
         let mut buf = Vec::new();
         for req in reqs {
             let record_bytes = RECORD_HEADER_BYTES + req.payload.len() as u64;
@@ -1340,6 +1506,40 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes sure the next `count` seqs are covered by the stored reservation
+    /// before any record carrying one is written: the page cache may write a
+    /// record back on its own, long before our fsync, so "before it is
+    /// durable" means before the write. Whole blocks at a time, so the
+    /// two fsyncs this costs are rare; appends arriving meanwhile join the
+    /// next group commit as they do during any fsync.
+    fn reserve_seqs(&mut self, count: u64, batch: &mut Batch) -> Result<(), SpoolError> {
+        if self.next_seq.saturating_add(count) <= self.seq_limit {
+            return Ok(());
+        }
+        let limit = self
+            .next_seq
+            .saturating_add(count.max(self.shared.seq_block));
+        #[cfg(test)]
+        if self
+            .shared
+            .fail_next_seq_reservation
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(io_error(
+                "writing",
+                &self.shared.dir.join(SEQ_RESERVATION_TMP),
+                io::Error::other("injected reservation failure"),
+            ));
+        }
+        // On failure the file may hold the old limit or the new one; either
+        // covers every seq handed out, as none were beyond the old one.
+        store_seq_limit(&self.shared.dir, limit)?;
+        self.seq_limit = limit;
+        batch.seq_reservations += 1;
+        debug!(seq_limit = limit, "spool sequence numbers reserved");
+        Ok(())
+    }
+
     fn flush_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), SpoolError> {
         if buf.is_empty() {
             return Ok(());
@@ -1381,6 +1581,10 @@ impl Writer {
     /// commit, so a record whose append was reported failed does not come
     /// back after a restart, and moves on to a new file for the next commit.
     fn rollback(&mut self, batch: &Batch) {
+        // Nothing written (a failed reservation): the active fd saw no error.
+        if batch.touched.is_empty() {
+            return;
+        }
         self.must_roll = true;
         for &(base, size) in &batch.touched {
             let path = segment_path(&self.shared.dir, base);

@@ -171,6 +171,54 @@ async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
     expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sources_batches_reach_kafka_in_spool_order() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-order"), &certs);
+    // No core yet: the batches pile up in the spool, so the forwarder sends them with
+    // many in flight at once. Large and small batches alternate: a small frame that
+    // arrives complete before the large one opened before it must still wait its turn.
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("order");
+    let n_requests = 48;
+    let mut acknowledged = Vec::new();
+    for request in 0..n_requests {
+        let n = if request % 3 == 0 { 400 } else { 1 };
+        let raws: Vec<String> = (0..n).map(|i| format!("{run}-{request}-{i}-{}", noise((request * 1000 + i) as u64, 300))).collect();
+        let (status, body) = send_lines(&client, &edge, &raws, None).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+        acknowledged.extend(raws);
+    }
+    let _core = core_process(&core_spec, dir.path()).await;
+    let mut records = expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
+
+    records.sort_by_key(|r| (r.partition, r.offset));
+    let partitions: std::collections::BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(partitions.len(), 1, "one source is one key, so one partition");
+    // Every event's (request, index) in log order; a resent batch may repeat, so only the
+    // first time each event appears counts.
+    let mut seen = std::collections::HashSet::new();
+    let mut order = Vec::new();
+    for event in records.iter().flat_map(|r| &r.batch.events) {
+        let mut parts = event.raw.strip_prefix(&format!("{run}-")).expect("an event of this run").split('-');
+        let request: usize = parts.next().unwrap().parse().unwrap();
+        let index: usize = parts.next().unwrap().parse().unwrap();
+        if seen.insert((request, index)) {
+            order.push((request, index));
+        }
+    }
+    let mut sorted = order.clone();
+    sorted.sort();
+    let first_out_of_order = order.windows(2).find(|w| w[0] > w[1]);
+    assert!(first_out_of_order.is_none(), "events out of spool order in Kafka: {first_out_of_order:?}");
+    assert_eq!(order, sorted);
+}
+
 /// Incompressible-ish text so that spool sizes are predictable.
 fn noise(seed: u64, len: usize) -> String {
     let mut x = seed | 1;

@@ -10,12 +10,33 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+/// With `seq_block` 1 every group commit reserves exactly the seqs it uses,
+/// so a reopen continues at exactly the next seq and tests can assert exact
+/// numbers; the reservation tests below set real block sizes.
 fn config(dir: &Path, max_bytes: u64, segment_bytes: u64) -> SpoolConfig {
     SpoolConfig {
         dir: dir.to_path_buf(),
         max_bytes,
         segment_bytes,
+        seq_block: 1,
     }
+}
+
+fn with_seq_block(mut cfg: SpoolConfig, seq_block: u64) -> SpoolConfig {
+    cfg.seq_block = seq_block;
+    cfg
+}
+
+fn reservation_path(dir: &Path) -> PathBuf {
+    dir.join(SEQ_RESERVATION_FILE)
+}
+
+fn stored_seq_limit(dir: &Path) -> Option<u64> {
+    read_seq_limit(dir).unwrap()
+}
+
+fn seq_reservations(spool: &Spool) -> u64 {
+    spool.inner.shared.lock().seq_reservations
 }
 
 /// Distinct, variable-length payloads so a mix-up between records shows.
@@ -704,6 +725,10 @@ fn config_defaults_unknown_fields_and_limits() {
     assert_eq!(cfg, SpoolConfig::new("/var/spool/weir"));
     assert_eq!(cfg.max_bytes, 1 << 30);
     assert_eq!(cfg.segment_bytes, 64 << 20);
+    assert_eq!(cfg.seq_block, 1 << 16);
+    let cfg: SpoolConfig =
+        serde_json::from_str(r#"{"dir": "/var/spool/weir", "seq_block": 1000}"#).unwrap();
+    assert_eq!(cfg.seq_block, 1000);
     let err = serde_json::from_str::<SpoolConfig>(r#"{"dir": "/x", "max_byte": 5}"#).unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
     let err = serde_json::from_str::<SpoolConfig>(r#"{"max_bytes": 5}"#).unwrap_err();
@@ -717,6 +742,21 @@ fn config_defaults_unknown_fields_and_limits() {
             Ok(_) => panic!("({max}, {seg}): expected InvalidConfig, got a spool"),
         }
     }
+    for block in [0, MAX_SEQ_BLOCK + 1] {
+        let cfg = with_seq_block(config(tmp.path(), 1 << 20, 1 << 16), block);
+        match Spool::open(cfg) {
+            Err(SpoolError::InvalidConfig { reason }) => {
+                assert!(reason.contains("seq_block"), "{reason}")
+            }
+            Err(other) => panic!("seq_block {block}: expected InvalidConfig, got {other:?}"),
+            Ok(_) => panic!("seq_block {block}: expected InvalidConfig, got a spool"),
+        }
+    }
+    Spool::open(with_seq_block(
+        config(tmp.path(), 1 << 20, 1 << 16),
+        MAX_SEQ_BLOCK,
+    ))
+    .unwrap();
 }
 
 #[test]
@@ -732,6 +772,272 @@ fn disk_full_errors_map_to_their_own_retryable_variant() {
     assert!(matches!(eio, SpoolError::Io { .. }), "{eio:?}");
 }
 
+/// Offset of the record with `seq` in a segment that holds the records
+/// `payload(base)`, `payload(base + 1)`, ... back to back.
+fn record_offset(base: u64, seq: u64) -> u64 {
+    (base..seq)
+        .map(|i| RECORD_HEADER_BYTES + payload(i).len() as u64)
+        .sum()
+}
+
+/// Bit rot in the last segment drops the damaged record and every later one
+/// on recovery; their seqs may already have been forwarded, so new batches
+/// must get numbers above all of them, not above what survived.
+#[tokio::test]
+async fn corrupt_record_in_the_last_segment_never_lets_its_seqs_be_reused() {
+    // (seq_block, which record of the last segment to damage): its first
+    // record (only the segment name is left to go by) and one in the middle.
+    for (block, victim_index) in [(1, 0), (1, 3), (1 << 16, 3)] {
+        let tmp = TempDir::new().unwrap();
+        let cfg = with_seq_block(config(tmp.path(), 1 << 20, 512), block);
+        let spool = Spool::open(cfg.clone()).unwrap();
+        let handed_out = append_all(&spool, 0..30).await;
+        drop(spool);
+        assert_eq!(handed_out, (0..30).collect::<Vec<_>>());
+        let bases = segment_bases(tmp.path());
+        let last = *bases.last().unwrap();
+        assert!(
+            bases.len() >= 3 && 30 - last >= 6,
+            "test needs several segments and a long last one: {bases:?}"
+        );
+        let victim = last + victim_index;
+        flip_byte(
+            &segment_path(tmp.path(), last),
+            record_offset(last, victim) + RECORD_HEADER_BYTES + 3,
+        );
+
+        let spool = Spool::open(cfg.clone()).unwrap();
+        // Recovery did cut the segment at the damaged record...
+        assert_eq!(
+            seqs(&all_pending(&spool)),
+            (0..victim).collect::<Vec<_>>(),
+            "block {block}, victim {victim}"
+        );
+        // ...but continues above every seq it ever handed out.
+        let max_before = *handed_out.iter().max().unwrap();
+        let new_seq = spool.append(payload(100)).await.unwrap();
+        assert!(
+            new_seq > max_before,
+            "block {block}, victim {victim}: got seq {new_seq} again, earlier batches used up \
+             to {max_before}"
+        );
+        // Exactly the stored limit: the rest of the block is skipped, no more.
+        assert_eq!(new_seq, if block == 1 { 30 } else { block });
+        drop(spool);
+
+        let spool = Spool::open(cfg).unwrap();
+        let pending = all_pending(&spool);
+        assert_eq!(pending.last().map(|b| b.seq), Some(new_seq));
+        assert_eq!(pending.last().unwrap().payload, payload(100));
+        assert!(spool.append(payload(101)).await.unwrap() > new_seq);
+    }
+}
+
+#[tokio::test]
+async fn reservation_survives_many_reopens_and_seqs_keep_increasing() {
+    const BLOCK: u64 = 8;
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let cfg = with_seq_block(config(dir, 1 << 20, 1 << 10), BLOCK);
+    let mut all = Vec::new();
+    let mut skipped = 0;
+    for cycle in 0..25u64 {
+        let spool = Spool::open(cfg.clone()).unwrap();
+        let start = spool.stats().next_seq;
+        // The stored limit, not the last used seq + 1, is where a run starts.
+        assert_eq!(start, stored_seq_limit(dir).unwrap_or(0), "cycle {cycle}");
+        if let Some(&prev) = all.last() {
+            assert!(start > prev, "cycle {cycle}: start {start} <= {prev}");
+            skipped += start - prev - 1;
+        }
+        // 0..=10 batches per run: none, less than, exactly and more than a block.
+        let n = cycle % 11;
+        let got = append_all(&spool, 0..n).await;
+        assert_eq!(got, (start..start + n).collect::<Vec<_>>(), "cycle {cycle}");
+        // One reservation per block used, not one per batch.
+        assert_eq!(seq_reservations(&spool), n.div_ceil(BLOCK), "cycle {cycle}");
+        assert_eq!(
+            stored_seq_limit(dir),
+            Some(start + BLOCK * n.div_ceil(BLOCK)).filter(|_| n > 0 || cycle > 0),
+            "cycle {cycle}"
+        );
+        // Every other run acks everything, so whole segments go away and
+        // only the reservation (and the active segment's name) remain.
+        if cycle % 2 == 1 {
+            for &seq in &got {
+                spool.ack(seq).unwrap();
+            }
+        }
+        all.extend(got);
+    }
+    assert!(
+        all.windows(2).all(|w| w[0] < w[1]),
+        "seqs not strictly increasing: {all:?}"
+    );
+    assert_eq!(all.len(), (0..25u64).map(|c| c % 11).sum::<u64>() as usize);
+    assert!(skipped > 0, "no run ever skipped the rest of a block");
+}
+
+/// The hot path: with the default block, one reservation (two fsyncs)
+/// covers every append until 65536 seqs are used, however they are grouped.
+#[tokio::test]
+async fn default_block_reserves_once_for_many_concurrent_appends() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = SpoolConfig::new(tmp.path());
+    let spool = Spool::open(cfg.clone()).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            append_all(&spool, t * 100..t * 100 + 50).await
+        }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(t.await.unwrap());
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..400).collect::<Vec<_>>());
+    assert_eq!(seq_reservations(&spool), 1);
+    assert_eq!(stored_seq_limit(tmp.path()), Some(1 << 16));
+    drop(spool);
+
+    let spool = Spool::open(cfg).unwrap();
+    assert_eq!(spool.stats().next_seq, 1 << 16);
+    assert_eq!(spool.append(payload(0)).await.unwrap(), 1 << 16);
+    assert_eq!(seq_reservations(&spool), 1);
+    assert_eq!(stored_seq_limit(tmp.path()), Some(2 << 16));
+}
+
+/// A damaged reservation file means the spool no longer knows which seqs it
+/// used; it must refuse to open, loudly, and leave the file for inspection.
+#[tokio::test]
+async fn damaged_reservation_file_refuses_open_until_restored_or_removed() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let cfg = with_seq_block(config(dir, 1 << 20, 1 << 16), 100);
+    {
+        let spool = Spool::open(cfg.clone()).unwrap();
+        assert_eq!(append_all(&spool, 0..5).await, vec![0, 1, 2, 3, 4]);
+    }
+    let path = reservation_path(dir);
+    let good = fs::read(&path).unwrap();
+    assert_eq!(good, encode_seq_limit(100));
+    let flipped = |i: usize| {
+        let mut b = good.clone();
+        b[i] ^= 0x40;
+        b
+    };
+    let damaged: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("bit flip in the limit", flipped(5), "checksum mismatch"),
+        ("bit flip in the checksum", flipped(13), "checksum mismatch"),
+        ("bit flip in the magic", flipped(0), "bad magic"),
+        ("cut short", good[..7].to_vec(), "7 bytes long"),
+        ("empty", Vec::new(), "0 bytes long"),
+        ("too long", [&good[..], &[0u8; 4]].concat(), "20 bytes long"),
+    ];
+    let segment = segment_path(dir, 0);
+    let segment_before = fs::read(&segment).unwrap();
+    for (what, bytes, reason_part) in damaged {
+        fs::write(&path, &bytes).unwrap();
+        let err = match Spool::open(cfg.clone()) {
+            Err(e) => e,
+            Ok(spool) => panic!("{what}: opened anyway, next seq {}", spool.stats().next_seq),
+        };
+        let SpoolError::CorruptSeqReservation {
+            path: err_path,
+            reason,
+        } = &err
+        else {
+            panic!("{what}: expected CorruptSeqReservation, got {err:?}");
+        };
+        assert_eq!(err_path, &path, "{what}");
+        assert!(reason.contains(reason_part), "{what}: {reason}");
+        assert!(!err.is_retryable(), "{what}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{what}: {msg}");
+        assert!(msg.contains("edge_id"), "{what}: {msg}");
+        // Refused before touching anything.
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{what}");
+        assert_eq!(fs::read(&segment).unwrap(), segment_before, "{what}");
+    }
+
+    // Restored from a backup: back to normal.
+    fs::write(&path, &good).unwrap();
+    {
+        let spool = Spool::open(cfg.clone()).unwrap();
+        assert_eq!(spool.stats().next_seq, 100);
+        assert_eq!(seqs(&all_pending(&spool)), vec![0, 1, 2, 3, 4]);
+    }
+
+    // Removed, as the error suggests (and like a spool of an older version):
+    // the segments decide again, and the first append writes a new file.
+    fs::remove_file(&path).unwrap();
+    let spool = Spool::open(cfg).unwrap();
+    assert_eq!(spool.stats().next_seq, 5);
+    assert_eq!(stored_seq_limit(dir), None);
+    assert_eq!(spool.append(payload(5)).await.unwrap(), 5);
+    assert_eq!(stored_seq_limit(dir), Some(105));
+}
+
+#[tokio::test]
+async fn leftover_reservation_tmp_file_is_ignored_and_removed() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let cfg = with_seq_block(config(dir, 1 << 20, 1 << 16), 10);
+    {
+        let spool = Spool::open(cfg.clone()).unwrap();
+        append_all(&spool, 0..3).await;
+    }
+    // A crash between writing the new content and the rename leaves this;
+    // its limit was never in force, so it must not count in either direction.
+    let tmp_path = dir.join(SEQ_RESERVATION_TMP);
+    fs::write(&tmp_path, encode_seq_limit(5_000)).unwrap();
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert!(!tmp_path.exists());
+    assert_eq!(spool.stats().next_seq, 10);
+    assert_eq!(spool.append(payload(3)).await.unwrap(), 10);
+    drop(spool);
+    fs::write(&tmp_path, b"garbage").unwrap();
+    let spool = Spool::open(cfg).unwrap();
+    assert!(!tmp_path.exists());
+    assert_eq!(spool.stats().next_seq, 20);
+}
+
+#[tokio::test]
+async fn failed_reservation_write_rejects_the_appends_and_burns_no_seq() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let cfg = with_seq_block(config(dir, 1 << 20, 1 << 16), 4);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert_eq!(append_all(&spool, 0..4).await, vec![0, 1, 2, 3]);
+    assert_eq!(stored_seq_limit(dir), Some(4));
+    let before = spool.stats();
+
+    spool
+        .inner
+        .shared
+        .fail_next_seq_reservation
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = spool.append(payload(100)).await.unwrap_err();
+    assert!(matches!(err, SpoolError::Io { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    let after = spool.stats();
+    assert_eq!(after.next_seq, 4, "nothing was written, no seq burned");
+    assert_eq!(after.used_bytes, before.used_bytes);
+    assert_eq!(after.pending_batches, 4);
+    assert_eq!(stored_seq_limit(dir), Some(4));
+
+    assert_eq!(spool.append(payload(4)).await.unwrap(), 4);
+    assert_eq!(stored_seq_limit(dir), Some(8));
+    // No segment roll either: the active file saw no failed write.
+    assert_eq!(segment_bases(dir), vec![0]);
+    drop(spool);
+    let spool = Spool::open(cfg).unwrap();
+    assert_eq!(seqs(&all_pending(&spool)), vec![0, 1, 2, 3, 4]);
+    assert_eq!(spool.stats().next_seq, 8);
+}
+
 const CRASH_DIR_ENV: &str = "WEIR_SPOOL_CRASH_DIR";
 const CRASH_ROUND_ENV: &str = "WEIR_SPOOL_CRASH_ROUND";
 const CRASH_AFTER: usize = 300;
@@ -745,8 +1051,10 @@ fn crash_payload(round: u64, task: u64, i: u64) -> Bytes {
     Bytes::from(p)
 }
 
+/// A small block so a crash can land while the reservation is replaced and
+/// each round starts with a skip to the stored limit.
 fn crash_config(dir: &Path) -> SpoolConfig {
-    config(dir, 256 << 20, 256 << 10)
+    with_seq_block(config(dir, 256 << 20, 256 << 10), 16)
 }
 
 /// Child side: appends from several tasks, prints each append that returned
@@ -805,6 +1113,7 @@ fn kill9_mid_stream_keeps_every_append_that_returned_ok() {
     let mut all_acked: BTreeMap<u64, Bytes> = BTreeMap::new();
     let mut max_seq_seen = 0;
     for round in 0..3u64 {
+        let max_before_round = all_acked.keys().next_back().copied();
         let out = Command::new(&exe)
             .args([
                 "spool::tests::kill9_mid_stream_keeps_every_append_that_returned_ok",
@@ -840,6 +1149,10 @@ fn kill9_mid_stream_keeps_every_append_that_returned_ok() {
                 continue;
             };
             assert_eq!(r, round);
+            assert!(
+                max_before_round.is_none_or(|m| seq > m),
+                "round {round}: seq {seq} not above the earlier rounds' {max_before_round:?}"
+            );
             let prev = all_acked.insert(seq, crash_payload(r, task, i));
             assert!(prev.is_none(), "seq {seq} was handed out twice");
             acked_this_round += 1;
@@ -870,6 +1183,7 @@ fn kill9_mid_stream_keeps_every_append_that_returned_ok() {
             }
         }
         assert!(spool.stats().next_seq > max_seq_seen);
+        assert!(!tmp.path().join(SEQ_RESERVATION_TMP).exists());
         // Adopt the unreported-but-durable ones too, so later rounds check them.
         for (seq, p) in pending {
             all_acked.entry(seq).or_insert(p);
