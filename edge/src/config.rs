@@ -2,7 +2,7 @@
 //! `deploy/edge.example.toml` for every key with its default.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use weir_http_ingest::{AckMode, HttpIngestConfig};
@@ -65,6 +65,10 @@ pub struct ForwardConfig {
     pub backoff_initial_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Where batches a core refused as unacceptable go (see `dead_letter`); default
+    /// `<spool.dir>/dead-letter`.
+    #[serde(default)]
+    pub dead_letter_dir: Option<PathBuf>,
 }
 
 fn default_edge_id() -> String {
@@ -101,6 +105,10 @@ fn default_backoff_max_ms() -> u64 {
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
         weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])
+    }
+
+    pub fn dead_letter_dir(&self) -> PathBuf {
+        self.forward.dead_letter_dir.clone().unwrap_or_else(|| self.spool.dir.join(crate::spool::DEAD_LETTER_DIR))
     }
 }
 

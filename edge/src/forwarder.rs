@@ -7,7 +7,8 @@
 //! core) ends the session: every batch not acknowledged stays pending, and the next
 //! session, on the next core in the list, starts again from the oldest. Delivery is
 //! therefore at least once; the batch id (edge id + sequence) lets the digest drop a copy
-//! Kafka already holds.
+//! Kafka already holds. A batch a core refuses as unacceptable (not retryable) is moved to
+//! the [`DeadLetters`] directory and then removed from the spool.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::wire::{self, BatchId, ErrorCode, PROTOCOL_VERSION, RequestHeader, Response};
 
 use crate::config::ForwardConfig;
+use crate::dead_letter::{DeadLetters, Refusal};
 use crate::ingest::decode_spooled;
 use crate::spool::{Spool, SpooledBatch};
 
@@ -42,6 +44,7 @@ pub struct Forwarder {
     pub spool: Spool,
     pub config: ForwardConfig,
     pub edge_id: String,
+    pub dead_letters: DeadLetters,
 }
 
 impl Forwarder {
@@ -117,14 +120,16 @@ impl Forwarder {
         let connection = self.connect(addr).await.map_err(|e| (0, e))?;
         tracing::info!(core = %addr, "connected to core");
         let mut n_acked = 0u64;
-        let result = self.pump(&connection, &mut n_acked).await;
+        let result = self.pump(addr, &connection, &mut n_acked).await;
         connection.close(0u32.into(), b"session over");
         result.map(|()| n_acked).map_err(|e| (n_acked, e))
     }
 
-    async fn pump(&self, connection: &quinn::Connection, n_acked: &mut u64) -> Result<(), ForwardError> {
+    async fn pump(&self, addr: &str, connection: &quinn::Connection, n_acked: &mut u64) -> Result<(), ForwardError> {
         let max_in_flight = self.config.max_in_flight.max(1);
         let mut in_flight = FuturesUnordered::new();
+        // The spooled bytes of the batches in flight, for the dead-letter directory.
+        let mut payloads = std::collections::HashMap::new();
         let mut cursor: Option<u64> = None;
         loop {
             if in_flight.len() < max_in_flight {
@@ -135,20 +140,20 @@ impl Forwarder {
                     // send futures (which run in any order): the core hands batches to
                     // Kafka in the order their streams were opened.
                     let streams = connection.open_bi().await.map_err(|e| ForwardError::Link(e.to_string()))?;
+                    payloads.insert(batch.seq, batch.payload.clone());
                     in_flight.push(self.send(streams, batch));
                 }
             }
             tokio::select! {
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
                     Ok(seq) => {
+                        payloads.remove(&seq);
                         self.spool.ack(seq)?;
                         *n_acked += 1;
                     }
                     Err(ForwardError::Refused { seq, code, message }) if !code.is_retryable() => {
-                        // This batch can never be accepted by any core. It stays in the
-                        // spool (it was acknowledged to a client, so it is not ours to
-                        // drop) and is retried on the next session.
-                        tracing::error!(seq, ?code, %message, "core refused a spooled batch; it stays in the spool");
+                        let spooled = payloads.remove(&seq).expect("a refused batch was in flight");
+                        self.dead_letter(addr, seq, code, message, spooled).await?;
                     }
                     Err(error) => return Err(error),
                 },
@@ -161,6 +166,35 @@ impl Forwarder {
                 }
             }
         }
+    }
+
+    /// Moves a batch a core refused as unacceptable to the dead-letter directory, then out
+    /// of the spool. If it cannot be written there, it stays in the spool and is sent
+    /// again on the next session.
+    async fn dead_letter(&self, addr: &str, seq: u64, code: ErrorCode, message: String, spooled: bytes::Bytes) -> Result<(), ForwardError> {
+        let batch_id = BatchId { edge_id: self.edge_id.clone(), seq };
+        let refusal = Refusal {
+            batch_id: batch_id.to_string(),
+            core: addr.to_owned(),
+            code,
+            message: message.clone(),
+            refused_at_ms: weir_proto::event::now_ms(),
+            n_events: decode_spooled(&spooled).map_or(0, |(n, _)| n),
+        };
+        let letters = self.dead_letters.clone();
+        let stored = tokio::task::spawn_blocking(move || letters.store(&batch_id, &spooled, refusal))
+            .await
+            .unwrap_or_else(|join| panic!("dead-letter task panicked: {join}"));
+        match stored {
+            Ok(path) => {
+                tracing::error!(seq, ?code, %message, file = %path.display(), "core refused a spooled batch as unacceptable; moved it to the dead-letter directory");
+                self.spool.ack(seq)?;
+            }
+            Err(error) => {
+                tracing::error!(seq, ?code, %message, %error, "core refused a spooled batch and it could not be dead-lettered; it stays in the spool");
+            }
+        }
+        Ok(())
     }
 
     /// Sends one batch on its own (already opened) stream and waits for the core's answer.

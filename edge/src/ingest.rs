@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
 use weir_proto::wire;
 
+use crate::dead_letter::DeadLetters;
 use crate::spool::{Spool, SpoolError};
 
 /// A spooled batch: `u64 BE n_events | wire payload (zstd JSON)`. The event count travels
@@ -29,6 +30,9 @@ pub fn decode_spooled(spooled: &Bytes) -> Option<(u64, Bytes)> {
 
 pub struct SpoolSink {
     pub spool: Spool,
+    /// In `core` ack mode, a batch a core refused is acked in the spool once it is
+    /// dead-lettered; the waiting client must hear that, not a success.
+    pub dead_letters: DeadLetters,
     pub default_ack_mode: AckMode,
     pub core_ack_timeout: Duration,
 }
@@ -36,6 +40,7 @@ pub struct SpoolSink {
 impl IngestSink for SpoolSink {
     fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
         let spool = self.spool.clone();
+        let dead_letters = self.dead_letters.clone();
         let mode = request.ack_mode.unwrap_or(self.default_ack_mode);
         let core_ack_timeout = self.core_ack_timeout;
         async move {
@@ -56,6 +61,22 @@ impl IngestSink for SpoolSink {
                         core_ack_timeout.as_millis()
                     ),
                     retry_after: Duration::from_secs(5),
+                });
+            }
+            if mode == AckMode::Core
+                && let Some(refusal) = dead_letters.refusal(seq)
+            {
+                let message = format!(
+                    "a core refused these events ({:?}: {}); they are kept in the edge's dead-letter directory {} \
+                     as batch {}; do not resend them, fix the cause and requeue them with `weir-edge dead-letter requeue`",
+                    refusal.code,
+                    refusal.message,
+                    dead_letters.dir().display(),
+                    refusal.batch_id
+                );
+                return Err(match refusal.code {
+                    wire::ErrorCode::TooLarge => IngestError::TooLarge(message),
+                    _ => IngestError::Internal(message),
                 });
             }
             Ok(())

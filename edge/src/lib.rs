@@ -6,6 +6,7 @@
 //! AWS SDK; it shares only `weir-proto` and `weir-http-ingest` with the core.
 
 pub mod config;
+pub mod dead_letter;
 pub mod forwarder;
 pub mod ingest;
 pub mod spool;
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EdgeConfig;
+use crate::dead_letter::DeadLetters;
 use crate::forwarder::Forwarder;
 use crate::ingest::SpoolSink;
 use crate::spool::{Spool, SpoolError};
@@ -34,6 +36,30 @@ pub enum EdgeError {
     Spool(#[from] SpoolError),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    DeadLetter(#[from] dead_letter::DeadLetterError),
+}
+
+/// Appends every dead letter to the spool again and removes it from the dead-letter
+/// directory; returns how many. The edge must not be running: opening the spool takes its
+/// lock. A letter is removed only after the spool made it durable, so a crash in between
+/// requeues it twice at worst.
+pub async fn requeue_dead_letters(config: &EdgeConfig) -> Result<usize, EdgeError> {
+    let letters = DeadLetters::new(config.dead_letter_dir());
+    let found = letters.list()?;
+    if found.is_empty() {
+        return Ok(0);
+    }
+    let spool = {
+        let spool_config = config.spool.clone();
+        tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")?
+    };
+    for letter in &found {
+        let seq = spool.append(DeadLetters::spooled(letter)?).await?;
+        DeadLetters::remove(letter)?;
+        tracing::info!(batch_id = %letter.refusal.batch_id, new_seq = seq, "requeued dead letter");
+    }
+    Ok(found.len())
 }
 
 pub struct RunningEdge {
@@ -77,8 +103,10 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         "edge started"
     );
 
+    let dead_letters = DeadLetters::new(config.dead_letter_dir());
     let sink = Arc::new(SpoolSink {
         spool: spool.clone(),
+        dead_letters: dead_letters.clone(),
         default_ack_mode: config.ack_mode,
         core_ack_timeout: Duration::from_millis(config.core_ack_timeout_ms),
     });
@@ -88,6 +116,7 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         spool: spool.clone(),
         config: config.forward.clone(),
         edge_id: config.edge_id.clone(),
+        dead_letters,
     };
     let task = tokio::spawn(async move {
         let forwarding = tokio::spawn(forwarder.run(shutdown.clone()));

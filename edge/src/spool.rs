@@ -101,6 +101,9 @@ const ACK_ENTRY_BYTES: usize = 12;
 const SEGMENT_EXT: &str = "seg";
 const ACK_EXT: &str = "ack";
 const LOCK_FILE: &str = "lock";
+/// The forwarder's dead-letter directory (`crate::dead_letter`) lives here by default;
+/// the spool leaves it alone.
+pub const DEAD_LETTER_DIR: &str = "dead-letter";
 const SEQ_RESERVATION_FILE: &str = "seq-reservation";
 const SEQ_RESERVATION_TMP: &str = "seq-reservation.tmp";
 const SEQ_RESERVATION_MAGIC: u32 = u32::from_le_bytes(*b"WSR1");
@@ -925,7 +928,7 @@ fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
             Some((base, ACK_EXT)) => {
                 ack_logs.insert(base);
             }
-            _ if name == LOCK_FILE || name == SEQ_RESERVATION_FILE => {}
+            _ if name == LOCK_FILE || name == SEQ_RESERVATION_FILE || name == DEAD_LETTER_DIR => {}
             // Left by a crash while replacing the reservation: its limit was
             // never in force (no seq from it was used), so it carries nothing.
             _ if name == SEQ_RESERVATION_TMP => {

@@ -19,6 +19,8 @@ pub struct CoreSpec {
     pub topic: String,
     pub certs: PathBuf,
     pub ack_timeout_ms: u64,
+    /// Largest decompressed batch accepted from an edge (`quic.max_batch_bytes`).
+    pub max_batch_bytes: usize,
 }
 
 impl CoreSpec {
@@ -31,6 +33,7 @@ impl CoreSpec {
             topic: topic.into(),
             certs: certs.to_owned(),
             ack_timeout_ms: 5_000,
+            max_batch_bytes: 64 << 20,
         }
     }
 
@@ -54,6 +57,7 @@ tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
 [quic]
 listen = "127.0.0.1:{quic_port}"
 tls = {{ cert = "{certs}/{node_id}.pem", key = "{certs}/{node_id}.key", ca = "{certs}/ca.pem" }}
+max_batch_bytes = {max_batch_bytes}
 
 [kafka]
 bootstrap_servers = "{bootstrap}"
@@ -67,6 +71,7 @@ ack_timeout_ms = {ack_timeout_ms}
             bootstrap = self.bootstrap,
             topic = self.topic,
             ack_timeout_ms = self.ack_timeout_ms,
+            max_batch_bytes = self.max_batch_bytes,
         )
     }
 

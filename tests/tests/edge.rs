@@ -3,6 +3,7 @@
 //! of edges (I8).
 
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +218,73 @@ async fn one_sources_batches_reach_kafka_in_spool_order() {
     let first_out_of_order = order.windows(2).find(|w| w[0] > w[1]);
     assert!(first_out_of_order.is_none(), "events out of spool order in Kafka: {first_out_of_order:?}");
     assert_eq!(order, sorted);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    // This core takes batches of at most 64 KiB; the edge accepts requests up to 1 MiB.
+    let mut core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-dead"), &certs);
+    core_spec.max_batch_bytes = 64 * 1024;
+    let mut core = core_process(&core_spec, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let mut edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("dead");
+
+    let before = vec![format!("{run}-before")];
+    let (status, body) = send_lines(&client, &edge, &before, None).await;
+    assert_eq!(status, 200, "{body}");
+    let big: Vec<String> = (0..300).map(|i| format!("{run}-big-{i}-{}", noise(i, 300))).collect();
+    let (status, body) = send_lines(&client, &edge, &big, Some("core")).await;
+    assert_eq!(status, 413, "a client waiting for the core hears of the refusal: {body}");
+    assert!(body.contains("dead-letter") && body.contains("requeue"), "{body}");
+    let after = vec![format!("{run}-after")];
+    let (status, body) = send_lines(&client, &edge, &after, Some("core")).await;
+    assert_eq!(status, 200, "the refused batch does not block the ones after it: {body}");
+
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, [before.clone(), after.clone()].concat()).await;
+    let counts = kafka::raw_counts(&records);
+    assert!(big.iter().all(|raw| !counts.contains_key(raw)), "the refused batch is not in Kafka");
+    assert!(edge.log_tail().contains("moved it to the dead-letter directory"), "{}", edge.log_tail());
+
+    let edge_config = dir.path().join("edge-1.toml");
+    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &edge_config);
+    assert!(list.contains("edge-1:") && list.contains("TooLarge") && list.contains("1 dead letters"), "{list}");
+    let letters = edge_spec.spool_dir.join("dead-letter");
+    let json = std::fs::read_dir(&letters).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let shown = std::fs::read_to_string(&json).unwrap();
+    assert!(shown.contains(&big[299]), "the letter shows its events: {}", json.display());
+
+    // The operator raises the core's limit, requeues with the edge stopped, restarts it.
+    let requeue_while_running = Command::new(weir_tests::nodes::binary("weir-edge"))
+        .args(["dead-letter", "requeue", "--config"])
+        .arg(&edge_config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&requeue_while_running.stderr);
+    assert!(!requeue_while_running.status.success() && stderr.contains("in use by another process"), "{stderr}");
+    edge.kill9();
+    core.kill9();
+    core_spec.max_batch_bytes = 64 << 20;
+    let _core = core_process(&core_spec, dir.path()).await;
+    let requeued = weir_edge_cli(&["dead-letter", "requeue", "--config"], &edge_config);
+    assert!(requeued.contains("requeued 1 dead letters"), "{requeued}");
+    let _edge = edge_process(&edge_spec, dir.path()).await;
+    expect_in_kafka(&bootstrap, &core_spec.topic, [before, big, after].concat()).await;
+    let left = std::fs::read_dir(&letters).unwrap().count();
+    assert_eq!(left, 0, "a requeued letter leaves the dead-letter directory");
+}
+
+/// Runs `weir-edge ARGS CONFIG`, which must succeed; returns stdout and stderr.
+fn weir_edge_cli(args: &[&str], config: &Path) -> String {
+    let output = Command::new(weir_tests::nodes::binary("weir-edge")).args(args).arg(config).env("WEIR_LOG", "info").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "weir-edge {args:?} failed:\n{text}");
+    text
 }
 
 /// Incompressible-ish text so that spool sizes are predictable.
