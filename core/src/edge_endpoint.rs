@@ -125,7 +125,7 @@ impl EdgeEndpoint {
             Ok(json) => json,
             Err(e) => return error(ErrorCode::TooLarge, e.to_string()),
         };
-        let (records, n_events) = match self.records(&json) {
+        let (records, n_events) = match self.records(bytes::Bytes::from(json)) {
             Ok(decoded) => decoded,
             Err(response) => return response,
         };
@@ -153,14 +153,14 @@ impl EdgeEndpoint {
     /// The Kafka records of a decompressed payload and its event count. A batch that fits
     /// one record is published as the edge encoded it; only an oversized one is decoded
     /// and split.
-    fn records(&self, json: &[u8]) -> Result<(Vec<Record>, u64), Response> {
-        let batches = wire::split_payload(json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+    fn records(&self, json: bytes::Bytes) -> Result<(Vec<Record>, u64), Response> {
+        let batches = wire::split_payload(&json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
         let mut records = Vec::with_capacity(batches.len());
         let mut n_events = 0;
         for batch in batches {
             n_events += batch.n_events;
             if batch.json.len() <= self.publisher.max_record_bytes() {
-                records.push(Record { key: batch.source_key(), payload: batch.json.as_bytes().to_vec() });
+                records.push(Record { key: batch.source_key(), payload: json.slice_ref(batch.json.as_bytes()) });
             } else {
                 let decoded = serde_json::from_str(batch.json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
                 self.publisher.encode(decoded, &mut records).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;

@@ -41,7 +41,9 @@ pub enum PublishError {
 /// One Kafka record to be: the source key and the JSON of an [`EventBatch`].
 pub struct Record {
     pub key: String,
-    pub payload: Vec<u8>,
+    /// Often a slice of a larger buffer (an edge's decompressed payload): librdkafka
+    /// copies it at enqueue anyway.
+    pub payload: bytes::Bytes,
 }
 
 /// Counts down the outstanding delivery reports of one request.
@@ -130,7 +132,7 @@ impl Publisher {
     pub fn encode(&self, batch: EventBatch, records: &mut Vec<Record>) -> Result<(), PublishError> {
         let key = batch.source_key();
         for part in batch.split_by_size(self.max_record_bytes) {
-            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)? });
+            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)?.into() });
         }
         Ok(())
     }
@@ -174,7 +176,7 @@ impl Publisher {
         });
         let header_value = batch_id.map(|id| id.to_string());
         for (i, Record { key, payload }) in records.iter().enumerate() {
-            let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload);
+            let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload.as_ref());
             if let Some(value) = &header_value {
                 record = record.headers(OwnedHeaders::new().insert(Header { key: BATCH_ID_HEADER, value: Some(value) }));
             }

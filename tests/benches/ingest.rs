@@ -12,7 +12,9 @@
 //! Environment: WEIR_BENCH_KAFKA=host:port (else a broker is started under
 //! target/bench-kafka), WEIR_BENCH_EVENTS (default 400000), WEIR_BENCH_BATCH (events per
 //! request, default 500), WEIR_BENCH_CONCURRENCY (requests in flight, default 16),
-//! WEIR_BENCH_EVENT_BYTES (default 200), WEIR_BENCH_ROUNDS (interleaved rounds, default 5).
+//! WEIR_BENCH_EVENT_BYTES (default 200), WEIR_BENCH_ROUNDS (interleaved rounds, default 5),
+//! WEIR_BENCH_PROFILE=c|c-spool (only path (c), or the edge acking after its own fsync;
+//! e.g. under `perf record`; prints no ratios).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -251,6 +253,16 @@ fn main() {
         // Interleaved rounds, so that a slow moment of this shared machine hits every path
         // alike; each path is reported by its median round.
         let rounds = env("WEIR_BENCH_ROUNDS", 5);
+        // One path alone, e.g. under `perf record`: `c`, or `c-spool` (the edge answering
+        // after its own fsync, to split (c)'s latency into edge and forwarding).
+        if let Ok(path) = std::env::var("WEIR_BENCH_PROFILE") {
+            for round in 1..=rounds {
+                let c = http_clients(edge_base.clone(), path == "c", &settings).await;
+                println!("round {round}: {}", c.line(&format!("({path}) edge")));
+            }
+            shutdown.cancel();
+            return;
+        }
         let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
             a.push(baseline(&bootstrap, &topic_a, &settings).await);
