@@ -86,16 +86,32 @@ async fn every_endpoint_publishes_to_kafka_before_answering() {
         let text = response.text().await.unwrap();
         assert_eq!(status, 200, "{path}: {text}");
     }
+    // HEC shippers often gzip their bodies.
+    let gzipped = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(format!("{}\n", ev("hecgzip")).as_bytes()).unwrap();
+        encoder.finish().unwrap()
+    };
+    let response = client
+        .post(format!("{}/services/collector/raw", core.base))
+        .header("authorization", format!("Splunk {TOKEN}"))
+        .header("content-encoding", "gzip")
+        .body(gzipped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "gzip: {}", response.text().await.unwrap());
 
     let expected: Vec<String> =
-        ["structured-1", "structured-2", "unstructured-1", "unstructured-2", "raw", "hec-1", "hecraw-1", "hecraw-2"]
+        ["structured-1", "structured-2", "unstructured-1", "unstructured-2", "raw", "hec-1", "hecraw-1", "hecraw-2", "hecgzip"]
             .iter()
             .map(|n| ev(n))
             .collect();
     let topic = spec.topic.clone();
     let records = tokio::task::spawn_blocking(move || {
         kafka::consume_until(&bootstrap, &topic, Duration::from_secs(30), |records| {
-            kafka::raw_counts(records).len() >= 9
+            kafka::raw_counts(records).len() >= 10
         })
     })
     .await
