@@ -95,6 +95,11 @@ pub struct HttpIngestConfig {
     /// Largest accepted request body; larger ones get 413.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Ingest requests handled at once; more get 429 with Retry-After. Each holds up to
+    /// `max_body_bytes` (after gzip inflation) in memory, so this bounds the node's memory
+    /// under a burst instead of letting it swap or be killed.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
 }
@@ -103,9 +108,17 @@ fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
 }
 
+fn default_max_concurrent_requests() -> usize {
+    128
+}
+
 impl Default for HttpIngestConfig {
     fn default() -> Self {
-        HttpIngestConfig { max_body_bytes: default_max_body_bytes(), tokens: Vec::new() }
+        HttpIngestConfig {
+            max_body_bytes: default_max_body_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -114,12 +127,18 @@ struct ApiState {
     sink: Arc<dyn IngestSink>,
     tokens: Arc<HashMap<String, TokenConfig>>,
     max_body_bytes: usize,
+    in_progress: Arc<tokio::sync::Semaphore>,
 }
 
 /// The ingest API over `sink`.
 pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
     let tokens = config.tokens.iter().map(|t| (t.token.clone(), t.clone())).collect();
-    let state = ApiState { sink, tokens: Arc::new(tokens), max_body_bytes: config.max_body_bytes };
+    let state = ApiState {
+        sink,
+        tokens: Arc::new(tokens),
+        max_body_bytes: config.max_body_bytes,
+        in_progress: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
+    };
     Router::new()
         .route("/api/v1/ingest/humio-structured", post(humio_structured))
         .route("/api/v1/ingest/humio-unstructured", post(humio_unstructured))
@@ -188,6 +207,17 @@ async fn handle(
     let token = match authenticate(&state, &headers) {
         Ok(token) => token,
         Err(response) => return response(flavor),
+    };
+    // Held until the answer: bounds the bodies in memory at once.
+    let Ok(_permit) = state.in_progress.clone().try_acquire_owned() else {
+        return error(
+            flavor,
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many ingest requests in progress on this node",
+            "retry after Retry-After seconds, send fewer requests at once, or spread them over more nodes",
+            9,
+            Some(Duration::from_secs(1)),
+        );
     };
     let ack_mode = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
         None => None,
@@ -438,6 +468,7 @@ mod tests {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1024,
+            max_concurrent_requests: 8,
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: Some("p".into()) }],
         };
         let app = router(&config, sink.clone());
@@ -486,6 +517,7 @@ mod tests {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1024,
+            max_concurrent_requests: 8,
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
         };
         let request = Request::post("/services/collector/raw")
@@ -529,6 +561,63 @@ mod tests {
         let (status, body, _) = call_encoded("br", b"x".to_vec()).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
         assert!(body.to_string().contains("gzip"), "the hint names what works: {body}");
+    }
+
+    /// Holds every request until the gate opens; counts the requests inside.
+    struct GateSink(Arc<tokio::sync::Semaphore>, Arc<std::sync::atomic::AtomicUsize>);
+
+    impl IngestSink for GateSink {
+        fn ingest(&self, _request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+            let (gate, inside) = (self.0.clone(), self.1.clone());
+            inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                let _ = gate.acquire().await;
+                Ok(())
+            }
+            .boxed()
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_concurrency_limit_get_429_then_pass_again() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let config = HttpIngestConfig {
+            max_concurrent_requests: 2,
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        let app = router(&config, Arc::new(GateSink(gate.clone(), inside.clone())));
+        let send = |app: Router| async move {
+            let request = Request::post("/api/v1/ingest/raw").header("authorization", "Bearer t").body(Body::from("x")).unwrap();
+            app.oneshot(request).await.unwrap()
+        };
+        let held: Vec<_> = (0..2).map(|_| tokio::spawn(send(app.clone()))).collect();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while inside.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("both held requests reach the sink");
+        // Without the limit the third request would wait in the sink: bounded, so it fails.
+        let refused = tokio::time::timeout(Duration::from_secs(5), send(app.clone()))
+            .await
+            .ok()
+            .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS);
+        let refused = refused.expect("a third request while two are held gets 429");
+        assert_eq!(refused.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        let body = to_bytes(refused.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("in progress"), "{}", String::from_utf8_lossy(&body));
+
+        gate.add_permits(100);
+        for request in held {
+            assert_eq!(request.await.unwrap().status(), StatusCode::OK);
+        }
+        assert_eq!(send(app.clone()).await.status(), StatusCode::OK, "permits come back");
     }
 
     #[tokio::test]
