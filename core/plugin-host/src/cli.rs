@@ -3,7 +3,7 @@
 //! included) and a summary on stderr. Owns that output format; the clap
 //! wiring lives in the core binary. It must never stop on a bad line.
 
-use crate::bindings::RawEvent;
+use crate::event::RawEvent;
 use crate::config::{ParsersConfig, PluginConfig};
 use crate::error::Error;
 use crate::registry::ParserRegistry;
@@ -81,6 +81,7 @@ pub fn plugin_test(
         elapsed: Duration::ZERO,
     };
     let mut batch = Vec::with_capacity(BATCH);
+    let mut batch_time = 0;
     let mut lines = input.lines();
     loop {
         let line = lines.next().transpose()?;
@@ -88,7 +89,12 @@ pub fn plugin_test(
             let line = line.trim_end_matches('\r');
             if !line.trim().is_empty() {
                 summary.lines += 1;
-                batch.push(RawEvent::new(line, "plugin-test", now_ns()));
+                // One ingest time per batch: events sharing it go to the
+                // plugin in one call (the contract's `batch-context`).
+                if batch.is_empty() {
+                    batch_time = now_ns();
+                }
+                batch.push(RawEvent::new(line, "plugin-test", batch_time));
             }
         }
         if batch.len() == BATCH || (line.is_none() && !batch.is_empty()) {

@@ -1,9 +1,77 @@
 //! What the registry hands back: an [`Event`] per parsed event, or the raw
 //! event with `@error` / `@error_msg` / `@parser` fields when parsing failed.
 //! Owns those field names and the JSON shape of `plugin_test`; it must never
-//! decide whether a parse failed (that is `plugin`'s job).
+//! decide whether a parse failed (that is `plugin`'s job). Also owns the
+//! plain types of the API: [`RawEvent`] in, [`Field`] / [`Value`] out.
 
-use crate::bindings::{Field, Value};
+/// A raw event as the core received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawEvent {
+    /// The raw text, usually one log line without its line terminator.
+    pub raw: String,
+    /// The repository the event is stored in.
+    pub repository: String,
+    /// Source tags set by the edge or the ingest client (host, service, ...).
+    pub tags: Vec<(String, String)>,
+    /// When the core received the event, in nanoseconds since the Unix epoch (UTC).
+    pub ingest_time_ns: i64,
+}
+
+impl RawEvent {
+    /// A raw event with no tags.
+    pub fn new(raw: impl Into<String>, repository: impl Into<String>, ingest_time_ns: i64) -> Self {
+        RawEvent {
+            raw: raw.into(),
+            repository: repository.into(),
+            tags: Vec::new(),
+            ingest_time_ns,
+        }
+    }
+}
+
+/// A value of a parsed field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Text, the default for anything not clearly typed.
+    Text(String),
+    /// A whole number.
+    Int(i64),
+    /// A floating point number.
+    Float(f64),
+    /// true or false.
+    Boolean(bool),
+    /// An explicit null (e.g. JSON `null`, access log `-`).
+    Null,
+}
+
+impl Value {
+    /// Approximate size in bytes, for output limits.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Value::Text(s) => s.len(),
+            _ => 8,
+        }
+    }
+
+    /// The value as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Text(s) => serde_json::Value::String(s.clone()),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number),
+            Value::Boolean(b) => serde_json::Value::Bool(*b),
+            Value::Null => serde_json::Value::Null,
+        }
+    }
+}
+
+/// One named field of a parsed event. Nested names use dots: `http.status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    pub name: String,
+    pub value: Value,
+}
 
 /// Field holding the kind of failure ([`ErrorKind::code`]).
 pub const ERROR_FIELD: &str = "@error";

@@ -1,4 +1,4 @@
-//! Runs WebAssembly parser plugins (`wit/parser.wit`) in a sandbox.
+//! Runs WebAssembly parser plugins (`wit/parser.wit`, `weir:parser@0.2.0`) in a sandbox.
 //!
 //! This crate owns everything about plugins at run time: compiling components
 //! (with an on-disk cache), instantiating them with no ambient capabilities,
@@ -13,16 +13,16 @@ mod bindings;
 mod cache;
 mod cli;
 mod config;
+mod decode;
 mod error;
 mod event;
 mod plugin;
 mod registry;
 mod sandbox;
 
-pub use bindings::{Field, RawEvent, Value};
 pub use cli::{TestSummary, plugin_test};
 pub use config::{ParsersConfig, PluginConfig, SettingValue};
 pub use error::Error;
-pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, PARSER_FIELD};
+pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, Field, PARSER_FIELD, RawEvent, Value};
 pub use plugin::PluginInfo;
 pub use registry::ParserRegistry;

@@ -2,13 +2,15 @@
 //! reload), a pool of configured instances reused across batches, and the
 //! batch call with its deadline, memory cap and failure handling. It must
 //! never lose an event nor let a failing instance be reused: a trap, deadline
-//! or memory failure drops the instance and marks every event of the batch.
+//! or memory failure drops the instance and marks every event of the batch;
+//! so does output that breaks the contract's layout (see [`crate::decode`]).
 
-use crate::bindings::{ParseOutcome, Parser, ParserPre, RawEvent, WitPluginInfo};
+use crate::bindings::{BatchContext, Parser, ParserPre, WitPluginInfo};
+use crate::decode::{self, Malformed, Outcome};
 use crate::cache;
 use crate::config::{Limits, ResolvedPlugin};
 use crate::error::Error;
-use crate::event::{ErrorKind, Event};
+use crate::event::{ErrorKind, Event, RawEvent};
 use crate::sandbox::{self, HostState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -294,47 +296,58 @@ impl Plugin {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let mut events = Vec::with_capacity(batch.len());
+        for run in runs(batch) {
+            self.parse_run(rt, &loaded, run, &mut events);
+        }
+        events
+    }
+
+    /// One `parse` call: events sharing a repository, tags and ingest time.
+    fn parse_run(&self, rt: &Runtime, loaded: &Loaded, run: Vec<RawEvent>, events: &mut Vec<Event>) {
         let pooled = {
             let mut idle = lock(&self.idle);
             idle.retain(|i| i.generation == loaded.generation);
             idle.pop()
         };
-        let mut instance = match pooled.map_or_else(|| self.instantiate(rt, &loaded), Ok) {
+        let mut instance = match pooled.map_or_else(|| self.instantiate(rt, loaded), Ok) {
             Ok(i) => i,
             Err(reason) => {
-                tracing::warn!(plugin = %self.name, error = %reason, events = batch.len(), "cannot start plugin instance");
+                tracing::warn!(plugin = %self.name, error = %reason, events = run.len(), "cannot start plugin instance");
                 return self.fail_all(
-                    batch,
+                    run,
                     ErrorKind::PluginUnavailable,
                     &format!("could not start: {reason}"),
+                    events,
                 );
             }
         };
+        let context = BatchContext {
+            repository: run[0].repository.clone(),
+            tags: run[0].tags.clone(),
+            ingest_time_ns: run[0].ingest_time_ns,
+        };
+        let mut raws = String::with_capacity(run.iter().map(|e| e.raw.len()).sum());
+        let ends: Vec<u32> = run
+            .iter()
+            .map(|e| {
+                raws.push_str(&e.raw);
+                // `runs` keeps a call under 4 GiB of text.
+                u32::try_from(raws.len()).unwrap_or(u32::MAX)
+            })
+            .collect();
         instance.store.data_mut().memory.refused = None;
         instance
             .store
             .set_epoch_deadline(sandbox::deadline_ticks(self.limits.batch_deadline_ms));
         let started = Instant::now();
-        let result = instance.parser.call_parse(&mut instance.store, &batch);
+        let result = instance
+            .parser
+            .call_parse(&mut instance.store, &context, &raws, &ends);
+        drop(raws);
         let stderr = instance.store.data().stderr.take();
-        match result {
-            Ok(outcomes) if outcomes.len() == batch.len() => {
-                let events = self.collect(batch, outcomes);
-                let mut idle = lock(&self.idle);
-                if idle.len() < rt.max_idle_instances {
-                    idle.push(instance);
-                }
-                events
-            }
-            Ok(outcomes) => {
-                let msg = format!(
-                    "returned {} outcomes for {} events; the contract is one per event",
-                    outcomes.len(),
-                    batch.len()
-                );
-                tracing::warn!(plugin = %self.name, error = %msg, "plugin broke the contract; replacing its instance");
-                self.fail_all(batch, ErrorKind::ContractViolation, &msg)
-            }
+        let output = match result {
+            Ok(output) => output,
             Err(err) => {
                 let (kind, mut msg) =
                     classify(&err, &instance.store, self.limits.batch_deadline_ms);
@@ -342,30 +355,50 @@ impl Plugin {
                     msg.push_str(&format!("; plugin stderr: {}", last_chars(&stderr, 400)));
                 }
                 tracing::warn!(
-                    plugin = %self.name, kind = kind.code(), error = %msg, events = batch.len(),
+                    plugin = %self.name, kind = kind.code(), error = %msg, events = run.len(),
                     ms = started.elapsed().as_millis() as u64, "plugin failed a batch; replacing its instance"
                 );
-                self.fail_all(batch, kind, &msg)
+                return self.fail_all(run, kind, &msg, events);
+            }
+        };
+        let (outcomes, malformed) = decode::decode(&output.index, &output.text, run.len());
+        match malformed {
+            None => {
+                self.collect(run.into_iter(), outcomes, events);
+                let mut idle = lock(&self.idle);
+                if idle.len() < rt.max_idle_instances {
+                    idle.push(instance);
+                }
+            }
+            Some(Malformed::Batch(msg)) => {
+                tracing::warn!(plugin = %self.name, error = %msg, "plugin broke the contract; replacing its instance");
+                self.fail_all(run, ErrorKind::ContractViolation, &msg, events);
+            }
+            Some(Malformed::From { at, reason }) => {
+                tracing::warn!(plugin = %self.name, error = %reason, "plugin broke the contract; replacing its instance");
+                let mut run = run.into_iter();
+                self.collect(run.by_ref().take(at), outcomes, events);
+                self.fail_all(run.collect(), ErrorKind::ContractViolation, &reason, events);
             }
         }
     }
 
-    fn collect(&self, batch: Vec<RawEvent>, outcomes: Vec<ParseOutcome>) -> Vec<Event> {
-        let mut events = Vec::with_capacity(batch.len());
+    fn collect(
+        &self,
+        inputs: impl Iterator<Item = RawEvent>,
+        outcomes: Vec<Outcome>,
+        events: &mut Vec<Event>,
+    ) {
         let cap = usize::try_from(self.limits.max_event_output_bytes).unwrap_or(usize::MAX);
-        for (mut input, outcome) in batch.into_iter().zip(outcomes) {
+        for (mut input, outcome) in inputs.zip(outcomes) {
             match outcome {
-                ParseOutcome::Ok(parsed) => {
+                Outcome::Ok(parsed) => {
                     let n = parsed.len();
                     for (i, p) in parsed.into_iter().enumerate() {
-                        let size = p.raw.as_ref().map_or(0, String::len)
-                            + p.fields
-                                .iter()
-                                .map(|f| f.name.len() + f.value.size())
-                                .sum::<usize>();
-                        if size > cap {
+                        if p.size > cap {
                             let msg = format!(
-                                "produced an event of {size} bytes, over max_event_output_bytes = {cap}"
+                                "produced an event of {} bytes, over max_event_output_bytes = {cap}",
+                                p.size
                             );
                             events.push(Event::failed(
                                 input.raw.clone(),
@@ -387,7 +420,7 @@ impl Plugin {
                         });
                     }
                 }
-                ParseOutcome::Error(msg) => events.push(Event::failed(
+                Outcome::Error(msg) => events.push(Event::failed(
                     input.raw,
                     &self.name,
                     ErrorKind::ParseFailed,
@@ -395,15 +428,45 @@ impl Plugin {
                 )),
             }
         }
-        events
     }
 
-    fn fail_all(&self, batch: Vec<RawEvent>, kind: ErrorKind, msg: &str) -> Vec<Event> {
-        batch
-            .into_iter()
-            .map(|e| Event::failed(e.raw, &self.name, kind, msg))
-            .collect()
+    fn fail_all(&self, batch: Vec<RawEvent>, kind: ErrorKind, msg: &str, events: &mut Vec<Event>) {
+        events.extend(
+            batch
+                .into_iter()
+                .map(|e| Event::failed(e.raw, &self.name, kind, msg)),
+        );
     }
+}
+
+/// Text per `parse` call at most, so that offsets fit the contract's `u32`.
+const MAX_RUN_BYTES: usize = 1 << 30;
+
+/// Splits a batch into runs of consecutive events that share a repository,
+/// tags and ingest time (the contract's `batch-context`), each under
+/// [`MAX_RUN_BYTES`] of text unless one event alone is larger. The core's
+/// batches are one run.
+fn runs(batch: Vec<RawEvent>) -> Vec<Vec<RawEvent>> {
+    let mut runs: Vec<Vec<RawEvent>> = Vec::new();
+    let mut bytes = 0usize;
+    for e in batch {
+        match runs.last_mut() {
+            Some(run)
+                if run[0].repository == e.repository
+                    && run[0].ingest_time_ns == e.ingest_time_ns
+                    && run[0].tags == e.tags
+                    && bytes.saturating_add(e.raw.len()) <= MAX_RUN_BYTES =>
+            {
+                bytes += e.raw.len();
+                run.push(e);
+            }
+            _ => {
+                bytes = e.raw.len();
+                runs.push(vec![e]);
+            }
+        }
+    }
+    runs
 }
 
 /// Instantiation and `configure` get more time than a batch (language

@@ -4,7 +4,7 @@
 //! an async runtime use `spawn_blocking`. It must never fail a batch: events
 //! without a parser come back unparsed, failures come back as error events.
 
-use crate::bindings::RawEvent;
+use crate::event::RawEvent;
 use crate::config::ParsersConfig;
 use crate::error::Error;
 use crate::event::Event;

@@ -239,6 +239,27 @@ fn syslog_parser_on_real_lines() {
 }
 
 #[test]
+fn events_with_different_context_are_parsed_in_order_each_with_its_own() {
+    // RFC 3164 lines take their year from the ingest time: a batch mixing
+    // ingest times (and repositories) goes to the plugin as several calls,
+    // one per run of shared context, and comes back in input order.
+    let reg = registry("syslog", PluginConfig::new(wasm("syslog"), &[]));
+    let line = "<34>Oct 11 22:14:15 mymachine su: hello";
+    let year_2020 = 1_590_000_000_000_000_000; // 2020-05-20
+    let mut batch = common::batch(&[line, line, line, "junk", line]);
+    batch[1].ingest_time_ns = year_2020;
+    batch[2].repository = "other".into();
+    batch[4].ingest_time_ns = year_2020;
+    let events = reg.parse("test", None, batch);
+    let years: Vec<String> = events
+        .iter()
+        .map(|e| e.to_json()["timestamp"].as_str().unwrap_or("none")[..4].to_string())
+        .collect();
+    assert_eq!(years, ["2023", "2019", "2023", "none", "2019"]);
+    assert_eq!(events[3].error(), Some("parse_failed"));
+}
+
+#[test]
 fn access_log_parser_on_real_lines() {
     let cases = vec![
         ok(

@@ -2,8 +2,10 @@
 //! plugins/chaos): infinite loop, memory bomb, runaway recursion, huge
 //! output, abort and panic. Each time the host stays up, every event of the
 //! batch is kept with its raw text and error fields naming the plugin and the
-//! cause, and the next batch parses on a fresh instance. Also: no ambient
-//! capabilities, instance reuse, and refusal of broken components.
+//! cause, and the next batch parses on a fresh instance. Also: malformed
+//! packed output (bad tags, lengths past the end, invalid UTF-8, wrong number
+//! of outcomes), no ambient capabilities, instance reuse, and refusal of
+//! broken components.
 
 mod common;
 
@@ -105,6 +107,49 @@ fn abort_is_a_trap() {
 #[test]
 fn panic_message_reaches_the_error_field() {
     hostile_batch_is_contained("panic", "trap", "chaos plugin asked to panic");
+}
+
+#[test]
+fn malformed_output_fails_its_event_and_the_rest_of_the_batch_only() {
+    for (trigger, fragment) in [
+        ("bad-tag", "bad outcome tag 0x7f at index byte"),
+        ("past-end", "runs past the end of `text`"),
+        ("bad-utf8", "is not valid UTF-8"),
+        ("split-char", "splits a UTF-8 character"),
+        ("bad-bool", "is neither 0 nor 1"),
+        // Counts of 2^32-1 events and items (the host must not reserve for
+        // them): the next outcome, `after`'s, is read as its first item.
+        ("huge-count", "bad item tag 0x02"),
+    ] {
+        let reg = chaos();
+        let events = reg.parse("test", None, batch(&["before", trigger, "after"]));
+        assert_eq!(events.len(), 3, "{trigger}: every event is kept");
+        assert_eq!(events[0].error(), None, "{trigger}: {:?}", events[0].to_json());
+        assert_eq!(calls(&events[0]), 1, "{trigger}: the outcome before the bad one is used");
+        for (event, raw) in events[1..].iter().zip([trigger, "after"]) {
+            assert_eq!(event.raw, raw);
+            assert_eq!(event.error(), Some("contract_violation"), "{trigger}: {:?}", event.to_json());
+            let msg = event.error_msg().expect("an @error_msg");
+            assert!(
+                msg.starts_with("parser `chaos`: malformed output for event 2 of 3: ") && msg.contains(fragment),
+                "{trigger}: {msg}"
+            );
+            assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
+        }
+        let next = reg.parse("test", None, batch(&["fine"]));
+        assert_eq!(calls(&next[0]), 1, "{trigger}: the instance must have been replaced");
+    }
+}
+
+#[test]
+fn wrong_number_of_outcomes_or_unused_text_fails_the_whole_batch() {
+    for (trigger, fragment) in [
+        ("extra-outcome", "returned more than 3 outcomes for 3 events"),
+        ("no-outcome", "returned 2 outcomes for 3 events"),
+        ("text-left", "left 5 bytes of `text` unused"),
+    ] {
+        hostile_batch_is_contained(trigger, "contract_violation", fragment);
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The `access` plugin: Apache/NGINX access logs, combined or common format. Logic lives in `weir_parsers::access`.
 
 use weir_parsers::access::{AccessParser, SETTINGS};
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
+use weir_plugin_sdk::{EventWriter, Input, Parser, SettingInfo, Settings, export_parser};
 
 struct Plugin(AccessParser);
 
@@ -16,8 +16,9 @@ impl Parser for Plugin {
     fn configure(settings: &Settings) -> Result<Self, String> {
         AccessParser::new(settings).map(Plugin)
     }
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        self.0.parse(input)
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+        self.0.parse(input)?.write_to(out);
+        Ok(())
     }
 }
 

@@ -3,13 +3,16 @@
 //! `loop` spins forever, `grow` allocates until memory runs out, `recurse`
 //! recurses without end, `huge` returns megabytes of fields, `trap` aborts,
 //! `panic` panics. `probe` reports what the sandbox grants: the number of
-//! environment variables, the error reading a file, the wall clock. Any other line parses to `text` (the line) and `calls`
-//! (how many events this instance has parsed, to tell a reused instance from a
-//! fresh one).
+//! environment variables, the error reading a file, the wall clock. Malformed
+//! output (written past the SDK's encoder, see [`malformed`]): `bad-tag`,
+//! `past-end`, `bad-utf8`, `split-char`, `bad-bool`, `huge-count`,
+//! `extra-outcome`, `no-outcome`, `text-left`. Any other line parses to `text`
+//! (the line) and `calls` (how many events this instance has parsed, to tell a
+//! reused instance from a fresh one).
 
 use std::cell::Cell;
 use std::hint::black_box;
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, Value, export_parser};
+use weir_plugin_sdk::{EventWriter, Events, Input, Parser, SettingInfo, Settings, Sink, export_parser};
 
 thread_local! {
     static CALLS: Cell<i64> = const { Cell::new(0) };
@@ -38,6 +41,66 @@ fn deep(n: u64) -> u64 {
     }
 }
 
+/// Writes raw bytes into `index` and `text`.
+type WriteRaw = fn(&mut Vec<u8>, &mut Vec<u8>);
+
+/// Writes the outcome of a malformed-output trigger word as raw bytes of the
+/// contract's `index` and `text` buffers (layout: `wit/parser.wit`).
+fn malformed(word: &str) -> Option<WriteRaw> {
+    fn len(index: &mut Vec<u8>, n: u32) {
+        index.extend_from_slice(&n.to_le_bytes());
+    }
+    /// `ok`, one event of one item, the item's tag.
+    fn one_item(index: &mut Vec<u8>, tag: u8) {
+        index.push(0x02);
+        len(index, 1);
+        len(index, 1);
+        index.push(tag);
+    }
+    Some(match word {
+        "bad-tag" => |index, _| index.push(0x7f),
+        "past-end" => |index, _| {
+            one_item(index, 0x14);
+            len(index, 1000);
+        },
+        "bad-utf8" => |index, text| {
+            index.push(0x01);
+            len(index, 3);
+            text.extend_from_slice(b"a\xff\xfe");
+        },
+        "split-char" => |index, text| {
+            one_item(index, 0x10);
+            len(index, 1);
+            len(index, 1);
+            text.extend_from_slice("é".as_bytes());
+        },
+        "bad-bool" => |index, text| {
+            one_item(index, 0x13);
+            len(index, 1);
+            text.push(b'b');
+            index.push(2);
+        },
+        "huge-count" => |index, _| {
+            index.push(0x02);
+            len(index, u32::MAX);
+            len(index, u32::MAX);
+        },
+        "extra-outcome" => |index, _| {
+            for _ in 0..2 {
+                index.push(0x02);
+                len(index, 0);
+            }
+        },
+        "no-outcome" => |_, _| {},
+        "text-left" => |index, text| {
+            index.push(0x02);
+            len(index, 0);
+            text.extend_from_slice(b"stray");
+        },
+        _ => return None,
+    })
+}
+
 impl Parser for Chaos {
     const NAME: &'static str = "chaos";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
@@ -60,7 +123,18 @@ impl Parser for Chaos {
         Ok(Chaos)
     }
 
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
+    fn parse_many(&self, input: &Input<'_>, out: &mut Events<'_>) -> Result<(), String> {
+        match malformed(input.raw.trim()) {
+            Some(write) => {
+                CALLS.with(|c| c.set(c.get() + 1));
+                out.verbatim(write);
+                Ok(())
+            }
+            None => self.parse(input, &mut out.event()),
+        }
+    }
+
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
         let calls = CALLS.with(|c| {
             c.set(c.get() + 1);
             c.get()
@@ -87,39 +161,37 @@ impl Parser for Chaos {
                 Err("recursion ended".into())
             }
             "huge" => {
-                let mut out = Parsed::default();
+                let value = "x".repeat(64);
                 for i in 0..100_000 {
-                    out.push(format!("f{i}"), Value::Text("x".repeat(64)));
+                    out.text(&format!("f{i}"), &value);
                 }
-                Ok(out)
+                Ok(())
             }
             "trap" => std::process::abort(),
             "panic" => panic!("chaos plugin asked to panic"),
             "probe" => {
-                let mut out = Parsed::default();
-                out.push("env_vars", Value::Int(std::env::vars().count() as i64));
-                out.push("args", Value::Int(std::env::args().count() as i64));
+                out.int("env_vars", std::env::vars().count() as i64);
+                out.int("args", std::env::args().count() as i64);
                 let file = match std::fs::read("/etc/passwd") {
                     Ok(_) => "read".to_string(),
                     Err(e) => e.to_string(),
                 };
-                out.push_text("file", file);
+                out.text("file", &file);
                 let socket = match std::net::TcpStream::connect("127.0.0.1:9") {
                     Ok(_) => "connected".to_string(),
                     Err(e) => e.to_string(),
                 };
-                out.push_text("socket", socket);
+                out.text("socket", &socket);
                 let secs = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(-1, |d| d.as_secs() as i64);
-                out.push("clock_secs", Value::Int(secs));
-                Ok(out)
+                out.int("clock_secs", secs);
+                Ok(())
             }
             _ => {
-                let mut out = Parsed::default();
-                out.push_text("text", input.raw);
-                out.push("calls", Value::Int(calls));
-                Ok(out)
+                out.text("text", input.raw);
+                out.int("calls", calls);
+                Ok(())
             }
         }
     }

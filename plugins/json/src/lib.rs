@@ -2,7 +2,7 @@
 //! dotted names. Logic lives in `weir_parsers::json`.
 
 use weir_parsers::json::{JsonParser, SETTINGS};
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
+use weir_plugin_sdk::{EventWriter, Input, Parser, SettingInfo, Settings, export_parser};
 
 struct Json(JsonParser);
 
@@ -18,8 +18,9 @@ impl Parser for Json {
     fn configure(settings: &Settings) -> Result<Self, String> {
         JsonParser::new(settings).map(Json)
     }
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        self.0.parse(input)
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+        // Streams fields into the output buffer: no per-field allocation.
+        self.0.parse_into(input, out)
     }
 }
 

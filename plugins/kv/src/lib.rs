@@ -1,7 +1,7 @@
 //! The `kv` plugin: key=value pairs and logfmt, bare values typed. Logic lives in `weir_parsers::kv`.
 
 use weir_parsers::kv::{KvParser, SETTINGS};
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
+use weir_plugin_sdk::{EventWriter, Input, Parser, SettingInfo, Settings, export_parser};
 
 struct Plugin(KvParser);
 
@@ -16,8 +16,9 @@ impl Parser for Plugin {
     fn configure(settings: &Settings) -> Result<Self, String> {
         KvParser::new(settings).map(Plugin)
     }
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        self.0.parse(input)
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+        self.0.parse(input)?.write_to(out);
+        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! dotted names (`{"http":{"status":200}}` -> `http.status = 200`), arrays kept
 //! as compact JSON text, the timestamp taken from the first known time field.
 
-use crate::model::{Input, Parsed, Settings, Value};
+use crate::model::{Input, Parsed, Settings, Sink};
+#[cfg(test)]
+use crate::model::Value;
 use crate::time;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -22,6 +24,9 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "16",
     ),
 ];
+
+/// Names `timestamp_fields` may hold at most.
+const MAX_TIMESTAMP_FIELDS: usize = 64;
 
 /// A configured JSON parser.
 #[derive(Debug, Clone)]
@@ -62,6 +67,12 @@ impl JsonParser {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
                 .collect();
+            if p.timestamp_fields.len() > MAX_TIMESTAMP_FIELDS {
+                return Err(format!(
+                    "setting `timestamp_fields`: {} names given; expected at most {MAX_TIMESTAMP_FIELDS}",
+                    p.timestamp_fields.len()
+                ));
+            }
         }
         if let Some(depth) = settings.get("max_depth") {
             p.max_depth = depth.parse().map_err(|_| {
@@ -71,8 +82,20 @@ impl JsonParser {
         Ok(p)
     }
 
-    /// Parses one line.
+    /// Parses one line into a [`Parsed`] (native callers and tests).
     pub fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
+        let mut out = Parsed {
+            fields: Vec::with_capacity(16),
+            ..Parsed::default()
+        };
+        self.parse_into(input, &mut out)?;
+        Ok(out)
+    }
+
+    /// Parses one line, streaming its fields into `out` as they are read:
+    /// no tree, no owned strings (what the plugin runs). On an error `out`
+    /// may hold some fields; the caller discards them.
+    pub fn parse_into<S: Sink + ?Sized>(&self, input: &Input<'_>, out: &mut S) -> Result<(), String> {
         let text = input.raw.trim();
         if !text.starts_with('{') {
             // Not an object: say what it is (or why it is not JSON).
@@ -80,47 +103,48 @@ impl JsonParser {
                 serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
             return Err(format!("expected a JSON object, found {}", kind(&root)));
         }
-        let mut out = Parsed {
-            fields: Vec::with_capacity(16),
-            ..Parsed::default()
-        };
         let mut de = serde_json::Deserializer::from_str(text);
         let mut name = String::with_capacity(64);
+        let mut ts = TimestampPick::default();
         Flatten {
             parser: self,
             name: &mut name,
             depth: 0,
-            out: &mut out.fields,
+            out,
+            ts: &mut ts,
         }
         .deserialize(&mut de)
         .and_then(|()| de.end())
         .map_err(|e| format!("invalid JSON: {e}"))?;
-        for candidate in &self.timestamp_fields {
-            let ts = match out.get(candidate) {
-                Some(Value::Text(s)) => time::parse_rfc3339(s),
-                Some(Value::Int(i)) => time::from_epoch_int(*i),
-                Some(Value::Float(f)) => time::from_epoch_number(*f),
-                _ => None,
-            };
-            if ts.is_some() {
-                out.timestamp_ns = ts;
-                break;
-            }
+        if let Some((_, ns)) = ts.best {
+            out.timestamp(ns);
         }
-        Ok(out)
+        Ok(())
     }
 }
 
+/// The event time, picked while streaming: the first field named like the
+/// earliest of `timestamp_fields` whose value is a time. As with a lookup
+/// after parsing, only the first field of a name counts.
+#[derive(Default)]
+struct TimestampPick {
+    /// Candidates whose first field was seen (bit per index).
+    seen: u64,
+    /// Index of the best candidate so far and its time.
+    best: Option<(usize, i64)>,
+}
+
 /// Streams one JSON object into dotted fields without building a tree: keys
-/// are appended to `name`, scalars pushed as they are read.
-struct Flatten<'a> {
+/// are appended to `name`, scalars written to the sink as they are read.
+struct Flatten<'a, S: Sink + ?Sized> {
     parser: &'a JsonParser,
     name: &'a mut String,
     depth: usize,
-    out: &'a mut Vec<(String, Value)>,
+    out: &'a mut S,
+    ts: &'a mut TimestampPick,
 }
 
-impl<'de> DeserializeSeed<'de> for Flatten<'_> {
+impl<'de, S: Sink + ?Sized> DeserializeSeed<'de> for Flatten<'_, S> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -128,45 +152,53 @@ impl<'de> DeserializeSeed<'de> for Flatten<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Flatten<'_> {
+impl<'de, S: Sink + ?Sized> Visitor<'de> for Flatten<'_, S> {
     type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.push(Value::Bool(v))
+    fn visit_bool<E: de::Error>(mut self, v: bool) -> Result<(), E> {
+        self.note(|| None);
+        self.out.bool(self.name, v);
+        Ok(())
     }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.push(Value::Int(v))
+    fn visit_i64<E: de::Error>(mut self, v: i64) -> Result<(), E> {
+        self.note(|| time::from_epoch_int(v));
+        self.out.int(self.name, v);
+        Ok(())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.push(i64::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+        match i64::try_from(v) {
+            Ok(i) => self.visit_i64(i),
+            Err(_) => self.visit_f64(v as f64),
+        }
     }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.push(Value::Float(v))
+    fn visit_f64<E: de::Error>(mut self, v: f64) -> Result<(), E> {
+        self.note(|| time::from_epoch_number(v));
+        self.out.float(self.name, v);
+        Ok(())
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.push(Value::Text(v.to_string()))
+        self.text(v)
     }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.push(Value::Text(v))
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.push(Value::Null)
+    fn visit_unit<E: de::Error>(mut self) -> Result<(), E> {
+        self.note(|| None);
+        self.out.null(self.name);
+        Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         let array = Json::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        self.push(Value::Text(array.to_string()))
+        self.text(&array.to_string())
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let top = self.depth == 0;
         if self.depth >= self.parser.max_depth {
             let object = Json::deserialize(de::value::MapAccessDeserializer::new(map))?;
-            return self.push(Value::Text(object.to_string()));
+            return self.text(&object.to_string());
         }
         let len = self.name.len();
         let mut empty = true;
@@ -183,21 +215,43 @@ impl<'de> Visitor<'de> for Flatten<'_> {
                 parser: self.parser,
                 name: self.name,
                 depth: self.depth + 1,
-                out: self.out,
+                out: &mut *self.out,
+                ts: &mut *self.ts,
             })?;
             self.name.truncate(len);
         }
         if empty && !top {
-            self.out.push((self.name.clone(), Value::Text("{}".into())));
+            return self.text("{}");
         }
         Ok(())
     }
 }
 
-impl Flatten<'_> {
-    fn push<E>(self, value: Value) -> Result<(), E> {
-        self.out.push((self.name.clone(), value));
+impl<S: Sink + ?Sized> Flatten<'_, S> {
+    fn text<E>(mut self, v: &str) -> Result<(), E> {
+        self.note(|| time::parse_rfc3339(v));
+        self.out.text(self.name, v);
         Ok(())
+    }
+
+    /// Offers the current field to the timestamp pick; `time` is only run
+    /// for a candidate name.
+    fn note(&mut self, time: impl FnOnce() -> Option<i64>) {
+        let ts = &mut *self.ts;
+        for (k, candidate) in self.parser.timestamp_fields.iter().enumerate() {
+            if ts.best.is_some_and(|(best, _)| best <= k) {
+                return;
+            }
+            if candidate == self.name.as_str() {
+                if ts.seen & (1 << k) == 0 {
+                    ts.seen |= 1 << k;
+                    if let Some(ns) = time() {
+                        ts.best = Some((k, ns));
+                    }
+                }
+                return;
+            }
+        }
     }
 }
 

@@ -14,4 +14,4 @@ pub mod pattern;
 pub mod syslog;
 pub mod time;
 
-pub use model::{Input, Parsed, Settings, Value};
+pub use model::{Input, Parsed, Settings, Sink, Value};

@@ -1,8 +1,11 @@
 //! The plain data model shared by the parsers and the guest SDK: an input line
-//! with what the core knows about it, a parsed event, a field value, settings.
+//! with what the core knows about it, a [`Sink`] a parser writes an event's
+//! fields into, a parsed event ([`Parsed`], the sink used natively), a field
+//! value, settings.
 //!
-//! It mirrors the records of `wit/parser.wit` without depending on any binding
-//! generator, so the parsers stay testable natively.
+//! It mirrors `wit/parser.wit` without depending on any binding generator, so
+//! the parsers stay testable natively; in a plugin the SDK's sink writes the
+//! contract's packed buffer directly, without building a [`Parsed`].
 
 /// A field value (mirrors the WIT `value` variant).
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +46,40 @@ impl<'a> Input<'a> {
     }
 }
 
-/// One parsed event (mirrors the WIT `parsed-event` record).
+/// Where a parser writes one event: fields in the order it finds them, and
+/// optionally the event time and a replacement raw text (last call wins).
+/// Text is borrowed: a sink copies it where it needs it, so a parser can hand
+/// over slices of its input or of a scratch buffer without allocating.
+pub trait Sink {
+    /// Adds a text field.
+    fn text(&mut self, name: &str, value: &str);
+    /// Adds a whole-number field.
+    fn int(&mut self, name: &str, value: i64);
+    /// Adds a floating point field.
+    fn float(&mut self, name: &str, value: f64);
+    /// Adds a true/false field.
+    fn bool(&mut self, name: &str, value: bool);
+    /// Adds an explicit null field (e.g. JSON `null`, access log `-`).
+    fn null(&mut self, name: &str);
+    /// Sets the event time, ns since the Unix epoch (UTC); without it the
+    /// core uses the ingest time.
+    fn timestamp(&mut self, ns: i64);
+    /// Replaces the raw text (e.g. by the message without its header).
+    fn raw(&mut self, raw: &str);
+
+    /// Adds a field of any kind.
+    fn value(&mut self, name: &str, value: &Value) {
+        match value {
+            Value::Text(s) => self.text(name, s),
+            Value::Int(i) => self.int(name, *i),
+            Value::Float(f) => self.float(name, *f),
+            Value::Bool(b) => self.bool(name, *b),
+            Value::Null => self.null(name),
+        }
+    }
+}
+
+/// One parsed event, owned (what the host hands back for an event).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Parsed {
     pub timestamp_ns: Option<i64>,
@@ -66,6 +102,51 @@ impl Parsed {
     /// Looks a field up by name (first match).
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Writes this event into a sink (what the plugins of parsers that build
+    /// a [`Parsed`] do).
+    pub fn write_to<S: Sink + ?Sized>(&self, out: &mut S) {
+        for (name, value) in &self.fields {
+            out.value(name, value);
+        }
+        if let Some(ts) = self.timestamp_ns {
+            out.timestamp(ts);
+        }
+        if let Some(raw) = &self.raw {
+            out.raw(raw);
+        }
+    }
+
+    /// Runs a streaming parser into a new [`Parsed`].
+    pub fn collect(parse: impl FnOnce(&mut Parsed) -> Result<(), String>) -> Result<Parsed, String> {
+        let mut out = Parsed::default();
+        parse(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl Sink for Parsed {
+    fn text(&mut self, name: &str, value: &str) {
+        self.fields.push((name.to_string(), Value::Text(value.to_string())));
+    }
+    fn int(&mut self, name: &str, value: i64) {
+        self.fields.push((name.to_string(), Value::Int(value)));
+    }
+    fn float(&mut self, name: &str, value: f64) {
+        self.fields.push((name.to_string(), Value::Float(value)));
+    }
+    fn bool(&mut self, name: &str, value: bool) {
+        self.fields.push((name.to_string(), Value::Bool(value)));
+    }
+    fn null(&mut self, name: &str) {
+        self.fields.push((name.to_string(), Value::Null));
+    }
+    fn timestamp(&mut self, ns: i64) {
+        self.timestamp_ns = Some(ns);
+    }
+    fn raw(&mut self, raw: &str) {
+        self.raw = Some(raw.to_string());
     }
 }
 

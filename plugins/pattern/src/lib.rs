@@ -1,7 +1,7 @@
 //! The `pattern` plugin: named captures of a configurable regex become fields. Logic lives in `weir_parsers::pattern`.
 
 use weir_parsers::pattern::{PatternParser, SETTINGS};
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
+use weir_plugin_sdk::{EventWriter, Input, Parser, SettingInfo, Settings, export_parser};
 
 struct Plugin(PatternParser);
 
@@ -16,8 +16,9 @@ impl Parser for Plugin {
     fn configure(settings: &Settings) -> Result<Self, String> {
         PatternParser::new(settings).map(Plugin)
     }
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        self.0.parse(input)
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+        self.0.parse(input)?.write_to(out);
+        Ok(())
     }
 }
 

@@ -5,10 +5,16 @@ host's tests can check both on one sample: quoted values stay text, bare
 values are typed (int, float, text), a bare key without `=` is `true`, and the
 time comes from `time`, `ts`, `timestamp` or `t` when it is RFC 3339.
 Built by plugins/build.sh with componentize-py.
+
+Contract `weir:parser@0.2.0`: `parse` gets the batch's shared context, all raw
+lines back to back in one string and where each ends, and returns one packed
+`ParseOutput` for the whole batch (layout: wit/parser.wit). `Output` below is
+the small writer for that layout; copy it into a new Python plugin as is.
 """
 
 import re
-from typing import List, Optional, Tuple
+import struct
+from typing import List, Optional, Tuple, Union
 
 import wit_world
 from componentize_py_types import Err
@@ -20,6 +26,82 @@ _RFC3339 = re.compile(
 )
 _DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 _I64 = 2**63
+
+# A field value: text, int, float, bool or None (null).
+FieldValue = Union[str, int, float, bool, None]
+# One parsed event: its fields, its time (ns) or None, a replacement raw text or None.
+Event = Tuple[List[Tuple[str, FieldValue]], Optional[int], Optional[str]]
+
+_U32 = struct.Struct("<I")
+_S64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+
+
+class Output:
+    """Writes the packed `parse-output` of a batch (layout: wit/parser.wit):
+    call `ok` or `error` once per input event, in order, then `finish`."""
+
+    def __init__(self) -> None:
+        self.index = bytearray()
+        self.text = bytearray()
+
+    def _str(self, s: str) -> None:
+        b = s.encode("utf-8")
+        self.index += _U32.pack(len(b))
+        self.text += b
+
+    def error(self, message: str) -> None:
+        """The input could not be parsed; the core keeps it with the message."""
+        self.index.append(0x01)
+        self._str(message)
+
+    def ok(self, events: List[Event]) -> None:
+        """The input's parsed events (an empty list drops it)."""
+        index = self.index
+        index.append(0x02)
+        index += _U32.pack(len(events))
+        for fields, timestamp, raw in events:
+            index += _U32.pack(len(fields) + (timestamp is not None) + (raw is not None))
+            for name, value in fields:
+                if isinstance(value, bool):  # before int: bool is an int in Python
+                    index.append(0x13)
+                    self._str(name)
+                    index.append(1 if value else 0)
+                elif isinstance(value, int):
+                    index.append(0x11)
+                    self._str(name)
+                    index += _S64.pack(value)
+                elif isinstance(value, float):
+                    index.append(0x12)
+                    self._str(name)
+                    index += _F64.pack(value)
+                elif value is None:
+                    index.append(0x14)
+                    self._str(name)
+                else:
+                    index.append(0x10)
+                    self._str(name)
+                    self._str(value)
+            if timestamp is not None:
+                index.append(0x20)
+                index += _S64.pack(timestamp)
+            if raw is not None:
+                index.append(0x21)
+                self._str(raw)
+
+    def finish(self) -> t.ParseOutput:
+        return t.ParseOutput(bytes(self.index), bytes(self.text))
+
+
+def raw_lines(raws: str, ends: List[int]) -> List[str]:
+    """Cuts the batch's raw text at `ends` (UTF-8 byte offsets)."""
+    data = raws.encode("utf-8")
+    out = []
+    start = 0
+    for end in ends:
+        out.append(data[start:end].decode("utf-8"))
+        start = end
+    return out
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -47,24 +129,25 @@ def parse_rfc3339(s: str) -> Optional[int]:
         offset = int(m.group(10)) * 3600 + int(m.group(11)) * 60
         offset = -offset if m.group(9) == "-" else offset
     secs = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset
-    return secs * 1_000_000_000 + int(frac)
+    ns = secs * 1_000_000_000 + int(frac)
+    return ns if -_I64 <= ns < _I64 else None
 
 
-def infer(token: str) -> t.Value:
+def infer(token: str) -> FieldValue:
     if token and _NUMERIC.match(token) and any(c.isdigit() for c in token):
         try:
             i = int(token)
             if -_I64 <= i < _I64:
-                return t.Value_Int(i)
+                return i
         except ValueError:
             pass
         try:
             f = float(token)
             if f not in (float("inf"), float("-inf")) and f == f:
-                return t.Value_Float(f)
+                return f
         except ValueError:
             pass
-    return t.Value_Text(token)
+    return token
 
 
 def _unquote(s: str) -> Optional[Tuple[str, int]]:
@@ -90,8 +173,8 @@ class KvParser:
         self.delimiter = delimiter
         self.typed = typed
 
-    def parse(self, raw: str) -> t.ParsedEvent:
-        fields: List[t.Field] = []
+    def parse(self, raw: str) -> Event:
+        fields: List[Tuple[str, FieldValue]] = []
         rest = raw.strip()
         pairs = 0
         while rest:
@@ -108,27 +191,27 @@ class KvParser:
                     got = _unquote(rest[1:])
                     if got is None:
                         raise ValueError(f"unterminated quote in the value of `{key}`")
-                    value: t.Value = t.Value_Text(got[0])
+                    value: FieldValue = got[0]
                     rest = rest[1 + got[1]:]
                 else:
                     end = next((i for i, c in enumerate(rest) if c.isspace()), len(rest))
                     token, rest = rest[:end], rest[end:]
-                    value = infer(token) if (token and self.typed) else t.Value_Text(token)
+                    value = infer(token) if (token and self.typed) else token
                 pairs += 1
-                fields.append(t.Field(key, value))
+                fields.append((key, value))
             else:
-                fields.append(t.Field(key, t.Value_Boolean(True)))
+                fields.append((key, True))
             rest = rest.lstrip()
         if pairs == 0:
             raise ValueError(f"no key{self.delimiter}value pairs found")
         timestamp = None
         for name in ("time", "ts", "timestamp", "t"):
-            value = next((f.value for f in fields if f.name == name), None)
-            if isinstance(value, t.Value_Text):
-                timestamp = parse_rfc3339(value.value)
+            value = next((v for n, v in fields if n == name), None)
+            if isinstance(value, str):
+                timestamp = parse_rfc3339(value)
                 if timestamp is not None:
                     break
-        return t.ParsedEvent(timestamp, fields, None)
+        return (fields, timestamp, None)
 
 
 _SETTINGS = [
@@ -159,14 +242,15 @@ class WitWorld(wit_world.WitWorld):
             raise Err(f"setting `typed`: expected `true` or `false`, got `{typed}`")
         WitWorld.parser = KvParser(delimiter, typed == "true")
 
-    def parse(self, events: List[t.RawEvent]) -> List[t.ParseOutcome]:
+    def parse(self, context: t.BatchContext, raws: str, ends: List[int]) -> t.ParseOutput:
         parser = WitWorld.parser
-        if parser is None:
-            return [t.ParseOutcome_Error("plugin `kv-py` was not configured before parse") for _ in events]
-        out: List[t.ParseOutcome] = []
-        for event in events:
+        out = Output()
+        for raw in raw_lines(raws, ends):
+            if parser is None:
+                out.error("plugin `kv-py` was not configured before parse")
+                continue
             try:
-                out.append(t.ParseOutcome_Ok([parser.parse(event.raw)]))
+                out.ok([parser.parse(raw)])
             except ValueError as e:
-                out.append(t.ParseOutcome_Error(str(e)))
-        return out
+                out.error(str(e))
+        return out.finish()

@@ -1,15 +1,17 @@
 //! Guest SDK for Weir parser plugins.
 //!
-//! This crate owns the glue between the WIT contract (`wit/parser.wit`) and a
-//! plain Rust parser: implement [`Parser`] for a type and call
-//! [`export_parser!`] once; the SDK keeps the configured instance, runs the
-//! batch loop and converts values; it also installs the plugin's allocator, a
-//! bump arena rewound once per batch ([`arena`]). It must never hold anything but the one
-//! configured parser, nor reach for files, clocks or the network: the host
-//! grants none of them.
+//! This crate owns the glue between the WIT contract (`wit/parser.wit`,
+//! `weir:parser@0.2.0`) and a plain Rust parser: implement [`Parser`] for a
+//! type and call [`export_parser!`] once; the SDK keeps the configured
+//! instance, runs the batch loop, hands each event's fields to the packed
+//! output the contract wants ([`EventWriter`], a [`Sink`]), and turns a
+//! parser's `Err` into the event's error outcome. It also installs the
+//! plugin's allocator, a bump arena rewound once per batch ([`arena`]). It
+//! must never hold anything but the one configured parser, nor reach for
+//! files, clocks or the network: the host grants none of them.
 //!
 //! ```text
-//! use weir_plugin_sdk::{Input, Parsed, Parser, Settings, Value, export_parser};
+//! use weir_plugin_sdk::{EventWriter, Input, Parser, Settings, Sink, export_parser};
 //!
 //! struct Upper;
 //! impl Parser for Upper {
@@ -20,17 +22,19 @@
 //!         settings.reject_unknown(&[])?;
 //!         Ok(Upper)
 //!     }
-//!     fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-//!         let mut out = Parsed::default();
-//!         out.push("text", Value::text(input.raw.to_uppercase()));
-//!         Ok(out)
+//!     fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+//!         out.text("text", &input.raw.to_uppercase());
+//!         Ok(())
 //!     }
 //! }
 //! export_parser!(Upper);
 //! ```
 
-pub use weir_parsers::model::{Input, Parsed, Settings, Value, infer};
+pub use output::{EventWriter, Events};
+pub use weir_parsers::model::{Input, Parsed, Settings, Sink, Value, infer};
 pub use weir_parsers::time;
+
+mod output;
 
 #[cfg(feature = "arena")]
 pub mod arena;
@@ -55,6 +59,8 @@ fn long_lived<R>(f: impl FnOnce() -> R) -> R {
 }
 
 #[doc(hidden)]
+// The flattened `parse` export takes 9 core parameters (context record, string, list).
+#[allow(clippy::too_many_arguments)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -108,12 +114,15 @@ pub trait Parser: Sized + 'static {
     /// Builds the parser from its settings, or says which one is wrong.
     fn configure(settings: &Settings) -> Result<Self, String>;
 
-    /// Parses one event.
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String>;
+    /// Parses one event: writes its fields (and optionally its time and a
+    /// replacement raw text) into `out`. On `Err` whatever was written is
+    /// dropped and the core keeps the raw event with the message.
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String>;
 
-    /// Parses one event into any number of events; override to split or drop.
-    fn parse_many(&self, input: &Input<'_>) -> Result<Vec<Parsed>, String> {
-        self.parse(input).map(|p| vec![p])
+    /// Parses one input into any number of events (each `out.event()` starts
+    /// one); override to split a line or to drop it (start none).
+    fn parse_many(&self, input: &Input<'_>, out: &mut Events<'_>) -> Result<(), String> {
+        self.parse(input, &mut out.event())
     }
 }
 
@@ -121,7 +130,8 @@ pub trait Parser: Sized + 'static {
 pub mod glue {
     //! Called by the code `export_parser!` generates; not a public API.
     use super::bindings::weir::parser::types as wit;
-    use super::{Input, Parsed, Parser, Settings, Value, long_lived};
+    use super::output::Output;
+    use super::{Input, Parser, Settings, long_lived};
     use std::any::Any;
     use std::cell::{Cell, RefCell};
 
@@ -158,60 +168,44 @@ pub mod glue {
         })
     }
 
-    pub fn parse<P: Parser>(events: Vec<wit::RawEvent>) -> Vec<wit::ParseOutcome> {
+    pub fn parse<P: Parser>(
+        context: wit::BatchContext,
+        raws: String,
+        ends: Vec<u32>,
+    ) -> wit::ParseOutput {
         if WARM.replace(true) {
-            parse_batch::<P>(events)
+            parse_batch::<P>(&context, &raws, &ends)
         } else {
-            long_lived(|| parse_batch::<P>(events))
+            long_lived(|| parse_batch::<P>(&context, &raws, &ends))
         }
     }
 
-    fn parse_batch<P: Parser>(events: Vec<wit::RawEvent>) -> Vec<wit::ParseOutcome> {
+    fn parse_batch<P: Parser>(context: &wit::BatchContext, raws: &str, ends: &[u32]) -> wit::ParseOutput {
+        let mut out = Output::for_batch(ends.len(), raws.len());
         STATE.with(|s| {
             let state = s.borrow();
-            let Some(parser) = state.as_ref().and_then(|b| b.downcast_ref::<P>()) else {
-                let msg = format!("plugin `{}` was not configured before parse", P::NAME);
-                return events
-                    .iter()
-                    .map(|_| wit::ParseOutcome::Error(msg.clone()))
-                    .collect();
-            };
-            events
-                .iter()
-                .map(|e| {
-                    let input = Input {
-                        raw: &e.raw,
-                        repository: &e.repository,
-                        tags: &e.tags,
-                        ingest_time_ns: e.ingest_time_ns,
-                    };
-                    match parser.parse_many(&input) {
-                        Ok(list) => wit::ParseOutcome::Ok(list.into_iter().map(to_wit).collect()),
-                        Err(msg) => wit::ParseOutcome::Error(msg),
-                    }
-                })
-                .collect()
-        })
-    }
-
-    fn to_wit(p: Parsed) -> wit::ParsedEvent {
-        wit::ParsedEvent {
-            timestamp_ns: p.timestamp_ns,
-            raw: p.raw,
-            fields: p
-                .fields
-                .into_iter()
-                .map(|(name, value)| wit::Field {
-                    name,
-                    value: match value {
-                        Value::Text(s) => wit::Value::Text(s),
-                        Value::Int(i) => wit::Value::Int(i),
-                        Value::Float(f) => wit::Value::Float(f),
-                        Value::Bool(b) => wit::Value::Boolean(b),
-                        Value::Null => wit::Value::Null,
-                    },
-                })
-                .collect(),
+            let parser = state.as_ref().and_then(|b| b.downcast_ref::<P>());
+            let mut start = 0;
+            for &end in ends {
+                let end = end as usize;
+                // The host cuts on character boundaries; anything else reads as empty.
+                let raw = raws.get(start..end).unwrap_or_default();
+                start = end;
+                let input = Input {
+                    raw,
+                    repository: &context.repository,
+                    tags: &context.tags,
+                    ingest_time_ns: context.ingest_time_ns,
+                };
+                out.outcome(|events| match parser {
+                    Some(parser) => parser.parse_many(&input, events),
+                    None => Err(format!("plugin `{}` was not configured before parse", P::NAME)),
+                });
+            }
+        });
+        wit::ParseOutput {
+            index: out.index,
+            text: out.text,
         }
     }
 }
@@ -230,9 +224,11 @@ macro_rules! export_parser {
                 $crate::glue::configure::<$parser>(settings)
             }
             fn parse(
-                events: ::std::vec::Vec<$crate::bindings::weir::parser::types::RawEvent>,
-            ) -> ::std::vec::Vec<$crate::bindings::weir::parser::types::ParseOutcome> {
-                $crate::glue::parse::<$parser>(events)
+                context: $crate::bindings::weir::parser::types::BatchContext,
+                raws: ::std::string::String,
+                ends: ::std::vec::Vec<u32>,
+            ) -> $crate::bindings::weir::parser::types::ParseOutput {
+                $crate::glue::parse::<$parser>(context, raws, ends)
             }
         }
 

@@ -1,7 +1,7 @@
 //! The `syslog` plugin: syslog RFC 5424 and RFC 3164 (BSD) lines. Logic lives in `weir_parsers::syslog`.
 
 use weir_parsers::syslog::{SETTINGS, SyslogParser};
-use weir_plugin_sdk::{Input, Parsed, Parser, SettingInfo, Settings, export_parser};
+use weir_plugin_sdk::{EventWriter, Input, Parser, SettingInfo, Settings, export_parser};
 
 struct Plugin(SyslogParser);
 
@@ -16,8 +16,9 @@ impl Parser for Plugin {
     fn configure(settings: &Settings) -> Result<Self, String> {
         SyslogParser::new(settings).map(Plugin)
     }
-    fn parse(&self, input: &Input<'_>) -> Result<Parsed, String> {
-        self.0.parse(input)
+    fn parse(&self, input: &Input<'_>, out: &mut EventWriter<'_>) -> Result<(), String> {
+        self.0.parse(input)?.write_to(out);
+        Ok(())
     }
 }
 
