@@ -104,7 +104,18 @@ fn default_backoff_max_ms() -> u64 {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
-        weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])
+        let config: EdgeConfig = weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])?;
+        let max_streams = weir_proto::wire::MAX_STREAMS_PER_CONNECTION as usize;
+        if !(1..=max_streams).contains(&config.forward.max_in_flight) {
+            return Err(ConfigError::Value {
+                key: "forward.max_in_flight",
+                reason: format!(
+                    "{} is outside 1..={max_streams} (a core accepts {max_streams} batches in flight per edge)",
+                    config.forward.max_in_flight
+                ),
+            });
+        }
+        Ok(config)
     }
 
     pub fn dead_letter_dir(&self) -> PathBuf {
@@ -123,5 +134,19 @@ mod tests {
         assert_eq!(config.forward.max_in_flight, default_max_in_flight());
         assert_eq!(config.forward.idle_timeout_ms, default_idle_timeout_ms());
         assert_eq!(config.ack_mode, AckMode::Spool);
+    }
+
+    #[test]
+    fn in_flight_window_beyond_a_cores_stream_limit_is_refused() {
+        let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for (value, ok) in [("256", true), ("257", false), ("0", false)] {
+            let path = dir.path().join("edge.toml");
+            std::fs::write(&path, example.replace("max_in_flight = 8", &format!("max_in_flight = {value}"))).unwrap();
+            match EdgeConfig::load(&path) {
+                Ok(config) => assert!(ok, "{value} accepted: {}", config.forward.max_in_flight),
+                Err(e) => assert!(!ok && e.to_string().contains("forward.max_in_flight"), "{value}: {e}"),
+            }
+        }
     }
 }

@@ -43,15 +43,19 @@ struct Settings {
 struct Outcome {
     events_per_s: f64,
     latency: Histogram<u64>,
+    /// CPU time of this process (clients, rdkafka, and the core and edge, which run
+    /// in-process) per event; the broker is another process and not counted.
+    cpu_us_per_event: f64,
 }
 
 impl Outcome {
     fn line(&self, name: &str) -> String {
         format!(
-            "{name:<44} {:>10.0} events/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+            "{name:<44} {:>10.0} events/s   p50 {:>7.2} ms   p99 {:>7.2} ms   cpu {:>5.2} us/event",
             self.events_per_s,
             self.latency.value_at_quantile(0.5) as f64 / 1000.0,
-            self.latency.value_at_quantile(0.99) as f64 / 1000.0
+            self.latency.value_at_quantile(0.99) as f64 / 1000.0,
+            self.cpu_us_per_event
         )
     }
 }
@@ -172,6 +176,7 @@ where
     let bodies: Arc<Vec<T>> = Arc::new((0..n_requests).map(prepare).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let send = Arc::new(send);
+    let cpu_before = process_cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..settings.concurrency {
@@ -196,7 +201,20 @@ where
         latency.add(task.await.unwrap()).unwrap();
     }
     let elapsed = started.elapsed();
-    Outcome { events_per_s: (n_requests * settings.batch) as f64 / elapsed.as_secs_f64(), latency }
+    let n_events = (n_requests * settings.batch) as f64;
+    let cpu_us_per_event = (process_cpu_seconds() - cpu_before) * 1e6 / n_events;
+    Outcome { events_per_s: n_events / elapsed.as_secs_f64(), latency, cpu_us_per_event }
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; 0
+/// elsewhere). Clock ticks are 100 per second on every Linux this runs on.
+fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {

@@ -18,6 +18,8 @@ pub enum ConfigError {
     Invalid(#[from] Box<figment::Error>),
     #[error("config file {0} does not exist")]
     Missing(String),
+    #[error("config key `{key}`: {reason}")]
+    Value { key: &'static str, reason: String },
     #[error("config version {found} is not supported by this build, which reads version {CONFIG_VERSION}: set `version = {CONFIG_VERSION}` and check the example configs in deploy/")]
     Version { found: u32 },
 }

@@ -51,6 +51,10 @@ pub struct RequestHeader {
     pub n_events: u64,
 }
 
+/// Batches (streams) one edge connection may have open at a core. An edge keeps at
+/// most this many in flight: past it, opening a stream waits for a core's credit.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+
 /// Why the core refused a batch. The edge retries `Unavailable` and `Internal` (on this or
 /// another core); the other codes mean the batch itself is unacceptable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
