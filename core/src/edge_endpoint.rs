@@ -98,6 +98,12 @@ impl EdgeEndpoint {
                 return;
             }
         };
+        let result = match &response {
+            Response::Ack { .. } => "acked",
+            Response::Error { code, .. } if code.is_retryable() => "unavailable",
+            Response::Error { .. } => "refused",
+        };
+        metrics::counter!("weir_edge_batches_total", "result" => result).increment(1);
         let bytes = serde_json::to_vec(&response).expect("response serialises");
         if let Err(error) = send.write_all(&bytes).await {
             tracing::debug!(%error, "could not answer edge");

@@ -46,4 +46,8 @@ impl IngestSink for KafkaSink {
         }
         Ok(())
     }
+
+    fn observe(&self) {
+        metrics::gauge!("weir_kafka_topic_ready").set(if self.publisher.is_topic_ready() { 1.0 } else { 0.0 });
+    }
 }

@@ -243,12 +243,16 @@ impl Delivery {
     /// failed delivery, or no answer by the deadline set at enqueue time.
     pub async fn acknowledged(self) -> Result<usize, PublishError> {
         let Some(done) = self.done else { return Ok(0) };
-        match tokio::time::timeout_at(self.deadline, done).await {
+        let result = match tokio::time::timeout_at(self.deadline, done).await {
             Ok(Ok(Ok(()))) => Ok(self.n_records),
             Ok(Ok(Err(error))) => Err(PublishError::Unavailable(error)),
             Ok(Err(_)) => Err(PublishError::Unavailable("delivery report channel closed".into())),
             Err(_) => Err(PublishError::Unavailable("timed out waiting for delivery reports".into())),
-        }
+        };
+        // Counted per request, not in the per-record delivery callback.
+        let outcome = if result.is_ok() { "acked" } else { "failed" };
+        metrics::counter!("weir_kafka_records_total", "result" => outcome).increment(self.n_records as u64);
+        result
     }
 }
 

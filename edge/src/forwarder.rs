@@ -117,10 +117,19 @@ impl Forwarder {
     /// One connection's life. Returns the number of batches acknowledged, with the error
     /// that ended it.
     async fn session(&self, addr: &str) -> Result<u64, (u64, ForwardError)> {
-        let connection = self.connect(addr).await.map_err(|e| (0, e))?;
+        let connection = self.connect(addr).await.map_err(|e| {
+            metrics::counter!("weir_forward_session_failures_total").increment(1);
+            (0, e)
+        })?;
         tracing::info!(core = %addr, "connected to core");
+        let connected = metrics::gauge!("weir_forward_connected", "core" => addr.to_owned());
+        connected.set(1.0);
         let mut n_acked = 0u64;
         let result = self.pump(addr, &connection, &mut n_acked).await;
+        connected.set(0.0);
+        if result.is_err() {
+            metrics::counter!("weir_forward_session_failures_total").increment(1);
+        }
         connection.close(0u32.into(), b"session over");
         result.map(|()| n_acked).map_err(|e| (n_acked, e))
     }
@@ -150,6 +159,7 @@ impl Forwarder {
                         payloads.remove(&seq);
                         self.spool.ack(seq)?;
                         *n_acked += 1;
+                        metrics::counter!("weir_forward_batches_acked_total").increment(1);
                     }
                     Err(ForwardError::Refused { seq, code, message }) if !code.is_retryable() => {
                         let spooled = payloads.remove(&seq).expect("a refused batch was in flight");
@@ -188,6 +198,7 @@ impl Forwarder {
         match stored {
             Ok(path) => {
                 tracing::error!(seq, ?code, %message, file = %path.display(), "core refused a spooled batch as unacceptable; moved it to the dead-letter directory");
+                metrics::counter!("weir_dead_letters_total").increment(1);
                 self.spool.ack(seq)?;
             }
             Err(error) => {

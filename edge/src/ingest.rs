@@ -84,6 +84,13 @@ impl IngestSink for SpoolSink {
         .boxed()
     }
 
+    fn observe(&self) {
+        let stats = self.spool.stats();
+        metrics::gauge!("weir_spool_used_bytes").set(stats.used_bytes as f64);
+        metrics::gauge!("weir_spool_max_bytes").set(stats.max_bytes as f64);
+        metrics::gauge!("weir_spool_pending_batches").set(stats.pending_batches as f64);
+    }
+
     fn ready(&self) -> Result<(), String> {
         let stats = self.spool.stats();
         if stats.used_bytes >= stats.max_bytes {

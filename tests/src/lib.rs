@@ -103,6 +103,23 @@ pub fn certs(dir: &Path) -> PathBuf {
     certs
 }
 
+/// The value of metric `name` whose labels include `labels`, from Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+        let has = |(k, v): &(&str, &str)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\""));
+        (series_name == name && labels.iter().all(has)).then(|| value.parse().ok()).flatten()
+    })
+}
+
+/// `GET /metrics` of a node.
+pub async fn scrape(base_url: &str) -> String {
+    let response = http().get(format!("{base_url}/metrics")).send().await.expect("scrape /metrics");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("metrics text")
+}
+
 /// An HTTP client for the ingest API.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")

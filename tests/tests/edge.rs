@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN};
-use weir_tests::{certs, eventually, http, init_tracing, unique};
+use weir_tests::{certs, eventually, http, init_tracing, metric, scrape, unique};
 
 async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
     let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
@@ -68,7 +68,7 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-edge"), &certs);
-    let _core = core_process(&core_spec, dir.path()).await;
+    let core = core_process(&core_spec, dir.path()).await;
     let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
     let edge = edge_process(&edge_spec, dir.path()).await;
     let client = http();
@@ -106,6 +106,26 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
         records.iter().all(|r| r.batch_id.as_deref().is_some_and(|id| id.starts_with("edge-1:"))),
         "records forwarded by the edge carry its batch id"
     );
+
+    // What an operator scrapes: 41 requests, 1001 events, 41 batches forwarded and acked.
+    let edge_base = edge.url("");
+    let edge_metrics = eventually("the edge to count every ack", Duration::from_secs(10), || {
+        let edge_base = edge_base.clone();
+        async move {
+            let text = scrape(&edge_base).await;
+            (metric(&text, "weir_forward_batches_acked_total", &[]) == Some(41.0)).then_some(text)
+        }
+    })
+    .await;
+    assert_eq!(metric(&edge_metrics, "weir_http_requests_total", &[("endpoint", "hec-raw"), ("status", "200")]), Some(40.0), "{edge_metrics}");
+    assert_eq!(metric(&edge_metrics, "weir_http_events_total", &[("endpoint", "hec-raw")]), Some(1000.0));
+    assert_eq!(metric(&edge_metrics, "weir_http_events_total", &[("endpoint", "humio-structured")]), Some(1.0));
+    assert_eq!(metric(&edge_metrics, "weir_spool_pending_batches", &[]), Some(0.0));
+    assert_eq!(metric(&edge_metrics, "weir_forward_connected", &[("core", &core_spec.quic_addr())]), Some(1.0), "{edge_metrics}");
+    let core_metrics = scrape(&core.url("")).await;
+    assert_eq!(metric(&core_metrics, "weir_edge_batches_total", &[("result", "acked")]), Some(41.0), "{core_metrics}");
+    assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "acked")]), Some(41.0));
+    assert_eq!(metric(&core_metrics, "weir_kafka_topic_ready", &[]), Some(1.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -250,6 +270,10 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     let counts = kafka::raw_counts(&records);
     assert!(big.iter().all(|raw| !counts.contains_key(raw)), "the refused batch is not in Kafka");
     assert!(edge.log_tail().contains("moved it to the dead-letter directory"), "{}", edge.log_tail());
+    let edge_metrics = scrape(&edge.url("")).await;
+    assert_eq!(metric(&edge_metrics, "weir_dead_letters_total", &[]), Some(1.0), "{edge_metrics}");
+    let core_metrics = scrape(&core.url("")).await;
+    assert_eq!(metric(&core_metrics, "weir_edge_batches_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
 
     let edge_config = dir.path().join("edge-1.toml");
     let list = weir_edge_cli(&["dead-letter", "list", "--config"], &edge_config);

@@ -11,6 +11,7 @@
 //! that fails to decode reaches the sink not at all.
 
 pub mod formats;
+pub mod prometheus;
 mod response;
 
 use std::collections::HashMap;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::future::BoxFuture;
 use serde::Deserialize;
@@ -76,6 +77,8 @@ pub trait IngestSink: Send + Sync + 'static {
     fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>>;
     /// `Err(reason)` when the node should not receive traffic.
     fn ready(&self) -> Result<(), String>;
+    /// Sets the gauges that describe the sink's state, just before `/metrics` renders.
+    fn observe(&self) {}
 }
 
 /// One ingest token from the config file.
@@ -133,6 +136,8 @@ struct ApiState {
 /// The ingest API over `sink`.
 pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
     let tokens = config.tokens.iter().map(|t| (t.token.clone(), t.clone())).collect();
+    // Installs the recorder before anything is counted (counts before it are lost).
+    prometheus::handle();
     let state = ApiState {
         sink,
         tokens: Arc::new(tokens),
@@ -150,11 +155,17 @@ pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
         .route("/services/collector/raw/1.0", post(hec_raw))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(render_metrics))
         .with_state(state)
 }
 
 async fn health() -> Response {
     success(Flavor::LogScale)
+}
+
+async fn render_metrics(State(state): State<ApiState>) -> Response {
+    state.sink.observe();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus::handle().render()).into_response()
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
@@ -172,19 +183,19 @@ async fn ready(State(state): State<ApiState>) -> Response {
 }
 
 async fn humio_structured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, Flavor::LogScale, headers, body, |body, target| formats::humio_structured(body, target)).await
+    handle(state, "humio-structured", Flavor::LogScale, headers, body, |body, target| formats::humio_structured(body, target)).await
 }
 
 async fn humio_unstructured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, Flavor::LogScale, headers, body, |body, target| formats::humio_unstructured(body, target)).await
+    handle(state, "humio-unstructured", Flavor::LogScale, headers, body, |body, target| formats::humio_unstructured(body, target)).await
 }
 
 async fn raw(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, Flavor::LogScale, headers, body, |body, target| formats::raw_body(body, target)).await
+    handle(state, "raw", Flavor::LogScale, headers, body, |body, target| formats::raw_body(body, target)).await
 }
 
 async fn hec_event(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, Flavor::Hec, headers, body, |body, target| formats::hec_events(body, target)).await
+    handle(state, "hec-event", Flavor::Hec, headers, body, |body, target| formats::hec_events(body, target)).await
 }
 
 async fn hec_raw(
@@ -193,12 +204,28 @@ async fn hec_raw(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(state, Flavor::Hec, headers, body, move |body, target| formats::hec_raw(body, &params, target)).await
+    handle(state, "hec-raw", Flavor::Hec, headers, body, move |body, target| formats::hec_raw(body, &params, target)).await
+}
+
+/// [`handle_request`], counted per endpoint and status.
+async fn handle(
+    state: ApiState,
+    endpoint: &'static str,
+    flavor: Flavor,
+    headers: HeaderMap,
+    body: Body,
+    decode: impl FnOnce(&[u8], &Target) -> Result<Vec<EventBatch>, FormatError>,
+) -> Response {
+    let response = handle_request(state, endpoint, flavor, headers, body, decode).await;
+    metrics::counter!("weir_http_requests_total", "endpoint" => endpoint, "status" => response.status().as_str().to_owned())
+        .increment(1);
+    response
 }
 
 /// Authenticates, reads the bounded body, decodes it completely, then hands it to the sink.
-async fn handle(
+async fn handle_request(
     state: ApiState,
+    endpoint: &'static str,
     flavor: Flavor,
     headers: HeaderMap,
     body: Body,
@@ -318,7 +345,10 @@ async fn handle(
         return success(flavor);
     }
     match state.sink.ingest(IngestRequest { batches, n_events, ack_mode }).await {
-        Ok(()) => success(flavor),
+        Ok(()) => {
+            metrics::counter!("weir_http_events_total", "endpoint" => endpoint).increment(n_events as u64);
+            success(flavor)
+        }
         Err(IngestError::Unavailable { message, retry_after }) => error(
             flavor,
             StatusCode::SERVICE_UNAVAILABLE,
