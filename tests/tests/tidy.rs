@@ -79,3 +79,21 @@ fn no_compiled_wasm_is_tracked() {
         assert!(tracked.trim().is_empty(), "compiled Wasm is committed; build it from source instead:\n{tracked}");
     }
 }
+
+/// The edge stays light (DESIGN: it must not link wasmtime, rdkafka or the AWS SDK): its
+/// normal dependency tree, as cargo resolves it from the lock file, holds none of them.
+#[test]
+fn the_edge_links_neither_wasmtime_nor_rdkafka_nor_the_aws_sdk() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = std::process::Command::new(cargo)
+        .current_dir(weir_tests::workspace_root())
+        .args(["tree", "--locked", "--offline", "-p", "weir-edge", "-e", "normal", "--prefix", "none"])
+        .output()
+        .expect("run cargo tree");
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(tree.lines().any(|l| l.starts_with("quinn ")), "the tree is the edge's: {tree}");
+    let forbidden: Vec<&str> =
+        tree.lines().filter(|l| l.starts_with("wasmtime") || l.starts_with("rdkafka") || l.starts_with("aws-")).collect();
+    assert!(forbidden.is_empty(), "the edge links {forbidden:?}");
+}
