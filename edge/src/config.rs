@@ -10,6 +10,7 @@ use weir_proto::config::ConfigError;
 use weir_proto::tls::TlsFiles;
 
 use crate::spool::SpoolConfig;
+use crate::syslog::SyslogConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,9 @@ pub struct EdgeConfig {
     pub ingest: HttpIngestConfig,
     pub spool: SpoolConfig,
     pub forward: ForwardConfig,
+    /// Syslog input (UDP and/or TCP); absent: none.
+    #[serde(default)]
+    pub syslog: Option<SyslogConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

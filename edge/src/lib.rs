@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod forwarder;
 pub mod ingest;
 pub mod spool;
+pub mod syslog;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub enum EdgeError {
     Http(std::io::Error),
     #[error(transparent)]
     DeadLetter(#[from] dead_letter::DeadLetterError),
+    #[error(transparent)]
+    Syslog(#[from] syslog::SyslogError),
 }
 
 /// Appends every dead letter to the spool again and removes it from the dead-letter
@@ -110,6 +113,9 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         default_ack_mode: config.ack_mode,
         core_ack_timeout: Duration::from_millis(config.core_ack_timeout_ms),
     });
+    if let Some(syslog) = config.syslog.clone() {
+        syslog::start(syslog, sink.clone(), shutdown.clone()).await?;
+    }
     let app = weir_http_ingest::router(&config.ingest, sink);
     let forwarder = Forwarder {
         endpoint,

@@ -96,6 +96,8 @@ pub struct EdgeSpec {
     /// Certificate name the edge presents (`edge-1` is signed by the test CA).
     pub cert_name: String,
     pub ack_mode: &'static str,
+    /// Syslog input on these (UDP, TCP) ports, if any.
+    pub syslog_ports: Option<(u16, u16)>,
 }
 
 impl EdgeSpec {
@@ -110,13 +112,19 @@ impl EdgeSpec {
             certs: certs.to_owned(),
             cert_name: "edge-1".into(),
             ack_mode: "spool",
+            syslog_ports: None,
         }
     }
 
     pub fn toml(&self) -> String {
         let certs = self.certs.display();
         let cores: Vec<String> = self.cores.iter().map(|c| format!("\"{c}\"")).collect();
-        format!(
+        let syslog = self.syslog_ports.map_or(String::new(), |(udp, tcp)| {
+            format!(
+                "\n[syslog]\nudp_listen = \"127.0.0.1:{udp}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\nrepository = \"{REPOSITORY}\"\nparser = \"syslog\"\nbatch_max_delay_ms = 20\n"
+            )
+        });
+        let config = format!(
             r#"version = 1
 edge_id = "{edge_id}"
 ack_mode = "{ack_mode}"
@@ -150,7 +158,8 @@ backoff_max_ms = 500
             segment_bytes = self.spool_segment_bytes,
             cores = cores.join(", "),
             cert_name = self.cert_name,
-        )
+        );
+        config + &syslog
     }
 }
 

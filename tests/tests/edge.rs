@@ -311,6 +311,56 @@ fn weir_edge_cli(args: &[&str], config: &Path) -> String {
     text
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn syslog_over_udp_and_tcp_reaches_kafka() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-syslog"), &certs);
+    let _core = core_process(&core_spec, dir.path()).await;
+    let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let (udp_port, tcp_port) = (weir_tests::free_port(), weir_tests::free_port());
+    edge_spec.syslog_ports = Some((udp_port, tcp_port));
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let run = unique("syslog");
+    let message = |transport: &str, i: usize| format!("<13>1 2024-05-01T10:00:00Z host app - - - {run}-{transport}-{i}");
+    let mut expected = Vec::new();
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..30 {
+        udp.send_to(format!("{}\n", message("udp", i)).as_bytes(), ("127.0.0.1", udp_port)).unwrap();
+        expected.push(message("udp", i));
+    }
+    // Newline framing on one connection, octet counting (RFC 6587) on another.
+    let mut lines = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    let mut counted = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    for i in 0..30 {
+        lines.write_all(format!("{}\n", message("tcp", i)).as_bytes()).await.unwrap();
+        let text = message("octet", i);
+        counted.write_all(format!("{} {text}", text.len()).as_bytes()).await.unwrap();
+        expected.extend([message("tcp", i), text]);
+    }
+    lines.shutdown().await.unwrap();
+    counted.shutdown().await.unwrap();
+    // A frame over max_message_bytes: the edge closes that connection, and only that one.
+    let mut bad = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    bad.write_all(b"99999999 <13>too long").await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), bad.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the edge closes a connection with a bad frame: {closed:?}");
+
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, expected).await;
+    let record = records.iter().find(|r| r.batch.events.iter().any(|e| e.raw.contains(&format!("{run}-octet-0")))).unwrap();
+    assert_eq!(record.batch.tags.get("syslog.peer").map(String::as_str), Some("127.0.0.1"));
+    assert_eq!(record.batch.parser.as_deref(), Some("syslog"));
+    let metrics = scrape(&edge.url("")).await;
+    assert_eq!(metric(&metrics, "weir_syslog_messages_total", &[]), Some(90.0), "{metrics}");
+    assert_eq!(metric(&metrics, "weir_syslog_bad_frames_total", &[]), Some(1.0), "{metrics}");
+    assert!(edge.log_tail().contains("exceeds max_message_bytes"), "{}", edge.log_tail());
+}
+
 /// Incompressible-ish text so that spool sizes are predictable.
 fn noise(seed: u64, len: usize) -> String {
     let mut x = seed | 1;
