@@ -113,9 +113,10 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         default_ack_mode: config.ack_mode,
         core_ack_timeout: Duration::from_millis(config.core_ack_timeout_ms),
     });
-    if let Some(syslog) = config.syslog.clone() {
-        syslog::start(syslog, sink.clone(), shutdown.clone()).await?;
-    }
+    let syslog = match config.syslog.clone() {
+        Some(syslog) => Some(syslog::start(syslog, sink.clone(), shutdown.clone()).await?),
+        None => None,
+    };
     let app = weir_http_ingest::router(&config.ingest, sink);
     let forwarder = Forwarder {
         endpoint,
@@ -131,6 +132,10 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
             .await
             .map_err(EdgeError::Http);
         shutdown.cancel();
+        if let Some(syslog) = syslog {
+            // Bounded: the spool is local, but a full one must not hold the exit forever.
+            let _ = tokio::time::timeout(Duration::from_secs(5), syslog.drained).await;
+        }
         let _ = forwarding.await;
         tracing::info!("edge stopped");
         http

@@ -74,26 +74,28 @@ const QUEUE: usize = 10_000;
 pub struct SyslogInput {
     pub udp_addr: Option<SocketAddr>,
     pub tcp_addr: Option<SocketAddr>,
+    /// Ends once, after `shutdown`, the messages already read are spooled.
+    pub drained: tokio::task::JoinHandle<()>,
 }
 
 /// Binds the configured sockets and serves them until `shutdown`.
 pub async fn start(config: SyslogConfig, sink: Arc<dyn IngestSink>, shutdown: CancellationToken) -> Result<SyslogInput, SyslogError> {
     let (tx, rx) = mpsc::channel::<(SocketAddr, String)>(QUEUE);
-    let mut input = SyslogInput { udp_addr: None, tcp_addr: None };
+    let (mut udp_addr, mut tcp_addr) = (None, None);
     if let Some(addr) = config.udp_listen {
         let socket = UdpSocket::bind(addr).await.map_err(|source| SyslogError::Bind { transport: "UDP", addr, source })?;
-        input.udp_addr = socket.local_addr().ok();
+        udp_addr = socket.local_addr().ok();
         tokio::spawn(serve_udp(socket, config.max_message_bytes, tx.clone(), shutdown.clone()));
     }
     if let Some(addr) = config.tcp_listen {
         let listener = TcpListener::bind(addr).await.map_err(|source| SyslogError::Bind { transport: "TCP", addr, source })?;
-        input.tcp_addr = listener.local_addr().ok();
+        tcp_addr = listener.local_addr().ok();
         tokio::spawn(serve_tcp(listener, config.max_message_bytes, tx.clone(), shutdown.clone()));
     }
-    tracing::info!(udp = ?input.udp_addr, tcp = ?input.tcp_addr, repository = %config.repository, "syslog input started");
+    tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, repository = %config.repository, "syslog input started");
     drop(tx);
-    tokio::spawn(batch_and_spool(config, rx, sink, shutdown));
-    Ok(input)
+    let drained = tokio::spawn(batch_and_spool(config, rx, sink, shutdown));
+    Ok(SyslogInput { udp_addr, tcp_addr, drained })
 }
 
 async fn serve_udp(socket: UdpSocket, max: usize, tx: mpsc::Sender<(SocketAddr, String)>, shutdown: CancellationToken) {
@@ -210,18 +212,39 @@ async fn batch_and_spool(
     let delay = Duration::from_millis(config.batch_max_delay_ms);
     let max_events = config.batch_max_events.max(1);
     loop {
-        let Some(first) = (tokio::select! {
-            first = rx.recv() => first,
+        // Shutdown first: what is queued then goes through the drain below.
+        let first = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => None,
-        }) else {
+            first = rx.recv() => first,
+        };
+        let Some(first) = first else {
+            // Readers stop at shutdown; what they already read is spooled once more, not
+            // dropped (no retries: the edge is going away).
+            rx.close();
+            let mut rest = Vec::new();
+            while let Ok(message) = rx.try_recv() {
+                rest.push(message);
+            }
+            if !rest.is_empty() {
+                let n_events = rest.len();
+                match sink.ingest(request(&config, rest)).await {
+                    Ok(()) => tracing::info!(n_events, "spooled the syslog messages read before shutdown"),
+                    Err(error) => tracing::warn!(n_events, %error, "syslog messages read before shutdown could not be spooled"),
+                }
+            }
             return;
         };
         let mut pending = vec![first];
         let deadline = tokio::time::Instant::now() + delay;
         while pending.len() < max_events {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(message)) => pending.push(message),
-                Ok(None) | Err(_) => break,
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                message = tokio::time::timeout_at(deadline, rx.recv()) => match message {
+                    Ok(Some(message)) => pending.push(message),
+                    Ok(None) | Err(_) => break,
+                },
             }
         }
         let request = request(&config, pending);
@@ -320,6 +343,47 @@ mod tests {
             let error = got.iter().find_map(|f| f.as_ref().err()).unwrap_or_else(|| panic!("{input:?} gave {got:?}"));
             assert!(error.contains(expected), "{input:?}: {error}");
         }
+    }
+
+    /// Records what reaches the spool.
+    struct Recorder(std::sync::Mutex<Vec<String>>);
+
+    impl IngestSink for Recorder {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+            let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
+            self.0.lock().unwrap().extend(raws);
+            Box::pin(async { Ok(()) })
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_read_before_shutdown_are_spooled_not_dropped() {
+        let config = SyslogConfig {
+            udp_listen: None,
+            tcp_listen: None,
+            repository: "r".into(),
+            parser: None,
+            max_message_bytes: 100,
+            batch_max_events: 3,
+            // Far longer than the test: only shutdown can end the wait for a full batch.
+            batch_max_delay_ms: 600_000,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        for i in 0..7 {
+            tx.send((peer, format!("m{i}"))).await.unwrap();
+        }
+        let sink = Arc::new(Recorder(Default::default()));
+        let shutdown = CancellationToken::new();
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), batch_and_spool(config, rx, sink.clone(), shutdown)).await.unwrap();
+        let mut got = sink.0.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>());
+        assert!(tx.send((peer, "late".into())).await.is_err(), "readers are told to stop");
     }
 
     #[test]
