@@ -46,6 +46,13 @@ fn json_cases() -> Vec<Case> {
             None,
             json!({"msg": "café 😀"}),
         ),
+        // Arrays keep their input text, minus whitespace between tokens.
+        ok(
+            r#"{"tags": [ "a b", {"z": 1, "y": [ ]}, 1.0E2, "\u00e9" ], "n": 1}"#,
+            None,
+            json!({"tags": r#"["a b",{"z":1,"y":[]},1.0E2,"\u00e9"]"#, "n": 1}),
+        ),
+        fails(r#"{"tags":[1,]}"#, "invalid JSON"),
         fails(r#"{"level":"info","#, "invalid JSON"),
         fails(
             r#"["not","an","object"]"#,

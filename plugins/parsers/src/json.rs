@@ -1,14 +1,23 @@
 //! The JSON parser: one JSON object per line, nested objects flattened to
 //! dotted names (`{"http":{"status":200}}` -> `http.status = 200`), arrays kept
 //! as compact JSON text, the timestamp taken from the first known time field.
+//!
+//! Arrays, and objects nested deeper than `max_depth`, are kept as the text
+//! the input spells them with, minus the whitespace between tokens: for
+//! compact input that is the input's own slice. They are not parsed into a
+//! tree and serialised back (a profile put that at a sixth of the plugin's time), so key
+//! order, duplicate keys, string escapes (`"\u00e9"`) and number spelling
+//! (`1.0e2`) stay as written, and a number no `f64` holds (`1e400`) or an
+//! array nested deeper than serde_json's recursion limit is kept rather than
+//! rejected. The syntax is still checked: invalid JSON fails the line.
 
-use crate::model::{Input, Parsed, Settings, Sink};
 #[cfg(test)]
 use crate::model::Value;
+use crate::model::{Input, Parsed, Settings, Sink};
 use crate::time;
-use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value as Json;
+use serde_json::value::RawValue;
 
 /// Settings this parser accepts, with their description and default.
 pub const SETTINGS: &[(&str, &str, &str)] = &[
@@ -95,7 +104,11 @@ impl JsonParser {
     /// Parses one line, streaming its fields into `out` as they are read:
     /// no tree, no owned strings (what the plugin runs). On an error `out`
     /// may hold some fields; the caller discards them.
-    pub fn parse_into<S: Sink + ?Sized>(&self, input: &Input<'_>, out: &mut S) -> Result<(), String> {
+    pub fn parse_into<S: Sink + ?Sized>(
+        &self,
+        input: &Input<'_>,
+        out: &mut S,
+    ) -> Result<(), String> {
         let text = input.raw.trim();
         if !text.starts_with('{') {
             // Not an object: say what it is (or why it is not JSON).
@@ -105,10 +118,13 @@ impl JsonParser {
         }
         let mut de = serde_json::Deserializer::from_str(text);
         let mut name = String::with_capacity(64);
+        // Allocated on the first array or too-deep object of the line.
+        let mut json_text = String::new();
         let mut ts = TimestampPick::default();
         Flatten {
             parser: self,
             name: &mut name,
+            json_text: &mut json_text,
             depth: 0,
             out,
             ts: &mut ts,
@@ -139,6 +155,8 @@ struct TimestampPick {
 struct Flatten<'a, S: Sink + ?Sized> {
     parser: &'a JsonParser,
     name: &'a mut String,
+    /// Scratch buffer for the JSON text of arrays and too-deep objects.
+    json_text: &'a mut String,
     depth: usize,
     out: &'a mut S,
     ts: &'a mut TimestampPick,
@@ -189,16 +207,38 @@ impl<'de, S: Sink + ?Sized> Visitor<'de> for Flatten<'_, S> {
         Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        let array = Json::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-        self.text(&array.to_string())
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        // Each element as its raw slice (validated, not parsed into a tree).
+        self.json_text(|buf| {
+            buf.push('[');
+            while let Some(element) = seq.next_element::<&'de RawValue>()? {
+                if buf.len() > 1 {
+                    buf.push(',');
+                }
+                push_compact(buf, element.get());
+            }
+            buf.push(']');
+            Ok(())
+        })
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let top = self.depth == 0;
         if self.depth >= self.parser.max_depth {
-            let object = Json::deserialize(de::value::MapAccessDeserializer::new(map))?;
-            return self.text(&object.to_string());
+            return self.json_text(|buf| {
+                buf.push('{');
+                // serde_json only offers a key that is a string.
+                while let Some(key) = map.next_key::<&'de RawValue>()? {
+                    if buf.len() > 1 {
+                        buf.push(',');
+                    }
+                    buf.push_str(key.get());
+                    buf.push(':');
+                    push_compact(buf, map.next_value::<&'de RawValue>()?.get());
+                }
+                buf.push('}');
+                Ok(())
+            });
         }
         let len = self.name.len();
         let mut empty = true;
@@ -214,6 +254,7 @@ impl<'de, S: Sink + ?Sized> Visitor<'de> for Flatten<'_, S> {
             map.next_value_seed(Flatten {
                 parser: self.parser,
                 name: self.name,
+                json_text: &mut *self.json_text,
                 depth: self.depth + 1,
                 out: &mut *self.out,
                 ts: &mut *self.ts,
@@ -232,6 +273,19 @@ impl<S: Sink + ?Sized> Flatten<'_, S> {
         self.note(|| time::parse_rfc3339(v));
         self.out.text(self.name, v);
         Ok(())
+    }
+
+    /// A text field whose value `write` builds in the scratch buffer.
+    fn json_text<E>(mut self, write: impl FnOnce(&mut String) -> Result<(), E>) -> Result<(), E> {
+        let mut buf = std::mem::take(&mut *self.json_text);
+        buf.clear();
+        let result = write(&mut buf);
+        if result.is_ok() {
+            self.note(|| time::parse_rfc3339(&buf));
+            self.out.text(self.name, &buf);
+        }
+        *self.json_text = buf;
+        result
     }
 
     /// Offers the current field to the timestamp pick; `time` is only run
@@ -253,6 +307,40 @@ impl<S: Sink + ?Sized> Flatten<'_, S> {
             }
         }
     }
+}
+
+/// Appends `raw`, one JSON value as the input spells it (already validated),
+/// without whitespace between tokens. Whitespace is ASCII, so every cut is on
+/// a character boundary.
+fn push_compact(buf: &mut String, raw: &str) {
+    let bytes = raw.as_bytes();
+    // Only an array or object can hold whitespace outside strings.
+    if !matches!(bytes.first(), Some(b'[' | b'{'))
+        || !bytes
+            .iter()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+    {
+        buf.push_str(raw);
+        return;
+    }
+    let (mut in_string, mut escaped, mut from) = (false, false, 0);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            buf.push_str(&raw[from..i]);
+            from = i + 1;
+        }
+    }
+    buf.push_str(&raw[from..]);
 }
 
 /// Appends an object key to the current name.
@@ -311,6 +399,55 @@ mod tests {
     }
 
     #[test]
+    fn arrays_keep_their_input_text_without_whitespace() {
+        let p = JsonParser::default();
+        let line =
+            "{\"a\": [ \"x y\" ,\t{ \"k\" : [1, 2] , \"q\":\"\\\" ]\" },\n2 ], \"e\" : [ ] }";
+        let out = p.parse(&Input::line(line, 0)).unwrap();
+        assert_eq!(
+            out.get("a"),
+            Some(&Value::text(r#"["x y",{"k":[1,2],"q":"\" ]"},2]"#))
+        );
+        assert_eq!(out.get("e"), Some(&Value::text("[]")));
+        // As written: key order, duplicate keys, escapes, number spelling,
+        // numbers no f64 holds; only the whitespace between tokens goes.
+        let line = r#"{"a":[{"b":1,"a":2,"b":3},"\u00e9\/",1.0E2,-0,1e400]}"#;
+        let out = p.parse(&Input::line(line, 0)).unwrap();
+        assert_eq!(
+            out.get("a"),
+            Some(&Value::text(
+                r#"[{"b":1,"a":2,"b":3},"\u00e9\/",1.0E2,-0,1e400]"#
+            ))
+        );
+        // Nesting past serde_json's recursion limit is kept, not rejected.
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(1000), "]".repeat(1000));
+        let out = p.parse(&Input::line(&deep, 0)).unwrap();
+        assert_eq!(
+            out.get("a"),
+            Some(&Value::text(&format!(
+                "{}{}",
+                "[".repeat(1000),
+                "]".repeat(1000)
+            )))
+        );
+        // Still validated.
+        for bad in [
+            r#"{"a":[1,]}"#,
+            r#"{"a":[1 2]}"#,
+            r#"{"a":["x]}"#,
+            r#"{"a":[{1:2}]}"#,
+            "{\"a\":[\"\\q\"]}",
+        ] {
+            assert!(
+                p.parse(&Input::line(bad, 0))
+                    .unwrap_err()
+                    .contains("invalid JSON"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn non_objects_and_garbage_fail_with_a_reason() {
         let p = JsonParser::default();
         assert!(
@@ -359,6 +496,23 @@ mod depth_tests {
         let p = JsonParser::new(&Settings::from_pairs(&[("max_depth", "2")])).unwrap();
         let out = p.parse(&Input::line(r#"{"a":{"b":{"c":1}}}"#, 0)).unwrap();
         assert_eq!(out.get("a.b"), Some(&Value::text(r#"{"c":1}"#)));
+        let out = p
+            .parse(&Input::line(
+                r#"{"a":{"b":{ "z" : [ 1 ], "y":{ }, "z":"\u0041 " }}}"#,
+                0,
+            ))
+            .unwrap();
+        assert_eq!(
+            out.get("a.b"),
+            Some(&Value::text(r#"{"z":[1],"y":{},"z":"\u0041 "}"#))
+        );
+        let out = p.parse(&Input::line(r#"{"a":{"b":{ }}}"#, 0)).unwrap();
+        assert_eq!(out.get("a.b"), Some(&Value::text("{}")));
+        assert!(
+            p.parse(&Input::line(r#"{"a":{"b":{"c":1,}}}"#, 0))
+                .unwrap_err()
+                .contains("invalid JSON")
+        );
         assert!(
             p.parse(&Input::line(r#"{"a":1} x"#, 0))
                 .unwrap_err()
