@@ -137,8 +137,6 @@ impl Forwarder {
     async fn pump(&self, addr: &str, connection: &quinn::Connection, n_acked: &mut u64) -> Result<(), ForwardError> {
         let max_in_flight = self.config.max_in_flight.max(1);
         let mut in_flight = FuturesUnordered::new();
-        // The spooled bytes of the batches in flight, for the dead-letter directory.
-        let mut payloads = std::collections::HashMap::new();
         let mut cursor: Option<u64> = None;
         loop {
             if in_flight.len() < max_in_flight {
@@ -149,21 +147,18 @@ impl Forwarder {
                     // send futures (which run in any order): the core hands batches to
                     // Kafka in the order their streams were opened.
                     let streams = connection.open_bi().await.map_err(|e| ForwardError::Link(e.to_string()))?;
-                    payloads.insert(batch.seq, batch.payload.clone());
                     in_flight.push(self.send(streams, batch));
                 }
             }
             tokio::select! {
                 Some(result) = in_flight.next(), if !in_flight.is_empty() => match result {
                     Ok(seq) => {
-                        payloads.remove(&seq);
                         self.spool.ack(seq)?;
                         *n_acked += 1;
                         metrics::counter!("weir_forward_batches_acked_total").increment(1);
                     }
                     Err(ForwardError::Refused { seq, code, message }) if !code.is_retryable() => {
-                        let spooled = payloads.remove(&seq).expect("a refused batch was in flight");
-                        self.dead_letter(addr, seq, code, message, spooled).await?;
+                        self.dead_letter(addr, seq, code, message).await?;
                     }
                     Err(error) => return Err(error),
                 },
@@ -181,7 +176,14 @@ impl Forwarder {
     /// Moves a batch a core refused as unacceptable to the dead-letter directory, then out
     /// of the spool. If it cannot be written there, it stays in the spool and is sent
     /// again on the next session.
-    async fn dead_letter(&self, addr: &str, seq: u64, code: ErrorCode, message: String, spooled: bytes::Bytes) -> Result<(), ForwardError> {
+    async fn dead_letter(&self, addr: &str, seq: u64, code: ErrorCode, message: String) -> Result<(), ForwardError> {
+        // A refused batch is still pending in the spool (refusals are rare: read it back
+        // rather than keep every in-flight payload on the side).
+        let Some(spooled) = self.spool.pending_after(seq.checked_sub(1), 1)?.into_iter().find(|b| b.seq == seq) else {
+            tracing::warn!(seq, "refused batch is no longer in the spool; nothing to dead-letter");
+            return Ok(());
+        };
+        let spooled = spooled.payload;
         let batch_id = BatchId { edge_id: self.edge_id.clone(), seq };
         let refusal = Refusal {
             batch_id: batch_id.to_string(),

@@ -43,6 +43,12 @@ pub enum EdgeError {
     Syslog(#[from] syslog::SyslogError),
 }
 
+/// Opens (and after a crash recovers) the spool; file I/O, so off the runtime's threads.
+async fn open_spool(config: &EdgeConfig) -> Result<Spool, SpoolError> {
+    let spool_config = config.spool.clone();
+    tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")
+}
+
 /// Appends every dead letter to the spool again and removes it from the dead-letter
 /// directory; returns how many. The edge must not be running: opening the spool takes its
 /// lock. A letter is removed only after the spool made it durable, so a crash in between
@@ -53,10 +59,7 @@ pub async fn requeue_dead_letters(config: &EdgeConfig) -> Result<usize, EdgeErro
     if found.is_empty() {
         return Ok(0);
     }
-    let spool = {
-        let spool_config = config.spool.clone();
-        tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")?
-    };
+    let spool = open_spool(config).await?;
     for letter in &found {
         let seq = spool.append(DeadLetters::spooled(letter)?).await?;
         DeadLetters::remove(letter)?;
@@ -79,12 +82,7 @@ pub async fn run(config: EdgeConfig, shutdown: CancellationToken) -> Result<(), 
 
 /// Opens the spool (recovering it after a crash), binds, and serves in the background.
 pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<RunningEdge, EdgeError> {
-    let spool = {
-        let spool_config = config.spool.clone();
-        tokio::task::spawn_blocking(move || Spool::open(spool_config))
-            .await
-            .expect("spool open task")?
-    };
+    let spool = open_spool(&config).await?;
     let stats = spool.stats();
     let client = weir_proto::tls::client_config(
         &config.forward.tls,

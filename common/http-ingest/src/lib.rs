@@ -295,9 +295,9 @@ async fn handle_request(
             );
         }
     };
-    let body = match content_encoding(&headers) {
-        Ok(None) => body,
-        Ok(Some(())) => match gunzip(body, state.max_body_bytes).await {
+    let body = match is_gzip(&headers) {
+        Ok(false) => body,
+        Ok(true) => match gunzip(body, state.max_body_bytes).await {
             Ok(body) => body,
             Err(Gunzip::TooLarge) => {
                 return error(
@@ -429,14 +429,14 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
     })
 }
 
-/// `Ok(Some(()))` for gzip, `Ok(None)` for an uncompressed body, `Err(name)` otherwise.
-/// Shippers (Splunk's HEC clients, Fluent Bit, Vector) commonly gzip their requests.
-fn content_encoding(headers: &HeaderMap) -> Result<Option<()>, String> {
-    let Some(value) = headers.get(header::CONTENT_ENCODING) else { return Ok(None) };
+/// Whether the body is gzip (shippers such as Splunk's HEC clients, Fluent Bit and Vector
+/// commonly compress); `Err(encoding)` for an encoding this node cannot read.
+fn is_gzip(headers: &HeaderMap) -> Result<bool, String> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else { return Ok(false) };
     let value = value.to_str().unwrap_or("(not text)").trim().to_ascii_lowercase();
     match value.as_str() {
-        "" | "identity" => Ok(None),
-        "gzip" | "x-gzip" => Ok(Some(())),
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
         _ => Err(value),
     }
 }

@@ -107,18 +107,29 @@ pub fn encode_payload(batches: &[EventBatch]) -> Result<Bytes, WireError> {
     let estimate: usize = batches.iter().flat_map(|b| &b.events).map(|e| e.raw.len() + 48).sum::<usize>() + 256;
     let mut json = Vec::with_capacity(estimate);
     serde_json::to_writer(&mut json, batches).map_err(|e| WireError::Encode(e.into()))?;
-    // One compression context per thread: creating one per batch showed up in profiles.
     thread_local! {
         static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     }
-    COMPRESSOR.with(|cell| {
+    // Level 1: edges are small machines; the ratio on log text is already good.
+    with_context(&COMPRESSOR, || zstd::bulk::Compressor::new(1), |c| c.compress(&json))
+        .map(Bytes::from)
+        .map_err(WireError::Encode)
+}
+
+/// Runs `f` with this thread's zstd context, created on first use: creating one per
+/// batch showed up in profiles.
+fn with_context<C: 'static, T>(
+    key: &'static std::thread::LocalKey<RefCell<Option<C>>>,
+    new: impl FnOnce() -> std::io::Result<C>,
+    f: impl FnOnce(&mut C) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    key.with(|cell| {
         let mut cell = cell.borrow_mut();
-        let compressor = match cell.as_mut() {
-            Some(compressor) => compressor,
-            // Level 1: edges are small machines; the ratio on log text is already good.
-            None => cell.insert(zstd::bulk::Compressor::new(1).map_err(WireError::Encode)?),
+        let context = match cell.as_mut() {
+            Some(context) => context,
+            None => cell.insert(new()?),
         };
-        compressor.compress(&json).map(Bytes::from).map_err(WireError::Encode)
+        f(context)
     })
 }
 
@@ -142,14 +153,8 @@ pub fn decompress_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, W
     thread_local! {
         static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     }
-    DECOMPRESSOR.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        let decompressor = match cell.as_mut() {
-            Some(decompressor) => decompressor,
-            None => cell.insert(zstd::bulk::Decompressor::new().map_err(|source| WireError::Decompress { limit: max_bytes, source })?),
-        };
-        decompressor.decompress(payload, capacity).map_err(|source| WireError::Decompress { limit: max_bytes, source })
-    })
+    with_context(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| d.decompress(payload, capacity))
+        .map_err(|source| WireError::Decompress { limit: max_bytes, source })
 }
 
 /// Decompresses and decodes a payload completely.
