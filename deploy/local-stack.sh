@@ -79,6 +79,9 @@ tls = { cert = "$home/certs/core-1.pem", key = "$home/certs/core-1.key", ca = "$
 [kafka]
 bootstrap_servers = "$bootstrap"
 ingest_topic = "weir-ingest"
+# The embedded Kafka is one broker; a real cluster keeps the defaults (3 and 2).
+replication_factor = 1
+min_insync_replicas = 1
 TOML
     cat > "$home/edge.toml" <<TOML
 version = 1

@@ -29,6 +29,36 @@ pub struct CoreConfig {
     /// Parser plugins and which repository or token uses which (see weir-plugin-host).
     #[serde(default)]
     pub parsers: weir_plugin_host::ParsersConfig,
+    /// How much this node takes on at once.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes held at once by HTTP request bodies (after inflation, with what decoding
+    /// them builds) and edge batches (compressed and decompressed). Beyond it, requests
+    /// get 429 and edge batches `Unavailable`, at once: the node pushes back instead of
+    /// growing until the kernel kills it.
+    #[serde(default = "default_in_flight_bytes")]
+    pub in_flight_bytes: usize,
+    /// Edge connections held at once; more are refused during the handshake.
+    #[serde(default = "default_max_edge_connections")]
+    pub max_edge_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { in_flight_bytes: default_in_flight_bytes(), max_edge_connections: default_max_edge_connections() }
+    }
+}
+
+fn default_in_flight_bytes() -> usize {
+    1 << 30
+}
+fn default_max_edge_connections() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -60,8 +90,15 @@ pub struct KafkaConfig {
     /// Used when the core creates a missing ingest topic.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Replicas of each ingest partition. The core creates the topic with it and stays
+    /// not ready while an existing topic has fewer. 3 by default: an acknowledged event
+    /// survives the loss of a broker; 1 only for a single-broker test setup.
     #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
+    /// The topic's `min.insync.replicas`: with acks=all, an ack means this many brokers
+    /// hold the record. Checked like the replication factor.
+    #[serde(default = "default_min_insync_replicas")]
+    pub min_insync_replicas: i32,
     /// How long an ingest request may wait for Kafka's acknowledgement before it is
     /// answered 503 (the bound of I1's failure path).
     #[serde(default = "default_ack_timeout_ms")]
@@ -75,10 +112,17 @@ pub struct KafkaConfig {
     /// Seconds a client is told to wait after a 503.
     #[serde(default = "default_retry_after_s")]
     pub retry_after_s: u64,
-    /// Extra librdkafka producer properties (e.g. security settings). May not override
-    /// acks or idempotence.
-    #[serde(default)]
-    pub producer_properties: BTreeMap<String, String>,
+    /// Bytes of records librdkafka may hold waiting for Kafka's acks
+    /// (`queue.buffering.max.kbytes`); a request finding it full waits up to
+    /// `ack_timeout_ms`, then gets 503.
+    #[serde(default = "default_queue_max_bytes")]
+    pub queue_max_bytes: usize,
+    /// Extra librdkafka client properties (security settings such as
+    /// `security.protocol`, `sasl.mechanism`, `sasl.username`, `ssl.ca.location`),
+    /// given to the producer and the admin client alike. May not override acks or
+    /// idempotence.
+    #[serde(default, alias = "producer_properties")]
+    pub client_properties: BTreeMap<String, String>,
 }
 
 fn default_node_id() -> String {
@@ -97,7 +141,13 @@ fn default_partitions() -> i32 {
     4
 }
 fn default_replication_factor() -> i32 {
-    1
+    3
+}
+fn default_queue_max_bytes() -> usize {
+    256 << 20
+}
+fn default_min_insync_replicas() -> i32 {
+    2
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000

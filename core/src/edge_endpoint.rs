@@ -3,48 +3,72 @@
 //! Each bidirectional stream carries one batch; the answer is an ack only after Kafka
 //! acknowledged every event of it, else a typed error the edge can act on. Edges are
 //! authenticated by their client certificate during the handshake (I8); a peer without
-//! one never gets a stream.
+//! one never gets a stream, and a batch id naming another edge than the certificate is
+//! refused. A frame's header is read and checked before its payload, so an oversized
+//! frame is refused unread.
 //!
 //! Order: an edge opens its streams in spool order and keeps several in flight. Their
 //! frames arrive and decode concurrently, but each stream hands its records to the
 //! producer only after the stream opened before it on the same connection did (or gave
 //! up), so one source's batches land in Kafka in the order the edge spooled them. Only the
-//! hand-over is serialised; waiting for Kafka's acks overlaps.
+//! hand-over is serialised; waiting for Kafka's acks overlaps. A stream cut off inside
+//! its frame stops every stream behind it from publishing and closes the connection, so
+//! the first copy of each batch in Kafka stays in spool order across failures too.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use weir_proto::wire::{self, ErrorCode, PROTOCOL_VERSION, Response};
+use weir_http_ingest::{BudgetShare, MemoryBudget};
+use weir_proto::wire::{self, BatchId, ErrorCode, PROTOCOL_VERSION, RequestHeader, Response};
 
 use crate::config::QuicConfig;
-use crate::kafka::{PublishError, Publisher, Record};
+use crate::kafka::{BatchPart, PublishError, Publisher, Record, Refusal};
 
 pub struct EdgeEndpoint {
     pub endpoint: quinn::Endpoint,
     pub publisher: Arc<Publisher>,
     pub config: QuicConfig,
+    /// Shared with the HTTP API: frames take their bytes before they are read.
+    pub budget: MemoryBudget,
+    pub max_connections: usize,
 }
 
 impl EdgeEndpoint {
     pub async fn serve(self, shutdown: CancellationToken) {
         let tasks = TaskTracker::new();
         let this = Arc::new(self);
+        let connections = Arc::new(tokio::sync::Semaphore::new(this.max_connections.max(1)));
+        let refusals = RateLimitedLog::new(Duration::from_secs(10));
         loop {
             let incoming = tokio::select! {
                 incoming = this.endpoint.accept() => incoming,
                 _ = shutdown.cancelled() => break,
             };
             let Some(incoming) = incoming else { break };
+            let Ok(slot) = connections.clone().try_acquire_owned() else {
+                metrics::counter!("weir_edge_connections_refused_total", "reason" => "limit").increment(1);
+                refusals.warn(|n| tracing::warn!(remote = %incoming.remote_address(), limit = this.max_connections, refused_since_last_log = n, "edge connection refused: this core holds its limit of edge connections"));
+                incoming.refuse();
+                continue;
+            };
             let this = this.clone();
             let shutdown = shutdown.clone();
+            let refusals = refusals.clone();
             tasks.spawn(async move {
+                let _slot = slot;
                 let remote = incoming.remote_address();
                 match incoming.await {
                     Ok(connection) => this.serve_connection(connection, shutdown).await,
-                    // Includes edges without a valid client certificate.
-                    Err(error) => tracing::warn!(%remote, %error, "edge connection refused"),
+                    // Includes edges without a valid client certificate: counted, and
+                    // logged at most every few seconds, since anyone can send handshakes.
+                    Err(error) => {
+                        metrics::counter!("weir_edge_connections_refused_total", "reason" => "handshake").increment(1);
+                        refusals.warn(|n| tracing::warn!(%remote, %error, refused_since_last_log = n, "edge connection refused"));
+                    }
                 }
             });
         }
@@ -55,10 +79,17 @@ impl EdgeEndpoint {
 
     async fn serve_connection(self: Arc<Self>, connection: quinn::Connection, shutdown: CancellationToken) {
         let remote = connection.remote_address();
+        let Some(certificate) = peer_certificate(&connection) else {
+            // The TLS config requires a client certificate, so this is a bug, not a peer.
+            tracing::error!(%remote, "edge connection without a client certificate; closing it");
+            connection.close(CLOSE_NO_CERTIFICATE.into(), b"no client certificate");
+            return;
+        };
         tracing::info!(%remote, "edge connected");
+        let certificate = Arc::new(certificate);
         let streams = TaskTracker::new();
         // The previous stream's turn: fires (or is dropped) once it enqueued its records.
-        let mut previous: Option<oneshot::Receiver<()>> = None;
+        let mut previous: Option<oneshot::Receiver<TurnSignal>> = None;
         loop {
             let stream = tokio::select! {
                 stream = connection.accept_bi() => stream,
@@ -69,7 +100,8 @@ impl EdgeEndpoint {
                     let this = self.clone();
                     let (done, next) = oneshot::channel();
                     let turn = Turn { previous: previous.replace(next), done: Some(done) };
-                    streams.spawn(async move { this.serve_stream(send, recv, turn).await });
+                    let (connection, certificate) = (connection.clone(), certificate.clone());
+                    streams.spawn(async move { this.serve_stream(send, recv, turn, &connection, &certificate).await });
                 }
                 Err(error) => {
                     tracing::info!(%remote, %error, "edge connection closed");
@@ -82,19 +114,29 @@ impl EdgeEndpoint {
         streams.wait().await;
     }
 
-    async fn serve_stream(&self, mut send: quinn::SendStream, mut recv: quinn::RecvStream, turn: Turn) {
-        let frame = recv.read_to_end(self.config.max_frame_bytes).await;
-        let response = match frame {
-            Ok(frame) => self.handle_frame(&frame, turn).await,
-            Err(quinn::ReadToEndError::TooLong) => {
+    async fn serve_stream(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        mut turn: Turn,
+        connection: &quinn::Connection,
+        certificate: &CertificateDer<'static>,
+    ) {
+        let response = match self.read_frame(&mut recv).await {
+            Ok((header, frame)) => self.handle_frame(header, frame, turn, certificate).await,
+            Err(FrameError::Refused(response)) => {
+                // Answered without reading the rest: tell the edge to stop sending it.
                 drop(turn);
-                error(
-                    ErrorCode::TooLarge,
-                    format!("batch frame exceeds {} bytes: lower the edge's batch size", self.config.max_frame_bytes),
-                )
+                let _ = recv.stop(0u32.into());
+                response
             }
-            Err(error) => {
-                tracing::debug!(%error, "edge stream ended before its frame");
+            Err(FrameError::Cut(error)) => {
+                // The streams behind this one must not publish: their batches would land in
+                // Kafka before this one's first copy. Closing the connection makes the edge
+                // resend everything unacknowledged, in order, on a new one.
+                tracing::info!(remote = %connection.remote_address(), %error, "edge stream cut off before its frame ended; closing the connection");
+                turn.cut();
+                connection.close(CLOSE_CUT_FRAME.into(), b"a batch frame was cut off; reconnect and resend in order");
                 return;
             }
         };
@@ -114,26 +156,88 @@ impl EdgeEndpoint {
         let _ = send.stopped().await;
     }
 
-    /// `turn` is released (dropped) on every early return, so a refused batch never holds
-    /// up the streams after it.
-    async fn handle_frame(&self, frame: &[u8], mut turn: Turn) -> Response {
-        let (header, payload) = match wire::decode_request(frame) {
-            Ok(decoded) => decoded,
-            Err(e) => return error(ErrorCode::BadRequest, e.to_string()),
-        };
+    /// Reads one request frame. The header comes first and is checked before the payload
+    /// is read, so a frame over the limit or of another version is refused unread.
+    async fn read_frame(&self, recv: &mut quinn::RecvStream) -> Result<(RequestHeader, Frame), FrameError> {
+        let mut prefix = [0u8; 4];
+        read_exact(recv, &mut prefix).await?;
+        let header_len = wire::header_len(prefix).map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
+        let mut header = vec![0u8; header_len];
+        read_exact(recv, &mut header).await?;
+        let header = wire::decode_header(&header).map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
         if header.version != PROTOCOL_VERSION {
-            return error(
+            return Err(FrameError::refused(
                 ErrorCode::UnsupportedVersion,
                 format!("protocol version {} is not supported (this core speaks {PROTOCOL_VERSION}): upgrade the edge or core", header.version),
+            ));
+        }
+        if header.payload_bytes > self.config.max_frame_bytes as u64 {
+            return Err(FrameError::refused(
+                ErrorCode::TooLarge,
+                format!(
+                    "batch of {} bytes exceeds this core's quic.max_frame_bytes of {}: lower the edge's batch size or raise the limit",
+                    header.payload_bytes, self.config.max_frame_bytes
+                ),
+            ));
+        }
+        // Taken before the payload is read: a core facing many large frames pushes back
+        // instead of holding them all.
+        let Some(share) = self.budget.try_take(header.payload_bytes as usize) else {
+            return Err(FrameError::Refused(over_budget(&self.budget)));
+        };
+        let mut payload = vec![0u8; header.payload_bytes as usize];
+        read_exact(recv, &mut payload).await?;
+        match recv.read_to_end(0).await {
+            Ok(_) => Ok((header, Frame { payload, share })),
+            Err(quinn::ReadToEndError::TooLong) => {
+                Err(FrameError::refused(ErrorCode::BadRequest, "frame continues past the payload length its header declares".into()))
+            }
+            Err(quinn::ReadToEndError::Read(error)) => Err(FrameError::Cut(error.to_string())),
+        }
+    }
+
+    /// `turn` is released (dropped) on every early return, so a refused batch never holds
+    /// up the streams after it.
+    async fn handle_frame(
+        &self,
+        header: RequestHeader,
+        frame: Frame,
+        mut turn: Turn,
+        certificate: &CertificateDer<'static>,
+    ) -> Response {
+        if let Err(reason) = weir_proto::tls::certificate_names(certificate, &header.batch_id.edge_id) {
+            tracing::warn!(edge_id = %header.batch_id.edge_id, %reason, "edge names itself differently from its certificate");
+            return error(
+                ErrorCode::Forbidden,
+                format!(
+                    "edge id {:?} is not the name in this edge's client certificate ({reason}): set the edge's edge_id to the name its certificate was issued for",
+                    header.batch_id.edge_id
+                ),
             );
         }
-        let json = match wire::decompress_payload(payload, self.config.max_batch_bytes) {
-            Ok(json) => json,
-            Err(e) => return error(ErrorCode::TooLarge, e.to_string()),
+        let Frame { payload, mut share } = frame;
+        // The decompressed size, as the payload declares it (bounded below by the check
+        // in `decompress_payload`), joins the frame's share before anything is inflated.
+        let inflated = wire::declared_size(&payload).map_or(self.config.max_batch_bytes, |n| (n as usize).min(self.config.max_batch_bytes));
+        let Some(more) = self.budget.try_take(inflated) else {
+            return over_budget(&self.budget);
         };
-        let (records, n_events) = match self.records(bytes::Bytes::from(json)) {
-            Ok(decoded) => decoded,
-            Err(response) => return response,
+        share.merge(more);
+        // Decompressing and splitting a batch of many MiB takes milliseconds: off the
+        // runtime's workers, which serve every other stream.
+        let (max_batch_bytes, max_record_bytes, batch_id) =
+            (self.config.max_batch_bytes, self.publisher.max_record_bytes(), header.batch_id.clone());
+        let publisher = self.publisher.clone();
+        let decoded = tokio::task::spawn_blocking(move || {
+            let json = wire::decompress_payload(&payload, max_batch_bytes).map_err(|e| error(ErrorCode::TooLarge, e.to_string()))?;
+            drop(payload);
+            records(&publisher, max_record_bytes, bytes::Bytes::from(json), &batch_id)
+        })
+        .await;
+        let (records, n_events) = match decoded {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(response)) => return response,
+            Err(join) => return error(ErrorCode::Internal, format!("decoding task failed: {join}")),
         };
         if n_events != header.n_events {
             return error(
@@ -141,60 +245,179 @@ impl EdgeEndpoint {
                 format!("header announces {} events but the payload holds {n_events}", header.n_events),
             );
         }
-        turn.wait().await;
-        let delivery = self.publisher.enqueue(records, Some(&header.batch_id)).await;
+        if !turn.wait().await {
+            turn.cut();
+            return error(
+                ErrorCode::Unavailable,
+                "an earlier batch on this connection was cut off, so this one was not published: resend both in order".into(),
+            );
+        }
+        let delivery = self.publisher.enqueue(records).await;
         turn.pass();
         match delivery.acknowledged().await {
             Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },
-            Err(PublishError::Unavailable(reason)) => {
+            Err(PublishError::Unavailable { reason, .. }) => {
                 tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka");
                 error(ErrorCode::Unavailable, format!("kafka did not acknowledge the batch: {reason}"))
+            }
+            Err(PublishError::Refused { refusal, code, reason }) => {
+                tracing::warn!(batch_id = %header.batch_id, %code, %reason, "kafka refused a forwarded batch for good");
+                let code = match refusal {
+                    Refusal::TooLarge => ErrorCode::TooLarge,
+                    Refusal::Invalid => ErrorCode::BadRequest,
+                    Refusal::Unauthorized => ErrorCode::Forbidden,
+                };
+                error(code, format!("kafka refused the batch and a retry cannot change that: {reason}"))
             }
             Err(other) => error(ErrorCode::Internal, other.to_string()),
         }
     }
 }
 
-impl EdgeEndpoint {
-    /// The Kafka records of a decompressed payload and its event count. A batch that fits
-    /// one record is published as the edge encoded it; only an oversized one is decoded
-    /// and split.
-    fn records(&self, json: bytes::Bytes) -> Result<(Vec<Record>, u64), Response> {
+/// Application close codes the core uses on edge connections.
+const CLOSE_CUT_FRAME: u32 = 2;
+const CLOSE_NO_CERTIFICATE: u32 = 3;
+
+/// A frame's payload, with the budget share it holds until the batch is answered.
+struct Frame {
+    payload: Vec<u8>,
+    share: BudgetShare,
+}
+
+fn over_budget(budget: &MemoryBudget) -> Response {
+    metrics::counter!("weir_memory_budget_refusals_total", "input" => "quic").increment(1);
+    error(
+        ErrorCode::Unavailable,
+        format!("this core holds its limit of {} bytes of batches in progress: retry shortly or elsewhere", budget.total_bytes()),
+    )
+}
+
+/// A warning that anyone on the network can trigger, logged at most once per interval
+/// with the number of occurrences in between.
+#[derive(Clone)]
+struct RateLimitedLog {
+    interval: Duration,
+    state: Arc<std::sync::Mutex<(Option<std::time::Instant>, u64)>>,
+}
+
+impl RateLimitedLog {
+    fn new(interval: Duration) -> RateLimitedLog {
+        RateLimitedLog { interval, state: Arc::new(std::sync::Mutex::new((None, 0))) }
+    }
+
+    /// Calls `log` with the occurrences since the last log, or only counts this one.
+    fn warn(&self, log: impl FnOnce(u64)) {
+        let mut state = self.state.lock().expect("lock");
+        state.1 += 1;
+        let now = std::time::Instant::now();
+        if state.0.is_none_or(|last| now.duration_since(last) >= self.interval) {
+            let n = std::mem::take(&mut state.1);
+            state.0 = Some(now);
+            drop(state);
+            log(n);
+        }
+    }
+}
+
+/// Why a frame was not read completely.
+enum FrameError {
+    /// The frame is unacceptable; answered without reading the rest.
+    Refused(Response),
+    /// The stream or connection ended inside the frame.
+    Cut(String),
+}
+
+impl FrameError {
+    fn refused(code: ErrorCode, message: String) -> FrameError {
+        FrameError::Refused(error(code, message))
+    }
+}
+
+async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), FrameError> {
+    recv.read_exact(buf).await.map_err(|e| match e {
+        quinn::ReadExactError::FinishedEarly(n) => FrameError::refused(
+            ErrorCode::BadRequest,
+            format!("frame ended {} bytes before the length its header declares", buf.len() - n),
+        ),
+        quinn::ReadExactError::ReadError(error) => FrameError::Cut(error.to_string()),
+    })
+}
+
+/// The edge's leaf certificate, as the handshake verified it against the CA.
+fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.into_iter().next()
+}
+
+
+/// The Kafka records of a decompressed payload and its event count. A batch that fits
+/// one record is published as the edge encoded it; only an oversized one is decoded and
+/// split.
+fn records(publisher: &Publisher, max_record_bytes: usize, json: bytes::Bytes, batch_id: &BatchId) -> Result<(Vec<Record>, u64), Response> {
         let batches = wire::split_payload(&json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
         let mut records = Vec::with_capacity(batches.len());
         let mut n_events = 0;
         for batch in batches {
             n_events += batch.n_events;
-            if batch.json.len() <= self.publisher.max_record_bytes() {
-                records.push(Record { key: batch.source_key(), payload: json.slice_ref(batch.json.as_bytes()) });
+            if batch.json.len() <= max_record_bytes {
+                records.push(Record { key: batch.source_key(), payload: json.slice_ref(batch.json.as_bytes()), batch: None });
             } else {
                 let decoded = serde_json::from_str(batch.json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-                self.publisher.encode(decoded, &mut records).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+                publisher.encode(decoded, &mut records).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
             }
         }
+        // Every record names the batch and its place in it, so the digest can drop a
+        // re-sent batch whole (all its parts) and tell a complete batch from a partial one.
+        let n_parts = records.len() as u32;
+        for (index, record) in records.iter_mut().enumerate() {
+            record.batch = Some(BatchPart { id: batch_id.to_string(), index: index as u32, count: n_parts });
+        }
         Ok((records, n_events))
-    }
+}
+
+/// What a stream tells the one opened after it.
+enum TurnSignal {
+    /// It enqueued its records, or refused its batch: the next may go.
+    Passed,
+    /// Its frame was cut off (or an earlier one was): the next must not publish.
+    Cut,
 }
 
 /// A stream's place in its connection's order of hand-over to the producer.
 struct Turn {
-    previous: Option<oneshot::Receiver<()>>,
-    done: Option<oneshot::Sender<()>>,
+    previous: Option<oneshot::Receiver<TurnSignal>>,
+    done: Option<oneshot::Sender<TurnSignal>>,
 }
 
 impl Turn {
-    /// Waits until the stream before this one enqueued its records or gave up.
-    async fn wait(&mut self) {
-        if let Some(previous) = self.previous.take() {
-            let _ = previous.await;
+    /// Waits until the stream before this one enqueued its records or gave up; `false`
+    /// when it was cut off.
+    async fn wait(&mut self) -> bool {
+        match self.previous.take() {
+            Some(previous) => !matches!(previous.await, Ok(TurnSignal::Cut)),
+            None => true,
         }
     }
 
     /// Lets the next stream enqueue. Dropping the turn does the same.
     fn pass(&mut self) {
         if let Some(done) = self.done.take() {
-            let _ = done.send(());
+            let _ = done.send(TurnSignal::Passed);
         }
+    }
+
+    /// Tells the next stream (and through it every later one) not to publish.
+    fn cut(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(TurnSignal::Cut);
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.pass();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The core's [`IngestSink`]: an HTTP ingest request is accepted once Kafka acknowledged
-//! every event of it (I1), and answered 503 otherwise.
+//! every event of it (I1); answered 503 when a retry can succeed, 4xx when Kafka refused
+//! the events for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use weir_http_ingest::{IngestError, IngestRequest, IngestSink};
 
-use crate::kafka::{PublishError, Publisher};
+use crate::kafka::{PublishError, Publisher, Refusal};
 
 pub struct KafkaSink {
     pub publisher: Arc<Publisher>,
@@ -22,13 +23,22 @@ impl IngestSink for KafkaSink {
         async move {
             // The core's ack always follows Kafka's, so the client's ack-mode choice
             // (which matters on an edge) changes nothing here.
-            match publisher.publish(request.batches, None).await {
+            match publisher.publish(request.batches).await {
                 Ok(_) => Ok(()),
-                Err(PublishError::Unavailable(reason)) => {
+                Err(PublishError::Unavailable { reason, .. }) => {
                     tracing::warn!(n_events = request.n_events, %reason, "ingest request not acknowledged by kafka");
                     Err(IngestError::Unavailable {
                         message: format!("kafka did not acknowledge the events: {reason}"),
                         retry_after,
+                    })
+                }
+                Err(PublishError::Refused { refusal, code, reason }) => {
+                    tracing::warn!(n_events = request.n_events, %code, %reason, "kafka refused an ingest request for good");
+                    let message = format!("kafka refused the events and a retry cannot change that: {reason}");
+                    Err(match refusal {
+                        Refusal::TooLarge => IngestError::TooLarge(message),
+                        Refusal::Invalid => IngestError::BadRequest(message),
+                        Refusal::Unauthorized => IngestError::Forbidden(message),
                     })
                 }
                 Err(other) => Err(IngestError::Internal(other.to_string())),
@@ -41,13 +51,10 @@ impl IngestSink for KafkaSink {
         if let Some(fatal) = self.publisher.fatal_error() {
             return Err(format!("kafka producer failed fatally: {fatal}"));
         }
-        if !self.publisher.is_topic_ready() {
-            return Err("the kafka ingest topic is not verified yet".into());
-        }
-        Ok(())
+        self.publisher.topic_ready()
     }
 
     fn observe(&self) {
-        metrics::gauge!("weir_kafka_topic_ready").set(if self.publisher.is_topic_ready() { 1.0 } else { 0.0 });
+        metrics::gauge!("weir_kafka_topic_ready").set(if self.publisher.topic_ready().is_ok() { 1.0 } else { 0.0 });
     }
 }

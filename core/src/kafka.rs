@@ -1,4 +1,5 @@
-//! Publishing to the Kafka ingest topic, and creating it when missing.
+//! Publishing to the Kafka ingest topic, and creating it (or checking the existing one's
+//! durability) at start.
 //!
 //! Only this module touches rdkafka. A request's records go to an idempotent producer with
 //! acks=all; the request completes when the delivery report of its last record arrived.
@@ -6,12 +7,12 @@
 //! shared [`PendingRequest`] per request: a future per message costs rust-rdkafka about
 //! half of its throughput, a counter per request costs nothing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -19,23 +20,87 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use weir_proto::EventBatch;
-use weir_proto::wire::BatchId;
 
 use crate::config::KafkaConfig;
 
-/// Kafka record header carrying the edge batch id, so a re-sent batch can be recognised.
+/// Kafka record header carrying the edge batch id (`edge:incarnation:seq`), so a re-sent
+/// batch can be recognised.
 pub const BATCH_ID_HEADER: &str = "weir-batch-id";
+/// Headers with a record's place among the records of its batch (decimal text): a batch
+/// over `max_record_bytes` travels as several records.
+pub const BATCH_PART_HEADER: &str = "weir-batch-part";
+pub const BATCH_PARTS_HEADER: &str = "weir-batch-parts";
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// Kafka did not acknowledge every record in time. Some records may have been
-    /// written; the request was not acknowledged, and a retry is safe.
-    #[error("kafka did not acknowledge the events: {0}")]
-    Unavailable(String),
+    /// Kafka did not acknowledge every record in time, or answered with an error a retry
+    /// can get past (broker down, not enough in-sync replicas, leader moving). Some
+    /// records may have been written; the request was not acknowledged, and a retry is
+    /// safe.
+    #[error("kafka did not acknowledge the events: {reason}")]
+    Unavailable { code: Option<RDKafkaErrorCode>, reason: String },
+    /// Kafka refused a record in a way no retry changes (too large, invalid, not
+    /// authorised). Other records of the request may have been written; it was not
+    /// acknowledged.
+    #[error("kafka refused the events ({code}): {reason}")]
+    Refused { refusal: Refusal, code: RDKafkaErrorCode, reason: String },
     #[error("could not create the kafka producer: {0}")]
     Setup(#[from] KafkaError),
     #[error("could not encode a record: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+/// Why Kafka refused a record for good. Decides the answer: HTTP 413/400/403, QUIC
+/// `TooLarge`/`BadRequest`/`Forbidden` (the edge dead-letters the batch and goes on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The record exceeds a size limit of the producer or the broker.
+    TooLarge,
+    /// The broker cannot store the record as it is (invalid record, bad timestamp, policy).
+    Invalid,
+    /// This node's Kafka principal may not write the topic: an operator must act.
+    Unauthorized,
+}
+
+impl Refusal {
+    /// The permanent errors; everything else is worth a retry. Unknown topic or
+    /// partition stays transient: a healthy cluster answers it while metadata propagates
+    /// or a leader moves, and the core creates the ingest topic before it is ready.
+    pub fn of(code: RDKafkaErrorCode) -> Option<Refusal> {
+        use RDKafkaErrorCode as C;
+        match code {
+            C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => Some(Refusal::TooLarge),
+            C::InvalidMessage | C::InvalidRecord | C::InvalidTimestamp | C::PolicyViolation | C::InvalidTopic
+            | C::UnsupportedForMessageFormat | C::InvalidArgument => Some(Refusal::Invalid),
+            C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::TransactionalIdAuthorizationFailed
+            | C::SaslAuthenticationFailed | C::Authentication => Some(Refusal::Unauthorized),
+            _ => None,
+        }
+    }
+}
+
+/// The first error of a request, the permanent one if any record failed for good.
+#[derive(Debug, Clone)]
+struct Failure {
+    code: Option<RDKafkaErrorCode>,
+    reason: String,
+}
+
+impl Failure {
+    fn refusal(&self) -> Option<Refusal> {
+        self.code.and_then(Refusal::of)
+    }
+
+    fn into_error(self) -> PublishError {
+        match (self.refusal(), self.code) {
+            (Some(refusal), Some(code)) => PublishError::Refused { refusal, code, reason: self.reason },
+            _ => PublishError::Unavailable { code: self.code, reason: self.reason },
+        }
+    }
+}
+
+fn error_code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
+    error.rdkafka_error_code()
 }
 
 /// One Kafka record to be: the source key and the JSON of an [`EventBatch`].
@@ -44,20 +109,36 @@ pub struct Record {
     /// Often a slice of a larger buffer (an edge's decompressed payload): librdkafka
     /// copies it at enqueue anyway.
     pub payload: bytes::Bytes,
+    /// The forwarded batch this record is part of; none for HTTP requests to the core
+    /// (a client retrying those gets no deduplication).
+    pub batch: Option<BatchPart>,
+}
+
+/// A record's place in a forwarded batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchPart {
+    pub id: String,
+    pub index: u32,
+    pub count: u32,
 }
 
 /// Counts down the outstanding delivery reports of one request.
 struct PendingRequest {
     remaining: AtomicUsize,
-    first_error: Mutex<Option<String>>,
-    done: Mutex<Option<oneshot::Sender<Result<(), String>>>>,
+    first_error: Mutex<Option<Failure>>,
+    done: Mutex<Option<oneshot::Sender<Result<(), Failure>>>>,
 }
 
 impl PendingRequest {
-    fn complete(&self, n: usize, error: Option<String>) {
+    fn complete(&self, n: usize, error: Option<Failure>) {
         if let Some(error) = error {
             let mut first = self.first_error.lock().expect("lock");
-            first.get_or_insert(error);
+            // A permanent refusal decides the answer even when a transient error came
+            // first: retrying the request could never succeed.
+            match first.as_ref() {
+                Some(existing) if existing.refusal().is_some() || error.refusal().is_none() => {}
+                _ => *first = Some(error),
+            }
         }
         if self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
             let result = match self.first_error.lock().expect("lock").take() {
@@ -79,7 +160,8 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<PendingRequest>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<PendingRequest>) {
-        pending.complete(1, result.as_ref().err().map(|(e, _)| e.to_string()));
+        let failure = result.as_ref().err().map(|(e, _)| Failure { code: error_code(e), reason: e.to_string() });
+        pending.complete(1, failure);
     }
 }
 
@@ -89,13 +171,14 @@ pub struct Publisher {
     topic: String,
     ack_timeout: Duration,
     max_record_bytes: usize,
-    topic_ready: AtomicBool,
+    /// Why the ingest topic is not usable yet, or `Ok` once it is verified.
+    topic_state: Mutex<Result<(), String>>,
 }
 
 impl Publisher {
     pub fn new(config: &KafkaConfig) -> Result<Publisher, PublishError> {
         let mut client = ClientConfig::new();
-        for (key, value) in &config.producer_properties {
+        for (key, value) in &config.client_properties {
             client.set(key, value);
         }
         client
@@ -106,6 +189,9 @@ impl Publisher {
             .set("message.timeout.ms", config.ack_timeout_ms.to_string())
             .set("linger.ms", config.linger_ms.to_string())
             .set("compression.type", "lz4")
+            // librdkafka's own default queue holds up to 1 GiB: bounded here, and its
+            // backpressure (QueueFull) is waited on in `enqueue`.
+            .set("queue.buffering.max.kbytes", config.queue_max_bytes.div_ceil(1024).max(1).to_string())
             .set("message.max.bytes", (config.max_record_bytes + 64 * 1024).to_string());
         let producer = client.create_with_context(DeliveryContext)?;
         Ok(Publisher {
@@ -115,12 +201,13 @@ impl Publisher {
             // report, with its reason, arrive before our own deadline.
             ack_timeout: Duration::from_millis(config.ack_timeout_ms) + Duration::from_millis(500),
             max_record_bytes: config.max_record_bytes,
-            topic_ready: AtomicBool::new(false),
+            topic_state: Mutex::new(Err("the ingest topic is not verified yet".into())),
         })
     }
 
-    pub fn is_topic_ready(&self) -> bool {
-        self.topic_ready.load(Ordering::Acquire)
+    /// `Err(reason)` until the ingest topic exists with the configured durability.
+    pub fn topic_ready(&self) -> Result<(), String> {
+        self.topic_state.lock().expect("lock").clone()
     }
 
     /// A fatal producer error (e.g. idempotence state lost) makes the node unready.
@@ -132,7 +219,7 @@ impl Publisher {
     pub fn encode(&self, batch: EventBatch, records: &mut Vec<Record>) -> Result<(), PublishError> {
         let key = batch.source_key();
         for part in batch.split_by_size(self.max_record_bytes) {
-            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)?.into() });
+            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)?.into(), batch: None });
         }
         Ok(())
     }
@@ -142,19 +229,19 @@ impl Publisher {
     }
 
     /// Publishes every event of `batches` and returns once Kafka acknowledged all of them,
-    /// or fails. `batch_id` travels as a record header.
-    pub async fn publish(&self, batches: Vec<EventBatch>, batch_id: Option<&BatchId>) -> Result<usize, PublishError> {
+    /// or fails.
+    pub async fn publish(&self, batches: Vec<EventBatch>) -> Result<usize, PublishError> {
         let mut records = Vec::new();
         for batch in batches {
             self.encode(batch, &mut records)?;
         }
-        self.publish_records(records, batch_id).await
+        self.publish_records(records).await
     }
 
     /// Publishes already encoded records; returns once Kafka acknowledged all of them, or
     /// fails.
-    pub async fn publish_records(&self, records: Vec<Record>, batch_id: Option<&BatchId>) -> Result<usize, PublishError> {
-        self.enqueue(records, batch_id).await.acknowledged().await
+    pub async fn publish_records(&self, records: Vec<Record>) -> Result<usize, PublishError> {
+        self.enqueue(records).await.acknowledged().await
     }
 
     /// Hands `records` to the producer, in order, and returns what waits for their delivery
@@ -162,7 +249,7 @@ impl Publisher {
     /// in their partition (the producer is idempotent, so retries keep that order): callers
     /// that must keep an order across requests await `enqueue` in that order and only then
     /// wait for the acks, which lets several requests be in flight without reordering.
-    pub async fn enqueue(&self, records: Vec<Record>, batch_id: Option<&BatchId>) -> Delivery {
+    pub async fn enqueue(&self, records: Vec<Record>) -> Delivery {
         let n_records = records.len();
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         if records.is_empty() {
@@ -174,11 +261,16 @@ impl Publisher {
             first_error: Mutex::new(None),
             done: Mutex::new(Some(done_tx)),
         });
-        let header_value = batch_id.map(|id| id.to_string());
-        for (i, Record { key, payload }) in records.iter().enumerate() {
+        for (i, Record { key, payload, batch }) in records.iter().enumerate() {
             let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload.as_ref());
-            if let Some(value) = &header_value {
-                record = record.headers(OwnedHeaders::new().insert(Header { key: BATCH_ID_HEADER, value: Some(value) }));
+            if let Some(part) = batch {
+                let (index, count) = (part.index.to_string(), part.count.to_string());
+                record = record.headers(
+                    OwnedHeaders::new_with_capacity(3)
+                        .insert(Header { key: BATCH_ID_HEADER, value: Some(&part.id) })
+                        .insert(Header { key: BATCH_PART_HEADER, value: Some(&index) })
+                        .insert(Header { key: BATCH_PARTS_HEADER, value: Some(&count) }),
+                );
             }
             loop {
                 match self.producer.send(record) {
@@ -192,7 +284,11 @@ impl Publisher {
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     Err((error, _)) => {
-                        pending.complete(n_records - i, Some(format!("could not enqueue record: {error}")));
+                        let failure = Failure {
+                            code: error_code(&error),
+                            reason: format!("could not enqueue a record of {} bytes: {error}", payload.len()),
+                        };
+                        pending.complete(n_records - i, Some(failure));
                         return Delivery { n_records, done: Some(done_rx), deadline };
                     }
                 }
@@ -201,25 +297,39 @@ impl Publisher {
         Delivery { n_records, done: Some(done_rx), deadline }
     }
 
-    /// Creates the ingest topic if it is missing, retrying until it exists or `shutdown`.
+    /// Creates the ingest topic if it is missing and checks that it is as durable as
+    /// configured, retrying until it is or `shutdown`. Until then the node is not ready,
+    /// and `/ready` says why.
     pub async fn ensure_topic(&self, config: &KafkaConfig, shutdown: &CancellationToken) {
-        let mut delay = Duration::from_millis(200);
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times(),
+        );
+        let mut last_reason = String::new();
         loop {
-            match create_topic(config).await {
+            match verify_topic(config).await {
                 Ok(()) => {
-                    self.topic_ready.store(true, Ordering::Release);
-                    tracing::info!(topic = %config.ingest_topic, "ingest topic ready");
+                    *self.topic_state.lock().expect("lock") = Ok(());
+                    tracing::info!(topic = %config.ingest_topic, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
                     return;
                 }
-                Err(error) => {
-                    tracing::warn!(topic = %config.ingest_topic, %error, "ingest topic not ready, retrying")
+                Err(reason) => {
+                    // Logged when it changes: a topic short of replicas is waited on, not
+                    // repeated every few seconds.
+                    if reason != last_reason {
+                        tracing::warn!(topic = %config.ingest_topic, %reason, "ingest topic not ready, retrying");
+                    }
+                    *self.topic_state.lock().expect("lock") = Err(reason.clone());
+                    last_reason = reason;
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
                 _ = shutdown.cancelled() => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -234,7 +344,7 @@ impl Publisher {
 /// The delivery reports of one [`Publisher::enqueue`] call.
 pub struct Delivery {
     n_records: usize,
-    done: Option<oneshot::Receiver<Result<(), String>>>,
+    done: Option<oneshot::Receiver<Result<(), Failure>>>,
     deadline: tokio::time::Instant,
 }
 
@@ -245,30 +355,94 @@ impl Delivery {
         let Some(done) = self.done else { return Ok(0) };
         let result = match tokio::time::timeout_at(self.deadline, done).await {
             Ok(Ok(Ok(()))) => Ok(self.n_records),
-            Ok(Ok(Err(error))) => Err(PublishError::Unavailable(error)),
-            Ok(Err(_)) => Err(PublishError::Unavailable("delivery report channel closed".into())),
-            Err(_) => Err(PublishError::Unavailable("timed out waiting for delivery reports".into())),
+            Ok(Ok(Err(failure))) => Err(failure.into_error()),
+            Ok(Err(_)) => Err(PublishError::Unavailable { code: None, reason: "delivery report channel closed".into() }),
+            Err(_) => Err(PublishError::Unavailable { code: None, reason: "timed out waiting for delivery reports".into() }),
         };
         // Counted per request, not in the per-record delivery callback.
-        let outcome = if result.is_ok() { "acked" } else { "failed" };
+        let outcome = match &result {
+            Ok(_) => "acked",
+            Err(PublishError::Refused { .. }) => "refused",
+            Err(_) => "failed",
+        };
         metrics::counter!("weir_kafka_records_total", "result" => outcome).increment(self.n_records as u64);
         result
     }
 }
 
-async fn create_topic(config: &KafkaConfig) -> Result<(), String> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.bootstrap_servers)
-        .create()
-        .map_err(|e| e.to_string())?;
-    let topic = NewTopic::new(&config.ingest_topic, config.partitions, TopicReplication::Fixed(config.replication_factor));
+/// An admin client with the same client properties (security, timeouts) as the producer.
+fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.client_properties {
+        client.set(key, value);
+    }
+    client.set("bootstrap.servers", &config.bootstrap_servers).create().map_err(|e| e.to_string())
+}
+
+/// Creates the ingest topic when missing (replication factor and `min.insync.replicas`
+/// from the config), then checks the existing one: a topic made by someone else with
+/// fewer replicas would let an ack mean less than the operator asked for.
+async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
+    let admin = admin_client(config)?;
+    let min_isr = config.min_insync_replicas.to_string();
+    let topic = NewTopic::new(&config.ingest_topic, config.partitions, TopicReplication::Fixed(config.replication_factor))
+        .set("min.insync.replicas", &min_isr);
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5))).operation_timeout(Some(Duration::from_secs(5)));
-    let results = admin.create_topics([&topic], &options).await.map_err(|e| e.to_string())?;
+    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("cannot reach kafka to create the ingest topic: {e}"))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => return Err(format!("create topic {name}: {code}")),
+            Err((name, RDKafkaErrorCode::InvalidReplicationFactor)) => {
+                return Err(format!(
+                    "cannot create topic {name} with replication factor {}: the cluster has fewer brokers; add brokers or lower kafka.replication_factor (1 only for a single-broker test setup)",
+                    config.replication_factor
+                ));
+            }
+            Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
         }
+    }
+    let name = config.ingest_topic.clone();
+    let metadata = {
+        let admin = admin_client(config)?;
+        let topic = name.clone();
+        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(5)))
+            .await
+            .map_err(|e| format!("metadata task failed: {e}"))?
+            .map_err(|e| format!("cannot describe topic {name}: {e}"))?
+    };
+    let described = metadata.topics().iter().find(|t| t.name() == name).ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
+    if let Some(error) = described.error() {
+        return Err(format!("topic {name}: {:?}", RDKafkaErrorCode::from(error)));
+    }
+    if described.partitions().is_empty() {
+        return Err(format!("topic {name} has no partitions yet"));
+    }
+    if let Some(partition) = described.partitions().iter().find(|p| (p.replicas().len() as i32) < config.replication_factor) {
+        return Err(format!(
+            "topic {name} partition {} has {} replicas, below kafka.replication_factor {}: increase its replication (kafka-reassign-partitions) or lower the setting",
+            partition.id(),
+            partition.replicas().len(),
+            config.replication_factor
+        ));
+    }
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(&name)], &options)
+        .await
+        .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
+    let min_isr = configs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no configuration returned for topic {name}"))?
+        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?
+        .get("min.insync.replicas")
+        .and_then(|entry| entry.value.as_deref())
+        .and_then(|value| value.parse::<i32>().ok())
+        .ok_or_else(|| format!("topic {name} reports no min.insync.replicas"))?;
+    if min_isr < config.min_insync_replicas {
+        return Err(format!(
+            "topic {name} has min.insync.replicas={min_isr}, below kafka.min_insync_replicas {}: an ack would survive fewer broker failures than configured; raise it (kafka-configs --alter --add-config min.insync.replicas={}) or lower the setting",
+            config.min_insync_replicas, config.min_insync_replicas
+        ));
     }
     Ok(())
 }

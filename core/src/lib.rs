@@ -76,12 +76,20 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         .map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
     let http_addr = listener.local_addr().map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
 
+    // One budget for both inputs: a burst on either is bounded by the same number.
+    let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
     let edge_endpoint = match &config.quic {
         Some(quic) => {
             let server = weir_proto::tls::server_config(&quic.tls)?;
             let endpoint = quinn::Endpoint::server(server, quic.listen)
                 .map_err(|source| CoreError::QuicBind { addr: quic.listen, source })?;
-            Some(EdgeEndpoint { endpoint, publisher: publisher.clone(), config: quic.clone() })
+            Some(EdgeEndpoint {
+                endpoint,
+                publisher: publisher.clone(),
+                config: quic.clone(),
+                budget: budget.clone(),
+                max_connections: config.limits.max_edge_connections,
+            })
         }
         None => None,
     };
@@ -92,7 +100,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         publisher: publisher.clone(),
         retry_after: Duration::from_secs(config.kafka.retry_after_s),
     });
-    let app = weir_http_ingest::router(&config.ingest, sink);
+    let app = weir_http_ingest::router(&config.ingest, sink, budget);
 
     let task = tokio::spawn(async move {
         let topic = {

@@ -36,6 +36,27 @@ pub struct EdgeConfig {
     /// Syslog input (UDP and/or TCP); absent: none.
     #[serde(default)]
     pub syslog: Option<SyslogConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Bytes held at once by HTTP request bodies (after inflation, with what decoding
+    /// them builds); beyond it requests get 429 at once.
+    #[serde(default = "default_in_flight_bytes")]
+    pub in_flight_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { in_flight_bytes: default_in_flight_bytes() }
+    }
+}
+
+fn default_in_flight_bytes() -> usize {
+    256 << 20
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,9 +68,11 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardConfig {
-    /// QUIC addresses (`host:port`) of core nodes; the edge uses any reachable one.
-    pub cores: Vec<String>,
-    /// Name the cores' certificates are checked against.
+    /// Core nodes; the edge uses any reachable one. Each is `"host:port"` (its
+    /// certificate checked against `server_name`) or `{ addr = "host:port", name = "core-2" }`
+    /// (checked against its own name).
+    pub cores: Vec<CoreAddress>,
+    /// Name a core's certificate is checked against when its entry names none.
     #[serde(default = "default_server_name")]
     pub server_name: String,
     pub tls: TlsFiles,
@@ -69,10 +92,49 @@ pub struct ForwardConfig {
     pub backoff_initial_ms: u64,
     #[serde(default = "default_backoff_max_ms")]
     pub backoff_max_ms: u64,
+    /// Times one batch the core could not take yet (Kafka did not acknowledge) is sent
+    /// again on the same link, after a jittered backoff, before the edge fails over.
+    #[serde(default = "default_retries_per_link")]
+    pub retries_per_link: u32,
     /// Where batches a core refused as unacceptable go (see `dead_letter`); default
     /// `<spool.dir>/dead-letter`.
     #[serde(default)]
     pub dead_letter_dir: Option<PathBuf>,
+}
+
+/// One core in `forward.cores`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoreAddress {
+    pub addr: String,
+    /// The name its certificate must carry; `None`: `forward.server_name`.
+    pub name: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for CoreAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Named {
+            addr: String,
+            name: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged, expecting = "a core as \"host:port\" or { addr = \"host:port\", name = \"certificate name\" }")]
+        enum Entry {
+            Addr(String),
+            Named(Named),
+        }
+        Ok(match Entry::deserialize(deserializer)? {
+            Entry::Addr(addr) => CoreAddress { addr, name: None },
+            Entry::Named(Named { addr, name }) => CoreAddress { addr, name: Some(name) },
+        })
+    }
+}
+
+impl std::fmt::Display for CoreAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.addr)
+    }
 }
 
 fn default_edge_id() -> String {
@@ -104,6 +166,9 @@ fn default_backoff_initial_ms() -> u64 {
 }
 fn default_backoff_max_ms() -> u64 {
     5_000
+}
+fn default_retries_per_link() -> u32 {
+    3
 }
 
 impl EdgeConfig {
@@ -138,6 +203,21 @@ mod tests {
         assert_eq!(config.forward.max_in_flight, default_max_in_flight());
         assert_eq!(config.forward.idle_timeout_ms, default_idle_timeout_ms());
         assert_eq!(config.ack_mode, AckMode::Spool);
+    }
+
+    #[test]
+    fn cores_are_addresses_or_address_and_name() {
+        #[derive(Deserialize)]
+        struct Cores {
+            cores: Vec<CoreAddress>,
+        }
+        let cores: Cores = serde_json::from_str(r#"{"cores": ["a:1", {"addr": "b:2", "name": "core-2"}]}"#).unwrap();
+        assert_eq!(
+            cores.cores,
+            [CoreAddress { addr: "a:1".into(), name: None }, CoreAddress { addr: "b:2".into(), name: Some("core-2".into()) }]
+        );
+        let error = serde_json::from_str::<Cores>(r#"{"cores": [{"addr": "b:2", "nmae": "x"}]}"#).err().unwrap().to_string();
+        assert!(error.contains("host:port"), "{error}");
     }
 
     #[test]

@@ -190,11 +190,12 @@ mod tests {
             tags: Default::default(),
             parser: None,
             ingest_ts_ms: 0,
+            attributes: Default::default(),
             events: vec![Event::raw("the refused line")],
         };
         let spooled = encode_spooled(1, &wire::encode_payload(&[batch]).unwrap());
         for seq in [7, 3] {
-            let id = BatchId { edge_id: "edge-1".into(), seq };
+            let id = BatchId { edge_id: "edge-1".into(), incarnation: "i".into(), seq };
             let json = letters.store(&id, &spooled, refusal(seq)).unwrap();
             let text = fs::read_to_string(&json).unwrap();
             assert!(text.contains("the refused line") && text.contains("too_large"), "{text}");
@@ -217,7 +218,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let letters = DeadLetters::new(dir.path());
         let spooled = encode_spooled(1, b"not zstd");
-        let json = letters.store(&BatchId { edge_id: "e".into(), seq: 1 }, &spooled, refusal(1)).unwrap();
+        let json = letters.store(&BatchId { edge_id: "e".into(), incarnation: "i".into(), seq: 1 }, &spooled, refusal(1)).unwrap();
         assert!(fs::read_to_string(json).unwrap().contains("payload_error"));
         assert_eq!(DeadLetters::spooled(&letters.list().unwrap()[0]).unwrap(), spooled);
     }

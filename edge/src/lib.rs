@@ -44,6 +44,12 @@ pub enum EdgeError {
 }
 
 /// Opens (and after a crash recovers) the spool; file I/O, so off the runtime's threads.
+/// The spool's incarnation, part of every batch id (wired to the spool's own id when the
+/// spool records one).
+fn spool_incarnation(_spool: &Spool) -> String {
+    String::new()
+}
+
 async fn open_spool(config: &EdgeConfig) -> Result<Spool, SpoolError> {
     let spool_config = config.spool.clone();
     tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")
@@ -82,6 +88,9 @@ pub async fn run(config: EdgeConfig, shutdown: CancellationToken) -> Result<(), 
 
 /// Opens the spool (recovering it after a crash), binds, and serves in the background.
 pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<RunningEdge, EdgeError> {
+    // The cores refuse batch ids that name another edge than the certificate; say so
+    // here rather than at every batch.
+    weir_proto::tls::check_certificate_name(&config.forward.tls.cert, &config.edge_id)?;
     let spool = open_spool(&config).await?;
     let stats = spool.stats();
     let client = weir_proto::tls::client_config(
@@ -115,14 +124,15 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         Some(syslog) => Some(syslog::start(syslog, sink.clone(), shutdown.clone()).await?),
         None => None,
     };
-    let app = weir_http_ingest::router(&config.ingest, sink);
-    let forwarder = Forwarder {
+    let app = weir_http_ingest::router(&config.ingest, sink, weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes));
+    let forwarder = Forwarder::new(
         endpoint,
-        spool: spool.clone(),
-        config: config.forward.clone(),
-        edge_id: config.edge_id.clone(),
+        spool.clone(),
+        config.forward.clone(),
+        config.edge_id.clone(),
+        spool_incarnation(&spool),
         dead_letters,
-    };
+    );
     let task = tokio::spawn(async move {
         let forwarding = tokio::spawn(forwarder.run(shutdown.clone()));
         let http = axum::serve(listener, app)

@@ -49,6 +49,14 @@ pub struct SyslogConfig {
     /// Longest a message waits for its batch to fill before it is spooled.
     #[serde(default = "default_batch_max_delay_ms")]
     pub batch_max_delay_ms: u64,
+    /// TCP senders served at once; more are closed at accept (each holds a read buffer of
+    /// up to `max_message_bytes`).
+    #[serde(default = "default_max_tcp_connections")]
+    pub max_tcp_connections: usize,
+}
+
+fn default_max_tcp_connections() -> usize {
+    256
 }
 
 fn default_max_message_bytes() -> usize {
@@ -90,7 +98,8 @@ pub async fn start(config: SyslogConfig, sink: Arc<dyn IngestSink>, shutdown: Ca
     if let Some(addr) = config.tcp_listen {
         let listener = TcpListener::bind(addr).await.map_err(|source| SyslogError::Bind { transport: "TCP", addr, source })?;
         tcp_addr = listener.local_addr().ok();
-        tokio::spawn(serve_tcp(listener, config.max_message_bytes, tx.clone(), shutdown.clone()));
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_tcp_connections.max(1)));
+        tokio::spawn(serve_tcp(listener, config.max_message_bytes, connections, tx.clone(), shutdown.clone()));
     }
     tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, repository = %config.repository, "syslog input started");
     drop(tx);
@@ -122,7 +131,13 @@ async fn serve_udp(socket: UdpSocket, max: usize, tx: mpsc::Sender<(SocketAddr, 
     }
 }
 
-async fn serve_tcp(listener: TcpListener, max: usize, tx: mpsc::Sender<(SocketAddr, String)>, shutdown: CancellationToken) {
+async fn serve_tcp(
+    listener: TcpListener,
+    max: usize,
+    connections: Arc<tokio::sync::Semaphore>,
+    tx: mpsc::Sender<(SocketAddr, String)>,
+    shutdown: CancellationToken,
+) {
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -135,8 +150,15 @@ async fn serve_tcp(listener: TcpListener, max: usize, tx: mpsc::Sender<(SocketAd
             },
             _ = shutdown.cancelled() => return,
         };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "syslog TCP connection refused: the limit of max_tcp_connections is reached");
+            metrics::counter!("weir_syslog_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let mut reader = BufReader::new(stream);
             loop {
                 let frame = tokio::select! {
@@ -266,6 +288,7 @@ fn request(config: &SyslogConfig, messages: Vec<(SocketAddr, String)>) -> Ingest
             tags: BTreeMap::from([("syslog.peer".to_owned(), peer.to_string())]),
             parser: config.parser.clone(),
             ingest_ts_ms,
+            attributes: Default::default(),
             events,
         })
         .collect();
@@ -287,7 +310,7 @@ async fn spool(sink: &dyn IngestSink, request: IngestRequest, shutdown: &Cancell
             Err(IngestError::Overloaded { message, .. } | IngestError::Unavailable { message, .. }) => {
                 tracing::warn!(%message, n_events, "syslog messages wait for the spool");
             }
-            Err(error @ (IngestError::TooLarge(_) | IngestError::Internal(_))) => {
+            Err(error @ (IngestError::TooLarge(_) | IngestError::BadRequest(_) | IngestError::Forbidden(_) | IngestError::Internal(_))) => {
                 // Cannot succeed by waiting; losing them silently would be worse than a loud log.
                 tracing::error!(%error, n_events, "syslog messages could not be spooled and are dropped");
                 metrics::counter!("weir_syslog_dropped_total").increment(n_events);
@@ -370,6 +393,7 @@ mod tests {
             batch_max_events: 3,
             // Far longer than the test: only shutdown can end the wait for a full batch.
             batch_max_delay_ms: 600_000,
+            max_tcp_connections: 1,
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();

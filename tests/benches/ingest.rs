@@ -112,6 +112,7 @@ async fn baseline(bootstrap: &str, topic: &str, settings: &Settings) -> Outcome 
                 tags: Default::default(),
                 parser: None,
                 ingest_ts_ms: weir_proto::event::now_ms(),
+                attributes: Default::default(),
                 events: raws.into_iter().map(Event::raw).collect(),
             };
             let key = batch.source_key();

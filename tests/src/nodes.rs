@@ -21,6 +21,9 @@ pub struct CoreSpec {
     pub ack_timeout_ms: u64,
     /// Largest decompressed batch accepted from an edge (`quic.max_batch_bytes`).
     pub max_batch_bytes: usize,
+    /// `ingest.max_body_bytes` and `ingest.max_event_bytes`.
+    pub max_body_bytes: usize,
+    pub max_event_bytes: usize,
 }
 
 impl CoreSpec {
@@ -34,6 +37,8 @@ impl CoreSpec {
             certs: certs.to_owned(),
             ack_timeout_ms: 5_000,
             max_batch_bytes: 64 << 20,
+            max_body_bytes: 1 << 20,
+            max_event_bytes: 512 << 10,
         }
     }
 
@@ -51,7 +56,8 @@ node_id = "{node_id}"
 listen = "127.0.0.1:{http_port}"
 
 [ingest]
-max_body_bytes = 1048576
+max_body_bytes = {max_body_bytes}
+max_event_bytes = {max_event_bytes}
 tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
 
 [quic]
@@ -63,6 +69,9 @@ max_batch_bytes = {max_batch_bytes}
 bootstrap_servers = "{bootstrap}"
 ingest_topic = "{topic}"
 partitions = 2
+# The shared test broker is a single node.
+replication_factor = 1
+min_insync_replicas = 1
 ack_timeout_ms = {ack_timeout_ms}
 "#,
             node_id = self.node_id,
@@ -72,6 +81,8 @@ ack_timeout_ms = {ack_timeout_ms}
             topic = self.topic,
             ack_timeout_ms = self.ack_timeout_ms,
             max_batch_bytes = self.max_batch_bytes,
+            max_body_bytes = self.max_body_bytes,
+            max_event_bytes = self.max_event_bytes,
         )
     }
 
@@ -98,6 +109,8 @@ pub struct EdgeSpec {
     pub ack_mode: &'static str,
     /// Syslog input on these (UDP, TCP) ports, if any.
     pub syslog_ports: Option<(u16, u16)>,
+    /// `ingest.max_event_bytes`.
+    pub max_event_bytes: usize,
 }
 
 impl EdgeSpec {
@@ -113,6 +126,7 @@ impl EdgeSpec {
             cert_name: "edge-1".into(),
             ack_mode: "spool",
             syslog_ports: None,
+            max_event_bytes: 512 << 10,
         }
     }
 
@@ -134,6 +148,7 @@ core_ack_timeout_ms = 20000
 listen = "127.0.0.1:{http_port}"
 
 [ingest]
+max_event_bytes = {max_event_bytes}
 tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
 
 [spool]
@@ -158,6 +173,7 @@ backoff_max_ms = 500
             segment_bytes = self.spool_segment_bytes,
             cores = cores.join(", "),
             cert_name = self.cert_name,
+            max_event_bytes = self.max_event_bytes,
         );
         config + &syslog
     }

@@ -33,6 +33,62 @@ async fn start_core(spec: &CoreSpec, dir: &std::path::Path) -> InProcessCore {
     InProcessCore { base, shutdown }
 }
 
+/// Kafka refusing a record for good is a 4xx the client can act on, never a 503 that
+/// asks it to retry forever; a request that holds an event over `max_event_bytes` is
+/// refused whole before anything is published.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_kafka_refuses_gets_413_not_a_retry() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(&bootstrap, dir.path());
+    spec.max_body_bytes = 8 << 20;
+    spec.max_event_bytes = 4 << 20;
+    let core = start_core(&spec, dir.path()).await;
+    let client = http();
+    let tag = unique("too-large");
+    let post = |body: Vec<u8>| {
+        client.post(format!("{}/api/v1/ingest/humio-structured", core.base)).header("authorization", format!("Bearer {TOKEN}")).body(body).send()
+    };
+    let huge = format!("{tag}-huge-{}", "x".repeat(1_200_000));
+    let body = serde_json::to_vec(&json!([{"events": [{"rawstring": huge}]}])).unwrap();
+    let response = post(body).await.unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("kafka refused")), "{answer}");
+    assert!(!answer["hint"].as_str().unwrap_or("").contains("Retry-After"), "no retry is suggested: {answer}");
+
+    // The next request goes through: the producer is not stuck on the refused record.
+    let ok = format!("{tag}-ok");
+    let response = post(serde_json::to_vec(&json!([{"events": [{"rawstring": ok}]}])).unwrap()).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Over this node's per-event limit: refused at ingest, naming the event, all or nothing.
+    drop(core);
+    spec.max_event_bytes = 1024;
+    spec.http_port = weir_tests::free_port();
+    let core = start_core(&spec, dir.path()).await;
+    let good = format!("{tag}-good-neighbour");
+    let body = serde_json::to_vec(&json!([{"events": [{"rawstring": good}, {"rawstring": "y".repeat(2048)}]}])).unwrap();
+    let response = client
+        .post(format!("{}/api/v1/ingest/humio-structured", core.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("event 1")), "{answer}");
+    let (bootstrap, topic) = (bootstrap.clone(), spec.topic.clone());
+    let records = tokio::task::spawn_blocking(move || kafka::consume_until(&bootstrap, &topic, Duration::from_secs(3), |_| false)).await.unwrap();
+    let counts = kafka::raw_counts(&records);
+    assert_eq!(counts.get(&ok), Some(&1), "{counts:?}");
+    assert!(!counts.contains_key(&huge) && !counts.contains_key(&good), "nothing of the refused requests is in kafka: {counts:?}");
+}
+
 fn spec(bootstrap: &str, dir: &std::path::Path) -> CoreSpec {
     let certs = certs(dir);
     CoreSpec::new("core-1", bootstrap, &unique("weir-test-core"), &certs)

@@ -303,6 +303,46 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     assert_eq!(left, 0, "a requeued letter leaves the dead-letter directory");
 }
 
+/// The issue a new user hit: one event Kafka refuses as too large used to be resent
+/// forever, and every batch behind it waited. Now the core answers `TooLarge`, the edge
+/// dead-letters that batch and goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-poison"), &certs);
+    let core = core_process(&core_spec, dir.path()).await;
+    // The edge lets a 1.2 MB event in (its limit is raised past the core's Kafka record
+    // limit of 900 kB, as a misconfigured edge would have it).
+    let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    edge_spec.max_event_bytes = 4 << 20;
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("poison");
+
+    let huge = vec![format!("{run}-huge-{}", noise(1, 1_200_000))];
+    let (status, body) = send_lines(&client, &edge, &huge, None).await;
+    assert_eq!(status, 200, "spooled: {body}");
+    let small = vec![format!("{run}-small")];
+    let started = std::time::Instant::now();
+    let (status, body) = send_lines(&client, &edge, &small, Some("core")).await;
+    assert_eq!(status, 200, "the batch behind the refused one is acknowledged: {body}");
+    assert!(started.elapsed() < Duration::from_secs(15), "and promptly: {:?}", started.elapsed());
+
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, small.clone()).await;
+    assert!(!kafka::raw_counts(&records).contains_key(&huge[0]), "kafka never took the huge event");
+    let edge_metrics = scrape(&edge.url("")).await;
+    assert_eq!(metric(&edge_metrics, "weir_dead_letters_total", &[]), Some(1.0), "{edge_metrics}");
+    let failures = metric(&edge_metrics, "weir_forward_session_failures_total", &[]).unwrap_or(0.0);
+    assert_eq!(failures, 0.0, "no session was torn down over it: {edge_metrics}");
+    let core_metrics = scrape(&core.url("")).await;
+    assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
+    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
+    assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
+}
+
 /// Runs `weir-edge ARGS CONFIG`, which must succeed; returns stdout and stderr.
 fn weir_edge_cli(args: &[&str], config: &Path) -> String {
     let output = Command::new(weir_tests::nodes::binary("weir-edge")).args(args).arg(config).env("WEIR_LOG", "info").output().unwrap();
@@ -429,20 +469,39 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let rogue = dir.path().join("rogue");
-    weir_core::certs::generate(&rogue, &[("edge-1".into(), weir_core::certs::Role::Edge)]).unwrap();
+    weir_core::certs::generate(
+        &rogue,
+        &[("edge-1".into(), weir_core::certs::Role::Edge), ("core-1".into(), weir_core::certs::Role::Core)],
+    )
+    .unwrap();
     let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-auth"), &certs);
     let _core = core_process(&core_spec, dir.path()).await;
     let core_addr = core_spec.quic_addr().parse().unwrap();
     let run = unique("rogue");
-
-    // A client certificate from another CA, and no client certificate at all.
-    let rogue_files = weir_proto::tls::TlsFiles {
-        cert: rogue.join("edge-1.pem"),
-        key: rogue.join("edge-1.key"),
+    let files = |dir: &std::path::Path| weir_proto::tls::TlsFiles {
+        cert: dir.join("edge-1.pem"),
+        key: dir.join("edge-1.key"),
         // Trusts the real CA, so only the client side is wrong.
         ca: certs.join("ca.pem"),
     };
-    let wrong_ca = weir_proto::tls::client_config(&rogue_files, Duration::from_secs(3)).unwrap();
+
+    // First the control: the good certificate and its own name forward fine, so the
+    // refusals below are the certificate's doing, not the harness's.
+    let good = weir_proto::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
+    let good_marker = format!("{run}-good");
+    assert_eq!(try_forward(good.clone(), core_addr, "edge-1", &good_marker).await, Ok(()));
+
+    // A good certificate naming itself as another edge: its batch ids could shadow that
+    // edge's, so the core refuses the batch.
+    let forged = try_forward(good, core_addr, "edge-2", &format!("{run}-forged")).await;
+    assert!(
+        matches!(&forged, Err(Outcome::Refused(weir_proto::wire::ErrorCode::Forbidden, message)) if message.contains("certificate")),
+        "a batch id naming another edge than the certificate: {forged:?}"
+    );
+
+    // A client certificate from another CA, and no client certificate at all: both fail
+    // in the TLS handshake, before any stream.
+    let wrong_ca = weir_proto::tls::client_config(&files(&rogue), Duration::from_secs(3)).unwrap();
     let no_cert = {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
@@ -458,10 +517,17 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
         quinn::ClientConfig::new(Arc::new(quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap()))
     };
     for (name, config) in [("wrong CA", wrong_ca), ("no certificate", no_cert)] {
-        let raw = format!("{run}-{name}");
-        let outcome = try_forward(config, core_addr, &raw).await;
-        assert!(outcome.is_err(), "{name}: the core must refuse, got {outcome:?}");
+        let outcome = try_forward(config, core_addr, "edge-1", &format!("{run}-{name}")).await;
+        assert!(matches!(outcome, Err(Outcome::Tls(_))), "{name}: the core must refuse in the handshake, got {outcome:?}");
     }
+
+    // And the other way round: an edge refuses a core whose certificate comes from
+    // another CA, even one carrying the right name.
+    let foreign_core = CoreSpec::new("core-1", &bootstrap, &core_spec.topic, &rogue);
+    let _foreign = core_process(&foreign_core, &dir.path().join("rogue")).await;
+    let edge_config = weir_proto::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
+    let outcome = try_forward(edge_config, foreign_core.quic_addr().parse().unwrap(), "edge-1", &format!("{run}-to-foreign")).await;
+    assert!(matches!(outcome, Err(Outcome::Tls(_))), "an edge must not talk to a core from another CA: {outcome:?}");
 
     // A legitimate edge's batch arrives; the rogue ones never did.
     let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
@@ -469,37 +535,54 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
     let marker = format!("{run}-legit");
     let (status, body) = send_lines(&http(), &edge, std::slice::from_ref(&marker), Some("core")).await;
     assert_eq!(status, 200, "{body}");
-    let records = expect_in_kafka(&bootstrap, &core_spec.topic, vec![marker]).await;
-    assert_eq!(kafka::raw_counts(&records).len(), 1, "nothing from unauthenticated peers");
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, vec![good_marker, marker]).await;
+    assert_eq!(kafka::raw_counts(&records).len(), 2, "nothing from unauthenticated or forged peers: {:?}", kafka::raw_counts(&records));
 }
 
-/// Speaks the wire protocol directly; `Ok` only if the core acknowledged the batch.
-async fn try_forward(config: quinn::ClientConfig, addr: std::net::SocketAddr, raw: &str) -> Result<(), String> {
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| e.to_string())?;
+/// How a hand-made forward attempt ended.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The connection never came up (handshake refused on either side).
+    Tls(String),
+    Refused(weir_proto::wire::ErrorCode, String),
+    Other(String),
+}
+
+/// Speaks the wire protocol directly as edge `edge_id`; `Ok` only if the core
+/// acknowledged the batch.
+async fn try_forward(config: quinn::ClientConfig, addr: std::net::SocketAddr, edge_id: &str, raw: &str) -> Result<(), Outcome> {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).map_err(|e| Outcome::Other(e.to_string()))?;
     endpoint.set_default_client_config(config);
     let exchange = async {
-        let connection = endpoint.connect(addr, "localhost").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        let connecting = endpoint.connect(addr, "localhost").map_err(|e| Outcome::Other(e.to_string()))?;
+        let connection = connecting.await.map_err(|e| Outcome::Tls(e.to_string()))?;
         let batch = weir_proto::EventBatch {
             repository: weir_tests::nodes::REPOSITORY.into(),
             tags: Default::default(),
             parser: None,
             ingest_ts_ms: 0,
+            attributes: Default::default(),
             events: vec![weir_proto::Event::raw(raw)],
         };
         let payload = weir_proto::wire::encode_payload(&[batch]).unwrap();
         let header = weir_proto::wire::RequestHeader {
             version: weir_proto::wire::PROTOCOL_VERSION,
-            batch_id: weir_proto::wire::BatchId { edge_id: "rogue".into(), seq: 1 },
+            batch_id: weir_proto::wire::BatchId { edge_id: edge_id.into(), incarnation: "test".into(), seq: 1 },
             n_events: 1,
+            payload_bytes: payload.len() as u64,
         };
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(&weir_proto::wire::encode_request(&header, &payload)).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
-        let answer = recv.read_to_end(64 * 1024).await.map_err(|e| e.to_string())?;
+        // The server may only reject a client certificate after the handshake completed on
+        // the client's side (TLS 1.3): then the first stream fails with the TLS alert.
+        let tls_or_other = |e: String| if e.contains("TLS") || e.contains("certificate") || e.contains("alert") { Outcome::Tls(e) } else { Outcome::Other(e) };
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| tls_or_other(e.to_string()))?;
+        send.write_all(&weir_proto::wire::encode_request(&header, &payload)).await.map_err(|e| tls_or_other(e.to_string()))?;
+        send.finish().map_err(|e| tls_or_other(e.to_string()))?;
+        let answer = recv.read_to_end(64 * 1024).await.map_err(|e| tls_or_other(e.to_string()))?;
         match serde_json::from_slice::<weir_proto::wire::Response>(&answer) {
             Ok(weir_proto::wire::Response::Ack { .. }) => Ok(()),
-            other => Err(format!("{other:?}")),
+            Ok(weir_proto::wire::Response::Error { code, message }) => Err(Outcome::Refused(code, message)),
+            Err(e) => Err(Outcome::Other(e.to_string())),
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), exchange).await.unwrap_or(Err("timed out".into()))
+    tokio::time::timeout(Duration::from_secs(10), exchange).await.unwrap_or(Err(Outcome::Other("timed out".into())))
 }

@@ -44,6 +44,7 @@ impl Target<'_> {
             tags,
             parser: parser.or_else(|| self.parser.map(str::to_owned)),
             ingest_ts_ms: self.ingest_ts_ms,
+            attributes: Map::new(),
             events,
         }
     }
@@ -155,12 +156,8 @@ pub fn humio_unstructured(body: &[u8], target: &Target) -> Result<Vec<EventBatch
         .into_iter()
         .filter(|item| !item.messages.is_empty())
         .map(|item| {
-            let events = item
-                .messages
-                .into_iter()
-                .map(|raw| Event { timestamp_ms: None, raw, attributes: item.fields.clone() })
-                .collect();
-            target.batch(tags_from(item.tags), item.parser, events)
+            let events = item.messages.into_iter().map(Event::raw).collect();
+            EventBatch { attributes: item.fields, ..target.batch(tags_from(item.tags), item.parser, events) }
         })
         .collect())
 }
@@ -204,12 +201,12 @@ pub fn hec_raw(body: &[u8], params: &HecRawParams, target: &Target) -> Result<Ve
         .split('\n')
         .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .filter(|line| !line.trim().is_empty())
-        .map(|line| Event { timestamp_ms: None, raw: line.to_owned(), attributes: attributes.clone() })
+        .map(Event::raw)
         .collect();
     if events.is_empty() {
         return Err(FormatError::new("No data: the body holds no non-empty line", 5));
     }
-    Ok(vec![target.batch(BTreeMap::new(), params.sourcetype.clone(), events)])
+    Ok(vec![EventBatch { attributes, ..target.batch(BTreeMap::new(), params.sourcetype.clone(), events) }])
 }
 
 #[derive(Deserialize)]
@@ -327,7 +324,8 @@ mod tests {
         let batches = humio_unstructured(body, &TARGET).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].parser.as_deref(), Some("kv"));
-        assert_eq!(batches[0].events[1].attributes["host"], "h");
+        assert_eq!(batches[0].attributes["host"], "h", "once per batch");
+        assert!(batches[0].events[1].attributes.is_empty(), "not copied onto every event");
         assert_eq!(n_events(&batches), 2);
     }
 
@@ -371,6 +369,8 @@ mod tests {
         let batches = hec_raw(b"l1\r\n\nl2\n", &params, &TARGET).unwrap();
         assert_eq!(batches[0].events.iter().map(|e| e.raw.as_str()).collect::<Vec<_>>(), ["l1", "l2"]);
         assert_eq!(batches[0].parser.as_deref(), Some("access"));
+        assert_eq!(batches[0].attributes["host"], "h");
+        assert!(batches[0].events[0].attributes.is_empty());
         assert_eq!(hec_raw(b"\n\n", &params, &TARGET).unwrap_err().hec_code, 5);
     }
 }

@@ -10,6 +10,7 @@
 //! Architecture invariant: it never publishes or stores anything itself, and a request
 //! that fails to decode reaches the sink not at all.
 
+pub mod budget;
 pub mod formats;
 pub mod prometheus;
 mod response;
@@ -28,6 +29,7 @@ use futures::future::BoxFuture;
 use serde::Deserialize;
 use weir_proto::EventBatch;
 
+pub use budget::{BudgetShare, MemoryBudget};
 pub use formats::FormatError;
 use formats::{HecRawParams, Target};
 use response::{Flavor, error, success};
@@ -67,6 +69,13 @@ pub enum IngestError {
     /// The request can never be accepted as it is: 413.
     #[error("{0}")]
     TooLarge(String),
+    /// The events can never be accepted as they are (Kafka refused them as invalid): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// This node may not store the events (its Kafka credentials or ACLs): 403. The
+    /// client's token was fine; an operator must act.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -103,12 +112,30 @@ pub struct HttpIngestConfig {
     /// under a burst instead of letting it swap or be killed.
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Largest single event (raw text plus attributes); a request holding a larger one
+    /// gets 413 naming the event, and none of its events is accepted. Kept below the
+    /// core's `kafka.max_record_bytes` so that Kafka never refuses a record an edge
+    /// already acknowledged.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+    /// A request body not received completely within this time gets 408: a slow or
+    /// stalled client cannot hold a request slot (and its memory) forever.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
 }
 
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
+}
+
+fn default_max_event_bytes() -> usize {
+    512 * 1024
+}
+
+fn default_body_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_max_concurrent_requests() -> usize {
@@ -120,6 +147,8 @@ impl Default for HttpIngestConfig {
         HttpIngestConfig {
             max_body_bytes: default_max_body_bytes(),
             max_concurrent_requests: default_max_concurrent_requests(),
+            max_event_bytes: default_max_event_bytes(),
+            body_timeout_ms: default_body_timeout_ms(),
             tokens: Vec::new(),
         }
     }
@@ -130,11 +159,15 @@ struct ApiState {
     sink: Arc<dyn IngestSink>,
     tokens: Arc<HashMap<String, TokenConfig>>,
     max_body_bytes: usize,
+    max_event_bytes: usize,
+    body_timeout: Duration,
     in_progress: Arc<tokio::sync::Semaphore>,
+    budget: MemoryBudget,
 }
 
-/// The ingest API over `sink`.
-pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
+/// The ingest API over `sink`. Request bodies take their bytes from `budget`, which
+/// the node may share with its other inputs.
+pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>, budget: MemoryBudget) -> Router {
     let tokens = config.tokens.iter().map(|t| (t.token.clone(), t.clone())).collect();
     // Installs the recorder before anything is counted (counts before it are lost).
     prometheus::handle();
@@ -142,7 +175,10 @@ pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>) -> Router {
         sink,
         tokens: Arc::new(tokens),
         max_body_bytes: config.max_body_bytes,
+        max_event_bytes: config.max_event_bytes,
+        body_timeout: Duration::from_millis(config.body_timeout_ms),
         in_progress: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
+        budget,
     };
     Router::new()
         .route("/api/v1/ingest/humio-structured", post(humio_structured))
@@ -278,7 +314,33 @@ async fn handle_request(
     if declared.is_some_and(|n| n > state.max_body_bytes) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(body, state.max_body_bytes).await {
+    // Taken before the body is read: the body, and the events decoded from it.
+    let over_budget = || {
+        error(
+            flavor,
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!("this node holds its limit of {} bytes of requests in progress", state.budget.total_bytes()),
+            "nothing of this request was ingested: retry after Retry-After seconds, send smaller requests, or spread them over more nodes",
+            9,
+            Some(Duration::from_secs(1)),
+        )
+    };
+    let Some(mut share) = state.budget.try_take(DECODED_FACTOR * declared.unwrap_or(state.max_body_bytes)) else {
+        metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
+        return over_budget();
+    };
+    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes)).await;
+    let Ok(read) = read else {
+        return error(
+            flavor,
+            StatusCode::REQUEST_TIMEOUT,
+            &format!("the request body did not arrive within {} ms", state.body_timeout.as_millis()),
+            "nothing of this request was ingested: send the body at once, or smaller requests",
+            6,
+            None,
+        );
+    };
+    let body = match read {
         Ok(body) => body,
         Err(e) => {
             let inner = e.into_inner();
@@ -295,10 +357,19 @@ async fn handle_request(
             );
         }
     };
+    share.shrink_to(DECODED_FACTOR * body.len());
     let body = match is_gzip(&headers) {
         Ok(false) => body,
-        Ok(true) => match gunzip(body, state.max_body_bytes).await {
-            Ok(body) => body,
+        Ok(true) => match gunzip(body, state.max_body_bytes, &state.budget).await {
+            Ok((body, inflated_share)) => {
+                // The compressed body's share stays too: small beside the inflated one.
+                share.merge(inflated_share);
+                body
+            }
+            Err(Gunzip::OverBudget) => {
+                metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
+                return over_budget();
+            }
             Err(Gunzip::TooLarge) => {
                 return error(
                     flavor,
@@ -340,6 +411,17 @@ async fn handle_request(
         Ok(batches) => batches,
         Err(e) => return response::format_error(flavor, &e),
     };
+    if let Some((index, size)) = oversized_event(&batches, state.max_event_bytes) {
+        return response::error_with_event(
+            flavor,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("event {index} of the request is {size} bytes, over the limit of {} bytes per event", state.max_event_bytes),
+            "nothing of this request was ingested: shorten or split that event and resend the request",
+            6,
+            Some(index),
+            None,
+        );
+    }
     let n_events = batches.iter().map(|b| b.events.len()).sum();
     if n_events == 0 {
         return success(flavor);
@@ -373,6 +455,22 @@ async fn handle_request(
             6,
             None,
         ),
+        Err(IngestError::BadRequest(message)) => error(
+            flavor,
+            StatusCode::BAD_REQUEST,
+            &message,
+            "nothing of this request was acknowledged and a retry would fail the same way: fix the events",
+            6,
+            None,
+        ),
+        Err(IngestError::Forbidden(message)) => error(
+            flavor,
+            StatusCode::FORBIDDEN,
+            &message,
+            "nothing of this request was acknowledged: this node is not allowed to store events; ask its operator to check its Kafka credentials and ACLs",
+            4,
+            None,
+        ),
         Err(IngestError::Internal(message)) => error(
             flavor,
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -382,6 +480,24 @@ async fn handle_request(
             None,
         ),
     }
+}
+
+/// The first event (0-based, counted across the request's batches) larger than
+/// `max_bytes`, with its size: raw text plus encoded attributes.
+fn oversized_event(batches: &[EventBatch], max_bytes: usize) -> Option<(usize, usize)> {
+    batches.iter().flat_map(|b| &b.events).enumerate().find_map(|(index, event)| {
+        // Most events carry no attributes; the raw text alone already decides most others.
+        if event.raw.len() > max_bytes {
+            return Some((index, event.raw.len()));
+        }
+        let attributes = if event.attributes.is_empty() {
+            0
+        } else {
+            serde_json::to_vec(&event.attributes).map_or(0, |v| v.len())
+        };
+        let size = event.raw.len() + attributes;
+        (size > max_bytes).then_some((index, size))
+    })
 }
 
 type Reject = Box<dyn FnOnce(Flavor) -> Response>;
@@ -441,16 +557,23 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, String> {
     }
 }
 
+/// Budget a request takes per body byte: the body, and the events decoded from it (which
+/// copy its text).
+const DECODED_FACTOR: usize = 2;
+
 enum Gunzip {
     TooLarge,
+    OverBudget,
     Invalid(String),
 }
 
 /// Inflates a gzip body, refusing more than `max_bytes` of output (the limit applies to
-/// what the node has to hold, so a small gzip bomb cannot exhaust memory). CPU work: off
-/// the runtime's I/O threads.
-async fn gunzip(body: bytes::Bytes, max_bytes: usize) -> Result<bytes::Bytes, Gunzip> {
-    tokio::task::spawn_blocking(move || {
+/// what the node has to hold, so a small gzip bomb cannot exhaust memory). The inflated
+/// size is unknown until the end, so the worst case is taken from `budget` first and
+/// the unused rest given back after. CPU work: off the runtime's I/O threads.
+async fn gunzip(body: bytes::Bytes, max_bytes: usize, budget: &MemoryBudget) -> Result<(bytes::Bytes, BudgetShare), Gunzip> {
+    let mut share = budget.try_take(DECODED_FACTOR * max_bytes).ok_or(Gunzip::OverBudget)?;
+    let out = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut out = Vec::with_capacity((body.len() * 4).min(max_bytes));
         let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(max_bytes as u64 + 1);
@@ -461,7 +584,9 @@ async fn gunzip(body: bytes::Bytes, max_bytes: usize) -> Result<bytes::Bytes, Gu
         Ok(bytes::Bytes::from(out))
     })
     .await
-    .map_err(|e| Gunzip::Invalid(format!("decompression task failed: {e}")))?
+    .map_err(|e| Gunzip::Invalid(format!("decompression task failed: {e}")))??;
+    share.shrink_to(DECODED_FACTOR * out.len());
+    Ok((out, share))
 }
 
 #[cfg(test)]
@@ -500,8 +625,9 @@ mod tests {
             max_body_bytes: 1024,
             max_concurrent_requests: 8,
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: Some("p".into()) }],
+            ..HttpIngestConfig::default()
         };
-        let app = router(&config, sink.clone());
+        let app = router(&config, sink.clone(), MemoryBudget::new(1 << 30));
         let mut request = Request::post(path).header("authorization", "Bearer t");
         if let Some(ack) = ack {
             request = request.header(ACK_HEADER, ack);
@@ -549,13 +675,14 @@ mod tests {
             max_body_bytes: 1024,
             max_concurrent_requests: 8,
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
         };
         let request = Request::post("/services/collector/raw")
             .header("authorization", "Splunk t")
             .header(header::CONTENT_ENCODING, encoding)
             .body(Body::from(body))
             .unwrap();
-        let response = router(&config, sink.clone()).oneshot(request).await.unwrap();
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
         let status = response.status();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         let raws = sink.received.lock().unwrap().iter().flat_map(|r| &r.batches).flat_map(|b| &b.events).map(|e| e.raw.clone()).collect();
@@ -620,7 +747,7 @@ mod tests {
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
-        let app = router(&config, Arc::new(GateSink(gate.clone(), inside.clone())));
+        let app = router(&config, Arc::new(GateSink(gate.clone(), inside.clone())), MemoryBudget::new(1 << 30));
         let send = |app: Router| async move {
             let request = Request::post("/api/v1/ingest/raw").header("authorization", "Bearer t").body(Body::from("x")).unwrap();
             app.oneshot(request).await.unwrap()
@@ -651,9 +778,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_oversized_event_refuses_the_whole_request_naming_the_event() {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            max_event_bytes: 16,
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        let body = format!("short\n{}\nshort again", "x".repeat(17));
+        let request = Request::post("/services/collector/raw").header("authorization", "Splunk t").body(Body::from(body)).unwrap();
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let body: serde_json::Value = serde_json::from_slice(&to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
+        assert_eq!(body["invalid-event-number"], 1, "{body}");
+        assert!(body["text"].as_str().is_some_and(|t| t.contains("event 1") && t.contains("17 bytes")), "{body}");
+        assert!(sink.received.lock().unwrap().is_empty(), "all or nothing: no event of the request reaches the sink");
+
+        // Exactly at the limit passes; attributes count towards it.
+        let ok = Request::post("/services/collector/raw").header("authorization", "Splunk t").body(Body::from("x".repeat(16))).unwrap();
+        assert_eq!(router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(ok).await.unwrap().status(), StatusCode::OK);
+        let with_fields = r#"{"event":"abc","fields":{"k":"a long attribute value"}}"#;
+        let request = Request::post("/services/collector/event").header("authorization", "Splunk t").body(Body::from(with_fields)).unwrap();
+        assert_eq!(router(&config, sink, MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_gets_408() {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            body_timeout_ms: 200,
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        // A body stream that yields one chunk and then never ends.
+        use futures::StreamExt;
+        let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"partial"))]).chain(futures::stream::pending());
+        let request = Request::post("/api/v1/ingest/raw").header("authorization", "Bearer t").body(Body::from_stream(stream)).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request))
+            .await
+            .expect("answered within the body timeout, not hung")
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(sink.received.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn readiness_reports_the_sink_reason() {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
-        let app = router(&HttpIngestConfig::default(), sink);
+        let app = router(&HttpIngestConfig::default(), sink, MemoryBudget::new(1 << 30));
         let response = app.oneshot(Request::get("/ready").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();

@@ -34,7 +34,7 @@ pub(crate) fn error(
     error_with_event(flavor, status, message, hint, hec_code, None, retry_after)
 }
 
-fn error_with_event(
+pub(crate) fn error_with_event(
     flavor: Flavor,
     status: StatusCode,
     message: &str,

@@ -40,6 +40,11 @@ pub struct EventBatch {
     pub parser: Option<String>,
     /// When the first node that accepted the events (edge or core) received them.
     pub ingest_ts_ms: i64,
+    /// Fields the request gave for all its events (LogScale unstructured `fields`, HEC raw
+    /// `host`/`source`), kept once per batch instead of copied onto every event. An
+    /// event's own attribute of the same name wins.
+    #[serde(rename = "attrs", default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
     pub events: Vec<Event>,
 }
 
@@ -58,12 +63,14 @@ impl EventBatch {
         let mut out = Vec::new();
         let mut current = Vec::new();
         let mut current_bytes = overhead;
-        let EventBatch { repository, tags, parser, ingest_ts_ms, events } = self;
+        let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, events } = self;
+        let overhead = overhead + if attributes.is_empty() { 0 } else { serde_json::to_vec(&attributes).map_or(0, |v| v.len()) };
         let make = |events: Vec<Event>| EventBatch {
             repository: repository.clone(),
             tags: tags.clone(),
             parser: parser.clone(),
             ingest_ts_ms,
+            attributes: attributes.clone(),
             events,
         };
         for event in events {
@@ -124,6 +131,7 @@ mod tests {
             tags: BTreeMap::from([("host".into(), "a".into())]),
             parser: None,
             ingest_ts_ms: 1,
+            attributes: Default::default(),
             events: (0..n).map(|i| Event::raw(format!("{i:0size$}"))).collect(),
         }
     }

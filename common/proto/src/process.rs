@@ -4,10 +4,13 @@
 use tokio_util::sync::CancellationToken;
 
 /// Logs to stderr; the filter comes from `WEIR_LOG` (e.g. `info`, `weir_edge=debug`).
+/// Colours only on a terminal: log files and journald get plain text.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
 use crate::wire::ALPN;
@@ -38,6 +38,8 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("TLS config not usable for QUIC: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    #[error("the certificate {path} is not issued for {name:?} ({reason}): use the name the certificate names, or issue one for this name (`weir-core certs`)")]
+    Name { path: PathBuf, name: String, reason: String },
 }
 
 fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -48,6 +50,24 @@ fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>
         return Err(TlsError::NoCertificate { path: path.to_owned() });
     }
     Ok(certs)
+}
+
+/// Whether `certificate` was issued for `name` (a DNS name among its subject alternative
+/// names). An edge's batch ids carry its name; a core checks it against the edge's
+/// certificate, so one edge cannot forge another's ids.
+pub fn certificate_names(certificate: &CertificateDer<'_>, name: &str) -> Result<(), String> {
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|_| "not a valid certificate name".to_owned())?;
+    let certificate = webpki::EndEntityCert::try_from(certificate).map_err(|e| format!("unreadable certificate: {e}"))?;
+    certificate
+        .verify_is_valid_for_subject_name(&server_name)
+        .map_err(|_| "the certificate names another node".to_owned())
+}
+
+/// [`certificate_names`] for the first certificate of a PEM file: an edge checks its own
+/// at start, so a wrong `edge_id` fails there instead of at every core.
+pub fn check_certificate_name(path: &Path, name: &str) -> Result<(), TlsError> {
+    let leaf = certs(path, "certificate")?.remove(0);
+    certificate_names(&leaf, name).map_err(|reason| TlsError::Name { path: path.to_owned(), name: name.to_owned(), reason })
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

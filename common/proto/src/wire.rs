@@ -10,6 +10,11 @@
 //! response = JSON Response
 //! ```
 //!
+//! The header is at most [`MAX_HEADER_BYTES`] and declares the payload's length, so a
+//! core refuses a frame over its limit before it reads the payload, and the edge reads
+//! the answer while it still writes (a refused batch costs one round trip, not its
+//! upload).
+//!
 //! The payload is compressed once, when the edge spools it, and travels unchanged from
 //! spool to wire, so a retry costs no re-encoding.
 
@@ -26,21 +31,32 @@ use crate::EventBatch;
 
 /// ALPN protocol id; a peer speaking anything else is refused during the handshake.
 pub const ALPN: &[u8] = b"weir/1";
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the header declares the payload length, the batch id carries the spool incarnation.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest response the edge reads.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Largest request header a core reads; a longer one is refused unread.
+pub const MAX_HEADER_BYTES: usize = 4 * 1024;
 
 /// Identifies a forwarded batch: retries carry the same id, so the digest can recognise a
 /// batch Kafka already holds.
+///
+/// - `edge_id` is the name in the edge's client certificate: the core refuses a header
+///   naming another edge, so one edge cannot forge another's ids.
+/// - `incarnation` is random per spool directory: a wiped or replaced spool starts
+///   again at sequence 0 under a new incarnation, never repeating an id.
+/// - `seq` is the spool's sequence number, never reused within an incarnation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BatchId {
     pub edge_id: String,
+    #[serde(default)]
+    pub incarnation: String,
     pub seq: u64,
 }
 
 impl std::fmt::Display for BatchId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.edge_id, self.seq)
+        write!(f, "{}:{}:{}", self.edge_id, self.incarnation, self.seq)
     }
 }
 
@@ -49,6 +65,10 @@ pub struct RequestHeader {
     pub version: u16,
     pub batch_id: BatchId,
     pub n_events: u64,
+    /// Length of the payload after the header. Defaults to 0 only so that a header of
+    /// an older version still parses far enough to be answered `UnsupportedVersion`.
+    #[serde(default)]
+    pub payload_bytes: u64,
 }
 
 /// Batches (streams) one edge connection may have open at a core. An edge keeps at
@@ -56,24 +76,38 @@ pub struct RequestHeader {
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 
 /// Why the core refused a batch. The edge retries `Unavailable` and `Internal` (on this or
-/// another core); the other codes mean the batch itself is unacceptable.
+/// another core); `UnsupportedVersion` and `Forbidden` are about that core, so the edge
+/// tries the other cores before it gives up; the other codes mean the batch itself is
+/// unacceptable and it is dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// Kafka did not acknowledge in time: retry later or elsewhere.
     Unavailable,
-    /// The frame or payload could not be decoded.
+    /// The frame or payload could not be decoded, or Kafka refused the records as invalid.
     BadRequest,
-    /// The decoded payload exceeds the core's limit.
+    /// The frame, the decoded payload or a record exceeds a limit of the core or Kafka.
     TooLarge,
     /// Protocol version not supported by this core.
     UnsupportedVersion,
+    /// The core may not write to Kafka (its credentials or ACLs): an operator must act.
+    Forbidden,
     Internal,
+    /// A code this edge does not know (sent by a newer core). Treated as a refusal of the
+    /// batch, never as a reason to resend it in a loop.
+    #[serde(other)]
+    Unknown,
 }
 
 impl ErrorCode {
+    /// Worth sending again, on this core or another.
     pub fn is_retryable(self) -> bool {
         matches!(self, ErrorCode::Unavailable | ErrorCode::Internal)
+    }
+
+    /// A refusal that depends on the core that gave it: another core may accept the batch.
+    pub fn is_core_specific(self) -> bool {
+        matches!(self, ErrorCode::UnsupportedVersion | ErrorCode::Forbidden)
     }
 }
 
@@ -91,6 +125,8 @@ pub enum WireError {
     ShortFrame(usize),
     #[error("frame header claims {claimed} bytes but only {available} follow")]
     TruncatedHeader { claimed: usize, available: usize },
+    #[error("frame header of {0} bytes exceeds the limit of {MAX_HEADER_BYTES}")]
+    HeaderTooLarge(usize),
     #[error("invalid request header: {0}")]
     Header(serde_json::Error),
     #[error("payload is not valid zstd or decompresses to more than {limit} bytes: {source}")]
@@ -133,6 +169,11 @@ fn with_context<C: 'static, T>(
     })
 }
 
+/// The decompressed size a payload's zstd frame declares (edges always write it).
+pub fn declared_size(payload: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(payload).ok().flatten()
+}
+
 /// Decompresses a payload, refusing one that inflates past `max_bytes` (a zstd bomb
 /// would otherwise exhaust the core's memory).
 ///
@@ -140,7 +181,7 @@ fn with_context<C: 'static, T>(
 /// allocated at exactly that size (a buffer of `max_bytes`, 64 MiB by default, per batch
 /// cost page faults), and a frame that holds more than it declares fails.
 pub fn decompress_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, WireError> {
-    let declared = zstd::zstd_safe::get_frame_content_size(payload).ok().flatten();
+    let declared = declared_size(payload);
     let capacity = match declared {
         Some(size) if size > max_bytes as u64 => {
             let source = std::io::Error::other(format!("frame declares {size} bytes"));
@@ -251,13 +292,26 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, &[u8]), WireError>
     if frame.len() < 4 {
         return Err(WireError::ShortFrame(frame.len()));
     }
-    let header_len = u32::from_be_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+    let header_len = header_len(frame[..4].try_into().expect("4 bytes"))?;
     let rest = &frame[4..];
     if header_len > rest.len() {
         return Err(WireError::TruncatedHeader { claimed: header_len, available: rest.len() });
     }
-    let header = serde_json::from_slice(&rest[..header_len]).map_err(WireError::Header)?;
+    let header = decode_header(&rest[..header_len])?;
     Ok((header, &rest[header_len..]))
+}
+
+/// The header length a frame's first four bytes declare, refused past [`MAX_HEADER_BYTES`].
+pub fn header_len(prefix: [u8; 4]) -> Result<usize, WireError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_HEADER_BYTES {
+        return Err(WireError::HeaderTooLarge(len));
+    }
+    Ok(len)
+}
+
+pub fn decode_header(bytes: &[u8]) -> Result<RequestHeader, WireError> {
+    serde_json::from_slice(bytes).map_err(WireError::Header)
 }
 
 #[cfg(test)]
@@ -271,6 +325,7 @@ mod tests {
             tags: Default::default(),
             parser: None,
             ingest_ts_ms: 7,
+            attributes: Default::default(),
             events: vec![Event::raw("hello"), Event::raw("world")],
         }]
     }
@@ -280,8 +335,9 @@ mod tests {
         let payload = encode_payload(&sample()).unwrap();
         let header = RequestHeader {
             version: PROTOCOL_VERSION,
-            batch_id: BatchId { edge_id: "e1".into(), seq: 42 },
+            batch_id: BatchId { edge_id: "e1".into(), incarnation: "abc".into(), seq: 42 },
             n_events: 2,
+            payload_bytes: payload.len() as u64,
         };
         let frame = encode_request(&header, &payload);
         let (decoded, body) = decode_request(&frame).unwrap();
@@ -297,6 +353,22 @@ mod tests {
             Err(WireError::TruncatedHeader { claimed: 9, available: 1 })
         ));
         assert!(matches!(decode_request(&[0, 0, 0, 1, b'x']), Err(WireError::Header(_))));
+        assert!(matches!(decode_request(&[0, 1, 0, 0, b'{']), Err(WireError::HeaderTooLarge(65536))));
+    }
+
+    #[test]
+    fn an_error_code_from_a_newer_core_is_unknown_not_an_error() {
+        let answer = r#"{"status":"error","code":"quota_exceeded","message":"m"}"#;
+        let response: Response = serde_json::from_str(answer).unwrap();
+        assert_eq!(response, Response::Error { code: ErrorCode::Unknown, message: "m".into() });
+        assert!(!ErrorCode::Unknown.is_retryable(), "never resent in a loop");
+    }
+
+    #[test]
+    fn an_older_header_still_parses_far_enough_to_name_its_version() {
+        let v1 = r#"{"version":1,"batch_id":{"edge_id":"e","seq":3},"n_events":1}"#;
+        let header = decode_header(v1.as_bytes()).unwrap();
+        assert_eq!((header.version, header.payload_bytes, header.batch_id.seq), (1, 0, 3));
         assert!(matches!(decode_payload(b"not zstd", 100), Err(WireError::Decompress { .. })));
     }
 
