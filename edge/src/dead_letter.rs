@@ -29,7 +29,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_proto::wire::{self, BatchId, ErrorCode};
 
-use crate::ingest::decode_spooled;
+use crate::spool::decode_spooled;
 
 const SPOOLED_EXT: &str = "spooled";
 const JSON_EXT: &str = "json";
@@ -166,7 +166,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeadLetterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::encode_spooled;
+    use crate::spool::encode_spooled;
     use weir_proto::{Event, EventBatch};
 
     fn refusal(seq: u64) -> Refusal {

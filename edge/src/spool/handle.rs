@@ -1,0 +1,342 @@
+//! [`Spool`], the cloneable handle: `open`, `append`, `ack`, `pending_after` and the
+//! waits. Checks limits and hands writes to the writer thread.
+//!
+//! Must never write to the spool directory itself (the writer owns that) nor block a
+//! tokio worker on fsync; reads of older records are plain page-cache reads.
+
+use super::*;
+
+/// Handle to an open spool. Cheap to clone; the writer thread stops, after
+/// finishing the writes already queued, when the last clone is dropped (that
+/// drop waits for at most one group commit).
+#[derive(Clone)]
+pub struct Spool {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub(super) shared: Arc<Shared>,
+    pub(super) tx: Option<mpsc::UnboundedSender<Cmd>>,
+    pub(super) queue: Arc<Semaphore>,
+    pub(super) writer: Option<JoinHandle<()>>,
+    // Held for the flock; released on drop, after the writer stopped.
+    pub(super) _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued and exit.
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take()
+            && writer.join().is_err()
+        {
+            error!(dir = %self.shared.dir.display(), "spool writer thread panicked");
+        }
+    }
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `config.dir`, recovering what a
+    /// previous process left, and starts the writer thread. Does blocking I/O
+    /// proportional to the spool size; call it before serving or from
+    /// `spawn_blocking`.
+    pub fn open(config: SpoolConfig) -> Result<Spool, SpoolError> {
+        validate(&config)?;
+        let dir = config.dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| io_error("creating spool directory", &dir, e))?;
+        let lock = lock_dir(&dir)?;
+        let recovered = recover(&config)?;
+
+        let cache_budget = (config.max_bytes / 4).min(MAX_CACHE_BYTES);
+        let (published, _) = watch::channel(recovered.state.next_seq);
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            max_bytes: config.max_bytes,
+            segment_bytes: config.segment_bytes,
+            seq_block: config.seq_block,
+            cache_budget,
+            state: Mutex::new(recovered.state),
+            published,
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_next_seq_reservation: std::sync::atomic::AtomicBool::new(false),
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            active: recovered.active,
+            must_roll: false,
+            next_seq: recovered.next_seq,
+            seq_limit: recovered.seq_limit,
+            ack_files: HashMap::new(),
+            ack_buf: BTreeMap::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| io_error("starting writer thread for", &dir, e))?;
+        Ok(Spool {
+            inner: Arc::new(Inner {
+                shared,
+                tx: Some(tx),
+                queue: Arc::new(Semaphore::new(WRITE_QUEUE_DEPTH)),
+                writer: Some(handle),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Stores `payload` durably and returns its sequence number. Fails at once
+    /// with [`SpoolError::Full`] when it does not fit in `max_bytes`.
+    ///
+    /// If the future is dropped after the batch was queued, the batch may
+    /// still be stored and forwarded (at least once delivery).
+    pub async fn append(&self, payload: Bytes) -> Result<u64, SpoolError> {
+        let shared = &self.inner.shared;
+        let record_bytes = RECORD_HEADER_BYTES + payload.len() as u64;
+        if record_bytes > shared.segment_bytes {
+            return Err(SpoolError::TooLarge {
+                len: payload.len() as u64,
+                max_len: shared.segment_bytes - RECORD_HEADER_BYTES,
+            });
+        }
+        let reservation = {
+            let mut st = shared.lock();
+            let used_bytes = st.used + st.reserved;
+            if used_bytes + record_bytes > shared.max_bytes {
+                debug!(
+                    used_bytes,
+                    max_bytes = shared.max_bytes,
+                    "spool full, append rejected"
+                );
+                return Err(SpoolError::Full {
+                    used_bytes,
+                    max_bytes: shared.max_bytes,
+                });
+            }
+            st.reserved += record_bytes;
+            Reservation {
+                shared: shared.clone(),
+                bytes: record_bytes,
+            }
+        };
+        let permit = self
+            .inner
+            .queue
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| SpoolError::WriterStopped)?;
+        let (reply, done) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or(SpoolError::WriterStopped)?;
+        tx.send(Cmd::Append(AppendReq {
+            payload,
+            reservation,
+            _permit: permit,
+            reply,
+        }))
+        .map_err(|_| SpoolError::WriterStopped)?;
+        done.await.map_err(|_| SpoolError::WriterStopped)?
+    }
+
+    /// Marks `seq` as delivered to a core node. Idempotent; acks may come in
+    /// any order. Frees the segment file once all its records are acked and it
+    /// is no longer the one being appended to.
+    pub fn ack(&self, seq: u64) -> Result<(), SpoolError> {
+        let tx = self.inner.tx.as_ref().ok_or(SpoolError::WriterStopped)?;
+        let mut st = self.inner.shared.lock();
+        let Some(entry) = st.index.remove(&seq) else {
+            if seq >= st.next_seq {
+                return Err(SpoolError::UnknownSeq {
+                    seq,
+                    next_seq: st.next_seq,
+                });
+            }
+            // Already acked, or dropped as corrupt on recovery.
+            return Ok(());
+        };
+        st.pending_bytes -= u64::from(entry.len);
+        if entry.cached.is_some() {
+            st.cache_bytes -= u64::from(entry.len);
+        }
+        let active = st.active;
+        let condemned = match st.segments.get_mut(&entry.segment) {
+            Some(seg) => {
+                seg.unacked -= 1;
+                seg.unacked == 0 && entry.segment != active
+            }
+            None => false,
+        };
+        if condemned && let Some(seg) = st.segments.remove(&entry.segment) {
+            // Counted as free now: the writer unlinks it before it writes the
+            // next group commit, so disk use overshoots by at most this file for
+            // that moment.
+            st.used -= seg.size;
+        }
+        for waiter in st.ack_waiters.remove(&seq).into_iter().flatten() {
+            let _ = waiter.send(());
+        }
+        // Sent under the lock so the writer sees Ack before Delete for a segment.
+        let sent = tx
+            .send(Cmd::Ack {
+                segment: entry.segment,
+                seq,
+            })
+            .is_ok()
+            && (!condemned
+                || tx
+                    .send(Cmd::Delete {
+                        segment: entry.segment,
+                    })
+                    .is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(SpoolError::WriterStopped)
+        }
+    }
+
+    /// Up to `max` unacknowledged batches with `seq > after` (all when `after`
+    /// is `None`), in sequence order. Serves recent batches from memory and
+    /// reads older ones from disk (blocking, page-cache speed reads).
+    pub fn pending_after(
+        &self,
+        after: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<SpooledBatch>, SpoolError> {
+        let Some(start) = first_after(after) else {
+            return Ok(Vec::new());
+        };
+        let shared = &self.inner.shared;
+        let mut out = Vec::new();
+        // (position in out, file, path, record offset, payload len)
+        let mut reads = Vec::new();
+        {
+            let mut st = shared.lock();
+            let st = &mut *st;
+            for (&seq, entry) in st.index.range(start..).take(max) {
+                if let Some(payload) = &entry.cached {
+                    out.push(SpooledBatch {
+                        seq,
+                        payload: payload.clone(),
+                    });
+                    continue;
+                }
+                let Some(seg) = st.segments.get_mut(&entry.segment) else {
+                    continue;
+                };
+                let path = segment_path(&shared.dir, entry.segment);
+                let file = match &seg.reader {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = Arc::new(
+                            File::open(&path)
+                                .map_err(|e| io_error("opening segment for reading", &path, e))?,
+                        );
+                        seg.reader = Some(f.clone());
+                        f
+                    }
+                };
+                reads.push((out.len(), file, path, entry.offset, entry.len));
+                out.push(SpooledBatch {
+                    seq,
+                    payload: Bytes::new(),
+                });
+            }
+        }
+        // Outside the lock: the Arc<File> keeps the data readable even if the
+        // segment gets deleted meanwhile.
+        for (pos, file, path, offset, len) in reads {
+            let mut buf = vec![0u8; RECORD_HEADER_BYTES as usize + len as usize];
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| io_error("reading segment", &path, e))?;
+            let (header, payload) = buf.split_at(RECORD_HEADER_BYTES as usize);
+            let mut h = [0u8; RECORD_HEADER_BYTES as usize];
+            h.copy_from_slice(header);
+            let h = decode_header(&h);
+            let seq = out[pos].seq;
+            if h.magic != RECORD_MAGIC
+                || h.seq != seq
+                || h.len != len
+                || h.crc != record_crc(header, payload)
+            {
+                error!(file = %path.display(), offset, seq, "spooled batch is corrupt on disk");
+                return Err(SpoolError::Corrupt { seq, path, offset });
+            }
+            buf.drain(..RECORD_HEADER_BYTES as usize);
+            out[pos].payload = Bytes::from(buf);
+        }
+        Ok(out)
+    }
+
+    /// Resolves once an unacknowledged batch with `seq > after` exists.
+    pub async fn wait_for_more(&self, after: Option<u64>) {
+        let Some(start) = first_after(after) else {
+            return std::future::pending().await;
+        };
+        let shared = &self.inner.shared;
+        // Subscribe before looking so a publish in between is not missed.
+        let mut published = shared.published.subscribe();
+        loop {
+            published.borrow_and_update();
+            if shared.lock().index.range(start..).next().is_some() {
+                return;
+            }
+            if published.changed().await.is_err() {
+                // The sender lives as long as `self`; unreachable in practice.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Resolves once `seq` is acknowledged (at once if it already was).
+    pub async fn wait_acked(&self, seq: u64) {
+        let done = {
+            let mut st = self.inner.shared.lock();
+            if seq < st.next_seq && !st.index.contains_key(&seq) {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            st.ack_waiters.entry(seq).or_default().push(tx);
+            rx
+        };
+        // An error means the spool state went away, nothing left to wait for.
+        let _ = done.await;
+    }
+
+    /// Current counters; cheap (one short lock), fine to call per request.
+    pub fn stats(&self) -> SpoolStats {
+        let shared = &self.inner.shared;
+        let st = shared.lock();
+        SpoolStats {
+            used_bytes: st.used + st.reserved,
+            max_bytes: shared.max_bytes,
+            pending_batches: st.index.len() as u64,
+            pending_bytes: st.pending_bytes,
+            next_seq: st.next_seq,
+            segments: st.segments.len() as u64,
+            fsyncs: st.fsyncs,
+            appends: st.appends,
+        }
+    }
+
+    /// The config the spool was opened with.
+    pub fn config(&self) -> SpoolConfig {
+        let shared = &self.inner.shared;
+        SpoolConfig {
+            dir: shared.dir.clone(),
+            max_bytes: shared.max_bytes,
+            segment_bytes: shared.segment_bytes,
+            seq_block: shared.seq_block,
+        }
+    }
+}
+
+pub(super) fn first_after(after: Option<u64>) -> Option<u64> {
+    match after {
+        None => Some(0),
+        Some(a) => a.checked_add(1),
+    }
+}
