@@ -9,8 +9,9 @@
 //!
 //! This file is the facade: config, errors and the public types. The work is in
 //! `handle` (the `Spool` handle), `writer` (group commit), `state`, `recovery`,
-//! `record` (byte layout), `reservation` (the seq-reservation file), `files`
-//! (names, directory lock) and `spooled` (the `n_events | payload` batch framing).
+//! `record` (byte layout), `reservation` (the seq-reservation file),
+//! `incarnation` (the spool's id), `files` (names, directory lock) and `spooled`
+//! (the `n_events | payload` batch framing).
 //!
 //! # On-disk format
 //!
@@ -33,6 +34,11 @@
 //!   of 12-byte entries `seq: u64, crc32c(seq bytes): u32`. Appended without
 //!   fsync: losing an ack only means the batch is sent again, which the
 //!   pipeline tolerates (delivery is at least once).
+//! * `incarnation`: the spool's random 128-bit id, 24 bytes `magic "WSI1" | id |
+//!   crc32c(bytes 0..20)`, shown as 32 hex digits. Created once, when a spool directory
+//!   has none, the same durable way as `seq-reservation` (via `incarnation.tmp`); never
+//!   changed afterwards. A wiped or replaced spool gets a new one, so the batch id
+//!   `(edge_id, incarnation, seq)` is never repeated although seqs restart at 0.
 //! * `lock`: held with an exclusive `flock` while a process has the spool open.
 //! * `seq-reservation`: the sequence high-water mark, 16 bytes
 //!
@@ -98,6 +104,7 @@ use tracing::{debug, error, info, warn};
 
 mod files;
 mod handle;
+mod incarnation;
 mod record;
 mod recovery;
 mod reservation;
@@ -109,6 +116,7 @@ mod writer;
 
 use files::*;
 pub use handle::Spool;
+use incarnation::*;
 use record::*;
 use recovery::*;
 use reservation::*;
@@ -269,6 +277,17 @@ pub enum SpoolError {
         path.display()
     )]
     CorruptSeqReservation { path: PathBuf, reason: String },
+
+    #[error(
+        "spool incarnation file {} is damaged ({reason}), so the spool cannot tell which \
+         incarnation id its batches were sent under and refuses to open: a made-up id could \
+         repeat batch ids core nodes already hold and make them drop new batches as \
+         duplicates. Check the disk for errors, then restore the file from a backup or, if \
+         there is none, delete it: the spool then gets a new incarnation and its pending \
+         batches are sent again under it (duplicates, not losses)",
+        path.display()
+    )]
+    CorruptIncarnation { path: PathBuf, reason: String },
 
     #[error(
         "spool writer thread has stopped; restart the edge node and look in earlier logs for \

@@ -19,6 +19,7 @@ pub(super) struct Inner {
     pub(super) tx: Option<mpsc::UnboundedSender<Cmd>>,
     pub(super) queue: Arc<Semaphore>,
     pub(super) writer: Option<JoinHandle<()>>,
+    pub(super) incarnation: String,
     // Held for the flock; released on drop, after the writer stopped.
     pub(super) _lock: File,
 }
@@ -45,6 +46,8 @@ impl Spool {
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| io_error("creating spool directory", &dir, e))?;
         let lock = lock_dir(&dir)?;
+        // Before recovery, so a damaged file stops `open` before anything changes.
+        let incarnation = load_or_create_incarnation(&dir)?;
         let recovered = recover(&config)?;
 
         let cache_budget = (config.max_bytes / 4).min(MAX_CACHE_BYTES);
@@ -83,6 +86,7 @@ impl Spool {
                 tx: Some(tx),
                 queue: Arc::new(Semaphore::new(WRITE_QUEUE_DEPTH)),
                 writer: Some(handle),
+                incarnation,
                 _lock: lock,
             }),
         })
@@ -304,6 +308,13 @@ impl Spool {
         };
         // An error means the spool state went away, nothing left to wait for.
         let _ = done.await;
+    }
+
+    /// The spool's incarnation id, 32 lowercase hex digits (128 random bits), fixed
+    /// for the life of the spool directory. Part of the batch id with the sequence
+    /// number, which restarts at 0 when the spool is wiped or replaced.
+    pub fn incarnation(&self) -> &str {
+        &self.inner.incarnation
     }
 
     /// Current counters; cheap (one short lock), fine to call per request.

@@ -41,7 +41,10 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
             Some((base, ACK_EXT)) => {
                 ack_logs.insert(base);
             }
-            _ if name == LOCK_FILE || name == SEQ_RESERVATION_FILE || name == DEAD_LETTER_DIR => {}
+            _ if name == LOCK_FILE
+                || name == SEQ_RESERVATION_FILE
+                || name == INCARNATION_FILE
+                || name == DEAD_LETTER_DIR => {}
             // Left by a crash while replacing the reservation: its limit was
             // never in force (no seq from it was used), so it carries nothing.
             _ if name == SEQ_RESERVATION_TMP => {

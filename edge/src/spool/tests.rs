@@ -1190,3 +1190,80 @@ fn kill9_mid_stream_keeps_every_append_that_returned_ok() {
         }
     }
 }
+
+#[tokio::test]
+async fn incarnation_is_random_hex_stable_across_reopens_and_new_after_a_wipe() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = config(tmp.path(), 1 << 20, 1 << 16);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    let first = spool.incarnation().to_owned();
+    assert_eq!(first.len(), 32, "{first}");
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{first}");
+    assert_eq!(spool.append(payload(0)).await.unwrap(), 0);
+    drop(spool);
+
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert_eq!(spool.incarnation(), first, "reopen keeps the id");
+    drop(spool);
+
+    // A wiped spool starts its seqs at 0 again; only a new incarnation keeps
+    // (edge_id, incarnation, seq) from repeating.
+    fs::remove_dir_all(tmp.path()).unwrap();
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert_eq!(spool.append(payload(0)).await.unwrap(), 0);
+    assert_ne!(spool.incarnation(), first, "a wiped spool must get a new id");
+    drop(spool);
+
+    // Another spool dir (a replaced disk) has its own.
+    let other = TempDir::new().unwrap();
+    let spool2 = Spool::open(config(other.path(), 1 << 20, 1 << 16)).unwrap();
+    let spool = Spool::open(cfg).unwrap();
+    assert_ne!(spool2.incarnation(), spool.incarnation());
+}
+
+#[tokio::test]
+async fn damaged_incarnation_file_refuses_open_and_leaves_the_file() {
+    let damages: [(&str, fn(&Path)); 4] = [
+        ("flipped id byte", |p| flip_byte(p, 9)),
+        ("flipped magic", |p| flip_byte(p, 0)),
+        ("truncated", |p| {
+            OpenOptions::new().write(true).open(p).unwrap().set_len(10).unwrap()
+        }),
+        ("empty", |p| fs::write(p, b"").unwrap()),
+    ];
+    for (what, damage) in damages {
+        let tmp = TempDir::new().unwrap();
+        let cfg = config(tmp.path(), 1 << 20, 1 << 16);
+        let spool = Spool::open(cfg.clone()).unwrap();
+        spool.append(payload(0)).await.unwrap();
+        drop(spool);
+        let path = tmp.path().join(INCARNATION_FILE);
+        damage(&path);
+        let before = fs::read(&path).unwrap();
+        let err = Spool::open(cfg.clone()).err().unwrap_or_else(|| panic!("{what}: opened"));
+        assert!(matches!(err, SpoolError::CorruptIncarnation { .. }), "{what}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()) && msg.contains("delete it"), "{what}: {msg}");
+        assert_eq!(fs::read(&path).unwrap(), before, "{what}: the file is left for inspection");
+
+        // Deleting it, as the message says, opens with a fresh id and the batch intact.
+        fs::remove_file(&path).unwrap();
+        let spool = Spool::open(cfg).unwrap();
+        assert_eq!(spool.incarnation().len(), 32);
+        assert_eq!(seqs(&all_pending(&spool)), vec![0], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn leftover_incarnation_tmp_is_removed_and_a_whole_file_created() {
+    let tmp = TempDir::new().unwrap();
+    // A crash between writing the tmp file and the rename, on the first open.
+    fs::write(tmp.path().join(INCARNATION_TMP), b"half").unwrap();
+    let spool = Spool::open(config(tmp.path(), 1 << 20, 1 << 16)).unwrap();
+    assert!(!tmp.path().join(INCARNATION_TMP).exists());
+    assert_eq!(
+        read_incarnation(tmp.path()).unwrap().as_deref(),
+        Some(spool.incarnation())
+    );
+}
+
