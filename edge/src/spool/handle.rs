@@ -42,6 +42,14 @@ impl Spool {
     /// proportional to the spool size; call it before serving or from
     /// `spawn_blocking`.
     pub fn open(config: SpoolConfig) -> Result<Spool, SpoolError> {
+        Self::open_with_syncer(config, Box::new(Fsync))
+    }
+
+    /// [`Spool::open`] with the writer's fsyncs going through `syncer`.
+    pub(super) fn open_with_syncer(
+        config: SpoolConfig,
+        syncer: Box<dyn Syncer>,
+    ) -> Result<Spool, SpoolError> {
         validate(&config)?;
         let dir = config.dir.clone();
         fs::create_dir_all(&dir).map_err(|e| io_error("creating spool directory", &dir, e))?;
@@ -75,6 +83,7 @@ impl Spool {
             seq_limit: recovered.seq_limit,
             ack_files: HashMap::new(),
             ack_buf: BTreeMap::new(),
+            syncer,
         };
         let handle = std::thread::Builder::new()
             .name("spool-writer".into())

@@ -1267,3 +1267,103 @@ async fn leftover_incarnation_tmp_is_removed_and_a_whole_file_created() {
     );
 }
 
+
+/// What the writer did, in order, as seen through the [`Syncer`] seam, plus the
+/// moments appends returned to their callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Write(u64),
+    SyncData,
+    SyncDir,
+    Returned(u64),
+}
+
+/// Records every write and sync into `log`, then does the real sync. Syncs are slowed
+/// down so an append that returned before its sync would be recorded before it.
+struct RecordingSyncer {
+    log: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Syncer for RecordingSyncer {
+    fn sync_data(&mut self, file: &File) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        file.sync_data()?;
+        self.log.lock().unwrap().push(Event::SyncData);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        File::open(dir)?.sync_all()?;
+        self.log.lock().unwrap().push(Event::SyncDir);
+        Ok(())
+    }
+
+    fn before_write(&mut self, mut buf: &[u8]) {
+        let mut log = self.log.lock().unwrap();
+        while !buf.is_empty() {
+            let mut raw = [0u8; RECORD_HEADER_BYTES as usize];
+            raw.copy_from_slice(&buf[..RECORD_HEADER_BYTES as usize]);
+            let h = decode_header(&raw);
+            log.push(Event::Write(h.seq));
+            buf = &buf[RECORD_HEADER_BYTES as usize + h.len as usize..];
+        }
+    }
+}
+
+/// Point 12 of the ingest hardening: fsync before ack is not just a comment. Every
+/// append must return only after a data sync that came after its record was written,
+/// and, when its record started a new segment file, after a directory sync as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_append_returns_before_the_sync_that_covers_its_record() {
+    let tmp = TempDir::new().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    // Small segments so several group commits roll to new files.
+    let cfg = config(tmp.path(), 1 << 20, 1024);
+    let spool = Spool::open_with_syncer(cfg, Box::new(RecordingSyncer { log: log.clone() })).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (spool, log) = (spool.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let seq = spool.append(payload(t * 100 + i)).await.unwrap();
+                log.lock().unwrap().push(Event::Returned(seq));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let bases: BTreeSet<u64> = segment_bases(tmp.path()).into_iter().collect();
+    assert!(bases.len() >= 3, "test must roll segments: {bases:?}");
+    let log = log.lock().unwrap().clone();
+    let returned: Vec<(usize, u64)> = log
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::Returned(seq) => Some((i, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(returned.len(), 120);
+    for (at, seq) in returned {
+        let written = log
+            .iter()
+            .position(|e| *e == Event::Write(seq))
+            .unwrap_or_else(|| panic!("seq {seq} returned but its record was never written"));
+        let between = &log[written..at];
+        assert!(
+            between.contains(&Event::SyncData),
+            "append of seq {seq} returned before any data sync after its write: {between:?}"
+        );
+        // The first segment is created by `open`, before any append.
+        if bases.contains(&seq) && seq != 0 {
+            assert!(
+                between.contains(&Event::SyncDir),
+                "seq {seq} started a segment file but returned before the directory sync: \
+                 {between:?}"
+            );
+        }
+    }
+}
+

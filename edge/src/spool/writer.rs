@@ -7,6 +7,35 @@
 
 use super::*;
 
+/// What makes a written record durable. The writer calls it for every fdatasync of a
+/// segment and every fsync of the directory after a segment was created; the real one
+/// is [`Fsync`]. A seam so a test can record the order of writes, syncs and replies
+/// and fail when an append could return before the sync covering its record.
+pub(super) trait Syncer: Send + 'static {
+    /// Called after `file` got bytes appended, before any append in them may return.
+    fn sync_data(&mut self, file: &File) -> io::Result<()>;
+    /// Called after a segment file was created in `dir`, before its records count.
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
+    /// Called with every buffer appended to a segment, before it is written; only for
+    /// observers, the default does nothing.
+    fn before_write(&mut self, _buf: &[u8]) {}
+}
+
+/// The production [`Syncer`]: fdatasync for segments, fsync for the directory.
+pub(super) struct Fsync;
+
+impl Syncer for Fsync {
+    fn sync_data(&mut self, file: &File) -> io::Result<()> {
+        // fdatasync also persists the grown file size, which is all the metadata a
+        // reader needs.
+        file.sync_data()
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        File::open(dir).and_then(|d| d.sync_all())
+    }
+}
+
 pub(super) enum Cmd {
     Append(AppendReq),
     Ack { segment: u64, seq: u64 },
@@ -42,6 +71,7 @@ pub(super) struct Writer {
     pub(super) seq_limit: u64,
     pub(super) ack_files: HashMap<u64, File>,
     pub(super) ack_buf: BTreeMap<u64, Vec<u8>>,
+    pub(super) syncer: Box<dyn Syncer>,
 }
 
 /// Where one record of a group commit went.
@@ -269,7 +299,9 @@ impl Writer {
         self.flush_buf(&mut buf)?;
         self.sync_active(batch)?;
         if !batch.created.is_empty() {
-            sync_dir(&dir)?;
+            self.syncer
+                .sync_dir(&dir)
+                .map_err(|e| io_error("syncing spool directory", &dir, e))?;
         }
         Ok(())
     }
@@ -313,6 +345,7 @@ impl Writer {
             return Ok(());
         }
         let path = segment_path(&self.shared.dir, self.active.base);
+        self.syncer.before_write(buf);
         self.active
             .file
             .write_all(buf)
@@ -337,11 +370,8 @@ impl Writer {
                 io::Error::other("injected fsync failure"),
             ));
         }
-        // fdatasync also persists the grown file size, which is all the
-        // metadata a reader needs.
-        self.active
-            .file
-            .sync_data()
+        self.syncer
+            .sync_data(&self.active.file)
             .map_err(|e| io_error("syncing segment", &path, e))
     }
 
