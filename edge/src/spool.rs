@@ -10,7 +10,8 @@
 //! This file is the facade: config, errors and the public types. The work is in
 //! `handle` (the `Spool` handle), `writer` (group commit), `state`, `recovery`,
 //! `record` (byte layout), `reservation` (the seq-reservation file),
-//! `incarnation` (the spool's id), `files` (names, directory lock) and `spooled`
+//! `incarnation` (the spool's id), `scan` (torn versus corrupt),
+//! `inspect` (the operator's read-only report), `files` (names, directory lock) and `spooled`
 //! (the `n_events | payload` batch framing).
 //!
 //! # On-disk format
@@ -68,9 +69,9 @@
 //!   across restarts, whatever happened to the segment files. This matters
 //!   beyond the edge: cores drop a batch whose id (`edge_id:seq`) they have
 //!   already seen, so a reused number silently loses the second batch. The
-//!   segments alone cannot guarantee it: a record corrupted on disk after it
-//!   was forwarded ends its segment on recovery, and with it every later
-//!   record, so the highest intact seq can lie below numbers already used.
+//!   segments alone cannot guarantee it: a corrupt record's seq is often
+//!   unreadable, and segments may be deleted or damaged, so the highest intact
+//!   seq can lie below numbers already used.
 //!   Hence the writer reserves numbers in blocks of `seq_block` in the
 //!   `seq-reservation` file, durably before any record carrying one is
 //!   written, and `open` continues at or above the stored limit. That costs
@@ -80,18 +81,28 @@
 //!   restart skips what is left of the current block.
 //! * Disk use (segment files plus appends in flight) stays within `max_bytes`;
 //!   an append that does not fit fails at once with [`SpoolError::Full`].
-//! * [`Spool::open`] recovers from a crash at any point: a torn or corrupt tail
-//!   is logged and truncated, intact unacknowledged records become pending
-//!   again in sequence order.
+//! * [`Spool::open`] recovers from a crash at any point: a torn tail of the
+//!   last segment (a write the crash interrupted, never acknowledged) is logged
+//!   and truncated, intact unacknowledged records become pending again in
+//!   sequence order.
+//! * A corrupt record (damaged after it was durable: bit rot, a bad disk) never
+//!   stops the records behind it. Recovery resynchronises at the next intact
+//!   record, and `pending_after` skips a record that fails its checksum when read.
+//!   Either way the record is logged once (ERROR), counted in
+//!   `weir_spool_corrupt_records_total` and set aside: never forwarded, listed by
+//!   [`Spool::corrupt_records`] with its bytes, its space held until
+//!   [`Spool::resolve_corrupt`] (the edge dead-letters it first, see
+//!   `crate::dead_letter`). Which bytes count as torn and which as corrupt is
+//!   explained in `scan`.
 //!
-//! Not guaranteed: a record corrupted on disk after it was acknowledged (bit
-//! rot) ends its segment on recovery, so the intact records after it in the
-//! same segment are dropped too, with a warning. Their sequence numbers stay
-//! used (see above).
+//! Not guaranteed: a corrupt record whose header is damaged has no trusted seq,
+//! so resolving it cannot be written to the ack log; the next `open` finds it
+//! again (and it is dead-lettered again, under the same name) for as long as its
+//! segment file exists.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,9 +116,11 @@ use tracing::{debug, error, info, warn};
 mod files;
 mod handle;
 mod incarnation;
+mod inspect;
 mod record;
 mod recovery;
 mod reservation;
+mod scan;
 mod spooled;
 mod state;
 #[cfg(test)]
@@ -117,9 +130,11 @@ mod writer;
 use files::*;
 pub use handle::Spool;
 use incarnation::*;
+pub use inspect::{CorruptInspection, Inspection, SegmentInspection, inspect, inspect_locked};
 use record::*;
 use recovery::*;
 use reservation::*;
+use scan::*;
 pub use spooled::{decode_spooled, encode_spooled};
 use state::*;
 use writer::*;
@@ -256,17 +271,6 @@ pub enum SpoolError {
     UnknownSeq { seq: u64, next_seq: u64 },
 
     #[error(
-        "spooled batch {seq} in {} at offset {offset} is corrupt on disk (checksum mismatch); \
-         it cannot be sent, ack it to drop it and check the disk for errors",
-        path.display()
-    )]
-    Corrupt {
-        seq: u64,
-        path: PathBuf,
-        offset: u64,
-    },
-
-    #[error(
         "spool sequence reservation file {} is damaged ({reason}), so the spool cannot tell \
          which sequence numbers it already handed out and refuses to open: a reused number \
          would make core nodes drop a new batch as a duplicate. Check the disk for errors. \
@@ -331,6 +335,21 @@ pub struct SpooledBatch {
     pub payload: Bytes,
 }
 
+/// A record that failed its checks on disk: set aside instead of forwarded, until
+/// [`Spool::resolve_corrupt`] after its bytes were kept elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorruptRecord {
+    /// Base of the segment file holding it, and where in that file it starts.
+    pub segment: u64,
+    pub offset: u64,
+    /// Its sequence number, when it could be trusted.
+    pub seq: Option<u64>,
+    /// What failed, e.g. "checksum mismatch".
+    pub reason: String,
+    /// The bytes as found on disk, record header included.
+    pub bytes: Bytes,
+}
+
 /// Counters for readiness and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SpoolStats {
@@ -341,6 +360,8 @@ pub struct SpoolStats {
     pub pending_batches: u64,
     /// Payload bytes of the pending batches.
     pub pending_bytes: u64,
+    /// Corrupt records found and not yet dead-lettered (not in `pending_batches`).
+    pub corrupt_records: u64,
     /// Sequence number the next append will get (at least).
     pub next_seq: u64,
     /// Segment files on disk.

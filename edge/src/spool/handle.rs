@@ -68,6 +68,7 @@ impl Spool {
             cache_budget,
             state: Mutex::new(recovered.state),
             published,
+            corrupt_found: watch::channel(()).0,
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
@@ -158,7 +159,6 @@ impl Spool {
     /// any order. Frees the segment file once all its records are acked and it
     /// is no longer the one being appended to.
     pub fn ack(&self, seq: u64) -> Result<(), SpoolError> {
-        let tx = self.inner.tx.as_ref().ok_or(SpoolError::WriterStopped)?;
         let mut st = self.inner.shared.lock();
         let Some(entry) = st.index.remove(&seq) else {
             if seq >= st.next_seq {
@@ -167,47 +167,89 @@ impl Spool {
                     next_seq: st.next_seq,
                 });
             }
-            // Already acked, or dropped as corrupt on recovery.
+            // Already acked, or corrupt (resolved with `resolve_corrupt`).
             return Ok(());
         };
         st.pending_bytes -= u64::from(entry.len);
         if entry.cached.is_some() {
             st.cache_bytes -= u64::from(entry.len);
         }
+        self.release(&mut st, entry.segment, Some(seq))
+    }
+
+    /// Counts one record of `segment` as done: wakes whoever waits for `seq`,
+    /// logs the ack and frees the segment once nothing in it is left.
+    fn release(&self, st: &mut State, segment: u64, seq: Option<u64>) -> Result<(), SpoolError> {
+        let tx = self.inner.tx.as_ref().ok_or(SpoolError::WriterStopped)?;
         let active = st.active;
-        let condemned = match st.segments.get_mut(&entry.segment) {
+        let condemned = match st.segments.get_mut(&segment) {
             Some(seg) => {
                 seg.unacked -= 1;
-                seg.unacked == 0 && entry.segment != active
+                seg.unacked == 0 && segment != active
             }
             None => false,
         };
-        if condemned && let Some(seg) = st.segments.remove(&entry.segment) {
+        if condemned && let Some(seg) = st.segments.remove(&segment) {
             // Counted as free now: the writer unlinks it before it writes the
             // next group commit, so disk use overshoots by at most this file for
             // that moment.
             st.used -= seg.size;
         }
-        for waiter in st.ack_waiters.remove(&seq).into_iter().flatten() {
-            let _ = waiter.send(());
+        if let Some(seq) = seq {
+            for waiter in st.ack_waiters.remove(&seq).into_iter().flatten() {
+                let _ = waiter.send(());
+            }
         }
         // Sent under the lock so the writer sees Ack before Delete for a segment.
-        let sent = tx
-            .send(Cmd::Ack {
-                segment: entry.segment,
-                seq,
-            })
-            .is_ok()
-            && (!condemned
-                || tx
-                    .send(Cmd::Delete {
-                        segment: entry.segment,
-                    })
-                    .is_ok());
+        let sent = seq.is_none_or(|seq| tx.send(Cmd::Ack { segment, seq }).is_ok())
+            && (!condemned || tx.send(Cmd::Delete { segment }).is_ok());
         if sent {
             Ok(())
         } else {
             Err(SpoolError::WriterStopped)
+        }
+    }
+
+    /// Corrupt records found on disk and not yet resolved, in (segment, offset)
+    /// order. They are never returned by `pending_after`.
+    pub fn corrupt_records(&self) -> Vec<CorruptRecord> {
+        let st = self.inner.shared.lock();
+        st.corrupt
+            .iter()
+            .map(|(&(segment, offset), c)| CorruptRecord {
+                segment,
+                offset,
+                seq: c.seq,
+                reason: c.reason.to_owned(),
+                bytes: c.bytes.clone(),
+            })
+            .collect()
+    }
+
+    /// Drops a corrupt record from the spool, like an ack: call it once its bytes
+    /// are kept elsewhere (the dead-letter directory). Idempotent. A record with a
+    /// known seq is acked in the ack log and stays resolved across restarts; one
+    /// without is found again by the next `open` while its segment file exists.
+    pub fn resolve_corrupt(&self, record: &CorruptRecord) -> Result<(), SpoolError> {
+        let mut st = self.inner.shared.lock();
+        let Some(entry) = st.corrupt.remove(&(record.segment, record.offset)) else {
+            return Ok(());
+        };
+        self.release(&mut st, record.segment, entry.seq)
+    }
+
+    /// Resolves once at least one unresolved corrupt record exists.
+    pub async fn wait_for_corrupt(&self) {
+        let shared = &self.inner.shared;
+        let mut found = shared.corrupt_found.subscribe();
+        loop {
+            found.borrow_and_update();
+            if !shared.lock().corrupt.is_empty() {
+                return;
+            }
+            if found.changed().await.is_err() {
+                return std::future::pending().await;
+            }
         }
     }
 
@@ -261,6 +303,7 @@ impl Spool {
         }
         // Outside the lock: the Arc<File> keeps the data readable even if the
         // segment gets deleted meanwhile.
+        let mut corrupt = Vec::new();
         for (pos, file, path, offset, len) in reads {
             let mut buf = vec![0u8; RECORD_HEADER_BYTES as usize + len as usize];
             file.read_exact_at(&mut buf, offset)
@@ -275,11 +318,36 @@ impl Spool {
                 || h.len != len
                 || h.crc != record_crc(header, payload)
             {
-                error!(file = %path.display(), offset, seq, "spooled batch is corrupt on disk");
-                return Err(SpoolError::Corrupt { seq, path, offset });
+                corrupt.push((pos, path, offset, Bytes::from(buf)));
+                continue;
             }
             buf.drain(..RECORD_HEADER_BYTES as usize);
             out[pos].payload = Bytes::from(buf);
+        }
+        if !corrupt.is_empty() {
+            // Set aside rather than returned as an error: an error here would end
+            // every forwarder session at this record, and the records behind it
+            // would never be sent.
+            let mut st = shared.lock();
+            for (pos, path, offset, bytes) in corrupt.into_iter().rev() {
+                let seq = out.remove(pos).seq;
+                let Some(entry) = st.index.remove(&seq) else {
+                    // Acked meanwhile: nothing left to set aside.
+                    continue;
+                };
+                st.pending_bytes -= u64::from(entry.len);
+                // Still counted in its segment's `unacked`: it moves, it is not acked.
+                st.set_aside_corrupt(
+                    &path,
+                    entry.segment,
+                    offset,
+                    Some(seq),
+                    "checksum mismatch",
+                    bytes,
+                );
+            }
+            drop(st);
+            shared.corrupt_found.send_replace(());
         }
         Ok(out)
     }
@@ -335,6 +403,7 @@ impl Spool {
             max_bytes: shared.max_bytes,
             pending_batches: st.index.len() as u64,
             pending_bytes: st.pending_bytes,
+            corrupt_records: st.corrupt.len() as u64,
             next_seq: st.next_seq,
             segments: st.segments.len() as u64,
             fsyncs: st.fsyncs,

@@ -50,10 +50,16 @@ pub(super) fn read_incarnation(dir: &Path) -> Result<Option<String>, SpoolError>
     // Only ever created whole by a rename after an fsync: damage happened on disk.
     let corrupt = |reason: String| {
         error!(file = %path.display(), reason = %reason, "spool incarnation file is damaged");
-        Err(SpoolError::CorruptIncarnation { path: path.clone(), reason })
+        Err(SpoolError::CorruptIncarnation {
+            path: path.clone(),
+            reason,
+        })
     };
     let Ok(buf) = <[u8; INCARNATION_BYTES]>::try_from(data.as_slice()) else {
-        return corrupt(format!("{} bytes long, expected {INCARNATION_BYTES}", data.len()));
+        return corrupt(format!(
+            "{} bytes long, expected {INCARNATION_BYTES}",
+            data.len()
+        ));
     };
     if buf[..4] != INCARNATION_MAGIC.to_le_bytes() {
         return corrupt("bad magic".into());

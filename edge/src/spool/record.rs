@@ -46,3 +46,44 @@ pub(super) fn encode_ack(buf: &mut Vec<u8>, seq: u64) {
     buf.extend_from_slice(&bytes);
     buf.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
 }
+
+/// The header at `offset` of `data`, if a whole header fits there.
+pub(super) fn header_at(data: &[u8], offset: usize) -> Option<Header> {
+    let raw = data.get(offset..offset.checked_add(RECORD_HEADER_BYTES as usize)?)?;
+    Some(decode_header(raw.try_into().expect("header-sized slice")))
+}
+
+/// Checks that an intact record starts at `offset` of `data` whose seq lies in
+/// `lo..hi` (`hi` open when `None`); returns its header, or why not.
+pub(super) fn check_record(
+    data: &[u8],
+    offset: usize,
+    lo: u64,
+    hi: Option<u64>,
+) -> Result<Header, &'static str> {
+    let Some(h) = header_at(data, offset) else {
+        return Err("torn record header");
+    };
+    if h.magic != RECORD_MAGIC {
+        return Err("bad record magic");
+    }
+    let body = offset + RECORD_HEADER_BYTES as usize;
+    if h.len as usize > data.len() - body {
+        return Err("torn record payload");
+    }
+    if h.seq < lo || hi.is_some_and(|hi| h.seq >= hi) {
+        return Err("sequence number out of order");
+    }
+    let payload = &data[body..body + h.len as usize];
+    if record_crc(&data[offset..body], payload) != h.crc {
+        return Err("checksum mismatch");
+    }
+    Ok(h)
+}
+
+/// Decodes one ack-log entry; `None` when its checksum does not match.
+pub(super) fn decode_ack(entry: &[u8]) -> Option<u64> {
+    let seq: [u8; 8] = entry.get(..8)?.try_into().ok()?;
+    let crc = u32::from_le_bytes(entry.get(8..12)?.try_into().ok()?);
+    (crc32c::crc32c(&seq) == crc).then(|| u64::from_le_bytes(seq))
+}

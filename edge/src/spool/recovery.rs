@@ -14,18 +14,6 @@ pub(super) struct Recovered {
     pub(super) seq_limit: u64,
 }
 
-pub(super) struct ScannedRecord {
-    pub(super) seq: u64,
-    pub(super) offset: u64,
-    pub(super) payload: Vec<u8>,
-}
-
-/// Valid records of one segment; `valid_len` is where the intact prefix ends.
-pub(super) struct Scan {
-    pub(super) records: Vec<ScannedRecord>,
-    pub(super) valid_len: u64,
-}
-
 pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
     let dir = &config.dir;
     // First, so a damaged file stops `open` before recovery changes anything.
@@ -75,6 +63,7 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
         seq_reservations: 0,
         appends: 0,
         ack_waiters: HashMap::new(),
+        corrupt: BTreeMap::new(),
     };
     let mut highest: Option<u64> = None;
     for (i, &base) in bases.iter().enumerate() {
@@ -84,20 +73,25 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
         } else {
             HashSet::new()
         };
-        let scan = scan_segment(&path, base, bases.get(i + 1).copied())?;
+        let data = fs::read(&path).map_err(|e| io_error("reading segment", &path, e))?;
+        let scan = scan_segment_bytes(&data, base, bases.get(i + 1).copied(), stored_limit);
         let mut unacked = 0;
-        for rec in scan.records {
+        for rec in &scan.records {
             highest = Some(rec.seq);
             if acked.contains(&rec.seq) {
                 continue;
             }
             unacked += 1;
-            let len = rec.payload.len() as u64;
+            let len = u64::from(rec.len);
             st.pending_bytes += len;
-            // Oldest first: the forwarder sends those first.
+            // Oldest first: the forwarder sends those first. Copied out so the
+            // cache never pins the whole segment buffer.
             let cached = if st.cache_bytes + len <= cache_budget {
                 st.cache_bytes += len;
-                Some(Bytes::from(rec.payload))
+                let start = (rec.offset + RECORD_HEADER_BYTES) as usize;
+                Some(Bytes::copy_from_slice(
+                    &data[start..start + rec.len as usize],
+                ))
             } else {
                 None
             };
@@ -106,16 +100,49 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
                 Entry {
                     segment: base,
                     offset: rec.offset,
-                    len: len as u32,
+                    len: rec.len,
                     cached,
                 },
             );
         }
-        st.used += scan.valid_len;
+        for region in &scan.corrupt {
+            if let Some(seq) = region.seq {
+                // Its number was handed out: new batches must not get it again.
+                highest = highest.max(Some(seq));
+                if acked.contains(&seq) {
+                    // Dead-lettered (or delivered) before; nothing left to do.
+                    continue;
+                }
+            }
+            unacked += 1;
+            let start = region.offset as usize;
+            let bytes = Bytes::copy_from_slice(&data[start..start + region.len as usize]);
+            st.set_aside_corrupt(&path, base, region.offset, region.seq, region.reason, bytes);
+        }
+        let valid_len = scan.kept_len(data.len() as u64);
+        if let Some(torn) = &scan.torn_tail {
+            warn!(
+                file = %path.display(),
+                offset = torn.offset,
+                reason = torn.reason,
+                dropped_bytes = torn.len,
+                kept_records = scan.records.len(),
+                "spool segment has a torn tail from an interrupted write, truncating it"
+            );
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| {
+                    f.set_len(valid_len)?;
+                    f.sync_all()
+                })
+                .map_err(|e| io_error("truncating torn tail of segment", &path, e))?;
+        }
+        st.used += valid_len;
         st.segments.insert(
             base,
             SegMeta {
-                size: scan.valid_len,
+                size: valid_len,
                 unacked,
                 reader: None,
             },
@@ -195,6 +222,7 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
         used_bytes = st.used,
         next_seq,
         seq_reservation = stored_limit,
+        corrupt_records = st.corrupt.len(),
         "spool opened"
     );
     Ok(Recovered {
@@ -205,103 +233,54 @@ pub(super) fn recover(config: &SpoolConfig) -> Result<Recovered, SpoolError> {
     })
 }
 
-pub(super) fn read_acks(path: &Path) -> HashSet<u64> {
+/// What an ack log holds: the acked seqs and how much of it was damaged.
+#[derive(Debug, Default)]
+pub(super) struct AckLog {
+    pub(super) acked: HashSet<u64>,
+    pub(super) bad_entries: usize,
+    pub(super) trailing_bytes: usize,
+}
+
+/// Reads an ack log; a missing one acks nothing. Read-only.
+pub(super) fn read_ack_log(path: &Path) -> io::Result<AckLog> {
     let data = match fs::read(path) {
         Ok(data) => data,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(AckLog::default()),
+        Err(e) => return Err(e),
+    };
+    let mut log = AckLog {
+        trailing_bytes: data.len() % ACK_ENTRY_BYTES,
+        ..AckLog::default()
+    };
+    for chunk in data.chunks_exact(ACK_ENTRY_BYTES) {
+        match decode_ack(chunk) {
+            Some(seq) => {
+                log.acked.insert(seq);
+            }
+            None => log.bad_entries += 1,
+        }
+    }
+    Ok(log)
+}
+
+pub(super) fn read_acks(path: &Path) -> HashSet<u64> {
+    let log = match read_ack_log(path) {
+        Ok(log) => log,
         Err(e) => {
             // Without the acks the segment is resent, which is safe.
             warn!(file = %path.display(), error = %e, "could not read spool ack log, its batches will be resent");
             return HashSet::new();
         }
     };
-    let mut acked = HashSet::new();
-    let mut bad = 0usize;
-    for chunk in data.chunks_exact(ACK_ENTRY_BYTES) {
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&chunk[..8]);
-        let crc = u32::from_le_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
-        if crc32c::crc32c(&seq) == crc {
-            acked.insert(u64::from_le_bytes(seq));
-        } else {
-            bad += 1;
-        }
-    }
     // Unsynced ack logs can lose a tail or hold zeros after a power loss; the
     // affected batches are resent.
-    if bad > 0 || data.len() % ACK_ENTRY_BYTES != 0 {
+    if log.bad_entries > 0 || log.trailing_bytes > 0 {
         warn!(
             file = %path.display(),
-            bad_entries = bad,
-            trailing_bytes = data.len() % ACK_ENTRY_BYTES,
+            bad_entries = log.bad_entries,
+            trailing_bytes = log.trailing_bytes,
             "spool ack log has damaged entries, those batches will be resent"
         );
     }
-    acked
-}
-
-/// Reads every record of a segment, stops at the first one that is torn or
-/// fails validation and truncates the file there (with a warning).
-pub(super) fn scan_segment(path: &Path, base: u64, next_base: Option<u64>) -> Result<Scan, SpoolError> {
-    let read_err = |e| io_error("reading segment", path, e);
-    let file = File::open(path).map_err(|e| io_error("opening segment", path, e))?;
-    let file_len = file.metadata().map_err(read_err)?.len();
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut records = Vec::new();
-    let mut offset = 0u64;
-    let mut prev: Option<u64> = None;
-    let problem = loop {
-        if offset == file_len {
-            break None;
-        }
-        if file_len - offset < RECORD_HEADER_BYTES {
-            break Some("torn record header");
-        }
-        let mut raw = [0u8; RECORD_HEADER_BYTES as usize];
-        reader.read_exact(&mut raw).map_err(read_err)?;
-        let h = decode_header(&raw);
-        if h.magic != RECORD_MAGIC {
-            break Some("bad record magic");
-        }
-        if u64::from(h.len) > file_len - offset - RECORD_HEADER_BYTES {
-            break Some("torn record payload");
-        }
-        if h.seq < base || prev.is_some_and(|p| h.seq <= p) || next_base.is_some_and(|n| h.seq >= n)
-        {
-            break Some("sequence number out of order");
-        }
-        let mut payload = vec![0u8; h.len as usize];
-        reader.read_exact(&mut payload).map_err(read_err)?;
-        if record_crc(&raw, &payload) != h.crc {
-            break Some("checksum mismatch");
-        }
-        records.push(ScannedRecord {
-            seq: h.seq,
-            offset,
-            payload,
-        });
-        prev = Some(h.seq);
-        offset += RECORD_HEADER_BYTES + u64::from(h.len);
-    };
-    if let Some(reason) = problem {
-        warn!(
-            file = %path.display(),
-            offset,
-            reason,
-            dropped_bytes = file_len - offset,
-            kept_records = records.len(),
-            "spool segment has a torn or corrupt tail, truncating it"
-        );
-        OpenOptions::new()
-            .write(true)
-            .open(path)
-            .and_then(|f| {
-                f.set_len(offset)?;
-                f.sync_all()
-            })
-            .map_err(|e| io_error("truncating corrupt tail of segment", path, e))?;
-    }
-    Ok(Scan {
-        records,
-        valid_len: offset,
-    })
+    log.acked
 }

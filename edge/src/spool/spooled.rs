@@ -28,7 +28,10 @@ mod tests {
     #[test]
     fn spooled_roundtrip() {
         let spooled = encode_spooled(42, b"payload");
-        assert_eq!(decode_spooled(&spooled), Some((42, Bytes::from_static(b"payload"))));
+        assert_eq!(
+            decode_spooled(&spooled),
+            Some((42, Bytes::from_static(b"payload")))
+        );
         assert_eq!(decode_spooled(&Bytes::from_static(b"short")), None);
     }
 }

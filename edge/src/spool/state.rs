@@ -15,6 +15,8 @@ pub(super) struct Shared {
     pub(super) state: Mutex<State>,
     /// Bumped (to `next_seq`) whenever batches became durable.
     pub(super) published: watch::Sender<u64>,
+    /// Bumped whenever a corrupt record was found after `open`.
+    pub(super) corrupt_found: watch::Sender<()>,
     #[cfg(test)]
     pub(super) fail_next_sync: std::sync::atomic::AtomicBool,
     #[cfg(test)]
@@ -49,6 +51,19 @@ pub(super) struct State {
     pub(super) seq_reservations: u64,
     pub(super) appends: u64,
     pub(super) ack_waiters: HashMap<u64, Vec<oneshot::Sender<()>>>,
+    /// Corrupt records not yet dead-lettered, by (segment, offset). Not in
+    /// `index`, so never handed to the forwarder; counted in their segment's
+    /// `unacked`, so the bytes stay on disk until resolved.
+    pub(super) corrupt: BTreeMap<(u64, u64), CorruptEntry>,
+}
+
+pub(super) struct CorruptEntry {
+    /// Known when the record's header could be trusted (see `scan`), or when
+    /// the index knew it (corruption found while reading).
+    pub(super) seq: Option<u64>,
+    pub(super) reason: &'static str,
+    /// The record's bytes as found, header included.
+    pub(super) bytes: Bytes,
 }
 
 pub(super) struct SegMeta {
@@ -88,5 +103,35 @@ impl Drop for Reservation {
             let bytes = self.bytes;
             self.shared.lock().reserved -= bytes;
         }
+    }
+}
+
+impl State {
+    /// Keeps a record found corrupt on disk for the dead-letter directory instead of
+    /// the forwarder; logged and counted once, here, where it is found. The caller
+    /// has it counted as unacked in its segment, so the bytes stay on disk until it
+    /// is resolved.
+    pub(super) fn set_aside_corrupt(
+        &mut self,
+        path: &Path,
+        segment: u64,
+        offset: u64,
+        seq: Option<u64>,
+        reason: &'static str,
+        bytes: Bytes,
+    ) {
+        error!(
+            file = %path.display(),
+            segment,
+            offset,
+            seq,
+            bytes = bytes.len(),
+            reason,
+            "spool record is corrupt on disk; it goes to the dead-letter directory and the \
+             records after it are still forwarded; check the disk for errors"
+        );
+        metrics::counter!("weir_spool_corrupt_records_total").increment(1);
+        self.corrupt
+            .insert((segment, offset), CorruptEntry { seq, reason, bytes });
     }
 }
