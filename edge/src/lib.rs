@@ -23,7 +23,7 @@ use crate::config::EdgeConfig;
 use crate::dead_letter::DeadLetters;
 use crate::forwarder::Forwarder;
 use crate::ingest::SpoolSink;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Inspection, Spool, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -66,6 +66,81 @@ pub async fn requeue_dead_letters(config: &EdgeConfig) -> Result<usize, EdgeErro
         tracing::info!(batch_id = %letter.refusal.batch_id, new_seq = seq, "requeued dead letter");
     }
     Ok(found.len())
+}
+
+/// What `weir-edge spool fsck` found, and after `--repair` what is left.
+#[derive(Debug, serde::Serialize)]
+pub struct FsckReport {
+    pub before: Inspection,
+    /// Corrupt records moved to the dead-letter directory by the repair.
+    pub repaired: usize,
+    /// The spool after the repair; `None` without `--repair` or when nothing was broken.
+    pub after: Option<Inspection>,
+}
+
+impl FsckReport {
+    /// Whether the spool is (now) free of anything broken.
+    pub fn is_clean(&self) -> bool {
+        self.after.as_ref().unwrap_or(&self.before).is_clean()
+    }
+}
+
+/// Checks every record of the spool; with `repair`, cuts torn tails and moves corrupt
+/// records to the dead-letter directory (what the edge also does when it starts).
+/// Refuses with [`SpoolError::Locked`] while an edge runs on the spool. Blocking.
+pub fn fsck_spool(config: &EdgeConfig, repair: bool) -> Result<FsckReport, EdgeError> {
+    let letters = DeadLetters::new(config.dead_letter_dir());
+    let mut before = spool::inspect_locked(&config.spool.dir)?;
+    mark_dead_lettered(&mut before, &letters);
+    if !repair || before.is_clean() {
+        return Ok(FsckReport { before, repaired: 0, after: None });
+    }
+    // Opening is the repair: recovery cuts torn tails and sets corrupt records aside. A
+    // damaged reservation or incarnation file makes it fail with what to do about it.
+    let spool = Spool::open(config.spool.clone())?;
+    let repaired = dead_letter::quarantine_corrupt(&spool, &letters)?;
+    // Dropping waits for the writer, so the acks are written before the lock is free.
+    drop(spool);
+    let mut after = spool::inspect_locked(&config.spool.dir)?;
+    mark_dead_lettered(&mut after, &letters);
+    Ok(FsckReport { before, repaired, after: Some(after) })
+}
+
+/// A corrupt record without a trusted seq cannot be acked in the spool, so it is found
+/// again until its segment is deleted; its letter is what says it was handled.
+fn mark_dead_lettered(report: &mut Inspection, letters: &DeadLetters) {
+    if let Some(incarnation) = &report.incarnation {
+        for record in &mut report.corrupt {
+            record.dead_lettered = letters.has_corrupt(incarnation, record.segment, record.offset);
+        }
+    }
+}
+
+/// Moves corrupt records to the dead-letter directory as the spool finds them (on open,
+/// or when the forwarder reads one), until `shutdown`. Forwarding never waits for it.
+async fn quarantine_corrupt(spool: Spool, letters: DeadLetters, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = spool.wait_for_corrupt() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, l) = (spool.clone(), letters.clone());
+        let moved = tokio::task::spawn_blocking(move || dead_letter::quarantine_corrupt(&s, &l))
+            .await
+            .unwrap_or_else(|join| panic!("dead-letter task panicked: {join}"));
+        if let Err(error) = moved {
+            tracing::error!(
+                %error,
+                dir = %letters.dir().display(),
+                "could not move corrupt spool records to the dead-letter directory; they stay \
+                 in the spool, not forwarded; retrying in 5 s"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
 }
 
 pub struct RunningEdge {
@@ -116,6 +191,7 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         None => None,
     };
     let app = weir_http_ingest::router(&config.ingest, sink);
+    let quarantine = tokio::spawn(quarantine_corrupt(spool.clone(), dead_letters.clone(), shutdown.clone()));
     let forwarder = Forwarder {
         endpoint,
         spool: spool.clone(),
@@ -135,6 +211,7 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
             let _ = tokio::time::timeout(Duration::from_secs(5), syslog.drained).await;
         }
         let _ = forwarding.await;
+        let _ = quarantine.await;
         tracing::info!("edge stopped");
         http
     });
