@@ -77,6 +77,8 @@ impl IngestSink for SpoolSink {
         metrics::gauge!("weir_spool_used_bytes").set(stats.used_bytes as f64);
         metrics::gauge!("weir_spool_max_bytes").set(stats.max_bytes as f64);
         metrics::gauge!("weir_spool_pending_batches").set(stats.pending_batches as f64);
+        // Non-zero for long means they cannot be written to the dead-letter directory.
+        metrics::gauge!("weir_spool_corrupt_records").set(stats.corrupt_records as f64);
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -85,6 +85,14 @@ impl FsckReport {
     }
 }
 
+/// What `weir-edge spool inspect` shows: [`spool::inspect`] (read-only, no lock, fine
+/// while the edge runs) plus which corrupt records are in the dead-letter directory.
+pub fn inspect_spool(config: &EdgeConfig) -> Result<Inspection, EdgeError> {
+    let mut report = spool::inspect(&config.spool.dir)?;
+    mark_dead_lettered(&mut report, &DeadLetters::new(config.dead_letter_dir()));
+    Ok(report)
+}
+
 /// Checks every record of the spool; with `repair`, cuts torn tails and moves corrupt
 /// records to the dead-letter directory (what the edge also does when it starts).
 /// Refuses with [`SpoolError::Locked`] while an edge runs on the spool. Blocking.
@@ -216,4 +224,44 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         http
     });
     Ok(RunningEdge { http_addr, spool, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::SpoolConfig;
+
+    /// The running edge's side of point 7: a record the forwarder finds corrupt while
+    /// reading lands in the dead-letter directory without anyone calling for it.
+    #[tokio::test]
+    async fn the_quarantine_task_dead_letters_a_record_found_corrupt_while_forwarding() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A 16 KiB cache: most of these batches are read back from disk.
+        let config = SpoolConfig { max_bytes: 64 << 10, segment_bytes: 16 << 10, ..SpoolConfig::new(tmp.path()) };
+        let spool = Spool::open(config).unwrap();
+        for i in 0..40u8 {
+            spool.append(bytes::Bytes::from(vec![i; 1000])).await.unwrap();
+        }
+        let letters = DeadLetters::new(tmp.path().join("dead-letter"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(quarantine_corrupt(spool.clone(), letters.clone(), shutdown.clone()));
+
+        // Seq 20: the 5th 1020-byte record of segment 16.
+        let segment = tmp.path().join(format!("{:020}.seg", 16));
+        let mut data = std::fs::read(&segment).unwrap();
+        data[4 * 1020 + 30] ^= 1;
+        std::fs::write(&segment, data).unwrap();
+        let sent = spool.pending_after(None, 100).unwrap();
+        assert_eq!(sent.len(), 39, "everything but the damaged batch is forwarded");
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while spool.stats().corrupt_records > 0 || letters.list_corrupt().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the corrupt record was not dead-lettered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listed = letters.list_corrupt().unwrap();
+        assert_eq!((listed.len(), listed[0].0.seq), (1, Some(20)));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the task ends on shutdown").unwrap();
+    }
 }

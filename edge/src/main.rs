@@ -94,7 +94,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Spool { command: SpoolCommand::Inspect { config, json } } => {
             let config = EdgeConfig::load(&config)?;
-            let report = weir_edge::spool::inspect(&config.spool.dir)?;
+            let report = weir_edge::inspect_spool(&config)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -61,6 +61,9 @@ async fn fsck_fails_on_a_corrupt_record_until_repaired_and_inspect_shows_it() {
     let repair = weir_edge(&["spool", "fsck", "--config", config, "--repair"]);
     assert!(repair.status.success());
     assert!(weir_edge(&["spool", "fsck", "--config", config]).status.success(), "repaired for good");
+    let text = weir_edge(&["spool", "inspect", "--config", config]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("corrupt record") && !text.contains("NOT dead-lettered"), "{text}");
     let list = weir_edge(&["dead-letter", "list", "--config", config]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("seq 2"));
 }
