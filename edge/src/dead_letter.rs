@@ -145,23 +145,11 @@ impl DeadLetters {
 
     /// Every dead letter in the directory, oldest batch first.
     pub fn list(&self) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(DeadLetterError::Io { action: "list", path: self.dir.clone(), source: e }),
-        };
-        let mut letters = Vec::new();
-        for entry in entries {
-            let spooled = entry.map_err(io("list", &self.dir))?.path();
-            if spooled.extension().and_then(|e| e.to_str()) != Some(SPOOLED_EXT) {
-                continue;
-            }
-            let json = spooled.with_extension(JSON_EXT);
-            let text = fs::read(&json).map_err(io("read", &json))?;
-            let refusal: Refusal = serde_json::from_slice(&text)
-                .map_err(|e| DeadLetterError::Malformed { path: json.clone(), reason: e.to_string() })?;
-            letters.push(DeadLetter { refusal, spooled, json });
-        }
+        let mut letters: Vec<DeadLetter> = self
+            .read_letters(SPOOLED_EXT)?
+            .into_iter()
+            .map(|(refusal, spooled, json)| DeadLetter { refusal, spooled, json })
+            .collect();
         letters.sort_by(|a, b| a.refusal.refused_at_ms.cmp(&b.refusal.refused_at_ms).then(a.spooled.cmp(&b.spooled)));
         Ok(letters)
     }
@@ -215,6 +203,15 @@ impl DeadLetters {
 
     /// Every corrupt-record letter in the directory: its `.json` (parsed) and `.corrupt`.
     pub fn list_corrupt(&self) -> Result<Vec<(CorruptLetter, PathBuf)>, DeadLetterError> {
+        let mut letters: Vec<_> =
+            self.read_letters::<CorruptLetter>(CORRUPT_EXT)?.into_iter().map(|(letter, bytes, _)| (letter, bytes)).collect();
+        letters.sort_by(|a, b| (a.0.found_at_ms, &a.1).cmp(&(b.0.found_at_ms, &b.1)));
+        Ok(letters)
+    }
+
+    /// Every file with extension `ext` in the directory, with its `.json` twin parsed:
+    /// `(json content, file, json path)`. A missing directory holds none.
+    fn read_letters<T: serde::de::DeserializeOwned>(&self, ext: &str) -> Result<Vec<(T, PathBuf, PathBuf)>, DeadLetterError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -222,17 +219,16 @@ impl DeadLetters {
         };
         let mut letters = Vec::new();
         for entry in entries {
-            let bytes = entry.map_err(io("list", &self.dir))?.path();
-            if bytes.extension().and_then(|e| e.to_str()) != Some(CORRUPT_EXT) {
+            let path = entry.map_err(io("list", &self.dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(ext) {
                 continue;
             }
-            let json = bytes.with_extension(JSON_EXT);
+            let json = path.with_extension(JSON_EXT);
             let text = fs::read(&json).map_err(io("read", &json))?;
-            let letter: CorruptLetter = serde_json::from_slice(&text)
+            let parsed = serde_json::from_slice(&text)
                 .map_err(|e| DeadLetterError::Malformed { path: json.clone(), reason: e.to_string() })?;
-            letters.push((letter, bytes));
+            letters.push((parsed, path, json));
         }
-        letters.sort_by(|a, b| (a.0.found_at_ms, &a.1).cmp(&(b.0.found_at_ms, &b.1)));
         Ok(letters)
     }
 

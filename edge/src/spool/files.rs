@@ -83,3 +83,29 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, SpoolError> {
         }
     }
 }
+
+/// Makes `bytes` the content of `dir/name`, durably: written to `dir/tmp_name`,
+/// fsynced, renamed over `name`, then the directory fsynced. When this returns Ok no
+/// crash can bring back the old content, and a crash before leaves the old file whole
+/// (plus perhaps the tmp file, which the caller's `open` removes).
+pub(super) fn replace_durably(
+    dir: &Path,
+    tmp_name: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), SpoolError> {
+    let tmp = dir.join(tmp_name);
+    let path = dir.join(name);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .map_err(|e| io_error("writing", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| io_error("renaming into place", &path, e))?;
+    sync_dir(dir)
+}

@@ -82,19 +82,12 @@ fn encode_incarnation(id: &[u8; ID_BYTES]) -> [u8; INCARNATION_BYTES] {
 /// Write, fsync, rename, fsync the directory: once this returns, no crash can bring
 /// back a spool without this id, and a crash before leaves no file at all.
 fn store_incarnation(dir: &Path, id: &[u8; ID_BYTES]) -> Result<(), SpoolError> {
-    let tmp = dir.join(INCARNATION_TMP);
-    let path = dir.join(INCARNATION_FILE);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&encode_incarnation(id))?;
-            f.sync_all()
-        })
-        .map_err(|e| io_error("writing", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_error("renaming into place", &path, e))?;
-    sync_dir(dir)
+    replace_durably(
+        dir,
+        INCARNATION_TMP,
+        INCARNATION_FILE,
+        &encode_incarnation(id),
+    )
 }
 
 fn random_id(dir: &Path) -> Result<[u8; ID_BYTES], SpoolError> {

@@ -55,18 +55,10 @@ pub(super) fn read_seq_limit(dir: &Path) -> Result<Option<u64>, SpoolError> {
 /// crash can bring back a smaller one. Write, fsync, rename, fsync the
 /// directory, so a crash at any point leaves a whole old or new file.
 pub(super) fn store_seq_limit(dir: &Path, limit: u64) -> Result<(), SpoolError> {
-    let tmp = dir.join(SEQ_RESERVATION_TMP);
-    let path = dir.join(SEQ_RESERVATION_FILE);
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&encode_seq_limit(limit))?;
-            f.sync_all()
-        })
-        .map_err(|e| io_error("writing", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_error("renaming into place", &path, e))?;
-    sync_dir(dir)
+    replace_durably(
+        dir,
+        SEQ_RESERVATION_TMP,
+        SEQ_RESERVATION_FILE,
+        &encode_seq_limit(limit),
+    )
 }
