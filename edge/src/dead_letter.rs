@@ -15,6 +15,14 @@
 //! * `<edge>-<seq>.json`: what an operator reads: batch id, refusing core, error code and
 //!   message, time, event count, and the events themselves when the payload decodes.
 //!
+//! A spool record that is corrupt on disk (see `crate::spool`) lands here too, reason
+//! `corrupt`, as two files named `corrupt-<incarnation>-<segment>-<offset>`:
+//! * `.corrupt`: the record's bytes exactly as found on disk, its 20-byte header
+//!   included; not requeued by `requeue` (they failed their checksum), an operator
+//!   decides what can be saved;
+//! * `.json`: where it was found, why it failed, its seq when known, and the events when
+//!   the payload part still decodes.
+//!
 //! Both are written to a temporary name, fsync'd and renamed, then the directory is
 //! fsync'd: a crash leaves a batch either whole in the spool, or whole here (or, between
 //! the rename and the spool's ack, in both, which sends it once more: at least once).
@@ -29,10 +37,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use weir_proto::wire::{self, BatchId, ErrorCode};
 
-use crate::ingest::decode_spooled;
+use crate::spool::{CorruptRecord, RECORD_HEADER_BYTES, Spool, SpoolError, decode_spooled};
 
 const SPOOLED_EXT: &str = "spooled";
 const JSON_EXT: &str = "json";
+const CORRUPT_EXT: &str = "corrupt";
 /// Largest decompressed payload shown in the `.json` file; the `.spooled` file always has
 /// the whole batch.
 const MAX_SHOWN_PAYLOAD_BYTES: usize = 64 << 20;
@@ -45,6 +54,8 @@ pub enum DeadLetterError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("dead letter {} is not a spooled batch ({reason}); move it away and look at its .json twin", path.display())]
     Malformed { path: PathBuf, reason: String },
+    #[error("cannot drop a dead-lettered corrupt record from the spool: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DeadLetterError + 'a {
@@ -60,6 +71,22 @@ pub struct Refusal {
     pub message: String,
     pub refused_at_ms: i64,
     pub n_events: u64,
+}
+
+/// What the `.json` file says about a corrupt spool record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorruptLetter {
+    /// Always `corrupt`.
+    pub reason: String,
+    /// What failed, e.g. "checksum mismatch".
+    pub detail: String,
+    pub incarnation: String,
+    pub segment: u64,
+    pub offset: u64,
+    pub seq: Option<u64>,
+    /// Length of the `.corrupt` file.
+    pub bytes: u64,
+    pub found_at_ms: i64,
 }
 
 /// One dead letter found on disk.
@@ -118,6 +145,73 @@ impl DeadLetters {
 
     /// Every dead letter in the directory, oldest batch first.
     pub fn list(&self) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        let mut letters: Vec<DeadLetter> = self
+            .read_letters(SPOOLED_EXT)?
+            .into_iter()
+            .map(|(refusal, spooled, json)| DeadLetter { refusal, spooled, json })
+            .collect();
+        letters.sort_by(|a, b| a.refusal.refused_at_ms.cmp(&b.refusal.refused_at_ms).then(a.spooled.cmp(&b.spooled)));
+        Ok(letters)
+    }
+
+    /// Name stem of the dead letter of a corrupt record. The incarnation keeps records
+    /// of a wiped spool (whose segments restart at 0) from overwriting older letters.
+    fn corrupt_stem(incarnation: &str, record: &CorruptRecord) -> String {
+        format!("corrupt-{incarnation}-{:020}-{}", record.segment, record.offset)
+    }
+
+    /// Whether the corrupt record at `segment`/`offset` of the spool `incarnation` is here.
+    pub fn has_corrupt(&self, incarnation: &str, segment: u64, offset: u64) -> bool {
+        let record = CorruptRecord { segment, offset, seq: None, reason: String::new(), bytes: Bytes::new() };
+        self.dir.join(format!("{}.{JSON_EXT}", Self::corrupt_stem(incarnation, &record))).exists()
+    }
+
+    /// Writes a corrupt spool record durably, keeping all its bytes; returns the path of
+    /// its `.json` file. Idempotent: the same record found again overwrites its letter.
+    /// Blocking.
+    pub fn store_corrupt(&self, incarnation: &str, record: &CorruptRecord) -> Result<PathBuf, DeadLetterError> {
+        fs::create_dir_all(&self.dir).map_err(io("create the dead-letter directory", &self.dir))?;
+        let stem = Self::corrupt_stem(incarnation, record);
+        let letter = CorruptLetter {
+            reason: "corrupt".into(),
+            detail: record.reason.clone(),
+            incarnation: incarnation.to_owned(),
+            segment: record.segment,
+            offset: record.offset,
+            seq: record.seq,
+            bytes: record.bytes.len() as u64,
+            found_at_ms: weir_proto::event::now_ms(),
+        };
+        let mut shown = serde_json::to_value(&letter).expect("letter serialises");
+        // Often only a few bytes are damaged: show what still decodes, assuming the
+        // header kept its length.
+        let spooled = record.bytes.slice((RECORD_HEADER_BYTES as usize).min(record.bytes.len())..);
+        if let Some((n_events, payload)) = decode_spooled(&spooled) {
+            shown["n_events_claimed"] = n_events.into();
+            match wire::decode_payload(&payload, MAX_SHOWN_PAYLOAD_BYTES) {
+                Ok(batches) => shown["batches"] = serde_json::to_value(batches).expect("batches serialise"),
+                Err(e) => shown["payload_error"] = e.to_string().into(),
+            }
+        }
+        let json = serde_json::to_vec_pretty(&shown).expect("json serialises");
+        write_durably(&self.dir.join(format!("{stem}.{CORRUPT_EXT}")), &record.bytes)?;
+        let json_path = self.dir.join(format!("{stem}.{JSON_EXT}"));
+        write_durably(&json_path, &json)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync the directory", &self.dir))?;
+        Ok(json_path)
+    }
+
+    /// Every corrupt-record letter in the directory: its `.json` (parsed) and `.corrupt`.
+    pub fn list_corrupt(&self) -> Result<Vec<(CorruptLetter, PathBuf)>, DeadLetterError> {
+        let mut letters: Vec<_> =
+            self.read_letters::<CorruptLetter>(CORRUPT_EXT)?.into_iter().map(|(letter, bytes, _)| (letter, bytes)).collect();
+        letters.sort_by(|a, b| (a.0.found_at_ms, &a.1).cmp(&(b.0.found_at_ms, &b.1)));
+        Ok(letters)
+    }
+
+    /// Every file with extension `ext` in the directory, with its `.json` twin parsed:
+    /// `(json content, file, json path)`. A missing directory holds none.
+    fn read_letters<T: serde::de::DeserializeOwned>(&self, ext: &str) -> Result<Vec<(T, PathBuf, PathBuf)>, DeadLetterError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -125,17 +219,16 @@ impl DeadLetters {
         };
         let mut letters = Vec::new();
         for entry in entries {
-            let spooled = entry.map_err(io("list", &self.dir))?.path();
-            if spooled.extension().and_then(|e| e.to_str()) != Some(SPOOLED_EXT) {
+            let path = entry.map_err(io("list", &self.dir))?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some(ext) {
                 continue;
             }
-            let json = spooled.with_extension(JSON_EXT);
+            let json = path.with_extension(JSON_EXT);
             let text = fs::read(&json).map_err(io("read", &json))?;
-            let refusal: Refusal = serde_json::from_slice(&text)
+            let parsed = serde_json::from_slice(&text)
                 .map_err(|e| DeadLetterError::Malformed { path: json.clone(), reason: e.to_string() })?;
-            letters.push(DeadLetter { refusal, spooled, json });
+            letters.push((parsed, path, json));
         }
-        letters.sort_by(|a, b| a.refusal.refused_at_ms.cmp(&b.refusal.refused_at_ms).then(a.spooled.cmp(&b.spooled)));
         Ok(letters)
     }
 
@@ -155,6 +248,28 @@ impl DeadLetters {
     }
 }
 
+/// Moves every corrupt record the spool found into the dead-letter directory and then
+/// drops it from the spool; returns how many. Blocking. A record that cannot be written
+/// here stays set aside in the spool (never forwarded) and the error is returned, so the
+/// caller retries later.
+pub fn quarantine_corrupt(spool: &Spool, letters: &DeadLetters) -> Result<usize, DeadLetterError> {
+    let mut moved = 0;
+    for record in spool.corrupt_records() {
+        let json = letters.store_corrupt(spool.incarnation(), &record)?;
+        spool.resolve_corrupt(&record)?;
+        metrics::counter!("weir_dead_letters_total").increment(1);
+        tracing::info!(
+            segment = record.segment,
+            offset = record.offset,
+            seq = record.seq,
+            file = %json.display(),
+            "corrupt spool record moved to the dead-letter directory"
+        );
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeadLetterError> {
     let tmp = path.with_extension("tmp");
     let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
@@ -166,7 +281,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeadLetterError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::encode_spooled;
+    use crate::spool::{SpoolConfig, encode_spooled};
     use weir_proto::{Event, EventBatch};
 
     fn refusal(seq: u64) -> Refusal {
@@ -231,4 +346,136 @@ mod tests {
         let error = DeadLetters::new(dir.path()).list().unwrap_err().to_string();
         assert!(error.contains("e-1.json"), "{error}");
     }
+
+    fn spooled_batch(line: &str) -> Bytes {
+        let batch = EventBatch {
+            repository: "repo".into(),
+            tags: Default::default(),
+            parser: None,
+            ingest_ts_ms: 0,
+            attributes: Default::default(),
+            events: vec![Event::raw(line)],
+        };
+        encode_spooled(1, &wire::encode_payload(&[batch]).unwrap())
+    }
+
+    fn flip(path: &Path, offset: usize) {
+        let mut data = fs::read(path).unwrap();
+        data[offset] ^= 0x40;
+        fs::write(path, data).unwrap();
+    }
+
+    fn only_segment(dir: &Path) -> PathBuf {
+        let segs: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        segs.into_iter().next().unwrap()
+    }
+
+    /// Point 7: a record damaged on disk in the middle of a segment neither stops the
+    /// records behind it nor disappears: it lands in the dead-letter directory with its
+    /// bytes, and is acked in the spool.
+    #[tokio::test]
+    async fn a_corrupt_record_mid_segment_is_dead_lettered_and_the_rest_still_delivered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = SpoolConfig::new(tmp.path().join("spool"));
+        let spool = Spool::open(config.clone()).unwrap();
+        let mut offsets = Vec::new();
+        let mut offset = 0;
+        for i in 0..10 {
+            let batch = spooled_batch(&format!("line {i}"));
+            offsets.push(offset);
+            offset += RECORD_HEADER_BYTES as usize + batch.len();
+            assert_eq!(spool.append(batch).await.unwrap(), i);
+        }
+        let incarnation = spool.incarnation().to_owned();
+        drop(spool);
+        let segment = only_segment(&config.dir);
+        // One byte in the zstd payload of seq 4, past the n_events prefix.
+        flip(&segment, offsets[4] + RECORD_HEADER_BYTES as usize + 12);
+        let damaged = fs::read(&segment).unwrap()[offsets[4]..offsets[5]].to_vec();
+
+        let spool = Spool::open(config.clone()).unwrap();
+        let pending = spool.pending_after(None, 100).unwrap();
+        assert_eq!(pending.iter().map(|b| b.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(pending[4].payload, spooled_batch("line 5"));
+
+        let letters = DeadLetters::new(config.dir.join(crate::spool::DEAD_LETTER_DIR));
+        assert_eq!(quarantine_corrupt(&spool, &letters).unwrap(), 1);
+        assert!(spool.corrupt_records().is_empty());
+        assert_eq!(quarantine_corrupt(&spool, &letters).unwrap(), 0, "nothing twice");
+        let listed = letters.list_corrupt().unwrap();
+        assert_eq!(listed.len(), 1);
+        let (letter, bytes) = &listed[0];
+        assert_eq!((letter.reason.as_str(), letter.seq, letter.offset), ("corrupt", Some(4), offsets[4] as u64));
+        assert_eq!(letter.incarnation, incarnation);
+        assert_eq!(fs::read(bytes).unwrap(), damaged, "every byte of the record is kept");
+        assert!(letters.has_corrupt(&incarnation, letter.segment, letter.offset));
+        assert!(letters.list().unwrap().is_empty(), "not mixed up with refused batches");
+        let json = fs::read_to_string(bytes.with_extension("json")).unwrap();
+        assert!(json.contains("\"detail\": \"checksum mismatch\""), "{json}");
+        drop(spool);
+
+        // Acked: the next open neither finds it again nor loses the others.
+        let spool = Spool::open(config).unwrap();
+        assert!(spool.corrupt_records().is_empty());
+        assert_eq!(spool.pending_after(None, 100).unwrap().len(), 9);
+    }
+
+    fn edge_config(dir: &Path) -> crate::config::EdgeConfig {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml");
+        let mut config = crate::config::EdgeConfig::load(&example).unwrap();
+        config.spool = SpoolConfig::new(dir.join("spool"));
+        config.forward.dead_letter_dir = None;
+        config
+    }
+
+    #[tokio::test]
+    async fn fsck_finds_damage_refuses_while_open_and_repair_dead_letters_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = edge_config(tmp.path());
+        let spool = Spool::open(config.spool.clone()).unwrap();
+        let mut offsets = Vec::new();
+        let mut offset = 0;
+        for i in 0..6 {
+            let batch = spooled_batch(&format!("line {i}"));
+            offsets.push(offset);
+            offset += RECORD_HEADER_BYTES as usize + batch.len();
+            spool.append(batch).await.unwrap();
+        }
+        drop(spool);
+        let clean = crate::fsck_spool(&config, false).unwrap();
+        assert!(clean.is_clean() && clean.before.corrupt.is_empty());
+
+        let segment = only_segment(&config.spool.dir);
+        // Seq 1's payload and seq 3's magic: one with a trusted seq, one without.
+        flip(&segment, offsets[1] + 30);
+        flip(&segment, offsets[3]);
+        let report = crate::fsck_spool(&config, false).unwrap();
+        assert!(!report.is_clean());
+        let seqs: Vec<_> = report.before.corrupt.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [Some(1), None]);
+        assert!(report.after.is_none(), "no repair without --repair");
+        assert!(!crate::fsck_spool(&config, false).unwrap().is_clean(), "checking changed nothing");
+
+        let running = Spool::open(config.spool.clone()).unwrap();
+        let refused = crate::fsck_spool(&config, true).unwrap_err();
+        assert!(matches!(refused, crate::EdgeError::Spool(SpoolError::Locked { .. })), "{refused}");
+        drop(running);
+
+        let repaired = crate::fsck_spool(&config, true).unwrap();
+        assert_eq!(repaired.repaired, 2);
+        assert!(repaired.is_clean(), "{:?}", repaired.after);
+        // Both stay on disk until their segment goes: one acked, the one without a seq
+        // known by its dead letter.
+        let after = repaired.after.unwrap();
+        let state: Vec<_> = after.corrupt.iter().map(|c| (c.seq, c.acked, c.dead_lettered)).collect();
+        assert_eq!(state, [(Some(1), true, true), (None, false, true)]);
+        assert!(crate::fsck_spool(&config, false).unwrap().is_clean());
+        assert_eq!(DeadLetters::new(config.dead_letter_dir()).list_corrupt().unwrap().len(), 2);
+    }
 }
+

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
@@ -13,20 +12,9 @@ use weir_proto::wire;
 use crate::dead_letter::DeadLetters;
 use crate::spool::{Spool, SpoolError};
 
-/// A spooled batch: `u64 BE n_events | wire payload (zstd JSON)`. The event count travels
-/// in the frame header; keeping it here saves decoding the payload to forward it.
-pub fn encode_spooled(n_events: u64, payload: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(8 + payload.len());
-    out.put_u64(n_events);
-    out.put_slice(payload);
-    out.freeze()
-}
-
-/// Splits a spooled batch into its event count and wire payload.
-pub fn decode_spooled(spooled: &Bytes) -> Option<(u64, Bytes)> {
-    let n = u64::from_be_bytes(spooled.get(..8)?.try_into().ok()?);
-    Some((n, spooled.slice(8..)))
-}
+// Moved to the spool, which owns the record format; kept here so existing callers
+// (`crate::ingest::decode_spooled`) still compile.
+pub use crate::spool::{decode_spooled, encode_spooled};
 
 pub struct SpoolSink {
     pub spool: Spool,
@@ -89,6 +77,8 @@ impl IngestSink for SpoolSink {
         metrics::gauge!("weir_spool_used_bytes").set(stats.used_bytes as f64);
         metrics::gauge!("weir_spool_max_bytes").set(stats.max_bytes as f64);
         metrics::gauge!("weir_spool_pending_batches").set(stats.pending_batches as f64);
+        // Non-zero for long means they cannot be written to the dead-letter directory.
+        metrics::gauge!("weir_spool_corrupt_records").set(stats.corrupt_records as f64);
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -107,17 +97,5 @@ fn spool_error(error: SpoolError) -> IngestError {
         e if e.is_retryable() => IngestError::Unavailable { message, retry_after: Duration::from_secs(5) },
         SpoolError::TooLarge { .. } => IngestError::TooLarge(message),
         _ => IngestError::Internal(message),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spooled_roundtrip() {
-        let spooled = encode_spooled(42, b"payload");
-        assert_eq!(decode_spooled(&spooled), Some((42, Bytes::from_static(b"payload"))));
-        assert_eq!(decode_spooled(&Bytes::from_static(b"short")), None);
     }
 }

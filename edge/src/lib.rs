@@ -23,7 +23,7 @@ use crate::config::EdgeConfig;
 use crate::dead_letter::DeadLetters;
 use crate::forwarder::Forwarder;
 use crate::ingest::SpoolSink;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Inspection, Spool, SpoolError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -44,12 +44,6 @@ pub enum EdgeError {
 }
 
 /// Opens (and after a crash recovers) the spool; file I/O, so off the runtime's threads.
-/// The spool's incarnation, part of every batch id (wired to the spool's own id when the
-/// spool records one).
-fn spool_incarnation(_spool: &Spool) -> String {
-    String::new()
-}
-
 async fn open_spool(config: &EdgeConfig) -> Result<Spool, SpoolError> {
     let spool_config = config.spool.clone();
     tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")
@@ -72,6 +66,89 @@ pub async fn requeue_dead_letters(config: &EdgeConfig) -> Result<usize, EdgeErro
         tracing::info!(batch_id = %letter.refusal.batch_id, new_seq = seq, "requeued dead letter");
     }
     Ok(found.len())
+}
+
+/// What `weir-edge spool fsck` found, and after `--repair` what is left.
+#[derive(Debug, serde::Serialize)]
+pub struct FsckReport {
+    pub before: Inspection,
+    /// Corrupt records moved to the dead-letter directory by the repair.
+    pub repaired: usize,
+    /// The spool after the repair; `None` without `--repair` or when nothing was broken.
+    pub after: Option<Inspection>,
+}
+
+impl FsckReport {
+    /// Whether the spool is (now) free of anything broken.
+    pub fn is_clean(&self) -> bool {
+        self.after.as_ref().unwrap_or(&self.before).is_clean()
+    }
+}
+
+/// What `weir-edge spool inspect` shows: [`spool::inspect`] (read-only, no lock, fine
+/// while the edge runs) plus which corrupt records are in the dead-letter directory.
+pub fn inspect_spool(config: &EdgeConfig) -> Result<Inspection, EdgeError> {
+    let mut report = spool::inspect(&config.spool.dir)?;
+    mark_dead_lettered(&mut report, &DeadLetters::new(config.dead_letter_dir()));
+    Ok(report)
+}
+
+/// Checks every record of the spool; with `repair`, cuts torn tails and moves corrupt
+/// records to the dead-letter directory (what the edge also does when it starts).
+/// Refuses with [`SpoolError::Locked`] while an edge runs on the spool. Blocking.
+pub fn fsck_spool(config: &EdgeConfig, repair: bool) -> Result<FsckReport, EdgeError> {
+    let letters = DeadLetters::new(config.dead_letter_dir());
+    let mut before = spool::inspect_locked(&config.spool.dir)?;
+    mark_dead_lettered(&mut before, &letters);
+    if !repair || before.is_clean() {
+        return Ok(FsckReport { before, repaired: 0, after: None });
+    }
+    // Opening is the repair: recovery cuts torn tails and sets corrupt records aside. A
+    // damaged reservation or incarnation file makes it fail with what to do about it.
+    let spool = Spool::open(config.spool.clone())?;
+    let repaired = dead_letter::quarantine_corrupt(&spool, &letters)?;
+    // Dropping waits for the writer, so the acks are written before the lock is free.
+    drop(spool);
+    let mut after = spool::inspect_locked(&config.spool.dir)?;
+    mark_dead_lettered(&mut after, &letters);
+    Ok(FsckReport { before, repaired, after: Some(after) })
+}
+
+/// A corrupt record without a trusted seq cannot be acked in the spool, so it is found
+/// again until its segment is deleted; its letter is what says it was handled.
+fn mark_dead_lettered(report: &mut Inspection, letters: &DeadLetters) {
+    if let Some(incarnation) = &report.incarnation {
+        for record in &mut report.corrupt {
+            record.dead_lettered = letters.has_corrupt(incarnation, record.segment, record.offset);
+        }
+    }
+}
+
+/// Moves corrupt records to the dead-letter directory as the spool finds them (on open,
+/// or when the forwarder reads one), until `shutdown`. Forwarding never waits for it.
+async fn quarantine_corrupt(spool: Spool, letters: DeadLetters, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = spool.wait_for_corrupt() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (s, l) = (spool.clone(), letters.clone());
+        let moved = tokio::task::spawn_blocking(move || dead_letter::quarantine_corrupt(&s, &l))
+            .await
+            .unwrap_or_else(|join| panic!("dead-letter task panicked: {join}"));
+        if let Err(error) = moved {
+            tracing::error!(
+                %error,
+                dir = %letters.dir().display(),
+                "could not move corrupt spool records to the dead-letter directory; they stay \
+                 in the spool, not forwarded; retrying in 5 s"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
 }
 
 pub struct RunningEdge {
@@ -125,12 +202,13 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         None => None,
     };
     let app = weir_http_ingest::router(&config.ingest, sink, weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes));
+    let quarantine = tokio::spawn(quarantine_corrupt(spool.clone(), dead_letters.clone(), shutdown.clone()));
     let forwarder = Forwarder::new(
         endpoint,
         spool.clone(),
         config.forward.clone(),
         config.edge_id.clone(),
-        spool_incarnation(&spool),
+        spool.incarnation().to_owned(),
         dead_letters,
     );
     let task = tokio::spawn(async move {
@@ -145,8 +223,49 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
             let _ = tokio::time::timeout(Duration::from_secs(5), syslog.drained).await;
         }
         let _ = forwarding.await;
+        let _ = quarantine.await;
         tracing::info!("edge stopped");
         http
     });
     Ok(RunningEdge { http_addr, spool, task })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::SpoolConfig;
+
+    /// The running edge's side of point 7: a record the forwarder finds corrupt while
+    /// reading lands in the dead-letter directory without anyone calling for it.
+    #[tokio::test]
+    async fn the_quarantine_task_dead_letters_a_record_found_corrupt_while_forwarding() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A 16 KiB cache: most of these batches are read back from disk.
+        let config = SpoolConfig { max_bytes: 64 << 10, segment_bytes: 16 << 10, ..SpoolConfig::new(tmp.path()) };
+        let spool = Spool::open(config).unwrap();
+        for i in 0..40u8 {
+            spool.append(bytes::Bytes::from(vec![i; 1000])).await.unwrap();
+        }
+        let letters = DeadLetters::new(tmp.path().join("dead-letter"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(quarantine_corrupt(spool.clone(), letters.clone(), shutdown.clone()));
+
+        // Seq 20: the 5th 1020-byte record of segment 16.
+        let segment = tmp.path().join(format!("{:020}.seg", 16));
+        let mut data = std::fs::read(&segment).unwrap();
+        data[4 * 1020 + 30] ^= 1;
+        std::fs::write(&segment, data).unwrap();
+        let sent = spool.pending_after(None, 100).unwrap();
+        assert_eq!(sent.len(), 39, "everything but the damaged batch is forwarded");
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while spool.stats().corrupt_records > 0 || letters.list_corrupt().unwrap().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the corrupt record was not dead-lettered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let listed = letters.list_corrupt().unwrap();
+        assert_eq!((listed.len(), listed[0].0.seq), (1, Some(20)));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the task ends on shutdown").unwrap();
+    }
 }

@@ -26,10 +26,37 @@ enum Command {
         #[arg(long, short, env = "WEIR_CONFIG")]
         config: PathBuf,
     },
+    /// Look at and check the disk spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// Batches a core refused as unacceptable, set aside in the dead-letter directory.
     DeadLetter {
         #[command(subcommand)]
         command: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Segments, pending, acked and corrupt records. Read-only; safe while the edge runs
+    /// (a record being written then may show as a torn tail).
+    Inspect {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record; exits non-zero when something is broken and not repaired.
+    /// The edge must be stopped (it holds the spool's lock).
+    Fsck {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        /// Cut torn tails and move corrupt records to the dead-letter directory.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -65,6 +92,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{:#?}", EdgeConfig::load(&config)?);
             Ok(())
         }
+        Command::Spool { command: SpoolCommand::Inspect { config, json } } => {
+            let config = EdgeConfig::load(&config)?;
+            let report = weir_edge::inspect_spool(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_inspection(&report);
+            }
+            Ok(())
+        }
+        Command::Spool { command: SpoolCommand::Fsck { config, repair } } => {
+            let config = EdgeConfig::load(&config)?;
+            let report = weir_edge::fsck_spool(&config, repair)?;
+            print_inspection(&report.before);
+            if let Some(after) = &report.after {
+                println!("\nrepair: {} corrupt records moved to {}; after the repair:", report.repaired, config.dead_letter_dir().display());
+                print_inspection(after);
+            }
+            if report.is_clean() {
+                eprintln!("spool {} is consistent", config.spool.dir.display());
+                Ok(())
+            } else if repair {
+                anyhow::bail!("spool {} is still damaged after the repair, see above", config.spool.dir.display())
+            } else {
+                anyhow::bail!(
+                    "spool {} has damaged records, see above; stop the edge and run `weir-edge spool fsck --repair` \
+                     (or start the edge, which does the same) to move them to the dead-letter directory",
+                    config.spool.dir.display()
+                )
+            }
+        }
         Command::DeadLetter { command: DeadLetterCommand::List { config } } => {
             let config = EdgeConfig::load(&config)?;
             let letters = weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir()).list()?;
@@ -72,7 +130,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 let r = &letter.refusal;
                 println!("{}\t{} events\t{:?} from {}: {}\t{}", r.batch_id, r.n_events, r.code, r.core, r.message, letter.json.display());
             }
-            eprintln!("{} dead letters in {}", letters.len(), config.dead_letter_dir().display());
+            let corrupt = weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir()).list_corrupt()?;
+            for (letter, bytes) in &corrupt {
+                let seq = letter.seq.map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
+                println!("corrupt\tsegment {} offset {}\t{seq}\t{}\t{} bytes\t{}", letter.segment, letter.offset, letter.detail, letter.bytes, bytes.display());
+            }
+            eprintln!(
+                "{} dead letters and {} corrupt spool records in {}",
+                letters.len(),
+                corrupt.len(),
+                config.dead_letter_dir().display()
+            );
             Ok(())
         }
         Command::DeadLetter { command: DeadLetterCommand::Requeue { config } } => {
@@ -82,5 +150,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             eprintln!("requeued {n} dead letters into the spool {}; they are forwarded when the edge runs", config.spool.dir.display());
             Ok(())
         }
+    }
+}
+
+fn print_inspection(report: &weir_edge::spool::Inspection) {
+    println!("spool {}", report.dir.display());
+    println!("  incarnation     {}", report.incarnation.as_deref().unwrap_or("(none)"));
+    println!("  seq reservation {}", report.seq_reservation.map_or_else(|| "(none)".to_owned(), |l| l.to_string()));
+    println!(
+        "  {} segments, {} records: {} pending ({} bytes), {} acked; {} corrupt",
+        report.segments.len(),
+        report.records,
+        report.pending,
+        report.pending_bytes,
+        report.acked,
+        report.corrupt.len()
+    );
+    for s in &report.segments {
+        let mut line = format!(
+            "  segment {:020}  {:>10} bytes  {:>6} records  {:>6} pending  {:>6} acked",
+            s.base, s.bytes, s.records, s.pending, s.acked
+        );
+        if s.corrupt > 0 {
+            line += &format!("  {} corrupt", s.corrupt);
+        }
+        if s.torn_tail_bytes > 0 {
+            line += &format!("  torn tail {} bytes", s.torn_tail_bytes);
+        }
+        if s.damaged_ack_entries > 0 {
+            line += &format!("  {} damaged ack entries", s.damaged_ack_entries);
+        }
+        println!("{line}");
+    }
+    for c in &report.corrupt {
+        let state = if c.acked {
+            "acked"
+        } else if c.dead_lettered {
+            "dead-lettered"
+        } else {
+            "NOT dead-lettered yet"
+        };
+        let seq = c.seq.map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
+        println!("  corrupt record: segment {:020} offset {} ({} bytes, {seq}): {}; {state}", c.segment, c.offset, c.bytes, c.reason);
+    }
+    for problem in &report.problems {
+        println!("  PROBLEM: {problem}");
     }
 }

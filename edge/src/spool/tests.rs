@@ -230,14 +230,30 @@ fn flip_byte(path: &Path, offset: u64) {
     f.write_all(&[b[0] ^ 0x40]).unwrap();
 }
 
+/// A whole last record with a bad checksum may be bit rot of a batch a client was
+/// told is stored: set aside (for the dead-letter directory), not cut off.
 #[tokio::test]
-async fn flipped_byte_in_last_record_is_detected_and_dropped() {
+async fn flipped_byte_in_last_record_sets_it_aside_with_its_seq() {
     let tmp = TempDir::new().unwrap();
     let cfg = config(tmp.path(), 1 << 20, 1 << 16);
     fill(&cfg, 10).await;
     let path = segment_path(tmp.path(), 0);
     let len = fs::metadata(&path).unwrap().len();
     flip_byte(&path, len - 3);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    let corrupt = spool.corrupt_records();
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!(
+        (corrupt[0].seq, corrupt[0].offset),
+        (Some(9), record_offset(0, 9))
+    );
+    assert_eq!(
+        corrupt[0].bytes.len() as u64,
+        len - record_offset(0, 9),
+        "all its bytes kept"
+    );
+    assert_eq!(fs::metadata(&path).unwrap().len(), len, "nothing truncated");
+    drop(spool);
     assert_recovers_to(&cfg, 0..9).await;
 }
 
@@ -252,6 +268,12 @@ async fn flipped_seq_in_header_is_detected() {
     // Low byte of the seq field of the last record: 9 becomes 73, still
     // increasing, so only the checksum can catch it.
     flip_byte(&path, len - last + 8);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    let corrupt = spool.corrupt_records();
+    // 73 is beyond every seq handed out (the reservation is 10): not trusted.
+    assert_eq!(corrupt.len(), 1, "{corrupt:?}");
+    assert_eq!((corrupt[0].seq, corrupt[0].offset), (None, len - last));
+    drop(spool);
     assert_recovers_to(&cfg, 0..9).await;
 }
 
@@ -273,9 +295,22 @@ async fn corruption_in_an_older_segment_keeps_later_segments() {
 
     let spool = Spool::open(cfg.clone()).unwrap();
     let got = seqs(&all_pending(&spool));
-    let mut expected = vec![first];
-    expected.extend(second..30);
+    // Only the damaged record is missing: the ones behind it in its segment
+    // are still delivered.
+    let expected: Vec<u64> = (0..30).filter(|&s| s != first + 1).collect();
+    assert!(
+        second > first + 2,
+        "the victim must have records behind it: {bases:?}"
+    );
     assert_eq!(got, expected);
+    assert_eq!(
+        spool
+            .corrupt_records()
+            .iter()
+            .map(|c| c.seq)
+            .collect::<Vec<_>>(),
+        [Some(first + 1)]
+    );
     for b in all_pending(&spool) {
         assert_eq!(b.payload, payload(b.seq));
     }
@@ -645,7 +680,7 @@ async fn failed_fsync_rejects_the_batch_and_never_resurrects_it() {
 }
 
 #[tokio::test]
-async fn pending_after_reads_uncached_batches_from_disk_and_reports_corruption() {
+async fn pending_after_reads_uncached_batches_and_sets_a_corrupt_one_aside() {
     let tmp = TempDir::new().unwrap();
     // Cache budget is max_bytes / 4 = 16 KiB: most of 40 KB stays on disk only.
     let cfg = config(tmp.path(), 64 << 10, 16 << 10);
@@ -667,18 +702,52 @@ async fn pending_after_reads_uncached_batches_from_disk_and_reports_corruption()
         assert_eq!(b.payload, body(b.seq));
     }
 
-    // 16 records of 1020 bytes per 16 KiB segment: seq 39 is the 8th in 32.
-    let path = segment_path(tmp.path(), 32);
-    flip_byte(&path, 7 * 1020 + RECORD_HEADER_BYTES + 10);
-    match spool.pending_after(Some(38), 1) {
-        Err(SpoolError::Corrupt {
-            seq: 39, offset, ..
-        }) => assert_eq!(offset, 7 * 1020),
-        other => panic!("expected Corrupt, got {other:?}"),
+    // 16 records of 1020 bytes per 16 KiB segment: seq 20 is the 5th in 16,
+    // with records behind it in its segment and in the next ones.
+    let path = segment_path(tmp.path(), 16);
+    assert!(spool.inner.shared.lock().index[&20].cached.is_none());
+    flip_byte(&path, 4 * 1020 + RECORD_HEADER_BYTES + 10);
+    // The forwarder's read past it goes on, without the damaged batch.
+    let got = spool.pending_after(Some(10), 100).unwrap();
+    assert_eq!(
+        seqs(&got),
+        (11..40).filter(|&s| s != 20).collect::<Vec<_>>()
+    );
+    for b in &got {
+        assert_eq!(b.payload, body(b.seq));
     }
-    // Acking the corrupt batch is the way past it.
-    spool.ack(39).unwrap();
-    assert!(spool.pending_after(Some(38), 1).unwrap().is_empty());
+    tokio::time::timeout(Duration::from_secs(5), spool.wait_for_corrupt())
+        .await
+        .expect("the dead-letter side is woken");
+    let corrupt = spool.corrupt_records();
+    assert_eq!(corrupt.len(), 1);
+    let c = &corrupt[0];
+    assert_eq!((c.segment, c.offset, c.seq), (16, 4 * 1020, Some(20)));
+    assert_eq!(c.bytes.len(), 1020, "header and payload kept");
+    assert_eq!(c.bytes[RECORD_HEADER_BYTES as usize + 11..], body(20)[11..]);
+    assert_eq!(spool.stats().corrupt_records, 1);
+    assert_eq!(spool.stats().pending_batches, 39);
+    // Not returned again, not an error again.
+    assert_eq!(seqs(&spool.pending_after(Some(19), 1).unwrap()), [21]);
+
+    // Resolving it is its ack: once the rest of segment 16 is acked, the file goes.
+    spool.resolve_corrupt(c).unwrap();
+    spool.resolve_corrupt(c).unwrap();
+    assert_eq!(spool.stats().corrupt_records, 0);
+    for seq in (16..32).filter(|&s| s != 20) {
+        spool.ack(seq).unwrap();
+    }
+    eventually("segment 16 is deleted", || {
+        !segment_path(tmp.path(), 16).exists()
+    })
+    .await;
+    drop(spool);
+    let spool = Spool::open(config(tmp.path(), 64 << 10, 16 << 10)).unwrap();
+    assert!(spool.corrupt_records().is_empty());
+    assert_eq!(
+        seqs(&all_pending(&spool)),
+        (0..16).chain(32..40).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -780,9 +849,9 @@ fn record_offset(base: u64, seq: u64) -> u64 {
         .sum()
 }
 
-/// Bit rot in the last segment drops the damaged record and every later one
-/// on recovery; their seqs may already have been forwarded, so new batches
-/// must get numbers above all of them, not above what survived.
+/// Bit rot in the last segment sets the damaged record aside on recovery; its
+/// seq may already have been forwarded, so new batches must get numbers above
+/// all of them, not above what is still intact.
 #[tokio::test]
 async fn corrupt_record_in_the_last_segment_never_lets_its_seqs_be_reused() {
     // (seq_block, which record of the last segment to damage): its first
@@ -807,13 +876,14 @@ async fn corrupt_record_in_the_last_segment_never_lets_its_seqs_be_reused() {
         );
 
         let spool = Spool::open(cfg.clone()).unwrap();
-        // Recovery did cut the segment at the damaged record...
+        // Recovery sets the damaged record aside and keeps the rest...
         assert_eq!(
             seqs(&all_pending(&spool)),
-            (0..victim).collect::<Vec<_>>(),
+            (0..30).filter(|&s| s != victim).collect::<Vec<_>>(),
             "block {block}, victim {victim}"
         );
-        // ...but continues above every seq it ever handed out.
+        assert_eq!(spool.corrupt_records()[0].seq, Some(victim));
+        // ...and continues above every seq it ever handed out.
         let max_before = *handed_out.iter().max().unwrap();
         let new_seq = spool.append(payload(100)).await.unwrap();
         assert!(
@@ -1189,4 +1259,456 @@ fn kill9_mid_stream_keeps_every_append_that_returned_ok() {
             all_acked.entry(seq).or_insert(p);
         }
     }
+}
+
+#[tokio::test]
+async fn incarnation_is_random_hex_stable_across_reopens_and_new_after_a_wipe() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = config(tmp.path(), 1 << 20, 1 << 16);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    let first = spool.incarnation().to_owned();
+    assert_eq!(first.len(), 32, "{first}");
+    assert!(
+        first
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{first}"
+    );
+    assert_eq!(spool.append(payload(0)).await.unwrap(), 0);
+    drop(spool);
+
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert_eq!(spool.incarnation(), first, "reopen keeps the id");
+    drop(spool);
+
+    // A wiped spool starts its seqs at 0 again; only a new incarnation keeps
+    // (edge_id, incarnation, seq) from repeating.
+    fs::remove_dir_all(tmp.path()).unwrap();
+    let spool = Spool::open(cfg.clone()).unwrap();
+    assert_eq!(spool.append(payload(0)).await.unwrap(), 0);
+    assert_ne!(
+        spool.incarnation(),
+        first,
+        "a wiped spool must get a new id"
+    );
+    drop(spool);
+
+    // Another spool dir (a replaced disk) has its own.
+    let other = TempDir::new().unwrap();
+    let spool2 = Spool::open(config(other.path(), 1 << 20, 1 << 16)).unwrap();
+    let spool = Spool::open(cfg).unwrap();
+    assert_ne!(spool2.incarnation(), spool.incarnation());
+}
+
+#[tokio::test]
+async fn damaged_incarnation_file_refuses_open_and_leaves_the_file() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("flipped id byte", |p| flip_byte(p, 9)),
+        ("flipped magic", |p| flip_byte(p, 0)),
+        ("truncated", |p| {
+            OpenOptions::new()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_len(10)
+                .unwrap()
+        }),
+        ("empty", |p| fs::write(p, b"").unwrap()),
+    ];
+    for (what, damage) in damages {
+        let tmp = TempDir::new().unwrap();
+        let cfg = config(tmp.path(), 1 << 20, 1 << 16);
+        let spool = Spool::open(cfg.clone()).unwrap();
+        spool.append(payload(0)).await.unwrap();
+        drop(spool);
+        let path = tmp.path().join(INCARNATION_FILE);
+        damage(&path);
+        let before = fs::read(&path).unwrap();
+        let err = Spool::open(cfg.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{what}: opened"));
+        assert!(
+            matches!(err, SpoolError::CorruptIncarnation { .. }),
+            "{what}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&path.display().to_string()) && msg.contains("delete it"),
+            "{what}: {msg}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            before,
+            "{what}: the file is left for inspection"
+        );
+
+        // Deleting it, as the message says, opens with a fresh id and the batch intact.
+        fs::remove_file(&path).unwrap();
+        let spool = Spool::open(cfg).unwrap();
+        assert_eq!(spool.incarnation().len(), 32);
+        assert_eq!(seqs(&all_pending(&spool)), vec![0], "{what}");
+    }
+}
+
+#[tokio::test]
+async fn leftover_incarnation_tmp_is_removed_and_a_whole_file_created() {
+    let tmp = TempDir::new().unwrap();
+    // A crash between writing the tmp file and the rename, on the first open.
+    fs::write(tmp.path().join(INCARNATION_TMP), b"half").unwrap();
+    let spool = Spool::open(config(tmp.path(), 1 << 20, 1 << 16)).unwrap();
+    assert!(!tmp.path().join(INCARNATION_TMP).exists());
+    assert_eq!(
+        read_incarnation(tmp.path()).unwrap().as_deref(),
+        Some(spool.incarnation())
+    );
+}
+
+/// What the writer did, in order, as seen through the [`Syncer`] seam, plus the
+/// moments appends returned to their callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Write(u64),
+    SyncData,
+    SyncDir,
+    Returned(u64),
+}
+
+/// Records every write and sync into `log`, then does the real sync. Syncs are slowed
+/// down so an append that returned before its sync would be recorded before it.
+struct RecordingSyncer {
+    log: Arc<Mutex<Vec<Event>>>,
+}
+
+impl Syncer for RecordingSyncer {
+    fn sync_data(&mut self, file: &File) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        file.sync_data()?;
+        self.log.lock().unwrap().push(Event::SyncData);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        File::open(dir)?.sync_all()?;
+        self.log.lock().unwrap().push(Event::SyncDir);
+        Ok(())
+    }
+
+    fn before_write(&mut self, mut buf: &[u8]) {
+        let mut log = self.log.lock().unwrap();
+        while !buf.is_empty() {
+            let mut raw = [0u8; RECORD_HEADER_BYTES as usize];
+            raw.copy_from_slice(&buf[..RECORD_HEADER_BYTES as usize]);
+            let h = decode_header(&raw);
+            log.push(Event::Write(h.seq));
+            buf = &buf[RECORD_HEADER_BYTES as usize + h.len as usize..];
+        }
+    }
+}
+
+/// Point 12 of the ingest hardening: fsync before ack is not just a comment. Every
+/// append must return only after a data sync that came after its record was written,
+/// and, when its record started a new segment file, after a directory sync as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_append_returns_before_the_sync_that_covers_its_record() {
+    let tmp = TempDir::new().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    // Small segments so several group commits roll to new files.
+    let cfg = config(tmp.path(), 1 << 20, 1024);
+    let spool =
+        Spool::open_with_syncer(cfg, Box::new(RecordingSyncer { log: log.clone() })).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (spool, log) = (spool.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..15 {
+                let seq = spool.append(payload(t * 100 + i)).await.unwrap();
+                log.lock().unwrap().push(Event::Returned(seq));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let bases: BTreeSet<u64> = segment_bases(tmp.path()).into_iter().collect();
+    assert!(bases.len() >= 3, "test must roll segments: {bases:?}");
+    let log = log.lock().unwrap().clone();
+    let returned: Vec<(usize, u64)> = log
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Event::Returned(seq) => Some((i, *seq)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(returned.len(), 120);
+    for (at, seq) in returned {
+        let written = log
+            .iter()
+            .position(|e| *e == Event::Write(seq))
+            .unwrap_or_else(|| panic!("seq {seq} returned but its record was never written"));
+        let between = &log[written..at];
+        assert!(
+            between.contains(&Event::SyncData),
+            "append of seq {seq} returned before any data sync after its write: {between:?}"
+        );
+        // The first segment is created by `open`, before any append.
+        if bases.contains(&seq) && seq != 0 {
+            assert!(
+                between.contains(&Event::SyncDir),
+                "seq {seq} started a segment file but returned before the directory sync: \
+                 {between:?}"
+            );
+        }
+    }
+}
+
+fn segment_bytes_of(records: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for (seq, payload) in records {
+        encode_record(&mut buf, *seq, payload);
+    }
+    buf
+}
+
+#[test]
+fn scan_finds_the_next_intact_record_after_any_damage() {
+    let records: Vec<(u64, Vec<u8>)> = (10..20).map(|s| (s, payload(s).to_vec())).collect();
+    let refs: Vec<(u64, &[u8])> = records.iter().map(|(s, p)| (*s, p.as_slice())).collect();
+    let clean = segment_bytes_of(&refs);
+    let off = |seq: u64| -> usize {
+        refs.iter()
+            .take_while(|(s, _)| *s < seq)
+            .map(|(_, p)| 20 + p.len())
+            .sum()
+    };
+    let intact = |scan: &SegmentScan| scan.records.iter().map(|r| r.seq).collect::<Vec<_>>();
+    let all_but = |skip: &[u64]| (10..20).filter(|s| !skip.contains(s)).collect::<Vec<_>>();
+
+    // (what, damage, records expected intact, corrupt regions (offset, len, seq))
+    type Damage<'a> = Box<dyn Fn(&mut Vec<u8>) + 'a>;
+    type Regions = Vec<(usize, usize, Option<u64>)>;
+    let cases: Vec<(&str, Damage<'_>, Vec<u64>, Regions)> = vec![
+        (
+            "payload byte",
+            Box::new(|d| d[off(13) + 25] ^= 1),
+            all_but(&[13]),
+            vec![(off(13), off(14) - off(13), Some(13))],
+        ),
+        (
+            "magic byte",
+            Box::new(|d| d[off(13)] ^= 1),
+            all_but(&[13]),
+            vec![(off(13), off(14) - off(13), None)],
+        ),
+        // A wrong length makes the record's extent unknown: region up to the next intact one.
+        (
+            "length",
+            Box::new(|d| d[off(13) + 4] ^= 0x10),
+            all_but(&[13]),
+            vec![(off(13), off(14) - off(13), None)],
+        ),
+        (
+            "two neighbours",
+            Box::new(|d| {
+                d[off(13) + 25] ^= 1;
+                d[off(14) + 25] ^= 1
+            }),
+            all_but(&[13, 14]),
+            vec![
+                (off(13), off(14) - off(13), Some(13)),
+                (off(14), off(15) - off(14), Some(14)),
+            ],
+        ),
+        (
+            "a run of zeros across two records",
+            Box::new(|d| d[off(13) + 5..off(14) + 9].fill(0)),
+            all_but(&[13, 14]),
+            vec![(off(13), off(15) - off(13), None)],
+        ),
+        (
+            "first record",
+            Box::new(|d| d[25] ^= 1),
+            all_but(&[10]),
+            vec![(0, off(11), Some(10))],
+        ),
+        (
+            "bytes inserted",
+            Box::new(|d| {
+                let at = off(16);
+                d.splice(at..at, [7u8; 13]);
+            }),
+            all_but(&[]),
+            vec![(off(16), 13, None)],
+        ),
+    ];
+    for (what, damage, want_intact, want_corrupt) in cases {
+        let mut data = clean.clone();
+        damage(&mut data);
+        // Not the last segment, and the last one: same answer in the middle.
+        for next_base in [Some(100), None] {
+            let scan = scan_segment_bytes(&data, 10, next_base, Some(20));
+            assert_eq!(intact(&scan), want_intact, "{what}");
+            let got: Vec<_> = scan
+                .corrupt
+                .iter()
+                .map(|c| (c.offset as usize, c.len as usize, c.seq))
+                .collect();
+            assert_eq!(got, want_corrupt, "{what}, next_base {next_base:?}");
+            assert_eq!(scan.torn_tail, None, "{what}");
+        }
+    }
+}
+
+#[test]
+fn scan_tells_a_torn_tail_from_a_corrupt_one_by_segment() {
+    let clean = segment_bytes_of(&[(0, b"first"), (1, b"second"), (2, b"third")]);
+    let third = clean.len() - 25;
+    // Cut mid-payload: torn in the last segment, where a crash mid-write leaves
+    // it; corrupt in an older one, which was fsynced whole before the next began.
+    let cut = &clean[..clean.len() - 2];
+    let last = scan_segment_bytes(cut, 0, None, Some(3));
+    assert_eq!(last.records.len(), 2);
+    assert!(last.corrupt.is_empty());
+    assert_eq!(
+        last.torn_tail,
+        Some(TornTail {
+            offset: third as u64,
+            len: 23,
+            reason: "torn record payload"
+        })
+    );
+    assert_eq!(last.kept_len(cut.len() as u64), third as u64);
+    let older = scan_segment_bytes(cut, 0, Some(3), Some(3));
+    assert_eq!(older.torn_tail, None);
+    assert_eq!(
+        older.corrupt,
+        vec![CorruptRegion {
+            offset: third as u64,
+            len: 23,
+            seq: None,
+            reason: "torn record payload"
+        }]
+    );
+
+    // Zeros after the last record: torn (never a record), in the last segment.
+    let mut zeros = clean.clone();
+    zeros.extend([0u8; 64]);
+    let scan = scan_segment_bytes(&zeros, 0, None, Some(3));
+    assert_eq!((scan.records.len(), scan.corrupt.len()), (3, 0));
+    assert_eq!(
+        scan.torn_tail.map(|t| (t.offset, t.len)),
+        Some((clean.len() as u64, 64))
+    );
+
+    // A whole last record with a bad checksum: corrupt, its seq trusted only
+    // below the reservation.
+    let mut rot = clean.clone();
+    rot[third + 21] ^= 1;
+    let scan = scan_segment_bytes(&rot, 0, None, Some(3));
+    assert_eq!(
+        scan.corrupt,
+        vec![CorruptRegion {
+            offset: third as u64,
+            len: 25,
+            seq: Some(2),
+            reason: "checksum mismatch"
+        }]
+    );
+    let scan = scan_segment_bytes(&rot, 0, None, Some(2));
+    assert_eq!(scan.corrupt[0].seq, None, "seq 2 was never handed out");
+    // No reservation file (older spools): only the very next seq is certain.
+    assert_eq!(
+        scan_segment_bytes(&rot, 0, None, None).corrupt[0].seq,
+        Some(2)
+    );
+}
+
+#[tokio::test]
+async fn inspect_reports_records_acks_corruption_and_torn_tails_without_changing_anything() {
+    let tmp = TempDir::new().unwrap();
+    let cfg = config(tmp.path(), 1 << 20, 512);
+    let spool = Spool::open(cfg.clone()).unwrap();
+    append_all(&spool, 0..30).await;
+    for seq in [1, 2] {
+        spool.ack(seq).unwrap();
+    }
+    let incarnation = spool.incarnation().to_owned();
+    drop(spool);
+    let bases = segment_bases(tmp.path());
+    let (first, last) = (bases[0], *bases.last().unwrap());
+    flip_byte(
+        &segment_path(tmp.path(), first),
+        record_offset(first, 3) + RECORD_HEADER_BYTES + 1,
+    );
+    let last_path = segment_path(tmp.path(), last);
+    OpenOptions::new()
+        .append(true)
+        .open(&last_path)
+        .unwrap()
+        .write_all(b"WSP1torn")
+        .unwrap();
+    let snapshot = |dir: &Path| {
+        let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot(tmp.path());
+
+    let report = inspect(tmp.path()).unwrap();
+    assert_eq!(snapshot(tmp.path()), before, "inspect is read-only");
+    assert_eq!(report.incarnation.as_deref(), Some(incarnation.as_str()));
+    assert_eq!(report.seq_reservation, Some(30));
+    assert_eq!(report.segments.len(), bases.len());
+    assert_eq!((report.records, report.acked, report.pending), (29, 2, 27));
+    assert_eq!(report.corrupt.len(), 1);
+    let c = &report.corrupt[0];
+    assert_eq!(
+        (c.segment, c.offset, c.seq, c.acked),
+        (first, record_offset(first, 3), Some(3), false)
+    );
+    assert_eq!(report.segments.last().unwrap().torn_tail_bytes, 8);
+    assert!(!report.is_clean());
+    assert!(report.problems.is_empty());
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(
+        json.contains("\"torn_tail_bytes\":8") && json.contains(&incarnation),
+        "{json}"
+    );
+
+    // A damaged reservation file is a problem inspect names, not an error.
+    flip_byte(&reservation_path(tmp.path()), 5);
+    let report = inspect(tmp.path()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(
+        report.problems[0].contains("seq-reservation"),
+        "{:?}",
+        report.problems
+    );
+
+    // While the spool is open, the locked variant refuses.
+    flip_byte(&reservation_path(tmp.path()), 5);
+    let spool = Spool::open(cfg).unwrap();
+    assert!(matches!(
+        inspect_locked(tmp.path()),
+        Err(SpoolError::Locked { .. })
+    ));
+    drop(spool);
+    let report = inspect_locked(tmp.path()).unwrap();
+    assert_eq!(
+        report.segments.last().unwrap().torn_tail_bytes,
+        0,
+        "open cut the torn tail"
+    );
+    assert_eq!(report.corrupt.len(), 1, "corrupt stays until dead-lettered");
 }
