@@ -571,9 +571,13 @@ async fn try_forward(config: quinn::ClientConfig, addr: std::net::SocketAddr, ed
             n_events: 1,
             payload_bytes: payload.len() as u64,
         };
-        // The server may only reject a client certificate after the handshake completed on
-        // the client's side (TLS 1.3): then the first stream fails with the TLS alert.
-        let tls_or_other = |e: String| if e.contains("TLS") || e.contains("certificate") || e.contains("alert") { Outcome::Tls(e) } else { Outcome::Other(e) };
+        // In TLS 1.3 the server checks a client certificate after the handshake completed on
+        // the client's side: the connection is then closed with the TLS alert, which the
+        // first stream sees. The close reason tells it from any other failure.
+        let tls_or_other = |e: String| {
+            let reason = connection.close_reason().map(|r| r.to_string()).unwrap_or_default();
+            if reason.contains("cryptographic handshake failed") { Outcome::Tls(format!("{e}: {reason}")) } else { Outcome::Other(format!("{e}: {reason}")) }
+        };
         let (mut send, mut recv) = connection.open_bi().await.map_err(|e| tls_or_other(e.to_string()))?;
         send.write_all(&weir_proto::wire::encode_request(&header, &payload)).await.map_err(|e| tls_or_other(e.to_string()))?;
         send.finish().map_err(|e| tls_or_other(e.to_string()))?;
