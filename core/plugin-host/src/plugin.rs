@@ -51,7 +51,7 @@ impl Runtime {
         reload_check: Duration,
     ) -> Result<Self, Error> {
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        sandbox::link_wasi(&mut linker)
             .map_err(|e| Error::Config(format!("cannot link WASI: {e:#}")))?;
         Ok(Runtime {
             engine,
@@ -489,6 +489,9 @@ fn classify(
                 store.data().memory_cap()
             ),
         );
+    }
+    if let Some(blocked) = err.downcast_ref::<sandbox::WouldBlock>() {
+        return (ErrorKind::Trap, format!("trapped: {blocked}"));
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => (
