@@ -118,18 +118,11 @@ impl Cache {
             ));
         }
         let key_path = dir.join(KEY_FILE);
-        let key = match read_key(&key_path, uid) {
-            Ok(Some(key)) => key,
-            Ok(None) => match create_key(dir, &key_path, uid) {
-                Ok(key) => key,
-                Err(KeyError::Io(e)) => return unusable(e),
-                Err(KeyError::Unsafe(reason)) => {
-                    return Err(Error::CacheKey {
-                        path: key_path,
-                        reason,
-                    });
-                }
-            },
+        let key = match read_key(&key_path, uid).and_then(|key| match key {
+            Some(key) => Ok(key),
+            None => create_key(dir, &key_path, uid),
+        }) {
+            Ok(key) => key,
             Err(KeyError::Io(e)) => return unusable(e),
             Err(KeyError::Unsafe(reason)) => {
                 return Err(Error::CacheKey {
