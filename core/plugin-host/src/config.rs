@@ -53,7 +53,14 @@ pub struct ParsersConfig {
     pub memory_limit_bytes: u64,
     /// Size cap of one parsed event (field names, values, raw text).
     pub max_event_output_bytes: u64,
-    /// Where compiled components are cached; `None` compiles in memory at each start.
+    /// Where compiled components are cached; `None` compiles in memory at each
+    /// start. A relative path resolves against the working directory: the
+    /// core's configuration has no data directory, so on a node point this at
+    /// its data disk. The directory must belong to the user running the core
+    /// and be writable by no one else, or the core refuses to start (cached
+    /// plugins are native code it runs). It holds `cache.key`, the node's
+    /// secret (mode 0600) that authenticates every entry: an entry written
+    /// with another key (another node's, a restored backup's) is recompiled.
     pub cache_dir: Option<PathBuf>,
     /// How often a plugin file is checked for changes (0: before every batch).
     pub reload_check_ms: u64,

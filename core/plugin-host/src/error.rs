@@ -47,6 +47,17 @@ pub enum Error {
     )]
     UnknownParser { name: String, referenced_by: String },
 
+    #[error(
+        "refusing the plugin cache directory {path}: {reason}; cached plugins are native code the core runs, so the directory must belong to the user running the core and be writable by no one else: `chown` it to that user and `chmod 700` it, or set [parsers] cache_dir to a directory that is"
+    )]
+    CacheDir { path: PathBuf, reason: String },
+
+    #[error(
+        "refusing the plugin cache key {path}: {reason}; it must be a {len}-byte file owned by the user running the core, mode 0600: fix its owner and mode, or delete it (a new key is made at start, and every cached plugin is compiled again once)",
+        len = 32
+    )]
+    CacheKey { path: PathBuf, reason: String },
+
     #[error("invalid [parsers] configuration: {0}")]
     Config(String),
 

@@ -7,7 +7,7 @@
 
 use crate::bindings::{BatchContext, Parser, ParserPre, WitPluginInfo};
 use crate::decode::{self, Malformed, Outcome};
-use crate::cache;
+use crate::cache::{self, Cache};
 use crate::config::{Limits, ResolvedPlugin};
 use crate::error::Error;
 use crate::event::{ErrorKind, Event, RawEvent};
@@ -38,7 +38,7 @@ pub struct PluginInfo {
 pub(crate) struct Runtime {
     pub engine: Engine,
     pub linker: Linker<HostState>,
-    pub cache_dir: Option<PathBuf>,
+    pub cache: Option<Cache>,
     pub max_idle_instances: usize,
     pub reload_check: Duration,
 }
@@ -51,12 +51,16 @@ impl Runtime {
         reload_check: Duration,
     ) -> Result<Self, Error> {
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+        sandbox::link_wasi(&mut linker)
             .map_err(|e| Error::Config(format!("cannot link WASI: {e:#}")))?;
+        let cache = match &cache_dir {
+            Some(dir) => Cache::open(dir)?,
+            None => None,
+        };
         Ok(Runtime {
             engine,
             linker,
-            cache_dir,
+            cache,
             max_idle_instances: max_idle.max(1),
             reload_check,
         })
@@ -144,7 +148,7 @@ impl Plugin {
             reason,
         };
         let hash = blake3::hash(bytes);
-        let component = cache::compile(&rt.engine, rt.cache_dir.as_deref(), &p.name, bytes, &hash)
+        let component = cache::compile(&rt.engine, rt.cache.as_ref(), &p.name, bytes, &hash)
             .map_err(invalid)?;
         let pre = rt
             .linker
@@ -489,6 +493,9 @@ fn classify(
                 store.data().memory_cap()
             ),
         );
+    }
+    if let Some(blocked) = err.downcast_ref::<sandbox::WouldBlock>() {
+        return (ErrorKind::Trap, format!("trapped: {blocked}"));
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => (

@@ -1,8 +1,11 @@
 //! The sandbox around one plugin instance: the wasmtime engine and its epoch
-//! ticker (deadlines), the memory cap, and a WASI context that grants nothing
-//! (no files, sockets, environment, arguments or stdin; frozen clocks unless
-//! granted; stderr kept in a small buffer for error messages). It must never
-//! hand a plugin a capability its configuration did not grant.
+//! ticker (deadlines), the memory cap, the WASI functions a plugin is linked
+//! to, and a WASI context that grants nothing (no files, sockets, environment,
+//! arguments or stdin; frozen clocks unless granted; stderr kept in a small
+//! buffer for error messages). It must never hand a plugin a capability its
+//! configuration did not grant, nor link a host function that can wait: time
+//! spent inside the host is out of reach of the epoch deadline, so a plugin
+//! waiting there would hang the core's parse call (see [`link_wasi`]).
 
 use bytes::Bytes;
 use std::pin::Pin;
@@ -11,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Config, Engine, ResourceLimiter, Store};
+use wasmtime::component::{Linker, Resource, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
-use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::p2::bindings::sync::io::poll::HostPollable;
+use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
 };
@@ -30,6 +34,71 @@ pub(crate) fn engine() -> Result<Engine, String> {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true);
     Engine::new(&config).map_err(|e| format!("cannot create the wasmtime engine: {e:#}"))
+}
+
+/// The version of WASI 0.2 that wasmtime-wasi links. The waiting functions are
+/// replaced under exactly this name (a component importing an older 0.2.x is
+/// linked to it by semver); `tests/sandbox.rs` (`sleep`) fails if a wasmtime
+/// upgrade moves it and the replacement stops applying.
+const WASI_P2_VERSION: &str = "0.2.12";
+
+/// A WASI call that would have waited inside the host, trapped instead.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "waited in `{0}` on something that is not ready (sleep, timer or blocking poll); a plugin may not wait, so the host stopped it at once"
+)]
+pub(crate) struct WouldBlock(&'static str);
+
+/// Links the WASI 0.2 interfaces that components built with Rust std or
+/// componentize-py import (instantiation fails on a missing import), with the
+/// two functions that can wait replaced: `wasi:io/poll.poll` and
+/// `pollable.block` return at once when something is ready and trap
+/// ([`WouldBlock`]) otherwise. Everything a plugin can wait on goes through
+/// them (`std::thread::sleep` is `subscribe-duration` + `block`), and
+/// wasmtime-wasi's versions wait in host code where the epoch deadline cannot
+/// interrupt them, so a sleeping plugin would hang its caller for as long as it
+/// asked. Clock subscriptions stay: they only make a pollable. The other
+/// blocking calls (`blocking-read`, `blocking-write-and-flush`, ...) act on the
+/// sandbox's streams only, which are always ready (empty stdin, discarded
+/// stdout, [`StderrTail`]), and the context grants no file or socket.
+pub(crate) fn link_wasi(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    linker.allow_shadowing(true);
+    let mut poll = linker.instance(&format!("wasi:io/poll@{WASI_P2_VERSION}"))?;
+    poll.func_wrap(
+        "poll",
+        |mut store: StoreContextMut<'_, HostState>, (pollables,): (Vec<Resource<DynPollable>>,)| {
+            let table = &mut store.data_mut().table;
+            let mut ready = Vec::new();
+            for (i, p) in pollables.iter().enumerate() {
+                if is_ready(table, p)? {
+                    ready.push(u32::try_from(i)?);
+                }
+            }
+            if ready.is_empty() {
+                return Err(WouldBlock("wasi:io/poll.poll").into());
+            }
+            Ok((ready,))
+        },
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |mut store: StoreContextMut<'_, HostState>, (p,): (Resource<DynPollable>,)| {
+            if is_ready(&mut store.data_mut().table, &p)? {
+                Ok(())
+            } else {
+                Err(WouldBlock("wasi:io/poll.pollable.block").into())
+            }
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// Whether a pollable is ready now, without waiting (wasmtime-wasi's `ready`
+/// polls its future once).
+fn is_ready(table: &mut ResourceTable, p: &Resource<DynPollable>) -> wasmtime::Result<bool> {
+    <ResourceTable as HostPollable>::ready(table, Resource::new_borrow(p.rep()))
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

@@ -1,6 +1,6 @@
 //! The sandbox against a hostile plugin (`chaos`, built from
 //! plugins/chaos): infinite loop, memory bomb, runaway recursion, huge
-//! output, abort and panic. Each time the host stays up, every event of the
+//! output, abort, panic, and sleeping or waiting inside WASI. Each time the host stays up, every event of the
 //! batch is kept with its raw text and error fields naming the plugin and the
 //! cause, and the next batch parses on a fresh instance. Also: malformed
 //! packed output (bad tags, lengths past the end, invalid UTF-8, wrong number
@@ -10,8 +10,14 @@
 mod common;
 
 use common::{batch, registry, test_config, wasm};
+use std::sync::Arc;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use weir_plugin_host::{Error, Event, ParserRegistry, PluginConfig, Value};
+
+/// How long a hostile batch may take before the test gives up on it: a
+/// sandbox regression must fail the test, not hang the test run.
+const HUNG: Duration = Duration::from_secs(20);
 
 fn chaos() -> ParserRegistry {
     registry("chaos", PluginConfig::new(wasm("chaos"), &[]))
@@ -31,12 +37,10 @@ fn calls(event: &Event) -> i64 {
 /// `kind` and a message containing `fragment`, then that a new batch runs on a
 /// fresh instance.
 fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Duration {
-    let reg = chaos();
+    let reg = Arc::new(chaos());
     let warmup = reg.parse("test", None, batch(&["warm-up"]));
     assert_eq!(calls(&warmup[0]), 1);
-    let started = Instant::now();
-    let events = reg.parse("test", None, batch(&["before", trigger, "after"]));
-    let took = started.elapsed();
+    let (events, took) = parse_or_give_up(&reg, &["before", trigger, "after"]);
     assert_eq!(events.len(), 3, "every event of the failed batch is kept");
     for (event, raw) in events.iter().zip(["before", trigger, "after"]) {
         assert_eq!(event.raw, raw);
@@ -69,6 +73,21 @@ fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Dura
     took
 }
 
+/// Parses on a thread of its own and waits at most [`HUNG`] for it (a hung
+/// thread is left behind; the test process ends without it).
+fn parse_or_give_up(reg: &Arc<ParserRegistry>, lines: &[&str]) -> (Vec<Event>, Duration) {
+    let (tx, rx) = mpsc::channel();
+    let (reg, raws) = (reg.clone(), batch(lines));
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        let events = reg.parse("test", None, raws);
+        let _ = tx.send((events, started.elapsed()));
+    });
+    rx.recv_timeout(HUNG).unwrap_or_else(|_| {
+        panic!("parse of {lines:?} still running after {HUNG:?}: the plugin hung the host")
+    })
+}
+
 #[test]
 fn infinite_loop_is_stopped_at_the_batch_deadline() {
     let took = hostile_batch_is_contained(
@@ -80,6 +99,24 @@ fn infinite_loop_is_stopped_at_the_batch_deadline() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "stopped after {took:?}"
     );
+}
+
+#[test]
+fn sleeping_or_waiting_in_wasi_cannot_hang_the_host() {
+    // `sleep`: std::thread::sleep(1 h); `poll`: libc poll() with a 1 h timeout.
+    // Both wait on a clock pollable; without the sandbox's own `poll` and
+    // `block` they wait inside wasmtime-wasi, where the epoch deadline never
+    // fires, and the parse call hangs for the hour.
+    for (trigger, waited_in) in [
+        ("sleep", "waited in `wasi:io/poll.pollable.block`"),
+        ("poll", "waited in `wasi:io/poll.poll`"),
+    ] {
+        let took = hostile_batch_is_contained(trigger, "trap", waited_in);
+        assert!(
+            took < Duration::from_millis(300) + Duration::from_secs(1),
+            "{trigger}: the batch deadline is 300 ms, the parse took {took:?}"
+        );
+    }
 }
 
 #[test]

@@ -2,9 +2,12 @@
 //! production. A line that is one of the trigger words misbehaves:
 //! `loop` spins forever, `grow` allocates until memory runs out, `recurse`
 //! recurses without end, `huge` returns megabytes of fields, `trap` aborts,
-//! `panic` panics. `probe` reports what the sandbox grants: the number of
-//! environment variables, the error reading a file, the wall clock. Malformed
-//! output (written past the SDK's encoder, see [`malformed`]): `bad-tag`,
+//! `panic` panics, `sleep` sleeps for an hour (`std::thread::sleep`:
+//! `subscribe-duration` then `pollable.block`), `poll` waits an hour in libc's
+//! `poll` (`subscribe-duration` then `wasi:io/poll.poll`). `probe` reports
+//! what the sandbox grants: the number of environment variables, the error
+//! reading a file, the wall clock. Malformed output (written past the SDK's
+//! encoder, see [`malformed`]): `bad-tag`,
 //! `past-end`, `bad-utf8`, `split-char`, `bad-bool`, `huge-count`,
 //! `extra-outcome`, `no-outcome`, `text-left`. Any other line parses to `text`
 //! (the line) and `calls` (how many events this instance has parsed, to tell a
@@ -13,6 +16,15 @@
 use std::cell::Cell;
 use std::hint::black_box;
 use weir_plugin_sdk::{EventWriter, Events, Input, Parser, SettingInfo, Settings, Sink, export_parser};
+
+unsafe extern "C" {
+    /// wasi-libc's `poll(2)`.
+    fn poll(
+        fds: *mut std::ffi::c_void,
+        nfds: std::ffi::c_ulong,
+        timeout_ms: std::ffi::c_int,
+    ) -> std::ffi::c_int;
+}
 
 thread_local! {
     static CALLS: Cell<i64> = const { Cell::new(0) };
@@ -168,6 +180,17 @@ impl Parser for Chaos {
                 Ok(())
             }
             "trap" => std::process::abort(),
+            "sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Err("slept for an hour".into())
+            }
+            "poll" => {
+                // No descriptors and a timeout of an hour: wasi-libc waits on a
+                // `subscribe-duration` pollable with `wasi:io/poll.poll`.
+                // SAFETY: a null array is valid with a count of zero.
+                let n = unsafe { poll(std::ptr::null_mut(), 0, 3_600_000) };
+                Err(format!("poll returned {n} after an hour"))
+            }
             "panic" => panic!("chaos plugin asked to panic"),
             "probe" => {
                 out.int("env_vars", std::env::vars().count() as i64);
