@@ -1,5 +1,5 @@
 //! `weir-core certs`: a development CA and node certificates, so a local setup needs no
-//! hand-run openssl. Not for production PKI: keys are written unencrypted.
+//! hand-run openssl. Not for production PKI: keys are written unencrypted (mode 0600).
 //!
 //! The CA is created once per directory and reused, so certificates for nodes added later
 //! are signed by the same CA.
@@ -38,6 +38,18 @@ fn write(path: &Path, contents: &str) -> Result<(), CertsError> {
     std::fs::write(path, contents).map_err(|source| CertsError::Write { path: path.to_owned(), source })
 }
 
+/// Writes a private key readable by its owner only (0600 from the start, never briefly
+/// readable by others).
+fn write_key(path: &Path, contents: &str) -> Result<(), CertsError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |source| CertsError::Write { path: path.to_owned(), source };
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)
+}
+
 /// What kind of node a certificate is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -61,7 +73,7 @@ pub fn generate(dir: &Path, nodes: &[(String, Role)]) -> Result<Vec<PathBuf>, Ce
         let key = KeyPair::generate()?;
         let cert = ca_params()?.self_signed(&key)?;
         write(&ca_cert_path, &cert.pem())?;
-        write(&ca_key_path, &key.serialize_pem())?;
+        write_key(&ca_key_path, &key.serialize_pem())?;
         written.extend([ca_cert_path, ca_key_path]);
         key
     };
@@ -88,8 +100,27 @@ pub fn generate(dir: &Path, nodes: &[(String, Role)]) -> Result<Vec<PathBuf>, Ce
         let cert = params.signed_by(&key, &issuer)?;
         let (cert_path, key_path) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
         write(&cert_path, &cert.pem())?;
-        write(&key_path, &key.serialize_pem())?;
+        write_key(&key_path, &key.serialize_pem())?;
         written.extend([cert_path, key_path]);
     }
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn private_keys_are_readable_by_their_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(dir.path(), &[("edge-1".into(), Role::Edge)]).unwrap();
+        for name in ["ca.key", "edge-1.key"] {
+            let mode = std::fs::metadata(dir.path().join(name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        let mode = std::fs::metadata(dir.path().join("edge-1.pem")).unwrap().permissions().mode() & 0o777;
+        assert_ne!(mode & 0o044, 0, "certificates stay readable");
+    }
 }
