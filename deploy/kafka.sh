@@ -18,30 +18,38 @@
 # (broker log), logs/kafka.out (JVM stdout/stderr), kafka.pid, port, cluster.id.
 # Client listener 127.0.0.1:PORT, controller listener 127.0.0.1:PORT+1.
 #
-# Cluster (every node broker and controller; the controller quorum is all nodes,
-# so a majority must be up for metadata changes and for a node to (re)start):
+# Cluster: NODES brokers and a KRaft controller quorum, in one of two modes:
+# combined (default): every node is broker and controller, the voters are all
+# nodes, so a majority must be up for leader/ISR changes and for a node to
+# (re)start; dedicated: NODES broker-only nodes plus one controller-only node
+# (node NODES+1, the only voter, never needed down in tests), so brokers can
+# die down to the last one and the controller still fences them and shrinks
+# ISRs (what makes min.insync.replicas refuse writes).
 #
-#   deploy/kafka.sh cluster-start DIR BASEPORT [NODES=3]
-#                                       start NODES nodes (1..9) with one cluster id, wait
-#                                       until every node serves and lists all NODES brokers,
+#   deploy/kafka.sh cluster-start DIR BASEPORT [NODES=3 [combined|dedicated]]
+#                                       start every node with one cluster id, wait until
+#                                       each broker serves and lists all NODES brokers,
 #                                       print "127.0.0.1:P1,127.0.0.1:P2,..."; on an existing
 #                                       cluster DIR, starts the nodes that are not running
 #   deploy/kafka.sh cluster-stop DIR    SIGTERM all nodes at once, wait (20 s), then SIGKILL
+#                                       (takes 5-20 s: controllers shut down gracefully)
 #   deploy/kafka.sh cluster-kill DIR    SIGKILL all nodes now
 #   deploy/kafka.sh cluster-status DIR  one line per node and "bootstrap=..."; exit 0 if all
 #                                       nodes run, 1 otherwise
 #   deploy/kafka.sh node-start DIR I    (re)start node I (1-based) with its data, wait until
 #                                       it serves as a registered broker, print "127.0.0.1:PI"
+#                                       (the controller-only node: until it listens)
 #   deploy/kafka.sh node-stop DIR I     stop node I like `stop`
 #   deploy/kafka.sh node-kill DIR I     SIGKILL node I now (fault tests)
 #
-# Cluster layout: DIR/cluster.env (nodes, baseport), DIR/cluster.id, and per node
-# DIR/node-<I>/ laid out like a single broker's DIR (so `stop`, `kill` and
+# Cluster layout: DIR/cluster.env (nodes, baseport, mode), DIR/cluster.id, and per
+# node DIR/node-<I>/ laid out like a single broker's DIR (so `stop`, `kill` and
 # `status` work on it too; `start` refuses it: use node-start). Node I listens on
-# 127.0.0.1:BASEPORT+2(I-1) (clients) and the port after it (controller), so a
-# cluster takes 2*NODES consecutive ports. Node config template:
-# deploy/kafka/cluster-node.properties.template (internal topics replicated to
-# every node; topics set their own replication factor and min.insync.replicas).
+# 127.0.0.1:BASEPORT+2(I-1) (clients; brokers) and the port after it
+# (controller; controllers), so a cluster takes 2 ports per node. Node config
+# template: deploy/kafka/cluster-node.properties.template (internal topics
+# replicated to every broker; topics set their own replication factor and
+# min.insync.replicas).
 #
 # Environment (all optional):
 #   WEIR_CACHE_DIR              cache root (default $HOME/.cache/weir); holds m2/ and kafka-<ver>/
@@ -50,7 +58,7 @@
 #                               cluster-start: 120)
 #   WEIR_KAFKA_STOP_TIMEOUT     seconds stop/cluster-stop wait after SIGTERM (default 20)
 #   WEIR_KAFKA_HEAP_OPTS        broker heap flags (default "-Xmx512m -Xms256m"; cluster
-#                               nodes: "-Xmx384m -Xms128m")
+#                               nodes: "-Xmx384m -Xms128m", controller-only "-Xmx256m -Xms64m")
 #   WEIR_KAFKA_JVM_OPTS         extra broker JVM flags
 #   WEIR_KAFKA_PROPS            extra server.properties lines (newline-separated key=value; win)
 #   WEIR_KAFKA_CDS              1 (default) = AppCDS class-data archive for faster broker
@@ -560,8 +568,10 @@ cmd_run_class() {
 # --- cluster -------------------------------------------------------------------
 
 CL_DIR=""
-CL_NODES=0
+CL_NODES=0 # brokers
 CL_BASE=0
+CL_MODE=combined
+CL_TOTAL=0 # nodes: the brokers, plus the controller in dedicated mode
 
 cluster_node_dir() { printf '%s/node-%s\n' "$CL_DIR" "$1"; }
 cluster_port() { printf '%s\n' $((CL_BASE + 2 * ($1 - 1))); }
@@ -584,38 +594,62 @@ cluster_load() { # cluster_load DIR
     CL_DIR="$dir"
     CL_NODES=0
     CL_BASE=0
+    CL_MODE=combined
     while IFS='=' read -r key value; do
         case "$key" in
         nodes) CL_NODES="$value" ;;
         baseport) CL_BASE="$value" ;;
+        mode) CL_MODE="$value" ;;
         esac
     done <"$dir/cluster.env"
-    [[ "$CL_NODES" =~ ^[1-9]$ && "$CL_BASE" =~ ^[0-9]+$ ]] ||
-        die "$dir/cluster.env is damaged (nodes='$CL_NODES' baseport='$CL_BASE'): remove $dir"
+    [[ "$CL_NODES" =~ ^[1-9]$ && "$CL_BASE" =~ ^[0-9]+$ && "$CL_MODE" =~ ^(combined|dedicated)$ ]] ||
+        die "$dir/cluster.env is damaged (nodes='$CL_NODES' baseport='$CL_BASE' mode='$CL_MODE'): remove $dir"
+    CL_TOTAL=$CL_NODES
+    [[ "$CL_MODE" == dedicated ]] && CL_TOTAL=$((CL_NODES + 1))
+    return 0
 }
 
+is_controller_only() { [[ "$CL_MODE" == dedicated ]] && (($1 == CL_TOTAL)); }
+
 cluster_node_index() { # cluster_node_index I: validates I against the loaded cluster
-    [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= CL_NODES)) ||
-        die "node index must be 1..$CL_NODES for the cluster in $CL_DIR, got '$1'"
+    [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= CL_TOTAL)) ||
+        die "node index must be 1..$CL_TOTAL for the cluster in $CL_DIR, got '$1'"
 }
 
 render_cluster_config() { # render_cluster_config I
-    local i="$1" dir port tpl voters=() v
+    local i="$1" dir port tpl voters=() v roles listeners broker_lines
     dir="$(cluster_node_dir "$i")"
     port="$(cluster_port "$i")"
-    for ((v = 1; v <= CL_NODES; v++)); do
-        voters+=("$v@127.0.0.1:$(($(cluster_port "$v") + 1))")
-    done
+    if [[ "$CL_MODE" == dedicated ]]; then
+        voters=("$CL_TOTAL@127.0.0.1:$(($(cluster_port "$CL_TOTAL") + 1))")
+    else
+        for ((v = 1; v <= CL_NODES; v++)); do
+            voters+=("$v@127.0.0.1:$(($(cluster_port "$v") + 1))")
+        done
+    fi
+    broker_lines="advertised.listeners=PLAINTEXT://127.0.0.1:$port"$'\n'"inter.broker.listener.name=PLAINTEXT"
+    if is_controller_only "$i"; then
+        roles=controller
+        listeners="CONTROLLER://127.0.0.1:$((port + 1))"
+        broker_lines="# (none: controller only)"
+    elif [[ "$CL_MODE" == dedicated ]]; then
+        roles=broker
+        listeners="PLAINTEXT://127.0.0.1:$port"
+    else
+        roles=broker,controller
+        listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))"
+    fi
     tpl="$(<"$CONF_SRC/cluster-node.properties.template")"
     tpl="${tpl//@DIR@/"$dir"}"
     tpl="${tpl//@NODE_ID@/"$i"}"
     tpl="${tpl//@NODES@/"$CL_NODES"}"
+    tpl="${tpl//@ROLES@/"$roles"}"
+    tpl="${tpl//@LISTENERS@/"$listeners"}"
+    tpl="${tpl//@BROKER_LISTENERS@/"$broker_lines"}"
     tpl="${tpl//@VOTERS@/"$(
         IFS=,
         printf '%s' "${voters[*]}"
     )"}"
-    tpl="${tpl//@CONTROLLER_PORT@/"$((port + 1))"}"
-    tpl="${tpl//@PORT@/"$port"}"
     {
         printf '%s\n' "$tpl"
         if [[ -n "${WEIR_KAFKA_PROPS:-}" ]]; then
@@ -633,25 +667,56 @@ launch_cluster_node() { # launch_cluster_node I
     mkdir -p "$dir"
     printf '%s\n' "$i" >"$dir/cluster-node"
     cp "$CL_DIR/cluster.id" "$dir/cluster.id"
-    launch_broker "$dir" "$port" $((port + 1)) "-Xmx384m -Xms128m" render_cluster_config "$i"
+    local heap="-Xmx384m -Xms128m"
+    is_controller_only "$i" && heap="-Xmx256m -Xms64m"
+    launch_broker "$dir" "$port" $((port + 1)) "$heap" render_cluster_config "$i"
+}
+
+# Waits until node I serves: a broker until its Metadata replies list the
+# brokers in NEED, the controller-only node until its listener accepts.
+wait_cluster_node() { # wait_cluster_node I DEADLINE LOG_OFF NEED
+    local i="$1" deadline="$2" log_off="$3" need="$4" dir port
+    dir="$(cluster_node_dir "$i")"
+    port="$(cluster_port "$i")"
+    if ! is_controller_only "$i"; then
+        wait_serving "$dir" "$port" "$deadline" "$log_off" "$need"
+        return
+    fi
+    while :; do
+        if ! running_pid "$dir" >/dev/null; then
+            warn "controller in $dir exited during startup"
+            show_logs "$dir" "$log_off"
+            return 1
+        fi
+        port_open $((port + 1)) && return 0
+        if ((SECONDS >= deadline)); then
+            warn "controller in $dir did not listen on 127.0.0.1:$((port + 1)) in time"
+            show_logs "$dir" "$log_off"
+            return 1
+        fi
+        sleep 0.1
+    done
 }
 
 cmd_cluster_start() {
-    [[ $# -eq 2 || $# -eq 3 ]] || die "usage: kafka.sh cluster-start DIR BASEPORT [NODES]"
-    local base="$2" nodes="${3:-3}" dir timeout
+    [[ $# -ge 2 && $# -le 4 ]] || die "usage: kafka.sh cluster-start DIR BASEPORT [NODES [combined|dedicated]]"
+    local base="$2" nodes="${3:-3}" mode="${4:-combined}" dir timeout total
     [[ "$nodes" =~ ^[1-9]$ ]] || die "NODES must be 1..9, got '$nodes'"
-    if ! [[ "$base" =~ ^[0-9]+$ ]] || ((base < 1 || base + 2 * nodes - 1 > 65535)); then
-        die "BASEPORT must be a number such that BASEPORT..BASEPORT+$((2 * nodes - 1)) are ports (node i: client port BASEPORT+2(i-1), controller port +1), got '$base'"
+    [[ "$mode" =~ ^(combined|dedicated)$ ]] || die "MODE must be 'combined' or 'dedicated', got '$mode'"
+    total=$nodes
+    [[ "$mode" == dedicated ]] && total=$((nodes + 1))
+    if ! [[ "$base" =~ ^[0-9]+$ ]] || ((base < 1 || base + 2 * total - 1 > 65535)); then
+        die "BASEPORT must be a number such that BASEPORT..BASEPORT+$((2 * total - 1)) are ports (node i: client port BASEPORT+2(i-1), controller port +1), got '$base'"
     fi
     dir="$(abs_dir "$1" create)"
     if cluster_load "$dir"; then
-        [[ "$CL_NODES" == "$nodes" && "$CL_BASE" == "$base" ]] ||
-            die "$dir already holds a cluster of $CL_NODES nodes on base port $CL_BASE; run 'kafka.sh cluster-stop $dir' and remove $dir first"
+        [[ "$CL_NODES" == "$nodes" && "$CL_BASE" == "$base" && "$CL_MODE" == "$mode" ]] ||
+            die "$dir already holds a $CL_MODE cluster of $CL_NODES brokers on base port $CL_BASE; run 'kafka.sh cluster-stop $dir' and remove $dir first"
     else
         [[ -e "$dir/config" || -e "$dir/data" || -e "$dir/cluster-node" ]] &&
             die "$dir holds a single broker (or a cluster node), not a cluster: pick an empty DIR"
         [[ -f "$dir/cluster.id" ]] || new_cluster_id >"$dir/cluster.id"
-        printf 'nodes=%s\nbaseport=%s\n' "$nodes" "$base" >"$dir/cluster.env.tmp"
+        printf 'nodes=%s\nbaseport=%s\nmode=%s\n' "$nodes" "$base" "$mode" >"$dir/cluster.env.tmp"
         mv "$dir/cluster.env.tmp" "$dir/cluster.env"
         cluster_load "$dir"
     fi
@@ -662,14 +727,16 @@ cmd_cluster_start() {
     # Launch every node before waiting for any: a controller quorum needs a
     # majority of the voters.
     local i offsets=() need="" deadline
-    for ((i = 1; i <= CL_NODES; i++)); do
+    for ((i = CL_TOTAL; i >= 1; i--)); do # the controller-only node first
         launch_cluster_node "$i"
         offsets[i]="$LAUNCH_LOG_OFF"
+    done
+    for ((i = 1; i <= CL_NODES; i++)); do
         need+="$i "
     done
     deadline=$((SECONDS + timeout))
-    for ((i = 1; i <= CL_NODES; i++)); do
-        if ! wait_serving "$(cluster_node_dir "$i")" "$(cluster_port "$i")" "$deadline" "${offsets[i]}" "${need% }"; then
+    for ((i = CL_TOTAL; i >= 1; i--)); do
+        if ! wait_cluster_node "$i" "$deadline" "${offsets[i]}" "${need% }"; then
             warn "node $i of the cluster in $CL_DIR did not serve with all $CL_NODES brokers registered within ${timeout}s of starting; killing the cluster"
             cmd_cluster_kill "$CL_DIR" >/dev/null 2>&1 || true
             exit 1
@@ -688,12 +755,16 @@ cmd_node_start() {
     cmd_fetch
     find_java
     launch_cluster_node "$i"
-    if ! wait_serving "$(cluster_node_dir "$i")" "$port" $((SECONDS + timeout)) "$LAUNCH_LOG_OFF" "$i"; then
-        warn "node $i of the cluster in $CL_DIR did not serve as a registered broker on 127.0.0.1:$port within ${timeout}s of starting (a restarted node needs a majority of the $CL_NODES controllers up); killing it"
+    if ! wait_cluster_node "$i" $((SECONDS + timeout)) "$LAUNCH_LOG_OFF" "$i"; then
+        warn "node $i of the cluster in $CL_DIR did not serve within ${timeout}s of starting (a restarted broker needs a majority of the controllers up); killing it"
         cmd_kill "$(cluster_node_dir "$i")" >/dev/null 2>&1 || true
         exit 1
     fi
-    printf '127.0.0.1:%s\n' "$port"
+    if is_controller_only "$i"; then
+        printf 'controller 127.0.0.1:%s\n' $((port + 1))
+    else
+        printf '127.0.0.1:%s\n' "$port"
+    fi
 }
 
 cmd_node_stop() {
@@ -712,28 +783,42 @@ cmd_node_kill() {
 
 # SIGTERM to every node at once (a node stopping alone would wait for a
 # controller quorum the others already left), then up to the stop timeout
-# for all of them together, then SIGKILL.
+# for all of them together, then SIGKILL. Even so, each controller spends up
+# to 5 s on its graceful Raft shutdown. In dedicated mode the brokers go first:
+# their controlled shutdown needs the controller.
 cmd_cluster_stop() {
     [[ $# -eq 1 ]] || die "usage: kafka.sh cluster-stop DIR"
     cluster_load "$1" || return 0
-    local i dir pid pids=() t="${WEIR_KAFKA_STOP_TIMEOUT:-20}" deadline how
-    for ((i = 1; i <= CL_NODES; i++)); do
+    local t="${WEIR_KAFKA_STOP_TIMEOUT:-20}" deadline
+    deadline=$((SECONDS + t))
+    if [[ "$CL_MODE" == dedicated ]]; then
+        stop_nodes "$deadline" "$t" $(seq 1 "$CL_NODES")
+        stop_nodes $((SECONDS + t)) "$t" "$CL_TOTAL"
+    else
+        stop_nodes "$deadline" "$t" $(seq 1 "$CL_TOTAL")
+    fi
+}
+
+stop_nodes() { # stop_nodes DEADLINE TIMEOUT I...: SIGTERM nodes I..., wait, SIGKILL
+    local deadline="$1" t="$2" i dir pid how
+    shift 2
+    local -A pids=()
+    for i in "$@"; do
         dir="$(cluster_node_dir "$i")"
         if pid="$(running_pid "$dir")"; then
             kill -TERM "$pid" 2>/dev/null || true
-            pids[i]="$pid"
+            pids[$i]="$pid"
         fi
     done
-    deadline=$((SECONDS + t))
-    for ((i = 1; i <= CL_NODES; i++)); do
+    for i in "$@"; do
         dir="$(cluster_node_dir "$i")"
         how=clean
-        if [[ -n "${pids[i]:-}" ]]; then
-            if ! wait_gone "$dir" "${pids[i]}" $((deadline > SECONDS ? deadline - SECONDS : 0)); then
-                warn "node $i in $dir (pid ${pids[i]}) did not stop within ${t}s of SIGTERM; sending SIGKILL"
+        if [[ -n "${pids[$i]:-}" ]]; then
+            if ! wait_gone "$dir" "${pids[$i]}" $((deadline > SECONDS ? deadline - SECONDS : 0)); then
+                warn "node $i in $dir (pid ${pids[$i]}) did not stop within ${t}s of SIGTERM; sending SIGKILL"
                 how=dirty
-                kill -KILL "${pids[i]}" 2>/dev/null || true
-                wait_gone "$dir" "${pids[i]}" 10 || die "node $i pid ${pids[i]} still alive after SIGKILL"
+                kill -KILL "${pids[$i]}" 2>/dev/null || true
+                wait_gone "$dir" "${pids[$i]}" 10 || die "node $i pid ${pids[$i]} still alive after SIGKILL"
             fi
         fi
         [[ -d "$dir" ]] || continue
@@ -746,7 +831,7 @@ cmd_cluster_kill() {
     [[ $# -eq 1 ]] || die "usage: kafka.sh cluster-kill DIR"
     cluster_load "$1" || return 0
     local i
-    for ((i = 1; i <= CL_NODES; i++)); do
+    for ((i = 1; i <= CL_TOTAL; i++)); do
         cmd_kill "$(cluster_node_dir "$i")"
     done
 }
@@ -757,17 +842,19 @@ cmd_cluster_status() {
         printf 'no cluster\n'
         return 1
     fi
-    local i pid up=0
-    for ((i = 1; i <= CL_NODES; i++)); do
+    local i pid up=0 what
+    for ((i = 1; i <= CL_TOTAL; i++)); do
+        what="bootstrap=127.0.0.1:$(cluster_port "$i")"
+        is_controller_only "$i" && what="controller=127.0.0.1:$(($(cluster_port "$i") + 1))"
         if pid="$(running_pid "$(cluster_node_dir "$i")")"; then
-            printf 'node-%s running pid=%s bootstrap=127.0.0.1:%s\n' "$i" "$pid" "$(cluster_port "$i")"
+            printf 'node-%s running pid=%s %s\n' "$i" "$pid" "$what"
             up=$((up + 1))
         else
-            printf 'node-%s not running (port %s)\n' "$i" "$(cluster_port "$i")"
+            printf 'node-%s not running (%s)\n' "$i" "$what"
         fi
     done
     printf 'bootstrap=%s\n' "$(cluster_bootstrap)"
-    ((up == CL_NODES))
+    ((up == CL_TOTAL))
 }
 
 main() {
