@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# deploy/kafka.sh: run a real single-node Apache Kafka (KRaft) broker for
-# Weir's tests and local stack, from jars resolved out of Maven Central.
+# deploy/kafka.sh: run real Apache Kafka (KRaft) for Weir's tests and local
+# stack, from jars resolved out of Maven Central: a single-node broker, or a
+# multi-node cluster for fault tests.
 #
 #   deploy/kafka.sh fetch               resolve jars into $WEIR_CACHE_DIR/kafka-<ver>/libs
 #   deploy/kafka.sh start DIR PORT      start broker+controller, wait until it serves,
@@ -17,12 +18,47 @@
 # (broker log), logs/kafka.out (JVM stdout/stderr), kafka.pid, port, cluster.id.
 # Client listener 127.0.0.1:PORT, controller listener 127.0.0.1:PORT+1.
 #
+# Cluster: NODES brokers and a KRaft controller quorum, in one of two modes:
+# combined (default): every node is broker and controller, the voters are all
+# nodes, so a majority must be up for leader/ISR changes and for a node to
+# (re)start; dedicated: NODES broker-only nodes plus one controller-only node
+# (node NODES+1, the only voter, never needed down in tests), so brokers can
+# die down to the last one and the controller still fences them and shrinks
+# ISRs (what makes min.insync.replicas refuse writes).
+#
+#   deploy/kafka.sh cluster-start DIR BASEPORT [NODES=3 [combined|dedicated]]
+#                                       start every node with one cluster id, wait until
+#                                       each broker serves and lists all NODES brokers,
+#                                       print "127.0.0.1:P1,127.0.0.1:P2,..."; on an existing
+#                                       cluster DIR, starts the nodes that are not running
+#   deploy/kafka.sh cluster-stop DIR    SIGTERM all nodes at once, wait (20 s), then SIGKILL
+#                                       (takes 5-20 s: controllers shut down gracefully)
+#   deploy/kafka.sh cluster-kill DIR    SIGKILL all nodes now
+#   deploy/kafka.sh cluster-status DIR  one line per node and "bootstrap=..."; exit 0 if all
+#                                       nodes run, 1 otherwise
+#   deploy/kafka.sh node-start DIR I    (re)start node I (1-based) with its data, wait until
+#                                       it serves as a registered broker, print "127.0.0.1:PI"
+#                                       (the controller-only node: until it listens)
+#   deploy/kafka.sh node-stop DIR I     stop node I like `stop`
+#   deploy/kafka.sh node-kill DIR I     SIGKILL node I now (fault tests)
+#
+# Cluster layout: DIR/cluster.env (nodes, baseport, mode), DIR/cluster.id, and per
+# node DIR/node-<I>/ laid out like a single broker's DIR (so `stop`, `kill` and
+# `status` work on it too; `start` refuses it: use node-start). Node I listens on
+# 127.0.0.1:BASEPORT+2(I-1) (clients; brokers) and the port after it
+# (controller; controllers), so a cluster takes 2 ports per node. Node config
+# template: deploy/kafka/cluster-node.properties.template (internal topics
+# replicated to every broker; topics set their own replication factor and
+# min.insync.replicas).
+#
 # Environment (all optional):
 #   WEIR_CACHE_DIR              cache root (default $HOME/.cache/weir); holds m2/ and kafka-<ver>/
 #   WEIR_KAFKA_VERSION          Kafka version (default 4.3.1)
-#   WEIR_KAFKA_START_TIMEOUT    seconds start waits for readiness (default 60)
-#   WEIR_KAFKA_STOP_TIMEOUT     seconds stop waits after SIGTERM (default 20)
-#   WEIR_KAFKA_HEAP_OPTS        broker heap flags (default "-Xmx512m -Xms256m")
+#   WEIR_KAFKA_START_TIMEOUT    seconds start/node-start wait for readiness (default 60;
+#                               cluster-start: 120)
+#   WEIR_KAFKA_STOP_TIMEOUT     seconds stop/cluster-stop wait after SIGTERM (default 20)
+#   WEIR_KAFKA_HEAP_OPTS        broker heap flags (default "-Xmx512m -Xms256m"; cluster
+#                               nodes: "-Xmx384m -Xms128m", controller-only "-Xmx256m -Xms64m")
 #   WEIR_KAFKA_JVM_OPTS         extra broker JVM flags
 #   WEIR_KAFKA_PROPS            extra server.properties lines (newline-separated key=value; win)
 #   WEIR_KAFKA_CDS              1 (default) = AppCDS class-data archive for faster broker
@@ -199,29 +235,56 @@ port_open() {
     (exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1")
 }
 
-# Readiness probe, without a JVM (a Kafka CLI JVM costs ~1.7 s a try on this
-# box): send a Metadata v4 request (all topics, no auto-create) to
-# 127.0.0.1:PORT and succeed if the reply has our correlation id and lists at
-# least one broker. A KRaft broker only processes client requests once it has
-# caught up with the metadata log, and only lists brokers that are registered
-# and unfenced, so success means clients can produce/consume/create topics.
-# Metadata v4 is within what Kafka 4.x still accepts (KIP-896 kept v4+).
-probe_ready() { # probe_ready PORT WAIT_SECONDS
-    local reply b
+# Metadata probe, without a JVM (a Kafka CLI JVM costs ~1.7 s a try on this
+# box): send a Metadata v4 request for no topics to 127.0.0.1:PORT and print the
+# node ids of the brokers in the reply, space-separated, on one line (empty if
+# none). A KRaft broker only processes client requests once it has caught up
+# with the metadata log, and only lists brokers that are registered and
+# unfenced, so a listed id means that broker serves clients. Metadata v4 is
+# within what Kafka 4.x still accepts (KIP-896 kept v4+).
+probe_brokers() { # probe_brokers PORT WAIT_SECONDS
+    local reply
     # Request: int32 size=25 | int16 api_key=3 (Metadata) | int16 version=4 |
     # int32 correlation_id=1 | string client_id "weir-ready" |
-    # int32 topics=-1 (null: all) | bool allow_auto_topic_creation=false
+    # int32 topics=0 (empty: none) | bool allow_auto_topic_creation=false
+    # `head -c` reads no more than it is asked for, so the size prefix and the
+    # body can be read from the socket one after the other.
     reply="$(
         exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf '\x00\x00\x00\x19\x00\x03\x00\x04\x00\x00\x00\x01\x00\x0aweir-ready\xff\xff\xff\xff\x00' >&3
-        timeout "$2" od -An -tu1 -N 16 <&3
+        printf '\x00\x00\x00\x19\x00\x03\x00\x04\x00\x00\x00\x01\x00\x0aweir-ready\x00\x00\x00\x00\x00' >&3
+        read -r -a h <<<"$(timeout "$2" head -c 4 <&3 | od -An -tu1 | tr -s ' \n' '  ')"
+        ((${#h[@]} == 4)) || exit 1
+        size=$(((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]))
+        ((size >= 12 && size <= 65536)) || exit 1
+        timeout "$2" head -c "$size" <&3 | od -An -v -tu1 | tr -s ' \n' '  '
     )" || return 1
-    # Reply: int32 size | int32 correlation_id | int32 throttle_time_ms |
-    # int32 broker count | ...
-    read -r -a b <<<"$(tr -s ' \n' '  ' <<<"$reply")"
-    ((${#b[@]} == 16)) || return 1
-    [[ "${b[4]} ${b[5]} ${b[6]} ${b[7]}" == "0 0 0 1" ]] || return 1
-    ((b[12] == 0 && b[13] == 0 && (b[14] > 0 || b[15] > 0)))
+    # Reply body: int32 correlation_id | int32 throttle_time_ms | int32 broker
+    # count | brokers: int32 node_id, string host, int32 port, nullable string rack
+    local -a b ids=()
+    read -r -a b <<<"$reply"
+    local n=${#b[@]} i=12 k count len
+    ((n >= 12)) || return 1
+    [[ "${b[0]} ${b[1]} ${b[2]} ${b[3]}" == "0 0 0 1" ]] || return 1
+    count=$(((b[8] << 24) | (b[9] << 16) | (b[10] << 8) | b[11]))
+    ((count >= 0 && count <= 1000)) || return 1
+    for ((k = 0; k < count; k++)); do
+        ((i + 6 <= n)) || return 1
+        ids+=("$(((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]))")
+        len=$(((b[i + 4] << 8) | b[i + 5]))
+        i=$((i + 6 + len + 4)) # host, port
+        ((i + 2 <= n)) || return 1
+        len=$(((b[i] << 8) | b[i + 1]))
+        i=$((i + 2))
+        ((len == 65535)) || i=$((i + len)) # rack: -1 is null
+        ((i <= n)) || return 1
+    done
+    printf '%s\n' "${ids[*]}"
+}
+
+# Ready: the broker at PORT serves clients and lists at least one broker.
+probe_ready() { # probe_ready PORT WAIT_SECONDS
+    local ids
+    ids="$(probe_brokers "$1" "$2")" && [[ -n "$ids" ]]
 }
 
 show_logs() { # show_logs DIR [OFFSET]: last 40 lines of this run's broker log (+ JVM output) to stderr
@@ -310,103 +373,145 @@ format_storage() { # format_storage DIR
 
 # --- commands ----------------------------------------------------------------
 
-cmd_start() {
-    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
-    local port="$2" dir cport
-    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65534)); then
-        die "PORT must be a number in 1..65534 (PORT+1 is the controller port), got '$port'"
-    fi
-    cport=$((port + 1))
-    dir="$(abs_dir "$1" create)"
-    local timeout="${WEIR_KAFKA_START_TIMEOUT:-60}"
-    [[ "$timeout" =~ ^[0-9]+$ ]] || die "WEIR_KAFKA_START_TIMEOUT must be whole seconds, got '$timeout'"
-
-    cmd_fetch
-    find_java
+# Starts the broker JVM for DIR unless one from DIR already runs (then on PORT, or
+# die): renders the config with RENDER..., formats storage on first start, and
+# launches. Sets LAUNCH_LOG_OFF to where this start's broker log begins.
+launch_broker() { # launch_broker DIR PORT CPORT DEFAULT_HEAP RENDER...
+    local dir="$1" port="$2" cport="$3" default_heap="$4"
+    shift 4
     mkdir -p "$dir/config" "$dir/data" "$dir/logs"
 
-    local pid log_off=0
-    [[ -f "$dir/logs/server.log" ]] && log_off="$(wc -c <"$dir/logs/server.log")"
+    local pid
+    LAUNCH_LOG_OFF=0
+    [[ -f "$dir/logs/server.log" ]] && LAUNCH_LOG_OFF="$(wc -c <"$dir/logs/server.log")"
     if pid="$(running_pid "$dir")"; then
         local old_port
         old_port="$(cat "$dir/port" 2>/dev/null || true)"
         [[ "$old_port" == "$port" ]] ||
             die "a broker from $dir is already running (pid $pid) on port ${old_port:-?}; run 'kafka.sh stop $dir' first"
-    else
-        rm -f "$dir/kafka.pid"
-        local p
-        for p in "$port" "$cport"; do
-            if port_open "$p"; then
-                die "port 127.0.0.1:$p is already in use (client port $port, controller port $cport); pick another PORT"
-            fi
-        done
-        [[ -f "$dir/logs/kafka.out" ]] && mv -f "$dir/logs/kafka.out" "$dir/logs/kafka.out.prev"
-        render_config "$dir" "$port" "$cport"
-        printf '%s\n' "$port" >"$dir/port"
-        # First start (or a start that died before formatting): format. An
-        # existing meta.properties means keep the data and cluster id.
-        [[ -f "$dir/data/meta.properties" ]] || format_storage "$dir"
-
-        local launcher=() heap=() extra=() cds=()
-        rm -f "$dir/broker-cds.jsa" "$dir/broker-cds.target"
-        if [[ "${WEIR_KAFKA_CDS:-1}" != 0 ]]; then
-            local archive
-            archive="$(cds_archive_path)"
-            # CDS chatter ("Skipping ...: Not linked") to logs/cds.log, not kafka.out.
-            cds=("-Xlog:cds*=off" "-Xlog:cds*=warning:file=$dir/logs/cds.log")
-            if [[ -s "$archive" ]]; then
-                cds+=("-XX:SharedArchiveFile=$archive")
-            else
-                cds+=("-XX:ArchiveClassesAtExit=$dir/broker-cds.jsa")
-                printf '%s\n' "$archive" >"$dir/broker-cds.target"
-            fi
-        fi
-        command -v setsid >/dev/null 2>&1 && launcher=(setsid)
-        read -r -a heap <<<"${WEIR_KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}"
-        read -r -a extra <<<"${WEIR_KAFKA_JVM_OPTS:-}"
-        # The inner bash records its own pid, then execs the JVM (same pid),
-        # so the pid file is right whether or not setsid forks.
-        # shellcheck disable=SC2016 # $$/$1 are for the inner shell
-        nohup "${launcher[@]}" bash -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; shift; exec "$@"' \
-            weir-kafka "$dir/kafka.pid" \
-            "$JAVA" \
-            "${heap[@]}" \
-            -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-            -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Xshare:auto "${cds[@]}" \
-            "-Xlog:gc*:file=$dir/logs/gc.log:time,tags:filecount=2,filesize=10M" \
-            -Djava.awt.headless=true \
-            -Dkafka.logs.dir="$dir/logs" \
-            -Dlog4j2.configurationFile="$dir/config/log4j2.properties" \
-            "${extra[@]}" \
-            -cp "$LIBS_DIR/*" \
-            "$MAIN_CLASS" "$dir/config/server.properties" \
-            </dev/null >"$dir/logs/kafka.out" 2>&1 &
-        local i
-        for ((i = 0; i < 200; i++)); do
-            [[ -s "$dir/kafka.pid" ]] && break
-            sleep 0.05
-        done
+        return 0
     fi
+    rm -f "$dir/kafka.pid"
+    local p
+    for p in "$port" "$cport"; do
+        if port_open "$p"; then
+            die "port 127.0.0.1:$p is already in use (client port $port, controller port $cport); pick another PORT"
+        fi
+    done
+    [[ -f "$dir/logs/kafka.out" ]] && mv -f "$dir/logs/kafka.out" "$dir/logs/kafka.out.prev"
+    "$@"
+    printf '%s\n' "$port" >"$dir/port"
+    # First start (or a start that died before formatting): format. An
+    # existing meta.properties means keep the data and cluster id.
+    [[ -f "$dir/data/meta.properties" ]] || format_storage "$dir"
 
-    local deadline=$((SECONDS + timeout))
+    local launcher=() heap=() extra=() cds=()
+    rm -f "$dir/broker-cds.jsa" "$dir/broker-cds.target"
+    if [[ "${WEIR_KAFKA_CDS:-1}" != 0 ]]; then
+        local archive
+        archive="$(cds_archive_path)"
+        # CDS chatter ("Skipping ...: Not linked") to logs/cds.log, not kafka.out.
+        cds=("-Xlog:cds*=off" "-Xlog:cds*=warning:file=$dir/logs/cds.log")
+        if [[ -s "$archive" ]]; then
+            cds+=("-XX:SharedArchiveFile=$archive")
+        else
+            cds+=("-XX:ArchiveClassesAtExit=$dir/broker-cds.jsa")
+            printf '%s\n' "$archive" >"$dir/broker-cds.target"
+        fi
+    fi
+    command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+    read -r -a heap <<<"${WEIR_KAFKA_HEAP_OPTS:-$default_heap}"
+    read -r -a extra <<<"${WEIR_KAFKA_JVM_OPTS:-}"
+    # The inner bash records its own pid, then execs the JVM (same pid),
+    # so the pid file is right whether or not setsid forks.
+    # shellcheck disable=SC2016 # $$/$1 are for the inner shell
+    nohup "${launcher[@]}" bash -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; shift; exec "$@"' \
+        weir-kafka "$dir/kafka.pid" \
+        "$JAVA" \
+        "${heap[@]}" \
+        -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+        -XX:+ExplicitGCInvokesConcurrent -XX:+ExitOnOutOfMemoryError -Xshare:auto "${cds[@]}" \
+        "-Xlog:gc*:file=$dir/logs/gc.log:time,tags:filecount=2,filesize=10M" \
+        -Djava.awt.headless=true \
+        -Dkafka.logs.dir="$dir/logs" \
+        -Dlog4j2.configurationFile="$dir/config/log4j2.properties" \
+        "${extra[@]}" \
+        -cp "$LIBS_DIR/*" \
+        "$MAIN_CLASS" "$dir/config/server.properties" \
+        </dev/null >"$dir/logs/kafka.out" 2>&1 &
+    local i
+    for ((i = 0; i < 200; i++)); do
+        [[ -s "$dir/kafka.pid" ]] && break
+        sleep 0.05
+    done
+}
+
+# Waits until the broker from DIR serves clients on PORT and its Metadata reply
+# lists every node id in NEED (space-separated; empty: any broker). On failure
+# (the broker exited, or DEADLINE in $SECONDS passed) prints why and this
+# start's logs, and returns 1; the caller decides what to kill.
+wait_serving() { # wait_serving DIR PORT DEADLINE LOG_OFF NEED
+    local dir="$1" port="$2" deadline="$3" log_off="$4" need="$5" ids last="(no reply)" id ok
     while :; do
         if ! running_pid "$dir" >/dev/null; then
             warn "broker in $dir exited during startup"
             show_logs "$dir" "$log_off"
-            exit 1
+            return 1
         fi
-        if probe_ready "$port" 2; then
-            printf '127.0.0.1:%s\n' "$port"
-            return 0
+        if ids="$(probe_brokers "$port" 2)"; then
+            last="[${ids}]"
+            ok=1
+            if [[ -z "$need" ]]; then
+                [[ -n "$ids" ]] || ok=0
+            else
+                for id in $need; do
+                    [[ " $ids " == *" $id "* ]] || ok=0
+                done
+            fi
+            ((ok)) && return 0
         fi
         if ((SECONDS >= deadline)); then
-            warn "broker in $dir did not serve Metadata requests on 127.0.0.1:$port within ${timeout}s; killing it"
+            if [[ -z "$need" ]]; then
+                warn "broker in $dir did not serve Metadata requests on 127.0.0.1:$port in time (last reply's brokers: $last)"
+            else
+                warn "broker in $dir did not list brokers [$need] in its Metadata replies on 127.0.0.1:$port in time (last reply's brokers: $last)"
+            fi
             show_logs "$dir" "$log_off"
-            cmd_kill "$dir" >/dev/null 2>&1 || true
-            exit 1
+            return 1
         fi
         sleep 0.1
     done
+}
+
+start_timeout() { # start_timeout DEFAULT: prints WEIR_KAFKA_START_TIMEOUT or DEFAULT
+    local timeout="${WEIR_KAFKA_START_TIMEOUT:-$1}"
+    [[ "$timeout" =~ ^[0-9]+$ ]] || die "WEIR_KAFKA_START_TIMEOUT must be whole seconds, got '$timeout'"
+    printf '%s\n' "$timeout"
+}
+
+cmd_start() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    local port="$2" dir cport timeout
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65534)); then
+        die "PORT must be a number in 1..65534 (PORT+1 is the controller port), got '$port'"
+    fi
+    cport=$((port + 1))
+    dir="$(abs_dir "$1" create)"
+    if [[ -f "$dir/cluster-node" ]]; then
+        die "$dir is node $(<"$dir/cluster-node") of the cluster in $(dirname "$dir"): use 'kafka.sh node-start $(dirname "$dir") $(<"$dir/cluster-node")'"
+    fi
+    [[ -f "$dir/cluster.env" ]] && die "$dir holds a cluster: use 'kafka.sh cluster-start $dir ...'"
+    timeout="$(start_timeout 60)"
+
+    cmd_fetch
+    find_java
+    launch_broker "$dir" "$port" "$cport" "-Xmx512m -Xms256m" render_config "$dir" "$port" "$cport"
+    if ! wait_serving "$dir" "$port" $((SECONDS + timeout)) "$LAUNCH_LOG_OFF" ""; then
+        warn "broker in $dir did not serve on 127.0.0.1:$port within ${timeout}s of starting; killing it"
+        cmd_kill "$dir" >/dev/null 2>&1 || true
+        exit 1
+    fi
+    printf '127.0.0.1:%s\n' "$port"
 }
 
 cmd_stop() {
@@ -460,6 +565,298 @@ cmd_run_class() {
     exec "${TOOL_CMD[@]}" "$@"
 }
 
+# --- cluster -------------------------------------------------------------------
+
+CL_DIR=""
+CL_NODES=0 # brokers
+CL_BASE=0
+CL_MODE=combined
+CL_TOTAL=0 # nodes: the brokers, plus the controller in dedicated mode
+
+cluster_node_dir() { printf '%s/node-%s\n' "$CL_DIR" "$1"; }
+cluster_port() { printf '%s\n' $((CL_BASE + 2 * ($1 - 1))); }
+
+cluster_bootstrap() {
+    local i list=()
+    for ((i = 1; i <= CL_NODES; i++)); do
+        list+=("127.0.0.1:$(cluster_port "$i")")
+    done
+    local IFS=,
+    printf '%s\n' "${list[*]}"
+}
+
+# Loads DIR/cluster.env (written by cluster-start) into CL_*; returns 1 if DIR
+# holds no cluster.
+cluster_load() { # cluster_load DIR
+    local dir key value
+    dir="$(abs_dir "$1")" || return 1
+    [[ -f "$dir/cluster.env" ]] || return 1
+    CL_DIR="$dir"
+    CL_NODES=0
+    CL_BASE=0
+    CL_MODE=combined
+    while IFS='=' read -r key value; do
+        case "$key" in
+        nodes) CL_NODES="$value" ;;
+        baseport) CL_BASE="$value" ;;
+        mode) CL_MODE="$value" ;;
+        esac
+    done <"$dir/cluster.env"
+    [[ "$CL_NODES" =~ ^[1-9]$ && "$CL_BASE" =~ ^[0-9]+$ && "$CL_MODE" =~ ^(combined|dedicated)$ ]] ||
+        die "$dir/cluster.env is damaged (nodes='$CL_NODES' baseport='$CL_BASE' mode='$CL_MODE'): remove $dir"
+    CL_TOTAL=$CL_NODES
+    [[ "$CL_MODE" == dedicated ]] && CL_TOTAL=$((CL_NODES + 1))
+    return 0
+}
+
+is_controller_only() { [[ "$CL_MODE" == dedicated ]] && (($1 == CL_TOTAL)); }
+
+cluster_node_index() { # cluster_node_index I: validates I against the loaded cluster
+    [[ "$1" =~ ^[0-9]+$ ]] && (($1 >= 1 && $1 <= CL_TOTAL)) ||
+        die "node index must be 1..$CL_TOTAL for the cluster in $CL_DIR, got '$1'"
+}
+
+render_cluster_config() { # render_cluster_config I
+    local i="$1" dir port tpl voters=() v roles listeners broker_lines
+    dir="$(cluster_node_dir "$i")"
+    port="$(cluster_port "$i")"
+    if [[ "$CL_MODE" == dedicated ]]; then
+        voters=("$CL_TOTAL@127.0.0.1:$(($(cluster_port "$CL_TOTAL") + 1))")
+    else
+        for ((v = 1; v <= CL_NODES; v++)); do
+            voters+=("$v@127.0.0.1:$(($(cluster_port "$v") + 1))")
+        done
+    fi
+    broker_lines="advertised.listeners=PLAINTEXT://127.0.0.1:$port"$'\n'"inter.broker.listener.name=PLAINTEXT"
+    if is_controller_only "$i"; then
+        roles=controller
+        listeners="CONTROLLER://127.0.0.1:$((port + 1))"
+        broker_lines="# (none: controller only)"
+    elif [[ "$CL_MODE" == dedicated ]]; then
+        roles=broker
+        listeners="PLAINTEXT://127.0.0.1:$port"
+    else
+        roles=broker,controller
+        listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))"
+    fi
+    tpl="$(<"$CONF_SRC/cluster-node.properties.template")"
+    tpl="${tpl//@DIR@/"$dir"}"
+    tpl="${tpl//@NODE_ID@/"$i"}"
+    tpl="${tpl//@NODES@/"$CL_NODES"}"
+    tpl="${tpl//@ROLES@/"$roles"}"
+    tpl="${tpl//@LISTENERS@/"$listeners"}"
+    tpl="${tpl//@BROKER_LISTENERS@/"$broker_lines"}"
+    tpl="${tpl//@VOTERS@/"$(
+        IFS=,
+        printf '%s' "${voters[*]}"
+    )"}"
+    {
+        printf '%s\n' "$tpl"
+        if [[ -n "${WEIR_KAFKA_PROPS:-}" ]]; then
+            printf '\n# From WEIR_KAFKA_PROPS:\n%s\n' "$WEIR_KAFKA_PROPS"
+        fi
+    } >"$dir/config/server.properties.tmp"
+    mv "$dir/config/server.properties.tmp" "$dir/config/server.properties"
+    cp "$CONF_SRC/log4j2-broker.properties" "$dir/config/log4j2.properties"
+}
+
+launch_cluster_node() { # launch_cluster_node I
+    local i="$1" dir port
+    dir="$(cluster_node_dir "$i")"
+    port="$(cluster_port "$i")"
+    mkdir -p "$dir"
+    printf '%s\n' "$i" >"$dir/cluster-node"
+    cp "$CL_DIR/cluster.id" "$dir/cluster.id"
+    local heap="-Xmx384m -Xms128m"
+    is_controller_only "$i" && heap="-Xmx256m -Xms64m"
+    launch_broker "$dir" "$port" $((port + 1)) "$heap" render_cluster_config "$i"
+}
+
+# Waits until node I serves: a broker until its Metadata replies list the
+# brokers in NEED, the controller-only node until its listener accepts.
+wait_cluster_node() { # wait_cluster_node I DEADLINE LOG_OFF NEED
+    local i="$1" deadline="$2" log_off="$3" need="$4" dir port
+    dir="$(cluster_node_dir "$i")"
+    port="$(cluster_port "$i")"
+    if ! is_controller_only "$i"; then
+        wait_serving "$dir" "$port" "$deadline" "$log_off" "$need"
+        return
+    fi
+    while :; do
+        if ! running_pid "$dir" >/dev/null; then
+            warn "controller in $dir exited during startup"
+            show_logs "$dir" "$log_off"
+            return 1
+        fi
+        port_open $((port + 1)) && return 0
+        if ((SECONDS >= deadline)); then
+            warn "controller in $dir did not listen on 127.0.0.1:$((port + 1)) in time"
+            show_logs "$dir" "$log_off"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+cmd_cluster_start() {
+    [[ $# -ge 2 && $# -le 4 ]] || die "usage: kafka.sh cluster-start DIR BASEPORT [NODES [combined|dedicated]]"
+    local base="$2" nodes="${3:-3}" mode="${4:-combined}" dir timeout total
+    [[ "$nodes" =~ ^[1-9]$ ]] || die "NODES must be 1..9, got '$nodes'"
+    [[ "$mode" =~ ^(combined|dedicated)$ ]] || die "MODE must be 'combined' or 'dedicated', got '$mode'"
+    total=$nodes
+    [[ "$mode" == dedicated ]] && total=$((nodes + 1))
+    if ! [[ "$base" =~ ^[0-9]+$ ]] || ((base < 1 || base + 2 * total - 1 > 65535)); then
+        die "BASEPORT must be a number such that BASEPORT..BASEPORT+$((2 * total - 1)) are ports (node i: client port BASEPORT+2(i-1), controller port +1), got '$base'"
+    fi
+    dir="$(abs_dir "$1" create)"
+    if cluster_load "$dir"; then
+        [[ "$CL_NODES" == "$nodes" && "$CL_BASE" == "$base" && "$CL_MODE" == "$mode" ]] ||
+            die "$dir already holds a $CL_MODE cluster of $CL_NODES brokers on base port $CL_BASE; run 'kafka.sh cluster-stop $dir' and remove $dir first"
+    else
+        [[ -e "$dir/config" || -e "$dir/data" || -e "$dir/cluster-node" ]] &&
+            die "$dir holds a single broker (or a cluster node), not a cluster: pick an empty DIR"
+        [[ -f "$dir/cluster.id" ]] || new_cluster_id >"$dir/cluster.id"
+        printf 'nodes=%s\nbaseport=%s\nmode=%s\n' "$nodes" "$base" "$mode" >"$dir/cluster.env.tmp"
+        mv "$dir/cluster.env.tmp" "$dir/cluster.env"
+        cluster_load "$dir"
+    fi
+    timeout="$(start_timeout 120)"
+
+    cmd_fetch
+    find_java
+    # Launch every node before waiting for any: a controller quorum needs a
+    # majority of the voters.
+    local i offsets=() need="" deadline
+    for ((i = CL_TOTAL; i >= 1; i--)); do # the controller-only node first
+        launch_cluster_node "$i"
+        offsets[i]="$LAUNCH_LOG_OFF"
+    done
+    for ((i = 1; i <= CL_NODES; i++)); do
+        need+="$i "
+    done
+    deadline=$((SECONDS + timeout))
+    for ((i = CL_TOTAL; i >= 1; i--)); do
+        if ! wait_cluster_node "$i" "$deadline" "${offsets[i]}" "${need% }"; then
+            warn "node $i of the cluster in $CL_DIR did not serve with all $CL_NODES brokers registered within ${timeout}s of starting; killing the cluster"
+            cmd_cluster_kill "$CL_DIR" >/dev/null 2>&1 || true
+            exit 1
+        fi
+    done
+    cluster_bootstrap
+}
+
+cmd_node_start() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh node-start DIR I"
+    cluster_load "$1" || die "$1 holds no cluster (no cluster.env): start one with 'kafka.sh cluster-start'"
+    cluster_node_index "$2"
+    local i="$2" timeout port
+    port="$(cluster_port "$i")"
+    timeout="$(start_timeout 60)"
+    cmd_fetch
+    find_java
+    launch_cluster_node "$i"
+    if ! wait_cluster_node "$i" $((SECONDS + timeout)) "$LAUNCH_LOG_OFF" "$i"; then
+        warn "node $i of the cluster in $CL_DIR did not serve within ${timeout}s of starting (a restarted broker needs a majority of the controllers up); killing it"
+        cmd_kill "$(cluster_node_dir "$i")" >/dev/null 2>&1 || true
+        exit 1
+    fi
+    if is_controller_only "$i"; then
+        printf 'controller 127.0.0.1:%s\n' $((port + 1))
+    else
+        printf '127.0.0.1:%s\n' "$port"
+    fi
+}
+
+cmd_node_stop() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh node-stop DIR I"
+    cluster_load "$1" || return 0
+    cluster_node_index "$2"
+    cmd_stop "$(cluster_node_dir "$2")"
+}
+
+cmd_node_kill() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh node-kill DIR I"
+    cluster_load "$1" || return 0
+    cluster_node_index "$2"
+    cmd_kill "$(cluster_node_dir "$2")"
+}
+
+# SIGTERM to every node at once (a node stopping alone would wait for a
+# controller quorum the others already left), then up to the stop timeout
+# for all of them together, then SIGKILL. Even so, each controller spends up
+# to 5 s on its graceful Raft shutdown. In dedicated mode the brokers go first:
+# their controlled shutdown needs the controller.
+cmd_cluster_stop() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh cluster-stop DIR"
+    cluster_load "$1" || return 0
+    local t="${WEIR_KAFKA_STOP_TIMEOUT:-20}" deadline
+    deadline=$((SECONDS + t))
+    if [[ "$CL_MODE" == dedicated ]]; then
+        stop_nodes "$deadline" "$t" $(seq 1 "$CL_NODES")
+        stop_nodes $((SECONDS + t)) "$t" "$CL_TOTAL"
+    else
+        stop_nodes "$deadline" "$t" $(seq 1 "$CL_TOTAL")
+    fi
+}
+
+stop_nodes() { # stop_nodes DEADLINE TIMEOUT I...: SIGTERM nodes I..., wait, SIGKILL
+    local deadline="$1" t="$2" i dir pid how
+    shift 2
+    local -A pids=()
+    for i in "$@"; do
+        dir="$(cluster_node_dir "$i")"
+        if pid="$(running_pid "$dir")"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids[$i]="$pid"
+        fi
+    done
+    for i in "$@"; do
+        dir="$(cluster_node_dir "$i")"
+        how=clean
+        if [[ -n "${pids[$i]:-}" ]]; then
+            if ! wait_gone "$dir" "${pids[$i]}" $((deadline > SECONDS ? deadline - SECONDS : 0)); then
+                warn "node $i in $dir (pid ${pids[$i]}) did not stop within ${t}s of SIGTERM; sending SIGKILL"
+                how=dirty
+                kill -KILL "${pids[$i]}" 2>/dev/null || true
+                wait_gone "$dir" "${pids[$i]}" 10 || die "node $i pid ${pids[$i]} still alive after SIGKILL"
+            fi
+        fi
+        [[ -d "$dir" ]] || continue
+        rm -f "$dir/kafka.pid"
+        cds_publish "$dir" "$how"
+    done
+}
+
+cmd_cluster_kill() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh cluster-kill DIR"
+    cluster_load "$1" || return 0
+    local i
+    for ((i = 1; i <= CL_TOTAL; i++)); do
+        cmd_kill "$(cluster_node_dir "$i")"
+    done
+}
+
+cmd_cluster_status() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh cluster-status DIR"
+    if ! cluster_load "$1"; then
+        printf 'no cluster\n'
+        return 1
+    fi
+    local i pid up=0 what
+    for ((i = 1; i <= CL_TOTAL; i++)); do
+        what="bootstrap=127.0.0.1:$(cluster_port "$i")"
+        is_controller_only "$i" && what="controller=127.0.0.1:$(($(cluster_port "$i") + 1))"
+        if pid="$(running_pid "$(cluster_node_dir "$i")")"; then
+            printf 'node-%s running pid=%s %s\n' "$i" "$pid" "$what"
+            up=$((up + 1))
+        else
+            printf 'node-%s not running (%s)\n' "$i" "$what"
+        fi
+    done
+    printf 'bootstrap=%s\n' "$(cluster_bootstrap)"
+    ((up == CL_TOTAL))
+}
+
 main() {
     [[ $# -ge 1 ]] || usage
     local cmd="$1"
@@ -474,6 +871,13 @@ main() {
     kill) cmd_kill "$@" ;;
     status) cmd_status "$@" ;;
     run-class) cmd_run_class "$@" ;;
+    cluster-start) cmd_cluster_start "$@" ;;
+    cluster-stop) cmd_cluster_stop "$@" ;;
+    cluster-kill) cmd_cluster_kill "$@" ;;
+    cluster-status) cmd_cluster_status "$@" ;;
+    node-start) cmd_node_start "$@" ;;
+    node-stop) cmd_node_stop "$@" ;;
+    node-kill) cmd_node_kill "$@" ;;
     -h | --help | help) usage ;;
     *)
         warn "unknown command '$cmd'"

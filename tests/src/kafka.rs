@@ -1,5 +1,6 @@
-//! Real Kafka brokers for tests, run by `deploy/kafka.sh`, and an independent consumer
-//! that reads back what the core published.
+//! Real Kafka brokers for tests, run by `deploy/kafka.sh` (one broker, or a cluster of
+//! several), topic administration, and an independent consumer that reads back what the
+//! core published.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use weir_proto::EventBatch;
@@ -20,7 +23,7 @@ fn script() -> PathBuf {
 
 fn kafka_sh(args: &[&str]) -> std::process::Output {
     let output = Command::new("bash").arg(script()).args(args).output().expect("run deploy/kafka.sh");
-    if !output.status.success() && args[0] != "status" {
+    if !output.status.success() && !args[0].ends_with("status") {
         panic!(
             "deploy/kafka.sh {} failed ({}):\nstdout: {}\nstderr: {}",
             args.join(" "),
@@ -86,6 +89,222 @@ impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(script()).args(["kill", self.dir.to_str().unwrap()]).output();
     }
+}
+
+/// Where a [`Cluster`]'s KRaft controllers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// Every node is a broker and a controller (all are voters): with a majority of the
+    /// nodes dead there is no controller, so no leader or ISR changes until they return.
+    Combined,
+    /// The brokers are broker-only; one more node (`brokers + 1`) is the only controller.
+    /// Brokers can die down to the last one and the controller still fences them and
+    /// shrinks ISRs, so `min.insync.replicas` is what refuses writes.
+    Dedicated,
+}
+
+/// A KRaft cluster of one test's own (`deploy/kafka.sh cluster-start`), for fault tests that
+/// kill and restart single brokers. Brokers have node ids `1..=brokers`. Killed on drop.
+pub struct Cluster {
+    pub dir: PathBuf,
+    /// Node `i` listens on `base_port + 2 (i - 1)`, its controller on the port after.
+    pub base_port: u16,
+    pub brokers: u16,
+    pub quorum: Quorum,
+}
+
+impl Cluster {
+    /// Starts the cluster and returns once every broker serves and lists all brokers.
+    pub fn start(dir: &Path, brokers: u16, quorum: Quorum) -> Cluster {
+        let nodes = brokers + u16::from(quorum == Quorum::Dedicated);
+        let base_port = crate::free_ports(2 * nodes);
+        let cluster = Cluster { dir: dir.to_owned(), base_port, brokers, quorum };
+        let mode = match quorum {
+            Quorum::Combined => "combined",
+            Quorum::Dedicated => "dedicated",
+        };
+        let out = kafka_sh(&["cluster-start", cluster.dir_str(), &base_port.to_string(), &brokers.to_string(), mode]);
+        let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert_eq!(printed, cluster.bootstrap(), "deploy/kafka.sh cluster-start printed another bootstrap list");
+        cluster
+    }
+
+    fn dir_str(&self) -> &str {
+        self.dir.to_str().expect("cluster dir is UTF-8")
+    }
+
+    /// All nodes: the brokers, then the dedicated controller if there is one.
+    pub fn nodes(&self) -> u16 {
+        self.brokers + u16::from(self.quorum == Quorum::Dedicated)
+    }
+
+    fn check(&self, node: u16) {
+        assert!((1..=self.nodes()).contains(&node), "node {node} is not in 1..={}", self.nodes());
+    }
+
+    /// The client port of broker `node` (1-based).
+    pub fn port(&self, node: u16) -> u16 {
+        assert!((1..=self.brokers).contains(&node), "broker {node} is not in 1..={}", self.brokers);
+        self.base_port + 2 * (node - 1)
+    }
+
+    /// `127.0.0.1:P1,127.0.0.1:P2,...`
+    pub fn bootstrap(&self) -> String {
+        (1..=self.brokers).map(|node| format!("127.0.0.1:{}", self.port(node))).collect::<Vec<_>>().join(",")
+    }
+
+    /// SIGKILL to node `node`; returns once its process is gone.
+    pub fn kill(&self, node: u16) {
+        self.check(node);
+        kafka_sh(&["node-kill", self.dir_str(), &node.to_string()]);
+    }
+
+    /// Starts node `node` again with its data; returns once it serves as a registered
+    /// broker (a controller: once it listens).
+    pub fn restart(&self, node: u16) {
+        self.check(node);
+        kafka_sh(&["node-start", self.dir_str(), &node.to_string()]);
+    }
+
+    /// Stops every node (SIGTERM, then SIGKILL after the script's timeout).
+    pub fn stop(&self) {
+        kafka_sh(&["cluster-stop", self.dir_str()]);
+    }
+
+    /// The last `lines` lines of node `node`'s broker log, for failure messages.
+    pub fn log_tail(&self, node: u16, lines: usize) -> String {
+        self.check(node);
+        let path = self.dir.join(format!("node-{node}/logs/server.log"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).args(["cluster-kill", self.dir_str()]).output();
+    }
+}
+
+/// Creates `topic` with topic-level `configs` (e.g. `min.insync.replicas`); panics with
+/// Kafka's answer if that fails.
+pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replication: i32, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("create admin client");
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
+    let options = AdminOptions::new()
+        .request_timeout(Some(Duration::from_secs(10)))
+        .operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics([&new_topic], &options)
+        .await
+        .unwrap_or_else(|e| panic!("create topic {topic} ({partitions} partitions, replication {replication}, {configs:?}) on {bootstrap}: {e}"));
+    for result in results {
+        if let Err((name, code)) = result {
+            panic!("create topic {name} ({partitions} partitions, replication {replication}, {configs:?}) on {bootstrap}: {code}");
+        }
+    }
+}
+
+/// One partition of a topic as a broker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLayout {
+    pub partition: i32,
+    /// -1 while the partition has no leader.
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A client for metadata questions. Keep one for repeated questions: a fresh client per
+/// question reconnects to every broker, and logs each dead one, every time.
+pub struct Metadata(BaseConsumer);
+
+impl Metadata {
+    pub fn new(bootstrap: &str) -> Metadata {
+        Metadata(
+            ClientConfig::new()
+                .set("bootstrap.servers", bootstrap)
+                .set("group.id", crate::unique("weir-test-metadata"))
+                .create()
+                .expect("create metadata client"),
+        )
+    }
+
+    /// Leaders, replicas and in-sync replicas of `topic`'s partitions, from whichever
+    /// broker answers first, or why there are none.
+    pub fn topic_layout(&self, topic: &str, timeout: Duration) -> Result<Vec<PartitionLayout>, String> {
+        let metadata = self.0.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+        let topic_metadata = metadata.topics().iter().find(|t| t.name() == topic).ok_or("topic not in the metadata")?;
+        if let Some(error) = topic_metadata.error() {
+            return Err(format!("topic error {error:?}"));
+        }
+        let mut layout: Vec<PartitionLayout> = topic_metadata
+            .partitions()
+            .iter()
+            .map(|p| PartitionLayout {
+                partition: p.id(),
+                leader: p.leader(),
+                replicas: p.replicas().to_vec(),
+                isr: p.isr().to_vec(),
+            })
+            .collect();
+        layout.sort_by_key(|p| p.partition);
+        Ok(layout)
+    }
+
+    /// The high watermark (offset after the last committed record) of one partition.
+    pub fn high_watermark(&self, topic: &str, partition: i32, timeout: Duration) -> Result<i64, String> {
+        self.0.fetch_watermarks(topic, partition, timeout).map(|(_, high)| high).map_err(|e| e.to_string())
+    }
+}
+
+/// [`Metadata::topic_layout`] with a client of its own.
+pub fn topic_layout(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<PartitionLayout>, String> {
+    Metadata::new(bootstrap).topic_layout(topic, timeout)
+}
+
+/// Reads `topic` from the beginning up to the high watermarks its partitions had when
+/// called, so everything written before is in the result; panics naming the partitions
+/// that fell short if that takes longer than `timeout`.
+pub fn consume_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Record> {
+    let metadata = Metadata::new(bootstrap);
+    let layout = metadata
+        .topic_layout(topic, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("metadata of {topic} from {bootstrap}: {e}"));
+    let high: BTreeMap<i32, i64> = layout
+        .iter()
+        .map(|p| {
+            let high = metadata
+                .high_watermark(topic, p.partition, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("high watermark of {topic}/{} from {bootstrap}: {e}", p.partition));
+            (p.partition, high)
+        })
+        .collect();
+    let reached = |records: &[Record]| {
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        for record in records {
+            let entry = next.entry(record.partition).or_insert(0);
+            *entry = (*entry).max(record.offset + 1);
+        }
+        next
+    };
+    let records = consume_until(bootstrap, topic, timeout, |records| {
+        let next = reached(records);
+        high.iter().all(|(partition, high)| next.get(partition).copied().unwrap_or(0) >= *high)
+    });
+    let next = reached(&records);
+    let short: Vec<String> = high
+        .iter()
+        .filter(|(partition, high)| next.get(partition).copied().unwrap_or(0) < **high)
+        .map(|(partition, high)| format!("partition {partition}: read up to {:?}, high watermark {high}", next.get(partition)))
+        .collect();
+    assert!(short.is_empty(), "could not read all of {topic} within {timeout:?}: {}", short.join("; "));
+    records
 }
 
 /// One record as an independent consumer sees it.
