@@ -24,6 +24,9 @@ pub struct CoreSpec {
     /// `ingest.max_body_bytes` and `ingest.max_event_bytes`.
     pub max_body_bytes: usize,
     pub max_event_bytes: usize,
+    /// What the core requires of its topic (1 and 1 fit the shared single broker).
+    pub replication_factor: i32,
+    pub min_insync_replicas: i32,
 }
 
 impl CoreSpec {
@@ -39,6 +42,8 @@ impl CoreSpec {
             max_batch_bytes: 64 << 20,
             max_body_bytes: 1 << 20,
             max_event_bytes: 512 << 10,
+            replication_factor: 1,
+            min_insync_replicas: 1,
         }
     }
 
@@ -69,9 +74,8 @@ max_batch_bytes = {max_batch_bytes}
 bootstrap_servers = "{bootstrap}"
 ingest_topic = "{topic}"
 partitions = 2
-# The shared test broker is a single node.
-replication_factor = 1
-min_insync_replicas = 1
+replication_factor = {replication_factor}
+min_insync_replicas = {min_insync_replicas}
 ack_timeout_ms = {ack_timeout_ms}
 "#,
             node_id = self.node_id,
@@ -83,6 +87,8 @@ ack_timeout_ms = {ack_timeout_ms}
             max_batch_bytes = self.max_batch_bytes,
             max_body_bytes = self.max_body_bytes,
             max_event_bytes = self.max_event_bytes,
+            replication_factor = self.replication_factor,
+            min_insync_replicas = self.min_insync_replicas,
         )
     }
 

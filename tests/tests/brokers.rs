@@ -252,9 +252,10 @@ async fn scenario(quorum: Quorum) {
     let mut spec = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
     spec.ack_timeout_ms = ACK_TIMEOUT_MS;
     // The topic exists; the core must find it, not create it (its partitions = 2 line
-    // would only matter for a missing topic).
-    let toml = spec.toml() + "replication_factor = 3\n";
-    let core = Node::spawn("weir-core", &spec.node_id, &toml, spec.http_port, dir.path()).await;
+    // would only matter for a missing topic), and check it is as durable as required.
+    spec.replication_factor = 3;
+    spec.min_insync_replicas = 2;
+    let core = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir.path()).await;
     let client = http();
     let ready_url = core.url("/ready");
     // The core checks the topic in the background; it exists, so this is quick.
