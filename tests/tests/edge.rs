@@ -216,17 +216,21 @@ async fn one_sources_batches_reach_kafka_in_spool_order() {
         acknowledged.extend(raws);
     }
     let _core = core_process(&core_spec, dir.path()).await;
-    let mut records = expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, acknowledged).await;
+    assert_first_copies_in_spool_order(records, &run);
+}
 
+/// Every event's (request, index) in log order, keeping only the first copy of each (a
+/// resent batch may repeat): it must be the spool order. Events are `{run}-{request}-{index}-…`.
+fn assert_first_copies_in_spool_order(mut records: Vec<kafka::Record>, run: &str) {
     records.sort_by_key(|r| (r.partition, r.offset));
     let partitions: std::collections::BTreeSet<i32> = records.iter().map(|r| r.partition).collect();
     assert_eq!(partitions.len(), 1, "one source is one key, so one partition");
-    // Every event's (request, index) in log order; a resent batch may repeat, so only the
-    // first time each event appears counts.
     let mut seen = std::collections::HashSet::new();
     let mut order = Vec::new();
     for event in records.iter().flat_map(|r| &r.batch.events) {
-        let mut parts = event.raw.strip_prefix(&format!("{run}-")).expect("an event of this run").split('-');
+        let Some(rest) = event.raw.strip_prefix(&format!("{run}-")) else { continue };
+        let mut parts = rest.split('-');
         let request: usize = parts.next().unwrap().parse().unwrap();
         let index: usize = parts.next().unwrap().parse().unwrap();
         if seen.insert((request, index)) {
@@ -238,6 +242,67 @@ async fn one_sources_batches_reach_kafka_in_spool_order() {
     let first_out_of_order = order.windows(2).find(|w| w[0] > w[1]);
     assert!(first_out_of_order.is_none(), "events out of spool order in Kafka: {first_out_of_order:?}");
     assert_eq!(order, sorted);
+}
+
+/// The order holds across failures too: the core taking the window is killed while large
+/// and small frames interleave, the edge fails over to a second core, and Kafka refuses
+/// one batch for good on the way (dead-lettered; the batches behind it still flow). The
+/// first copy of each batch in Kafka is in spool order.
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_order_holds_across_a_core_killed_mid_window_and_a_refused_batch() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-order-failover");
+    let spec_1 = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let spec_2 = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    let mut edge_spec = EdgeSpec::new(dir.path(), vec![spec_1.quic_addr(), spec_2.quic_addr()], &certs);
+    // Lets in one event Kafka refuses (over the core's 900 kB record limit).
+    edge_spec.max_event_bytes = 4 << 20;
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("order-failover");
+    let n_requests = 96;
+    let refused_request = 40;
+    let mut acknowledged = Vec::new();
+    let mut refused = String::new();
+    for request in 0..n_requests {
+        let raws: Vec<String> = if request == refused_request {
+            refused = format!("{run}-{request}-0-{}", noise(7, 1_200_000));
+            vec![refused.clone()]
+        } else {
+            let n = if request % 3 == 0 { 400 } else { 1 };
+            (0..n).map(|i| format!("{run}-{request}-{i}-{}", noise((request * 1000 + i) as u64, 300))).collect()
+        };
+        let (status, body) = send_lines(&client, &edge, &raws, None).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+        if request != refused_request {
+            acknowledged.extend(raws);
+        }
+    }
+    // Only core-1 is up: it takes the window; it is killed as soon as the first events
+    // are in Kafka, with most batches still pending on the edge.
+    let mut core_1 = core_process(&spec_1, dir.path()).await;
+    let (bootstrap_2, topic_2, prefix) = (bootstrap.clone(), topic.clone(), format!("{run}-"));
+    tokio::task::spawn_blocking(move || {
+        let records = kafka::consume_until(&bootstrap_2, &topic_2, Duration::from_secs(60), |records| {
+            records.iter().flat_map(|r| &r.batch.events).any(|e| e.raw.starts_with(&prefix))
+        });
+        assert!(!records.is_empty(), "core-1 published nothing within 60 s");
+    })
+    .await
+    .unwrap();
+    core_1.kill9();
+    let pending = metric(&scrape(&edge.url("")).await, "weir_spool_pending_batches", &[]).unwrap_or(0.0);
+    assert!(pending > 0.0, "the kill must land mid-window: nothing was pending any more");
+    let _core_2 = core_process(&spec_2, dir.path()).await;
+
+    let records = expect_in_kafka(&bootstrap, &topic, acknowledged).await;
+    assert!(!kafka::raw_counts(&records).contains_key(&refused), "the refused event is not in kafka");
+    assert_first_copies_in_spool_order(records, &run);
+    let edge_metrics = scrape(&edge.url("")).await;
+    assert_eq!(metric(&edge_metrics, "weir_dead_letters_total", &[]), Some(1.0), "the refused batch, and only it, is dead-lettered: {edge_metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
