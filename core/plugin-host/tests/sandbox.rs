@@ -226,7 +226,15 @@ fn plugin_gets_no_environment_files_sockets_or_clock() {
     // SAFETY of the assertion: the test process has environment variables
     // and /etc/passwd exists, so zeros and errors come from the sandbox.
     assert!(std::env::vars().count() > 0);
-    let events = chaos().parse("test", None, batch(&["probe"]));
+    // A real listener the plugin is told to reach: were sockets granted, it would
+    // connect (the control below shows this process can).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("the host itself can connect"));
+    assert!(listener.accept().is_ok(), "the control connection arrived");
+    let probe = format!("probe:{port}");
+    let events = chaos().parse("test", None, batch(&[probe.as_str()]));
     let e = &events[0];
     assert_eq!(e.error(), None, "{:?}", e.to_json());
     assert_eq!(e.get("env_vars"), Some(&Value::Int(0)));
@@ -240,6 +248,10 @@ fn plugin_gets_no_environment_files_sockets_or_clock() {
         e.get("socket"),
         Some(&Value::Text("connected".into())),
         "a socket connected"
+    );
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the plugin reached the test's listener"
     );
     assert_eq!(
         e.get("clock_secs"),

@@ -151,7 +151,12 @@ impl Parser for Chaos {
             c.set(c.get() + 1);
             c.get()
         });
-        match input.raw.trim() {
+        // `probe:PORT` connects to a listener the test holds on that port.
+        let (trigger, probe_port) = match input.raw.trim().split_once(':') {
+            Some(("probe", port)) => ("probe", port.parse::<u16>().ok()),
+            _ => (input.raw.trim(), None),
+        };
+        match trigger {
             "loop" => {
                 let mut n = 0u64;
                 loop {
@@ -200,7 +205,8 @@ impl Parser for Chaos {
                     Err(e) => e.to_string(),
                 };
                 out.text("file", &file);
-                let socket = match std::net::TcpStream::connect("127.0.0.1:9") {
+                let target = format!("127.0.0.1:{}", probe_port.unwrap_or(9));
+                let socket = match std::net::TcpStream::connect(target.as_str()) {
                     Ok(_) => "connected".to_string(),
                     Err(e) => e.to_string(),
                 };
