@@ -684,6 +684,7 @@ start_timeout() { # start_timeout DEFAULT: prints WEIR_KAFKA_START_TIMEOUT or DE
 
 cmd_start() {
     [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    sasl_init
     local port="$2" dir cport timeout
     if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65534)); then
         die "PORT must be a number in 1..65534 (PORT+1 is the controller port), got '$port'"
@@ -695,7 +696,6 @@ cmd_start() {
     fi
     [[ -f "$dir/cluster.env" ]] && die "$dir holds a cluster: use 'kafka.sh cluster-start $dir ...'"
     timeout="$(start_timeout 60)"
-    sasl_init
 
     cmd_fetch
     find_java
