@@ -64,6 +64,21 @@
 #   WEIR_KAFKA_CDS              1 (default) = AppCDS class-data archive for faster broker
 #                               starts (dumped by the first broker that stops cleanly); 0 = off
 #   JAVA_HOME                   JDK/JRE to use (default: java on PATH); Java 17+ required
+#
+# A broker whose client listener requires SASL (`start` only; cluster commands refuse
+# these variables). Read on every start, so pass the same value to every (re)start of DIR:
+#   WEIR_KAFKA_SASL_PLAIN       "user:password[,user:password...]": the client listener is
+#                               SASL_PLAINTEXT://127.0.0.1:PORT with mechanism PLAIN and
+#                               exactly these users (inline JAAS config in server.properties)
+#   WEIR_KAFKA_SASL_SCRAM       "user:password[,...]": the same with SCRAM-SHA-512; the users'
+#                               credentials are written into the metadata log when DIR is
+#                               first formatted (kafka-storage format --add-scram), so later
+#                               starts keep the first start's users
+# The first user is the broker's own (inter-broker) identity and the one the readiness
+# probe logs in as (it authenticates in bash: SaslHandshake, SaslAuthenticate, then
+# Metadata, as an unauthenticated Metadata request makes the broker close the
+# connection). Users: [A-Za-z0-9._-]; passwords: [A-Za-z0-9._~@%^*+/-]. The controller
+# listener stays PLAINTEXT on 127.0.0.1:PORT+1.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -80,6 +95,9 @@ LIBS_DIR=""
 JAVA=""
 JAVA_VERSION_OUT=""
 TOOL_CMD=()
+# SASL of the client listener (sasl_init): mechanism (empty: none), "user:password" list.
+SASL_MECH=""
+SASL_USERS=()
 
 die() {
     printf 'kafka.sh: error: %s\n' "$*" >&2
@@ -250,7 +268,10 @@ probe_brokers() { # probe_brokers PORT WAIT_SECONDS
     # `head -c` reads no more than it is asked for, so the size prefix and the
     # body can be read from the socket one after the other.
     reply="$(
-        exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || exit 1
+        # A SASL listener answers nothing but ApiVersions and SASL before a login.
+        [[ -z "$SASL_MECH" ]] || sasl_login "$2" || exit 1
+        exec 2>/dev/null
         printf '\x00\x00\x00\x19\x00\x03\x00\x04\x00\x00\x00\x01\x00\x0aweir-ready\x00\x00\x00\x00\x00' >&3
         read -r -a h <<<"$(timeout "$2" head -c 4 <&3 | od -An -tu1 | tr -s ' \n' '  ')"
         ((${#h[@]} == 4)) || exit 1
@@ -281,6 +302,166 @@ probe_brokers() { # probe_brokers PORT WAIT_SECONDS
     printf '%s\n' "${ids[*]}"
 }
 
+# --- SASL ----------------------------------------------------------------------
+
+# Parses WEIR_KAFKA_SASL_PLAIN / WEIR_KAFKA_SASL_SCRAM into SASL_MECH and SASL_USERS.
+sasl_init() {
+    local spec="" entry user pass
+    SASL_MECH=""
+    SASL_USERS=()
+    if [[ -n "${WEIR_KAFKA_SASL_PLAIN:-}" && -n "${WEIR_KAFKA_SASL_SCRAM:-}" ]]; then
+        die "set WEIR_KAFKA_SASL_PLAIN or WEIR_KAFKA_SASL_SCRAM, not both"
+    elif [[ -n "${WEIR_KAFKA_SASL_PLAIN:-}" ]]; then
+        SASL_MECH=PLAIN
+        spec="$WEIR_KAFKA_SASL_PLAIN"
+    elif [[ -n "${WEIR_KAFKA_SASL_SCRAM:-}" ]]; then
+        SASL_MECH=SCRAM-SHA-512
+        spec="$WEIR_KAFKA_SASL_SCRAM"
+    else
+        return 0
+    fi
+    local -a entries
+    IFS=, read -r -a entries <<<"$spec"
+    for entry in "${entries[@]}"; do
+        user="${entry%%:*}"
+        pass="${entry#*:}"
+        [[ "$entry" == *:* && "$user" =~ ^[A-Za-z0-9._-]+$ && "$pass" =~ ^[A-Za-z0-9._~@%^*+/-]+$ ]] ||
+            die "SASL users must be user:password[,user:password...] (users [A-Za-z0-9._-], passwords [A-Za-z0-9._~@%^*+/-]), got '$entry'"
+        SASL_USERS+=("$user:$pass")
+    done
+    ((${#SASL_USERS[@]} > 0)) || die "no SASL users in '$spec'"
+    if [[ "$SASL_MECH" == SCRAM-SHA-512 ]]; then
+        command -v openssl >/dev/null 2>&1 || die "openssl not found: the readiness probe needs it for SCRAM-SHA-512"
+    fi
+}
+
+sasl_refuse_for_clusters() {
+    [[ -z "${WEIR_KAFKA_SASL_PLAIN:-}${WEIR_KAFKA_SASL_SCRAM:-}" ]] ||
+        die "WEIR_KAFKA_SASL_PLAIN/WEIR_KAFKA_SASL_SCRAM are supported by 'start' (one broker) only"
+}
+
+# server.properties lines for a SASL client listener on PORT (after the template, before
+# WEIR_KAFKA_PROPS).
+sasl_props() { # sasl_props PORT CPORT
+    local port="$1" cport="$2" first="${SASL_USERS[0]}" entry jaas mech_lc
+    mech_lc="$(tr '[:upper:]' '[:lower:]' <<<"$SASL_MECH")"
+    if [[ "$SASL_MECH" == PLAIN ]]; then
+        jaas="org.apache.kafka.common.security.plain.PlainLoginModule required username=\"${first%%:*}\" password=\"${first#*:}\""
+        for entry in "${SASL_USERS[@]}"; do
+            jaas+=" user_${entry%%:*}=\"${entry#*:}\""
+        done
+    else
+        jaas="org.apache.kafka.common.security.scram.ScramLoginModule required username=\"${first%%:*}\" password=\"${first#*:}\""
+    fi
+    cat <<EOF
+
+# From WEIR_KAFKA_SASL_*: the client listener requires SASL $SASL_MECH; the controller
+# listener stays PLAINTEXT.
+listeners=SASL_PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:$port
+inter.broker.listener.name=SASL_PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+sasl.enabled.mechanisms=$SASL_MECH
+sasl.mechanism.inter.broker.protocol=$SASL_MECH
+listener.name.sasl_plaintext.$mech_lc.sasl.jaas.config=$jaas;
+EOF
+}
+
+# Kafka wire helpers for the probes: they run in a subshell with the connection on fd 3.
+hex_of() { printf '%s' "$1" | od -An -v -tx1 | tr -d ' \n'; }
+hex_int() { printf "%0$(($2 * 2))x" "$1"; } # hex_int VALUE BYTES (big-endian)
+# shellcheck disable=SC2059 # the format is the escaped bytes
+hex_to_bytes() { printf "$(sed 's/../\\x&/g' <<<"$1")"; } # stdout: the bytes
+bytes_hex() { od -An -v -tx1 | tr -d ' \n'; }             # stdin bytes -> hex
+
+# Sends one request (header v1, client id weir-ready) with body BODY_HEX on fd 3.
+kafka_send() { # kafka_send API_KEY VERSION CORRELATION BODY_HEX
+    local client=weir-ready hex
+    hex="$(hex_int "$1" 2)$(hex_int "$2" 2)$(hex_int "$3" 4)$(hex_int ${#client} 2)$(hex_of "$client")$4"
+    hex_to_bytes "$(hex_int $((${#hex} / 2)) 4)$hex" >&3
+}
+
+# Reads one response from fd 3; prints its bytes (correlation id first) as decimals.
+kafka_recv() { # kafka_recv WAIT_SECONDS
+    local -a h
+    local size
+    read -r -a h <<<"$(timeout "$1" head -c 4 <&3 | od -An -tu1 | tr -s ' \n' '  ')"
+    ((${#h[@]} == 4)) || return 1
+    size=$(((h[0] << 24) | (h[1] << 16) | (h[2] << 8) | h[3]))
+    ((size >= 4 && size <= 1048576)) || return 1
+    timeout "$1" head -c "$size" <&3 | od -An -v -tu1 | tr -s ' \n' '  '
+}
+
+# Prints the text of decimal byte values (arguments).
+bytes_text() {
+    local b out=""
+    for b in "$@"; do out+="$(printf '\\x%02x' "$b")"; done
+    # shellcheck disable=SC2059 # the format is the escaped bytes
+    printf "$out"
+}
+
+# One SaslAuthenticate v1 round trip: sends the token (hex), prints the server's token as
+# text; on an error code prints Kafka's message to stderr and returns 1.
+sasl_authenticate() { # sasl_authenticate WAIT CORRELATION TOKEN_HEX
+    local -a r
+    kafka_send 36 1 "$2" "$(hex_int $((${#3} / 2)) 4)$3"
+    read -r -a r <<<"$(kafka_recv "$1")"
+    ((${#r[@]} >= 8)) || { echo "no SaslAuthenticate reply" >&2; return 1; }
+    # correlation id | int16 error | nullable string message | bytes token | int64 lifetime
+    local err=$(((r[4] << 8) | r[5])) len i=8 msg=""
+    len=$(((r[6] << 8) | r[7]))
+    if ((len != 65535)); then
+        msg="$(bytes_text "${r[@]:8:len}")"
+        i=$((8 + len))
+    fi
+    if ((err != 0)); then
+        echo "SASL $SASL_MECH login as ${SASL_USERS[0]%%:*} refused (error $err): $msg" >&2
+        return 1
+    fi
+    ((${#r[@]} >= i + 4)) || return 1
+    len=$(((r[i] << 24) | (r[i + 1] << 16) | (r[i + 2] << 8) | r[i + 3]))
+    bytes_text "${r[@]:i+4:len}"
+}
+
+# Logs in on fd 3 as the first SASL user: SaslHandshake v1, then PLAIN or SCRAM-SHA-512
+# through SaslAuthenticate v1. Failures go to stderr.
+sasl_login() { # sasl_login WAIT
+    local wait="$1" user="${SASL_USERS[0]%%:*}" pass="${SASL_USERS[0]#*:}"
+    local -a r
+    kafka_send 17 1 11 "$(hex_int ${#SASL_MECH} 2)$(hex_of "$SASL_MECH")"
+    read -r -a r <<<"$(kafka_recv "$wait")"
+    ((${#r[@]} >= 6)) || { echo "no SaslHandshake reply" >&2; return 1; }
+    if (((r[4] << 8 | r[5]) != 0)); then
+        echo "SaslHandshake for $SASL_MECH refused (error $((r[4] << 8 | r[5])))" >&2
+        return 1
+    fi
+    if [[ "$SASL_MECH" == PLAIN ]]; then
+        sasl_authenticate "$wait" 12 "00$(hex_of "$user")00$(hex_of "$pass")" >/dev/null
+        return
+    fi
+    # SCRAM-SHA-512 (RFC 5802, RFC 7677 with SHA-512).
+    local cnonce first_bare server_first nonce salt iter salted client_key stored_key final_bare auth sig proof="" k
+    cnonce="$(head -c 18 /dev/urandom | base64 | tr -d '+/=\n')"
+    first_bare="n=$user,r=$cnonce"
+    server_first="$(sasl_authenticate "$wait" 12 "$(hex_of "n,,$first_bare")")" || return 1
+    nonce="$(sed -nE 's/^r=([^,]*),.*/\1/p' <<<"$server_first")"
+    salt="$(sed -nE 's/.*,s=([^,]*),.*/\1/p' <<<"$server_first")"
+    iter="$(sed -nE 's/.*,i=([0-9]+).*/\1/p' <<<"$server_first")"
+    [[ "$nonce" == "$cnonce"* && -n "$salt" && -n "$iter" ]] || { echo "bad SCRAM server-first message: $server_first" >&2; return 1; }
+    salted="$(openssl kdf -keylen 64 -kdfopt digest:SHA512 -kdfopt "pass:$pass" \
+        -kdfopt "hexsalt:$(base64 -d <<<"$salt" | bytes_hex)" -kdfopt "iter:$iter" PBKDF2 | tr -d ':\n')"
+    client_key="$(printf 'Client Key' | openssl mac -digest SHA512 -macopt "hexkey:$salted" HMAC)"
+    stored_key="$(hex_to_bytes "$client_key" | openssl dgst -sha512 -binary | bytes_hex)"
+    final_bare="c=biws,r=$nonce"
+    auth="$first_bare,$server_first,$final_bare"
+    sig="$(printf '%s' "$auth" | openssl mac -digest SHA512 -macopt "hexkey:$stored_key" HMAC)"
+    for ((k = 0; k < 128; k += 2)); do
+        proof+="$(printf '%02x' $((0x${client_key:k:2} ^ 0x${sig:k:2})))"
+    done
+    proof="$(hex_to_bytes "$proof" | base64 | tr -d '\n')"
+    sasl_authenticate "$wait" 13 "$(hex_of "$final_bare,p=$proof")" >/dev/null
+}
+
 # Ready: the broker at PORT serves clients and lists at least one broker.
 probe_ready() { # probe_ready PORT WAIT_SECONDS
     local ids
@@ -309,6 +490,7 @@ render_config() { # render_config DIR PORT CPORT
     tpl="${tpl//@PORT@/"$port"}"
     {
         printf '%s\n' "$tpl"
+        [[ -z "$SASL_MECH" ]] || sasl_props "$port" "$cport"
         if [[ -n "${WEIR_KAFKA_PROPS:-}" ]]; then
             printf '\n# From WEIR_KAFKA_PROPS:\n%s\n' "$WEIR_KAFKA_PROPS"
         fi
@@ -363,8 +545,14 @@ format_storage() { # format_storage DIR
         printf '%s\n' "$cid" >"$dir/cluster.id"
     fi
     tool_cmd
+    local scram=() entry
+    if [[ "$SASL_MECH" == SCRAM-SHA-512 ]]; then
+        for entry in "${SASL_USERS[@]}"; do
+            scram+=(--add-scram "SCRAM-SHA-512=[name=${entry%%:*},password=${entry#*:}]")
+        done
+    fi
     if ! "${TOOL_CMD[@]}" "$FORMAT_CLASS" format --cluster-id "$cid" \
-        --config "$dir/config/server.properties" --ignore-formatted \
+        --config "$dir/config/server.properties" --ignore-formatted "${scram[@]}" \
         >"$dir/logs/format.log" 2>&1; then
         cat "$dir/logs/format.log" >&2
         die "formatting storage in $dir/data failed (see above / $dir/logs/format.log)"
@@ -458,7 +646,8 @@ wait_serving() { # wait_serving DIR PORT DEADLINE LOG_OFF NEED
             show_logs "$dir" "$log_off"
             return 1
         fi
-        if ids="$(probe_brokers "$port" 2)"; then
+        # The probe's complaints (a refused SASL login) are shown if it never succeeds.
+        if ids="$(probe_brokers "$port" 2 2>"$dir/logs/probe.err")"; then
             last="[${ids}]"
             ok=1
             if [[ -z "$need" ]]; then
@@ -476,6 +665,10 @@ wait_serving() { # wait_serving DIR PORT DEADLINE LOG_OFF NEED
             else
                 warn "broker in $dir did not list brokers [$need] in its Metadata replies on 127.0.0.1:$port in time (last reply's brokers: $last)"
             fi
+            if [[ -s "$dir/logs/probe.err" ]]; then
+                printf -- '--- readiness probe of 127.0.0.1:%s ---\n' "$port" >&2
+                cat "$dir/logs/probe.err" >&2
+            fi
             show_logs "$dir" "$log_off"
             return 1
         fi
@@ -491,6 +684,7 @@ start_timeout() { # start_timeout DEFAULT: prints WEIR_KAFKA_START_TIMEOUT or DE
 
 cmd_start() {
     [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    sasl_init
     local port="$2" dir cport timeout
     if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65534)); then
         die "PORT must be a number in 1..65534 (PORT+1 is the controller port), got '$port'"
@@ -699,6 +893,7 @@ wait_cluster_node() { # wait_cluster_node I DEADLINE LOG_OFF NEED
 }
 
 cmd_cluster_start() {
+    sasl_refuse_for_clusters
     [[ $# -ge 2 && $# -le 4 ]] || die "usage: kafka.sh cluster-start DIR BASEPORT [NODES [combined|dedicated]]"
     local base="$2" nodes="${3:-3}" mode="${4:-combined}" dir timeout total
     [[ "$nodes" =~ ^[1-9]$ ]] || die "NODES must be 1..9, got '$nodes'"
@@ -746,6 +941,7 @@ cmd_cluster_start() {
 }
 
 cmd_node_start() {
+    sasl_refuse_for_clusters
     [[ $# -eq 2 ]] || die "usage: kafka.sh node-start DIR I"
     cluster_load "$1" || die "$1 holds no cluster (no cluster.env): start one with 'kafka.sh cluster-start'"
     cluster_node_index "$2"

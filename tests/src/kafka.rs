@@ -1,6 +1,6 @@
-//! Real Kafka brokers for tests, run by `deploy/kafka.sh` (one broker, or a cluster of
-//! several), topic administration, and an independent consumer that reads back what the
-//! core published.
+//! Real Kafka brokers for tests, run by `deploy/kafka.sh` (one broker, one whose client
+//! listener requires SASL, or a cluster of several), topic administration, and an
+//! independent consumer that reads back what the core published.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -22,10 +22,21 @@ fn script() -> PathBuf {
 }
 
 fn kafka_sh(args: &[&str]) -> std::process::Output {
-    let output = Command::new("bash").arg(script()).args(args).output().expect("run deploy/kafka.sh");
+    kafka_sh_env(args, &[])
+}
+
+/// [`kafka_sh`] with extra environment variables (named in the panic message, values not).
+fn kafka_sh_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let output = Command::new("bash")
+        .arg(script())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run deploy/kafka.sh");
     if !output.status.success() && !args[0].ends_with("status") {
+        let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
         panic!(
-            "deploy/kafka.sh {} failed ({}):\nstdout: {}\nstderr: {}",
+            "deploy/kafka.sh {} (with {names:?} set) failed ({}):\nstdout: {}\nstderr: {}",
             args.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
@@ -88,6 +99,107 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(script()).args(["kill", self.dir.to_str().unwrap()]).output();
+    }
+}
+
+/// A SASL mechanism a [`SaslBroker`] requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    /// Users in the broker's JAAS config.
+    Plain,
+    /// Users' salted credentials in the metadata log, written when the broker's storage is
+    /// formatted.
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    /// The name clients give as `sasl.mechanism`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "WEIR_KAFKA_SASL_PLAIN",
+            SaslMechanism::ScramSha512 => "WEIR_KAFKA_SASL_SCRAM",
+        }
+    }
+
+    /// librdkafka properties that log in with this mechanism over `SASL_PLAINTEXT`.
+    pub fn client_properties(self, user: &str, password: &str) -> Vec<(String, String)> {
+        [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", self.name()),
+            ("sasl.username", user),
+            ("sasl.password", password),
+        ]
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect()
+    }
+}
+
+/// A broker of one test's own whose client listener requires SASL (`deploy/kafka.sh start`
+/// with `WEIR_KAFKA_SASL_PLAIN` or `WEIR_KAFKA_SASL_SCRAM`); the controller listener stays
+/// PLAINTEXT. Killed on drop.
+pub struct SaslBroker {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub mechanism: SaslMechanism,
+    /// `(user, password)`; the first is the broker's own identity.
+    pub users: Vec<(String, String)>,
+}
+
+impl SaslBroker {
+    /// Starts it and returns once the script's probe, logged in as the first user, got a
+    /// Metadata reply listing the broker.
+    pub fn start(dir: &Path, mechanism: SaslMechanism, users: &[(&str, &str)]) -> SaslBroker {
+        assert!(!users.is_empty(), "a SASL broker needs at least one user");
+        let port = crate::free_ports(2);
+        let users = users.iter().map(|(user, password)| ((*user).to_owned(), (*password).to_owned())).collect();
+        let broker = SaslBroker { dir: dir.to_owned(), port, mechanism, users };
+        broker.restart();
+        broker
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) with the same data and users.
+    pub fn restart(&self) {
+        let users: Vec<String> = self.users.iter().map(|(user, password)| format!("{user}:{password}")).collect();
+        let users = users.join(",");
+        kafka_sh_env(
+            &["start", self.dir.to_str().expect("broker dir is UTF-8"), &self.port.to_string()],
+            &[(self.mechanism.env_var(), users.as_str())],
+        );
+    }
+
+    /// Client properties that log in as `user` with `password` (right or wrong).
+    pub fn client_properties(&self, user: &str, password: &str) -> Vec<(String, String)> {
+        self.mechanism.client_properties(user, password)
+    }
+
+    pub fn kill(&self) {
+        kafka_sh(&["kill", self.dir.to_str().expect("broker dir is UTF-8")]);
+    }
+
+    /// The last `lines` lines of the broker log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let path = self.dir.join("logs/server.log");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for SaslBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).args(["kill", self.dir.to_str().unwrap_or_default()]).output();
     }
 }
 
@@ -210,6 +322,28 @@ pub async fn create_topic(bootstrap: &str, topic: &str, partitions: i32, replica
     }
 }
 
+/// Sets topic-level `configs` of `topic` with the AlterConfigs admin API (not incremental:
+/// the topic's other overrides go back to the broker defaults); panics with Kafka's answer
+/// if that fails.
+pub async fn alter_topic_config(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("create admin client");
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (key, value) in configs {
+        alter = alter.set(key, value);
+    }
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .alter_configs([&alter], &options)
+        .await
+        .unwrap_or_else(|e| panic!("alter configs {configs:?} of topic {topic} on {bootstrap}: {e}"));
+    for result in results {
+        if let Err((resource, code)) = result {
+            panic!("alter configs {configs:?} of {resource:?} on {bootstrap}: {code}");
+        }
+    }
+}
+
 /// One partition of a topic as a broker reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLayout {
@@ -325,7 +459,23 @@ pub fn consume_until(
     timeout: Duration,
     done: impl Fn(&[Record]) -> bool,
 ) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    consume_until_with(bootstrap, &[], topic, timeout, done)
+}
+
+/// [`consume_until`] by a consumer with extra librdkafka `client_properties` (e.g. SASL
+/// credentials from [`SaslMechanism::client_properties`]).
+pub fn consume_until_with(
+    bootstrap: &str,
+    client_properties: &[(String, String)],
+    topic: &str,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    for (key, value) in client_properties {
+        config.set(key, value);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", crate::unique("weir-test-reader"))
         .set("auto.offset.reset", "earliest")
