@@ -164,7 +164,18 @@ fn default_retry_after_s() -> u64 {
 
 impl CoreConfig {
     pub fn load(path: &Path) -> Result<CoreConfig, ConfigError> {
-        weir_proto::config::load(path, &["node_id"])
+        let config: CoreConfig = weir_proto::config::load(path, &["node_id"])?;
+        let kafka = &config.kafka;
+        if kafka.min_insync_replicas < 1 || kafka.min_insync_replicas > kafka.replication_factor {
+            return Err(ConfigError::Value {
+                key: "kafka.min_insync_replicas",
+                reason: format!(
+                    "{} must be between 1 and kafka.replication_factor ({}): a broker cannot require more in-sync replicas than a partition has",
+                    kafka.min_insync_replicas, kafka.replication_factor
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 

@@ -245,6 +245,11 @@ impl EdgeEndpoint {
                 format!("header announces {} events but the payload holds {n_events}", header.n_events),
             );
         }
+        // An unready core acknowledges nothing (see `KafkaSink::ingest`); the edge retries
+        // or fails over.
+        if let Some(reason) = self.publisher.not_ready() {
+            return error(ErrorCode::Unavailable, format!("this core is not ready: {reason}"));
+        }
         if !turn.wait().await {
             turn.cut();
             return error(

@@ -20,7 +20,13 @@ impl IngestSink for KafkaSink {
     fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
         let publisher = self.publisher.clone();
         let retry_after = self.retry_after;
+        // An unready core acknowledges nothing: its topic may take writes (created by
+        // someone else, with fewer replicas) without the durability an ack promises.
+        let ready = self.ready();
         async move {
+            if let Err(reason) = ready {
+                return Err(IngestError::Unavailable { message: format!("this core is not ready: {reason}"), retry_after });
+            }
             // The core's ack always follows Kafka's, so the client's ack-mode choice
             // (which matters on an edge) changes nothing here.
             match publisher.publish(request.batches).await {
@@ -48,10 +54,7 @@ impl IngestSink for KafkaSink {
     }
 
     fn ready(&self) -> Result<(), String> {
-        if let Some(fatal) = self.publisher.fatal_error() {
-            return Err(format!("kafka producer failed fatally: {fatal}"));
-        }
-        self.publisher.topic_ready()
+        self.publisher.not_ready().map_or(Ok(()), Err)
     }
 
     fn observe(&self) {

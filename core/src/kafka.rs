@@ -14,6 +14,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -152,9 +153,53 @@ impl PendingRequest {
     }
 }
 
-struct DeliveryContext;
+/// The producer's context: delivery reports, and the last problem librdkafka reported
+/// on its connections (an authentication failure, brokers down), which `/ready` shows
+/// beside the reason the topic is not verified: admin calls only say "timed out".
+#[derive(Default)]
+struct DeliveryContext {
+    recent_errors: RecentErrors,
+}
 
-impl ClientContext for DeliveryContext {}
+/// The last few distinct client errors, newest last: the telling one (authentication
+/// failed) is usually followed by a generic one (all brokers down).
+#[derive(Default)]
+struct RecentErrors(Mutex<Vec<String>>);
+
+impl RecentErrors {
+    fn push(&self, message: String) {
+        let mut recent = self.0.lock().expect("lock");
+        recent.retain(|m| *m != message);
+        recent.push(message);
+        if recent.len() > 3 {
+            recent.remove(0);
+        }
+    }
+
+    fn describe(&self) -> Option<String> {
+        let recent = self.0.lock().expect("lock");
+        (!recent.is_empty()).then(|| recent.join("; "))
+    }
+}
+
+impl ClientContext for DeliveryContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(facility, message, "librdkafka");
+                self.recent_errors.push(message.to_owned());
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(facility, message, "librdkafka"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(facility, message, "librdkafka"),
+            RDKafkaLogLevel::Debug => tracing::debug!(facility, message, "librdkafka"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        self.recent_errors.push(format!("{error}: {reason}"));
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<PendingRequest>;
@@ -193,7 +238,7 @@ impl Publisher {
             // backpressure (QueueFull) is waited on in `enqueue`.
             .set("queue.buffering.max.kbytes", config.queue_max_bytes.div_ceil(1024).max(1).to_string())
             .set("message.max.bytes", (config.max_record_bytes + 64 * 1024).to_string());
-        let producer = client.create_with_context(DeliveryContext)?;
+        let producer = client.create_with_context(DeliveryContext::default())?;
         Ok(Publisher {
             producer,
             topic: config.ingest_topic.clone(),
@@ -208,6 +253,15 @@ impl Publisher {
     /// `Err(reason)` until the ingest topic exists with the configured durability.
     pub fn topic_ready(&self) -> Result<(), String> {
         self.topic_state.lock().expect("lock").clone()
+    }
+
+    /// Why this node must not acknowledge anything now: the topic is not verified, or the
+    /// producer failed fatally.
+    pub fn not_ready(&self) -> Option<String> {
+        if let Some(fatal) = self.fatal_error() {
+            return Some(format!("kafka producer failed fatally: {fatal}"));
+        }
+        self.topic_ready().err()
     }
 
     /// A fatal producer error (e.g. idempotence state lost) makes the node unready.
@@ -317,6 +371,10 @@ impl Publisher {
                     return;
                 }
                 Err(reason) => {
+                    let reason = match self.producer.context().recent_errors.describe() {
+                        Some(recent) => format!("{reason} (recent kafka client errors: {recent})"),
+                        None => reason,
+                    };
                     // Logged when it changes: a topic short of replicas is waited on, not
                     // repeated every few seconds.
                     if reason != last_reason {
@@ -410,21 +468,26 @@ async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
             .map_err(|e| format!("metadata task failed: {e}"))?
             .map_err(|e| format!("cannot describe topic {name}: {e}"))?
     };
-    let described = metadata.topics().iter().find(|t| t.name() == name).ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
-    if let Some(error) = described.error() {
-        return Err(format!("topic {name}: {:?}", RDKafkaErrorCode::from(error)));
-    }
-    if described.partitions().is_empty() {
-        return Err(format!("topic {name} has no partitions yet"));
-    }
-    if let Some(partition) = described.partitions().iter().find(|p| (p.replicas().len() as i32) < config.replication_factor) {
-        return Err(format!(
-            "topic {name} partition {} has {} replicas, below kafka.replication_factor {}: increase its replication (kafka-reassign-partitions) or lower the setting",
-            partition.id(),
-            partition.replicas().len(),
-            config.replication_factor
-        ));
-    }
+    // Metadata holds raw pointers (not Send): read what is needed before the next await.
+    let fewest_replicas = {
+        let described = metadata.topics().iter().find(|t| t.name() == name).ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
+        if let Some(error) = described.error() {
+            return Err(format!("topic {name}: {:?}", RDKafkaErrorCode::from(error)));
+        }
+        if described.partitions().is_empty() {
+            return Err(format!("topic {name} has no partitions yet"));
+        }
+        if let Some(partition) = described.partitions().iter().find(|p| (p.replicas().len() as i32) < config.replication_factor) {
+            return Err(format!(
+                "topic {name} partition {} has {} replicas, below kafka.replication_factor {}: increase its replication (kafka-reassign-partitions) or lower the setting",
+                partition.id(),
+                partition.replicas().len(),
+                config.replication_factor
+            ));
+        }
+        described.partitions().iter().map(|p| p.replicas().len() as i32).min().unwrap_or(0)
+    };
+    drop(metadata);
     let configs = admin
         .describe_configs([&ResourceSpecifier::Topic(&name)], &options)
         .await
@@ -438,6 +501,9 @@ async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
         .and_then(|entry| entry.value.as_deref())
         .and_then(|value| value.parse::<i32>().ok())
         .ok_or_else(|| format!("topic {name} reports no min.insync.replicas"))?;
+    // A broker enforces min(min.insync.replicas, replicas) (Kafka 4), so that is what an
+    // ack means.
+    let min_isr = min_isr.min(fewest_replicas);
     if min_isr < config.min_insync_replicas {
         return Err(format!(
             "topic {name} has min.insync.replicas={min_isr}, below kafka.min_insync_replicas {}: an ack would survive fewer broker failures than configured; raise it (kafka-configs --alter --add-config min.insync.replicas={}) or lower the setting",

@@ -164,9 +164,10 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
     let (wrong_reason, plain_reason) = tokio::join!(wrong_core.stays_unready(unready_for), plain_core.stays_unready(unready_for));
     eprintln!("wrong password: /ready says {wrong_reason}");
     eprintln!("without SASL: /ready says {plain_reason}");
-    assert!(mentions(&wrong_reason, &["not ready", "cannot reach kafka"]), "{wrong_reason}");
-    assert!(mentions(&plain_reason, &["not ready", "cannot reach kafka"]), "{plain_reason}");
-    // The core's reason does not say why it cannot reach Kafka; the broker's log does.
+    // The reason carries librdkafka's last connection error, which names the cause.
+    assert!(mentions(&wrong_reason, &["not ready", "cannot reach kafka", "recent kafka client errors", "authentication"]), "{wrong_reason}");
+    assert!(mentions(&plain_reason, &["not ready", "cannot reach kafka", "recent kafka client errors"]), "{plain_reason}");
+    // And the broker saw the wrong password.
     let log = std::fs::read_to_string(broker.dir.join("logs/server.log")).unwrap_or_default();
     assert!(
         log.contains("Failed authentication") && log.contains("invalid credentials with SASL mechanism SCRAM-SHA-512"),
@@ -208,11 +209,15 @@ async fn the_core_stays_unready_while_the_topic_is_less_durable_than_required() 
     assert_eq!(status, 503, "an ingest request to a core without its topic: {body}");
     drop(core);
 
-    // (b) The topic exists with min.insync.replicas 1, the core requires 2.
+    // (b) On three brokers, the topic exists with min.insync.replicas 1, the core
+    // requires 2. (A broker enforces min(min.insync.replicas, replicas), so this needs a
+    // topic of several replicas, hence a cluster.)
+    let cluster = tokio::task::block_in_place(|| kafka::Cluster::start(&dir.path().join("kafka"), 3, kafka::Quorum::Combined));
+    let bootstrap = cluster.bootstrap();
     let topic = unique("weir-minisr");
-    kafka::create_topic(&bootstrap, &topic, 2, 1, &[("min.insync.replicas", "1")]).await;
+    kafka::create_topic(&bootstrap, &topic, 2, 3, &[("min.insync.replicas", "1")]).await;
     let mut spec = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    spec.replication_factor = 1;
+    spec.replication_factor = 3;
     spec.min_insync_replicas = 2;
     spec.ack_timeout_ms = 2_000;
     let core = InProcessCore::start("core-minisr", &spec, &[], dir.path()).await;
@@ -221,13 +226,15 @@ async fn the_core_stays_unready_while_the_topic_is_less_durable_than_required() 
         mentions(&reason, &["min.insync.replicas=1", "kafka.min_insync_replicas 2", "--add-config min.insync.replicas=2"]),
         "/ready names min.insync.replicas and what to do: {reason}"
     );
+    // The topic takes writes, but not as durably as required: nothing is acknowledged.
+    let (status, body) = core.ingest(&unique("minisr-early")).await;
+    assert_eq!(status, 503, "an unready core acknowledged an event: {body}");
+    assert!(body.contains("min.insync.replicas"), "the answer says why: {body}");
 
     // An operator raises it; the core re-checks with backoff and gets ready, no restart.
     kafka::alter_topic_config(&bootstrap, &topic, &[("min.insync.replicas", "2")]).await;
     let ready_after = core.wait_ready(Duration::from_secs(15)).await;
-    // No ingest is checked here: with eligible leader replicas (on by default since Kafka
-    // 4.0) a broker enforces min(min.insync.replicas, replicas), so this one-replica topic
-    // acks with one replica whatever the setting says; min_insync_replicas 2 with
-    // replication_factor 1 is a core setting only a single-broker test can ask for.
+    let (status, body) = core.ingest(&unique("minisr-ready")).await;
+    assert_eq!(status, 200, "ready, so acknowledged: {body}");
     eprintln!("timings: ready {ready_after:?} after raising min.insync.replicas, total {:?}", started.elapsed());
 }
