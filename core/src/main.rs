@@ -60,15 +60,15 @@ enum PluginCommand {
 }
 
 fn main() -> ExitCode {
-    weir_proto::process::init_logging();
-    weir_proto::process::exit_code(dispatch(Cli::parse()))
+    weir_node::process::init_logging();
+    weir_node::process::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = CoreConfig::load(&config)?;
-            weir_proto::process::run_until_signal(|shutdown| weir_core::run(config, shutdown))
+            weir_node::process::run_until_signal(|shutdown| weir_core::run(config, shutdown))
                 .context("cannot start the tokio runtime")??;
             Ok(())
         }
