@@ -33,6 +33,8 @@ cargo test --locked --quiet --manifest-path plugins/Cargo.toml -p weir-parsers -
 
 step "build"
 build_log="$(mktemp)"
+# --workspace includes weir-tests, which enables weir-core's `dev-certs` feature; Cargo
+# unifies features across the build, so target/debug/weir-core has `weir-core certs` too.
 cargo build --locked --workspace --bins --tests 2>&1 | tee "$build_log"
 if [ "${CI:-}" = "true" ] && grep -E "^warning: .* generated [0-9]+ warnings?" "$build_log"; then
     echo "tests/run.sh: compiler warnings in Weir's crates; CI denies them" >&2

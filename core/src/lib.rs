@@ -5,8 +5,10 @@
 //! `main` parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
 //!
 //! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
-//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), [`certs`] (dev PKI).
+//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), `certs` (dev PKI, only with
+//! the `dev-certs` feature: never in a production build).
 
+#[cfg(feature = "dev-certs")]
 pub mod certs;
 pub mod config;
 pub mod edge_endpoint;
