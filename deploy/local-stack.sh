@@ -51,7 +51,8 @@ start() {
     command -v curl >/dev/null || { say "curl not found: install curl"; exit 1; }
     mkdir -p "$home/logs"
     say "building weir-core and weir-edge (first build takes several minutes)"
-    (cd "$root" && cargo build --locked --bins -q)
+    # `dev-certs`: the `weir-core certs` step below makes the local CA.
+    (cd "$root" && cargo build --locked --bins --features weir-core/dev-certs -q)
 
     local bootstrap
     if [ -n "${WEIR_KAFKA_BOOTSTRAP:-}" ]; then

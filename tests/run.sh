@@ -33,12 +33,31 @@ cargo test --locked --quiet --manifest-path plugins/Cargo.toml -p weir-parsers -
 
 step "build"
 build_log="$(mktemp)"
+# --workspace includes weir-tests, which enables weir-core's `dev-certs` feature; Cargo
+# unifies features across the build, so target/debug/weir-core has `weir-core certs` too.
 cargo build --locked --workspace --bins --tests 2>&1 | tee "$build_log"
 if [ "${CI:-}" = "true" ] && grep -E "^warning: .* generated [0-9]+ warnings?" "$build_log"; then
     echo "tests/run.sh: compiler warnings in Weir's crates; CI denies them" >&2
     exit 1
 fi
 rm -f "$build_log"
+
+step "cargo deny (licences, bans, sources)"
+# Pinned, installed once into the cache (a cold install builds it from source: about
+# 4 minutes on 2 cores). Built in cargo's own temporary directory, not the workspace's
+# target dir. After the build step, so every crate it reads is already downloaded.
+cargo_deny_version=0.20.2
+cargo_deny="$WEIR_CACHE_DIR/tools/bin/cargo-deny"
+if [ ! -x "$cargo_deny" ] || ! "$cargo_deny" --version | grep -qF " $cargo_deny_version"; then
+    env -u CARGO_TARGET_DIR cargo install cargo-deny --locked --version "$cargo_deny_version" \
+        --root "$WEIR_CACHE_DIR/tools"
+fi
+# No `advisories`: the RustSec advisory database is a git repository that our machines and
+# CI cannot fetch, so that check could only fail here (see deny.toml). Duplicate versions
+# are warnings; a disallowed licence or a crate from outside crates.io fails the run.
+PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline check licenses bans sources
+PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline --manifest-path plugins/Cargo.toml \
+    check licenses bans sources
 
 step "start Kafka"
 kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"

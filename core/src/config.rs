@@ -7,8 +7,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 use weir_http_ingest::HttpIngestConfig;
-use weir_proto::config::ConfigError;
-use weir_proto::tls::TlsFiles;
+use weir_node::config::ConfigError;
+use weir_node::tls::TlsFiles;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,7 +164,7 @@ fn default_retry_after_s() -> u64 {
 
 impl CoreConfig {
     pub fn load(path: &Path) -> Result<CoreConfig, ConfigError> {
-        let config: CoreConfig = weir_proto::config::load(path, &["node_id"])?;
+        let config: CoreConfig = weir_node::config::load(path, &["node_id"])?;
         let kafka = &config.kafka;
         if kafka.min_insync_replicas < 1 || kafka.min_insync_replicas > kafka.replication_factor {
             return Err(ConfigError::Value {

@@ -205,7 +205,7 @@ impl EdgeEndpoint {
         mut turn: Turn,
         certificate: &CertificateDer<'static>,
     ) -> Response {
-        if let Err(reason) = weir_proto::tls::certificate_names(certificate, &header.batch_id.edge_id) {
+        if let Err(reason) = weir_node::tls::certificate_names(certificate, &header.batch_id.edge_id) {
             tracing::warn!(edge_id = %header.batch_id.edge_id, %reason, "edge names itself differently from its certificate");
             return error(
                 ErrorCode::Forbidden,

@@ -5,8 +5,10 @@
 //! `main` parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
 //!
 //! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
-//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), [`certs`] (dev PKI).
+//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), `certs` (dev PKI, only with
+//! the `dev-certs` feature: never in a production build).
 
+#[cfg(feature = "dev-certs")]
 pub mod certs;
 pub mod config;
 pub mod edge_endpoint;
@@ -32,7 +34,7 @@ pub enum CoreError {
     #[error("cannot listen for QUIC on {addr}: {source}")]
     QuicBind { addr: SocketAddr, source: std::io::Error },
     #[error("invalid TLS setup for the edge endpoint: {0}")]
-    Tls(#[from] weir_proto::tls::TlsError),
+    Tls(#[from] weir_node::tls::TlsError),
     #[error(transparent)]
     Kafka(#[from] PublishError),
     #[error("invalid parser plugin setup: {0}")]
@@ -80,7 +82,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
     let edge_endpoint = match &config.quic {
         Some(quic) => {
-            let server = weir_proto::tls::server_config(&quic.tls)?;
+            let server = weir_node::tls::server_config(&quic.tls)?;
             let endpoint = quinn::Endpoint::server(server, quic.listen)
                 .map_err(|source| CoreError::QuicBind { addr: quic.listen, source })?;
             Some(EdgeEndpoint {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+#[cfg(feature = "dev-certs")]
 use weir_core::certs::{self, Role};
 use weir_core::config::CoreConfig;
 
@@ -27,7 +28,8 @@ enum Command {
         #[arg(long, short, env = "WEIR_CONFIG")]
         config: PathBuf,
     },
-    /// Create a development CA and certificates for cores and edges.
+    /// Create a development CA and certificates for cores and edges (builds with the
+    /// `dev-certs` feature only; others answer with how to get it).
     Certs {
         /// Directory for ca.pem/ca.key and NAME.pem/NAME.key; an existing CA there is reused.
         #[arg(long, default_value = "certs")]
@@ -59,16 +61,26 @@ enum PluginCommand {
     },
 }
 
+/// `weir-core certs` asked of a build without the dev PKI. The subcommand stays in the CLI
+/// either way, so that it answers with how to get it rather than "unknown command".
+#[cfg(not(feature = "dev-certs"))]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this weir-core was built without the development PKI: `weir-core certs` needs the `dev-certs` feature \
+     (cargo build --features weir-core/dev-certs); production nodes use certificates from your own CA"
+)]
+struct DevCertsNotBuilt;
+
 fn main() -> ExitCode {
-    weir_proto::process::init_logging();
-    weir_proto::process::exit_code(dispatch(Cli::parse()))
+    weir_node::process::init_logging();
+    weir_node::process::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = CoreConfig::load(&config)?;
-            weir_proto::process::run_until_signal(|shutdown| weir_core::run(config, shutdown))
+            weir_node::process::run_until_signal(|shutdown| weir_core::run(config, shutdown))
                 .context("cannot start the tokio runtime")??;
             Ok(())
         }
@@ -83,6 +95,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?;
             Ok(())
         }
+        #[cfg(not(feature = "dev-certs"))]
+        Command::Certs { .. } => Err(DevCertsNotBuilt.into()),
+        #[cfg(feature = "dev-certs")]
         Command::Certs { dir, cores, edges } => {
             let nodes: Vec<(String, Role)> = cores
                 .into_iter()

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use weir_http_ingest::{AckMode, HttpIngestConfig};
-use weir_proto::config::ConfigError;
-use weir_proto::tls::TlsFiles;
+use weir_node::config::ConfigError;
+use weir_node::tls::TlsFiles;
 
 use crate::spool::SpoolConfig;
 use crate::syslog::SyslogConfig;
@@ -173,7 +173,7 @@ fn default_retries_per_link() -> u32 {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
-        let config: EdgeConfig = weir_proto::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])?;
+        let config: EdgeConfig = weir_node::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])?;
         let max_streams = weir_proto::wire::MAX_STREAMS_PER_CONNECTION as usize;
         if !(1..=max_streams).contains(&config.forward.max_in_flight) {
             return Err(ConfigError::Value {

@@ -29,12 +29,12 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use weir_node::atomic_write::AtomicWrite;
 use weir_proto::wire::{self, BatchId, ErrorCode};
 
 use crate::spool::{CorruptRecord, RECORD_HEADER_BYTES, Spool, SpoolError, decode_spooled};
@@ -270,12 +270,12 @@ pub fn quarantine_corrupt(spool: &Spool, letters: &DeadLetters) -> Result<usize,
     Ok(moved)
 }
 
+/// Written and fsynced through `NAME.tmp`; the directory is not synced here: the callers
+/// sync it once, after both files of a letter.
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeadLetterError> {
-    let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
-    file.write_all(bytes).map_err(io("write", &tmp))?;
-    file.sync_all().map_err(io("sync", &tmp))?;
-    fs::rename(&tmp, path).map_err(io("rename into place", path))
+    AtomicWrite::new(path.with_extension("tmp"))
+        .write(path, &[bytes])
+        .map_err(|e| DeadLetterError::Io { action: e.step.verb(), path: e.path, source: e.source })
 }
 
 #[cfg(test)]

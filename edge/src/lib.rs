@@ -3,7 +3,7 @@
 //! TLS) to any reachable core.
 //!
 //! Architecture invariant: the edge is light. It must never link wasmtime, rdkafka or the
-//! AWS SDK; it shares only `weir-proto` and `weir-http-ingest` with the core.
+//! AWS SDK; it shares only `weir-proto`, `weir-node` and `weir-http-ingest` with the core.
 
 pub mod config;
 pub mod dead_letter;
@@ -32,7 +32,7 @@ pub enum EdgeError {
     #[error("cannot open a QUIC client endpoint: {0}")]
     QuicBind(std::io::Error),
     #[error("invalid TLS setup for forwarding: {0}")]
-    Tls(#[from] weir_proto::tls::TlsError),
+    Tls(#[from] weir_node::tls::TlsError),
     #[error("cannot open the spool: {0}")]
     Spool(#[from] SpoolError),
     #[error("http server failed: {0}")]
@@ -167,10 +167,10 @@ pub async fn run(config: EdgeConfig, shutdown: CancellationToken) -> Result<(), 
 pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<RunningEdge, EdgeError> {
     // The cores refuse batch ids that name another edge than the certificate; say so
     // here rather than at every batch.
-    weir_proto::tls::check_certificate_name(&config.forward.tls.cert, &config.edge_id)?;
+    weir_node::tls::check_certificate_name(&config.forward.tls.cert, &config.edge_id)?;
     let spool = open_spool(&config).await?;
     let stats = spool.stats();
-    let client = weir_proto::tls::client_config(
+    let client = weir_node::tls::client_config(
         &config.forward.tls,
         Duration::from_millis(config.forward.idle_timeout_ms),
     )?;

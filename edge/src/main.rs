@@ -76,15 +76,15 @@ enum DeadLetterCommand {
 }
 
 fn main() -> ExitCode {
-    weir_proto::process::init_logging();
-    weir_proto::process::exit_code(dispatch(Cli::parse()))
+    weir_node::process::init_logging();
+    weir_node::process::exit_code(dispatch(Cli::parse()))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = EdgeConfig::load(&config)?;
-            weir_proto::process::run_until_signal(|shutdown| weir_edge::run(config, shutdown))
+            weir_node::process::run_until_signal(|shutdown| weir_edge::run(config, shutdown))
                 .context("cannot start the tokio runtime")??;
             Ok(())
         }

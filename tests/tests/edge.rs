@@ -543,7 +543,7 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
     let _core = core_process(&core_spec, dir.path()).await;
     let core_addr = core_spec.quic_addr().parse().unwrap();
     let run = unique("rogue");
-    let files = |dir: &std::path::Path| weir_proto::tls::TlsFiles {
+    let files = |dir: &std::path::Path| weir_node::tls::TlsFiles {
         cert: dir.join("edge-1.pem"),
         key: dir.join("edge-1.key"),
         // Trusts the real CA, so only the client side is wrong.
@@ -552,7 +552,7 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
 
     // First the control: the good certificate and its own name forward fine, so the
     // refusals below are the certificate's doing, not the harness's.
-    let good = weir_proto::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
+    let good = weir_node::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
     let good_marker = format!("{run}-good");
     assert_eq!(try_forward(good.clone(), core_addr, "edge-1", &good_marker).await, Ok(()));
 
@@ -566,7 +566,7 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
 
     // A client certificate from another CA, and no client certificate at all: both fail
     // in the TLS handshake, before any stream.
-    let wrong_ca = weir_proto::tls::client_config(&files(&rogue), Duration::from_secs(3)).unwrap();
+    let wrong_ca = weir_node::tls::client_config(&files(&rogue), Duration::from_secs(3)).unwrap();
     let no_cert = {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_file_iter(certs.join("ca.pem")).unwrap() {
@@ -590,7 +590,7 @@ async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
     // another CA, even one carrying the right name.
     let foreign_core = CoreSpec::new("core-1", &bootstrap, &core_spec.topic, &rogue);
     let _foreign = core_process(&foreign_core, &dir.path().join("rogue")).await;
-    let edge_config = weir_proto::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
+    let edge_config = weir_node::tls::client_config(&files(&certs), Duration::from_secs(3)).unwrap();
     let outcome = try_forward(edge_config, foreign_core.quic_addr().parse().unwrap(), "edge-1", &format!("{run}-to-foreign")).await;
     assert!(matches!(outcome, Err(Outcome::Tls(_))), "an edge must not talk to a core from another CA: {outcome:?}");
 

@@ -52,8 +52,8 @@ async fn a_burst_of_large_requests_is_pushed_back_within_a_memory_bound() {
         })
     });
     let http_requests: Vec<_> = http_requests.collect();
-    let edge_config = weir_proto::tls::client_config(
-        &weir_proto::tls::TlsFiles { cert: certs.join("edge-1.pem"), key: certs.join("edge-1.key"), ca: certs.join("ca.pem") },
+    let edge_config = weir_node::tls::client_config(
+        &weir_node::tls::TlsFiles { cert: certs.join("edge-1.pem"), key: certs.join("edge-1.key"), ca: certs.join("ca.pem") },
         Duration::from_secs(10),
     )
     .unwrap();

@@ -1,13 +1,12 @@
-//! Shared vocabulary of edge and core: the event model, the edge↔core wire protocol and
-//! the mutual-TLS setup for QUIC.
+//! Shared vocabulary of edge and core: the event model (`event`) and the edge↔core wire
+//! protocol (`wire`: frames, payload encoding, ALPN).
 //!
-//! Architecture invariant: this crate is light. It must never depend on rdkafka, wasmtime
-//! or the AWS SDK, because the edge links it.
+//! Architecture invariant: this crate is light: serde, serde_json, bytes, zstd and
+//! thiserror only. It must never depend on rdkafka, wasmtime or the AWS SDK (the edge links
+//! it), nor on a log subscriber, TLS or config loading: those belong to `weir-node`, so
+//! that a crate speaking only the vocabulary (e.g. `weir-http-ingest`) does not pull them.
 
-pub mod config;
 pub mod event;
-pub mod process;
-pub mod tls;
 pub mod wire;
 
 pub use event::{Event, EventBatch};

@@ -17,6 +17,7 @@
 //! in memory.
 
 use crate::error::Error;
+use weir_node::atomic_write::AtomicWrite;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Read, Write};
@@ -193,21 +194,12 @@ impl Cache {
     /// Writes an entry: a private temporary file renamed into place, so a
     /// reader sees a whole entry or none (a torn one fails verification).
     fn store(&self, name: &blake3::Hash, path: &Path, artifact: &[u8]) -> std::io::Result<()> {
-        let tmp = temp_path(&self.dir, "entry");
-        let result = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            file.write_all(artifact)?;
-            file.write_all(self.mac(name, artifact).as_bytes())?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        // Not fsynced: after a crash a torn entry fails verification and is recompiled.
+        AtomicWrite::new(temp_path(&self.dir, "entry"))
+            .private()
+            .sync_file(false)
+            .write(path, &[artifact, self.mac(name, artifact).as_bytes()])
+            .map_err(|e| e.source)
     }
 }
 

@@ -6,6 +6,7 @@
 //! caller has not decided is fully acknowledged.
 
 use super::*;
+use weir_node::atomic_write::{AtomicWrite, Step};
 
 pub(super) fn segment_path(dir: &Path, base: u64) -> PathBuf {
     dir.join(format!("{base:020}.{SEGMENT_EXT}"))
@@ -94,18 +95,15 @@ pub(super) fn replace_durably(
     name: &str,
     bytes: &[u8],
 ) -> Result<(), SpoolError> {
-    let tmp = dir.join(tmp_name);
-    let path = dir.join(name);
-    OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
+    AtomicWrite::new(dir.join(tmp_name))
+        .sync_dir(true)
+        .write(&dir.join(name), &[bytes])
+        .map_err(|e| {
+            let op = match e.step {
+                Step::Rename => "renaming into place",
+                Step::SyncDir => "syncing spool directory",
+                Step::Create | Step::Write | Step::Sync => "writing",
+            };
+            io_error(op, &e.path, e.source)
         })
-        .map_err(|e| io_error("writing", &tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_error("renaming into place", &path, e))?;
-    sync_dir(dir)
 }

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
-use crate::wire::ALPN;
+use weir_proto::wire::{ALPN, MAX_STREAMS_PER_CONNECTION};
 
 /// PEM files of one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
-    transport.max_concurrent_bidi_streams(crate::wire::MAX_STREAMS_PER_CONNECTION.into());
+    transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u32.into());
     transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("valid idle")));
     server.transport_config(Arc::new(transport));
