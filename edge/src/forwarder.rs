@@ -50,9 +50,27 @@ pub struct Forwarder {
     edge_id: String,
     incarnation: String,
     dead_letters: DeadLetters,
-    /// Cores that refused a batch for a reason of their own (protocol version, Kafka
-    /// permissions), by sequence: the batch is dead-lettered only once every core did.
-    core_refusals: Mutex<HashMap<u64, BTreeSet<String>>>,
+    core_refusals: CoreRefusals,
+}
+
+/// Cores that refused a batch for a reason of their own (protocol version, Kafka
+/// permissions), by sequence: the batch is dead-lettered only once every core did.
+#[derive(Default)]
+struct CoreRefusals(Mutex<HashMap<u64, BTreeSet<String>>>);
+
+impl CoreRefusals {
+    /// Records that the core at `addr` refused batch `seq`; true once every one of
+    /// `cores` did (the refusals of `seq` are then forgotten).
+    fn refused_by_every_core(&self, seq: u64, addr: &str, cores: &[CoreAddress]) -> bool {
+        let mut refusals = self.0.lock().expect("lock");
+        let by = refusals.entry(seq).or_default();
+        by.insert(addr.to_owned());
+        let every = cores.iter().all(|core| by.contains(&core.addr));
+        if every {
+            refusals.remove(&seq);
+        }
+        every
+    }
 }
 
 impl Forwarder {
@@ -64,7 +82,7 @@ impl Forwarder {
         incarnation: String,
         dead_letters: DeadLetters,
     ) -> Forwarder {
-        Forwarder { endpoint, spool, config, edge_id, incarnation, dead_letters, core_refusals: Mutex::new(HashMap::new()) }
+        Forwarder { endpoint, spool, config, edge_id, incarnation, dead_letters, core_refusals: CoreRefusals::default() }
     }
 
     /// Jittered exponential delays between `backoff_initial_ms` and `backoff_max_ms`:
@@ -208,7 +226,7 @@ impl Forwarder {
                         in_flight.push(Box::pin(self.resend_after(delay, connection.clone(), seq)));
                     }
                     Err(ForwardError::Refused { seq, code, message }) if code.is_core_specific() => {
-                        if !self.refused_by_every_core(seq, addr) {
+                        if !self.core_refusals.refused_by_every_core(seq, addr, &self.config.cores) {
                             // Another core may take it (a newer version, other credentials).
                             return Err(ForwardError::Refused { seq, code, message });
                         }
@@ -228,19 +246,6 @@ impl Forwarder {
                 }
             }
         }
-    }
-
-    /// Records that the core at `addr` refused batch `seq` for a reason of its own; true
-    /// once every configured core did (the refusals are then forgotten).
-    fn refused_by_every_core(&self, seq: u64, addr: &str) -> bool {
-        let mut refusals = self.core_refusals.lock().expect("lock");
-        let by = refusals.entry(seq).or_default();
-        by.insert(addr.to_owned());
-        let every = self.config.cores.iter().all(|core| by.contains(&core.addr));
-        if every {
-            refusals.remove(&seq);
-        }
-        every
     }
 
     /// Sends batch `seq` again on its own new stream after `delay`, reading it back from
@@ -342,5 +347,21 @@ impl Forwarder {
         tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
             .await
             .unwrap_or(Err(ForwardError::Timeout { seq, timeout_ms }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_core_specific_refusal_dead_letters_only_once_every_core_refused() {
+        let cores: Vec<CoreAddress> = ["a:1", "b:2"].iter().map(|addr| CoreAddress { addr: (*addr).into(), name: None }).collect();
+        let refusals = CoreRefusals::default();
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "b may still take it");
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "the same core twice is still one core");
+        assert!(!refusals.refused_by_every_core(8, "b:2", &cores), "another batch is counted apart");
+        assert!(refusals.refused_by_every_core(7, "b:2", &cores), "both refused 7");
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "forgotten once decided");
     }
 }

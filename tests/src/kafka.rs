@@ -448,6 +448,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<String>,
     pub batch_id: Option<String>,
+    /// `(part index, part count)` from the record's headers, when it has them.
+    pub part: Option<(u32, u32)>,
     pub batch: EventBatch,
 }
 
@@ -497,17 +499,21 @@ pub fn consume_until_with(
         };
         let batch: EventBatch = serde_json::from_slice(message.payload().unwrap_or_default())
             .unwrap_or_else(|e| panic!("record at {}:{} is not an EventBatch: {e}", message.partition(), message.offset()));
-        let batch_id = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == weir_core::kafka::BATCH_ID_HEADER)
-                .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
-        });
+        let header = |name: &str| {
+            message.headers().and_then(|headers| {
+                headers.iter().find(|h| h.key == name).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+        };
+        let batch_id = header(weir_core::kafka::BATCH_ID_HEADER);
+        let part = header(weir_core::kafka::BATCH_PART_HEADER)
+            .zip(header(weir_core::kafka::BATCH_PARTS_HEADER))
+            .map(|(index, count)| (index.parse().expect("numeric part index"), count.parse().expect("numeric part count")));
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
             key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             batch_id,
+            part,
             batch,
         });
     }

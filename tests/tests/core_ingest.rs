@@ -89,6 +89,32 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     assert!(!counts.contains_key(&huge) && !counts.contains_key(&good), "nothing of the refused requests is in kafka: {counts:?}");
 }
 
+/// Request headers are size-capped by the HTTP server (hyper's default buffer of about
+/// 400 KiB): a client cannot make the node buffer an unbounded header block.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_request_headers_are_refused() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(&bootstrap, dir.path());
+    let core = start_core(&spec, dir.path()).await;
+    let response = http()
+        .post(format!("{}/api/v1/ingest/raw", core.base))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("x-padding", "p".repeat(1 << 20))
+        .body("one event")
+        .send()
+        .await;
+    match response {
+        Ok(response) => assert_eq!(response.status().as_u16(), 431, "a 1 MiB header"),
+        // hyper may also close the connection before the client finished writing.
+        Err(error) => assert!(error.is_request() || error.is_body() || error.to_string().contains("connection"), "{error}"),
+    }
+    // The node is unharmed.
+    let response = http().post(format!("{}/api/v1/ingest/raw", core.base)).header("authorization", format!("Bearer {TOKEN}")).body("ok").send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
 fn spec(bootstrap: &str, dir: &std::path::Path) -> CoreSpec {
     let certs = certs(dir);
     CoreSpec::new("core-1", bootstrap, &unique("weir-test-core"), &certs)

@@ -106,6 +106,10 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
         records.iter().all(|r| r.batch_id.as_deref().is_some_and(|id| id.starts_with("edge-1:"))),
         "records forwarded by the edge carry its batch id"
     );
+    // The id is edge:incarnation:seq, with the spool's random incarnation in the middle.
+    let incarnation = records[0].batch_id.as_deref().unwrap().split(':').nth(1).unwrap().to_owned();
+    assert_eq!(incarnation.len(), 32, "a 128-bit incarnation: {:?}", records[0].batch_id);
+    assert!(records.iter().all(|r| r.part == Some((0, 1))), "a batch within the record limit is one record, part 0 of 1");
 
     // What an operator scrapes: 41 requests, 1001 events, 41 batches forwarded and acked.
     let edge_base = edge.url("");
@@ -122,6 +126,10 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
     assert_eq!(metric(&edge_metrics, "weir_http_events_total", &[("endpoint", "humio-structured")]), Some(1.0));
     assert_eq!(metric(&edge_metrics, "weir_spool_pending_batches", &[]), Some(0.0));
     assert_eq!(metric(&edge_metrics, "weir_forward_connected", &[("core", &core_spec.quic_addr())]), Some(1.0), "{edge_metrics}");
+    // Log files are plain text: colour codes only on a terminal.
+    for node in [&edge, &core] {
+        assert!(!node.log_tail().contains('\u{1b}'), "ANSI escape codes in a log file:\n{}", node.log_tail());
+    }
     let core_metrics = scrape(&core.url("")).await;
     assert_eq!(metric(&core_metrics, "weir_edge_batches_total", &[("result", "acked")]), Some(41.0), "{core_metrics}");
     assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "acked")]), Some(41.0));
@@ -406,6 +414,38 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
     assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
     let list = weir_edge_cli(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
     assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
+}
+
+/// A batch over the core's record limit travels as several Kafka records, each naming
+/// the batch and its place in it: what the digest needs to store a re-sent batch once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_split_into_records_carries_its_part_headers() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-parts"), &certs);
+    let _core = core_process(&core_spec, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let run = unique("parts");
+    // About 2.4 MB in one request, one source: one batch, over the 900 kB record limit.
+    let raws: Vec<String> = (0..2000).map(|i| format!("{run}-{i:05}-{}", noise(i, 1200))).collect();
+    let (status, body) = send_lines(&http(), &edge, &raws, Some("core")).await;
+    assert_eq!(status, 200, "{body}");
+    let records = expect_in_kafka(&bootstrap, &core_spec.topic, raws.clone()).await;
+    let ids: std::collections::BTreeSet<_> = records.iter().map(|r| r.batch_id.clone()).collect();
+    assert_eq!(ids.len(), 1, "one batch id for every part: {ids:?}");
+    let mut parts: Vec<(u32, u32)> = records.iter().map(|r| r.part.expect("part headers")).collect();
+    parts.sort();
+    let count = parts[0].1;
+    assert!(count >= 3, "2.4 MB split into at least three records: {parts:?}");
+    assert_eq!(parts, (0..count).map(|i| (i, count)).collect::<Vec<_>>(), "parts 0..n of n, each once");
+    // Parts keep the batch's event order: concatenated in part order, they are the request.
+    let mut by_part = records.clone();
+    by_part.sort_by_key(|r| r.part);
+    let joined: Vec<String> = by_part.iter().flat_map(|r| r.batch.events.iter().map(|e| e.raw.clone())).collect();
+    assert_eq!(joined, raws);
 }
 
 /// Runs `weir-edge ARGS CONFIG`, which must succeed; returns stdout and stderr.
