@@ -78,6 +78,14 @@ pub struct QuicConfig {
     /// Largest forwarded batch after decompression.
     #[serde(default = "default_max_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// At shutdown, how long edge connections may take to answer the batches they
+    /// already have (no new ones are taken) before they are closed.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    15_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -72,9 +72,15 @@ impl EdgeEndpoint {
                 }
             });
         }
-        this.endpoint.close(0u32.into(), b"core shutting down");
+        // Drain: every connection answers the batches it already has, then closes itself;
+        // only then does the endpoint go (closing it first would cut them off and make
+        // their edges resend batches Kafka may already hold).
         tasks.close();
-        tasks.wait().await;
+        let drain = Duration::from_millis(this.config.drain_timeout_ms);
+        if tokio::time::timeout(drain + Duration::from_secs(1), tasks.wait()).await.is_err() {
+            tracing::warn!(drain_timeout_ms = this.config.drain_timeout_ms, "edge connections not drained in time; closing them");
+        }
+        this.endpoint.close(0u32.into(), b"core shutting down");
     }
 
     async fn serve_connection(self: Arc<Self>, connection: quinn::Connection, shutdown: CancellationToken) {
@@ -90,10 +96,29 @@ impl EdgeEndpoint {
         let streams = TaskTracker::new();
         // The previous stream's turn: fires (or is dropped) once it enqueued its records.
         let mut previous: Option<oneshot::Receiver<TurnSignal>> = None;
+        let mut draining: Option<tokio::time::Instant> = None;
         loop {
-            let stream = tokio::select! {
-                stream = connection.accept_bi() => stream,
-                _ = shutdown.cancelled() => break,
+            let stream = match draining {
+                None => tokio::select! {
+                    stream = connection.accept_bi() => stream,
+                    _ = shutdown.cancelled() => {
+                        // No credit for new streams; the ones the edge already opened are
+                        // still accepted and answered below.
+                        connection.set_max_concurrent_bi_streams(0u32.into());
+                        draining = Some(tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
+                        continue;
+                    }
+                },
+                Some(deadline) => {
+                    // Streams opened before the credit was withdrawn arrive quickly; once
+                    // none came for a moment and every accepted one is answered, done.
+                    let quiet = tokio::time::sleep(Duration::from_millis(200));
+                    tokio::select! {
+                        stream = connection.accept_bi() => stream,
+                        _ = quiet, if streams.is_empty() => break,
+                        _ = tokio::time::sleep_until(deadline) => break,
+                    }
+                }
             };
             match stream {
                 Ok((send, recv)) => {
@@ -110,8 +135,13 @@ impl EdgeEndpoint {
             }
         }
         // Let batches in flight finish publishing and answering before the connection goes.
+        let answered = streams.len();
         streams.close();
         streams.wait().await;
+        if draining.is_some() {
+            tracing::info!(%remote, in_flight_at_drain_end = answered, "edge connection drained; closing it");
+            connection.close(0u32.into(), b"core shutting down");
+        }
     }
 
     async fn serve_stream(

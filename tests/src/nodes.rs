@@ -254,6 +254,20 @@ impl Node {
             .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
+    /// SIGTERM, then waits up to `timeout` for the process to exit; its exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM {} failed", self.pid());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for node") {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} did not exit within {timeout:?} of SIGTERM:\n{}", self.name, self.log_tail());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

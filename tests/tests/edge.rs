@@ -416,6 +416,52 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
     assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
 }
 
+/// A core asked to stop answers the batches it already has before it closes the edge's
+/// connection: the edge sees acks, not a cut link, and fails over for the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_core_stopping_drains_the_batches_in_flight() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-drain");
+    let spec_1 = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let spec_2 = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    let edge_spec = EdgeSpec::new(dir.path(), vec![spec_1.quic_addr(), spec_2.quic_addr()], &certs);
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("drain");
+    let mut acknowledged = Vec::new();
+    for request in 0..96 {
+        let raws: Vec<String> = (0..300).map(|i| format!("{run}-{request}-{i}-{}", noise((request * 1000 + i) as u64, 1000))).collect();
+        let (status, body) = send_lines(&client, &edge, &raws, None).await;
+        assert_eq!(status, 200, "request {request}: {body}");
+        acknowledged.extend(raws);
+    }
+    // SIGTERM while the edge's window of ~300 kB batches is in flight on core-1.
+    let mut core_1 = core_process(&spec_1, dir.path()).await;
+    eventually("the edge to connect to core-1", Duration::from_secs(10), || {
+        let connected = core_1.log_tail().contains("edge connected");
+        async move { connected.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let status = tokio::task::block_in_place(|| core_1.terminate(Duration::from_secs(30)));
+    assert!(status.success(), "core-1 exits cleanly on SIGTERM: {status}\n{}", core_1.log_tail());
+    assert!(core_1.log_tail().contains("edge connection drained"), "core-1 drained its edge:\n{}", core_1.log_tail());
+    let _core_2 = core_process(&spec_2, dir.path()).await;
+    let records = expect_in_kafka(&bootstrap, &topic, acknowledged).await;
+    // A batch core-1 published but could not answer would be resent to core-2 and be in
+    // Kafka twice: a drain answers every batch it took.
+    let twice: Vec<_> = kafka::raw_counts(&records).into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "{} events are in Kafka twice, e.g. {:?}", twice.len(), twice.first());
+    // A cut stream shows on the edge as a lost link (or a batch without an answer); a
+    // drain as the core closing the link after its answers.
+    let log = edge.log_tail();
+    assert!(!log.contains("link to core lost") && !log.contains("no answer for batch"), "no batch in flight was cut off:\n{log}");
+    assert!(log.contains("core closed the link"), "core-1 closed the link gracefully:\n{log}");
+}
+
 /// A batch over the core's record limit travels as several Kafka records, each naming
 /// the batch and its place in it: what the digest needs to store a re-sent batch once.
 #[tokio::test(flavor = "multi_thread")]
