@@ -212,7 +212,7 @@ mod tests {
         let mut d = Dedup::default();
         let part = |part| StoredPart { seq: 7, part, parts: 3 };
         let batches = StoredBatches { edge_id: "e".into(), incarnation: "i".into(), whole: vec![], parts: vec![part(0), part(1)] };
-        d.mark(&[batches.clone()], 1);
+        d.mark(std::slice::from_ref(&batches), 1);
         assert!(d.is_stored(&id("e", "i", 7), 1));
         assert!(!d.is_stored(&id("e", "i", 7), 2), "the next segment holds part 2");
         let rest = StoredBatches { parts: vec![part(2)], ..batches };

@@ -275,7 +275,7 @@ impl State {
             return Err(Rejection::EmptyReplacement);
         }
         // partition → (old ranges, new ranges)
-        let mut ranges: BTreeMap<u32, (Vec<(u64, u64)>, Vec<(u64, u64)>)> = BTreeMap::new();
+        let mut ranges: BTreeMap<u32, (Vec<Range>, Vec<Range>)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for id in old {
             if !seen.insert(id.as_str()) {
@@ -428,6 +428,9 @@ fn check_dedup(segment_id: &str, dedup: &[StoredBatches]) -> Result<(), Rejectio
     }
     Ok(())
 }
+
+/// A half-open `[start, end)` offset range.
+type Range = (u64, u64);
 
 /// Sorted ranges with overlapping and adjacent ones merged.
 fn cover(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
