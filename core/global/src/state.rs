@@ -1,0 +1,451 @@
+//! The state every node derives from the Global topic, and the one function that changes
+//! it: [`State::apply`]. Every precondition is checked against this state alone, before
+//! anything changes, so a command either applies whole or not at all, identically on
+//! every node.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use weir_proto::wire::BatchId;
+
+use crate::command::{Cmd, Command, DecodeError, Location, SegmentInfo, StoredBatches, VERSION};
+use crate::dedup::Dedup;
+
+/// Command ids remembered to recognise a retried copy of a command.
+pub const RECENT_COMMANDS: usize = 10_000;
+
+/// Cluster metadata as of `applied_offset`. Every map is ordered, so two states built from
+/// the same log serialise to the same bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    applied_offset: Option<u64>,
+    nodes: BTreeMap<String, Node>,
+    partitions: BTreeMap<u32, Partition>,
+    segments: BTreeMap<String, Segment>,
+    /// Command id → (offset, applied) of the last [`RECENT_COMMANDS`] commands, and their order.
+    recent: BTreeMap<String, (u64, bool)>,
+    recent_order: VecDeque<String>,
+}
+
+/// A core node as it last announced itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub addresses: Vec<String>,
+    pub zone: String,
+    /// The node's own clock at its last heartbeat (data, not this node's clock).
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Partition {
+    owner: Option<String>,
+    epoch: u64,
+    next_offset: u64,
+    /// offset_start → segment id.
+    segments: BTreeMap<u64, String>,
+    dedup: Dedup,
+}
+
+/// Who digests a partition, under which epoch, and where it resumes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub owner: Option<String>,
+    pub epoch: u64,
+    /// The first Kafka offset no registered segment covers: the resume point.
+    pub next_offset: u64,
+}
+
+/// A registered segment and its verified copies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Segment {
+    pub info: SegmentInfo,
+    pub copies: BTreeSet<Location>,
+}
+
+/// When a segment counts as safe for [`State::safe_offset`] (I5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SafetyRule {
+    /// Verified copies on this many distinct nodes make a segment safe; 0 means node
+    /// copies never do (bucket only). A verified bucket copy always does.
+    pub min_node_copies: usize,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Rejected { reason: Rejection },
+}
+
+/// Why a command did not apply: its precondition did not hold in the state it met.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("command {id} was already in the log at offset {first_offset} (applied: {first_applied})")]
+    DuplicateCommand { id: String, first_offset: u64, first_applied: bool },
+    #[error("{issuer} cannot send a heartbeat for {node_id}")]
+    HeartbeatForOtherNode { issuer: String, node_id: String },
+    #[error("heartbeat of {node_id} at {at_ms} ms is older than the stored one at {stored_ms} ms")]
+    StaleHeartbeat { node_id: String, at_ms: u64, stored_ms: u64 },
+    #[error("claim of partition {partition} for epoch {epoch} refused: its epoch is {current}, a claim must name {}", current + 1)]
+    EpochNotNext { partition: u32, epoch: u64, current: u64 },
+    #[error("partition {partition} is at epoch {current}, the command was issued under epoch {epoch}")]
+    StaleEpoch { partition: u32, epoch: u64, current: u64 },
+    #[error("{issuer} does not own partition {partition} (owner: {owner:?})")]
+    NotOwner { partition: u32, issuer: String, owner: Option<String> },
+    #[error("segment {segment_id} already exists")]
+    SegmentExists { segment_id: String },
+    #[error("segment {segment_id} appears twice in the command")]
+    SegmentRepeated { segment_id: String },
+    #[error("segment {segment_id} is not registered")]
+    UnknownSegment { segment_id: String },
+    #[error("segment {segment_id}: empty or inverted offset range [{start}, {end})")]
+    EmptyRange { segment_id: String, start: u64, end: u64 },
+    #[error("segment {segment_id}: event time range {min_ts_ms}..{max_ts_ms} is inverted")]
+    InvertedTimeRange { segment_id: String, min_ts_ms: i64, max_ts_ms: i64 },
+    #[error("segment {segment_id}: {blake3:?} is not a blake3 hash (64 lowercase hex digits)")]
+    NotAHash { segment_id: String, blake3: String },
+    #[error("partition {partition}: segment starts at {offset_start}, leaving a gap after next offset {next_offset}")]
+    Gap { partition: u32, offset_start: u64, next_offset: u64 },
+    #[error("partition {partition}: segment starts at {offset_start}, overlapping what is stored below next offset {next_offset}")]
+    Overlap { partition: u32, offset_start: u64, next_offset: u64 },
+    #[error("segment {segment_id}: invalid dedup entry: {detail}")]
+    InvalidDedup { segment_id: String, detail: String },
+    #[error("copy of segment {segment_id} at {location:?} has blake3 {got}, the segment's is {expected}")]
+    HashMismatch { segment_id: String, location: Location, expected: String, got: String },
+    #[error("segment {segment_id} already has a copy at {location:?}")]
+    CopyExists { segment_id: String, location: Location },
+    #[error("a replacement needs at least one old segment")]
+    EmptyReplacement,
+    #[error("partition {partition}: the new segments cover {new:?}, the old ones {old:?}")]
+    RangesDiffer { partition: u32, old: Vec<(u64, u64)>, new: Vec<(u64, u64)> },
+    #[error("malformed record: {0}")]
+    Malformed(String),
+}
+
+/// A command this state must not apply at all: the caller's bug or a newer log, never
+/// a precondition (those are [`Rejection`]s, the same on every node).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    #[error("offset {offset} is not after the last applied offset {applied}: commands apply once, in log order")]
+    NotAfter { offset: u64, applied: u64 },
+    #[error("Global command of envelope version {0}; this node applies version {VERSION} only: upgrade it")]
+    UnsupportedVersion(u32),
+}
+
+impl State {
+    /// The offset of the last command applied; `None` before the first.
+    pub fn applied_offset(&self) -> Option<u64> {
+        self.applied_offset
+    }
+
+    /// The offset to consume next.
+    pub fn next_offset(&self) -> u64 {
+        self.applied_offset.map_or(0, |o| o + 1)
+    }
+
+    /// Applies the record at `offset` as it came from the topic: a malformed record is
+    /// skipped (rejected) by every node alike; one of an unknown version stops this node.
+    pub fn apply_record(&mut self, offset: u64, bytes: &[u8]) -> Result<Outcome, ApplyError> {
+        match Command::decode(bytes) {
+            Ok(command) => self.apply(offset, &command),
+            Err(DecodeError::UnsupportedVersion(v)) => Err(ApplyError::UnsupportedVersion(v)),
+            Err(DecodeError::Malformed(why)) => {
+                self.advance(offset)?;
+                Ok(Outcome::Rejected { reason: Rejection::Malformed(why) })
+            }
+        }
+    }
+
+    /// Applies the command at `offset`. Deterministic: it reads nothing but `self` and
+    /// its arguments. A rejected command still advances [`applied_offset`](Self::applied_offset).
+    pub fn apply(&mut self, offset: u64, command: &Command) -> Result<Outcome, ApplyError> {
+        if command.v != VERSION {
+            return Err(ApplyError::UnsupportedVersion(command.v));
+        }
+        self.advance(offset)?;
+        if let Some(&(first_offset, first_applied)) = self.recent.get(&command.id) {
+            let reason = Rejection::DuplicateCommand { id: command.id.clone(), first_offset, first_applied };
+            return Ok(Outcome::Rejected { reason });
+        }
+        let result = self.check(command).map(|()| self.change(offset, command));
+        self.remember(offset, &command.id, result.is_ok());
+        Ok(match result {
+            Ok(()) => Outcome::Applied,
+            Err(reason) => Outcome::Rejected { reason },
+        })
+    }
+
+    fn advance(&mut self, offset: u64) -> Result<(), ApplyError> {
+        if let Some(applied) = self.applied_offset
+            && offset <= applied
+        {
+            return Err(ApplyError::NotAfter { offset, applied });
+        }
+        self.applied_offset = Some(offset);
+        Ok(())
+    }
+
+    fn remember(&mut self, offset: u64, id: &str, applied: bool) {
+        self.recent.insert(id.to_owned(), (offset, applied));
+        self.recent_order.push_back(id.to_owned());
+        while self.recent_order.len() > RECENT_COMMANDS {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
+    }
+
+    /// Every precondition, without changing anything.
+    fn check(&self, command: &Command) -> Result<(), Rejection> {
+        match &command.cmd {
+            Cmd::NodeHeartbeat { node_id, at_ms, .. } => {
+                if *node_id != command.node {
+                    return Err(Rejection::HeartbeatForOtherNode { issuer: command.node.clone(), node_id: node_id.clone() });
+                }
+                match self.nodes.get(node_id) {
+                    Some(node) if node.heartbeat_ms > *at_ms => {
+                        Err(Rejection::StaleHeartbeat { node_id: node_id.clone(), at_ms: *at_ms, stored_ms: node.heartbeat_ms })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Cmd::ClaimPartition { partition, epoch, .. } => {
+                let current = self.partitions.get(partition).map_or(0, |p| p.epoch);
+                if *epoch != current + 1 {
+                    return Err(Rejection::EpochNotNext { partition: *partition, epoch: *epoch, current });
+                }
+                Ok(())
+            }
+            Cmd::RegisterSegment { epoch, segment, dedup } => {
+                let p = segment.partition;
+                let part = self.partitions.get(&p).cloned().unwrap_or_default();
+                if *epoch != part.epoch {
+                    return Err(Rejection::StaleEpoch { partition: p, epoch: *epoch, current: part.epoch });
+                }
+                if part.owner.as_deref() != Some(command.node.as_str()) {
+                    return Err(Rejection::NotOwner { partition: p, issuer: command.node.clone(), owner: part.owner });
+                }
+                self.check_new_segment(segment)?;
+                if segment.offset_start > part.next_offset {
+                    return Err(Rejection::Gap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
+                }
+                if segment.offset_start < part.next_offset {
+                    return Err(Rejection::Overlap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
+                }
+                check_dedup(&segment.segment_id, dedup)
+            }
+            Cmd::AddCopy { segment_id, location, verified_blake3 } => {
+                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
+                if *verified_blake3 != segment.info.blake3 {
+                    return Err(Rejection::HashMismatch {
+                        segment_id: segment_id.clone(),
+                        location: location.clone(),
+                        expected: segment.info.blake3.clone(),
+                        got: verified_blake3.clone(),
+                    });
+                }
+                if segment.copies.contains(location) {
+                    return Err(Rejection::CopyExists { segment_id: segment_id.clone(), location: location.clone() });
+                }
+                Ok(())
+            }
+            Cmd::ReplaceSegments { old, new } => self.check_replacement(old, new),
+        }
+    }
+
+    fn check_new_segment(&self, segment: &SegmentInfo) -> Result<(), Rejection> {
+        let id = &segment.segment_id;
+        if self.segments.contains_key(id) {
+            return Err(Rejection::SegmentExists { segment_id: id.clone() });
+        }
+        if segment.offset_end <= segment.offset_start {
+            return Err(Rejection::EmptyRange { segment_id: id.clone(), start: segment.offset_start, end: segment.offset_end });
+        }
+        if segment.min_ts_ms > segment.max_ts_ms {
+            return Err(Rejection::InvertedTimeRange { segment_id: id.clone(), min_ts_ms: segment.min_ts_ms, max_ts_ms: segment.max_ts_ms });
+        }
+        if !is_blake3_hex(&segment.blake3) {
+            return Err(Rejection::NotAHash { segment_id: id.clone(), blake3: segment.blake3.clone() });
+        }
+        Ok(())
+    }
+
+    fn check_replacement(&self, old: &[String], new: &[SegmentInfo]) -> Result<(), Rejection> {
+        if old.is_empty() {
+            return Err(Rejection::EmptyReplacement);
+        }
+        // partition → (old ranges, new ranges)
+        let mut ranges: BTreeMap<u32, (Vec<Range>, Vec<Range>)> = BTreeMap::new();
+        let mut seen = BTreeSet::new();
+        for id in old {
+            if !seen.insert(id.as_str()) {
+                return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
+            }
+            let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
+            let info = &segment.info;
+            ranges.entry(info.partition).or_default().0.push((info.offset_start, info.offset_end));
+        }
+        for segment in new {
+            if !seen.insert(segment.segment_id.as_str()) {
+                return Err(Rejection::SegmentRepeated { segment_id: segment.segment_id.clone() });
+            }
+            self.check_new_segment(segment)?;
+            ranges.entry(segment.partition).or_default().1.push((segment.offset_start, segment.offset_end));
+        }
+        for (partition, (old, new)) in ranges {
+            let (old_cover, new_cover) = (cover(&old), cover(&new));
+            // The new ones must not overlap each other (cover() would merge them away).
+            let new_total: u64 = new.iter().map(|(s, e)| e - s).sum();
+            let cover_total: u64 = new_cover.iter().map(|(s, e)| e - s).sum();
+            if old_cover != new_cover || new_total != cover_total {
+                let mut new = new;
+                new.sort_unstable();
+                return Err(Rejection::RangesDiffer { partition, old: old_cover, new });
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the change; [`check`](Self::check) passed.
+    fn change(&mut self, offset: u64, command: &Command) {
+        match &command.cmd {
+            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms } => {
+                let node = Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms };
+                self.nodes.insert(node_id.clone(), node);
+            }
+            Cmd::ClaimPartition { partition, node_id, epoch } => {
+                let part = self.partitions.entry(*partition).or_default();
+                part.owner = Some(node_id.clone());
+                part.epoch = *epoch;
+            }
+            Cmd::RegisterSegment { segment, dedup, .. } => {
+                let part = self.partitions.entry(segment.partition).or_default();
+                part.next_offset = segment.offset_end;
+                part.segments.insert(segment.offset_start, segment.segment_id.clone());
+                part.dedup.mark(dedup, offset);
+                let stored = Segment { info: segment.clone(), copies: BTreeSet::new() };
+                self.segments.insert(segment.segment_id.clone(), stored);
+            }
+            Cmd::AddCopy { segment_id, location, .. } => {
+                if let Some(segment) = self.segments.get_mut(segment_id) {
+                    segment.copies.insert(location.clone());
+                }
+            }
+            Cmd::ReplaceSegments { old, new } => {
+                for id in old {
+                    if let Some(segment) = self.segments.remove(id)
+                        && let Some(part) = self.partitions.get_mut(&segment.info.partition)
+                    {
+                        part.segments.remove(&segment.info.offset_start);
+                    }
+                }
+                for info in new {
+                    let part = self.partitions.entry(info.partition).or_default();
+                    part.segments.insert(info.offset_start, info.segment_id.clone());
+                    self.segments.insert(info.segment_id.clone(), Segment { info: info.clone(), copies: BTreeSet::new() });
+                }
+            }
+        }
+    }
+
+    /// Owner, epoch and next offset of partition `p` (all zero/none before its first claim).
+    pub fn partition(&self, p: u32) -> PartitionState {
+        self.partitions.get(&p).map_or_else(PartitionState::default, |part| PartitionState {
+            owner: part.owner.clone(),
+            epoch: part.epoch,
+            next_offset: part.next_offset,
+        })
+    }
+
+    /// Partitions Global knows of.
+    pub fn partitions(&self) -> impl Iterator<Item = u32> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// The segments of partition `p`, in offset order.
+    pub fn segments(&self, p: u32) -> Vec<&Segment> {
+        self.partitions
+            .get(&p)
+            .map(|part| part.segments.values().filter_map(|id| self.segments.get(id)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Where the digest of `p` resumes: the end of its last registered segment (0 before any).
+    pub fn resume_point(&self, p: u32) -> u64 {
+        self.partition(p).next_offset
+    }
+
+    pub fn segment(&self, id: &str) -> Option<&Segment> {
+        self.segments.get(id)
+    }
+
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.nodes
+    }
+
+    /// Whether part `part` of `batch` is stored in a registered segment of partition `p`
+    /// (see [`crate::dedup`] for what is remembered and for how long).
+    pub fn is_stored(&self, p: u32, batch: &BatchId, part: u32) -> bool {
+        self.partitions.get(&p).is_some_and(|part_state| part_state.dedup.is_stored(batch, part))
+    }
+
+    /// The dedup state of `p`, for the digest to copy and extend with the segment it builds.
+    pub fn dedup(&self, p: u32) -> Dedup {
+        self.partitions.get(&p).map(|part| part.dedup.clone()).unwrap_or_default()
+    }
+
+    /// The offset below which every record of `p` is in safe segments (I5): the end of the
+    /// longest prefix of its segments each safe under `rule`. Truncation may delete below it.
+    pub fn safe_offset(&self, p: u32, rule: SafetyRule) -> u64 {
+        let mut safe = 0;
+        for segment in self.segments(p) {
+            let nodes = segment.copies.iter().filter(|l| matches!(l, Location::Node(_))).count();
+            let in_bucket = segment.copies.iter().any(|l| matches!(l, Location::Bucket(_)));
+            let enough_nodes = rule.min_node_copies > 0 && nodes >= rule.min_node_copies;
+            // Segments tile from 0, so each starts where the previous ended.
+            if segment.info.offset_start != safe || !(in_bucket || enough_nodes) {
+                break;
+            }
+            safe = segment.info.offset_end;
+        }
+        safe
+    }
+}
+
+fn check_dedup(segment_id: &str, dedup: &[StoredBatches]) -> Result<(), Rejection> {
+    let invalid = |detail: String| Rejection::InvalidDedup { segment_id: segment_id.to_owned(), detail };
+    for batches in dedup {
+        for &(start, end) in &batches.whole {
+            if start >= end {
+                return Err(invalid(format!("{}:{}: empty seq range [{start}, {end})", batches.edge_id, batches.incarnation)));
+            }
+        }
+        for p in &batches.parts {
+            if p.part >= p.parts {
+                return Err(invalid(format!("{}:{}:{}: part {} of {}", batches.edge_id, batches.incarnation, p.seq, p.part, p.parts)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A half-open `[start, end)` offset range.
+type Range = (u64, u64);
+
+/// Sorted ranges with overlapping and adjacent ones merged.
+fn cover(ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(sorted.len());
+    for (s, e) in sorted {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    merged
+}
+
+fn is_blake3_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}

@@ -1,0 +1,496 @@
+//! Unit tests of the state machine: preconditions, log order, replay, snapshots.
+
+use weir_proto::wire::BatchId;
+
+use crate::*;
+
+fn hash(n: u64) -> String {
+    blake3::hash(&n.to_be_bytes()).to_hex().to_string()
+}
+
+fn seg(id: &str, partition: u32, start: u64, end: u64) -> SegmentInfo {
+    SegmentInfo {
+        segment_id: id.into(),
+        partition,
+        offset_start: start,
+        offset_end: end,
+        n_events: end.saturating_sub(start),
+        repositories: vec!["repo".into()],
+        min_ts_ms: 1_000,
+        max_ts_ms: 2_000,
+        bytes: 4096,
+        blake3: hash(start * 1_000 + end),
+    }
+}
+
+fn claim(id: &str, node: &str, partition: u32, epoch: u64) -> Command {
+    Command::new(id, node, Cmd::ClaimPartition { partition, node_id: node.into(), epoch })
+}
+
+fn register(id: &str, node: &str, epoch: u64, segment: SegmentInfo) -> Command {
+    Command::new(id, node, Cmd::RegisterSegment { epoch, segment, dedup: vec![] })
+}
+
+/// Applies commands at offsets 0, 1, ... and returns the outcomes.
+fn run(state: &mut State, commands: &[Command]) -> Vec<Outcome> {
+    let start = state.next_offset();
+    commands.iter().enumerate().map(|(i, c)| state.apply(start + i as u64, c).unwrap()).collect()
+}
+
+fn rejection(outcome: &Outcome) -> &Rejection {
+    match outcome {
+        Outcome::Rejected { reason } => reason,
+        Outcome::Applied => panic!("expected a rejection, the command applied"),
+    }
+}
+
+#[test]
+fn two_claims_for_the_same_epoch_the_first_in_the_log_wins() {
+    let mut state = State::default();
+    let outcomes = run(&mut state, &[claim("c1", "a", 0, 1), claim("c2", "b", 0, 1)]);
+    assert_eq!(outcomes[0], Outcome::Applied);
+    let reason = rejection(&outcomes[1]);
+    assert_eq!(*reason, Rejection::EpochNotNext { partition: 0, epoch: 1, current: 1 });
+    assert!(reason.to_string().contains("epoch 1"), "{reason}");
+    assert_eq!(state.partition(0), PartitionState { owner: Some("a".into()), epoch: 1, next_offset: 0 });
+}
+
+#[test]
+fn a_claim_must_name_exactly_the_next_epoch() {
+    let mut state = State::default();
+    let outcomes = run(&mut state, &[claim("c1", "a", 0, 2), claim("c2", "a", 0, 0), claim("c3", "a", 0, 1)]);
+    assert!(matches!(rejection(&outcomes[0]), Rejection::EpochNotNext { epoch: 2, current: 0, .. }));
+    assert!(matches!(rejection(&outcomes[1]), Rejection::EpochNotNext { epoch: 0, current: 0, .. }));
+    assert_eq!(outcomes[2], Outcome::Applied);
+}
+
+#[test]
+fn a_paused_former_owner_cannot_register_after_a_new_claim() {
+    let mut state = State::default();
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c1", "a", 0, 1),
+            register("r1", "a", 1, seg("s1", 0, 0, 10)),
+            claim("c2", "b", 0, 2),
+            // a wakes up and registers what it digested under epoch 1.
+            register("r2", "a", 1, seg("s2", 0, 10, 20)),
+            // b under its own epoch, but a forging b's epoch is refused too.
+            register("r3", "a", 2, seg("s3", 0, 10, 20)),
+            register("r4", "b", 2, seg("s4", 0, 10, 20)),
+        ],
+    );
+    assert_eq!(outcomes[1], Outcome::Applied);
+    assert_eq!(*rejection(&outcomes[3]), Rejection::StaleEpoch { partition: 0, epoch: 1, current: 2 });
+    assert!(matches!(rejection(&outcomes[4]), Rejection::NotOwner { .. }));
+    assert_eq!(outcomes[5], Outcome::Applied);
+    assert!(state.segment("s2").is_none());
+    assert_eq!(state.resume_point(0), 20);
+}
+
+#[test]
+fn segments_tile_their_partition() {
+    // (segment after [0, 10), expected)
+    type Expect = fn(&Outcome) -> bool;
+    let table: [(&str, SegmentInfo, Expect); 6] = [
+        ("contiguous", seg("n", 0, 10, 25), |o| *o == Outcome::Applied),
+        ("gap", seg("n", 0, 11, 25), |o| matches!(rejection(o), Rejection::Gap { offset_start: 11, next_offset: 10, .. })),
+        ("overlap", seg("n", 0, 9, 25), |o| matches!(rejection(o), Rejection::Overlap { offset_start: 9, next_offset: 10, .. })),
+        ("same range again", seg("n", 0, 0, 10), |o| matches!(rejection(o), Rejection::Overlap { .. })),
+        ("empty range", seg("n", 0, 10, 10), |o| matches!(rejection(o), Rejection::EmptyRange { .. })),
+        ("id taken", seg("s1", 0, 10, 25), |o| matches!(rejection(o), Rejection::SegmentExists { .. })),
+    ];
+    for (name, segment, expected) in table {
+        let mut state = State::default();
+        let end = segment.offset_end;
+        let outcomes = run(&mut state, &[claim("c", "a", 0, 1), register("r1", "a", 1, seg("s1", 0, 0, 10)), register("r2", "a", 1, segment)]);
+        assert!(expected(&outcomes[2]), "{name}: {:?}", outcomes[2]);
+        let resume = if outcomes[2] == Outcome::Applied { end } else { 10 };
+        assert_eq!(state.resume_point(0), resume, "{name}: the resume point is the end of the last segment");
+        let ids: Vec<_> = state.segments(0).iter().map(|s| s.info.segment_id.clone()).collect();
+        assert_eq!(ids.len(), if resume == 10 { 1 } else { 2 }, "{name}");
+    }
+}
+
+#[test]
+fn malformed_segments_are_refused() {
+    let mut bad_hash = seg("s", 0, 0, 10);
+    bad_hash.blake3 = "ABC".into();
+    let mut inverted = seg("s", 0, 0, 10);
+    inverted.min_ts_ms = 5_000;
+    let mut state = State::default();
+    let outcomes = run(&mut state, &[claim("c", "a", 0, 1), register("r1", "a", 1, bad_hash), register("r2", "a", 1, inverted)]);
+    assert!(matches!(rejection(&outcomes[1]), Rejection::NotAHash { .. }));
+    assert!(matches!(rejection(&outcomes[2]), Rejection::InvertedTimeRange { .. }));
+}
+
+#[test]
+fn a_copy_counts_only_with_the_segments_hash() {
+    let mut state = State::default();
+    let s = seg("s1", 0, 0, 10);
+    let add = |id: &str, location: Location, verified_blake3: String| {
+        Command::new(id, "b", Cmd::AddCopy { segment_id: "s1".into(), location, verified_blake3 })
+    };
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c", "a", 0, 1),
+            register("r", "a", 1, s.clone()),
+            add("x1", Location::Node("b".into()), hash(999)),
+            add("x2", Location::Node("b".into()), s.blake3.clone()),
+            add("x3", Location::Node("b".into()), s.blake3.clone()),
+            Command::new("x4", "b", Cmd::AddCopy { segment_id: "nope".into(), location: Location::Node("b".into()), verified_blake3: s.blake3.clone() }),
+        ],
+    );
+    assert!(matches!(rejection(&outcomes[2]), Rejection::HashMismatch { .. }));
+    assert_eq!(outcomes[3], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[4]), Rejection::CopyExists { .. }));
+    assert!(matches!(rejection(&outcomes[5]), Rejection::UnknownSegment { .. }));
+    assert_eq!(state.segment("s1").unwrap().copies.len(), 1);
+}
+
+#[test]
+fn safe_offset_is_the_end_of_the_safe_prefix() {
+    let mut state = State::default();
+    let mut log = vec![claim("c", "a", 0, 1)];
+    for (i, (start, end)) in [(0, 10), (10, 20), (20, 30)].into_iter().enumerate() {
+        log.push(register(&format!("r{i}"), "a", 1, seg(&format!("s{i}"), 0, start, end)));
+    }
+    let copy = |id: &str, segment: &str, location: Location| {
+        let blake3 = state_hash(segment);
+        Command::new(id, "a", Cmd::AddCopy { segment_id: segment.into(), location, verified_blake3: blake3 })
+    };
+    log.push(copy("k1", "s0", Location::Node("a".into())));
+    log.push(copy("k2", "s0", Location::Node("b".into())));
+    log.push(copy("k3", "s1", Location::Node("a".into())));
+    log.push(copy("k4", "s2", Location::Bucket("p0/s2".into())));
+    assert!(run(&mut state, &log).iter().all(|o| *o == Outcome::Applied));
+    let table = [(0, 0), (1, 30), (2, 10), (3, 0)];
+    for (min_node_copies, expected) in table {
+        assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies }), expected, "min_node_copies {min_node_copies}");
+    }
+    assert_eq!(state.safe_offset(7, SafetyRule { min_node_copies: 1 }), 0, "unknown partition");
+}
+
+/// The hash `seg()` gives the segment of that name in `safe_offset_is_the_end_of_the_safe_prefix`.
+fn state_hash(segment: &str) -> String {
+    let n: u64 = segment[1..].parse().unwrap();
+    hash(n * 10 * 1_000 + (n + 1) * 10)
+}
+
+#[test]
+fn dedup_is_updated_by_registered_segments_only() {
+    let batch = |inc: &str, seq| BatchId { edge_id: "edge".into(), incarnation: inc.into(), seq };
+    let stored = |inc: &str, whole: Vec<(u64, u64)>| StoredBatches { edge_id: "edge".into(), incarnation: inc.into(), whole, parts: vec![] };
+    let mut state = State::default();
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c", "a", 0, 1),
+            Command::new("r1", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s1", 0, 0, 10), dedup: vec![stored("i1", vec![(0, 5)])] }),
+            // A refused segment's batches are not stored.
+            Command::new("r2", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s2", 0, 50, 60), dedup: vec![stored("i1", vec![(5, 9)])] }),
+            // The same batches again in the next segment (a resend): still stored, once.
+            Command::new("r3", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s3", 0, 10, 20), dedup: vec![stored("i1", vec![(0, 6)])] }),
+            Command::new("r4", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s4", 0, 20, 30), dedup: vec![stored("i2", vec![(0, 0)])] }),
+        ],
+    );
+    assert_eq!(outcomes[1], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[2]), Rejection::Gap { .. }));
+    assert_eq!(outcomes[3], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[4]), Rejection::InvalidDedup { .. }), "{:?}", outcomes[4]);
+    assert!(state.is_stored(0, &batch("i1", 4), 0));
+    assert!(state.is_stored(0, &batch("i1", 5), 0));
+    assert!(!state.is_stored(0, &batch("i1", 6), 0), "only in the refused segment");
+    assert!(!state.is_stored(0, &batch("i2", 4), 0), "another incarnation is independent");
+    assert!(!state.is_stored(1, &batch("i1", 4), 0), "another partition is independent");
+    // A new owner after failover sees the same answer: dedup lives in Global.
+    run(&mut state, &[claim("c2", "b", 0, 2)]);
+    assert!(state.is_stored(0, &batch("i1", 4), 0));
+}
+
+#[test]
+fn replace_segments_swaps_in_one_step_or_not_at_all() {
+    let mut base = State::default();
+    let mut log = vec![claim("c", "a", 0, 1), claim("c1", "a", 1, 1)];
+    for (i, (p, start, end)) in [(0, 0, 10), (0, 10, 20), (0, 20, 30), (1, 0, 5)].into_iter().enumerate() {
+        log.push(register(&format!("r{i}"), "a", 1, seg(&format!("s{i}"), p, start, end)));
+    }
+    assert!(run(&mut base, &log).iter().all(|o| *o == Outcome::Applied));
+    let old = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    type Expect = fn(&Outcome) -> bool;
+    let applied: Expect = |o| *o == Outcome::Applied;
+    let differ: Expect = |o| matches!(rejection(o), Rejection::RangesDiffer { .. });
+    let table: Vec<(&str, Vec<String>, Vec<SegmentInfo>, Expect)> = vec![
+        ("merge two into one", old(&["s0", "s1"]), vec![seg("m", 0, 0, 20)], applied),
+        ("split one, two partitions", old(&["s1", "s3"]), vec![seg("m1", 0, 10, 15), seg("m2", 0, 15, 20), seg("m3", 1, 0, 5)], applied),
+        ("non-adjacent olds stay apart", old(&["s0", "s2"]), vec![seg("m1", 0, 0, 10), seg("m2", 0, 20, 30)], applied),
+        ("shorter", old(&["s0", "s1"]), vec![seg("m", 0, 0, 19)], differ),
+        ("longer", old(&["s0"]), vec![seg("m", 0, 0, 11)], differ),
+        ("bridging a gap between olds", old(&["s0", "s2"]), vec![seg("m", 0, 0, 30)], differ),
+        ("new ones overlap", old(&["s0"]), vec![seg("m1", 0, 0, 6), seg("m2", 0, 4, 10)], differ),
+        ("wrong partition", old(&["s0"]), vec![seg("m", 1, 0, 10)], differ),
+        ("unknown old", old(&["s0", "zz"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::UnknownSegment { .. })),
+        ("old twice", old(&["s0", "s0"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentRepeated { .. })),
+        ("new id taken", old(&["s0"]), vec![seg("s1", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentExists { .. })),
+        ("nothing old", old(&[]), vec![], |o| matches!(rejection(o), Rejection::EmptyReplacement)),
+    ];
+    for (name, old, new, expected) in table {
+        let mut state = base.clone();
+        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.clone() });
+        let outcome = state.apply(100, &command).unwrap();
+        assert!(expected(&outcome), "{name}: {outcome:?}");
+        if outcome == Outcome::Applied {
+            assert!(old.iter().all(|id| state.segment(id).is_none()), "{name}: old ones gone");
+            assert!(new.iter().all(|s| state.segment(&s.segment_id).is_some()), "{name}: new ones in");
+            check_invariants(&state, name);
+            assert_eq!(state.partition(0), base.partition(0), "{name}: the resume point does not move");
+        } else {
+            assert_eq!(state.segments(0).len(), 3, "{name}: nothing swapped");
+            assert_eq!(state.segments(1).len(), 1, "{name}: nothing swapped");
+        }
+    }
+}
+
+#[test]
+fn heartbeats_record_nodes_and_never_go_back() {
+    let hb = |id: &str, issuer: &str, node: &str, at_ms| {
+        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec!["127.0.0.1:9000".into()], zone: "z1".into(), at_ms })
+    };
+    let mut state = State::default();
+    let outcomes = run(&mut state, &[hb("h1", "a", "a", 100), hb("h2", "a", "a", 50), hb("h3", "b", "a", 200), hb("h4", "a", "a", 150)]);
+    assert!(matches!(rejection(&outcomes[1]), Rejection::StaleHeartbeat { at_ms: 50, stored_ms: 100, .. }));
+    assert!(matches!(rejection(&outcomes[2]), Rejection::HeartbeatForOtherNode { .. }));
+    assert_eq!(outcomes[3], Outcome::Applied);
+    assert_eq!(state.nodes()["a"].heartbeat_ms, 150);
+}
+
+#[test]
+fn offsets_apply_once_in_order_and_a_retried_command_is_recognised() {
+    let mut state = State::default();
+    assert_eq!(state.apply(5, &claim("c1", "a", 0, 1)).unwrap(), Outcome::Applied);
+    assert_eq!(state.apply(5, &claim("c2", "a", 0, 2)), Err(ApplyError::NotAfter { offset: 5, applied: 5 }));
+    assert_eq!(state.apply(4, &claim("c2", "a", 0, 2)), Err(ApplyError::NotAfter { offset: 4, applied: 5 }));
+    assert_eq!(state.applied_offset(), Some(5));
+    // The same command written twice (a producer retry): the second copy says where the first was.
+    let outcome = state.apply(9, &claim("c1", "a", 0, 1)).unwrap();
+    assert_eq!(*rejection(&outcome), Rejection::DuplicateCommand { id: "c1".into(), first_offset: 5, first_applied: true });
+    assert_eq!(state.applied_offset(), Some(9));
+}
+
+#[test]
+fn records_of_an_unknown_version_stop_and_malformed_ones_are_skipped() {
+    let mut state = State::default();
+    let newer = br#"{"v":2,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
+    assert_eq!(state.apply_record(0, newer), Err(ApplyError::UnsupportedVersion(2)));
+    assert_eq!(state.applied_offset(), None, "not applied: the node must stop here");
+    let outcome = state.apply_record(0, b"{not json").unwrap();
+    assert!(matches!(rejection(&outcome), Rejection::Malformed(_)));
+    let unknown = br#"{"v":1,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
+    assert!(matches!(rejection(&state.apply_record(1, unknown).unwrap()), Rejection::Malformed(_)));
+    assert_eq!(state.apply_record(2, &claim("c", "a", 0, 1).encode()).unwrap(), Outcome::Applied);
+    assert_eq!(state.applied_offset(), Some(2));
+}
+
+#[test]
+fn the_envelope_is_the_documented_json() {
+    let json = String::from_utf8(claim("c1", "a", 3, 1).encode()).unwrap();
+    assert_eq!(json, r#"{"v":1,"id":"c1","node":"a","cmd":{"type":"claim_partition","partition":3,"node_id":"a","epoch":1}}"#);
+    assert_eq!(Command::decode(json.as_bytes()).unwrap(), claim("c1", "a", 3, 1));
+}
+
+// ---- replay, snapshots, random logs ----
+
+/// A small deterministic PRNG (xorshift64*): reproducible logs without a new crate.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A log of plausible and implausible commands from three nodes on three partitions:
+/// claims with right and wrong epochs, segments with the right start and off by a little,
+/// copies with right and wrong hashes, re-parses, heartbeats.
+fn random_log(seed: u64, len: usize) -> Vec<Command> {
+    let mut rng = Rng(seed | 1);
+    // Writers read Global, then race: most commands are built from the current state, some
+    // from a stale or wrong view, as real writers' are.
+    let mut shadow = State::default();
+    let mut made: Vec<SegmentInfo> = vec![];
+    let nodes = ["a", "b", "c"];
+    let mut log = vec![];
+    for i in 0..len {
+        let mut node = nodes[rng.below(3) as usize];
+        let p = rng.below(3) as usize;
+        let current = shadow.partition(p as u32);
+        let id = format!("cmd{i}");
+        let cmd = match rng.below(10) {
+            0 | 1 => {
+                let epoch = current.epoch + [1, 1, 0, 2][rng.below(4) as usize]; // +0 or +2: refused
+                Cmd::ClaimPartition { partition: p as u32, node_id: node.into(), epoch }
+            }
+            2..=5 => {
+                let start = match rng.below(6) {
+                    0 => current.next_offset.saturating_sub(1),
+                    1 => current.next_offset + 1,
+                    _ => current.next_offset,
+                };
+                let end = start + rng.below(20);
+                let mut segment = seg(&format!("seg{i}"), p as u32, start, end);
+                segment.blake3 = hash(i as u64);
+                made.push(segment.clone());
+                let inc = format!("i{}", rng.below(2));
+                let s = rng.below(50);
+                let dedup = vec![StoredBatches { edge_id: "e".into(), incarnation: inc, whole: vec![(s, s + rng.below(5) + 1)], parts: vec![] }];
+                if rng.below(5) != 0 {
+                    node = current.owner.as_deref().map_or(node, |o| nodes.iter().find(|n| **n == o).unwrap());
+                }
+                let epoch = if rng.below(5) == 0 { current.epoch.saturating_sub(1) } else { current.epoch };
+                Cmd::RegisterSegment { epoch, segment, dedup }
+            }
+            6 | 7 if !made.is_empty() => {
+                let segment = &made[rng.below(made.len() as u64) as usize];
+                let verified_blake3 = if rng.below(4) == 0 { hash(u64::MAX) } else { segment.blake3.clone() };
+                let location = if rng.below(3) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::Node(node.into()) };
+                Cmd::AddCopy { segment_id: segment.segment_id.clone(), location, verified_blake3 }
+            }
+            8 if !made.is_empty() => {
+                // Re-parse one believed segment into two halves (refused if it is not registered
+                // or the halves are off).
+                let old = made[rng.below(made.len() as u64) as usize].clone();
+                let mid = old.offset_start + old.offset_end.saturating_sub(old.offset_start) / 2 + rng.below(2);
+                let mut a = seg(&format!("re{i}a"), old.partition, old.offset_start, mid);
+                let mut b = seg(&format!("re{i}b"), old.partition, mid, old.offset_end);
+                a.blake3 = hash(2 * i as u64);
+                b.blake3 = hash(2 * i as u64 + 1);
+                made.push(a.clone());
+                made.push(b.clone());
+                Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![a, b] }
+            }
+            _ => Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![format!("{node}:1")], zone: "z".into(), at_ms: rng.below(1000) },
+        };
+        let command = Command::new(id, node, cmd);
+        shadow.apply(i as u64, &command).unwrap();
+        log.push(command);
+    }
+    log
+}
+
+/// No overlap, no gap, resume point = end of the last segment, index and segments agree.
+fn check_invariants(state: &State, context: &str) {
+    check_tiling(state, context);
+    let indexed: usize = state.partitions().map(|p| state.segments(p).len()).sum();
+    let json = serde_json::to_value(state).unwrap();
+    assert_eq!(indexed, json["segments"].as_object().unwrap().len(), "{context}: every segment is in its partition's index");
+}
+
+fn check_tiling(state: &State, context: &str) {
+    for p in state.partitions() {
+        let mut next = 0;
+        for segment in state.segments(p) {
+            assert_eq!(segment.info.partition, p, "{context}");
+            assert_eq!(segment.info.offset_start, next, "{context}: partition {p} has a gap or an overlap");
+            assert!(segment.info.offset_end > segment.info.offset_start, "{context}");
+            next = segment.info.offset_end;
+        }
+        assert_eq!(state.resume_point(p), next, "{context}: partition {p}'s resume point");
+    }
+}
+
+fn replay(log: &[Command]) -> State {
+    let mut state = State::default();
+    run(&mut state, log);
+    state
+}
+
+#[test]
+fn random_logs_keep_the_invariants_and_epochs_never_go_back() {
+    for seed in 1..=40u64 {
+        let log = random_log(seed, 400);
+        let mut state = State::default();
+        let (mut applied, mut rejected) = (0, 0);
+        for (offset, command) in log.iter().enumerate() {
+            let before: Vec<_> = (0..3).map(|p| state.partition(p)).collect();
+            match state.apply(offset as u64, command).unwrap() {
+                Outcome::Applied => applied += 1,
+                Outcome::Rejected { .. } => rejected += 1,
+            }
+            for p in 0..3u32 {
+                let after = state.partition(p);
+                assert!(after.epoch >= before[p as usize].epoch, "seed {seed} offset {offset}: epoch of {p} went back");
+                assert!(after.next_offset >= before[p as usize].next_offset, "seed {seed} offset {offset}: next offset of {p} went back");
+            }
+            check_tiling(&state, &format!("seed {seed} offset {offset}"));
+        }
+        check_invariants(&state, &format!("seed {seed}"));
+        assert!(applied > 50 && rejected > 50, "seed {seed}: the log exercises both ({applied} applied, {rejected} rejected)");
+    }
+}
+
+#[test]
+fn two_replays_of_one_log_are_identical() {
+    for seed in [3, 17, 99] {
+        let log = random_log(seed, 500);
+        let (one, two) = (replay(&log), replay(&log));
+        assert_eq!(serde_json::to_vec(&one).unwrap(), serde_json::to_vec(&two).unwrap(), "seed {seed}");
+        assert_eq!(Snapshot::of(&one).encode(), Snapshot::of(&two).encode(), "seed {seed}");
+    }
+}
+
+#[test]
+fn a_snapshot_at_k_plus_the_rest_of_the_log_equals_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("global.snapshot");
+    let log = random_log(7, 300);
+    let full = replay(&log);
+    for k in [0, 1, 150, 299, 300] {
+        Snapshot::of(&replay(&log[..k])).write(&path).unwrap();
+        let snapshot = Snapshot::read(&path).unwrap();
+        assert_eq!(snapshot.applied_offset, k.checked_sub(1).map(|o| o as u64), "k {k}");
+        let mut state = snapshot.state;
+        assert_eq!(state.next_offset(), k as u64);
+        for (i, command) in log.iter().enumerate().skip(k) {
+            state.apply(i as u64, command).unwrap();
+        }
+        assert_eq!(serde_json::to_vec(&state).unwrap(), serde_json::to_vec(&full).unwrap(), "k {k}");
+    }
+    assert!(!dir.path().join("global.snapshot.tmp").exists());
+}
+
+#[test]
+fn a_damaged_snapshot_is_an_error_not_a_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("global.snapshot");
+    Snapshot::of(&replay(&random_log(5, 100))).write(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let damaged = |bytes: &[u8]| {
+        std::fs::write(&path, bytes).unwrap();
+        Snapshot::read(&path).unwrap_err()
+    };
+    for at in [0, 8, 20, 41, 48, good.len() / 2, good.len() - 1] {
+        let mut bytes = good.clone();
+        bytes[at] ^= 0x01;
+        let error = damaged(&bytes);
+        assert!(
+            matches!(error, SnapshotError::Checksum { .. } | SnapshotError::NotASnapshot { .. } | SnapshotError::Truncated { .. }),
+            "flipped byte {at}: {error}"
+        );
+    }
+    for len in [0, 5, 47, 48, good.len() - 1] {
+        let error = damaged(&good[..len]);
+        assert!(matches!(error, SnapshotError::Truncated { .. } | SnapshotError::NotASnapshot { .. }), "truncated to {len}: {error}");
+    }
+    assert!(matches!(damaged(&good[..good.len() - 1]), SnapshotError::Truncated { .. }));
+    assert!(matches!(Snapshot::read(&dir.path().join("missing")), Err(SnapshotError::Read { .. })));
+    std::fs::write(&path, &good).unwrap();
+    assert!(Snapshot::read(&path).is_ok(), "the undamaged bytes still read");
+}
