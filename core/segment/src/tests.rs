@@ -13,7 +13,7 @@ fn meta(id: &str) -> SegmentMeta {
 /// varying by `n` so every column kind and null shows up.
 fn row(repository: &str, offset: i64, n: u32) -> SegmentRow {
     let mut tags = BTreeMap::new();
-    if n % 3 != 0 {
+    if !n.is_multiple_of(3) {
         tags.insert("host".to_owned(), format!("web-{n}"));
         tags.insert("sourcetype".to_owned(), "accesslog".to_owned());
     }
@@ -30,12 +30,12 @@ fn row(repository: &str, offset: i64, n: u32) -> SegmentRow {
         repository: repository.to_owned(),
         timestamp_ms: 1_700_000_000_000 + i64::from(n) * 1000,
         ingest_timestamp_ms: 1_700_000_100_000 + i64::from(n),
-        raw: if n % 5 == 0 { String::new() } else { format!("event {n} in {repository} — ✓ {}", "x".repeat(n as usize % 7)) },
+        raw: if n.is_multiple_of(5) { String::new() } else { format!("event {n} in {repository} — ✓ {}", "x".repeat(n as usize % 7)) },
         id: SegmentRow::event_id(3, offset, n),
         offset,
         tags,
         fields,
-        parser: (n % 2 == 0).then(|| "kv".to_owned()),
+        parser: n.is_multiple_of(2).then(|| "kv".to_owned()),
         error: (n % 6 == 5).then(|| format!("kv: no '=' in event {n}")),
     }
 }

@@ -31,12 +31,12 @@ fn rows() -> Vec<SegmentRow> {
     for offset in 500..520i64 {
         for index in 0..2u32 {
             let n = (offset - 500) as u32 * 2 + index;
-            let repository = if n % 3 == 0 { "web" } else if n % 3 == 1 { "db" } else { "häfen" };
+            let repository = if n.is_multiple_of(3) { "web" } else if n % 3 == 1 { "db" } else { "häfen" };
             let mut tags = BTreeMap::new();
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 tags.insert("host".to_owned(), format!("h{n}"));
             }
-            let fields = if n % 4 == 0 {
+            let fields = if n.is_multiple_of(4) {
                 json!({"status": 200 + n, "path": format!("/p/{n}")})
             } else {
                 json!({})
@@ -50,7 +50,7 @@ fn rows() -> Vec<SegmentRow> {
                 offset,
                 tags,
                 fields: fields.as_object().unwrap().clone(),
-                parser: (n % 5 != 0).then(|| "accesslog".to_owned()),
+                parser: (!n.is_multiple_of(5)).then(|| "accesslog".to_owned()),
                 error: (n % 7 == 3).then(|| format!("no match for line {n}")),
             });
         }
