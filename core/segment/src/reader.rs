@@ -294,9 +294,19 @@ fn parse_info(path: &Path, metadata: &ArrowReaderMetadata) -> Result<SegmentInfo
         }
         // The hashed range must be exactly the row group's column chunks, or the hash
         // would not cover what gets decoded.
-        let start = rg.columns().iter().map(|c| c.byte_range().0).min().unwrap_or(0);
-        let end = rg.columns().iter().map(|c| c.byte_range().0 + c.byte_range().1).max().unwrap_or(0);
-        if (start, end) != (entry.start, entry.end) || entry.start < previous_end {
+        // Computed here rather than with `byte_range`, which asserts (panics) on the
+        // negative values a corrupted footer can hold.
+        let mut start = u64::MAX;
+        let mut end = 0u64;
+        for column in rg.columns() {
+            let first = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let (Ok(first), Ok(len)) = (u64::try_from(first), u64::try_from(column.compressed_size())) else {
+                return bad(format!("row group {i} has a column chunk at a negative offset or size"));
+            };
+            start = start.min(first);
+            end = end.max(first.saturating_add(len));
+        }
+        if (start, end) != (entry.start, entry.end) || entry.start < previous_end || entry.end < entry.start {
             return bad(format!("row group {i} spans bytes {start}..{end}, the index says {}..{}", entry.start, entry.end));
         }
         previous_end = entry.end;

@@ -228,6 +228,16 @@ fn no_segment_under_its_name_until_finish_and_an_abandoned_one_leaves_nothing() 
     let again = SegmentWriter::create(dir.path(), meta("seg-crash")).err().unwrap();
     assert!(matches!(again, SegmentError::Exists { .. }), "{again}");
     assert!(SegmentReader::open(&written.path).is_ok());
+
+    // The name taken between create and finish: refused, the temporary file removed, the
+    // other file untouched.
+    let mut writer = SegmentWriter::create(dir.path(), meta("seg-race")).unwrap();
+    writer.push(row("a", 120, 1)).unwrap();
+    std::fs::write(dir.path().join("seg-race.parquet"), b"theirs").unwrap();
+    let error = writer.finish(121).unwrap_err();
+    assert!(matches!(error, SegmentError::Exists { .. }), "{error}");
+    assert!(!dir.path().join(".seg-race.parquet.tmp").exists());
+    assert_eq!(std::fs::read(dir.path().join("seg-race.parquet")).unwrap(), b"theirs");
 }
 
 #[test]

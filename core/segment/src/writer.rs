@@ -91,6 +91,8 @@ pub struct SegmentWriter {
     tmp_path: PathBuf,
     final_path: PathBuf,
     writer: Option<ArrowWriter<HashingFile>>,
+    /// Set once the file is under its final name; until then, drop removes the temporary.
+    renamed: bool,
     buffers: BTreeMap<String, RepoBuffer>,
     buffered_bytes: usize,
     options: SegmentOptions,
@@ -146,6 +148,7 @@ impl SegmentWriter {
             tmp_path,
             final_path,
             writer: Some(writer),
+            renamed: false,
             buffers: BTreeMap::new(),
             buffered_bytes: 0,
             options,
@@ -251,6 +254,15 @@ impl SegmentWriter {
                 hashes.len()
             ))));
         }
+        for ((start, end, _), rg) in hashes.iter().zip(writer.flushed_row_groups()) {
+            let first = rg.columns().iter().map(|c| c.byte_range().0).min();
+            let last = rg.columns().iter().map(|c| c.byte_range().0 + c.byte_range().1).max();
+            if (first, last) != (Some(*start), Some(*end)) {
+                return Err(encode(parquet::errors::ParquetError::General(format!(
+                    "hashed range {start}..{end} is not the row group's {first:?}..{last:?}"
+                ))));
+            }
+        }
         let row_groups: Vec<RowGroupEntry> = hashes
             .into_iter()
             .zip(&self.row_group_repos)
@@ -292,6 +304,7 @@ impl SegmentWriter {
             return Err(SegmentError::Exists { path: self.final_path.clone() });
         }
         std::fs::rename(&self.tmp_path, &self.final_path).map_err(SegmentError::io("rename into place", &self.final_path))?;
+        self.renamed = true;
         let dir = self.final_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -328,7 +341,7 @@ impl SegmentWriter {
 impl Drop for SegmentWriter {
     fn drop(&mut self) {
         // Not finished (an error, or the caller gave up): the temporary file is garbage.
-        if self.writer.is_some() {
+        if !self.renamed {
             self.writer = None;
             if let Err(error) = std::fs::remove_file(&self.tmp_path)
                 && error.kind() != std::io::ErrorKind::NotFound
@@ -474,7 +487,9 @@ impl HashingFile {
             }
             match self.pending_ends.front() {
                 Some(&end) if self.pos + bytes.len() as u64 >= end && self.pos >= MAGIC_LEN => {
-                    let n = (end - self.pos) as usize;
+                    // Never negative (see `mark_row_group_end`); were it, `finish` finds the
+                    // range out of step with the footer and fails instead of panicking here.
+                    let n = end.saturating_sub(self.pos) as usize;
                     self.range.update(&bytes[..n]);
                     self.pos = end;
                     bytes = &bytes[n..];
