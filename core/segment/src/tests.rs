@@ -91,6 +91,16 @@ fn reading_one_repository_reads_only_its_row_groups() {
     assert_eq!(read, of_repo(&rows, "beta"));
     assert_eq!(rows_b.row_groups_read(), beta.as_slice());
 
+    // Row groups cut by row count as well: still one repository each, all rows back.
+    let small = write(dir.path(), "seg-small", &rows, SegmentOptions { max_rows_per_row_group: 7, ..Default::default() });
+    let reader = SegmentReader::open(&small.path).unwrap();
+    assert_eq!(reader.n_row_groups(), 9, "20 rows of each of 3 repositories, 7 per row group");
+    let all: Vec<SegmentRow> = reader.all_rows().unwrap().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len(), rows.len());
+    let mut gamma = reader.rows("gämma").unwrap();
+    assert_eq!(gamma.by_ref().collect::<Result<Vec<_>, _>>().unwrap(), of_repo(&rows, "gämma"));
+    assert_eq!(gamma.row_groups_read(), [6, 7, 8]);
+
     // Default buffer: exactly one row group per repository, in repository order.
     let one = write(dir.path(), "seg-one", &rows, SegmentOptions::default());
     let repos: Vec<&str> = one.row_groups.iter().map(|g| g.repository.as_str()).collect();

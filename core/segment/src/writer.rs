@@ -23,8 +23,6 @@ use parquet::file::properties::WriterProperties;
 use crate::schema::{self, RowGroupEntry, key};
 use crate::{FORMAT_VERSION, SegmentError, SegmentRow, segment_file_name};
 
-/// Rows per row group at most: a repository with more rows gets several row groups.
-const MAX_ROWS_PER_ROW_GROUP: usize = 1 << 20;
 /// The Parquet magic at the start of the file; row group bytes start after it.
 const MAGIC_LEN: u64 = 4;
 
@@ -50,11 +48,13 @@ pub struct SegmentOptions {
     pub max_buffered_bytes: usize,
     /// zstd level (1..=22); 3 is zstd's own default, fast to write.
     pub zstd_level: i32,
+    /// Rows per row group at most: a repository with more rows gets several row groups.
+    pub max_rows_per_row_group: usize,
 }
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        SegmentOptions { max_buffered_bytes: 64 << 20, zstd_level: 3 }
+        SegmentOptions { max_buffered_bytes: 64 << 20, zstd_level: 3, max_rows_per_row_group: 1 << 20 }
     }
 }
 
@@ -115,6 +115,9 @@ impl SegmentWriter {
         check_segment_id(&meta.segment_id)?;
         if meta.offset_start < 0 {
             return Err(invalid(&meta, format!("offset_start {} is negative", meta.offset_start)));
+        }
+        if options.max_rows_per_row_group == 0 {
+            return Err(invalid(&meta, "max_rows_per_row_group must be at least 1".into()));
         }
         let level = ZstdLevel::try_new(options.zstd_level)
             .map_err(|e| invalid(&meta, format!("zstd level {}: {e}", options.zstd_level)))?;
@@ -203,7 +206,7 @@ impl SegmentWriter {
         };
         self.buffered_bytes -= buffer.bytes;
         let writer = self.writer.as_mut().expect("writer present until finish");
-        for chunk in buffer.rows.chunks(MAX_ROWS_PER_ROW_GROUP) {
+        for chunk in buffer.rows.chunks(self.options.max_rows_per_row_group) {
             let batch = to_batch(chunk).map_err(|e| SegmentError::Encode {
                 path: self.tmp_path.clone(),
                 source: parquet::errors::ParquetError::General(format!("building the arrow batch: {e}")),
