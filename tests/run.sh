@@ -4,7 +4,8 @@
 #   bash tests/run.sh            build, start a real Kafka broker, run all tests, stop it
 #
 # Installs/fetches what it needs: the wasm32-wasip2 Rust target and plugin toolchains
-# (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh). Caches live
+# (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh), DuckDB from
+# PyPI into a venv (core/segment/tests/duckdb-setup.sh). Caches live
 # in $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3.
 # With CI=true, compiler warnings in Weir's own crates fail the run.
 set -euo pipefail
@@ -58,6 +59,11 @@ fi
 PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline check licenses bans sources
 PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline --manifest-path plugins/Cargo.toml \
     check licenses bans sources
+
+step "DuckDB venv for the segment format test"
+# Pinned DuckDB from PyPI in $WEIR_CACHE_DIR/venv-duckdb-<version>, so CI caches it; the
+# test (core/segment/tests/duckdb.rs) would create it too, but fails rather than skips.
+bash core/segment/tests/duckdb-setup.sh >/dev/null
 
 step "start Kafka"
 kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"
