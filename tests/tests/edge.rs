@@ -416,6 +416,53 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
     assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
 }
 
+/// Kafka gone for a few seconds: the core answers `Unavailable`, and the edge retries
+/// those batches on the same link after a jittered backoff instead of tearing the session
+/// down; once Kafka is back every event arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_refusal_is_retried_on_the_same_link() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = tokio::task::block_in_place(|| kafka::Broker::start(&dir.path().join("kafka")));
+    let bootstrap = broker.bootstrap();
+    let certs = certs(dir.path());
+    let mut core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-retry"), &certs);
+    core_spec.ack_timeout_ms = 1_500;
+    let core = core_process(&core_spec, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    // Enough retries on the link to outlast a broker restart (the toml ends in [forward]).
+    let toml = edge_spec.toml() + "retries_per_link = 30\n";
+    let edge = Node::spawn("weir-edge", &edge_spec.edge_id, &toml, edge_spec.http_port, dir.path()).await;
+    let client = http();
+    let run = unique("retry");
+    let first = lines(&run, 0, 10);
+    assert_eq!(send_lines(&client, &edge, &first, Some("core")).await.0, 200);
+
+    tokio::task::block_in_place(|| broker.kill());
+    let during = lines(&run, 1, 10);
+    let (status, body) = send_lines(&client, &edge, &during, None).await;
+    assert_eq!(status, 200, "spooled while Kafka is down: {body}");
+    // The core refuses it at least once (its ack timeout is 1.5 s), then Kafka returns.
+    eventually("the core to answer Unavailable", Duration::from_secs(20), || {
+        let url = core.url("");
+        async move {
+            let text = scrape(&url).await;
+            (metric(&text, "weir_edge_batches_total", &[("result", "unavailable")]).unwrap_or(0.0) >= 1.0).then_some(())
+        }
+    })
+    .await;
+    tokio::task::block_in_place(|| broker.restart());
+    expect_in_kafka(&bootstrap, &core_spec.topic, [first, during].concat()).await;
+    let edge_metrics = scrape(&edge.url("")).await;
+    assert!(metric(&edge_metrics, "weir_forward_retries_total", &[]).unwrap_or(0.0) >= 1.0, "retried on the link: {edge_metrics}");
+    assert_eq!(
+        metric(&edge_metrics, "weir_forward_session_failures_total", &[]).unwrap_or(0.0),
+        0.0,
+        "the session was never torn down: {}",
+        edge.log_tail()
+    );
+}
+
 /// A core asked to stop answers the batches it already has before it closes the edge's
 /// connection: the edge sees acks, not a cut link, and fails over for the rest.
 #[tokio::test(flavor = "multi_thread")]
