@@ -88,5 +88,5 @@ echo "kafka at $WEIR_TEST_KAFKA"
 step "test"
 # Fault tests start their own brokers and processes; two test threads keep a 2-core
 # machine responsive enough for the timing bounds the tests check.
-timeout 45m cargo test --locked --workspace -- --test-threads="${WEIR_TEST_THREADS:-2}"
+timeout 45m cargo test --locked --workspace --no-fail-fast -- --test-threads="${WEIR_TEST_THREADS:-2}"
 step "all tests passed"
