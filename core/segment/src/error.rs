@@ -1,3 +1,5 @@
+//! The one error type of the segment format: what went wrong, naming the file.
+
 use std::path::PathBuf;
 
 /// What went wrong with a segment, naming the file (or, for bad input, the segment).

@@ -1,3 +1,5 @@
+//! Unit tests of the segment format: round trips, pruning, metadata, hashes, damaged files.
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
