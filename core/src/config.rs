@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use weir_http_ingest::HttpIngestConfig;
@@ -26,6 +26,13 @@ pub struct CoreConfig {
     #[serde(default)]
     pub quic: Option<QuicConfig>,
     pub kafka: KafkaConfig,
+    /// This node's own files (the Global snapshot). Relative paths are relative to the
+    /// working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The Global log: snapshots and heartbeats.
+    #[serde(default)]
+    pub global: GlobalConfig,
     /// Parser plugins and which repository or token uses which (see weir-plugin-host).
     #[serde(default)]
     pub parsers: weir_plugin_host::ParsersConfig,
@@ -63,6 +70,57 @@ fn default_max_edge_connections() -> usize {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct GlobalConfig {
+    /// A snapshot is written after this many applied records (and at shutdown).
+    #[serde(default = "default_snapshot_every_records")]
+    pub snapshot_every_records: u64,
+    /// ... or when this many seconds passed since the last one and something was applied.
+    #[serde(default = "default_snapshot_every_s")]
+    pub snapshot_every_s: u64,
+    /// How often this node writes its `node_heartbeat` (also once at start).
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// How long a command may take to be acknowledged by Kafka and then applied locally.
+    #[serde(default = "default_submit_timeout_ms")]
+    pub submit_timeout_ms: u64,
+    /// The zone this node announces in its heartbeats.
+    #[serde(default = "default_zone")]
+    pub zone: String,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            snapshot_every_records: default_snapshot_every_records(),
+            snapshot_every_s: default_snapshot_every_s(),
+            heartbeat_interval_ms: default_heartbeat_interval_ms(),
+            submit_timeout_ms: default_submit_timeout_ms(),
+            zone: default_zone(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".weir/core-data")
+}
+fn default_snapshot_every_records() -> u64 {
+    10_000
+}
+fn default_snapshot_every_s() -> u64 {
+    60
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    5_000
+}
+fn default_submit_timeout_ms() -> u64 {
+    10_000
+}
+fn default_zone() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
 }
@@ -95,6 +153,11 @@ pub struct KafkaConfig {
     pub bootstrap_servers: String,
     #[serde(default = "default_ingest_topic")]
     pub ingest_topic: String,
+    /// The Global topic: created if missing with one partition, the same replication
+    /// factor and min ISR as the ingest topic, and infinite retention (never compacted: a
+    /// node must be able to rebuild from offset 0).
+    #[serde(default = "default_global_topic")]
+    pub global_topic: String,
     /// Used when the core creates a missing ingest topic.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -145,6 +208,9 @@ fn default_max_batch_bytes() -> usize {
 fn default_ingest_topic() -> String {
     "weir-ingest".into()
 }
+fn default_global_topic() -> String {
+    "weir-global".into()
+}
 fn default_partitions() -> i32 {
     4
 }
@@ -172,7 +238,7 @@ fn default_retry_after_s() -> u64 {
 
 impl CoreConfig {
     pub fn load(path: &Path) -> Result<CoreConfig, ConfigError> {
-        let config: CoreConfig = weir_node::config::load(path, &["node_id"])?;
+        let config: CoreConfig = weir_node::config::load(path, &["node_id", "data_dir"])?;
         let kafka = &config.kafka;
         if kafka.min_insync_replicas < 1 || kafka.min_insync_replicas > kafka.replication_factor {
             return Err(ConfigError::Value {
@@ -199,5 +265,9 @@ mod tests {
         assert_eq!(config.kafka.partitions, default_partitions());
         assert_eq!(config.ingest.tokens[0].repository, "main");
         assert!(config.quic.is_some());
+        assert_eq!(config.kafka.global_topic, default_global_topic());
+        assert_eq!(config.data_dir, default_data_dir());
+        assert_eq!(config.global.snapshot_every_records, default_snapshot_every_records());
+        assert_eq!(config.global.heartbeat_interval_ms, default_heartbeat_interval_ms());
     }
 }

@@ -9,10 +9,13 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use weir_http_ingest::{IngestError, IngestRequest, IngestSink};
 
+use crate::kafka::global_log::GlobalLog;
 use crate::kafka::{PublishError, Publisher, Refusal};
 
 pub struct KafkaSink {
     pub publisher: Arc<Publisher>,
+    /// Only for `/ready`: a node still catching up on Global is not ready.
+    pub global: Arc<GlobalLog>,
     pub retry_after: Duration,
 }
 
@@ -22,7 +25,8 @@ impl IngestSink for KafkaSink {
         let retry_after = self.retry_after;
         // An unready core acknowledges nothing: its topic may take writes (created by
         // someone else, with fewer replicas) without the durability an ack promises.
-        let ready = self.ready();
+        // Ingest depends on the ingest topic alone, not on Global having caught up.
+        let ready = self.publisher.not_ready().map_or(Ok(()), Err);
         async move {
             if let Err(reason) = ready {
                 return Err(IngestError::Unavailable { message: format!("this core is not ready: {reason}"), retry_after });
@@ -54,7 +58,8 @@ impl IngestSink for KafkaSink {
     }
 
     fn ready(&self) -> Result<(), String> {
-        self.publisher.not_ready().map_or(Ok(()), Err)
+        let reasons: Vec<String> = self.publisher.not_ready().into_iter().chain(self.global.not_ready()).collect();
+        if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
     }
 
     fn observe(&self) {

@@ -1,8 +1,10 @@
 //! The Weir core node.
 //!
 //! Data path built so far: HTTP ingest API and the QUIC endpoint for edges → [`kafka`]
-//! publisher (idempotent, acks=all) → answer only after Kafka acknowledged. The binary's
-//! `main` parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
+//! publisher (idempotent, acks=all) → answer only after Kafka acknowledged. Beside it, the
+//! Global log ([`kafka::global_log`]): every core applies the Global topic to its own
+//! `weir_global::State` and announces itself there ([`heartbeat`]). The binary's `main`
+//! parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
 //!
 //! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
 //! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), `certs` (dev PKI, only with
@@ -12,6 +14,7 @@
 pub mod certs;
 pub mod config;
 pub mod edge_endpoint;
+pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
 
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CoreConfig;
 use crate::edge_endpoint::EdgeEndpoint;
 use crate::ingest::KafkaSink;
+use crate::kafka::global_log::{GlobalError, GlobalLog};
 use crate::kafka::{PublishError, Publisher};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,8 @@ pub enum CoreError {
     Tls(#[from] weir_node::tls::TlsError),
     #[error(transparent)]
     Kafka(#[from] PublishError),
+    #[error(transparent)]
+    Global(#[from] GlobalError),
     #[error("invalid parser plugin setup: {0}")]
     Parsers(#[from] weir_plugin_host::Error),
     #[error("http server failed: {0}")]
@@ -48,6 +54,14 @@ pub struct RunningCore {
     pub http_addr: SocketAddr,
     pub quic_addr: Option<SocketAddr>,
     pub task: JoinHandle<Result<(), CoreError>>,
+    global: Arc<GlobalLog>,
+}
+
+impl RunningCore {
+    /// This node's Global log: its applied state, and the way to submit commands.
+    pub fn global(&self) -> Arc<GlobalLog> {
+        self.global.clone()
+    }
 }
 
 /// Runs a core until `shutdown` is cancelled.
@@ -60,6 +74,7 @@ pub async fn run(config: CoreConfig, shutdown: CancellationToken) -> Result<(), 
 /// background task.
 pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<RunningCore, CoreError> {
     let publisher = Arc::new(Publisher::new(&config.kafka)?);
+    let global = GlobalLog::open(&config)?;
     // Plugins are loaded and configured at start, so a bad plugin or setting stops the
     // node with a clear error instead of failing batches later. The digest (not built
     // yet) is their caller.
@@ -100,11 +115,16 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
 
     let sink = Arc::new(KafkaSink {
         publisher: publisher.clone(),
+        global: global.clone(),
         retry_after: Duration::from_secs(config.kafka.retry_after_s),
     });
     let app = weir_http_ingest::router(&config.ingest, sink, budget);
 
+    let running_global = global.clone();
     let task = tokio::spawn(async move {
+        let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), shutdown.clone()));
+        let addresses = std::iter::once(http_addr).chain(quic_addr).map(|a| a.to_string()).collect();
+        let heartbeats = tokio::spawn(heartbeat::run(global.clone(), config.node_id.clone(), addresses, config.global.clone(), shutdown.clone()));
         let topic = {
             let publisher = publisher.clone();
             let kafka = config.kafka.clone();
@@ -121,11 +141,14 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             let _ = edges.await;
         }
         let _ = topic.await;
+        let _ = heartbeats.await;
+        // The applier writes the last snapshot on its way out.
+        let _ = applier.await;
         let flush = publisher.clone();
         let _ = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5))).await;
         drop(parsers);
         tracing::info!("core stopped");
         http
     });
-    Ok(RunningCore { http_addr, quic_addr, task })
+    Ok(RunningCore { http_addr, quic_addr, task, global: running_global })
 }

@@ -41,10 +41,28 @@ enum Command {
         #[arg(long = "edge", default_values = ["edge-1"])]
         edges: Vec<String>,
     },
+    /// Work with the Global metadata log.
+    Global {
+        #[command(subcommand)]
+        command: GlobalCommand,
+    },
     /// Work with parser plugins.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GlobalCommand {
+    /// Read the Global topic from this node's snapshot (or offset 0) to its end and print
+    /// the state as JSON. Writes nothing.
+    Dump {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        /// Give up when the end is not reached within this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
     },
 }
 
@@ -87,6 +105,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig { config } => {
             let config = CoreConfig::load(&config)?;
             println!("{config:#?}");
+            Ok(())
+        }
+        Command::Global { command: GlobalCommand::Dump { config, timeout_s } } => {
+            let config = CoreConfig::load(&config)?;
+            let snapshot = weir_core::kafka::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
+            println!("{}", serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?);
             Ok(())
         }
         Command::Plugin { command: PluginCommand::Test { plugin, config } } => {

@@ -27,6 +27,11 @@ pub struct CoreSpec {
     /// What the core requires of its topic (1 and 1 fit the shared single broker).
     pub replication_factor: i32,
     pub min_insync_replicas: i32,
+    /// The Global topic (`kafka.global_topic`): unique per spec, so tests do not share
+    /// their Global state; cores of one cluster under test share a spec's topic.
+    pub global_topic: String,
+    /// `data_dir` (the Global snapshot): `<certs>/../<node_id>-data` unless set.
+    pub data_dir: PathBuf,
 }
 
 impl CoreSpec {
@@ -44,6 +49,8 @@ impl CoreSpec {
             max_event_bytes: 512 << 10,
             replication_factor: 1,
             min_insync_replicas: 1,
+            global_topic: crate::unique("weir-test-global"),
+            data_dir: certs.parent().unwrap_or(certs).join(format!("{node_id}-data")),
         }
     }
 
@@ -56,6 +63,7 @@ impl CoreSpec {
         format!(
             r#"version = 1
 node_id = "{node_id}"
+data_dir = "{data_dir}"
 
 [http]
 listen = "127.0.0.1:{http_port}"
@@ -73,6 +81,7 @@ max_batch_bytes = {max_batch_bytes}
 [kafka]
 bootstrap_servers = "{bootstrap}"
 ingest_topic = "{topic}"
+global_topic = "{global_topic}"
 partitions = 2
 replication_factor = {replication_factor}
 min_insync_replicas = {min_insync_replicas}
@@ -89,6 +98,8 @@ ack_timeout_ms = {ack_timeout_ms}
             max_event_bytes = self.max_event_bytes,
             replication_factor = self.replication_factor,
             min_insync_replicas = self.min_insync_replicas,
+            data_dir = self.data_dir.display(),
+            global_topic = self.global_topic,
         )
     }
 

@@ -1,7 +1,7 @@
 //! Publishing to the Kafka ingest topic, and creating it (or checking the existing one's
-//! durability) at start.
+//! durability) at start; the Global log ([`global_log`]).
 //!
-//! Only this module touches rdkafka. A request's records go to an idempotent producer with
+//! Only this module (and its submodules) touches rdkafka. A request's records go to an idempotent producer with
 //! acks=all; the request completes when the delivery report of its last record arrived.
 //! Delivery reports come through the producer context's callback and count down one
 //! shared [`PendingRequest`] per request: a future per message costs rust-rdkafka about
@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 use weir_proto::EventBatch;
 
 use crate::config::KafkaConfig;
+
+pub mod global_log;
 
 /// Kafka record header carrying the edge batch id (`edge:incarnation:seq`), so a re-sent
 /// batch can be recognised.
@@ -124,7 +126,7 @@ pub struct BatchPart {
 }
 
 /// Counts down the outstanding delivery reports of one request.
-struct PendingRequest {
+pub(crate) struct PendingRequest {
     remaining: AtomicUsize,
     first_error: Mutex<Option<Failure>>,
     done: Mutex<Option<oneshot::Sender<Result<(), Failure>>>>,
@@ -157,7 +159,7 @@ impl PendingRequest {
 /// on its connections (an authentication failure, brokers down), which `/ready` shows
 /// beside the reason the topic is not verified: admin calls only say "timed out".
 #[derive(Default)]
-struct DeliveryContext {
+pub(crate) struct DeliveryContext {
     recent_errors: RecentErrors,
 }
 
@@ -176,7 +178,7 @@ impl RecentErrors {
         }
     }
 
-    fn describe(&self) -> Option<String> {
+    pub(crate) fn describe(&self) -> Option<String> {
         let recent = self.0.lock().expect("lock");
         (!recent.is_empty()).then(|| recent.join("; "))
     }
@@ -364,7 +366,7 @@ impl Publisher {
         );
         let mut last_reason = String::new();
         loop {
-            match verify_topic(config).await {
+            match verify_topic(config, &TopicSpec::ingest(config)).await {
                 Ok(()) => {
                     *self.topic_state.lock().expect("lock") = Ok(());
                     tracing::info!(topic = %config.ingest_topic, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
@@ -428,25 +430,51 @@ impl Delivery {
     }
 }
 
-/// An admin client with the same client properties (security, timeouts) as the producer.
-fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
+/// The client properties every client of this node gets (security, timeouts), and the
+/// bootstrap servers.
+pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     for (key, value) in &config.client_properties {
         client.set(key, value);
     }
-    client.set("bootstrap.servers", &config.bootstrap_servers).create().map_err(|e| e.to_string())
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    client
 }
 
-/// Creates the ingest topic when missing (replication factor and `min.insync.replicas`
-/// from the config), then checks the existing one: a topic made by someone else with
-/// fewer replicas would let an ack mean less than the operator asked for.
-async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
+/// An admin client with the same client properties (security, timeouts) as the producer.
+fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
+    client_config(config).create().map_err(|e| e.to_string())
+}
+
+/// A topic this node creates when missing and then checks.
+pub(crate) struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// The topic must have exactly `partitions` (the Global log is one ordered partition).
+    pub exact_partitions: bool,
+    /// Topic configs set at creation and required of an existing topic.
+    pub configs: Vec<(&'static str, &'static str)>,
+}
+
+impl TopicSpec {
+    fn ingest(config: &KafkaConfig) -> TopicSpec {
+        TopicSpec { name: config.ingest_topic.clone(), partitions: config.partitions, exact_partitions: false, configs: vec![] }
+    }
+}
+
+/// Creates the topic when missing (replication factor and `min.insync.replicas` from the
+/// config), then checks the existing one: a topic made by someone else with fewer
+/// replicas would let an ack mean less than the operator asked for.
+pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Result<(), String> {
     let admin = admin_client(config)?;
     let min_isr = config.min_insync_replicas.to_string();
-    let topic = NewTopic::new(&config.ingest_topic, config.partitions, TopicReplication::Fixed(config.replication_factor))
+    let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(config.replication_factor))
         .set("min.insync.replicas", &min_isr);
+    for (key, value) in &spec.configs {
+        topic = topic.set(key, value);
+    }
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5))).operation_timeout(Some(Duration::from_secs(5)));
-    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("cannot reach kafka to create the ingest topic: {e}"))?;
+    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("cannot reach kafka to create topic {}: {e}", spec.name))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -459,7 +487,7 @@ async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
             Err((name, code)) => return Err(format!("cannot create topic {name}: {code}")),
         }
     }
-    let name = config.ingest_topic.clone();
+    let name = spec.name.clone();
     let metadata = {
         let admin = admin_client(config)?;
         let topic = name.clone();
@@ -477,6 +505,13 @@ async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
         if described.partitions().is_empty() {
             return Err(format!("topic {name} has no partitions yet"));
         }
+        if spec.exact_partitions && described.partitions().len() as i32 != spec.partitions {
+            return Err(format!(
+                "topic {name} has {} partitions, it must have exactly {}: its records must have one order",
+                described.partitions().len(),
+                spec.partitions
+            ));
+        }
         if let Some(partition) = described.partitions().iter().find(|p| (p.replicas().len() as i32) < config.replication_factor) {
             return Err(format!(
                 "topic {name} partition {} has {} replicas, below kafka.replication_factor {}: increase its replication (kafka-reassign-partitions) or lower the setting",
@@ -492,11 +527,21 @@ async fn verify_topic(config: &KafkaConfig) -> Result<(), String> {
         .describe_configs([&ResourceSpecifier::Topic(&name)], &options)
         .await
         .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
-    let min_isr = configs
+    let described = configs
         .into_iter()
         .next()
         .ok_or_else(|| format!("no configuration returned for topic {name}"))?
-        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?
+        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?;
+    for (key, expected) in &spec.configs {
+        let actual = described.get(key).and_then(|entry| entry.value.as_deref());
+        if actual != Some(*expected) {
+            return Err(format!(
+                "topic {name} has {key}={}, it must be {expected} (kafka-configs --alter --add-config {key}={expected})",
+                actual.unwrap_or("<unset>")
+            ));
+        }
+    }
+    let min_isr = described
         .get("min.insync.replicas")
         .and_then(|entry| entry.value.as_deref())
         .and_then(|value| value.parse::<i32>().ok())

@@ -1,0 +1,451 @@
+//! The Global log: the single-partition Kafka topic that feeds [`weir_global::State`].
+//!
+//! Owns: creating and checking the Global topic (one partition, infinite retention, never
+//! compacted), the consumer that applies every record in offset order to this node's
+//! [`State`], the local snapshot file (read at start, written every N records or T
+//! seconds and at shutdown), the catch-up readiness, and [`GlobalLog::submit`]: produce a
+//! command, learn its offset from the delivery report, wait until it is applied here and
+//! answer the outcome recorded for it.
+//!
+//! Must never: decide anything itself (every decision is [`State::apply`]'s, identical on
+//! every node), commit consumer group offsets (where to resume is the snapshot's
+//! offset + 1, or 0), skip a record it cannot apply (an unknown version stops applying),
+//! or write a snapshot of a state it did not apply from this topic.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use weir_global::{ApplyError, Command, Outcome, Snapshot, SnapshotError, State};
+
+use super::{DeliveryContext, Refusal, TopicSpec, client_config, verify_topic};
+use crate::config::{CoreConfig, GlobalConfig, KafkaConfig};
+
+/// Outcomes remembered for waiters of [`GlobalLog::submit`], newest offsets kept.
+const OUTCOMES: usize = 4096;
+/// The snapshot's file name inside `data_dir`.
+pub const SNAPSHOT_FILE: &str = "global.snapshot";
+
+#[derive(Debug, thiserror::Error)]
+pub enum GlobalError {
+    #[error("cannot create the Global {what}: {source}")]
+    Setup { what: &'static str, source: KafkaError },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    /// Kafka refused the command for good (too large, not authorised, ...).
+    #[error("kafka refused Global command {id} ({code}): {reason}")]
+    Refused { id: String, code: RDKafkaErrorCode, reason: String },
+    /// Kafka did not acknowledge the command in time or failed transiently; a retry with
+    /// the same command id is safe (a second copy is rejected as a duplicate).
+    #[error("kafka did not acknowledge Global command {id}: {reason}")]
+    Unavailable { id: String, reason: String },
+    #[error("Global command {id} is at offset {offset} but was not applied here within {timeout_ms} ms ({progress})")]
+    NotApplied { id: String, offset: u64, timeout_ms: u64, progress: String },
+    #[error("the outcome of Global command {id} at offset {offset} is no longer remembered ({OUTCOMES} later records were applied first)")]
+    OutcomeForgotten { id: String, offset: u64 },
+    #[error("cannot read the Global topic {topic}: {source}")]
+    Read { topic: String, source: KafkaError },
+    #[error("Global topic {topic}: applied {applied} of {target} records within {timeout_ms} ms")]
+    CatchUpTimeout { topic: String, applied: u64, target: u64, timeout_ms: u64 },
+    #[error("Global stopped applying the topic {topic}: {source}")]
+    Stopped { topic: String, source: ApplyError },
+}
+
+/// Where the applier is.
+#[derive(Debug, Clone)]
+enum Progress {
+    /// The topic is not verified yet (the reason).
+    Verifying(String),
+    /// Applying up to the high watermark as of start.
+    CatchingUp { target: u64 },
+    CaughtUp,
+    /// A record this node cannot apply (the reason): nothing after it is applied.
+    Stopped(String),
+}
+
+struct Shared {
+    state: RwLock<State>,
+    /// The last applied offset, for waiters.
+    applied: watch::Sender<Option<u64>>,
+    outcomes: Mutex<BTreeMap<u64, Outcome>>,
+    progress: Mutex<Progress>,
+}
+
+/// This node's view of Global, and the way to change it.
+pub struct GlobalLog {
+    node_id: String,
+    topic: String,
+    producer: FutureProducer<DeliveryContext>,
+    shared: Arc<Shared>,
+    submit_timeout: Duration,
+    snapshot_path: PathBuf,
+}
+
+impl ConsumerContext for DeliveryContext {}
+
+impl GlobalLog {
+    /// Loads the snapshot (a damaged one is logged and ignored: the node rebuilds from
+    /// offset 0) and creates the producer. Nothing is consumed before [`GlobalLog::run`].
+    pub fn open(config: &CoreConfig) -> Result<Arc<GlobalLog>, GlobalError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| GlobalError::DataDir { path: config.data_dir.clone(), source })?;
+        let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
+        let state = load_snapshot(&snapshot_path);
+        let submit_timeout = Duration::from_millis(config.global.submit_timeout_ms);
+        let producer = client_config(&config.kafka)
+            // Same durability as ingest: idempotent, acks=all, whatever the extra properties say.
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", config.global.submit_timeout_ms.to_string())
+            .set("linger.ms", "0")
+            .create_with_context(DeliveryContext::default())
+            .map_err(|source| GlobalError::Setup { what: "producer", source })?;
+        let applied = state.applied_offset();
+        Ok(Arc::new(GlobalLog {
+            node_id: config.node_id.clone(),
+            topic: config.kafka.global_topic.clone(),
+            producer,
+            shared: Arc::new(Shared {
+                state: RwLock::new(state),
+                applied: watch::Sender::new(applied),
+                outcomes: Mutex::new(BTreeMap::new()),
+                progress: Mutex::new(Progress::Verifying("the global topic is not verified yet".into())),
+            }),
+            submit_timeout,
+            snapshot_path,
+        }))
+    }
+
+    /// A copy of the state as applied so far.
+    pub fn state(&self) -> State {
+        self.shared.state.read().expect("lock").clone()
+    }
+
+    /// Reads the state as applied so far without copying it.
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.shared.state.read().expect("lock"))
+    }
+
+    pub fn snapshot_path(&self) -> &Path {
+        &self.snapshot_path
+    }
+
+    /// Why this node's Global is not usable yet: the topic is not verified, it has not
+    /// caught up to the high watermark seen at start, or it stopped applying.
+    pub fn not_ready(&self) -> Option<String> {
+        let mut progress = self.shared.progress.lock().expect("lock");
+        match &*progress {
+            Progress::Verifying(reason) => Some(format!("global topic not ready: {reason}")),
+            Progress::CatchingUp { target } => {
+                let applied = self.read(State::next_offset);
+                if applied >= *target {
+                    *progress = Progress::CaughtUp;
+                    None
+                } else {
+                    Some(format!("global catching up: applied {applied} of {target}"))
+                }
+            }
+            Progress::CaughtUp => None,
+            Progress::Stopped(reason) => Some(format!("global stopped applying: {reason}")),
+        }
+    }
+
+    /// Writes `command` to the topic and returns its offset and the outcome this node
+    /// applied for it, within `global.submit_timeout_ms`.
+    pub async fn submit(&self, command: &Command) -> Result<(u64, Outcome), GlobalError> {
+        let deadline = tokio::time::Instant::now() + self.submit_timeout;
+        let payload = command.encode();
+        let record = FutureRecord::to(&self.topic).partition(0).key(&command.id).payload(&payload);
+        let delivery = self
+            .producer
+            .send(record, Timeout::After(self.submit_timeout))
+            .await
+            .map_err(|(error, _)| kafka_failure(&command.id, error))?;
+        let offset = u64::try_from(delivery.offset).map_err(|_| GlobalError::Unavailable {
+            id: command.id.clone(),
+            reason: format!("the delivery report has no offset ({})", delivery.offset),
+        })?;
+        let mut applied = self.shared.applied.subscribe();
+        let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| a.is_some_and(|a| a >= offset))).await;
+        if !matches!(waited, Ok(Ok(_))) {
+            let progress = self.not_ready().unwrap_or_else(|| format!("applied up to {:?}", self.read(State::applied_offset)));
+            return Err(GlobalError::NotApplied {
+                id: command.id.clone(),
+                offset,
+                timeout_ms: self.submit_timeout.as_millis() as u64,
+                progress,
+            });
+        }
+        let outcome = self.shared.outcomes.lock().expect("lock").get(&offset).cloned();
+        tracing::debug!(node_id = %self.node_id, id = %command.id, offset, outcome = ?outcome, "global command submitted");
+        outcome.map(|o| (offset, o)).ok_or_else(|| GlobalError::OutcomeForgotten { id: command.id.clone(), offset })
+    }
+
+    /// Verifies the topic (retrying until it is fine or `shutdown`), then applies its
+    /// records until `shutdown`, writing snapshots on the way and a last one at the end.
+    pub async fn run(self: Arc<Self>, kafka: KafkaConfig, global: GlobalConfig, shutdown: CancellationToken) {
+        let spec = global_topic(&kafka);
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_jitter()
+                .without_max_times(),
+        );
+        let mut last_reason = String::new();
+        loop {
+            match verify_topic(&kafka, &spec).await {
+                Ok(()) => break,
+                Err(reason) => {
+                    if reason != last_reason {
+                        tracing::warn!(topic = %spec.name, %reason, "global topic not ready, retrying");
+                    }
+                    *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
+                    last_reason = reason;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        tracing::info!(topic = %spec.name, "global topic ready");
+        let node_id = self.node_id.clone();
+        let applier = tokio::task::spawn_blocking(move || self.apply_until(&kafka, &global, &node_id, &shutdown));
+        if let Err(join) = applier.await {
+            tracing::error!(error = %join, "global applier panicked");
+        }
+    }
+
+    /// The applier's thread: blocking consumer, one record at a time.
+    fn apply_until(&self, kafka: &KafkaConfig, global: &GlobalConfig, node_id: &str, shutdown: &CancellationToken) {
+        let mut warned = String::new();
+        let (consumer, target) = loop {
+            match open_consumer(kafka, node_id).and_then(|c| high_watermark(&c, &self.topic).map(|hw| (c, hw))) {
+                Ok(found) => break found,
+                Err(error) => {
+                    let reason = error.to_string();
+                    if reason != warned {
+                        tracing::warn!(topic = %self.topic, %reason, "cannot read the global topic yet, retrying");
+                    }
+                    *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
+                    warned = reason;
+                }
+            }
+            if wait_or_shutdown(shutdown, Duration::from_secs(1)) {
+                return;
+            }
+        };
+        {
+            let mut state = self.shared.state.write().expect("lock");
+            if state.next_offset() > target {
+                // The topic is shorter than the snapshot says: it was recreated, and the
+                // snapshot describes a log that no longer exists.
+                tracing::error!(topic = %self.topic, snapshot_next = state.next_offset(), topic_end = target, "global snapshot is ahead of the topic, rebuilding from offset 0");
+                *state = State::default();
+                self.shared.applied.send_replace(None);
+            }
+        }
+        let start = self.read(State::next_offset);
+        tracing::info!(topic = %self.topic, from = start, target, "global applying");
+        *self.shared.progress.lock().expect("lock") = Progress::CatchingUp { target };
+        if let Err(error) = assign(&consumer, &self.topic, start) {
+            self.stop(format!("cannot assign the global topic: {error}"));
+            return;
+        }
+        let every_records = global.snapshot_every_records.max(1);
+        let every = Duration::from_secs(global.snapshot_every_s.max(1));
+        let (mut since_snapshot, mut last_snapshot) = (0u64, Instant::now());
+        while !shutdown.is_cancelled() {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Err(error)) => {
+                    let reason = error.to_string();
+                    if reason != warned {
+                        tracing::warn!(topic = %self.topic, %reason, "global consumer error");
+                    }
+                    warned = reason;
+                }
+                Some(Ok(message)) => {
+                    let offset = message.offset() as u64;
+                    let applied = apply(&self.shared.state, offset, message.payload().unwrap_or_default());
+                    match applied {
+                        Ok(Some(outcome)) => {
+                            let mut outcomes = self.shared.outcomes.lock().expect("lock");
+                            outcomes.insert(offset, outcome);
+                            while outcomes.len() > OUTCOMES {
+                                outcomes.pop_first();
+                            }
+                            drop(outcomes);
+                            self.shared.applied.send_replace(Some(offset));
+                            since_snapshot += 1;
+                        }
+                        Ok(None) => {}
+                        Err(error) => {
+                            tracing::error!(topic = %self.topic, offset, %error, "global record cannot be applied, this node stops applying");
+                            self.stop(error.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+            if since_snapshot >= every_records || (since_snapshot > 0 && last_snapshot.elapsed() >= every) {
+                self.write_snapshot();
+                (since_snapshot, last_snapshot) = (0, Instant::now());
+            }
+        }
+        if since_snapshot > 0 {
+            self.write_snapshot();
+        }
+    }
+
+    fn stop(&self, reason: String) {
+        *self.shared.progress.lock().expect("lock") = Progress::Stopped(reason);
+    }
+
+    fn write_snapshot(&self) {
+        let snapshot = self.read(Snapshot::of);
+        match snapshot.write(&self.snapshot_path) {
+            Ok(()) => tracing::debug!(path = %self.snapshot_path.display(), applied_offset = ?snapshot.applied_offset, "global snapshot written"),
+            // Only an optimisation: the node can always rebuild from the topic.
+            Err(error) => tracing::warn!(path = %self.snapshot_path.display(), %error, "cannot write the global snapshot"),
+        }
+    }
+}
+
+/// Reads the Global topic from the snapshot in `config.data_dir` (or offset 0) to its end
+/// as of now, and returns the state. Writes nothing. Blocking.
+pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalError> {
+    let topic = config.kafka.global_topic.clone();
+    let state = RwLock::new(load_snapshot(&config.data_dir.join(SNAPSHOT_FILE)));
+    let read_error = |source| GlobalError::Read { topic: topic.clone(), source };
+    let consumer = open_consumer(&config.kafka, &config.node_id).map_err(|source| GlobalError::Setup { what: "consumer", source })?;
+    let target = high_watermark(&consumer, &topic).map_err(read_error)?;
+    if state.read().expect("lock").next_offset() > target {
+        tracing::error!(%topic, "global snapshot is ahead of the topic, rebuilding from offset 0");
+        *state.write().expect("lock") = State::default();
+    }
+    let start = state.read().expect("lock").next_offset();
+    if start < target {
+        assign(&consumer, &topic, start).map_err(read_error)?;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let applied = state.read().expect("lock").next_offset();
+        if applied >= target {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(GlobalError::CatchUpTimeout { topic, applied, target, timeout_ms: timeout.as_millis() as u64 });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(error)) => tracing::warn!(%topic, %error, "global consumer error"),
+            Some(Ok(message)) => {
+                apply(&state, message.offset() as u64, message.payload().unwrap_or_default())
+                    .map_err(|source| GlobalError::Stopped { topic: topic.clone(), source })?;
+            }
+        }
+    }
+    let state = state.into_inner().expect("lock");
+    Ok(Snapshot::of(&state))
+}
+
+/// The Global topic as this node creates and requires it.
+fn global_topic(kafka: &KafkaConfig) -> TopicSpec {
+    TopicSpec {
+        name: kafka.global_topic.clone(),
+        partitions: 1,
+        exact_partitions: true,
+        // Never compacted and never expired: a node must be able to rebuild from offset 0.
+        configs: vec![("retention.ms", "-1"), ("cleanup.policy", "delete")],
+    }
+}
+
+/// Applies one record. `Ok(None)`: an offset already applied (skipped, never applied twice).
+fn apply(state: &RwLock<State>, offset: u64, payload: &[u8]) -> Result<Option<Outcome>, ApplyError> {
+    let mut state = state.write().expect("lock");
+    match state.apply_record(offset, payload) {
+        Ok(outcome) => {
+            if let Outcome::Rejected { reason } = &outcome {
+                tracing::debug!(offset, %reason, "global command rejected");
+            }
+            Ok(Some(outcome))
+        }
+        Err(ApplyError::NotAfter { offset, applied }) => {
+            tracing::warn!(offset, applied, "global record already applied, skipped");
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn load_snapshot(path: &Path) -> State {
+    match Snapshot::read(path) {
+        Ok(snapshot) => {
+            tracing::info!(path = %path.display(), applied_offset = ?snapshot.applied_offset, "global snapshot loaded");
+            snapshot.state
+        }
+        Err(SnapshotError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no global snapshot, building global from offset 0");
+            State::default()
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "global snapshot unusable, rebuilding from offset 0");
+            State::default()
+        }
+    }
+}
+
+fn open_consumer(kafka: &KafkaConfig, node_id: &str) -> Result<BaseConsumer<DeliveryContext>, KafkaError> {
+    client_config(kafka)
+        // Partition 0 is assigned by hand and nothing is committed: where to resume is the
+        // snapshot's business, never a consumer group's.
+        .set("group.id", format!("weir-global-{node_id}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // An offset past the log's end means the snapshot and the topic disagree: say
+        // so rather than silently jumping.
+        .set("auto.offset.reset", "error")
+        .set("fetch.wait.max.ms", "50")
+        .create_with_context(DeliveryContext::default())
+}
+
+/// The topic's end (next offset to be written) now.
+fn high_watermark(consumer: &BaseConsumer<DeliveryContext>, topic: &str) -> Result<u64, KafkaError> {
+    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5))?;
+    Ok(high.max(0) as u64)
+}
+
+fn assign(consumer: &BaseConsumer<DeliveryContext>, topic: &str, from: u64) -> Result<(), KafkaError> {
+    let mut partitions = TopicPartitionList::new();
+    partitions.add_partition_offset(topic, 0, Offset::Offset(from as i64))?;
+    consumer.assign(&partitions)
+}
+
+/// Sleeps up to `delay`; true if `shutdown` came.
+fn wait_or_shutdown(shutdown: &CancellationToken, delay: Duration) -> bool {
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline {
+        if shutdown.is_cancelled() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    shutdown.is_cancelled()
+}
+
+fn kafka_failure(id: &str, error: KafkaError) -> GlobalError {
+    match error.rdkafka_error_code() {
+        Some(code) if Refusal::of(code).is_some() => GlobalError::Refused { id: id.to_owned(), code, reason: error.to_string() },
+        _ => GlobalError::Unavailable { id: id.to_owned(), reason: error.to_string() },
+    }
+}
