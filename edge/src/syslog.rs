@@ -11,16 +11,26 @@
 //! `syslog.peer`), so one sender's messages stay in order and share a Kafka partition.
 //! The raw text is the message as received, without its framing; the `syslog` parser
 //! plugin on the core understands RFC 5424 and 3164.
+//!
+//! TCP streams are cut into frames by [`SyslogFrameCodec`], a `tokio_util` [`Decoder`]
+//! read through [`FramedRead`]. A frame it cannot read (an octet count that is not a
+//! number, a frame over `max_message_bytes`, a line that long without a newline, a stream
+//! ending inside a counted frame) or a failed read ends the framing, so it closes that
+//! connection only, with a logged reason and `weir_syslog_bad_frames_total`. Invalid UTF-8
+//! is kept, with replacement characters. At most `max_tcp_connections` connections are
+//! read at once; more are closed at accept.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
 use weir_proto::{Event, EventBatch};
@@ -159,22 +169,22 @@ async fn serve_tcp(
         let (tx, shutdown) = (tx.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let mut reader = BufReader::new(stream);
+            let mut frames = FramedRead::new(stream, SyslogFrameCodec::new(max));
             loop {
                 let frame = tokio::select! {
-                    frame = read_frame(&mut reader, max) => frame,
+                    frame = frames.next() => frame,
                     _ = shutdown.cancelled() => return,
                 };
                 match frame {
-                    Ok(Some(bytes)) => {
+                    Some(Ok(bytes)) => {
                         let Some(message) = message_text(&bytes) else { continue };
                         // Waits when the batcher is behind: TCP backpressure to the sender.
                         if tx.send((peer, message)).await.is_err() {
                             return;
                         }
                     }
-                    Ok(None) => return,
-                    Err(reason) => {
+                    None => return,
+                    Some(Err(reason)) => {
                         tracing::warn!(%peer, %reason, "closing syslog TCP connection");
                         metrics::counter!("weir_syslog_bad_frames_total").increment(1);
                         return;
@@ -185,34 +195,112 @@ async fn serve_tcp(
     }
 }
 
-/// The next RFC 6587 frame: octet-counted if it starts with a digit, else up to a
-/// newline. `Ok(None)` at a clean end of stream.
-async fn read_frame<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> Result<Option<Vec<u8>>, String> {
-    let first = match reader.fill_buf().await {
-        Ok([]) => return Ok(None),
-        Ok(buf) => buf[0],
-        Err(e) => return Err(e.to_string()),
-    };
-    if first.is_ascii_digit() {
-        let mut digits = Vec::new();
-        (&mut *reader).take(12).read_until(b' ', &mut digits).await.map_err(|e| e.to_string())?;
-        let text = std::str::from_utf8(digits.strip_suffix(b" ").unwrap_or(&digits)).unwrap_or("");
-        let len: usize = text
-            .parse()
-            .map_err(|_| format!("octet count {:?} is not a number followed by a space (RFC 6587)", String::from_utf8_lossy(&digits)))?;
-        if len > max {
-            return Err(format!("frame of {len} bytes exceeds max_message_bytes {max}"));
+/// Why a TCP connection was closed: its framing is lost, so nothing after it can be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("octet count {0:?} is not a number followed by a space (RFC 6587)")]
+    BadCount(String),
+    #[error("frame of {len} bytes exceeds max_message_bytes {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("stream ended inside a {len}-byte frame ({received} bytes of it arrived)")]
+    Truncated { len: usize, received: usize },
+    #[error("line longer than max_message_bytes {max} (is the sender octet-counting?)")]
+    LineTooLong { max: usize },
+    #[error("reading failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The octet count is read from at most this many bytes, its space included; without a
+/// space in them, these bytes are taken as the count (and are rarely a number).
+const COUNT_BYTES: usize = 12;
+
+/// RFC 6587 framing of a syslog TCP stream, for [`FramedRead`]: a frame is octet-counted
+/// (`LEN SP MSG`, yielding `MSG`) if its first byte is a digit, else it runs up to and
+/// including the next newline (or the end of the stream). Frames are the bytes as received;
+/// `message_text` makes text of them. The buffer holds at most one frame of up to
+/// `max_message_bytes` (plus its count or newline) and what was read after it.
+#[derive(Debug, Clone)]
+pub struct SyslogFrameCodec {
+    max: usize,
+    /// How many bytes of the line at the start of the buffer were searched for a newline
+    /// already, so that a line arriving in small pieces is searched once.
+    scanned: usize,
+}
+
+impl SyslogFrameCodec {
+    /// Frames of up to `max` bytes (`max_message_bytes`).
+    pub fn new(max: usize) -> Self {
+        Self { max, scanned: 0 }
+    }
+
+    fn frame(&mut self, src: &mut BytesMut, eof: bool) -> Result<Option<BytesMut>, FrameError> {
+        match src.first() {
+            None => Ok(None),
+            Some(first) if first.is_ascii_digit() => self.counted(src, eof),
+            Some(_) => self.line(src, eof),
         }
-        let mut message = vec![0; len];
-        reader.read_exact(&mut message).await.map_err(|e| format!("stream ended inside a {len}-byte frame: {e}"))?;
-        Ok(Some(message))
-    } else {
-        let mut line = Vec::new();
-        let n = (&mut *reader).take(max as u64 + 1).read_until(b'\n', &mut line).await.map_err(|e| e.to_string())?;
-        if n > max && line.last() != Some(&b'\n') {
-            return Err(format!("line longer than max_message_bytes {max} (is the sender octet-counting?)"));
+    }
+
+    fn counted(&mut self, src: &mut BytesMut, eof: bool) -> Result<Option<BytesMut>, FrameError> {
+        let window = &src[..src.len().min(COUNT_BYTES)];
+        let header = match window.iter().position(|&b| b == b' ') {
+            Some(space) => space + 1,
+            None if window.len() == COUNT_BYTES || eof => window.len(),
+            None => return Ok(None),
+        };
+        let digits = &src[..header];
+        let len = std::str::from_utf8(digits.strip_suffix(b" ").unwrap_or(digits))
+            .ok()
+            .and_then(|text| text.parse::<usize>().ok())
+            .ok_or_else(|| FrameError::BadCount(String::from_utf8_lossy(digits).into_owned()))?;
+        if len > self.max {
+            return Err(FrameError::TooLong { len, max: self.max });
         }
-        Ok(Some(line))
+        let received = src.len() - header;
+        if received < len {
+            if eof {
+                return Err(FrameError::Truncated { len, received });
+            }
+            src.reserve(len - received);
+            return Ok(None);
+        }
+        src.advance(header);
+        Ok(Some(src.split_to(len)))
+    }
+
+    fn line(&mut self, src: &mut BytesMut, eof: bool) -> Result<Option<BytesMut>, FrameError> {
+        // A line fits if its newline is within the first max + 1 bytes.
+        let limit = self.max.saturating_add(1);
+        let window = &src[..src.len().min(limit)];
+        let from = self.scanned.min(window.len());
+        if let Some(newline) = window[from..].iter().position(|&b| b == b'\n') {
+            self.scanned = 0;
+            return Ok(Some(src.split_to(from + newline + 1)));
+        }
+        if window.len() == limit {
+            self.scanned = 0;
+            return Err(FrameError::LineTooLong { max: self.max });
+        }
+        if eof {
+            // The last line may lack its newline.
+            self.scanned = 0;
+            return Ok(Some(src.split()));
+        }
+        self.scanned = window.len();
+        Ok(None)
+    }
+}
+
+impl Decoder for SyslogFrameCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        self.frame(src, false)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        self.frame(src, true)
     }
 }
 
@@ -332,40 +420,166 @@ async fn spool(sink: &dyn IngestSink, request: IngestRequest, shutdown: &Cancell
 mod tests {
     use super::*;
 
-    async fn frames(input: &[u8], max: usize) -> Vec<Result<Option<Vec<u8>>, String>> {
-        let mut reader = BufReader::new(input);
-        let mut out = Vec::new();
-        loop {
-            let frame = read_frame(&mut reader, max).await;
-            let end = !matches!(frame, Ok(Some(_)));
-            out.push(frame);
-            if end {
-                return out;
+    /// A reader handing out `data` in pieces of 1 to `max_chunk` bytes, their sizes from
+    /// a tiny deterministic PRNG (splitmix64) seeded with `seed`.
+    struct Trickle {
+        data: Vec<u8>,
+        at: usize,
+        state: u64,
+        max_chunk: usize,
+        /// Fail with this instead of ending the stream.
+        error_at_end: Option<std::io::ErrorKind>,
+    }
+
+    impl Trickle {
+        fn new(data: &[u8], max_chunk: usize, seed: u64) -> Self {
+            Self { data: data.to_vec(), at: 0, state: seed, max_chunk: max_chunk.max(1), error_at_end: None }
+        }
+
+        fn next_u64(&mut self) -> u64 {
+            self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
+    impl tokio::io::AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            let piece = (self.next_u64() % self.max_chunk as u64) as usize + 1;
+            let n = piece.min(self.data.len() - self.at).min(buf.remaining());
+            if let (0, Some(kind)) = (n, self.error_at_end) {
+                return std::task::Poll::Ready(Err(kind.into()));
+            }
+            let at = self.at;
+            buf.put_slice(&self.data[at..at + n]);
+            self.at += n;
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What [`SyslogFrameCodec`] makes of `input` read in pieces of up to `max_chunk`
+    /// bytes: the frames, then the error that ended the stream, if any.
+    async fn frames(input: &[u8], max: usize, max_chunk: usize, seed: u64) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut stream = FramedRead::new(Trickle::new(input, max_chunk, seed), SyslogFrameCodec::new(max));
+        let (mut frames, mut error) = (Vec::new(), None);
+        while let Some(frame) = stream.next().await {
+            match frame {
+                Ok(frame) => {
+                    assert!(error.is_none(), "a frame after the error {error:?}");
+                    frames.push(frame.to_vec());
+                }
+                Err(e) => {
+                    assert!(error.replace(e.to_string()).is_none(), "a second error");
+                }
             }
         }
+        (frames, error)
+    }
+
+    /// `frames` for the whole input at once, one byte at a time, and in random pieces
+    /// (many seeds): all must agree.
+    async fn frames_however_split(input: &[u8], max: usize) -> (Vec<Vec<u8>>, Option<String>) {
+        let whole = frames(input, max, usize::MAX, 0).await;
+        assert_eq!(frames(input, max, 1, 0).await, whole, "one byte at a time: {input:?}");
+        for seed in 0..200 {
+            let max_chunk = [2, 3, 7, 16, 64][seed as usize % 5];
+            assert_eq!(frames(input, max, max_chunk, seed).await, whole, "pieces of up to {max_chunk}, seed {seed}: {input:?}");
+        }
+        whole
+    }
+
+    fn texts(frames: &[Vec<u8>]) -> Vec<String> {
+        frames.iter().filter_map(|f| message_text(f)).collect()
     }
 
     #[tokio::test]
     async fn octet_counted_and_newline_frames_mix_on_one_stream() {
-        let got = frames(b"9 <13>hellox<14>plain line\n5 abcde", 100).await;
-        let texts: Vec<String> = got.iter().filter_map(|f| f.as_ref().ok()?.as_ref()).map(|b| message_text(b).unwrap()).collect();
-        assert_eq!(texts, ["<13>hello", "x<14>plain line", "abcde"]);
-        assert_eq!(got.last(), Some(&Ok(None)));
+        let (got, error) = frames_however_split(b"9 <13>hellox<14>plain line\n5 abcde", 100).await;
+        assert_eq!(texts(&got), ["<13>hello", "x<14>plain line", "abcde"]);
+        assert_eq!(error, None);
+    }
+
+    #[tokio::test]
+    async fn frames_split_at_any_boundary_come_out_whole() {
+        let mut input = Vec::new();
+        let mut expected: Vec<Vec<u8>> = Vec::new();
+        for i in 0..40 {
+            let text = format!("<13>1 2024-05-01T10:00:00Z host app - - - message {i} {}", "x".repeat(i * 3));
+            if i % 3 == 0 {
+                // Counted frames may hold newlines and spaces, and begin with digits.
+                let counted = format!("{i} line\nnext {text}");
+                input.extend(format!("{} {counted}", counted.len()).bytes());
+                expected.push(counted.into_bytes());
+            } else {
+                let line = format!("{text}{}", if i % 2 == 0 { "\r\n" } else { "\n" });
+                input.extend(line.bytes());
+                expected.push(line.into_bytes());
+            }
+        }
+        // Exactly at the limit: a counted frame of `max` bytes, a line of `max` bytes
+        // and its newline; an empty counted frame, an empty line, bad UTF-8 kept as is;
+        // the last line without its newline.
+        let max = 200;
+        input.extend(format!("{max} {}", "c".repeat(max)).bytes());
+        expected.push("c".repeat(max).into_bytes());
+        input.extend(format!("{}\n", "l".repeat(max)).bytes());
+        expected.push(format!("{}\n", "l".repeat(max)).into_bytes());
+        input.extend(b"0 \na\xff\xfeb\n<13>last");
+        expected.extend([b"".to_vec(), b"\n".to_vec(), b"a\xff\xfeb\n".to_vec(), b"<13>last".to_vec()]);
+
+        let (got, error) = frames_however_split(&input, max).await;
+        assert_eq!(error, None);
+        assert_eq!(got, expected);
+        assert_eq!(texts(&got)[42], "a\u{fffd}\u{fffd}b");
     }
 
     #[tokio::test]
     async fn bad_frames_are_errors_that_name_the_problem() {
-        let cases: [(&[u8], &str); 4] = [
-            (b"99999 x", "exceeds max_message_bytes"),
-            (b"12x <13>hello", "not a number"),
-            (b"10 short", "ended inside"),
-            (b"no newline and far too long for the limit", "longer than max_message_bytes"),
+        let cases: [(&[u8], &str); 9] = [
+            (b"99999 x", "frame of 99999 bytes exceeds max_message_bytes 16"),
+            (b"17 <13>hello there, too long", "exceeds max_message_bytes"),
+            (b"12x <13>hello", "octet count \"12x \" is not a number"),
+            (b"123456789012345 <13>hello", "exceeds max_message_bytes"),
+            (b"1234567890x1234 <13>hello", "octet count \"1234567890x1\" is not a number"),
+            (b"10 short", "stream ended inside a 10-byte frame (5 bytes of it arrived)"),
+            (b"10", "stream ended inside a 10-byte frame (0 bytes of it arrived)"),
+            (b"no newline and far too long for the limit", "line longer than max_message_bytes 16"),
+            (b"seventeen bytes!!", "line longer than max_message_bytes 16"),
         ];
         for (input, expected) in cases {
-            let got = frames(input, 16).await;
-            let error = got.iter().find_map(|f| f.as_ref().err()).unwrap_or_else(|| panic!("{input:?} gave {got:?}"));
+            let (got, error) = frames_however_split(input, 16).await;
+            assert_eq!(got, Vec::<Vec<u8>>::new(), "{input:?}");
+            let error = error.unwrap_or_else(|| panic!("{input:?} gave no error"));
             assert!(error.contains(expected), "{input:?}: {error}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_error_ends_the_stream_after_the_frames_before_it() {
+        let (got, error) = frames_however_split(b"2 ok<13>fine\n9x <13>bad\n<13>never read\n", 100).await;
+        assert_eq!(texts(&got), ["ok", "<13>fine"]);
+        assert!(error.unwrap().contains("not a number"));
+        // A line of max bytes with its newline fits; one byte more does not.
+        let (got, error) = frames_however_split(b"abcd\nabcde\n", 4).await;
+        assert_eq!(texts(&got), ["abcd"]);
+        assert!(error.unwrap().contains("line longer than max_message_bytes 4"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_ends_the_stream_with_its_error() {
+        let mut reader = Trickle::new(b"<13>whole\n<13>part", 3, 7);
+        reader.error_at_end = Some(std::io::ErrorKind::ConnectionReset);
+        let mut stream = FramedRead::new(reader, SyslogFrameCodec::new(100));
+        assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"<13>whole\n");
+        let error = stream.next().await.unwrap().unwrap_err();
+        assert!(matches!(&error, FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{error}");
+        assert!(stream.next().await.is_none());
     }
 
     /// Records what reaches the spool.
