@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_global::{ApplyError, Command, Outcome, Snapshot, SnapshotError, State};
 
-use super::{DeliveryContext, Refusal, TopicSpec, client_config, verify_topic};
+use super::{DeliveryContext, Refusal, TopicSpec, client_config, verify_until_ready};
 use crate::config::{CoreConfig, GlobalConfig, KafkaConfig};
 
 /// Outcomes remembered for waiters of [`GlobalLog::submit`], newest offsets kept.
@@ -193,29 +193,13 @@ impl GlobalLog {
     /// records until `shutdown`, writing snapshots on the way and a last one at the end.
     pub async fn run(self: Arc<Self>, kafka: KafkaConfig, global: GlobalConfig, shutdown: CancellationToken) {
         let spec = global_topic(&kafka);
-        let mut delays = backon::BackoffBuilder::build(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_jitter()
-                .without_max_times(),
-        );
-        let mut last_reason = String::new();
-        loop {
-            match verify_topic(&kafka, &spec).await {
-                Ok(()) => break,
-                Err(reason) => {
-                    if reason != last_reason {
-                        tracing::warn!(topic = %spec.name, %reason, "global topic not ready, retrying");
-                    }
-                    *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
-                    last_reason = reason;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let verified = verify_until_ready(&kafka, &spec, &shutdown, |reason| {
+            *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
+            reason
+        })
+        .await;
+        if !verified {
+            return;
         }
         tracing::info!(topic = %spec.name, "global topic ready");
         let node_id = self.node_id.clone();

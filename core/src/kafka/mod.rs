@@ -357,39 +357,19 @@ impl Publisher {
     /// configured, retrying until it is or `shutdown`. Until then the node is not ready,
     /// and `/ready` says why.
     pub async fn ensure_topic(&self, config: &KafkaConfig, shutdown: &CancellationToken) {
-        let mut delays = backon::BackoffBuilder::build(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(5))
-                .with_jitter()
-                .without_max_times(),
-        );
-        let mut last_reason = String::new();
-        loop {
-            match verify_topic(config, &TopicSpec::ingest(config)).await {
-                Ok(()) => {
-                    *self.topic_state.lock().expect("lock") = Ok(());
-                    tracing::info!(topic = %config.ingest_topic, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
-                    return;
-                }
-                Err(reason) => {
-                    let reason = match self.producer.context().recent_errors.describe() {
-                        Some(recent) => format!("{reason} (recent kafka client errors: {recent})"),
-                        None => reason,
-                    };
-                    // Logged when it changes: a topic short of replicas is waited on, not
-                    // repeated every few seconds.
-                    if reason != last_reason {
-                        tracing::warn!(topic = %config.ingest_topic, %reason, "ingest topic not ready, retrying");
-                    }
-                    *self.topic_state.lock().expect("lock") = Err(reason.clone());
-                    last_reason = reason;
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
-                _ = shutdown.cancelled() => return,
-            }
+        let spec = TopicSpec::ingest(config);
+        let verified = verify_until_ready(config, &spec, shutdown, |reason| {
+            let reason = match self.producer.context().recent_errors.describe() {
+                Some(recent) => format!("{reason} (recent kafka client errors: {recent})"),
+                None => reason,
+            };
+            *self.topic_state.lock().expect("lock") = Err(reason.clone());
+            reason
+        })
+        .await;
+        if verified {
+            *self.topic_state.lock().expect("lock") = Ok(());
+            tracing::info!(topic = %config.ingest_topic, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
         }
     }
 
@@ -459,6 +439,42 @@ pub(crate) struct TopicSpec {
 impl TopicSpec {
     fn ingest(config: &KafkaConfig) -> TopicSpec {
         TopicSpec { name: config.ingest_topic.clone(), partitions: config.partitions, exact_partitions: false, configs: vec![] }
+    }
+}
+
+/// Verifies `spec` until it is as configured (true) or `shutdown` (false), with jittered
+/// backoff. `on_failure` turns each failure into the reason to publish (it may add
+/// context and record it for `/ready`); a reason is logged only when it changes, so a
+/// topic short of replicas is waited on, not repeated every few seconds.
+pub(crate) async fn verify_until_ready(
+    config: &KafkaConfig,
+    spec: &TopicSpec,
+    shutdown: &CancellationToken,
+    mut on_failure: impl FnMut(String) -> String,
+) -> bool {
+    let mut delays = backon::BackoffBuilder::build(
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times(),
+    );
+    let mut last_reason = String::new();
+    loop {
+        match verify_topic(config, spec).await {
+            Ok(()) => return true,
+            Err(reason) => {
+                let reason = on_failure(reason);
+                if reason != last_reason {
+                    tracing::warn!(topic = %spec.name, %reason, "topic not ready, retrying");
+                }
+                last_reason = reason;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
+            _ = shutdown.cancelled() => return false,
+        }
     }
 }
 
