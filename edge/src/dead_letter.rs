@@ -300,15 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let letters = DeadLetters::new(dir.path().join("dead-letter"));
         assert!(letters.list().unwrap().is_empty(), "a missing directory has no letters");
-        let batch = EventBatch {
-            repository: "repo".into(),
-            tags: Default::default(),
-            parser: None,
-            ingest_ts_ms: 0,
-            attributes: Default::default(),
-            events: vec![Event::raw("the refused line")],
-        };
-        let spooled = encode_spooled(1, &wire::encode_payload(&[batch]).unwrap());
+        let spooled = spooled_batch("the refused line");
         for seq in [7, 3] {
             let id = BatchId { edge_id: "edge-1".into(), incarnation: "i".into(), seq };
             let json = letters.store(&id, &spooled, refusal(seq)).unwrap();

@@ -81,6 +81,15 @@ async fn rebuild_from_zero(config: &CoreConfig) -> Snapshot {
     tokio::task::spawn_blocking(move || global_log::dump(&config, WAIT)).await.unwrap().expect("dump from 0")
 }
 
+/// core-1 and core-2, started in-process on one Global topic.
+async fn two_cores_sharing_global(bootstrap: &str, dir: &std::path::Path) -> (CoreSpec, Core, Core) {
+    let spec1 = spec("core-1", bootstrap, dir);
+    let mut spec2 = spec("core-2", bootstrap, dir);
+    spec2.global_topic = spec1.global_topic.clone();
+    let (core1, core2) = (Core::start(&spec1, dir).await, Core::start(&spec2, dir).await);
+    (spec1, core1, core2)
+}
+
 fn json(snapshot: &Snapshot) -> String {
     serde_json::to_string(snapshot).unwrap()
 }
@@ -90,10 +99,7 @@ async fn a_command_on_one_core_applies_on_both_and_racing_claims_have_one_winner
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec1 = spec("core-1", &bootstrap, dir.path());
-    let mut spec2 = spec("core-2", &bootstrap, dir.path());
-    spec2.global_topic = spec1.global_topic.clone();
-    let (core1, core2) = (Core::start(&spec1, dir.path()).await, Core::start(&spec2, dir.path()).await);
+    let (_, core1, core2) = two_cores_sharing_global(&bootstrap, dir.path()).await;
     let (g1, g2) = (core1.global(), core2.global());
 
     // Submitted on core-1, seen on core-2.
@@ -196,10 +202,7 @@ async fn global_dump_prints_the_nodes() {
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec1 = spec("core-1", &bootstrap, dir.path());
-    let mut spec2 = spec("core-2", &bootstrap, dir.path());
-    spec2.global_topic = spec1.global_topic.clone();
-    let (core1, core2) = (Core::start(&spec1, dir.path()).await, Core::start(&spec2, dir.path()).await);
+    let (spec1, core1, core2) = two_cores_sharing_global(&bootstrap, dir.path()).await;
     own_heartbeat(&core1.global(), "core-2", 0).await;
     own_heartbeat(&core1.global(), "core-1", 0).await;
 

@@ -490,12 +490,7 @@ fn oversized_event(batches: &[EventBatch], max_bytes: usize) -> Option<(usize, u
         if event.raw.len() > max_bytes {
             return Some((index, event.raw.len()));
         }
-        let attributes = if event.attributes.is_empty() {
-            0
-        } else {
-            serde_json::to_vec(&event.attributes).map_or(0, |v| v.len())
-        };
-        let size = event.raw.len() + attributes;
+        let size = event.raw.len() + weir_proto::event::encoded_len(&event.attributes);
         (size > max_bytes).then_some((index, size))
     })
 }

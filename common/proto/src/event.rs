@@ -64,7 +64,7 @@ impl EventBatch {
         let mut current = Vec::new();
         let mut current_bytes = overhead;
         let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, events } = self;
-        let overhead = overhead + if attributes.is_empty() { 0 } else { serde_json::to_vec(&attributes).map_or(0, |v| v.len()) };
+        let overhead = overhead + encoded_len(&attributes);
         let make = |events: Vec<Event>| EventBatch {
             repository: repository.clone(),
             tags: tags.clone(),
@@ -105,12 +105,28 @@ pub fn source_key(repository: &str, tags: &BTreeMap<String, String>) -> String {
 fn approx_encoded_len(event: &Event) -> usize {
     // Escapes can at most double plain text; attributes are rarely large, so serialising
     // them is acceptable when present.
-    let attrs = if event.attributes.is_empty() {
-        0
-    } else {
-        serde_json::to_vec(&event.attributes).map(|v| v.len()).unwrap_or(0)
-    };
-    32 + event.raw.len() * 2 + attrs
+    32 + event.raw.len() * 2 + encoded_len(&event.attributes)
+}
+
+/// Bytes of `attributes` as JSON, counted without building the text; 0 when empty.
+pub fn encoded_len(attributes: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    if attributes.is_empty() {
+        return 0;
+    }
+    let mut count = Count(0);
+    // Serialising a map of JSON values cannot fail.
+    let _ = serde_json::to_writer(&mut count, attributes);
+    count.0
 }
 
 /// Milliseconds since the Unix epoch, now.
