@@ -39,6 +39,62 @@ pub struct CoreConfig {
     /// How much this node takes on at once.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Reading the ingest topic into segment files.
+    #[serde(default)]
+    pub digest: DigestConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DigestConfig {
+    /// A segment is written and registered this long after its first record was read
+    /// (LogScale's "flush interval"): an acknowledged event is queryable within about this
+    /// plus a second.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+    /// ... or once this many bytes of Kafka records went into it, whichever comes first.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// A core whose last heartbeat is older than this (by this node's clock; keep the
+    /// cores' clocks within a second or two, e.g. with NTP) gets no partitions, and its
+    /// partitions are claimed by the live cores.
+    #[serde(default = "default_node_timeout_ms")]
+    pub node_timeout_ms: u64,
+    /// How often this node compares the partitions it should digest with the ones it does.
+    #[serde(default = "default_assign_interval_ms")]
+    pub assign_interval_ms: u64,
+    /// The repository of records in the ingest topic that are not Weir event batches
+    /// (kept raw, with `@error`).
+    #[serde(default = "default_foreign_repository")]
+    pub foreign_repository: String,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            flush_interval_ms: default_flush_interval_ms(),
+            segment_bytes: default_segment_bytes(),
+            node_timeout_ms: default_node_timeout_ms(),
+            assign_interval_ms: default_assign_interval_ms(),
+            foreign_repository: default_foreign_repository(),
+        }
+    }
+}
+
+fn default_flush_interval_ms() -> u64 {
+    5_000
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_node_timeout_ms() -> u64 {
+    15_000
+}
+fn default_assign_interval_ms() -> u64 {
+    1_000
+}
+fn default_foreign_repository() -> String {
+    "weir-foreign".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -13,10 +13,12 @@
 #[cfg(feature = "dev-certs")]
 pub mod certs;
 pub mod config;
+pub mod digest;
 pub mod edge_endpoint;
 pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
+pub mod segments;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub enum CoreError {
     Global(#[from] GlobalError),
     #[error("invalid parser plugin setup: {0}")]
     Parsers(#[from] weir_plugin_host::Error),
+    #[error("cannot create the directory {path}: {source}")]
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
@@ -76,8 +80,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     let publisher = Arc::new(Publisher::new(&config.kafka)?);
     let global = GlobalLog::open(&config)?;
     // Plugins are loaded and configured at start, so a bad plugin or setting stops the
-    // node with a clear error instead of failing batches later. The digest (not built
-    // yet) is their caller.
+    // node with a clear error instead of failing batches later. The digest is their caller.
     let parsers = if config.parsers.plugins.is_empty() && config.parsers.plugin_dir.is_none() {
         None
     } else {
@@ -86,7 +89,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             .await
             .expect("plugin loading task")?;
         tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
-        Some(registry)
+        Some(Arc::new(registry))
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -120,6 +123,17 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     });
     let app = weir_http_ingest::router(&config.ingest, sink, budget);
 
+    let segments_dir = digest::segments_dir(&config.data_dir);
+    std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir.clone(), source })?;
+    let digest_context = Arc::new(digest::partition::Context {
+        node_id: config.node_id.clone(),
+        global: global.clone(),
+        kafka: config.kafka.clone(),
+        config: config.digest.clone(),
+        parsers,
+        segments_dir,
+        runtime: tokio::runtime::Handle::current(),
+    });
     let running_global = global.clone();
     let task = tokio::spawn(async move {
         let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), shutdown.clone()));
@@ -132,6 +146,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             tokio::spawn(async move { publisher.ensure_topic(&kafka, &shutdown).await })
         };
         let edges = edge_endpoint.map(|e| tokio::spawn(e.serve(shutdown.clone())));
+        let digest = tokio::spawn(digest::run(digest_context, shutdown.clone()));
         let http = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
@@ -141,12 +156,12 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             let _ = edges.await;
         }
         let _ = topic.await;
+        let _ = digest.await;
         let _ = heartbeats.await;
         // The applier writes the last snapshot on its way out.
         let _ = applier.await;
         let flush = publisher.clone();
         let _ = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5))).await;
-        drop(parsers);
         tracing::info!("core stopped");
         http
     });

@@ -1,5 +1,6 @@
 //! `weir-core`: parses arguments, sets up logging, and calls into the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,6 +47,11 @@ enum Command {
         #[command(subcommand)]
         command: GlobalCommand,
     },
+    /// This node's segment files against Global.
+    Segments {
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
     /// Work with parser plugins.
     Plugin {
         #[command(subcommand)]
@@ -63,6 +69,33 @@ enum GlobalCommand {
         /// Give up when the end is not reached within this many seconds.
         #[arg(long, default_value_t = 60)]
         timeout_s: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum SegmentsCommand {
+    /// Every segment Global knows, and whether this node has its file.
+    Ls {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Checks every local segment file: registered in Global, the registered blake3, and
+    /// every row group readable. Names each bad file; exits non-zero if there is one.
+    Verify {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Prints the events of a segment file (a path, or a segment id in this node's
+    /// segments directory) as NDJSON.
+    Cat {
+        segment: String,
+        /// Needed when SEGMENT is an id.
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -94,6 +127,55 @@ fn main() -> ExitCode {
     weir_node::process::exit_code(dispatch(Cli::parse()))
 }
 
+fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
+    use weir_core::segments;
+    let global = |config: &CoreConfig, timeout_s| {
+        weir_core::kafka::global_log::dump(config, std::time::Duration::from_secs(timeout_s)).map(|snapshot| snapshot.state)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match command {
+        SegmentsCommand::Ls { config, timeout_s } => {
+            let config = CoreConfig::load(&config)?;
+            segments::list(&global(&config, timeout_s)?, &config.data_dir, &mut stdout)?;
+        }
+        SegmentsCommand::Verify { config, timeout_s } => {
+            let config = CoreConfig::load(&config)?;
+            let state = global(&config, timeout_s)?;
+            let files = segments::local_files(&config.data_dir).context("cannot list the segments directory")?;
+            let mut bad = 0;
+            for (i, path) in files.iter().enumerate() {
+                let checked = segments::check(&state, path);
+                match &checked.problem {
+                    None => writeln!(stdout, "ok   {}", checked.segment_id)?,
+                    Some(problem) => {
+                        bad += 1;
+                        writeln!(stdout, "BAD  {} ({}): {problem}", checked.segment_id, path.display())?;
+                    }
+                }
+                if (i + 1) % 100 == 0 {
+                    eprintln!("verified {} of {} segment files", i + 1, files.len());
+                }
+            }
+            if bad > 0 {
+                anyhow::bail!("{bad} of {} segment files failed verification; fetch another copy or re-digest their offsets", files.len());
+            }
+            eprintln!("{} segment files verified", files.len());
+        }
+        SegmentsCommand::Cat { segment, config } => {
+            let path = if std::path::Path::new(&segment).is_file() {
+                PathBuf::from(&segment)
+            } else {
+                let config = config.context("SEGMENT is not a file; give --config to find a segment id in the node's data directory")?;
+                let config = CoreConfig::load(&config)?;
+                weir_core::digest::segments_dir(&config.data_dir).join(format!("{segment}.parquet"))
+            };
+            let n = segments::cat(&path, &mut stdout).map_err(anyhow::Error::msg)?;
+            eprintln!("{n} events");
+        }
+    }
+    Ok(())
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
@@ -113,6 +195,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?);
             Ok(())
         }
+        Command::Segments { command } => segments(command),
         Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());

@@ -30,8 +30,14 @@ pub struct CoreSpec {
     /// The Global topic (`kafka.global_topic`): unique per spec, so tests do not share
     /// their Global state; cores of one cluster under test share a spec's topic.
     pub global_topic: String,
-    /// `data_dir` (the Global snapshot): `<certs>/../<node_id>-data` unless set.
+    /// `data_dir` (the Global snapshot, segments): `<certs>/../<node_id>-data` unless set.
     pub data_dir: PathBuf,
+    /// `digest.flush_interval_ms`: short, so tests see segments soon.
+    pub digest_flush_ms: u64,
+    /// `digest.node_timeout_ms` (heartbeats are every 300 ms in tests).
+    pub node_timeout_ms: u64,
+    /// Appended to the config: whole tables such as `[parsers]`.
+    pub extra_toml: String,
 }
 
 impl CoreSpec {
@@ -51,6 +57,9 @@ impl CoreSpec {
             min_insync_replicas: 1,
             global_topic: crate::unique("weir-test-global"),
             data_dir: certs.parent().unwrap_or(certs).join(format!("{node_id}-data")),
+            digest_flush_ms: 500,
+            node_timeout_ms: 3_000,
+            extra_toml: String::new(),
         }
     }
 
@@ -86,6 +95,14 @@ partitions = 2
 replication_factor = {replication_factor}
 min_insync_replicas = {min_insync_replicas}
 ack_timeout_ms = {ack_timeout_ms}
+
+[global]
+heartbeat_interval_ms = 300
+
+[digest]
+flush_interval_ms = {digest_flush_ms}
+node_timeout_ms = {node_timeout_ms}
+assign_interval_ms = 200
 "#,
             node_id = self.node_id,
             http_port = self.http_port,
@@ -100,7 +117,9 @@ ack_timeout_ms = {ack_timeout_ms}
             min_insync_replicas = self.min_insync_replicas,
             data_dir = self.data_dir.display(),
             global_topic = self.global_topic,
-        )
+            digest_flush_ms = self.digest_flush_ms,
+            node_timeout_ms = self.node_timeout_ms,
+        ) + &self.extra_toml
     }
 
     /// Writes the config and loads it the way the binary does.

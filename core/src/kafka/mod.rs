@@ -25,6 +25,7 @@ use weir_proto::EventBatch;
 use crate::config::KafkaConfig;
 
 pub mod global_log;
+pub mod ingest_reader;
 
 /// Kafka record header carrying the edge batch id (`edge:incarnation:seq`), so a re-sent
 /// batch can be recognised.

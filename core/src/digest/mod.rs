@@ -1,0 +1,172 @@
+//! The digest: ingest partitions → parsed events in segment files registered in Global.
+//!
+//! Ownership is kept in Global, not in a Kafka consumer group: a core that should own a
+//! partition ([`assign`]) writes `claim_partition` with the next epoch, and only once Global
+//! applied it does it start a worker ([`partition`]) under that epoch. The claim is what
+//! fences the former owner (its later registrations are refused), so the thing that
+//! decides ownership and the thing that fences are the same log; a consumer group would be
+//! a second, differently-timed opinion about the same question, and its committed offsets
+//! are never where to resume anyway (Global's resume point is).
+//!
+//! Module map: [`assign`] (who should own what), [`partition`] (one partition's worker),
+//! [`rows`] (record → segment rows: dedup, parse, foreign records).
+
+pub mod assign;
+pub mod partition;
+pub mod rows;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use weir_global::{Cmd, Command, Outcome};
+
+use crate::kafka::ingest_reader;
+use partition::{Context, Exit};
+
+/// The segments directory inside `data_dir`.
+pub const SEGMENTS_DIR: &str = "segments";
+
+struct Worker {
+    epoch: u64,
+    cancel: CancellationToken,
+    handle: JoinHandle<Exit>,
+}
+
+/// The digest of this node until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let interval = Duration::from_millis(ctx.config.assign_interval_ms.max(50));
+    let mut workers: BTreeMap<u32, Worker> = BTreeMap::new();
+    // After a worker failed, its partition is not claimed again before this instant.
+    let mut hold_off: BTreeMap<u32, Instant> = BTreeMap::new();
+    let mut partitions: Option<(u32, Instant)> = None;
+    let mut cleaned = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => break,
+        }
+        if ctx.global.not_ready().is_some() {
+            continue;
+        }
+        if !cleaned {
+            // Before any worker writes: files Global does not know are left from a crash.
+            remove_unregistered(&ctx);
+            cleaned = true;
+        }
+        if partitions.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(30)) {
+            let kafka = ctx.kafka.clone();
+            match tokio::task::spawn_blocking(move || ingest_reader::partition_count(&kafka)).await.expect("metadata task") {
+                Ok(n) => partitions = Some((n, Instant::now())),
+                Err(reason) => {
+                    tracing::warn!(%reason, "digest waits for the ingest topic's partitions");
+                    continue;
+                }
+            }
+        }
+        let n_partitions = partitions.expect("set above").0;
+        reap(&mut workers, &mut hold_off);
+        let now_ms = rows::now_ms().max(0) as u64;
+        let (desired, current) = ctx.global.read(|state| {
+            let live = assign::live_nodes(state, now_ms, ctx.config.node_timeout_ms);
+            let desired = assign::desired_owners(n_partitions, &live);
+            let current: BTreeMap<u32, _> = (0..n_partitions).map(|p| (p, state.partition(p))).collect();
+            (desired, current)
+        });
+        for (p, state) in current {
+            if let Some(worker) = workers.get(&p) {
+                if state.owner.as_deref() != Some(ctx.node_id.as_str()) || state.epoch != worker.epoch {
+                    tracing::info!(partition = p, owner = ?state.owner, epoch = state.epoch, "partition claimed by another core, digest stops");
+                    worker.cancel.cancel();
+                }
+                continue;
+            }
+            if desired.get(&p) != Some(&ctx.node_id) || hold_off.get(&p).is_some_and(|t| Instant::now() < *t) {
+                continue;
+            }
+            let epoch = state.epoch + 1;
+            let claim = Command::new(
+                format!("claim:{p}:{epoch}:{}", ctx.node_id),
+                ctx.node_id.clone(),
+                Cmd::ClaimPartition { partition: p, node_id: ctx.node_id.clone(), epoch },
+            );
+            match ctx.global.submit(&claim).await {
+                Ok((_, Outcome::Applied)) => {
+                    tracing::info!(partition = p, epoch, previous_owner = ?state.owner, "partition claimed");
+                    let cancel = shutdown.child_token();
+                    let handle = {
+                        let (ctx, cancel) = (ctx.clone(), cancel.clone());
+                        tokio::task::spawn_blocking(move || partition::run(&ctx, p, epoch, &cancel))
+                    };
+                    workers.insert(p, Worker { epoch, cancel, handle });
+                }
+                Ok((_, Outcome::Rejected { reason })) => tracing::info!(partition = p, %reason, "claim lost"),
+                Err(error) => tracing::warn!(partition = p, %error, "claim not confirmed"),
+            }
+        }
+    }
+    for worker in workers.values() {
+        worker.cancel.cancel();
+    }
+    for (_, worker) in workers {
+        let _ = worker.handle.await;
+    }
+}
+
+/// Collects finished workers and says why they stopped.
+fn reap(workers: &mut BTreeMap<u32, Worker>, hold_off: &mut BTreeMap<u32, Instant>) {
+    let finished: Vec<u32> = workers.iter().filter(|(_, w)| w.handle.is_finished()).map(|(p, _)| *p).collect();
+    for p in finished {
+        let worker = workers.remove(&p).expect("listed above");
+        let exit = futures::FutureExt::now_or_never(worker.handle).expect("finished").unwrap_or_else(|join| Exit::Failed(join.to_string()));
+        let retry_in = match exit {
+            Exit::Shutdown => Duration::ZERO,
+            Exit::Superseded(reason) => {
+                tracing::info!(partition = p, %reason, "digest superseded by a later claim");
+                Duration::ZERO
+            }
+            Exit::Refused(reason) => {
+                tracing::error!(partition = p, %reason, "Global refused a segment; digest restarts from the resume point");
+                Duration::from_secs(1)
+            }
+            Exit::OffsetGone(error) => {
+                tracing::error!(partition = p, %error, "digest cannot resume: raise the ingest topic's retention or restore the records; nothing is skipped");
+                Duration::from_secs(30)
+            }
+            Exit::Failed(reason) => {
+                tracing::error!(partition = p, %reason, "digest failed, retrying");
+                Duration::from_secs(2)
+            }
+        };
+        hold_off.insert(p, Instant::now() + retry_in);
+    }
+}
+
+/// Deletes temporary files and segment files Global does not know (a crash between the
+/// write and the registration, or a refused registration whose delete failed).
+fn remove_unregistered(ctx: &Context) {
+    let Ok(entries) = std::fs::read_dir(&ctx.segments_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let orphan = if weir_segment::is_segment_file_name(&name) {
+            let id = name.trim_end_matches(".parquet");
+            ctx.global.read(|s| s.segment(id).is_none())
+        } else {
+            name.starts_with('.') && name.ends_with(".tmp")
+        };
+        if orphan {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(file = %entry.path().display(), "removed a segment file Global does not know"),
+                Err(error) => tracing::warn!(file = %entry.path().display(), %error, "cannot remove an unregistered segment file"),
+            }
+        }
+    }
+}
+
+/// `<data_dir>/segments`.
+pub fn segments_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join(SEGMENTS_DIR)
+}

@@ -1,0 +1,212 @@
+//! The digest of one ingest partition under one epoch: read from Global's resume point,
+//! turn records into rows, write a segment per flush, register it, go on.
+//!
+//! Runs on a blocking thread (rdkafka's consumer, wasmtime and the Parquet encoder all
+//! block). A segment is registered with `register_segment` under the epoch the worker was
+//! started with; Global refuses it once another core claimed the partition, and then the
+//! worker deletes its file and stops: a paused or partitioned former owner can never
+//! register anything. Must never advance past an offset it has not put in a segment, nor
+//! skip an offset Kafka no longer has.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+use weir_global::{Cmd, Command, Dedup, Outcome, Rejection, SegmentInfo};
+use weir_plugin_host::ParserRegistry;
+use weir_segment::{SegmentMeta, SegmentRow, SegmentWriter, WrittenSegment};
+
+use super::rows::{RowBuilder, StoredSet};
+use crate::config::{DigestConfig, KafkaConfig};
+use crate::kafka::global_log::GlobalLog;
+use crate::kafka::ingest_reader::{PartitionReader, ReadError};
+
+/// Why a worker stopped.
+#[derive(Debug)]
+pub enum Exit {
+    Shutdown,
+    /// Another core claimed the partition (a later epoch): not an error.
+    Superseded(Rejection),
+    /// Global refused a segment for another reason; the next claim starts over from the
+    /// resume point.
+    Refused(Rejection),
+    /// The resume point is gone from Kafka: an operator must act; never skipped.
+    OffsetGone(ReadError),
+    Failed(String),
+}
+
+/// What a worker needs; shared by every worker of the node.
+pub struct Context {
+    pub node_id: String,
+    pub global: Arc<GlobalLog>,
+    pub kafka: KafkaConfig,
+    pub config: DigestConfig,
+    pub parsers: Option<Arc<ParserRegistry>>,
+    pub segments_dir: PathBuf,
+    pub runtime: Handle,
+}
+
+/// The segment being built.
+struct Building {
+    writer: SegmentWriter,
+    offset_start: u64,
+    started: Instant,
+    record_bytes: u64,
+    stored: StoredSet,
+}
+
+pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken) -> Exit {
+    let resume = ctx.global.read(|s| s.resume_point(partition));
+    let reader = match PartitionReader::open(&ctx.kafka, &ctx.node_id, partition, resume) {
+        Ok(reader) => reader,
+        Err(error @ ReadError::OffsetGone { .. }) => return offset_gone(partition, error),
+        Err(error) => return Exit::Failed(error.to_string()),
+    };
+    tracing::info!(partition, epoch, from = resume, "digest started");
+    let mut dedup: Dedup = ctx.global.read(|s| s.dedup(partition));
+    let builder = RowBuilder { partition, parsers: ctx.parsers.as_deref(), foreign_repository: &ctx.config.foreign_repository };
+    let flush_interval = Duration::from_millis(ctx.config.flush_interval_ms.max(1));
+    let mut position = resume;
+    let mut building: Option<Building> = None;
+    let mut rows: Vec<SegmentRow> = Vec::new();
+    let mut last_lag = Instant::now();
+    let lag = metrics::gauge!("weir_digest_lag_records", "partition" => partition.to_string());
+    loop {
+        if cancel.is_cancelled() {
+            // The unfinished segment's temporary file goes with the writer; its records
+            // stay in Kafka for whoever digests the partition next.
+            return Exit::Shutdown;
+        }
+        let due = building
+            .as_ref()
+            .is_some_and(|b| b.started.elapsed() >= flush_interval || b.record_bytes >= ctx.config.segment_bytes);
+        if due {
+            let done = building.take().expect("due implies building");
+            if let Err(exit) = flush(ctx, partition, epoch, done, position, cancel) {
+                return exit;
+            }
+        }
+        if last_lag.elapsed() >= Duration::from_secs(5) {
+            if let Some(high) = reader.high_watermark() {
+                lag.set(high.saturating_sub(position) as f64);
+            }
+            last_lag = Instant::now();
+        }
+        let record = match reader.poll(Duration::from_millis(100), position) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(error @ ReadError::OffsetGone { .. }) => return offset_gone(partition, error),
+            Err(error) => return Exit::Failed(error.to_string()),
+        };
+        if record.offset < position {
+            continue;
+        }
+        let current = match building.as_mut() {
+            Some(current) => current,
+            None => match start_segment(ctx, partition, epoch, position) {
+                Ok(started) => building.insert(started),
+                Err(error) => return Exit::Failed(error),
+            },
+        };
+        rows.clear();
+        let outcome = builder.rows(&record, &mut dedup, &mut current.stored, &mut rows);
+        if outcome.duplicate {
+            metrics::counter!("weir_digest_duplicate_records_total").increment(1);
+        }
+        if outcome.foreign {
+            metrics::counter!("weir_digest_foreign_records_total").increment(1);
+        }
+        for row in rows.drain(..) {
+            let parser = row.parser.clone().unwrap_or_else(|| "none".into());
+            let result = if row.error.is_some() { "failed" } else { "parsed" };
+            metrics::counter!("weir_digest_events_total", "parser" => parser, "result" => result).increment(1);
+            if let Err(error) = current.writer.push(row) {
+                return Exit::Failed(error.to_string());
+            }
+        }
+        current.record_bytes += record.payload.len() as u64;
+        position = record.offset + 1;
+    }
+}
+
+fn offset_gone(partition: u32, error: ReadError) -> Exit {
+    metrics::counter!("weir_digest_offset_gone_total", "partition" => partition.to_string()).increment(1);
+    Exit::OffsetGone(error)
+}
+
+fn start_segment(ctx: &Context, partition: u32, epoch: u64, offset_start: u64) -> Result<Building, String> {
+    // Unique even when the same node digests the same range twice (a refused registration
+    // retried under a new epoch): the epoch and a per-node nonce are in the name.
+    let nonce = blake3::hash(format!("{}:{:?}", ctx.node_id, std::time::SystemTime::now()).as_bytes()).to_hex();
+    let segment_id = format!("p{partition}-o{offset_start}-e{epoch}-{}", &nonce[..8]);
+    let meta = SegmentMeta { segment_id, partition: partition as i32, offset_start: offset_start as i64 };
+    let writer = SegmentWriter::create(&ctx.segments_dir, meta).map_err(|e| e.to_string())?;
+    Ok(Building { writer, offset_start, started: Instant::now(), record_bytes: 0, stored: StoredSet::default() })
+}
+
+/// Finishes the segment at `offset_end`, registers it, and deletes it if Global refused it.
+fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: u64, cancel: &CancellationToken) -> Result<(), Exit> {
+    let started = Instant::now();
+    let dedup = done.stored.to_stored();
+    let written = done.writer.finish(offset_end as i64).map_err(|e| Exit::Failed(e.to_string()))?;
+    let info = segment_info(&written, done.offset_start, offset_end);
+    let command = Command::new(format!("register:{}", info.segment_id), ctx.node_id.clone(), Cmd::RegisterSegment { epoch, segment: info, dedup });
+    let refused = |reason: Rejection, exit: fn(Rejection) -> Exit| {
+        if let Err(error) = std::fs::remove_file(&written.path) {
+            tracing::warn!(path = %written.path.display(), %error, "cannot delete a refused segment");
+        }
+        Err(exit(reason))
+    };
+    match submit(ctx, &command, cancel) {
+        None => {
+            // Shutdown before Global answered: the file may or may not be registered; a
+            // registered one is found by `segments verify`, an unregistered one is garbage
+            // the next start's cleanup removes.
+            Err(Exit::Shutdown)
+        }
+        Some(Outcome::Applied) => {
+            metrics::counter!("weir_digest_segments_total").increment(1);
+            metrics::counter!("weir_digest_segment_bytes_total").increment(written.bytes);
+            metrics::histogram!("weir_digest_flush_seconds").record(started.elapsed().as_secs_f64());
+            tracing::debug!(partition, segment = %written.segment_id, offsets = ?(done.offset_start, offset_end), events = written.n_events, "segment registered");
+            Ok(())
+        }
+        Some(Outcome::Rejected { reason }) => match reason {
+            Rejection::StaleEpoch { .. } | Rejection::NotOwner { .. } => refused(reason, Exit::Superseded),
+            other => refused(other, Exit::Refused),
+        },
+    }
+}
+
+/// Submits until Global answers (a retry re-sends the same command id, which Global
+/// applies at most once); `None` on shutdown.
+fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Option<Outcome> {
+    loop {
+        match ctx.runtime.block_on(ctx.global.submit(command)) {
+            Ok((_, Outcome::Rejected { reason: Rejection::DuplicateCommand { first_applied: true, .. } })) => return Some(Outcome::Applied),
+            Ok((_, outcome)) => return Some(outcome),
+            Err(error) => tracing::warn!(id = %command.id, %error, "segment registration not confirmed, retrying"),
+        }
+        if cancel.is_cancelled() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn segment_info(written: &WrittenSegment, offset_start: u64, offset_end: u64) -> SegmentInfo {
+    SegmentInfo {
+        segment_id: written.segment_id.clone(),
+        partition: written.partition as u32,
+        offset_start,
+        offset_end,
+        n_events: written.n_events,
+        repositories: written.repositories.clone(),
+        min_ts_ms: written.min_timestamp_ms.unwrap_or(0),
+        max_ts_ms: written.max_timestamp_ms.unwrap_or(0),
+        bytes: written.bytes,
+        blake3: written.blake3_hex.clone(),
+    }
+}

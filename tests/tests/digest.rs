@@ -1,0 +1,519 @@
+//! The digest against real Kafka and real core processes: every acknowledged event lands
+//! once in a segment registered in Global, parsed; the segments of each partition tile its
+//! offsets (checked against Kafka's own high watermarks); a core killed with SIGKILL
+//! loses its partitions to the live one; a core paused with SIGSTOP past its reassignment
+//! registers nothing afterwards; a batch Kafka holds twice is stored once; a foreign record
+//! is kept raw; a hostile plugin on one repository leaves the others parsed; a damaged
+//! segment is named by `segments verify`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use weir_core::config::CoreConfig;
+use weir_global::State;
+use weir_proto::{Event, EventBatch};
+use weir_segment::{SegmentReader, SegmentRow};
+use weir_tests::kafka;
+use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, REPOSITORY, TOKEN};
+use weir_tests::{certs, eventually, http, init_tracing, unique, workspace_root};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
+    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
+    let client = http();
+    let url = node.url("/ready");
+    eventually(&format!("{} ready", spec.node_id), WAIT, || {
+        let request = client.get(&url);
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    node
+}
+
+fn wasm(name: &str) -> PathBuf {
+    let path = workspace_root().join(format!("plugins/target/wasm/{name}.wasm"));
+    assert!(path.is_file(), "{} is not built: run `bash plugins/build.sh`", path.display());
+    path
+}
+
+/// `[parsers]`: json for the test repository (and `good`), chaos for `bad`.
+fn parsers_toml(data_dir: &Path) -> String {
+    format!(
+        r#"
+[parsers]
+cache_dir = "{cache}"
+batch_deadline_ms = 300
+[parsers.by_repository]
+"{REPOSITORY}" = "json"
+good = "json"
+bad = "chaos"
+[parsers.plugins.json]
+path = "{json}"
+[parsers.plugins.chaos]
+path = "{chaos}"
+"#,
+        cache = data_dir.join("plugin-cache").display(),
+        json = wasm("json").display(),
+        chaos = wasm("chaos").display(),
+    )
+}
+
+/// What Global and the nodes' segment files hold once the digest caught up with Kafka.
+struct Stored {
+    state: State,
+    /// Every event of every registered segment, with its segment id.
+    rows: Vec<(String, SegmentRow)>,
+}
+
+impl Stored {
+    fn raws(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (_, row) in &self.rows {
+            *counts.entry(row.raw.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn row(&self, raw: &str) -> &SegmentRow {
+        &self.rows.iter().find(|(_, r)| r.raw == raw).unwrap_or_else(|| panic!("no stored event {raw:?}")).1
+    }
+}
+
+/// Waits until Global's resume point of every partition reached Kafka's high watermark,
+/// then reads every registered segment from whichever data directory has it.
+async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
+    let (bootstrap, topic) = (config.kafka.bootstrap_servers.clone(), config.kafka.ingest_topic.clone());
+    let high: BTreeMap<u32, u64> = {
+        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
+        tokio::task::spawn_blocking(move || {
+            let metadata = kafka::Metadata::new(&bootstrap);
+            let layout = metadata.topic_layout(&topic, Duration::from_secs(10)).expect("topic layout");
+            layout
+                .iter()
+                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, Duration::from_secs(10)).expect("high watermark") as u64))
+                .collect()
+        })
+        .await
+        .unwrap()
+    };
+    let state = eventually("the digest caught up with Kafka", WAIT, || {
+        let config = config.clone();
+        let high = high.clone();
+        async move {
+            let snapshot = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .ok()?;
+            let state = snapshot.state;
+            high.iter().all(|(p, h)| state.resume_point(*p) >= *h).then_some(state)
+        }
+    })
+    .await;
+    for (p, h) in &high {
+        let segments = state.segments(*p);
+        let mut next = segments.first().map_or(0, |s| s.info.offset_start);
+        assert_eq!(next, 0, "partition {p}: segments start at offset 0");
+        for segment in &segments {
+            assert_eq!(segment.info.offset_start, next, "partition {p}: segment {} leaves a gap or overlaps", segment.info.segment_id);
+            assert!(segment.info.offset_end > segment.info.offset_start);
+            next = segment.info.offset_end;
+        }
+        assert!(next >= *h, "partition {p}: segments end at {next}, Kafka's high watermark is {h}");
+    }
+    let mut rows = Vec::new();
+    for p in state.partitions() {
+        for segment in state.segments(p) {
+            let name = weir_segment::segment_file_name(&segment.info.segment_id);
+            let path = data_dirs
+                .iter()
+                .map(|d| d.join("segments").join(&name))
+                .find(|p| p.is_file())
+                .unwrap_or_else(|| panic!("registered segment {} is on no node", segment.info.segment_id));
+            assert_eq!(weir_segment::blake3_of_file(&path).unwrap(), segment.info.blake3, "{}", path.display());
+            let reader = SegmentReader::open(&path).unwrap();
+            let before = rows.len();
+            for row in reader.all_rows().unwrap() {
+                rows.push((segment.info.segment_id.clone(), row.unwrap()));
+            }
+            assert_eq!((rows.len() - before) as u64, segment.info.n_events, "{}", segment.info.segment_id);
+        }
+    }
+    Stored { state, rows }
+}
+
+async fn post(client: &reqwest::Client, node: &Node, path: &str, auth: &str, body: String) -> u16 {
+    let response = client.post(node.url(path)).header("authorization", auth).body(body).send().await.expect("request");
+    response.status().as_u16()
+}
+
+fn json_line(run: &str, i: usize) -> String {
+    json!({"msg": format!("{run}-{i}"), "n": i}).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest"), &certs);
+    spec.extra_toml = parsers_toml(&spec.data_dir);
+    let core = core_process(&spec, dir.path()).await;
+    let edge_spec = EdgeSpec::new(dir.path(), vec![spec.quic_addr()], &certs);
+    let edge = Node::spawn("weir-edge", &edge_spec.edge_id, &edge_spec.toml(), edge_spec.http_port, dir.path()).await;
+    let client = http();
+    let run = unique("digest");
+    let bearer = format!("Bearer {TOKEN}");
+    let splunk = format!("Splunk {TOKEN}");
+    let mut expected = Vec::new();
+
+    // humio-structured: the client's timestamp and attributes, JSON raw text to parse.
+    let structured: Vec<_> = (0..5)
+        .map(|i| {
+            expected.push(json_line(&run, i));
+            json!({"timestamp": 1_700_000_000_000i64 + i as i64, "attributes": {"source": "structured"}, "rawstring": json_line(&run, i)})
+        })
+        .collect();
+    let body = json!([{"tags": {"host": "h1"}, "events": structured}]).to_string();
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-structured", &bearer, body).await, 200);
+    // humio-unstructured, with one line the JSON parser cannot parse.
+    let broken = format!("{run} this is not json");
+    let messages: Vec<String> = (5..10).map(|i| json_line(&run, i)).chain([broken.clone()]).collect();
+    expected.extend(messages.iter().cloned());
+    let body = json!([{"messages": messages}]).to_string();
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-unstructured", &bearer, body).await, 200);
+    // raw, and HEC event.
+    expected.push(json_line(&run, 10));
+    assert_eq!(post(&client, &core, "/api/v1/ingest/raw", &bearer, json_line(&run, 10)).await, 200);
+    expected.push(json_line(&run, 11));
+    let body = json!({"event": json_line(&run, 11)}).to_string();
+    assert_eq!(post(&client, &core, "/services/collector/event", &splunk, body).await, 200);
+    // Through the edge, answered after the core's Kafka-backed ack.
+    let through_edge: Vec<String> = (12..20).map(|i| json_line(&run, i)).collect();
+    expected.extend(through_edge.iter().cloned());
+    let response = client
+        .post(edge.url("/services/collector/raw"))
+        .header("authorization", &splunk)
+        .header("x-weir-ack", "core")
+        .body(through_edge.join("\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap_or_default());
+
+    let config = spec.config(dir.path());
+    let stored = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
+    let counts = stored.raws();
+    for raw in &expected {
+        assert_eq!(counts.get(raw), Some(&1), "{raw} must be stored exactly once");
+    }
+    assert_eq!(stored.rows.len(), expected.len(), "nothing else was stored");
+    let first = stored.row(&json_line(&run, 0));
+    assert_eq!(first.timestamp_ms, 1_700_000_000_000, "the client's timestamp");
+    assert_eq!(first.fields["n"], 0, "parsed by the json plugin: {first:?}");
+    assert_eq!(first.fields["source"], "structured");
+    assert_eq!(first.tags["host"], "h1");
+    assert_eq!(first.parser.as_deref(), Some("json"));
+    assert!(first.error.is_none());
+    assert_eq!(stored.row(&json_line(&run, 15)).fields["msg"], format!("{run}-15"), "edge events parsed too");
+    let failed = stored.row(&broken);
+    assert!(failed.error.is_some(), "a failed parse keeps the raw text with @error: {failed:?}");
+    assert_eq!(failed.repository, REPOSITORY);
+
+    // The operator tools: ls, cat, verify; then a damaged file is named.
+    let config_path = dir.path().join("core-1.toml");
+    let ls = weir_core_cli(&["segments", "ls", "--config"], &config_path).await;
+    assert!(ls.0, "{}", ls.2);
+    let first_segment = &stored.rows.iter().find(|(_, r)| r.raw == json_line(&run, 0)).unwrap().0;
+    assert!(ls.1.contains(first_segment.as_str()), "ls lists {first_segment}:\n{}", ls.1);
+    let cat = weir_core_cli(&["segments", "cat", first_segment, "--config"], &config_path).await;
+    assert!(cat.0, "{}", cat.2);
+    let line = cat.1.lines().find(|l| l.contains(&format!("{run}-0\""))).unwrap_or_else(|| panic!("cat prints the event:\n{}", cat.1));
+    let event: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(event["#repo"], REPOSITORY);
+    assert_eq!(event["#host"], "h1");
+    assert_eq!(event["n"], 0);
+    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    assert!(verify.0 && verify.1.contains(&format!("ok   {first_segment}")), "{}\n{}", verify.1, verify.2);
+    drop(edge);
+    drop(core);
+    let path = spec.data_dir.join("segments").join(weir_segment::segment_file_name(first_segment));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    assert!(!verify.0, "verify fails on a damaged file:\n{}", verify.1);
+    assert!(verify.1.contains(&format!("BAD  {first_segment}")), "verify names the damaged segment:\n{}", verify.1);
+}
+
+/// Runs `weir-core ARGS CONFIG`: (success, stdout, stderr).
+async fn weir_core_cli(args: &[&str], config: &Path) -> (bool, String, String) {
+    let (args, config): (Vec<String>, PathBuf) = (args.iter().map(|a| a.to_string()).collect(), config.to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(weir_tests::nodes::binary("weir-core")).args(&args).arg(&config).env_remove("WEIR_CONFIG").output()
+    })
+    .await
+    .unwrap()
+    .expect("run weir-core");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// Two cores sharing one Global topic and one ingest topic.
+fn two_specs(bootstrap: &str, dir: &Path) -> (CoreSpec, CoreSpec) {
+    let certs = certs(dir);
+    let topic = unique("weir-test-digest-ha");
+    let mut one = CoreSpec::new("core-1", bootstrap, &topic, &certs);
+    let mut two = CoreSpec::new("core-2", bootstrap, &topic, &certs);
+    two.global_topic = one.global_topic.clone();
+    one.digest_flush_ms = 1_000;
+    two.digest_flush_ms = 1_000;
+    (one, two)
+}
+
+/// Sends `requests` humio-structured requests of `per_request` events to `target(i)`, with a
+/// tag that varies per request so the records spread over the partitions; returns the
+/// events answered 200.
+async fn load(client: &reqwest::Client, run: &str, requests: usize, per_request: usize, mut target: impl FnMut(usize) -> String) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    for i in 0..requests {
+        let lines: Vec<String> = (0..per_request).map(|j| format!("{run}-{i}-{j}")).collect();
+        let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
+        let sent = client
+            .post(format!("{}/api/v1/ingest/humio-structured", target(i)))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(json!([{"tags": {"source": (i % 4).to_string()}, "events": events}]).to_string())
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            acknowledged.extend(lines);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    acknowledged
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_stored_once() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = two_specs(&bootstrap, dir.path());
+    let mut core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let config = two.config(dir.path());
+    // Both own a partition before the kill.
+    eventually("the partitions spread over both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
+            (owners.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let client = http();
+    let run = unique("kill");
+    let urls = [format!("http://{}", core_1.http), format!("http://{}", core_2.http)];
+    let mut acknowledged = load(&client, &format!("{run}-before"), 20, 50, |i| urls[i % 2].clone()).await;
+    core_1.kill9();
+    acknowledged.extend(load(&client, &format!("{run}-after"), 10, 50, |_| urls[1].clone()).await);
+    eventually("core-2 took core-1's partition", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            (0..2).all(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
+        }
+    })
+    .await;
+    acknowledged.extend(load(&client, &format!("{run}-moved"), 10, 50, |_| urls[1].clone()).await);
+
+    let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let counts = stored.raws();
+    let unique_acked: BTreeSet<&String> = acknowledged.iter().collect();
+    for raw in &unique_acked {
+        assert!(counts.get(*raw).is_some_and(|n| *n >= 1), "acknowledged {raw} is not stored");
+    }
+    // Every record in Kafka, read by an independent consumer, is stored exactly as often
+    // as Kafka holds it (HTTP requests to a core carry no batch id: no dedup applies).
+    let (b, t) = (bootstrap.clone(), one.topic.clone());
+    let records = tokio::task::spawn_blocking(move || kafka::consume_all(&b, &t, WAIT)).await.unwrap();
+    let mut in_kafka: BTreeMap<String, usize> = BTreeMap::new();
+    for record in &records {
+        for event in &record.batch.events {
+            *in_kafka.entry(event.raw.clone()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(in_kafka, counts, "the segments hold exactly the events of the Kafka records");
+    for p in 0..2 {
+        assert_eq!(stored.state.partition(p).owner.as_deref(), Some("core-2"), "partition {p} moved to the live core");
+    }
+    drop(core_2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut one, mut two) = two_specs(&bootstrap, dir.path());
+    // Segments stay open a while, so core-1 is mid-segment when it is paused.
+    one.digest_flush_ms = 3_000;
+    two.digest_flush_ms = 3_000;
+    let core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let config = two.config(dir.path());
+    let client = http();
+    let run = unique("pause");
+    let urls = [format!("http://{}", core_1.http), format!("http://{}", core_2.http)];
+    // Enough that both partitions get records while core-1 owns one of them.
+    let mut acknowledged = load(&client, &run, 30, 20, |i| urls[i % 2].clone()).await;
+    let owned_by_1: Vec<u32> = {
+        let config = config.clone();
+        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        (0..2).filter(|p| state.partition(*p).owner.as_deref() == Some("core-1")).collect()
+    };
+    assert!(!owned_by_1.is_empty(), "core-1 owns a partition before the pause");
+    signal(core_1.pid(), "STOP");
+    // Past node_timeout_ms, core-2 claims core-1's partitions; load goes on meanwhile.
+    let deadline = std::time::Instant::now() + WAIT;
+    let claimed = loop {
+        acknowledged.extend(load(&client, &format!("{run}-paused-{}", acknowledged.len()), 5, 20, |_| urls[1].clone()).await);
+        let config = config.clone();
+        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        let claimed: Vec<_> = owned_by_1.iter().map(|p| (*p, state.partition(*p))).collect();
+        if claimed.iter().all(|(_, s)| s.owner.as_deref() == Some("core-2")) {
+            break claimed;
+        }
+        assert!(std::time::Instant::now() < deadline, "core-2 did not claim core-1's partitions: {claimed:?}");
+    };
+    signal(core_1.pid(), "CONT");
+    acknowledged.extend(load(&client, &format!("{run}-resumed"), 20, 20, |i| urls[i % 2].clone()).await);
+
+    let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let counts = stored.raws();
+    for raw in &acknowledged {
+        assert_eq!(counts.get(raw), Some(&1), "{raw} stored exactly once");
+    }
+    // After the claim, no segment under an older epoch: the resumed core-1 was refused.
+    for (p, claim) in &claimed {
+        let epochs: Vec<(u64, u64)> = stored
+            .state
+            .segments(*p)
+            .iter()
+            .map(|s| (s.info.offset_start, epoch_of(&s.info.segment_id)))
+            .collect();
+        let first_new = epochs.iter().find(|(_, e)| *e >= claim.epoch).map(|(o, _)| *o).unwrap_or(u64::MAX);
+        for (offset, epoch) in &epochs {
+            assert!(*epoch >= claim.epoch || *offset < first_new, "partition {p}: a segment of epoch {epoch} at {offset} after the claim of epoch {}", claim.epoch);
+        }
+    }
+    // core-1 noticed, and left no unregistered file behind.
+    let log = core_1.log_tail();
+    assert!(log.contains("superseded") || log.contains("claimed by another core"), "core-1 learned it lost its partitions:\n{log}");
+    eventually("core-1's refused segment files are deleted", Duration::from_secs(15), || {
+        let leftover: Vec<String> = std::fs::read_dir(one.data_dir.join("segments"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().trim_end_matches(".parquet").to_owned())
+            .filter(|id| stored.state.segment(id).is_none())
+            .collect();
+        async move { leftover.is_empty().then_some(()) }
+    })
+    .await;
+    drop(core_2);
+}
+
+fn epoch_of(segment_id: &str) -> u64 {
+    segment_id.split('-').find_map(|part| part.strip_prefix('e').and_then(|e| e.parse().ok())).expect("segment ids carry their epoch")
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+async fn produce(bootstrap: &str, topic: &str, records: Vec<(Vec<u8>, Option<(String, u32, u32)>)>) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "all").create().unwrap();
+    for (payload, batch) in records {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).partition(0).payload(&payload);
+        if let Some((id, part, parts)) = &batch {
+            let (part, parts) = (part.to_string(), parts.to_string());
+            record = record.headers(
+                OwnedHeaders::new()
+                    .insert(Header { key: "weir-batch-id", value: Some(id.as_str()) })
+                    .insert(Header { key: "weir-batch-part", value: Some(part.as_str()) })
+                    .insert(Header { key: "weir-batch-parts", value: Some(parts.as_str()) }),
+            );
+        }
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+    }
+}
+
+fn batch(repository: &str, raws: &[&str]) -> Vec<u8> {
+    serde_json::to_vec(&EventBatch {
+        repository: repository.into(),
+        tags: BTreeMap::new(),
+        parser: None,
+        ingest_ts_ms: 1_000,
+        attributes: serde_json::Map::new(),
+        events: raws.iter().map(|r| Event::raw(*r)).collect(),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_loss() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-dup"), &certs);
+    spec.extra_toml = parsers_toml(&spec.data_dir);
+    let core = core_process(&spec, dir.path()).await;
+    let run = unique("dup");
+    let id = |seq: u64| format!("edge-x:{run}:{seq}");
+    let good = |i: u64| json!({"run": run, "i": i}).to_string();
+    let mut records = Vec::new();
+    // Batches 0..5 resent (each twice, as after a core died between Kafka's ack and its
+    // answer), and a batch of two records resent part by part.
+    for seq in 0..5 {
+        records.push((batch("good", &[&good(seq)]), Some((id(seq), 0, 1))));
+    }
+    for seq in 0..5 {
+        records.push((batch("good", &[&good(seq)]), Some((id(seq), 0, 1))));
+    }
+    for part in 0..2 {
+        records.push((batch("good", &[&good(100 + part)]), Some((id(9), part as u32, 2))));
+    }
+    records.push((batch("good", &[&good(100)]), Some((id(9), 0, 2))));
+    // Something that is no Weir batch.
+    records.push((format!("{run} plain text from another producer").into_bytes(), None));
+    // A hostile plugin on one repository: its events keep @error, the others parse.
+    records.push((batch("bad", &[&format!("{run}-fine"), "trap", "loop"]), None));
+    records.push((batch("good", &[&good(200)]), None));
+    produce(&bootstrap, &spec.topic, records).await;
+
+    let stored = stored(&spec.config(dir.path()), std::slice::from_ref(&spec.data_dir)).await;
+    let counts = stored.raws();
+    for i in [0, 1, 2, 3, 4, 100, 101, 200] {
+        assert_eq!(counts.get(&good(i)), Some(&1), "{} stored exactly once", good(i));
+        assert_eq!(stored.row(&good(i)).fields["i"], i, "parsed");
+    }
+    let foreign = stored.rows.iter().map(|(_, r)| r).find(|r| r.raw.contains("plain text from another producer")).expect("the foreign record is kept");
+    assert_eq!(foreign.repository, "weir-foreign");
+    assert!(foreign.error.as_deref().is_some_and(|e| e.contains("not a Weir event batch")), "{foreign:?}");
+    for raw in ["trap", "loop"] {
+        let row = stored.row(raw);
+        assert_eq!(row.repository, "bad");
+        assert!(row.error.is_some(), "the hostile plugin's failure is kept as @error: {row:?}");
+    }
+    assert_eq!(counts.get(&format!("{run}-fine")), Some(&1));
+    drop(core);
+}
