@@ -36,7 +36,8 @@ pub struct CoreSpec {
     pub digest_flush_ms: u64,
     /// `digest.node_timeout_ms` (heartbeats are every 300 ms in tests).
     pub node_timeout_ms: u64,
-    /// Appended to the config: whole tables such as `[parsers]`.
+    /// Appended to the config: whole tables such as `[parsers]` (tests that append keys
+    /// to `[kafka]` rely on it being the last table otherwise).
     pub extra_toml: String,
 }
 
@@ -87,6 +88,14 @@ listen = "127.0.0.1:{quic_port}"
 tls = {{ cert = "{certs}/{node_id}.pem", key = "{certs}/{node_id}.key", ca = "{certs}/ca.pem" }}
 max_batch_bytes = {max_batch_bytes}
 
+[global]
+heartbeat_interval_ms = 300
+
+[digest]
+flush_interval_ms = {digest_flush_ms}
+node_timeout_ms = {node_timeout_ms}
+assign_interval_ms = 200
+
 [kafka]
 bootstrap_servers = "{bootstrap}"
 ingest_topic = "{topic}"
@@ -95,14 +104,6 @@ partitions = 2
 replication_factor = {replication_factor}
 min_insync_replicas = {min_insync_replicas}
 ack_timeout_ms = {ack_timeout_ms}
-
-[global]
-heartbeat_interval_ms = 300
-
-[digest]
-flush_interval_ms = {digest_flush_ms}
-node_timeout_ms = {node_timeout_ms}
-assign_interval_ms = 200
 "#,
             node_id = self.node_id,
             http_port = self.http_port,
