@@ -18,6 +18,7 @@ pub mod edge_endpoint;
 pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
+pub mod reparse;
 pub mod segments;
 
 use std::net::SocketAddr;

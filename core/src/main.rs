@@ -52,6 +52,27 @@ enum Command {
         #[command(subcommand)]
         command: SegmentsCommand,
     },
+    /// Rebuild the segments of a repository and time range from their raw text with
+    /// another parser (or parser version) and swap them in Global in one command. Run it
+    /// on the node that has the segment files.
+    Reparse {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        repository: String,
+        /// Start of the event-time range: ms since the epoch, RFC 3339, or a duration ago (24h).
+        #[arg(long)]
+        from: String,
+        /// End of the event-time range (same forms, or `now`).
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// A parser configured in [parsers]; default: the repository's parser.
+        #[arg(long)]
+        parser: Option<String>,
+        /// Seconds the replaced files stay on disk for queries that listed them before the swap.
+        #[arg(long, default_value_t = 30)]
+        grace_s: u64,
+    },
     /// Work with parser plugins.
     Plugin {
         #[command(subcommand)]
@@ -196,6 +217,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Segments { command } => segments(command),
+        Command::Reparse { config, repository, from, to, parser, grace_s } => {
+            let config = CoreConfig::load(&config)?;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let request = weir_core::reparse::Request {
+                repository,
+                from_ms: weir_core::reparse::parse_time(&from, now).map_err(anyhow::Error::msg)?,
+                to_ms: weir_core::reparse::parse_time(&to, now).map_err(anyhow::Error::msg)?,
+                parser,
+                grace: std::time::Duration::from_secs(grace_s),
+            };
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let summary = runtime.block_on(weir_core::reparse::run(&config, &request, |line| eprintln!("{line}")))?;
+            println!("{}", serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events}));
+            Ok(())
+        }
         Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());

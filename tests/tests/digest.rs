@@ -517,3 +517,68 @@ async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_los
     assert_eq!(counts.get(&format!("{run}-fine")), Some(&1));
     drop(core);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_event_once() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-reparse"), &certs);
+    // The json plugin is configured, but nothing routes the test repository to it yet.
+    spec.extra_toml = parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "");
+    let core = core_process(&spec, dir.path()).await;
+    let client = http();
+    let run = unique("reparse");
+    let lines: Vec<String> = (0..40).map(|i| json_line(&run, i)).collect();
+    for chunk in lines.chunks(10) {
+        let body = json!([{"tags": {"source": chunk[0].clone()}, "events": chunk.iter().map(|l| json!({"rawstring": l})).collect::<Vec<_>>()}]).to_string();
+        assert_eq!(post(&client, &core, "/api/v1/ingest/humio-structured", &format!("Bearer {TOKEN}"), body).await, 200);
+    }
+    let config = spec.config(dir.path());
+    let before = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
+    assert_eq!(before.rows.len(), 40);
+    assert!(before.rows.iter().all(|(_, r)| r.parser.is_none() && !r.fields.contains_key("n")), "stored unparsed first");
+    let old_ids: BTreeSet<String> = before.rows.iter().map(|(id, _)| id.clone()).collect();
+
+    // Readers that take the segment list from one Global state count 40 events before,
+    // during and after the swap.
+    let config_path = dir.path().join("core-1.toml");
+    let reparse = {
+        let config_path = config_path.clone();
+        tokio::spawn(async move {
+            weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
+        })
+    };
+    let mut views = 0;
+    while !reparse.is_finished() {
+        let config = config.clone();
+        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        let events: u64 = state.partitions().flat_map(|p| state.segments(p)).filter(|s| s.info.repositories.iter().any(|r| r == REPOSITORY)).map(|s| s.info.n_events).sum();
+        assert_eq!(events, 40, "a reader sees every event once during the swap");
+        views += 1;
+    }
+    let (ok, stdout, stderr) = reparse.await.unwrap();
+    assert!(ok, "reparse failed:\n{stdout}\n{stderr}");
+    assert!(views > 0);
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(summary["reparsed_events"], 40, "{summary}");
+
+    let after = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
+    assert_eq!(after.rows.len(), 40);
+    for line in &lines {
+        let row = after.row(line);
+        assert_eq!(row.parser.as_deref(), Some("json"));
+        assert!(row.fields.contains_key("n"), "re-parsed: {row:?}");
+        assert_eq!(row.id, before.row(line).id, "an event keeps its id");
+    }
+    let new_ids: BTreeSet<String> = after.rows.iter().map(|(id, _)| id.clone()).collect();
+    assert!(old_ids.is_disjoint(&new_ids), "the old segments left Global");
+    for id in &old_ids {
+        assert!(!spec.data_dir.join("segments").join(weir_segment::segment_file_name(id)).exists(), "old file {id} deleted after the grace period");
+    }
+    // A parser that does not exist is refused with its name, and nothing changes.
+    let (ok, _, stderr) = weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
+    assert!(!ok && stderr.contains("\"nope\""), "{stderr}");
+    drop(core);
+}

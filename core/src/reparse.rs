@@ -1,0 +1,316 @@
+//! `weir-core reparse`: rebuild the segments of a repository and time range from their
+//! stored raw text with another parser (or parser version), and swap them in Global with
+//! one `replace_segments` command.
+//!
+//! One command, so a reader that takes its segment list from one Global state sees either
+//! every old segment or every new one: each event once. The new files cover exactly the
+//! old offset ranges (Global refuses anything else); events of other repositories, and of
+//! the repository outside the time range, are copied unchanged. The old files are deleted
+//! after a grace period, so a query that listed them just before the swap can finish.
+//!
+//! Must never: change which events a segment holds or its offsets, or delete an old file
+//! before Global applied the swap.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weir_global::{Cmd, Command, Outcome, SegmentInfo};
+use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, PARSER_FIELD, ParserRegistry, RawEvent, Value};
+use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
+
+use crate::config::CoreConfig;
+use crate::digest::segments_dir;
+use crate::kafka::global_log::{GlobalLog, SNAPSHOT_FILE};
+
+/// What to re-parse.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub repository: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    /// A parser configured in `[parsers]`; `None`: the repository's parser as the digest
+    /// would choose it now (after a plugin upgrade).
+    pub parser: Option<String>,
+    /// How long old files stay after the swap.
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReparseError {
+    #[error(transparent)]
+    Global(#[from] crate::kafka::global_log::GlobalError),
+    #[error("invalid parser plugin setup: {0}")]
+    Parsers(#[from] weir_plugin_host::Error),
+    #[error("no parser named {0:?} is configured in [parsers]")]
+    UnknownParser(String),
+    #[error("repository {0:?} has no parser (none named, none in [parsers.by_repository], no default): name one with --parser")]
+    NoParser(String),
+    #[error("Global did not catch up: {0}")]
+    NotReady(String),
+    #[error("segments {0:?} are not on this node (see `weir-core segments ls`): run reparse on the node that has them")]
+    NotLocal(Vec<String>),
+    #[error(transparent)]
+    Segment(#[from] weir_segment::SegmentError),
+    #[error("Global refused the swap: {0}")]
+    Refused(weir_global::Rejection),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What a re-parse did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub old: Vec<String>,
+    pub new: Vec<String>,
+    pub reparsed_events: u64,
+    pub failed_events: u64,
+}
+
+/// Runs a re-parse against the node of `config` (run it on that node's host: it reads and
+/// writes `<data_dir>/segments`). Reads Global with a consumer of its own; its snapshot
+/// goes to a scratch directory, never over the node's.
+pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(String)) -> Result<Summary, ReparseError> {
+    let scratch = tempfile_dir(&config.data_dir)?;
+    let mut own = config.clone();
+    own.node_id = format!("{}-reparse", config.node_id);
+    own.data_dir = scratch.clone();
+    // Start from the node's snapshot when there is one: only the rest of the topic is read.
+    let _ = std::fs::copy(config.data_dir.join(SNAPSHOT_FILE), scratch.join(SNAPSHOT_FILE));
+    let global = GlobalLog::open(&own)?;
+    let shutdown = CancellationToken::new();
+    let applier = tokio::spawn(global.clone().run(own.kafka.clone(), own.global.clone(), shutdown.clone()));
+    let result = swap(config, request, &global, &progress).await;
+    shutdown.cancel();
+    let _ = applier.await;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let summary = result?;
+    if !summary.old.is_empty() {
+        progress(format!("swapped {} segments; old files are deleted in {} s", summary.old.len(), request.grace.as_secs()));
+        tokio::time::sleep(request.grace).await;
+        let dir = segments_dir(&config.data_dir);
+        for id in &summary.old {
+            let path = dir.join(weir_segment::segment_file_name(id));
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot delete a replaced segment");
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn tempfile_dir(data_dir: &std::path::Path) -> std::io::Result<PathBuf> {
+    let dir = data_dir.join(format!(".reparse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, progress: &impl Fn(String)) -> Result<Summary, ReparseError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while let Some(reason) = global.not_ready() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(ReparseError::NotReady(reason));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let selected: Vec<SegmentInfo> = global.read(|state| {
+        state
+            .partitions()
+            .flat_map(|p| state.segments(p))
+            .map(|s| s.info.clone())
+            .filter(|info| {
+                info.repositories.contains(&request.repository) && info.min_ts_ms <= request.to_ms && info.max_ts_ms >= request.from_ms
+            })
+            .collect()
+    });
+    if selected.is_empty() {
+        progress(format!("no segment of {} holds events between {} and {}", request.repository, request.from_ms, request.to_ms));
+        return Ok(Summary::default());
+    }
+    let dir = segments_dir(&config.data_dir);
+    let missing: Vec<String> = selected
+        .iter()
+        .filter(|s| !dir.join(weir_segment::segment_file_name(&s.segment_id)).is_file())
+        .map(|s| s.segment_id.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReparseError::NotLocal(missing));
+    }
+    let parsers_config = config.parsers.clone();
+    let registry = Arc::new(tokio::task::spawn_blocking(move || ParserRegistry::new(&parsers_config)).await.expect("plugin loading task")?);
+    let parser = match &request.parser {
+        Some(name) if registry.parsers().any(|p| p == name) => name.clone(),
+        Some(name) => return Err(ReparseError::UnknownParser(name.clone())),
+        None => registry.parser_for(&request.repository, None).map(str::to_owned).ok_or_else(|| ReparseError::NoParser(request.repository.clone()))?,
+    };
+    let mut summary = Summary::default();
+    let mut new = Vec::new();
+    for (i, old) in selected.iter().enumerate() {
+        let (registry, old_info, dir, request, parser) = (registry.clone(), old.clone(), dir.clone(), request.clone(), parser.clone());
+        let (info, reparsed, failed) =
+            tokio::task::spawn_blocking(move || rewrite(&registry, &parser, &old_info, &dir, &request)).await.expect("rewrite task")?;
+        summary.reparsed_events += reparsed;
+        summary.failed_events += failed;
+        summary.old.push(old.segment_id.clone());
+        summary.new.push(info.segment_id.clone());
+        new.push(info);
+        progress(format!("re-parsed segment {} of {}: {} ({reparsed} events)", i + 1, selected.len(), old.segment_id));
+    }
+    let command = Command::new(
+        format!("reparse:{}", summary.new.join(",")),
+        format!("{}-reparse", config.node_id),
+        Cmd::ReplaceSegments { old: summary.old.clone(), new: new.clone() },
+    );
+    let outcome = global.submit(&command).await;
+    let remove_new = || {
+        for info in &new {
+            let _ = std::fs::remove_file(dir.join(weir_segment::segment_file_name(&info.segment_id)));
+        }
+    };
+    match outcome {
+        Ok((_, Outcome::Applied)) => Ok(summary),
+        Ok((_, Outcome::Rejected { reason })) => {
+            remove_new();
+            Err(ReparseError::Refused(reason))
+        }
+        Err(error) => {
+            // Unknown whether it applied: keep the new files (a later `segments verify`
+            // names them if the swap did not happen).
+            Err(error.into())
+        }
+    }
+}
+
+/// Writes the re-parsed copy of one segment; returns its Global entry and the counts.
+fn rewrite(registry: &ParserRegistry, parser: &str, old: &SegmentInfo, dir: &std::path::Path, request: &Request) -> Result<(SegmentInfo, u64, u64), ReparseError> {
+    let reader = SegmentReader::open(&dir.join(weir_segment::segment_file_name(&old.segment_id)))?;
+    let nonce = blake3::hash(format!("{}:{:?}", old.segment_id, std::time::SystemTime::now()).as_bytes()).to_hex();
+    let segment_id = format!("p{}-o{}-r{}", old.partition, old.offset_start, &nonce[..12]);
+    let meta = SegmentMeta { segment_id, partition: old.partition as i32, offset_start: old.offset_start as i64 };
+    let mut writer = SegmentWriter::create(dir, meta)?;
+    let (mut reparsed, mut failed) = (0, 0);
+    let mut pending: Vec<SegmentRow> = Vec::new();
+    let in_range = |row: &SegmentRow| row.repository == request.repository && row.timestamp_ms >= request.from_ms && row.timestamp_ms <= request.to_ms;
+    for row in reader.all_rows()? {
+        let row = row?;
+        if !in_range(&row) {
+            writer.push(row)?;
+            continue;
+        }
+        pending.push(row);
+        if pending.len() >= 1024 {
+            let (r, f) = reparse_rows(registry, parser, std::mem::take(&mut pending), &mut writer)?;
+            (reparsed, failed) = (reparsed + r, failed + f);
+        }
+    }
+    let (r, f) = reparse_rows(registry, parser, pending, &mut writer)?;
+    (reparsed, failed) = (reparsed + r, failed + f);
+    let written = writer.finish(old.offset_end as i64)?;
+    let info = SegmentInfo {
+        segment_id: written.segment_id.clone(),
+        partition: old.partition,
+        offset_start: old.offset_start,
+        offset_end: old.offset_end,
+        n_events: written.n_events,
+        repositories: written.repositories.clone(),
+        min_ts_ms: written.min_timestamp_ms.unwrap_or(0),
+        max_ts_ms: written.max_timestamp_ms.unwrap_or(0),
+        bytes: written.bytes,
+        blake3: written.blake3_hex.clone(),
+    };
+    Ok((info, reparsed, failed))
+}
+
+/// Parses the raw text of `rows` again. One row in, one row out: the event keeps its id,
+/// offset, tags, ingest time and the fields it had (client attributes, and fields of the
+/// former parser the new one does not set); the new parser's fields, timestamp and error
+/// state replace the old ones. A plugin answering with a different number of events is
+/// asked again one event at a time, and an event it drops keeps its old row.
+fn reparse_rows(registry: &ParserRegistry, parser: &str, rows: Vec<SegmentRow>, writer: &mut SegmentWriter) -> Result<(u64, u64), ReparseError> {
+    let raw = |row: &SegmentRow| RawEvent {
+        raw: row.raw.clone(),
+        repository: row.repository.clone(),
+        tags: row.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ingest_time_ns: row.ingest_timestamp_ms.saturating_mul(1_000_000),
+    };
+    let parsed = registry.parse_with(parser, rows.iter().map(raw).collect()).unwrap_or_default();
+    let parsed: Vec<Option<weir_plugin_host::Event>> = if parsed.len() == rows.len() {
+        parsed.into_iter().map(Some).collect()
+    } else {
+        rows.iter().map(|row| registry.parse_with(parser, vec![raw(row)]).and_then(|mut events| (events.len() == 1).then(|| events.remove(0)))).collect()
+    };
+    let (mut reparsed, mut failed) = (0, 0);
+    for (mut row, event) in rows.into_iter().zip(parsed) {
+        if let Some(event) = event {
+            let (mut code, mut message) = (None, None);
+            row.parser = Some(parser.to_owned());
+            for field in event.fields {
+                let text = || match &field.value {
+                    Value::Text(s) => s.clone(),
+                    other => other.to_json().to_string(),
+                };
+                match field.name.as_str() {
+                    ERROR_FIELD => code = Some(text()),
+                    ERROR_MSG_FIELD => message = Some(text()),
+                    PARSER_FIELD => row.parser = Some(text()),
+                    _ => {
+                        row.fields.insert(field.name, field.value.to_json());
+                    }
+                }
+            }
+            row.error = code.map(|code| message.unwrap_or(code));
+            failed += u64::from(row.error.is_some());
+            if let Some(ts) = event.timestamp_ns {
+                row.timestamp_ms = ts.div_euclid(1_000_000);
+            }
+            row.raw = event.raw;
+            reparsed += 1;
+        }
+        writer.push(row)?;
+    }
+    Ok((reparsed, failed))
+}
+
+/// `--from`/`--to`: milliseconds since the epoch, RFC 3339, or a duration ago (`15m`,
+/// `24h`, `7d`, `30s`), or `now`.
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    if text == "now" {
+        return Ok(now_ms);
+    }
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let unit = |c: char| match c {
+        's' => Some(1_000),
+        'm' => Some(60_000),
+        'h' => Some(3_600_000),
+        'd' => Some(86_400_000),
+        _ => None,
+    };
+    if let Some(last) = text.chars().last()
+        && let Some(unit) = unit(last)
+        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
+    {
+        return Ok(now_ms - n * unit);
+    }
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+        .map_err(|_| format!("{text:?} is not a time: give milliseconds since the epoch, RFC 3339 (2026-11-30T12:00:00Z), a duration ago (15m, 24h, 7d) or now"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_in_every_documented_form() {
+        let now = 1_800_000_000_000;
+        assert_eq!(parse_time("now", now), Ok(now));
+        assert_eq!(parse_time("1700000000000", now), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("15m", now), Ok(now - 900_000));
+        assert_eq!(parse_time("2d", now), Ok(now - 2 * 86_400_000));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
+        assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
+    }
+}
