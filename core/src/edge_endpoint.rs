@@ -35,6 +35,8 @@ pub struct EdgeEndpoint {
     /// Shared with the HTTP API: frames take their bytes before they are read.
     pub budget: MemoryBudget,
     pub max_connections: usize,
+    /// Other cores' connections (ALPN `weir-peer/1`) go here.
+    pub peer: Arc<crate::peer::PeerServer>,
 }
 
 impl EdgeEndpoint {
@@ -91,6 +93,14 @@ impl EdgeEndpoint {
             connection.close(CLOSE_NO_CERTIFICATE.into(), b"no client certificate");
             return;
         };
+        let alpn = connection
+            .handshake_data()
+            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|data| data.protocol);
+        if alpn.as_deref() == Some(wire::PEER_ALPN) {
+            self.peer.clone().serve_connection(connection, certificate).await;
+            return;
+        }
         tracing::info!(%remote, "edge connected");
         let certificate = Arc::new(certificate);
         let streams = TaskTracker::new();

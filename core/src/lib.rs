@@ -18,6 +18,7 @@ pub mod edge_endpoint;
 pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
+pub mod peer;
 pub mod reparse;
 pub mod segments;
 
@@ -110,6 +111,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
                 config: quic.clone(),
                 budget: budget.clone(),
                 max_connections: config.limits.max_edge_connections,
+                peer: Arc::new(peer::PeerServer { global: global.clone(), segments_dir: digest::segments_dir(&config.data_dir) }),
             })
         }
         None => None,

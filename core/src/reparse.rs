@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_global::{Cmd, Command, Outcome, SegmentInfo};
+use weir_global::{Cmd, Command, Location, Outcome, SegmentInfo};
 use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
 
@@ -169,7 +169,19 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
         }
     };
     match outcome {
-        Ok((_, Outcome::Applied)) => Ok(summary),
+        Ok((_, Outcome::Applied)) => {
+            for info in &new {
+                let copy = Command::new(
+                    format!("copy:{}:{}", info.segment_id, config.node_id),
+                    format!("{}-reparse", config.node_id),
+                    Cmd::AddCopy { segment_id: info.segment_id.clone(), location: Location::Node(config.node_id.clone()), verified_blake3: info.blake3.clone() },
+                );
+                if let Err(error) = global.submit(&copy).await {
+                    tracing::warn!(segment = %info.segment_id, %error, "copy of a re-parsed segment not recorded");
+                }
+            }
+            Ok(summary)
+        }
         Ok((_, Outcome::Rejected { reason })) => {
             remove_new();
             Err(ReparseError::Refused(reason))

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::{Deserialize, Serialize};
 
-use weir_proto::wire::{ALPN, MAX_STREAMS_PER_CONNECTION};
+use weir_proto::wire::{ALPN, MAX_STREAMS_PER_CONNECTION, PEER_ALPN};
 
 /// PEM files of one node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +100,8 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs(&files.cert, "certificate")?, key(&files.key)?)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // Edges speak ALPN; other cores PEER_ALPN (the endpoint routes by what was negotiated).
+    tls.alpn_protocols = vec![ALPN.to_vec(), PEER_ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -115,11 +116,20 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
 /// The edge's QUIC client config: presents `files.cert` and trusts only cores signed by
 /// `files.ca`.
 pub fn client_config(files: &TlsFiles, idle_timeout: Duration) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_for(files, idle_timeout, ALPN)
+}
+
+/// A core's client config towards other cores (`PEER_ALPN`), with its own certificate.
+pub fn peer_client_config(files: &TlsFiles, idle_timeout: Duration) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_for(files, idle_timeout, PEER_ALPN)
+}
+
+fn client_config_for(files: &TlsFiles, idle_timeout: Duration, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(&files.ca)?)
         .with_client_auth_cert(certs(&files.cert, "certificate")?, key(&files.key)?)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     tls.enable_early_data = false;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut client = quinn::ClientConfig::new(Arc::new(crypto));

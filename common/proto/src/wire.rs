@@ -31,6 +31,9 @@ use crate::EventBatch;
 
 /// ALPN protocol id; a peer speaking anything else is refused during the handshake.
 pub const ALPN: &[u8] = b"weir/1";
+/// ALPN of the core↔core protocol on the same QUIC endpoint (segment fetch; replication
+/// next): `core/src/peer.rs` defines its frames.
+pub const PEER_ALPN: &[u8] = b"weir-peer/1";
 /// 2: the header declares the payload length, the batch id carries the spool incarnation.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest response the edge reads.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use weir_global::{Cmd, Command, Dedup, Outcome, Rejection, SegmentInfo};
+use weir_global::{Cmd, Command, Dedup, Location, Outcome, Rejection, SegmentInfo};
 use weir_plugin_host::ParserRegistry;
 use weir_segment::{SegmentMeta, SegmentRow, SegmentWriter, WrittenSegment};
 
@@ -171,6 +171,19 @@ fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: 
             metrics::counter!("weir_digest_segment_bytes_total").increment(written.bytes);
             metrics::histogram!("weir_digest_flush_seconds").record(started.elapsed().as_secs_f64());
             tracing::debug!(partition, segment = %written.segment_id, offsets = ?(done.offset_start, offset_end), events = written.n_events, "segment registered");
+            // Where the file is, for other cores' queries (and for replication to count).
+            // Its hash was computed on the bytes as written; a lost copy command only
+            // means queries elsewhere cannot find the file until `segments` tooling or
+            // replication adds it: the segment itself is registered.
+            let copy = Command::new(
+                format!("copy:{}:{}", written.segment_id, ctx.node_id),
+                ctx.node_id.clone(),
+                Cmd::AddCopy { segment_id: written.segment_id.clone(), location: Location::Node(ctx.node_id.clone()), verified_blake3: written.blake3_hex.clone() },
+            );
+            match submit(ctx, &copy, cancel) {
+                Some(Outcome::Applied) | None => {}
+                Some(Outcome::Rejected { reason }) => tracing::warn!(segment = %written.segment_id, %reason, "copy not recorded"),
+            }
             Ok(())
         }
         Some(Outcome::Rejected { reason }) => match reason {
