@@ -337,7 +337,7 @@ impl<'a> Parser<'a> {
         let op_pos = self.pos();
         let op = self.peek().cloned().expect("at_comparison checked an operator");
         self.i += 1;
-        match op {
+        match &op {
             Tok::Other(o) if o == ":=" => {
                 return Err(ParseError::at(op_pos, "field assignment `:=` is not supported (only filters and head, tail, count, groupBy, sort)"));
             }
