@@ -88,13 +88,7 @@ pub fn relative_ms(text: &str) -> Result<i64, String> {
     number.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long a time span"))
 }
 
-/// Now, in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use weir_proto::event::now_ms;
 
 #[cfg(test)]
 mod tests {
