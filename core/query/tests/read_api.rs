@@ -276,3 +276,48 @@ async fn query_jobs_as_logscale_has_them() {
     assert_eq!(response.status(), 400);
     assert!(response.text().await.unwrap().contains("timechart"));
 }
+
+#[tokio::test]
+async fn an_error_after_the_response_started_aborts_it_rather_than_end_it_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = DirSource::new(dir.path());
+    source.add("p0-0", 0, 0, rows("web", 0, 0, 0, 1_000));
+    source.add("p1-0", 1, 0, rows("web", 1, 0, 1_000, 100));
+    // Damage a row group of the second segment and register the damaged file's hash, as
+    // if it had been damaged before it was registered: the whole-file check passes, the
+    // row group's own hash fails only once the reader gets there, after the first
+    // segment's events went out.
+    let path = source.path_of("p1-0");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    {
+        let mut segments = source.segments.lock().unwrap();
+        let registered = segments.iter_mut().find(|s| s.segment_id == "p1-0").unwrap();
+        registered.blake3 = weir_segment::blake3_of_file(&path).unwrap();
+    }
+    let addr = serve(source, QueryConfig::default()).await;
+
+    for accept in ["application/x-ndjson", "application/json"] {
+        // hyper may not have flushed the head and first events before the error: then the
+        // request itself fails; otherwise the status is 200 and the body breaks. Either
+        // way the client cannot take the events it got for the whole answer.
+        let result = async {
+            let response = reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/repositories/web/query"))
+                .bearer_auth(READ_ALL)
+                .header("Accept", accept)
+                .json(&json!({"queryString": "", "start": "7d"}))
+                .send()
+                .await?;
+            assert_eq!(response.status(), 200, "{accept}: an error status is given only before the first events");
+            response.text().await
+        }
+        .await;
+        assert!(result.is_err(), "{accept}: the transfer must break, not end as if complete: got {} bytes", result.map(|b| b.len()).unwrap_or(0));
+    }
+    // Had the damage been met before the first result, the answer is an error status.
+    let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "n>=1000", "start": "7d"})).await;
+    assert_eq!(status, 500, "{message}");
+    assert!(message.contains("segment p1-0 is damaged") && message.contains("row group 0"), "{message}");
+}
