@@ -84,9 +84,9 @@ impl QueryService {
     }
 
     /// Whether the request's bearer token may read `repo`; the error response if not.
-    pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Response> {
+    pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(unauthorized("missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
         };
         let token = value
             .to_str()
@@ -95,41 +95,41 @@ impl QueryService {
             .map(str::trim)
             .filter(|t| !t.is_empty());
         let Some(token) = token else {
-            return Err(unauthorized("the Authorization header is not `Bearer <read token>`"));
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "the Authorization header is not `Bearer <read token>`"));
         };
         let hash = token_hash(token);
         let Some(scope) = self.read_tokens.get(&hash) else {
             if self.ingest_tokens.contains(&hash) {
-                return Err(text(StatusCode::FORBIDDEN, "this is an ingest token, which cannot read; use a read token ([[read_tokens]] in the core's config)"));
+                return Err(Refusal::new(StatusCode::FORBIDDEN, "this is an ingest token, which cannot read; use a read token ([[read_tokens]] in the core's config)"));
             }
-            return Err(text(StatusCode::FORBIDDEN, "unknown read token; use a token from [[read_tokens]] in the core's config"));
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "unknown read token; use a token from [[read_tokens]] in the core's config"));
         };
         if let Some(repositories) = &scope.repositories
             && !repositories.contains(repo)
         {
-            return Err(text(StatusCode::FORBIDDEN, &format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
+            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
         }
         Ok(())
     }
 
     /// Parses a request body into a query and its time range (400 with the reason).
-    pub(crate) fn prepare(&self, body: &Bytes) -> Result<Prepared, Response> {
+    pub(crate) fn prepare(&self, body: &Bytes) -> Result<Prepared, Refusal> {
         let request: QueryRequest = serde_json::from_slice(body).map_err(|e| {
-            bad_request(&format!("the body is not a query request ({e}); send JSON like {{\"queryString\": \"error | head(10)\", \"start\": \"1h\"}}"))
+            Refusal::bad_request(format!("the body is not a query request ({e}); send JSON like {{\"queryString\": \"error | head(10)\", \"start\": \"1h\"}}"))
         })?;
         if request.is_live == Some(true) {
-            return Err(bad_request("live queries are not supported; send \"isLive\": false (or leave it out) with a start and end"));
+            return Err(Refusal::bad_request("live queries are not supported; send \"isLive\": false (or leave it out) with a start and end"));
         }
         let query_string = request.query_string.unwrap_or_default();
         if query_string.len() > self.config.max_query_bytes {
-            return Err(bad_request(&format!(
+            return Err(Refusal::bad_request(format!(
                 "queryString is {} bytes; at most {} (query.max_query_bytes)",
                 query_string.len(),
                 self.config.max_query_bytes
             )));
         }
-        let query = lang::parse(&query_string, &self.config.limits()).map_err(|e| bad_request(&format!("query not supported: {e}")))?;
-        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| bad_request(&e.0))?;
+        let query = lang::parse(&query_string, &self.config.limits()).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
+        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| Refusal::bad_request(e.0))?;
         Ok(Prepared { query_string, query, range })
     }
 }
@@ -164,12 +164,12 @@ pub fn router(service: Arc<QueryService>) -> Router {
 }
 
 async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = service.authorize(&headers, &repo) {
-        return response;
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
     }
     let prepared = match service.prepare(&body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let ndjson = headers
         .get_all(header::ACCEPT)
@@ -253,14 +253,31 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response {
     response
 }
 
-pub(crate) fn bad_request(message: &str) -> Response {
-    text(StatusCode::BAD_REQUEST, message)
+/// A request refused before any work: its status and a message a person can act on.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    message: String,
 }
 
-fn unauthorized(message: &str) -> Response {
-    let mut response = text(StatusCode::UNAUTHORIZED, message);
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
+        Refusal { status, message: message.into() }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = text(self.status, &self.message);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
 }
 
 pub(crate) fn query_error(error: &QueryError) -> Response {

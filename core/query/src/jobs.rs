@@ -104,12 +104,12 @@ impl Drop for Jobs {
 }
 
 pub(crate) async fn create(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(response) = service.authorize(&headers, &repo) {
-        return response;
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
     }
     let prepared = match service.prepare(&body) {
         Ok(p) => p,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let mut jobs = service.jobs.lock().expect("jobs lock");
     jobs.expire();
@@ -194,8 +194,8 @@ fn not_found(repo: &str, id: &str, idle_timeout: Duration) -> Response {
 }
 
 pub(crate) async fn poll(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(response) = service.authorize(&headers, &repo) {
-        return response;
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
     }
     let (state, query_string, range, started) = {
         let mut jobs = service.jobs.lock().expect("jobs lock");
@@ -259,8 +259,8 @@ pub(crate) async fn poll(State(service): State<Arc<QueryService>>, Path((repo, i
 }
 
 pub(crate) async fn delete(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(response) = service.authorize(&headers, &repo) {
-        return response;
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
     }
     let mut jobs = service.jobs.lock().expect("jobs lock");
     jobs.expire();

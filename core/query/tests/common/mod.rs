@@ -89,7 +89,7 @@ pub fn now_ms() -> i64 {
 /// Event `n` of `repo`: an hour ago plus n ms; every third a 500 with an error word;
 /// even ones from host h0, odd from h1; every fifth failed its parse.
 pub fn row(repo: &str, partition: i32, offset: i64, n: u64) -> SegmentRow {
-    let status = if n % 3 == 0 { 500 } else { 200 };
+    let status = if n.is_multiple_of(3) { 500 } else { 200 };
     let failed = n % 5 == 4;
     let fields = if failed {
         serde_json::Map::new()
