@@ -291,3 +291,37 @@ pub(crate) fn query_error(error: &QueryError) -> Response {
     }
     text(status, &error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoSegments;
+
+    impl SegmentSource for NoSegments {
+        fn segments(&self, _: &str, _: i64, _: i64) -> Vec<weir_global::SegmentInfo> {
+            Vec::new()
+        }
+        fn local_path(&self, _: &weir_global::SegmentInfo) -> futures::future::BoxFuture<'static, Result<std::path::PathBuf, crate::SourceError>> {
+            Box::pin(async { Err(crate::SourceError("no segments here".into())) })
+        }
+    }
+
+    fn token(token: &str, repositories: &[&str]) -> ReadTokenConfig {
+        ReadTokenConfig { token: token.into(), repositories: repositories.iter().map(|r| r.to_string()).collect(), name: None }
+    }
+
+    #[test]
+    fn bad_token_and_limit_settings_are_refused_by_name() {
+        let new = |config: QueryConfig, tokens: &[ReadTokenConfig]| QueryService::new(config, tokens, Arc::new(NoSegments)).err().map(|e| e.0);
+        assert_eq!(new(QueryConfig::default(), &[token("a", &["web"]), token("b", &["*"])]), None);
+        let error = new(QueryConfig::default(), &[token("a", &[])]).unwrap();
+        assert!(error.contains("read_tokens[0]: repositories is empty"), "{error}");
+        let error = new(QueryConfig::default(), &[token(" ", &["web"])]).unwrap();
+        assert!(error.contains("token is empty"), "{error}");
+        let error = new(QueryConfig::default(), &[token("a", &["web"]), token("a", &["db"])]).unwrap();
+        assert!(error.contains("read_tokens[1]: the same token appears twice"), "{error}");
+        let error = new(QueryConfig { max_jobs: 0, ..QueryConfig::default() }, &[]).unwrap();
+        assert!(error.contains("query.max_jobs must be at least 1"), "{error}");
+    }
+}
