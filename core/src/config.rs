@@ -42,6 +42,12 @@ pub struct CoreConfig {
     /// Reading the ingest topic into segment files.
     #[serde(default)]
     pub digest: DigestConfig,
+    /// The read API's limits.
+    #[serde(default)]
+    pub query: weir_query::QueryConfig,
+    /// Tokens that may read (never ingest); none: the read API answers 403 to everyone.
+    #[serde(default)]
+    pub read_tokens: Vec<weir_query::ReadTokenConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

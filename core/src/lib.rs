@@ -19,6 +19,7 @@ pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
 pub mod peer;
+pub mod read;
 pub mod reparse;
 pub mod segments;
 
@@ -51,9 +52,16 @@ pub enum CoreError {
     Parsers(#[from] weir_plugin_host::Error),
     #[error("cannot create the directory {path}: {source}")]
     DataDir { path: std::path::PathBuf, source: std::io::Error },
+    #[error("invalid read API setup: {0}")]
+    Query(#[from] weir_query::ConfigError),
+    #[error(transparent)]
+    Peer(#[from] peer::PeerSetupError),
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
+
+/// Segment files fetched from other cores for queries, inside `data_dir`.
+pub const FETCHED_DIR: &str = "segments-fetched";
 
 /// A started core: its bound addresses and the task that runs it until shutdown.
 pub struct RunningCore {
@@ -124,7 +132,16 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         global: global.clone(),
         retry_after: Duration::from_secs(config.kafka.retry_after_s),
     });
-    let app = weir_http_ingest::router(&config.ingest, sink, budget);
+    let files = Arc::new(peer::SegmentFiles {
+        node_id: config.node_id.clone(),
+        global: global.clone(),
+        segments_dir: digest::segments_dir(&config.data_dir),
+        fetched_dir: config.data_dir.join(FETCHED_DIR),
+        client: config.quic.as_ref().map(|q| peer::PeerClient::new(&q.tls)).transpose()?,
+    });
+    let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?
+        .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
+    let app = weir_http_ingest::router(&config.ingest, sink, budget).merge(weir_query::router(Arc::new(query)));
 
     let segments_dir = digest::segments_dir(&config.data_dir);
     std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir.clone(), source })?;

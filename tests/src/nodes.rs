@@ -8,6 +8,8 @@ use std::time::Duration;
 
 pub const TOKEN: &str = "test-token";
 pub const REPOSITORY: &str = "test-repo";
+/// A read token of every core under test (`[[read_tokens]]`, all repositories).
+pub const READ_TOKEN: &str = "test-read-token";
 
 /// Settings of a core under test.
 #[derive(Debug, Clone)]
@@ -87,6 +89,10 @@ tokens = [{{ token = "{TOKEN}", repository = "{REPOSITORY}" }}]
 listen = "127.0.0.1:{quic_port}"
 tls = {{ cert = "{certs}/{node_id}.pem", key = "{certs}/{node_id}.key", ca = "{certs}/ca.pem" }}
 max_batch_bytes = {max_batch_bytes}
+
+[[read_tokens]]
+token = "{READ_TOKEN}"
+repositories = ["*"]
 
 [global]
 heartbeat_interval_ms = 300

@@ -19,7 +19,7 @@ use weir_global::State;
 use weir_proto::{Event, EventBatch};
 use weir_segment::{SegmentReader, SegmentRow};
 use weir_tests::kafka;
-use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, REPOSITORY, TOKEN};
+use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN};
 use weir_tests::{certs, eventually, http, init_tracing, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -147,6 +147,24 @@ async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
     Stored { state, rows }
 }
 
+/// Every event of the test repository through the read API (NDJSON), as LogScale renders them.
+async fn query(client: &reqwest::Client, node: &Node, query_string: &str) -> Result<Vec<serde_json::Value>, (u16, String)> {
+    let response = client
+        .post(node.url(&format!("/api/v1/repositories/{REPOSITORY}/query")))
+        .header("authorization", format!("Bearer {READ_TOKEN}"))
+        .header("accept", "application/x-ndjson")
+        .body(json!({"queryString": query_string, "start": 0, "end": "now", "isLive": false}).to_string())
+        .send()
+        .await
+        .expect("query request");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    if status != 200 {
+        return Err((status, body));
+    }
+    Ok(body.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect())
+}
+
 async fn post(client: &reqwest::Client, node: &Node, path: &str, auth: &str, body: String) -> u16 {
     let response = client.post(node.url(path)).header("authorization", auth).body(body).send().await.expect("request");
     response.status().as_u16()
@@ -226,6 +244,22 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
     assert!(failed.error.is_some(), "a failed parse keeps the raw text with @error: {failed:?}");
     assert_eq!(failed.repository, REPOSITORY);
 
+    // The read API gives back every acknowledged event once, parsed, with @error kept.
+    let events = query(&client, &core, "").await.expect("query");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &events {
+        *seen.entry(event["@rawstring"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    for raw in &expected {
+        assert_eq!(seen.get(raw), Some(&1), "{raw} is answered exactly once by the read API");
+    }
+    let one = events.iter().find(|e| e["@rawstring"] == json_line(&run, 3)).unwrap();
+    assert_eq!((one["n"].as_str(), one["#host"].as_str(), one["#repo"].as_str()), (Some("3"), Some("h1"), Some(REPOSITORY)), "{one}");
+    let failed = events.iter().find(|e| e["@rawstring"] == broken).unwrap();
+    assert_eq!(failed["@error"], "true", "{failed}");
+    let counted = query(&client, &core, &format!("msg=\"{run}-1*\" | count()")).await.expect("count query");
+    assert_eq!(counted[0]["_count"], "11", "msg {run}-1 and {run}-10..=19 but not the failed line: {counted:?}");
+
     // The operator tools: ls, cat, verify; then a damaged file is named.
     let config_path = dir.path().join("core-1.toml");
     let ls = weir_core_cli(&["segments", "ls", "--config"], &config_path).await;
@@ -241,13 +275,17 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
     assert_eq!(event["n"], 0);
     let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
     assert!(verify.0 && verify.1.contains(&format!("ok   {first_segment}")), "{}\n{}", verify.1, verify.2);
-    drop(edge);
-    drop(core);
     let path = spec.data_dir.join("segments").join(weir_segment::segment_file_name(first_segment));
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 3;
     bytes[middle] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
+    // A query that needs the damaged segment answers an error naming it, never a short answer.
+    let (status, body) = query(&client, &core, "").await.expect_err("a damaged segment fails the query");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains(first_segment.as_str()), "the error names the segment: {body}");
+    drop(edge);
+    drop(core);
     let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
     assert!(!verify.0, "verify fails on a damaged file:\n{}", verify.1);
     assert!(verify.1.contains(&format!("BAD  {first_segment}")), "verify names the damaged segment:\n{}", verify.1);
@@ -288,7 +326,7 @@ async fn load(client: &reqwest::Client, run: &str, requests: usize, per_request:
         let sent = client
             .post(format!("{}/api/v1/ingest/humio-structured", target(i)))
             .header("authorization", format!("Bearer {TOKEN}"))
-            .body(json!([{"tags": {"source": (i % 4).to_string()}, "events": events}]).to_string())
+            .body(json!([{"tags": {"source": format!("{run}-{i}")}, "events": events}]).to_string())
             .send()
             .await;
         if sent.is_ok_and(|r| r.status().is_success()) {
@@ -394,6 +432,15 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
         assert!(std::time::Instant::now() < deadline, "core-2 did not claim core-1's partitions: {claimed:?}");
     };
     signal(core_1.pid(), "CONT");
+    // Alive again, core-1 is given a partition back under a new epoch.
+    eventually("core-1 owns a partition again", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-1")).then_some(())
+        }
+    })
+    .await;
     acknowledged.extend(load(&client, &format!("{run}-resumed"), 20, 20, |i| urls[i % 2].clone()).await);
 
     let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
@@ -413,6 +460,20 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
         for (offset, epoch) in &epochs {
             assert!(*epoch >= claim.epoch || *offset < first_new, "partition {p}: a segment of epoch {epoch} at {offset} after the claim of epoch {}", claim.epoch);
         }
+    }
+    // Any core answers for the whole cluster: core-2 fetches what only core-1 has.
+    let events = query(&client, &core_2, "").await.expect("query core-2");
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for event in &events {
+        *seen.entry(event["@rawstring"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+    }
+    for raw in &acknowledged {
+        assert_eq!(seen.get(raw), Some(&1), "{raw} answered once by core-2");
+    }
+    let core_1_files: BTreeSet<String> = stored.rows.iter().map(|(id, _)| id.clone()).filter(|id| one.data_dir.join("segments").join(weir_segment::segment_file_name(id)).is_file()).collect();
+    assert!(!core_1_files.is_empty(), "core-1 wrote segments after it was given a partition back");
+    for id in &core_1_files {
+        assert!(two.data_dir.join("segments-fetched").join(weir_segment::segment_file_name(id)).is_file(), "core-2 fetched {id} from core-1");
     }
     // core-1 noticed, and left no unregistered file behind.
     let log = core_1.log_tail();

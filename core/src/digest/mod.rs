@@ -69,7 +69,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
         let n_partitions = partitions.expect("set above").0;
         reap(&mut workers, &mut hold_off);
-        let now_ms = rows::now_ms().max(0) as u64;
+        let now_ms = weir_proto::event::now_ms().max(0) as u64;
         let (desired, current) = ctx.global.read(|state| {
             let live = assign::live_nodes(state, now_ms, ctx.config.node_timeout_ms);
             let desired = assign::desired_owners(n_partitions, &live);

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
 use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, PARSER_FIELD, ParserRegistry, RawEvent, Value};
+use weir_proto::event::now_ms;
 use weir_proto::{Event, EventBatch};
 use weir_segment::SegmentRow;
 
@@ -201,10 +202,6 @@ fn text(value: &Value) -> String {
         Value::Text(s) => s.clone(),
         other => other.to_json().to_string(),
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -1,0 +1,179 @@
+//! Running a query over the segments a [`SegmentSource`] gives, in bounded memory.
+//!
+//! Two phases. **Check** (before any result is sent): ask the source for the segments of
+//! the repository and time range, get each one's local path, check the whole file's
+//! blake3 against the hash registered in Global and open its footer. A segment that is
+//! missing, damaged or not the registered one fails the query here, naming it, so a
+//! client gets an error status instead of a partial answer. **Read** (a blocking thread):
+//! segment after segment in (partition, offset) order, the repository's rows in the order
+//! they were written (each row group checked against its own blake3 by `weir-segment`),
+//! rows outside the time range skipped, each rendered and pushed through the
+//! [`Pipeline`]; results go out in small batches over a bounded channel, so a slow client
+//! slows the reader instead of growing a buffer. An error while reading (a file changed
+//! after the check) ends the stream with that error; the HTTP layer then aborts the
+//! response rather than end it cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use weir_global::SegmentInfo;
+use weir_segment::{SegmentReader, blake3_of_file};
+
+use crate::lang::Query;
+use crate::pipeline::Pipeline;
+use crate::render::{Event, render};
+use crate::time::TimeRange;
+
+/// Where a query finds segments: the core backs it with Global's state and its local
+/// segment directory (fetching from other nodes); tests back it with a directory.
+pub trait SegmentSource: Send + Sync + 'static {
+    /// A consistent set (one Global state) of the segments that may hold events of
+    /// `repo` in `[start_ms, end_ms]`.
+    fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo>;
+    /// A local path to the segment's file, fetching it from the node that has it if needed.
+    fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>>;
+}
+
+/// Why a source could not give a segment's file (says which node or path, and why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SourceError(pub String);
+
+/// Why a query failed after it parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The source could not give a segment's file.
+    #[error("segment {segment_id} is unavailable: {reason}")]
+    Unavailable { segment_id: String, reason: String },
+    /// A segment's file is not what Global registered, or cannot be read.
+    #[error("segment {segment_id} is damaged ({path}): {reason}; the query was not answered rather than answered without it. Check it with `weir-core segments verify`")]
+    Damaged { segment_id: String, path: String, reason: String },
+    /// A step could not finish (e.g. too many groups).
+    #[error("{0}")]
+    Step(String),
+    /// A worker thread failed: a bug, logged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Results per channel message, and messages in flight: the memory between the reader and
+/// a slow client is at most `BATCH_EVENTS * (CHANNEL_BATCHES + 2)` events.
+const BATCH_EVENTS: usize = 256;
+const CHANNEL_BATCHES: usize = 4;
+
+/// Counters a query job reports in its `metaData`.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub segments_total: AtomicU64,
+    pub segments_done: AtomicU64,
+    /// Rows read from segments (before filters).
+    pub events_processed: AtomicU64,
+    /// Bytes of the segment files read.
+    pub bytes_processed: AtomicU64,
+}
+
+/// A query whose check phase passed: results arrive on `results`.
+pub struct Running {
+    pub results: mpsc::Receiver<Result<Vec<Event>, QueryError>>,
+    pub is_aggregate: bool,
+    pub progress: Arc<Progress>,
+}
+
+/// Checks the segments of `repo` in `range` and starts reading them (see the module doc).
+pub async fn start(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, range: TimeRange) -> Result<Running, QueryError> {
+    let mut segments: Vec<SegmentInfo> = source
+        .segments(repo, range.start_ms, range.end_ms)
+        .into_iter()
+        // The source is asked for this already; a segment it adds by mistake costs a read
+        // of its footer at most, never a wrong row (rows are read by repository and time).
+        .filter(|s| s.n_events > 0 && s.repositories.iter().any(|r| r == repo) && s.max_ts_ms >= range.start_ms && s.min_ts_ms <= range.end_ms)
+        .collect();
+    segments.sort_by(|a, b| (a.partition, a.offset_start, &a.segment_id).cmp(&(b.partition, b.offset_start, &b.segment_id)));
+    segments.dedup_by(|a, b| a.segment_id == b.segment_id);
+
+    let progress = Arc::new(Progress::default());
+    progress.segments_total.store(segments.len() as u64, Ordering::Relaxed);
+    let mut files = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let path = source
+            .local_path(&segment)
+            .await
+            .map_err(|e| QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason: e.0 })?;
+        files.push((segment, path));
+    }
+    let files = tokio::task::spawn_blocking(move || check(files))
+        .await
+        .map_err(|e| QueryError::Internal(format!("segment check task failed: {e}")))??;
+
+    let pipeline = Pipeline::new(query);
+    let is_aggregate = pipeline.is_aggregate();
+    let (tx, results) = mpsc::channel(CHANNEL_BATCHES);
+    let repo = repo.to_owned();
+    let reader_progress = progress.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = read(files, &repo, range, pipeline, &tx, &reader_progress) {
+            tracing::warn!(repository = %repo, error = %error, "query failed while reading segments");
+            let _ = tx.blocking_send(Err(error));
+        }
+    });
+    Ok(Running { results, is_aggregate, progress })
+}
+
+/// Verifies each file against its registered blake3 and footer.
+fn check(files: Vec<(SegmentInfo, PathBuf)>) -> Result<Vec<(SegmentInfo, PathBuf)>, QueryError> {
+    for (segment, path) in &files {
+        let damaged = |reason: String| QueryError::Damaged { segment_id: segment.segment_id.clone(), path: path.display().to_string(), reason };
+        let actual = blake3_of_file(path).map_err(|e| damaged(e.to_string()))?;
+        if !actual.eq_ignore_ascii_case(&segment.blake3) {
+            return Err(damaged(format!("its blake3 is {actual}, Global registered {}", segment.blake3)));
+        }
+        let reader = SegmentReader::open(path).map_err(|e| damaged(e.to_string()))?;
+        if reader.meta().segment_id != segment.segment_id {
+            return Err(damaged(format!("the file holds segment {}", reader.meta().segment_id)));
+        }
+    }
+    Ok(files)
+}
+
+/// The read phase, on a blocking thread. `Ok` also when the client went away.
+fn read(
+    files: Vec<(SegmentInfo, PathBuf)>,
+    repo: &str,
+    range: TimeRange,
+    mut pipeline: Pipeline,
+    tx: &mpsc::Sender<Result<Vec<Event>, QueryError>>,
+    progress: &Progress,
+) -> Result<(), QueryError> {
+    let mut out = Vec::with_capacity(BATCH_EVENTS);
+    'segments: for (segment, path) in files {
+        let damaged = |reason: String| QueryError::Damaged { segment_id: segment.segment_id.clone(), path: path.display().to_string(), reason };
+        let reader = SegmentReader::open(&path).map_err(|e| damaged(e.to_string()))?;
+        for row in reader.rows(repo).map_err(|e| damaged(e.to_string()))? {
+            let row = row.map_err(|e| damaged(e.to_string()))?;
+            progress.events_processed.fetch_add(1, Ordering::Relaxed);
+            if !range.contains(row.timestamp_ms) {
+                continue;
+            }
+            pipeline.push(render(&row), &mut out).map_err(|e| QueryError::Step(e.0))?;
+            if out.len() >= BATCH_EVENTS && tx.blocking_send(Ok(std::mem::take(&mut out))).is_err() {
+                return Ok(());
+            }
+            if !pipeline.wants_more() {
+                break 'segments;
+            }
+        }
+        progress.bytes_processed.fetch_add(segment.bytes, Ordering::Relaxed);
+        progress.segments_done.fetch_add(1, Ordering::Relaxed);
+    }
+    pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
+    while !out.is_empty() {
+        let rest = out.split_off(out.len().min(BATCH_EVENTS));
+        if tx.blocking_send(Ok(std::mem::replace(&mut out, rest))).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Query jobs, as LogScale has them: `POST …/queryjobs` starts a query in the background
+//! and answers `{"id"}`; `GET …/queryjobs/{id}` answers `{"done", "cancelled", "events",
+//! "metaData"}` (the events once done; LogScale's metaData fields, with
+//! `extraData.hasMoreEvents` = `"false"` since one poll gives the whole result); `DELETE`
+//! ends it. A job keeps at most `query.job_max_events` results (a warning says when it
+//! stopped there), is deleted when not polled for `query.job_idle_timeout_ms` (checked
+//! on every query-job request), and at most `query.max_jobs` exist at once (429 past it).
+//! A job is of one repository: polling it under another answers 404, as an unknown id.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::config::QueryConfig;
+use crate::exec::{self, Progress, QueryError, SegmentSource};
+use crate::http::{QueryService, query_error, text};
+use crate::lang::Query;
+use crate::render::Event;
+use crate::time::TimeRange;
+
+/// LogScale's clients wait this long between polls of a running job.
+const POLL_AFTER_MS: u64 = 250;
+
+pub(crate) struct Jobs {
+    jobs: HashMap<String, Job>,
+    max_jobs: usize,
+    max_events: usize,
+    idle_timeout: Duration,
+    id_keys: std::collections::hash_map::RandomState,
+    created: u64,
+}
+
+struct Job {
+    repo: String,
+    query_string: String,
+    range: TimeRange,
+    started: Instant,
+    last_poll: Instant,
+    state: Arc<Mutex<JobState>>,
+    task: tokio::task::AbortHandle,
+}
+
+#[derive(Default)]
+struct JobState {
+    done: bool,
+    events: Vec<Event>,
+    truncated: bool,
+    error: Option<QueryError>,
+    is_aggregate: bool,
+    progress: Option<Arc<Progress>>,
+    took: Option<Duration>,
+}
+
+impl Jobs {
+    pub(crate) fn new(config: &QueryConfig) -> Jobs {
+        Jobs {
+            jobs: HashMap::new(),
+            max_jobs: config.max_jobs,
+            max_events: config.job_max_events,
+            idle_timeout: Duration::from_millis(config.job_idle_timeout_ms),
+            id_keys: Default::default(),
+            created: 0,
+        }
+    }
+
+    /// Deletes the jobs nobody polled within the idle timeout.
+    fn expire(&mut self) {
+        let idle_timeout = self.idle_timeout;
+        self.jobs.retain(|id, job| {
+            let keep = job.last_poll.elapsed() < idle_timeout;
+            if !keep {
+                job.task.abort();
+                tracing::debug!(job = %id, repository = %job.repo, "query job expired");
+            }
+            keep
+        });
+    }
+
+    /// 128 bits from the process's random hash keys: not guessable, and the token check
+    /// guards every job anyway.
+    fn new_id(&mut self) -> String {
+        self.created += 1;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let a = self.id_keys.hash_one((self.created, nanos));
+        let b = std::collections::hash_map::RandomState::new().hash_one((nanos, self.created));
+        format!("{a:016x}{b:016x}")
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        for job in self.jobs.values() {
+            job.task.abort();
+        }
+    }
+}
+
+pub(crate) async fn create(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
+    }
+    let prepared = match service.prepare(&body) {
+        Ok(p) => p,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let mut jobs = service.jobs.lock().expect("jobs lock");
+    jobs.expire();
+    if jobs.jobs.len() >= jobs.max_jobs {
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "{} query jobs exist (query.max_jobs); DELETE the ones you are done with, or wait for idle ones to expire after {} ms",
+                jobs.jobs.len(),
+                jobs.idle_timeout.as_millis()
+            ),
+        );
+    }
+    let id = jobs.new_id();
+    let state = Arc::new(Mutex::new(JobState::default()));
+    let task = tokio::spawn(run(service.source.clone(), repo.clone(), prepared.query, prepared.range, state.clone(), jobs.max_events));
+    let now = Instant::now();
+    jobs.jobs.insert(
+        id.clone(),
+        Job {
+            repo: repo.clone(),
+            query_string: prepared.query_string,
+            range: prepared.range,
+            started: now,
+            last_poll: now,
+            state,
+            task: task.abort_handle(),
+        },
+    );
+    tracing::debug!(job = %id, repository = %repo, "query job created");
+    Json(json!({"id": id, "queryOnView": repo})).into_response()
+}
+
+async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, range: TimeRange, state: Arc<Mutex<JobState>>, max_events: usize) {
+    let started = Instant::now();
+    match exec::start(source, &repo, &query, range).await {
+        Err(error) => {
+            let mut state = state.lock().expect("job lock");
+            state.error = Some(error);
+        }
+        Ok(mut running) => {
+            {
+                let mut state = state.lock().expect("job lock");
+                state.is_aggregate = running.is_aggregate;
+                state.progress = Some(running.progress.clone());
+            }
+            while let Some(item) = running.results.recv().await {
+                let mut state = state.lock().expect("job lock");
+                match item {
+                    Ok(mut events) => {
+                        let room = max_events - state.events.len();
+                        if events.len() > room {
+                            events.truncate(room);
+                            state.events.extend(events);
+                            // Dropping the receiver stops the reader.
+                            state.truncated = true;
+                            break;
+                        }
+                        state.events.extend(events);
+                    }
+                    Err(error) => {
+                        state.error = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let mut state = state.lock().expect("job lock");
+    state.done = true;
+    state.took = Some(started.elapsed());
+}
+
+fn not_found(repo: &str, id: &str, idle_timeout: Duration) -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no query job {id} in repository {repo}: it was deleted, expired (not polled for {} ms) or never existed; create it again",
+            idle_timeout.as_millis()
+        ),
+    )
+}
+
+pub(crate) async fn poll(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
+    }
+    let (state, query_string, range, started) = {
+        let mut jobs = service.jobs.lock().expect("jobs lock");
+        jobs.expire();
+        let idle_timeout = jobs.idle_timeout;
+        match jobs.jobs.get_mut(&id).filter(|job| job.repo == repo) {
+            Some(job) => {
+                job.last_poll = Instant::now();
+                (job.state.clone(), job.query_string.clone(), job.range, job.started)
+            }
+            None => return not_found(&repo, &id, idle_timeout),
+        }
+    };
+    let state = state.lock().expect("job lock");
+    if let Some(error) = &state.error {
+        return query_error(error);
+    }
+    let progress = state.progress.as_deref();
+    let load = |f: fn(&Progress) -> &std::sync::atomic::AtomicU64| progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed));
+    let total_work = load(|p| &p.segments_total);
+    let mut warnings = Vec::new();
+    if state.truncated {
+        warnings.push(json!({
+            "message": format!(
+                "the result was cut at {} events (query.job_max_events); use head()/tail()/an aggregate, or the streaming /query endpoint for all events",
+                state.events.len()
+            )
+        }));
+    }
+    let empty = Vec::new();
+    let events = if state.done { &state.events } else { &empty };
+    let time_millis = state.took.unwrap_or_else(|| started.elapsed()).as_millis() as u64;
+    let body = json!({
+        "done": state.done,
+        "cancelled": false,
+        "events": events,
+        "metaData": {
+            "eventCount": events.len(),
+            "extraData": {"hasMoreEvents": "false"},
+            "filterQuery": {
+                "queryString": query_string,
+                "start": range.start_ms,
+                "end": range.end_ms,
+                "isLive": false,
+                "noResultUntilDone": false,
+            },
+            "isAggregate": state.is_aggregate,
+            "pollAfter": if state.done { 0 } else { POLL_AFTER_MS },
+            "processedBytes": load(|p| &p.bytes_processed),
+            "processedEvents": load(|p| &p.events_processed),
+            "queryStart": range.start_ms,
+            "queryEnd": range.end_ms,
+            "resultBufferSize": events.len(),
+            "timeMillis": time_millis,
+            "totalWork": total_work,
+            "workDone": if state.done { total_work } else { load(|p| &p.segments_done) },
+            "warnings": Value::Array(warnings),
+        },
+    });
+    Json(body).into_response()
+}
+
+pub(crate) async fn delete(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = service.authorize(&headers, &repo) {
+        return refusal.into_response();
+    }
+    let mut jobs = service.jobs.lock().expect("jobs lock");
+    jobs.expire();
+    let idle_timeout = jobs.idle_timeout;
+    if jobs.jobs.get(&id).is_none_or(|job| job.repo != repo) {
+        return not_found(&repo, &id, idle_timeout);
+    }
+    if let Some(job) = jobs.jobs.remove(&id) {
+        job.task.abort();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,224 @@
+//! Tokens of the query language, with their byte position for error messages.
+//!
+//! Follows LogScale's tokenisation where the subset needs it: a `/` that starts a token
+//! starts a regex literal (`/fisk/i`), `//` and `/* */` are comments, `[` and `]` inside a
+//! word belong to it (`a[0]`), and `:=` is recognised only to be refused.
+
+use super::ParseError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Tok {
+    /// An unquoted run of characters: a field name, a value, free text or a keyword.
+    Word(String),
+    /// A `"quoted string"`, escapes resolved.
+    Str(String),
+    /// `/pattern/flags`.
+    Regex { pattern: String, flags: String },
+    Pipe,
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    Comma,
+    Eq,
+    Ne,
+    Bang,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// Anything the subset has no use for (`:=`, `==`, `{`, `;`, ...), kept to name it.
+    Other(String),
+}
+
+impl Tok {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Tok::Word(w) => format!("`{w}`"),
+            Tok::Str(s) => format!("\"{s}\""),
+            Tok::Regex { pattern, flags } => format!("/{pattern}/{flags}"),
+            Tok::Pipe => "`|`".into(),
+            Tok::LParen => "`(`".into(),
+            Tok::RParen => "`)`".into(),
+            Tok::LBracket => "`[`".into(),
+            Tok::RBracket => "`]`".into(),
+            Tok::Comma => "`,`".into(),
+            Tok::Eq => "`=`".into(),
+            Tok::Ne => "`!=`".into(),
+            Tok::Bang => "`!`".into(),
+            Tok::Lt => "`<`".into(),
+            Tok::Le => "`<=`".into(),
+            Tok::Gt => "`>`".into(),
+            Tok::Ge => "`>=`".into(),
+            Tok::Other(s) => format!("`{s}`"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Token {
+    pub tok: Tok,
+    /// Byte offset in the query string.
+    pub pos: usize,
+    /// Whether whitespace (or a comment) precedes it: `count()` is a call, `count ()` is
+    /// free text followed by a group.
+    pub space_before: bool,
+}
+
+/// Characters that end an unquoted word.
+fn ends_word(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';')
+}
+
+pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
+    let chars: Vec<(usize, char)> = input.char_indices().collect();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    let mut space_before = false;
+    while i < chars.len() {
+        let (pos, c) = chars[i];
+        let next = chars.get(i + 1).map(|&(_, c)| c);
+        if c.is_whitespace() {
+            space_before = true;
+            i += 1;
+            continue;
+        }
+        let mut push = |tok: Tok, len: usize, i: &mut usize, space: &mut bool| {
+            tokens.push(Token { tok, pos, space_before: *space });
+            *space = false;
+            *i += len;
+        };
+        match c {
+            '/' if next == Some('/') => {
+                while i < chars.len() && chars[i].1 != '\n' {
+                    i += 1;
+                }
+                space_before = true;
+            }
+            '/' if next == Some('*') => {
+                let start = pos;
+                i += 2;
+                loop {
+                    if i + 1 >= chars.len() {
+                        return Err(ParseError::at(start, "a /* comment is not closed with */"));
+                    }
+                    if chars[i].1 == '*' && chars[i + 1].1 == '/' {
+                        i += 2;
+                        break;
+                    }
+                    i += 1;
+                }
+                space_before = true;
+            }
+            '/' => {
+                let mut pattern = String::new();
+                let mut j = i + 1;
+                loop {
+                    let Some(&(_, d)) = chars.get(j) else {
+                        return Err(ParseError::at(pos, "a /regex/ is not closed with /"));
+                    };
+                    if d == '\\' && chars.get(j + 1).map(|&(_, e)| e) == Some('/') {
+                        pattern.push('/');
+                        j += 2;
+                    } else if d == '\\' {
+                        pattern.push('\\');
+                        if let Some(&(_, e)) = chars.get(j + 1) {
+                            pattern.push(e);
+                        }
+                        j += 2;
+                    } else if d == '/' {
+                        j += 1;
+                        break;
+                    } else {
+                        pattern.push(d);
+                        j += 1;
+                    }
+                }
+                let mut flags = String::new();
+                while let Some(&(_, f)) = chars.get(j) {
+                    if !f.is_ascii_alphabetic() {
+                        break;
+                    }
+                    flags.push(f);
+                    j += 1;
+                }
+                let len = j - i;
+                push(Tok::Regex { pattern, flags }, len, &mut i, &mut space_before);
+            }
+            '"' => {
+                let mut text = String::new();
+                let mut j = i + 1;
+                loop {
+                    let Some(&(_, d)) = chars.get(j) else {
+                        return Err(ParseError::at(pos, "a quoted string is not closed with \""));
+                    };
+                    match d {
+                        '"' => {
+                            j += 1;
+                            break;
+                        }
+                        '\\' => {
+                            match chars.get(j + 1).map(|&(_, e)| e) {
+                                Some('"') => text.push('"'),
+                                Some('\\') => text.push('\\'),
+                                Some('n') => text.push('\n'),
+                                Some('t') => text.push('\t'),
+                                Some(e) => {
+                                    text.push('\\');
+                                    text.push(e);
+                                }
+                                None => return Err(ParseError::at(pos, "a quoted string is not closed with \"")),
+                            }
+                            j += 2;
+                        }
+                        _ => {
+                            text.push(d);
+                            j += 1;
+                        }
+                    }
+                }
+                let len = j - i;
+                push(Tok::Str(text), len, &mut i, &mut space_before);
+            }
+            '|' => push(Tok::Pipe, 1, &mut i, &mut space_before),
+            '(' => push(Tok::LParen, 1, &mut i, &mut space_before),
+            ')' => push(Tok::RParen, 1, &mut i, &mut space_before),
+            '[' => push(Tok::LBracket, 1, &mut i, &mut space_before),
+            ']' => push(Tok::RBracket, 1, &mut i, &mut space_before),
+            ',' => push(Tok::Comma, 1, &mut i, &mut space_before),
+            '=' if next == Some('=') => push(Tok::Other("==".into()), 2, &mut i, &mut space_before),
+            '=' => push(Tok::Eq, 1, &mut i, &mut space_before),
+            '!' if next == Some('=') => push(Tok::Ne, 2, &mut i, &mut space_before),
+            '!' => push(Tok::Bang, 1, &mut i, &mut space_before),
+            '<' if next == Some('=') => push(Tok::Le, 2, &mut i, &mut space_before),
+            '<' => push(Tok::Lt, 1, &mut i, &mut space_before),
+            '>' if next == Some('=') => push(Tok::Ge, 2, &mut i, &mut space_before),
+            '>' => push(Tok::Gt, 1, &mut i, &mut space_before),
+            '{' | '}' | ';' => push(Tok::Other(c.to_string()), 1, &mut i, &mut space_before),
+            ':' if next == Some('=') => push(Tok::Other(":=".into()), 2, &mut i, &mut space_before),
+            _ => {
+                let mut word = String::new();
+                let mut j = i;
+                let mut open_brackets = 0usize;
+                while let Some(&(_, d)) = chars.get(j) {
+                    if ends_word(d) || (d == ']' && open_brackets == 0) {
+                        break;
+                    }
+                    if d == ':' && chars.get(j + 1).map(|&(_, e)| e) == Some('=') {
+                        break;
+                    }
+                    match d {
+                        '[' => open_brackets += 1,
+                        ']' => open_brackets -= 1,
+                        _ => {}
+                    }
+                    word.push(d);
+                    j += 1;
+                }
+                let len = j - i;
+                push(Tok::Word(word), len, &mut i, &mut space_before);
+            }
+        }
+    }
+    Ok(tokens)
+}
