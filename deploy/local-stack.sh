@@ -70,10 +70,16 @@ start() {
     cat > "$home/core.toml" <<TOML
 version = 1
 node_id = "core-1"
+data_dir = "$home/core-data"
 [http]
 listen = "127.0.0.1:$core_http"
 [ingest]
 tokens = [{ token = "dev-token", repository = "main" }]
+[[read_tokens]]
+token = "dev-read-token"
+repositories = ["*"]
+[digest]
+flush_interval_ms = 1000
 [quic]
 listen = "127.0.0.1:$core_quic"
 tls = { cert = "$home/certs/core-1.pem", key = "$home/certs/core-1.key", ca = "$home/certs/ca.pem" }
@@ -118,7 +124,12 @@ Send an event through the edge (acknowledged once a core has it in Kafka):
 
   curl -sS http://127.0.0.1:$edge_http/api/v1/ingest/humio-structured -H 'Authorization: Bearer dev-token' -H 'x-weir-ack: core' -d '[{"tags":{"host":"laptop"},"events":[{"rawstring":"hello weir"}]}]'
 
-Read it back from Kafka:
+Query it back about a second later (LogScale's query API, with a read token):
+
+  curl -sS http://127.0.0.1:$core_http/api/v1/repositories/main/query -H 'Authorization: Bearer dev-read-token' -H 'Accept: application/x-ndjson' -d '{"queryString":"hello","start":"1h"}'
+
+Its segment files: $home/core-data/segments (Parquet; \`target/debug/weir-core segments ls --config $home/core.toml\`).
+The raw Kafka records:
 
   bash deploy/kafka.sh run-class org.apache.kafka.tools.consumer.ConsoleConsumer --bootstrap-server $bootstrap --topic weir-ingest --from-beginning --timeout-ms 5000
 TEXT
