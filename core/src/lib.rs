@@ -156,7 +156,10 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     });
     let running_global = global.clone();
     let task = tokio::spawn(async move {
-        let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), shutdown.clone()));
+        // The applier stops last, after everything that submits commands (heartbeats, the
+        // digest) stopped, so its final snapshot holds their last commands.
+        let global_stop = CancellationToken::new();
+        let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
         let addresses = std::iter::once(http_addr).chain(quic_addr).map(|a| a.to_string()).collect();
         let heartbeats = tokio::spawn(heartbeat::run(global.clone(), config.node_id.clone(), addresses, config.global.clone(), shutdown.clone()));
         let topic = {
@@ -178,7 +181,8 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         let _ = topic.await;
         let _ = digest.await;
         let _ = heartbeats.await;
-        // The applier writes the last snapshot on its way out.
+        // The applier reads to the topic's end and writes the last snapshot on its way out.
+        global_stop.cancel();
         let _ = applier.await;
         let flush = publisher.clone();
         let _ = tokio::task::spawn_blocking(move || flush.flush(Duration::from_secs(5))).await;

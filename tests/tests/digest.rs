@@ -693,3 +693,42 @@ async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
     drop(edge);
     drop(core_2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_and_skips_nothing() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-gone"), &certs);
+    kafka::create_topic(&bootstrap, &spec.topic, 2, 1, &[]).await;
+    let records = (0..5).map(|i| (batch("gone", &[&format!("gone-{i}")]), None)).collect();
+    produce(&bootstrap, &spec.topic, records).await;
+    // Records 0..3 of partition 0 are deleted before any digest read them.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(&spec.topic, 0, rdkafka::Offset::Offset(3)).unwrap();
+    admin.delete_records(&offsets, &rdkafka::admin::AdminOptions::new()).await.expect("delete records");
+
+    let core = core_process(&spec, dir.path()).await;
+    let url = format!("http://{}", core.http);
+    eventually("the lost offsets are reported as a metric", WAIT, || {
+        let url = url.clone();
+        async move {
+            let text = weir_tests::scrape(&url).await;
+            weir_tests::metric(&text, "weir_digest_offset_gone_total", &[("partition", "0")]).filter(|n| *n >= 1.0)
+        }
+    })
+    .await;
+    eventually("the digest says which offsets are gone", WAIT, || {
+        let found = core.log_tail().contains("offset 0 is no longer in Kafka (the log starts at 3)");
+        async move { found.then_some(()) }
+    })
+    .await;
+    let config = spec.config(dir.path());
+    let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+    assert_eq!(state.resume_point(0), 0, "nothing was skipped: the partition waits at offset 0");
+    assert!(state.segments(0).is_empty());
+    drop(core);
+}

@@ -286,6 +286,24 @@ impl GlobalLog {
                 (since_snapshot, last_snapshot) = (0, Instant::now());
             }
         }
+        // Commands this node submitted last (a heartbeat abandoned at shutdown) may be in
+        // the topic but not applied yet: read to the end, briefly, so the snapshot has them.
+        let stopped = matches!(*self.shared.progress.lock().expect("lock"), Progress::Stopped(_));
+        if let (false, Ok(end)) = (stopped, high_watermark(&consumer, &self.topic)) {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while self.read(State::next_offset) < end && Instant::now() < deadline {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
+                let offset = message.offset() as u64;
+                match apply(&self.shared.state, offset, message.payload().unwrap_or_default()) {
+                    Ok(Some(_)) => {
+                        self.shared.applied.send_replace(Some(offset));
+                        since_snapshot += 1;
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
         if since_snapshot > 0 {
             self.write_snapshot();
         }
