@@ -930,6 +930,86 @@ mod tests {
         assert!(sink.received.lock().unwrap().is_empty());
     }
 
+    async fn send(outcome: Option<IngestError>, request: Request<Body>) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let received = sink.received.lock().unwrap().iter().map(|r| r.n_events).sum();
+        (status, headers, body, received)
+    }
+
+    const OTLP_JSON: &str = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hello"}}]}]}]}"#;
+
+    #[tokio::test]
+    async fn otlp_answers_in_the_request_encoding_with_retry_after_when_full() {
+        let post = |content_type: &str, body: &'static [u8]| {
+            Request::post("/v1/logs").header("authorization", "Bearer t").header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
+        };
+        let (status, headers, body, received) = send(None, post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, &body[..], received), (StatusCode::OK, &b"{}"[..], 1));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+
+        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let (status, headers, body, _) = send(Some(full), post("application/x-protobuf", b"")).await;
+        // An empty protobuf request holds no record: nothing reaches the sink, so 200.
+        assert_eq!((status, body.len()), (StatusCode::OK, 0));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/x-protobuf");
+
+        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let (status, headers, body, _) = send(Some(full), post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        let status_body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status_body["code"], 8, "RESOURCE_EXHAUSTED: {status_body}");
+        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let (status, headers, _, _) = send(Some(down), post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, headers.get(header::RETRY_AFTER).is_some()), (StatusCode::SERVICE_UNAVAILABLE, true));
+
+        let (status, _, body, received) = send(None, post("text/plain", b"hello")).await;
+        assert_eq!((status, received), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0));
+        assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
+    }
+
+    #[tokio::test]
+    async fn elastic_routes_answer_with_the_product_header_and_take_basic_and_api_key() {
+        use base64::Engine;
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let bulk = "{\"index\":{}}\n{\"a\":1}\n";
+        let post = |path: &str, auth: String| Request::post(path).header("authorization", auth).body(Body::from(bulk)).unwrap();
+        for auth in [format!("Basic {}", encode("elastic:t")), "ApiKey t".into(), format!("ApiKey {}", encode("some-id:t")), "Bearer t".into()] {
+            let (status, headers, body, received) = send(None, post("/logs/_bulk", auth.clone())).await;
+            assert_eq!((status, received), (StatusCode::OK, 1), "{auth}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(headers["x-elastic-product"], "Elasticsearch");
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["items"][0]["index"]["_index"], "logs");
+        }
+        let (status, headers, body, received) = send(None, post("/_bulk", format!("Basic {}", encode("elastic:wrong")))).await;
+        assert_eq!((status, received), (StatusCode::FORBIDDEN, 0));
+        assert_eq!(headers["x-elastic-product"], "Elasticsearch", "on errors too");
+        assert!(String::from_utf8_lossy(&body).contains("security_exception"));
+        let put = Request::put("/_bulk").header("authorization", "ApiKey t").body(Body::from(bulk)).unwrap();
+        let (status, _, body, received) = send(None, put).await;
+        assert_eq!((status, received), (StatusCode::OK, 0), "no index anywhere: an item error: {}", String::from_utf8_lossy(&body));
+        let (status, headers, _, _) = send(None, Request::get("/_bulk").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::METHOD_NOT_ALLOWED, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
+        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let (status, headers, _, _) = send(Some(down), post("/logs/_bulk", "ApiKey t".into())).await;
+        assert_eq!((status, headers.contains_key(header::RETRY_AFTER)), (StatusCode::SERVICE_UNAVAILABLE, true));
+        for method in ["GET", "HEAD"] {
+            let (status, headers, body, _) = send(None, Request::builder().method(method).uri("/").body(Body::empty()).unwrap()).await;
+            assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::OK, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
+            if method == "GET" {
+                let root: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(root["version"]["number"].as_str().is_some_and(|v| v.starts_with("8.")), "{root}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn readiness_reports_the_sink_reason() {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
