@@ -37,11 +37,12 @@ fn clients_python() -> String {
 async fn run_client(script: &str, args: &[String]) -> Value {
     let python = clients_python();
     let path = weir_tests::workspace_root().join("tests/clients").join(script);
-    let mut command = tokio::process::Command::new(&python);
+    let mut command = Command::new(&python);
     command.arg(&path).args(args);
-    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+    // The clients bound their own requests (timeouts of 10 and 30 s, few retries).
+    let output = tokio::task::spawn_blocking(move || command.output())
         .await
-        .unwrap_or_else(|_| panic!("{script} {args:?} did not finish within 120 s"))
+        .unwrap()
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -128,7 +129,7 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
         assert_eq!(&batch["resource.run"], run, "{batch}");
         assert_eq!(batch["scope.name"], "weir.shipper.test", "{batch}");
         let attrs = &event["attrs"];
-        assert_eq!(attrs["severity_text"], "WARNING", "{event}");
+        assert_eq!(attrs["severity_text"], "WARN", "{event}");
         assert_eq!(attrs["severity_number"], 13, "{event}");
         assert_eq!(attrs["attributes.seq"], 1, "{event}");
         assert_eq!(attrs["trace_id"].as_str().map(str::len), Some(32), "{event}");
@@ -252,8 +253,9 @@ async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
     assert!(status["message"].as_str().is_some_and(|m| m.contains("invalid type") && m.contains("column")), "{status}");
 
     // A structured body nested past the depth limit (32): 400, the whole request refused.
+    // (35 levels: far deeper JSON meets serde_json's recursion limit first, also a 400.)
     let mut deep = json!({"stringValue": format!("{run}-deep")});
-    for _ in 0..40 {
+    for _ in 0..35 {
         deep = json!({"arrayValue": {"values": [deep]}});
     }
     let nested = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": format!("{run}-sibling")}}, {"body": deep}]}]}]});
