@@ -1,7 +1,7 @@
 """Sends log records to an OTLP/HTTP endpoint with the OpenTelemetry Python SDK and its
 OTLP/HTTP (protobuf) exporter, the way an instrumented application does.
 
-    python otlp_logs.py URL TOKEN RUN N gzip|none
+    python otlp_logs.py URL TOKEN RUN N gzip|none [TIMEOUT_SECONDS]
 
 Record i has the body "RUN-i", the attribute "seq" = i, severity WARNING, and (for odd i)
 the trace and span ids of an SDK span. Prints one JSON line: the trace id used and the
@@ -21,6 +21,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 url, token, run, n, compression = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+# The exporter retries 429 and 503 with backoff until this timeout.
+timeout = int(sys.argv[6]) if len(sys.argv) > 6 else 10
 
 results = []
 
@@ -39,7 +41,7 @@ exporter = RecordingExporter(
     endpoint=url,
     headers={"authorization": f"Bearer {token}"},
     compression=Compression.Gzip if compression == "gzip" else Compression.NoCompression,
-    timeout=10,
+    timeout=timeout,
 )
 provider = LoggerProvider(resource=Resource.create({"service.name": "shipper-test", "run": run}))
 provider.add_log_record_processor(BatchLogRecordProcessor(exporter, max_export_batch_size=20))

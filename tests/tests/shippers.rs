@@ -34,11 +34,11 @@ fn clients_python() -> String {
 
 /// Runs `tests/clients/<script> args…` with the clients' python; its last stdout line as
 /// JSON. Panics with the command's output when it fails.
-async fn run_client(script: &str, args: &[String]) -> Value {
+async fn run_client(script: &'static str, args: Vec<String>) -> Value {
     let python = clients_python();
     let path = weir_tests::workspace_root().join("tests/clients").join(script);
     let mut command = Command::new(&python);
-    command.arg(&path).args(args);
+    command.arg(&path).args(&args);
     // The clients bound their own requests (timeouts of 10 and 30 s, few retries).
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -112,7 +112,7 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
         for compression in ["none", "gzip"] {
             let run = unique(&format!("otlp-{target}-{compression}"));
             let url = node.url("/v1/logs");
-            let answer = run_client("otlp_logs.py", &[url, TOKEN.into(), run.clone(), n.to_string(), compression.into()]).await;
+            let answer = run_client("otlp_logs.py", vec![url, TOKEN.into(), run.clone(), n.to_string(), compression.into()]).await;
             assert!(answer["results"].as_array().is_some_and(|r| r.len() >= 3), "batches of 20: several exports: {answer}");
             trace_ids.insert(run.clone(), answer["trace_id"].as_str().expect("a trace id").to_owned());
             expected.extend(texts(&run, n));
@@ -155,7 +155,7 @@ async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
     let mut runs = Vec::new();
     for (node, target, auth) in [(&stack.core, "core", "basic"), (&stack.edge, "edge", "apikey")] {
         let run = unique(&format!("bulk-{target}"));
-        let answer = run_client("es_bulk.py", &[node.url(""), TOKEN.into(), run.clone(), n.to_string(), auth.into()]).await;
+        let answer = run_client("es_bulk.py", vec![node.url(""), TOKEN.into(), run.clone(), n.to_string(), auth.into()]).await;
         assert_eq!(answer["success"], n, "{answer}");
         assert_eq!(answer["errors"], json!([]), "{answer}");
         assert!(answer["version"].as_str().is_some_and(|v| v.starts_with("8.")), "{answer}");
@@ -335,4 +335,107 @@ async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Text that zstd cannot shrink much, so that a few requests fill a small spool.
+fn incompressible(seed: u64, len: usize) -> String {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len / 16)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            format!("{:016x}", state ^ (state >> 29))
+        })
+        .collect()
+}
+
+/// A full spool answers both new protocols with 429 and Retry-After in their own shapes;
+/// the OTel SDK retries on its own, and once a core drains the spool its records and
+/// every acknowledged one are in Kafka, the refused ones not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-shippers-full"), &certs);
+    let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
+    edge_spec.spool_max_bytes = 256 * 1024;
+    edge_spec.spool_segment_bytes = 64 * 1024;
+    let edge = edge_process(&edge_spec, dir.path()).await;
+    let client = http();
+    let run = unique("full");
+    let post_otlp = |text: String| {
+        let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": text}}]}]}]});
+        client.post(edge.url("/v1/logs")).header("authorization", format!("Bearer {TOKEN}")).header("content-type", "application/json").body(body.to_string()).send()
+    };
+
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        let text = format!("{run}-fill-{i}-{}", incompressible(i, 8_000));
+        let response = post_otlp(text.clone()).await.unwrap();
+        match response.status().as_u16() {
+            200 => acknowledged.push(text),
+            429 => {
+                refused = Some((text, response));
+                break;
+            }
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+    let (refused_text, response) = refused.expect("a 256 KiB spool fills up");
+    let retry_after = response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
+    assert!(retry_after >= 1, "Retry-After {retry_after}");
+    let status: Value = response.json().await.unwrap();
+    assert_eq!(status["code"], 8, "RESOURCE_EXHAUSTED: {status}");
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("spool is full")), "{status}");
+    // As large as the refused record: the spool refuses what does not fit.
+    let bulk = format!("{{\"index\":{{\"_index\":\"i\"}}}}\n{{\"message\":\"{run}-bulk-refused-{}\"}}\n", incompressible(999, 8_000));
+    let response = client.post(edge.url("/_bulk")).header("authorization", format!("ApiKey {TOKEN}")).body(bulk).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["type"], "es_rejected_execution_exception");
+
+    // Topped up with small records until even those are refused, so the SDK's small
+    // batch is refused too.
+    for i in 0..10_000 {
+        let text = format!("{run}-top-{i}-{}", incompressible(10_000 + i, 160));
+        let response = post_otlp(text.clone()).await.unwrap();
+        match response.status().as_u16() {
+            200 => acknowledged.push(text),
+            429 => break,
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
+        }
+    }
+    let refused_before = otlp_429s(&edge).await;
+
+    // The SDK exports into the full spool and keeps retrying (429 is retryable for it);
+    // a core comes up meanwhile and the spool drains.
+    let sdk_run = unique("full-sdk");
+    let exporter = tokio::spawn(run_client(
+        "otlp_logs.py",
+        vec![edge.url("/v1/logs"), TOKEN.into(), sdk_run.clone(), "10".into(), "gzip".into(), "60".into()],
+    ));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _core = core_process(&core_spec, dir.path()).await;
+    let answer = exporter.await.unwrap();
+    assert!(answer["results"].as_array().is_some_and(|r| !r.is_empty()), "{answer}");
+    assert!(otlp_429s(&edge).await > refused_before, "the SDK was pushed back at least once before it got through");
+
+    let mut expected = acknowledged.clone();
+    expected.extend(texts(&sdk_run, 10));
+    let (_, counts) = read_back(&bootstrap, &core_spec.topic, expected.clone()).await;
+    for text in &expected {
+        assert_eq!(counts[text], 1, "{} exactly once", &text[..text.len().min(60)]);
+    }
+    assert!(!counts.contains_key(&refused_text), "the refused record is not in Kafka");
+    assert!(counts.keys().all(|raw| !raw.contains("bulk-refused")), "the refused bulk item is not in Kafka");
+    assert_eq!(counts.values().sum::<usize>(), expected.len());
+}
+
+/// How many `/v1/logs` requests the node answered 429.
+async fn otlp_429s(node: &weir_tests::nodes::Node) -> f64 {
+    let metrics = weir_tests::scrape(&node.url("")).await;
+    weir_tests::metric(&metrics, "weir_http_requests_total", &[("endpoint", "otlp-logs"), ("status", "429")]).unwrap_or(0.0)
 }

@@ -126,8 +126,8 @@ fn to_batches(request: ExportLogsServiceRequest, target: &Target) -> Result<Vec<
     let mut batches = Vec::new();
     for (r, resource_logs) in request.resource_logs.into_iter().enumerate() {
         let mut resource_attributes = Map::new();
-        if let Some(resource) = &resource_logs.resource {
-            put_attributes(&mut resource_attributes, "resource.", &resource.attributes)
+        if let Some(resource) = resource_logs.resource {
+            put_attributes(&mut resource_attributes, "resource.", resource.attributes)
                 .map_err(|e| FormatError::new(format!("resourceLogs[{r}].resource: {e}"), 6))?;
         }
         for (s, scope_logs) in resource_logs.scope_logs.into_iter().enumerate() {
@@ -136,14 +136,14 @@ fn to_batches(request: ExportLogsServiceRequest, target: &Target) -> Result<Vec<
                 None => format!("resourceLogs[{r}].scopeLogs[{s}].scope"),
             };
             let mut attributes = resource_attributes.clone();
-            if let Some(scope) = &scope_logs.scope {
+            if let Some(scope) = scope_logs.scope {
                 if !scope.name.is_empty() {
-                    attributes.insert("scope.name".into(), Value::String(scope.name.clone()));
+                    attributes.insert("scope.name".into(), Value::String(scope.name));
                 }
                 if !scope.version.is_empty() {
-                    attributes.insert("scope.version".into(), Value::String(scope.version.clone()));
+                    attributes.insert("scope.version".into(), Value::String(scope.version));
                 }
-                put_attributes(&mut attributes, "scope.attributes.", &scope.attributes)
+                put_attributes(&mut attributes, "scope.attributes.", scope.attributes)
                     .map_err(|e| FormatError::new(format!("{}: {e}", place(None)), 6))?;
             }
             let mut events = Vec::with_capacity(scope_logs.log_records.len());
@@ -174,7 +174,7 @@ fn to_event(record: LogRecord) -> Result<Event, String> {
         Some(other) => to_json(other, 0).map_err(|e| format!("body: {e}"))?.to_string(),
     };
     let mut attributes = Map::new();
-    put_attributes(&mut attributes, "attributes.", &record.attributes)?;
+    put_attributes(&mut attributes, "attributes.", record.attributes)?;
     if !record.severity_text.is_empty() {
         attributes.insert("severity_text".into(), Value::String(record.severity_text));
     }
@@ -203,9 +203,9 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn put_attributes(out: &mut Map<String, Value>, prefix: &str, attributes: &[KeyValue]) -> Result<(), String> {
+fn put_attributes(out: &mut Map<String, Value>, prefix: &str, attributes: Vec<KeyValue>) -> Result<(), String> {
     for kv in attributes {
-        let value = match kv.value.clone().and_then(|v| v.value) {
+        let value = match kv.value.and_then(|v| v.value) {
             None => Value::Null,
             Some(value) => to_json(value, 0).map_err(|e| format!("attribute {:?}: {e}", kv.key))?,
         };
