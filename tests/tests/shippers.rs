@@ -221,14 +221,28 @@ async fn logger_sends_syslog_to_the_edge_over_tcp_and_udp() {
     assert!(records.iter().all(|r| r.batch.parser.as_deref() == Some("syslog")));
 }
 
-/// Every rejected request below carries `run` in its data; none of it may reach Kafka.
+/// Bad input to the core and to the edge: each gets its documented answer; only the
+/// accepted events reach Kafka.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
     let stack = stack("bad-shippers", false).await;
+    let mut expected = Vec::new();
+    for node in [&stack.core, &stack.edge] {
+        expected.extend(send_bad_input(node).await);
+    }
+    let (_, counts) = read_back(&stack.bootstrap, &stack.topic, expected.clone()).await;
+    let published: std::collections::BTreeSet<&String> = counts.keys().collect();
+    assert_eq!(published, expected.iter().collect(), "only the accepted events");
+    assert_eq!(counts.values().sum::<usize>(), expected.len(), "each once");
+}
+
+/// Sends the bad requests to `node` and checks each answer; returns the raw texts of the
+/// events it accepted (the good bulk items and a final marker).
+async fn send_bad_input(node: &weir_tests::nodes::Node) -> Vec<String> {
     let client = http();
     let run = unique("rejected");
-    let otlp = stack.core.url("/v1/logs");
-    let bulk = stack.core.url("/_bulk");
+    let otlp = node.url("/v1/logs");
+    let bulk = node.url("/_bulk");
     let send = |url: &str, content_type: &str, auth: String, body: Vec<u8>| {
         client.post(url).header("authorization", auth).header("content-type", content_type).body(body).send()
     };
@@ -296,7 +310,7 @@ async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
         format!("{{\"create\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-ok-2\"}}\n"),
     ]
     .concat();
-    let response = send(&stack.core.url("/web/_bulk"), "application/x-ndjson", bearer.clone(), body.into_bytes()).await.unwrap();
+    let response = send(&node.url("/web/_bulk"), "application/x-ndjson", bearer.clone(), body.into_bytes()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
     let answer: Value = response.json().await.unwrap();
@@ -315,21 +329,17 @@ async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
     assert!(answer["items"][3]["index"]["error"]["reason"].as_str().is_some_and(|r| r.contains("found [explode]")), "{answer}");
 
     // GET / is the version document the clients check.
-    let response = client.get(stack.core.url("/")).send().await.unwrap();
+    let response = client.get(node.url("/")).send().await.unwrap();
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
     assert!(response.json::<Value>().await.unwrap()["version"]["number"].as_str().is_some_and(|v| v.starts_with("8.")));
 
-    // A final marker, then the whole topic: only the accepted events.
+    // A final marker.
     let marker = format!("{run}-marker");
     let marker_body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": marker}}]}]}]});
     let response = send(&otlp, "application/json", bearer, marker_body.to_string().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "{}", "an empty ExportLogsServiceResponse");
-    let expected = vec![format!("{{\"message\":\"{run}-ok-1\"}}"), format!("{{\"message\":\"{run}-ok-2\"}}"), marker];
-    let (_, counts) = read_back(&stack.bootstrap, &stack.topic, expected.clone()).await;
-    let published: Vec<&String> = counts.keys().collect();
-    assert_eq!(published, expected.iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>(), "only the accepted events");
-    let _ = &stack.edge;
+    vec![format!("{{\"message\":\"{run}-ok-1\"}}"), format!("{{\"message\":\"{run}-ok-2\"}}"), marker]
 }
 
 fn basic(user: &str, password: &str) -> String {
