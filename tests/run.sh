@@ -6,7 +6,8 @@
 # Installs/fetches what it needs: the wasm32-wasip2 Rust target and plugin toolchains
 # (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh), DuckDB from
 # PyPI into a venv (core/segment/tests/duckdb-setup.sh), humiolib likewise
-# (core/query/tests/humiolib-setup.sh). Caches live
+# (core/query/tests/humiolib-setup.sh), the shipper clients (OpenTelemetry SDK,
+# elasticsearch) from PyPI into a venv (tests/clients/setup.sh). Caches live
 # in $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3.
 # With CI=true, compiler warnings in Weir's own crates fail the run.
 set -euo pipefail
@@ -70,6 +71,11 @@ step "humiolib venv for the read API test"
 # LogScale's own Python client, pinned, in $WEIR_CACHE_DIR/venv-humiolib-<version>; the test
 # (core/query/tests/humiolib.rs) would create it too, but fails rather than skips.
 bash core/query/tests/humiolib-setup.sh >/dev/null
+
+step "shipper clients venv (OpenTelemetry SDK, elasticsearch) and logger"
+# Pinned in tests/clients/setup.sh, cached in $WEIR_CACHE_DIR/venv-clients-<hash>; the
+# shipper tests (tests/tests/shippers.rs) would create it too, but fail rather than skip.
+bash tests/clients/setup.sh >/dev/null
 
 step "start Kafka"
 kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"

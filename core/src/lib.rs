@@ -159,6 +159,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         // The applier stops last, after everything that submits commands (heartbeats, the
         // digest) stopped, so its final snapshot holds their last commands.
         let global_stop = CancellationToken::new();
+        // Also when this task is dropped instead of finishing (a runtime shutting down):
+        // the applier is a blocking thread the runtime would wait for forever.
+        let _stop_applier_on_drop = global_stop.clone().drop_guard();
         let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
         let addresses = std::iter::once(http_addr).chain(quic_addr).map(|a| a.to_string()).collect();
         let heartbeats = tokio::spawn(heartbeat::run(global.clone(), config.node_id.clone(), addresses, config.global.clone(), shutdown.clone()));

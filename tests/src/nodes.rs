@@ -327,3 +327,21 @@ impl Drop for Node {
         self.kill9();
     }
 }
+
+/// A `weir-core` process for `spec`, once its `/ready` answers 200 (its topic verified).
+pub async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
+    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
+    let client = crate::http();
+    let url = node.url("/ready");
+    crate::eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
+        let request = client.get(&url);
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    node
+}
+
+/// A `weir-edge` process for `spec`, once its `/health` answers.
+pub async fn edge_process(spec: &EdgeSpec, dir: &Path) -> Node {
+    Node::spawn("weir-edge", &spec.edge_id, &spec.toml(), spec.http_port, dir).await
+}

@@ -10,24 +10,8 @@ use std::time::Duration;
 use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use weir_tests::kafka;
-use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN};
+use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN, core_process, edge_process};
 use weir_tests::{certs, eventually, http, init_tracing, metric, scrape, unique};
-
-async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
-    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
-    let client = http();
-    let url = node.url("/ready");
-    eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
-        let request = client.get(&url);
-        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
-    })
-    .await;
-    node
-}
-
-async fn edge_process(spec: &EdgeSpec, dir: &Path) -> Node {
-    Node::spawn("weir-edge", &spec.edge_id, &spec.toml(), spec.http_port, dir).await
-}
 
 /// Sends `raws` as one HEC raw request; returns the status.
 async fn send_lines(client: &reqwest::Client, node: &Node, raws: &[String], ack: Option<&str>) -> (u16, String) {

@@ -23,7 +23,7 @@ pub struct FormatError {
 }
 
 impl FormatError {
-    fn new(message: impl Into<String>, hec_code: u16) -> Self {
+    pub(crate) fn new(message: impl Into<String>, hec_code: u16) -> Self {
         FormatError { message: message.into(), hec_code, invalid_event: None }
     }
 }
@@ -71,7 +71,7 @@ fn tags_from(map: Map<String, Value>) -> BTreeMap<String, String> {
 }
 
 /// Parses a LogScale timestamp: RFC 3339 text or epoch milliseconds.
-fn timestamp_ms(value: &Value) -> Result<i64, String> {
+pub(crate) fn timestamp_ms(value: &Value) -> Result<i64, String> {
     match value {
         Value::Number(n) => n
             .as_i64()

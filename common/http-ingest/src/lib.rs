@@ -1,7 +1,8 @@
 //! The HTTP ingest API shared by edge and core: LogScale-compatible
 //! (`/api/v1/ingest/humio-structured`, `humio-unstructured`, `raw`) and Splunk
-//! HEC-compatible (`/services/collector/event`, `/services/collector/raw`), with ingest
-//! tokens, body limits, `/health` and `/ready`.
+//! HEC-compatible (`/services/collector/event`, `/services/collector/raw`), OTLP/HTTP logs
+//! (`/v1/logs`, [`otlp`]) and the Elasticsearch bulk API (`/_bulk`, `/{index}/_bulk`,
+//! [`bulk`]), with ingest tokens, body limits, `/health` and `/ready`.
 //!
 //! This crate authenticates and decodes; what "accepted" means belongs to the
 //! [`IngestSink`] behind it (the core publishes to Kafka, the edge spools to disk). It
@@ -11,7 +12,9 @@
 //! that fails to decode reaches the sink not at all.
 
 pub mod budget;
+pub mod bulk;
 pub mod formats;
+pub mod otlp;
 pub mod prometheus;
 mod response;
 
@@ -19,12 +22,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Json, Router};
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::middleware::map_response;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use weir_proto::EventBatch;
@@ -32,7 +36,7 @@ use weir_proto::EventBatch;
 pub use budget::{BudgetShare, MemoryBudget};
 pub use formats::FormatError;
 use formats::{HecRawParams, Target};
-use response::{Flavor, error, success};
+use response::{ELASTIC_PRODUCT, Flavor, error, success};
 
 /// Header with which a client asks an edge to answer only after a core's Kafka-backed ack.
 pub const ACK_HEADER: &str = "x-weir-ack";
@@ -180,7 +184,18 @@ pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>, budget: Memo
         in_progress: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
         budget,
     };
+    // Elasticsearch clients refuse any answer without the product header, including a
+    // 404 or 405 the router gives itself.
+    let elastic = Router::new()
+        .route("/", get(elastic_root))
+        .route("/_bulk", post(elastic_bulk).put(elastic_bulk))
+        .route("/{index}/_bulk", post(elastic_bulk_index).put(elastic_bulk_index))
+        .layer(map_response(|mut response: Response| async move {
+            response.headers_mut().insert(ELASTIC_PRODUCT.0, header::HeaderValue::from_static(ELASTIC_PRODUCT.1));
+            response
+        }));
     Router::new()
+        .route("/v1/logs", post(otlp_logs))
         .route("/api/v1/ingest/humio-structured", post(humio_structured))
         .route("/api/v1/ingest/humio-unstructured", post(humio_unstructured))
         .route("/api/v1/ingest/raw", post(raw))
@@ -192,6 +207,7 @@ pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>, budget: Memo
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
+        .merge(elastic)
         .with_state(state)
 }
 
@@ -243,7 +259,82 @@ async fn hec_raw(
     handle(state, "hec-raw", Flavor::Hec, headers, body, move |body, target| formats::hec_raw(body, &params, target)).await
 }
 
-/// [`handle_request`], counted per endpoint and status.
+/// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON as `Content-Type` says.
+async fn otlp_logs(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    let encoding = match otlp::Encoding::of(&headers) {
+        Ok(encoding) => encoding,
+        Err(content_type) => {
+            let response = error(
+                Flavor::Otlp(otlp::Encoding::Json),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("Content-Type {content_type:?} is not an OTLP encoding"),
+                "send application/x-protobuf or application/json",
+                6,
+                None,
+            );
+            count("otlp-logs", &response);
+            return response;
+        }
+    };
+    handle(state, "otlp-logs", Flavor::Otlp(encoding), headers, body, move |body, target| otlp::decode(body, encoding, target)).await
+}
+
+/// `GET /` and `HEAD /`: what Elasticsearch answers there. Its clients and shippers read
+/// the version before they send anything (and refuse a server without one).
+async fn elastic_root() -> Response {
+    Json(serde_json::json!({
+        "name": "weir",
+        "cluster_name": "weir",
+        "cluster_uuid": "weir",
+        "version": {
+            "number": ELASTIC_VERSION,
+            "build_flavor": "default",
+            "build_type": "weir",
+            "lucene_version": "9.12.0",
+            "minimum_wire_compatibility_version": "7.17.0",
+            "minimum_index_compatibility_version": "7.0.0"
+        },
+        "tagline": "You Know, for Search"
+    }))
+    .into_response()
+}
+
+/// The Elasticsearch version Weir's bulk API answers as: the 8.x clients accept it.
+const ELASTIC_VERSION: &str = "8.17.0";
+
+async fn elastic_bulk(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    bulk_request(state, None, headers, body).await
+}
+
+async fn elastic_bulk_index(State(state): State<ApiState>, Path(index): Path<String>, headers: HeaderMap, body: Body) -> Response {
+    bulk_request(state, Some(index), headers, body).await
+}
+
+/// A bulk request: the items are answered one by one; the good ones go to the sink
+/// together, and only the sink's refusal refuses the whole request.
+async fn bulk_request(state: ApiState, index: Option<String>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let response = handle_request(
+        state,
+        "elastic-bulk",
+        Flavor::Elastic,
+        headers,
+        body,
+        move |body, target| bulk::decode(body, index.as_deref(), target).map(|bulk| (bulk.batches, bulk.items)),
+        move |items| Json(bulk::answer(&items, started.elapsed().as_millis() as u64)).into_response(),
+    )
+    .await;
+    count("elastic-bulk", &response);
+    response
+}
+
+fn count(endpoint: &'static str, response: &Response) {
+    metrics::counter!("weir_http_requests_total", "endpoint" => endpoint, "status" => response.status().as_str().to_owned())
+        .increment(1);
+}
+
+/// [`handle_request`] for the endpoints whose success answer says no more than "ok",
+/// counted per endpoint and status.
 async fn handle(
     state: ApiState,
     endpoint: &'static str,
@@ -252,20 +343,23 @@ async fn handle(
     body: Body,
     decode: impl FnOnce(&[u8], &Target) -> Result<Vec<EventBatch>, FormatError>,
 ) -> Response {
-    let response = handle_request(state, endpoint, flavor, headers, body, decode).await;
-    metrics::counter!("weir_http_requests_total", "endpoint" => endpoint, "status" => response.status().as_str().to_owned())
-        .increment(1);
+    let decode = |body: &[u8], target: &Target| decode(body, target).map(|batches| (batches, ()));
+    let response = handle_request(state, endpoint, flavor, headers, body, decode, |()| success(flavor)).await;
+    count(endpoint, &response);
     response
 }
 
-/// Authenticates, reads the bounded body, decodes it completely, then hands it to the sink.
-async fn handle_request(
+/// Authenticates, reads the bounded body, decodes it completely, then hands it to the
+/// sink; `answer` makes the success response from what `decode` returned beside the
+/// batches.
+async fn handle_request<T>(
     state: ApiState,
     endpoint: &'static str,
     flavor: Flavor,
     headers: HeaderMap,
     body: Body,
-    decode: impl FnOnce(&[u8], &Target) -> Result<Vec<EventBatch>, FormatError>,
+    decode: impl FnOnce(&[u8], &Target) -> Result<(Vec<EventBatch>, T), FormatError>,
+    answer: impl FnOnce(T) -> Response,
 ) -> Response {
     let token = match authenticate(&state, &headers) {
         Ok(token) => token,
@@ -407,8 +501,8 @@ async fn handle_request(
         parser: token.parser.as_deref(),
         ingest_ts_ms: weir_proto::event::now_ms(),
     };
-    let batches = match decode(&body, &target) {
-        Ok(batches) => batches,
+    let (batches, answer_data) = match decode(&body, &target) {
+        Ok(decoded) => decoded,
         Err(e) => return response::format_error(flavor, &e),
     };
     if let Some((index, size)) = oversized_event(&batches, state.max_event_bytes) {
@@ -424,12 +518,12 @@ async fn handle_request(
     }
     let n_events = batches.iter().map(|b| b.events.len()).sum();
     if n_events == 0 {
-        return success(flavor);
+        return answer(answer_data);
     }
     match state.sink.ingest(IngestRequest { batches, n_events, ack_mode }).await {
         Ok(()) => {
             metrics::counter!("weir_http_events_total", "endpoint" => endpoint).increment(n_events as u64);
-            success(flavor)
+            answer(answer_data)
         }
         Err(IngestError::Unavailable { message, retry_after }) => error(
             flavor,
@@ -510,23 +604,19 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
             )
         }));
     };
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("Splunk "))
-        .map(str::trim);
-    let Some(token) = token else {
+    let Some(token) = token_of(value, |token| state.tokens.contains_key(token)) else {
         return Err(Box::new(|flavor| {
             error(
                 flavor,
                 StatusCode::UNAUTHORIZED,
-                "Token is required: the Authorization header is not `Bearer <token>` or `Splunk <token>`",
+                "Token is required: the Authorization header is not `Bearer <token>`, `Splunk <token>`, `ApiKey <token>` or Basic with the token as password",
                 "send `Authorization: Bearer <ingest token>`",
                 3,
                 None,
             )
         }));
     };
-    state.tokens.get(token).ok_or_else(|| -> Reject {
+    state.tokens.get(&token).ok_or_else(|| -> Reject {
         Box::new(|flavor| {
             error(
                 flavor,
@@ -538,6 +628,29 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
             )
         })
     })
+}
+
+/// The ingest token in an `Authorization` header: `Bearer`/`Splunk <token>` (LogScale, HEC),
+/// `Basic base64(any user:token)` and `ApiKey <token>` (Elasticsearch shippers). An
+/// Elasticsearch API key is `base64(id:key)`: when the value is not a known token itself
+/// but decodes to that form, its key part is the token, so shippers that only take an
+/// id and a key work too.
+fn token_of(value: &str, known: impl Fn(&str) -> bool) -> Option<String> {
+    use base64::Engine;
+    let decode = |encoded: &str| {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+        let text = String::from_utf8(bytes).ok()?;
+        text.split_once(':').map(|(_, secret)| secret.to_owned())
+    };
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    let rest = rest.trim();
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" | "splunk" => Some(rest.to_owned()),
+        "basic" => decode(rest),
+        "apikey" if known(rest) => Some(rest.to_owned()),
+        "apikey" => decode(rest).or_else(|| Some(rest.to_owned())),
+        _ => None,
+    }
 }
 
 /// Whether the body is gzip (shippers such as Splunk's HEC clients, Fluent Bit and Vector
@@ -815,6 +928,86 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(sink.received.lock().unwrap().is_empty());
+    }
+
+    async fn send(outcome: Option<IngestError>, request: Request<Body>) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let received = sink.received.lock().unwrap().iter().map(|r| r.n_events).sum();
+        (status, headers, body, received)
+    }
+
+    const OTLP_JSON: &str = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hello"}}]}]}]}"#;
+
+    #[tokio::test]
+    async fn otlp_answers_in_the_request_encoding_with_retry_after_when_full() {
+        let post = |content_type: &str, body: &'static [u8]| {
+            Request::post("/v1/logs").header("authorization", "Bearer t").header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
+        };
+        let (status, headers, body, received) = send(None, post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, &body[..], received), (StatusCode::OK, &b"{}"[..], 1));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+
+        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let (status, headers, body, _) = send(Some(full), post("application/x-protobuf", b"")).await;
+        // An empty protobuf request holds no record: nothing reaches the sink, so 200.
+        assert_eq!((status, body.len()), (StatusCode::OK, 0));
+        assert_eq!(headers[header::CONTENT_TYPE], "application/x-protobuf");
+
+        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let (status, headers, body, _) = send(Some(full), post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        let status_body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status_body["code"], 8, "RESOURCE_EXHAUSTED: {status_body}");
+        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let (status, headers, _, _) = send(Some(down), post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, headers.get(header::RETRY_AFTER).is_some()), (StatusCode::SERVICE_UNAVAILABLE, true));
+
+        let (status, _, body, received) = send(None, post("text/plain", b"hello")).await;
+        assert_eq!((status, received), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0));
+        assert!(String::from_utf8_lossy(&body).contains("application/x-protobuf"));
+    }
+
+    #[tokio::test]
+    async fn elastic_routes_answer_with_the_product_header_and_take_basic_and_api_key() {
+        use base64::Engine;
+        let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        let bulk = "{\"index\":{}}\n{\"a\":1}\n";
+        let post = |path: &str, auth: String| Request::post(path).header("authorization", auth).body(Body::from(bulk)).unwrap();
+        for auth in [format!("Basic {}", encode("elastic:t")), "ApiKey t".into(), format!("ApiKey {}", encode("some-id:t")), "Bearer t".into()] {
+            let (status, headers, body, received) = send(None, post("/logs/_bulk", auth.clone())).await;
+            assert_eq!((status, received), (StatusCode::OK, 1), "{auth}: {}", String::from_utf8_lossy(&body));
+            assert_eq!(headers["x-elastic-product"], "Elasticsearch");
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["items"][0]["index"]["_index"], "logs");
+        }
+        let (status, headers, body, received) = send(None, post("/_bulk", format!("Basic {}", encode("elastic:wrong")))).await;
+        assert_eq!((status, received), (StatusCode::FORBIDDEN, 0));
+        assert_eq!(headers["x-elastic-product"], "Elasticsearch", "on errors too");
+        assert!(String::from_utf8_lossy(&body).contains("security_exception"));
+        let put = Request::put("/_bulk").header("authorization", "ApiKey t").body(Body::from(bulk)).unwrap();
+        let (status, _, body, received) = send(None, put).await;
+        assert_eq!((status, received), (StatusCode::OK, 0), "no index anywhere: an item error: {}", String::from_utf8_lossy(&body));
+        let (status, headers, _, _) = send(None, Request::get("/_bulk").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::METHOD_NOT_ALLOWED, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
+        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let (status, headers, _, _) = send(Some(down), post("/logs/_bulk", "ApiKey t".into())).await;
+        assert_eq!((status, headers.contains_key(header::RETRY_AFTER)), (StatusCode::SERVICE_UNAVAILABLE, true));
+        for method in ["GET", "HEAD"] {
+            let (status, headers, body, _) = send(None, Request::builder().method(method).uri("/").body(Body::empty()).unwrap()).await;
+            assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::OK, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
+            if method == "GET" {
+                let root: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert!(root["version"]["number"].as_str().is_some_and(|v| v.starts_with("8.")), "{root}");
+            }
+        }
     }
 
     #[tokio::test]
