@@ -196,6 +196,19 @@ backoff_max_ms = 500
     }
 }
 
+/// Spawns a `weir-core` process for `spec` and waits until its `/ready` answers 200.
+pub async fn spawn_ready_core(spec: &CoreSpec, dir: &Path) -> Node {
+    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
+    let client = crate::http();
+    let url = node.url("/ready");
+    crate::eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
+        let request = client.get(&url);
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
+    })
+    .await;
+    node
+}
+
 /// Where cargo put the binaries (`cargo build --bins` must have run).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

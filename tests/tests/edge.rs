@@ -14,15 +14,7 @@ use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN};
 use weir_tests::{certs, eventually, http, init_tracing, metric, scrape, unique};
 
 async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
-    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
-    let client = http();
-    let url = node.url("/ready");
-    eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
-        let request = client.get(&url);
-        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
-    })
-    .await;
-    node
+    weir_tests::nodes::spawn_ready_core(spec, dir).await
 }
 
 async fn edge_process(spec: &EdgeSpec, dir: &Path) -> Node {
