@@ -602,3 +602,98 @@ impl Section {
 fn entry(t: &Tracked, offset: u64, now_ms: i64) -> Entry {
     Entry { offset, dev: t.key.0, ino: t.key.1, path: t.path.clone(), complete: false, seen_ms: now_ms }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A spool stand-in: refuses as full while `full` is set, records what it took.
+    struct Sink {
+        full: std::sync::atomic::AtomicBool,
+        refused: AtomicUsize,
+        taken: Mutex<Vec<String>>,
+    }
+
+    impl IngestSink for Sink {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+            if self.full.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                let message = "spool is full".to_owned();
+                return Box::pin(async move { Err(IngestError::Overloaded { message, retry_after: Duration::from_secs(1) }) });
+            }
+            let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
+            self.taken.lock().unwrap().extend(raws);
+            Box::pin(async { Ok(()) })
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn config(logs: &Path) -> FilesConfig {
+        let toml = format!(
+            "name = \"t\"\ninclude = [\"{}/*.log\"]\nrepository = \"r\"\nscan_interval_ms = 50\nbatch_max_events = 10\nfingerprint_bytes = 16",
+            logs.display()
+        );
+        toml::from_str(&toml).unwrap()
+    }
+
+    fn checkpoint_offset(path: &Path) -> Option<u64> {
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        json["files"].as_object()?.values().next()?["offset"].as_u64()
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_spool_stops_reading_and_nothing_is_dropped_or_checkpointed_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let lines: Vec<String> = (0..95).map(|i| format!("line {i:03}")).collect();
+        std::fs::write(logs.join("a.log"), lines.join("\n") + "\n").unwrap();
+        let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
+        let checkpoints_path = dir.path().join("t.json");
+        let shutdown = CancellationToken::new();
+        let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
+        let task = section.spawn();
+
+        until("the spool to refuse a few times", || sink.refused.load(Ordering::SeqCst) >= 3).await;
+        // Refused batches move nothing: the checkpoint stays where reading began.
+        assert_eq!(checkpoint_offset(&checkpoints_path).unwrap_or(0), 0);
+        assert!(sink.taken.lock().unwrap().is_empty());
+
+        sink.full.store(false, Ordering::SeqCst);
+        until("every line spooled", || sink.taken.lock().unwrap().len() >= lines.len()).await;
+        let length = std::fs::metadata(logs.join("a.log")).unwrap().len();
+        until("the checkpoint at the end", || checkpoint_offset(&checkpoints_path) == Some(length)).await;
+        assert_eq!(*sink.taken.lock().unwrap(), lines, "in order, once each");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_while_the_spool_is_full_ends_the_reader_without_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("a.log"), "0123456789abcdef\nsecond line\n").unwrap();
+        let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
+        let checkpoints_path = dir.path().join("t.json");
+        let shutdown = CancellationToken::new();
+        let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
+        let task = section.spawn();
+        until("a refusal", || sink.refused.load(Ordering::SeqCst) >= 1).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
+        assert_eq!(checkpoint_offset(&checkpoints_path).unwrap_or(0), 0, "the batch is read again at the next start");
+    }
+}
