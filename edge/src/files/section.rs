@@ -663,6 +663,8 @@ mod tests {
         let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
         let checkpoints_path = dir.path().join("t.json");
         let shutdown = CancellationToken::new();
+        // A failed assertion must still stop the reader, or the runtime waits for it.
+        let _stop = shutdown.clone().drop_guard();
         let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
         let task = section.spawn();
 
@@ -689,6 +691,8 @@ mod tests {
         let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
         let checkpoints_path = dir.path().join("t.json");
         let shutdown = CancellationToken::new();
+        // A failed assertion must still stop the reader, or the runtime waits for it.
+        let _stop = shutdown.clone().drop_guard();
         let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
         let task = section.spawn();
         until("a refusal", || sink.refused.load(Ordering::SeqCst) >= 1).await;
