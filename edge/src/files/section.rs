@@ -682,6 +682,82 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
     }
 
+    /// Runs a section over `logs` with `extra` keys until `done(lines taken)`, then stops it.
+    async fn run_until(logs: &Path, checkpoints: &Path, extra: &str, sink: &Arc<Sink>, done: impl Fn(&[String]) -> bool) {
+        let mut config = config(logs);
+        let extra: FilesConfig = toml::from_str(&format!("name = \"t\"\ninclude = []\nrepository = \"r\"\n{extra}")).unwrap();
+        config.read_from = extra.read_from;
+        let shutdown = CancellationToken::new();
+        let _stop = shutdown.clone().drop_guard();
+        let section = Section::new(config, Checkpoints::load(checkpoints).unwrap(), sink.clone(), shutdown.clone()).unwrap();
+        let task = section.spawn();
+        until("the expected lines", || done(&sink.taken.lock().unwrap())).await;
+        // Let a wrong extra read show up before stopping.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
+    }
+
+    fn sink() -> Arc<Sink> {
+        Arc::new(Sink { full: false.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_truncated_while_the_edge_was_down_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let log = logs.join("a.log");
+        let lines: Vec<String> = (0..40).map(|i| format!("old line {i:03}")).collect();
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let checkpoints = dir.path().join("t.json");
+        let first = sink();
+        run_until(&logs, &checkpoints, "", &first, |taken| taken.len() >= 40).await;
+        assert_eq!(*first.taken.lock().unwrap(), lines);
+
+        // Down: cut to 10 lines (same inode, same first bytes), one new line.
+        let cut: u64 = lines[..10].iter().map(|l| l.len() as u64 + 1).sum();
+        std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(cut).unwrap();
+        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        std::io::Write::write_all(&mut file, b"new line\n").unwrap();
+        let second = sink();
+        run_until(&logs, &checkpoints, "", &second, |taken| taken.len() >= 11).await;
+        let mut expected = lines[..10].to_vec();
+        expected.push("new line".into());
+        assert_eq!(*second.taken.lock().unwrap(), expected, "from offset 0: the kept lines again, then the new one");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_from_end_skips_what_is_there_at_start_but_not_later_files_or_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("a.log"), "present before the start\n").unwrap();
+        let checkpoints = dir.path().join("t.json");
+        let first = sink();
+        let appender = {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                let mut file = std::fs::OpenOptions::new().append(true).open(logs.join("a.log")).unwrap();
+                std::io::Write::write_all(&mut file, b"appended after the start\n").unwrap();
+                std::fs::write(logs.join("b.log"), "a file created later is read whole\n").unwrap();
+            })
+        };
+        run_until(&logs, &checkpoints, "read_from = \"end\"", &first, |taken| taken.len() >= 2).await;
+        appender.join().unwrap();
+        let mut taken = first.taken.lock().unwrap().clone();
+        taken.sort();
+        assert_eq!(taken, ["a file created later is read whole", "appended after the start"]);
+
+        // A restart resumes at the checkpoints, not at the end.
+        let mut file = std::fs::OpenOptions::new().append(true).open(logs.join("a.log")).unwrap();
+        std::io::Write::write_all(&mut file, b"written while the edge was down\n").unwrap();
+        let second = sink();
+        run_until(&logs, &checkpoints, "read_from = \"end\"", &second, |taken| !taken.is_empty()).await;
+        assert_eq!(*second.taken.lock().unwrap(), ["written while the edge was down"]);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_while_the_spool_is_full_ends_the_reader_without_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
