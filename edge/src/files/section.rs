@@ -607,11 +607,11 @@ fn entry(t: &Tracked, offset: u64, now_ms: i64) -> Entry {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// A spool stand-in: refuses as full while `full` is set, records what it took.
     struct Sink {
-        full: std::sync::atomic::AtomicBool,
+        full: AtomicBool,
         refused: AtomicUsize,
         taken: Mutex<Vec<String>>,
     }
@@ -632,12 +632,48 @@ mod tests {
         }
     }
 
-    fn config(logs: &Path) -> FilesConfig {
+    fn sink(full: bool) -> Arc<Sink> {
+        Arc::new(Sink { full: full.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) })
+    }
+
+    /// A directory with `logs/a.log` holding `content`, and where the checkpoints go.
+    fn setup(content: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("a.log"), content).unwrap();
+        let checkpoints = dir.path().join("t.json");
+        (dir, logs, checkpoints)
+    }
+
+    /// A section over `<logs>/*.log` with small batches and fingerprints, plus `extra` keys.
+    fn config(logs: &Path, extra: &str) -> FilesConfig {
         let toml = format!(
-            "name = \"t\"\ninclude = [\"{}/*.log\"]\nrepository = \"r\"\nscan_interval_ms = 50\nbatch_max_events = 10\nfingerprint_bytes = 16",
+            "name = \"t\"\ninclude = [\"{}/*.log\"]\nrepository = \"r\"\nscan_interval_ms = 50\nbatch_max_events = 10\nfingerprint_bytes = 16\n{extra}",
             logs.display()
         );
         toml::from_str(&toml).unwrap()
+    }
+
+    struct Running {
+        shutdown: CancellationToken,
+        // A failed assertion must still stop the reader, or the runtime waits for it.
+        _stop: tokio_util::sync::DropGuard,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Running {
+        fn start(config: FilesConfig, checkpoints: &Path, sink: &Arc<Sink>) -> Running {
+            let shutdown = CancellationToken::new();
+            let _stop = shutdown.clone().drop_guard();
+            let section = Section::new(config, Checkpoints::load(checkpoints).unwrap(), sink.clone(), shutdown.clone()).unwrap();
+            Running { shutdown, _stop, task: section.spawn() }
+        }
+
+        async fn stop(self) {
+            self.shutdown.cancel();
+            tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("stops at shutdown").unwrap();
+        }
     }
 
     fn checkpoint_offset(path: &Path) -> Option<u64> {
@@ -653,75 +689,64 @@ mod tests {
         }
     }
 
+    /// Runs a section until `done(lines taken)`, lets a wrong extra read show, stops it.
+    async fn run_until(config: FilesConfig, checkpoints: &Path, sink: &Arc<Sink>, done: impl Fn(&[String]) -> bool) {
+        let running = Running::start(config, checkpoints, sink);
+        until("the expected lines", || done(&sink.taken.lock().unwrap())).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        running.stop().await;
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_spool_stops_reading_and_nothing_is_dropped_or_checkpointed_early() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
         let lines: Vec<String> = (0..95).map(|i| format!("line {i:03}")).collect();
-        std::fs::write(logs.join("a.log"), lines.join("\n") + "\n").unwrap();
-        let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
-        let checkpoints_path = dir.path().join("t.json");
-        let shutdown = CancellationToken::new();
-        // A failed assertion must still stop the reader, or the runtime waits for it.
-        let _stop = shutdown.clone().drop_guard();
-        let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
-        let task = section.spawn();
+        let (_dir, logs, checkpoints) = setup(&(lines.join("\n") + "\n"));
+        let sink = sink(true);
+        let running = Running::start(config(&logs, ""), &checkpoints, &sink);
 
         until("the spool to refuse a few times", || sink.refused.load(Ordering::SeqCst) >= 3).await;
         // Refused batches move nothing: the checkpoint stays where reading began.
-        assert_eq!(checkpoint_offset(&checkpoints_path).unwrap_or(0), 0);
+        assert_eq!(checkpoint_offset(&checkpoints).unwrap_or(0), 0);
         assert!(sink.taken.lock().unwrap().is_empty());
 
         sink.full.store(false, Ordering::SeqCst);
         until("every line spooled", || sink.taken.lock().unwrap().len() >= lines.len()).await;
         let length = std::fs::metadata(logs.join("a.log")).unwrap().len();
-        until("the checkpoint at the end", || checkpoint_offset(&checkpoints_path) == Some(length)).await;
+        until("the checkpoint at the end", || checkpoint_offset(&checkpoints) == Some(length)).await;
         assert_eq!(*sink.taken.lock().unwrap(), lines, "in order, once each");
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
+        running.stop().await;
     }
 
-    /// Runs a section over `logs` with `extra` keys until `done(lines taken)`, then stops it.
-    async fn run_until(logs: &Path, checkpoints: &Path, extra: &str, sink: &Arc<Sink>, done: impl Fn(&[String]) -> bool) {
-        let mut config = config(logs);
-        let extra: FilesConfig = toml::from_str(&format!("name = \"t\"\ninclude = []\nrepository = \"r\"\n{extra}")).unwrap();
-        config.read_from = extra.read_from;
-        let shutdown = CancellationToken::new();
-        let _stop = shutdown.clone().drop_guard();
-        let section = Section::new(config, Checkpoints::load(checkpoints).unwrap(), sink.clone(), shutdown.clone()).unwrap();
-        let task = section.spawn();
-        until("the expected lines", || done(&sink.taken.lock().unwrap())).await;
-        // Let a wrong extra read show up before stopping.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
-    }
-
-    fn sink() -> Arc<Sink> {
-        Arc::new(Sink { full: false.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) })
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_while_the_spool_is_full_ends_the_reader_without_a_checkpoint() {
+        let (_dir, logs, checkpoints) = setup("0123456789abcdef\nsecond line\n");
+        let sink = sink(true);
+        let running = Running::start(config(&logs, ""), &checkpoints, &sink);
+        until("a refusal", || sink.refused.load(Ordering::SeqCst) >= 1).await;
+        running.stop().await;
+        assert_eq!(checkpoint_offset(&checkpoints).unwrap_or(0), 0, "the batch is read again at the next start");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_file_truncated_while_the_edge_was_down_is_read_from_its_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
-        let log = logs.join("a.log");
         let lines: Vec<String> = (0..40).map(|i| format!("old line {i:03}")).collect();
-        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-        let checkpoints = dir.path().join("t.json");
-        let first = sink();
-        run_until(&logs, &checkpoints, "", &first, |taken| taken.len() >= 40).await;
+        let (_dir, logs, checkpoints) = setup(&(lines.join("\n") + "\n"));
+        let log = logs.join("a.log");
+        let first = sink(false);
+        run_until(config(&logs, ""), &checkpoints, &first, |taken| taken.len() >= 40).await;
         assert_eq!(*first.taken.lock().unwrap(), lines);
 
         // Down: cut to 10 lines (same inode, same first bytes), one new line.
         let cut: u64 = lines[..10].iter().map(|l| l.len() as u64 + 1).sum();
         std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(cut).unwrap();
-        let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
-        std::io::Write::write_all(&mut file, b"new line\n").unwrap();
-        let second = sink();
-        run_until(&logs, &checkpoints, "", &second, |taken| taken.len() >= 11).await;
+        append(&log, "new line\n");
+        let second = sink(false);
+        run_until(config(&logs, ""), &checkpoints, &second, |taken| taken.len() >= 11).await;
         let mut expected = lines[..10].to_vec();
         expected.push("new line".into());
         assert_eq!(*second.taken.lock().unwrap(), expected, "from offset 0: the kept lines again, then the new one");
@@ -729,51 +754,27 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_from_end_skips_what_is_there_at_start_but_not_later_files_or_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
-        std::fs::write(logs.join("a.log"), "present before the start\n").unwrap();
-        let checkpoints = dir.path().join("t.json");
-        let first = sink();
+        let (_dir, logs, checkpoints) = setup("present before the start\n");
+        let first = sink(false);
         let appender = {
             let logs = logs.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(300));
-                let mut file = std::fs::OpenOptions::new().append(true).open(logs.join("a.log")).unwrap();
-                std::io::Write::write_all(&mut file, b"appended after the start\n").unwrap();
-                std::fs::write(logs.join("b.log"), "a file created later is read whole\n").unwrap();
+                append(&logs.join("a.log"), "appended after the start\n");
+                append(&logs.join("b.log"), "a file created later is read whole\n");
             })
         };
-        run_until(&logs, &checkpoints, "read_from = \"end\"", &first, |taken| taken.len() >= 2).await;
+        let end = || config(&logs, "read_from = \"end\"");
+        run_until(end(), &checkpoints, &first, |taken| taken.len() >= 2).await;
         appender.join().unwrap();
         let mut taken = first.taken.lock().unwrap().clone();
         taken.sort();
         assert_eq!(taken, ["a file created later is read whole", "appended after the start"]);
 
         // A restart resumes at the checkpoints, not at the end.
-        let mut file = std::fs::OpenOptions::new().append(true).open(logs.join("a.log")).unwrap();
-        std::io::Write::write_all(&mut file, b"written while the edge was down\n").unwrap();
-        let second = sink();
-        run_until(&logs, &checkpoints, "read_from = \"end\"", &second, |taken| !taken.is_empty()).await;
+        append(&logs.join("a.log"), "written while the edge was down\n");
+        let second = sink(false);
+        run_until(end(), &checkpoints, &second, |taken| !taken.is_empty()).await;
         assert_eq!(*second.taken.lock().unwrap(), ["written while the edge was down"]);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shutdown_while_the_spool_is_full_ends_the_reader_without_a_checkpoint() {
-        let dir = tempfile::tempdir().unwrap();
-        let logs = dir.path().join("logs");
-        std::fs::create_dir(&logs).unwrap();
-        std::fs::write(logs.join("a.log"), "0123456789abcdef\nsecond line\n").unwrap();
-        let sink = Arc::new(Sink { full: true.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) });
-        let checkpoints_path = dir.path().join("t.json");
-        let shutdown = CancellationToken::new();
-        // A failed assertion must still stop the reader, or the runtime waits for it.
-        let _stop = shutdown.clone().drop_guard();
-        let section = Section::new(config(&logs), Checkpoints::load(&checkpoints_path).unwrap(), sink.clone(), shutdown.clone()).unwrap();
-        let task = section.spawn();
-        until("a refusal", || sink.refused.load(Ordering::SeqCst) >= 1).await;
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops at shutdown").unwrap();
-        assert_eq!(checkpoint_offset(&checkpoints_path).unwrap_or(0), 0, "the batch is read again at the next start");
     }
 }
