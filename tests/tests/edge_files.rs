@@ -289,10 +289,13 @@ async fn kill9_of_the_edge_mid_file_loses_nothing_and_repeats_at_most_one_batch(
     append(&app, &lines);
     let length = std::fs::metadata(&app).unwrap().len();
     stack.start_edge().await;
-    until(&stack, "a checkpoint a fifth into the file", Duration::from_secs(30), || {
-        stack.checkpoint(&app).is_some_and(|o| o > length / 5)
-    })
-    .await;
+    // Killed the moment a checkpoint a fifth into the file appears (no sleep: a checkpoint
+    // written ahead of the spool's fsync would be caught in its window).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stack.checkpoint(&app).is_some_and(|o| o > length / 5) {
+        assert!(Instant::now() < deadline, "no checkpoint a fifth into the file\nedge log:\n{}", stack.edge_log());
+        std::hint::spin_loop();
+    }
     stack.edge.as_mut().unwrap().kill9();
     let at_kill = stack.checkpoint(&app).unwrap();
     assert!(at_kill < length, "the edge had read the whole file before the kill; the test proves nothing");
