@@ -58,6 +58,9 @@ fi
 # No `advisories`: the RustSec advisory database is a git repository that our machines and
 # CI cannot fetch, so that check could only fail here (see deny.toml). Duplicate versions
 # are warnings; a disallowed licence or a crate from outside crates.io fails the run.
+# The build downloads only this platform's crates; cargo deny reads the whole graph (e.g.
+# notify's kqueue backend for the BSDs), so fetch the rest first.
+cargo fetch --locked --quiet
 PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline check licenses bans sources
 PATH="$WEIR_CACHE_DIR/tools/bin:$PATH" cargo deny --offline --manifest-path plugins/Cargo.toml \
     check licenses bans sources

@@ -9,6 +9,7 @@ use weir_http_ingest::{AckMode, HttpIngestConfig};
 use weir_node::config::ConfigError;
 use weir_node::tls::TlsFiles;
 
+use crate::files::FilesConfig;
 use crate::spool::SpoolConfig;
 use crate::syslog::SyslogConfig;
 
@@ -36,6 +37,9 @@ pub struct EdgeConfig {
     /// Syslog input (UDP and/or TCP); absent: none.
     #[serde(default)]
     pub syslog: Option<SyslogConfig>,
+    /// File inputs, one per `[[files]]` section; none by default.
+    #[serde(default)]
+    pub files: Vec<FilesConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
 }
@@ -184,6 +188,7 @@ impl EdgeConfig {
                 ),
             });
         }
+        crate::files::validate(&config.files, config.ingest.max_event_bytes, config.spool.segment_bytes)?;
         Ok(config)
     }
 

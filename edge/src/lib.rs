@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dead_letter;
+pub mod files;
 pub mod forwarder;
 pub mod ingest;
 pub mod spool;
@@ -41,6 +42,8 @@ pub enum EdgeError {
     DeadLetter(#[from] dead_letter::DeadLetterError),
     #[error(transparent)]
     Syslog(#[from] syslog::SyslogError),
+    #[error(transparent)]
+    Files(#[from] files::FilesError),
 }
 
 /// Opens (and after a crash recovers) the spool; file I/O, so off the runtime's threads.
@@ -201,6 +204,7 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         Some(syslog) => Some(syslog::start(syslog, sink.clone(), shutdown.clone()).await?),
         None => None,
     };
+    let file_inputs = files::start(&config.files, &config.spool.dir, sink.clone(), shutdown.clone())?;
     let app = weir_http_ingest::router(&config.ingest, sink, weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes));
     let quarantine = tokio::spawn(quarantine_corrupt(spool.clone(), dead_letters.clone(), shutdown.clone()));
     let forwarder = Forwarder::new(
@@ -221,6 +225,11 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         if let Some(syslog) = syslog {
             // Bounded: the spool is local, but a full one must not hold the exit forever.
             let _ = tokio::time::timeout(Duration::from_secs(5), syslog.drained).await;
+        }
+        for input in file_inputs {
+            // A batch waiting for a full spool is given up at shutdown (read again at the
+            // next start); this only waits for a read or fsync in progress.
+            let _ = tokio::time::timeout(Duration::from_secs(5), input).await;
         }
         let _ = forwarding.await;
         let _ = quarantine.await;

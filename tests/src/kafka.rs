@@ -485,8 +485,26 @@ pub fn consume_until_with(
         .set("isolation.level", "read_committed")
         .create()
         .expect("create consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    // Partitions assigned by hand, from the beginning: a consumer group's join costs
+    // seconds on a broker busy with many tests, and nothing here needs a group.
     let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()
+            .and_then(|m| m.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>()))
+            .filter(|p| !p.is_empty());
+        match found {
+            Some(partitions) => break partitions,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+            None => return Vec::new(),
+        }
+    };
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
     let mut records = Vec::new();
     while Instant::now() < deadline && !done(&records) {
         let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };

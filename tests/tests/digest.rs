@@ -19,22 +19,10 @@ use weir_global::State;
 use weir_proto::{Event, EventBatch};
 use weir_segment::{SegmentReader, SegmentRow};
 use weir_tests::kafka;
-use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN};
+use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
 use weir_tests::{certs, eventually, http, init_tracing, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
-    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
-    let client = http();
-    let url = node.url("/ready");
-    eventually(&format!("{} ready", spec.node_id), WAIT, || {
-        let request = client.get(&url);
-        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
-    })
-    .await;
-    node
-}
 
 fn wasm(name: &str) -> PathBuf {
     let path = workspace_root().join(format!("plugins/target/wasm/{name}.wasm"));
