@@ -177,7 +177,7 @@ where
     let bodies: Arc<Vec<T>> = Arc::new((0..n_requests).map(prepare).collect());
     let next = Arc::new(AtomicUsize::new(0));
     let send = Arc::new(send);
-    let cpu_before = process_cpu_seconds();
+    let cpu_before = weir_tests::process_cpu_seconds();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..settings.concurrency {
@@ -203,19 +203,8 @@ where
     }
     let elapsed = started.elapsed();
     let n_events = (n_requests * settings.batch) as f64;
-    let cpu_us_per_event = (process_cpu_seconds() - cpu_before) * 1e6 / n_events;
+    let cpu_us_per_event = (weir_tests::process_cpu_seconds() - cpu_before) * 1e6 / n_events;
     Outcome { events_per_s: n_events / elapsed.as_secs_f64(), latency, cpu_us_per_event }
-}
-
-/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; 0
-/// elsewhere). Clock ticks are 100 per second on every Linux this runs on.
-fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn main() {
@@ -225,16 +214,7 @@ fn main() {
         concurrency: env("WEIR_BENCH_CONCURRENCY", 16),
         event_bytes: env("WEIR_BENCH_EVENT_BYTES", 200),
     };
-    let bootstrap = std::env::var("WEIR_BENCH_KAFKA").unwrap_or_else(|_| {
-        let dir = weir_tests::workspace_root().join("target/bench-kafka");
-        let out = std::process::Command::new("bash")
-            .arg(weir_tests::workspace_root().join("deploy/kafka.sh"))
-            .args(["start", dir.to_str().unwrap(), "39392"])
-            .output()
-            .expect("start kafka");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    });
+    let bootstrap = weir_tests::kafka::bench_bootstrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
         let dir = tempfile::tempdir().unwrap();

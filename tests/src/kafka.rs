@@ -67,6 +67,19 @@ pub fn shared_bootstrap() -> String {
     bootstrap
 }
 
+/// The broker of a benchmark: `WEIR_BENCH_KAFKA` if set, otherwise one started under
+/// `target/bench-kafka` on port 39392 and left running for the next run.
+pub fn bench_bootstrap() -> String {
+    match std::env::var("WEIR_BENCH_KAFKA") {
+        Ok(bootstrap) if !bootstrap.is_empty() => bootstrap,
+        _ => {
+            let dir = workspace_root().join("target/bench-kafka");
+            let out = kafka_sh(&["start", dir.to_str().unwrap(), "39392"]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        }
+    }
+}
+
 /// A broker of one test's own, for fault tests that stop or kill it. Killed on drop.
 pub struct Broker {
     pub dir: PathBuf,

@@ -120,6 +120,18 @@ pub async fn scrape(base_url: &str) -> String {
     response.text().await.expect("metrics text")
 }
 
+/// User plus system CPU time of this process so far, from `/proc/self/stat` (Linux; 0
+/// elsewhere): what the benchmarks divide by their events. Clock ticks are 100 per second
+/// on every Linux this runs on.
+pub fn process_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// An HTTP client for the ingest API.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
-use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, PARSER_FIELD, ParserRegistry, RawEvent, Value};
+use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_proto::event::now_ms;
 use weir_proto::{Event, EventBatch};
 use weir_segment::SegmentRow;
@@ -30,11 +30,36 @@ pub struct RecordOutcome {
     pub foreign: bool,
 }
 
+/// What the digest asks of its parsers. The plugin host's [`ParserRegistry`] is the only
+/// implementation the core uses; the seam exists so that the digest benchmark can put a
+/// native build of a parser in the same place and compare it with its Wasm build on the
+/// very same row-building code.
+pub trait BatchParser {
+    /// Whether a parser of this name exists (a batch may ask for one by name).
+    fn has_parser(&self, name: &str) -> bool;
+    /// The parser of a repository's batches that ask for none (or for an unknown one).
+    fn parser_for(&self, repository: &str) -> Option<&str>;
+    /// Every input back, parsed or with `@error` fields; `None` if no such parser exists.
+    fn parse_with(&self, parser: &str, batch: Vec<RawEvent>) -> Option<Vec<ParsedEvent>>;
+}
+
+impl BatchParser for ParserRegistry {
+    fn has_parser(&self, name: &str) -> bool {
+        self.parsers().any(|p| p == name)
+    }
+    fn parser_for(&self, repository: &str) -> Option<&str> {
+        ParserRegistry::parser_for(self, repository, None)
+    }
+    fn parse_with(&self, parser: &str, batch: Vec<RawEvent>) -> Option<Vec<ParsedEvent>> {
+        ParserRegistry::parse_with(self, parser, batch)
+    }
+}
+
 /// Turns records into rows for one partition, remembering which batch parts the current
 /// segment holds.
-pub struct RowBuilder<'a> {
+pub struct RowBuilder<'a, P: BatchParser + ?Sized = ParserRegistry> {
     pub partition: u32,
-    pub parsers: Option<&'a ParserRegistry>,
+    pub parsers: Option<&'a P>,
     /// Where records that are not Weir batches go.
     pub foreign_repository: &'a str,
 }
@@ -82,7 +107,7 @@ impl StoredSet {
     }
 }
 
-impl RowBuilder<'_> {
+impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
     /// The rows of `record`, unless `dedup` says its batch part is stored already; marks
     /// the part in `dedup` and `stored` when it is kept.
     pub fn rows(&self, record: &IngestRecord, dedup: &mut Dedup, stored: &mut StoredSet, out: &mut Vec<SegmentRow>) -> RecordOutcome {
@@ -127,8 +152,8 @@ impl RowBuilder<'_> {
     fn batch_rows(&self, offset: u64, batch: EventBatch, out: &mut Vec<SegmentRow>) -> RecordOutcome {
         let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, events } = batch;
         let chosen = self.parsers.and_then(|registry| match parser.as_deref() {
-            Some(asked) if registry.parsers().any(|p| p == asked) => Some(asked.to_owned()),
-            _ => registry.parser_for(&repository, None).map(str::to_owned),
+            Some(asked) if registry.has_parser(asked) => Some(asked.to_owned()),
+            _ => registry.parser_for(&repository).map(str::to_owned),
         });
         let base = |event: &Event| {
             let mut fields = attributes.clone();
@@ -236,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_batch_without_a_parser_keeps_every_event_with_its_fields() {
-        let builder = RowBuilder { partition: 3, parsers: None, foreign_repository: "foreign" };
+        let builder = RowBuilder { partition: 3, parsers: None::<&ParserRegistry>, foreign_repository: "foreign" };
         let (mut dedup, mut stored, mut out) = (Dedup::default(), StoredSet::default(), Vec::new());
         let outcome = builder.rows(&record(7, &batch_json(&["a", "b"]), Some((1, 0, 1))), &mut dedup, &mut stored, &mut out);
         assert_eq!(outcome, RecordOutcome { events: 2, ..RecordOutcome::default() });
@@ -251,7 +276,7 @@ mod tests {
 
     #[test]
     fn a_batch_part_seen_before_is_dropped_and_a_foreign_record_is_kept_raw() {
-        let builder = RowBuilder { partition: 0, parsers: None, foreign_repository: "foreign" };
+        let builder = RowBuilder { partition: 0, parsers: None::<&ParserRegistry>, foreign_repository: "foreign" };
         let (mut dedup, mut stored, mut out) = (Dedup::default(), StoredSet::default(), Vec::new());
         builder.rows(&record(1, &batch_json(&["a"]), Some((5, 0, 2))), &mut dedup, &mut stored, &mut out);
         let again = builder.rows(&record(2, &batch_json(&["a"]), Some((5, 0, 2))), &mut dedup, &mut stored, &mut out);
