@@ -405,8 +405,21 @@ impl Metadata {
     }
 
     /// The high watermark (offset after the last committed record) of one partition.
+    /// Transient answers (a leader moving or not elected yet, as right after a topic was
+    /// created) are asked again until `timeout`.
     pub fn high_watermark(&self, topic: &str, partition: i32, timeout: Duration) -> Result<i64, String> {
-        self.0.fetch_watermarks(topic, partition, timeout).map(|(_, high)| high).map_err(|e| e.to_string())
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+            match self.0.fetch_watermarks(topic, partition, left) {
+                Ok((_, high)) => return Ok(high),
+                Err(error) if Instant::now() + Duration::from_millis(200) < deadline => {
+                    tracing::debug!(%error, topic, partition, "watermarks not available yet, asking again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        }
     }
 }
 
