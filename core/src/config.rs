@@ -185,12 +185,20 @@ fn default_zone() -> String {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// `host:port` other nodes and clients reach this listener at, announced in Global
+    /// heartbeats; default: the bound address (wrong when binding 0.0.0.0 or behind NAT).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuicConfig {
     pub listen: SocketAddr,
+    /// `host:port` other cores fetch segments from (announced in heartbeats); default: the
+    /// bound address, which another core cannot reach when it is 0.0.0.0.
+    #[serde(default)]
+    pub advertise: Option<String>,
     pub tls: TlsFiles,
     /// Largest forwarded batch, compressed, on the wire.
     #[serde(default = "default_max_frame_bytes")]

@@ -163,7 +163,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         // the applier is a blocking thread the runtime would wait for forever.
         let _stop_applier_on_drop = global_stop.clone().drop_guard();
         let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
-        let addresses = std::iter::once(http_addr).chain(quic_addr).map(|a| a.to_string()).collect();
+        let addresses = announced_addresses(&config, http_addr, quic_addr);
         let heartbeats = tokio::spawn(heartbeat::run(global.clone(), config.node_id.clone(), addresses, config.global.clone(), shutdown.clone()));
         let topic = {
             let publisher = publisher.clone();
@@ -193,4 +193,30 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         http
     });
     Ok(RunningCore { http_addr, quic_addr, task, global: running_global })
+}
+
+/// What heartbeats announce: the HTTP address, then the QUIC one (`peer::SegmentFiles`
+/// fetches from the second), each the configured `advertise` or else the bound address.
+fn announced_addresses(config: &CoreConfig, http_addr: SocketAddr, quic_addr: Option<SocketAddr>) -> Vec<String> {
+    let http = config.http.advertise.clone().unwrap_or_else(|| http_addr.to_string());
+    let quic = config.quic.as_ref().zip(quic_addr).map(|(quic, bound)| quic.advertise.clone().unwrap_or_else(|| bound.to_string()));
+    std::iter::once(http).chain(quic).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_announce_the_advertised_addresses_else_the_bound_ones() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/core.example.toml");
+        let mut config = CoreConfig::load(&path).unwrap();
+        let (http, quic) = ("0.0.0.0:8080".parse().unwrap(), Some("0.0.0.0:4433".parse().unwrap()));
+        assert_eq!(announced_addresses(&config, http, quic), ["0.0.0.0:8080", "0.0.0.0:4433"]);
+        config.http.advertise = Some("core-1.example:8080".into());
+        config.quic.as_mut().unwrap().advertise = Some("core-1.example:4433".into());
+        assert_eq!(announced_addresses(&config, http, quic), ["core-1.example:8080", "core-1.example:4433"]);
+        config.quic = None;
+        assert_eq!(announced_addresses(&config, http, None), ["core-1.example:8080"]);
+    }
 }

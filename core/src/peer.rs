@@ -224,14 +224,14 @@ impl SegmentFiles {
         let no_copy = || FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         let client = self.client.as_ref().ok_or_else(no_copy)?;
         // Nodes with a copy, and their QUIC address (the second address of a heartbeat).
-        let holders: Vec<(String, SocketAddr)> = self.global.read(|state| {
+        let holders: Vec<(String, String)> = self.global.read(|state| {
             let Some(registered) = state.segment(&segment.segment_id) else { return Vec::new() };
             registered
                 .copies
                 .iter()
                 .filter_map(|location| match location {
                     weir_global::Location::Node(node) if *node != self.node_id => {
-                        let addr = state.nodes().get(node)?.addresses.get(1)?.parse().ok()?;
+                        let addr = state.nodes().get(node)?.addresses.get(1)?.clone();
                         Some((node.clone(), addr))
                     }
                     _ => None,
@@ -239,7 +239,12 @@ impl SegmentFiles {
                 .collect()
         });
         let mut last = no_copy();
-        for (node, addr) in holders {
+        for (node, address) in holders {
+            // An advertised address may be a host name: resolved here, at fetch time.
+            let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
+                last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
+                continue;
+            };
             match client.fetch(&node, addr, segment, &self.fetched_dir).await {
                 Ok(path) => {
                     metrics::counter!("weir_segments_fetched_total").increment(1);
