@@ -259,14 +259,14 @@ fn otlp_body(settings: &Settings, request: usize) -> Vec<u8> {
             severity_number: 9,
             severity_text: "INFO".into(),
             body: text_value(&text(settings, request, i, false)),
-            attributes: vec![KeyValue { key: "http.status".into(), value: text_value("200") }],
+            attributes: vec![KeyValue { key: "http.status".into(), value: text_value("200"), ..Default::default() }],
             ..Default::default()
         })
         .collect();
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: vec![KeyValue { key: "service.name".into(), value: text_value("bench") }],
+                attributes: vec![KeyValue { key: "service.name".into(), value: text_value("bench"), ..Default::default() }],
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
