@@ -7,6 +7,9 @@
 //!   (2) syslog over TCP → rsyslog (imtcp → omkafka, disk-assisted queue, retries forever)
 //!       vs. → Weir's edge (spool) → QUIC → Weir's core.
 //!
+//! Weir runs twice on each path: as configured (the core also digests what it wrote), and
+//! with the digest kept idle, the like-for-like figure against peers that only forward.
+//!
 //! Each run counts what arrived in Kafka with an independent consumer that reads the
 //! topic while the load runs; events/s is events / time until the last one was in Kafka.
 //! CPU per event is the ingest processes' utime+stime from /proc/<pid>/stat over the run
