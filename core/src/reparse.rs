@@ -16,11 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use weir_global::{Cmd, Command, Location, Outcome, SegmentInfo};
-use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, PARSER_FIELD, ParserRegistry, RawEvent, Value};
+use weir_global::{Cmd, Command, Outcome, SegmentInfo};
+use weir_plugin_host::{ParserRegistry, RawEvent};
 use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
 
 use crate::config::CoreConfig;
+use crate::digest::partition::{node_copy, segment_info};
+use crate::digest::rows::split_fields;
 use crate::digest::segments_dir;
 use crate::kafka::global_log::{GlobalLog, SNAPSHOT_FILE};
 
@@ -171,11 +173,7 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
     match outcome {
         Ok((_, Outcome::Applied)) => {
             for info in &new {
-                let copy = Command::new(
-                    format!("copy:{}:{}", info.segment_id, config.node_id),
-                    format!("{}-reparse", config.node_id),
-                    Cmd::AddCopy { segment_id: info.segment_id.clone(), location: Location::Node(config.node_id.clone()), verified_blake3: info.blake3.clone() },
-                );
+                let copy = node_copy(&info.segment_id, &info.blake3, &config.node_id, &format!("{}-reparse", config.node_id));
                 if let Err(error) = global.submit(&copy).await {
                     tracing::warn!(segment = %info.segment_id, %error, "copy of a re-parsed segment not recorded");
                 }
@@ -219,19 +217,7 @@ fn rewrite(registry: &ParserRegistry, parser: &str, old: &SegmentInfo, dir: &std
     let (r, f) = reparse_rows(registry, parser, pending, &mut writer)?;
     (reparsed, failed) = (reparsed + r, failed + f);
     let written = writer.finish(old.offset_end as i64)?;
-    let info = SegmentInfo {
-        segment_id: written.segment_id.clone(),
-        partition: old.partition,
-        offset_start: old.offset_start,
-        offset_end: old.offset_end,
-        n_events: written.n_events,
-        repositories: written.repositories.clone(),
-        min_ts_ms: written.min_timestamp_ms.unwrap_or(0),
-        max_ts_ms: written.max_timestamp_ms.unwrap_or(0),
-        bytes: written.bytes,
-        blake3: written.blake3_hex.clone(),
-    };
-    Ok((info, reparsed, failed))
+    Ok((segment_info(&written, old.offset_start, old.offset_end), reparsed, failed))
 }
 
 /// Parses the raw text of `rows` again. One row in, one row out: the event keeps its id,
@@ -255,23 +241,8 @@ fn reparse_rows(registry: &ParserRegistry, parser: &str, rows: Vec<SegmentRow>, 
     let (mut reparsed, mut failed) = (0, 0);
     for (mut row, event) in rows.into_iter().zip(parsed) {
         if let Some(event) = event {
-            let (mut code, mut message) = (None, None);
-            row.parser = Some(parser.to_owned());
-            for field in event.fields {
-                let text = || match &field.value {
-                    Value::Text(s) => s.clone(),
-                    other => other.to_json().to_string(),
-                };
-                match field.name.as_str() {
-                    ERROR_FIELD => code = Some(text()),
-                    ERROR_MSG_FIELD => message = Some(text()),
-                    PARSER_FIELD => row.parser = Some(text()),
-                    _ => {
-                        row.fields.insert(field.name, field.value.to_json());
-                    }
-                }
-            }
-            row.error = code.map(|code| message.unwrap_or(code));
+            let columns = split_fields(event.fields, &mut row.fields, parser);
+            (row.parser, row.error) = (Some(columns.parser), columns.error);
             failed += u64::from(row.error.is_some());
             if let Some(ts) = event.timestamp_ns {
                 row.timestamp_ms = ts.div_euclid(1_000_000);

@@ -117,8 +117,10 @@ pub fn cat(path: &Path, out: &mut impl Write) -> Result<u64, String> {
     Ok(n)
 }
 
-/// A stored event as LogScale shows one: `@timestamp`, `@rawstring`, `@id`, `#repo`, tags
-/// as `#name`, the parsed fields, and `@error`/`@error_msg` when parsing failed.
+/// A stored event with LogScale's field names: `@timestamp`, `@rawstring`, `@id`, `#repo`,
+/// tags as `#name`, the parsed fields, and `@error`/`@error_msg` when parsing failed. Not
+/// `weir_query::render`: that is the query API's LogScale wire form (every value a string,
+/// nested fields flattened); an operator piping a file into `jq` gets the stored types.
 pub fn event_json(row: &SegmentRow) -> Value {
     let mut event = Map::new();
     for (name, value) in &row.fields {

@@ -73,6 +73,14 @@ impl Stored {
     }
 }
 
+/// Global as the topic holds it now (`weir-core global dump`'s reading, in-process), or
+/// `None` when it cannot be read yet.
+async fn global_state(config: &CoreConfig) -> Option<State> {
+    let config = config.clone();
+    let snapshot = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap();
+    snapshot.ok().map(|s| s.state)
+}
+
 /// Waits until Global's resume point of every partition reached Kafka's high watermark,
 /// then reads every registered segment from whichever data directory has it.
 async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
@@ -91,14 +99,9 @@ async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
         .unwrap()
     };
     let state = eventually("the digest caught up with Kafka", WAIT, || {
-        let config = config.clone();
         let high = high.clone();
         async move {
-            let snapshot = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20)))
-                .await
-                .unwrap()
-                .ok()?;
-            let state = snapshot.state;
+            let state = global_state(config).await?;
             high.iter().all(|(p, h)| state.resume_point(*p) >= *h).then_some(state)
         }
     })
@@ -338,7 +341,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     eventually("the partitions spread over both cores", WAIT, || {
         let config = config.clone();
         async move {
-            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            let state = global_state(&config).await?;
             let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
             (owners.len() == 2).then_some(())
         }
@@ -353,7 +356,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     eventually("core-2 took core-1's partition", WAIT, || {
         let config = config.clone();
         async move {
-            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            let state = global_state(&config).await?;
             (0..2).all(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
@@ -402,7 +405,7 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     let mut acknowledged = load(&client, &run, 30, 20, |i| urls[i % 2].clone()).await;
     let owned_by_1: Vec<u32> = {
         let config = config.clone();
-        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        let state = global_state(&config).await.expect("Global readable");
         (0..2).filter(|p| state.partition(*p).owner.as_deref() == Some("core-1")).collect()
     };
     assert!(!owned_by_1.is_empty(), "core-1 owns a partition before the pause");
@@ -412,7 +415,7 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     let claimed = loop {
         acknowledged.extend(load(&client, &format!("{run}-paused-{}", acknowledged.len()), 5, 20, |_| urls[1].clone()).await);
         let config = config.clone();
-        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        let state = global_state(&config).await.expect("Global readable");
         let claimed: Vec<_> = owned_by_1.iter().map(|p| (*p, state.partition(*p))).collect();
         if claimed.iter().all(|(_, s)| s.owner.as_deref() == Some("core-2")) {
             break claimed;
@@ -424,7 +427,7 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     eventually("core-1 owns a partition again", WAIT, || {
         let config = config.clone();
         async move {
-            let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().ok()?.state;
+            let state = global_state(&config).await?;
             (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-1")).then_some(())
         }
     })
@@ -602,7 +605,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let mut views = 0;
     while !reparse.is_finished() {
         let config = config.clone();
-        let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+        let state = global_state(&config).await.expect("Global readable");
         let events: u64 = state.partitions().flat_map(|p| state.segments(p)).filter(|s| s.info.repositories.iter().any(|r| r == REPOSITORY)).map(|s| s.info.n_events).sum();
         assert_eq!(events, 40, "a reader sees every event once during the swap");
         views += 1;
@@ -715,7 +718,7 @@ async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_a
     })
     .await;
     let config = spec.config(dir.path());
-    let state = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap().unwrap().state;
+    let state = global_state(&config).await.expect("Global readable");
     assert_eq!(state.resume_point(0), 0, "nothing was skipped: the partition waits at offset 0");
     assert!(state.segments(0).is_empty());
     drop(core);

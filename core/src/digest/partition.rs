@@ -118,10 +118,15 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
         if outcome.foreign {
             metrics::counter!("weir_digest_foreign_records_total").increment(1);
         }
+        // Counted per record, not per row: the labelled counter is looked up once. A
+        // record's rows share the parser chosen for its batch.
+        if let Some(first) = rows.first() {
+            let parser = first.parser.clone().unwrap_or_else(|| "none".into());
+            let failed = outcome.failed;
+            metrics::counter!("weir_digest_events_total", "parser" => parser.clone(), "result" => "parsed").increment(outcome.events - failed);
+            metrics::counter!("weir_digest_events_total", "parser" => parser, "result" => "failed").increment(failed);
+        }
         for row in rows.drain(..) {
-            let parser = row.parser.clone().unwrap_or_else(|| "none".into());
-            let result = if row.error.is_some() { "failed" } else { "parsed" };
-            metrics::counter!("weir_digest_events_total", "parser" => parser, "result" => result).increment(1);
             if let Err(error) = current.writer.push(row) {
                 return Exit::Failed(error.to_string());
             }
@@ -175,11 +180,7 @@ fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: 
             // Its hash was computed on the bytes as written; a lost copy command only
             // means queries elsewhere cannot find the file until `segments` tooling or
             // replication adds it: the segment itself is registered.
-            let copy = Command::new(
-                format!("copy:{}:{}", written.segment_id, ctx.node_id),
-                ctx.node_id.clone(),
-                Cmd::AddCopy { segment_id: written.segment_id.clone(), location: Location::Node(ctx.node_id.clone()), verified_blake3: written.blake3_hex.clone() },
-            );
+            let copy = node_copy(&written.segment_id, &written.blake3_hex, &ctx.node_id, &ctx.node_id);
             match submit(ctx, &copy, cancel) {
                 Some(Outcome::Applied) | None => {}
                 Some(Outcome::Rejected { reason }) => tracing::warn!(segment = %written.segment_id, %reason, "copy not recorded"),
@@ -209,7 +210,17 @@ fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Optio
     }
 }
 
-fn segment_info(written: &WrittenSegment, offset_start: u64, offset_end: u64) -> SegmentInfo {
+/// `add_copy`: `node` holds a copy of the segment whose bytes hash to `blake3`.
+pub(crate) fn node_copy(segment_id: &str, blake3: &str, node: &str, issuer: &str) -> Command {
+    Command::new(
+        format!("copy:{segment_id}:{node}"),
+        issuer,
+        Cmd::AddCopy { segment_id: segment_id.to_owned(), location: Location::Node(node.to_owned()), verified_blake3: blake3.to_owned() },
+    )
+}
+
+/// A written file's entry in Global, covering `[offset_start, offset_end)`.
+pub(crate) fn segment_info(written: &WrittenSegment, offset_start: u64, offset_end: u64) -> SegmentInfo {
     SegmentInfo {
         segment_id: written.segment_id.clone(),
         partition: written.partition as u32,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
-use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, PARSER_FIELD, ParserRegistry, RawEvent, Value};
+use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, Field, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_proto::event::now_ms;
 use weir_proto::{Event, EventBatch};
 use weir_segment::SegmentRow;
@@ -197,36 +197,47 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
         for (i, event) in parsed.into_iter().enumerate() {
             let source = aligned.then(|| &events[i]);
             let mut fields = source.map_or_else(|| attributes.clone(), base);
-            let (mut error, mut error_msg, mut parser) = (None, None, Some(parser_name.clone()));
-            for field in event.fields {
-                match field.name.as_str() {
-                    ERROR_FIELD => error = Some(text(&field.value)),
-                    ERROR_MSG_FIELD => error_msg = Some(text(&field.value)),
-                    PARSER_FIELD => parser = Some(text(&field.value)),
-                    _ => {
-                        fields.insert(field.name, field.value.to_json());
-                    }
-                }
-            }
+            let columns = split_fields(event.fields, &mut fields, &parser_name);
             let timestamp_ms = event
                 .timestamp_ns
                 .map(|ns| ns.div_euclid(1_000_000))
                 .or_else(|| source.and_then(|e| e.timestamp_ms))
                 .unwrap_or(ingest_ts_ms);
-            let error = error.map(|code| error_msg.unwrap_or_else(|| code.clone()));
             outcome.events += 1;
-            outcome.failed += u64::from(error.is_some());
-            out.push(row(i, event.raw, timestamp_ms, fields, parser, error));
+            outcome.failed += u64::from(columns.error.is_some());
+            out.push(row(i, event.raw, timestamp_ms, fields, Some(columns.parser), columns.error));
         }
         outcome
     }
 }
 
-fn text(value: &Value) -> String {
-    match value {
+/// The columns of a parsed event that are not fields: `@parser` and the `@error` state.
+pub struct Columns {
+    pub parser: String,
+    /// `@error_msg`, else the `@error` code; `None` when the parse succeeded.
+    pub error: Option<String>,
+}
+
+/// Moves a parsed event's fields into `fields`, except the plugin host's `@error`,
+/// `@error_msg` and `@parser`, which have columns of their own (the digest and re-parse
+/// store them alike).
+pub fn split_fields(parsed: Vec<Field>, fields: &mut serde_json::Map<String, serde_json::Value>, parser: &str) -> Columns {
+    let text = |value: &Value| match value {
         Value::Text(s) => s.clone(),
         other => other.to_json().to_string(),
+    };
+    let (mut code, mut message, mut parser) = (None, None, parser.to_owned());
+    for field in parsed {
+        match field.name.as_str() {
+            ERROR_FIELD => code = Some(text(&field.value)),
+            ERROR_MSG_FIELD => message = Some(text(&field.value)),
+            PARSER_FIELD => parser = text(&field.value),
+            _ => {
+                fields.insert(field.name, field.value.to_json());
+            }
+        }
     }
+    Columns { parser, error: code.map(|code| message.unwrap_or(code)) }
 }
 
 #[cfg(test)]
