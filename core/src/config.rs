@@ -53,6 +53,11 @@ pub struct CoreConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DigestConfig {
+    /// False makes an ingest-only core (LogScale's ingest-only node role): it accepts and
+    /// acknowledges events and answers queries, but takes no ingest partitions to digest.
+    /// Its heartbeats say so, and the digesting cores share every partition.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// A segment is written and registered this long after its first record was read
     /// (LogScale's "flush interval"): an acknowledged event is queryable within about this
     /// plus a second.
@@ -78,6 +83,7 @@ pub struct DigestConfig {
 impl Default for DigestConfig {
     fn default() -> Self {
         DigestConfig {
+            enabled: default_enabled(),
             flush_interval_ms: default_flush_interval_ms(),
             segment_bytes: default_segment_bytes(),
             node_timeout_ms: default_node_timeout_ms(),
@@ -85,6 +91,10 @@ impl Default for DigestConfig {
             foreign_repository: default_foreign_repository(),
         }
     }
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 fn default_flush_interval_ms() -> u64 {

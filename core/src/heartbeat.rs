@@ -13,7 +13,15 @@ use weir_global::{Cmd, Command, Outcome};
 use crate::config::GlobalConfig;
 use crate::kafka::global_log::GlobalLog;
 
-pub async fn run(global: Arc<GlobalLog>, node_id: String, addresses: Vec<String>, config: GlobalConfig, shutdown: CancellationToken) {
+/// `digest`: whether this node takes ingest partitions (`digest.enabled`).
+pub async fn run(
+    global: Arc<GlobalLog>,
+    node_id: String,
+    addresses: Vec<String>,
+    digest: bool,
+    config: GlobalConfig,
+    shutdown: CancellationToken,
+) {
     let interval = Duration::from_millis(config.heartbeat_interval_ms.max(1));
     loop {
         // The clock is data in the command (Global reads no clock of its own).
@@ -21,7 +29,7 @@ pub async fn run(global: Arc<GlobalLog>, node_id: String, addresses: Vec<String>
         let command = Command::new(
             format!("heartbeat:{node_id}:{at_ms}"),
             node_id.clone(),
-            Cmd::NodeHeartbeat { node_id: node_id.clone(), addresses: addresses.clone(), zone: config.zone.clone(), at_ms },
+            Cmd::NodeHeartbeat { node_id: node_id.clone(), addresses: addresses.clone(), zone: config.zone.clone(), at_ms, digest },
         );
         tokio::select! {
             result = global.submit(&command) => match result {

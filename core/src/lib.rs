@@ -164,7 +164,14 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         let _stop_applier_on_drop = global_stop.clone().drop_guard();
         let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
         let addresses = announced_addresses(&config, http_addr, quic_addr);
-        let heartbeats = tokio::spawn(heartbeat::run(global.clone(), config.node_id.clone(), addresses, config.global.clone(), shutdown.clone()));
+        let heartbeats = tokio::spawn(heartbeat::run(
+            global.clone(),
+            config.node_id.clone(),
+            addresses,
+            config.digest.enabled,
+            config.global.clone(),
+            shutdown.clone(),
+        ));
         let topic = {
             let publisher = publisher.clone();
             let kafka = config.kafka.clone();
@@ -172,7 +179,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             tokio::spawn(async move { publisher.ensure_topic(&kafka, &shutdown).await })
         };
         let edges = edge_endpoint.map(|e| tokio::spawn(e.serve(shutdown.clone())));
-        let digest = tokio::spawn(digest::run(digest_context, shutdown.clone()));
+        // An ingest-only core (`digest.enabled = false`) runs no digest; its heartbeats say
+        // so, and the digesting cores take every partition.
+        let digest = config.digest.enabled.then(|| tokio::spawn(digest::run(digest_context, shutdown.clone())));
         let http = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
@@ -182,7 +191,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             let _ = edges.await;
         }
         let _ = topic.await;
-        let _ = digest.await;
+        if let Some(digest) = digest {
+            let _ = digest.await;
+        }
         let _ = heartbeats.await;
         // The applier reads to the topic's end and writes the last snapshot on its way out.
         global_stop.cancel();

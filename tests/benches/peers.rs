@@ -422,16 +422,13 @@ impl Run<'_> {
         self.measure(&topic, Format::Otlp, &[peer.child.id()], async move { Some(otlp_load(settings, url).await) }).await
     }
 
-    /// A weir-core writing to `topic`. Every core also digests the ingest topic (reads it
-    /// back, parses, writes segments), which the peers do not do; without `digest` the
-    /// core counts no node as live (`digest.node_timeout_ms = 0`, heartbeats are 300 ms
-    /// apart), so it claims no partition and does only the ingest: the like-for-like
-    /// CPU figure. There is no switch for this in the config yet.
+    /// A weir-core writing to `topic`. A core digests the ingest topic by default (reads
+    /// it back, parses, writes segments), which the peers do not do; without `digest` it
+    /// is an ingest-only core (`digest.enabled = false`) and does only the ingest: the
+    /// like-for-like CPU figure.
     async fn core(&self, topic: &str, digest: bool) -> (CoreSpec, Node) {
         let mut spec = CoreSpec::new("core-1", self.bootstrap, topic, &self.certs);
-        if !digest {
-            spec.node_timeout_ms = 0;
-        }
+        spec.digest = digest;
         spec.max_body_bytes = 16 << 20;
         spec.data_dir = self.dir.join(weir_tests::unique("core-data"));
         let node = weir_tests::nodes::core_process(&spec, self.dir).await;
@@ -588,13 +585,13 @@ async fn main() {
     let weir = run.weir_otlp(true).await;
     println!("{}", weir.line("OTLP/HTTP -> weir-core"));
     let ingest_only = run.weir_otlp(false).await;
-    println!("{}", ingest_only.line("OTLP/HTTP -> weir-core, no digest"));
+    println!("{}", ingest_only.line("OTLP/HTTP -> weir-core, ingest-only"));
     match path("WEIR_PEERS_OTELCOL") {
         Some(binary) => {
             let peer = run.otelcol(&binary).await;
             println!("{}", peer.line("OTLP/HTTP -> otelcol"));
             ratio("ratio weir-core / otelcol", &weir, &peer);
-            ratio("ratio weir-core, no digest / otelcol", &ingest_only, &peer);
+            ratio("ratio weir-core, ingest-only / otelcol", &ingest_only, &peer);
         }
         None => println!("OTLP/HTTP -> otelcol: skipped (WEIR_PEERS_OTELCOL unset)"),
     }
@@ -602,13 +599,13 @@ async fn main() {
     let weir = run.weir_syslog(true).await;
     println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
     let ingest_only = run.weir_syslog(false).await;
-    println!("{}", ingest_only.line("syslog TCP -> weir edge+core, no digest"));
+    println!("{}", ingest_only.line("syslog TCP -> weir edge + ingest-only core"));
     match path("WEIR_PEERS_RSYSLOGD") {
         Some(binary) => {
             let peer = run.rsyslog(&binary).await;
             println!("{}", peer.line("syslog TCP -> rsyslog"));
             ratio("ratio weir edge+core / rsyslog", &weir, &peer);
-            ratio("ratio weir, no digest / rsyslog", &ingest_only, &peer);
+            ratio("ratio weir, ingest-only / rsyslog", &ingest_only, &peer);
         }
         None => println!("syslog TCP -> rsyslog: skipped (WEIR_PEERS_RSYSLOGD unset)"),
     }

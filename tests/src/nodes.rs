@@ -38,6 +38,8 @@ pub struct CoreSpec {
     pub digest_flush_ms: u64,
     /// `digest.node_timeout_ms` (heartbeats are every 300 ms in tests).
     pub node_timeout_ms: u64,
+    /// `digest.enabled`: false makes an ingest-only core.
+    pub digest: bool,
     /// Appended to the config: whole tables such as `[parsers]` (tests that append keys
     /// to `[kafka]` rely on it being the last table otherwise).
     pub extra_toml: String,
@@ -62,6 +64,7 @@ impl CoreSpec {
             data_dir: certs.parent().unwrap_or(certs).join(format!("{node_id}-data")),
             digest_flush_ms: 500,
             node_timeout_ms: 3_000,
+            digest: true,
             extra_toml: String::new(),
         }
     }
@@ -98,6 +101,7 @@ repositories = ["*"]
 heartbeat_interval_ms = 300
 
 [digest]
+enabled = {digest}
 flush_interval_ms = {digest_flush_ms}
 node_timeout_ms = {node_timeout_ms}
 assign_interval_ms = 200
@@ -126,6 +130,7 @@ ack_timeout_ms = {ack_timeout_ms}
             global_topic = self.global_topic,
             digest_flush_ms = self.digest_flush_ms,
             node_timeout_ms = self.node_timeout_ms,
+            digest = self.digest,
         ) + &self.extra_toml
     }
 

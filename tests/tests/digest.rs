@@ -386,6 +386,64 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     drop(core_2);
 }
 
+/// An ingest-only core (`digest.enabled = false`) takes events and answers queries; the
+/// digesting core owns every partition, and the ingest-only core reads its segments over
+/// QUIC. Turned back on, it takes its share.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_core_stored() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, mut two) = two_specs(&bootstrap, dir.path());
+    two.digest = false;
+    let _core_1 = core_process(&one, dir.path()).await;
+    let mut core_2 = core_process(&two, dir.path()).await;
+    let config = two.config(dir.path());
+    let client = http();
+    let run = unique("ingest-only");
+    let url = format!("http://{}", core_2.http);
+    let acknowledged = load(&client, &run, 10, 20, |_| url.clone()).await;
+    assert_eq!(acknowledged.len(), 200, "the ingest-only core acknowledges ingest");
+    let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    for p in 0..2 {
+        assert_eq!(stored.state.partition(p).owner.as_deref(), Some("core-1"), "partition {p} went to the digesting core");
+        assert_eq!(stored.state.partition(p).epoch, 1, "partition {p} was claimed once");
+    }
+    let nodes = stored.state.nodes();
+    assert!(nodes["core-1"].digest && !nodes["core-2"].digest, "heartbeats announce the role: {nodes:?}");
+    assert_eq!(std::fs::read_dir(two.data_dir.join("segments")).unwrap().count(), 0, "the ingest-only core wrote no segment");
+    assert_eq!(stored.raws().len(), 200);
+    let log = std::fs::read_to_string(dir.path().join("core-2.log")).unwrap_or_default();
+    assert!(!log.contains("partition claimed"), "the ingest-only core claimed a partition:\n{log}");
+
+    // Queries on the ingest-only core see every event, fetched from core-1.
+    let node_2 = &core_2;
+    let rows = eventually("the ingest-only core answers with every event", WAIT, || {
+        let client = client.clone();
+        async move {
+            let rows = query(&client, node_2, "").await.ok()?;
+            (rows.len() == 200).then_some(rows)
+        }
+    })
+    .await;
+    let returned: BTreeSet<String> = rows.iter().map(|r| r["@rawstring"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(returned, acknowledged.iter().cloned().collect::<BTreeSet<_>>());
+
+    // Restarted with the digest on, it takes a partition.
+    drop(core_2);
+    two.digest = true;
+    core_2 = core_process(&two, dir.path()).await;
+    eventually("core-2 digests after the restart", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await?;
+            (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
+        }
+    })
+    .await;
+    drop(core_2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     init_tracing();

@@ -69,8 +69,17 @@ pub enum DecodeError {
 pub enum Cmd {
     /// A node says it is alive and where to reach it. Precondition: `node_id` is the
     /// issuer, and `at_ms` (the issuer's clock, carried as data) is not older than the
-    /// heartbeat stored, so a delayed record cannot roll a node back.
-    NodeHeartbeat { node_id: String, addresses: Vec<String>, zone: String, at_ms: u64 },
+    /// heartbeat stored, so a delayed record cannot roll a node back. `digest` says whether
+    /// the node takes ingest partitions to digest (false: an ingest-only core); records
+    /// written before the field existed read as true.
+    NodeHeartbeat {
+        node_id: String,
+        addresses: Vec<String>,
+        zone: String,
+        at_ms: u64,
+        #[serde(default = "crate::state::yes")]
+        digest: bool,
+    },
     /// `node_id` becomes the digest owner of `partition`. Precondition: `epoch` is the
     /// partition's epoch + 1, so of two claims for the same epoch the first in the log wins.
     ClaimPartition { partition: u32, node_id: String, epoch: u64 },

@@ -34,6 +34,14 @@ pub struct Node {
     pub zone: String,
     /// The node's own clock at its last heartbeat (data, not this node's clock).
     pub heartbeat_ms: u64,
+    /// Whether the node digests (takes ingest partitions); false for an ingest-only core.
+    #[serde(default = "yes")]
+    pub digest: bool,
+}
+
+/// serde's default for flags that were always on before they existed.
+pub(crate) fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,8 +317,8 @@ impl State {
     /// Makes the change; [`check`](Self::check) passed.
     fn change(&mut self, offset: u64, command: &Command) {
         match &command.cmd {
-            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms } => {
-                let node = Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms };
+            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest } => {
+                let node = Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms, digest: *digest };
                 self.nodes.insert(node_id.clone(), node);
             }
             Cmd::ClaimPartition { partition, node_id, epoch } => {

@@ -255,7 +255,7 @@ fn replace_segments_swaps_in_one_step_or_not_at_all() {
 #[test]
 fn heartbeats_record_nodes_and_never_go_back() {
     let hb = |id: &str, issuer: &str, node: &str, at_ms| {
-        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec!["127.0.0.1:9000".into()], zone: "z1".into(), at_ms })
+        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec!["127.0.0.1:9000".into()], zone: "z1".into(), at_ms, digest: true })
     };
     let mut state = State::default();
     let outcomes = run(&mut state, &[hb("h1", "a", "a", 100), hb("h2", "a", "a", 50), hb("h3", "b", "a", 200), hb("h4", "a", "a", 150)]);
@@ -376,7 +376,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command> {
                 made.push(b.clone());
                 Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![a, b] }
             }
-            _ => Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![format!("{node}:1")], zone: "z".into(), at_ms: rng.below(1000) },
+            _ => Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![format!("{node}:1")], zone: "z".into(), at_ms: rng.below(1000), digest: true },
         };
         let command = Command::new(id, node, cmd);
         shadow.apply(i as u64, &command).unwrap();

@@ -1,7 +1,8 @@
 //! Which core should digest which ingest partition: a pure function of Global's state and
 //! a clock, so that every core computes the same answer from the same state.
 //!
-//! The live cores are those whose last heartbeat (their own clock, carried in Global) is
+//! The live cores are those that digest (ingest-only cores announce `digest: false` in
+//! their heartbeat) and whose last heartbeat (their own clock, carried in Global) is
 //! within `node_timeout_ms` of this node's clock; partition `p` goes to the `p mod n`-th
 //! live core by id. Round robin over sorted ids keeps the spread even (LogScale's digest
 //! rules do the same per partition); it moves more partitions than rendezvous hashing
@@ -12,12 +13,13 @@ use std::collections::BTreeMap;
 
 use weir_global::State;
 
-/// Node ids whose heartbeat is at most `timeout_ms` old at `now_ms`, sorted.
+/// Ids of the digesting nodes whose heartbeat is at most `timeout_ms` old at `now_ms`,
+/// sorted.
 pub fn live_nodes(state: &State, now_ms: u64, timeout_ms: u64) -> Vec<String> {
     state
         .nodes()
         .iter()
-        .filter(|(_, node)| node.heartbeat_ms.saturating_add(timeout_ms) >= now_ms)
+        .filter(|(_, node)| node.digest && node.heartbeat_ms.saturating_add(timeout_ms) >= now_ms)
         .map(|(id, _)| id.clone())
         .collect()
 }
@@ -36,7 +38,11 @@ mod tests {
     use weir_global::{Cmd, Command};
 
     fn heartbeat(state: &mut State, offset: u64, node: &str, at_ms: u64) {
-        let cmd = Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![], zone: "z".into(), at_ms };
+        heartbeat_as(state, offset, node, at_ms, true);
+    }
+
+    fn heartbeat_as(state: &mut State, offset: u64, node: &str, at_ms: u64, digest: bool) {
+        let cmd = Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![], zone: "z".into(), at_ms, digest };
         state.apply(offset, &Command::new(format!("hb-{offset}"), node, cmd)).unwrap();
     }
 
@@ -55,5 +61,20 @@ mod tests {
         assert_eq!(live, ["a"], "b's heartbeat is 10.5 s old");
         assert!(desired_owners(4, &live).values().all(|o| o == "a"));
         assert!(desired_owners(4, &[]).is_empty());
+    }
+
+    #[test]
+    fn an_ingest_only_core_gets_no_partitions_and_an_old_heartbeat_record_digests() {
+        let mut state = State::default();
+        heartbeat(&mut state, 0, "a", 10_000);
+        heartbeat_as(&mut state, 1, "b", 10_000, false);
+        assert_eq!(live_nodes(&state, 10_500, 5_000), ["a"]);
+        heartbeat_as(&mut state, 2, "a", 11_000, false);
+        assert!(live_nodes(&state, 11_500, 5_000).is_empty(), "a turned ingest-only");
+        // A heartbeat written before `digest` existed means a digesting node.
+        let old: Cmd = serde_json::from_str(r#"{"type":"node_heartbeat","node_id":"c","addresses":[],"zone":"z","at_ms":12000}"#).unwrap();
+        assert!(matches!(old, Cmd::NodeHeartbeat { digest: true, .. }));
+        state.apply(3, &Command::new("hb-old", "c", old)).unwrap();
+        assert_eq!(live_nodes(&state, 12_500, 5_000), ["c"]);
     }
 }
