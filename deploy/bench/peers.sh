@@ -12,7 +12,8 @@
 #
 # Environment: WEIR_CACHE_DIR; WEIR_BENCH_KAFKA=host:port (an existing broker; else one is
 # started under target/peers-kafka on WEIR_PEERS_KAFKA_PORT, default 39394, and stopped at
-# the end); WEIR_PEERS_SKIP=otelcol|rsyslog (leave a peer out); the load settings
+# the end); WEIR_PEERS_SKIP=otelcol|rsyslog|digest (leave a peer, or the runs
+# with a digesting core, out); WEIR_PEERS_ONLY=otlp|syslog (one half); the load settings
 # WEIR_PEERS_EVENTS, _BATCH, _CONCURRENCY, _CONNECTIONS, _EVENT_BYTES (see peers.rs);
 # CARGO_TARGET_DIR as for any cargo build. A peer that cannot be installed is reported
 # and left out; the Weir runs still happen.

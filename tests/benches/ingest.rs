@@ -118,10 +118,9 @@ async fn baseline(bootstrap: &str, topic: &str, settings: &Settings) -> Outcome 
             let key = batch.source_key();
             let (tx, rx) = oneshot::channel();
             let done = Arc::new(Done(Mutex::new(Some(tx)), AtomicUsize::new(0)));
-            let parts = batch.split_by_size(900_000);
+            let parts = weir_proto::event::encode_parts(batch, 900_000).unwrap();
             done.1.store(parts.len(), Ordering::Release);
-            for part in parts {
-                let payload = serde_json::to_vec(&part).unwrap();
+            for payload in parts {
                 let mut record = BaseRecord::with_opaque_to(&topic, done.clone()).key(&key).payload(&payload);
                 loop {
                     match producer.send(record) {

@@ -21,7 +21,9 @@
 //! when unset), WEIR_PEERS_RSYSLOGD (rsyslogd; likewise), WEIR_PEERS_EVENTS (per run,
 //! default 200000), WEIR_PEERS_BATCH (log records per OTLP request, default 500),
 //! WEIR_PEERS_CONCURRENCY (OTLP requests in flight, default 16), WEIR_PEERS_CONNECTIONS
-//! (syslog TCP connections, default 8), WEIR_PEERS_EVENT_BYTES (default 200).
+//! (syslog TCP connections, default 8), WEIR_PEERS_EVENT_BYTES (default 200),
+//! WEIR_PEERS_ONLY (otlp or syslog: run that half only), WEIR_PEERS_SKIP containing
+//! `digest` (leave out the runs whose core digests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -582,29 +584,60 @@ async fn main() {
         settings.event_bytes
     );
 
-    let weir = run.weir_otlp(true).await;
-    println!("{}", weir.line("OTLP/HTTP -> weir-core"));
+    let only = std::env::var("WEIR_PEERS_ONLY").unwrap_or_default();
+    if only != "syslog" {
+        otlp(&run, path("WEIR_PEERS_OTELCOL")).await;
+    }
+    if only != "otlp" {
+        syslog(&run, path("WEIR_PEERS_RSYSLOGD")).await;
+    }
+}
+
+/// The Weir runs with a digesting core are left out with `WEIR_PEERS_SKIP=digest`.
+fn with_digest() -> bool {
+    !std::env::var("WEIR_PEERS_SKIP").unwrap_or_default().contains("digest")
+}
+
+async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
+    let weir = match with_digest() {
+        true => Some(run.weir_otlp(true).await),
+        false => None,
+    };
+    if let Some(weir) = &weir {
+        println!("{}", weir.line("OTLP/HTTP -> weir-core"));
+    }
     let ingest_only = run.weir_otlp(false).await;
     println!("{}", ingest_only.line("OTLP/HTTP -> weir-core, ingest-only"));
-    match path("WEIR_PEERS_OTELCOL") {
+    match otelcol {
         Some(binary) => {
             let peer = run.otelcol(&binary).await;
             println!("{}", peer.line("OTLP/HTTP -> otelcol"));
-            ratio("ratio weir-core / otelcol", &weir, &peer);
+            if let Some(weir) = &weir {
+                ratio("ratio weir-core / otelcol", weir, &peer);
+            }
             ratio("ratio weir-core, ingest-only / otelcol", &ingest_only, &peer);
         }
         None => println!("OTLP/HTTP -> otelcol: skipped (WEIR_PEERS_OTELCOL unset)"),
     }
+}
 
-    let weir = run.weir_syslog(true).await;
-    println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
+async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
+    let weir = match with_digest() {
+        true => Some(run.weir_syslog(true).await),
+        false => None,
+    };
+    if let Some(weir) = &weir {
+        println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
+    }
     let ingest_only = run.weir_syslog(false).await;
     println!("{}", ingest_only.line("syslog TCP -> weir edge + ingest-only core"));
-    match path("WEIR_PEERS_RSYSLOGD") {
+    match rsyslogd {
         Some(binary) => {
             let peer = run.rsyslog(&binary).await;
             println!("{}", peer.line("syslog TCP -> rsyslog"));
-            ratio("ratio weir edge+core / rsyslog", &weir, &peer);
+            if let Some(weir) = &weir {
+                ratio("ratio weir edge+core / rsyslog", weir, &peer);
+            }
             ratio("ratio weir, ingest-only / rsyslog", &ingest_only, &peer);
         }
         None => println!("syslog TCP -> rsyslog: skipped (WEIR_PEERS_RSYSLOGD unset)"),

@@ -209,7 +209,10 @@ fn put_attributes(out: &mut Map<String, Value>, prefix: &str, attributes: Vec<Ke
             None => Value::Null,
             Some(value) => to_json(value, 0).map_err(|e| format!("attribute {:?}: {e}", kv.key))?,
         };
-        out.insert(format!("{prefix}{}", kv.key), value);
+        let mut key = String::with_capacity(prefix.len() + kv.key.len());
+        key.push_str(prefix);
+        key.push_str(&kv.key);
+        out.insert(key, value);
     }
     Ok(())
 }

@@ -54,39 +54,70 @@ impl EventBatch {
     pub fn source_key(&self) -> String {
         source_key(&self.repository, &self.tags)
     }
+}
 
-    /// Splits the batch into batches of the same source whose encoded size stays under
-    /// `max_bytes` (a single event larger than that still travels alone, and the broker
-    /// decides).
-    pub fn split_by_size(self, max_bytes: usize) -> Vec<EventBatch> {
-        let overhead = 64 + self.source_key().len();
-        let mut out = Vec::new();
-        let mut current = Vec::new();
-        let mut current_bytes = overhead;
-        let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, events } = self;
-        let overhead = overhead + encoded_len(&attributes);
-        let make = |events: Vec<Event>| EventBatch {
-            repository: repository.clone(),
-            tags: tags.clone(),
-            parser: parser.clone(),
-            ingest_ts_ms,
-            attributes: attributes.clone(),
-            events,
-        };
-        for event in events {
-            let size = approx_encoded_len(&event);
-            if !current.is_empty() && current_bytes + size > max_bytes {
-                out.push(make(std::mem::take(&mut current)));
-                current_bytes = overhead;
-            }
-            current_bytes += size;
-            current.push(event);
+/// The JSON of `batch` as whole [`EventBatch`]es of the same source, each at most
+/// `max_bytes` long (an event too large for that still travels alone, and the broker
+/// decides), the events in order. The same bytes `serde_json` writes for each part, but
+/// every event is serialised exactly once, straight into its part: sizing the parts first
+/// and serialising them after cost the OTLP path a second pass over every attribute.
+pub fn encode_parts(mut batch: EventBatch, max_bytes: usize) -> serde_json::Result<Vec<Vec<u8>>> {
+    let events = std::mem::take(&mut batch.events);
+    // The envelope: every field of the batch, `events` last and empty (`"events":[]}`).
+    let mut prefix = serde_json::to_vec(&batch)?;
+    debug_assert!(prefix.ends_with(b"[]}"), "events is the last field of EventBatch");
+    prefix.truncate(prefix.len() - 2);
+    const CLOSE: &[u8] = b"]}";
+    let mut parts = Vec::new();
+    // One allocation for the usual single part (a guess: the raw texts plus room for the
+    // rest of each event).
+    let guess = prefix.len() + events.iter().map(|e| e.raw.len() + 32).sum::<usize>();
+    let mut current = Vec::with_capacity(guess.min(max_bytes.saturating_add(1024)));
+    current.extend_from_slice(&prefix);
+    let mut in_current = 0usize;
+    for event in &events {
+        let start = current.len();
+        if in_current > 0 {
+            current.push(b',');
         }
-        if !current.is_empty() {
-            out.push(make(current));
+        serde_json::to_writer(&mut current, event)?;
+        if in_current > 0 && current.len() + CLOSE.len() > max_bytes {
+            // This event starts the next part (without the comma).
+            let mut next = prefix.clone();
+            next.extend_from_slice(&current[start + 1..]);
+            current.truncate(start);
+            current.extend_from_slice(CLOSE);
+            parts.push(std::mem::replace(&mut current, next));
+            in_current = 0;
         }
-        out
+        in_current += 1;
     }
+    if in_current > 0 {
+        current.extend_from_slice(CLOSE);
+        parts.push(current);
+    }
+    Ok(parts)
+}
+
+/// A cheap upper bound of `attributes`' JSON size, without serialising them: every
+/// string byte counted as its longest escape (`\u00XX`). When this is under a limit, the
+/// exact size ([`encoded_len`]) need not be computed.
+pub fn encoded_len_at_most(attributes: &serde_json::Map<String, serde_json::Value>) -> usize {
+    fn value(v: &serde_json::Value) -> usize {
+        use serde_json::Value::*;
+        match v {
+            Null | Bool(_) => 5,
+            // u64/i64 print in at most 20 characters, f64 in at most 24.
+            Number(_) => 24,
+            String(s) => 2 + 6 * s.len(),
+            Array(items) => 2 + items.iter().map(|i| value(i) + 1).sum::<usize>(),
+            Object(map) => 2 + map.iter().map(|(k, v)| 2 + 6 * k.len() + 2 + value(v)).sum::<usize>(),
+        }
+    }
+    if attributes.is_empty() {
+        return 0;
+    }
+    2 + attributes.iter().map(|(k, v)| 2 + 6 * k.len() + 2 + value(v)).sum::<usize>()
 }
 
 /// The Kafka record key of a source: repository plus tags.
@@ -99,13 +130,6 @@ pub fn source_key(repository: &str, tags: &BTreeMap<String, String>) -> String {
         key.push_str(value);
     }
     key
-}
-
-/// A cheap upper estimate of an event's JSON size, without serialising it.
-fn approx_encoded_len(event: &Event) -> usize {
-    // Escapes can at most double plain text; attributes are rarely large, so serialising
-    // them is acceptable when present.
-    32 + event.raw.len() * 2 + encoded_len(&event.attributes)
 }
 
 /// Bytes of `attributes` as JSON, counted without building the text; 0 when empty.
@@ -154,20 +178,56 @@ mod tests {
 
     #[test]
     fn split_keeps_order_and_every_event() {
-        let parts = batch(100, 100).split_by_size(2_000);
+        let parts = encode_parts(batch(100, 100), 2_000).unwrap();
         assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
-        let joined: Vec<String> =
-            parts.iter().flat_map(|b| b.events.iter().map(|e| e.raw.clone())).collect();
+        let joined: Vec<String> = parts
+            .iter()
+            .flat_map(|p| serde_json::from_slice::<EventBatch>(p).unwrap().events.into_iter().map(|e| e.raw))
+            .collect();
         let expected: Vec<String> = batch(100, 100).events.into_iter().map(|e| e.raw).collect();
         assert_eq!(joined, expected);
         for part in &parts {
-            assert!(serde_json::to_vec(part).unwrap().len() <= 2_000);
+            assert!(part.len() <= 2_000);
         }
+    }
+
+    /// `encode_parts` writes exactly what serde writes for the parts `split_by_size`
+    /// would make, and keeps every part under the limit when its events fit.
+    #[test]
+    fn encode_parts_matches_serde_and_keeps_the_limit() {
+        let mut rich = batch(40, 30);
+        rich.attributes.insert("host".into(), serde_json::json!("h\u{1}\"q"));
+        rich.parser = Some("json".into());
+        for (i, event) in rich.events.iter_mut().enumerate() {
+            event.timestamp_ms = (i % 2 == 0).then_some(i as i64);
+            if i % 3 == 0 {
+                event.attributes.insert(format!("k{i}"), serde_json::json!({"a": [1, 2.5, null, "\n"]}));
+            }
+        }
+        for limit in [1, 200, 700, 1_000_000] {
+            let parts = encode_parts(rich.clone(), limit).unwrap();
+            let decoded: Vec<EventBatch> = parts.iter().map(|p| serde_json::from_slice(p).unwrap()).collect();
+            for (part, bytes) in decoded.iter().zip(&parts) {
+                assert_eq!(&serde_json::to_vec(part).unwrap(), bytes, "limit {limit}: the bytes serde writes");
+                assert!(bytes.len() <= limit || part.events.len() == 1, "limit {limit}: {} bytes, {} events", bytes.len(), part.events.len());
+                assert_eq!((&part.repository, &part.tags, &part.parser, &part.attributes), (&rich.repository, &rich.tags, &rich.parser, &rich.attributes));
+            }
+            let events: Vec<Event> = decoded.into_iter().flat_map(|b| b.events).collect();
+            assert_eq!(events, rich.events, "limit {limit}: every event once, in order");
+        }
+        assert_eq!(encode_parts(rich.clone(), 1).unwrap().len(), 40, "one event per part under a tiny limit");
+        assert_eq!(encode_parts(rich.clone(), 1 << 20).unwrap().len(), 1);
+        let empty = EventBatch { events: vec![], ..rich.clone() };
+        assert!(encode_parts(empty, 100).unwrap().is_empty(), "no events, no record");
+        for event in &rich.events {
+            assert!(encoded_len(&event.attributes) <= encoded_len_at_most(&event.attributes));
+        }
+        assert!(encoded_len(&rich.attributes) <= encoded_len_at_most(&rich.attributes));
     }
 
     #[test]
     fn oversized_event_travels_alone() {
-        let parts = batch(3, 5_000).split_by_size(1_000);
+        let parts = encode_parts(batch(3, 5_000), 1_000).unwrap();
         assert_eq!(parts.len(), 3);
     }
 

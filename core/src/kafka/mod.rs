@@ -275,8 +275,8 @@ impl Publisher {
     /// Encodes a batch as Kafka records (key, JSON payload), split below the record size.
     pub fn encode(&self, batch: EventBatch, records: &mut Vec<Record>) -> Result<(), PublishError> {
         let key = batch.source_key();
-        for part in batch.split_by_size(self.max_record_bytes) {
-            records.push(Record { key: key.clone(), payload: serde_json::to_vec(&part)?.into(), batch: None });
+        for payload in weir_proto::event::encode_parts(batch, self.max_record_bytes)? {
+            records.push(Record { key: key.clone(), payload: payload.into(), batch: None });
         }
         Ok(())
     }
