@@ -19,11 +19,11 @@
 //! Run through `deploy/bench/peers.sh`, which builds and installs the peers and passes:
 //! WEIR_BENCH_KAFKA (broker), WEIR_PEERS_OTELCOL (collector binary; its part is skipped
 //! when unset), WEIR_PEERS_RSYSLOGD (rsyslogd; likewise), WEIR_PEERS_EVENTS (per run,
-//! default 200000), WEIR_PEERS_BATCH (log records per OTLP request, default 500),
-//! WEIR_PEERS_CONCURRENCY (OTLP requests in flight, default 16), WEIR_PEERS_CONNECTIONS
-//! (syslog TCP connections, default 8), WEIR_PEERS_EVENT_BYTES (default 200),
-//! WEIR_PEERS_ONLY (otlp or syslog: run that half only), WEIR_PEERS_SKIP containing
-//! `digest` (leave out the runs whose core digests).
+//! default 2000000: shorter runs mostly measure start-up), WEIR_PEERS_BATCH (log records
+//! per OTLP request, default 500), WEIR_PEERS_CONCURRENCY (OTLP requests in flight,
+//! default 16), WEIR_PEERS_CONNECTIONS (syslog TCP connections, default 8),
+//! WEIR_PEERS_EVENT_BYTES (default 200), WEIR_PEERS_ONLY (otlp or syslog: run that half
+//! only), WEIR_PEERS_SKIP containing `digest` (leave out the runs whose core digests).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -629,7 +629,7 @@ fn ratio(name: &str, weir: &Outcome, peer: &Outcome) {
 async fn main() {
     let bootstrap = weir_tests::kafka::bench_bootstrap();
     let settings = Settings {
-        events: env("WEIR_PEERS_EVENTS", 200_000),
+        events: env("WEIR_PEERS_EVENTS", 2_000_000),
         batch: env("WEIR_PEERS_BATCH", 500).max(1),
         concurrency: env("WEIR_PEERS_CONCURRENCY", 16).max(1),
         connections: env("WEIR_PEERS_CONNECTIONS", 8).max(1),

@@ -109,21 +109,38 @@ fn write_event(out: &mut Vec<u8>, event: &Event) -> serde_json::Result<()> {
         write!(out, "\"ts\":{ts},").map_err(serde_json::Error::io)?;
     }
     out.extend_from_slice(b"\"raw\":");
-    let raw = event.raw.as_bytes();
-    if escape_free(raw) {
-        out.reserve(raw.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(raw);
-        out.push(b'"');
-    } else {
-        serde_json::to_writer(&mut *out, &event.raw)?;
-    }
+    write_str(out, &event.raw)?;
     if !event.attributes.is_empty() {
-        out.extend_from_slice(b",\"attrs\":");
-        serde_json::to_writer(&mut *out, &event.attributes)?;
+        out.extend_from_slice(b",\"attrs\":{");
+        for (i, (key, value)) in event.attributes.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key)?;
+            out.push(b':');
+            match value {
+                serde_json::Value::String(text) => write_str(out, text)?,
+                other => serde_json::to_writer(&mut *out, other)?,
+            }
+        }
+        out.push(b'}');
     }
     out.push(b'}');
     Ok(())
+}
+
+/// A JSON string, as serde_json writes it.
+fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
+    let bytes = text.as_bytes();
+    if escape_free(bytes) {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(&mut *out, text)
+    }
 }
 
 /// Whether JSON writes `bytes` (valid UTF-8) unescaped: no control character, quote or
@@ -266,6 +283,8 @@ mod tests {
                 let mut event = Event { timestamp_ms: ts, raw: text.to_string(), attributes: Default::default() };
                 if i % 2 == 1 {
                     event.attributes.insert("k\"".into(), serde_json::json!([text, 1.5, {"n": null}]));
+                    event.attributes.insert("a".into(), serde_json::json!(text));
+                    event.attributes.insert(text.to_string(), serde_json::json!(7));
                 }
                 let mut out = Vec::new();
                 write_event(&mut out, &event).unwrap();
