@@ -8,7 +8,8 @@
 //!       vs. → Weir's edge (spool) → QUIC → Weir's core.
 //!
 //! Weir runs twice on each path: as configured (the core also digests what it wrote), and
-//! with the digest kept idle, the like-for-like figure against peers that only forward.
+//! as an ingest-only core (`digest.enabled = false`), the like-for-like figure against
+//! peers that only forward.
 //!
 //! Each run counts what arrived in Kafka with an independent consumer that reads the
 //! topic while the load runs; events/s is events / time until the last one was in Kafka.
