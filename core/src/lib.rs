@@ -182,6 +182,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         // An ingest-only core (`digest.enabled = false`) runs no digest; its heartbeats say
         // so, and the digesting cores take every partition.
         let digest = config.digest.enabled.then(|| tokio::spawn(digest::run(digest_context, shutdown.clone())));
+        if digest.is_none() {
+            tracing::info!("ingest-only core (digest.enabled = false): it takes no partitions; the cores with the digest on store what it ingests");
+        }
         let http = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await

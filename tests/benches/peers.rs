@@ -11,11 +11,13 @@
 //! as an ingest-only core (`digest.enabled = false`), the like-for-like figure against
 //! peers that only forward.
 //!
-//! Each run counts what arrived in Kafka with an independent consumer that reads the
-//! topic while the load runs; events/s is events / time until the last one was in Kafka.
-//! CPU per event is the ingest processes' utime+stime from /proc/<pid>/stat over the run
-//! (the Collector, rsyslogd, weir-core, weir-edge + weir-core). p99 latency: the request
-//! latency for OTLP; for syslog (no acks) write → seen in Kafka, sampled by markers.
+//! Events/s acknowledged into Kafka: for OTLP, events / time until the last request was
+//! answered 200 (both systems answer only after Kafka acknowledged), with an independent
+//! consumer counting the events in Kafka afterwards; for syslog (no answers), events /
+//! time until that consumer, reading while the load runs, saw the last one. CPU per event
+//! is the ingest processes' utime+stime from /proc/<pid>/stat over the same time (the
+//! Collector, rsyslogd, weir-core, weir-edge + weir-core). p99 latency: the request
+//! latency for OTLP; for syslog, write → seen in Kafka, sampled by markers.
 //!
 //! Run through `deploy/bench/peers.sh`, which builds and installs the peers and passes:
 //! WEIR_BENCH_KAFKA (broker), WEIR_PEERS_OTELCOL (collector binary; its part is skipped
@@ -78,8 +80,10 @@ fn text(settings: &Settings, stream: usize, n: usize, mark: bool) -> String {
 /// How the records of a topic hold events.
 #[derive(Clone, Copy, Debug)]
 enum Format {
-    /// Weir's records: an `EventBatch` in JSON each.
+    /// Weir's records: an `EventBatch` in JSON each (from syslog: with time marks).
     Weir,
+    /// The same, from OTLP requests (no marks to look for).
+    WeirOtlp,
     /// The Collector's Kafka exporter, `otlp_proto`: an OTLP logs request each.
     Otlp,
     /// omkafka with the raw message as template: one message each.
@@ -100,7 +104,7 @@ fn count_and_marks(format: Format, payload: &[u8], marks: &mut Vec<u64>) -> usiz
         }
     };
     match format {
-        Format::Weir => {
+        Format::Weir | Format::WeirOtlp => {
             #[derive(serde::Deserialize)]
             struct Raws<'a> {
                 #[serde(borrow)]
@@ -112,7 +116,9 @@ fn count_and_marks(format: Format, payload: &[u8], marks: &mut Vec<u64>) -> usiz
                 raw: std::borrow::Cow<'a, str>,
             }
             let batch: Raws = serde_json::from_slice(payload).expect("a Weir record is an EventBatch");
-            batch.events.iter().for_each(|e| scan(&e.raw));
+            if matches!(format, Format::Weir) {
+                batch.events.iter().for_each(|e| scan(&e.raw));
+            }
             batch.events.len()
         }
         Format::Otlp => otlp_log_records(payload),
@@ -206,7 +212,9 @@ impl Arrivals {
                 if message.offset() == 0 {
                     // The cheap count agrees with a full decode (checked once per partition).
                     let full = match format {
-                        Format::Weir => serde_json::from_slice::<EventBatch>(payload).expect("an EventBatch").events.len(),
+                        Format::Weir | Format::WeirOtlp => {
+                            serde_json::from_slice::<EventBatch>(payload).expect("an EventBatch").events.len()
+                        }
                         Format::Otlp => ExportLogsServiceRequest::decode(payload)
                             .expect("OTLP logs")
                             .resource_logs
@@ -351,10 +359,13 @@ fn otlp_body(settings: &Settings, request: usize) -> Vec<u8> {
 
 /// `concurrency` workers POSTing the requests; request latencies (µs). Any answer but
 /// 200 fails the run: both sides have room, so a refusal would be a setup error.
-async fn otlp_load(settings: Settings, url: String) -> Histogram<u64> {
-    let requests = settings.events / settings.batch;
-    // Bodies made before the clock starts, so the client's encoding is not measured.
-    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..requests).map(|r| otlp_body(&settings, r)).collect());
+/// The OTLP request bodies of a run, made once before any clock starts: the client's
+/// encoding is not measured, and every system gets the same bytes.
+fn otlp_bodies(settings: &Settings) -> Arc<Vec<Vec<u8>>> {
+    Arc::new((0..settings.events / settings.batch).map(|r| otlp_body(settings, r)).collect())
+}
+
+async fn otlp_load(settings: Settings, bodies: Arc<Vec<Vec<u8>>>, url: String) -> Histogram<u64> {
     let next = Arc::new(AtomicUsize::new(0));
     let client = weir_tests::http();
     let mut workers = Vec::new();
@@ -448,11 +459,21 @@ impl Run<'_> {
         let expected = self.expected();
         let cpu = |pids: &[u32]| pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
         let start = Instant::now();
-        let arrivals = Arrivals::start(self.bootstrap, topic, format, expected, start);
+        // A load with answers (OTLP: each 200 follows Kafka's ack) is timed by its last
+        // answer, and its events are counted in Kafka after it, so the counting does not
+        // take CPU from the system measured. Syslog has no answers: its events are timed
+        // by when the consumer, reading while the load runs, saw the last one.
+        let acked = matches!(format, Format::Otlp | Format::WeirOtlp);
+        let arrivals = (!acked).then(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
         let cpu_before = cpu(pids);
         let request_latency = load.await;
-        let (seen, seconds, marks) = arrivals.finish(Duration::from_secs(180));
-        let cpu_used = cpu(pids) - cpu_before;
+        let answered = start.elapsed().as_secs_f64();
+        let cpu_answered = cpu(pids) - cpu_before;
+        let arrivals = arrivals.unwrap_or_else(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
+        let (seen, arrived, marks) = arrivals.finish(Duration::from_secs(180));
+        // Without answers the system still works after the load's last write: its CPU is
+        // counted until the consumer saw everything.
+        let (seconds, cpu_used) = if acked { (answered, cpu_answered) } else { (arrived, cpu(pids) - cpu_before) };
         let latency = request_latency.unwrap_or(marks);
         Outcome {
             events_per_s: expected as f64 / seconds,
@@ -476,7 +497,7 @@ impl Run<'_> {
         s
     }
 
-    async fn otelcol(&self, binary: &Path) -> Outcome {
+    async fn otelcol(&self, binary: &Path, bodies: &Arc<Vec<Vec<u8>>>) -> Outcome {
         let topic = self.topic("otelcol").await;
         let port = weir_tests::free_port();
         let config = self.dir.join("otelcol.yaml");
@@ -484,8 +505,8 @@ impl Run<'_> {
         let mut peer = Peer::spawn(binary, &["--config", config.to_str().unwrap()], self.dir.join("otelcol.log"));
         peer.wait_listening(port).await;
         let url = format!("http://127.0.0.1:{port}/v1/logs");
-        let settings = self.settings;
-        self.measure(&topic, Format::Otlp, &[peer.child.id()], async move { Some(otlp_load(settings, url).await) }).await
+        let (settings, bodies) = (self.settings, bodies.clone());
+        self.measure(&topic, Format::Otlp, &[peer.child.id()], async move { Some(otlp_load(settings, bodies, url).await) }).await
     }
 
     /// A weir-core writing to `topic`. A core digests the ingest topic by default (reads
@@ -507,13 +528,14 @@ impl Run<'_> {
         log.lines().filter(|line| line.contains("partition claimed") && !line.contains("another core")).count()
     }
 
-    async fn weir_otlp(&self, digest: bool) -> Outcome {
+    async fn weir_otlp(&self, digest: bool, bodies: &Arc<Vec<Vec<u8>>>) -> Outcome {
         let topic = self.topic("weir-otlp").await;
         let claims = self.digest_claims();
         let (_spec, core) = self.core(&topic, digest).await;
         let url = core.url("/v1/logs");
-        let settings = self.settings;
-        let outcome = self.measure(&topic, Format::Weir, &[core.pid()], async move { Some(otlp_load(settings, url).await) }).await;
+        let (settings, bodies) = (self.settings, bodies.clone());
+        let outcome =
+            self.measure(&topic, Format::WeirOtlp, &[core.pid()], async move { Some(otlp_load(settings, bodies, url).await) }).await;
         println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
         outcome
     }
@@ -663,18 +685,19 @@ fn with_digest() -> bool {
 }
 
 async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
+    let bodies = otlp_bodies(&run.settings);
     let weir = match with_digest() {
-        true => Some(run.weir_otlp(true).await),
+        true => Some(run.weir_otlp(true, &bodies).await),
         false => None,
     };
     if let Some(weir) = &weir {
         println!("{}", weir.line("OTLP/HTTP -> weir-core"));
     }
-    let ingest_only = run.weir_otlp(false).await;
+    let ingest_only = run.weir_otlp(false, &bodies).await;
     println!("{}", ingest_only.line("OTLP/HTTP -> weir-core, ingest-only"));
     match otelcol {
         Some(binary) => {
-            let peer = run.otelcol(&binary).await;
+            let peer = run.otelcol(&binary, &bodies).await;
             println!("{}", peer.line("OTLP/HTTP -> otelcol"));
             if let Some(weir) = &weir {
                 ratio("ratio weir-core / otelcol", weir, &peer);
