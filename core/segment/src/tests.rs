@@ -107,6 +107,15 @@ fn reading_one_repository_reads_only_its_row_groups() {
     let one = write(dir.path(), "seg-one", &rows, SegmentOptions::default());
     let repos: Vec<&str> = one.row_groups.iter().map(|g| g.repository.as_str()).collect();
     assert_eq!(repos, ["alpha", "beta", "gämma"]);
+
+    // Row groups that cross the writer's internal chunks of rows keep every row, in order.
+    let many: Vec<SegmentRow> = (0..10_000u32).map(|n| row("alpha", 100 + i64::from(n % 50), n)).collect();
+    let big = write(dir.path(), "seg-many", &many, SegmentOptions { max_rows_per_row_group: 3_000, ..Default::default() });
+    let counts: Vec<u64> = big.row_groups.iter().map(|g| g.rows).collect();
+    assert_eq!(counts, [3_000, 3_000, 3_000, 1_000]);
+    let reader = SegmentReader::open(&big.path).unwrap();
+    let back: Vec<SegmentRow> = reader.all_rows().unwrap().collect::<Result<_, _>>().unwrap();
+    assert!(back == many, "10 000 rows come back as written");
 }
 
 #[test]

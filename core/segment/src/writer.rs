@@ -78,10 +78,29 @@ pub struct WrittenSegment {
     pub row_groups: Vec<RowGroupEntry>,
 }
 
+/// A repository's rows, in chunks of [`CHUNK_ROWS`]: one growing `Vec` of rows was
+/// copied whole at each doubling (tens of MiB per segment, a tenth of the digest's time).
 #[derive(Default)]
 struct RepoBuffer {
-    rows: Vec<SegmentRow>,
+    chunks: Vec<Vec<SegmentRow>>,
+    n_rows: usize,
     bytes: usize,
+}
+
+const CHUNK_ROWS: usize = 4096;
+
+impl RepoBuffer {
+    fn push(&mut self, row: SegmentRow) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK_ROWS => chunk.push(row),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+                chunk.push(row);
+                self.chunks.push(chunk);
+            }
+        }
+        self.n_rows += 1;
+    }
 }
 
 /// Writes one segment; see the crate doc. Dropping it without [`finish`](Self::finish)
@@ -188,7 +207,7 @@ impl SegmentWriter {
             self.repositories.insert(row.repository.clone());
         }
         let buffer = self.buffers.entry(row.repository.clone()).or_default();
-        buffer.rows.push(row);
+        buffer.push(row);
         buffer.bytes += size;
         self.buffered_bytes += size;
         while self.buffered_bytes > self.options.max_buffered_bytes {
@@ -206,8 +225,13 @@ impl SegmentWriter {
         };
         self.buffered_bytes -= buffer.bytes;
         let writer = self.writer.as_mut().expect("writer present until finish");
-        for chunk in buffer.rows.chunks(self.options.max_rows_per_row_group) {
-            let batch = to_batch(chunk).map_err(|e| SegmentError::Encode {
+        let mut rows = buffer.chunks.iter().flatten();
+        let mut left = buffer.n_rows;
+        while left > 0 {
+            let n = left.min(self.options.max_rows_per_row_group);
+            left -= n;
+            let group: Vec<&SegmentRow> = rows.by_ref().take(n).collect();
+            let batch = to_batch(&group).map_err(|e| SegmentError::Encode {
                 path: self.tmp_path.clone(),
                 source: parquet::errors::ParquetError::General(format!("building the arrow batch: {e}")),
             })?;
@@ -397,7 +421,7 @@ fn json_size(value: &serde_json::Value) -> usize {
     }
 }
 
-fn to_batch(rows: &[SegmentRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
+fn to_batch(rows: &[&SegmentRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let timestamps: TimestampMillisecondArray = rows.iter().map(|r| Some(r.timestamp_ms)).collect();
     let ingest: TimestampMillisecondArray = rows.iter().map(|r| Some(r.ingest_timestamp_ms)).collect();
     let raw: StringArray = rows.iter().map(|r| Some(r.raw.as_str())).collect();
@@ -413,8 +437,11 @@ fn to_batch(rows: &[SegmentRow]) -> Result<RecordBatch, arrow_schema::ArrowError
         tags.append(true)?;
     }
     let mut fields = StringBuilder::with_capacity(rows.len(), 0);
+    let mut json = Vec::new();
     for row in rows {
-        fields.append_value(serde_json::to_string(&row.fields).expect("a JSON map serializes"));
+        json.clear();
+        serde_json::to_writer(&mut json, &row.fields).expect("a JSON map serializes");
+        fields.append_value(std::str::from_utf8(&json).expect("serde_json writes UTF-8"));
     }
     let parser: StringArray = rows.iter().map(|r| r.parser.as_deref()).collect();
     let mut error = BooleanBuilder::with_capacity(rows.len());

@@ -150,14 +150,19 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
     }
 
     fn batch_rows(&self, offset: u64, batch: EventBatch, out: &mut Vec<SegmentRow>) -> RecordOutcome {
-        let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, events } = batch;
+        let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, mut events } = batch;
         let chosen = self.parsers.and_then(|registry| match parser.as_deref() {
             Some(asked) if registry.has_parser(asked) => Some(asked.to_owned()),
             _ => registry.parser_for(&repository).map(str::to_owned),
         });
-        let base = |event: &Event| {
+        // The batch's attributes, then the event's own (moved, not copied: this runs per
+        // event), which win on a name both have.
+        let base = |own: serde_json::Map<String, serde_json::Value>| {
+            if attributes.is_empty() {
+                return own;
+            }
             let mut fields = attributes.clone();
-            fields.extend(event.attributes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            fields.extend(own);
             fields
         };
         let row = |index: usize, raw: String, timestamp_ms: i64, fields, parser: Option<String>, error: Option<String>| SegmentRow {
@@ -174,9 +179,9 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
         };
         let (Some(registry), Some(parser_name)) = (self.parsers, chosen) else {
             let n = events.len() as u64;
-            for (i, event) in events.iter().enumerate() {
+            for (i, event) in events.into_iter().enumerate() {
                 let ts = event.timestamp_ms.unwrap_or(ingest_ts_ms);
-                out.push(row(i, event.raw.clone(), ts, base(event), None, None));
+                out.push(row(i, event.raw, ts, base(event.attributes), None, None));
             }
             return RecordOutcome { events: n, ..RecordOutcome::default() };
         };
@@ -195,8 +200,12 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
         let aligned = parsed.len() == events.len();
         let mut outcome = RecordOutcome::default();
         for (i, event) in parsed.into_iter().enumerate() {
+            let source = aligned.then(|| &mut events[i]);
+            let mut fields = match source {
+                Some(source) => base(std::mem::take(&mut source.attributes)),
+                None => attributes.clone(),
+            };
             let source = aligned.then(|| &events[i]);
-            let mut fields = source.map_or_else(|| attributes.clone(), base);
             let columns = split_fields(event.fields, &mut fields, &parser_name);
             let timestamp_ms = event
                 .timestamp_ns
