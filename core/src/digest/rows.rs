@@ -12,7 +12,7 @@ use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
 use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, Field, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_proto::event::now_ms;
-use weir_proto::{Event, EventBatch};
+use weir_proto::EventBatch;
 use weir_segment::SegmentRow;
 
 use crate::kafka::ingest_reader::{IngestRecord, RecordBatch};
@@ -273,7 +273,7 @@ mod tests {
             parser: None,
             ingest_ts_ms: 1_000,
             attributes: serde_json::Map::from_iter([("site".to_owned(), serde_json::json!("a"))]),
-            events: raws.iter().map(|r| Event::raw(*r)).collect(),
+            events: raws.iter().map(|r| weir_proto::Event::raw(*r)).collect(),
         };
         batch.events[0].timestamp_ms = Some(500);
         serde_json::to_vec(&batch).unwrap()
