@@ -496,6 +496,34 @@ async fn handle_request<T>(
             );
         }
     };
+    // What decoding holds beyond the body's share, where a format can decode to many
+    // times its size (OTLP protobuf: empty log records are 2 bytes each on the wire).
+    let overhead = match flavor {
+        Flavor::Otlp(encoding) => otlp::decoded_overhead(&body, encoding),
+        _ => 0,
+    };
+    if overhead > 0 {
+        if overhead > state.budget.total_bytes() {
+            return error(
+                flavor,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!(
+                    "the request decodes to about {overhead} bytes of log records, more than this node's whole budget of {} bytes for requests in progress",
+                    state.budget.total_bytes()
+                ),
+                "nothing of this request was ingested: send fewer log records per request",
+                6,
+                None,
+            );
+        }
+        match state.budget.try_take(overhead) {
+            Some(more) => share.merge(more),
+            None => {
+                metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
+                return over_budget();
+            }
+        }
+    }
     let target = Target {
         repository: &token.repository,
         parser: token.parser.as_deref(),
@@ -671,7 +699,7 @@ fn is_gzip(headers: &HeaderMap) -> Result<bool, String> {
 
 /// Budget a request takes per body byte: the body, and the events decoded from it (which
 /// copy its text).
-const DECODED_FACTOR: usize = 2;
+pub(crate) const DECODED_FACTOR: usize = 2;
 
 enum Gunzip {
     TooLarge,
@@ -887,6 +915,51 @@ mod tests {
             assert_eq!(request.await.unwrap().status(), StatusCode::OK);
         }
         assert_eq!(send(app.clone()).await.status(), StatusCode::OK, "permits come back");
+    }
+
+    /// A protobuf body of empty log records (2 bytes each on the wire) is budgeted for what
+    /// it decodes to: 413 when that is more than the whole budget, 429 when the budget is
+    /// busy, accepted when it fits; nothing reaches the sink unless accepted.
+    #[tokio::test]
+    async fn otlp_records_are_budgeted_before_they_are_decoded() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use prost::Message;
+        let body = |records: usize| {
+            let scope = ScopeLogs { log_records: vec![LogRecord::default(); records], ..Default::default() };
+            ExportLogsServiceRequest { resource_logs: vec![ResourceLogs { scope_logs: vec![scope], ..Default::default() }] }.encode_to_vec()
+        };
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
+        let config = HttpIngestConfig {
+            max_body_bytes: 1 << 20,
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
+            ..HttpIngestConfig::default()
+        };
+        let post = |body: Vec<u8>| {
+            Request::post("/v1/logs")
+                .header("authorization", "Bearer t")
+                .header("content-type", "application/x-protobuf")
+                .body(Body::from(body))
+                .unwrap()
+        };
+        // 100 000 records: about 200 KB on the wire, tens of MB decoded; the budget is 8 MiB.
+        let budget = MemoryBudget::new(8 << 20);
+        let response = router(&config, sink.clone(), budget.clone()).oneshot(post(body(100_000))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let answer = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer).contains("fewer log records"), "{answer:?}");
+        assert!(sink.received.lock().unwrap().is_empty());
+        assert_eq!(budget.available_bytes(), budget.total_bytes(), "the refused request gave its share back");
+
+        // 1 000 records fit, unless another request holds the budget.
+        let held = budget.try_take(budget.total_bytes() - (64 << 10)).unwrap();
+        let response = router(&config, sink.clone(), budget.clone()).oneshot(post(body(1_000))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(sink.received.lock().unwrap().is_empty());
+        drop(held);
+        let response = router(&config, sink.clone(), budget).oneshot(post(body(1_000))).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(sink.received.lock().unwrap().iter().map(|r| r.n_events).sum::<usize>(), 1_000);
     }
 
     #[tokio::test]

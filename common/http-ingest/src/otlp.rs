@@ -107,6 +107,62 @@ pub fn status_body(encoding: Encoding, status: StatusCode, message: &str, hint: 
     }
 }
 
+/// Bytes that decoding a protobuf request holds beyond [`DECODED_FACTOR`]×its size, for
+/// the node's memory budget: a log record costs 2 bytes on the wire at least but a
+/// `LogRecord` and an [`Event`] in memory, so a body of empty records would decode to a
+/// hundred times its size. Counted on the wire format (resource_logs = 1 → scope_logs = 2
+/// → log_records = 2) before prost allocates anything; 0 for OTLP-JSON, where a record
+/// takes more bytes of text than of memory, and for a body that is not protobuf (the
+/// decoder then answers why).
+///
+/// [`DECODED_FACTOR`]: crate::DECODED_FACTOR
+pub fn decoded_overhead(body: &[u8], encoding: Encoding) -> usize {
+    const PER_RECORD: usize = std::mem::size_of::<LogRecord>() + std::mem::size_of::<Event>() + 64;
+    match encoding {
+        Encoding::Json => 0,
+        Encoding::Protobuf => log_records(body).map_or(0, |n| n.saturating_mul(PER_RECORD)),
+    }
+}
+
+/// Log records in a protobuf `ExportLogsServiceRequest`, from the wire format only; `None`
+/// when the bytes are not well-formed protobuf.
+fn log_records(body: &[u8]) -> Option<usize> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    /// Calls `each` with the number and bytes of every length-delimited field of a message.
+    fn fields(mut buf: &[u8], each: &mut dyn FnMut(u32, &[u8]) -> Option<()>) -> Option<()> {
+        while !buf.is_empty() {
+            let (tag, wire_type) = decode_key(&mut buf).ok()?;
+            match wire_type {
+                WireType::LengthDelimited => {
+                    let len = usize::try_from(decode_varint(&mut buf).ok()?).ok()?;
+                    let body = buf.get(..len)?;
+                    each(tag, body)?;
+                    buf = &buf[len..];
+                }
+                WireType::Varint => {
+                    decode_varint(&mut buf).ok()?;
+                }
+                WireType::SixtyFourBit => buf = buf.get(8..)?,
+                WireType::ThirtyTwoBit => buf = buf.get(4..)?,
+                WireType::StartGroup | WireType::EndGroup => return None,
+            }
+        }
+        Some(())
+    }
+    let mut n = 0usize;
+    fields(body, &mut |tag, resource_logs| match tag {
+        1 => fields(resource_logs, &mut |tag, scope_logs| match tag {
+            2 => fields(scope_logs, &mut |tag, _| {
+                n += usize::from(tag == 2);
+                Some(())
+            }),
+            _ => Some(()),
+        }),
+        _ => Some(()),
+    })?;
+    Some(n)
+}
+
 /// Decodes a whole request; any error refuses all of it.
 pub fn decode(body: &[u8], encoding: Encoding, target: &Target) -> Result<Vec<EventBatch>, FormatError> {
     let request = match encoding {
@@ -288,6 +344,18 @@ mod tests {
         (0..depth).fold(string("leaf"), |inner, _| {
             any_value::Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(inner) }] })
         })
+    }
+
+    #[test]
+    fn empty_records_are_budgeted_for_what_they_decode_to() {
+        let records = 100_000;
+        let body = request((0..records).map(|_| LogRecord::default()).collect()).encode_to_vec();
+        assert!(body.len() < 4 * records, "2 bytes per empty record on the wire: {}", body.len());
+        let overhead = decoded_overhead(&body, Encoding::Protobuf);
+        assert!(overhead >= records * (std::mem::size_of::<LogRecord>() + std::mem::size_of::<Event>()), "{overhead}");
+        assert_eq!(log_records(&body), Some(records));
+        assert_eq!(decoded_overhead(b"\xff\xff not protobuf", Encoding::Protobuf), 0, "left to the decoder's answer");
+        assert_eq!(decoded_overhead(&body, Encoding::Json), 0);
     }
 
     #[test]
