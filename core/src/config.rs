@@ -125,11 +125,20 @@ pub struct LimitsConfig {
     /// Edge connections held at once; more are refused during the handshake.
     #[serde(default = "default_max_edge_connections")]
     pub max_edge_connections: usize,
+    /// Bytes of segment files fetched from other cores for queries kept on disk
+    /// (`<data_dir>/segments-fetched`); past it the least recently used go (files used in
+    /// the last minute stay).
+    #[serde(default = "default_fetched_segments_bytes")]
+    pub fetched_segments_bytes: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { in_flight_bytes: default_in_flight_bytes(), max_edge_connections: default_max_edge_connections() }
+        LimitsConfig {
+            in_flight_bytes: default_in_flight_bytes(),
+            max_edge_connections: default_max_edge_connections(),
+            fetched_segments_bytes: default_fetched_segments_bytes(),
+        }
     }
 }
 
@@ -138,6 +147,9 @@ fn default_in_flight_bytes() -> usize {
 }
 fn default_max_edge_connections() -> usize {
     1024
+}
+fn default_fetched_segments_bytes() -> u64 {
+    10 << 30
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,7 @@ pub mod certs;
 pub mod config;
 pub mod digest;
 pub mod edge_endpoint;
+pub mod fetched;
 pub mod heartbeat;
 pub mod ingest;
 pub mod kafka;
@@ -136,7 +137,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         node_id: config.node_id.clone(),
         global: global.clone(),
         segments_dir: digest::segments_dir(&config.data_dir),
-        fetched_dir: config.data_dir.join(FETCHED_DIR),
+        fetched: Arc::new(fetched::FetchedCache::open(config.data_dir.join(FETCHED_DIR), config.limits.fetched_segments_bytes)),
         client: config.quic.as_ref().map(|q| peer::PeerClient::new(&q.tls)).transpose()?,
     });
     let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?

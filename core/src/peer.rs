@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use weir_global::SegmentInfo;
 use weir_node::tls::TlsFiles;
 
+use crate::fetched::FetchedCache;
 use crate::kafka::global_log::GlobalLog;
 
 const MAX_REQUEST_BYTES: usize = 1024;
@@ -200,14 +201,14 @@ impl PeerClient {
     }
 }
 
-/// Where a query finds a segment's file: this node's own segments directory, the
-/// directory of files fetched before, or another core that has a copy (fetched, verified
-/// and kept in `fetched_dir`).
+/// Where a query finds a segment's file: this node's own segments directory, the files
+/// fetched before, or another core that has a copy (fetched, verified and kept in the
+/// bounded [`FetchedCache`]).
 pub struct SegmentFiles {
     pub node_id: String,
     pub global: Arc<GlobalLog>,
     pub segments_dir: PathBuf,
-    pub fetched_dir: PathBuf,
+    pub fetched: Arc<FetchedCache>,
     /// `None` on a core without a QUIC endpoint (no certificate to present to peers).
     pub client: Option<PeerClient>,
 }
@@ -215,11 +216,14 @@ pub struct SegmentFiles {
 impl SegmentFiles {
     pub async fn local_path(&self, segment: &SegmentInfo) -> Result<PathBuf, FetchError> {
         let name = weir_segment::segment_file_name(&segment.segment_id);
-        for dir in [&self.segments_dir, &self.fetched_dir] {
-            let path = dir.join(&name);
-            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-                return Ok(path);
-            }
+        let own = self.segments_dir.join(&name);
+        if tokio::fs::try_exists(&own).await.unwrap_or(false) {
+            return Ok(own);
+        }
+        let fetched = self.fetched.dir().join(&name);
+        if tokio::fs::try_exists(&fetched).await.unwrap_or(false) {
+            self.fetched.touch(&name);
+            return Ok(fetched);
         }
         let no_copy = || FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         let client = self.client.as_ref().ok_or_else(no_copy)?;
@@ -245,9 +249,20 @@ impl SegmentFiles {
                 last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
                 continue;
             };
-            match client.fetch(&node, addr, segment, &self.fetched_dir).await {
+            match client.fetch(&node, addr, segment, self.fetched.dir()).await {
                 Ok(path) => {
                     metrics::counter!("weir_segments_fetched_total").increment(1);
+                    let bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+                    let (cache, global) = (self.fetched.clone(), self.global.clone());
+                    let name = name.clone();
+                    // Eviction removes files: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        cache.added(&name, bytes, |file| {
+                            let id = file.strip_suffix(".parquet").unwrap_or(file);
+                            global.read(|state| state.segment(id).is_some())
+                        })
+                    })
+                    .await;
                     return Ok(path);
                 }
                 Err(error) => {
