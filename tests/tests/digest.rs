@@ -284,7 +284,8 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
 
 /// Runs `weir-core ARGS CONFIG`: (success, stdout, stderr).
 /// OTLP and Elasticsearch `_bulk` events go through the same digest: each stored once,
-/// with the documented fields (README "Shippers"), and the read API finds them by field.
+/// with the documented fields (README "Shippers"); the read API finds them by field, and
+/// DuckDB reads them from the digest's own segment files.
 #[tokio::test(flavor = "multi_thread")]
 async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
     init_tracing();
@@ -343,6 +344,23 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
     let events = query(&client, &core, "severity_text=WARN resource.service.name=checkout").await.expect("query");
     let found: BTreeSet<String> = events.iter().map(|e| e["@rawstring"].as_str().unwrap().to_owned()).collect();
     assert_eq!(found, (0..3).map(|i| format!("{run}-otlp-{i}")).collect::<BTreeSet<_>>());
+
+    // DuckDB (no Weir code) reads the digest's own files: the same events, the same fields.
+    let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/segment/tests/duckdb-setup.sh");
+    let output = std::process::Command::new("bash").arg(&setup).output().expect("run duckdb-setup.sh");
+    assert!(output.status.success(), "DuckDB venv: {}", String::from_utf8_lossy(&output.stderr));
+    let python = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().trim().to_owned();
+    let sql = format!(
+        "select \"@rawstring\", json_extract_string(fields, '$.\"resource.service.name\"') from read_parquet('{}/segments/*.parquet') \
+         where \"@rawstring\" like '{run}-otlp-%' order by 1",
+        spec.data_dir.display()
+    );
+    let script = format!("import duckdb, json\nprint(json.dumps(duckdb.sql({sql:?}).fetchall()))");
+    let output = std::process::Command::new(&python).arg("-c").arg(&script).output().expect("run DuckDB");
+    assert!(output.status.success(), "DuckDB: {}", String::from_utf8_lossy(&output.stderr));
+    let read: Vec<(String, String)> = serde_json::from_slice(&output.stdout).expect("DuckDB's rows as JSON");
+    let expected: Vec<(String, String)> = (0..3).map(|i| (format!("{run}-otlp-{i}"), "checkout".to_owned())).collect();
+    assert_eq!(read, expected);
 }
 
 async fn weir_core_cli(args: &[&str], config: &Path) -> (bool, String, String) {
