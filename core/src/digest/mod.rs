@@ -72,8 +72,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         let now_ms = weir_proto::event::now_ms().max(0) as u64;
         let (desired, current) = ctx.global.read(|state| {
             let live = assign::live_nodes(state, now_ms, ctx.config.node_timeout_ms);
-            let desired = assign::desired_owners(n_partitions, &live);
             let current: BTreeMap<u32, _> = (0..n_partitions).map(|p| (p, state.partition(p))).collect();
+            let owners = current.iter().map(|(p, s)| (*p, s.owner.clone())).collect();
+            let desired = assign::desired_owners(n_partitions, &live, &owners);
             (desired, current)
         });
         for (p, state) in current {
