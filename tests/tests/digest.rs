@@ -363,6 +363,51 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
     assert_eq!(read, expected);
 }
 
+/// A core stopped with SIGTERM registers the segment it was building: its events are
+/// stored although the flush interval (2 minutes here) never came, and the next owner
+/// resumes after them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_registers_the_segment_being_built() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-stop"), &certs);
+    spec.digest_flush_ms = 120_000;
+    let mut core = core_process(&spec, dir.path()).await;
+    let client = http();
+    let run = unique("stop");
+    let url = format!("http://{}", core.http);
+    let acknowledged = load(&client, &run, 5, 20, |_| url.clone()).await;
+    assert_eq!(acknowledged.len(), 100);
+    // The digest has read every event (its counter), but no flush is due for minutes.
+    eventually("the digest read every event", WAIT, || {
+        let client = client.clone();
+        let url = core.url("/metrics");
+        async move {
+            let text = client.get(url).send().await.ok()?.text().await.ok()?;
+            let read: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("weir_digest_events_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            (read >= 100.0).then_some(())
+        }
+    })
+    .await;
+    let config = spec.config(dir.path());
+    let before = global_state(&config).await.expect("Global");
+    assert!((0..2).all(|p| before.segments(p).is_empty()), "no segment before the stop");
+    let status = tokio::task::block_in_place(|| core.terminate(Duration::from_secs(30)));
+    assert!(status.success(), "{status}");
+    assert!(core.log_tail().contains("digest stopped after registering its last segment"), "{}", core.log_tail());
+    let stored = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
+    let raws = stored.raws();
+    for raw in &acknowledged {
+        assert_eq!(raws.get(raw), Some(&1), "{raw} stored once");
+    }
+}
+
 async fn weir_core_cli(args: &[&str], config: &Path) -> (bool, String, String) {
     let (args, config): (Vec<String>, PathBuf) = (args.iter().map(|a| a.to_string()).collect(), config.to_owned());
     let output = tokio::task::spawn_blocking(move || {

@@ -75,8 +75,17 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
     let lag = metrics::gauge!("weir_digest_lag_records", "partition" => partition.to_string());
     loop {
         if cancel.is_cancelled() {
-            // The unfinished segment's temporary file goes with the writer; its records
-            // stay in Kafka for whoever digests the partition next.
+            // What was read so far is registered, so the next owner resumes after it
+            // instead of digesting it again: on a graceful stop Global accepts it, and
+            // after a lost claim it refuses it and the file is deleted. Should Global not
+            // answer, the file is left for the next start's cleanup and the records stay
+            // in Kafka for whoever digests the partition next.
+            if let Some(done) = building.take() {
+                if let Err(exit) = flush(ctx, partition, epoch, done, position, cancel) {
+                    return exit;
+                }
+                tracing::info!(partition, epoch, up_to = position, "digest stopped after registering its last segment");
+            }
             return Exit::Shutdown;
         }
         let due = building
