@@ -78,8 +78,8 @@ pub struct WrittenSegment {
     pub row_groups: Vec<RowGroupEntry>,
 }
 
-/// A repository's rows, in chunks of [`CHUNK_ROWS`]: one growing `Vec` of rows was
-/// copied whole at each doubling (tens of MiB per segment, a tenth of the digest's time).
+/// A repository's rows, in chunks of at most [`CHUNK_ROWS`]: one growing `Vec` of rows
+/// was copied whole at each doubling (tens of MiB for a 64 MiB segment).
 #[derive(Default)]
 struct RepoBuffer {
     chunks: Vec<Vec<SegmentRow>>,
@@ -93,11 +93,9 @@ impl RepoBuffer {
     fn push(&mut self, row: SegmentRow) {
         match self.chunks.last_mut() {
             Some(chunk) if chunk.len() < CHUNK_ROWS => chunk.push(row),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-                chunk.push(row);
-                self.chunks.push(chunk);
-            }
+            // Grown as rows come (a repository with a few rows holds a few), but never
+            // past one chunk, so a doubling copies at most a chunk.
+            _ => self.chunks.push(vec![row]),
         }
         self.n_rows += 1;
     }
@@ -437,11 +435,8 @@ fn to_batch(rows: &[&SegmentRow]) -> Result<RecordBatch, arrow_schema::ArrowErro
         tags.append(true)?;
     }
     let mut fields = StringBuilder::with_capacity(rows.len(), 0);
-    let mut json = Vec::new();
     for row in rows {
-        json.clear();
-        serde_json::to_writer(&mut json, &row.fields).expect("a JSON map serializes");
-        fields.append_value(std::str::from_utf8(&json).expect("serde_json writes UTF-8"));
+        fields.append_value(serde_json::to_string(&row.fields).expect("a JSON map serializes"));
     }
     let parser: StringArray = rows.iter().map(|r| r.parser.as_deref()).collect();
     let mut error = BooleanBuilder::with_capacity(rows.len());
