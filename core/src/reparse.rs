@@ -8,6 +8,12 @@
 //! the repository outside the time range, are copied unchanged. The old files are deleted
 //! after a grace period, so a query that listed them just before the swap can finish.
 //!
+//! Segments whose files are on other cores are fetched from them first, over the peer
+//! channel the read API uses (the node's own certificate, blake3 checked against Global),
+//! into this node's fetched-segment directory; the new files are this node's. Old files
+//! on other cores stop being registered with the swap and are removed by those cores'
+//! cleanup of unregistered files at their next start.
+//!
 //! Must never: change which events a segment holds or its offsets, or delete an old file
 //! before Global applied the swap.
 
@@ -24,7 +30,9 @@ use crate::config::CoreConfig;
 use crate::digest::partition::{node_copy, segment_info};
 use crate::digest::rows::split_fields;
 use crate::digest::segments_dir;
+use crate::fetched::FetchedCache;
 use crate::kafka::global_log::{GlobalLog, SNAPSHOT_FILE};
+use crate::peer::{PeerClient, SegmentFiles};
 
 /// What to re-parse.
 #[derive(Debug, Clone)]
@@ -51,8 +59,12 @@ pub enum ReparseError {
     NoParser(String),
     #[error("Global did not catch up: {0}")]
     NotReady(String),
-    #[error("segments {0:?} are not on this node (see `weir-core segments ls`): run reparse on the node that has them")]
+    #[error("segments {0:?} are not on this node and this node has no [quic] section to fetch them from other cores: run reparse on the node that has them")]
     NotLocal(Vec<String>),
+    #[error("cannot fetch a segment from another core: {0}")]
+    Fetch(#[from] crate::peer::FetchError),
+    #[error("cannot set up fetching from other cores: {0}")]
+    PeerSetup(#[from] crate::peer::PeerSetupError),
     #[error(transparent)]
     Segment(#[from] weir_segment::SegmentError),
     #[error("Global refused the swap: {0}")]
@@ -91,11 +103,15 @@ pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(Strin
     if !summary.old.is_empty() {
         progress(format!("swapped {} segments; old files are deleted in {} s", summary.old.len(), request.grace.as_secs()));
         tokio::time::sleep(request.grace).await;
-        let dir = segments_dir(&config.data_dir);
-        for id in &summary.old {
-            let path = dir.join(weir_segment::segment_file_name(id));
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot delete a replaced segment");
+        // This node's old files, and the copies it fetched; other cores remove theirs.
+        for dir in [segments_dir(&config.data_dir), config.data_dir.join(crate::FETCHED_DIR)] {
+            for id in &summary.old {
+                let path = dir.join(weir_segment::segment_file_name(id));
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(error) => tracing::warn!(path = %path.display(), %error, "cannot delete a replaced segment"),
+                }
             }
         }
     }
@@ -136,9 +152,17 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
         .filter(|s| !dir.join(weir_segment::segment_file_name(&s.segment_id)).is_file())
         .map(|s| s.segment_id.clone())
         .collect();
-    if !missing.is_empty() {
-        return Err(ReparseError::NotLocal(missing));
-    }
+    let files = match (&config.quic, missing.is_empty()) {
+        (_, true) => None,
+        (None, false) => return Err(ReparseError::NotLocal(missing)),
+        (Some(quic), false) => Some(SegmentFiles {
+            node_id: config.node_id.clone(),
+            global: global.clone(),
+            segments_dir: dir.clone(),
+            fetched: Arc::new(FetchedCache::open(config.data_dir.join(crate::FETCHED_DIR), config.limits.fetched_segments_bytes)),
+            client: Some(PeerClient::new(&quic.tls)?),
+        }),
+    };
     let parsers_config = config.parsers.clone();
     let registry = Arc::new(tokio::task::spawn_blocking(move || ParserRegistry::new(&parsers_config)).await.expect("plugin loading task")?);
     let parser = match &request.parser {
@@ -149,9 +173,17 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
     let mut summary = Summary::default();
     let mut new = Vec::new();
     for (i, old) in selected.iter().enumerate() {
+        let source = match &files {
+            Some(files) if missing.contains(&old.segment_id) => {
+                let path = files.local_path(old).await?;
+                progress(format!("fetched segment {} from another core", old.segment_id));
+                path
+            }
+            _ => dir.join(weir_segment::segment_file_name(&old.segment_id)),
+        };
         let (registry, old_info, dir, request, parser) = (registry.clone(), old.clone(), dir.clone(), request.clone(), parser.clone());
         let (info, reparsed, failed) =
-            tokio::task::spawn_blocking(move || rewrite(&registry, &parser, &old_info, &dir, &request)).await.expect("rewrite task")?;
+            tokio::task::spawn_blocking(move || rewrite(&registry, &parser, &old_info, &source, &dir, &request)).await.expect("rewrite task")?;
         summary.reparsed_events += reparsed;
         summary.failed_events += failed;
         summary.old.push(old.segment_id.clone());
@@ -192,9 +224,17 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
     }
 }
 
-/// Writes the re-parsed copy of one segment; returns its Global entry and the counts.
-fn rewrite(registry: &ParserRegistry, parser: &str, old: &SegmentInfo, dir: &std::path::Path, request: &Request) -> Result<(SegmentInfo, u64, u64), ReparseError> {
-    let reader = SegmentReader::open(&dir.join(weir_segment::segment_file_name(&old.segment_id)))?;
+/// Writes the re-parsed copy of one segment (its file at `source`) into `dir`; returns its
+/// Global entry and the counts.
+fn rewrite(
+    registry: &ParserRegistry,
+    parser: &str,
+    old: &SegmentInfo,
+    source: &std::path::Path,
+    dir: &std::path::Path,
+    request: &Request,
+) -> Result<(SegmentInfo, u64, u64), ReparseError> {
+    let reader = SegmentReader::open(source)?;
     let nonce = blake3::hash(format!("{}:{:?}", old.segment_id, std::time::SystemTime::now()).as_bytes()).to_hex();
     let segment_id = format!("p{}-o{}-r{}", old.partition, old.offset_start, &nonce[..12]);
     let meta = SegmentMeta { segment_id, partition: old.partition as i32, offset_start: old.offset_start as i64 };

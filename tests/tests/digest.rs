@@ -818,6 +818,73 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     drop(core);
 }
 
+/// Re-parse on one core of two: the segments the other core digested are fetched from it
+/// over the peer channel, and every new segment is written, registered and held by the
+/// core that ran it.
+#[tokio::test(flavor = "multi_thread")]
+async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut one, mut two) = two_specs(&bootstrap, dir.path());
+    let unrouted = |spec: &CoreSpec| parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "");
+    one.extra_toml = unrouted(&one);
+    two.extra_toml = unrouted(&two);
+    let core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let config = two.config(dir.path());
+    eventually("the partitions spread over both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await?;
+            let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
+            (owners.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let client = http();
+    let run = unique("reparse-2");
+    let url = format!("http://{}", core_1.http);
+    let acknowledged = load(&client, &run, 10, 4, |_| url.clone()).await;
+    assert_eq!(acknowledged.len(), 40);
+    let data_dirs = [one.data_dir.clone(), two.data_dir.clone()];
+    let before = stored(&config, &data_dirs).await;
+    let on_core_1 = before
+        .state
+        .partitions()
+        .flat_map(|p| before.state.segments(p))
+        .filter(|s| one.data_dir.join("segments").join(weir_segment::segment_file_name(&s.info.segment_id)).is_file())
+        .count();
+    assert!(on_core_1 > 0, "core-1 digested some of the events");
+
+    let (ok, stdout, stderr) = weir_core_cli(
+        &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "kv", "--grace-s", "0", "--config"],
+        &dir.path().join("core-2.toml"),
+    )
+    .await;
+    // kv is not configured: refused by name before anything is fetched.
+    assert!(!ok && stderr.contains("\"kv\""), "{stderr}");
+    let (ok, stdout2, stderr2) = weir_core_cli(
+        &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "0", "--config"],
+        &dir.path().join("core-2.toml"),
+    )
+    .await;
+    assert!(ok, "reparse failed:\n{stdout}{stdout2}\n{stderr}{stderr2}");
+    assert!(stderr2.contains("fetched segment") || stdout2.contains("fetched segment"), "{stdout2}\n{stderr2}");
+    let after = stored(&config, &data_dirs).await;
+    let raws = after.raws();
+    for raw in &acknowledged {
+        assert_eq!(raws.get(raw), Some(&1), "{raw} once after the swap");
+        assert_eq!(after.row(raw).parser.as_deref(), Some("json"), "{raw} re-parsed");
+    }
+    for segment in after.state.partitions().flat_map(|p| after.state.segments(p)) {
+        let name = weir_segment::segment_file_name(&segment.info.segment_id);
+        assert!(two.data_dir.join("segments").join(&name).is_file(), "{name} is core-2's");
+        assert!(segment.copies.contains(&weir_global::Location::Node("core-2".into())), "{name}: {:?}", segment.copies);
+    }
+    drop((core_1, core_2));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
     init_tracing();
