@@ -12,7 +12,7 @@
 //! channel the read API uses (the node's own certificate, blake3 checked against Global),
 //! into this node's fetched-segment directory; the new files are this node's. Old files
 //! on other cores stop being registered with the swap and are removed by those cores'
-//! cleanup of unregistered files at their next start.
+//! sweep for unregistered files (`digest`, every 10 minutes, files older than that).
 //!
 //! Must never: change which events a segment holds or its offsets, or delete an old file
 //! before Global applied the swap.
