@@ -142,7 +142,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     });
     let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?
         .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
-    let app = weir_http_ingest::router(&config.ingest, sink, budget).merge(weir_query::router(Arc::new(query)));
+    let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget).merge(weir_query::router(Arc::new(query)));
 
     let segments_dir = digest::segments_dir(&config.data_dir);
     std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir.clone(), source })?;
@@ -208,6 +208,19 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         http
     });
     Ok(RunningCore { http_addr, quic_addr, task, global: running_global })
+}
+
+/// The HTTP ingest settings with `[parsers.by_token]` applied: a token without a
+/// `parser` key of its own gets the parser `by_token` names for it, which the batches it
+/// sends then carry into Kafka (the digest never sees tokens). A token's own key wins.
+fn ingest_tokens_with_parsers(config: &CoreConfig) -> weir_http_ingest::HttpIngestConfig {
+    let mut ingest = config.ingest.clone();
+    for token in &mut ingest.tokens {
+        if token.parser.is_none() {
+            token.parser = config.parsers.by_token.get(&token.token).cloned();
+        }
+    }
+    ingest
 }
 
 /// What heartbeats announce: the HTTP address, then the QUIC one (`peer::SegmentFiles`

@@ -363,6 +363,31 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
     assert_eq!(read, expected);
 }
 
+/// `[parsers.by_token]` names the parser of a core's ingest token that has none of its
+/// own: the events it sends are parsed by it although no repository route does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-by-token"), &certs);
+    spec.extra_toml = parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "")
+        + &format!("[parsers.by_token]\n\"{TOKEN}\" = \"json\"\n");
+    let core = core_process(&spec, dir.path()).await;
+    let client = http();
+    let run = unique("by-token");
+    let lines: Vec<String> = (0..5).map(|i| json_line(&run, i)).collect();
+    let body = json!([{"messages": lines}]).to_string();
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-unstructured", &format!("Bearer {TOKEN}"), body).await, 200);
+    let stored = stored(&spec.config(dir.path()), std::slice::from_ref(&spec.data_dir)).await;
+    for line in &lines {
+        let row = stored.row(line);
+        assert_eq!(row.parser.as_deref(), Some("json"), "{row:?}");
+        assert!(row.fields.contains_key("n"), "parsed: {row:?}");
+    }
+}
+
 /// A core stopped with SIGTERM registers the segment it was building: its events are
 /// stored although the flush interval (2 minutes here) never came, and the next owner
 /// resumes after them.
