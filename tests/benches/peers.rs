@@ -121,48 +121,12 @@ fn count_and_marks(format: Format, payload: &[u8], marks: &mut Vec<u64>) -> usiz
             }
             batch.events.len()
         }
-        Format::Otlp => otlp_log_records(payload),
+        Format::Otlp => weir_http_ingest::otlp::log_records(payload).expect("a Collector record is OTLP logs"),
         Format::Line => {
             scan(&String::from_utf8_lossy(payload));
             1
         }
     }
-}
-
-/// Log records in an `ExportLogsServiceRequest` (resource_logs = 1 → scope_logs = 2 →
-/// log_records = 2), counted from the wire format without decoding a record.
-fn otlp_log_records(payload: &[u8]) -> usize {
-    use prost::encoding::{WireType, decode_key, decode_varint};
-    fn fields(mut buf: &[u8], mut each: impl FnMut(u32, &[u8])) {
-        while !buf.is_empty() {
-            let (tag, wire_type) = decode_key(&mut buf).expect("an OTLP field key");
-            match wire_type {
-                WireType::LengthDelimited => {
-                    let len = decode_varint(&mut buf).expect("an OTLP field length") as usize;
-                    let (body, rest) = buf.split_at(len);
-                    each(tag, body);
-                    buf = rest;
-                }
-                WireType::Varint => {
-                    decode_varint(&mut buf).expect("an OTLP varint");
-                }
-                WireType::SixtyFourBit => buf = &buf[8..],
-                WireType::ThirtyTwoBit => buf = &buf[4..],
-                other => panic!("OTLP logs use no {other:?} fields"),
-            }
-        }
-    }
-    let mut n = 0;
-    fields(payload, |tag, resource_logs| {
-        if tag == 1 {
-            fields(resource_logs, |tag, scope_logs| {
-                if tag == 2 {
-                    fields(scope_logs, |tag, _| n += usize::from(tag == 2));
-                }
-            });
-        }
-    });
-    n
 }
 
 /// An independent consumer reading `topic` from the beginning on its own thread while

@@ -52,6 +52,11 @@ path = "{chaos}"
     )
 }
 
+/// `[parsers]` with the json plugin configured but no route for the test repository.
+fn unrouted_parsers_toml(data_dir: &Path) -> String {
+    parsers_toml(data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "")
+}
+
 /// What Global and the nodes' segment files hold once the digest caught up with Kafka.
 struct Stored {
     state: State,
@@ -372,7 +377,7 @@ async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-by-token"), &certs);
-    spec.extra_toml = parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "")
+    spec.extra_toml = unrouted_parsers_toml(&spec.data_dir)
         + &format!("[parsers.by_token]\n\"{TOKEN}\" = \"json\"\n");
     let core = core_process(&spec, dir.path()).await;
     let client = http();
@@ -456,6 +461,19 @@ fn two_specs(bootstrap: &str, dir: &Path) -> (CoreSpec, CoreSpec) {
     (one, two)
 }
 
+/// Waits until the two cores of a spec pair own one partition each.
+async fn both_cores_own_a_partition(config: &CoreConfig) {
+    eventually("the partitions spread over both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await?;
+            let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
+            (owners.len() == 2).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Sends `requests` humio-structured requests of `per_request` events to `target(i)`, with a
 /// tag that varies per request so the records spread over the partitions; returns the
 /// events answered 200.
@@ -488,15 +506,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     let core_2 = core_process(&two, dir.path()).await;
     let config = two.config(dir.path());
     // Both own a partition before the kill.
-    eventually("the partitions spread over both cores", WAIT, || {
-        let config = config.clone();
-        async move {
-            let state = global_state(&config).await?;
-            let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
-            (owners.len() == 2).then_some(())
-        }
-    })
-    .await;
+    both_cores_own_a_partition(&config).await;
     let client = http();
     let run = unique("kill");
     let urls = [format!("http://{}", core_1.http), format!("http://{}", core_2.http)];
@@ -786,7 +796,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let certs = certs(dir.path());
     let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-reparse"), &certs);
     // The json plugin is configured, but nothing routes the test repository to it yet.
-    spec.extra_toml = parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "");
+    spec.extra_toml = unrouted_parsers_toml(&spec.data_dir);
     let core = core_process(&spec, dir.path()).await;
     let client = http();
     let run = unique("reparse");
@@ -852,21 +862,12 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let (mut one, mut two) = two_specs(&bootstrap, dir.path());
-    let unrouted = |spec: &CoreSpec| parsers_toml(&spec.data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "");
-    one.extra_toml = unrouted(&one);
-    two.extra_toml = unrouted(&two);
+    one.extra_toml = unrouted_parsers_toml(&one.data_dir);
+    two.extra_toml = unrouted_parsers_toml(&two.data_dir);
     let core_1 = core_process(&one, dir.path()).await;
     let core_2 = core_process(&two, dir.path()).await;
     let config = two.config(dir.path());
-    eventually("the partitions spread over both cores", WAIT, || {
-        let config = config.clone();
-        async move {
-            let state = global_state(&config).await?;
-            let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
-            (owners.len() == 2).then_some(())
-        }
-    })
-    .await;
+    both_cores_own_a_partition(&config).await;
     let client = http();
     let run = unique("reparse-2");
     let url = format!("http://{}", core_1.http);

@@ -126,7 +126,7 @@ pub fn decoded_overhead(body: &[u8], encoding: Encoding) -> usize {
 
 /// Log records in a protobuf `ExportLogsServiceRequest`, from the wire format only; `None`
 /// when the bytes are not well-formed protobuf.
-fn log_records(body: &[u8]) -> Option<usize> {
+pub fn log_records(body: &[u8]) -> Option<usize> {
     use prost::encoding::{WireType, decode_key, decode_varint};
     /// Calls `each` with the number and bytes of every length-delimited field of a message.
     fn fields(mut buf: &[u8], each: &mut dyn FnMut(u32, &[u8]) -> Option<()>) -> Option<()> {
