@@ -65,7 +65,10 @@ pub fn encode_parts(mut batch: EventBatch, max_bytes: usize) -> serde_json::Resu
     let events = std::mem::take(&mut batch.events);
     // The envelope: every field of the batch, `events` last and empty (`"events":[]}`).
     let mut prefix = serde_json::to_vec(&batch)?;
-    debug_assert!(prefix.ends_with(b"[]}"), "events is the last field of EventBatch");
+    if !prefix.ends_with(b"[]}") {
+        // Only a change of `EventBatch` (a field after `events`) gets here.
+        return Err(<serde_json::Error as serde::ser::Error>::custom("EventBatch must serialise `events` last"));
+    }
     prefix.truncate(prefix.len() - 2);
     const CLOSE: &[u8] = b"]}";
     let mut parts = Vec::new();
