@@ -424,7 +424,7 @@ async fn scenario(quorum: Quorum) {
                 raw: event.raw.clone(),
                 host: host.clone(),
                 timestamp_ms: event.timestamp_ms.unwrap_or(-1),
-                attributes: event.attributes.clone(),
+                attributes: event.attributes.to_map(),
             };
             found.entry(event.raw.clone()).or_default().push((got, record.partition));
         }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use weir_proto::{Event, EventBatch};
+use weir_proto::{Event, EventBatch, Fields};
 
 use crate::formats::{FormatError, Target, timestamp_ms};
 
@@ -164,7 +164,7 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
             .and_then(|text| {
                 let document: Document = serde_json::from_str(text)
                     .map_err(|e| format!("failed to parse document line [{source_number}] as a JSON object: {e}"))?;
-                let mut attributes = Map::new();
+                let mut attributes = Fields::new();
                 if let Some(id) = &id {
                     attributes.insert("_id".into(), Value::String(id.clone()));
                 }

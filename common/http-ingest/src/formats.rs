@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use weir_proto::{Event, EventBatch};
+use weir_proto::{Event, EventBatch, Fields};
 
 /// A body that cannot be ingested, with the Splunk HEC status code for HEC endpoints.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -100,7 +100,7 @@ struct StructuredItem {
 struct StructuredEvent {
     timestamp: Option<Value>,
     #[serde(default)]
-    attributes: Map<String, Value>,
+    attributes: Fields,
     rawstring: Option<String>,
 }
 
@@ -119,7 +119,7 @@ pub fn humio_structured(body: &[u8], target: &Target) -> Result<Vec<EventBatch>,
             };
             let raw = match event.rawstring {
                 Some(raw) => raw,
-                None if !event.attributes.is_empty() => Value::Object(event.attributes.clone()).to_string(),
+                None if !event.attributes.is_empty() => serde_json::to_string(&event.attributes).unwrap_or_default(),
                 None => {
                     return Err(FormatError::new(
                         format!("item {i} event {j}: an event needs a rawstring or attributes"),
@@ -260,7 +260,7 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
                 invalid(format!("Invalid data format: event {index} has time {t}, expected epoch seconds"), 6)
             })?),
         };
-        let mut attributes = hec.fields;
+        let mut attributes = Fields::from(hec.fields);
         for (name, value) in [("host", hec.host), ("source", hec.source), ("index", hec.index)] {
             if let Some(value) = value {
                 attributes.insert(name.to_owned(), Value::String(value));

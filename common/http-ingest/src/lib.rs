@@ -613,7 +613,7 @@ fn oversized_event(batches: &[EventBatch], max_bytes: usize) -> Option<(usize, u
             return Some((index, event.raw.len()));
         }
         // The exact size (a serialisation) only when the cheap upper bound is over.
-        if event.raw.len() + weir_proto::event::encoded_len_at_most(&event.attributes) <= max_bytes {
+        if event.raw.len() + weir_proto::event::encoded_len_at_most(event.attributes.iter()) <= max_bytes {
             return None;
         }
         let size = event.raw.len() + weir_proto::event::encoded_len(&event.attributes);

@@ -32,7 +32,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
 use serde_json::{Map, Value};
-use weir_proto::{Event, EventBatch};
+use weir_proto::{Event, EventBatch, Fields};
 
 use crate::formats::{FormatError, Target};
 
@@ -183,7 +183,10 @@ fn to_batches(request: ExportLogsServiceRequest, target: &Target) -> Result<Vec<
     for (r, resource_logs) in request.resource_logs.into_iter().enumerate() {
         let mut resource_attributes = Map::new();
         if let Some(resource) = resource_logs.resource {
-            put_attributes(&mut resource_attributes, "resource.", resource.attributes)
+            let mut insert = |k, v| {
+                resource_attributes.insert(k, v);
+            };
+            put_attributes(&mut insert, "resource.", resource.attributes)
                 .map_err(|e| FormatError::new(format!("resourceLogs[{r}].resource: {e}"), 6))?;
         }
         for (s, scope_logs) in resource_logs.scope_logs.into_iter().enumerate() {
@@ -199,7 +202,10 @@ fn to_batches(request: ExportLogsServiceRequest, target: &Target) -> Result<Vec<
                 if !scope.version.is_empty() {
                     attributes.insert("scope.version".into(), Value::String(scope.version));
                 }
-                put_attributes(&mut attributes, "scope.attributes.", scope.attributes)
+                let mut insert = |k, v| {
+                    attributes.insert(k, v);
+                };
+                put_attributes(&mut insert, "scope.attributes.", scope.attributes)
                     .map_err(|e| FormatError::new(format!("{}: {e}", place(None)), 6))?;
             }
             let mut events = Vec::with_capacity(scope_logs.log_records.len());
@@ -229,8 +235,12 @@ fn to_event(record: LogRecord) -> Result<Event, String> {
         Some(any_value::Value::StringValue(text)) => text,
         Some(other) => to_json(other, 0).map_err(|e| format!("body: {e}"))?.to_string(),
     };
-    let mut attributes = Map::new();
-    put_attributes(&mut attributes, "attributes.", record.attributes)?;
+    // The record's attributes and up to six more.
+    let mut attributes = Fields::with_capacity(record.attributes.len() + 6);
+    let mut insert = |k, v| {
+        attributes.insert(k, v);
+    };
+    put_attributes(&mut insert, "attributes.", record.attributes)?;
     if !record.severity_text.is_empty() {
         attributes.insert("severity_text".into(), Value::String(record.severity_text));
     }
@@ -259,7 +269,8 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-fn put_attributes(out: &mut Map<String, Value>, prefix: &str, attributes: Vec<KeyValue>) -> Result<(), String> {
+/// Hands each attribute to `insert` as (`prefix` + key, value).
+fn put_attributes(insert: &mut dyn FnMut(String, Value), prefix: &str, attributes: Vec<KeyValue>) -> Result<(), String> {
     for kv in attributes {
         let value = match kv.value.and_then(|v| v.value) {
             None => Value::Null,
@@ -268,7 +279,7 @@ fn put_attributes(out: &mut Map<String, Value>, prefix: &str, attributes: Vec<Ke
         let mut key = String::with_capacity(prefix.len() + kv.key.len());
         key.push_str(prefix);
         key.push_str(&kv.key);
-        out.insert(key, value);
+        insert(key, value);
     }
     Ok(())
 }
@@ -396,7 +407,7 @@ mod tests {
         assert_eq!(first.timestamp_ms, Some(1_700_000_000_123), "time_unix_nano wins");
         assert_eq!(first.raw, "user logged in");
         assert_eq!(
-            Value::Object(first.attributes.clone()),
+            Value::Object(first.attributes.to_map()),
             serde_json::json!({
                 "attributes.user.id": 42, "attributes.ok": true, "severity_text": "INFO", "severity_number": 9,
                 "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174"
@@ -428,7 +439,7 @@ mod tests {
         assert_eq!(event.timestamp_ms, Some(1_544_712_660_300));
         assert_eq!(event.raw, "Example log record");
         assert_eq!(
-            Value::Object(event.attributes.clone()),
+            Value::Object(event.attributes.to_map()),
             serde_json::json!({
                 "attributes.string.attribute": "some string", "attributes.int.attribute": 10, "attributes.int.number": 11,
                 "attributes.double.attribute": 637.704, "attributes.array.attribute": ["many", i64::MIN],

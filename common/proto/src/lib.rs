@@ -7,6 +7,8 @@
 //! that a crate speaking only the vocabulary (e.g. `weir-http-ingest`) does not pull them.
 
 pub mod event;
+pub mod fields;
 pub mod wire;
 
 pub use event::{Event, EventBatch};
+pub use fields::Fields;

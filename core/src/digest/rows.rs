@@ -157,10 +157,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
         });
         // The batch's attributes, then the event's own (moved, not copied: this runs per
         // event), which win on a name both have.
-        let base = |own: serde_json::Map<String, serde_json::Value>| {
-            if attributes.is_empty() {
-                return own;
-            }
+        let base = |own: weir_proto::Fields| {
             let mut fields = attributes.clone();
             fields.extend(own);
             fields
