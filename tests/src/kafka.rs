@@ -410,7 +410,8 @@ impl Metadata {
     pub fn high_watermark(&self, topic: &str, partition: i32, timeout: Duration) -> Result<i64, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500));
+            // Each attempt is short, so a request the broker dropped is asked again.
+            let left = deadline.saturating_duration_since(Instant::now()).clamp(Duration::from_millis(500), Duration::from_secs(5));
             match self.0.fetch_watermarks(topic, partition, left) {
                 Ok((_, high)) => return Ok(high),
                 Err(error) if Instant::now() + Duration::from_millis(200) < deadline => {
@@ -423,6 +424,10 @@ impl Metadata {
     }
 }
 
+/// How long the harness waits for a metadata answer: a loaded two-core CI machine has
+/// stalled the broker's answer for over 10 s (seen once, a timeout in `consume_all`).
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// [`Metadata::topic_layout`] with a client of its own.
 pub fn topic_layout(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<PartitionLayout>, String> {
     Metadata::new(bootstrap).topic_layout(topic, timeout)
@@ -434,13 +439,13 @@ pub fn topic_layout(bootstrap: &str, topic: &str, timeout: Duration) -> Result<V
 pub fn consume_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Record> {
     let metadata = Metadata::new(bootstrap);
     let layout = metadata
-        .topic_layout(topic, Duration::from_secs(10))
+        .topic_layout(topic, METADATA_TIMEOUT)
         .unwrap_or_else(|e| panic!("metadata of {topic} from {bootstrap}: {e}"));
     let high: BTreeMap<i32, i64> = layout
         .iter()
         .map(|p| {
             let high = metadata
-                .high_watermark(topic, p.partition, Duration::from_secs(10))
+                .high_watermark(topic, p.partition, METADATA_TIMEOUT)
                 .unwrap_or_else(|e| panic!("high watermark of {topic}/{} from {bootstrap}: {e}", p.partition));
             (p.partition, high)
         })

@@ -94,10 +94,10 @@ async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
         let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
         tokio::task::spawn_blocking(move || {
             let metadata = kafka::Metadata::new(&bootstrap);
-            let layout = metadata.topic_layout(&topic, Duration::from_secs(10)).expect("topic layout");
+            let layout = metadata.topic_layout(&topic, kafka::METADATA_TIMEOUT).expect("topic layout");
             layout
                 .iter()
-                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, Duration::from_secs(10)).expect("high watermark") as u64))
+                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, kafka::METADATA_TIMEOUT).expect("high watermark") as u64))
                 .collect()
         })
         .await
