@@ -10,10 +10,6 @@ use clap::{Parser, Subcommand};
 use weir_core::certs::{self, Role};
 use weir_core::config::CoreConfig;
 
-/// mimalloc instead of glibc malloc: the ingest path allocates per event (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]
 struct Cli {

@@ -7,10 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir_edge::config::EdgeConfig;
 
-/// mimalloc instead of glibc malloc: the ingest path allocates per event (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "weir-edge", version, about = "Weir edge node: spool and forward events to core nodes")]
 struct Cli {
