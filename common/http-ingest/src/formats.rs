@@ -218,7 +218,7 @@ struct HecEvent {
     sourcetype: Option<String>,
     index: Option<String>,
     #[serde(default)]
-    fields: Map<String, Value>,
+    fields: Fields,
 }
 
 fn hec_time_ms(value: &Value) -> Option<i64> {
@@ -260,7 +260,7 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
                 invalid(format!("Invalid data format: event {index} has time {t}, expected epoch seconds"), 6)
             })?),
         };
-        let mut attributes = Fields::from(hec.fields);
+        let mut attributes = hec.fields;
         for (name, value) in [("host", hec.host), ("source", hec.source), ("index", hec.index)] {
             if let Some(value) = value {
                 attributes.insert(name.to_owned(), Value::String(value));

@@ -115,13 +115,6 @@ impl FromIterator<(String, Value)> for Fields {
     }
 }
 
-impl From<serde_json::Map<String, Value>> for Fields {
-    fn from(map: serde_json::Map<String, Value>) -> Fields {
-        // A map's names are unique already.
-        Fields(map.into_iter().collect())
-    }
-}
-
 impl Serialize for Fields {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
