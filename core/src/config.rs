@@ -266,6 +266,16 @@ pub struct KafkaConfig {
     /// answered 503 (the bound of I1's failure path).
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
+    /// Partitions one source (repository + tags) is spread over. A source in one
+    /// partition is one digest worker on one core however busy it is; spread, its
+    /// batches take `source_shards` consecutive partitions (from a hash of the source,
+    /// wrapping around the topic's partition count). An edge batch's shard follows from its
+    /// sequence number, so a resent batch lands where its first copy did and the digest
+    /// can drop it; an HTTP request's records take the next shard. Must be the same on
+    /// every core: a core shard-mapping differently can store a resent batch twice (never
+    /// lose it). 1 keeps each source in one partition, in order.
+    #[serde(default = "default_source_shards")]
+    pub source_shards: std::num::NonZeroU32,
     /// Largest Kafka record; batches are split to stay below it.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: usize,
@@ -317,6 +327,9 @@ fn default_min_insync_replicas() -> i32 {
 }
 fn default_ack_timeout_ms() -> u64 {
     10_000
+}
+fn default_source_shards() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(4).expect("non-zero")
 }
 fn default_max_record_bytes() -> usize {
     900_000

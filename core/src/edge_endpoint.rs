@@ -297,7 +297,7 @@ impl EdgeEndpoint {
                 "an earlier batch on this connection was cut off, so this one was not published: resend both in order".into(),
             );
         }
-        let delivery = self.publisher.enqueue(records).await;
+        let delivery = self.publisher.enqueue(records, header.batch_id.seq).await;
         turn.pass();
         match delivery.acknowledged().await {
             Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },

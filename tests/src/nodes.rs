@@ -40,6 +40,8 @@ pub struct CoreSpec {
     pub node_timeout_ms: u64,
     /// `digest.enabled`: false makes an ingest-only core.
     pub digest: bool,
+    /// `kafka.source_shards` (1: each source in one partition, in order).
+    pub source_shards: u32,
     /// Appended to the config: whole tables such as `[parsers]` (tests that append keys
     /// to `[kafka]` rely on it being the last table otherwise).
     pub extra_toml: String,
@@ -65,6 +67,7 @@ impl CoreSpec {
             digest_flush_ms: 500,
             node_timeout_ms: 3_000,
             digest: true,
+            source_shards: 4,
             extra_toml: String::new(),
         }
     }
@@ -111,6 +114,7 @@ bootstrap_servers = "{bootstrap}"
 ingest_topic = "{topic}"
 global_topic = "{global_topic}"
 partitions = 2
+source_shards = {source_shards}
 replication_factor = {replication_factor}
 min_insync_replicas = {min_insync_replicas}
 ack_timeout_ms = {ack_timeout_ms}
@@ -131,6 +135,7 @@ ack_timeout_ms = {ack_timeout_ms}
             digest_flush_ms = self.digest_flush_ms,
             node_timeout_ms = self.node_timeout_ms,
             digest = self.digest,
+            source_shards = self.source_shards,
         ) + &self.extra_toml
     }
 

@@ -546,6 +546,45 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     drop(core_2);
 }
 
+/// One busy source (one token, no tags) is spread over the partitions (`kafka.source_shards`),
+/// so every core digests a share of it, each event stored once.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_busy_source_is_digested_by_every_core() {
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = two_specs(&bootstrap, dir.path());
+    let core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let config = two.config(dir.path());
+    both_cores_own_a_partition(&config).await;
+    let client = http();
+    let run = unique("hot");
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..16 {
+        let lines: Vec<String> = (0..50).map(|j| format!("{run}-{i}-{j}")).collect();
+        let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
+        let status = post(&client, &core_1, "/api/v1/ingest/humio-structured", &format!("Bearer {TOKEN}"), json!([{"events": events}]).to_string()).await;
+        assert_eq!(status, 200, "request {i}");
+        acknowledged.extend(lines);
+    }
+    let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let partition_of: BTreeMap<String, u32> =
+        stored.state.partitions().into_iter().flat_map(|p| stored.state.segments(p).into_iter().map(move |s| (s.info.segment_id.clone(), p))).collect();
+    let mut per_partition: BTreeMap<u32, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (segment_id, row) in stored.rows.iter().filter(|(_, r)| r.raw.starts_with(&format!("{run}-"))) {
+        *per_partition.entry(partition_of[segment_id]).or_default() += 1;
+        *counts.entry(&row.raw).or_default() += 1;
+    }
+    assert_eq!(counts.len(), acknowledged.len(), "every acknowledged event is stored");
+    assert!(counts.values().all(|n| *n == 1), "each event stored once");
+    assert_eq!(per_partition.len(), 2, "the source spreads over both partitions: {per_partition:?}");
+    let owners: BTreeSet<_> = (0..2).filter_map(|p| stored.state.partition(p).owner.clone()).collect();
+    assert_eq!(owners.len(), 2, "and so over both cores");
+    drop((core_1, core_2));
+}
+
 /// An ingest-only core (`digest.enabled = false`) takes events and answers queries; the
 /// digesting core owns every partition, and the ingest-only core reads its segments over
 /// QUIC. Turned back on, it takes its share.

@@ -198,7 +198,7 @@ impl GlobalLog {
             reason
         })
         .await;
-        if !verified {
+        if verified.is_none() {
             return;
         }
         tracing::info!(topic = %spec.name, "global topic ready");

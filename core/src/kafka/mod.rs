@@ -7,7 +7,7 @@
 //! shared [`PendingRequest`] per request: a future per message costs rust-rdkafka about
 //! half of its throughput, a counter per request costs nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -221,6 +221,13 @@ pub struct Publisher {
     max_record_bytes: usize,
     /// Why the ingest topic is not usable yet, or `Ok` once it is verified.
     topic_state: Mutex<Result<(), String>>,
+    /// `kafka.source_shards`.
+    source_shards: u32,
+    /// The ingest topic's partition count when it was verified; 0 before (nothing is
+    /// published then: the node is not ready).
+    partitions: AtomicU32,
+    /// The shard of the next HTTP request's records.
+    next_request: AtomicU64,
 }
 
 impl Publisher {
@@ -250,6 +257,9 @@ impl Publisher {
             ack_timeout: Duration::from_millis(config.ack_timeout_ms) + Duration::from_millis(500),
             max_record_bytes: config.max_record_bytes,
             topic_state: Mutex::new(Err("the ingest topic is not verified yet".into())),
+            source_shards: config.source_shards.get(),
+            partitions: AtomicU32::new(0),
+            next_request: AtomicU64::new(0),
         })
     }
 
@@ -295,10 +305,19 @@ impl Publisher {
         self.publish_records(records).await
     }
 
-    /// Publishes already encoded records; returns once Kafka acknowledged all of them, or
-    /// fails.
+    /// Publishes already encoded records that need no particular shard (an HTTP request:
+    /// the next one); returns once Kafka acknowledged all of them, or fails.
     pub async fn publish_records(&self, records: Vec<Record>) -> Result<usize, PublishError> {
-        self.enqueue(records).await.acknowledged().await
+        let shard = self.next_request.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(records, shard).await.acknowledged().await
+    }
+
+    /// The partition of a record of source `key` in shard `shard` (any number: taken
+    /// modulo `kafka.source_shards`), or `None` before the topic's partition count is known
+    /// (librdkafka's partitioner then decides, by key).
+    pub fn partition(&self, key: &str, shard: u64) -> Option<i32> {
+        let partitions = self.partitions.load(Ordering::Relaxed);
+        (partitions > 0).then(|| shard_partition(key, shard, self.source_shards, partitions))
     }
 
     /// Hands `records` to the producer, in order, and returns what waits for their delivery
@@ -306,7 +325,11 @@ impl Publisher {
     /// in their partition (the producer is idempotent, so retries keep that order): callers
     /// that must keep an order across requests await `enqueue` in that order and only then
     /// wait for the acks, which lets several requests be in flight without reordering.
-    pub async fn enqueue(&self, records: Vec<Record>) -> Delivery {
+    ///
+    /// Every record goes to its source's partition for `shard` ([`Publisher::partition`]):
+    /// a forwarded batch's records name its sequence number, so a resent copy goes where
+    /// the first one went.
+    pub async fn enqueue(&self, records: Vec<Record>, shard: u64) -> Delivery {
         let n_records = records.len();
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         if records.is_empty() {
@@ -320,6 +343,9 @@ impl Publisher {
         });
         for (i, Record { key, payload, batch }) in records.iter().enumerate() {
             let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload.as_ref());
+            if let Some(partition) = self.partition(key, shard) {
+                record = record.partition(partition);
+            }
             if let Some(part) = batch {
                 let (index, count) = (part.index.to_string(), part.count.to_string());
                 record = record.headers(
@@ -368,9 +394,10 @@ impl Publisher {
             reason
         })
         .await;
-        if verified {
+        if let Some(partitions) = verified {
+            self.partitions.store(partitions, Ordering::Relaxed);
             *self.topic_state.lock().expect("lock") = Ok(());
-            tracing::info!(topic = %config.ingest_topic, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
+            tracing::info!(topic = %config.ingest_topic, partitions, source_shards = self.source_shards, replication_factor = config.replication_factor, min_insync_replicas = config.min_insync_replicas, "ingest topic ready");
         }
     }
 
@@ -443,7 +470,7 @@ impl TopicSpec {
     }
 }
 
-/// Verifies `spec` until it is as configured (true) or `shutdown` (false), with jittered
+/// Verifies `spec` until it is as configured (its partition count) or `shutdown` (`None`), with jittered
 /// backoff. `on_failure` turns each failure into the reason to publish (it may add
 /// context and record it for `/ready`); a reason is logged only when it changes, so a
 /// topic short of replicas is waited on, not repeated every few seconds.
@@ -452,7 +479,7 @@ pub(crate) async fn verify_until_ready(
     spec: &TopicSpec,
     shutdown: &CancellationToken,
     mut on_failure: impl FnMut(String) -> String,
-) -> bool {
+) -> Option<u32> {
     let mut delays = backon::BackoffBuilder::build(
         backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
@@ -463,7 +490,7 @@ pub(crate) async fn verify_until_ready(
     let mut last_reason = String::new();
     loop {
         match verify_topic(config, spec).await {
-            Ok(()) => return true,
+            Ok(partitions) => return Some(partitions),
             Err(reason) => {
                 let reason = on_failure(reason);
                 if reason != last_reason {
@@ -474,15 +501,16 @@ pub(crate) async fn verify_until_ready(
         }
         tokio::select! {
             _ = tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))) => {}
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => return None,
         }
     }
 }
 
 /// Creates the topic when missing (replication factor and `min.insync.replicas` from the
 /// config), then checks the existing one: a topic made by someone else with fewer
-/// replicas would let an ack mean less than the operator asked for.
-pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Result<(), String> {
+/// replicas would let an ack mean less than the operator asked for. Returns the topic's
+/// partition count.
+pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Result<u32, String> {
     let admin = admin_client(config)?;
     let min_isr = config.min_insync_replicas.to_string();
     let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(config.replication_factor))
@@ -514,7 +542,7 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
             .map_err(|e| format!("cannot describe topic {name}: {e}"))?
     };
     // Metadata holds raw pointers (not Send): read what is needed before the next await.
-    let fewest_replicas = {
+    let (fewest_replicas, partitions) = {
         let described = metadata.topics().iter().find(|t| t.name() == name).ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
         if let Some(error) = described.error() {
             return Err(format!("topic {name}: {:?}", RDKafkaErrorCode::from(error)));
@@ -537,7 +565,7 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
                 config.replication_factor
             ));
         }
-        described.partitions().iter().map(|p| p.replicas().len() as i32).min().unwrap_or(0)
+        (described.partitions().iter().map(|p| p.replicas().len() as i32).min().unwrap_or(0), described.partitions().len() as u32)
     };
     drop(metadata);
     let configs = admin
@@ -572,5 +600,40 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
             config.min_insync_replicas, config.min_insync_replicas
         ));
     }
-    Ok(())
+    Ok(partitions)
+}
+
+/// Shard `shard` of source `key`: `source_shards` consecutive partitions from one picked by
+/// a hash of the key, wrapping around. A fixed hash (CRC-32C), so every core and version
+/// maps alike.
+fn shard_partition(key: &str, shard: u64, source_shards: u32, partitions: u32) -> i32 {
+    let first = u64::from(crc32c::crc32c(key.as_bytes()));
+    ((first + shard % u64::from(source_shards.max(1))) % u64::from(partitions.max(1))) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_partition;
+
+    #[test]
+    fn a_source_spreads_over_consecutive_partitions_and_a_shard_always_maps_alike() {
+        let key = "web\u{1f}host=a";
+        let first = shard_partition(key, 0, 4, 8);
+        let spread: Vec<i32> = (0..8).map(|seq| shard_partition(key, seq, 4, 8)).collect();
+        // Four shards, four consecutive partitions (wrapping), round and round by seq.
+        let expected: Vec<i32> = (0..8).map(|seq| (first + seq % 4) % 8).collect();
+        assert_eq!(spread, expected);
+        // More shards than partitions: every partition, none past the last.
+        let all: std::collections::BTreeSet<i32> = (0..100).map(|seq| shard_partition(key, seq, 16, 3)).collect();
+        assert_eq!(all, [0, 1, 2].into());
+        // One shard: one partition whatever the seq, as before sharding.
+        let one: std::collections::BTreeSet<i32> = (0..100).map(|seq| shard_partition(key, seq, 1, 8)).collect();
+        assert_eq!(one.len(), 1);
+        // The hash is fixed (CRC-32C), so cores of any version agree: a resent batch goes
+        // where its first copy went.
+        assert_eq!(shard_partition("web", 0, 1, 1 << 20), (crc32c::crc32c(b"web") % (1 << 20)) as i32);
+        // Different sources start at different partitions.
+        let starts: std::collections::BTreeSet<i32> = (0..64).map(|i| shard_partition(&format!("repo-{i}"), 0, 1, 16)).collect();
+        assert!(starts.len() > 8, "{starts:?}");
+    }
 }
