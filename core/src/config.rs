@@ -368,11 +368,21 @@ mod tests {
         let config = CoreConfig::load(&path).unwrap();
         assert_eq!(config.kafka.ack_timeout_ms, default_ack_timeout_ms());
         assert_eq!(config.kafka.partitions, default_partitions());
+        assert_eq!(config.kafka.source_shards, default_source_shards());
         assert_eq!(config.ingest.tokens[0].repository, "main");
         assert!(config.quic.is_some());
         assert_eq!(config.kafka.global_topic, default_global_topic());
         assert_eq!(config.data_dir, default_data_dir());
         assert_eq!(config.global.snapshot_every_records, default_snapshot_every_records());
         assert_eq!(config.global.heartbeat_interval_ms, default_heartbeat_interval_ms());
+    }
+
+    #[test]
+    fn zero_source_shards_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("core.toml");
+        std::fs::write(&path, "version = 1\n[ingest]\ntokens = []\n[kafka]\nbootstrap_servers = \"k:9092\"\nsource_shards = 0\n").unwrap();
+        let error = CoreConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains("source_shards") && error.contains("nonzero"), "{error}");
     }
 }
