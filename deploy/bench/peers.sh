@@ -80,6 +80,8 @@ if [[ -z ${WEIR_BENCH_KAFKA:-} ]]; then
     STOP_KAFKA=$KAFKA_DIR
 fi
 export WEIR_BENCH_KAFKA
+# The broker's pid, so the bench can show its CPU per event too (a broker of our own only).
+if [[ -n ${KAFKA_DIR:-} && -f $KAFKA_DIR/kafka.pid ]]; then export WEIR_PEERS_BROKER_PID=$(cat "$KAFKA_DIR/kafka.pid"); fi
 cleanup() { [[ -z $STOP_KAFKA ]] || bash "$ROOT/deploy/kafka.sh" stop "$STOP_KAFKA" >&2 || true; }
 trap cleanup EXIT
 

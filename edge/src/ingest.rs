@@ -1,11 +1,19 @@
 //! The edge's [`IngestSink`]: a request is encoded once, appended to the spool and
 //! answered when the spool fsync'd it (I2), or, in `core` ack mode, when a core
 //! acknowledged it after Kafka.
+//!
+//! Requests reach the spool in the order their `ingest` was called, even when several are
+//! in flight: each encodes on its own, then waits for the one called before it to be
+//! queued ([`QueueOrder`]). An input that keeps several batches in flight (syslog) thus
+//! keeps its read order in the spool, while the spool's group commit shares one fsync
+//! among them.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use tokio::sync::oneshot;
 use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
 use weir_proto::wire;
 
@@ -23,6 +31,39 @@ pub struct SpoolSink {
     pub dead_letters: DeadLetters,
     pub default_ack_mode: AckMode,
     pub core_ack_timeout: Duration,
+    pub order: QueueOrder,
+}
+
+/// The order in which requests are handed to the spool: that of their `ingest` calls.
+#[derive(Default)]
+pub struct QueueOrder {
+    /// Closed (its sender dropped) once the last request called has been queued or has
+    /// given up.
+    last: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl QueueOrder {
+    /// A place behind every request called so far.
+    fn take_turn(&self) -> Turn {
+        let (done, next) = oneshot::channel();
+        let previous = self.last.lock().expect("lock").replace(next);
+        Turn { previous, _done: done }
+    }
+}
+
+/// Dropping it lets the next request queue.
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl Turn {
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // Err: the previous turn was dropped, which is its signal.
+            let _ = previous.await;
+        }
+    }
 }
 
 impl IngestSink for SpoolSink {
@@ -31,6 +72,8 @@ impl IngestSink for SpoolSink {
         let dead_letters = self.dead_letters.clone();
         let mode = request.ack_mode.unwrap_or(self.default_ack_mode);
         let core_ack_timeout = self.core_ack_timeout;
+        // Taken at the call, not at the first poll: the call order is the spool order.
+        let mut turn = self.order.take_turn();
         async move {
             let n_events = request.n_events as u64;
             // Compression is CPU work; keep it off the runtime's I/O threads.
@@ -38,7 +81,10 @@ impl IngestSink for SpoolSink {
                 .await
                 .map_err(|e| IngestError::Internal(format!("encoding task failed: {e}")))?
                 .map_err(|e| IngestError::Internal(e.to_string()))?;
-            let seq = spool.append(encode_spooled(n_events, &payload)).await.map_err(spool_error)?;
+            turn.wait().await;
+            let queued = spool.queue(encode_spooled(n_events, &payload)).await.map_err(spool_error);
+            drop(turn);
+            let seq = queued?.durable().await.map_err(spool_error)?;
             if mode == AckMode::Core
                 && tokio::time::timeout(core_ack_timeout, spool.wait_acked(seq)).await.is_err()
             {
@@ -97,5 +143,52 @@ fn spool_error(error: SpoolError) -> IngestError {
         e if e.is_retryable() => IngestError::Unavailable { message, retry_after: Duration::from_secs(5) },
         SpoolError::TooLarge { .. } => IngestError::TooLarge(message),
         _ => IngestError::Internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::SpoolConfig;
+    use weir_proto::{Event, EventBatch};
+
+    fn request(first: usize, n: usize, raw_bytes: usize) -> IngestRequest {
+        let events = (first..first + n).map(|i| Event::raw(format!("{i}-{}", "x".repeat(raw_bytes)))).collect();
+        let batch = EventBatch { repository: "r".into(), tags: Default::default(), parser: None, ingest_ts_ms: 0, attributes: Default::default(), events };
+        IngestRequest { batches: vec![batch], n_events: n, ack_mode: Some(AckMode::Spool) }
+    }
+
+    /// A large request called first and a small one after, awaited together: the small
+    /// one encodes sooner but still takes the later sequence number.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_reach_the_spool_in_call_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(SpoolConfig { dir: dir.path().join("spool"), max_bytes: 1 << 30, segment_bytes: 64 << 20, seq_block: 64 }).unwrap();
+        let sink = SpoolSink {
+            spool: spool.clone(),
+            dead_letters: DeadLetters::new(dir.path().join("dead")),
+            default_ack_mode: AckMode::Spool,
+            core_ack_timeout: Duration::from_secs(1),
+            order: QueueOrder::default(),
+        };
+        for round in 0..5 {
+            let first = round * 1000;
+            let (large, small) = (sink.ingest(request(first, 200, 20_000)), sink.ingest(request(first + 500, 1, 1)));
+            let (large, small) = futures::join!(large, small);
+            large.unwrap();
+            small.unwrap();
+        }
+        let firsts: Vec<String> = spool
+            .pending_after(None, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let (_, payload) = decode_spooled(&b.payload).unwrap();
+                let batches = wire::decode_payload(&payload, 1 << 30).unwrap();
+                batches[0].events[0].raw.split('-').next().unwrap().to_owned()
+            })
+            .collect();
+        let expected: Vec<String> = (0..5).flat_map(|r| [r * 1000, r * 1000 + 500]).map(|i| i.to_string()).collect();
+        assert_eq!(firsts, expected);
     }
 }

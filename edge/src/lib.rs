@@ -199,6 +199,7 @@ pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<Ru
         dead_letters: dead_letters.clone(),
         default_ack_mode: config.ack_mode,
         core_ack_timeout: Duration::from_millis(config.core_ack_timeout_ms),
+        order: Default::default(),
     });
     let syslog = match config.syslog.clone() {
         Some(syslog) => Some(syslog::start(syslog, sink.clone(), shutdown.clone()).await?),

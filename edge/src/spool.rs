@@ -128,7 +128,7 @@ mod tests;
 mod writer;
 
 use files::*;
-pub use handle::Spool;
+pub use handle::{Queued, Spool};
 use incarnation::*;
 pub use inspect::{CorruptInspection, Inspection, SegmentInspection, inspect, inspect_locked};
 use record::*;

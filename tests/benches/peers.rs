@@ -273,6 +273,9 @@ impl Drop for Peer {
 }
 
 struct Outcome {
+    /// The rest of the machine over the run (not part of the comparison): where the CPU
+    /// that the measured system did not use went.
+    others: String,
     events_per_s: f64,
     cpu_us_per_event: f64,
     p99_ms: f64,
@@ -283,8 +286,41 @@ struct Outcome {
 impl Outcome {
     fn line(&self, name: &str) -> String {
         format!(
-            "{name:<40} {:>9.0} events/s   cpu {:>6.2} us/event   p99 {:>8.2} ms   in Kafka {}/{}",
-            self.events_per_s, self.cpu_us_per_event, self.p99_ms, self.seen, self.sent
+            "{name:<40} {:>9.0} events/s   cpu {:>6.2} us/event   p99 {:>8.2} ms   in Kafka {}/{}\n{:<40} {}",
+            self.events_per_s, self.cpu_us_per_event, self.p99_ms, self.seen, self.sent, "", self.others
+        )
+    }
+}
+
+/// CPU of the broker (`WEIR_PEERS_BROKER_PID`, set by peers.sh for a broker of its own),
+/// of this process (load generator and consumer), and of the whole machine, at one moment.
+struct Others {
+    broker: f64,
+    bench: f64,
+    /// (busy, total) ticks of all CPUs, from /proc/stat.
+    machine: (f64, f64),
+}
+
+impl Others {
+    fn now() -> Others {
+        let broker = std::env::var("WEIR_PEERS_BROKER_PID").ok().and_then(|p| p.parse().ok()).map_or(f64::NAN, cpu_seconds);
+        let bench = cpu_seconds(std::process::id());
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+        let total: f64 = ticks.iter().sum();
+        // idle and iowait are the 4th and 5th.
+        let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+        Others { broker, bench, machine: (total - idle, total) }
+    }
+
+    fn since(&self, before: &Others, events: usize) -> String {
+        let per_event = |seconds: f64| seconds * 1e6 / events as f64;
+        let (busy, total) = (self.machine.0 - before.machine.0, self.machine.1 - before.machine.1);
+        format!(
+            "(broker {:.2} us/event, load+consumer {:.2} us/event, machine {:.0}% busy)",
+            per_event(self.broker - before.broker),
+            per_event(self.bench - before.bench),
+            if total > 0.0 { busy * 100.0 / total } else { f64::NAN }
         )
     }
 }
@@ -430,16 +466,21 @@ impl Run<'_> {
         let acked = matches!(format, Format::Otlp | Format::WeirOtlp);
         let arrivals = (!acked).then(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
         let cpu_before = cpu(pids);
+        let others_before = Others::now();
         let request_latency = load.await;
         let answered = start.elapsed().as_secs_f64();
         let cpu_answered = cpu(pids) - cpu_before;
+        let others_answered = Others::now();
         let arrivals = arrivals.unwrap_or_else(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
         let (seen, arrived, marks) = arrivals.finish(Duration::from_secs(180));
         // Without answers the system still works after the load's last write: its CPU is
         // counted until the consumer saw everything.
         let (seconds, cpu_used) = if acked { (answered, cpu_answered) } else { (arrived, cpu(pids) - cpu_before) };
         let latency = request_latency.unwrap_or(marks);
+        // Over the same span as the measured system's CPU (not the counting after it).
+        let others = if acked { others_answered } else { Others::now() }.since(&others_before, expected);
         Outcome {
+            others,
             events_per_s: expected as f64 / seconds,
             cpu_us_per_event: cpu_used * 1e6 / expected as f64,
             p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,

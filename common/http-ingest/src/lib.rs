@@ -52,7 +52,7 @@ pub enum AckMode {
 }
 
 /// A decoded, authenticated request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct IngestRequest {
     pub batches: Vec<EventBatch>,
     pub n_events: usize,

@@ -65,14 +65,7 @@ impl EventBatch {
 /// and serialising them after cost the OTLP path a second pass over every attribute.
 pub fn encode_parts(mut batch: EventBatch, max_bytes: usize) -> serde_json::Result<Vec<Vec<u8>>> {
     let events = std::mem::take(&mut batch.events);
-    // The envelope: every field of the batch, `events` last and empty (`"events":[]}`).
-    let mut prefix = serde_json::to_vec(&batch)?;
-    if !prefix.ends_with(b"[]}") {
-        // Only a change of `EventBatch` (a field after `events`) gets here.
-        return Err(<serde_json::Error as serde::ser::Error>::custom("EventBatch must serialise `events` last"));
-    }
-    prefix.truncate(prefix.len() - 2);
-    const CLOSE: &[u8] = b"]}";
+    let prefix = envelope(&batch)?;
     let mut parts = Vec::new();
     // One allocation for the usual single part: a guess a little over the JSON's size
     // (the raw texts, the keys and punctuation of each event, room for each attribute),
@@ -103,6 +96,50 @@ pub fn encode_parts(mut batch: EventBatch, max_bytes: usize) -> serde_json::Resu
         parts.push(current);
     }
     Ok(parts)
+}
+
+const CLOSE: &[u8] = b"]}";
+
+/// The JSON of `batch` (whose `events` are empty) up to its events' opening bracket:
+/// every field of the batch, `events` last (`…,"events":[`).
+fn envelope(batch: &EventBatch) -> serde_json::Result<Vec<u8>> {
+    let mut prefix = serde_json::to_vec(batch)?;
+    if !prefix.ends_with(b"[]}") {
+        // Only a change of `EventBatch` (a field after `events`) gets here.
+        return Err(<serde_json::Error as serde::ser::Error>::custom("EventBatch must serialise `events` last"));
+    }
+    prefix.truncate(prefix.len() - 2);
+    Ok(prefix)
+}
+
+/// Appends `batches` as a JSON array: the bytes `serde_json::to_writer` writes for them,
+/// with the events written by the fast path of [`encode_parts`] (the edge's spool payload).
+pub fn write_batches(out: &mut Vec<u8>, batches: &[EventBatch]) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, batch) in batches.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // The envelope of a copy without events: its tags and attributes are few.
+        let bare = EventBatch {
+            repository: batch.repository.clone(),
+            tags: batch.tags.clone(),
+            parser: batch.parser.clone(),
+            ingest_ts_ms: batch.ingest_ts_ms,
+            attributes: batch.attributes.clone(),
+            events: Vec::new(),
+        };
+        out.extend_from_slice(&envelope(&bare)?);
+        for (j, event) in batch.events.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            write_event(out, event)?;
+        }
+        out.extend_from_slice(CLOSE);
+    }
+    out.push(b']');
+    Ok(())
 }
 
 /// Appends `event` as JSON: the bytes `serde_json::to_writer` writes for it, with a fast
@@ -299,6 +336,21 @@ mod tests {
                 write_event(&mut out, &event).unwrap();
                 assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&event).unwrap());
             }
+        }
+    }
+
+    #[test]
+    fn batches_are_written_as_serde_writes_them() {
+        let mut rich = batch(5, 3);
+        rich.attributes.insert("host".into(), serde_json::json!("h\u{1}\"q"));
+        rich.parser = Some("json".into());
+        rich.events[1].timestamp_ms = Some(9);
+        rich.events[2].attributes.insert("k".into(), serde_json::json!({"a": [1, "\n"]}));
+        let empty = EventBatch { events: vec![], tags: BTreeMap::new(), ..batch(0, 0) };
+        for batches in [vec![], vec![rich.clone()], vec![rich.clone(), empty, batch(2, 1)]] {
+            let mut out = Vec::new();
+            write_batches(&mut out, &batches).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&batches).unwrap());
         }
     }
 

@@ -145,7 +145,7 @@ pub fn encode_payload(batches: &[EventBatch]) -> Result<Bytes, WireError> {
     // Sized up front: growing a buffer of a few hundred KiB by doubling copies it ~8 times.
     let estimate: usize = batches.iter().flat_map(|b| &b.events).map(|e| e.raw.len() + 48).sum::<usize>() + 256;
     let mut json = Vec::with_capacity(estimate);
-    serde_json::to_writer(&mut json, batches).map_err(|e| WireError::Encode(e.into()))?;
+    crate::event::write_batches(&mut json, batches).map_err(|e| WireError::Encode(e.into()))?;
     thread_local! {
         static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     }

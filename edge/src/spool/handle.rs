@@ -108,6 +108,14 @@ impl Spool {
     /// If the future is dropped after the batch was queued, the batch may
     /// still be stored and forwarded (at least once delivery).
     pub async fn append(&self, payload: Bytes) -> Result<u64, SpoolError> {
+        self.queue(payload).await?.durable().await
+    }
+
+    /// Hands `payload` to the writer and returns once it is queued, not yet stored:
+    /// payloads queued one after the other get increasing sequence numbers, so a caller
+    /// can keep several batches in flight in order and wait for each with
+    /// [`Queued::durable`]. Fails like [`Spool::append`].
+    pub async fn queue(&self, payload: Bytes) -> Result<Queued, SpoolError> {
         let shared = &self.inner.shared;
         let record_bytes = RECORD_HEADER_BYTES + payload.len() as u64;
         if record_bytes > shared.segment_bytes {
@@ -152,7 +160,7 @@ impl Spool {
             reply,
         }))
         .map_err(|_| SpoolError::WriterStopped)?;
-        done.await.map_err(|_| SpoolError::WriterStopped)?
+        Ok(Queued { done })
     }
 
     /// Marks `seq` as delivered to a core node. Idempotent; acks may come in
@@ -427,5 +435,18 @@ pub(super) fn first_after(after: Option<u64>) -> Option<u64> {
     match after {
         None => Some(0),
         Some(a) => a.checked_add(1),
+    }
+}
+
+/// A payload handed to the spool's writer ([`Spool::queue`]).
+#[must_use = "the payload is stored only when `durable` says so"]
+pub struct Queued {
+    done: oneshot::Receiver<Result<u64, SpoolError>>,
+}
+
+impl Queued {
+    /// Waits until the payload is fsync'd; its sequence number.
+    pub async fn durable(self) -> Result<u64, SpoolError> {
+        self.done.await.map_err(|_| SpoolError::WriterStopped)?
     }
 }
