@@ -577,6 +577,7 @@ impl Run<'_> {
         let (udp, tcp) = (weir_tests::free_port(), weir_tests::free_port());
         edge_spec.syslog_ports = Some((udp, tcp));
         edge_spec.spool_max_bytes = 2 << 30;
+        edge_spec.max_in_flight = std::env::var("WEIR_PEERS_IN_FLIGHT").ok().and_then(|n| n.parse().ok());
         let edge = weir_tests::nodes::edge_process(&edge_spec, &edge_dir).await;
         let settings = self.syslog_settings();
         let outcome = self
@@ -675,6 +676,7 @@ async fn main() {
         settings.event_bytes
     );
 
+    warm_up(&run).await;
     let only = std::env::var("WEIR_PEERS_ONLY").unwrap_or_default();
     if only != "syslog" {
         otlp(&run, path("WEIR_PEERS_OTELCOL")).await;
@@ -682,6 +684,48 @@ async fn main() {
     if only != "otlp" {
         syslog(&run, path("WEIR_PEERS_RSYSLOGD")).await;
     }
+}
+
+/// Warms the broker before anything is measured: a fresh broker's JVM compiles its
+/// produce and fetch paths during the first seconds of load (its compiler threads took
+/// 15% of the machine in a profiled run), which would burden whichever system runs first.
+/// A plain librdkafka producer (acks=all, idempotent, lz4) writes `WEIR_PEERS_WARM_UP_S`
+/// seconds (default 15; at most 4,000,000) of 200-byte records, and a consumer reads them back.
+async fn warm_up(run: &Run<'_>) {
+    let seconds = env("WEIR_PEERS_WARM_UP_S", 15);
+    if seconds == 0 {
+        return;
+    }
+    let topic = run.topic("warm-up").await;
+    let (bootstrap, topic_name) = (run.bootstrap.to_owned(), topic.clone());
+    let produced = tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .create()
+            .expect("warm-up producer");
+        let line = "w".repeat(200);
+        let until = Instant::now() + Duration::from_secs(seconds as u64);
+        let mut n = 0usize;
+        // Bounded by records too: a fast machine would write gigabytes in the time.
+        while Instant::now() < until && n < 4_000_000 {
+            match producer.send(BaseRecord::<(), str>::to(&topic_name).payload(&line)) {
+                Ok(()) => n += 1,
+                Err(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        producer.flush(Duration::from_secs(60)).expect("warm-up flush");
+        n
+    })
+    .await
+    .expect("warm-up task");
+    let arrivals = Arrivals::start(run.bootstrap, &topic, Format::Line, produced, Instant::now());
+    let (seen, _, _) = arrivals.finish(Duration::from_secs(120));
+    println!("  (broker warmed up: {produced} records written, {seen} read back)");
 }
 
 /// The Weir runs with a digesting core are left out with `WEIR_PEERS_SKIP=digest`.

@@ -164,6 +164,8 @@ pub struct EdgeSpec {
     pub syslog_ports: Option<(u16, u16)>,
     /// `ingest.max_event_bytes`.
     pub max_event_bytes: usize,
+    /// `forward.max_in_flight`; the edge's default when `None`.
+    pub max_in_flight: Option<usize>,
 }
 
 impl EdgeSpec {
@@ -180,6 +182,7 @@ impl EdgeSpec {
             ack_mode: "spool",
             syslog_ports: None,
             max_event_bytes: 512 << 10,
+            max_in_flight: None,
         }
     }
 
@@ -217,7 +220,7 @@ ack_timeout_ms = 10000
 idle_timeout_ms = 3000
 backoff_initial_ms = 50
 backoff_max_ms = 500
-"#,
+{max_in_flight}"#,
             edge_id = self.edge_id,
             ack_mode = self.ack_mode,
             http_port = self.http_port,
@@ -227,6 +230,7 @@ backoff_max_ms = 500
             cores = cores.join(", "),
             cert_name = self.cert_name,
             max_event_bytes = self.max_event_bytes,
+            max_in_flight = self.max_in_flight.map_or(String::new(), |n| format!("max_in_flight = {n}\n")),
         );
         config + &syslog
     }
