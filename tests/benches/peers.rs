@@ -647,7 +647,7 @@ ruleset(name="tokafka") {{
 
 fn ratio(name: &str, weir: &Outcome, peer: &Outcome) {
     println!(
-        "{name:<40} events/s x{:.2}   cpu/event x{:.2}   p99 x{:.2}",
+        "{name:<56} events/s x{:.2}   cpu/event x{:.2}   p99 x{:.2}",
         weir.events_per_s / peer.events_per_s,
         weir.cpu_us_per_event / peer.cpu_us_per_event,
         weir.p99_ms / peer.p99_ms
@@ -742,19 +742,28 @@ async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
     if let Some(weir) = &weir {
         println!("{}", weir.line("OTLP/HTTP -> weir-core"));
     }
-    let ingest_only = run.weir_otlp(false, &bodies).await;
-    println!("{}", ingest_only.line("OTLP/HTTP -> weir-core, ingest-only"));
-    match otelcol {
-        Some(binary) => {
-            let peer = run.otelcol(&binary, &bodies).await;
-            println!("{}", peer.line("OTLP/HTTP -> otelcol"));
-            if let Some(weir) = &weir {
-                ratio("ratio weir-core / otelcol", weir, &peer);
+    let (mut ingest_only, mut peers) = (Vec::new(), Vec::new());
+    for weir_first in abba() {
+        for is_weir in [weir_first, !weir_first] {
+            if is_weir {
+                let outcome = run.weir_otlp(false, &bodies).await;
+                println!("{}", outcome.line("OTLP/HTTP -> weir-core, ingest-only"));
+                ingest_only.push(outcome);
+            } else if let Some(binary) = &otelcol {
+                let outcome = run.otelcol(binary, &bodies).await;
+                println!("{}", outcome.line("OTLP/HTTP -> otelcol"));
+                peers.push(outcome);
             }
-            ratio("ratio weir-core, ingest-only / otelcol", &ingest_only, &peer);
         }
-        None => println!("OTLP/HTTP -> otelcol: skipped (WEIR_PEERS_OTELCOL unset)"),
     }
+    if otelcol.is_none() {
+        println!("OTLP/HTTP -> otelcol: skipped (WEIR_PEERS_OTELCOL unset)");
+        return;
+    }
+    if let Some(weir) = &weir {
+        ratio("ratio weir-core / otelcol (first run)", weir, &peers[0]);
+    }
+    ratios("weir-core, ingest-only / otelcol", &ingest_only, &peers);
 }
 
 async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
@@ -765,17 +774,50 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
     if let Some(weir) = &weir {
         println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
     }
-    let ingest_only = run.weir_syslog(false).await;
-    println!("{}", ingest_only.line("syslog TCP -> weir edge + ingest-only core"));
-    match rsyslogd {
-        Some(binary) => {
-            let peer = run.rsyslog(&binary).await;
-            println!("{}", peer.line("syslog TCP -> rsyslog"));
-            if let Some(weir) = &weir {
-                ratio("ratio weir edge+core / rsyslog", weir, &peer);
+    let (mut ingest_only, mut peers) = (Vec::new(), Vec::new());
+    for weir_first in abba() {
+        for is_weir in [weir_first, !weir_first] {
+            if is_weir {
+                let outcome = run.weir_syslog(false).await;
+                println!("{}", outcome.line("syslog TCP -> weir edge + ingest-only core"));
+                ingest_only.push(outcome);
+            } else if let Some(binary) = &rsyslogd {
+                let outcome = run.rsyslog(binary).await;
+                println!("{}", outcome.line("syslog TCP -> rsyslog"));
+                peers.push(outcome);
             }
-            ratio("ratio weir, ingest-only / rsyslog", &ingest_only, &peer);
         }
-        None => println!("syslog TCP -> rsyslog: skipped (WEIR_PEERS_RSYSLOGD unset)"),
     }
+    if rsyslogd.is_none() {
+        println!("syslog TCP -> rsyslog: skipped (WEIR_PEERS_RSYSLOGD unset)");
+        return;
+    }
+    if let Some(weir) = &weir {
+        ratio("ratio weir edge+core / rsyslog (first run)", weir, &peers[0]);
+    }
+    ratios("weir, ingest-only / rsyslog", &ingest_only, &peers);
+}
+
+/// For each of `WEIR_PEERS_ROUNDS` rounds (default 2), whether Weir runs before the peer:
+/// alternately, so that the like-for-like runs go Weir, peer, peer, Weir (ABBA) and a
+/// machine or broker that drifts during the bench favours neither.
+fn abba() -> Vec<bool> {
+    (0..env("WEIR_PEERS_ROUNDS", 2).max(1)).map(|round| round % 2 == 0).collect()
+}
+
+/// Each round's ratio, and the ratio of the means over the rounds.
+fn ratios(name: &str, weir: &[Outcome], peer: &[Outcome]) {
+    for (round, (w, p)) in weir.iter().zip(peer).enumerate() {
+        ratio(&format!("ratio {name}, round {}", round + 1), w, p);
+    }
+    let mean = |runs: &[Outcome], f: fn(&Outcome) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
+    let of = |runs: &[Outcome]| Outcome {
+        others: String::new(),
+        events_per_s: mean(runs, |o| o.events_per_s),
+        cpu_us_per_event: mean(runs, |o| o.cpu_us_per_event),
+        p99_ms: mean(runs, |o| o.p99_ms),
+        sent: 0,
+        seen: 0,
+    };
+    ratio(&format!("ratio {name}, means of {} rounds", weir.len()), &of(weir), &of(peer));
 }
