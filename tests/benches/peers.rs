@@ -571,7 +571,8 @@ impl Run<'_> {
         let topic = self.topic("weir-syslog").await;
         let claims = self.digest_claims();
         let (spec, core) = self.core(&topic, digest).await;
-        let edge_dir = self.dir.join("edge");
+        // A fresh spool per run, like the core's data directory.
+        let edge_dir = self.dir.join(weir_tests::unique("edge"));
         std::fs::create_dir_all(&edge_dir).expect("edge dir");
         let mut edge_spec = EdgeSpec::new(&edge_dir, vec![spec.quic_addr()], &self.certs);
         let (udp, tcp) = (weir_tests::free_port(), weir_tests::free_port());
