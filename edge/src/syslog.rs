@@ -8,7 +8,11 @@
 //! are dropped and counted (`weir_syslog_dropped_total`), since UDP has no way to push back.
 //!
 //! Messages are grouped per sender address into one [`EventBatch`] each (tag
-//! `syslog.peer`), so one sender's messages stay in order and share a Kafka partition.
+//! `syslog.peer`). Up to [`BATCHES_IN_FLIGHT`] batches are written to the spool at once,
+//! handed to it in read order (the sink keeps its callers' order), so one sender's
+//! messages stay in read order in the spool; only a batch retried after the spool
+//! refused it (full) may land behind a later one. In Kafka a sender's batches spread over
+//! the source's partitions (`kafka.source_shards`), each in spool order.
 //! The raw text is the message as received, without its framing; the `syslog` parser
 //! plugin on the core understands RFC 5424 and 3164.
 //!
