@@ -660,19 +660,24 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn messages_read_before_shutdown_are_spooled_not_dropped() {
-        let config = SyslogConfig {
+    /// A batcher config without sockets; batches wait far longer than a test for the
+    /// delay, so only size or shutdown ends them.
+    fn batching(batch_max_events: usize) -> SyslogConfig {
+        SyslogConfig {
             udp_listen: None,
             tcp_listen: None,
             repository: "r".into(),
             parser: None,
             max_message_bytes: 100,
-            batch_max_events: 3,
-            // Far longer than the test: only shutdown can end the wait for a full batch.
+            batch_max_events,
             batch_max_delay_ms: 600_000,
             max_tcp_connections: 1,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_read_before_shutdown_are_spooled_not_dropped() {
+        let config = batching(3);
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for chunk in [0..2, 2..6, 6..7] {
@@ -692,16 +697,7 @@ mod tests {
     /// in read order, with several in flight.
     #[tokio::test]
     async fn chunks_make_full_batches_in_read_order() {
-        let config = SyslogConfig {
-            udp_listen: None,
-            tcp_listen: None,
-            repository: "r".into(),
-            parser: None,
-            max_message_bytes: 100,
-            batch_max_events: 10,
-            batch_max_delay_ms: 600_000,
-            max_tcp_connections: 1,
-        };
+        let config = batching(10);
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let sink = Arc::new(Batches::default());
@@ -725,6 +721,51 @@ mod tests {
         assert!(calls[..10].iter().all(|b| b.len() == 10), "{calls:?}");
         assert_eq!(calls.concat(), (0..next).map(|i| i.to_string()).collect::<Vec<_>>(), "read order");
         assert!(sink.most_in_flight.load(std::sync::atomic::Ordering::SeqCst) > 1, "batches overlap in the spool");
+    }
+
+    /// A spool that refuses (full) the first calls: each batch is retried until it is
+    /// taken, and every message ends up spooled exactly once.
+    #[tokio::test]
+    async fn a_refused_batch_is_retried_until_spooled_once() {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let sink = Arc::new(Refusing { refusals: std::sync::atomic::AtomicUsize::new(6), taken: Default::default() });
+        let shutdown = CancellationToken::new();
+        let batcher = tokio::spawn(batch_and_spool(batching(5), rx, sink.clone(), shutdown.clone()));
+        for chunk in [0..12, 12..30] {
+            tx.send(chunk.map(|i| (peer, format!("{i}"))).collect()).await.unwrap();
+        }
+        for _ in 0..200 {
+            if sink.taken.lock().unwrap().len() == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        shutdown.cancel();
+        batcher.await.unwrap();
+        let mut taken = sink.taken.lock().unwrap().clone();
+        taken.sort_by_key(|m| m.parse::<u32>().unwrap());
+        assert_eq!(taken, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(sink.refusals.load(std::sync::atomic::Ordering::SeqCst), 0, "the refusals were used up");
+    }
+
+    struct Refusing {
+        refusals: std::sync::atomic::AtomicUsize,
+        taken: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl IngestSink for Refusing {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.refusals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Box::pin(async { Err(IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(1) }) });
+            }
+            self.taken.lock().unwrap().extend(request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone()));
+            Box::pin(async { Ok(()) })
+        }
+        fn ready(&self) -> Result<(), String> {
+            Ok(())
+        }
     }
 
     /// Records each call's events in call order; each call completes after a while, so
