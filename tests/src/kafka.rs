@@ -580,6 +580,22 @@ pub fn raw_counts(records: &[Record]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Like [`raw_counts`], but each forwarded batch part counted once, as the digest stores
+/// it: an edge may send a batch twice (same batch id) when its core failed to answer in
+/// time, which is delivery, not reading, repeating. Records without a batch id (HTTP to a
+/// core) all count.
+pub fn first_copy_counts(records: &[Record]) -> BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    let first: Vec<&Record> = records.iter().filter(|r| r.batch_id.is_none() || seen.insert((r.batch_id.clone(), r.part))).collect();
+    let mut counts = BTreeMap::new();
+    for record in first {
+        for event in &record.batch.events {
+            *counts.entry(event.raw.clone()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
 /// Consumes until every raw text in `expected` was seen, then returns the counts. Panics
 /// naming up to ten missing events.
 pub fn expect_events(bootstrap: &str, topic: &str, expected: &[String], timeout: Duration) -> BTreeMap<String, usize> {
