@@ -16,8 +16,12 @@ const BUDGET_BYTES: usize = 32 * MIB;
 const QUEUE_BYTES: usize = 32 * MIB;
 /// What the burst may add to the core's resident memory. Unbounded, the 48 requests of
 /// 3 MiB below (body, decoded events, encoded records) and 16 batches of 8 MiB would need
-/// well over 600 MiB.
-const PEAK_GROWTH_BOUND_KIB: u64 = 260 * 1024;
+/// well over 600 MiB. Bounded, the budget and the queue hold 64 MiB, the decoded events and
+/// encoded records of what the budget admitted about as much again, and the allocator
+/// keeps freed memory in per-thread arenas on top: glibc's growth measured 138-222 MiB on
+/// a quiet machine and up to 287 MiB on a loaded CI run (more threads contending, more
+/// arenas), hence the bound's margin. Still half of what an unbounded burst needs.
+const PEAK_GROWTH_BOUND_KIB: u64 = 320 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_large_requests_is_pushed_back_within_a_memory_bound() {
