@@ -317,7 +317,7 @@ fn raw_partition(kafka: &KafkaConfig, p: u32, end: u64, dir: &Path, settings: &S
                 id: SegmentRow::event_id(p as i32, offset as i64, i as u32),
                 offset: offset as i64,
                 tags: batch.tags.clone(),
-                fields: batch.attributes.clone(),
+                fields: batch.attributes.clone().into(),
                 parser: None,
                 error: None,
             };

@@ -57,6 +57,16 @@ impl Fields {
         }
     }
 
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Removes `name`; the value it had, if any.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let at = self.0.iter().position(|(k, _)| k == name)?;
+        Some(self.0.remove(at).1)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
         self.0.iter().map(|(k, v)| (k, v))
     }
@@ -106,6 +116,33 @@ impl IntoIterator for Fields {
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a String, &'a Value);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, Value)>, fn(&'a (String, Value)) -> (&'a String, &'a Value)>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// Each entry set as by [`Fields::insert`]: a name already present takes the new value.
+/// Many entries at once are deduplicated in one pass (a hash set past a few), not with a
+/// scan per entry.
+impl Extend<(String, Value)> for Fields {
+    fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
+        let mut entries = std::mem::take(&mut self.0);
+        entries.extend(iter);
+        *self = Fields::from_entries(entries);
+    }
+}
+
+/// A JSON object's entries (its names are unique already).
+impl From<serde_json::Map<String, Value>> for Fields {
+    fn from(map: serde_json::Map<String, Value>) -> Fields {
+        Fields(map.into_iter().collect())
     }
 }
 

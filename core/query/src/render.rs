@@ -96,7 +96,8 @@ mod tests {
             fields: json!({"status": 200, "ok": true, "gone": null, "user": {"name": "ann", "roles": ["a", "b"]}, "@timestamp": "spoof"})
                 .as_object()
                 .unwrap()
-                .clone(),
+                .clone()
+                .into(),
             parser: Some("accesslog".into()),
             error: None,
         }

@@ -47,7 +47,7 @@ pub struct SegmentRow {
     /// `tags`: the source's tags (Parquet MAP<string, string>).
     pub tags: std::collections::BTreeMap<String, String>,
     /// `fields`: the parsed fields, stored as JSON object text.
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub fields: weir_proto::Fields,
     /// `@parser`: the parser that ran, if any.
     pub parser: Option<String>,
     /// `@error_msg` when the parser failed (then `@error` is true); the event is kept with

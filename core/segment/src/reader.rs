@@ -366,10 +366,7 @@ fn batch_rows(batch: &RecordBatch) -> Result<VecDeque<SegmentRow>, String> {
         for j in offsets[i] as usize..offsets[i + 1] as usize {
             row_tags.insert(tag_keys.value(j).to_owned(), tag_values.value(j).to_owned());
         }
-        let row_fields = match serde_json::from_str::<serde_json::Value>(fields.value(i)) {
-            Ok(serde_json::Value::Object(map)) => map,
-            _ => return Err(format!("fields of row {i} is not a JSON object")),
-        };
+        let row_fields = serde_json::from_str::<weir_proto::Fields>(fields.value(i)).map_err(|e| format!("fields of row {i} is not a JSON object: {e}"))?;
         let error_text = error_msg.is_valid(i).then(|| error_msg.value(i).to_owned());
         if error.value(i) != error_text.is_some() {
             return Err(format!("row {i}: @error and @error_msg disagree"));

@@ -36,7 +36,7 @@ fn row(repository: &str, offset: i64, n: u32) -> SegmentRow {
         id: SegmentRow::event_id(3, offset, n),
         offset,
         tags,
-        fields,
+        fields: fields.into(),
         parser: n.is_multiple_of(2).then(|| "kv".to_owned()),
         error: (n % 6 == 5).then(|| format!("kv: no '=' in event {n}")),
     }

@@ -49,7 +49,7 @@ fn rows() -> Vec<SegmentRow> {
                 id: SegmentRow::event_id(7, offset, index),
                 offset,
                 tags,
-                fields: fields.as_object().unwrap().clone(),
+                fields: fields.as_object().unwrap().clone().into(),
                 parser: (!n.is_multiple_of(5)).then(|| "accesslog".to_owned()),
                 error: (n % 7 == 3).then(|| format!("no match for line {n}")),
             });

@@ -12,7 +12,7 @@ use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
 use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, Field, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_proto::event::now_ms;
-use weir_proto::EventBatch;
+use weir_proto::{EventBatch, Fields};
 use weir_segment::SegmentRow;
 
 use crate::kafka::ingest_reader::{IngestRecord, RecordBatch};
@@ -143,7 +143,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
             id: SegmentRow::event_id(self.partition as i32, record.offset as i64, 0),
             offset: record.offset as i64,
             tags: BTreeMap::new(),
-            fields: serde_json::Map::new(),
+            fields: Fields::new(),
             parser: None,
             error: Some(format!("{FOREIGN_RECORD_ERROR}: record at offset {} of partition {}: {reason}", record.offset, self.partition)),
         }
@@ -151,6 +151,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
 
     fn batch_rows(&self, offset: u64, batch: EventBatch, out: &mut Vec<SegmentRow>) -> RecordOutcome {
         let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, mut events } = batch;
+        let attributes = Fields::from(attributes);
         let chosen = self.parsers.and_then(|registry| match parser.as_deref() {
             Some(asked) if registry.has_parser(asked) => Some(asked.to_owned()),
             _ => registry.parser_for(&repository).map(str::to_owned),
@@ -227,22 +228,23 @@ pub struct Columns {
 /// Moves a parsed event's fields into `fields`, except the plugin host's `@error`,
 /// `@error_msg` and `@parser`, which have columns of their own (the digest and re-parse
 /// store them alike).
-pub fn split_fields(parsed: Vec<Field>, fields: &mut serde_json::Map<String, serde_json::Value>, parser: &str) -> Columns {
+pub fn split_fields(parsed: Vec<Field>, fields: &mut Fields, parser: &str) -> Columns {
     let text = |value: &Value| match value {
         Value::Text(s) => s.clone(),
         other => other.to_json().to_string(),
     };
     let (mut code, mut message, mut parser) = (None, None, parser.to_owned());
+    let mut others = Vec::with_capacity(parsed.len());
     for field in parsed {
         match field.name.as_str() {
             ERROR_FIELD => code = Some(text(&field.value)),
             ERROR_MSG_FIELD => message = Some(text(&field.value)),
             PARSER_FIELD => parser = text(&field.value),
-            _ => {
-                fields.insert(field.name, field.value.to_json());
-            }
+            _ => others.push((field.name, field.value.to_json())),
         }
     }
+    // One pass over them all, not a search per field: a parser may set hundreds.
+    fields.extend(others);
     Columns { parser, error: code.map(|code| message.unwrap_or(code)) }
 }
 

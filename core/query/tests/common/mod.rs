@@ -104,7 +104,7 @@ pub fn row(repo: &str, partition: i32, offset: i64, n: u64) -> SegmentRow {
         id: SegmentRow::event_id(partition, offset, 0),
         offset,
         tags: BTreeMap::from([("host".to_owned(), format!("h{}", n % 2))]),
-        fields,
+        fields: fields.into(),
         parser: Some("kv".to_owned()),
         error: failed.then(|| format!("no key=value in event {n}")),
     }
