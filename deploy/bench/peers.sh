@@ -17,7 +17,8 @@
 # WEIR_PEERS_EVENTS, _BATCH, _CONCURRENCY, _CONNECTIONS, _EVENT_BYTES (see peers.rs);
 # WEIR_PEERS_WARM_UP_S (seconds of plain producer load that warm the broker's JIT before
 # anything is measured, default 15; 0 for none); WEIR_PEERS_IN_FLIGHT (the edge's
-# forward.max_in_flight, default the edge's); WEIR_PEERS_ROUNDS (like-for-like rounds per
+# forward.max_in_flight, default the edge's); WEIR_PEERS_SYSLOG_BATCH (the edge's
+# syslog.batch_max_events, default the edge's); WEIR_PEERS_ROUNDS (like-for-like rounds per
 # path, default 2, run Weir-peer-peer-Weir so drift favours neither; means are compared);
 # CARGO_TARGET_DIR as for any cargo build. A peer that cannot be installed is reported
 # and left out; the Weir runs still happen.

@@ -579,6 +579,7 @@ impl Run<'_> {
         edge_spec.syslog_ports = Some((udp, tcp));
         edge_spec.spool_max_bytes = 2 << 30;
         edge_spec.max_in_flight = std::env::var("WEIR_PEERS_IN_FLIGHT").ok().and_then(|n| n.parse().ok());
+        edge_spec.syslog_batch_max_events = std::env::var("WEIR_PEERS_SYSLOG_BATCH").ok().and_then(|n| n.parse().ok());
         let edge = weir_tests::nodes::edge_process(&edge_spec, &edge_dir).await;
         let settings = self.syslog_settings();
         let outcome = self

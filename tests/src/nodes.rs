@@ -166,6 +166,8 @@ pub struct EdgeSpec {
     pub max_event_bytes: usize,
     /// `forward.max_in_flight`; the edge's default when `None`.
     pub max_in_flight: Option<usize>,
+    /// `syslog.batch_max_events`; the edge's default when `None`.
+    pub syslog_batch_max_events: Option<usize>,
 }
 
 impl EdgeSpec {
@@ -183,6 +185,7 @@ impl EdgeSpec {
             syslog_ports: None,
             max_event_bytes: 512 << 10,
             max_in_flight: None,
+            syslog_batch_max_events: None,
         }
     }
 
@@ -190,8 +193,9 @@ impl EdgeSpec {
         let certs = self.certs.display();
         let cores: Vec<String> = self.cores.iter().map(|c| format!("\"{c}\"")).collect();
         let syslog = self.syslog_ports.map_or(String::new(), |(udp, tcp)| {
+            let batch = self.syslog_batch_max_events.map_or(String::new(), |n| format!("batch_max_events = {n}\n"));
             format!(
-                "\n[syslog]\nudp_listen = \"127.0.0.1:{udp}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\nrepository = \"{REPOSITORY}\"\nparser = \"syslog\"\nbatch_max_delay_ms = 20\n"
+                "\n[syslog]\nudp_listen = \"127.0.0.1:{udp}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\nrepository = \"{REPOSITORY}\"\nparser = \"syslog\"\nbatch_max_delay_ms = 20\n{batch}"
             )
         });
         let config = format!(
