@@ -744,20 +744,12 @@ async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
     if let Some(weir) = &weir {
         println!("{}", weir.line("OTLP/HTTP -> weir-core"));
     }
-    let (mut ingest_only, mut peers) = (Vec::new(), Vec::new());
-    for weir_first in abba() {
-        for is_weir in [weir_first, !weir_first] {
-            if is_weir {
-                let outcome = run.weir_otlp(false, &bodies).await;
-                println!("{}", outcome.line("OTLP/HTTP -> weir-core, ingest-only"));
-                ingest_only.push(outcome);
-            } else if let Some(binary) = &otelcol {
-                let outcome = run.otelcol(binary, &bodies).await;
-                println!("{}", outcome.line("OTLP/HTTP -> otelcol"));
-                peers.push(outcome);
-            }
-        }
-    }
+    let bodies = &bodies;
+    let (ingest_only, peers) = like_for_like(
+        ("OTLP/HTTP -> weir-core, ingest-only", move || run.weir_otlp(false, bodies)),
+        ("OTLP/HTTP -> otelcol", otelcol.as_deref().map(|binary| move || run.otelcol(binary, bodies))),
+    )
+    .await;
     if otelcol.is_none() {
         println!("OTLP/HTTP -> otelcol: skipped (WEIR_PEERS_OTELCOL unset)");
         return;
@@ -776,20 +768,11 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
     if let Some(weir) = &weir {
         println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
     }
-    let (mut ingest_only, mut peers) = (Vec::new(), Vec::new());
-    for weir_first in abba() {
-        for is_weir in [weir_first, !weir_first] {
-            if is_weir {
-                let outcome = run.weir_syslog(false).await;
-                println!("{}", outcome.line("syslog TCP -> weir edge + ingest-only core"));
-                ingest_only.push(outcome);
-            } else if let Some(binary) = &rsyslogd {
-                let outcome = run.rsyslog(binary).await;
-                println!("{}", outcome.line("syslog TCP -> rsyslog"));
-                peers.push(outcome);
-            }
-        }
-    }
+    let (ingest_only, peers) = like_for_like(
+        ("syslog TCP -> weir edge + ingest-only core", move || run.weir_syslog(false)),
+        ("syslog TCP -> rsyslog", rsyslogd.as_deref().map(|binary| move || run.rsyslog(binary))),
+    )
+    .await;
     if rsyslogd.is_none() {
         println!("syslog TCP -> rsyslog: skipped (WEIR_PEERS_RSYSLOGD unset)");
         return;
@@ -800,11 +783,32 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
     ratios("weir, ingest-only / rsyslog", &ingest_only, &peers);
 }
 
-/// For each of `WEIR_PEERS_ROUNDS` rounds (default 2), whether Weir runs before the peer:
-/// alternately, so that the like-for-like runs go Weir, peer, peer, Weir (ABBA) and a
-/// machine or broker that drifts during the bench favours neither.
-fn abba() -> Vec<bool> {
-    (0..env("WEIR_PEERS_ROUNDS", 2).max(1)).map(|round| round % 2 == 0).collect()
+/// Runs Weir and the peer (if installed) for `WEIR_PEERS_ROUNDS` rounds (default 2),
+/// alternately first, so that the runs go Weir, peer, peer, Weir (ABBA) and a machine or
+/// broker that drifts during the bench favours neither; prints each run, returns both sets.
+async fn like_for_like<W, P, WF, PF>(weir: (&str, W), peer: (&str, Option<P>)) -> (Vec<Outcome>, Vec<Outcome>)
+where
+    W: Fn() -> WF,
+    P: Fn() -> PF,
+    WF: std::future::Future<Output = Outcome>,
+    PF: std::future::Future<Output = Outcome>,
+{
+    let (mut weirs, mut peers) = (Vec::new(), Vec::new());
+    for round in 0..env("WEIR_PEERS_ROUNDS", 2).max(1) {
+        let weir_first = round % 2 == 0;
+        for is_weir in [weir_first, !weir_first] {
+            if is_weir {
+                let outcome = (weir.1)().await;
+                println!("{}", outcome.line(weir.0));
+                weirs.push(outcome);
+            } else if let Some(run_peer) = &peer.1 {
+                let outcome = run_peer().await;
+                println!("{}", outcome.line(peer.0));
+                peers.push(outcome);
+            }
+        }
+    }
+    (weirs, peers)
 }
 
 /// Each round's ratio, and the ratio of the means over the rounds.

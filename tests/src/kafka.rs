@@ -570,7 +570,7 @@ pub fn consume_until_with(
 }
 
 /// Raw texts of all events in `records`, with how often each occurs.
-pub fn raw_counts(records: &[Record]) -> BTreeMap<String, usize> {
+pub fn raw_counts<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for record in records {
         for event in &record.batch.events {
@@ -586,14 +586,7 @@ pub fn raw_counts(records: &[Record]) -> BTreeMap<String, usize> {
 /// core) all count.
 pub fn first_copy_counts(records: &[Record]) -> BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeSet::new();
-    let first: Vec<&Record> = records.iter().filter(|r| r.batch_id.is_none() || seen.insert((r.batch_id.clone(), r.part))).collect();
-    let mut counts = BTreeMap::new();
-    for record in first {
-        for event in &record.batch.events {
-            *counts.entry(event.raw.clone()).or_insert(0) += 1;
-        }
-    }
-    counts
+    raw_counts(records.iter().filter(|r| r.batch_id.is_none() || seen.insert((r.batch_id.clone(), r.part))))
 }
 
 /// Consumes until every raw text in `expected` was seen, then returns the counts. Panics

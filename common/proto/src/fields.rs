@@ -133,6 +133,15 @@ impl<'a> IntoIterator for &'a Fields {
 /// scan per entry.
 impl Extend<(String, Value)> for Fields {
     fn extend<I: IntoIterator<Item = (String, Value)>>(&mut self, iter: I) {
+        let iter = iter.into_iter();
+        if self.0.len() + iter.size_hint().1.unwrap_or(usize::MAX) <= SCAN_LIMIT {
+            // Few: in place, no new list (this runs per event in the digest).
+            self.0.reserve(iter.size_hint().0);
+            for (k, v) in iter {
+                self.insert(k, v);
+            }
+            return;
+        }
         let mut entries = std::mem::take(&mut self.0);
         entries.extend(iter);
         *self = Fields::from_entries(entries);
