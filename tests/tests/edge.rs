@@ -475,12 +475,20 @@ async fn a_core_stopping_drains_the_batches_in_flight() {
     }
     // SIGTERM while the edge's window of ~300 kB batches is in flight on core-1.
     let mut core_1 = core_process(&spec_1, dir.path()).await;
-    eventually("the edge to connect to core-1", Duration::from_secs(10), || {
-        let connected = core_1.log_tail().contains("edge connected");
-        async move { connected.then_some(()) }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Wait for core-1's first acknowledgement, not for its "edge connected": on a loaded
+    // machine a handshake that began before core-1 was up can complete after the edge gave
+    // up on it, and the edge then spends its connect timeout on core-2 (not started yet),
+    // so core-1 would be stopped with no edge connected at all. The edge's window (8
+    // batches) is still in flight when the first answer is seen.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let edge_metrics = scrape(&edge.url("")).await;
+        if metric(&edge_metrics, "weir_forward_batches_acked_total", &[]).unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "core-1 acknowledged no batch in 30 s:\n{}\n{}", core_1.log_tail(), edge.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let status = tokio::task::block_in_place(|| core_1.terminate(Duration::from_secs(30)));
     assert!(status.success(), "core-1 exits cleanly on SIGTERM: {status}\n{}", core_1.log_tail());
     assert!(core_1.log_tail().contains("edge connection drained"), "core-1 drained its edge:\n{}", core_1.log_tail());
