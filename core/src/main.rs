@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 use weir_core::certs::{self, Role};
 use weir_core::config::CoreConfig;
 
+/// mimalloc, with large blocks from the system allocator: see `weir_node::alloc`.
+#[global_allocator]
+static ALLOCATOR: weir_node::alloc::Allocator = weir_node::alloc::Allocator;
+
 #[derive(Parser)]
 #[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]
 struct Cli {

@@ -8,7 +8,8 @@
 //! keeps its read order in the spool, while the spool's group commit shares one fsync
 //! among them.
 
-use std::sync::Mutex;
+use std::borrow::Borrow;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -68,17 +69,45 @@ impl Turn {
 
 impl IngestSink for SpoolSink {
     fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+        self.spool_request(request)
+    }
+
+    /// Encoding only reads the request: no copy of it is made.
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), IngestError>> {
+        self.spool_request(request)
+    }
+
+    fn observe(&self) {
+        let stats = self.spool.stats();
+        metrics::gauge!("weir_spool_used_bytes").set(stats.used_bytes as f64);
+        metrics::gauge!("weir_spool_max_bytes").set(stats.max_bytes as f64);
+        metrics::gauge!("weir_spool_pending_batches").set(stats.pending_batches as f64);
+        // Non-zero for long means they cannot be written to the dead-letter directory.
+        metrics::gauge!("weir_spool_corrupt_records").set(stats.corrupt_records as f64);
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        let stats = self.spool.stats();
+        if stats.used_bytes >= stats.max_bytes {
+            return Err(format!("spool full ({} of {} bytes)", stats.used_bytes, stats.max_bytes));
+        }
+        Ok(())
+    }
+}
+
+impl SpoolSink {
+    fn spool_request<R: Borrow<IngestRequest> + Send + 'static>(&self, request: R) -> BoxFuture<'static, Result<(), IngestError>> {
         let spool = self.spool.clone();
         let dead_letters = self.dead_letters.clone();
-        let mode = request.ack_mode.unwrap_or(self.default_ack_mode);
+        let mode = request.borrow().ack_mode.unwrap_or(self.default_ack_mode);
         let core_ack_timeout = self.core_ack_timeout;
         // Taken at the call, not at the first poll: the call order is the spool order.
         let mut turn = self.order.take_turn();
         async move {
-            let n_events = request.n_events as u64;
+            let n_events = request.borrow().n_events as u64;
             // Compression is CPU work; keep it off the runtime's I/O threads.
-            let payload = tokio::task::spawn_blocking(move || wire::encode_payload(&request.batches))
-                .await
+            let payload = tokio::task::spawn_blocking(move || wire::encode_payload(&request.borrow().batches))
+            .await
                 .map_err(|e| IngestError::Internal(format!("encoding task failed: {e}")))?
                 .map_err(|e| IngestError::Internal(e.to_string()))?;
             turn.wait().await;
@@ -116,23 +145,6 @@ impl IngestSink for SpoolSink {
             Ok(())
         }
         .boxed()
-    }
-
-    fn observe(&self) {
-        let stats = self.spool.stats();
-        metrics::gauge!("weir_spool_used_bytes").set(stats.used_bytes as f64);
-        metrics::gauge!("weir_spool_max_bytes").set(stats.max_bytes as f64);
-        metrics::gauge!("weir_spool_pending_batches").set(stats.pending_batches as f64);
-        // Non-zero for long means they cannot be written to the dead-letter directory.
-        metrics::gauge!("weir_spool_corrupt_records").set(stats.corrupt_records as f64);
-    }
-
-    fn ready(&self) -> Result<(), String> {
-        let stats = self.spool.stats();
-        if stats.used_bytes >= stats.max_bytes {
-            return Err(format!("spool full ({} of {} bytes)", stats.used_bytes, stats.max_bytes));
-        }
-        Ok(())
     }
 }
 

@@ -396,9 +396,9 @@ async fn batch_and_spool(config: SyslogConfig, mut rx: mpsc::Receiver<Chunk>, si
         }
         // At most BATCHES_IN_FLIGHT: beyond, the queue fills and TCP readers stop reading.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
-        let request = request(&config, pending);
+        let request = Arc::new(request(&config, pending));
         // Called here, in read order: the call takes the batch's place in the spool.
-        let first_attempt = sink.ingest(request.clone());
+        let first_attempt = sink.ingest_shared(request.clone());
         let (sink, shutdown) = (sink.clone(), shutdown.clone());
         spooling.spawn(async move {
             spool(&*sink, request, first_attempt, &shutdown).await;
@@ -445,14 +445,14 @@ fn request(config: &SyslogConfig, messages: Vec<(SocketAddr, String)>) -> Ingest
 
 /// Waits for a batch's first spooling attempt and retries while the spool pushes back
 /// (full, or a transient error): meanwhile the queue fills and TCP readers stop reading.
-async fn spool(sink: &dyn IngestSink, request: IngestRequest, first_attempt: BoxFuture<'static, Result<(), IngestError>>, shutdown: &CancellationToken) {
+async fn spool(sink: &dyn IngestSink, request: Arc<IngestRequest>, first_attempt: BoxFuture<'static, Result<(), IngestError>>, shutdown: &CancellationToken) {
     let n_events = request.n_events as u64;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = Some(first_attempt);
     loop {
         let outcome = match attempt.take() {
             Some(first) => first.await,
-            None => sink.ingest(request.clone()).await,
+            None => sink.ingest_shared(request.clone()).await,
         };
         match outcome {
             Ok(()) => {

@@ -147,6 +147,13 @@ impl Arrivals {
             // Fetch answers at once rather than after the default 500 ms wait, so the
             // time an event is seen in Kafka is close to when it got there.
             .set("fetch.wait.max.ms", "5")
+            // librdkafka stops fetching a partition for fetch.queue.backoff.ms (default
+            // 1 s) whenever its local queue passes queued.max.messages.kbytes (64 MiB) or
+            // queued.min.messages (100,000): with this thread counting a burst, that timed
+            // the runs by the consumer's pauses (runs ending in 1 s steps, p99 in seconds).
+            .set("fetch.queue.backoff.ms", "1")
+            .set("queued.max.messages.kbytes", "1048576")
+            .set("queued.min.messages", "10000000")
             .create()
             .expect("create consumer");
         let mut assignment = rdkafka::TopicPartitionList::new();
@@ -542,6 +549,7 @@ impl Run<'_> {
         let outcome =
             self.measure(&topic, Format::WeirOtlp, &[core.pid()], async move { Some(otlp_load(settings, bodies, url).await) }).await;
         println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
+        print_warnings(&[&core]);
         outcome
     }
 
@@ -589,7 +597,20 @@ impl Run<'_> {
             })
             .await;
         println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
+        print_warnings(&[&edge, &core]);
         outcome
+    }
+}
+
+/// A run's warnings (and retries) tell why it was slow (a batch retried after a backoff, a stalled
+/// link): shown below its line.
+fn print_warnings(nodes: &[&Node]) {
+    for node in nodes {
+        let tail = node.log_tail();
+        let warnings: Vec<&str> = tail.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("retrying")).collect();
+        if let Some(last) = warnings.last() {
+            println!("  ({} warnings in {}'s last 40 log lines; the last: {last})", warnings.len(), node.name);
+        }
     }
 }
 

@@ -88,6 +88,12 @@ pub trait IngestSink: Send + Sync + 'static {
     /// Makes the request's events durable, or says why not. Must not answer `Ok` before
     /// they are.
     fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>>;
+    /// `ingest` for a caller that keeps the request to try it again (the edge's syslog
+    /// input, while the spool pushes back). A sink that only reads the request overrides
+    /// it to spare that caller a copy of every event.
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), IngestError>> {
+        self.ingest(IngestRequest::clone(&request))
+    }
     /// `Err(reason)` when the node should not receive traffic.
     fn ready(&self) -> Result<(), String>;
     /// Sets the gauges that describe the sink's state, just before `/metrics` renders.
