@@ -107,7 +107,7 @@ impl SpoolSink {
             let n_events = request.borrow().n_events as u64;
             // Compression is CPU work; keep it off the runtime's I/O threads.
             let payload = tokio::task::spawn_blocking(move || wire::encode_payload(&request.borrow().batches))
-            .await
+                .await
                 .map_err(|e| IngestError::Internal(format!("encoding task failed: {e}")))?
                 .map_err(|e| IngestError::Internal(e.to_string()))?;
             turn.wait().await;

@@ -602,8 +602,8 @@ impl Run<'_> {
     }
 }
 
-/// A run's warnings (and retries) tell why it was slow (a batch retried after a backoff, a stalled
-/// link): shown below its line.
+/// A run's warnings and retries tell why it was slow (a batch retried after a backoff,
+/// a stalled link): shown below its line.
 fn print_warnings(nodes: &[&Node]) {
     for node in nodes {
         let tail = node.log_tail();

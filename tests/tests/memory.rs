@@ -18,10 +18,10 @@ const QUEUE_BYTES: usize = 32 * MIB;
 /// 3 MiB below (body, decoded events, encoded records) and 16 batches of 8 MiB would need
 /// well over 600 MiB. Bounded, the budget and the queue hold 64 MiB, the decoded events and
 /// encoded records of what the budget admitted about as much again, and the allocator
-/// keeps freed memory on top for a while. Measured growth: with glibc 138-258 MiB on a
+/// keeps freed memory on top for a while. Measured growth: with glibc 138-228 MiB on a
 /// quiet machine and up to 287 MiB on a loaded CI run (more threads contending, more
 /// arenas); with the nodes' allocator (`weir_node::alloc`: mimalloc below 256 KiB, glibc
-/// above) 226-268 MiB quiet and 173-237 MiB beside two busy processes. Hence the margin;
+/// above) 236-267 MiB quiet and 172-237 MiB beside two busy processes. Hence the margin;
 /// still well under what an unbounded burst needs.
 const PEAK_GROWTH_BOUND_KIB: u64 = 384 * 1024;
 

@@ -6,10 +6,10 @@
 //! ones. With mimalloc for everything the core's OTLP path took about 20% less CPU per
 //! event, but mimalloc keeps freed memory for a while before it returns it, and under a
 //! burst of large requests (`tests/tests/memory.rs`: 3 MiB bodies, 8 MiB batches) the
-//! core's peak RSS grew by up to 380 MiB, against 140-290 MiB with glibc; its purge
+//! core's peak RSS grew by up to 382 MiB, against 138-287 MiB with glibc; its purge
 //! options bring that down only at twice the CPU per event. Request bodies, decompressed
 //! batches and Kafka records are the allocations past 256 KiB, few per request: from
-//! glibc they cost little, and the peak grew by 226-268 MiB. With the split the OTLP path
+//! glibc they cost little, and the peak grew by 236-267 MiB. With the split the OTLP path
 //! took about 28% less CPU per event than with glibc alone (BENCHMARKS.md, session 7).
 
 use std::alloc::{GlobalAlloc, Layout, System};
