@@ -284,3 +284,10 @@ fn a_parquet_file_weir_did_not_write_is_refused() {
     let error = SegmentReader::open(&path).err().unwrap();
     assert!(error.to_string().contains("foreign.parquet"), "{error}");
 }
+
+#[test]
+fn event_ids_read_partition_offset_and_index() {
+    for (partition, offset, index) in [(0, 0, 0), (7, 1_234_567_890_123, 42), (i32::MAX, i64::MAX, u32::MAX), (-1, -5, 3)] {
+        assert_eq!(SegmentRow::event_id(partition, offset, index), format!("{partition}-{offset}-{index}"));
+    }
+}
