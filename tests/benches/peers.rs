@@ -546,11 +546,48 @@ impl Run<'_> {
         let (_spec, core) = self.core(&topic, digest).await;
         let url = core.url("/v1/logs");
         let (settings, bodies) = (self.settings, bodies.clone());
+        let started = (Instant::now(), cpu_seconds(core.pid()));
         let outcome =
             self.measure(&topic, Format::WeirOtlp, &[core.pid()], async move { Some(otlp_load(settings, bodies, url).await) }).await;
         println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
+        if digest {
+            self.until_digested(&core, &[core.pid()], started).await;
+        }
         print_warnings(&[&core]);
         outcome
+    }
+
+    /// A digesting core keeps working after the load's last answer (OTLP) or the last event
+    /// seen in Kafka (syslog): it reads every event back, builds rows and writes segments,
+    /// which the line above counts only in part. Waits until the core has digested every
+    /// event (`weir_digest_events_total`) and prints the whole job's rate and CPU per event.
+    async fn until_digested(&self, core: &Node, pids: &[u32], (start, cpu_before): (Instant, f64)) {
+        let expected = self.expected() as f64;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let digested = loop {
+            let metrics = weir_tests::scrape(&core.url("")).await;
+            let name = "weir_digest_events_total";
+            let digested: f64 = metrics
+                .lines()
+                .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            if digested >= expected || Instant::now() > deadline {
+                break digested;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let seconds = start.elapsed().as_secs_f64();
+        let cpu: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
+        if digested < expected {
+            println!("  (digest: only {digested} of {expected} events digested after {seconds:.1} s)");
+        } else {
+            println!(
+                "  (digest: every event digested {seconds:.1} s after the start: {:.0} events/s ingest + digest, cpu {:.2} us/event with the digest)",
+                expected / seconds,
+                cpu * 1e6 / expected
+            );
+        }
     }
 
     async fn rsyslog(&self, binary: &Path) -> Outcome {
@@ -590,6 +627,7 @@ impl Run<'_> {
         edge_spec.syslog_batch_max_events = std::env::var("WEIR_PEERS_SYSLOG_BATCH").ok().and_then(|n| n.parse().ok());
         let edge = weir_tests::nodes::edge_process(&edge_spec, &edge_dir).await;
         let settings = self.syslog_settings();
+        let started = (Instant::now(), cpu_seconds(edge.pid()) + cpu_seconds(core.pid()));
         let outcome = self
             .measure(&topic, Format::Weir, &[edge.pid(), core.pid()], async move {
                 syslog_load(settings, tcp).await;
@@ -597,6 +635,9 @@ impl Run<'_> {
             })
             .await;
         println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
+        if digest {
+            self.until_digested(&core, &[edge.pid(), core.pid()], started).await;
+        }
         print_warnings(&[&edge, &core]);
         outcome
     }
