@@ -8,8 +8,10 @@
 //!
 //! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
 //! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), `certs` (dev PKI, only with
-//! the `dev-certs` feature: never in a production build).
+//! the `dev-certs` feature: never in a production build), [`alloc`] (the binary's global
+//! allocator).
 
+pub mod alloc;
 #[cfg(feature = "dev-certs")]
 pub mod certs;
 pub mod config;

@@ -10,9 +10,9 @@ use clap::{Parser, Subcommand};
 use weir_core::certs::{self, Role};
 use weir_core::config::CoreConfig;
 
-/// mimalloc, with large blocks from the system allocator: see `weir_node::alloc`.
+/// mimalloc, with large blocks from the system allocator: see `weir_core::alloc`.
 #[global_allocator]
-static ALLOCATOR: weir_node::alloc::Allocator = weir_node::alloc::Allocator;
+static ALLOCATOR: weir_core::alloc::Allocator = weir_core::alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]

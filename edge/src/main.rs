@@ -7,10 +7,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use weir_edge::config::EdgeConfig;
 
-/// mimalloc, with large blocks from the system allocator: see `weir_node::alloc`.
-#[global_allocator]
-static ALLOCATOR: weir_node::alloc::Allocator = weir_node::alloc::Allocator;
-
 #[derive(Parser)]
 #[command(name = "weir-edge", version, about = "Weir edge node: spool and forward events to core nodes")]
 struct Cli {

@@ -20,7 +20,7 @@ const QUEUE_BYTES: usize = 32 * MIB;
 /// encoded records of what the budget admitted about as much again, and the allocator
 /// keeps freed memory on top for a while. Measured growth: with glibc 138-228 MiB on a
 /// quiet machine and up to 287 MiB on a loaded CI run (more threads contending, more
-/// arenas); with the nodes' allocator (`weir_node::alloc`: mimalloc below 256 KiB, glibc
+/// arenas); with the core's allocator (`weir_core::alloc`: mimalloc below 256 KiB, glibc
 /// above) 236-267 MiB quiet, 172-237 MiB beside two busy processes and 174-282 MiB beside
 /// the digest tests. Hence the margin; still well under what an unbounded burst needs.
 const PEAK_GROWTH_BOUND_KIB: u64 = 384 * 1024;

@@ -9,7 +9,6 @@
 //! Architecture invariant: this crate must never depend on rdkafka, wasmtime or the AWS SDK,
 //! because the edge links it.
 
-pub mod alloc;
 pub mod atomic_write;
 pub mod config;
 pub mod process;

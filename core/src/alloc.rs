@@ -1,16 +1,20 @@
-//! The global allocator of `weir-core` and `weir-edge`: mimalloc for everything below
-//! [`LARGE`] (256 KiB), the system allocator (glibc) at and above it.
+//! The global allocator of `weir-core`: mimalloc for everything below [`LARGE`]
+//! (256 KiB), the system allocator (glibc) at and above it.
 //!
-//! Why two: glibc's `malloc`/`free` were about 30% of an ingest-only core's OTLP
-//! samples (prost allocates several times per log record) and 15% of the edge's syslog
-//! ones. With mimalloc for everything the core's OTLP path took about 20% less CPU per
-//! event, but mimalloc keeps freed memory for a while before it returns it, and under a
-//! burst of large requests (`tests/tests/memory.rs`: 3 MiB bodies, 8 MiB batches) the
-//! core's peak RSS grew by up to 382 MiB, against 138-287 MiB with glibc; its purge
-//! options bring that down only at twice the CPU per event. Request bodies, decompressed
-//! batches and Kafka records are the allocations past 256 KiB, few per request: from
-//! glibc they cost little, and the peak grew by 236-267 MiB. With the split the OTLP path
-//! took about 28% less CPU per event than with glibc alone (BENCHMARKS.md, session 7).
+//! Why: glibc's `malloc`/`free` were about 30% of an ingest-only core's OTLP samples
+//! (prost allocates several times per log record). With mimalloc for everything the OTLP
+//! path took about 20% less CPU per event, but mimalloc keeps freed memory for a while
+//! before it returns it, and under a burst of large requests (`tests/tests/memory.rs`:
+//! 3 MiB bodies, 8 MiB batches) the core's peak RSS grew by up to 382 MiB, against
+//! 138-287 MiB with glibc; its purge options bring that down only at twice the CPU per
+//! event. Request bodies, decompressed batches and Kafka records are the allocations past
+//! 256 KiB, few per request: from glibc they cost little, and the peak grew by 236-267
+//! MiB. Back to back against glibc alone (ABBA, OTLP ingest-only) the split took about
+//! 15% less CPU per event, for about twice the resident memory under load (81 MiB against
+//! 36 MiB); BENCHMARKS.md, session 7.
+//!
+//! The edge keeps glibc: its syslog path measured the same CPU per event with this
+//! allocator and 2.5 times the resident memory, and an edge should stay light.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
@@ -19,7 +23,7 @@ use mimalloc::MiMalloc;
 /// Allocations of this many bytes or more go to the system allocator.
 pub const LARGE: usize = 256 << 10;
 
-/// Use as `#[global_allocator] static ALLOCATOR: weir_node::alloc::Allocator = weir_node::alloc::Allocator;`.
+/// Use as `#[global_allocator] static ALLOCATOR: weir_core::alloc::Allocator = weir_core::alloc::Allocator;`.
 pub struct Allocator;
 
 fn is_large(size: usize) -> bool {
