@@ -7,7 +7,8 @@
 //!   (2) syslog over TCP → rsyslog (imtcp → omkafka, disk-assisted queue, retries forever)
 //!       vs. → Weir's edge (spool) → QUIC → Weir's core.
 //!
-//! Weir runs twice on each path: as configured (the core also digests what it wrote), and
+//! Weir runs twice on each path: as configured (the core also digests what it wrote; the
+//! bench then also waits for the digest and prints the whole job's rate and CPU), and
 //! as an ingest-only core (`digest.enabled = false`), the like-for-like figure against
 //! peers that only forward.
 //!
@@ -559,8 +560,9 @@ impl Run<'_> {
 
     /// A digesting core keeps working after the load's last answer (OTLP) or the last event
     /// seen in Kafka (syslog): it reads every event back, builds rows and writes segments,
-    /// which the line above counts only in part. Waits until the core has digested every
-    /// event (`weir_digest_events_total`) and prints the whole job's rate and CPU per event.
+    /// which the run's line counts only in part. Waits until the core has digested every
+    /// event (`weir_digest_events_total`) and prints the whole job's rate and CPU per event
+    /// just before that line.
     async fn until_digested(&self, core: &Node, pids: &[u32], (start, cpu_before): (Instant, f64)) {
         let expected = self.expected() as f64;
         let deadline = Instant::now() + Duration::from_secs(180);
@@ -644,7 +646,7 @@ impl Run<'_> {
 }
 
 /// A run's warnings and retries tell why it was slow (a batch retried after a backoff,
-/// a stalled link): shown below its line.
+/// a stalled link): printed just before its line.
 fn print_warnings(nodes: &[&Node]) {
     for node in nodes {
         let tail = node.log_tail();
