@@ -568,12 +568,7 @@ impl Run<'_> {
         let deadline = Instant::now() + Duration::from_secs(180);
         let digested = loop {
             let metrics = weir_tests::scrape(&core.url("")).await;
-            let name = "weir_digest_events_total";
-            let digested: f64 = metrics
-                .lines()
-                .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
-                .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum();
+            let digested = weir_tests::metric_sum(&metrics, "weir_digest_events_total");
             if digested >= expected || Instant::now() > deadline {
                 break digested;
             }

@@ -113,6 +113,15 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     })
 }
 
+/// The sum of every series of metric `name` in a Prometheus text `text`, whatever its
+/// labels (0 when there is none).
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// `GET /metrics` of a node.
 pub async fn scrape(base_url: &str) -> String {
     let response = http().get(format!("{base_url}/metrics")).send().await.expect("scrape /metrics");

@@ -20,7 +20,7 @@ use weir_proto::{Event, EventBatch};
 use weir_segment::{SegmentReader, SegmentRow};
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
-use weir_tests::{certs, eventually, http, init_tracing, unique, workspace_root};
+use weir_tests::{certs, eventually, http, init_tracing, metric_sum, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -416,12 +416,7 @@ async fn a_graceful_stop_registers_the_segment_being_built() {
         let url = core.url("/metrics");
         async move {
             let text = client.get(url).send().await.ok()?.text().await.ok()?;
-            let read: f64 = text
-                .lines()
-                .filter(|l| l.starts_with("weir_digest_events_total{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum();
-            (read >= 100.0).then_some(())
+            (metric_sum(&text, "weir_digest_events_total") >= 100.0).then_some(())
         }
     })
     .await;
