@@ -17,6 +17,13 @@ use std::cell::Cell;
 use std::hint::black_box;
 use weir_plugin_sdk::{EventWriter, Events, Input, Parser, SettingInfo, Settings, Sink, export_parser};
 
+// The one foreign function this plugin calls (`poll`, below); the rest of the
+// crate stays under the workspace's `unsafe_code = "deny"`.
+#[allow(unsafe_code)]
+// SAFETY: this is wasi-libc's `poll(2)` with its C signature
+// (`struct pollfd *`, `nfds_t` = `unsigned long`, `int` timeout, `int` result),
+// and wasi-libc is linked into every wasm32-wasip2 binary by the Rust target
+// (a native build links glibc's, which has the same signature).
 unsafe extern "C" {
     /// wasi-libc's `poll(2)`.
     fn poll(
@@ -192,7 +199,10 @@ impl Parser for Chaos {
             "poll" => {
                 // No descriptors and a timeout of an hour: wasi-libc waits on a
                 // `subscribe-duration` pollable with `wasi:io/poll.poll`.
-                // SAFETY: a null array is valid with a count of zero.
+                #[allow(unsafe_code)] // the FFI call; see the extern block
+                // SAFETY: with `nfds` 0 `poll` reads no descriptor, so a null
+                // array is valid; it only blocks for the timeout and touches no
+                // memory of ours.
                 let n = unsafe { poll(std::ptr::null_mut(), 0, 3_600_000) };
                 Err(format!("poll returned {n} after an hour"))
             }

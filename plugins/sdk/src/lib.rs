@@ -41,8 +41,9 @@ pub mod arena;
 
 /// The bump arena (see [`arena`]) as the plugin's allocator: only on
 /// single-threaded wasm, where the host's post-return call frees a whole
-/// batch at once. Plugins that bring their own allocator turn off the
-/// default `arena` feature.
+/// batch at once, and the only cfg where `Arena` is `Sync` (see its `Sync`
+/// impl). Plugins that bring their own allocator turn off the default `arena`
+/// feature.
 #[cfg(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: arena::Arena = arena::Arena::new();
@@ -61,6 +62,13 @@ fn long_lived<R>(f: impl FnOnce() -> R) -> R {
 #[doc(hidden)]
 // The flattened `parse` export takes 9 core parameters (context record, string, list).
 #[allow(clippy::too_many_arguments)]
+// The generated code is full of `unsafe` (the canonical ABI glue, the
+// `export_name`d entry points, here and where `export_parser!` expands it in
+// each plugin), yet needs no `#[allow(unsafe_code)]`: rustc does not report
+// `unsafe_code` in code expanded from another crate's macro (wit-bindgen's
+// `generate!`, and this crate's macros in the plugins), so the workspace's
+// `deny` still covers all hand-written code. Were that to change, the build
+// would fail loudly rather than let unchecked unsafe in.
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
