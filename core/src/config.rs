@@ -26,8 +26,9 @@ pub struct CoreConfig {
     #[serde(default)]
     pub quic: Option<QuicConfig>,
     pub kafka: KafkaConfig,
-    /// This node's own files (the Global snapshot). Relative paths are relative to the
-    /// working directory.
+    /// This node's own files: the Global snapshot, its segment files, segments fetched for
+    /// queries, reparse scratch (the layout is `store::DataDir`'s). Relative paths are
+    /// relative to the working directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// The Global log: snapshots and heartbeats.
@@ -122,9 +123,14 @@ pub struct LimitsConfig {
     /// growing until the kernel kills it.
     #[serde(default = "default_in_flight_bytes")]
     pub in_flight_bytes: usize,
-    /// Edge connections held at once; more are refused during the handshake.
+    /// Edge connections held at once; more are refused (during the handshake while the
+    /// endpoint holds this many plus `max_peer_connections`, else right after it).
     #[serde(default = "default_max_edge_connections")]
     pub max_edge_connections: usize,
+    /// Connections from other cores (segment fetches) held at once, counted apart from
+    /// edges so that neither kind can crowd out the other.
+    #[serde(default = "default_max_peer_connections")]
+    pub max_peer_connections: usize,
     /// Bytes of segment files fetched from other cores for queries kept on disk
     /// (`<data_dir>/segments-fetched`); past it the least recently used go (files used in
     /// the last minute stay).
@@ -137,6 +143,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             in_flight_bytes: default_in_flight_bytes(),
             max_edge_connections: default_max_edge_connections(),
+            max_peer_connections: default_max_peer_connections(),
             fetched_segments_bytes: default_fetched_segments_bytes(),
         }
     }
@@ -147,6 +154,9 @@ fn default_in_flight_bytes() -> usize {
 }
 fn default_max_edge_connections() -> usize {
     1024
+}
+fn default_max_peer_connections() -> usize {
+    64
 }
 fn default_fetched_segments_bytes() -> u64 {
     10 << 30

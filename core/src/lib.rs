@@ -1,30 +1,33 @@
-//! The Weir core node.
+//! The Weir core node. This file only wires the rooms together; each room is one stage of
+//! the data path (ARCHITECTURE.md's code map says what each owns and must never do):
 //!
-//! Data path built so far: HTTP ingest API and the QUIC endpoint for edges → [`kafka`]
-//! publisher (idempotent, acks=all) → answer only after Kafka acknowledged. Beside it, the
-//! Global log ([`kafka::global_log`]): every core applies the Global topic to its own
-//! `weir_global::State` and announces itself there ([`heartbeat`]). The binary's `main`
-//! parses arguments and calls [`run`]; tests call the same [`start`]/[`run`].
+//! - [`accept`]: the QUIC door (edges and other cores, by ALPN) and the HTTP ingest sink;
+//!   answers only after Kafka acknowledged (I1).
+//! - [`kafka`]: the only module that touches rdkafka: producer, consumers, admin.
+//! - [`cluster`]: this node's view of Global and the commands it writes, heartbeats, who
+//!   should digest which partition.
+//! - [`digest`]: ingest partitions → parsed events in segment files registered in Global.
+//! - [`store`]: the data directory ([`store::DataDir`]), sweep, fetched cache, segment
+//!   tools and reparse.
+//! - [`peer`]: core ↔ core segment transfer (protocol, server, client).
+//! - [`read`]: where a query finds each segment (the query language is `weir-query`'s).
 //!
-//! Module map: [`config`] (TOML + env), [`kafka`] (the only module that touches rdkafka),
-//! [`ingest`] (HTTP sink), [`edge_endpoint`] (QUIC for edges), `certs` (dev PKI, only with
-//! the `dev-certs` feature: never in a production build), [`alloc`] (the binary's global
-//! allocator).
+//! Beside them: [`config`] (TOML + env), `certs` (dev PKI, only with the `dev-certs`
+//! feature: never in a production build), [`alloc`] (the binary's global allocator). The
+//! binary's `main` parses arguments and calls [`run`]; tests call the same
+//! [`start`]/[`run`].
 
+pub mod accept;
 pub mod alloc;
 #[cfg(feature = "dev-certs")]
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod digest;
-pub mod edge_endpoint;
-pub mod fetched;
-pub mod heartbeat;
-pub mod ingest;
 pub mod kafka;
 pub mod peer;
 pub mod read;
-pub mod reparse;
-pub mod segments;
+pub mod store;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,11 +36,13 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::edge::EdgeConnections;
+use crate::accept::http::KafkaSink;
+use crate::accept::quic::QuicDoor;
+use crate::cluster::{GlobalError, GlobalLog, heartbeat};
 use crate::config::CoreConfig;
-use crate::edge_endpoint::EdgeEndpoint;
-use crate::ingest::KafkaSink;
-use crate::kafka::global_log::{GlobalError, GlobalLog};
 use crate::kafka::{PublishError, Publisher};
+use crate::store::DataDir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -62,9 +67,6 @@ pub enum CoreError {
     #[error("http server failed: {0}")]
     Http(std::io::Error),
 }
-
-/// Segment files fetched from other cores for queries, inside `data_dir`.
-pub const FETCHED_DIR: &str = "segments-fetched";
 
 /// A started core: its bound addresses and the task that runs it until shutdown.
 pub struct RunningCore {
@@ -97,12 +99,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     let parsers = if config.parsers.plugins.is_empty() && config.parsers.plugin_dir.is_none() {
         None
     } else {
-        let parsers_config = config.parsers.clone();
-        let registry = tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&parsers_config))
-            .await
-            .expect("plugin loading task")?;
-        tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
-        Some(Arc::new(registry))
+        Some(Arc::new(digest::load_parsers(&config.parsers).await?))
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
@@ -111,23 +108,24 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
 
     // One budget for both inputs: a burst on either is bounded by the same number.
     let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
-    let edge_endpoint = match &config.quic {
+    let data_dir = DataDir::new(&config.data_dir);
+    let quic_door = match &config.quic {
         Some(quic) => {
             let server = weir_node::tls::server_config(&quic.tls)?;
             let endpoint = quinn::Endpoint::server(server, quic.listen)
                 .map_err(|source| CoreError::QuicBind { addr: quic.listen, source })?;
-            Some(EdgeEndpoint {
+            Some(QuicDoor {
                 endpoint,
-                publisher: publisher.clone(),
-                config: quic.clone(),
-                budget: budget.clone(),
-                max_connections: config.limits.max_edge_connections,
-                peer: Arc::new(peer::PeerServer { global: global.clone(), segments_dir: digest::segments_dir(&config.data_dir) }),
+                edges: Arc::new(EdgeConnections { publisher: publisher.clone(), config: quic.clone(), budget: budget.clone() }),
+                peers: Arc::new(peer::PeerServer { global: global.clone(), data_dir: data_dir.clone() }),
+                max_edge_connections: config.limits.max_edge_connections,
+                max_peer_connections: config.limits.max_peer_connections,
+                drain_timeout: Duration::from_millis(quic.drain_timeout_ms),
             })
         }
         None => None,
     };
-    let quic_addr = edge_endpoint.as_ref().and_then(|e| e.endpoint.local_addr().ok());
+    let quic_addr = quic_door.as_ref().and_then(|e| e.endpoint.local_addr().ok());
     tracing::info!(node_id = %config.node_id, %http_addr, quic_addr = ?quic_addr, topic = %config.kafka.ingest_topic, "core started");
 
     let sink = Arc::new(KafkaSink {
@@ -135,26 +133,20 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         global: global.clone(),
         retry_after: Duration::from_secs(config.kafka.retry_after_s),
     });
-    let files = Arc::new(peer::SegmentFiles {
-        node_id: config.node_id.clone(),
-        global: global.clone(),
-        segments_dir: digest::segments_dir(&config.data_dir),
-        fetched: Arc::new(fetched::FetchedCache::open(config.data_dir.join(FETCHED_DIR), config.limits.fetched_segments_bytes)),
-        client: config.quic.as_ref().map(|q| peer::PeerClient::new(&q.tls)).transpose()?,
-    });
+    let files = Arc::new(read::locate::SegmentFiles::open(&config, global.clone())?);
     let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?
         .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
     let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget).merge(weir_query::router(Arc::new(query)));
 
-    let segments_dir = digest::segments_dir(&config.data_dir);
-    std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir.clone(), source })?;
+    let segments_dir = data_dir.segments_dir();
+    std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir, source })?;
     let digest_context = Arc::new(digest::partition::Context {
         node_id: config.node_id.clone(),
         global: global.clone(),
         kafka: config.kafka.clone(),
         config: config.digest.clone(),
         parsers,
-        segments_dir,
+        data_dir,
         runtime: tokio::runtime::Handle::current(),
     });
     let running_global = global.clone();
@@ -181,7 +173,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             let shutdown = shutdown.clone();
             tokio::spawn(async move { publisher.ensure_topic(&kafka, &shutdown).await })
         };
-        let edges = edge_endpoint.map(|e| tokio::spawn(e.serve(shutdown.clone())));
+        let edges = quic_door.map(|door| tokio::spawn(door.serve(shutdown.clone())));
         // An ingest-only core (`digest.enabled = false`) runs no digest; its heartbeats say
         // so, and the digesting cores take every partition.
         let digest = config.digest.enabled.then(|| tokio::spawn(digest::run(digest_context, shutdown.clone())));

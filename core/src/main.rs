@@ -153,20 +153,20 @@ fn main() -> ExitCode {
 }
 
 fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
-    use weir_core::segments;
+    use weir_core::store::{DataDir, tools as segments};
     let global = |config: &CoreConfig, timeout_s| {
-        weir_core::kafka::global_log::dump(config, std::time::Duration::from_secs(timeout_s)).map(|snapshot| snapshot.state)
+        weir_core::cluster::global_log::dump(config, std::time::Duration::from_secs(timeout_s)).map(|snapshot| snapshot.state)
     };
     let mut stdout = std::io::stdout().lock();
     match command {
         SegmentsCommand::Ls { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
-            segments::list(&global(&config, timeout_s)?, &config.data_dir, &mut stdout)?;
+            segments::list(&global(&config, timeout_s)?, &DataDir::new(&config.data_dir), &mut stdout)?;
         }
         SegmentsCommand::Verify { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
             let state = global(&config, timeout_s)?;
-            let files = segments::local_files(&config.data_dir).context("cannot list the segments directory")?;
+            let files = DataDir::new(&config.data_dir).segment_files().context("cannot list the segments directory")?;
             let mut bad = 0;
             for (i, path) in files.iter().enumerate() {
                 let checked = segments::check(&state, path);
@@ -192,7 +192,7 @@ fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
             } else {
                 let config = config.context("SEGMENT is not a file; give --config to find a segment id in the node's data directory")?;
                 let config = CoreConfig::load(&config)?;
-                weir_core::digest::segments_dir(&config.data_dir).join(format!("{segment}.parquet"))
+                DataDir::new(&config.data_dir).segment_path(&segment)
             };
             let n = segments::cat(&path, &mut stdout).map_err(anyhow::Error::msg)?;
             eprintln!("{n} events");
@@ -216,7 +216,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Global { command: GlobalCommand::Dump { config, timeout_s } } => {
             let config = CoreConfig::load(&config)?;
-            let snapshot = weir_core::kafka::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
+            let snapshot = weir_core::cluster::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
             println!("{}", serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?);
             Ok(())
         }
@@ -224,15 +224,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Reparse { config, repository, from, to, parser, grace_s } => {
             let config = CoreConfig::load(&config)?;
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-            let request = weir_core::reparse::Request {
+            let request = weir_core::store::reparse::Request {
                 repository,
-                from_ms: weir_core::reparse::parse_time(&from, now).map_err(anyhow::Error::msg)?,
-                to_ms: weir_core::reparse::parse_time(&to, now).map_err(anyhow::Error::msg)?,
+                from_ms: weir_core::store::reparse::parse_time(&from, now).map_err(anyhow::Error::msg)?,
+                to_ms: weir_core::store::reparse::parse_time(&to, now).map_err(anyhow::Error::msg)?,
                 parser,
                 grace: std::time::Duration::from_secs(grace_s),
             };
             let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-            let summary = runtime.block_on(weir_core::reparse::run(&config, &request, |line| eprintln!("{line}")))?;
+            let summary = runtime.block_on(weir_core::store::reparse::run(&config, &request, |line| eprintln!("{line}")))?;
             println!("{}", serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events}));
             Ok(())
         }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
-use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
+use weir_http_ingest::{AckMode, IngestRequest, IngestSink, Refusal};
 use weir_proto::wire;
 
 use crate::dead_letter::DeadLetters;
@@ -68,12 +68,12 @@ impl Turn {
 }
 
 impl IngestSink for SpoolSink {
-    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), Refusal>> {
         self.spool_request(request)
     }
 
     /// Encoding only reads the request: no copy of it is made.
-    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), IngestError>> {
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), Refusal>> {
         self.spool_request(request)
     }
 
@@ -96,7 +96,7 @@ impl IngestSink for SpoolSink {
 }
 
 impl SpoolSink {
-    fn spool_request<R: Borrow<IngestRequest> + Send + 'static>(&self, request: R) -> BoxFuture<'static, Result<(), IngestError>> {
+    fn spool_request<R: Borrow<IngestRequest> + Send + 'static>(&self, request: R) -> BoxFuture<'static, Result<(), Refusal>> {
         let spool = self.spool.clone();
         let dead_letters = self.dead_letters.clone();
         let mode = request.borrow().ack_mode.unwrap_or(self.default_ack_mode);
@@ -108,23 +108,23 @@ impl SpoolSink {
             // Compression is CPU work; keep it off the runtime's I/O threads.
             let payload = tokio::task::spawn_blocking(move || wire::encode_payload(&request.borrow().batches))
                 .await
-                .map_err(|e| IngestError::Internal(format!("encoding task failed: {e}")))?
-                .map_err(|e| IngestError::Internal(e.to_string()))?;
+                .map_err(|e| Refusal::internal(format!("encoding task failed: {e}")))?
+                .map_err(|e| Refusal::internal(e.to_string()))?;
             turn.wait().await;
-            let queued = spool.queue(encode_spooled(n_events, &payload)).await.map_err(spool_error);
+            let queued = spool.queue(encode_spooled(n_events, &payload)).await.map_err(SpoolError::into_refusal);
             drop(turn);
-            let seq = queued?.durable().await.map_err(spool_error)?;
+            let seq = queued?.durable().await.map_err(SpoolError::into_refusal)?;
             if mode == AckMode::Core
                 && tokio::time::timeout(core_ack_timeout, spool.wait_acked(seq)).await.is_err()
             {
-                return Err(IngestError::Unavailable {
-                    message: format!(
+                return Err(Refusal::unavailable(
+                    format!(
                         "the events are stored on this edge (batch {seq}) but no core acknowledged them within {} ms; \
                          they will still be forwarded, so a retry may store them twice",
                         core_ack_timeout.as_millis()
                     ),
-                    retry_after: Duration::from_secs(5),
-                });
+                    Duration::from_secs(5),
+                ));
             }
             if mode == AckMode::Core
                 && let Some(refusal) = dead_letters.refusal(seq)
@@ -137,24 +137,16 @@ impl SpoolSink {
                     dead_letters.dir().display(),
                     refusal.batch_id
                 );
+                // The batch is dead-lettered, not refused: the client hears 413 when it was
+                // too large and otherwise 500 (its own retry would not help, the letter does).
                 return Err(match refusal.code {
-                    wire::ErrorCode::TooLarge => IngestError::TooLarge(message),
-                    _ => IngestError::Internal(message),
+                    wire::ErrorCode::TooLarge => Refusal::too_large(message),
+                    _ => Refusal::internal(message),
                 });
             }
             Ok(())
         }
         .boxed()
-    }
-}
-
-fn spool_error(error: SpoolError) -> IngestError {
-    let message = error.to_string();
-    match error {
-        SpoolError::Full { .. } => IngestError::Overloaded { message, retry_after: Duration::from_secs(5) },
-        e if e.is_retryable() => IngestError::Unavailable { message, retry_after: Duration::from_secs(5) },
-        SpoolError::TooLarge { .. } => IngestError::TooLarge(message),
-        _ => IngestError::Internal(message),
     }
 }
 

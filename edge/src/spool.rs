@@ -309,6 +309,20 @@ impl SpoolError {
             Self::Full { .. } | Self::DiskFull { .. } | Self::Io { .. }
         )
     }
+
+    /// The answer to the client whose events the spool did not take: a full spool pushes
+    /// back (429), another retryable failure is 503, a batch over the spool's limit 413.
+    pub fn into_refusal(self) -> weir_proto::Refusal {
+        use weir_proto::Refusal;
+        let retry_after = std::time::Duration::from_secs(5);
+        let message = self.to_string();
+        match self {
+            SpoolError::Full { .. } => Refusal::overloaded(message, retry_after),
+            e if e.is_retryable() => Refusal::unavailable(message, retry_after),
+            SpoolError::TooLarge { .. } => Refusal::too_large(message),
+            _ => Refusal::internal(message),
+        }
+    }
 }
 
 fn io_error(op: &'static str, path: &Path, error: io::Error) -> SpoolError {

@@ -37,7 +37,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
-use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
+use weir_http_ingest::{AckMode, IngestRequest, IngestSink, Refusal, RefusalKind};
 use weir_proto::{Event, EventBatch};
 
 /// The `[syslog]` section of the edge config; absent means no syslog input.
@@ -445,7 +445,7 @@ fn request(config: &SyslogConfig, messages: Vec<(SocketAddr, String)>) -> Ingest
 
 /// Waits for a batch's first spooling attempt and retries while the spool pushes back
 /// (full, or a transient error): meanwhile the queue fills and TCP readers stop reading.
-async fn spool(sink: &dyn IngestSink, request: Arc<IngestRequest>, first_attempt: BoxFuture<'static, Result<(), IngestError>>, shutdown: &CancellationToken) {
+async fn spool(sink: &dyn IngestSink, request: Arc<IngestRequest>, first_attempt: BoxFuture<'static, Result<(), Refusal>>, shutdown: &CancellationToken) {
     let n_events = request.n_events as u64;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = Some(first_attempt);
@@ -459,10 +459,11 @@ async fn spool(sink: &dyn IngestSink, request: Arc<IngestRequest>, first_attempt
                 metrics::counter!("weir_syslog_messages_total").increment(n_events);
                 return;
             }
-            Err(IngestError::Overloaded { message, .. } | IngestError::Unavailable { message, .. }) => {
+            // The spool pushes back: wait, as the TCP readers do.
+            Err(Refusal { kind: RefusalKind::Overloaded | RefusalKind::Unavailable, message, .. }) => {
                 tracing::warn!(%message, n_events, "syslog messages wait for the spool");
             }
-            Err(error @ (IngestError::TooLarge(_) | IngestError::BadRequest(_) | IngestError::Forbidden(_) | IngestError::Internal(_))) => {
+            Err(error) => {
                 // Cannot succeed by waiting; losing them silently would be worse than a loud log.
                 tracing::error!(%error, n_events, "syslog messages could not be spooled and are dropped");
                 metrics::counter!("weir_syslog_dropped_total").increment(n_events);
@@ -650,7 +651,7 @@ mod tests {
     struct Recorder(std::sync::Mutex<Vec<String>>);
 
     impl IngestSink for Recorder {
-        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
             self.0.lock().unwrap().extend(raws);
             Box::pin(async { Ok(()) })
@@ -755,10 +756,10 @@ mod tests {
     }
 
     impl IngestSink for Refusing {
-        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             use std::sync::atomic::Ordering::SeqCst;
             if self.refusals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
-                return Box::pin(async { Err(IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(1) }) });
+                return Box::pin(async { Err(Refusal::overloaded("spool full", Duration::from_secs(1))) });
             }
             self.taken.lock().unwrap().extend(request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone()));
             Box::pin(async { Ok(()) })
@@ -778,7 +779,7 @@ mod tests {
     }
 
     impl IngestSink for Batches {
-        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             use std::sync::atomic::Ordering::SeqCst;
             self.calls.lock().unwrap().push(request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone()).collect());
             let (in_flight, most) = (self.in_flight.clone(), self.most_in_flight.clone());

@@ -482,7 +482,7 @@ impl Bench {
         let topic = weir_tests::unique("bench-digest-live");
         let settings = Settings { events: 0, batch, segment_bytes: 64 << 20, flush };
         let config = self.core_config("core-live", &topic, Some(wasm_parsers()), &settings);
-        let segments_dir = weir_core::digest::segments_dir(&config.data_dir);
+        let segments_dir = weir_core::store::DataDir::new(&config.data_dir).segments_dir();
         let shutdown = CancellationToken::new();
         let core = weir_core::start(config, shutdown.clone()).await.expect("start core");
         let base = format!("http://{}", core.http_addr);

@@ -82,7 +82,7 @@ impl Stored {
 /// `None` when it cannot be read yet.
 async fn global_state(config: &CoreConfig) -> Option<State> {
     let config = config.clone();
-    let snapshot = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap();
+    let snapshot = tokio::task::spawn_blocking(move || weir_core::cluster::global_log::dump(&config, Duration::from_secs(20))).await.unwrap();
     snapshot.ok().map(|s| s.state)
 }
 

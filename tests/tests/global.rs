@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use weir_core::RunningCore;
 use weir_core::config::CoreConfig;
-use weir_core::kafka::global_log::{self, GlobalLog, SNAPSHOT_FILE};
+use weir_core::cluster::global_log::{self, GlobalLog};
+use weir_core::store::DataDir;
 use weir_global::{Cmd, Command, Outcome, Rejection, Snapshot, State};
 use weir_tests::kafka;
 use weir_tests::nodes::CoreSpec;
@@ -152,7 +153,7 @@ async fn a_restart_from_the_snapshot_or_from_a_damaged_one_reaches_the_state_of_
     let dir = tempfile::tempdir().unwrap();
     let mut spec = spec("core-1", &bootstrap, dir.path());
     let config = spec.config(dir.path());
-    let snapshot_path = spec.data_dir.join(SNAPSHOT_FILE);
+    let snapshot_path = DataDir::new(&spec.data_dir).snapshot_path();
 
     let core = Core::start(&spec, dir.path()).await;
     let global = core.global();

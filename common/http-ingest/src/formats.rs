@@ -22,6 +22,18 @@ pub struct FormatError {
     pub invalid_event: Option<usize>,
 }
 
+impl From<FormatError> for weir_proto::Refusal {
+    fn from(error: FormatError) -> weir_proto::Refusal {
+        let refusal = weir_proto::Refusal::bad_request(error.message)
+            .with_hint("fix the request body; nothing of this request was ingested")
+            .with_hec_code(error.hec_code);
+        match error.invalid_event {
+            Some(index) => refusal.with_invalid_event(index),
+            None => refusal,
+        }
+    }
+}
+
 impl FormatError {
     pub(crate) fn new(message: impl Into<String>, hec_code: u16) -> Self {
         FormatError { message: message.into(), hec_code, invalid_event: None }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::{Json, Router};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::middleware::map_response;
@@ -36,7 +36,7 @@ use weir_proto::EventBatch;
 pub use budget::{BudgetShare, MemoryBudget};
 pub use formats::FormatError;
 use formats::{HecRawParams, Target};
-use response::{ELASTIC_PRODUCT, Flavor, error, success};
+use response::{ELASTIC_PRODUCT, Flavor, success};
 
 /// Header with which a client asks an edge to answer only after a core's Kafka-backed ack.
 pub const ACK_HEADER: &str = "x-weir-ack";
@@ -60,38 +60,18 @@ pub struct IngestRequest {
     pub ack_mode: Option<AckMode>,
 }
 
-/// Why a sink did not accept a request. Maps to the HTTP status.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    /// Temporarily unable to make the events durable (Kafka unreachable, no core ack in
-    /// time): 503 with Retry-After. Nothing was reported as accepted; a retry is safe.
-    #[error("{message}")]
-    Unavailable { message: String, retry_after: Duration },
-    /// The node pushes back (spool full): 429 with Retry-After.
-    #[error("{message}")]
-    Overloaded { message: String, retry_after: Duration },
-    /// The request can never be accepted as it is: 413.
-    #[error("{0}")]
-    TooLarge(String),
-    /// The events can never be accepted as they are (Kafka refused them as invalid): 400.
-    #[error("{0}")]
-    BadRequest(String),
-    /// This node may not store the events (its Kafka credentials or ACLs): 403. The
-    /// client's token was fine; an operator must act.
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    Internal(String),
-}
+/// Why a sink did not accept a request: `weir_proto`'s one refusal vocabulary, which
+/// decides the HTTP status, HEC code and Retry-After of the answer.
+pub use weir_proto::{Refusal, RefusalKind};
 
 pub trait IngestSink: Send + Sync + 'static {
     /// Makes the request's events durable, or says why not. Must not answer `Ok` before
     /// they are.
-    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>>;
+    fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), Refusal>>;
     /// `ingest` for a caller that keeps the request to try it again (the edge's syslog
     /// input, while the spool pushes back). A sink that only reads the request overrides
     /// it to spare that caller a copy of every event.
-    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), IngestError>> {
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), Refusal>> {
         self.ingest(IngestRequest::clone(&request))
     }
     /// `Err(reason)` when the node should not receive traffic.
@@ -229,13 +209,9 @@ async fn render_metrics(State(state): State<ApiState>) -> Response {
 async fn ready(State(state): State<ApiState>) -> Response {
     match state.sink.ready() {
         Ok(()) => success(Flavor::LogScale),
-        Err(reason) => error(
+        Err(reason) => response::refusal(
             Flavor::LogScale,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("not ready: {reason}"),
-            "wait and retry; check this node's log for the cause",
-            9,
-            Some(Duration::from_secs(1)),
+            &Refusal::unavailable(format!("not ready: {reason}"), Duration::from_secs(1)).with_hint("wait and retry; check this node's log for the cause"),
         ),
     }
 }
@@ -270,14 +246,9 @@ async fn otlp_logs(State(state): State<ApiState>, headers: HeaderMap, body: Body
     let encoding = match otlp::Encoding::of(&headers) {
         Ok(encoding) => encoding,
         Err(content_type) => {
-            let response = error(
-                Flavor::Otlp(otlp::Encoding::Json),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &format!("Content-Type {content_type:?} is not an OTLP encoding"),
-                "send application/x-protobuf or application/json",
-                6,
-                None,
-            );
+            let refusal = Refusal::new(RefusalKind::UnsupportedMedia, format!("Content-Type {content_type:?} is not an OTLP encoding"))
+                .with_hint("send application/x-protobuf or application/json");
+            let response = response::refusal(Flavor::Otlp(otlp::Encoding::Json), &refusal);
             count("otlp-logs", &response);
             return response;
         }
@@ -357,7 +328,7 @@ async fn handle(
 
 /// Authenticates, reads the bounded body, decodes it completely, then hands it to the
 /// sink; `answer` makes the success response from what `decode` returned beside the
-/// batches.
+/// batches, and any refusal on the way is answered in the endpoint's flavor.
 async fn handle_request<T>(
     state: ApiState,
     endpoint: &'static str,
@@ -367,247 +338,150 @@ async fn handle_request<T>(
     decode: impl FnOnce(&[u8], &Target) -> Result<(Vec<EventBatch>, T), FormatError>,
     answer: impl FnOnce(T) -> Response,
 ) -> Response {
-    let token = match authenticate(&state, &headers) {
-        Ok(token) => token,
-        Err(response) => return response(flavor),
+    match ingest(&state, endpoint, flavor, &headers, body, decode).await {
+        Ok(answer_data) => answer(answer_data),
+        Err(refusal) => response::refusal(flavor, &refusal),
+    }
+}
+
+/// The pipeline: admit → read → decode → `sink.ingest()`. What it holds (the request's
+/// place and its memory budget) is held until the sink answered.
+async fn ingest<T>(
+    state: &ApiState,
+    endpoint: &'static str,
+    flavor: Flavor,
+    headers: &HeaderMap,
+    body: Body,
+    decode: impl FnOnce(&[u8], &Target) -> Result<(Vec<EventBatch>, T), FormatError>,
+) -> Result<T, Refusal> {
+    let token = authenticate(state, headers)?;
+    let mut admitted = admit(state, headers)?;
+    let body = read_body(state, headers, body, &mut admitted.share).await?;
+    reserve_decoding(state, flavor, &body, &mut admitted.share)?;
+    let target = Target {
+        repository: &token.repository,
+        parser: token.parser.as_deref(),
+        ingest_ts_ms: weir_proto::event::now_ms(),
     };
-    // Held until the answer: bounds the bodies in memory at once.
-    let Ok(_permit) = state.in_progress.clone().try_acquire_owned() else {
-        return error(
-            flavor,
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many ingest requests in progress on this node",
-            "retry after Retry-After seconds, send fewer requests at once, or spread them over more nodes",
-            9,
-            Some(Duration::from_secs(1)),
-        );
+    let (batches, answer_data) = decode(&body, &target)?;
+    if let Some((index, size)) = oversized_event(&batches, state.max_event_bytes) {
+        return Err(Refusal::too_large(format!("event {index} of the request is {size} bytes, over the limit of {} bytes per event", state.max_event_bytes))
+            .with_hint("nothing of this request was ingested: shorten or split that event and resend the request")
+            .with_invalid_event(index));
+    }
+    let n_events = batches.iter().map(|b| b.events.len()).sum();
+    if n_events > 0 {
+        state.sink.ingest(IngestRequest { batches, n_events, ack_mode: admitted.ack_mode }).await?;
+        metrics::counter!("weir_http_events_total", "endpoint" => endpoint).increment(n_events as u64);
+    }
+    Ok(answer_data)
+}
+
+/// A request let in: its place among the requests in progress and its share of the
+/// memory budget, both held until it is answered.
+struct Admitted {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    share: BudgetShare,
+    ack_mode: Option<AckMode>,
+}
+
+/// Lets a request in, or refuses it before its body is read: too many in progress, a bad
+/// `x-weir-ack`, a declared length over the limit, no budget left.
+fn admit(state: &ApiState, headers: &HeaderMap) -> Result<Admitted, Refusal> {
+    let Ok(permit) = state.in_progress.clone().try_acquire_owned() else {
+        return Err(Refusal::overloaded("too many ingest requests in progress on this node", Duration::from_secs(1))
+            .with_hint("retry after Retry-After seconds, send fewer requests at once, or spread them over more nodes"));
     };
     let ack_mode = match headers.get(ACK_HEADER).map(|v| v.to_str().unwrap_or("")) {
         None => None,
         Some("spool") => Some(AckMode::Spool),
         Some("core") => Some(AckMode::Core),
         Some(other) => {
-            return error(
-                flavor,
-                StatusCode::BAD_REQUEST,
-                &format!("invalid {ACK_HEADER} header {other:?}"),
-                "use `spool` (ack once stored on the edge) or `core` (ack once in Kafka)",
-                6,
-                None,
-            );
+            return Err(Refusal::bad_request(format!("invalid {ACK_HEADER} header {other:?}"))
+                .with_hint("use `spool` (ack once stored on the edge) or `core` (ack once in Kafka)"));
         }
-    };
-    let too_large = || {
-        error(
-            flavor,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body exceeds the limit of {} bytes", state.max_body_bytes),
-            "split the events over several smaller requests",
-            6,
-            None,
-        )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes) {
-        return too_large();
+        return Err(body_too_large(state));
     }
     // Taken before the body is read: the body, and the events decoded from it.
-    let over_budget = || {
-        error(
-            flavor,
-            StatusCode::TOO_MANY_REQUESTS,
-            &format!("this node holds its limit of {} bytes of requests in progress", state.budget.total_bytes()),
-            "nothing of this request was ingested: retry after Retry-After seconds, send smaller requests, or spread them over more nodes",
-            9,
-            Some(Duration::from_secs(1)),
-        )
+    let Some(share) = state.budget.try_take(DECODED_FACTOR * declared.unwrap_or(state.max_body_bytes)) else {
+        return Err(over_budget(state));
     };
-    let Some(mut share) = state.budget.try_take(DECODED_FACTOR * declared.unwrap_or(state.max_body_bytes)) else {
-        metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
-        return over_budget();
-    };
+    Ok(Admitted { _permit: permit, share, ack_mode })
+}
+
+fn body_too_large(state: &ApiState) -> Refusal {
+    Refusal::too_large(format!("request body exceeds the limit of {} bytes", state.max_body_bytes)).with_hint("split the events over several smaller requests")
+}
+
+fn over_budget(state: &ApiState) -> Refusal {
+    metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
+    Refusal::overloaded(format!("this node holds its limit of {} bytes of requests in progress", state.budget.total_bytes()), Duration::from_secs(1))
+        .with_hint("nothing of this request was ingested: retry after Retry-After seconds, send smaller requests, or spread them over more nodes")
+}
+
+/// Reads the body within the time and size limits and inflates it if it is gzip; `share`
+/// follows what it holds.
+async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body, share: &mut BudgetShare) -> Result<axum::body::Bytes, Refusal> {
     let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes)).await;
     let Ok(read) = read else {
-        return error(
-            flavor,
-            StatusCode::REQUEST_TIMEOUT,
-            &format!("the request body did not arrive within {} ms", state.body_timeout.as_millis()),
-            "nothing of this request was ingested: send the body at once, or smaller requests",
-            6,
-            None,
-        );
+        return Err(Refusal::new(RefusalKind::Timeout, format!("the request body did not arrive within {} ms", state.body_timeout.as_millis()))
+            .with_hint("nothing of this request was ingested: send the body at once, or smaller requests"));
     };
-    let body = match read {
-        Ok(body) => body,
-        Err(e) => {
-            let inner = e.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                return too_large();
-            }
-            return error(
-                flavor,
-                StatusCode::BAD_REQUEST,
-                &format!("could not read the request body: {inner}"),
-                "resend the request",
-                6,
-                None,
-            );
+    let body = read.map_err(|e| {
+        let inner = e.into_inner();
+        if inner.is::<http_body_util::LengthLimitError>() {
+            body_too_large(state)
+        } else {
+            Refusal::bad_request(format!("could not read the request body: {inner}")).with_hint("resend the request")
         }
-    };
+    })?;
     share.shrink_to(DECODED_FACTOR * body.len());
-    let body = match is_gzip(&headers) {
-        Ok(false) => body,
+    match is_gzip(headers) {
+        Ok(false) => Ok(body),
         Ok(true) => match gunzip(body, state.max_body_bytes, &state.budget).await {
             Ok((body, inflated_share)) => {
                 // The compressed body's share stays too: small beside the inflated one.
                 share.merge(inflated_share);
-                body
+                Ok(body)
             }
-            Err(Gunzip::OverBudget) => {
-                metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
-                return over_budget();
-            }
-            Err(Gunzip::TooLarge) => {
-                return error(
-                    flavor,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body decompresses to more than the limit of {} bytes", state.max_body_bytes),
-                    "split the events over several smaller requests",
-                    6,
-                    None,
-                );
-            }
-            Err(Gunzip::Invalid(reason)) => {
-                return error(
-                    flavor,
-                    StatusCode::BAD_REQUEST,
-                    &format!("request body is not valid gzip: {reason}"),
-                    "send the body gzip-compressed as Content-Encoding says, or drop the header",
-                    6,
-                    None,
-                );
-            }
+            Err(Gunzip::OverBudget) => Err(over_budget(state)),
+            Err(Gunzip::TooLarge) => Err(Refusal::too_large(format!("request body decompresses to more than the limit of {} bytes", state.max_body_bytes))
+                .with_hint("split the events over several smaller requests")),
+            Err(Gunzip::Invalid(reason)) => Err(Refusal::bad_request(format!("request body is not valid gzip: {reason}"))
+                .with_hint("send the body gzip-compressed as Content-Encoding says, or drop the header")),
         },
-        Err(encoding) => {
-            return error(
-                flavor,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &format!("Content-Encoding {encoding:?} is not supported"),
-                "send the body uncompressed or with Content-Encoding: gzip",
-                6,
-                None,
-            );
-        }
-    };
-    // What decoding holds beyond the body's share, where a format can decode to many
-    // times its size (OTLP protobuf: empty log records are 2 bytes each on the wire).
+        Err(encoding) => Err(Refusal::new(RefusalKind::UnsupportedMedia, format!("Content-Encoding {encoding:?} is not supported"))
+            .with_hint("send the body uncompressed or with Content-Encoding: gzip")),
+    }
+}
+
+/// Takes from the budget what decoding holds beyond the body's share, where a format can
+/// decode to many times its size (OTLP protobuf: empty log records are 2 bytes each on
+/// the wire).
+fn reserve_decoding(state: &ApiState, flavor: Flavor, body: &[u8], share: &mut BudgetShare) -> Result<(), Refusal> {
     let overhead = match flavor {
-        Flavor::Otlp(encoding) => otlp::decoded_overhead(&body, encoding),
+        Flavor::Otlp(encoding) => otlp::decoded_overhead(body, encoding),
         _ => 0,
     };
-    if overhead > 0 {
-        if overhead > state.budget.total_bytes() {
-            return error(
-                flavor,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!(
-                    "the request decodes to about {overhead} bytes of log records, more than this node's whole budget of {} bytes for requests in progress",
-                    state.budget.total_bytes()
-                ),
-                "nothing of this request was ingested: send fewer log records per request",
-                6,
-                None,
-            );
-        }
-        match state.budget.try_take(overhead) {
-            Some(more) => share.merge(more),
-            None => {
-                metrics::counter!("weir_memory_budget_refusals_total", "input" => "http").increment(1);
-                return over_budget();
-            }
-        }
+    if overhead == 0 {
+        return Ok(());
     }
-    let target = Target {
-        repository: &token.repository,
-        parser: token.parser.as_deref(),
-        ingest_ts_ms: weir_proto::event::now_ms(),
-    };
-    let (batches, answer_data) = match decode(&body, &target) {
-        Ok(decoded) => decoded,
-        Err(e) => return response::format_error(flavor, &e),
-    };
-    if let Some((index, size)) = oversized_event(&batches, state.max_event_bytes) {
-        return response::error_with_event(
-            flavor,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("event {index} of the request is {size} bytes, over the limit of {} bytes per event", state.max_event_bytes),
-            "nothing of this request was ingested: shorten or split that event and resend the request",
-            6,
-            Some(index),
-            None,
-        );
+    if overhead > state.budget.total_bytes() {
+        return Err(Refusal::too_large(format!(
+            "the request decodes to about {overhead} bytes of log records, more than this node's whole budget of {} bytes for requests in progress",
+            state.budget.total_bytes()
+        ))
+        .with_hint("nothing of this request was ingested: send fewer log records per request"));
     }
-    let n_events = batches.iter().map(|b| b.events.len()).sum();
-    if n_events == 0 {
-        return answer(answer_data);
-    }
-    match state.sink.ingest(IngestRequest { batches, n_events, ack_mode }).await {
-        Ok(()) => {
-            metrics::counter!("weir_http_events_total", "endpoint" => endpoint).increment(n_events as u64);
-            answer(answer_data)
-        }
-        Err(IngestError::Unavailable { message, retry_after }) => error(
-            flavor,
-            StatusCode::SERVICE_UNAVAILABLE,
-            &message,
-            "nothing of this request was acknowledged: retry it after Retry-After seconds",
-            9,
-            Some(retry_after),
-        ),
-        Err(IngestError::Overloaded { message, retry_after }) => error(
-            flavor,
-            StatusCode::TOO_MANY_REQUESTS,
-            &message,
-            "nothing of this request was acknowledged: slow down and retry after Retry-After seconds",
-            9,
-            Some(retry_after),
-        ),
-        Err(IngestError::TooLarge(message)) => error(
-            flavor,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &message,
-            "nothing of this request was acknowledged: split the events over several smaller requests",
-            6,
-            None,
-        ),
-        Err(IngestError::BadRequest(message)) => error(
-            flavor,
-            StatusCode::BAD_REQUEST,
-            &message,
-            "nothing of this request was acknowledged and a retry would fail the same way: fix the events",
-            6,
-            None,
-        ),
-        Err(IngestError::Forbidden(message)) => error(
-            flavor,
-            StatusCode::FORBIDDEN,
-            &message,
-            "nothing of this request was acknowledged: this node is not allowed to store events; ask its operator to check its Kafka credentials and ACLs",
-            4,
-            None,
-        ),
-        Err(IngestError::Internal(message)) => error(
-            flavor,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &message,
-            "nothing of this request was acknowledged: retry, and report this if it persists",
-            8,
-            None,
-        ),
-    }
+    let more = state.budget.try_take(overhead).ok_or_else(|| over_budget(state))?;
+    share.merge(more);
+    Ok(())
 }
 
 /// The first event (0-based, counted across the request's batches) larger than
@@ -627,44 +501,21 @@ fn oversized_event(batches: &[EventBatch], max_bytes: usize) -> Option<(usize, u
     })
 }
 
-type Reject = Box<dyn FnOnce(Flavor) -> Response>;
-
-fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a TokenConfig, Reject> {
+fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a TokenConfig, Refusal> {
     let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return Err(Box::new(|flavor| {
-            error(
-                flavor,
-                StatusCode::UNAUTHORIZED,
-                "Token is required: no Authorization header",
-                "send `Authorization: Bearer <ingest token>` (or `Splunk <token>` for HEC)",
-                2,
-                None,
-            )
-        }));
+        return Err(Refusal::new(RefusalKind::Unauthenticated, "Token is required: no Authorization header")
+            .with_hint("send `Authorization: Bearer <ingest token>` (or `Splunk <token>` for HEC)"));
     };
     let Some(token) = token_of(value, |token| state.tokens.contains_key(token)) else {
-        return Err(Box::new(|flavor| {
-            error(
-                flavor,
-                StatusCode::UNAUTHORIZED,
-                "Token is required: the Authorization header is not `Bearer <token>`, `Splunk <token>`, `ApiKey <token>` or Basic with the token as password",
-                "send `Authorization: Bearer <ingest token>`",
-                3,
-                None,
-            )
-        }));
+        return Err(Refusal::new(
+            RefusalKind::Unauthenticated,
+            "Token is required: the Authorization header is not `Bearer <token>`, `Splunk <token>`, `ApiKey <token>` or Basic with the token as password",
+        )
+        .with_hint("send `Authorization: Bearer <ingest token>`")
+        .with_hec_code(3));
     };
-    state.tokens.get(&token).ok_or_else(|| -> Reject {
-        Box::new(|flavor| {
-            error(
-                flavor,
-                StatusCode::FORBIDDEN,
-                "Invalid token: this ingest token is not configured on this node",
-                "check the token against the `tokens` list in the node's config",
-                4,
-                None,
-            )
-        })
+    state.tokens.get(&token).ok_or_else(|| {
+        Refusal::forbidden("Invalid token: this ingest token is not configured on this node").with_hint("check the token against the `tokens` list in the node's config")
     })
 }
 
@@ -748,14 +599,15 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use axum::http::StatusCode;
 
     struct ScriptedSink {
-        outcome: Mutex<Option<IngestError>>,
+        outcome: Mutex<Option<Refusal>>,
         received: Mutex<Vec<IngestRequest>>,
     }
 
     impl IngestSink for ScriptedSink {
-        fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, request: IngestRequest) -> BoxFuture<'static, Result<(), Refusal>> {
             self.received.lock().unwrap().push(request);
             let outcome = self.outcome.lock().unwrap().take();
             async move { outcome.map_or(Ok(()), Err) }.boxed()
@@ -765,7 +617,7 @@ mod tests {
         }
     }
 
-    async fn call(outcome: Option<IngestError>, path: &str, ack: Option<&str>) -> (StatusCode, HeaderMap, serde_json::Value, usize) {
+    async fn call(outcome: Option<Refusal>, path: &str, ack: Option<&str>) -> (StatusCode, HeaderMap, serde_json::Value, usize) {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1024,
@@ -791,10 +643,10 @@ mod tests {
         let retry_after = Duration::from_secs(3);
         let cases = [
             (None, StatusCode::OK, None),
-            (Some(IngestError::Unavailable { message: "kafka down".into(), retry_after }), StatusCode::SERVICE_UNAVAILABLE, Some("3")),
-            (Some(IngestError::Overloaded { message: "spool full".into(), retry_after }), StatusCode::TOO_MANY_REQUESTS, Some("3")),
-            (Some(IngestError::TooLarge("too big".into())), StatusCode::PAYLOAD_TOO_LARGE, None),
-            (Some(IngestError::Internal("bug".into())), StatusCode::INTERNAL_SERVER_ERROR, None),
+            (Some(Refusal::unavailable("kafka down", retry_after)), StatusCode::SERVICE_UNAVAILABLE, Some("3")),
+            (Some(Refusal::overloaded("spool full", retry_after)), StatusCode::TOO_MANY_REQUESTS, Some("3")),
+            (Some(Refusal::too_large("too big")), StatusCode::PAYLOAD_TOO_LARGE, None),
+            (Some(Refusal::internal("bug")), StatusCode::INTERNAL_SERVER_ERROR, None),
         ];
         for (outcome, status, retry) in cases {
             let (got, headers, body, received) = call(outcome, "/services/collector/raw", None).await;
@@ -870,7 +722,7 @@ mod tests {
     struct GateSink(Arc<tokio::sync::Semaphore>, Arc<std::sync::atomic::AtomicUsize>);
 
     impl IngestSink for GateSink {
-        fn ingest(&self, _request: IngestRequest) -> BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, _request: IngestRequest) -> BoxFuture<'static, Result<(), Refusal>> {
             let (gate, inside) = (self.0.clone(), self.1.clone());
             inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
@@ -1013,7 +865,7 @@ mod tests {
         assert!(sink.received.lock().unwrap().is_empty());
     }
 
-    async fn send(outcome: Option<IngestError>, request: Request<Body>) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
+    async fn send(outcome: Option<Refusal>, request: Request<Body>) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
         let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
@@ -1037,19 +889,19 @@ mod tests {
         assert_eq!((status, &body[..], received), (StatusCode::OK, &b"{}"[..], 1));
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
 
-        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let full = Refusal::overloaded("spool full", Duration::from_secs(2));
         let (status, headers, body, _) = send(Some(full), post("application/x-protobuf", b"")).await;
         // An empty protobuf request holds no record: nothing reaches the sink, so 200.
         assert_eq!((status, body.len()), (StatusCode::OK, 0));
         assert_eq!(headers[header::CONTENT_TYPE], "application/x-protobuf");
 
-        let full = IngestError::Overloaded { message: "spool full".into(), retry_after: Duration::from_secs(2) };
+        let full = Refusal::overloaded("spool full", Duration::from_secs(2));
         let (status, headers, body, _) = send(Some(full), post("application/json", OTLP_JSON.as_bytes())).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers[header::RETRY_AFTER], "2");
         let status_body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(status_body["code"], 8, "RESOURCE_EXHAUSTED: {status_body}");
-        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let down = Refusal::unavailable("kafka down", Duration::from_secs(1));
         let (status, headers, _, _) = send(Some(down), post("application/json", OTLP_JSON.as_bytes())).await;
         assert_eq!((status, headers.get(header::RETRY_AFTER).is_some()), (StatusCode::SERVICE_UNAVAILABLE, true));
 
@@ -1080,7 +932,7 @@ mod tests {
         assert_eq!((status, received), (StatusCode::OK, 0), "no index anywhere: an item error: {}", String::from_utf8_lossy(&body));
         let (status, headers, _, _) = send(None, Request::get("/_bulk").body(Body::empty()).unwrap()).await;
         assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::METHOD_NOT_ALLOWED, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
-        let down = IngestError::Unavailable { message: "kafka down".into(), retry_after: Duration::from_secs(1) };
+        let down = Refusal::unavailable("kafka down", Duration::from_secs(1));
         let (status, headers, _, _) = send(Some(down), post("/logs/_bulk", "ApiKey t".into())).await;
         assert_eq!((status, headers.contains_key(header::RETRY_AFTER)), (StatusCode::SERVICE_UNAVAILABLE, true));
         for method in ["GET", "HEAD"] {

@@ -4,14 +4,13 @@
 //! `{"error": {"type", "reason"}, "status"}` with `X-Elastic-Product` (its clients refuse an
 //! answer without it).
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::FormatError;
+use weir_proto::Refusal;
+
 use crate::otlp;
 
 #[derive(Debug, Clone, Copy)]
@@ -36,26 +35,11 @@ pub(crate) fn success(flavor: Flavor) -> Response {
     }
 }
 
-pub(crate) fn error(
-    flavor: Flavor,
-    status: StatusCode,
-    message: &str,
-    hint: &str,
-    hec_code: u16,
-    retry_after: Option<Duration>,
-) -> Response {
-    error_with_event(flavor, status, message, hint, hec_code, None, retry_after)
-}
-
-pub(crate) fn error_with_event(
-    flavor: Flavor,
-    status: StatusCode,
-    message: &str,
-    hint: &str,
-    hec_code: u16,
-    invalid_event: Option<usize>,
-    retry_after: Option<Duration>,
-) -> Response {
+/// A refusal in the flavor's error shape, with its HTTP status, HEC code and Retry-After.
+pub(crate) fn refusal(flavor: Flavor, refusal: &Refusal) -> Response {
+    let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (message, hint, hec_code, invalid_event, retry_after) =
+        (refusal.message.as_str(), refusal.hint(), refusal.hec_code(), refusal.invalid_event, refusal.retry_after);
     let mut response = match flavor {
         Flavor::LogScale | Flavor::Hec => {
             let mut body = match flavor {
@@ -92,16 +76,4 @@ pub(crate) fn error_with_event(
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
-}
-
-pub(crate) fn format_error(flavor: Flavor, e: &FormatError) -> Response {
-    error_with_event(
-        flavor,
-        StatusCode::BAD_REQUEST,
-        &e.message,
-        "fix the request body; nothing of this request was ingested",
-        e.hec_code,
-        e.invalid_event,
-        None,
-    )
 }

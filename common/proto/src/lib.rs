@@ -8,7 +8,9 @@
 
 pub mod event;
 pub mod fields;
+pub mod refusal;
 pub mod wire;
 
 pub use event::{Event, EventBatch};
 pub use fields::Fields;
+pub use refusal::{Refusal, RefusalKind};

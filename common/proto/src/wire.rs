@@ -63,6 +63,19 @@ impl std::fmt::Display for BatchId {
     }
 }
 
+impl BatchId {
+    /// The id back from its [`Display`](std::fmt::Display) form `edge:incarnation:seq`
+    /// (the edge id may contain `:` itself); `None` for anything else.
+    pub fn parse(text: &str) -> Option<BatchId> {
+        let (rest, seq) = text.rsplit_once(':')?;
+        let (edge_id, incarnation) = rest.rsplit_once(':')?;
+        if edge_id.is_empty() {
+            return None;
+        }
+        Some(BatchId { edge_id: edge_id.to_owned(), incarnation: incarnation.to_owned(), seq: seq.parse().ok()? })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestHeader {
     pub version: u16,
@@ -320,6 +333,15 @@ pub fn decode_header(bytes: &[u8]) -> Result<RequestHeader, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_ids_parse_back_from_their_display() {
+        let id = BatchId { edge_id: "site:a".into(), incarnation: "f00d".into(), seq: 42 };
+        assert_eq!(BatchId::parse(&id.to_string()), Some(id));
+        assert_eq!(BatchId::parse("nope"), None);
+        assert_eq!(BatchId::parse(":inc:1"), None);
+        assert_eq!(BatchId::parse("e:inc:x"), None);
+    }
     use crate::Event;
 
     fn sample() -> Vec<EventBatch> {

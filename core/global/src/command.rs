@@ -120,6 +120,15 @@ pub struct SegmentInfo {
     pub blake3: String,
 }
 
+impl SegmentInfo {
+    /// Whether the segment may hold events of `repository` with an event time in
+    /// `[start_ms, end_ms]` (both inclusive): the one filter the read path, the query
+    /// executor and reparse share ([`crate::State::segments_overlapping`]).
+    pub fn may_hold(&self, repository: &str, start_ms: i64, end_ms: i64) -> bool {
+        self.n_events > 0 && self.repositories.iter().any(|r| r == repository) && self.min_ts_ms <= end_ms && self.max_ts_ms >= start_ms
+    }
+}
+
 /// Where a verified copy of a segment is.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -378,6 +378,12 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// Every segment that may hold events of `repository` in `[start_ms, end_ms]` (see
+    /// [`SegmentInfo::may_hold`]), by partition and offset.
+    pub fn segments_overlapping(&self, repository: &str, start_ms: i64, end_ms: i64) -> Vec<&Segment> {
+        self.partitions().flat_map(|p| self.segments(p)).filter(|s| s.info.may_hold(repository, start_ms, end_ms)).collect()
+    }
+
     /// Where the digest of `p` resumes: the end of its last registered segment (0 before any).
     pub fn resume_point(&self, p: u32) -> u64 {
         self.partition(p).next_offset

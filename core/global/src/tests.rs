@@ -494,3 +494,32 @@ fn a_damaged_snapshot_is_an_error_not_a_state() {
     std::fs::write(&path, &good).unwrap();
     assert!(Snapshot::read(&path).is_ok(), "the undamaged bytes still read");
 }
+
+#[test]
+fn segments_overlapping_a_range_are_those_of_the_repository_with_events_in_it() {
+    let mut state = State::default();
+    let mut other_repo = seg("other", 1, 0, 5);
+    other_repo.repositories = vec!["elsewhere".into()];
+    let mut empty = seg("empty", 0, 10, 10);
+    empty.n_events = 0;
+    let mut later = seg("later", 0, 10, 20);
+    (later.min_ts_ms, later.max_ts_ms) = (5_000, 6_000);
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c0", "a", 0, 1),
+            claim("c1", "a", 1, 1),
+            register("r1", "a", 1, seg("early", 0, 0, 10)),
+            register("r2", "a", 1, later),
+            register("r3", "a", 1, other_repo),
+        ],
+    );
+    assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
+    assert!(!empty.may_hold("repo", 0, i64::MAX), "no events, nothing to read");
+    let ids = |start, end| state.segments_overlapping("repo", start, end).iter().map(|s| s.info.segment_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(0, i64::MAX), ["early", "later"]);
+    assert_eq!(ids(2_000, 2_000), ["early"], "both ends inclusive");
+    assert_eq!(ids(2_001, 4_999), Vec::<String>::new());
+    assert_eq!(ids(6_000, 7_000), ["later"]);
+    assert!(state.segments_overlapping("elsewhere", 0, i64::MAX).iter().all(|s| s.info.segment_id == "other"));
+}

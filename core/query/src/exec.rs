@@ -37,10 +37,19 @@ pub trait SegmentSource: Send + Sync + 'static {
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>>;
 }
 
-/// Why a source could not give a segment's file (says which node or path, and why).
+/// Why a source could not give a segment's file (says which node or path, and why). The
+/// two answers differ: an unavailable copy may come back (503), a damaged one will not
+/// (500, naming where it is).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
+pub enum SourceError {
+    /// No copy could be reached now (no holder alive, a transfer failed).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Every copy found was not the registered one (its bytes hash to something else), or
+    /// could not be stored here; `location` names the node or path.
+    #[error("{location}: {reason}")]
+    Damaged { location: String, reason: String },
+}
 
 /// Why a query failed after it parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,7 +98,7 @@ pub async fn start(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, ra
         .into_iter()
         // The source is asked for this already; a segment it adds by mistake costs a read
         // of its footer at most, never a wrong row (rows are read by repository and time).
-        .filter(|s| s.n_events > 0 && s.repositories.iter().any(|r| r == repo) && s.max_ts_ms >= range.start_ms && s.min_ts_ms <= range.end_ms)
+        .filter(|s| s.may_hold(repo, range.start_ms, range.end_ms))
         .collect();
     segments.sort_by(|a, b| (a.partition, a.offset_start, &a.segment_id).cmp(&(b.partition, b.offset_start, &b.segment_id)));
     segments.dedup_by(|a, b| a.segment_id == b.segment_id);
@@ -101,7 +110,10 @@ pub async fn start(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, ra
         let path = source
             .local_path(&segment)
             .await
-            .map_err(|e| QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason: e.0 })?;
+            .map_err(|e| match e {
+                SourceError::Unavailable(reason) => QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason },
+                SourceError::Damaged { location, reason } => QueryError::Damaged { segment_id: segment.segment_id.clone(), path: location, reason },
+            })?;
         files.push((segment, path));
     }
     let files = tokio::task::spawn_blocking(move || check(files))

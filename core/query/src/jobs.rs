@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::config::QueryConfig;
 use crate::exec::{self, Progress, QueryError, SegmentSource};
-use crate::http::{QueryService, query_error, text};
+use crate::service::{QueryService, query_error, text};
 use crate::lang::Query;
 use crate::render::Event;
 use crate::time::TimeRange;

@@ -2,8 +2,8 @@
 //!
 //! Owns: the query language subset ([`lang`]), time ranges ([`time`]), how a stored row
 //! looks as a LogScale event ([`render`]), running a query's steps in bounded memory
-//! ([`pipeline`], [`exec`]), and the HTTP endpoints with their read tokens and query
-//! jobs ([`http`], [`jobs`]). README "Reading events back" documents the user's view.
+//! ([`pipeline`], [`exec`]), who may read what and how a request becomes a query
+//! ([`service`]), and the HTTP endpoints ([`http`]: streaming, `jobs`: query jobs). README "Reading events back" documents the user's view.
 //!
 //! Must never: know how segments are found or fetched (that is the [`SegmentSource`] the
 //! core implements over Global and its segment directory), answer from a segment it has
@@ -17,8 +17,10 @@ mod jobs;
 pub mod lang;
 pub mod pipeline;
 pub mod render;
+pub mod service;
 pub mod time;
 
 pub use config::{ConfigError, QueryConfig, ReadTokenConfig};
 pub use exec::{QueryError, SegmentSource, SourceError};
-pub use http::{QueryService, router};
+pub use http::router;
+pub use service::QueryService;

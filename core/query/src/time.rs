@@ -49,19 +49,24 @@ fn point(value: &Value, now_ms: i64, which: &str) -> Result<i64, TimeError> {
             .as_i64()
             .filter(|ms| *ms >= 0)
             .ok_or_else(|| TimeError(format!("{which}: {n} is not a time; give milliseconds since the epoch (a whole number) or a relative time like \"15m\""))),
-        Value::String(text) => {
-            let text = text.trim();
-            if text.eq_ignore_ascii_case("now") {
-                return Ok(now_ms);
-            }
-            if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-                return text.parse().map_err(|_| TimeError(format!("{which}: {text} is too large to be a time")));
-            }
-            let span = relative_ms(text).map_err(|reason| TimeError(format!("{which}: {reason}")))?;
-            Ok(now_ms.saturating_sub(span).max(0))
-        }
+        Value::String(text) => parse_text(text, now_ms).map_err(|reason| TimeError(format!("{which}: {reason}"))),
         other => Err(TimeError(format!("{which}: {other} is not a time; give a number of milliseconds or a string like \"24h\""))),
     }
+}
+
+/// A time written as text, as `start` and `end` take it (and `weir-core reparse`'s
+/// `--from`/`--to`): `now`, milliseconds since the epoch as digits, or a relative time
+/// (`15m`, `24hours`, `2 days`) before `now_ms`.
+pub fn parse_text(text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("now") {
+        return Ok(now_ms);
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map_err(|_| format!("{text} is too large to be a time"));
+    }
+    let span = relative_ms(text)?;
+    Ok(now_ms.saturating_sub(span).max(0))
 }
 
 /// Milliseconds of a relative time like `15m`, `24 hours`, `7d`.

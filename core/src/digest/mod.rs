@@ -8,15 +8,14 @@
 //! a second, differently-timed opinion about the same question, and its committed offsets
 //! are never where to resume anyway (Global's resume point is).
 //!
-//! Module map: [`assign`] (who should own what), [`partition`] (one partition's worker),
-//! [`rows`] (record → segment rows: dedup, parse, foreign records).
+//! Module map: [`partition`] (one partition's worker: read, build, flush, register),
+//! [`rows`] (record → segment rows: dedup, parse, foreign records). Who should own what is
+//! `cluster::assign`; the sweep of files Global does not know is `store::sweep`.
 
-pub mod assign;
 pub mod partition;
 pub mod rows;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +23,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use weir_global::{Cmd, Command, Outcome};
 
+use crate::cluster::assign;
 use crate::kafka::ingest_reader;
+use crate::store::sweep::{self, SWEEP_EVERY, SWEEP_MIN_AGE};
 use partition::{Context, Exit};
-
-/// The segments directory inside `data_dir`.
-pub const SEGMENTS_DIR: &str = "segments";
 
 struct Worker {
     epoch: u64,
@@ -55,7 +53,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         }
         if !cleaned {
             // Before any worker writes: files Global does not know are left from a crash.
-            remove_unregistered(&ctx, None);
+            sweep::remove_unregistered(&ctx.global, &ctx.data_dir, None);
             cleaned = true;
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
@@ -64,7 +62,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             last_sweep = Instant::now();
             let min_age = SWEEP_MIN_AGE.max(Duration::from_millis(ctx.config.flush_interval_ms.saturating_mul(2)));
             let ctx = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || remove_unregistered(&ctx, Some(min_age))).await;
+            let _ = tokio::task::spawn_blocking(move || sweep::remove_unregistered(&ctx.global, &ctx.data_dir, Some(min_age))).await;
         }
         if partitions.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(30)) {
             let kafka = ctx.kafka.clone();
@@ -126,6 +124,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     }
 }
 
+/// Loads and configures every parser plugin of `[parsers]` (off the async workers: it
+/// compiles or loads components), so a bad plugin or setting stops the caller with a clear
+/// error instead of failing batches later. The digest and reparse are their callers.
+pub async fn load_parsers(config: &weir_plugin_host::ParsersConfig) -> Result<weir_plugin_host::ParserRegistry, weir_plugin_host::Error> {
+    let config = config.clone();
+    let registry = tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&config)).await.expect("plugin loading task")?;
+    tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
+    Ok(registry)
+}
+
 /// Collects finished workers and says why they stopped.
 fn reap(workers: &mut BTreeMap<u32, Worker>, hold_off: &mut BTreeMap<u32, Instant>) {
     let finished: Vec<u32> = workers.iter().filter(|(_, w)| w.handle.is_finished()).map(|(p, _)| *p).collect();
@@ -152,83 +160,5 @@ fn reap(workers: &mut BTreeMap<u32, Worker>, hold_off: &mut BTreeMap<u32, Instan
             }
         };
         hold_off.insert(p, Instant::now() + retry_in);
-    }
-}
-
-/// Deletes temporary files and segment files Global does not know (a crash between the
-/// write and the registration, or a refused registration whose delete failed).
-/// How often a running node looks for segment files Global no longer has.
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
-/// ... and how old such a file must be (at least twice the flush interval).
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(600);
-
-/// Removes the segment files of `segments_dir` Global does not know. At start
-/// (`min_age` none) also temporary files, which no writer holds then; while running,
-/// only finished files last modified at least `min_age` ago: a file just finished is
-/// registered moments later, and a replaced one may still be read by a query that listed
-/// it before the swap.
-fn remove_unregistered(ctx: &Context, min_age: Option<Duration>) {
-    let registered = |id: &str| ctx.global.read(|s| s.segment(id).is_some());
-    for path in orphans(&ctx.segments_dir, registered, min_age) {
-        match std::fs::remove_file(&path) {
-            Ok(()) => tracing::info!(file = %path.display(), "removed a segment file Global does not know"),
-            Err(error) => tracing::warn!(file = %path.display(), %error, "cannot remove an unregistered segment file"),
-        }
-    }
-}
-
-/// The files [`remove_unregistered`] removes.
-fn orphans(dir: &Path, registered: impl Fn(&str) -> bool, min_age: Option<Duration>) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut out = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let orphan = if weir_segment::is_segment_file_name(&name) {
-            !registered(name.trim_end_matches(".parquet"))
-        } else {
-            min_age.is_none() && name.starts_with('.') && name.ends_with(".tmp")
-        };
-        let old_enough = || match min_age {
-            None => true,
-            Some(min_age) => entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() >= min_age),
-        };
-        if orphan && old_enough() {
-            out.push(entry.path());
-        }
-    }
-    out
-}
-
-/// `<data_dir>/segments`.
-pub fn segments_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join(SEGMENTS_DIR)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::SystemTime;
-
-    use super::*;
-
-    #[test]
-    fn orphans_are_unregistered_files_and_while_running_only_old_finished_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = |name: &str, age_s: u64| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, b"x").unwrap();
-            std::fs::File::options().write(true).open(&path).unwrap().set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
-        };
-        file("kept.parquet", 3600);
-        file("replaced.parquet", 3600);
-        file("just-written.parquet", 1);
-        file(".writing.parquet.tmp", 3600);
-        let registered = |id: &str| id == "kept";
-        let names = |paths: Vec<PathBuf>| {
-            let mut names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-            names.sort();
-            names
-        };
-        assert_eq!(names(orphans(dir.path(), registered, None)), [".writing.parquet.tmp", "just-written.parquet", "replaced.parquet"]);
-        assert_eq!(names(orphans(dir.path(), registered, Some(Duration::from_secs(600)))), ["replaced.parquet"]);
     }
 }

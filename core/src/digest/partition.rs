@@ -8,19 +8,20 @@
 //! register anything. Must never advance past an offset it has not put in a segment, nor
 //! skip an offset Kafka no longer has.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
-use weir_global::{Cmd, Command, Dedup, Location, Outcome, Rejection, SegmentInfo};
+use weir_global::{Cmd, Command, Dedup, Outcome, Rejection};
 use weir_plugin_host::ParserRegistry;
-use weir_segment::{SegmentMeta, SegmentRow, SegmentWriter, WrittenSegment};
+use weir_segment::{SegmentMeta, SegmentRow, SegmentWriter};
 
 use super::rows::{RowBuilder, StoredSet};
+use crate::cluster::GlobalLog;
+use crate::cluster::commands::{node_copy, segment_info};
 use crate::config::{DigestConfig, KafkaConfig};
-use crate::kafka::global_log::GlobalLog;
+use crate::store::DataDir;
 use crate::kafka::ingest_reader::{PartitionReader, ReadError};
 
 /// Why a worker stopped.
@@ -44,7 +45,7 @@ pub struct Context {
     pub kafka: KafkaConfig,
     pub config: DigestConfig,
     pub parsers: Option<Arc<ParserRegistry>>,
-    pub segments_dir: PathBuf,
+    pub data_dir: DataDir,
     pub runtime: Handle,
 }
 
@@ -156,7 +157,7 @@ fn start_segment(ctx: &Context, partition: u32, epoch: u64, offset_start: u64) -
     let nonce = blake3::hash(format!("{}:{:?}", ctx.node_id, std::time::SystemTime::now()).as_bytes()).to_hex();
     let segment_id = format!("p{partition}-o{offset_start}-e{epoch}-{}", &nonce[..8]);
     let meta = SegmentMeta { segment_id, partition: partition as i32, offset_start: offset_start as i64 };
-    let writer = SegmentWriter::create(&ctx.segments_dir, meta).map_err(|e| e.to_string())?;
+    let writer = SegmentWriter::create(&ctx.data_dir.segments_dir(), meta).map_err(|e| e.to_string())?;
     Ok(Building { writer, offset_start, started: Instant::now(), record_bytes: 0, stored: StoredSet::default() })
 }
 
@@ -216,30 +217,5 @@ fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Optio
             return None;
         }
         std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// `add_copy`: `node` holds a copy of the segment whose bytes hash to `blake3`.
-pub(crate) fn node_copy(segment_id: &str, blake3: &str, node: &str, issuer: &str) -> Command {
-    Command::new(
-        format!("copy:{segment_id}:{node}"),
-        issuer,
-        Cmd::AddCopy { segment_id: segment_id.to_owned(), location: Location::Node(node.to_owned()), verified_blake3: blake3.to_owned() },
-    )
-}
-
-/// A written file's entry in Global, covering `[offset_start, offset_end)`.
-pub(crate) fn segment_info(written: &WrittenSegment, offset_start: u64, offset_end: u64) -> SegmentInfo {
-    SegmentInfo {
-        segment_id: written.segment_id.clone(),
-        partition: written.partition as u32,
-        offset_start,
-        offset_end,
-        n_events: written.n_events,
-        repositories: written.repositories.clone(),
-        min_ts_ms: written.min_timestamp_ms.unwrap_or(0),
-        max_ts_ms: written.max_timestamp_ms.unwrap_or(0),
-        bytes: written.bytes,
-        blake3: written.blake3_hex.clone(),
     }
 }

@@ -138,32 +138,8 @@ fn record_batch(headers: &rdkafka::message::BorrowedHeaders) -> Option<RecordBat
     let text = |key: &str| {
         headers.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
     };
-    let id = parse_batch_id(&text(BATCH_ID_HEADER)?)?;
+    let id = BatchId::parse(&text(BATCH_ID_HEADER)?)?;
     let part = text(BATCH_PART_HEADER)?.parse().ok()?;
     let parts = text(BATCH_PARTS_HEADER)?.parse().ok()?;
     (part < parts).then_some(RecordBatch { id, part, parts })
-}
-
-/// `edge:incarnation:seq`, the edge id possibly containing `:` itself.
-pub fn parse_batch_id(text: &str) -> Option<BatchId> {
-    let (rest, seq) = text.rsplit_once(':')?;
-    let (edge_id, incarnation) = rest.rsplit_once(':')?;
-    if edge_id.is_empty() {
-        return None;
-    }
-    Some(BatchId { edge_id: edge_id.to_owned(), incarnation: incarnation.to_owned(), seq: seq.parse().ok()? })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_ids_parse_back_from_their_display() {
-        let id = BatchId { edge_id: "site:a".into(), incarnation: "f00d".into(), seq: 42 };
-        assert_eq!(parse_batch_id(&id.to_string()), Some(id));
-        assert_eq!(parse_batch_id("nope"), None);
-        assert_eq!(parse_batch_id(":inc:1"), None);
-        assert_eq!(parse_batch_id("e:inc:x"), None);
-    }
 }

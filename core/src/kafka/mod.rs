@@ -1,7 +1,9 @@
-//! Publishing to the Kafka ingest topic, and creating it (or checking the existing one's
-//! durability) at start; the Global log ([`global_log`]).
+//! Kafka as a mechanism: publishing to the ingest topic, creating it (or checking the
+//! existing one's durability) at start, reading one ingest partition for the digest
+//! ([`ingest_reader`]) and the Global topic's producer and reader ([`global_topic`]).
 //!
-//! Only this module (and its submodules) touches rdkafka. A request's records go to an idempotent producer with
+//! Only this module (and its submodules) touches rdkafka; what the records mean is decided
+//! elsewhere (`cluster`, `digest`). A request's records go to an idempotent producer with
 //! acks=all; the request completes when the delivery report of its last record arrived.
 //! Delivery reports come through the producer context's callback and count down one
 //! shared [`PendingRequest`] per request: a future per message costs rust-rdkafka about
@@ -24,7 +26,7 @@ use weir_proto::EventBatch;
 
 use crate::config::KafkaConfig;
 
-pub mod global_log;
+pub mod global_topic;
 pub mod ingest_reader;
 
 /// Kafka record header carrying the edge batch id (`edge:incarnation:seq`), so a re-sent
@@ -52,6 +54,27 @@ pub enum PublishError {
     Setup(#[from] KafkaError),
     #[error("could not encode a record: {0}")]
     Encode(#[from] serde_json::Error),
+}
+
+impl PublishError {
+    /// The answer to the request (HTTP or QUIC alike): 503/`Unavailable` with
+    /// `retry_after` when a retry can succeed, 413/400/403 (`TooLarge`/`BadRequest`/
+    /// `Forbidden`) when Kafka refused the events for good.
+    pub fn into_refusal(self, retry_after: Duration) -> weir_proto::Refusal {
+        use weir_proto::Refusal as Answer;
+        match self {
+            PublishError::Unavailable { reason, .. } => Answer::unavailable(format!("kafka did not acknowledge the events: {reason}"), retry_after),
+            PublishError::Refused { refusal, reason, .. } => {
+                let message = format!("kafka refused the events and a retry cannot change that: {reason}");
+                match refusal {
+                    Refusal::TooLarge => Answer::too_large(message),
+                    Refusal::Invalid => Answer::bad_request(message),
+                    Refusal::Unauthorized => Answer::forbidden(message),
+                }
+            }
+            other => Answer::internal(other.to_string()),
+        }
+    }
 }
 
 /// Why Kafka refused a record for good. Decides the answer: HTTP 413/400/403, QUIC
@@ -106,6 +129,12 @@ impl Failure {
 fn error_code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
     error.rdkafka_error_code()
 }
+
+/// A Kafka client that could not be created or a call that failed, for callers outside
+/// this module (which never name rdkafka's types).
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct ClientError(#[from] KafkaError);
 
 /// One Kafka record to be: the source key and the JSON of an [`EventBatch`].
 pub struct Record {

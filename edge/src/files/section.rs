@@ -19,7 +19,7 @@ use flate2::read::MultiGzDecoder;
 use notify::Watcher;
 use regex::Regex;
 use tokio_util::sync::CancellationToken;
-use weir_http_ingest::{AckMode, IngestError, IngestRequest, IngestSink};
+use weir_http_ingest::{AckMode, IngestRequest, IngestSink, Refusal, RefusalKind};
 use weir_proto::{Event, EventBatch};
 
 use super::checkpoint::{Checkpoints, Entry};
@@ -508,7 +508,7 @@ impl Section {
             let request = IngestRequest { batches: vec![batch.clone()], n_events, ack_mode: Some(AckMode::Spool) };
             match runtime.block_on(self.sink.ingest(request)) {
                 Ok(()) => break,
-                Err(IngestError::Overloaded { message, .. } | IngestError::Unavailable { message, .. }) => {
+                Err(Refusal { kind: RefusalKind::Overloaded | RefusalKind::Unavailable, message, .. }) => {
                     if !waited {
                         tracing::warn!(input = %self.config.name, path = %t.path.display(), %message, "file reading paused: the spool pushes back");
                     }
@@ -617,11 +617,11 @@ mod tests {
     }
 
     impl IngestSink for Sink {
-        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), IngestError>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             if self.full.load(Ordering::SeqCst) {
                 self.refused.fetch_add(1, Ordering::SeqCst);
                 let message = "spool is full".to_owned();
-                return Box::pin(async move { Err(IngestError::Overloaded { message, retry_after: Duration::from_secs(1) }) });
+                return Box::pin(async move { Err(Refusal::overloaded(message, Duration::from_secs(1))) });
             }
             let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
             self.taken.lock().unwrap().extend(raws);

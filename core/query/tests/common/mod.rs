@@ -77,7 +77,7 @@ impl SegmentSource for DirSource {
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
         let path = self.path_of(&segment.segment_id);
         Box::pin(async move {
-            if path.exists() { Ok(path) } else { Err(SourceError(format!("{} is not on this node", path.display()))) }
+            if path.exists() { Ok(path) } else { Err(SourceError::Unavailable(format!("{} is not on this node", path.display()))) }
         })
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use weir_global::{Cmd, Command, Outcome};
 
 use crate::config::GlobalConfig;
-use crate::kafka::global_log::GlobalLog;
+use crate::cluster::GlobalLog;
 
 /// `digest`: whether this node takes ingest partitions (`digest.enabled`).
 pub async fn run(

@@ -1,4 +1,5 @@
-//! The QUIC endpoint edges forward to (see `weir_proto::wire` for the frames).
+//! Edge connections (see `weir_proto::wire` for the frames), once `accept::quic` verified
+//! the edge's certificate and chose this handler by ALPN.
 //!
 //! Each bidirectional stream carries one batch; the answer is an ack only after Kafka
 //! acknowledged every event of it, else a typed error the edge can act on. Edges are
@@ -26,81 +27,21 @@ use weir_http_ingest::{BudgetShare, MemoryBudget};
 use weir_proto::wire::{self, BatchId, ErrorCode, PROTOCOL_VERSION, RequestHeader, Response};
 
 use crate::config::QuicConfig;
-use crate::kafka::{BatchPart, PublishError, Publisher, Record, Refusal};
+use crate::kafka::{BatchPart, PublishError, Publisher, Record};
 
-pub struct EdgeEndpoint {
-    pub endpoint: quinn::Endpoint,
+/// What every edge connection of this core shares.
+pub struct EdgeConnections {
     pub publisher: Arc<Publisher>,
     pub config: QuicConfig,
     /// Shared with the HTTP API: frames take their bytes before they are read.
     pub budget: MemoryBudget,
-    pub max_connections: usize,
-    /// Other cores' connections (ALPN `weir-peer/1`) go here.
-    pub peer: Arc<crate::peer::PeerServer>,
 }
 
-impl EdgeEndpoint {
-    pub async fn serve(self, shutdown: CancellationToken) {
-        let tasks = TaskTracker::new();
-        let this = Arc::new(self);
-        let connections = Arc::new(tokio::sync::Semaphore::new(this.max_connections.max(1)));
-        let refusals = RateLimitedLog::new(Duration::from_secs(10));
-        loop {
-            let incoming = tokio::select! {
-                incoming = this.endpoint.accept() => incoming,
-                _ = shutdown.cancelled() => break,
-            };
-            let Some(incoming) = incoming else { break };
-            let Ok(slot) = connections.clone().try_acquire_owned() else {
-                metrics::counter!("weir_edge_connections_refused_total", "reason" => "limit").increment(1);
-                refusals.warn(|n| tracing::warn!(remote = %incoming.remote_address(), limit = this.max_connections, refused_since_last_log = n, "edge connection refused: this core holds its limit of edge connections"));
-                incoming.refuse();
-                continue;
-            };
-            let this = this.clone();
-            let shutdown = shutdown.clone();
-            let refusals = refusals.clone();
-            tasks.spawn(async move {
-                let _slot = slot;
-                let remote = incoming.remote_address();
-                match incoming.await {
-                    Ok(connection) => this.serve_connection(connection, shutdown).await,
-                    // Includes edges without a valid client certificate: counted, and
-                    // logged at most every few seconds, since anyone can send handshakes.
-                    Err(error) => {
-                        metrics::counter!("weir_edge_connections_refused_total", "reason" => "handshake").increment(1);
-                        refusals.warn(|n| tracing::warn!(%remote, %error, refused_since_last_log = n, "edge connection refused"));
-                    }
-                }
-            });
-        }
-        // Drain: every connection answers the batches it already has, then closes itself;
-        // only then does the endpoint go (closing it first would cut them off and make
-        // their edges resend batches Kafka may already hold).
-        tasks.close();
-        let drain = Duration::from_millis(this.config.drain_timeout_ms);
-        if tokio::time::timeout(drain + Duration::from_secs(1), tasks.wait()).await.is_err() {
-            tracing::warn!(drain_timeout_ms = this.config.drain_timeout_ms, "edge connections not drained in time; closing them");
-        }
-        this.endpoint.close(0u32.into(), b"core shutting down");
-    }
-
-    async fn serve_connection(self: Arc<Self>, connection: quinn::Connection, shutdown: CancellationToken) {
+impl EdgeConnections {
+    /// Serves one edge's connection (its certificate verified by the handshake) until it
+    /// closes, or `shutdown` and its batches in flight are answered.
+    pub async fn serve_connection(self: Arc<Self>, connection: quinn::Connection, certificate: CertificateDer<'static>, shutdown: CancellationToken) {
         let remote = connection.remote_address();
-        let Some(certificate) = peer_certificate(&connection) else {
-            // The TLS config requires a client certificate, so this is a bug, not a peer.
-            tracing::error!(%remote, "edge connection without a client certificate; closing it");
-            connection.close(CLOSE_NO_CERTIFICATE.into(), b"no client certificate");
-            return;
-        };
-        let alpn = connection
-            .handshake_data()
-            .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-            .and_then(|data| data.protocol);
-        if alpn.as_deref() == Some(wire::PEER_ALPN) {
-            self.peer.clone().serve_connection(connection, certificate).await;
-            return;
-        }
         tracing::info!(%remote, "edge connected");
         let certificate = Arc::new(certificate);
         let streams = TaskTracker::new();
@@ -301,27 +242,22 @@ impl EdgeEndpoint {
         turn.pass();
         match delivery.acknowledged().await {
             Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },
-            Err(PublishError::Unavailable { reason, .. }) => {
-                tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka");
-                error(ErrorCode::Unavailable, format!("kafka did not acknowledge the batch: {reason}"))
+            Err(failure) => {
+                match &failure {
+                    PublishError::Unavailable { reason, .. } => tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka"),
+                    PublishError::Refused { code, reason, .. } => tracing::warn!(batch_id = %header.batch_id, %code, %reason, "kafka refused a forwarded batch for good"),
+                    _ => {}
+                }
+                // No Retry-After on the wire: the edge's own backoff decides.
+                let refusal = failure.into_refusal(Duration::ZERO);
+                error(refusal.wire_code(), refusal.message)
             }
-            Err(PublishError::Refused { refusal, code, reason }) => {
-                tracing::warn!(batch_id = %header.batch_id, %code, %reason, "kafka refused a forwarded batch for good");
-                let code = match refusal {
-                    Refusal::TooLarge => ErrorCode::TooLarge,
-                    Refusal::Invalid => ErrorCode::BadRequest,
-                    Refusal::Unauthorized => ErrorCode::Forbidden,
-                };
-                error(code, format!("kafka refused the batch and a retry cannot change that: {reason}"))
-            }
-            Err(other) => error(ErrorCode::Internal, other.to_string()),
         }
     }
 }
 
-/// Application close codes the core uses on edge connections.
+/// Application close code: a frame was cut off, resend in order on a new connection.
 const CLOSE_CUT_FRAME: u32 = 2;
-const CLOSE_NO_CERTIFICATE: u32 = 3;
 
 /// A frame's payload, with the budget share it holds until the batch is answered.
 struct Frame {
@@ -335,33 +271,6 @@ fn over_budget(budget: &MemoryBudget) -> Response {
         ErrorCode::Unavailable,
         format!("this core holds its limit of {} bytes of batches in progress: retry shortly or elsewhere", budget.total_bytes()),
     )
-}
-
-/// A warning that anyone on the network can trigger, logged at most once per interval
-/// with the number of occurrences in between.
-#[derive(Clone)]
-struct RateLimitedLog {
-    interval: Duration,
-    state: Arc<std::sync::Mutex<(Option<std::time::Instant>, u64)>>,
-}
-
-impl RateLimitedLog {
-    fn new(interval: Duration) -> RateLimitedLog {
-        RateLimitedLog { interval, state: Arc::new(std::sync::Mutex::new((None, 0))) }
-    }
-
-    /// Calls `log` with the occurrences since the last log, or only counts this one.
-    fn warn(&self, log: impl FnOnce(u64)) {
-        let mut state = self.state.lock().expect("lock");
-        state.1 += 1;
-        let now = std::time::Instant::now();
-        if state.0.is_none_or(|last| now.duration_since(last) >= self.interval) {
-            let n = std::mem::take(&mut state.1);
-            state.0 = Some(now);
-            drop(state);
-            log(n);
-        }
-    }
 }
 
 /// Why a frame was not read completely.
@@ -387,14 +296,6 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
         quinn::ReadExactError::ReadError(error) => FrameError::Cut(error.to_string()),
     })
 }
-
-/// The edge's leaf certificate, as the handshake verified it against the CA.
-fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
-    let identity = connection.peer_identity()?;
-    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    chain.into_iter().next()
-}
-
 
 /// The Kafka records of a decompressed payload and its event count. A batch that fits
 /// one record is published as the edge encoded it; only an oversized one is decoded and

@@ -8,11 +8,12 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+
 use serde_json::{Map, Value, json};
 use weir_global::State;
 use weir_segment::{SegmentReader, SegmentRow};
 
-use crate::digest::segments_dir;
+use super::data_dir::{self, DataDir};
 
 /// One local segment file and what is wrong with it, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,34 +23,10 @@ pub struct Checked {
     pub problem: Option<String>,
 }
 
-/// The finished segment files in `<data_dir>/segments`, sorted by name.
-pub fn local_files(data_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let dir = segments_dir(data_dir);
-    let mut files = Vec::new();
-    match std::fs::read_dir(&dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let entry = entry?;
-                if weir_segment::is_segment_file_name(&entry.file_name().to_string_lossy()) {
-                    files.push(entry.path());
-                }
-            }
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => return Err(error),
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn segment_id(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".parquet").to_owned()).unwrap_or_default()
-}
-
 /// Checks one file: registered in `state`, its blake3 the registered one, its footer and
 /// every row group readable (each row group's own hash checked by the reader).
 pub fn check(state: &State, path: &Path) -> Checked {
-    let segment_id = segment_id(path);
+    let segment_id = data_dir::segment_id(path).unwrap_or_default().to_owned();
     let problem = (|| {
         let Some(segment) = state.segment(&segment_id) else {
             return Some("not registered in Global (left by a crash, or from another cluster)".to_owned());
@@ -80,13 +57,12 @@ pub fn check(state: &State, path: &Path) -> Checked {
 }
 
 /// `segments ls`: every segment Global knows, with whether this node has its file.
-pub fn list(state: &State, data_dir: &Path, out: &mut impl Write) -> std::io::Result<()> {
-    let dir = segments_dir(data_dir);
+pub fn list(state: &State, data_dir: &DataDir, out: &mut impl Write) -> std::io::Result<()> {
     writeln!(out, "{:<40} {:>4} {:>12} {:>12} {:>9} {:>11}  {:<5} repositories", "segment", "part", "offset_start", "offset_end", "events", "bytes", "local")?;
     for p in state.partitions() {
         for segment in state.segments(p) {
             let info = &segment.info;
-            let local = dir.join(weir_segment::segment_file_name(&info.segment_id)).is_file();
+            let local = data_dir.segment_path(&info.segment_id).is_file();
             writeln!(
                 out,
                 "{:<40} {:>4} {:>12} {:>12} {:>9} {:>11}  {:<5} {}",

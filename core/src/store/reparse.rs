@@ -12,12 +12,11 @@
 //! channel the read API uses (the node's own certificate, blake3 checked against Global),
 //! into this node's fetched-segment directory; the new files are this node's. Old files
 //! on other cores stop being registered with the swap and are removed by those cores'
-//! sweep for unregistered files (`digest`, every 10 minutes, files older than that).
+//! sweep for unregistered files (`store::sweep`, every 10 minutes, files older than that).
 //!
 //! Must never: change which events a segment holds or its offsets, or delete an old file
 //! before Global applied the swap.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +25,12 @@ use weir_global::{Cmd, Command, Outcome, SegmentInfo};
 use weir_plugin_host::{ParserRegistry, RawEvent};
 use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
 
+use super::DataDir;
+use crate::cluster::GlobalLog;
+use crate::cluster::commands::{node_copy, segment_info};
 use crate::config::CoreConfig;
-use crate::digest::partition::{node_copy, segment_info};
 use crate::digest::rows::split_fields;
-use crate::digest::segments_dir;
-use crate::fetched::FetchedCache;
-use crate::kafka::global_log::{GlobalLog, SNAPSHOT_FILE};
-use crate::peer::{PeerClient, SegmentFiles};
+use crate::read::locate::SegmentFiles;
 
 /// What to re-parse.
 #[derive(Debug, Clone)]
@@ -50,7 +48,7 @@ pub struct Request {
 #[derive(Debug, thiserror::Error)]
 pub enum ReparseError {
     #[error(transparent)]
-    Global(#[from] crate::kafka::global_log::GlobalError),
+    Global(#[from] crate::cluster::GlobalError),
     #[error("invalid parser plugin setup: {0}")]
     Parsers(#[from] weir_plugin_host::Error),
     #[error("no parser named {0:?} is configured in [parsers]")]
@@ -86,27 +84,28 @@ pub struct Summary {
 /// writes `<data_dir>/segments`). Reads Global with a consumer of its own; its snapshot
 /// goes to a scratch directory, never over the node's.
 pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(String)) -> Result<Summary, ReparseError> {
-    let scratch = tempfile_dir(&config.data_dir)?;
+    let data_dir = DataDir::new(&config.data_dir);
+    let scratch = DataDir::new(data_dir.reparse_scratch());
+    std::fs::create_dir_all(scratch.root())?;
     let mut own = config.clone();
     own.node_id = format!("{}-reparse", config.node_id);
-    own.data_dir = scratch.clone();
+    own.data_dir = scratch.root().to_owned();
     // Start from the node's snapshot when there is one: only the rest of the topic is read.
-    let _ = std::fs::copy(config.data_dir.join(SNAPSHOT_FILE), scratch.join(SNAPSHOT_FILE));
+    let _ = std::fs::copy(data_dir.snapshot_path(), scratch.snapshot_path());
     let global = GlobalLog::open(&own)?;
     let shutdown = CancellationToken::new();
     let applier = tokio::spawn(global.clone().run(own.kafka.clone(), own.global.clone(), shutdown.clone()));
     let result = swap(config, request, &global, &progress).await;
     shutdown.cancel();
     let _ = applier.await;
-    let _ = std::fs::remove_dir_all(&scratch);
+    let _ = std::fs::remove_dir_all(scratch.root());
     let summary = result?;
     if !summary.old.is_empty() {
         progress(format!("swapped {} segments; old files are deleted in {} s", summary.old.len(), request.grace.as_secs()));
         tokio::time::sleep(request.grace).await;
         // This node's old files, and the copies it fetched; other cores remove theirs.
-        for dir in [segments_dir(&config.data_dir), config.data_dir.join(crate::FETCHED_DIR)] {
-            for id in &summary.old {
-                let path = dir.join(weir_segment::segment_file_name(id));
+        for id in &summary.old {
+            for path in [data_dir.segment_path(id), data_dir.fetched_path(id)] {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
@@ -118,12 +117,6 @@ pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(Strin
     Ok(summary)
 }
 
-fn tempfile_dir(data_dir: &std::path::Path) -> std::io::Result<PathBuf> {
-    let dir = data_dir.join(format!(".reparse-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, progress: &impl Fn(String)) -> Result<Summary, ReparseError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while let Some(reason) = global.not_ready() {
@@ -133,38 +126,25 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let selected: Vec<SegmentInfo> = global.read(|state| {
-        state
-            .partitions()
-            .flat_map(|p| state.segments(p))
-            .map(|s| s.info.clone())
-            .filter(|info| {
-                info.repositories.contains(&request.repository) && info.min_ts_ms <= request.to_ms && info.max_ts_ms >= request.from_ms
-            })
-            .collect()
+        state.segments_overlapping(&request.repository, request.from_ms, request.to_ms).into_iter().map(|s| s.info.clone()).collect()
     });
     if selected.is_empty() {
         progress(format!("no segment of {} holds events between {} and {}", request.repository, request.from_ms, request.to_ms));
         return Ok(Summary::default());
     }
-    let dir = segments_dir(&config.data_dir);
+    let data_dir = DataDir::new(&config.data_dir);
+    let dir = data_dir.segments_dir();
     let missing: Vec<String> = selected
         .iter()
-        .filter(|s| !dir.join(weir_segment::segment_file_name(&s.segment_id)).is_file())
+        .filter(|s| !data_dir.segment_path(&s.segment_id).is_file())
         .map(|s| s.segment_id.clone())
         .collect();
     let files = match (&config.quic, missing.is_empty()) {
         (_, true) => None,
         (None, false) => return Err(ReparseError::NotLocal(missing)),
-        (Some(quic), false) => Some(SegmentFiles {
-            node_id: config.node_id.clone(),
-            global: global.clone(),
-            segments_dir: dir.clone(),
-            fetched: Arc::new(FetchedCache::open(config.data_dir.join(crate::FETCHED_DIR), config.limits.fetched_segments_bytes)),
-            client: Some(PeerClient::new(&quic.tls)?),
-        }),
+        (Some(_), false) => Some(SegmentFiles::open(config, global.clone())?),
     };
-    let parsers_config = config.parsers.clone();
-    let registry = Arc::new(tokio::task::spawn_blocking(move || ParserRegistry::new(&parsers_config)).await.expect("plugin loading task")?);
+    let registry = Arc::new(crate::digest::load_parsers(&config.parsers).await?);
     let parser = match &request.parser {
         Some(name) if registry.parsers().any(|p| p == name) => name.clone(),
         Some(name) => return Err(ReparseError::UnknownParser(name.clone())),
@@ -179,7 +159,7 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
                 progress(format!("fetched segment {} from another core", old.segment_id));
                 path
             }
-            _ => dir.join(weir_segment::segment_file_name(&old.segment_id)),
+            _ => data_dir.segment_path(&old.segment_id),
         };
         let (registry, old_info, dir, request, parser) = (registry.clone(), old.clone(), dir.clone(), request.clone(), parser.clone());
         let (info, reparsed, failed) =
@@ -199,7 +179,7 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
     let outcome = global.submit(&command).await;
     let remove_new = || {
         for info in &new {
-            let _ = std::fs::remove_file(dir.join(weir_segment::segment_file_name(&info.segment_id)));
+            let _ = std::fs::remove_file(data_dir.segment_path(&info.segment_id));
         }
     };
     match outcome {
@@ -295,31 +275,16 @@ fn reparse_rows(registry: &ParserRegistry, parser: &str, rows: Vec<SegmentRow>, 
     Ok((reparsed, failed))
 }
 
-/// `--from`/`--to`: milliseconds since the epoch, RFC 3339, or a duration ago (`15m`,
-/// `24h`, `7d`, `30s`), or `now`.
+/// `--from`/`--to`: every form the query API's `start`/`end` take
+/// (`weir_query::time::parse_text`: `now`, milliseconds since the epoch, `15m`, `24hours`,
+/// `2 days`, ...), and RFC 3339 (`2026-11-30T12:00:00Z`).
 pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
-    if text == "now" {
-        return Ok(now_ms);
+    if let Ok(t) = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
     }
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    let unit = |c: char| match c {
-        's' => Some(1_000),
-        'm' => Some(60_000),
-        'h' => Some(3_600_000),
-        'd' => Some(86_400_000),
-        _ => None,
-    };
-    if let Some(last) = text.chars().last()
-        && let Some(unit) = unit(last)
-        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
-    {
-        return Ok(now_ms - n * unit);
-    }
-    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| format!("{text:?} is not a time: give milliseconds since the epoch, RFC 3339 (2026-11-30T12:00:00Z), a duration ago (15m, 24h, 7d) or now"))
+    weir_query::time::parse_text(text, now_ms).map_err(|reason| {
+        format!("{text:?} is not a time ({reason}): give milliseconds since the epoch, RFC 3339 (2026-11-30T12:00:00Z), a duration ago (15m, 24hours, 7d) or now")
+    })
 }
 
 #[cfg(test)]
@@ -333,6 +298,10 @@ mod tests {
         assert_eq!(parse_time("1700000000000", now), Ok(1_700_000_000_000));
         assert_eq!(parse_time("15m", now), Ok(now - 900_000));
         assert_eq!(parse_time("2d", now), Ok(now - 2 * 86_400_000));
+        // The query API's forms, which reparse once lacked.
+        assert_eq!(parse_time("24hours", now), Ok(now - 86_400_000));
+        assert_eq!(parse_time("2 days", now), Ok(now - 2 * 86_400_000));
+        assert_eq!(parse_time("1w", now), Ok(now - 7 * 86_400_000));
         assert_eq!(parse_time("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
         assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
     }

@@ -1,7 +1,7 @@
-//! The Global log: the single-partition Kafka topic that feeds [`weir_global::State`].
+//! The Global log: this node's [`weir_global::State`], fed by the single-partition Global
+//! topic (its Kafka side is `kafka::global_topic`).
 //!
-//! Owns: creating and checking the Global topic (one partition, infinite retention, never
-//! compacted), the consumer that applies every record in offset order to this node's
+//! Owns: the applier that applies every record in offset order to this node's
 //! [`State`], the local snapshot file (read at start, written every N records or T
 //! seconds and at shutdown), the catch-up readiness, and [`GlobalLog::submit`]: produce a
 //! command, learn its offset from the delivery report, wait until it is applied here and
@@ -17,33 +17,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use weir_global::{ApplyError, Command, Outcome, Snapshot, SnapshotError, State};
 
-use super::{DeliveryContext, Refusal, TopicSpec, client_config, verify_until_ready};
 use crate::config::{CoreConfig, GlobalConfig, KafkaConfig};
+use crate::kafka::ClientError;
+use crate::kafka::global_topic::{self, GlobalProducer, GlobalReader, SendError};
+use crate::store::DataDir;
 
 /// Outcomes remembered for waiters of [`GlobalLog::submit`], newest offsets kept.
 const OUTCOMES: usize = 4096;
-/// The snapshot's file name inside `data_dir`.
-pub const SNAPSHOT_FILE: &str = "global.snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GlobalError {
     #[error("cannot create the Global {what}: {source}")]
-    Setup { what: &'static str, source: KafkaError },
+    Setup { what: &'static str, source: ClientError },
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     /// Kafka refused the command for good (too large, not authorised, ...).
     #[error("kafka refused Global command {id} ({code}): {reason}")]
-    Refused { id: String, code: RDKafkaErrorCode, reason: String },
+    Refused { id: String, code: String, reason: String },
     /// Kafka did not acknowledge the command in time or failed transiently; a retry with
     /// the same command id is safe (a second copy is rejected as a duplicate).
     #[error("kafka did not acknowledge Global command {id}: {reason}")]
@@ -53,7 +47,7 @@ pub enum GlobalError {
     #[error("the outcome of Global command {id} at offset {offset} is no longer remembered ({OUTCOMES} later records were applied first)")]
     OutcomeForgotten { id: String, offset: u64 },
     #[error("cannot read the Global topic {topic}: {source}")]
-    Read { topic: String, source: KafkaError },
+    Read { topic: String, source: ClientError },
     #[error("Global topic {topic}: applied {applied} of {target} records within {timeout_ms} ms")]
     CatchUpTimeout { topic: String, applied: u64, target: u64, timeout_ms: u64 },
     #[error("Global stopped applying the topic {topic}: {source}")]
@@ -83,35 +77,24 @@ struct Shared {
 /// This node's view of Global, and the way to change it.
 pub struct GlobalLog {
     node_id: String,
-    topic: String,
-    producer: FutureProducer<DeliveryContext>,
+    producer: GlobalProducer,
     shared: Arc<Shared>,
     submit_timeout: Duration,
     snapshot_path: PathBuf,
 }
-
-impl ConsumerContext for DeliveryContext {}
 
 impl GlobalLog {
     /// Loads the snapshot (a damaged one is logged and ignored: the node rebuilds from
     /// offset 0) and creates the producer. Nothing is consumed before [`GlobalLog::run`].
     pub fn open(config: &CoreConfig) -> Result<Arc<GlobalLog>, GlobalError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| GlobalError::DataDir { path: config.data_dir.clone(), source })?;
-        let snapshot_path = config.data_dir.join(SNAPSHOT_FILE);
+        let snapshot_path = DataDir::new(&config.data_dir).snapshot_path();
         let state = load_snapshot(&snapshot_path);
         let submit_timeout = Duration::from_millis(config.global.submit_timeout_ms);
-        let producer = client_config(&config.kafka)
-            // Same durability as ingest: idempotent, acks=all, whatever the extra properties say.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", config.global.submit_timeout_ms.to_string())
-            .set("linger.ms", "0")
-            .create_with_context(DeliveryContext::default())
-            .map_err(|source| GlobalError::Setup { what: "producer", source })?;
+        let producer = GlobalProducer::new(&config.kafka, submit_timeout).map_err(|source| GlobalError::Setup { what: "producer", source })?;
         let applied = state.applied_offset();
         Ok(Arc::new(GlobalLog {
             node_id: config.node_id.clone(),
-            topic: config.kafka.global_topic.clone(),
             producer,
             shared: Arc::new(Shared {
                 state: RwLock::new(state),
@@ -163,15 +146,9 @@ impl GlobalLog {
     pub async fn submit(&self, command: &Command) -> Result<(u64, Outcome), GlobalError> {
         let deadline = tokio::time::Instant::now() + self.submit_timeout;
         let payload = command.encode();
-        let record = FutureRecord::to(&self.topic).partition(0).key(&command.id).payload(&payload);
-        let delivery = self
-            .producer
-            .send(record, Timeout::After(self.submit_timeout))
-            .await
-            .map_err(|(error, _)| kafka_failure(&command.id, error))?;
-        let offset = u64::try_from(delivery.offset).map_err(|_| GlobalError::Unavailable {
-            id: command.id.clone(),
-            reason: format!("the delivery report has no offset ({})", delivery.offset),
+        let offset = self.producer.send(&command.id, &payload).await.map_err(|error| match error {
+            SendError::Refused { code, reason } => GlobalError::Refused { id: command.id.clone(), code, reason },
+            SendError::Unavailable(reason) => GlobalError::Unavailable { id: command.id.clone(), reason },
         })?;
         let mut applied = self.shared.applied.subscribe();
         let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| a.is_some_and(|a| a >= offset))).await;
@@ -192,16 +169,14 @@ impl GlobalLog {
     /// Verifies the topic (retrying until it is fine or `shutdown`), then applies its
     /// records until `shutdown`, writing snapshots on the way and a last one at the end.
     pub async fn run(self: Arc<Self>, kafka: KafkaConfig, global: GlobalConfig, shutdown: CancellationToken) {
-        let spec = global_topic(&kafka);
-        let verified = verify_until_ready(&kafka, &spec, &shutdown, |reason| {
+        let verified = global_topic::verify_until_ready(&kafka, &shutdown, |reason| {
             *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
             reason
         })
         .await;
-        if verified.is_none() {
+        if !verified {
             return;
         }
-        tracing::info!(topic = %spec.name, "global topic ready");
         let node_id = self.node_id.clone();
         let applier = tokio::task::spawn_blocking(move || self.apply_until(&kafka, &global, &node_id, &shutdown));
         if let Err(join) = applier.await {
@@ -212,13 +187,14 @@ impl GlobalLog {
     /// The applier's thread: blocking consumer, one record at a time.
     fn apply_until(&self, kafka: &KafkaConfig, global: &GlobalConfig, node_id: &str, shutdown: &CancellationToken) {
         let mut warned = String::new();
-        let (consumer, target) = loop {
-            match open_consumer(kafka, node_id).and_then(|c| high_watermark(&c, &self.topic).map(|hw| (c, hw))) {
+        let topic = kafka.global_topic.as_str();
+        let (reader, target) = loop {
+            match GlobalReader::open(kafka, node_id).and_then(|r| r.high_watermark().map(|hw| (r, hw))) {
                 Ok(found) => break found,
                 Err(error) => {
                     let reason = error.to_string();
                     if reason != warned {
-                        tracing::warn!(topic = %self.topic, %reason, "cannot read the global topic yet, retrying");
+                        tracing::warn!(%topic, %reason, "cannot read the global topic yet, retrying");
                     }
                     *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
                     warned = reason;
@@ -233,15 +209,15 @@ impl GlobalLog {
             if state.next_offset() > target {
                 // The topic is shorter than the snapshot says: it was recreated, and the
                 // snapshot describes a log that no longer exists.
-                tracing::error!(topic = %self.topic, snapshot_next = state.next_offset(), topic_end = target, "global snapshot is ahead of the topic, rebuilding from offset 0");
+                tracing::error!(topic = %topic, snapshot_next = state.next_offset(), topic_end = target, "global snapshot is ahead of the topic, rebuilding from offset 0");
                 *state = State::default();
                 self.shared.applied.send_replace(None);
             }
         }
         let start = self.read(State::next_offset);
-        tracing::info!(topic = %self.topic, from = start, target, "global applying");
+        tracing::info!(topic = %topic, from = start, target, "global applying");
         *self.shared.progress.lock().expect("lock") = Progress::CatchingUp { target };
-        if let Err(error) = assign(&consumer, &self.topic, start) {
+        if let Err(error) = reader.assign(start) {
             self.stop(format!("cannot assign the global topic: {error}"));
             return;
         }
@@ -249,18 +225,17 @@ impl GlobalLog {
         let every = Duration::from_secs(global.snapshot_every_s.max(1));
         let (mut since_snapshot, mut last_snapshot) = (0u64, Instant::now());
         while !shutdown.is_cancelled() {
-            match consumer.poll(Duration::from_millis(100)) {
+            match reader.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Err(error)) => {
                     let reason = error.to_string();
                     if reason != warned {
-                        tracing::warn!(topic = %self.topic, %reason, "global consumer error");
+                        tracing::warn!(topic = %topic, %reason, "global consumer error");
                     }
                     warned = reason;
                 }
-                Some(Ok(message)) => {
-                    let offset = message.offset() as u64;
-                    let applied = apply(&self.shared.state, offset, message.payload().unwrap_or_default());
+                Some(Ok((offset, payload))) => {
+                    let applied = apply(&self.shared.state, offset, &payload);
                     match applied {
                         Ok(Some(outcome)) => {
                             let mut outcomes = self.shared.outcomes.lock().expect("lock");
@@ -274,7 +249,7 @@ impl GlobalLog {
                         }
                         Ok(None) => {}
                         Err(error) => {
-                            tracing::error!(topic = %self.topic, offset, %error, "global record cannot be applied, this node stops applying");
+                            tracing::error!(topic = %topic, offset, %error, "global record cannot be applied, this node stops applying");
                             self.stop(error.to_string());
                             break;
                         }
@@ -289,12 +264,11 @@ impl GlobalLog {
         // Commands this node submitted last (a heartbeat abandoned at shutdown) may be in
         // the topic but not applied yet: read to the end, briefly, so the snapshot has them.
         let stopped = matches!(*self.shared.progress.lock().expect("lock"), Progress::Stopped(_));
-        if let (false, Ok(end)) = (stopped, high_watermark(&consumer, &self.topic)) {
+        if let (false, Ok(end)) = (stopped, reader.high_watermark()) {
             let deadline = Instant::now() + Duration::from_secs(3);
             while self.read(State::next_offset) < end && Instant::now() < deadline {
-                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else { continue };
-                let offset = message.offset() as u64;
-                match apply(&self.shared.state, offset, message.payload().unwrap_or_default()) {
+                let Some(Ok((offset, payload))) = reader.poll(Duration::from_millis(100)) else { continue };
+                match apply(&self.shared.state, offset, &payload) {
                     Ok(Some(_)) => {
                         self.shared.applied.send_replace(Some(offset));
                         since_snapshot += 1;
@@ -327,17 +301,17 @@ impl GlobalLog {
 /// as of now, and returns the state. Writes nothing. Blocking.
 pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalError> {
     let topic = config.kafka.global_topic.clone();
-    let state = RwLock::new(load_snapshot(&config.data_dir.join(SNAPSHOT_FILE)));
+    let state = RwLock::new(load_snapshot(&DataDir::new(&config.data_dir).snapshot_path()));
     let read_error = |source| GlobalError::Read { topic: topic.clone(), source };
-    let consumer = open_consumer(&config.kafka, &config.node_id).map_err(|source| GlobalError::Setup { what: "consumer", source })?;
-    let target = high_watermark(&consumer, &topic).map_err(read_error)?;
+    let reader = GlobalReader::open(&config.kafka, &config.node_id).map_err(|source| GlobalError::Setup { what: "consumer", source })?;
+    let target = reader.high_watermark().map_err(read_error)?;
     if state.read().expect("lock").next_offset() > target {
         tracing::error!(%topic, "global snapshot is ahead of the topic, rebuilding from offset 0");
         *state.write().expect("lock") = State::default();
     }
     let start = state.read().expect("lock").next_offset();
     if start < target {
-        assign(&consumer, &topic, start).map_err(read_error)?;
+        reader.assign(start).map_err(read_error)?;
     }
     let deadline = Instant::now() + timeout;
     loop {
@@ -348,28 +322,17 @@ pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalEr
         if Instant::now() > deadline {
             return Err(GlobalError::CatchUpTimeout { topic, applied, target, timeout_ms: timeout.as_millis() as u64 });
         }
-        match consumer.poll(Duration::from_millis(200)) {
+        match reader.poll(Duration::from_millis(200)) {
             None => {}
             Some(Err(error)) => tracing::warn!(%topic, %error, "global consumer error"),
-            Some(Ok(message)) => {
-                apply(&state, message.offset() as u64, message.payload().unwrap_or_default())
+            Some(Ok((offset, payload))) => {
+                apply(&state, offset, &payload)
                     .map_err(|source| GlobalError::Stopped { topic: topic.clone(), source })?;
             }
         }
     }
     let state = state.into_inner().expect("lock");
     Ok(Snapshot::of(&state))
-}
-
-/// The Global topic as this node creates and requires it.
-fn global_topic(kafka: &KafkaConfig) -> TopicSpec {
-    TopicSpec {
-        name: kafka.global_topic.clone(),
-        partitions: 1,
-        exact_partitions: true,
-        // Never compacted and never expired: a node must be able to rebuild from offset 0.
-        configs: vec![("retention.ms", "-1"), ("cleanup.policy", "delete")],
-    }
 }
 
 /// Applies one record. `Ok(None)`: an offset already applied (skipped, never applied twice).
@@ -407,32 +370,6 @@ fn load_snapshot(path: &Path) -> State {
     }
 }
 
-fn open_consumer(kafka: &KafkaConfig, node_id: &str) -> Result<BaseConsumer<DeliveryContext>, KafkaError> {
-    client_config(kafka)
-        // Partition 0 is assigned by hand and nothing is committed: where to resume is the
-        // snapshot's business, never a consumer group's.
-        .set("group.id", format!("weir-global-{node_id}"))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // An offset past the log's end means the snapshot and the topic disagree: say
-        // so rather than silently jumping.
-        .set("auto.offset.reset", "error")
-        .set("fetch.wait.max.ms", "50")
-        .create_with_context(DeliveryContext::default())
-}
-
-/// The topic's end (next offset to be written) now.
-fn high_watermark(consumer: &BaseConsumer<DeliveryContext>, topic: &str) -> Result<u64, KafkaError> {
-    let (_, high) = consumer.fetch_watermarks(topic, 0, Duration::from_secs(5))?;
-    Ok(high.max(0) as u64)
-}
-
-fn assign(consumer: &BaseConsumer<DeliveryContext>, topic: &str, from: u64) -> Result<(), KafkaError> {
-    let mut partitions = TopicPartitionList::new();
-    partitions.add_partition_offset(topic, 0, Offset::Offset(from as i64))?;
-    consumer.assign(&partitions)
-}
-
 /// Sleeps up to `delay`; true if `shutdown` came.
 fn wait_or_shutdown(shutdown: &CancellationToken, delay: Duration) -> bool {
     let deadline = Instant::now() + delay;
@@ -443,11 +380,4 @@ fn wait_or_shutdown(shutdown: &CancellationToken, delay: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     shutdown.is_cancelled()
-}
-
-fn kafka_failure(id: &str, error: KafkaError) -> GlobalError {
-    match error.rdkafka_error_code() {
-        Some(code) if Refusal::of(code).is_some() => GlobalError::Refused { id: id.to_owned(), code, reason: error.to_string() },
-        _ => GlobalError::Unavailable { id: id.to_owned(), reason: error.to_string() },
-    }
 }
