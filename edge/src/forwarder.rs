@@ -240,7 +240,17 @@ impl Forwarder {
                 _ = self.spool.wait_for_more(cursor), if in_flight.len() < max_in_flight => {}
                 reason = connection.closed() => {
                     return match reason {
-                        quinn::ConnectionError::ApplicationClosed(_) => Ok(()),
+                        // Code 0: the core is shutting down and drained what it had; reconnect.
+                        quinn::ConnectionError::ApplicationClosed(close) if close.error_code.into_inner() == 0 => Ok(()),
+                        // Any other code says why this core cannot go on (not ready, at its
+                        // connection limit, a batch to resend in order): the next core, or
+                        // a backoff once every core said so. Unacknowledged batches are
+                        // resent from the oldest on the next link.
+                        quinn::ConnectionError::ApplicationClosed(close) => Err(ForwardError::Link(format!(
+                            "the core closed the link (code {}): {}",
+                            close.error_code,
+                            String::from_utf8_lossy(&close.reason)
+                        ))),
                         other => Err(ForwardError::Link(other.to_string())),
                     };
                 }

@@ -14,7 +14,13 @@
 //! up), so one source's batches land in Kafka in the order the edge spooled them. Only the
 //! hand-over is serialised; waiting for Kafka's acks overlaps. A stream cut off inside
 //! its frame stops every stream behind it from publishing and closes the connection, so
-//! the first copy of each batch in Kafka stays in spool order across failures too.
+//! the first copy of each batch in Kafka stays in spool order across failures too. A
+//! batch refused for a reason a retry can get past (this core's memory budget, the core
+//! not ready) before it reached the producer does the same to the streams behind it, and
+//! the core then closes the connection once they are answered: the edge resends from its
+//! oldest unacknowledged batch, in order, instead of retrying that one batch after the
+//! ones behind it were published. A batch refused for good (dead-lettered by the edge)
+//! lets the streams behind it go once the stream before it went.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +54,9 @@ impl EdgeConnections {
         // The previous stream's turn: fires (or is dropped) once it enqueued its records.
         let mut previous: Option<oneshot::Receiver<TurnSignal>> = None;
         let mut draining: Option<tokio::time::Instant> = None;
+        // Cancelled by a stream refused (retryably) before it published: the connection
+        // then drains and closes so that the edge resends in order.
+        let resend = CancellationToken::new();
         loop {
             let stream = match draining {
                 None => tokio::select! {
@@ -55,6 +64,13 @@ impl EdgeConnections {
                     _ = shutdown.cancelled() => {
                         // No credit for new streams; the ones the edge already opened are
                         // still accepted and answered below.
+                        connection.set_max_concurrent_bi_streams(0u32.into());
+                        draining = Some(tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
+                        continue;
+                    }
+                    _ = resend.cancelled() => {
+                        // The same drain: streams already opened are answered (refused:
+                        // they come after the refused one), then the connection closes.
                         connection.set_max_concurrent_bi_streams(0u32.into());
                         draining = Some(tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
                         continue;
@@ -76,8 +92,8 @@ impl EdgeConnections {
                     let this = self.clone();
                     let (done, next) = oneshot::channel();
                     let turn = Turn { previous: previous.replace(next), done: Some(done) };
-                    let (connection, certificate) = (connection.clone(), certificate.clone());
-                    streams.spawn(async move { this.serve_stream(send, recv, turn, &connection, &certificate).await });
+                    let (connection, certificate, resend) = (connection.clone(), certificate.clone(), resend.clone());
+                    streams.spawn(async move { this.serve_stream(send, recv, turn, &connection, &certificate, &resend).await });
                 }
                 Err(error) => {
                     tracing::info!(%remote, %error, "edge connection closed");
@@ -89,7 +105,10 @@ impl EdgeConnections {
         let answered = streams.len();
         streams.close();
         streams.wait().await;
-        if draining.is_some() {
+        if resend.is_cancelled() {
+            tracing::info!(%remote, in_flight_at_drain_end = answered, "edge connection closed so that the edge resends in order after a batch it must retry");
+            connection.close(CLOSE_RESEND_IN_ORDER.into(), b"a batch on this connection was not published: reconnect and resend from the oldest unacknowledged one");
+        } else if draining.is_some() {
             tracing::info!(%remote, in_flight_at_drain_end = answered, "edge connection drained; closing it");
             connection.close(0u32.into(), b"core shutting down");
         }
@@ -102,14 +121,14 @@ impl EdgeConnections {
         mut turn: Turn,
         connection: &quinn::Connection,
         certificate: &CertificateDer<'static>,
+        resend: &CancellationToken,
     ) {
         let response = match self.read_frame(&mut recv).await {
-            Ok((header, frame)) => self.handle_frame(header, frame, turn, certificate).await,
+            Ok((header, frame)) => self.handle_frame(header, frame, turn, certificate, resend).await,
             Err(FrameError::Refused(response)) => {
                 // Answered without reading the rest: tell the edge to stop sending it.
-                drop(turn);
                 let _ = recv.stop(0u32.into());
-                response
+                refused_before_publishing(turn, resend, response).await
             }
             Err(FrameError::Cut(error)) => {
                 // The streams behind this one must not publish: their batches would land in
@@ -177,31 +196,34 @@ impl EdgeConnections {
         }
     }
 
-    /// `turn` is released (dropped) on every early return, so a refused batch never holds
-    /// up the streams after it.
+    /// Every early return goes through [`refused_before_publishing`], so a refused batch
+    /// never holds up the streams after it for good, nor lets them overtake the ones
+    /// before it.
     async fn handle_frame(
         &self,
         header: RequestHeader,
         frame: Frame,
         mut turn: Turn,
         certificate: &CertificateDer<'static>,
+        resend: &CancellationToken,
     ) -> Response {
         if let Err(reason) = weir_node::tls::certificate_names(certificate, &header.batch_id.edge_id) {
             tracing::warn!(edge_id = %header.batch_id.edge_id, %reason, "edge names itself differently from its certificate");
-            return error(
+            let refusal = error(
                 ErrorCode::Forbidden,
                 format!(
                     "edge id {:?} is not the name in this edge's client certificate ({reason}): set the edge's edge_id to the name its certificate was issued for",
                     header.batch_id.edge_id
                 ),
             );
+            return refused_before_publishing(turn, resend, refusal).await;
         }
         let Frame { payload, mut share } = frame;
         // The decompressed size, as the payload declares it (bounded below by the check
         // in `decompress_payload`), joins the frame's share before anything is inflated.
         let inflated = wire::declared_size(&payload).map_or(self.config.max_batch_bytes, |n| (n as usize).min(self.config.max_batch_bytes));
         let Some(more) = self.budget.try_take(inflated) else {
-            return over_budget(&self.budget);
+            return refused_before_publishing(turn, resend, over_budget(&self.budget)).await;
         };
         share.merge(more);
         // Decompressing and splitting a batch of many MiB takes milliseconds: off the
@@ -217,25 +239,24 @@ impl EdgeConnections {
         .await;
         let (records, n_events) = match decoded {
             Ok(Ok(decoded)) => decoded,
-            Ok(Err(response)) => return response,
-            Err(join) => return error(ErrorCode::Internal, format!("decoding task failed: {join}")),
+            Ok(Err(response)) => return refused_before_publishing(turn, resend, response).await,
+            Err(join) => return refused_before_publishing(turn, resend, error(ErrorCode::Internal, format!("decoding task failed: {join}"))).await,
         };
         if n_events != header.n_events {
-            return error(
-                ErrorCode::BadRequest,
-                format!("header announces {} events but the payload holds {n_events}", header.n_events),
-            );
+            let refusal = error(ErrorCode::BadRequest, format!("header announces {} events but the payload holds {n_events}", header.n_events));
+            return refused_before_publishing(turn, resend, refusal).await;
         }
         // An unready core acknowledges nothing (see `KafkaSink::ingest`); the edge retries
         // or fails over.
         if let Some(reason) = self.publisher.not_ready() {
-            return error(ErrorCode::Unavailable, format!("this core is not ready: {reason}"));
+            return refused_before_publishing(turn, resend, error(ErrorCode::Unavailable, format!("this core is not ready: {reason}"))).await;
         }
         if !turn.wait().await {
             turn.cut();
+            resend.cancel();
             return error(
                 ErrorCode::Unavailable,
-                "an earlier batch on this connection was cut off, so this one was not published: resend both in order".into(),
+                "an earlier batch on this connection was not published, so this one was not either: resend both in order".into(),
             );
         }
         let delivery = self.publisher.enqueue(records, header.batch_id.seq).await;
@@ -258,6 +279,24 @@ impl EdgeConnections {
 
 /// Application close code: a frame was cut off, resend in order on a new connection.
 const CLOSE_CUT_FRAME: u32 = 2;
+/// Application close code: a batch was refused before it was published (a retry can
+/// succeed), so were the ones behind it; resend from the oldest unacknowledged one.
+const CLOSE_RESEND_IN_ORDER: u32 = 6;
+
+/// Answers a batch refused before its records reached the producer. Refused for good (the
+/// edge dead-letters it): the streams behind it may go once the stream before it went.
+/// Refused for now (the edge will resend it): the streams behind it must not publish
+/// before it, so they are refused too and the connection closes once they are answered.
+async fn refused_before_publishing(mut turn: Turn, resend: &CancellationToken, refusal: Response) -> Response {
+    match &refusal {
+        Response::Error { code, .. } if code.is_retryable() => {
+            turn.cut();
+            resend.cancel();
+        }
+        _ => turn.release().await,
+    }
+    refusal
+}
 
 /// A frame's payload, with the budget share it holds until the batch is answered.
 struct Frame {
@@ -324,9 +363,10 @@ fn records(publisher: &Publisher, max_record_bytes: usize, json: bytes::Bytes, b
 
 /// What a stream tells the one opened after it.
 enum TurnSignal {
-    /// It enqueued its records, or refused its batch: the next may go.
+    /// It enqueued its records, or refused its batch for good: the next may go.
     Passed,
-    /// Its frame was cut off (or an earlier one was): the next must not publish.
+    /// Its frame was cut off or refused for now (or an earlier one was): the next must
+    /// not publish.
     Cut,
 }
 
@@ -351,6 +391,12 @@ impl Turn {
         if let Some(done) = self.done.take() {
             let _ = done.send(TurnSignal::Passed);
         }
+    }
+
+    /// Lets the next stream go once the one before this went: what a stream that publishes
+    /// nothing owes the others (passing at once would let the next overtake the previous).
+    async fn release(mut self) {
+        if self.wait().await { self.pass() } else { self.cut() }
     }
 
     /// Tells the next stream (and through it every later one) not to publish.

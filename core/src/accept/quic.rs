@@ -5,7 +5,8 @@
 //! Owns the connection limits: a bound on handshakes in progress, then one limit per kind
 //! (`limits.max_edge_connections`, `limits.max_peer_connections`), so many edges cannot
 //! starve the cores' segment fetches and the other way round; a refusal is counted and
-//! logged with its kind. Must never read a frame itself: the handlers do.
+//! logged with its kind. An edge is turned away while the core is not ready (it could
+//! acknowledge nothing). Must never read a frame itself: the handlers do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,10 @@ use crate::peer::PeerServer;
 const CLOSE_NO_CERTIFICATE: u32 = 3;
 /// Application close code: this core holds its limit of connections of this kind.
 const CLOSE_LIMIT: u32 = 4;
+/// Application close code: this core cannot acknowledge batches yet (its ingest topic is
+/// not verified); the edge backs off or tries another core rather than send a window
+/// that would be refused in part.
+const CLOSE_NOT_READY: u32 = 5;
 
 /// Which handler a connection goes to, by its ALPN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +111,14 @@ impl QuicDoor {
                     connection.close(CLOSE_LIMIT.into(), b"this core holds its limit of connections: try another core");
                     return;
                 };
+                if kind == Kind::Edge
+                    && let Some(reason) = this.edges.publisher.not_ready()
+                {
+                    metrics::counter!("weir_edge_connections_refused_total", "reason" => "not_ready").increment(1);
+                    refusals.warn(|n| tracing::info!(%remote, %reason, refused_since_last_log = n, "edge connection refused: this core is not ready"));
+                    connection.close(CLOSE_NOT_READY.into(), format!("this core is not ready: {reason}").as_bytes());
+                    return;
+                }
                 match kind {
                     Kind::Edge => this.edges.clone().serve_connection(connection, certificate, shutdown).await,
                     Kind::Peer => this.peers.clone().serve_connection(connection, certificate).await,
