@@ -416,3 +416,53 @@ impl Drop for Turn {
 fn error(code: ErrorCode, message: String) -> Response {
     Response::Error { code, message }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Three streams of one connection, in the order they were opened.
+    fn chain() -> (Turn, Turn, Turn) {
+        let (done_1, next_1) = oneshot::channel();
+        let (done_2, next_2) = oneshot::channel();
+        let (done_3, _next_3) = oneshot::channel();
+        (
+            Turn { previous: None, done: Some(done_1) },
+            Turn { previous: Some(next_1), done: Some(done_2) },
+            Turn { previous: Some(next_2), done: Some(done_3) },
+        )
+    }
+
+    fn refusal(code: ErrorCode) -> Response {
+        error(code, "refused".into())
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_good_lets_the_next_go_only_after_the_previous_went() {
+        let (mut first, second, mut third) = chain();
+        let resend = CancellationToken::new();
+        let refused = tokio::spawn({
+            let resend = resend.clone();
+            async move { refused_before_publishing(second, &resend, refusal(ErrorCode::BadRequest)).await }
+        });
+        // The first stream has not handed its records over yet: the third must wait.
+        assert!(tokio::time::timeout(Duration::from_millis(100), third.wait()).await.is_err(), "the third overtook the first");
+        first.pass();
+        assert!(third.wait().await, "the third goes once the first went");
+        assert!(matches!(refused.await.unwrap(), Response::Error { code: ErrorCode::BadRequest, .. }));
+        assert!(!resend.is_cancelled(), "a refusal for good needs no resend");
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_for_now_stops_the_ones_behind_it_and_asks_for_a_resend() {
+        let (_first, second, mut third) = chain();
+        let resend = CancellationToken::new();
+        // Refused before the first even went: the third must not publish at all.
+        let answer = refused_before_publishing(second, &resend, refusal(ErrorCode::Unavailable)).await;
+        assert!(matches!(answer, Response::Error { code: ErrorCode::Unavailable, .. }));
+        assert!(!third.wait().await, "the third would land in Kafka before the second's first copy");
+        assert!(resend.is_cancelled(), "the connection closes so that the edge resends in order");
+    }
+}
