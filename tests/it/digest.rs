@@ -20,7 +20,7 @@ use weir_proto::{Event, EventBatch};
 use weir_segment::{SegmentReader, SegmentRow};
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
-use weir_tests::{certs, eventually, http, init_tracing, metric_sum, unique, workspace_root};
+use weir_tests::{certs, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -172,6 +172,7 @@ fn json_line(run: &str, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -293,6 +294,7 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
 /// DuckDB reads them from the digest's own segment files.
 #[tokio::test(flavor = "multi_thread")]
 async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -372,6 +374,7 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
 /// own: the events it sends are parsed by it although no repository route does.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +401,7 @@ async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
 /// resumes after them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_registers_the_segment_being_built() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -493,6 +497,7 @@ async fn load(client: &reqwest::Client, run: &str, requests: usize, per_request:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_stored_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -545,6 +550,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
 /// so every core digests a share of it, each event stored once.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_busy_source_is_digested_by_every_core() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -585,6 +591,7 @@ async fn one_busy_source_is_digested_by_every_core() {
 /// QUIC. Turned back on, it takes its share.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_core_stored() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -640,6 +647,7 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -774,6 +782,7 @@ fn batch(repository: &str, raws: &[&str]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_loss() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -824,6 +833,7 @@ async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_los
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_event_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -892,6 +902,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
 /// core that ran it.
 #[tokio::test(flavor = "multi_thread")]
 async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -947,6 +958,7 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -997,6 +1009,7 @@ async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_and_skips_nothing() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use weir_core::kafka::global_log::{self, GlobalLog, SNAPSHOT_FILE};
 use weir_global::{Cmd, Command, Outcome, Rejection, Snapshot, State};
 use weir_tests::kafka;
 use weir_tests::nodes::CoreSpec;
-use weir_tests::{certs, eventually, http, init_tracing, unique};
+use weir_tests::{certs, eventually, gate, http, init_tracing, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -96,6 +96,7 @@ fn json(snapshot: &Snapshot) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_on_one_core_applies_on_both_and_racing_claims_have_one_winner() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -147,6 +148,7 @@ async fn a_command_on_one_core_applies_on_both_and_racing_claims_have_one_winner
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_from_the_snapshot_or_from_a_damaged_one_reaches_the_state_of_a_rebuild() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -200,6 +202,7 @@ async fn a_restart_from_the_snapshot_or_from_a_damaged_one_reaches_the_state_of_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn global_dump_prints_the_nodes() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN, core_process, edge_process};
-use weir_tests::{certs, eventually, http, init_tracing, metric, scrape, unique};
+use weir_tests::{certs, eventually, gate, http, init_tracing, metric, scrape, unique};
 
 /// Sends `raws` as one HEC raw request; returns the status.
 async fn send_lines(client: &reqwest::Client, node: &Node, raws: &[String], ack: Option<&str>) -> (u16, String) {
@@ -47,6 +47,7 @@ async fn expect_in_kafka(bootstrap: &str, topic: &str, expected: Vec<String>) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -122,6 +123,7 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_fails_over_when_its_core_is_killed_mid_stream() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -159,6 +161,7 @@ async fn edge_fails_over_when_its_core_is_killed_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +189,7 @@ async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_sources_batches_reach_kafka_in_spool_order() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +250,7 @@ fn assert_first_copies_in_spool_order(mut records: Vec<kafka::Record>, run: &str
 /// first copy of each batch in Kafka is in spool order.
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_order_holds_across_a_core_killed_mid_window_and_a_refused_batch() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -303,6 +308,7 @@ async fn spool_order_holds_across_a_core_killed_mid_window_and_a_refused_batch()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -369,6 +375,7 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
 /// dead-letters that batch and goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -409,6 +416,7 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
 /// down; once Kafka is back every event arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_refusal_is_retried_on_the_same_link() {
+    let _gate = gate::shared();
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let broker = tokio::task::block_in_place(|| kafka::Broker::start(&dir.path().join("kafka")));
@@ -455,6 +463,7 @@ async fn a_transient_refusal_is_retried_on_the_same_link() {
 /// connection: the edge sees acks, not a cut link, and fails over for the rest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_core_stopping_drains_the_batches_in_flight() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +518,7 @@ async fn a_core_stopping_drains_the_batches_in_flight() {
 /// the batch and its place in it: what the digest needs to store a re-sent batch once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_split_into_records_carries_its_part_headers() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -547,6 +557,7 @@ fn weir_edge_cli(args: &[&str], config: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_over_udp_and_tcp_reaches_kafka() {
+    let _gate = gate::shared();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
@@ -610,6 +621,7 @@ fn noise(seed: u64, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_spool_pushes_back_loses_nothing_and_recovers() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -658,6 +670,7 @@ async fn full_spool_pushes_back_loses_nothing_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
