@@ -1019,11 +1019,7 @@ async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_a
     let records = (0..5).map(|i| (batch("gone", &[&format!("gone-{i}")]), None)).collect();
     produce(&bootstrap, &spec.topic, records).await;
     // Records 0..3 of partition 0 are deleted before any digest read them.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let mut offsets = rdkafka::TopicPartitionList::new();
-    offsets.add_partition_offset(&spec.topic, 0, rdkafka::Offset::Offset(3)).unwrap();
-    admin.delete_records(&offsets, &rdkafka::admin::AdminOptions::new()).await.expect("delete records");
+    kafka::delete_records(&bootstrap, &spec.topic, 0, 3).await;
 
     let core = core_process(&spec, dir.path()).await;
     let url = format!("http://{}", core.http);

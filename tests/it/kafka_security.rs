@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir_tests::kafka::{self, SaslBroker, SaslMechanism};
+use weir_tests::kafka::{self, Broker, SaslMechanism};
 use weir_tests::nodes::{CoreSpec, TOKEN};
 use weir_tests::{certs, gate, http, init_tracing, unique};
 
@@ -123,7 +123,7 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let broker = SaslBroker::start(
+    let broker = Broker::start_sasl(
         &dir.path().join("kafka"),
         SaslMechanism::ScramSha512,
         &[("broker", "broker-secret"), ("weir-core", "core-secret"), ("reader", "reader-secret")],
