@@ -15,12 +15,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use weir_core::config::CoreConfig;
-use weir_global::State;
 use weir_proto::{Event, EventBatch};
-use weir_segment::{SegmentReader, SegmentRow};
+use weir_segment::SegmentRow;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
-use weir_tests::{certs, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root};
+use weir_tests::stored::{global_state, stored};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -55,92 +55,6 @@ path = "{chaos}"
 /// `[parsers]` with the json plugin configured but no route for the test repository.
 fn unrouted_parsers_toml(data_dir: &Path) -> String {
     parsers_toml(data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "")
-}
-
-/// What Global and the nodes' segment files hold once the digest caught up with Kafka.
-struct Stored {
-    state: State,
-    /// Every event of every registered segment, with its segment id.
-    rows: Vec<(String, SegmentRow)>,
-}
-
-impl Stored {
-    fn raws(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for (_, row) in &self.rows {
-            *counts.entry(row.raw.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    fn row(&self, raw: &str) -> &SegmentRow {
-        &self.rows.iter().find(|(_, r)| r.raw == raw).unwrap_or_else(|| panic!("no stored event {raw:?}")).1
-    }
-}
-
-/// Global as the topic holds it now (`weir-core global dump`'s reading, in-process), or
-/// `None` when it cannot be read yet.
-async fn global_state(config: &CoreConfig) -> Option<State> {
-    let config = config.clone();
-    let snapshot = tokio::task::spawn_blocking(move || weir_core::kafka::global_log::dump(&config, Duration::from_secs(20))).await.unwrap();
-    snapshot.ok().map(|s| s.state)
-}
-
-/// Waits until Global's resume point of every partition reached Kafka's high watermark,
-/// then reads every registered segment from whichever data directory has it.
-async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
-    let (bootstrap, topic) = (config.kafka.bootstrap_servers.clone(), config.kafka.ingest_topic.clone());
-    let high: BTreeMap<u32, u64> = {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let metadata = kafka::Metadata::new(&bootstrap);
-            let layout = metadata.topic_layout(&topic, kafka::METADATA_TIMEOUT).expect("topic layout");
-            layout
-                .iter()
-                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, kafka::METADATA_TIMEOUT).expect("high watermark") as u64))
-                .collect()
-        })
-        .await
-        .unwrap()
-    };
-    let state = eventually("the digest caught up with Kafka", WAIT, || {
-        let high = high.clone();
-        async move {
-            let state = global_state(config).await?;
-            high.iter().all(|(p, h)| state.resume_point(*p) >= *h).then_some(state)
-        }
-    })
-    .await;
-    for (p, h) in &high {
-        let segments = state.segments(*p);
-        let mut next = segments.first().map_or(0, |s| s.info.offset_start);
-        assert_eq!(next, 0, "partition {p}: segments start at offset 0");
-        for segment in &segments {
-            assert_eq!(segment.info.offset_start, next, "partition {p}: segment {} leaves a gap or overlaps", segment.info.segment_id);
-            assert!(segment.info.offset_end > segment.info.offset_start);
-            next = segment.info.offset_end;
-        }
-        assert!(next >= *h, "partition {p}: segments end at {next}, Kafka's high watermark is {h}");
-    }
-    let mut rows = Vec::new();
-    for p in state.partitions() {
-        for segment in state.segments(p) {
-            let name = weir_segment::segment_file_name(&segment.info.segment_id);
-            let path = data_dirs
-                .iter()
-                .map(|d| d.join("segments").join(&name))
-                .find(|p| p.is_file())
-                .unwrap_or_else(|| panic!("registered segment {} is on no node", segment.info.segment_id));
-            assert_eq!(weir_segment::blake3_of_file(&path).unwrap(), segment.info.blake3, "{}", path.display());
-            let reader = SegmentReader::open(&path).unwrap();
-            let before = rows.len();
-            for row in reader.all_rows().unwrap() {
-                rows.push((segment.info.segment_id.clone(), row.unwrap()));
-            }
-            assert_eq!((rows.len() - before) as u64, segment.info.n_events, "{}", segment.info.segment_id);
-        }
-    }
-    Stored { state, rows }
 }
 
 /// Every event of the test repository through the read API (NDJSON), as LogScale renders them.
@@ -259,18 +173,18 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
 
     // The operator tools: ls, cat, verify; then a damaged file is named.
     let config_path = dir.path().join("core-1.toml");
-    let ls = weir_core_cli(&["segments", "ls", "--config"], &config_path).await;
+    let ls = cli::weir_core(&["segments", "ls", "--config"], &config_path).await;
     assert!(ls.0, "{}", ls.2);
     let first_segment = &stored.rows.iter().find(|(_, r)| r.raw == json_line(&run, 0)).unwrap().0;
     assert!(ls.1.contains(first_segment.as_str()), "ls lists {first_segment}:\n{}", ls.1);
-    let cat = weir_core_cli(&["segments", "cat", first_segment, "--config"], &config_path).await;
+    let cat = cli::weir_core(&["segments", "cat", first_segment, "--config"], &config_path).await;
     assert!(cat.0, "{}", cat.2);
     let line = cat.1.lines().find(|l| l.contains(&format!("{run}-0\""))).unwrap_or_else(|| panic!("cat prints the event:\n{}", cat.1));
     let event: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(event["#repo"], REPOSITORY);
     assert_eq!(event["#host"], "h1");
     assert_eq!(event["n"], 0);
-    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
     assert!(verify.0 && verify.1.contains(&format!("ok   {first_segment}")), "{}\n{}", verify.1, verify.2);
     let path = spec.data_dir.join("segments").join(weir_segment::segment_file_name(first_segment));
     let mut bytes = std::fs::read(&path).unwrap();
@@ -283,12 +197,11 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
     assert!(body.contains(first_segment.as_str()), "the error names the segment: {body}");
     drop(edge);
     drop(core);
-    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
     assert!(!verify.0, "verify fails on a damaged file:\n{}", verify.1);
     assert!(verify.1.contains(&format!("BAD  {first_segment}")), "verify names the damaged segment:\n{}", verify.1);
 }
 
-/// Runs `weir-core ARGS CONFIG`: (success, stdout, stderr).
 /// OTLP and Elasticsearch `_bulk` events go through the same digest: each stored once,
 /// with the documented fields (README "Shippers"); the read API finds them by field, and
 /// DuckDB reads them from the digest's own segment files.
@@ -437,17 +350,6 @@ async fn a_graceful_stop_registers_the_segment_being_built() {
     }
 }
 
-async fn weir_core_cli(args: &[&str], config: &Path) -> (bool, String, String) {
-    let (args, config): (Vec<String>, PathBuf) = (args.iter().map(|a| a.to_string()).collect(), config.to_owned());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(weir_tests::nodes::binary("weir-core")).args(&args).arg(&config).env_remove("WEIR_CONFIG").output()
-    })
-    .await
-    .unwrap()
-    .expect("run weir-core");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
 /// Two cores sharing one Global topic and one ingest topic.
 fn two_specs(bootstrap: &str, dir: &Path) -> (CoreSpec, CoreSpec) {
     let certs = certs(dir);
@@ -465,7 +367,7 @@ async fn both_cores_own_a_partition(config: &CoreConfig) {
     eventually("the partitions spread over both cores", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
             (owners.len() == 2).then_some(())
         }
@@ -516,7 +418,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     eventually("core-2 took core-1's partition", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).all(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
@@ -637,7 +539,7 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
     eventually("core-2 digests after the restart", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
@@ -687,7 +589,7 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     eventually("core-1 owns a partition again", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-1")).then_some(())
         }
     })
@@ -861,7 +763,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let reparse = {
         let config_path = config_path.clone();
         tokio::spawn(async move {
-            weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
+            cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
         })
     };
     let mut views = 0;
@@ -892,7 +794,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
         assert!(!spec.data_dir.join("segments").join(weir_segment::segment_file_name(id)).exists(), "old file {id} deleted after the grace period");
     }
     // A parser that does not exist is refused with its name, and nothing changes.
-    let (ok, _, stderr) = weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
+    let (ok, _, stderr) = cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
     assert!(!ok && stderr.contains("\"nope\""), "{stderr}");
     drop(core);
 }
@@ -928,14 +830,14 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
         .count();
     assert!(on_core_1 > 0, "core-1 digested some of the events");
 
-    let (ok, stdout, stderr) = weir_core_cli(
+    let (ok, stdout, stderr) = cli::weir_core(
         &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "kv", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )
     .await;
     // kv is not configured: refused by name before anything is fetched.
     assert!(!ok && stderr.contains("\"kv\""), "{stderr}");
-    let (ok, stdout2, stderr2) = weir_core_cli(
+    let (ok, stdout2, stderr2) = cli::weir_core(
         &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )

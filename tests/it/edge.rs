@@ -2,8 +2,6 @@
 //! store-and-forward (I2), failover between cores, the spool's bound, and authentication
 //! of edges (I8).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN, core_process, edge_process};
-use weir_tests::{certs, eventually, gate, http, init_tracing, metric, scrape, unique};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, metric, scrape, unique};
 
 /// Sends `raws` as one HEC raw request; returns the status.
 async fn send_lines(client: &reqwest::Client, node: &Node, raws: &[String], ack: Option<&str>) -> (u16, String) {
@@ -343,7 +341,7 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     assert_eq!(metric(&core_metrics, "weir_edge_batches_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
 
     let edge_config = dir.path().join("edge-1.toml");
-    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &edge_config);
+    let list = cli::weir_edge(&["dead-letter", "list", "--config"], &edge_config);
     assert!(list.contains("edge-1:") && list.contains("TooLarge") && list.contains("1 dead letters"), "{list}");
     let letters = edge_spec.spool_dir.join("dead-letter");
     let json = std::fs::read_dir(&letters).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
@@ -351,18 +349,13 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     assert!(shown.contains(&big[299]), "the letter shows its events: {}", json.display());
 
     // The operator raises the core's limit, requeues with the edge stopped, restarts it.
-    let requeue_while_running = Command::new(weir_tests::nodes::binary("weir-edge"))
-        .args(["dead-letter", "requeue", "--config"])
-        .arg(&edge_config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&requeue_while_running.stderr);
-    assert!(!requeue_while_running.status.success() && stderr.contains("in use by another process"), "{stderr}");
+    let (requeued_while_running, _, stderr) = cli::run("weir-edge", &["dead-letter", "requeue", "--config"], &edge_config);
+    assert!(!requeued_while_running && stderr.contains("in use by another process"), "{stderr}");
     edge.kill9();
     core.kill9();
     core_spec.max_batch_bytes = 64 << 20;
     let _core = core_process(&core_spec, dir.path()).await;
-    let requeued = weir_edge_cli(&["dead-letter", "requeue", "--config"], &edge_config);
+    let requeued = cli::weir_edge(&["dead-letter", "requeue", "--config"], &edge_config);
     assert!(requeued.contains("requeued 1 dead letters"), "{requeued}");
     let _edge = edge_process(&edge_spec, dir.path()).await;
     expect_in_kafka(&bootstrap, &core_spec.topic, [before, big, after].concat()).await;
@@ -407,7 +400,7 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
     assert_eq!(failures, 0.0, "no session was torn down over it: {edge_metrics}");
     let core_metrics = scrape(&core.url("")).await;
     assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
-    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
+    let list = cli::weir_edge(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
     assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
 }
 
@@ -545,14 +538,6 @@ async fn a_batch_split_into_records_carries_its_part_headers() {
     by_part.sort_by_key(|r| r.part);
     let joined: Vec<String> = by_part.iter().flat_map(|r| r.batch.events.iter().map(|e| e.raw.clone())).collect();
     assert_eq!(joined, raws);
-}
-
-/// Runs `weir-edge ARGS CONFIG`, which must succeed; returns stdout and stderr.
-fn weir_edge_cli(args: &[&str], config: &Path) -> String {
-    let output = Command::new(weir_tests::nodes::binary("weir-edge")).args(args).arg(config).env("WEIR_LOG", "info").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "weir-edge {args:?} failed:\n{text}");
-    text
 }
 
 #[tokio::test(flavor = "multi_thread")]
