@@ -24,7 +24,7 @@
 //! deduplicates. An event answered 503 may be in Kafka (written, but not acknowledged in
 //! time) or not, and likewise at most once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -173,24 +173,6 @@ async fn client_loop(client: u64, url: String, run: String, load: Arc<Load>) {
     }
 }
 
-/// What a failure message needs: counts by phase and status, the topic's layout, the core's
-/// log and the surviving brokers' logs.
-fn context(load: &Load, cluster: &Cluster, metadata: &Metadata, core: &Node, topic: &str) -> String {
-    let mut out = String::new();
-    let mut counts: BTreeMap<(Phase, u16), usize> = BTreeMap::new();
-    for sent in load.snapshot() {
-        *counts.entry((sent.phase, sent.status)).or_default() += 1;
-    }
-    let _ = writeln!(out, "\nrequests by (phase at start, status): {counts:?}");
-    let layout = metadata.topic_layout(topic, Duration::from_secs(5));
-    let _ = writeln!(out, "topic {topic} layout: {layout:?}");
-    let _ = writeln!(out, "--- core log (last 40 lines) ---\n{}", core.log_tail());
-    for node in 1..=cluster.nodes() {
-        let _ = writeln!(out, "--- broker {node} log (last 15 lines) ---\n{}", cluster.log_tail(node, 15));
-    }
-    out
-}
-
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` and `context()`.
 async fn wait_for<T>(what: &str, timeout: Duration, context: impl Fn() -> String, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -227,6 +209,7 @@ async fn dedicated_controller_acked_events_survive_kills_and_one_in_sync_replica
     scenario(Quorum::Dedicated).await;
 }
 
+/// The steps, each named for what it does; the module doc says what they prove.
 async fn scenario(quorum: Quorum) {
     init_tracing();
     let test_started = Instant::now();
@@ -234,6 +217,35 @@ async fn scenario(quorum: Quorum) {
     // The script calls block (seconds); the clients' tasks run on the other workers.
     let cluster = block_in_place(|| Cluster::start(&dir.path().join("kafka"), 3, quorum));
     let cluster_up = test_started.elapsed();
+    let (topic, metadata, initial) = create_a_topic_with_three_replicas_in_sync(&cluster).await;
+    let (core, core_ready) = start_a_core_requiring_that_durability(dir.path(), &cluster.bootstrap(), &topic).await;
+    let run = unique("brk");
+    let load = Arc::new(Load {
+        phase: AtomicU8::new(Phase::AllUp as u8),
+        next: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        sent: Mutex::new(Vec::new()),
+    });
+    let stage = Stage { quorum, cluster, topic, metadata, core, run, load };
+    let clients = stage.start_the_clients();
+
+    stage.warm_up().await;
+    let first_kill = stage.kill_the_leader_of_partition_0(&initial).await;
+    let second_kill = stage.kill_the_new_leader(&first_kill.after).await;
+    let restart = stage.restart_both(first_kill.broker, second_kill.broker).await;
+    stage.stop_the_clients_and_check_the_core_is_still_ready(clients).await;
+
+    let sent = stage.load.snapshot();
+    let two_down = stage.check_the_answers_with_two_brokers_dead(&sent, &second_kill, restart.began);
+    let read_back = stage.read_back_every_event(&sent).await;
+    stage.print_summary(&sent, &read_back, Summary { test_started, cluster_up, core_ready, first_kill, second_kill, restart, two_down });
+    // Dropping the cluster kills it: a clean stop costs 5-20 s of KRaft shutdown.
+}
+
+/// Creates the test's topic (two partitions, three replicas, `min.insync.replicas=2`) and
+/// waits until every partition is led with all three replicas in sync, before the core
+/// starts; returns the topic, a metadata client and that first layout.
+async fn create_a_topic_with_three_replicas_in_sync(cluster: &Cluster) -> (String, Metadata, Vec<PartitionLayout>) {
     let bootstrap = cluster.bootstrap();
     let topic = unique("weir-test-brokers");
     kafka::create_topic(&bootstrap, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]).await;
@@ -246,15 +258,20 @@ async fn scenario(quorum: Quorum) {
         || layout(&metadata, &topic).filter(|l| l.len() == PARTITIONS as usize && l.iter().all(|p| p.leader > 0 && p.isr.len() == 3)),
     )
     .await;
+    (topic, metadata, initial)
+}
 
-    let certs = certs(dir.path());
-    let mut spec = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+/// Starts a `weir-core` process that requires three replicas and two in sync of the
+/// topic, and waits until it is ready; returns it and how long getting ready took.
+async fn start_a_core_requiring_that_durability(dir: &std::path::Path, bootstrap: &str, topic: &str) -> (Node, Duration) {
+    let certs = certs(dir);
+    let mut spec = CoreSpec::new("core-1", bootstrap, topic, &certs);
     spec.ack_timeout_ms = ACK_TIMEOUT_MS;
     // The topic exists; the core must find it, not create it (its partitions = 2 line
     // would only matter for a missing topic), and check it is as durable as required.
     spec.replication_factor = 3;
     spec.min_insync_replicas = 2;
-    let core = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir.path()).await;
+    let core = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
     let client = http();
     let ready_url = core.url("/ready");
     // The core checks the topic in the background; it exists, so this is quick.
@@ -264,240 +281,368 @@ async fn scenario(quorum: Quorum) {
         async move { request.send().await.ok().filter(|r| r.status() == 200) }
     })
     .await;
-    let core_ready = core_ready.elapsed();
+    (core, core_ready.elapsed())
+}
 
-    let run = unique("brk");
-    let load = Arc::new(Load {
-        phase: AtomicU8::new(Phase::AllUp as u8),
-        next: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        sent: Mutex::new(Vec::new()),
-    });
-    let url = core.url("/api/v1/ingest/humio-structured");
-    let clients: Vec<_> =
-        (0..CLIENTS).map(|c| tokio::spawn(client_loop(c, url.clone(), run.clone(), load.clone()))).collect();
-    let ctx = || context(&load, &cluster, &metadata, &core, &topic);
+/// One run of the scenario: the cluster, the core in front of it and the clients' load.
+struct Stage {
+    quorum: Quorum,
+    cluster: Cluster,
+    topic: String,
+    metadata: Metadata,
+    core: Node,
+    /// Prefix of every event of this run.
+    run: String,
+    load: Arc<Load>,
+}
 
-    // Warm-up: ingest works with every broker up.
-    wait_for("200s with all brokers up", Duration::from_secs(30), ctx, || (load.count(Phase::AllUp, 200) >= 20).then_some(())).await;
+/// What killing the first broker showed.
+struct FirstKill {
+    broker: u16,
+    /// The topic's layout once leaders and ISRs moved off it.
+    after: Vec<PartitionLayout>,
+    /// Kill to leaders moved.
+    failover: Duration,
+    /// Kill to the first 200 of a request started after it.
+    first_ok: Duration,
+}
 
-    // 1. Kill the leader of partition 0.
-    let first = u16::try_from(initial[0].leader).unwrap();
-    let kill1 = Instant::now();
-    block_in_place(|| cluster.kill(first));
-    load.set_phase(Phase::OneDown);
-    // The controller fences it: new leaders, ISRs without it.
-    let after_first = wait_for(
-        &format!("leaders and in-sync replicas without broker {first}"),
-        Duration::from_secs(30),
-        ctx,
-        || {
-            layout(&metadata, &topic).filter(|l| {
-                l.iter().all(|p| p.leader > 0 && p.leader != initial[0].leader && !p.isr.contains(&initial[0].leader) && p.isr.len() == 2)
+/// What killing the second broker showed.
+struct SecondKill {
+    broker: u16,
+    at: Instant,
+    /// Kill to the survivor alone in sync (dedicated controller only).
+    isr_of_one: Option<Duration>,
+    /// The phase whose answers count as "two brokers dead".
+    last: Phase,
+}
+
+/// What restarting both showed.
+struct Restart {
+    began: Instant,
+    /// Both restart commands, until both brokers serve.
+    took: Duration,
+    /// Both serving to the first 200 of a request started then.
+    first_ok: Duration,
+}
+
+/// The answers with two brokers dead.
+struct TwoDown {
+    bound: Duration,
+    first_503_after_kill: Duration,
+    slowest_503: Duration,
+    reasons: BTreeSet<String>,
+}
+
+/// The topic read back: every event found, with its content and partition, by raw text.
+struct ReadBack {
+    found: BTreeMap<String, Vec<(Expected, i32)>>,
+    acked_events: usize,
+}
+
+/// Timings of the whole run, for the summary line.
+struct Summary {
+    test_started: Instant,
+    cluster_up: Duration,
+    core_ready: Duration,
+    first_kill: FirstKill,
+    second_kill: SecondKill,
+    restart: Restart,
+    two_down: TwoDown,
+}
+
+impl Stage {
+    /// What a failure message needs: counts by phase and status, the topic's layout, the
+    /// core's log and the surviving brokers' logs.
+    fn context(&self) -> String {
+        let mut out = String::new();
+        let mut counts: BTreeMap<(Phase, u16), usize> = BTreeMap::new();
+        for sent in self.load.snapshot() {
+            *counts.entry((sent.phase, sent.status)).or_default() += 1;
+        }
+        let _ = writeln!(out, "\nrequests by (phase at start, status): {counts:?}");
+        let topic = &self.topic;
+        let layout = self.metadata.topic_layout(topic, Duration::from_secs(5));
+        let _ = writeln!(out, "topic {topic} layout: {layout:?}");
+        let _ = writeln!(out, "--- core log (last 40 lines) ---\n{}", self.core.log_tail());
+        for node in 1..=self.cluster.nodes() {
+            let _ = writeln!(out, "--- broker {node} log (last 15 lines) ---\n{}", self.cluster.log_tail(node, 15));
+        }
+        out
+    }
+
+    /// [`wait_for`] with [`Stage::context`] in its failure message.
+    async fn wait_for<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+        wait_for(what, timeout, || self.context(), check).await
+    }
+
+    fn layout(&self) -> Option<Vec<PartitionLayout>> {
+        layout(&self.metadata, &self.topic)
+    }
+
+    /// Starts the clients, which send numbered events without pause until stopped.
+    fn start_the_clients(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let url = self.core.url("/api/v1/ingest/humio-structured");
+        (0..CLIENTS).map(|c| tokio::spawn(client_loop(c, url.clone(), self.run.clone(), self.load.clone()))).collect()
+    }
+
+    /// Warm-up: ingest works with every broker up.
+    async fn warm_up(&self) {
+        self.wait_for("200s with all brokers up", Duration::from_secs(30), || (self.load.count(Phase::AllUp, 200) >= 20).then_some(())).await;
+    }
+
+    /// 1. Kills the leader of partition 0; waits until the controller fenced it (new
+    /// leaders, ISRs without it) and requests are answered 200 again.
+    async fn kill_the_leader_of_partition_0(&self, initial: &[PartitionLayout]) -> FirstKill {
+        let first = u16::try_from(initial[0].leader).unwrap();
+        let kill1 = Instant::now();
+        block_in_place(|| self.cluster.kill(first));
+        self.load.set_phase(Phase::OneDown);
+        // The controller fences it: new leaders, ISRs without it.
+        let after_first = self
+            .wait_for(&format!("leaders and in-sync replicas without broker {first}"), Duration::from_secs(30), || {
+                self.layout().filter(|l| {
+                    l.iter().all(|p| p.leader > 0 && p.leader != initial[0].leader && !p.isr.contains(&initial[0].leader) && p.isr.len() == 2)
+                })
             })
-        },
-    )
-    .await;
-    let failover = kill1.elapsed();
-    wait_for(&format!("200s with broker {first} dead"), Duration::from_secs(30), ctx, || {
-        (load.count(Phase::OneDown, 200) >= 5 * CLIENTS as usize).then_some(())
-    })
-    .await;
-    let first_ok_after_kill1 = load
-        .snapshot()
-        .iter()
-        .filter(|s| s.phase == Phase::OneDown && s.status == 200)
-        .map(|s| s.done() - kill1)
-        .min()
-        .unwrap();
-
-    // 2. Kill the new leader of partition 0: one broker left.
-    let second = u16::try_from(after_first[0].leader).unwrap();
-    block_in_place(|| cluster.kill(second));
-    let kill2 = Instant::now();
-    load.set_phase(Phase::TwoDown);
-    let survivor = after_first[0].isr.iter().copied().find(|&n| n != after_first[0].leader).unwrap();
-    let mut isr_of_one = None;
-    if quorum == Quorum::Dedicated {
-        // The controller fences the dead broker: the survivor leads every partition with
-        // itself as the only in-sync replica. From here only min.insync.replicas refuses.
-        wait_for(&format!("broker {survivor} to lead every partition alone in sync"), Duration::from_secs(30), ctx, || {
-            layout(&metadata, &topic).filter(|l| l.iter().all(|p| p.leader == survivor && p.isr == [survivor]))
+            .await;
+        let failover = kill1.elapsed();
+        self.wait_for(&format!("200s with broker {first} dead"), Duration::from_secs(30), || {
+            (self.load.count(Phase::OneDown, 200) >= 5 * CLIENTS as usize).then_some(())
         })
         .await;
-        isr_of_one = Some(kill2.elapsed());
-        load.set_phase(Phase::OneInSync);
+        let first_ok_after_kill1 = self
+            .load
+            .snapshot()
+            .iter()
+            .filter(|s| s.phase == Phase::OneDown && s.status == 200)
+            .map(|s| s.done() - kill1)
+            .min()
+            .unwrap();
+        FirstKill { broker: first, after: after_first, failover, first_ok: first_ok_after_kill1 }
     }
-    let last = if quorum == Quorum::Dedicated { Phase::OneInSync } else { Phase::TwoDown };
-    // Two rounds of answers from every client.
-    wait_for(&format!("answers to requests sent in phase {last:?}"), Duration::from_secs(40), ctx, || {
-        let done = load.snapshot().iter().filter(|s| s.phase == last && s.status != 0).count();
-        (done >= 2 * CLIENTS as usize).then_some(())
-    })
-    .await;
 
-    // 3. Start both again, at the same time (combined: the first one up makes a quorum
-    // with the survivor).
-    load.set_phase(Phase::Restarting);
-    let restart_began = Instant::now();
-    block_in_place(|| {
-        std::thread::scope(|scope| {
-            scope.spawn(|| cluster.restart(first));
-            cluster.restart(second);
+    /// 2. Kills the new leader of partition 0: one broker left. With a dedicated
+    /// controller, waits until the survivor leads every partition alone in sync; then for
+    /// two rounds of answers from every client.
+    async fn kill_the_new_leader(&self, after_first: &[PartitionLayout]) -> SecondKill {
+        let second = u16::try_from(after_first[0].leader).unwrap();
+        block_in_place(|| self.cluster.kill(second));
+        let kill2 = Instant::now();
+        self.load.set_phase(Phase::TwoDown);
+        let survivor = after_first[0].isr.iter().copied().find(|&n| n != after_first[0].leader).unwrap();
+        let mut isr_of_one = None;
+        if self.quorum == Quorum::Dedicated {
+            // The controller fences the dead broker: the survivor leads every partition with
+            // itself as the only in-sync replica. From here only min.insync.replicas refuses.
+            self.wait_for(&format!("broker {survivor} to lead every partition alone in sync"), Duration::from_secs(30), || {
+                self.layout().filter(|l| l.iter().all(|p| p.leader == survivor && p.isr == [survivor]))
+            })
+            .await;
+            isr_of_one = Some(kill2.elapsed());
+            self.load.set_phase(Phase::OneInSync);
+        }
+        let last = if self.quorum == Quorum::Dedicated { Phase::OneInSync } else { Phase::TwoDown };
+        // Two rounds of answers from every client.
+        self.wait_for(&format!("answers to requests sent in phase {last:?}"), Duration::from_secs(40), || {
+            let done = self.load.snapshot().iter().filter(|s| s.phase == last && s.status != 0).count();
+            (done >= 2 * CLIENTS as usize).then_some(())
         })
-    });
-    let restarted = Instant::now();
-    let restart_took = restarted - restart_began;
-    load.set_phase(Phase::Restarted);
-    wait_for("200s after both brokers were restarted", Duration::from_secs(60), ctx, || {
-        (load.count(Phase::Restarted, 200) >= 5 * CLIENTS as usize).then_some(())
-    })
-    .await;
-    let first_ok_after_restart = load
-        .snapshot()
-        .iter()
-        .filter(|s| s.phase == Phase::Restarted && s.status == 200)
-        .map(|s| s.done() - restarted)
-        .min()
-        .unwrap();
-    load.stop.store(true, Ordering::SeqCst);
-    for client in clients {
-        client.await.unwrap();
+        .await;
+        SecondKill { broker: second, at: kill2, isr_of_one, last }
     }
-    let ready = client.get(&ready_url).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "core not ready after the brokers came back (nobody restarted it){}", ctx());
 
-    let sent = load.snapshot();
-
-    // Every answer is a 200 or a 503.
-    let odd: Vec<&Sent> = sent.iter().filter(|s| s.status != 200 && s.status != 503).collect();
-    assert!(odd.is_empty(), "{} answers were neither 200 nor 503, first: {:?}{}", odd.len(), &odd[..odd.len().min(5)], ctx());
-
-    // Two brokers dead: no request that started afterwards (and finished before the
-    // restarts began) was acknowledged, and each got its 503 within the bound.
-    let two_down: Vec<&Sent> = sent
-        .iter()
-        .filter(|s| matches!(s.phase, Phase::TwoDown | Phase::OneInSync) && s.done() < restart_began)
-        .collect();
-    assert!(two_down.len() >= 2 * CLIENTS as usize, "only {} answers with two brokers dead{}", two_down.len(), ctx());
-    let in_last = two_down.iter().filter(|s| s.phase == last).count();
-    assert!(in_last >= 2 * CLIENTS as usize, "only {in_last} answers in phase {last:?}{}", ctx());
-    let acked: Vec<&&Sent> = two_down.iter().filter(|s| s.status == 200).collect();
-    assert!(acked.is_empty(), "with one broker of three alive, {} requests got 200: {:?}{}", acked.len(), acked, ctx());
-    let bound = Duration::from_millis(ACK_TIMEOUT_MS) + ANSWER_MARGIN;
-    let slow: Vec<&&Sent> = two_down.iter().filter(|s| s.took > bound).collect();
-    assert!(slow.is_empty(), "503s must come within {bound:?} (ack timeout {ACK_TIMEOUT_MS} ms), slow: {slow:?}{}", ctx());
-    for sent in &two_down {
-        let body: Value = serde_json::from_str(&sent.detail).unwrap_or_else(|e| panic!("503 body is not JSON ({e}): {sent:?}"));
-        assert!(body["error"].as_str().is_some_and(|e| e.contains("kafka")), "503 names kafka: {body}");
+    /// 3. Starts both dead brokers again, at the same time (combined: the first one up
+    /// makes a quorum with the survivor); waits until requests are answered 200 again,
+    /// without touching the core.
+    async fn restart_both(&self, first: u16, second: u16) -> Restart {
+        self.load.set_phase(Phase::Restarting);
+        let restart_began = Instant::now();
+        block_in_place(|| {
+            std::thread::scope(|scope| {
+                scope.spawn(|| self.cluster.restart(first));
+                self.cluster.restart(second);
+            })
+        });
+        let restarted = Instant::now();
+        let restart_took = restarted - restart_began;
+        self.load.set_phase(Phase::Restarted);
+        self.wait_for("200s after both brokers were restarted", Duration::from_secs(60), || {
+            (self.load.count(Phase::Restarted, 200) >= 5 * CLIENTS as usize).then_some(())
+        })
+        .await;
+        let first_ok_after_restart = self
+            .load
+            .snapshot()
+            .iter()
+            .filter(|s| s.phase == Phase::Restarted && s.status == 200)
+            .map(|s| s.done() - restarted)
+            .min()
+            .unwrap();
+        Restart { began: restart_began, took: restart_took, first_ok: first_ok_after_restart }
     }
-    // Any request's 503 after the kill (those in flight at the kill come first), and the
-    // slowest of those started with two brokers dead.
-    let first_503_after_kill2 = sent.iter().filter(|s| s.status == 503 && s.done() > kill2).map(|s| s.done() - kill2).min().unwrap();
-    let max_503 = two_down.iter().map(|s| s.took).max().unwrap();
-    let reasons: std::collections::BTreeSet<String> = two_down
-        .iter()
-        .map(|s| serde_json::from_str::<Value>(&s.detail).ok().and_then(|b| b["error"].as_str().map(str::to_owned)).unwrap_or_default())
-        .collect();
-    // Ingest back: the first 200 of a request started after the restarts began.
-    let first_ok_after_restart_began = sent
-        .iter()
-        .filter(|s| s.phase >= Phase::Restarting && s.status == 200)
-        .map(|s| s.done() - restart_began)
-        .min()
-        .unwrap();
 
-    // Read everything back with an independent consumer, all brokers up.
-    let records = tokio::task::spawn_blocking({
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        move || kafka::consume_all(&bootstrap, &topic, Duration::from_secs(60))
-    })
-    .await
-    .unwrap();
-    let mut found: BTreeMap<String, Vec<(Expected, i32)>> = BTreeMap::new();
-    for record in &records {
-        assert_eq!(record.batch.repository, REPOSITORY, "record at {}:{}", record.partition, record.offset);
-        let host = record.batch.tags.get("host").cloned().unwrap_or_default();
-        for event in &record.batch.events {
-            let got = Expected {
-                raw: event.raw.clone(),
-                host: host.clone(),
-                timestamp_ms: event.timestamp_ms.unwrap_or(-1),
-                attributes: event.attributes.to_map(),
-            };
-            found.entry(event.raw.clone()).or_default().push((got, record.partition));
+    /// Stops the clients; the core is still ready although nobody restarted it.
+    async fn stop_the_clients_and_check_the_core_is_still_ready(&self, clients: Vec<tokio::task::JoinHandle<()>>) {
+        self.load.stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            client.await.unwrap();
         }
+        let ready = http().get(self.core.url("/ready")).send().await.unwrap();
+        assert_eq!(ready.status(), 200, "core not ready after the brokers came back (nobody restarted it){}", self.context());
     }
 
-    let mut problems = Vec::new();
-    let mut acked_events = 0usize;
-    let mut acked_partitions = std::collections::BTreeSet::new();
-    let mut sent_raws = std::collections::BTreeSet::new();
-    for s in &sent {
-        for expected in events(&run, s.client, s.n) {
-            sent_raws.insert(expected.raw.clone());
-            let copies = found.get(&expected.raw).map_or(&[][..], Vec::as_slice);
-            if s.status == 200 {
-                acked_events += 1;
-                if copies.is_empty() {
-                    problems.push(format!("acknowledged but missing: {} (request {s:?})", expected.raw));
-                }
+    /// Every answer is a 200 or a 503. Two brokers dead: no request that started
+    /// afterwards (and finished before the restarts began) was acknowledged, and each got
+    /// its 503, naming Kafka, within the bound.
+    fn check_the_answers_with_two_brokers_dead(&self, sent: &[Sent], second_kill: &SecondKill, restart_began: Instant) -> TwoDown {
+        let ctx = || self.context();
+        let last = second_kill.last;
+        // Every answer is a 200 or a 503.
+        let odd: Vec<&Sent> = sent.iter().filter(|s| s.status != 200 && s.status != 503).collect();
+        assert!(odd.is_empty(), "{} answers were neither 200 nor 503, first: {:?}{}", odd.len(), &odd[..odd.len().min(5)], ctx());
+
+        // Two brokers dead: no request that started afterwards (and finished before the
+        // restarts began) was acknowledged, and each got its 503 within the bound.
+        let two_down: Vec<&Sent> = sent
+            .iter()
+            .filter(|s| matches!(s.phase, Phase::TwoDown | Phase::OneInSync) && s.done() < restart_began)
+            .collect();
+        assert!(two_down.len() >= 2 * CLIENTS as usize, "only {} answers with two brokers dead{}", two_down.len(), ctx());
+        let in_last = two_down.iter().filter(|s| s.phase == last).count();
+        assert!(in_last >= 2 * CLIENTS as usize, "only {in_last} answers in phase {last:?}{}", ctx());
+        let acked: Vec<&&Sent> = two_down.iter().filter(|s| s.status == 200).collect();
+        assert!(acked.is_empty(), "with one broker of three alive, {} requests got 200: {:?}{}", acked.len(), acked, ctx());
+        let bound = Duration::from_millis(ACK_TIMEOUT_MS) + ANSWER_MARGIN;
+        let slow: Vec<&&Sent> = two_down.iter().filter(|s| s.took > bound).collect();
+        assert!(slow.is_empty(), "503s must come within {bound:?} (ack timeout {ACK_TIMEOUT_MS} ms), slow: {slow:?}{}", ctx());
+        for sent in &two_down {
+            let body: Value = serde_json::from_str(&sent.detail).unwrap_or_else(|e| panic!("503 body is not JSON ({e}): {sent:?}"));
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("kafka")), "503 names kafka: {body}");
+        }
+        // Any request's 503 after the kill (those in flight at the kill come first), and the
+        // slowest of those started with two brokers dead.
+        let kill2 = second_kill.at;
+        let first_503_after_kill2 = sent.iter().filter(|s| s.status == 503 && s.done() > kill2).map(|s| s.done() - kill2).min().unwrap();
+        let max_503 = two_down.iter().map(|s| s.took).max().unwrap();
+        let reasons: BTreeSet<String> = two_down
+            .iter()
+            .map(|s| serde_json::from_str::<Value>(&s.detail).ok().and_then(|b| b["error"].as_str().map(str::to_owned)).unwrap_or_default())
+            .collect();
+        TwoDown { bound, first_503_after_kill: first_503_after_kill2, slowest_503: max_503, reasons }
+    }
+
+    /// Reads everything back with an independent consumer, all brokers up: every
+    /// acknowledged event is in Kafka, each event at most once and exactly as sent, none
+    /// that no client sent, and acknowledged events on every partition.
+    async fn read_back_every_event(&self, sent: &[Sent]) -> ReadBack {
+        let records = tokio::task::spawn_blocking({
+            let (bootstrap, topic) = (self.cluster.bootstrap(), self.topic.clone());
+            move || kafka::consume_all(&bootstrap, &topic, Duration::from_secs(60))
+        })
+        .await
+        .unwrap();
+        let mut found: BTreeMap<String, Vec<(Expected, i32)>> = BTreeMap::new();
+        for record in &records {
+            assert_eq!(record.batch.repository, REPOSITORY, "record at {}:{}", record.partition, record.offset);
+            let host = record.batch.tags.get("host").cloned().unwrap_or_default();
+            for event in &record.batch.events {
+                let got = Expected {
+                    raw: event.raw.clone(),
+                    host: host.clone(),
+                    timestamp_ms: event.timestamp_ms.unwrap_or(-1),
+                    attributes: event.attributes.to_map(),
+                };
+                found.entry(event.raw.clone()).or_default().push((got, record.partition));
             }
-            if copies.len() > 1 {
-                problems.push(format!("{} copies of {} (status {}, phase {:?})", copies.len(), expected.raw, s.status, s.phase));
-            }
-            for (got, partition) in copies {
+        }
+
+        let mut problems = Vec::new();
+        let mut acked_events = 0usize;
+        let mut acked_partitions = BTreeSet::new();
+        let mut sent_raws = BTreeSet::new();
+        for s in sent {
+            for expected in events(&self.run, s.client, s.n) {
+                sent_raws.insert(expected.raw.clone());
+                let copies = found.get(&expected.raw).map_or(&[][..], Vec::as_slice);
                 if s.status == 200 {
-                    acked_partitions.insert(*partition);
+                    acked_events += 1;
+                    if copies.is_empty() {
+                        problems.push(format!("acknowledged but missing: {} (request {s:?})", expected.raw));
+                    }
                 }
-                if *got != expected {
-                    problems.push(format!("content differs: sent {expected:?}, in Kafka {got:?}"));
+                if copies.len() > 1 {
+                    problems.push(format!("{} copies of {} (status {}, phase {:?})", copies.len(), expected.raw, s.status, s.phase));
+                }
+                for (got, partition) in copies {
+                    if s.status == 200 {
+                        acked_partitions.insert(*partition);
+                    }
+                    if *got != expected {
+                        problems.push(format!("content differs: sent {expected:?}, in Kafka {got:?}"));
+                    }
                 }
             }
         }
-    }
-    let strangers: Vec<&String> = found.keys().filter(|raw| !sent_raws.contains(*raw)).collect();
-    if !strangers.is_empty() {
-        problems.push(format!("{} events in the topic that no client sent, first: {:?}", strangers.len(), &strangers[..strangers.len().min(5)]));
-    }
-    assert!(
-        problems.is_empty(),
-        "{} problems reading back {} acknowledged events from {} records, first 20:\n{}{}",
-        problems.len(),
-        acked_events,
-        records.len(),
-        problems[..problems.len().min(20)].join("\n"),
-        ctx()
-    );
-    assert_eq!(
-        acked_partitions.len(),
-        PARTITIONS as usize,
-        "acknowledged events should span every partition (leader failover on each): {acked_partitions:?}"
-    );
-
-    let mut counts: BTreeMap<(Phase, u16), usize> = BTreeMap::new();
-    for s in &sent {
-        *counts.entry((s.phase, s.status)).or_default() += 1;
-    }
-    // Events answered 503 that were written anyway (not acknowledged in time), by phase.
-    let mut written_503: BTreeMap<Phase, usize> = BTreeMap::new();
-    for s in sent.iter().filter(|s| s.status == 503) {
-        let written = events(&run, s.client, s.n).iter().filter(|e| found.contains_key(&e.raw)).count();
-        if written > 0 {
-            *written_503.entry(s.phase).or_default() += written;
+        let strangers: Vec<&String> = found.keys().filter(|raw| !sent_raws.contains(*raw)).collect();
+        if !strangers.is_empty() {
+            problems.push(format!("{} events in the topic that no client sent, first: {:?}", strangers.len(), &strangers[..strangers.len().min(5)]));
         }
+        assert!(
+            problems.is_empty(),
+            "{} problems reading back {} acknowledged events from {} records, first 20:\n{}{}",
+            problems.len(),
+            acked_events,
+            records.len(),
+            problems[..problems.len().min(20)].join("\n"),
+            self.context()
+        );
+        assert_eq!(
+            acked_partitions.len(),
+            PARTITIONS as usize,
+            "acknowledged events should span every partition (leader failover on each): {acked_partitions:?}"
+        );
+        ReadBack { found, acked_events }
     }
-    eprintln!(
-        "brokers ({quorum:?}): killed {first} then {second}; {} requests, {acked_events} events acknowledged, each in Kafka once as sent; \
-         events answered 503 but written anyway, by phase: {written_503:?}\n\
-         requests by (phase at start, status): {counts:?}\n\
-         cluster start {cluster_up:?}, core ready {core_ready:?}; \
-         kill 1 -> first 200 {first_ok_after_kill1:?}, leaders moved {failover:?}; \
-         kill 2 -> first 503 {first_503_after_kill2:?}, ISR of one {isr_of_one:?}, slowest 503 {max_503:?} (bound {bound:?}), why: {reasons:?}; \
-         restart of both began -> first 200 {first_ok_after_restart_began:?}, both serving {restart_took:?}, \
-         then first 200 {first_ok_after_restart:?}; whole test {:?}",
-        sent.len(),
-        test_started.elapsed()
-    );
-    // Dropping the cluster kills it: a clean stop costs 5-20 s of KRaft shutdown.
+
+    /// One line with what happened when: counts by phase and status, events answered 503
+    /// but written anyway, and the timings of every step.
+    fn print_summary(&self, sent: &[Sent], read_back: &ReadBack, summary: Summary) {
+        let Summary { test_started, cluster_up, core_ready, first_kill, second_kill, restart, two_down } = summary;
+        let mut counts: BTreeMap<(Phase, u16), usize> = BTreeMap::new();
+        for s in sent {
+            *counts.entry((s.phase, s.status)).or_default() += 1;
+        }
+        // Events answered 503 that were written anyway (not acknowledged in time), by phase.
+        let mut written_503: BTreeMap<Phase, usize> = BTreeMap::new();
+        for s in sent.iter().filter(|s| s.status == 503) {
+            let written = events(&self.run, s.client, s.n).iter().filter(|e| read_back.found.contains_key(&e.raw)).count();
+            if written > 0 {
+                *written_503.entry(s.phase).or_default() += written;
+            }
+        }
+        // Ingest back: the first 200 of a request started after the restarts began.
+        let first_ok_after_restart_began = sent
+            .iter()
+            .filter(|s| s.phase >= Phase::Restarting && s.status == 200)
+            .map(|s| s.done() - restart.began)
+            .min()
+            .unwrap();
+        let (quorum, first, second, acked_events) = (self.quorum, first_kill.broker, second_kill.broker, read_back.acked_events);
+        let (first_ok_after_kill1, failover, isr_of_one) = (first_kill.first_ok, first_kill.failover, second_kill.isr_of_one);
+        let (first_503_after_kill2, max_503, bound, reasons) = (two_down.first_503_after_kill, two_down.slowest_503, two_down.bound, two_down.reasons);
+        let (restart_took, first_ok_after_restart) = (restart.took, restart.first_ok);
+        eprintln!(
+            "brokers ({quorum:?}): killed {first} then {second}; {} requests, {acked_events} events acknowledged, each in Kafka once as sent; \
+             events answered 503 but written anyway, by phase: {written_503:?}\n\
+             requests by (phase at start, status): {counts:?}\n\
+             cluster start {cluster_up:?}, core ready {core_ready:?}; \
+             kill 1 -> first 200 {first_ok_after_kill1:?}, leaders moved {failover:?}; \
+             kill 2 -> first 503 {first_503_after_kill2:?}, ISR of one {isr_of_one:?}, slowest 503 {max_503:?} (bound {bound:?}), why: {reasons:?}; \
+             restart of both began -> first 200 {first_ok_after_restart_began:?}, both serving {restart_took:?}, \
+             then first 200 {first_ok_after_restart:?}; whole test {:?}",
+            sent.len(),
+            test_started.elapsed()
+        );
+    }
 }
