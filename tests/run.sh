@@ -72,12 +72,12 @@ bash core/segment/tests/duckdb-setup.sh >/dev/null
 
 step "humiolib venv for the read API test"
 # LogScale's own Python client, pinned, in $WEIR_CACHE_DIR/venv-humiolib-<version>; the test
-# (core/query/tests/humiolib.rs) would create it too, but fails rather than skips.
+# (core/query/tests/it/humiolib.rs) would create it too, but fails rather than skips.
 bash core/query/tests/humiolib-setup.sh >/dev/null
 
 step "shipper clients venv (OpenTelemetry SDK, elasticsearch) and logger"
 # Pinned in tests/clients/setup.sh, cached in $WEIR_CACHE_DIR/venv-clients-<hash>; the
-# shipper tests (tests/tests/shippers.rs) would create it too, but fail rather than skip.
+# shipper tests (tests/it/shippers.rs) would create it too, but fail rather than skip.
 bash tests/clients/setup.sh >/dev/null
 
 step "start Kafka"

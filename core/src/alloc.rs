@@ -4,7 +4,7 @@
 //! Why: glibc's `malloc`/`free` were about 30% of an ingest-only core's OTLP samples
 //! (prost allocates several times per log record). With mimalloc for everything the OTLP
 //! path took about 20% less CPU per event, but mimalloc keeps freed memory for a while
-//! before it returns it, and under a burst of large requests (`tests/tests/memory.rs`:
+//! before it returns it, and under a burst of large requests (`tests/it/memory.rs`:
 //! 3 MiB bodies, 8 MiB batches) the core's peak RSS grew by up to 382 MiB, against
 //! 138-287 MiB with glibc; its purge options bring that down only at twice the CPU per
 //! event. Request bodies, decompressed batches and Kafka records are the allocations past

@@ -294,7 +294,9 @@ fn raw_partition(kafka: &KafkaConfig, p: u32, end: u64, dir: &Path, settings: &S
         .expect("consumer");
     // As the digest's reader does: the watermarks first (which also connects to the
     // partition's leader), then the partition from offset 0.
-    consumer.fetch_watermarks(&kafka.ingest_topic, p as i32, Duration::from_secs(5)).expect("watermarks");
+    let what = format!("watermarks of {}/{p}", kafka.ingest_topic);
+    let deadline = Instant::now() + weir_tests::kafka::METADATA_TIMEOUT;
+    weir_tests::kafka::retry_transient(&what, deadline, |timeout| consumer.fetch_watermarks(&kafka.ingest_topic, p as i32, timeout)).expect("watermarks");
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(&kafka.ingest_topic, p as i32, Offset::Offset(0)).unwrap();
     consumer.assign(&assignment).unwrap();

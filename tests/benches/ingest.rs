@@ -225,7 +225,7 @@ fn main() {
         );
 
         let topic_a = format!("{run}-raw");
-        create_topic(&bootstrap, &topic_a).await;
+        weir_tests::kafka::create_topic(&bootstrap, &topic_a, 2, 1, &[]).await;
         let shutdown = CancellationToken::new();
         let core_spec = CoreSpec::new("core-1", &bootstrap, &format!("{run}-core"), &certs);
         let mut core_config = core_spec.config(dir.path());
@@ -303,12 +303,3 @@ async fn wait_ready(base: &str) {
     panic!("{base} not ready");
 }
 
-async fn create_topic(bootstrap: &str, topic: &str) {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
-    admin
-        .create_topics([&NewTopic::new(topic, 2, TopicReplication::Fixed(1))], &AdminOptions::new())
-        .await
-        .unwrap();
-}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/clients/setup.sh: the real shipper clients the shipper tests (tests/tests/shippers.rs)
+# tests/clients/setup.sh: the real shipper clients the shipper tests (tests/it/shippers.rs)
 # send with: the OpenTelemetry Python SDK with its OTLP/HTTP exporter, the official
 # `elasticsearch` Python client (8.x, whose bulk helper checks what Elasticsearch answers),
 # and `logger` (util-linux) for syslog.

@@ -1,12 +1,18 @@
-//! Shared helpers for Weir's integration tests: real Apache Kafka brokers (through
-//! `deploy/kafka.sh`), real core and edge processes that can be killed, dev certificates,
-//! an independent Kafka consumer, and polling with deadlines.
+//! Shared helpers for Weir's integration tests (the `it` binary, `tests/it/`) and
+//! benchmarks: real Apache Kafka brokers (through `deploy/kafka.sh`) and questions to them
+//! that ask again on Kafka's transient answers, real core and edge processes that can be
+//! killed, their operator commands, the check of what the digest stored, dev certificates,
+//! an independent Kafka consumer, polling with deadlines, and which tests may run side by
+//! side.
 //!
 //! Every test gets its own directory, topic and ports. On failure, helpers panic with the
 //! command, the directory and the tail of the logs involved.
 
+pub mod cli;
+pub mod gate;
 pub mod kafka;
 pub mod nodes;
+pub mod stored;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

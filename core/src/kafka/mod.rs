@@ -134,7 +134,7 @@ fn error_code(error: &KafkaError) -> Option<RDKafkaErrorCode> {
 /// this module (which never name rdkafka's types).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-pub struct ClientError(#[from] KafkaError);
+pub struct ClientError(#[from] pub KafkaError);
 
 /// One Kafka record to be: the source key and the JSON of an [`EventBatch`].
 pub struct Record {

@@ -2,12 +2,10 @@
 //! reqwest: both result formats, each step, tokens, bad queries, query jobs, and a
 //! damaged segment answering an error that names it.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{DirSource, INGEST, READ_ALL, READ_WEB, ndjson, post_query, rows, serve};
+use crate::common::{DirSource, INGEST, READ_ALL, READ_WEB, ndjson, post_query, rows, serve};
 use serde_json::{Value, json};
 use weir_query::QueryConfig;
 

@@ -15,7 +15,7 @@ use weir_core::store::DataDir;
 use weir_global::{Cmd, Command, Outcome, Rejection, Snapshot, State};
 use weir_tests::kafka;
 use weir_tests::nodes::CoreSpec;
-use weir_tests::{certs, eventually, http, init_tracing, unique};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, unique};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -97,6 +97,7 @@ fn json(snapshot: &Snapshot) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_command_on_one_core_applies_on_both_and_racing_claims_have_one_winner() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +149,7 @@ async fn a_command_on_one_core_applies_on_both_and_racing_claims_have_one_winner
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restart_from_the_snapshot_or_from_a_damaged_one_reaches_the_state_of_a_rebuild() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -201,6 +203,7 @@ async fn a_restart_from_the_snapshot_or_from_a_damaged_one_reaches_the_state_of_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn global_dump_prints_the_nodes() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -215,19 +218,9 @@ async fn global_dump_prints_the_nodes() {
     let config = dir.path().join("dump.toml");
     std::fs::write(&config, dump_spec.toml()).unwrap();
     // Bounded by the dump's own --timeout-s.
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(weir_tests::nodes::binary("weir-core"))
-            .args(["global", "dump", "--timeout-s", "20", "--config"])
-            .arg(&config)
-            .env_remove("WEIR_CONFIG")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run weir-core global dump");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "dump failed: {stderr}");
-    let dumped: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("dump prints JSON ({e}): {stderr}"));
+    let (ok, stdout, stderr) = cli::weir_core(&["global", "dump", "--timeout-s", "20", "--config"], &config).await;
+    assert!(ok, "dump failed: {stderr}");
+    let dumped: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("dump prints JSON ({e}): {stderr}"));
     let nodes = dumped["state"]["nodes"].as_object().unwrap_or_else(|| panic!("no nodes in {dumped}"));
     assert!(nodes.contains_key("core-1") && nodes.contains_key("core-2"), "{dumped}");
     assert_eq!(nodes["core-1"]["addresses"][0], format!("127.0.0.1:{}", spec1.http_port));

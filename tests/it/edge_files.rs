@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, REPOSITORY, core_process};
-use weir_tests::{certs, init_tracing, unique};
+use weir_tests::{certs, gate, init_tracing, unique};
 
 /// A core, an edge with one `[[files]]` section named `app` over `<logs>/app.log*`, and
 /// the directory the files are written in.
@@ -117,6 +117,7 @@ async fn until(stack: &Stack, what: &str, timeout: Duration, check: impl Fn() ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn appended_lines_and_a_file_rotated_twice_between_two_scans_are_each_read_once() {
+    let _gate = gate::shared();
     // No wake-ups: only the periodic scan, 1.5 s apart, sees the renames.
     let mut stack = Stack::start("scan_interval_ms = 1500\nwatch = false").await;
     let app = stack.path("app.log");
@@ -155,6 +156,7 @@ async fn appended_lines_and_a_file_rotated_twice_between_two_scans_are_each_read
 
 #[tokio::test(flavor = "multi_thread")]
 async fn copytruncate_loses_nothing_and_repeats_nothing() {
+    let _gate = gate::shared();
     let mut stack = Stack::start("scan_interval_ms = 200").await;
     let app = stack.path("app.log");
     let before = stack.lines("before", 0..100);
@@ -177,6 +179,7 @@ async fn copytruncate_loses_nothing_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_truncated_below_its_checkpoint_is_read_again_from_its_start() {
+    let _gate = gate::shared();
     let mut stack = Stack::start("scan_interval_ms = 200").await;
     let app = stack.path("app.log");
     let lines = stack.lines("old", 0..100);
@@ -204,6 +207,7 @@ async fn a_file_truncated_below_its_checkpoint_is_read_again_from_its_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_deleted_while_being_read_is_read_to_its_end() {
+    let _gate = gate::shared();
     // Small batches: each is one spool fsync and one checkpoint write, so reading 20 000
     // lines takes long enough to delete the file in the middle.
     let mut stack = Stack::start("scan_interval_ms = 200\nbatch_max_events = 20").await;
@@ -223,6 +227,7 @@ async fn a_file_deleted_while_being_read_is_read_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_line_longer_than_the_limit_is_cut_and_marked() {
+    let _gate = gate::shared();
     let mut stack = Stack::start("scan_interval_ms = 200\nmax_line_bytes = 1000").await;
     let app = stack.path("app.log");
     let before = stack.lines("before", 0..30);
@@ -241,6 +246,7 @@ async fn a_line_longer_than_the_limit_is_cut_and_marked() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_gzip_file_is_read_once_even_across_a_restart() {
+    let _gate = gate::shared();
     use flate2::write::GzEncoder;
     let mut stack = Stack::start("scan_interval_ms = 200").await;
     let packed = stack.lines("packed", 0..500);
@@ -264,6 +270,7 @@ async fn a_gzip_file_is_read_once_even_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn multiline_events_join_their_continuation_lines() {
+    let _gate = gate::shared();
     let mut stack = Stack::start("scan_interval_ms = 200\nmultiline_start = '^\\d{4}-\\d\\d-\\d\\d '\nmultiline_timeout_ms = 300").await;
     let app = stack.path("app.log");
     let run = stack.run.clone();
@@ -285,6 +292,7 @@ async fn multiline_events_join_their_continuation_lines() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill9_of_the_edge_mid_file_loses_nothing_and_repeats_at_most_one_batch() {
+    let _gate = gate::shared();
     const BATCH: usize = 50;
     let mut stack = Stack::start(&format!("scan_interval_ms = 200\nbatch_max_events = {BATCH}")).await;
     let app = stack.path("app.log");
@@ -317,6 +325,7 @@ async fn kill9_of_the_edge_mid_file_loses_nothing_and_repeats_at_most_one_batch(
 
 #[test]
 fn a_bad_section_is_refused_at_start_naming_it() {
+    let _gate = gate::shared();
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
     let spec = EdgeSpec::new(dir.path(), vec!["127.0.0.1:1".into()], &certs);

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use weir_tests::gate;
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
@@ -32,6 +34,7 @@ fn sources() -> Vec<PathBuf> {
 
 #[test]
 fn no_stubs_debug_leftovers_or_ignored_tests() {
+    let _gate = gate::shared();
     // Built from pieces so that this file does not flag itself.
     let banned = [["todo", "!("].concat(), ["unimplemented", "!("].concat(), ["dbg", "!("].concat(), ["#[", "ignore"].concat()];
     let mut problems = Vec::new();
@@ -50,6 +53,7 @@ fn no_stubs_debug_leftovers_or_ignored_tests() {
 
 #[test]
 fn every_library_module_has_a_doc_comment() {
+    let _gate = gate::shared();
     let mut missing = Vec::new();
     for file in sources() {
         let path = file.to_string_lossy();
@@ -69,6 +73,7 @@ fn every_library_module_has_a_doc_comment() {
 
 #[test]
 fn no_compiled_wasm_is_tracked() {
+    let _gate = gate::shared();
     let root = weir_tests::workspace_root();
     let output = std::process::Command::new("git").args(["ls-files", "*.wasm", "*.cwasm"]).current_dir(&root).output();
     // Outside a git checkout (a source tarball) there is nothing to check.
@@ -84,6 +89,7 @@ fn no_compiled_wasm_is_tracked() {
 /// normal dependency tree, as cargo resolves it from the lock file, holds none of them.
 #[test]
 fn the_edge_links_neither_wasmtime_nor_rdkafka_nor_the_aws_sdk() {
+    let _gate = gate::shared();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
         .current_dir(weir_tests::workspace_root())

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, REPOSITORY, TOKEN, core_process, edge_process};
-use weir_tests::{certs, http, init_tracing, unique};
+use weir_tests::{certs, gate, http, init_tracing, unique};
 
 /// The python of the clients' venv, created by `tests/clients/setup.sh` if missing.
 fn clients_python() -> String {
@@ -104,6 +104,7 @@ fn texts(run: &str, n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
+    let _gate = gate::shared();
     let stack = stack("otlp", false).await;
     let n = 45;
     let mut expected = Vec::new();
@@ -149,6 +150,7 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
+    let _gate = gate::shared();
     let stack = stack("bulk", false).await;
     let n = 60;
     let mut expected = Vec::new();
@@ -181,6 +183,7 @@ async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logger_sends_syslog_to_the_edge_over_tcp_and_udp() {
+    let _gate = gate::shared();
     let stack = stack("logger", true).await;
     let (udp, tcp) = stack.syslog_ports.map(|(udp, tcp)| (udp.to_string(), tcp.to_string())).unwrap();
     // The setup script installs logger when it is missing.
@@ -225,6 +228,7 @@ async fn logger_sends_syslog_to_the_edge_over_tcp_and_udp() {
 /// accepted events reach Kafka.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
+    let _gate = gate::shared();
     let stack = stack("bad-shippers", false).await;
     let mut expected = Vec::new();
     for node in [&stack.core, &stack.edge] {
@@ -363,6 +367,7 @@ fn incompressible(seed: u64, len: usize) -> String {
 /// every acknowledged one are in Kafka, the refused ones not.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weir_tests::kafka::{self, Broker};
 use weir_tests::nodes::{CoreSpec, TOKEN};
-use weir_tests::{certs, eventually, http, init_tracing, unique};
+use weir_tests::{certs, eventually, gate, http, init_tracing, unique};
 
 struct InProcessCore {
     base: String,
@@ -38,6 +38,7 @@ async fn start_core(spec: &CoreSpec, dir: &std::path::Path) -> InProcessCore {
 /// refused whole before anything is published.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_kafka_refuses_gets_413_not_a_retry() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -111,6 +112,7 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
 /// 400 KiB): a client cannot make the node buffer an unbounded header block.
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_request_headers_are_refused() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -140,6 +142,7 @@ fn spec(bootstrap: &str, dir: &std::path::Path) -> CoreSpec {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_publishes_to_kafka_before_answering() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +239,7 @@ async fn every_endpoint_publishes_to_kafka_before_answering() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -316,6 +320,7 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_broker_means_503_within_the_bound_then_recovery() {
+    let _gate = gate::shared();
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(&dir.path().join("kafka"));

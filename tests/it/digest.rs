@@ -15,12 +15,12 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use weir_core::config::CoreConfig;
-use weir_global::State;
 use weir_proto::{Event, EventBatch};
-use weir_segment::{SegmentReader, SegmentRow};
+use weir_segment::SegmentRow;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
-use weir_tests::{certs, eventually, http, init_tracing, metric_sum, unique, workspace_root};
+use weir_tests::stored::{global_state, stored};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -57,92 +57,6 @@ fn unrouted_parsers_toml(data_dir: &Path) -> String {
     parsers_toml(data_dir).replace(&format!("\"{REPOSITORY}\" = \"json\"\n"), "")
 }
 
-/// What Global and the nodes' segment files hold once the digest caught up with Kafka.
-struct Stored {
-    state: State,
-    /// Every event of every registered segment, with its segment id.
-    rows: Vec<(String, SegmentRow)>,
-}
-
-impl Stored {
-    fn raws(&self) -> BTreeMap<String, usize> {
-        let mut counts = BTreeMap::new();
-        for (_, row) in &self.rows {
-            *counts.entry(row.raw.clone()).or_insert(0) += 1;
-        }
-        counts
-    }
-
-    fn row(&self, raw: &str) -> &SegmentRow {
-        &self.rows.iter().find(|(_, r)| r.raw == raw).unwrap_or_else(|| panic!("no stored event {raw:?}")).1
-    }
-}
-
-/// Global as the topic holds it now (`weir-core global dump`'s reading, in-process), or
-/// `None` when it cannot be read yet.
-async fn global_state(config: &CoreConfig) -> Option<State> {
-    let config = config.clone();
-    let snapshot = tokio::task::spawn_blocking(move || weir_core::cluster::global_log::dump(&config, Duration::from_secs(20))).await.unwrap();
-    snapshot.ok().map(|s| s.state)
-}
-
-/// Waits until Global's resume point of every partition reached Kafka's high watermark,
-/// then reads every registered segment from whichever data directory has it.
-async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
-    let (bootstrap, topic) = (config.kafka.bootstrap_servers.clone(), config.kafka.ingest_topic.clone());
-    let high: BTreeMap<u32, u64> = {
-        let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || {
-            let metadata = kafka::Metadata::new(&bootstrap);
-            let layout = metadata.topic_layout(&topic, kafka::METADATA_TIMEOUT).expect("topic layout");
-            layout
-                .iter()
-                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, kafka::METADATA_TIMEOUT).expect("high watermark") as u64))
-                .collect()
-        })
-        .await
-        .unwrap()
-    };
-    let state = eventually("the digest caught up with Kafka", WAIT, || {
-        let high = high.clone();
-        async move {
-            let state = global_state(config).await?;
-            high.iter().all(|(p, h)| state.resume_point(*p) >= *h).then_some(state)
-        }
-    })
-    .await;
-    for (p, h) in &high {
-        let segments = state.segments(*p);
-        let mut next = segments.first().map_or(0, |s| s.info.offset_start);
-        assert_eq!(next, 0, "partition {p}: segments start at offset 0");
-        for segment in &segments {
-            assert_eq!(segment.info.offset_start, next, "partition {p}: segment {} leaves a gap or overlaps", segment.info.segment_id);
-            assert!(segment.info.offset_end > segment.info.offset_start);
-            next = segment.info.offset_end;
-        }
-        assert!(next >= *h, "partition {p}: segments end at {next}, Kafka's high watermark is {h}");
-    }
-    let mut rows = Vec::new();
-    for p in state.partitions() {
-        for segment in state.segments(p) {
-            let name = weir_segment::segment_file_name(&segment.info.segment_id);
-            let path = data_dirs
-                .iter()
-                .map(|d| d.join("segments").join(&name))
-                .find(|p| p.is_file())
-                .unwrap_or_else(|| panic!("registered segment {} is on no node", segment.info.segment_id));
-            assert_eq!(weir_segment::blake3_of_file(&path).unwrap(), segment.info.blake3, "{}", path.display());
-            let reader = SegmentReader::open(&path).unwrap();
-            let before = rows.len();
-            for row in reader.all_rows().unwrap() {
-                rows.push((segment.info.segment_id.clone(), row.unwrap()));
-            }
-            assert_eq!((rows.len() - before) as u64, segment.info.n_events, "{}", segment.info.segment_id);
-        }
-    }
-    Stored { state, rows }
-}
-
 /// Every event of the test repository through the read API (NDJSON), as LogScale renders them.
 async fn query(client: &reqwest::Client, node: &Node, query_string: &str) -> Result<Vec<serde_json::Value>, (u16, String)> {
     let response = client
@@ -172,6 +86,7 @@ fn json_line(run: &str, i: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -258,18 +173,18 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
 
     // The operator tools: ls, cat, verify; then a damaged file is named.
     let config_path = dir.path().join("core-1.toml");
-    let ls = weir_core_cli(&["segments", "ls", "--config"], &config_path).await;
+    let ls = cli::weir_core(&["segments", "ls", "--config"], &config_path).await;
     assert!(ls.0, "{}", ls.2);
     let first_segment = &stored.rows.iter().find(|(_, r)| r.raw == json_line(&run, 0)).unwrap().0;
     assert!(ls.1.contains(first_segment.as_str()), "ls lists {first_segment}:\n{}", ls.1);
-    let cat = weir_core_cli(&["segments", "cat", first_segment, "--config"], &config_path).await;
+    let cat = cli::weir_core(&["segments", "cat", first_segment, "--config"], &config_path).await;
     assert!(cat.0, "{}", cat.2);
     let line = cat.1.lines().find(|l| l.contains(&format!("{run}-0\""))).unwrap_or_else(|| panic!("cat prints the event:\n{}", cat.1));
     let event: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(event["#repo"], REPOSITORY);
     assert_eq!(event["#host"], "h1");
     assert_eq!(event["n"], 0);
-    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
     assert!(verify.0 && verify.1.contains(&format!("ok   {first_segment}")), "{}\n{}", verify.1, verify.2);
     let path = spec.data_dir.join("segments").join(weir_segment::segment_file_name(first_segment));
     let mut bytes = std::fs::read(&path).unwrap();
@@ -282,17 +197,17 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
     assert!(body.contains(first_segment.as_str()), "the error names the segment: {body}");
     drop(edge);
     drop(core);
-    let verify = weir_core_cli(&["segments", "verify", "--config"], &config_path).await;
+    let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
     assert!(!verify.0, "verify fails on a damaged file:\n{}", verify.1);
     assert!(verify.1.contains(&format!("BAD  {first_segment}")), "verify names the damaged segment:\n{}", verify.1);
 }
 
-/// Runs `weir-core ARGS CONFIG`: (success, stdout, stderr).
 /// OTLP and Elasticsearch `_bulk` events go through the same digest: each stored once,
 /// with the documented fields (README "Shippers"); the read API finds them by field, and
 /// DuckDB reads them from the digest's own segment files.
 #[tokio::test(flavor = "multi_thread")]
 async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -372,6 +287,7 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
 /// own: the events it sends are parsed by it although no repository route does.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -398,6 +314,7 @@ async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
 /// resumes after them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_graceful_stop_registers_the_segment_being_built() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -433,17 +350,6 @@ async fn a_graceful_stop_registers_the_segment_being_built() {
     }
 }
 
-async fn weir_core_cli(args: &[&str], config: &Path) -> (bool, String, String) {
-    let (args, config): (Vec<String>, PathBuf) = (args.iter().map(|a| a.to_string()).collect(), config.to_owned());
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(weir_tests::nodes::binary("weir-core")).args(&args).arg(&config).env_remove("WEIR_CONFIG").output()
-    })
-    .await
-    .unwrap()
-    .expect("run weir-core");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
 /// Two cores sharing one Global topic and one ingest topic.
 fn two_specs(bootstrap: &str, dir: &Path) -> (CoreSpec, CoreSpec) {
     let certs = certs(dir);
@@ -461,7 +367,7 @@ async fn both_cores_own_a_partition(config: &CoreConfig) {
     eventually("the partitions spread over both cores", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             let owners: BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
             (owners.len() == 2).then_some(())
         }
@@ -493,6 +399,7 @@ async fn load(client: &reqwest::Client, run: &str, requests: usize, per_request:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_stored_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -511,7 +418,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     eventually("core-2 took core-1's partition", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).all(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
@@ -545,6 +452,7 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
 /// so every core digests a share of it, each event stored once.
 #[tokio::test(flavor = "multi_thread")]
 async fn one_busy_source_is_digested_by_every_core() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -585,6 +493,7 @@ async fn one_busy_source_is_digested_by_every_core() {
 /// QUIC. Turned back on, it takes its share.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_core_stored() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -630,7 +539,7 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
     eventually("core-2 digests after the restart", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
@@ -640,6 +549,7 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -679,7 +589,7 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     eventually("core-1 owns a partition again", WAIT, || {
         let config = config.clone();
         async move {
-            let state = global_state(&config).await?;
+            let state = global_state(&config).await.ok()?;
             (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-1")).then_some(())
         }
     })
@@ -774,6 +684,7 @@ fn batch(repository: &str, raws: &[&str]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_loss() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -824,6 +735,7 @@ async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_los
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_event_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -851,7 +763,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let reparse = {
         let config_path = config_path.clone();
         tokio::spawn(async move {
-            weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
+            cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
         })
     };
     let mut views = 0;
@@ -882,7 +794,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
         assert!(!spec.data_dir.join("segments").join(weir_segment::segment_file_name(id)).exists(), "old file {id} deleted after the grace period");
     }
     // A parser that does not exist is refused with its name, and nothing changes.
-    let (ok, _, stderr) = weir_core_cli(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
+    let (ok, _, stderr) = cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
     assert!(!ok && stderr.contains("\"nope\""), "{stderr}");
     drop(core);
 }
@@ -892,6 +804,7 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
 /// core that ran it.
 #[tokio::test(flavor = "multi_thread")]
 async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -917,14 +830,14 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
         .count();
     assert!(on_core_1 > 0, "core-1 digested some of the events");
 
-    let (ok, stdout, stderr) = weir_core_cli(
+    let (ok, stdout, stderr) = cli::weir_core(
         &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "kv", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )
     .await;
     // kv is not configured: refused by name before anything is fetched.
     assert!(!ok && stderr.contains("\"kv\""), "{stderr}");
-    let (ok, stdout2, stderr2) = weir_core_cli(
+    let (ok, stdout2, stderr2) = cli::weir_core(
         &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )
@@ -947,6 +860,7 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -997,6 +911,7 @@ async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_and_skips_nothing() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1006,11 +921,7 @@ async fn a_resume_point_kafka_no_longer_has_stops_that_partition_with_a_metric_a
     let records = (0..5).map(|i| (batch("gone", &[&format!("gone-{i}")]), None)).collect();
     produce(&bootstrap, &spec.topic, records).await;
     // Records 0..3 of partition 0 are deleted before any digest read them.
-    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bootstrap).create().unwrap();
-    let mut offsets = rdkafka::TopicPartitionList::new();
-    offsets.add_partition_offset(&spec.topic, 0, rdkafka::Offset::Offset(3)).unwrap();
-    admin.delete_records(&offsets, &rdkafka::admin::AdminOptions::new()).await.expect("delete records");
+    kafka::delete_records(&bootstrap, &spec.topic, 0, 3).await;
 
     let core = core_process(&spec, dir.path()).await;
     let url = format!("http://{}", core.http);

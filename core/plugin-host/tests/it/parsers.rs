@@ -2,9 +2,7 @@
 //! lines, malformed ones included, through the real host and the built
 //! components; and the Python `kv-py` plugin against its Rust twin `kv`.
 
-mod common;
-
-use common::{Case, check, fails, ok, registry, wasm};
+use crate::common::{self, Case, check, fails, ok, registry, wasm};
 use serde_json::json;
 use weir_plugin_host::{Error, ParserRegistry, ParsersConfig, PluginConfig};
 

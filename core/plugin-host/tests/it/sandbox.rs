@@ -7,9 +7,7 @@
 //! of outcomes), no ambient capabilities, instance reuse, and refusal of
 //! broken components.
 
-mod common;
-
-use common::{batch, registry, test_config, wasm};
+use crate::common::{batch, registry, test_config, wasm};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};

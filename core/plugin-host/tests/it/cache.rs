@@ -4,9 +4,7 @@
 //! and another node's entry are all recompiled instead of loaded; a cache
 //! directory or key file that others could write is refused at start.
 
-mod common;
-
-use common::{batch, test_config, wasm};
+use crate::common::{batch, test_config, wasm};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use weir_plugin_host::{Error, ParserRegistry, PluginConfig, Value};

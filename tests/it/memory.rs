@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, Node, REPOSITORY, TOKEN};
-use weir_tests::{certs, eventually, http, init_tracing, unique};
+use weir_tests::{certs, eventually, gate, http, init_tracing, unique};
 
 const MIB: usize = 1 << 20;
 /// The core's budget for bodies and batches in progress, and librdkafka's queue.
@@ -27,6 +27,7 @@ const PEAK_GROWTH_BOUND_KIB: u64 = 384 * 1024;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_large_requests_is_pushed_back_within_a_memory_bound() {
+    let _gate = gate::alone();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();

@@ -3,12 +3,10 @@
 //! API: `streaming_query` and a query job (`create_queryjob` + `poll`). Fails, never
 //! skips, when the venv cannot be set up.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{DirSource, READ_ALL, rows, serve};
+use crate::common::{DirSource, READ_ALL, rows, serve};
 use serde_json::Value;
 use weir_query::QueryConfig;
 

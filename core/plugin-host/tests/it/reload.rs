@@ -2,9 +2,7 @@
 //! batches; later batches use the new version, no event is lost or failed,
 //! and a broken replacement keeps the previous version running.
 
-mod common;
-
-use common::{batch, test_config, wasm};
+use crate::common::{batch, test_config, wasm};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -2,8 +2,6 @@
 //! store-and-forward (I2), failover between cores, the spool's bound, and authentication
 //! of edges (I8).
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use serde_json::json;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN, core_process, edge_process};
-use weir_tests::{certs, eventually, http, init_tracing, metric, scrape, unique};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, metric, scrape, unique};
 
 /// Sends `raws` as one HEC raw request; returns the status.
 async fn send_lines(client: &reqwest::Client, node: &Node, raws: &[String], ack: Option<&str>) -> (u16, String) {
@@ -47,6 +45,7 @@ async fn expect_in_kafka(bootstrap: &str, topic: &str, expected: Vec<String>) ->
 
 #[tokio::test(flavor = "multi_thread")]
 async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -122,6 +121,7 @@ async fn events_sent_to_the_edge_reach_kafka_through_a_core() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn edge_fails_over_when_its_core_is_killed_mid_stream() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -159,6 +159,7 @@ async fn edge_fails_over_when_its_core_is_killed_mid_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -186,6 +187,7 @@ async fn spooled_events_survive_kill9_of_the_edge_while_no_core_is_reachable() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_sources_batches_reach_kafka_in_spool_order() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -246,6 +248,7 @@ fn assert_first_copies_in_spool_order(mut records: Vec<kafka::Record>, run: &str
 /// first copy of each batch in Kafka is in spool order.
 #[tokio::test(flavor = "multi_thread")]
 async fn spool_order_holds_across_a_core_killed_mid_window_and_a_refused_batch() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -303,6 +306,7 @@ async fn spool_order_holds_across_a_core_killed_mid_window_and_a_refused_batch()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -337,7 +341,7 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     assert_eq!(metric(&core_metrics, "weir_edge_batches_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
 
     let edge_config = dir.path().join("edge-1.toml");
-    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &edge_config);
+    let list = cli::weir_edge(&["dead-letter", "list", "--config"], &edge_config);
     assert!(list.contains("edge-1:") && list.contains("TooLarge") && list.contains("1 dead letters"), "{list}");
     let letters = edge_spec.spool_dir.join("dead-letter");
     let json = std::fs::read_dir(&letters).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
@@ -345,18 +349,13 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
     assert!(shown.contains(&big[299]), "the letter shows its events: {}", json.display());
 
     // The operator raises the core's limit, requeues with the edge stopped, restarts it.
-    let requeue_while_running = Command::new(weir_tests::nodes::binary("weir-edge"))
-        .args(["dead-letter", "requeue", "--config"])
-        .arg(&edge_config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&requeue_while_running.stderr);
-    assert!(!requeue_while_running.status.success() && stderr.contains("in use by another process"), "{stderr}");
+    let (requeued_while_running, _, stderr) = cli::run("weir-edge", &["dead-letter", "requeue", "--config"], &edge_config);
+    assert!(!requeued_while_running && stderr.contains("in use by another process"), "{stderr}");
     edge.kill9();
     core.kill9();
     core_spec.max_batch_bytes = 64 << 20;
     let _core = core_process(&core_spec, dir.path()).await;
-    let requeued = weir_edge_cli(&["dead-letter", "requeue", "--config"], &edge_config);
+    let requeued = cli::weir_edge(&["dead-letter", "requeue", "--config"], &edge_config);
     assert!(requeued.contains("requeued 1 dead letters"), "{requeued}");
     let _edge = edge_process(&edge_spec, dir.path()).await;
     expect_in_kafka(&bootstrap, &core_spec.topic, [before, big, after].concat()).await;
@@ -369,6 +368,7 @@ async fn a_batch_no_core_accepts_is_dead_lettered_then_requeued() {
 /// dead-letters that batch and goes on.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -400,7 +400,7 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
     assert_eq!(failures, 0.0, "no session was torn down over it: {edge_metrics}");
     let core_metrics = scrape(&core.url("")).await;
     assert_eq!(metric(&core_metrics, "weir_kafka_records_total", &[("result", "refused")]), Some(1.0), "{core_metrics}");
-    let list = weir_edge_cli(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
+    let list = cli::weir_edge(&["dead-letter", "list", "--config"], &dir.path().join("edge-1.toml"));
     assert!(list.contains("TooLarge") && list.contains("kafka refused"), "{list}");
 }
 
@@ -409,6 +409,7 @@ async fn an_event_kafka_refuses_is_dead_lettered_and_the_batches_behind_it_flow(
 /// down; once Kafka is back every event arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_transient_refusal_is_retried_on_the_same_link() {
+    let _gate = gate::shared();
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let broker = tokio::task::block_in_place(|| kafka::Broker::start(&dir.path().join("kafka")));
@@ -455,6 +456,7 @@ async fn a_transient_refusal_is_retried_on_the_same_link() {
 /// connection: the edge sees acks, not a cut link, and fails over for the rest.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_core_stopping_drains_the_batches_in_flight() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +511,7 @@ async fn a_core_stopping_drains_the_batches_in_flight() {
 /// the batch and its place in it: what the digest needs to store a re-sent batch once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_split_into_records_carries_its_part_headers() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -537,16 +540,9 @@ async fn a_batch_split_into_records_carries_its_part_headers() {
     assert_eq!(joined, raws);
 }
 
-/// Runs `weir-edge ARGS CONFIG`, which must succeed; returns stdout and stderr.
-fn weir_edge_cli(args: &[&str], config: &Path) -> String {
-    let output = Command::new(weir_tests::nodes::binary("weir-edge")).args(args).arg(config).env("WEIR_LOG", "info").output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "weir-edge {args:?} failed:\n{text}");
-    text
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn syslog_over_udp_and_tcp_reaches_kafka() {
+    let _gate = gate::shared();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
@@ -610,6 +606,7 @@ fn noise(seed: u64, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn full_spool_pushes_back_loses_nothing_and_recovers() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
@@ -658,6 +655,7 @@ async fn full_spool_pushes_back_loses_nothing_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn peers_without_a_certificate_from_the_ca_cannot_forward() {
+    let _gate = gate::shared();
     init_tracing();
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();

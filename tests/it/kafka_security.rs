@@ -12,9 +12,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
-use weir_tests::kafka::{self, SaslBroker, SaslMechanism};
+use weir_tests::kafka::{self, Broker, SaslMechanism};
 use weir_tests::nodes::{CoreSpec, TOKEN};
-use weir_tests::{certs, http, init_tracing, unique};
+use weir_tests::{certs, gate, http, init_tracing, unique};
 
 /// A core running in this process; shut down on drop.
 struct InProcessCore {
@@ -118,11 +118,12 @@ fn mentions(text: &str, needles: &[&str]) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn core_publishes_to_a_broker_that_requires_sasl() {
+    let _gate = gate::shared();
     init_tracing();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let broker = SaslBroker::start(
+    let broker = Broker::start_sasl(
         &dir.path().join("kafka"),
         SaslMechanism::ScramSha512,
         &[("broker", "broker-secret"), ("weir-core", "core-secret"), ("reader", "reader-secret")],
@@ -188,6 +189,7 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_core_stays_unready_while_the_topic_is_less_durable_than_required() {
+    let _gate = gate::shared();
     init_tracing();
     let started = Instant::now();
     let bootstrap = kafka::shared_bootstrap();

@@ -2,9 +2,7 @@
 //! token / repository / default, plugin_dir discovery, the compiled-component
 //! cache, concurrent callers, and `plugin_test`'s output.
 
-mod common;
-
-use common::{batch, test_config, wasm, wasm_dir};
+use crate::common::{self, batch, test_config, wasm, wasm_dir};
 use std::sync::Arc;
 use weir_plugin_host::{Error, ParserRegistry, ParsersConfig, PluginConfig, plugin_test};
 

@@ -1,0 +1,17 @@
+//! Weir's integration tests against real Kafka, real QUIC and real processes, one module
+//! per area. One binary, not one per area: each links weir-core (rdkafka, wasmtime,
+//! parquet), about 320 MB apiece, and their link time dominated a warm CI run. Helpers
+//! shared by the areas live in the harness library (`weir_tests`, `tests/src`); every
+//! test takes its place on the machine first (`weir_tests::gate`).
+
+mod architecture;
+mod brokers;
+mod core_ingest;
+mod digest;
+mod edge;
+mod edge_files;
+mod global;
+mod kafka_security;
+mod memory;
+mod shippers;
+mod tidy;
