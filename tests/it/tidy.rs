@@ -103,3 +103,23 @@ fn the_edge_links_neither_wasmtime_nor_rdkafka_nor_the_aws_sdk() {
         tree.lines().filter(|l| l.starts_with("wasmtime") || l.starts_with("rdkafka") || l.starts_with("aws-")).collect();
     assert!(forbidden.is_empty(), "the edge links {forbidden:?}");
 }
+
+/// Every test of this binary takes its place on the machine (`weir_tests::gate`) first:
+/// one that forgot would run beside a test that must run alone and could break its
+/// timing or memory bound.
+#[test]
+fn every_integration_test_takes_its_gate() {
+    let _gate = gate::shared();
+    let dir = weir_tests::workspace_root().join("tests/it");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        // Built from pieces so that this file's own text does not count.
+        let tests = text.matches(["#[", "test]"].concat().as_str()).count() + text.matches(["#[", "tokio::test"].concat().as_str()).count();
+        let gates = text.matches(["let _gate = ", "gate::"].concat().as_str()).count();
+        if tests != gates {
+            missing.push(format!("{}: {tests} tests, {gates} gates", entry.file_name().to_string_lossy()));
+        }
+    }
+    assert!(missing.is_empty(), "start every test by binding `gate::shared()` (or `gate::alone()`) to `_gate`:\n{}", missing.join("\n"));
+}

@@ -18,21 +18,19 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 
 use crate::exec::{self, QueryError};
 use crate::service::{QueryService, query_error};
 
 /// The read API's routes; the core merges them into its HTTP server.
 pub fn router(service: Arc<QueryService>) -> Router {
+    let jobs = Arc::new(crate::jobs::JobsApi::new(service.clone()));
     Router::new()
         .route("/api/v1/repositories/{repo}/query", post(query))
         .route("/api/v1/dataspaces/{repo}/query", post(query))
-        .route("/api/v1/repositories/{repo}/queryjobs", post(crate::jobs::create))
-        .route("/api/v1/dataspaces/{repo}/queryjobs", post(crate::jobs::create))
-        .route("/api/v1/repositories/{repo}/queryjobs/{id}", get(crate::jobs::poll).delete(crate::jobs::delete))
-        .route("/api/v1/dataspaces/{repo}/queryjobs/{id}", get(crate::jobs::poll).delete(crate::jobs::delete))
         .with_state(service)
+        .merge(crate::jobs::router(jobs))
 }
 
 async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {

@@ -12,7 +12,8 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -29,7 +30,31 @@ use crate::time::TimeRange;
 /// LogScale's clients wait this long between polls of a running job.
 const POLL_AFTER_MS: u64 = 250;
 
-pub(crate) struct Jobs {
+/// The query-job endpoints' state: the service they share with the streaming endpoint,
+/// and the jobs.
+pub(crate) struct JobsApi {
+    service: Arc<QueryService>,
+    jobs: Mutex<Jobs>,
+}
+
+impl JobsApi {
+    pub(crate) fn new(service: Arc<QueryService>) -> JobsApi {
+        let jobs = Mutex::new(Jobs::new(&service.config));
+        JobsApi { service, jobs }
+    }
+}
+
+/// The query-job routes (`…/queryjobs`, `…/queryjobs/{id}`).
+pub(crate) fn router(api: Arc<JobsApi>) -> Router {
+    Router::new()
+        .route("/api/v1/repositories/{repo}/queryjobs", axum::routing::post(create))
+        .route("/api/v1/dataspaces/{repo}/queryjobs", axum::routing::post(create))
+        .route("/api/v1/repositories/{repo}/queryjobs/{id}", get(poll).delete(delete))
+        .route("/api/v1/dataspaces/{repo}/queryjobs/{id}", get(poll).delete(delete))
+        .with_state(api)
+}
+
+struct Jobs {
     jobs: HashMap<String, Job>,
     max_jobs: usize,
     max_events: usize,
@@ -60,7 +85,7 @@ struct JobState {
 }
 
 impl Jobs {
-    pub(crate) fn new(config: &QueryConfig) -> Jobs {
+    fn new(config: &QueryConfig) -> Jobs {
         Jobs {
             jobs: HashMap::new(),
             max_jobs: config.max_jobs,
@@ -103,15 +128,15 @@ impl Drop for Jobs {
     }
 }
 
-pub(crate) async fn create(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refusal) = service.authorize(&headers, &repo) {
+async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
-    let prepared = match service.prepare(&body) {
+    let prepared = match api.service.prepare(&body) {
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
-    let mut jobs = service.jobs.lock().expect("jobs lock");
+    let mut jobs = api.jobs.lock().expect("jobs lock");
     jobs.expire();
     if jobs.jobs.len() >= jobs.max_jobs {
         return text(
@@ -125,7 +150,7 @@ pub(crate) async fn create(State(service): State<Arc<QueryService>>, Path(repo):
     }
     let id = jobs.new_id();
     let state = Arc::new(Mutex::new(JobState::default()));
-    let task = tokio::spawn(run(service.source.clone(), repo.clone(), prepared.query, prepared.range, state.clone(), jobs.max_events));
+    let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), prepared.query, prepared.range, state.clone(), jobs.max_events));
     let now = Instant::now();
     jobs.jobs.insert(
         id.clone(),
@@ -193,12 +218,12 @@ fn not_found(repo: &str, id: &str, idle_timeout: Duration) -> Response {
     )
 }
 
-pub(crate) async fn poll(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = service.authorize(&headers, &repo) {
+async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
     let (state, query_string, range, started) = {
-        let mut jobs = service.jobs.lock().expect("jobs lock");
+        let mut jobs = api.jobs.lock().expect("jobs lock");
         jobs.expire();
         let idle_timeout = jobs.idle_timeout;
         match jobs.jobs.get_mut(&id).filter(|job| job.repo == repo) {
@@ -258,11 +283,11 @@ pub(crate) async fn poll(State(service): State<Arc<QueryService>>, Path((repo, i
     Json(body).into_response()
 }
 
-pub(crate) async fn delete(State(service): State<Arc<QueryService>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
-    if let Err(refusal) = service.authorize(&headers, &repo) {
+async fn delete(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
-    let mut jobs = service.jobs.lock().expect("jobs lock");
+    let mut jobs = api.jobs.lock().expect("jobs lock");
     jobs.expire();
     let idle_timeout = jobs.idle_timeout;
     if jobs.jobs.get(&id).is_none_or(|job| job.repo != repo) {

@@ -1,10 +1,10 @@
 //! The read API as a service, apart from its transport: who may read what (read tokens,
 //! by hash), turning a request body into a query and its time range, and how a refusal or
 //! a failed query is answered. `http` (the streaming endpoint) and `jobs` (query jobs)
-//! both use it; it uses neither.
+//! both use it; it uses neither (query jobs keep their own store beside it).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,7 +14,6 @@ use serde_json::Value;
 
 use crate::config::{ConfigError, QueryConfig, ReadTokenConfig};
 use crate::exec::{QueryError, SegmentSource};
-use crate::jobs::Jobs;
 use crate::lang::{self, Query};
 use crate::time::{self, TimeRange};
 
@@ -26,7 +25,6 @@ pub struct QueryService {
     /// byte, and the map holds no token in clear.
     read_tokens: HashMap<[u8; 32], TokenScope>,
     ingest_tokens: HashSet<[u8; 32]>,
-    pub(crate) jobs: Mutex<Jobs>,
 }
 
 struct TokenScope {
@@ -60,8 +58,7 @@ impl QueryService {
                 return Err(ConfigError(format!("{name}: the same token appears twice in [[read_tokens]]")));
             }
         }
-        let jobs = Mutex::new(Jobs::new(&config));
-        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new(), jobs })
+        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new() })
     }
 
     /// The node's ingest tokens, only to tell a client that used one for reading what is
