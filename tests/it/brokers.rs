@@ -391,7 +391,7 @@ impl Stage {
         self.wait_for("200s with all brokers up", Duration::from_secs(30), || (self.load.count(Phase::AllUp, 200) >= 20).then_some(())).await;
     }
 
-    /// 1. Kills the leader of partition 0; waits until the controller fenced it (new
+    /// Step 1: kills the leader of partition 0; waits until the controller fenced it (new
     /// leaders, ISRs without it) and requests are answered 200 again.
     async fn kill_the_leader_of_partition_0(&self, initial: &[PartitionLayout]) -> FirstKill {
         let first = u16::try_from(initial[0].leader).unwrap();
@@ -422,7 +422,7 @@ impl Stage {
         FirstKill { broker: first, after: after_first, failover, first_ok: first_ok_after_kill1 }
     }
 
-    /// 2. Kills the new leader of partition 0: one broker left. With a dedicated
+    /// Step 2: kills the new leader of partition 0: one broker left. With a dedicated
     /// controller, waits until the survivor leads every partition alone in sync; then for
     /// two rounds of answers from every client.
     async fn kill_the_new_leader(&self, after_first: &[PartitionLayout]) -> SecondKill {
@@ -452,7 +452,7 @@ impl Stage {
         SecondKill { broker: second, at: kill2, isr_of_one, last }
     }
 
-    /// 3. Starts both dead brokers again, at the same time (combined: the first one up
+    /// Step 3: starts both dead brokers again, at the same time (combined: the first one up
     /// makes a quorum with the survivor); waits until requests are answered 200 again,
     /// without touching the core.
     async fn restart_both(&self, first: u16, second: u16) -> Restart {

@@ -55,13 +55,14 @@ impl kafka::Transient for GlobalError {
 
 /// Global as the topic holds it now (`weir-core global dump`'s reading, in-process). Read
 /// again on transient failures until [`kafka::METADATA_TIMEOUT`].
-pub async fn global_state(config: &CoreConfig) -> Result<State, KafkaFailure<GlobalError>> {
+pub async fn global_state(config: &CoreConfig) -> Result<State, Box<KafkaFailure<GlobalError>>> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || {
         let what = format!("global state from topic {}", config.kafka.global_topic);
         kafka::retry_transient(&what, Instant::now() + kafka::METADATA_TIMEOUT, |_| {
             weir_core::cluster::global_log::dump(&config, Duration::from_secs(20)).map(|snapshot| snapshot.state)
         })
+        .map_err(Box::new)
     })
     .await
     .expect("global read task")
