@@ -61,16 +61,10 @@ impl EdgeConnections {
             let stream = match draining {
                 None => tokio::select! {
                     stream = connection.accept_bi() => stream,
-                    _ = shutdown.cancelled() => {
-                        // No credit for new streams; the ones the edge already opened are
-                        // still accepted and answered below.
-                        connection.set_max_concurrent_bi_streams(0u32.into());
-                        draining = Some(tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
-                        continue;
-                    }
-                    _ = resend.cancelled() => {
-                        // The same drain: streams already opened are answered (refused:
-                        // they come after the refused one), then the connection closes.
+                    // Shutdown, or a batch to resend in order: no credit for new streams;
+                    // the ones the edge already opened are still accepted and answered
+                    // below (after a resend request, refused: they come after it).
+                    _ = async { tokio::select! { _ = shutdown.cancelled() => {}, _ = resend.cancelled() => {} } } => {
                         connection.set_max_concurrent_bi_streams(0u32.into());
                         draining = Some(tokio::time::Instant::now() + Duration::from_millis(self.config.drain_timeout_ms));
                         continue;

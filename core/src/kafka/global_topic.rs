@@ -111,10 +111,6 @@ impl GlobalReader {
         Ok(GlobalReader { topic: kafka.global_topic.clone(), consumer })
     }
 
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
     /// The topic's end (next offset to be written) now.
     pub fn high_watermark(&self) -> Result<u64, ClientError> {
         let (_, high) = self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5))?;
