@@ -43,6 +43,8 @@ use crate::cluster::{GlobalError, GlobalLog, heartbeat};
 use crate::config::CoreConfig;
 use crate::kafka::{PublishError, Publisher};
 use crate::store::DataDir;
+use crate::store::sweep::Pending;
+use weir_global::Addresses;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -109,6 +111,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     // One budget for both inputs: a burst on either is bounded by the same number.
     let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
     let data_dir = DataDir::new(&config.data_dir);
+    let disk_id = data_dir.disk_id().map_err(|source| CoreError::DataDir { path: config.data_dir.clone(), source })?;
     let quic_door = match &config.quic {
         Some(quic) => {
             let server = weir_node::tls::server_config(&quic.tls)?;
@@ -147,6 +150,8 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         config: config.digest.clone(),
         parsers,
         data_dir,
+        disk_id: disk_id.clone(),
+        pending: Pending::default(),
         runtime: tokio::runtime::Handle::current(),
     });
     let running_global = global.clone();
@@ -158,15 +163,13 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         // the applier is a blocking thread the runtime would wait for forever.
         let _stop_applier_on_drop = global_stop.clone().drop_guard();
         let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
-        let addresses = announced_addresses(&config, http_addr, quic_addr);
-        let heartbeats = tokio::spawn(heartbeat::run(
-            global.clone(),
-            config.node_id.clone(),
-            addresses,
-            config.digest.enabled,
-            config.global.clone(),
-            shutdown.clone(),
-        ));
+        let announce = heartbeat::Announce {
+            node_id: config.node_id.clone(),
+            addresses: announced_addresses(&config, http_addr, quic_addr),
+            digest: config.digest.enabled,
+            disk_id,
+        };
+        let heartbeats = tokio::spawn(heartbeat::run(global.clone(), announce, config.global.clone(), shutdown.clone()));
         let topic = {
             let publisher = publisher.clone();
             let kafka = config.kafka.clone();
@@ -217,12 +220,12 @@ fn ingest_tokens_with_parsers(config: &CoreConfig) -> weir_http_ingest::HttpInge
     ingest
 }
 
-/// What heartbeats announce: the HTTP address, then the QUIC one (`peer::SegmentFiles`
-/// fetches from the second), each the configured `advertise` or else the bound address.
-fn announced_addresses(config: &CoreConfig, http_addr: SocketAddr, quic_addr: Option<SocketAddr>) -> Vec<String> {
+/// What heartbeats announce: the HTTP address and the QUIC one (`peer::SegmentFiles`
+/// fetches from it), each the configured `advertise` or else the bound address.
+fn announced_addresses(config: &CoreConfig, http_addr: SocketAddr, quic_addr: Option<SocketAddr>) -> Addresses {
     let http = config.http.advertise.clone().unwrap_or_else(|| http_addr.to_string());
     let quic = config.quic.as_ref().zip(quic_addr).map(|(quic, bound)| quic.advertise.clone().unwrap_or_else(|| bound.to_string()));
-    std::iter::once(http).chain(quic).collect()
+    Addresses { http, quic }
 }
 
 #[cfg(test)]
@@ -234,11 +237,12 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/core.example.toml");
         let mut config = CoreConfig::load(&path).unwrap();
         let (http, quic) = ("0.0.0.0:8080".parse().unwrap(), Some("0.0.0.0:4433".parse().unwrap()));
-        assert_eq!(announced_addresses(&config, http, quic), ["0.0.0.0:8080", "0.0.0.0:4433"]);
+        let both = |http: &str, quic: &str| Addresses { http: http.into(), quic: Some(quic.into()) };
+        assert_eq!(announced_addresses(&config, http, quic), both("0.0.0.0:8080", "0.0.0.0:4433"));
         config.http.advertise = Some("core-1.example:8080".into());
         config.quic.as_mut().unwrap().advertise = Some("core-1.example:4433".into());
-        assert_eq!(announced_addresses(&config, http, quic), ["core-1.example:8080", "core-1.example:4433"]);
+        assert_eq!(announced_addresses(&config, http, quic), both("core-1.example:8080", "core-1.example:4433"));
         config.quic = None;
-        assert_eq!(announced_addresses(&config, http, None), ["core-1.example:8080"]);
+        assert_eq!(announced_addresses(&config, http, None), Addresses { http: "core-1.example:8080".into(), quic: None });
     }
 }

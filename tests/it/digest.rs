@@ -850,11 +850,14 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
         assert_eq!(raws.get(raw), Some(&1), "{raw} once after the swap");
         assert_eq!(after.row(raw).parser.as_deref(), Some("json"), "{raw} re-parsed");
     }
+    let disk = std::fs::read_to_string(two.data_dir.join("disk-id")).expect("core-2's data directory has an id");
     for segment in after.state.partitions().flat_map(|p| after.state.segments(p)) {
         let name = weir_segment::segment_file_name(&segment.info.segment_id);
         assert!(two.data_dir.join("segments").join(&name).is_file(), "{name} is core-2's");
-        assert!(segment.copies.contains(&weir_global::Location::Node("core-2".into())), "{name}: {:?}", segment.copies);
+        assert!(segment.copies.contains(&weir_global::Location::node("core-2", disk.trim())), "{name}: {:?}", segment.copies);
+        assert!(!segment.staged, "{name} swapped in");
     }
+    assert!(!two.data_dir.join("staging").read_dir().is_ok_and(|mut d| d.next().is_some()), "the reparse's staging directory is gone");
     drop((core_1, core_2));
 }
 

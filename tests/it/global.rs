@@ -223,7 +223,9 @@ async fn global_dump_prints_the_nodes() {
     let dumped: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("dump prints JSON ({e}): {stderr}"));
     let nodes = dumped["state"]["nodes"].as_object().unwrap_or_else(|| panic!("no nodes in {dumped}"));
     assert!(nodes.contains_key("core-1") && nodes.contains_key("core-2"), "{dumped}");
-    assert_eq!(nodes["core-1"]["addresses"][0], format!("127.0.0.1:{}", spec1.http_port));
+    assert_eq!(nodes["core-1"]["addresses"]["http"], format!("127.0.0.1:{}", spec1.http_port));
+    assert!(nodes["core-1"]["disk_id"].as_str().is_some_and(|d| d.starts_with("disk-")), "{dumped}");
+    assert_ne!(nodes["core-1"]["disk_id"], nodes["core-2"]["disk_id"], "each data directory has its own id");
     core1.stop().await;
     core2.stop().await;
 }

@@ -1,15 +1,21 @@
 //! The command records of the Global topic: a versioned envelope around one change.
 //!
-//! A record is JSON: `{ "v": 1, "id": "<command id>", "node": "<issuer>", "cmd": { "type": ..., ... } }`.
+//! A record is JSON: `{ "v": 2, "id": "<command id>", "node": "<issuer>", "cmd": { "type": ..., ... } }`.
 //! The version is part of the contract: a node that meets a version it does not know must
 //! stop applying (every later command may depend on it), never skip it, or its state would
 //! silently diverge from the nodes that understood it. A record of a known version that
 //! does not parse is skipped by every node of that version alike, so it is a rejection.
+//!
+//! Versions: 1 (addresses as a list, node copies without a disk, reparse registering its
+//! new segments in the swap) is still read, so a log written by older nodes replays, and
+//! [`crate::State::apply`] checks it by its own rules ([`v1`]); this build writes 2 only.
 
 use serde::{Deserialize, Serialize};
 
-/// The only envelope version this build writes and applies.
-pub const VERSION: u32 = 1;
+/// The envelope version this build writes.
+pub const VERSION: u32 = 2;
+/// The oldest envelope version this build still applies.
+pub const OLDEST_VERSION: u32 = 1;
 
 /// One change to Global, as written to the topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,8 +43,10 @@ impl Command {
         serde_json::to_vec(self).expect("a Command always serialises")
     }
 
-    /// Parses a record. An unknown version is [`DecodeError::UnsupportedVersion`] (stop),
-    /// anything else unreadable is [`DecodeError::Malformed`] (skip, as every node does).
+    /// Parses a record of any version this build applies (a version 1 record comes back
+    /// in today's shapes, with `v: 1`). An unknown version is
+    /// [`DecodeError::UnsupportedVersion`] (stop), anything else unreadable is
+    /// [`DecodeError::Malformed`] (skip, as every node does).
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
         #[derive(Deserialize)]
         struct Version {
@@ -48,6 +56,7 @@ impl Command {
         let version: Version = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match version.v {
             Some(VERSION) => serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string())),
+            Some(1) => serde_json::from_slice::<v1::Command>(bytes).map(v1::Command::upgrade).map_err(|e| DecodeError::Malformed(e.to_string())),
             Some(v) => Err(DecodeError::UnsupportedVersion(v)),
             None => Err(DecodeError::Malformed("no envelope version `v`".into())),
         }
@@ -57,7 +66,7 @@ impl Command {
 /// Why a record is not a command this build can apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("Global command of envelope version {0}; this node applies version {VERSION} only: upgrade it")]
+    #[error("Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it")]
     UnsupportedVersion(u32),
     #[error("malformed Global command: {0}")]
     Malformed(String),
@@ -67,18 +76,19 @@ pub enum DecodeError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Cmd {
-    /// A node says it is alive and where to reach it. Precondition: `node_id` is the
-    /// issuer, and `at_ms` (the issuer's clock, carried as data) is not older than the
-    /// heartbeat stored, so a delayed record cannot roll a node back. `digest` says whether
-    /// the node takes ingest partitions to digest (false: an ingest-only core); records
-    /// written before the field existed read as true.
+    /// A node says it is alive, where to reach it and which disk it has. Precondition:
+    /// `node_id` is the issuer, and `at_ms` (the issuer's clock, carried as data) is not
+    /// older than the heartbeat stored, so a delayed record cannot roll a node back.
+    /// `digest` says whether the node takes ingest partitions to digest (false: an
+    /// ingest-only core). `disk_id` names the data directory (created with it): a node
+    /// whose disk was wiped comes back with a new one, and its old copies stop counting.
     NodeHeartbeat {
         node_id: String,
-        addresses: Vec<String>,
+        addresses: Addresses,
         zone: String,
         at_ms: u64,
-        #[serde(default = "crate::state::yes")]
         digest: bool,
+        disk_id: String,
     },
     /// `node_id` becomes the digest owner of `partition`. Precondition: `epoch` is the
     /// partition's epoch + 1, so of two claims for the same epoch the first in the log wins.
@@ -86,16 +96,48 @@ pub enum Cmd {
     /// The owner of `segment.partition` stored its offsets `[offset_start, offset_end)` in
     /// a segment. Preconditions: `epoch` is the partition's current epoch and the issuer
     /// its owner (a paused former owner is refused), the id is new, and `offset_start` is
-    /// the partition's `next_offset` (no gap, no overlap). Then `next_offset = offset_end`
-    /// and `dedup` (the batch parts the segment stored) enters the partition's dedup state.
+    /// the partition's `next_offset` (no gap, no overlap). Then `next_offset = offset_end`,
+    /// and `dedup` (the batch parts the segment stored) enters the partition's dedup state
+    /// and stays on the segment, so a re-digest of its range stores exactly those parts.
     RegisterSegment { epoch: u64, segment: SegmentInfo, dedup: Vec<StoredBatches> },
-    /// A verified copy of a segment exists at `location`. Precondition (I6): the segment
-    /// exists and `verified_blake3` is its hash; the location is not counted yet.
+    /// A verified copy of a segment exists at `location`. Preconditions (I6): the segment
+    /// exists (registered or staged) and `verified_blake3` is its hash; the location is not
+    /// counted yet; a node copy comes from that node, known to Global, on its current disk.
     AddCopy { segment_id: String, location: Location, verified_blake3: String },
-    /// Re-parse: `new` replaces `old` in one step. Preconditions: every `old` exists (once),
-    /// every `new` id is new, and per partition the `new` tile exactly the offsets the
-    /// `old` covered. Copies of `old` are not carried over: the new files need their own.
-    ReplaceSegments { old: Vec<String>, new: Vec<SegmentInfo> },
+    /// The copy at `location` is gone or bad (`reason` says which). Preconditions: the copy
+    /// is recorded; a node copy is removed by that node.
+    RemoveCopy { segment_id: String, location: Location, reason: String },
+    /// A segment that replaces others once it is safe (reparse, merge): known to Global
+    /// so that copies can be recorded for it, but not yet part of its partition (queries
+    /// and the safe offset ignore it). Preconditions: a new id, a well-formed segment.
+    /// `stored` are the batch parts it holds (those of the segments it will replace).
+    StageSegment { segment: SegmentInfo, stored: Vec<StoredBatches> },
+    /// A staged segment that will not be swapped in (its writer gave up) leaves Global;
+    /// its copies go with it. Precondition: it is staged.
+    DropStaged { segment_id: String },
+    /// Staged `new` replace registered `old` in one step. Preconditions (the fence): every
+    /// `old` is registered (once), every `new` is staged (once) with at least one copy, and
+    /// per partition the `new` tile exactly the offsets the `old` covered. A replacement
+    /// that lost a race (an old segment already replaced) is refused whole. The new
+    /// segments keep the copies recorded while they were staged.
+    ReplaceSegments { old: Vec<String>, new: Vec<String> },
+    /// Version 1's re-parse: `new` registered in the swap itself, without copies. Read from
+    /// old logs only; never written.
+    #[serde(skip)]
+    ReplaceSegmentsV1 { old: Vec<String>, new: Vec<SegmentInfo> },
+}
+
+/// Where a node is reached. Named, not positional, so an address added later cannot be
+/// mistaken for another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Addresses {
+    /// The HTTP listener (ingest, read API), `host:port`.
+    pub http: String,
+    /// The QUIC listener (edges, peers), `host:port`; none for a core without `[quic]`,
+    /// which then cannot serve its segments to other nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic: Option<String>,
 }
 
 /// A segment as registered: one contiguous Kafka offset range of one partition.
@@ -133,10 +175,26 @@ impl SegmentInfo {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Location {
-    /// On a core node's disk.
-    Node(String),
+    /// On a core node's disk: the node and the disk id it had when it verified the copy.
+    /// Copies recorded by version 1 have an empty disk id: they locate a file, but never
+    /// count as safe.
+    Node { node: String, disk: String },
     /// In the bucket, under this key.
     Bucket(String),
+}
+
+impl Location {
+    pub fn node(node: impl Into<String>, disk: impl Into<String>) -> Location {
+        Location::Node { node: node.into(), disk: disk.into() }
+    }
+
+    /// The node holding a node copy.
+    pub fn node_id(&self) -> Option<&str> {
+        match self {
+            Location::Node { node, .. } => Some(node),
+            Location::Bucket(_) => None,
+        }
+    }
 }
 
 /// The batch parts of one edge incarnation that a segment stored (compact: whole batches
@@ -162,4 +220,70 @@ pub struct StoredPart {
     pub seq: u64,
     pub part: u32,
     pub parts: u32,
+}
+
+/// Version 1 of the records, as older nodes wrote them: decoded into today's shapes.
+pub mod v1 {
+    use serde::Deserialize;
+
+    use super::{Addresses, SegmentInfo, StoredBatches};
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Command {
+        id: String,
+        node: String,
+        cmd: Cmd,
+        #[allow(dead_code, reason = "read to be refused if missing; the caller matched it")]
+        v: u32,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+    enum Cmd {
+        NodeHeartbeat {
+            node_id: String,
+            /// `[http, quic]`, the QUIC one missing without `[quic]`.
+            addresses: Vec<String>,
+            zone: String,
+            at_ms: u64,
+            #[serde(default = "crate::state::yes")]
+            digest: bool,
+        },
+        ClaimPartition { partition: u32, node_id: String, epoch: u64 },
+        RegisterSegment { epoch: u64, segment: SegmentInfo, dedup: Vec<StoredBatches> },
+        AddCopy { segment_id: String, location: Location, verified_blake3: String },
+        ReplaceSegments { old: Vec<String>, new: Vec<SegmentInfo> },
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Location {
+        Node(String),
+        Bucket(String),
+    }
+
+    impl Command {
+        pub(super) fn upgrade(self) -> super::Command {
+            let cmd = match self.cmd {
+                Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest } => {
+                    let mut addresses = addresses.into_iter();
+                    let addresses = Addresses { http: addresses.next().unwrap_or_default(), quic: addresses.next() };
+                    // No disk id: the node's copies of version 1 never count as safe.
+                    super::Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest, disk_id: String::new() }
+                }
+                Cmd::ClaimPartition { partition, node_id, epoch } => super::Cmd::ClaimPartition { partition, node_id, epoch },
+                Cmd::RegisterSegment { epoch, segment, dedup } => super::Cmd::RegisterSegment { epoch, segment, dedup },
+                Cmd::AddCopy { segment_id, location, verified_blake3 } => {
+                    let location = match location {
+                        Location::Node(node) => super::Location::Node { node, disk: String::new() },
+                        Location::Bucket(key) => super::Location::Bucket(key),
+                    };
+                    super::Cmd::AddCopy { segment_id, location, verified_blake3 }
+                }
+                Cmd::ReplaceSegments { old, new } => super::Cmd::ReplaceSegmentsV1 { old, new },
+            };
+            super::Command { v: 1, id: self.id, node: self.node, cmd }
+        }
+    }
 }

@@ -49,13 +49,16 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    /// Whether part `part` of batch `batch` is stored in a registered segment (or, for the
-    /// digest's own overlay, marked). `false` for anything forgotten (see the module doc).
-    pub fn is_stored(&self, batch: &BatchId, part: u32) -> bool {
+    /// Whether part `part` of `parts` of batch `batch` is stored in a registered segment
+    /// (or, for the digest's own overlay, marked). `false` for anything forgotten (see the
+    /// module doc), and for a part of a batch split differently from the copy stored: two
+    /// cores may split one batch into different parts, and part 2 of 3 holds other events
+    /// than part 1 of 2; only a batch stored whole answers for every split of it.
+    pub fn is_stored(&self, batch: &BatchId, part: u32, parts: u32) -> bool {
         self.edges
             .get(&batch.edge_id)
             .and_then(|incarnations| incarnations.get(&batch.incarnation))
-            .is_some_and(|window| window.is_stored(batch.seq, part))
+            .is_some_and(|window| window.is_stored(batch.seq, part, parts))
     }
 
     /// Records what a segment stored; `offset` (the Global offset of the command) orders
@@ -113,8 +116,9 @@ pub struct Window {
     end: u64,
     /// Seqs with every part stored: sorted, disjoint, non-adjacent `[start, end)` ranges.
     whole: Vec<(u64, u64)>,
-    /// Seqs of which only some parts are stored: seq → (parts, stored parts).
-    partial: BTreeMap<u64, (u32, BTreeSet<u32>)>,
+    /// Seqs of which only some parts are stored: seq → part count → stored parts. Several
+    /// counts for one seq when cores split the batch differently.
+    partial: BTreeMap<u64, BTreeMap<u32, BTreeSet<u32>>>,
     /// Global offset of the last command that marked something here.
     last_offset: u64,
 }
@@ -124,7 +128,7 @@ impl Window {
         self.end.saturating_sub(WINDOW_SEQS)
     }
 
-    fn is_stored(&self, seq: u64, part: u32) -> bool {
+    fn is_stored(&self, seq: u64, part: u32, parts: u32) -> bool {
         if seq >= self.end || seq < self.floor() {
             return false;
         }
@@ -133,7 +137,7 @@ impl Window {
         if i > 0 && seq < self.whole[i - 1].1 {
             return true;
         }
-        self.partial.get(&seq).is_some_and(|(_, parts)| parts.contains(&part))
+        self.partial.get(&seq).and_then(|splits| splits.get(&parts)).is_some_and(|stored| stored.contains(&part))
     }
 
     fn mark_whole(&mut self, start: u64, end: u64) {
@@ -160,14 +164,14 @@ impl Window {
     }
 
     fn mark_part(&mut self, seq: u64, part: u32, parts: u32) {
-        if part >= parts || self.is_stored(seq, part) {
+        if part >= parts || self.is_stored(seq, part, parts) {
             return;
         }
         self.end = self.end.max(seq + 1);
-        // The first count seen for a seq stays: every copy of a batch has the same count.
-        let entry = self.partial.entry(seq).or_insert_with(|| (parts, BTreeSet::new()));
-        entry.1.insert(part);
-        if entry.1.len() as u64 >= u64::from(entry.0) {
+        let stored = self.partial.entry(seq).or_default().entry(parts).or_default();
+        stored.insert(part);
+        // Every part of one split stored: every event of the batch is.
+        if stored.len() as u64 >= u64::from(parts) {
             self.mark_whole(seq, seq + 1);
         }
     }
@@ -201,7 +205,7 @@ mod tests {
         d.mark(&[whole("e", "i", &[(0, 3), (5, 6)])], 1);
         let table = [(0, true), (2, true), (3, false), (4, false), (5, true), (6, false), (100, false)];
         for (seq, stored) in table {
-            assert_eq!(d.is_stored(&id("e", "i", seq), 0), stored, "seq {seq}");
+            assert_eq!(d.is_stored(&id("e", "i", seq), 0, 1), stored, "seq {seq}");
         }
         d.mark(&[whole("e", "i", &[(3, 5)])], 2);
         assert_eq!(d.edges["e"]["i"].whole, vec![(0, 6)], "adjacent ranges merge");
@@ -213,13 +217,40 @@ mod tests {
         let part = |part| StoredPart { seq: 7, part, parts: 3 };
         let batches = StoredBatches { edge_id: "e".into(), incarnation: "i".into(), whole: vec![], parts: vec![part(0), part(1)] };
         d.mark(std::slice::from_ref(&batches), 1);
-        assert!(d.is_stored(&id("e", "i", 7), 1));
-        assert!(!d.is_stored(&id("e", "i", 7), 2), "the next segment holds part 2");
+        assert!(d.is_stored(&id("e", "i", 7), 1, 3));
+        assert!(!d.is_stored(&id("e", "i", 7), 2, 3), "the next segment holds part 2");
         let rest = StoredBatches { parts: vec![part(2)], ..batches };
         d.mark(&[rest], 2);
-        assert!(d.is_stored(&id("e", "i", 7), 2));
+        assert!(d.is_stored(&id("e", "i", 7), 2, 3));
+        assert!(d.is_stored(&id("e", "i", 7), 1, 2), "a batch stored whole answers for any split");
         let w = &d.edges["e"]["i"];
         assert!(w.partial.is_empty() && w.whole == vec![(7, 8)], "a complete batch becomes a whole one: {w:?}");
+    }
+
+    #[test]
+    fn a_part_of_a_batch_split_differently_is_not_stored() {
+        // Core A split batch 7 into 3 records and died after storing parts 0 and 1; core B
+        // split the resend into 2. Part 1 of 2 holds events of A's part 2, which is not
+        // stored: matching on the part index alone would drop them.
+        let mut d = Dedup::default();
+        let split = |parts: &[(u32, u32)]| StoredBatches {
+            edge_id: "e".into(),
+            incarnation: "i".into(),
+            whole: vec![],
+            parts: parts.iter().map(|&(part, parts)| StoredPart { seq: 7, part, parts }).collect(),
+        };
+        d.mark(&[split(&[(0, 3), (1, 3)])], 1);
+        let b = id("e", "i", 7);
+        assert!(!d.is_stored(&b, 0, 2) && !d.is_stored(&b, 1, 2), "kept: at worst a duplicate, never a loss");
+        assert!(d.is_stored(&b, 1, 3), "the same split is recognised");
+        d.mark(&[split(&[(0, 2)])], 2);
+        assert!(d.is_stored(&b, 0, 2) && !d.is_stored(&b, 1, 2));
+        assert!(!d.is_stored(&b, 2, 3), "a third split of A's plan still missing");
+        d.mark(&[split(&[(1, 2)])], 3);
+        for (part, parts) in [(0, 3), (1, 3), (2, 3), (0, 2), (1, 2), (0, 1)] {
+            assert!(d.is_stored(&b, part, parts), "B stored every part of its split: the batch is whole ({part} of {parts})");
+        }
+        assert!(d.edges["e"]["i"].partial.is_empty());
     }
 
     #[test]
@@ -228,9 +259,9 @@ mod tests {
         d.mark(&[whole("e", "i", &[(0, 10)])], 1);
         d.mark(&[whole("e", "i", &[(WINDOW_SEQS + 5, WINDOW_SEQS + 6)])], 2);
         // end = WINDOW_SEQS + 6, floor = 6: seqs 0..6 forgotten (kept by the digest: at worst a duplicate).
-        assert!(!d.is_stored(&id("e", "i", 5), 0));
-        assert!(d.is_stored(&id("e", "i", 6), 0));
-        assert!(d.is_stored(&id("e", "i", 9), 0));
+        assert!(!d.is_stored(&id("e", "i", 5), 0, 1));
+        assert!(d.is_stored(&id("e", "i", 6), 0, 1));
+        assert!(d.is_stored(&id("e", "i", 9), 0, 1));
         assert_eq!(d.edges["e"]["i"].whole, vec![(6, 10), (WINDOW_SEQS + 5, WINDOW_SEQS + 6)]);
     }
 
@@ -241,8 +272,8 @@ mod tests {
             d.mark(&[whole("e", &format!("i{n}"), &[(0, 1)])], 10 + n);
         }
         assert_eq!(d.incarnations(), MAX_INCARNATIONS);
-        assert!(!d.is_stored(&id("e", "i0", 0), 0), "the oldest went");
-        assert!(d.is_stored(&id("e", "i1", 0), 0));
-        assert!(d.is_stored(&id("e", &format!("i{MAX_INCARNATIONS}"), 0), 0));
+        assert!(!d.is_stored(&id("e", "i0", 0), 0, 1), "the oldest went");
+        assert!(d.is_stored(&id("e", "i1", 0), 0, 1));
+        assert!(d.is_stored(&id("e", &format!("i{MAX_INCARNATIONS}"), 0), 0, 1));
     }
 }

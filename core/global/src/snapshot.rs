@@ -3,7 +3,7 @@
 //! doubt about it (damaged, truncated, of another format) is an error, and the node then
 //! rebuilds from offset 0, which is always possible while the topic keeps its history.
 //!
-//! Layout: `WEIRGLB1` | blake3 of the body (32 bytes) | body length (u64 BE) | body (JSON).
+//! Layout: `WEIRGLB2` (2: state of Global record version 2; an older snapshot is rebuilt from the topic) | blake3 of the body (32 bytes) | body length (u64 BE) | body (JSON).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use weir_node::atomic_write::{AtomicWrite, AtomicWriteError};
 
 use crate::state::State;
 
-const MAGIC: &[u8; 8] = b"WEIRGLB1";
+const MAGIC: &[u8; 8] = b"WEIRGLB2";
 const HEADER: usize = MAGIC.len() + 32 + 8;
 
 /// The state as of `applied_offset` (`None`: nothing applied yet).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use weir_proto::wire::BatchId;
 
-use crate::command::{Cmd, Command, DecodeError, Location, SegmentInfo, StoredBatches, VERSION};
+use crate::command::{Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StoredBatches, VERSION};
 use crate::dedup::Dedup;
 
 /// Command ids remembered to recognise a retried copy of a command.
@@ -30,13 +30,14 @@ pub struct State {
 /// A core node as it last announced itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
-    pub addresses: Vec<String>,
+    pub addresses: Addresses,
     pub zone: String,
     /// The node's own clock at its last heartbeat (data, not this node's clock).
     pub heartbeat_ms: u64,
     /// Whether the node digests (takes ingest partitions); false for an ingest-only core.
-    #[serde(default = "yes")]
     pub digest: bool,
+    /// The id of the node's data directory; empty for a node last heard of by version 1.
+    pub disk_id: String,
 }
 
 /// serde's default for flags that were always on before they existed.
@@ -63,11 +64,15 @@ pub struct PartitionState {
     pub next_offset: u64,
 }
 
-/// A registered segment and its verified copies.
+/// A registered (or staged) segment and its verified copies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
     pub info: SegmentInfo,
     pub copies: BTreeSet<Location>,
+    /// The batch parts the segment holds: what a re-digest of its offsets must store.
+    pub stored: Vec<StoredBatches>,
+    /// Staged: waiting to replace registered segments, not yet part of its partition.
+    pub staged: bool,
 }
 
 /// When a segment counts as safe for [`State::safe_offset`] (I5).
@@ -124,6 +129,22 @@ pub enum Rejection {
     CopyExists { segment_id: String, location: Location },
     #[error("a replacement needs at least one old segment")]
     EmptyReplacement,
+    #[error("{issuer} cannot record or remove a copy on node {node}: only that node can")]
+    CopyOfOtherNode { issuer: String, node: String },
+    #[error("node {node} is not known to Global (no heartbeat)")]
+    UnknownNode { node: String },
+    #[error("copy on node {node} names disk {disk:?}, the node's current disk is {current:?}")]
+    StaleDisk { node: String, disk: String, current: String },
+    #[error("heartbeat of {node_id} names no disk id")]
+    NoDiskId { node_id: String },
+    #[error("segment {segment_id} has no copy at {location:?}")]
+    NoSuchCopy { segment_id: String, location: Location },
+    #[error("segment {segment_id} is not staged")]
+    NotStaged { segment_id: String },
+    #[error("segment {segment_id} is staged, not registered: it cannot be replaced")]
+    StagedNotRegistered { segment_id: String },
+    #[error("staged segment {segment_id} has no verified copy yet: swapping it in would lose its offsets")]
+    NoCopy { segment_id: String },
     #[error("partition {partition}: the new segments cover {new:?}, the old ones {old:?}")]
     RangesDiffer { partition: u32, old: Vec<(u64, u64)>, new: Vec<(u64, u64)> },
     #[error("malformed record: {0}")]
@@ -136,7 +157,7 @@ pub enum Rejection {
 pub enum ApplyError {
     #[error("offset {offset} is not after the last applied offset {applied}: commands apply once, in log order")]
     NotAfter { offset: u64, applied: u64 },
-    #[error("Global command of envelope version {0}; this node applies version {VERSION} only: upgrade it")]
+    #[error("Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it")]
     UnsupportedVersion(u32),
 }
 
@@ -167,7 +188,7 @@ impl State {
     /// Applies the command at `offset`. Deterministic: it reads nothing but `self` and
     /// its arguments. A rejected command still advances [`applied_offset`](Self::applied_offset).
     pub fn apply(&mut self, offset: u64, command: &Command) -> Result<Outcome, ApplyError> {
-        if command.v != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&command.v) {
             return Err(ApplyError::UnsupportedVersion(command.v));
         }
         self.advance(offset)?;
@@ -206,9 +227,12 @@ impl State {
     /// Every precondition, without changing anything.
     fn check(&self, command: &Command) -> Result<(), Rejection> {
         match &command.cmd {
-            Cmd::NodeHeartbeat { node_id, at_ms, .. } => {
+            Cmd::NodeHeartbeat { node_id, at_ms, disk_id, .. } => {
                 if *node_id != command.node {
                     return Err(Rejection::HeartbeatForOtherNode { issuer: command.node.clone(), node_id: node_id.clone() });
+                }
+                if command.v >= 2 && disk_id.is_empty() {
+                    return Err(Rejection::NoDiskId { node_id: node_id.clone() });
                 }
                 match self.nodes.get(node_id) {
                     Some(node) if node.heartbeat_ms > *at_ms => {
@@ -255,9 +279,65 @@ impl State {
                 if segment.copies.contains(location) {
                     return Err(Rejection::CopyExists { segment_id: segment_id.clone(), location: location.clone() });
                 }
+                // Version 1 copies were self-declared; they never count as safe (no disk).
+                if command.v >= 2
+                    && let Location::Node { node, disk } = location
+                {
+                    self.check_node_copy(&command.node, node)?;
+                    let current = &self.nodes.get(node).expect("checked known").disk_id;
+                    if disk != current || disk.is_empty() {
+                        return Err(Rejection::StaleDisk { node: node.clone(), disk: disk.clone(), current: current.clone() });
+                    }
+                }
                 Ok(())
             }
-            Cmd::ReplaceSegments { old, new } => self.check_replacement(old, new),
+            Cmd::RemoveCopy { segment_id, location, .. } => {
+                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
+                if !segment.copies.contains(location) {
+                    return Err(Rejection::NoSuchCopy { segment_id: segment_id.clone(), location: location.clone() });
+                }
+                if let Location::Node { node, .. } = location {
+                    self.check_node_copy(&command.node, node)?;
+                }
+                Ok(())
+            }
+            Cmd::StageSegment { segment, stored } => {
+                self.check_new_segment(segment)?;
+                check_dedup(&segment.segment_id, stored)
+            }
+            Cmd::DropStaged { segment_id } => match self.segments.get(segment_id) {
+                Some(segment) if segment.staged => Ok(()),
+                Some(_) => Err(Rejection::NotStaged { segment_id: segment_id.clone() }),
+                None => Err(Rejection::UnknownSegment { segment_id: segment_id.clone() }),
+            },
+            Cmd::ReplaceSegments { old, new } => {
+                let mut seen = BTreeSet::new();
+                let mut ranges = Vec::with_capacity(new.len());
+                for id in new {
+                    if !seen.insert(id.as_str()) {
+                        return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
+                    }
+                    let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
+                    if !segment.staged {
+                        return Err(Rejection::NotStaged { segment_id: id.clone() });
+                    }
+                    if segment.copies.is_empty() {
+                        return Err(Rejection::NoCopy { segment_id: id.clone() });
+                    }
+                    ranges.push(&segment.info);
+                }
+                self.check_replacement(old, &ranges, &seen)
+            }
+            Cmd::ReplaceSegmentsV1 { old, new } => {
+                let mut seen = BTreeSet::new();
+                for segment in new {
+                    if !seen.insert(segment.segment_id.as_str()) {
+                        return Err(Rejection::SegmentRepeated { segment_id: segment.segment_id.clone() });
+                    }
+                    self.check_new_segment(segment)?;
+                }
+                self.check_replacement(old, &new.iter().collect::<Vec<_>>(), &seen)
+            }
         }
     }
 
@@ -278,26 +358,38 @@ impl State {
         Ok(())
     }
 
-    fn check_replacement(&self, old: &[String], new: &[SegmentInfo]) -> Result<(), Rejection> {
+    /// A node copy of `node` is recorded or removed by `issuer`: that node, known to Global.
+    fn check_node_copy(&self, issuer: &str, node: &str) -> Result<(), Rejection> {
+        if issuer != node {
+            return Err(Rejection::CopyOfOtherNode { issuer: issuer.to_owned(), node: node.to_owned() });
+        }
+        if !self.nodes.contains_key(node) {
+            return Err(Rejection::UnknownNode { node: node.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// `old` are registered segments, once each and none of `new` (whose ids are in
+    /// `seen`), and per partition `new` tile exactly what `old` covered.
+    fn check_replacement(&self, old: &[String], new: &[&SegmentInfo], seen: &BTreeSet<&str>) -> Result<(), Rejection> {
         if old.is_empty() {
             return Err(Rejection::EmptyReplacement);
         }
         // partition → (old ranges, new ranges)
         let mut ranges: BTreeMap<u32, (Vec<Range>, Vec<Range>)> = BTreeMap::new();
-        let mut seen = BTreeSet::new();
+        let mut old_seen = BTreeSet::new();
         for id in old {
-            if !seen.insert(id.as_str()) {
+            if !old_seen.insert(id.as_str()) || seen.contains(id.as_str()) {
                 return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
             }
             let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
+            if segment.staged {
+                return Err(Rejection::StagedNotRegistered { segment_id: id.clone() });
+            }
             let info = &segment.info;
             ranges.entry(info.partition).or_default().0.push((info.offset_start, info.offset_end));
         }
         for segment in new {
-            if !seen.insert(segment.segment_id.as_str()) {
-                return Err(Rejection::SegmentRepeated { segment_id: segment.segment_id.clone() });
-            }
-            self.check_new_segment(segment)?;
             ranges.entry(segment.partition).or_default().1.push((segment.offset_start, segment.offset_end));
         }
         for (partition, (old, new)) in ranges {
@@ -317,8 +409,9 @@ impl State {
     /// Makes the change; [`check`](Self::check) passed.
     fn change(&mut self, offset: u64, command: &Command) {
         match &command.cmd {
-            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest } => {
-                let node = Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms, digest: *digest };
+            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest, disk_id } => {
+                let node =
+                    Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms, digest: *digest, disk_id: disk_id.clone() };
                 self.nodes.insert(node_id.clone(), node);
             }
             Cmd::ClaimPartition { partition, node_id, epoch } => {
@@ -331,7 +424,7 @@ impl State {
                 part.next_offset = segment.offset_end;
                 part.segments.insert(segment.offset_start, segment.segment_id.clone());
                 part.dedup.mark(dedup, offset);
-                let stored = Segment { info: segment.clone(), copies: BTreeSet::new() };
+                let stored = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: dedup.clone(), staged: false };
                 self.segments.insert(segment.segment_id.clone(), stored);
             }
             Cmd::AddCopy { segment_id, location, .. } => {
@@ -339,19 +432,54 @@ impl State {
                     segment.copies.insert(location.clone());
                 }
             }
+            Cmd::RemoveCopy { segment_id, location, .. } => {
+                if let Some(segment) = self.segments.get_mut(segment_id) {
+                    segment.copies.remove(location);
+                }
+            }
+            Cmd::StageSegment { segment, stored } => {
+                let staged = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: stored.clone(), staged: true };
+                self.segments.insert(segment.segment_id.clone(), staged);
+            }
+            Cmd::DropStaged { segment_id } => {
+                self.segments.remove(segment_id);
+            }
             Cmd::ReplaceSegments { old, new } => {
-                for id in old {
-                    if let Some(segment) = self.segments.remove(id)
-                        && let Some(part) = self.partitions.get_mut(&segment.info.partition)
-                    {
-                        part.segments.remove(&segment.info.offset_start);
+                self.unlink(old);
+                for id in new {
+                    if let Some(segment) = self.segments.get_mut(id) {
+                        segment.staged = false;
+                        let part = self.partitions.entry(segment.info.partition).or_default();
+                        part.segments.insert(segment.info.offset_start, id.clone());
                     }
                 }
+            }
+            Cmd::ReplaceSegmentsV1 { old, new } => {
+                // What the old segments held, by partition: version 1 did not say per segment.
+                let mut stored: BTreeMap<u32, Vec<StoredBatches>> = BTreeMap::new();
+                for id in old {
+                    if let Some(segment) = self.segments.get(id) {
+                        stored.entry(segment.info.partition).or_default().extend(segment.stored.iter().cloned());
+                    }
+                }
+                self.unlink(old);
                 for info in new {
                     let part = self.partitions.entry(info.partition).or_default();
                     part.segments.insert(info.offset_start, info.segment_id.clone());
-                    self.segments.insert(info.segment_id.clone(), Segment { info: info.clone(), copies: BTreeSet::new() });
+                    let held = stored.remove(&info.partition).unwrap_or_default();
+                    self.segments.insert(info.segment_id.clone(), Segment { info: info.clone(), copies: BTreeSet::new(), stored: held, staged: false });
                 }
+            }
+        }
+    }
+
+    /// Removes registered segments from Global and their partitions.
+    fn unlink(&mut self, ids: &[String]) {
+        for id in ids {
+            if let Some(segment) = self.segments.remove(id)
+                && let Some(part) = self.partitions.get_mut(&segment.info.partition)
+            {
+                part.segments.remove(&segment.info.offset_start);
             }
         }
     }
@@ -393,14 +521,22 @@ impl State {
         self.segments.get(id)
     }
 
+    /// Whether `info` is registered (not only staged) with the same bytes: a writer whose
+    /// registration was refused asks this before deleting its file, since the refusal may
+    /// be of a retry whose first copy applied long ago (beyond the [`RECENT_COMMANDS`] that
+    /// recognise a duplicate, and rejected then as stale or overlapping).
+    pub fn holds(&self, info: &SegmentInfo) -> bool {
+        self.segments.get(&info.segment_id).is_some_and(|s| !s.staged && s.info.blake3 == info.blake3)
+    }
+
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
         &self.nodes
     }
 
-    /// Whether part `part` of `batch` is stored in a registered segment of partition `p`
-    /// (see [`crate::dedup`] for what is remembered and for how long).
-    pub fn is_stored(&self, p: u32, batch: &BatchId, part: u32) -> bool {
-        self.partitions.get(&p).is_some_and(|part_state| part_state.dedup.is_stored(batch, part))
+    /// Whether part `part` of `parts` of `batch` is stored in a registered segment of
+    /// partition `p` (see [`crate::dedup`] for what is remembered and for how long).
+    pub fn is_stored(&self, p: u32, batch: &BatchId, part: u32, parts: u32) -> bool {
+        self.partitions.get(&p).is_some_and(|part_state| part_state.dedup.is_stored(batch, part, parts))
     }
 
     /// The dedup state of `p`, for the digest to copy and extend with the segment it builds.
@@ -408,12 +544,25 @@ impl State {
         self.partitions.get(&p).map(|part| part.dedup.clone()).unwrap_or_default()
     }
 
+    /// The nodes whose copy of `segment` counts: on the disk the node announces now (a
+    /// wiped node's old copies do not), among `live` ones.
+    pub fn counted_node_copies<'a>(&'a self, segment: &'a Segment, live: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = &'a str> + 'a {
+        segment.copies.iter().filter_map(move |location| match location {
+            Location::Node { node, disk } if !disk.is_empty() && live(node) && self.nodes.get(node).is_some_and(|n| n.disk_id == *disk) => {
+                Some(node.as_str())
+            }
+            _ => None,
+        })
+    }
+
     /// The offset below which every record of `p` is in safe segments (I5): the end of the
-    /// longest prefix of its segments each safe under `rule`. Truncation may delete below it.
-    pub fn safe_offset(&self, p: u32, rule: SafetyRule) -> u64 {
+    /// longest prefix of its segments each safe under `rule`, counting node copies of
+    /// `live` nodes on their current disks. Truncation may delete below it.
+    pub fn safe_offset(&self, p: u32, rule: SafetyRule, live: impl Fn(&str) -> bool) -> u64 {
         let mut safe = 0;
         for segment in self.segments(p) {
-            let nodes = segment.copies.iter().filter(|l| matches!(l, Location::Node(_))).count();
+            // A node holds one copy per segment at most (one data directory).
+            let nodes = self.counted_node_copies(segment, &live).count();
             let in_bucket = segment.copies.iter().any(|l| matches!(l, Location::Bucket(_)));
             let enough_nodes = rule.min_node_copies > 0 && nodes >= rule.min_node_copies;
             // Segments tile from 0, so each starts where the previous ended.

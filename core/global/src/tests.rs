@@ -31,6 +31,20 @@ fn register(id: &str, node: &str, epoch: u64, segment: SegmentInfo) -> Command {
     Command::new(id, node, Cmd::RegisterSegment { epoch, segment, dedup: vec![] })
 }
 
+/// A heartbeat of `node` at `at_ms` announcing disk `disk`.
+fn heartbeat(id: &str, node: &str, disk: &str, at_ms: u64) -> Command {
+    let addresses = Addresses { http: format!("{node}:8080"), quic: Some(format!("{node}:4433")) };
+    Command::new(id, node, Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z1".into(), at_ms, digest: true, disk_id: disk.into() })
+}
+
+fn add_copy(id: &str, issuer: &str, segment: &SegmentInfo, location: Location) -> Command {
+    Command::new(id, issuer, Cmd::AddCopy { segment_id: segment.segment_id.clone(), location, verified_blake3: segment.blake3.clone() })
+}
+
+fn everyone(_: &str) -> bool {
+    true
+}
+
 /// Applies commands at offsets 0, 1, ... and returns the outcomes.
 fn run(state: &mut State, commands: &[Command]) -> Vec<Outcome> {
     let start = state.next_offset();
@@ -136,17 +150,66 @@ fn a_copy_counts_only_with_the_segments_hash() {
         &[
             claim("c", "a", 0, 1),
             register("r", "a", 1, s.clone()),
-            add("x1", Location::Node("b".into()), hash(999)),
-            add("x2", Location::Node("b".into()), s.blake3.clone()),
-            add("x3", Location::Node("b".into()), s.blake3.clone()),
-            Command::new("x4", "b", Cmd::AddCopy { segment_id: "nope".into(), location: Location::Node("b".into()), verified_blake3: s.blake3.clone() }),
+            heartbeat("h", "b", "disk-b", 1),
+            add("x1", Location::node("b", "disk-b"), hash(999)),
+            add("x2", Location::node("b", "disk-b"), s.blake3.clone()),
+            add("x3", Location::node("b", "disk-b"), s.blake3.clone()),
+            Command::new("x4", "b", Cmd::AddCopy { segment_id: "nope".into(), location: Location::node("b", "disk-b"), verified_blake3: s.blake3.clone() }),
         ],
     );
-    assert!(matches!(rejection(&outcomes[2]), Rejection::HashMismatch { .. }));
-    assert_eq!(outcomes[3], Outcome::Applied);
-    assert!(matches!(rejection(&outcomes[4]), Rejection::CopyExists { .. }));
-    assert!(matches!(rejection(&outcomes[5]), Rejection::UnknownSegment { .. }));
+    assert!(matches!(rejection(&outcomes[3]), Rejection::HashMismatch { .. }));
+    assert_eq!(outcomes[4], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::CopyExists { .. }));
+    assert!(matches!(rejection(&outcomes[6]), Rejection::UnknownSegment { .. }));
     assert_eq!(state.segment("s1").unwrap().copies.len(), 1);
+}
+
+#[test]
+fn a_node_copy_is_recorded_and_removed_by_that_node_on_its_current_disk() {
+    let mut state = State::default();
+    let s = seg("s1", 0, 0, 10);
+    let remove = |id: &str, issuer: &str, location: Location| {
+        Command::new(id, issuer, Cmd::RemoveCopy { segment_id: "s1".into(), location, reason: "file missing".into() })
+    };
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c", "a", 0, 1),
+            register("r", "a", 1, s.clone()),
+            heartbeat("ha", "a", "disk-a1", 1),
+            // a cannot speak for b, nor for a node Global never heard of.
+            add_copy("x1", "a", &s, Location::node("b", "disk-b")),
+            add_copy("x2", "ghost", &s, Location::node("ghost", "d")),
+            // a's own copy, but on a disk it does not announce.
+            add_copy("x3", "a", &s, Location::node("a", "disk-old")),
+            add_copy("x4", "a", &s, Location::node("a", "disk-a1")),
+            // Only a removes a's copy; a copy not there cannot be removed.
+            remove("x5", "b", Location::node("a", "disk-a1")),
+            remove("x6", "a", Location::node("a", "disk-zz")),
+            // The bucket copy: any node records it (the uploader), and removes it.
+            add_copy("x7", "b", &s, Location::Bucket("k".into())),
+        ],
+    );
+    assert!(matches!(rejection(&outcomes[3]), Rejection::CopyOfOtherNode { .. }), "{:?}", outcomes[3]);
+    assert!(matches!(rejection(&outcomes[4]), Rejection::UnknownNode { .. }), "{:?}", outcomes[4]);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::StaleDisk { .. }), "{:?}", outcomes[5]);
+    assert_eq!(outcomes[6], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[7]), Rejection::CopyOfOtherNode { .. }), "{:?}", outcomes[7]);
+    assert!(matches!(rejection(&outcomes[8]), Rejection::NoSuchCopy { .. }), "{:?}", outcomes[8]);
+    assert_eq!(outcomes[9], Outcome::Applied);
+    let rule = SafetyRule { min_node_copies: 1 };
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 0 }, everyone), 10, "the bucket copy");
+    let outcomes = run(&mut state, &[remove("x8", "a", Location::Bucket("k".into()))]);
+    assert_eq!(outcomes[0], Outcome::Applied);
+    assert_eq!(state.safe_offset(0, rule, everyone), 10, "a's copy on its disk");
+    assert_eq!(state.safe_offset(0, rule, |n| n != "a"), 0, "a dead node's copy does not count");
+    // a's disk is wiped: it comes back with a new disk id, and its old copy stops counting.
+    run(&mut state, &[heartbeat("ha2", "a", "disk-a2", 2)]);
+    assert_eq!(state.safe_offset(0, rule, everyone), 0, "a copy on a wiped disk does not count");
+    let outcomes = run(&mut state, &[remove("x9", "a", Location::node("a", "disk-a1")), add_copy("x10", "a", &s, Location::node("a", "disk-a2"))]);
+    assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
+    assert_eq!(state.segment("s1").unwrap().copies, [Location::node("a", "disk-a2")].into());
+    assert_eq!(state.safe_offset(0, rule, everyone), 10);
 }
 
 #[test]
@@ -158,18 +221,22 @@ fn safe_offset_is_the_end_of_the_safe_prefix() {
     }
     let copy = |id: &str, segment: &str, location: Location| {
         let blake3 = state_hash(segment);
-        Command::new(id, "a", Cmd::AddCopy { segment_id: segment.into(), location, verified_blake3: blake3 })
+        let issuer = location.node_id().unwrap_or("a").to_owned();
+        Command::new(id, issuer, Cmd::AddCopy { segment_id: segment.into(), location, verified_blake3: blake3 })
     };
-    log.push(copy("k1", "s0", Location::Node("a".into())));
-    log.push(copy("k2", "s0", Location::Node("b".into())));
-    log.push(copy("k3", "s1", Location::Node("a".into())));
+    log.push(heartbeat("ha", "a", "da", 1));
+    log.push(heartbeat("hb", "b", "db", 1));
+    log.push(copy("k1", "s0", Location::node("a", "da")));
+    log.push(copy("k2", "s0", Location::node("b", "db")));
+    log.push(copy("k3", "s1", Location::node("a", "da")));
     log.push(copy("k4", "s2", Location::Bucket("p0/s2".into())));
     assert!(run(&mut state, &log).iter().all(|o| *o == Outcome::Applied));
     let table = [(0, 0), (1, 30), (2, 10), (3, 0)];
     for (min_node_copies, expected) in table {
-        assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies }), expected, "min_node_copies {min_node_copies}");
+        assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies }, everyone), expected, "min_node_copies {min_node_copies}");
     }
-    assert_eq!(state.safe_offset(7, SafetyRule { min_node_copies: 1 }), 0, "unknown partition");
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 2 }, |n| n == "a"), 0, "b is dead: s0 has one live copy");
+    assert_eq!(state.safe_offset(7, SafetyRule { min_node_copies: 1 }, everyone), 0, "unknown partition");
 }
 
 /// The hash `seg()` gives the segment of that name in `safe_offset_is_the_end_of_the_safe_prefix`.
@@ -199,50 +266,63 @@ fn dedup_is_updated_by_registered_segments_only() {
     assert!(matches!(rejection(&outcomes[2]), Rejection::Gap { .. }));
     assert_eq!(outcomes[3], Outcome::Applied);
     assert!(matches!(rejection(&outcomes[4]), Rejection::InvalidDedup { .. }), "{:?}", outcomes[4]);
-    assert!(state.is_stored(0, &batch("i1", 4), 0));
-    assert!(state.is_stored(0, &batch("i1", 5), 0));
-    assert!(!state.is_stored(0, &batch("i1", 6), 0), "only in the refused segment");
-    assert!(!state.is_stored(0, &batch("i2", 4), 0), "another incarnation is independent");
-    assert!(!state.is_stored(1, &batch("i1", 4), 0), "another partition is independent");
+    assert!(state.is_stored(0, &batch("i1", 4), 0, 1));
+    assert!(state.is_stored(0, &batch("i1", 5), 0, 1));
+    assert!(!state.is_stored(0, &batch("i1", 6), 0, 1), "only in the refused segment");
+    assert!(!state.is_stored(0, &batch("i2", 4), 0, 1), "another incarnation is independent");
+    assert!(!state.is_stored(1, &batch("i1", 4), 0, 1), "another partition is independent");
     // A new owner after failover sees the same answer: dedup lives in Global.
     run(&mut state, &[claim("c2", "b", 0, 2)]);
-    assert!(state.is_stored(0, &batch("i1", 4), 0));
+    assert!(state.is_stored(0, &batch("i1", 4), 0, 1));
+    // Each segment keeps its own parts, for a re-digest of its range.
+    assert_eq!(state.segment("s1").unwrap().stored, vec![stored("i1", vec![(0, 5)])]);
+    assert_eq!(state.segment("s3").unwrap().stored, vec![stored("i1", vec![(0, 6)])]);
 }
 
 #[test]
-fn replace_segments_swaps_in_one_step_or_not_at_all() {
+fn replace_segments_swaps_staged_segments_in_one_step_or_not_at_all() {
     let mut base = State::default();
-    let mut log = vec![claim("c", "a", 0, 1), claim("c1", "a", 1, 1)];
+    let mut log = vec![claim("c", "a", 0, 1), claim("c1", "a", 1, 1), heartbeat("h", "a", "da", 1)];
     for (i, (p, start, end)) in [(0, 0, 10), (0, 10, 20), (0, 20, 30), (1, 0, 5)].into_iter().enumerate() {
         log.push(register(&format!("r{i}"), "a", 1, seg(&format!("s{i}"), p, start, end)));
     }
     assert!(run(&mut base, &log).iter().all(|o| *o == Outcome::Applied));
-    let old = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     type Expect = fn(&Outcome) -> bool;
     let applied: Expect = |o| *o == Outcome::Applied;
     let differ: Expect = |o| matches!(rejection(o), Rejection::RangesDiffer { .. });
     let table: Vec<(&str, Vec<String>, Vec<SegmentInfo>, Expect)> = vec![
-        ("merge two into one", old(&["s0", "s1"]), vec![seg("m", 0, 0, 20)], applied),
-        ("split one, two partitions", old(&["s1", "s3"]), vec![seg("m1", 0, 10, 15), seg("m2", 0, 15, 20), seg("m3", 1, 0, 5)], applied),
-        ("non-adjacent olds stay apart", old(&["s0", "s2"]), vec![seg("m1", 0, 0, 10), seg("m2", 0, 20, 30)], applied),
-        ("shorter", old(&["s0", "s1"]), vec![seg("m", 0, 0, 19)], differ),
-        ("longer", old(&["s0"]), vec![seg("m", 0, 0, 11)], differ),
-        ("bridging a gap between olds", old(&["s0", "s2"]), vec![seg("m", 0, 0, 30)], differ),
-        ("new ones overlap", old(&["s0"]), vec![seg("m1", 0, 0, 6), seg("m2", 0, 4, 10)], differ),
-        ("wrong partition", old(&["s0"]), vec![seg("m", 1, 0, 10)], differ),
-        ("unknown old", old(&["s0", "zz"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::UnknownSegment { .. })),
-        ("old twice", old(&["s0", "s0"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentRepeated { .. })),
-        ("new id taken", old(&["s0"]), vec![seg("s1", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentExists { .. })),
-        ("nothing old", old(&[]), vec![], |o| matches!(rejection(o), Rejection::EmptyReplacement)),
+        ("merge two into one", ids(&["s0", "s1"]), vec![seg("m", 0, 0, 20)], applied),
+        ("split one, two partitions", ids(&["s1", "s3"]), vec![seg("m1", 0, 10, 15), seg("m2", 0, 15, 20), seg("m3", 1, 0, 5)], applied),
+        ("non-adjacent olds stay apart", ids(&["s0", "s2"]), vec![seg("m1", 0, 0, 10), seg("m2", 0, 20, 30)], applied),
+        ("shorter", ids(&["s0", "s1"]), vec![seg("m", 0, 0, 19)], differ),
+        ("longer", ids(&["s0"]), vec![seg("m", 0, 0, 11)], differ),
+        ("bridging a gap between olds", ids(&["s0", "s2"]), vec![seg("m", 0, 0, 30)], differ),
+        ("new ones overlap", ids(&["s0"]), vec![seg("m1", 0, 0, 6), seg("m2", 0, 4, 10)], differ),
+        ("wrong partition", ids(&["s0"]), vec![seg("m", 1, 0, 10)], differ),
+        ("unknown old", ids(&["s0", "zz"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::UnknownSegment { .. })),
+        ("old twice", ids(&["s0", "s0"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentRepeated { .. })),
+        ("nothing old", ids(&[]), vec![], |o| matches!(rejection(o), Rejection::EmptyReplacement)),
     ];
     for (name, old, new, expected) in table {
         let mut state = base.clone();
-        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.clone() });
+        // Staged, each with a copy on a's disk: only then may they replace anything.
+        let mut staging = vec![];
+        for (i, segment) in new.iter().enumerate() {
+            staging.push(Command::new(format!("st{i}"), "a", Cmd::StageSegment { segment: segment.clone(), stored: vec![] }));
+            staging.push(add_copy(&format!("cp{i}"), "a", segment, Location::node("a", "da")));
+        }
+        assert!(run(&mut state, &staging).iter().all(|o| *o == Outcome::Applied), "{name}: staging");
+        assert_eq!(state.segments(0).len(), 3, "{name}: a staged segment is not part of its partition");
+        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.iter().map(|s| s.segment_id.clone()).collect() });
         let outcome = state.apply(100, &command).unwrap();
         assert!(expected(&outcome), "{name}: {outcome:?}");
         if outcome == Outcome::Applied {
             assert!(old.iter().all(|id| state.segment(id).is_none()), "{name}: old ones gone");
-            assert!(new.iter().all(|s| state.segment(&s.segment_id).is_some()), "{name}: new ones in");
+            for s in &new {
+                let swapped = state.segment(&s.segment_id).expect("new ones in");
+                assert!(!swapped.staged && swapped.copies.len() == 1, "{name}: new ones registered with their copies: {swapped:?}");
+            }
             check_invariants(&state, name);
             assert_eq!(state.partition(0), base.partition(0), "{name}: the resume point does not move");
         } else {
@@ -253,9 +333,105 @@ fn replace_segments_swaps_in_one_step_or_not_at_all() {
 }
 
 #[test]
+fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
+    let mut state = State::default();
+    let (s0, m, n) = (seg("s0", 0, 0, 10), seg("m", 0, 0, 10), seg("n", 0, 0, 10));
+    let stage = |id: &str, segment: &SegmentInfo| Command::new(id, "a", Cmd::StageSegment { segment: segment.clone(), stored: vec![] });
+    let replace = |id: &str, old: &str, new: &str| Command::new(id, "a", Cmd::ReplaceSegments { old: vec![old.into()], new: vec![new.into()] });
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c", "a", 0, 1),
+            heartbeat("h", "a", "da", 1),
+            register("r", "a", 1, s0.clone()),
+            add_copy("k0", "a", &s0, Location::node("a", "da")),
+            // Not staged: a registered id, or none at all.
+            replace("x1", "s0", "s0"),
+            replace("x2", "s0", "zz"),
+            stage("st-m", &m),
+            // Staged, but no copy: swapping it in would leave offsets with no file.
+            replace("x3", "s0", "m"),
+            add_copy("k1", "a", &m, Location::node("a", "da")),
+            // A staged segment cannot be the old side.
+            Command::new("x4", "a", Cmd::ReplaceSegments { old: vec!["m".into()], new: vec!["m".into()] }),
+            replace("x5", "s0", "m"),
+            // A second reparse that raced the first: its old segment is gone; refused whole.
+            stage("st-n", &n),
+            add_copy("k2", "a", &n, Location::node("a", "da")),
+            replace("x6", "s0", "n"),
+            Command::new("x7", "a", Cmd::DropStaged { segment_id: "n".into() }),
+            Command::new("x8", "a", Cmd::DropStaged { segment_id: "m".into() }),
+        ],
+    );
+    assert!(matches!(rejection(&outcomes[4]), Rejection::NotStaged { .. }), "{:?}", outcomes[4]);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::UnknownSegment { .. }), "{:?}", outcomes[5]);
+    assert!(matches!(rejection(&outcomes[7]), Rejection::NoCopy { .. }), "{:?}", outcomes[7]);
+    assert!(matches!(rejection(&outcomes[9]), Rejection::StagedNotRegistered { .. } | Rejection::SegmentRepeated { .. }), "{:?}", outcomes[9]);
+    assert_eq!(outcomes[10], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[13]), Rejection::UnknownSegment { .. }), "{:?}", outcomes[13]);
+    assert_eq!(outcomes[14], Outcome::Applied, "the loser drops its staged segment");
+    assert!(matches!(rejection(&outcomes[15]), Rejection::NotStaged { .. }), "a swapped-in segment is not dropped this way");
+    assert!(state.segment("n").is_none());
+    assert_eq!(state.segments(0).iter().map(|s| s.info.segment_id.as_str()).collect::<Vec<_>>(), ["m"]);
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 1 }, everyone), 10, "the range stays as safe as it was");
+}
+
+#[test]
+fn version_1_records_replay_in_todays_shapes() {
+    let records = [
+        r#"{"v":1,"id":"h","node":"a","cmd":{"type":"node_heartbeat","node_id":"a","addresses":["a:8080","a:4433"],"zone":"z","at_ms":5}}"#,
+        r#"{"v":1,"id":"c","node":"a","cmd":{"type":"claim_partition","partition":0,"node_id":"a","epoch":1}}"#,
+        &format!(
+            r#"{{"v":1,"id":"r","node":"a","cmd":{{"type":"register_segment","epoch":1,"segment":{},"dedup":[{{"edge_id":"e","incarnation":"i","whole":[[0,3]]}}]}}}}"#,
+            serde_json::to_string(&seg("s0", 0, 0, 10)).unwrap()
+        ),
+        // Self-declared, without a disk: recorded (it says where a file is), never safe.
+        &format!(r#"{{"v":1,"id":"k","node":"b","cmd":{{"type":"add_copy","segment_id":"s0","location":{{"node":"a"}},"verified_blake3":"{}"}}}}"#, seg("s0", 0, 0, 10).blake3),
+        &format!(
+            r#"{{"v":1,"id":"x","node":"b","cmd":{{"type":"replace_segments","old":["s0"],"new":[{}]}}}}"#,
+            serde_json::to_string(&seg("m", 0, 0, 10)).unwrap()
+        ),
+    ];
+    let mut state = State::default();
+    for (offset, record) in records.iter().enumerate() {
+        let outcome = state.apply_record(offset as u64, record.as_bytes()).unwrap();
+        assert_eq!(outcome, Outcome::Applied, "record {offset}: {record}");
+    }
+    let a = &state.nodes()["a"];
+    assert_eq!(a.addresses, Addresses { http: "a:8080".into(), quic: Some("a:4433".into()) });
+    assert_eq!(a.disk_id, "", "version 1 knew no disks");
+    let m = state.segment("m").unwrap();
+    assert!(m.copies.is_empty() && !m.staged, "{m:?}");
+    assert_eq!(m.stored.len(), 1, "the parts of the replaced segment stay with its range");
+    // A version 2 heartbeat without a disk id is refused; one of version 3 stops the node.
+    let mut no_disk = heartbeat("h2", "a", "", 6);
+    assert!(matches!(rejection(&state.apply(10, &no_disk).unwrap()), Rejection::NoDiskId { .. }));
+    no_disk.v = 3;
+    assert_eq!(state.apply(11, &no_disk), Err(ApplyError::UnsupportedVersion(3)));
+}
+
+#[test]
+fn a_retry_past_the_remembered_commands_is_refused_but_the_segment_is_held() {
+    let mut state = State::default();
+    let s = seg("s1", 0, 0, 10);
+    run(&mut state, &[claim("c", "a", 0, 1), register("r", "a", 1, s.clone())]);
+    let others: Vec<Command> = (0..RECENT_COMMANDS as u64 + 1).map(|i| heartbeat(&format!("h{i}"), "b", "db", i)).collect();
+    run(&mut state, &others);
+    run(&mut state, &[claim("c2", "b", 0, 2)]);
+    let outcome = run(&mut state, &[register("r", "a", 1, s.clone())]).remove(0);
+    assert!(matches!(rejection(&outcome), Rejection::StaleEpoch { .. }), "no longer recognised as a retry: {outcome:?}");
+    assert!(state.holds(&s), "but Global holds the segment: the writer must keep its file");
+    let mut other_bytes = s.clone();
+    other_bytes.blake3 = hash(12345);
+    assert!(!state.holds(&other_bytes), "the same id with other bytes is not this file");
+    assert!(!state.holds(&seg("s2", 0, 10, 20)));
+}
+
+#[test]
 fn heartbeats_record_nodes_and_never_go_back() {
     let hb = |id: &str, issuer: &str, node: &str, at_ms| {
-        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec!["127.0.0.1:9000".into()], zone: "z1".into(), at_ms, digest: true })
+        let addresses = Addresses { http: "127.0.0.1:9000".into(), quic: None };
+        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z1".into(), at_ms, digest: true, disk_id: "d".into() })
     };
     let mut state = State::default();
     let outcomes = run(&mut state, &[hb("h1", "a", "a", 100), hb("h2", "a", "a", 50), hb("h3", "b", "a", 200), hb("h4", "a", "a", 150)]);
@@ -281,12 +457,12 @@ fn offsets_apply_once_in_order_and_a_retried_command_is_recognised() {
 #[test]
 fn records_of_an_unknown_version_stop_and_malformed_ones_are_skipped() {
     let mut state = State::default();
-    let newer = br#"{"v":2,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
-    assert_eq!(state.apply_record(0, newer), Err(ApplyError::UnsupportedVersion(2)));
+    let newer = br#"{"v":3,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
+    assert_eq!(state.apply_record(0, newer), Err(ApplyError::UnsupportedVersion(3)));
     assert_eq!(state.applied_offset(), None, "not applied: the node must stop here");
     let outcome = state.apply_record(0, b"{not json").unwrap();
     assert!(matches!(rejection(&outcome), Rejection::Malformed(_)));
-    let unknown = br#"{"v":1,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
+    let unknown = br#"{"v":2,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
     assert!(matches!(rejection(&state.apply_record(1, unknown).unwrap()), Rejection::Malformed(_)));
     assert_eq!(state.apply_record(2, &claim("c", "a", 0, 1).encode()).unwrap(), Outcome::Applied);
     assert_eq!(state.applied_offset(), Some(2));
@@ -295,7 +471,7 @@ fn records_of_an_unknown_version_stop_and_malformed_ones_are_skipped() {
 #[test]
 fn the_envelope_is_the_documented_json() {
     let json = String::from_utf8(claim("c1", "a", 3, 1).encode()).unwrap();
-    assert_eq!(json, r#"{"v":1,"id":"c1","node":"a","cmd":{"type":"claim_partition","partition":3,"node_id":"a","epoch":1}}"#);
+    assert_eq!(json, r#"{"v":2,"id":"c1","node":"a","cmd":{"type":"claim_partition","partition":3,"node_id":"a","epoch":1}}"#);
     assert_eq!(Command::decode(json.as_bytes()).unwrap(), claim("c1", "a", 3, 1));
 }
 
@@ -360,23 +536,34 @@ fn random_log(seed: u64, len: usize) -> Vec<Command> {
             6 | 7 if !made.is_empty() => {
                 let segment = &made[rng.below(made.len() as u64) as usize];
                 let verified_blake3 = if rng.below(4) == 0 { hash(u64::MAX) } else { segment.blake3.clone() };
-                let location = if rng.below(3) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::Node(node.into()) };
+                let disk = if rng.below(4) == 0 { "old" } else { "disk" };
+                let location = if rng.below(3) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::node(node, format!("{node}-{disk}")) };
                 Cmd::AddCopy { segment_id: segment.segment_id.clone(), location, verified_blake3 }
             }
             8 if !made.is_empty() => {
-                // Re-parse one believed segment into two halves (refused if it is not registered
-                // or the halves are off).
+                // Re-parse: stage a new version of one believed segment, or swap staged
+                // ones in (refused if not registered, not staged, without a copy, or off).
                 let old = made[rng.below(made.len() as u64) as usize].clone();
-                let mid = old.offset_start + old.offset_end.saturating_sub(old.offset_start) / 2 + rng.below(2);
-                let mut a = seg(&format!("re{i}a"), old.partition, old.offset_start, mid);
-                let mut b = seg(&format!("re{i}b"), old.partition, mid, old.offset_end);
-                a.blake3 = hash(2 * i as u64);
-                b.blake3 = hash(2 * i as u64 + 1);
-                made.push(a.clone());
-                made.push(b.clone());
-                Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![a, b] }
+                if rng.below(2) == 0 {
+                    let mut new = seg(&format!("re{i}"), old.partition, old.offset_start, old.offset_end + rng.below(4) / 3);
+                    new.blake3 = hash(2 * i as u64);
+                    made.push(new.clone());
+                    Cmd::StageSegment { segment: new, stored: vec![] }
+                } else {
+                    let new = made[rng.below(made.len() as u64) as usize].segment_id.clone();
+                    Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![new] }
+                }
             }
-            _ => Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![format!("{node}:1")], zone: "z".into(), at_ms: rng.below(1000), digest: true },
+            9 if !made.is_empty() && rng.below(3) == 0 => {
+                let segment = &made[rng.below(made.len() as u64) as usize];
+                let location = if rng.below(2) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::node(node, format!("{node}-disk")) };
+                Cmd::RemoveCopy { segment_id: segment.segment_id.clone(), location, reason: "random".into() }
+            }
+            _ => {
+                let addresses = Addresses { http: format!("{node}:1"), quic: None };
+                let disk_id = format!("{node}-{}", if rng.below(8) == 0 { "old" } else { "disk" });
+                Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z".into(), at_ms: rng.below(1000), digest: true, disk_id }
+            }
         };
         let command = Command::new(id, node, cmd);
         shadow.apply(i as u64, &command).unwrap();
@@ -390,7 +577,8 @@ fn check_invariants(state: &State, context: &str) {
     check_tiling(state, context);
     let indexed: usize = state.partitions().map(|p| state.segments(p).len()).sum();
     let json = serde_json::to_value(state).unwrap();
-    assert_eq!(indexed, json["segments"].as_object().unwrap().len(), "{context}: every segment is in its partition's index");
+    let registered = json["segments"].as_object().unwrap().values().filter(|s| s["staged"] == false).count();
+    assert_eq!(indexed, registered, "{context}: every registered segment is in its partition's index, no staged one is");
 }
 
 fn check_tiling(state: &State, context: &str) {

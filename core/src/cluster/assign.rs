@@ -75,7 +75,7 @@ mod tests {
     }
 
     fn heartbeat_as(state: &mut State, offset: u64, node: &str, at_ms: u64, digest: bool) {
-        let cmd = Cmd::NodeHeartbeat { node_id: node.into(), addresses: vec![], zone: "z".into(), at_ms, digest };
+        let cmd = Cmd::NodeHeartbeat { node_id: node.into(), addresses: Default::default(), zone: "z".into(), at_ms, digest, disk_id: "d".into() };
         state.apply(offset, &Command::new(format!("hb-{offset}"), node, cmd)).unwrap();
     }
 
@@ -105,10 +105,11 @@ mod tests {
         assert_eq!(live_nodes(&state, 10_500, 5_000), ["a"]);
         heartbeat_as(&mut state, 2, "a", 11_000, false);
         assert!(live_nodes(&state, 11_500, 5_000).is_empty(), "a turned ingest-only");
-        // A heartbeat written before `digest` existed means a digesting node.
-        let old: Cmd = serde_json::from_str(r#"{"type":"node_heartbeat","node_id":"c","addresses":[],"zone":"z","at_ms":12000}"#).unwrap();
-        assert!(matches!(old, Cmd::NodeHeartbeat { digest: true, .. }));
-        state.apply(3, &Command::new("hb-old", "c", old)).unwrap();
+        // A heartbeat written before `digest` existed (version 1) means a digesting node.
+        let old = br#"{"v":1,"id":"hb-old","node":"c","cmd":{"type":"node_heartbeat","node_id":"c","addresses":[],"zone":"z","at_ms":12000}}"#;
+        let decoded = Command::decode(old).unwrap();
+        assert!(matches!(decoded.cmd, Cmd::NodeHeartbeat { digest: true, .. }));
+        state.apply_record(3, old).unwrap();
         assert_eq!(live_nodes(&state, 12_500, 5_000), ["c"]);
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,9 @@ struct Shared {
     applied: watch::Sender<Option<u64>>,
     outcomes: Mutex<BTreeMap<u64, Outcome>>,
     progress: Mutex<Progress>,
+    /// Whether a command this process wrote was applied: everything an earlier run of
+    /// this node wrote is applied then too (it is earlier in the log).
+    own_applied: AtomicBool,
 }
 
 /// This node's view of Global, and the way to change it.
@@ -101,6 +105,7 @@ impl GlobalLog {
                 applied: watch::Sender::new(applied),
                 outcomes: Mutex::new(BTreeMap::new()),
                 progress: Mutex::new(Progress::Verifying("the global topic is not verified yet".into())),
+                own_applied: AtomicBool::new(false),
             }),
             submit_timeout,
             snapshot_path,
@@ -141,6 +146,14 @@ impl GlobalLog {
         }
     }
 
+    /// Whether a command [`submit`](Self::submit)ted by this process has been applied here,
+    /// so that this node's state includes every command an earlier run of it wrote (a
+    /// registration whose answer a crash lost): before that, start-up cleanup cannot tell
+    /// an unregistered file from one whose registration is about to apply.
+    pub fn own_command_applied(&self) -> bool {
+        self.shared.own_applied.load(Ordering::Acquire)
+    }
+
     /// Writes `command` to the topic and returns its offset and the outcome this node
     /// applied for it, within `global.submit_timeout_ms`.
     pub async fn submit(&self, command: &Command) -> Result<(u64, Outcome), GlobalError> {
@@ -161,6 +174,7 @@ impl GlobalLog {
                 progress,
             });
         }
+        self.shared.own_applied.store(true, Ordering::Release);
         let outcome = self.shared.outcomes.lock().expect("lock").get(&offset).cloned();
         tracing::debug!(node_id = %self.node_id, id = %command.id, offset, outcome = ?outcome, "global command submitted");
         outcome.map(|o| (offset, o)).ok_or_else(|| GlobalError::OutcomeForgotten { id: command.id.clone(), offset })

@@ -8,28 +8,44 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
-use weir_global::{Cmd, Command, Outcome};
+use weir_global::{Addresses, Cmd, Command, Outcome};
 
 use crate::config::GlobalConfig;
 use crate::cluster::GlobalLog;
 
-/// `digest`: whether this node takes ingest partitions (`digest.enabled`).
+/// What a heartbeat announces about this node.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    pub node_id: String,
+    pub addresses: Addresses,
+    /// Whether this node takes ingest partitions (`digest.enabled`).
+    pub digest: bool,
+    /// The data directory's id ([`crate::store::DataDir::disk_id`]).
+    pub disk_id: String,
+}
+
 pub async fn run(
     global: Arc<GlobalLog>,
-    node_id: String,
-    addresses: Vec<String>,
-    digest: bool,
+    announce: Announce,
     config: GlobalConfig,
     shutdown: CancellationToken,
 ) {
     let interval = Duration::from_millis(config.heartbeat_interval_ms.max(1));
+    let Announce { node_id, addresses, digest, disk_id } = announce;
     loop {
         // The clock is data in the command (Global reads no clock of its own).
         let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let command = Command::new(
             format!("heartbeat:{node_id}:{at_ms}"),
             node_id.clone(),
-            Cmd::NodeHeartbeat { node_id: node_id.clone(), addresses: addresses.clone(), zone: config.zone.clone(), at_ms, digest },
+            Cmd::NodeHeartbeat {
+                node_id: node_id.clone(),
+                addresses: addresses.clone(),
+                zone: config.zone.clone(),
+                at_ms,
+                digest,
+                disk_id: disk_id.clone(),
+            },
         );
         tokio::select! {
             result = global.submit(&command) => match result {

@@ -25,7 +25,8 @@ use weir_global::{Cmd, Command, Outcome};
 
 use crate::cluster::assign;
 use crate::kafka::ingest_reader;
-use crate::store::sweep::{self, SWEEP_EVERY, SWEEP_MIN_AGE};
+use crate::store::reconcile;
+use crate::store::sweep::{self, SWEEP_EVERY, SWEEP_MIN_AGE, When};
 use partition::{Context, Exit};
 
 struct Worker {
@@ -52,8 +53,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             continue;
         }
         if !cleaned {
+            // Not before this process's own first command (the heartbeat, announcing this
+            // disk) applied: until then a registration an earlier run wrote just before it
+            // died may still be on its way, and its file would look unregistered.
+            let announced = ctx.global.read(|s| s.nodes().get(&ctx.node_id).is_some_and(|n| n.disk_id == ctx.disk_id));
+            if !ctx.global.own_command_applied() || !announced {
+                continue;
+            }
             // Before any worker writes: files Global does not know are left from a crash.
-            sweep::remove_unregistered(&ctx.global, &ctx.data_dir, None);
+            sweep::remove_unregistered(&ctx.global, &ctx.data_dir, &ctx.pending, When::Start);
+            // Copies Global records for this node against the files it has: in the
+            // background, it hashes every file.
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                match reconcile::run(&ctx.global, &ctx.data_dir, &ctx.node_id, &ctx.disk_id).await {
+                    Ok(report) => tracing::info!(?report, "this node's copies reconciled with its disk"),
+                    Err(error) => tracing::error!(%error, "cannot reconcile this node's copies with its disk"),
+                }
+            });
             cleaned = true;
         }
         if last_sweep.elapsed() >= SWEEP_EVERY {
@@ -62,7 +79,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             last_sweep = Instant::now();
             let min_age = SWEEP_MIN_AGE.max(Duration::from_millis(ctx.config.flush_interval_ms.saturating_mul(2)));
             let ctx = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || sweep::remove_unregistered(&ctx.global, &ctx.data_dir, Some(min_age))).await;
+            let _ = tokio::task::spawn_blocking(move || sweep::remove_unregistered(&ctx.global, &ctx.data_dir, &ctx.pending, When::Running(min_age))).await;
         }
         if partitions.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(30)) {
             let kafka = ctx.kafka.clone();

@@ -22,6 +22,7 @@ use crate::cluster::GlobalLog;
 use crate::cluster::commands::{node_copy, segment_info};
 use crate::config::{DigestConfig, KafkaConfig};
 use crate::store::DataDir;
+use crate::store::sweep::{Pending, PendingGuard};
 use crate::kafka::ingest_reader::{PartitionReader, ReadError};
 
 /// Why a worker stopped.
@@ -46,6 +47,10 @@ pub struct Context {
     pub config: DigestConfig,
     pub parsers: Option<Arc<ParserRegistry>>,
     pub data_dir: DataDir,
+    /// This node's disk id ([`DataDir::disk_id`]), named in the copies it records.
+    pub disk_id: String,
+    /// Segments whose files this process is registering: the sweep leaves them alone.
+    pub pending: Pending,
     pub runtime: Handle,
 }
 
@@ -56,6 +61,9 @@ struct Building {
     started: Instant,
     record_bytes: u64,
     stored: StoredSet,
+    /// From the first row until Global settled the registration (applied, or refused and
+    /// the file deleted): the sweep must not take the file, however long Global takes.
+    _pending: PendingGuard,
 }
 
 pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken) -> Exit {
@@ -156,9 +164,10 @@ fn start_segment(ctx: &Context, partition: u32, epoch: u64, offset_start: u64) -
     // retried under a new epoch): the epoch and a per-node nonce are in the name.
     let nonce = blake3::hash(format!("{}:{:?}", ctx.node_id, std::time::SystemTime::now()).as_bytes()).to_hex();
     let segment_id = format!("p{partition}-o{offset_start}-e{epoch}-{}", &nonce[..8]);
+    let pending = ctx.pending.hold(&segment_id);
     let meta = SegmentMeta { segment_id, partition: partition as i32, offset_start: offset_start as i64 };
     let writer = SegmentWriter::create(&ctx.data_dir.segments_dir(), meta).map_err(|e| e.to_string())?;
-    Ok(Building { writer, offset_start, started: Instant::now(), record_bytes: 0, stored: StoredSet::default() })
+    Ok(Building { writer, offset_start, started: Instant::now(), record_bytes: 0, stored: StoredSet::default(), _pending: pending })
 }
 
 /// Finishes the segment at `offset_end`, registers it, and deletes it if Global refused it.
@@ -167,14 +176,24 @@ fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: 
     let dedup = done.stored.to_stored();
     let written = done.writer.finish(offset_end as i64).map_err(|e| Exit::Failed(e.to_string()))?;
     let info = segment_info(&written, done.offset_start, offset_end);
-    let command = Command::new(format!("register:{}", info.segment_id), ctx.node_id.clone(), Cmd::RegisterSegment { epoch, segment: info, dedup });
+    let command =
+        Command::new(format!("register:{}", info.segment_id), ctx.node_id.clone(), Cmd::RegisterSegment { epoch, segment: info.clone(), dedup });
     let refused = |reason: Rejection, exit: fn(Rejection) -> Exit| {
         if let Err(error) = std::fs::remove_file(&written.path) {
             tracing::warn!(path = %written.path.display(), %error, "cannot delete a refused segment");
         }
         Err(exit(reason))
     };
-    match submit(ctx, &command, cancel) {
+    // A refusal of a registration Global holds anyway (a retry answered after its first
+    // copy applied, no longer recognised as one) is no refusal: the file is the only copy.
+    let outcome = submit(ctx, &command, cancel).map(|outcome| match outcome {
+        Outcome::Rejected { reason } if ctx.global.read(|s| s.holds(&info)) => {
+            tracing::info!(segment = %info.segment_id, %reason, "registration refused as a retry, but Global holds the segment: kept");
+            Outcome::Applied
+        }
+        other => other,
+    });
+    match outcome {
         None => {
             // Shutdown before Global answered: the file may or may not be registered; a
             // registered one is found by `segments verify`, an unregistered one is garbage
@@ -190,7 +209,7 @@ fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: 
             // Its hash was computed on the bytes as written; a lost copy command only
             // means queries elsewhere cannot find the file until `segments` tooling or
             // replication adds it: the segment itself is registered.
-            let copy = node_copy(&written.segment_id, &written.blake3_hex, &ctx.node_id, &ctx.node_id);
+            let copy = node_copy(&written.segment_id, &written.blake3_hex, &ctx.node_id, &ctx.disk_id);
             match submit(ctx, &copy, cancel) {
                 Some(Outcome::Applied) | None => {}
                 Some(Outcome::Rejected { reason }) => tracing::warn!(segment = %written.segment_id, %reason, "copy not recorded"),

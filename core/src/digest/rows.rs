@@ -112,7 +112,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
     /// the part in `dedup` and `stored` when it is kept.
     pub fn rows(&self, record: &IngestRecord, dedup: &mut Dedup, stored: &mut StoredSet, out: &mut Vec<SegmentRow>) -> RecordOutcome {
         if let Some(batch) = &record.batch {
-            if dedup.is_stored(&batch.id, batch.part) {
+            if dedup.is_stored(&batch.id, batch.part, batch.parts) {
                 return RecordOutcome { duplicate: true, ..RecordOutcome::default() };
             }
         }

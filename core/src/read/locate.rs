@@ -52,19 +52,22 @@ impl SegmentFiles {
         }
         let no_copy = || FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         let client = self.client.as_ref().ok_or_else(no_copy)?;
-        // Nodes with a copy, and their QUIC address (the second address of a heartbeat).
+        // Nodes with a copy, and their QUIC address; a node holds one copy (its current
+        // disk's, else whichever it still announces), so each is asked once.
         let holders: Vec<(String, String)> = self.global.read(|state| {
             let Some(registered) = state.segment(&segment.segment_id) else { return Vec::new() };
             registered
                 .copies
                 .iter()
                 .filter_map(|location| match location {
-                    weir_global::Location::Node(node) if *node != self.node_id => {
-                        let addr = state.nodes().get(node)?.addresses.get(1)?.clone();
+                    weir_global::Location::Node { node, .. } if *node != self.node_id => {
+                        let addr = state.nodes().get(node)?.addresses.quic.clone()?;
                         Some((node.clone(), addr))
                     }
                     _ => None,
                 })
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
                 .collect()
         });
         let mut last = no_copy();

@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! <data_dir>/
+//!   disk-id                         this data directory's id, made with it (heartbeats, copies)
 //!   global.snapshot                 Global's local snapshot (cluster::global_log)
-//!   segments/<id>.parquet           this node's segment files (digest, reparse)
-//!   segments/.<id>.parquet.tmp      a segment being written (weir_segment's writer)
+//!   segments/<id>.parquet           this node's segment files, each registered or staged in
+//!                                   Global, or pending (being registered) in this process
+//!   segments/.<id>.parquet.tmp      a segment being written by the digest (weir_segment's writer)
 //!   segments-fetched/<id>.parquet   copies fetched from other cores for queries (store::fetched)
-//!   .reparse-<pid>/                 a reparse run's own Global snapshot (store::reparse)
+//!   staging/<name>/                 one writer's own directory (a reparse run: its Global
+//!                                   snapshot and new files), locked while it runs (store::staging)
 //! ```
 //!
 //! Must never be bypassed: no other module joins a name onto `data_dir` or takes a segment
@@ -18,7 +21,8 @@ use std::path::{Path, PathBuf};
 const SNAPSHOT_FILE: &str = "global.snapshot";
 const SEGMENTS_DIR: &str = "segments";
 const FETCHED_DIR: &str = "segments-fetched";
-const REPARSE_PREFIX: &str = ".reparse-";
+const STAGING_DIR: &str = "staging";
+const DISK_ID_FILE: &str = "disk-id";
 
 /// A core's data directory (`data_dir` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,9 +63,30 @@ impl DataDir {
         self.fetched_dir().join(file_name(segment_id))
     }
 
-    /// A scratch directory of this process's reparse run (its own Global snapshot).
-    pub fn reparse_scratch(&self) -> PathBuf {
-        self.root.join(format!("{REPARSE_PREFIX}{}", std::process::id()))
+    /// Where writers other than the digest (reparse, later merge and replication) keep
+    /// their files until Global knows them: one directory per writer ([`super::staging`]).
+    pub fn staging_root(&self) -> PathBuf {
+        self.root.join(STAGING_DIR)
+    }
+
+    /// The id of this data directory: read, or made (random, durable) when the directory
+    /// has none. A wiped disk gets a new one, so Global stops counting the copies the old
+    /// disk held.
+    pub fn disk_id(&self) -> std::io::Result<String> {
+        let path = self.root.join(DISK_ID_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+        std::fs::create_dir_all(&self.root)?;
+        let seed = format!("{}:{}:{:?}", self.root.display(), std::process::id(), std::time::SystemTime::now());
+        let id = format!("disk-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
+        weir_node::atomic_write::AtomicWrite::new(self.root.join(".disk-id.tmp"))
+            .write(&path, &[id.as_bytes()])
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(id)
     }
 
     /// The finished segment files of [`DataDir::segments_dir`], sorted by name.
@@ -117,6 +142,17 @@ mod tests {
         assert!(is_temporary(Path::new("/data/segments/.p3-o10.parquet.tmp")));
         assert_eq!(segment_id(Path::new("/data/segments/notes.txt")), None);
         assert_eq!(dir.snapshot_path(), Path::new("/data/global.snapshot"));
-        assert!(dir.reparse_scratch().file_name().unwrap().to_str().unwrap().starts_with(".reparse-"));
+        assert_eq!(dir.staging_root(), Path::new("/data/staging"));
+    }
+
+    #[test]
+    fn a_disk_id_is_made_once_and_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(root.path().join("data"));
+        let id = dir.disk_id().unwrap();
+        assert!(id.starts_with("disk-") && id.len() == 21, "{id}");
+        assert_eq!(dir.disk_id().unwrap(), id, "read back, not made again");
+        let wiped = DataDir::new(root.path().join("other"));
+        assert_ne!(wiped.disk_id().unwrap(), id, "another (or a wiped) directory has another id");
     }
 }

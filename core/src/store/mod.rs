@@ -9,7 +9,9 @@
 
 pub mod data_dir;
 pub mod fetched;
+pub mod reconcile;
 pub mod reparse;
+pub mod staging;
 pub mod sweep;
 pub mod tools;
 

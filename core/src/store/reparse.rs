@@ -2,8 +2,12 @@
 //! stored raw text with another parser (or parser version), and swap them in Global with
 //! one `replace_segments` command.
 //!
-//! One command, so a reader that takes its segment list from one Global state sees either
-//! every old segment or every new one: each event once. The new files cover exactly the
+//! The new files are written in this run's own staging directory (`store::staging`, out of
+//! the sweep's reach), each staged in Global (`stage_segment`, with the batch parts of the
+//! segment it replaces), then moved into `segments/` and its copy recorded: only a staged
+//! segment with a copy may be swapped in, so the swap never leaves offsets without a file.
+//! One swap command, so a reader that takes its segment list from one Global state sees
+//! either every old segment or every new one: each event once. The new files cover exactly the
 //! old offset ranges (Global refuses anything else); events of other repositories, and of
 //! the repository outside the time range, are copied unchanged. The old files are deleted
 //! after a grace period, so a query that listed them just before the swap can finish.
@@ -26,6 +30,7 @@ use weir_plugin_host::{ParserRegistry, RawEvent};
 use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
 
 use super::DataDir;
+use super::staging::Staging;
 use crate::cluster::GlobalLog;
 use crate::cluster::commands::{node_copy, segment_info};
 use crate::config::CoreConfig;
@@ -82,10 +87,11 @@ pub struct Summary {
 
 /// Runs a re-parse against the node of `config` (run it on that node's host: it reads and
 /// writes `<data_dir>/segments`). Reads Global with a consumer of its own; its snapshot
-/// goes to a scratch directory, never over the node's.
+/// goes to this run's staging directory, never over the node's.
 pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(String)) -> Result<Summary, ReparseError> {
     let data_dir = DataDir::new(&config.data_dir);
-    let scratch = DataDir::new(data_dir.reparse_scratch());
+    let staging = Staging::create(&data_dir, &format!("reparse-{}", std::process::id()))?;
+    let scratch = DataDir::new(staging.path().join("global"));
     std::fs::create_dir_all(scratch.root())?;
     let mut own = config.clone();
     own.node_id = format!("{}-reparse", config.node_id);
@@ -95,10 +101,10 @@ pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(Strin
     let global = GlobalLog::open(&own)?;
     let shutdown = CancellationToken::new();
     let applier = tokio::spawn(global.clone().run(own.kafka.clone(), own.global.clone(), shutdown.clone()));
-    let result = swap(config, request, &global, &progress).await;
+    let result = swap(config, request, &global, &staging, &progress).await;
     shutdown.cancel();
     let _ = applier.await;
-    let _ = std::fs::remove_dir_all(scratch.root());
+    drop(staging);
     let summary = result?;
     if !summary.old.is_empty() {
         progress(format!("swapped {} segments; old files are deleted in {} s", summary.old.len(), request.grace.as_secs()));
@@ -117,7 +123,13 @@ pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(Strin
     Ok(summary)
 }
 
-async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, progress: &impl Fn(String)) -> Result<Summary, ReparseError> {
+async fn swap(
+    config: &CoreConfig,
+    request: &Request,
+    global: &Arc<GlobalLog>,
+    staging: &Staging,
+    progress: &impl Fn(String),
+) -> Result<Summary, ReparseError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while let Some(reason) = global.not_ready() {
         if tokio::time::Instant::now() > deadline {
@@ -133,7 +145,8 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
         return Ok(Summary::default());
     }
     let data_dir = DataDir::new(&config.data_dir);
-    let dir = data_dir.segments_dir();
+    let disk_id = data_dir.disk_id()?;
+    let dir = staging.path().to_owned();
     let missing: Vec<String> = selected
         .iter()
         .filter(|s| !data_dir.segment_path(&s.segment_id).is_file())
@@ -171,35 +184,53 @@ async fn swap(config: &CoreConfig, request: &Request, global: &Arc<GlobalLog>, p
         new.push(info);
         progress(format!("re-parsed segment {} of {}: {} ({reparsed} events)", i + 1, selected.len(), old.segment_id));
     }
-    let command = Command::new(
-        format!("reparse:{}", summary.new.join(",")),
-        format!("{}-reparse", config.node_id),
-        Cmd::ReplaceSegments { old: summary.old.clone(), new: new.clone() },
-    );
-    let outcome = global.submit(&command).await;
-    let remove_new = || {
-        for info in &new {
-            let _ = std::fs::remove_file(data_dir.segment_path(&info.segment_id));
+    let issuer = format!("{}-reparse", config.node_id);
+    // Stage, move in, record the copy: each new file is known to Global before it enters
+    // `segments/`, so no sweep takes it.
+    let mut staged = Vec::new();
+    let outcome = async {
+        for (info, old) in new.iter().zip(&selected) {
+            let stored = global.read(|s| s.segment(&old.segment_id).map(|s| s.stored.clone())).unwrap_or_default();
+            let stage = Command::new(format!("stage:{}", info.segment_id), issuer.clone(), Cmd::StageSegment { segment: info.clone(), stored });
+            match global.submit(&stage).await? {
+                (_, Outcome::Applied) => staged.push(info.segment_id.clone()),
+                (_, Outcome::Rejected { reason }) => return Ok(Err(reason)),
+            }
+            staging.promote(&data_dir, &info.segment_id)?;
+            match global.submit(&node_copy(&info.segment_id, &info.blake3, &config.node_id, &disk_id)).await? {
+                (_, Outcome::Applied) => {}
+                (_, Outcome::Rejected { reason }) => return Ok(Err(reason)),
+            }
         }
-    };
+        let swap = Command::new(
+            format!("reparse:{}", summary.new.join(",")),
+            issuer.clone(),
+            Cmd::ReplaceSegments { old: summary.old.clone(), new: summary.new.clone() },
+        );
+        Ok::<_, ReparseError>(match global.submit(&swap).await? {
+            (_, Outcome::Applied) => Ok(()),
+            (_, Outcome::Rejected { reason }) => Err(reason),
+        })
+    }
+    .await;
     match outcome {
-        Ok((_, Outcome::Applied)) => {
-            for info in &new {
-                let copy = node_copy(&info.segment_id, &info.blake3, &config.node_id, &format!("{}-reparse", config.node_id));
-                if let Err(error) = global.submit(&copy).await {
-                    tracing::warn!(segment = %info.segment_id, %error, "copy of a re-parsed segment not recorded");
+        Ok(Ok(())) => Ok(summary),
+        Ok(Err(reason)) => {
+            // Refused (a race with another reparse, a stale disk): the staged segments and
+            // their files go; the old ones stay as they were.
+            for id in &staged {
+                let drop = Command::new(format!("unstage:{id}"), issuer.clone(), Cmd::DropStaged { segment_id: id.clone() });
+                if let Ok((_, Outcome::Applied)) = global.submit(&drop).await {
+                    let _ = std::fs::remove_file(data_dir.segment_path(id));
                 }
             }
-            Ok(summary)
-        }
-        Ok((_, Outcome::Rejected { reason })) => {
-            remove_new();
             Err(ReparseError::Refused(reason))
         }
         Err(error) => {
-            // Unknown whether it applied: keep the new files (a later `segments verify`
-            // names them if the swap did not happen).
-            Err(error.into())
+            // Unknown whether the last command applied: keep what is staged (its files are
+            // known to Global, `segments verify` names them; the next reparse can replace
+            // the old segments again).
+            Err(error)
         }
     }
 }
