@@ -14,4 +14,5 @@ mod global;
 mod kafka_security;
 mod memory;
 mod shippers;
+mod storage;
 mod tidy;
