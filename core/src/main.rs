@@ -15,7 +15,11 @@ use weir_core::config::CoreConfig;
 static ALLOCATOR: weir_core::alloc::Allocator = weir_core::alloc::Allocator;
 
 #[derive(Parser)]
-#[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]
+#[command(
+    name = "weir-core",
+    version,
+    about = "Weir core node: ingest, Kafka, parsers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,6 +99,23 @@ enum GlobalCommand {
         #[arg(long, default_value_t = 60)]
         timeout_s: u64,
     },
+    /// Record that an ingest partition's log starts at OFFSET: the records below are gone
+    /// from Kafka and will never be stored (an accepted loss). The digest of a partition
+    /// waiting on records Kafka no longer has resumes from there. Audited: the reason and
+    /// this node's name stay in Global.
+    SetLogStart {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        partition: u32,
+        #[arg(long)]
+        offset: u64,
+        /// Why (kept in Global), e.g. "records 0..3 deleted by retention during the outage of 2026-12-01".
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,18 +176,25 @@ fn main() -> ExitCode {
 fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
     use weir_core::store::{DataDir, tools as segments};
     let global = |config: &CoreConfig, timeout_s| {
-        weir_core::cluster::global_log::dump(config, std::time::Duration::from_secs(timeout_s)).map(|snapshot| snapshot.state)
+        weir_core::cluster::global_log::dump(config, std::time::Duration::from_secs(timeout_s))
+            .map(|snapshot| snapshot.state)
     };
     let mut stdout = std::io::stdout().lock();
     match command {
         SegmentsCommand::Ls { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
-            segments::list(&global(&config, timeout_s)?, &DataDir::new(&config.data_dir), &mut stdout)?;
+            segments::list(
+                &global(&config, timeout_s)?,
+                &DataDir::new(&config.data_dir),
+                &mut stdout,
+            )?;
         }
         SegmentsCommand::Verify { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
             let state = global(&config, timeout_s)?;
-            let files = DataDir::new(&config.data_dir).segment_files().context("cannot list the segments directory")?;
+            let files = DataDir::new(&config.data_dir)
+                .segment_files()
+                .context("cannot list the segments directory")?;
             let mut bad = 0;
             for (i, path) in files.iter().enumerate() {
                 let checked = segments::check(&state, path);
@@ -174,7 +202,12 @@ fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
                     None => writeln!(stdout, "ok   {}", checked.segment_id)?,
                     Some(problem) => {
                         bad += 1;
-                        writeln!(stdout, "BAD  {} ({}): {problem}", checked.segment_id, path.display())?;
+                        writeln!(
+                            stdout,
+                            "BAD  {} ({}): {problem}",
+                            checked.segment_id,
+                            path.display()
+                        )?;
                     }
                 }
                 if (i + 1) % 100 == 0 {
@@ -182,7 +215,10 @@ fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
                 }
             }
             if bad > 0 {
-                anyhow::bail!("{bad} of {} segment files failed verification; fetch another copy or re-digest their offsets", files.len());
+                anyhow::bail!(
+                    "{bad} of {} segment files failed verification; fetch another copy or re-digest their offsets",
+                    files.len()
+                );
             }
             eprintln!("{} segment files verified", files.len());
         }
@@ -214,32 +250,104 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Global { command: GlobalCommand::Dump { config, timeout_s } } => {
+        Command::Global {
+            command: GlobalCommand::Dump { config, timeout_s },
+        } => {
             let config = CoreConfig::load(&config)?;
-            let snapshot = weir_core::cluster::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
-            println!("{}", serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?);
+            let snapshot = weir_core::cluster::global_log::dump(
+                &config,
+                std::time::Duration::from_secs(timeout_s),
+            )?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?
+            );
             Ok(())
         }
-        Command::Segments { command } => segments(command),
-        Command::Reparse { config, repository, from, to, parser, grace_s } => {
+        Command::Global {
+            command:
+                GlobalCommand::SetLogStart {
+                    config,
+                    partition,
+                    offset,
+                    reason,
+                    timeout_s,
+                },
+        } => {
             let config = CoreConfig::load(&config)?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let command = weir_global::Command::new(
+                format!(
+                    "log-start:{partition}:{offset}:{}",
+                    weir_core::cluster::commands::attempt()
+                ),
+                format!("{}-operator", config.node_id),
+                weir_global::Cmd::SetLogStart {
+                    partition,
+                    offset,
+                    reason,
+                },
+            );
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let timeout = std::time::Duration::from_secs(timeout_s);
+            match runtime.block_on(weir_core::cluster::global_log::submit_as_tool(
+                &config, &command, timeout,
+            ))? {
+                weir_global::Outcome::Applied => {
+                    println!("partition {partition}: log start set to {offset}");
+                    Ok(())
+                }
+                weir_global::Outcome::Rejected { reason } => {
+                    Err(anyhow::anyhow!("Global refused it: {reason}"))
+                }
+            }
+        }
+        Command::Segments { command } => segments(command),
+        Command::Reparse {
+            config,
+            repository,
+            from,
+            to,
+            parser,
+            grace_s,
+        } => {
+            let config = CoreConfig::load(&config)?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let request = weir_core::store::reparse::Request {
                 repository,
-                from_ms: weir_core::store::reparse::parse_time(&from, now).map_err(anyhow::Error::msg)?,
-                to_ms: weir_core::store::reparse::parse_time(&to, now).map_err(anyhow::Error::msg)?,
+                from_ms: weir_core::store::reparse::parse_time(&from, now)
+                    .map_err(anyhow::Error::msg)?,
+                to_ms: weir_core::store::reparse::parse_time(&to, now)
+                    .map_err(anyhow::Error::msg)?,
                 parser,
                 grace: std::time::Duration::from_secs(grace_s),
             };
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-            let summary = runtime.block_on(weir_core::store::reparse::run(&config, &request, |line| eprintln!("{line}")))?;
-            println!("{}", serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events}));
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let summary =
+                runtime.block_on(weir_core::store::reparse::run(&config, &request, |line| {
+                    eprintln!("{line}")
+                }))?;
+            println!(
+                "{}",
+                serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events})
+            );
             Ok(())
         }
-        Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
+        Command::Plugin {
+            command: PluginCommand::Test { plugin, config },
+        } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?;
+            weir_plugin_host::plugin_test(
+                &plugin,
+                config.as_deref(),
+                stdin,
+                stdout,
+                std::io::stderr(),
+            )?;
             Ok(())
         }
         #[cfg(not(feature = "dev-certs"))]

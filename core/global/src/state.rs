@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use weir_proto::wire::BatchId;
 
-use crate::command::{Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StoredBatches, VERSION};
+use crate::command::{
+    Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StoredBatches,
+    Topics, VERSION,
+};
 use crate::dedup::Dedup;
 
 /// Command ids remembered to recognise a retried copy of a command.
@@ -25,6 +28,8 @@ pub struct State {
     /// Command id → (offset, applied) of the last [`RECENT_COMMANDS`] commands, and their order.
     recent: BTreeMap<String, (u64, bool)>,
     recent_order: VecDeque<String>,
+    /// The Kafka cluster and topics this state describes, once bound.
+    topics: Option<Topics>,
 }
 
 /// A core node as it last announced itself.
@@ -53,6 +58,10 @@ struct Partition {
     /// offset_start → segment id.
     segments: BTreeMap<u64, String>,
     dedup: Dedup,
+    /// The first offset of the partition's log that Weir accounts for (0 unless set).
+    log_start: u64,
+    /// Who set it and why (`set_log_start`).
+    log_start_reason: Option<String>,
 }
 
 /// Who digests a partition, under which epoch, and where it resumes.
@@ -62,6 +71,8 @@ pub struct PartitionState {
     pub epoch: u64,
     /// The first Kafka offset no registered segment covers: the resume point.
     pub next_offset: u64,
+    /// Where the partition's segments start (`set_log_start`; 0 unless set).
+    pub log_start: u64,
 }
 
 /// A registered (or staged) segment and its verified copies.
@@ -93,18 +104,42 @@ pub enum Outcome {
 /// Why a command did not apply: its precondition did not hold in the state it met.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error("command {id} was already in the log at offset {first_offset} (applied: {first_applied})")]
-    DuplicateCommand { id: String, first_offset: u64, first_applied: bool },
+    #[error(
+        "command {id} was already in the log at offset {first_offset} (applied: {first_applied})"
+    )]
+    DuplicateCommand {
+        id: String,
+        first_offset: u64,
+        first_applied: bool,
+    },
     #[error("{issuer} cannot send a heartbeat for {node_id}")]
     HeartbeatForOtherNode { issuer: String, node_id: String },
     #[error("heartbeat of {node_id} at {at_ms} ms is older than the stored one at {stored_ms} ms")]
-    StaleHeartbeat { node_id: String, at_ms: u64, stored_ms: u64 },
+    StaleHeartbeat {
+        node_id: String,
+        at_ms: u64,
+        stored_ms: u64,
+    },
     #[error("claim of partition {partition} for epoch {epoch} refused: its epoch is {current}, a claim must name {}", current + 1)]
-    EpochNotNext { partition: u32, epoch: u64, current: u64 },
-    #[error("partition {partition} is at epoch {current}, the command was issued under epoch {epoch}")]
-    StaleEpoch { partition: u32, epoch: u64, current: u64 },
+    EpochNotNext {
+        partition: u32,
+        epoch: u64,
+        current: u64,
+    },
+    #[error(
+        "partition {partition} is at epoch {current}, the command was issued under epoch {epoch}"
+    )]
+    StaleEpoch {
+        partition: u32,
+        epoch: u64,
+        current: u64,
+    },
     #[error("{issuer} does not own partition {partition} (owner: {owner:?})")]
-    NotOwner { partition: u32, issuer: String, owner: Option<String> },
+    NotOwner {
+        partition: u32,
+        issuer: String,
+        owner: Option<String>,
+    },
     #[error("segment {segment_id} already exists")]
     SegmentExists { segment_id: String },
     #[error("segment {segment_id} appears twice in the command")]
@@ -112,21 +147,51 @@ pub enum Rejection {
     #[error("segment {segment_id} is not registered")]
     UnknownSegment { segment_id: String },
     #[error("segment {segment_id}: empty or inverted offset range [{start}, {end})")]
-    EmptyRange { segment_id: String, start: u64, end: u64 },
+    EmptyRange {
+        segment_id: String,
+        start: u64,
+        end: u64,
+    },
     #[error("segment {segment_id}: event time range {min_ts_ms}..{max_ts_ms} is inverted")]
-    InvertedTimeRange { segment_id: String, min_ts_ms: i64, max_ts_ms: i64 },
+    InvertedTimeRange {
+        segment_id: String,
+        min_ts_ms: i64,
+        max_ts_ms: i64,
+    },
     #[error("segment {segment_id}: {blake3:?} is not a blake3 hash (64 lowercase hex digits)")]
     NotAHash { segment_id: String, blake3: String },
-    #[error("partition {partition}: segment starts at {offset_start}, leaving a gap after next offset {next_offset}")]
-    Gap { partition: u32, offset_start: u64, next_offset: u64 },
-    #[error("partition {partition}: segment starts at {offset_start}, overlapping what is stored below next offset {next_offset}")]
-    Overlap { partition: u32, offset_start: u64, next_offset: u64 },
+    #[error(
+        "partition {partition}: segment starts at {offset_start}, leaving a gap after next offset {next_offset}"
+    )]
+    Gap {
+        partition: u32,
+        offset_start: u64,
+        next_offset: u64,
+    },
+    #[error(
+        "partition {partition}: segment starts at {offset_start}, overlapping what is stored below next offset {next_offset}"
+    )]
+    Overlap {
+        partition: u32,
+        offset_start: u64,
+        next_offset: u64,
+    },
     #[error("segment {segment_id}: invalid dedup entry: {detail}")]
     InvalidDedup { segment_id: String, detail: String },
-    #[error("copy of segment {segment_id} at {location:?} has blake3 {got}, the segment's is {expected}")]
-    HashMismatch { segment_id: String, location: Location, expected: String, got: String },
+    #[error(
+        "copy of segment {segment_id} at {location:?} has blake3 {got}, the segment's is {expected}"
+    )]
+    HashMismatch {
+        segment_id: String,
+        location: Location,
+        expected: String,
+        got: String,
+    },
     #[error("segment {segment_id} already has a copy at {location:?}")]
-    CopyExists { segment_id: String, location: Location },
+    CopyExists {
+        segment_id: String,
+        location: Location,
+    },
     #[error("a replacement needs at least one old segment")]
     EmptyReplacement,
     #[error("{issuer} cannot record or remove a copy on node {node}: only that node can")]
@@ -134,19 +199,40 @@ pub enum Rejection {
     #[error("node {node} is not known to Global (no heartbeat)")]
     UnknownNode { node: String },
     #[error("copy on node {node} names disk {disk:?}, the node's current disk is {current:?}")]
-    StaleDisk { node: String, disk: String, current: String },
+    StaleDisk {
+        node: String,
+        disk: String,
+        current: String,
+    },
     #[error("heartbeat of {node_id} names no disk id")]
     NoDiskId { node_id: String },
     #[error("segment {segment_id} has no copy at {location:?}")]
-    NoSuchCopy { segment_id: String, location: Location },
+    NoSuchCopy {
+        segment_id: String,
+        location: Location,
+    },
     #[error("segment {segment_id} is not staged")]
     NotStaged { segment_id: String },
     #[error("segment {segment_id} is staged, not registered: it cannot be replaced")]
     StagedNotRegistered { segment_id: String },
-    #[error("staged segment {segment_id} has no verified copy yet: swapping it in would lose its offsets")]
+    #[error(
+        "staged segment {segment_id} has no verified copy yet: swapping it in would lose its offsets"
+    )]
     NoCopy { segment_id: String },
     #[error("partition {partition}: the new segments cover {new:?}, the old ones {old:?}")]
-    RangesDiffer { partition: u32, old: Vec<(u64, u64)>, new: Vec<(u64, u64)> },
+    RangesDiffer {
+        partition: u32,
+        old: Vec<(u64, u64)>,
+        new: Vec<(u64, u64)>,
+    },
+    #[error("Global already describes {bound:?}")]
+    TopicsBound { bound: Box<Topics> },
+    #[error("partition {partition}: log start {offset} is not above the current {current}")]
+    LogStartNotForward {
+        partition: u32,
+        offset: u64,
+        current: u64,
+    },
     #[error("malformed record: {0}")]
     Malformed(String),
 }
@@ -155,9 +241,13 @@ pub enum Rejection {
 /// a precondition (those are [`Rejection`]s, the same on every node).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
-    #[error("offset {offset} is not after the last applied offset {applied}: commands apply once, in log order")]
+    #[error(
+        "offset {offset} is not after the last applied offset {applied}: commands apply once, in log order"
+    )]
     NotAfter { offset: u64, applied: u64 },
-    #[error("Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it")]
+    #[error(
+        "Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it"
+    )]
     UnsupportedVersion(u32),
 }
 
@@ -180,7 +270,9 @@ impl State {
             Err(DecodeError::UnsupportedVersion(v)) => Err(ApplyError::UnsupportedVersion(v)),
             Err(DecodeError::Malformed(why)) => {
                 self.advance(offset)?;
-                Ok(Outcome::Rejected { reason: Rejection::Malformed(why) })
+                Ok(Outcome::Rejected {
+                    reason: Rejection::Malformed(why),
+                })
             }
         }
     }
@@ -193,7 +285,11 @@ impl State {
         }
         self.advance(offset)?;
         if let Some(&(first_offset, first_applied)) = self.recent.get(&command.id) {
-            let reason = Rejection::DuplicateCommand { id: command.id.clone(), first_offset, first_applied };
+            let reason = Rejection::DuplicateCommand {
+                id: command.id.clone(),
+                first_offset,
+                first_applied,
+            };
             return Ok(Outcome::Rejected { reason });
         }
         let result = self.check(command).map(|()| self.change(offset, command));
@@ -227,47 +323,94 @@ impl State {
     /// Every precondition, without changing anything.
     fn check(&self, command: &Command) -> Result<(), Rejection> {
         match &command.cmd {
-            Cmd::NodeHeartbeat { node_id, at_ms, disk_id, .. } => {
+            Cmd::NodeHeartbeat {
+                node_id,
+                at_ms,
+                disk_id,
+                ..
+            } => {
                 if *node_id != command.node {
-                    return Err(Rejection::HeartbeatForOtherNode { issuer: command.node.clone(), node_id: node_id.clone() });
+                    return Err(Rejection::HeartbeatForOtherNode {
+                        issuer: command.node.clone(),
+                        node_id: node_id.clone(),
+                    });
                 }
                 if command.v >= 2 && disk_id.is_empty() {
-                    return Err(Rejection::NoDiskId { node_id: node_id.clone() });
+                    return Err(Rejection::NoDiskId {
+                        node_id: node_id.clone(),
+                    });
                 }
                 match self.nodes.get(node_id) {
-                    Some(node) if node.heartbeat_ms > *at_ms => {
-                        Err(Rejection::StaleHeartbeat { node_id: node_id.clone(), at_ms: *at_ms, stored_ms: node.heartbeat_ms })
-                    }
+                    Some(node) if node.heartbeat_ms > *at_ms => Err(Rejection::StaleHeartbeat {
+                        node_id: node_id.clone(),
+                        at_ms: *at_ms,
+                        stored_ms: node.heartbeat_ms,
+                    }),
                     _ => Ok(()),
                 }
             }
-            Cmd::ClaimPartition { partition, epoch, .. } => {
+            Cmd::ClaimPartition {
+                partition, epoch, ..
+            } => {
                 let current = self.partitions.get(partition).map_or(0, |p| p.epoch);
                 if *epoch != current + 1 {
-                    return Err(Rejection::EpochNotNext { partition: *partition, epoch: *epoch, current });
+                    return Err(Rejection::EpochNotNext {
+                        partition: *partition,
+                        epoch: *epoch,
+                        current,
+                    });
                 }
                 Ok(())
             }
-            Cmd::RegisterSegment { epoch, segment, dedup } => {
+            Cmd::RegisterSegment {
+                epoch,
+                segment,
+                dedup,
+            } => {
                 let p = segment.partition;
                 let part = self.partitions.get(&p).cloned().unwrap_or_default();
                 if *epoch != part.epoch {
-                    return Err(Rejection::StaleEpoch { partition: p, epoch: *epoch, current: part.epoch });
+                    return Err(Rejection::StaleEpoch {
+                        partition: p,
+                        epoch: *epoch,
+                        current: part.epoch,
+                    });
                 }
                 if part.owner.as_deref() != Some(command.node.as_str()) {
-                    return Err(Rejection::NotOwner { partition: p, issuer: command.node.clone(), owner: part.owner });
+                    return Err(Rejection::NotOwner {
+                        partition: p,
+                        issuer: command.node.clone(),
+                        owner: part.owner,
+                    });
                 }
                 self.check_new_segment(segment)?;
                 if segment.offset_start > part.next_offset {
-                    return Err(Rejection::Gap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
+                    return Err(Rejection::Gap {
+                        partition: p,
+                        offset_start: segment.offset_start,
+                        next_offset: part.next_offset,
+                    });
                 }
                 if segment.offset_start < part.next_offset {
-                    return Err(Rejection::Overlap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
+                    return Err(Rejection::Overlap {
+                        partition: p,
+                        offset_start: segment.offset_start,
+                        next_offset: part.next_offset,
+                    });
                 }
                 check_dedup(&segment.segment_id, dedup)
             }
-            Cmd::AddCopy { segment_id, location, verified_blake3 } => {
-                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
+            Cmd::AddCopy {
+                segment_id,
+                location,
+                verified_blake3,
+            } => {
+                let segment =
+                    self.segments
+                        .get(segment_id)
+                        .ok_or_else(|| Rejection::UnknownSegment {
+                            segment_id: segment_id.clone(),
+                        })?;
                 if *verified_blake3 != segment.info.blake3 {
                     return Err(Rejection::HashMismatch {
                         segment_id: segment_id.clone(),
@@ -277,7 +420,10 @@ impl State {
                     });
                 }
                 if segment.copies.contains(location) {
-                    return Err(Rejection::CopyExists { segment_id: segment_id.clone(), location: location.clone() });
+                    return Err(Rejection::CopyExists {
+                        segment_id: segment_id.clone(),
+                        location: location.clone(),
+                    });
                 }
                 // Version 1 copies were self-declared; they never count as safe (no disk).
                 if command.v >= 2
@@ -286,15 +432,31 @@ impl State {
                     self.check_node_copy(&command.node, node)?;
                     let current = &self.nodes.get(node).expect("checked known").disk_id;
                     if disk != current || disk.is_empty() {
-                        return Err(Rejection::StaleDisk { node: node.clone(), disk: disk.clone(), current: current.clone() });
+                        return Err(Rejection::StaleDisk {
+                            node: node.clone(),
+                            disk: disk.clone(),
+                            current: current.clone(),
+                        });
                     }
                 }
                 Ok(())
             }
-            Cmd::RemoveCopy { segment_id, location, .. } => {
-                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
+            Cmd::RemoveCopy {
+                segment_id,
+                location,
+                ..
+            } => {
+                let segment =
+                    self.segments
+                        .get(segment_id)
+                        .ok_or_else(|| Rejection::UnknownSegment {
+                            segment_id: segment_id.clone(),
+                        })?;
                 if !segment.copies.contains(location) {
-                    return Err(Rejection::NoSuchCopy { segment_id: segment_id.clone(), location: location.clone() });
+                    return Err(Rejection::NoSuchCopy {
+                        segment_id: segment_id.clone(),
+                        location: location.clone(),
+                    });
                 }
                 if let Location::Node { node, .. } = location {
                     self.check_node_copy(&command.node, node)?;
@@ -307,32 +469,68 @@ impl State {
             }
             Cmd::DropStaged { segment_id } => match self.segments.get(segment_id) {
                 Some(segment) if segment.staged => Ok(()),
-                Some(_) => Err(Rejection::NotStaged { segment_id: segment_id.clone() }),
-                None => Err(Rejection::UnknownSegment { segment_id: segment_id.clone() }),
+                Some(_) => Err(Rejection::NotStaged {
+                    segment_id: segment_id.clone(),
+                }),
+                None => Err(Rejection::UnknownSegment {
+                    segment_id: segment_id.clone(),
+                }),
             },
             Cmd::ReplaceSegments { old, new } => {
                 let mut seen = BTreeSet::new();
                 let mut ranges = Vec::with_capacity(new.len());
                 for id in new {
                     if !seen.insert(id.as_str()) {
-                        return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
+                        return Err(Rejection::SegmentRepeated {
+                            segment_id: id.clone(),
+                        });
                     }
-                    let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
+                    let segment =
+                        self.segments
+                            .get(id)
+                            .ok_or_else(|| Rejection::UnknownSegment {
+                                segment_id: id.clone(),
+                            })?;
                     if !segment.staged {
-                        return Err(Rejection::NotStaged { segment_id: id.clone() });
+                        return Err(Rejection::NotStaged {
+                            segment_id: id.clone(),
+                        });
                     }
                     if segment.copies.is_empty() {
-                        return Err(Rejection::NoCopy { segment_id: id.clone() });
+                        return Err(Rejection::NoCopy {
+                            segment_id: id.clone(),
+                        });
                     }
                     ranges.push(&segment.info);
                 }
                 self.check_replacement(old, &ranges, &seen)
             }
+            Cmd::BindTopics { .. } => match &self.topics {
+                Some(bound) => Err(Rejection::TopicsBound {
+                    bound: Box::new(bound.clone()),
+                }),
+                None => Ok(()),
+            },
+            Cmd::SetLogStart {
+                partition, offset, ..
+            } => {
+                let current = self.partitions.get(partition).map_or(0, |p| p.log_start);
+                if *offset <= current {
+                    return Err(Rejection::LogStartNotForward {
+                        partition: *partition,
+                        offset: *offset,
+                        current,
+                    });
+                }
+                Ok(())
+            }
             Cmd::ReplaceSegmentsV1 { old, new } => {
                 let mut seen = BTreeSet::new();
                 for segment in new {
                     if !seen.insert(segment.segment_id.as_str()) {
-                        return Err(Rejection::SegmentRepeated { segment_id: segment.segment_id.clone() });
+                        return Err(Rejection::SegmentRepeated {
+                            segment_id: segment.segment_id.clone(),
+                        });
                     }
                     self.check_new_segment(segment)?;
                 }
@@ -344,16 +542,29 @@ impl State {
     fn check_new_segment(&self, segment: &SegmentInfo) -> Result<(), Rejection> {
         let id = &segment.segment_id;
         if self.segments.contains_key(id) {
-            return Err(Rejection::SegmentExists { segment_id: id.clone() });
+            return Err(Rejection::SegmentExists {
+                segment_id: id.clone(),
+            });
         }
         if segment.offset_end <= segment.offset_start {
-            return Err(Rejection::EmptyRange { segment_id: id.clone(), start: segment.offset_start, end: segment.offset_end });
+            return Err(Rejection::EmptyRange {
+                segment_id: id.clone(),
+                start: segment.offset_start,
+                end: segment.offset_end,
+            });
         }
         if segment.min_ts_ms > segment.max_ts_ms {
-            return Err(Rejection::InvertedTimeRange { segment_id: id.clone(), min_ts_ms: segment.min_ts_ms, max_ts_ms: segment.max_ts_ms });
+            return Err(Rejection::InvertedTimeRange {
+                segment_id: id.clone(),
+                min_ts_ms: segment.min_ts_ms,
+                max_ts_ms: segment.max_ts_ms,
+            });
         }
         if !is_blake3_hex(&segment.blake3) {
-            return Err(Rejection::NotAHash { segment_id: id.clone(), blake3: segment.blake3.clone() });
+            return Err(Rejection::NotAHash {
+                segment_id: id.clone(),
+                blake3: segment.blake3.clone(),
+            });
         }
         Ok(())
     }
@@ -361,17 +572,27 @@ impl State {
     /// A node copy of `node` is recorded or removed by `issuer`: that node, known to Global.
     fn check_node_copy(&self, issuer: &str, node: &str) -> Result<(), Rejection> {
         if issuer != node {
-            return Err(Rejection::CopyOfOtherNode { issuer: issuer.to_owned(), node: node.to_owned() });
+            return Err(Rejection::CopyOfOtherNode {
+                issuer: issuer.to_owned(),
+                node: node.to_owned(),
+            });
         }
         if !self.nodes.contains_key(node) {
-            return Err(Rejection::UnknownNode { node: node.to_owned() });
+            return Err(Rejection::UnknownNode {
+                node: node.to_owned(),
+            });
         }
         Ok(())
     }
 
     /// `old` are registered segments, once each and none of `new` (whose ids are in
     /// `seen`), and per partition `new` tile exactly what `old` covered.
-    fn check_replacement(&self, old: &[String], new: &[&SegmentInfo], seen: &BTreeSet<&str>) -> Result<(), Rejection> {
+    fn check_replacement(
+        &self,
+        old: &[String],
+        new: &[&SegmentInfo],
+        seen: &BTreeSet<&str>,
+    ) -> Result<(), Rejection> {
         if old.is_empty() {
             return Err(Rejection::EmptyReplacement);
         }
@@ -380,17 +601,34 @@ impl State {
         let mut old_seen = BTreeSet::new();
         for id in old {
             if !old_seen.insert(id.as_str()) || seen.contains(id.as_str()) {
-                return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
+                return Err(Rejection::SegmentRepeated {
+                    segment_id: id.clone(),
+                });
             }
-            let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
+            let segment = self
+                .segments
+                .get(id)
+                .ok_or_else(|| Rejection::UnknownSegment {
+                    segment_id: id.clone(),
+                })?;
             if segment.staged {
-                return Err(Rejection::StagedNotRegistered { segment_id: id.clone() });
+                return Err(Rejection::StagedNotRegistered {
+                    segment_id: id.clone(),
+                });
             }
             let info = &segment.info;
-            ranges.entry(info.partition).or_default().0.push((info.offset_start, info.offset_end));
+            ranges
+                .entry(info.partition)
+                .or_default()
+                .0
+                .push((info.offset_start, info.offset_end));
         }
         for segment in new {
-            ranges.entry(segment.partition).or_default().1.push((segment.offset_start, segment.offset_end));
+            ranges
+                .entry(segment.partition)
+                .or_default()
+                .1
+                .push((segment.offset_start, segment.offset_end));
         }
         for (partition, (old, new)) in ranges {
             let (old_cover, new_cover) = (cover(&old), cover(&new));
@@ -400,7 +638,11 @@ impl State {
             if old_cover != new_cover || new_total != cover_total {
                 let mut new = new;
                 new.sort_unstable();
-                return Err(Rejection::RangesDiffer { partition, old: old_cover, new });
+                return Err(Rejection::RangesDiffer {
+                    partition,
+                    old: old_cover,
+                    new,
+                });
             }
         }
         Ok(())
@@ -409,12 +651,28 @@ impl State {
     /// Makes the change; [`check`](Self::check) passed.
     fn change(&mut self, offset: u64, command: &Command) {
         match &command.cmd {
-            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest, disk_id } => {
-                let node =
-                    Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms, digest: *digest, disk_id: disk_id.clone() };
+            Cmd::NodeHeartbeat {
+                node_id,
+                addresses,
+                zone,
+                at_ms,
+                digest,
+                disk_id,
+            } => {
+                let node = Node {
+                    addresses: addresses.clone(),
+                    zone: zone.clone(),
+                    heartbeat_ms: *at_ms,
+                    digest: *digest,
+                    disk_id: disk_id.clone(),
+                };
                 self.nodes.insert(node_id.clone(), node);
             }
-            Cmd::ClaimPartition { partition, node_id, epoch } => {
+            Cmd::ClaimPartition {
+                partition,
+                node_id,
+                epoch,
+            } => {
                 let part = self.partitions.entry(*partition).or_default();
                 part.owner = Some(node_id.clone());
                 part.epoch = *epoch;
@@ -422,23 +680,42 @@ impl State {
             Cmd::RegisterSegment { segment, dedup, .. } => {
                 let part = self.partitions.entry(segment.partition).or_default();
                 part.next_offset = segment.offset_end;
-                part.segments.insert(segment.offset_start, segment.segment_id.clone());
+                part.segments
+                    .insert(segment.offset_start, segment.segment_id.clone());
                 part.dedup.mark(dedup, offset);
-                let stored = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: dedup.clone(), staged: false };
+                let stored = Segment {
+                    info: segment.clone(),
+                    copies: BTreeSet::new(),
+                    stored: dedup.clone(),
+                    staged: false,
+                };
                 self.segments.insert(segment.segment_id.clone(), stored);
             }
-            Cmd::AddCopy { segment_id, location, .. } => {
+            Cmd::AddCopy {
+                segment_id,
+                location,
+                ..
+            } => {
                 if let Some(segment) = self.segments.get_mut(segment_id) {
                     segment.copies.insert(location.clone());
                 }
             }
-            Cmd::RemoveCopy { segment_id, location, .. } => {
+            Cmd::RemoveCopy {
+                segment_id,
+                location,
+                ..
+            } => {
                 if let Some(segment) = self.segments.get_mut(segment_id) {
                     segment.copies.remove(location);
                 }
             }
             Cmd::StageSegment { segment, stored } => {
-                let staged = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: stored.clone(), staged: true };
+                let staged = Segment {
+                    info: segment.clone(),
+                    copies: BTreeSet::new(),
+                    stored: stored.clone(),
+                    staged: true,
+                };
                 self.segments.insert(segment.segment_id.clone(), staged);
             }
             Cmd::DropStaged { segment_id } => {
@@ -454,20 +731,46 @@ impl State {
                     }
                 }
             }
+            Cmd::BindTopics { topics } => self.topics = Some(topics.clone()),
+            Cmd::SetLogStart {
+                partition,
+                offset: start,
+                reason,
+            } => {
+                let part = self.partitions.entry(*partition).or_default();
+                part.log_start = *start;
+                part.next_offset = part.next_offset.max(*start);
+                part.log_start_reason = Some(format!(
+                    "set by {} at Global offset {offset}: {reason}",
+                    command.node
+                ));
+            }
             Cmd::ReplaceSegmentsV1 { old, new } => {
                 // What the old segments held, by partition: version 1 did not say per segment.
                 let mut stored: BTreeMap<u32, Vec<StoredBatches>> = BTreeMap::new();
                 for id in old {
                     if let Some(segment) = self.segments.get(id) {
-                        stored.entry(segment.info.partition).or_default().extend(segment.stored.iter().cloned());
+                        stored
+                            .entry(segment.info.partition)
+                            .or_default()
+                            .extend(segment.stored.iter().cloned());
                     }
                 }
                 self.unlink(old);
                 for info in new {
                     let part = self.partitions.entry(info.partition).or_default();
-                    part.segments.insert(info.offset_start, info.segment_id.clone());
+                    part.segments
+                        .insert(info.offset_start, info.segment_id.clone());
                     let held = stored.remove(&info.partition).unwrap_or_default();
-                    self.segments.insert(info.segment_id.clone(), Segment { info: info.clone(), copies: BTreeSet::new(), stored: held, staged: false });
+                    self.segments.insert(
+                        info.segment_id.clone(),
+                        Segment {
+                            info: info.clone(),
+                            copies: BTreeSet::new(),
+                            stored: held,
+                            staged: false,
+                        },
+                    );
                 }
             }
         }
@@ -486,11 +789,14 @@ impl State {
 
     /// Owner, epoch and next offset of partition `p` (all zero/none before its first claim).
     pub fn partition(&self, p: u32) -> PartitionState {
-        self.partitions.get(&p).map_or_else(PartitionState::default, |part| PartitionState {
-            owner: part.owner.clone(),
-            epoch: part.epoch,
-            next_offset: part.next_offset,
-        })
+        self.partitions
+            .get(&p)
+            .map_or_else(PartitionState::default, |part| PartitionState {
+                owner: part.owner.clone(),
+                epoch: part.epoch,
+                next_offset: part.next_offset,
+                log_start: part.log_start,
+            })
     }
 
     /// Partitions Global knows of.
@@ -502,14 +808,27 @@ impl State {
     pub fn segments(&self, p: u32) -> Vec<&Segment> {
         self.partitions
             .get(&p)
-            .map(|part| part.segments.values().filter_map(|id| self.segments.get(id)).collect())
+            .map(|part| {
+                part.segments
+                    .values()
+                    .filter_map(|id| self.segments.get(id))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Every segment that may hold events of `repository` in `[start_ms, end_ms]` (see
     /// [`SegmentInfo::may_hold`]), by partition and offset.
-    pub fn segments_overlapping(&self, repository: &str, start_ms: i64, end_ms: i64) -> Vec<&Segment> {
-        self.partitions().flat_map(|p| self.segments(p)).filter(|s| s.info.may_hold(repository, start_ms, end_ms)).collect()
+    pub fn segments_overlapping(
+        &self,
+        repository: &str,
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Vec<&Segment> {
+        self.partitions()
+            .flat_map(|p| self.segments(p))
+            .filter(|s| s.info.may_hold(repository, start_ms, end_ms))
+            .collect()
     }
 
     /// Where the digest of `p` resumes: the end of its last registered segment (0 before any).
@@ -526,47 +845,85 @@ impl State {
     /// be of a retry whose first copy applied long ago (beyond the [`RECENT_COMMANDS`] that
     /// recognise a duplicate, and rejected then as stale or overlapping).
     pub fn holds(&self, info: &SegmentInfo) -> bool {
-        self.segments.get(&info.segment_id).is_some_and(|s| !s.staged && s.info.blake3 == info.blake3)
+        self.segments
+            .get(&info.segment_id)
+            .is_some_and(|s| !s.staged && s.info.blake3 == info.blake3)
     }
 
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
         &self.nodes
     }
 
+    /// The Kafka cluster and topics this state describes, once a node bound them.
+    pub fn topics(&self) -> Option<&Topics> {
+        self.topics.as_ref()
+    }
+
+    /// Who set partition `p`'s log start, when and why (none unless set).
+    pub fn log_start_reason(&self, p: u32) -> Option<&str> {
+        self.partitions
+            .get(&p)
+            .and_then(|part| part.log_start_reason.as_deref())
+    }
+
     /// Whether part `part` of `parts` of `batch` is stored in a registered segment of
     /// partition `p` (see [`crate::dedup`] for what is remembered and for how long).
     pub fn is_stored(&self, p: u32, batch: &BatchId, part: u32, parts: u32) -> bool {
-        self.partitions.get(&p).is_some_and(|part_state| part_state.dedup.is_stored(batch, part, parts))
+        self.partitions
+            .get(&p)
+            .is_some_and(|part_state| part_state.dedup.is_stored(batch, part, parts))
     }
 
     /// The dedup state of `p`, for the digest to copy and extend with the segment it builds.
     pub fn dedup(&self, p: u32) -> Dedup {
-        self.partitions.get(&p).map(|part| part.dedup.clone()).unwrap_or_default()
+        self.partitions
+            .get(&p)
+            .map(|part| part.dedup.clone())
+            .unwrap_or_default()
     }
 
     /// The nodes whose copy of `segment` counts: on the disk the node announces now (a
     /// wiped node's old copies do not), among `live` ones.
-    pub fn counted_node_copies<'a>(&'a self, segment: &'a Segment, live: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = &'a str> + 'a {
-        segment.copies.iter().filter_map(move |location| match location {
-            Location::Node { node, disk } if !disk.is_empty() && live(node) && self.nodes.get(node).is_some_and(|n| n.disk_id == *disk) => {
-                Some(node.as_str())
-            }
-            _ => None,
-        })
+    pub fn counted_node_copies<'a>(
+        &'a self,
+        segment: &'a Segment,
+        live: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        segment
+            .copies
+            .iter()
+            .filter_map(move |location| match location {
+                Location::Node { node, disk }
+                    if !disk.is_empty()
+                        && live(node)
+                        && self.nodes.get(node).is_some_and(|n| n.disk_id == *disk) =>
+                {
+                    Some(node.as_str())
+                }
+                _ => None,
+            })
     }
 
     /// The offset below which every record of `p` is in safe segments (I5): the end of the
     /// longest prefix of its segments each safe under `rule`, counting node copies of
     /// `live` nodes on their current disks. Truncation may delete below it.
     pub fn safe_offset(&self, p: u32, rule: SafetyRule, live: impl Fn(&str) -> bool) -> u64 {
-        let mut safe = 0;
+        let log_start = self.partitions.get(&p).map_or(0, |part| part.log_start);
+        // Segments below the log start do not matter (their records are gone anyway).
+        let mut safe = log_start;
         for segment in self.segments(p) {
             // A node holds one copy per segment at most (one data directory).
             let nodes = self.counted_node_copies(segment, &live).count();
-            let in_bucket = segment.copies.iter().any(|l| matches!(l, Location::Bucket(_)));
+            let in_bucket = segment
+                .copies
+                .iter()
+                .any(|l| matches!(l, Location::Bucket(_)));
             let enough_nodes = rule.min_node_copies > 0 && nodes >= rule.min_node_copies;
-            // Segments tile from 0, so each starts where the previous ended.
-            if segment.info.offset_start != safe || !(in_bucket || enough_nodes) {
+            if segment.info.offset_end <= log_start {
+                continue;
+            }
+            // Segments tile from the log start, so each starts where the previous ended.
+            if segment.info.offset_start > safe || !(in_bucket || enough_nodes) {
                 break;
             }
             safe = segment.info.offset_end;
@@ -576,16 +933,25 @@ impl State {
 }
 
 fn check_dedup(segment_id: &str, dedup: &[StoredBatches]) -> Result<(), Rejection> {
-    let invalid = |detail: String| Rejection::InvalidDedup { segment_id: segment_id.to_owned(), detail };
+    let invalid = |detail: String| Rejection::InvalidDedup {
+        segment_id: segment_id.to_owned(),
+        detail,
+    };
     for batches in dedup {
         for &(start, end) in &batches.whole {
             if start >= end {
-                return Err(invalid(format!("{}:{}: empty seq range [{start}, {end})", batches.edge_id, batches.incarnation)));
+                return Err(invalid(format!(
+                    "{}:{}: empty seq range [{start}, {end})",
+                    batches.edge_id, batches.incarnation
+                )));
             }
         }
         for p in &batches.parts {
             if p.part >= p.parts {
-                return Err(invalid(format!("{}:{}:{}: part {} of {}", batches.edge_id, batches.incarnation, p.seq, p.part, p.parts)));
+                return Err(invalid(format!(
+                    "{}:{}:{}: part {} of {}",
+                    batches.edge_id, batches.incarnation, p.seq, p.part, p.parts
+                )));
             }
         }
     }

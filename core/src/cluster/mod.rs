@@ -12,5 +12,6 @@ pub mod assign;
 pub mod commands;
 pub mod global_log;
 pub mod heartbeat;
+pub mod topics;
 
 pub use global_log::{GlobalError, GlobalLog};
