@@ -38,36 +38,18 @@ fn is_large(size: usize) -> bool {
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract (non-zero size) is passed on unchanged.
-        unsafe {
-            if is_large(layout.size()) {
-                System.alloc(layout)
-            } else {
-                MiMalloc.alloc(layout)
-            }
-        }
+        unsafe { if is_large(layout.size()) { System.alloc(layout) } else { MiMalloc.alloc(layout) } }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as for `alloc`.
-        unsafe {
-            if is_large(layout.size()) {
-                System.alloc_zeroed(layout)
-            } else {
-                MiMalloc.alloc_zeroed(layout)
-            }
-        }
+        unsafe { if is_large(layout.size()) { System.alloc_zeroed(layout) } else { MiMalloc.alloc_zeroed(layout) } }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `layout` is the one `ptr` was allocated with, so its size picks the
         // allocator that made it.
-        unsafe {
-            if is_large(layout.size()) {
-                System.dealloc(ptr, layout)
-            } else {
-                MiMalloc.dealloc(ptr, layout)
-            }
-        }
+        unsafe { if is_large(layout.size()) { System.dealloc(ptr, layout) } else { MiMalloc.dealloc(ptr, layout) } }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -78,8 +60,7 @@ unsafe impl GlobalAlloc for Allocator {
             _ => {
                 // SAFETY: `new_size` is non-zero and, rounded up to `layout.align()`, does
                 // not overflow `isize` (the caller's contract for `realloc`).
-                let new_layout =
-                    unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+                let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
                 // SAFETY: as for `alloc`.
                 let new = unsafe { self.alloc(new_layout) };
                 if !new.is_null() {
@@ -116,24 +97,14 @@ mod tests {
             }
             let large = a.realloc(small, layout, 3 * LARGE);
             assert!(!large.is_null());
-            assert!(
-                (0..layout.size()).all(|i| *large.add(i) == (i % 251) as u8),
-                "grown across LARGE"
-            );
+            assert!((0..layout.size()).all(|i| *large.add(i) == (i % 251) as u8), "grown across LARGE");
             let large_layout = Layout::from_size_align(3 * LARGE, 8).unwrap();
             let back = a.realloc(large, large_layout, 1000);
             assert!(!back.is_null());
-            assert!(
-                (0..1000).all(|i| *back.add(i) == (i % 251) as u8),
-                "shrunk across LARGE"
-            );
+            assert!((0..1000).all(|i| *back.add(i) == (i % 251) as u8), "shrunk across LARGE");
             a.dealloc(back, Layout::from_size_align(1000, 8).unwrap());
             let zeroed = a.alloc_zeroed(large_layout);
-            assert!(
-                (0..large_layout.size())
-                    .step_by(4096)
-                    .all(|i| *zeroed.add(i) == 0)
-            );
+            assert!((0..large_layout.size()).step_by(4096).all(|i| *zeroed.add(i) == 0));
             a.dealloc(zeroed, large_layout);
         }
     }

@@ -383,14 +383,8 @@ mod tests {
         assert!(config.quic.is_some());
         assert_eq!(config.kafka.global_topic, default_global_topic());
         assert_eq!(config.data_dir, default_data_dir());
-        assert_eq!(
-            config.global.snapshot_every_records,
-            default_snapshot_every_records()
-        );
-        assert_eq!(
-            config.global.heartbeat_interval_ms,
-            default_heartbeat_interval_ms()
-        );
+        assert_eq!(config.global.snapshot_every_records, default_snapshot_every_records());
+        assert_eq!(config.global.heartbeat_interval_ms, default_heartbeat_interval_ms());
     }
 
     #[test]
@@ -399,9 +393,6 @@ mod tests {
         let path = dir.path().join("core.toml");
         std::fs::write(&path, "version = 1\n[ingest]\ntokens = []\n[kafka]\nbootstrap_servers = \"k:9092\"\nsource_shards = 0\n").unwrap();
         let error = CoreConfig::load(&path).unwrap_err().to_string();
-        assert!(
-            error.contains("source_shards") && error.contains("nonzero"),
-            "{error}"
-        );
+        assert!(error.contains("source_shards") && error.contains("nonzero"), "{error}");
     }
 }

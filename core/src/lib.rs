@@ -49,15 +49,9 @@ use weir_global::Addresses;
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    HttpBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot listen for QUIC on {addr}: {source}")]
-    QuicBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    QuicBind { addr: SocketAddr, source: std::io::Error },
     #[error("invalid TLS setup for the edge endpoint: {0}")]
     Tls(#[from] weir_node::tls::TlsError),
     #[error(transparent)]
@@ -67,10 +61,7 @@ pub enum CoreError {
     #[error("invalid parser plugin setup: {0}")]
     Parsers(#[from] weir_plugin_host::Error),
     #[error("cannot create the directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: std::path::PathBuf, source: std::io::Error },
     #[error("invalid read API setup: {0}")]
     Query(#[from] weir_query::ConfigError),
     #[error(transparent)]
@@ -99,18 +90,12 @@ impl RunningCore {
 /// Runs a core until `shutdown` is cancelled.
 pub async fn run(config: CoreConfig, shutdown: CancellationToken) -> Result<(), CoreError> {
     let running = start(config, shutdown).await?;
-    running
-        .task
-        .await
-        .unwrap_or_else(|join| panic!("core task panicked: {join}"))
+    running.task.await.unwrap_or_else(|join| panic!("core task panicked: {join}"))
 }
 
 /// Binds every listener (so port 0 works and bind errors surface here), then serves in a
 /// background task.
-pub async fn start(
-    config: CoreConfig,
-    shutdown: CancellationToken,
-) -> Result<RunningCore, CoreError> {
+pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<RunningCore, CoreError> {
     let publisher = Arc::new(Publisher::new(&config.kafka)?);
     let global = GlobalLog::open(&config)?;
     // Plugins are loaded and configured at start, so a bad plugin or setting stops the
@@ -122,44 +107,22 @@ pub async fn start(
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
-        .map_err(|source| CoreError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| CoreError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
+        .map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| CoreError::HttpBind { addr: config.http.listen, source })?;
 
     // One budget for both inputs: a burst on either is bounded by the same number.
     let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
     let data_dir = DataDir::new(&config.data_dir);
-    let disk_id = data_dir.disk_id().map_err(|source| CoreError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    let disk_id = data_dir.disk_id().map_err(|source| CoreError::DataDir { path: config.data_dir.clone(), source })?;
     let quic_door = match &config.quic {
         Some(quic) => {
             let server = weir_node::tls::server_config(&quic.tls)?;
-            let endpoint = quinn::Endpoint::server(server, quic.listen).map_err(|source| {
-                CoreError::QuicBind {
-                    addr: quic.listen,
-                    source,
-                }
-            })?;
+            let endpoint = quinn::Endpoint::server(server, quic.listen)
+                .map_err(|source| CoreError::QuicBind { addr: quic.listen, source })?;
             Some(QuicDoor {
                 endpoint,
-                edges: Arc::new(EdgeConnections {
-                    publisher: publisher.clone(),
-                    config: quic.clone(),
-                    budget: budget.clone(),
-                }),
-                peers: Arc::new(peer::PeerServer {
-                    global: global.clone(),
-                    data_dir: data_dir.clone(),
-                }),
+                edges: Arc::new(EdgeConnections { publisher: publisher.clone(), config: quic.clone(), budget: budget.clone() }),
+                peers: Arc::new(peer::PeerServer { global: global.clone(), data_dir: data_dir.clone() }),
                 max_edge_connections: config.limits.max_edge_connections,
                 max_peer_connections: config.limits.max_peer_connections,
                 drain_timeout: Duration::from_millis(quic.drain_timeout_ms),
@@ -167,9 +130,7 @@ pub async fn start(
         }
         None => None,
     };
-    let quic_addr = quic_door
-        .as_ref()
-        .and_then(|e| e.endpoint.local_addr().ok());
+    let quic_addr = quic_door.as_ref().and_then(|e| e.endpoint.local_addr().ok());
     tracing::info!(node_id = %config.node_id, %http_addr, quic_addr = ?quic_addr, topic = %config.kafka.ingest_topic, "core started");
 
     let sink = Arc::new(KafkaSink {
@@ -178,20 +139,12 @@ pub async fn start(
         retry_after: Duration::from_secs(config.kafka.retry_after_s),
     });
     let files = Arc::new(read::locate::SegmentFiles::open(&config, global.clone())?);
-    let query = weir_query::QueryService::new(
-        config.query.clone(),
-        &config.read_tokens,
-        Arc::new(read::ClusterSegments { files }),
-    )?
-    .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
-    let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget)
-        .merge(weir_query::router(Arc::new(query)));
+    let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?
+        .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
+    let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget).merge(weir_query::router(Arc::new(query)));
 
     let segments_dir = data_dir.segments_dir();
-    std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir {
-        path: segments_dir,
-        source,
-    })?;
+    std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir, source })?;
     let digest_context = Arc::new(digest::partition::Context {
         node_id: config.node_id.clone(),
         global: global.clone(),
@@ -211,11 +164,7 @@ pub async fn start(
         // Also when this task is dropped instead of finishing (a runtime shutting down):
         // the applier is a blocking thread the runtime would wait for forever.
         let _stop_applier_on_drop = global_stop.clone().drop_guard();
-        let applier = tokio::spawn(global.clone().run(
-            config.kafka.clone(),
-            config.global.clone(),
-            global_stop.clone(),
-        ));
+        let applier = tokio::spawn(global.clone().run(config.kafka.clone(), config.global.clone(), global_stop.clone()));
         let announce = heartbeat::Announce {
             node_id: config.node_id.clone(),
             addresses: announced_addresses(&config, http_addr, quic_addr),
@@ -255,14 +204,9 @@ pub async fn start(
         let edges = quic_door.map(|door| tokio::spawn(door.serve(shutdown.clone())));
         // An ingest-only core (`digest.enabled = false`) runs no digest; its heartbeats say
         // so, and the digesting cores take every partition.
-        let digest = config
-            .digest
-            .enabled
-            .then(|| tokio::spawn(digest::run(digest_context, shutdown.clone())));
+        let digest = config.digest.enabled.then(|| tokio::spawn(digest::run(digest_context, shutdown.clone())));
         if digest.is_none() {
-            tracing::info!(
-                "ingest-only core (digest.enabled = false): it takes no partitions; the cores with the digest on store what it ingests"
-            );
+            tracing::info!("ingest-only core (digest.enabled = false): it takes no partitions; the cores with the digest on store what it ingests");
         }
         let http = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -286,12 +230,7 @@ pub async fn start(
         tracing::info!("core stopped");
         topics.map_err(CoreError::from).and(http)
     });
-    Ok(RunningCore {
-        http_addr,
-        quic_addr,
-        task,
-        global: running_global,
-    })
+    Ok(RunningCore { http_addr, quic_addr, task, global: running_global })
 }
 
 /// The HTTP ingest settings with `[parsers.by_token]` applied: a token without a
@@ -309,21 +248,9 @@ fn ingest_tokens_with_parsers(config: &CoreConfig) -> weir_http_ingest::HttpInge
 
 /// What heartbeats announce: the HTTP address and the QUIC one (`peer::SegmentFiles`
 /// fetches from it), each the configured `advertise` or else the bound address.
-fn announced_addresses(
-    config: &CoreConfig,
-    http_addr: SocketAddr,
-    quic_addr: Option<SocketAddr>,
-) -> Addresses {
-    let http = config
-        .http
-        .advertise
-        .clone()
-        .unwrap_or_else(|| http_addr.to_string());
-    let quic = config
-        .quic
-        .as_ref()
-        .zip(quic_addr)
-        .map(|(quic, bound)| quic.advertise.clone().unwrap_or_else(|| bound.to_string()));
+fn announced_addresses(config: &CoreConfig, http_addr: SocketAddr, quic_addr: Option<SocketAddr>) -> Addresses {
+    let http = config.http.advertise.clone().unwrap_or_else(|| http_addr.to_string());
+    let quic = config.quic.as_ref().zip(quic_addr).map(|(quic, bound)| quic.advertise.clone().unwrap_or_else(|| bound.to_string()));
     Addresses { http, quic }
 }
 
@@ -333,34 +260,15 @@ mod tests {
 
     #[test]
     fn heartbeats_announce_the_advertised_addresses_else_the_bound_ones() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/core.example.toml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/core.example.toml");
         let mut config = CoreConfig::load(&path).unwrap();
-        let (http, quic) = (
-            "0.0.0.0:8080".parse().unwrap(),
-            Some("0.0.0.0:4433".parse().unwrap()),
-        );
-        let both = |http: &str, quic: &str| Addresses {
-            http: http.into(),
-            quic: Some(quic.into()),
-        };
-        assert_eq!(
-            announced_addresses(&config, http, quic),
-            both("0.0.0.0:8080", "0.0.0.0:4433")
-        );
+        let (http, quic) = ("0.0.0.0:8080".parse().unwrap(), Some("0.0.0.0:4433".parse().unwrap()));
+        let both = |http: &str, quic: &str| Addresses { http: http.into(), quic: Some(quic.into()) };
+        assert_eq!(announced_addresses(&config, http, quic), both("0.0.0.0:8080", "0.0.0.0:4433"));
         config.http.advertise = Some("core-1.example:8080".into());
         config.quic.as_mut().unwrap().advertise = Some("core-1.example:4433".into());
-        assert_eq!(
-            announced_addresses(&config, http, quic),
-            both("core-1.example:8080", "core-1.example:4433")
-        );
+        assert_eq!(announced_addresses(&config, http, quic), both("core-1.example:8080", "core-1.example:4433"));
         config.quic = None;
-        assert_eq!(
-            announced_addresses(&config, http, None),
-            Addresses {
-                http: "core-1.example:8080".into(),
-                quic: None
-            }
-        );
+        assert_eq!(announced_addresses(&config, http, None), Addresses { http: "core-1.example:8080".into(), quic: None });
     }
 }

@@ -15,11 +15,7 @@ use weir_core::config::CoreConfig;
 static ALLOCATOR: weir_core::alloc::Allocator = weir_core::alloc::Allocator;
 
 #[derive(Parser)]
-#[command(
-    name = "weir-core",
-    version,
-    about = "Weir core node: ingest, Kafka, parsers"
-)]
+#[command(name = "weir-core", version, about = "Weir core node: ingest, Kafka, parsers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -176,25 +172,18 @@ fn main() -> ExitCode {
 fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
     use weir_core::store::{DataDir, tools as segments};
     let global = |config: &CoreConfig, timeout_s| {
-        weir_core::cluster::global_log::dump(config, std::time::Duration::from_secs(timeout_s))
-            .map(|snapshot| snapshot.state)
+        weir_core::cluster::global_log::dump(config, std::time::Duration::from_secs(timeout_s)).map(|snapshot| snapshot.state)
     };
     let mut stdout = std::io::stdout().lock();
     match command {
         SegmentsCommand::Ls { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
-            segments::list(
-                &global(&config, timeout_s)?,
-                &DataDir::new(&config.data_dir),
-                &mut stdout,
-            )?;
+            segments::list(&global(&config, timeout_s)?, &DataDir::new(&config.data_dir), &mut stdout)?;
         }
         SegmentsCommand::Verify { config, timeout_s } => {
             let config = CoreConfig::load(&config)?;
             let state = global(&config, timeout_s)?;
-            let files = DataDir::new(&config.data_dir)
-                .segment_files()
-                .context("cannot list the segments directory")?;
+            let files = DataDir::new(&config.data_dir).segment_files().context("cannot list the segments directory")?;
             let mut bad = 0;
             for (i, path) in files.iter().enumerate() {
                 let checked = segments::check(&state, path);
@@ -202,12 +191,7 @@ fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
                     None => writeln!(stdout, "ok   {}", checked.segment_id)?,
                     Some(problem) => {
                         bad += 1;
-                        writeln!(
-                            stdout,
-                            "BAD  {} ({}): {problem}",
-                            checked.segment_id,
-                            path.display()
-                        )?;
+                        writeln!(stdout, "BAD  {} ({}): {problem}", checked.segment_id, path.display())?;
                     }
                 }
                 if (i + 1) % 100 == 0 {
@@ -215,10 +199,7 @@ fn segments(command: SegmentsCommand) -> anyhow::Result<()> {
                 }
             }
             if bad > 0 {
-                anyhow::bail!(
-                    "{bad} of {} segment files failed verification; fetch another copy or re-digest their offsets",
-                    files.len()
-                );
+                anyhow::bail!("{bad} of {} segment files failed verification; fetch another copy or re-digest their offsets", files.len());
             }
             eprintln!("{} segment files verified", files.len());
         }
@@ -250,18 +231,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{config:#?}");
             Ok(())
         }
-        Command::Global {
-            command: GlobalCommand::Dump { config, timeout_s },
-        } => {
+        Command::Global { command: GlobalCommand::Dump { config, timeout_s } } => {
             let config = CoreConfig::load(&config)?;
-            let snapshot = weir_core::cluster::global_log::dump(
-                &config,
-                std::time::Duration::from_secs(timeout_s),
-            )?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?
-            );
+            let snapshot = weir_core::cluster::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
+            println!("{}", serde_json::to_string_pretty(&snapshot).context("cannot encode the state")?);
             Ok(())
         }
         Command::Global {
@@ -303,51 +276,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Segments { command } => segments(command),
-        Command::Reparse {
-            config,
-            repository,
-            from,
-            to,
-            parser,
-            grace_s,
-        } => {
+        Command::Reparse { config, repository, from, to, parser, grace_s } => {
             let config = CoreConfig::load(&config)?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
             let request = weir_core::store::reparse::Request {
                 repository,
-                from_ms: weir_core::store::reparse::parse_time(&from, now)
-                    .map_err(anyhow::Error::msg)?,
-                to_ms: weir_core::store::reparse::parse_time(&to, now)
-                    .map_err(anyhow::Error::msg)?,
+                from_ms: weir_core::store::reparse::parse_time(&from, now).map_err(anyhow::Error::msg)?,
+                to_ms: weir_core::store::reparse::parse_time(&to, now).map_err(anyhow::Error::msg)?,
                 parser,
                 grace: std::time::Duration::from_secs(grace_s),
             };
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-            let summary =
-                runtime.block_on(weir_core::store::reparse::run(&config, &request, |line| {
-                    eprintln!("{line}")
-                }))?;
-            println!(
-                "{}",
-                serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events})
-            );
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
+            let summary = runtime.block_on(weir_core::store::reparse::run(&config, &request, |line| eprintln!("{line}")))?;
+            println!("{}", serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events}));
             Ok(())
         }
-        Command::Plugin {
-            command: PluginCommand::Test { plugin, config },
-        } => {
+        Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            weir_plugin_host::plugin_test(
-                &plugin,
-                config.as_deref(),
-                stdin,
-                stdout,
-                std::io::stderr(),
-            )?;
+            weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?;
             Ok(())
         }
         #[cfg(not(feature = "dev-certs"))]

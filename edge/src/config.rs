@@ -55,9 +55,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig {
-            in_flight_bytes: default_in_flight_bytes(),
-        }
+        LimitsConfig { in_flight_bytes: default_in_flight_bytes() }
     }
 }
 
@@ -125,20 +123,14 @@ impl<'de> Deserialize<'de> for CoreAddress {
             name: String,
         }
         #[derive(Deserialize)]
-        #[serde(
-            untagged,
-            expecting = "a core as \"host:port\" or { addr = \"host:port\", name = \"certificate name\" }"
-        )]
+        #[serde(untagged, expecting = "a core as \"host:port\" or { addr = \"host:port\", name = \"certificate name\" }")]
         enum Entry {
             Addr(String),
             Named(Named),
         }
         Ok(match Entry::deserialize(deserializer)? {
             Entry::Addr(addr) => CoreAddress { addr, name: None },
-            Entry::Named(Named { addr, name }) => CoreAddress {
-                addr,
-                name: Some(name),
-            },
+            Entry::Named(Named { addr, name }) => CoreAddress { addr, name: Some(name) },
         })
     }
 }
@@ -185,8 +177,7 @@ fn default_retries_per_link() -> u32 {
 
 impl EdgeConfig {
     pub fn load(path: &Path) -> Result<EdgeConfig, ConfigError> {
-        let config: EdgeConfig =
-            weir_node::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])?;
+        let config: EdgeConfig = weir_node::config::load(path, &["edge_id", "ack_mode", "core_ack_timeout_ms"])?;
         let max_streams = weir_proto::wire::MAX_STREAMS_PER_CONNECTION as usize;
         if !(1..=max_streams).contains(&config.forward.max_in_flight) {
             return Err(ConfigError::Value {
@@ -197,19 +188,12 @@ impl EdgeConfig {
                 ),
             });
         }
-        crate::files::validate(
-            &config.files,
-            config.ingest.max_event_bytes,
-            config.spool.segment_bytes,
-        )?;
+        crate::files::validate(&config.files, config.ingest.max_event_bytes, config.spool.segment_bytes)?;
         Ok(config)
     }
 
     pub fn dead_letter_dir(&self) -> PathBuf {
-        self.forward
-            .dead_letter_dir
-            .clone()
-            .unwrap_or_else(|| self.spool.dir.join(crate::spool::DEAD_LETTER_DIR))
+        self.forward.dead_letter_dir.clone().unwrap_or_else(|| self.spool.dir.join(crate::spool::DEAD_LETTER_DIR))
     }
 }
 
@@ -232,49 +216,25 @@ mod tests {
         struct Cores {
             cores: Vec<CoreAddress>,
         }
-        let cores: Cores =
-            serde_json::from_str(r#"{"cores": ["a:1", {"addr": "b:2", "name": "core-2"}]}"#)
-                .unwrap();
+        let cores: Cores = serde_json::from_str(r#"{"cores": ["a:1", {"addr": "b:2", "name": "core-2"}]}"#).unwrap();
         assert_eq!(
             cores.cores,
-            [
-                CoreAddress {
-                    addr: "a:1".into(),
-                    name: None
-                },
-                CoreAddress {
-                    addr: "b:2".into(),
-                    name: Some("core-2".into())
-                }
-            ]
+            [CoreAddress { addr: "a:1".into(), name: None }, CoreAddress { addr: "b:2".into(), name: Some("core-2".into()) }]
         );
-        let error = serde_json::from_str::<Cores>(r#"{"cores": [{"addr": "b:2", "nmae": "x"}]}"#)
-            .err()
-            .unwrap()
-            .to_string();
+        let error = serde_json::from_str::<Cores>(r#"{"cores": [{"addr": "b:2", "nmae": "x"}]}"#).err().unwrap().to_string();
         assert!(error.contains("host:port"), "{error}");
     }
 
     #[test]
     fn in_flight_window_beyond_a_cores_stream_limit_is_refused() {
-        let example = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml"),
-        )
-        .unwrap();
+        let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
         for (value, ok) in [("256", true), ("257", false), ("0", false)] {
             let path = dir.path().join("edge.toml");
-            std::fs::write(
-                &path,
-                example.replace("max_in_flight = 8", &format!("max_in_flight = {value}")),
-            )
-            .unwrap();
+            std::fs::write(&path, example.replace("max_in_flight = 8", &format!("max_in_flight = {value}"))).unwrap();
             match EdgeConfig::load(&path) {
                 Ok(config) => assert!(ok, "{value} accepted: {}", config.forward.max_in_flight),
-                Err(e) => assert!(
-                    !ok && e.to_string().contains("forward.max_in_flight"),
-                    "{value}: {e}"
-                ),
+                Err(e) => assert!(!ok && e.to_string().contains("forward.max_in_flight"), "{value}: {e}"),
             }
         }
     }

@@ -51,26 +51,15 @@ const REMEMBERED_REFUSALS: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum DeadLetterError {
     #[error("cannot {action} {}: {source}; check that the directory exists and is writable, and the disk has space", path.display())]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("dead letter {} is not a spooled batch ({reason}); move it away and look at its .json twin", path.display())]
     Malformed { path: PathBuf, reason: String },
     #[error("cannot drop a dead-lettered corrupt record from the spool: {0}")]
     Spool(#[from] SpoolError),
 }
 
-fn io<'a>(
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> DeadLetterError + 'a {
-    move |source| DeadLetterError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DeadLetterError + 'a {
+    move |source| DeadLetterError::Io { action, path: path.to_owned(), source }
 }
 
 /// What the `.json` file says about a refused batch.
@@ -117,10 +106,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     pub fn new(dir: impl Into<PathBuf>) -> DeadLetters {
-        DeadLetters {
-            dir: dir.into(),
-            recent: Arc::default(),
-        }
+        DeadLetters { dir: dir.into(), recent: Arc::default() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -128,20 +114,13 @@ impl DeadLetters {
     }
 
     /// Writes a refused batch durably; returns the path of its `.json` file. Blocking.
-    pub fn store(
-        &self,
-        batch_id: &BatchId,
-        spooled: &Bytes,
-        refusal: Refusal,
-    ) -> Result<PathBuf, DeadLetterError> {
+    pub fn store(&self, batch_id: &BatchId, spooled: &Bytes, refusal: Refusal) -> Result<PathBuf, DeadLetterError> {
         fs::create_dir_all(&self.dir).map_err(io("create the dead-letter directory", &self.dir))?;
         let stem = format!("{}-{}", batch_id.edge_id, batch_id.seq);
         let mut shown = serde_json::to_value(&refusal).expect("refusal serialises");
         if let Some((_, payload)) = decode_spooled(spooled) {
             match wire::decode_payload(&payload, MAX_SHOWN_PAYLOAD_BYTES) {
-                Ok(batches) => {
-                    shown["batches"] = serde_json::to_value(batches).expect("batches serialise")
-                }
+                Ok(batches) => shown["batches"] = serde_json::to_value(batches).expect("batches serialise"),
                 Err(e) => shown["payload_error"] = e.to_string().into(),
             }
         }
@@ -149,9 +128,7 @@ impl DeadLetters {
         write_durably(&self.dir.join(format!("{stem}.{SPOOLED_EXT}")), spooled)?;
         let json_path = self.dir.join(format!("{stem}.{JSON_EXT}"));
         write_durably(&json_path, &json)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory", &self.dir))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync the directory", &self.dir))?;
         let mut recent = self.recent.lock().expect("lock");
         if recent.len() >= REMEMBERED_REFUSALS {
             // Only clients waiting right now care; an old entry's client has long timed out.
@@ -171,55 +148,28 @@ impl DeadLetters {
         let mut letters: Vec<DeadLetter> = self
             .read_letters(SPOOLED_EXT)?
             .into_iter()
-            .map(|(refusal, spooled, json)| DeadLetter {
-                refusal,
-                spooled,
-                json,
-            })
+            .map(|(refusal, spooled, json)| DeadLetter { refusal, spooled, json })
             .collect();
-        letters.sort_by(|a, b| {
-            a.refusal
-                .refused_at_ms
-                .cmp(&b.refusal.refused_at_ms)
-                .then(a.spooled.cmp(&b.spooled))
-        });
+        letters.sort_by(|a, b| a.refusal.refused_at_ms.cmp(&b.refusal.refused_at_ms).then(a.spooled.cmp(&b.spooled)));
         Ok(letters)
     }
 
     /// Name stem of the dead letter of a corrupt record. The incarnation keeps records
     /// of a wiped spool (whose segments restart at 0) from overwriting older letters.
     fn corrupt_stem(incarnation: &str, record: &CorruptRecord) -> String {
-        format!(
-            "corrupt-{incarnation}-{:020}-{}",
-            record.segment, record.offset
-        )
+        format!("corrupt-{incarnation}-{:020}-{}", record.segment, record.offset)
     }
 
     /// Whether the corrupt record at `segment`/`offset` of the spool `incarnation` is here.
     pub fn has_corrupt(&self, incarnation: &str, segment: u64, offset: u64) -> bool {
-        let record = CorruptRecord {
-            segment,
-            offset,
-            seq: None,
-            reason: String::new(),
-            bytes: Bytes::new(),
-        };
-        self.dir
-            .join(format!(
-                "{}.{JSON_EXT}",
-                Self::corrupt_stem(incarnation, &record)
-            ))
-            .exists()
+        let record = CorruptRecord { segment, offset, seq: None, reason: String::new(), bytes: Bytes::new() };
+        self.dir.join(format!("{}.{JSON_EXT}", Self::corrupt_stem(incarnation, &record))).exists()
     }
 
     /// Writes a corrupt spool record durably, keeping all its bytes; returns the path of
     /// its `.json` file. Idempotent: the same record found again overwrites its letter.
     /// Blocking.
-    pub fn store_corrupt(
-        &self,
-        incarnation: &str,
-        record: &CorruptRecord,
-    ) -> Result<PathBuf, DeadLetterError> {
+    pub fn store_corrupt(&self, incarnation: &str, record: &CorruptRecord) -> Result<PathBuf, DeadLetterError> {
         fs::create_dir_all(&self.dir).map_err(io("create the dead-letter directory", &self.dir))?;
         let stem = Self::corrupt_stem(incarnation, record);
         let letter = CorruptLetter {
@@ -235,58 +185,37 @@ impl DeadLetters {
         let mut shown = serde_json::to_value(&letter).expect("letter serialises");
         // Often only a few bytes are damaged: show what still decodes, assuming the
         // header kept its length.
-        let spooled = record
-            .bytes
-            .slice((RECORD_HEADER_BYTES as usize).min(record.bytes.len())..);
+        let spooled = record.bytes.slice((RECORD_HEADER_BYTES as usize).min(record.bytes.len())..);
         if let Some((n_events, payload)) = decode_spooled(&spooled) {
             shown["n_events_claimed"] = n_events.into();
             match wire::decode_payload(&payload, MAX_SHOWN_PAYLOAD_BYTES) {
-                Ok(batches) => {
-                    shown["batches"] = serde_json::to_value(batches).expect("batches serialise")
-                }
+                Ok(batches) => shown["batches"] = serde_json::to_value(batches).expect("batches serialise"),
                 Err(e) => shown["payload_error"] = e.to_string().into(),
             }
         }
         let json = serde_json::to_vec_pretty(&shown).expect("json serialises");
-        write_durably(
-            &self.dir.join(format!("{stem}.{CORRUPT_EXT}")),
-            &record.bytes,
-        )?;
+        write_durably(&self.dir.join(format!("{stem}.{CORRUPT_EXT}")), &record.bytes)?;
         let json_path = self.dir.join(format!("{stem}.{JSON_EXT}"));
         write_durably(&json_path, &json)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("sync the directory", &self.dir))?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync the directory", &self.dir))?;
         Ok(json_path)
     }
 
     /// Every corrupt-record letter in the directory: its `.json` (parsed) and `.corrupt`.
     pub fn list_corrupt(&self) -> Result<Vec<(CorruptLetter, PathBuf)>, DeadLetterError> {
-        let mut letters: Vec<_> = self
-            .read_letters::<CorruptLetter>(CORRUPT_EXT)?
-            .into_iter()
-            .map(|(letter, bytes, _)| (letter, bytes))
-            .collect();
+        let mut letters: Vec<_> =
+            self.read_letters::<CorruptLetter>(CORRUPT_EXT)?.into_iter().map(|(letter, bytes, _)| (letter, bytes)).collect();
         letters.sort_by(|a, b| (a.0.found_at_ms, &a.1).cmp(&(b.0.found_at_ms, &b.1)));
         Ok(letters)
     }
 
     /// Every file with extension `ext` in the directory, with its `.json` twin parsed:
     /// `(json content, file, json path)`. A missing directory holds none.
-    fn read_letters<T: serde::de::DeserializeOwned>(
-        &self,
-        ext: &str,
-    ) -> Result<Vec<(T, PathBuf, PathBuf)>, DeadLetterError> {
+    fn read_letters<T: serde::de::DeserializeOwned>(&self, ext: &str) -> Result<Vec<(T, PathBuf, PathBuf)>, DeadLetterError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(DeadLetterError::Io {
-                    action: "list",
-                    path: self.dir.clone(),
-                    source: e,
-                });
-            }
+            Err(e) => return Err(DeadLetterError::Io { action: "list", path: self.dir.clone(), source: e }),
         };
         let mut letters = Vec::new();
         for entry in entries {
@@ -296,10 +225,8 @@ impl DeadLetters {
             }
             let json = path.with_extension(JSON_EXT);
             let text = fs::read(&json).map_err(io("read", &json))?;
-            let parsed = serde_json::from_slice(&text).map_err(|e| DeadLetterError::Malformed {
-                path: json.clone(),
-                reason: e.to_string(),
-            })?;
+            let parsed = serde_json::from_slice(&text)
+                .map_err(|e| DeadLetterError::Malformed { path: json.clone(), reason: e.to_string() })?;
             letters.push((parsed, path, json));
         }
         Ok(letters)
@@ -309,10 +236,7 @@ impl DeadLetters {
     pub fn spooled(letter: &DeadLetter) -> Result<Bytes, DeadLetterError> {
         let bytes = Bytes::from(fs::read(&letter.spooled).map_err(io("read", &letter.spooled))?);
         if decode_spooled(&bytes).is_none() {
-            return Err(DeadLetterError::Malformed {
-                path: letter.spooled.clone(),
-                reason: "shorter than its header".into(),
-            });
+            return Err(DeadLetterError::Malformed { path: letter.spooled.clone(), reason: "shorter than its header".into() });
         }
         Ok(bytes)
     }
@@ -351,11 +275,7 @@ pub fn quarantine_corrupt(spool: &Spool, letters: &DeadLetters) -> Result<usize,
 fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), DeadLetterError> {
     AtomicWrite::new(path.with_extension("tmp"))
         .write(path, &[bytes])
-        .map_err(|e| DeadLetterError::Io {
-            action: e.step.verb(),
-            path: e.path,
-            source: e.source,
-        })
+        .map_err(|e| DeadLetterError::Io { action: e.step.verb(), path: e.path, source: e.source })
 }
 
 #[cfg(test)]
@@ -379,23 +299,13 @@ mod tests {
     fn stored_letters_list_read_back_and_remove() {
         let dir = tempfile::tempdir().unwrap();
         let letters = DeadLetters::new(dir.path().join("dead-letter"));
-        assert!(
-            letters.list().unwrap().is_empty(),
-            "a missing directory has no letters"
-        );
+        assert!(letters.list().unwrap().is_empty(), "a missing directory has no letters");
         let spooled = spooled_batch("the refused line");
         for seq in [7, 3] {
-            let id = BatchId {
-                edge_id: "edge-1".into(),
-                incarnation: "i".into(),
-                seq,
-            };
+            let id = BatchId { edge_id: "edge-1".into(), incarnation: "i".into(), seq };
             let json = letters.store(&id, &spooled, refusal(seq)).unwrap();
             let text = fs::read_to_string(&json).unwrap();
-            assert!(
-                text.contains("the refused line") && text.contains("too_large"),
-                "{text}"
-            );
+            assert!(text.contains("the refused line") && text.contains("too_large"), "{text}");
         }
         assert_eq!(letters.refusal(7).unwrap().message, "too big");
         assert!(letters.refusal(8).is_none());
@@ -415,22 +325,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let letters = DeadLetters::new(dir.path());
         let spooled = encode_spooled(1, b"not zstd");
-        let json = letters
-            .store(
-                &BatchId {
-                    edge_id: "e".into(),
-                    incarnation: "i".into(),
-                    seq: 1,
-                },
-                &spooled,
-                refusal(1),
-            )
-            .unwrap();
+        let json = letters.store(&BatchId { edge_id: "e".into(), incarnation: "i".into(), seq: 1 }, &spooled, refusal(1)).unwrap();
         assert!(fs::read_to_string(json).unwrap().contains("payload_error"));
-        assert_eq!(
-            DeadLetters::spooled(&letters.list().unwrap()[0]).unwrap(),
-            spooled
-        );
+        assert_eq!(DeadLetters::spooled(&letters.list().unwrap()[0]).unwrap(), spooled);
     }
 
     #[test]
@@ -495,38 +392,21 @@ mod tests {
 
         let spool = Spool::open(config.clone()).unwrap();
         let pending = spool.pending_after(None, 100).unwrap();
-        assert_eq!(
-            pending.iter().map(|b| b.seq).collect::<Vec<_>>(),
-            [0, 1, 2, 3, 5, 6, 7, 8, 9]
-        );
+        assert_eq!(pending.iter().map(|b| b.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 5, 6, 7, 8, 9]);
         assert_eq!(pending[4].payload, spooled_batch("line 5"));
 
         let letters = DeadLetters::new(config.dir.join(crate::spool::DEAD_LETTER_DIR));
         assert_eq!(quarantine_corrupt(&spool, &letters).unwrap(), 1);
         assert!(spool.corrupt_records().is_empty());
-        assert_eq!(
-            quarantine_corrupt(&spool, &letters).unwrap(),
-            0,
-            "nothing twice"
-        );
+        assert_eq!(quarantine_corrupt(&spool, &letters).unwrap(), 0, "nothing twice");
         let listed = letters.list_corrupt().unwrap();
         assert_eq!(listed.len(), 1);
         let (letter, bytes) = &listed[0];
-        assert_eq!(
-            (letter.reason.as_str(), letter.seq, letter.offset),
-            ("corrupt", Some(4), offsets[4] as u64)
-        );
+        assert_eq!((letter.reason.as_str(), letter.seq, letter.offset), ("corrupt", Some(4), offsets[4] as u64));
         assert_eq!(letter.incarnation, incarnation);
-        assert_eq!(
-            fs::read(bytes).unwrap(),
-            damaged,
-            "every byte of the record is kept"
-        );
+        assert_eq!(fs::read(bytes).unwrap(), damaged, "every byte of the record is kept");
         assert!(letters.has_corrupt(&incarnation, letter.segment, letter.offset));
-        assert!(
-            letters.list().unwrap().is_empty(),
-            "not mixed up with refused batches"
-        );
+        assert!(letters.list().unwrap().is_empty(), "not mixed up with refused batches");
         let json = fs::read_to_string(bytes.with_extension("json")).unwrap();
         assert!(json.contains("\"detail\": \"checksum mismatch\""), "{json}");
         drop(spool);
@@ -571,17 +451,11 @@ mod tests {
         let seqs: Vec<_> = report.before.corrupt.iter().map(|c| c.seq).collect();
         assert_eq!(seqs, [Some(1), None]);
         assert!(report.after.is_none(), "no repair without --repair");
-        assert!(
-            !crate::fsck_spool(&config, false).unwrap().is_clean(),
-            "checking changed nothing"
-        );
+        assert!(!crate::fsck_spool(&config, false).unwrap().is_clean(), "checking changed nothing");
 
         let running = Spool::open(config.spool.clone()).unwrap();
         let refused = crate::fsck_spool(&config, true).unwrap_err();
-        assert!(
-            matches!(refused, crate::EdgeError::Spool(SpoolError::Locked { .. })),
-            "{refused}"
-        );
+        assert!(matches!(refused, crate::EdgeError::Spool(SpoolError::Locked { .. })), "{refused}");
         drop(running);
 
         let repaired = crate::fsck_spool(&config, true).unwrap();
@@ -590,19 +464,10 @@ mod tests {
         // Both stay on disk until their segment goes: one acked, the one without a seq
         // known by its dead letter.
         let after = repaired.after.unwrap();
-        let state: Vec<_> = after
-            .corrupt
-            .iter()
-            .map(|c| (c.seq, c.acked, c.dead_lettered))
-            .collect();
+        let state: Vec<_> = after.corrupt.iter().map(|c| (c.seq, c.acked, c.dead_lettered)).collect();
         assert_eq!(state, [(Some(1), true, true), (None, false, true)]);
         assert!(crate::fsck_spool(&config, false).unwrap().is_clean());
-        assert_eq!(
-            DeadLetters::new(config.dead_letter_dir())
-                .list_corrupt()
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(DeadLetters::new(config.dead_letter_dir()).list_corrupt().unwrap().len(), 2);
     }
 }
+

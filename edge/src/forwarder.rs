@@ -36,11 +36,7 @@ pub enum ForwardError {
     #[error("link to core lost: {0}")]
     Link(String),
     #[error("core answered batch {seq} with {code:?}: {message}")]
-    Refused {
-        seq: u64,
-        code: ErrorCode,
-        message: String,
-    },
+    Refused { seq: u64, code: ErrorCode, message: String },
     #[error("no answer for batch {seq} within {timeout_ms} ms")]
     Timeout { seq: u64, timeout_ms: u64 },
     #[error("spool: {0}")]
@@ -86,15 +82,7 @@ impl Forwarder {
         incarnation: String,
         dead_letters: DeadLetters,
     ) -> Forwarder {
-        Forwarder {
-            endpoint,
-            spool,
-            config,
-            edge_id,
-            incarnation,
-            dead_letters,
-            core_refusals: CoreRefusals::default(),
-        }
+        Forwarder { endpoint, spool, config, edge_id, incarnation, dead_letters, core_refusals: CoreRefusals::default() }
     }
 
     /// Jittered exponential delays between `backoff_initial_ms` and `backoff_max_ms`:
@@ -144,9 +132,7 @@ impl Forwarder {
             // Only back off once every core failed in a row: failover itself is immediate.
             if failures_in_round >= self.config.cores.len() {
                 failures_in_round = 0;
-                let delay = backoff
-                    .next()
-                    .unwrap_or(Duration::from_millis(self.config.backoff_max_ms));
+                let delay = backoff.next().unwrap_or(Duration::from_millis(self.config.backoff_max_ms));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => break,
@@ -160,36 +146,21 @@ impl Forwarder {
         let addr = core.addr.as_str();
         let resolved: SocketAddr = tokio::net::lookup_host(addr)
             .await
-            .map_err(|e| ForwardError::Resolve {
-                addr: addr.into(),
-                reason: e.to_string(),
-            })?
+            .map_err(|e| ForwardError::Resolve { addr: addr.into(), reason: e.to_string() })?
             .next()
-            .ok_or_else(|| ForwardError::Resolve {
-                addr: addr.into(),
-                reason: "no address".into(),
-            })?;
+            .ok_or_else(|| ForwardError::Resolve { addr: addr.into(), reason: "no address".into() })?;
         // Each core is checked against its own name: a certificate of one core does not
         // let it stand in for another.
         let name = core.name.as_deref().unwrap_or(&self.config.server_name);
-        let connecting =
-            self.endpoint
-                .connect(resolved, name)
-                .map_err(|e| ForwardError::Connect {
-                    addr: addr.into(),
-                    reason: e.to_string(),
-                })?;
+        let connecting = self
+            .endpoint
+            .connect(resolved, name)
+            .map_err(|e| ForwardError::Connect { addr: addr.into(), reason: e.to_string() })?;
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         match tokio::time::timeout(timeout, connecting).await {
             Ok(Ok(connection)) => Ok(connection),
-            Ok(Err(e)) => Err(ForwardError::Connect {
-                addr: addr.into(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(ForwardError::Connect {
-                addr: addr.into(),
-                reason: format!("no handshake within {timeout:?}"),
-            }),
+            Ok(Err(e)) => Err(ForwardError::Connect { addr: addr.into(), reason: e.to_string() }),
+            Err(_) => Err(ForwardError::Connect { addr: addr.into(), reason: format!("no handshake within {timeout:?}") }),
         }
     }
 
@@ -214,33 +185,21 @@ impl Forwarder {
         result.map(|()| n_acked).map_err(|e| (n_acked, e))
     }
 
-    async fn pump(
-        &self,
-        addr: &str,
-        connection: &quinn::Connection,
-        n_acked: &mut u64,
-    ) -> Result<(), ForwardError> {
+    async fn pump(&self, addr: &str, connection: &quinn::Connection, n_acked: &mut u64) -> Result<(), ForwardError> {
         let max_in_flight = self.config.max_in_flight.max(1);
-        let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<u64, ForwardError>>> =
-            FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<u64, ForwardError>>> = FuturesUnordered::new();
         let mut cursor: Option<u64> = None;
         // Transient refusals per batch on this link, and the delays between its retries.
-        let mut retries: HashMap<u64, (u32, Box<dyn Iterator<Item = Duration> + Send>)> =
-            HashMap::new();
+        let mut retries: HashMap<u64, (u32, Box<dyn Iterator<Item = Duration> + Send>)> = HashMap::new();
         loop {
             if in_flight.len() < max_in_flight {
-                let batches = self
-                    .spool
-                    .pending_after(cursor, max_in_flight - in_flight.len())?;
+                let batches = self.spool.pending_after(cursor, max_in_flight - in_flight.len())?;
                 for batch in batches {
                     cursor = Some(batch.seq);
                     // Streams are opened here, in spool order, rather than inside the
                     // send futures (which run in any order): the core hands batches to
                     // Kafka in the order their streams were opened.
-                    let streams = connection
-                        .open_bi()
-                        .await
-                        .map_err(|e| ForwardError::Link(e.to_string()))?;
+                    let streams = connection.open_bi().await.map_err(|e| ForwardError::Link(e.to_string()))?;
                     in_flight.push(Box::pin(self.send(streams, batch)));
                 }
             }
@@ -301,49 +260,28 @@ impl Forwarder {
 
     /// Sends batch `seq` again on its own new stream after `delay`, reading it back from
     /// the spool, where it is still pending.
-    async fn resend_after(
-        &self,
-        delay: Duration,
-        connection: quinn::Connection,
-        seq: u64,
-    ) -> Result<u64, ForwardError> {
+    async fn resend_after(&self, delay: Duration, connection: quinn::Connection, seq: u64) -> Result<u64, ForwardError> {
         tokio::time::sleep(delay).await;
         let Some(batch) = self.pending(seq)? else {
             return Ok(seq);
         };
-        let streams = connection
-            .open_bi()
-            .await
-            .map_err(|e| ForwardError::Link(e.to_string()))?;
+        let streams = connection.open_bi().await.map_err(|e| ForwardError::Link(e.to_string()))?;
         self.send(streams, batch).await
     }
 
     /// Batch `seq` if it is still pending in the spool.
     fn pending(&self, seq: u64) -> Result<Option<SpooledBatch>, ForwardError> {
-        Ok(self
-            .spool
-            .pending_after(seq.checked_sub(1), 1)?
-            .into_iter()
-            .find(|b| b.seq == seq))
+        Ok(self.spool.pending_after(seq.checked_sub(1), 1)?.into_iter().find(|b| b.seq == seq))
     }
 
     /// Moves a batch a core refused as unacceptable to the dead-letter directory, then out
     /// of the spool. If it cannot be written there, it stays in the spool and is sent
     /// again on the next session.
-    async fn dead_letter(
-        &self,
-        addr: &str,
-        seq: u64,
-        code: ErrorCode,
-        message: String,
-    ) -> Result<(), ForwardError> {
+    async fn dead_letter(&self, addr: &str, seq: u64, code: ErrorCode, message: String) -> Result<(), ForwardError> {
         // A refused batch is still pending in the spool (refusals are rare: read it back
         // rather than keep every in-flight payload on the side).
         let Some(spooled) = self.pending(seq)? else {
-            tracing::warn!(
-                seq,
-                "refused batch is no longer in the spool; nothing to dead-letter"
-            );
+            tracing::warn!(seq, "refused batch is no longer in the spool; nothing to dead-letter");
             return Ok(());
         };
         let spooled = spooled.payload;
@@ -357,10 +295,9 @@ impl Forwarder {
             n_events: decode_spooled(&spooled).map_or(0, |(n, _)| n),
         };
         let letters = self.dead_letters.clone();
-        let stored =
-            tokio::task::spawn_blocking(move || letters.store(&batch_id, &spooled, refusal))
-                .await
-                .unwrap_or_else(|join| panic!("dead-letter task panicked: {join}"));
+        let stored = tokio::task::spawn_blocking(move || letters.store(&batch_id, &spooled, refusal))
+            .await
+            .unwrap_or_else(|join| panic!("dead-letter task panicked: {join}"));
         match stored {
             Ok(path) => {
                 tracing::error!(seq, ?code, %message, file = %path.display(), "core refused a spooled batch as unacceptable; moved it to the dead-letter directory");
@@ -375,21 +312,13 @@ impl Forwarder {
     }
 
     fn batch_id(&self, seq: u64) -> BatchId {
-        BatchId {
-            edge_id: self.edge_id.clone(),
-            incarnation: self.incarnation.clone(),
-            seq,
-        }
+        BatchId { edge_id: self.edge_id.clone(), incarnation: self.incarnation.clone(), seq }
     }
 
     /// Sends one batch on its own (already opened) stream and waits for the core's answer.
     /// The answer is read while the frame is still being written: a core that refuses
     /// the batch from its header answers at once and stops the upload.
-    async fn send(
-        &self,
-        streams: (quinn::SendStream, quinn::RecvStream),
-        batch: SpooledBatch,
-    ) -> Result<u64, ForwardError> {
+    async fn send(&self, streams: (quinn::SendStream, quinn::RecvStream), batch: SpooledBatch) -> Result<u64, ForwardError> {
         let seq = batch.seq;
         let timeout_ms = self.config.ack_timeout_ms;
         let exchange = async {
@@ -420,15 +349,9 @@ impl Forwarder {
             })?;
             match serde_json::from_slice::<Response>(&answer) {
                 Ok(Response::Ack { batch_id, .. }) if batch_id.seq == seq => Ok(seq),
-                Ok(Response::Ack { batch_id, .. }) => Err(ForwardError::Link(format!(
-                    "core acked batch {batch_id} on the stream of {seq}"
-                ))),
-                Ok(Response::Error { code, message }) => {
-                    Err(ForwardError::Refused { seq, code, message })
-                }
-                Err(e) => Err(ForwardError::Link(format!(
-                    "unreadable answer from core: {e}"
-                ))),
+                Ok(Response::Ack { batch_id, .. }) => Err(ForwardError::Link(format!("core acked batch {batch_id} on the stream of {seq}"))),
+                Ok(Response::Error { code, message }) => Err(ForwardError::Refused { seq, code, message }),
+                Err(e) => Err(ForwardError::Link(format!("unreadable answer from core: {e}"))),
             }
         };
         tokio::time::timeout(Duration::from_millis(timeout_ms), exchange)
@@ -443,33 +366,12 @@ mod tests {
 
     #[test]
     fn a_core_specific_refusal_dead_letters_only_once_every_core_refused() {
-        let cores: Vec<CoreAddress> = ["a:1", "b:2"]
-            .iter()
-            .map(|addr| CoreAddress {
-                addr: (*addr).into(),
-                name: None,
-            })
-            .collect();
+        let cores: Vec<CoreAddress> = ["a:1", "b:2"].iter().map(|addr| CoreAddress { addr: (*addr).into(), name: None }).collect();
         let refusals = CoreRefusals::default();
-        assert!(
-            !refusals.refused_by_every_core(7, "a:1", &cores),
-            "b may still take it"
-        );
-        assert!(
-            !refusals.refused_by_every_core(7, "a:1", &cores),
-            "the same core twice is still one core"
-        );
-        assert!(
-            !refusals.refused_by_every_core(8, "b:2", &cores),
-            "another batch is counted apart"
-        );
-        assert!(
-            refusals.refused_by_every_core(7, "b:2", &cores),
-            "both refused 7"
-        );
-        assert!(
-            !refusals.refused_by_every_core(7, "a:1", &cores),
-            "forgotten once decided"
-        );
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "b may still take it");
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "the same core twice is still one core");
+        assert!(!refusals.refused_by_every_core(8, "b:2", &cores), "another batch is counted apart");
+        assert!(refusals.refused_by_every_core(7, "b:2", &cores), "both refused 7");
+        assert!(!refusals.refused_by_every_core(7, "a:1", &cores), "forgotten once decided");
     }
 }

@@ -48,10 +48,7 @@ impl QueueOrder {
     fn take_turn(&self) -> Turn {
         let (done, next) = oneshot::channel();
         let previous = self.last.lock().expect("lock").replace(next);
-        Turn {
-            previous,
-            _done: done,
-        }
+        Turn { previous, _done: done }
     }
 }
 
@@ -76,10 +73,7 @@ impl IngestSink for SpoolSink {
     }
 
     /// Encoding only reads the request: no copy of it is made.
-    fn ingest_shared(
-        &self,
-        request: Arc<IngestRequest>,
-    ) -> BoxFuture<'static, Result<(), Refusal>> {
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), Refusal>> {
         self.spool_request(request)
     }
 
@@ -95,20 +89,14 @@ impl IngestSink for SpoolSink {
     fn ready(&self) -> Result<(), String> {
         let stats = self.spool.stats();
         if stats.used_bytes >= stats.max_bytes {
-            return Err(format!(
-                "spool full ({} of {} bytes)",
-                stats.used_bytes, stats.max_bytes
-            ));
+            return Err(format!("spool full ({} of {} bytes)", stats.used_bytes, stats.max_bytes));
         }
         Ok(())
     }
 }
 
 impl SpoolSink {
-    fn spool_request<R: Borrow<IngestRequest> + Send + 'static>(
-        &self,
-        request: R,
-    ) -> BoxFuture<'static, Result<(), Refusal>> {
+    fn spool_request<R: Borrow<IngestRequest> + Send + 'static>(&self, request: R) -> BoxFuture<'static, Result<(), Refusal>> {
         let spool = self.spool.clone();
         let dead_letters = self.dead_letters.clone();
         let mode = request.borrow().ack_mode.unwrap_or(self.default_ack_mode);
@@ -169,22 +157,9 @@ mod tests {
     use weir_proto::{Event, EventBatch};
 
     fn request(first: usize, n: usize, raw_bytes: usize) -> IngestRequest {
-        let events = (first..first + n)
-            .map(|i| Event::raw(format!("{i}-{}", "x".repeat(raw_bytes))))
-            .collect();
-        let batch = EventBatch {
-            repository: "r".into(),
-            tags: Default::default(),
-            parser: None,
-            ingest_ts_ms: 0,
-            attributes: Default::default(),
-            events,
-        };
-        IngestRequest {
-            batches: vec![batch],
-            n_events: n,
-            ack_mode: Some(AckMode::Spool),
-        }
+        let events = (first..first + n).map(|i| Event::raw(format!("{i}-{}", "x".repeat(raw_bytes)))).collect();
+        let batch = EventBatch { repository: "r".into(), tags: Default::default(), parser: None, ingest_ts_ms: 0, attributes: Default::default(), events };
+        IngestRequest { batches: vec![batch], n_events: n, ack_mode: Some(AckMode::Spool) }
     }
 
     /// A large request called first and a small one after, awaited together: the small
@@ -192,13 +167,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn requests_reach_the_spool_in_call_order() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(SpoolConfig {
-            dir: dir.path().join("spool"),
-            max_bytes: 1 << 30,
-            segment_bytes: 64 << 20,
-            seq_block: 64,
-        })
-        .unwrap();
+        let spool = Spool::open(SpoolConfig { dir: dir.path().join("spool"), max_bytes: 1 << 30, segment_bytes: 64 << 20, seq_block: 64 }).unwrap();
         let sink = SpoolSink {
             spool: spool.clone(),
             dead_letters: DeadLetters::new(dir.path().join("dead")),
@@ -208,10 +177,7 @@ mod tests {
         };
         for round in 0..5 {
             let first = round * 1000;
-            let (large, small) = (
-                sink.ingest(request(first, 200, 20_000)),
-                sink.ingest(request(first + 500, 1, 1)),
-            );
+            let (large, small) = (sink.ingest(request(first, 200, 20_000)), sink.ingest(request(first + 500, 1, 1)));
             let (large, small) = futures::join!(large, small);
             large.unwrap();
             small.unwrap();
@@ -223,18 +189,10 @@ mod tests {
             .map(|b| {
                 let (_, payload) = decode_spooled(&b.payload).unwrap();
                 let batches = wire::decode_payload(&payload, 1 << 30).unwrap();
-                batches[0].events[0]
-                    .raw
-                    .split('-')
-                    .next()
-                    .unwrap()
-                    .to_owned()
+                batches[0].events[0].raw.split('-').next().unwrap().to_owned()
             })
             .collect();
-        let expected: Vec<String> = (0..5)
-            .flat_map(|r| [r * 1000, r * 1000 + 500])
-            .map(|i| i.to_string())
-            .collect();
+        let expected: Vec<String> = (0..5).flat_map(|r| [r * 1000, r * 1000 + 500]).map(|i| i.to_string()).collect();
         assert_eq!(firsts, expected);
     }
 }

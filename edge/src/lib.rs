@@ -29,10 +29,7 @@ use crate::spool::{Inspection, Spool, SpoolError};
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
     #[error("cannot listen for HTTP on {addr}: {source}")]
-    HttpBind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    HttpBind { addr: SocketAddr, source: std::io::Error },
     #[error("cannot open a QUIC client endpoint: {0}")]
     QuicBind(std::io::Error),
     #[error("invalid TLS setup for forwarding: {0}")]
@@ -52,9 +49,7 @@ pub enum EdgeError {
 /// Opens (and after a crash recovers) the spool; file I/O, so off the runtime's threads.
 async fn open_spool(config: &EdgeConfig) -> Result<Spool, SpoolError> {
     let spool_config = config.spool.clone();
-    tokio::task::spawn_blocking(move || Spool::open(spool_config))
-        .await
-        .expect("spool open task")
+    tokio::task::spawn_blocking(move || Spool::open(spool_config)).await.expect("spool open task")
 }
 
 /// Appends every dead letter to the spool again and removes it from the dead-letter
@@ -109,11 +104,7 @@ pub fn fsck_spool(config: &EdgeConfig, repair: bool) -> Result<FsckReport, EdgeE
     let mut before = spool::inspect_locked(&config.spool.dir)?;
     mark_dead_lettered(&mut before, &letters);
     if !repair || before.is_clean() {
-        return Ok(FsckReport {
-            before,
-            repaired: 0,
-            after: None,
-        });
+        return Ok(FsckReport { before, repaired: 0, after: None });
     }
     // Opening is the repair: recovery cuts torn tails and sets corrupt records aside. A
     // damaged reservation or incarnation file makes it fail with what to do about it.
@@ -123,11 +114,7 @@ pub fn fsck_spool(config: &EdgeConfig, repair: bool) -> Result<FsckReport, EdgeE
     drop(spool);
     let mut after = spool::inspect_locked(&config.spool.dir)?;
     mark_dead_lettered(&mut after, &letters);
-    Ok(FsckReport {
-        before,
-        repaired,
-        after: Some(after),
-    })
+    Ok(FsckReport { before, repaired, after: Some(after) })
 }
 
 /// A corrupt record without a trusted seq cannot be acked in the spool, so it is found
@@ -176,17 +163,11 @@ pub struct RunningEdge {
 /// Runs an edge until `shutdown` is cancelled.
 pub async fn run(config: EdgeConfig, shutdown: CancellationToken) -> Result<(), EdgeError> {
     let running = start(config, shutdown).await?;
-    running
-        .task
-        .await
-        .unwrap_or_else(|join| panic!("edge task panicked: {join}"))
+    running.task.await.unwrap_or_else(|join| panic!("edge task panicked: {join}"))
 }
 
 /// Opens the spool (recovering it after a crash), binds, and serves in the background.
-pub async fn start(
-    config: EdgeConfig,
-    shutdown: CancellationToken,
-) -> Result<RunningEdge, EdgeError> {
+pub async fn start(config: EdgeConfig, shutdown: CancellationToken) -> Result<RunningEdge, EdgeError> {
     // The cores refuse batch ids that name another edge than the certificate; say so
     // here rather than at every batch.
     weir_node::tls::check_certificate_name(&config.forward.tls.cert, &config.edge_id)?;
@@ -202,16 +183,8 @@ pub async fn start(
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
-        .map_err(|source| EdgeError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
-    let http_addr = listener
-        .local_addr()
-        .map_err(|source| EdgeError::HttpBind {
-            addr: config.http.listen,
-            source,
-        })?;
+        .map_err(|source| EdgeError::HttpBind { addr: config.http.listen, source })?;
+    let http_addr = listener.local_addr().map_err(|source| EdgeError::HttpBind { addr: config.http.listen, source })?;
     tracing::info!(
         edge_id = %config.edge_id,
         %http_addr,
@@ -232,22 +205,9 @@ pub async fn start(
         Some(syslog) => Some(syslog::start(syslog, sink.clone(), shutdown.clone()).await?),
         None => None,
     };
-    let file_inputs = files::start(
-        &config.files,
-        &config.spool.dir,
-        sink.clone(),
-        shutdown.clone(),
-    )?;
-    let app = weir_http_ingest::router(
-        &config.ingest,
-        sink,
-        weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes),
-    );
-    let quarantine = tokio::spawn(quarantine_corrupt(
-        spool.clone(),
-        dead_letters.clone(),
-        shutdown.clone(),
-    ));
+    let file_inputs = files::start(&config.files, &config.spool.dir, sink.clone(), shutdown.clone())?;
+    let app = weir_http_ingest::router(&config.ingest, sink, weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes));
+    let quarantine = tokio::spawn(quarantine_corrupt(spool.clone(), dead_letters.clone(), shutdown.clone()));
     let forwarder = Forwarder::new(
         endpoint,
         spool.clone(),
@@ -277,11 +237,7 @@ pub async fn start(
         tracing::info!("edge stopped");
         http
     });
-    Ok(RunningEdge {
-        http_addr,
-        spool,
-        task,
-    })
+    Ok(RunningEdge { http_addr, spool, task })
 }
 
 #[cfg(test)]
@@ -295,25 +251,14 @@ mod tests {
     async fn the_quarantine_task_dead_letters_a_record_found_corrupt_while_forwarding() {
         let tmp = tempfile::tempdir().unwrap();
         // A 16 KiB cache: most of these batches are read back from disk.
-        let config = SpoolConfig {
-            max_bytes: 64 << 10,
-            segment_bytes: 16 << 10,
-            ..SpoolConfig::new(tmp.path())
-        };
+        let config = SpoolConfig { max_bytes: 64 << 10, segment_bytes: 16 << 10, ..SpoolConfig::new(tmp.path()) };
         let spool = Spool::open(config).unwrap();
         for i in 0..40u8 {
-            spool
-                .append(bytes::Bytes::from(vec![i; 1000]))
-                .await
-                .unwrap();
+            spool.append(bytes::Bytes::from(vec![i; 1000])).await.unwrap();
         }
         let letters = DeadLetters::new(tmp.path().join("dead-letter"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(quarantine_corrupt(
-            spool.clone(),
-            letters.clone(),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(quarantine_corrupt(spool.clone(), letters.clone(), shutdown.clone()));
 
         // Seq 20: the 5th 1020-byte record of segment 16.
         let segment = tmp.path().join(format!("{:020}.seg", 16));
@@ -321,26 +266,16 @@ mod tests {
         data[4 * 1020 + 30] ^= 1;
         std::fs::write(&segment, data).unwrap();
         let sent = spool.pending_after(None, 100).unwrap();
-        assert_eq!(
-            sent.len(),
-            39,
-            "everything but the damaged batch is forwarded"
-        );
+        assert_eq!(sent.len(), 39, "everything but the damaged batch is forwarded");
 
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while spool.stats().corrupt_records > 0 || letters.list_corrupt().unwrap().is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the corrupt record was not dead-lettered"
-            );
+            assert!(std::time::Instant::now() < deadline, "the corrupt record was not dead-lettered");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let listed = letters.list_corrupt().unwrap();
         assert_eq!((listed.len(), listed[0].0.seq), (1, Some(20)));
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the task ends on shutdown")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task).await.expect("the task ends on shutdown").unwrap();
     }
 }

@@ -8,11 +8,7 @@ use clap::{Parser, Subcommand};
 use weir_edge::config::EdgeConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "weir-edge",
-    version,
-    about = "Weir edge node: spool and forward events to core nodes"
-)]
+#[command(name = "weir-edge", version, about = "Weir edge node: spool and forward events to core nodes")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,9 +92,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{:#?}", EdgeConfig::load(&config)?);
             Ok(())
         }
-        Command::Spool {
-            command: SpoolCommand::Inspect { config, json },
-        } => {
+        Command::Spool { command: SpoolCommand::Inspect { config, json } } => {
             let config = EdgeConfig::load(&config)?;
             let report = weir_edge::inspect_spool(&config)?;
             if json {
@@ -108,28 +102,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Spool {
-            command: SpoolCommand::Fsck { config, repair },
-        } => {
+        Command::Spool { command: SpoolCommand::Fsck { config, repair } } => {
             let config = EdgeConfig::load(&config)?;
             let report = weir_edge::fsck_spool(&config, repair)?;
             print_inspection(&report.before);
             if let Some(after) = &report.after {
-                println!(
-                    "\nrepair: {} corrupt records moved to {}; after the repair:",
-                    report.repaired,
-                    config.dead_letter_dir().display()
-                );
+                println!("\nrepair: {} corrupt records moved to {}; after the repair:", report.repaired, config.dead_letter_dir().display());
                 print_inspection(after);
             }
             if report.is_clean() {
                 eprintln!("spool {} is consistent", config.spool.dir.display());
                 Ok(())
             } else if repair {
-                anyhow::bail!(
-                    "spool {} is still damaged after the repair, see above",
-                    config.spool.dir.display()
-                )
+                anyhow::bail!("spool {} is still damaged after the repair, see above", config.spool.dir.display())
             } else {
                 anyhow::bail!(
                     "spool {} has damaged records, see above; stop the edge and run `weir-edge spool fsck --repair` \
@@ -138,38 +123,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 )
             }
         }
-        Command::DeadLetter {
-            command: DeadLetterCommand::List { config },
-        } => {
+        Command::DeadLetter { command: DeadLetterCommand::List { config } } => {
             let config = EdgeConfig::load(&config)?;
-            let letters =
-                weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir()).list()?;
+            let letters = weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir()).list()?;
             for letter in &letters {
                 let r = &letter.refusal;
-                println!(
-                    "{}\t{} events\t{:?} from {}: {}\t{}",
-                    r.batch_id,
-                    r.n_events,
-                    r.code,
-                    r.core,
-                    r.message,
-                    letter.json.display()
-                );
+                println!("{}\t{} events\t{:?} from {}: {}\t{}", r.batch_id, r.n_events, r.code, r.core, r.message, letter.json.display());
             }
-            let corrupt = weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir())
-                .list_corrupt()?;
+            let corrupt = weir_edge::dead_letter::DeadLetters::new(config.dead_letter_dir()).list_corrupt()?;
             for (letter, bytes) in &corrupt {
-                let seq = letter
-                    .seq
-                    .map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
-                println!(
-                    "corrupt\tsegment {} offset {}\t{seq}\t{}\t{} bytes\t{}",
-                    letter.segment,
-                    letter.offset,
-                    letter.detail,
-                    letter.bytes,
-                    bytes.display()
-                );
+                let seq = letter.seq.map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
+                println!("corrupt\tsegment {} offset {}\t{seq}\t{}\t{} bytes\t{}", letter.segment, letter.offset, letter.detail, letter.bytes, bytes.display());
             }
             eprintln!(
                 "{} dead letters and {} corrupt spool records in {}",
@@ -179,19 +143,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::DeadLetter {
-            command: DeadLetterCommand::Requeue { config },
-        } => {
+        Command::DeadLetter { command: DeadLetterCommand::Requeue { config } } => {
             let config = EdgeConfig::load(&config)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the tokio runtime")?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the tokio runtime")?;
             let n = runtime.block_on(weir_edge::requeue_dead_letters(&config))?;
-            eprintln!(
-                "requeued {n} dead letters into the spool {}; they are forwarded when the edge runs",
-                config.spool.dir.display()
-            );
+            eprintln!("requeued {n} dead letters into the spool {}; they are forwarded when the edge runs", config.spool.dir.display());
             Ok(())
         }
     }
@@ -199,16 +155,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 fn print_inspection(report: &weir_edge::spool::Inspection) {
     println!("spool {}", report.dir.display());
-    println!(
-        "  incarnation     {}",
-        report.incarnation.as_deref().unwrap_or("(none)")
-    );
-    println!(
-        "  seq reservation {}",
-        report
-            .seq_reservation
-            .map_or_else(|| "(none)".to_owned(), |l| l.to_string())
-    );
+    println!("  incarnation     {}", report.incarnation.as_deref().unwrap_or("(none)"));
+    println!("  seq reservation {}", report.seq_reservation.map_or_else(|| "(none)".to_owned(), |l| l.to_string()));
     println!(
         "  {} segments, {} records: {} pending ({} bytes), {} acked; {} corrupt",
         report.segments.len(),
@@ -242,13 +190,8 @@ fn print_inspection(report: &weir_edge::spool::Inspection) {
         } else {
             "NOT dead-lettered yet"
         };
-        let seq = c
-            .seq
-            .map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
-        println!(
-            "  corrupt record: segment {:020} offset {} ({} bytes, {seq}): {}; {state}",
-            c.segment, c.offset, c.bytes, c.reason
-        );
+        let seq = c.seq.map_or_else(|| "seq unknown".to_owned(), |s| format!("seq {s}"));
+        println!("  corrupt record: segment {:020} offset {} ({} bytes, {seq}): {}; {state}", c.segment, c.offset, c.bytes, c.reason);
     }
     for problem in &report.problems {
         println!("  PROBLEM: {problem}");

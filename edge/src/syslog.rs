@@ -87,11 +87,7 @@ fn default_batch_max_delay_ms() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum SyslogError {
     #[error("cannot listen for syslog over {transport} on {addr}: {source}")]
-    Bind {
-        transport: &'static str,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { transport: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// Chunks of messages in flight between readers and the batcher; beyond this TCP readers
@@ -116,65 +112,27 @@ pub struct SyslogInput {
 }
 
 /// Binds the configured sockets and serves them until `shutdown`.
-pub async fn start(
-    config: SyslogConfig,
-    sink: Arc<dyn IngestSink>,
-    shutdown: CancellationToken,
-) -> Result<SyslogInput, SyslogError> {
+pub async fn start(config: SyslogConfig, sink: Arc<dyn IngestSink>, shutdown: CancellationToken) -> Result<SyslogInput, SyslogError> {
     let (tx, rx) = mpsc::channel::<Chunk>(QUEUE);
     let (mut udp_addr, mut tcp_addr) = (None, None);
     if let Some(addr) = config.udp_listen {
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| SyslogError::Bind {
-                transport: "UDP",
-                addr,
-                source,
-            })?;
+        let socket = UdpSocket::bind(addr).await.map_err(|source| SyslogError::Bind { transport: "UDP", addr, source })?;
         udp_addr = socket.local_addr().ok();
-        tokio::spawn(serve_udp(
-            socket,
-            config.max_message_bytes,
-            tx.clone(),
-            shutdown.clone(),
-        ));
+        tokio::spawn(serve_udp(socket, config.max_message_bytes, tx.clone(), shutdown.clone()));
     }
     if let Some(addr) = config.tcp_listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| SyslogError::Bind {
-                transport: "TCP",
-                addr,
-                source,
-            })?;
+        let listener = TcpListener::bind(addr).await.map_err(|source| SyslogError::Bind { transport: "TCP", addr, source })?;
         tcp_addr = listener.local_addr().ok();
-        let connections = Arc::new(tokio::sync::Semaphore::new(
-            config.max_tcp_connections.max(1),
-        ));
-        tokio::spawn(serve_tcp(
-            listener,
-            config.max_message_bytes,
-            connections,
-            tx.clone(),
-            shutdown.clone(),
-        ));
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_tcp_connections.max(1)));
+        tokio::spawn(serve_tcp(listener, config.max_message_bytes, connections, tx.clone(), shutdown.clone()));
     }
     tracing::info!(udp = ?udp_addr, tcp = ?tcp_addr, repository = %config.repository, "syslog input started");
     drop(tx);
     let drained = tokio::spawn(batch_and_spool(config, rx, sink, shutdown));
-    Ok(SyslogInput {
-        udp_addr,
-        tcp_addr,
-        drained,
-    })
+    Ok(SyslogInput { udp_addr, tcp_addr, drained })
 }
 
-async fn serve_udp(
-    socket: UdpSocket,
-    max: usize,
-    tx: mpsc::Sender<Chunk>,
-    shutdown: CancellationToken,
-) {
+async fn serve_udp(socket: UdpSocket, max: usize, tx: mpsc::Sender<Chunk>, shutdown: CancellationToken) {
     // One byte more than the limit tells a cut datagram from one that fits exactly.
     let mut buf = vec![0u8; max + 1];
     let keep = |chunk: &mut Chunk, n: usize, peer: SocketAddr, buf: &[u8]| {
@@ -200,9 +158,7 @@ async fn serve_udp(
         keep(&mut chunk, n, peer, &buf);
         // And what else has arrived, without waiting.
         while chunk.len() < CHUNK {
-            let Ok((n, peer)) = socket.try_recv_from(&mut buf) else {
-                break;
-            };
+            let Ok((n, peer)) = socket.try_recv_from(&mut buf) else { break };
             keep(&mut chunk, n, peer, &buf);
         }
         let n_messages = chunk.len() as u64;
@@ -260,11 +216,7 @@ async fn serve_tcp(
                         Some(Some(Err(reason))) => break Some(Some(reason)),
                         None => break None,
                     }
-                    next = if chunk.len() < CHUNK {
-                        frames.next().now_or_never()
-                    } else {
-                        None
-                    };
+                    next = if chunk.len() < CHUNK { frames.next().now_or_never() } else { None };
                 };
                 // Waits when the batcher is behind: TCP backpressure to the sender.
                 if !chunk.is_empty() && tx.send(chunk).await.is_err() {
@@ -396,10 +348,7 @@ impl Decoder for SyslogFrameCodec {
 /// The message without trailing line breaks and NULs; `None` for an empty one. Invalid
 /// UTF-8 is replaced rather than refused: a log line is worth keeping.
 fn message_text(bytes: &[u8]) -> Option<String> {
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b'\n' | b'\r' | b'\0'))
-        .map_or(0, |i| i + 1);
+    let end = bytes.iter().rposition(|b| !matches!(b, b'\n' | b'\r' | b'\0')).map_or(0, |i| i + 1);
     let bytes = &bytes[..end];
     // `from_utf8` first: the lossy conversion's chunked scan is several times slower on
     // the valid text nearly every message is.
@@ -411,12 +360,7 @@ fn message_text(bytes: &[u8]) -> Option<String> {
 
 /// Groups messages per sender and spools them, every `batch_max_events` messages or
 /// `batch_max_delay_ms`, whichever comes first.
-async fn batch_and_spool(
-    config: SyslogConfig,
-    mut rx: mpsc::Receiver<Chunk>,
-    sink: Arc<dyn IngestSink>,
-    shutdown: CancellationToken,
-) {
+async fn batch_and_spool(config: SyslogConfig, mut rx: mpsc::Receiver<Chunk>, sink: Arc<dyn IngestSink>, shutdown: CancellationToken) {
     let delay = Duration::from_millis(config.batch_max_delay_ms);
     let max_events = config.batch_max_events.max(1);
     let in_flight = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
@@ -451,9 +395,7 @@ async fn batch_and_spool(
             carried = pending.split_off(max_events);
         }
         // At most BATCHES_IN_FLIGHT: beyond, the queue fills and TCP readers stop reading.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
-        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { break };
         let request = Arc::new(request(&config, pending));
         // Called here, in read order: the call takes the batch's place in the spool.
         let first_attempt = sink.ingest_shared(request.clone());
@@ -474,9 +416,7 @@ async fn batch_and_spool(
         let n_events = rest.len();
         match sink.ingest(request(&config, rest)).await {
             Ok(()) => tracing::info!(n_events, "spooled the syslog messages read before shutdown"),
-            Err(error) => {
-                tracing::warn!(n_events, %error, "syslog messages read before shutdown could not be spooled")
-            }
+            Err(error) => tracing::warn!(n_events, %error, "syslog messages read before shutdown could not be spooled"),
         }
     }
     spooling.join_all().await;
@@ -487,10 +427,7 @@ fn request(config: &SyslogConfig, messages: Vec<(SocketAddr, String)>) -> Ingest
     let ingest_ts_ms = weir_proto::event::now_ms();
     let mut by_peer: BTreeMap<std::net::IpAddr, Vec<Event>> = BTreeMap::new();
     for (peer, message) in messages {
-        by_peer
-            .entry(peer.ip())
-            .or_default()
-            .push(Event::raw(message));
+        by_peer.entry(peer.ip()).or_default().push(Event::raw(message));
     }
     let batches = by_peer
         .into_iter()
@@ -503,21 +440,12 @@ fn request(config: &SyslogConfig, messages: Vec<(SocketAddr, String)>) -> Ingest
             events,
         })
         .collect();
-    IngestRequest {
-        batches,
-        n_events,
-        ack_mode: Some(AckMode::Spool),
-    }
+    IngestRequest { batches, n_events, ack_mode: Some(AckMode::Spool) }
 }
 
 /// Waits for a batch's first spooling attempt and retries while the spool pushes back
 /// (full, or a transient error): meanwhile the queue fills and TCP readers stop reading.
-async fn spool(
-    sink: &dyn IngestSink,
-    request: Arc<IngestRequest>,
-    first_attempt: BoxFuture<'static, Result<(), Refusal>>,
-    shutdown: &CancellationToken,
-) {
+async fn spool(sink: &dyn IngestSink, request: Arc<IngestRequest>, first_attempt: BoxFuture<'static, Result<(), Refusal>>, shutdown: &CancellationToken) {
     let n_events = request.n_events as u64;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = Some(first_attempt);
@@ -532,11 +460,7 @@ async fn spool(
                 return;
             }
             // The spool pushes back: wait, as the TCP readers do.
-            Err(Refusal {
-                kind: RefusalKind::Overloaded | RefusalKind::Unavailable,
-                message,
-                ..
-            }) => {
+            Err(Refusal { kind: RefusalKind::Overloaded | RefusalKind::Unavailable, message, .. }) => {
                 tracing::warn!(%message, n_events, "syslog messages wait for the spool");
             }
             Err(error) => {
@@ -574,13 +498,7 @@ mod tests {
 
     impl Trickle {
         fn new(data: &[u8], max_chunk: usize, seed: u64) -> Self {
-            Self {
-                data: data.to_vec(),
-                at: 0,
-                state: seed,
-                max_chunk: max_chunk.max(1),
-                error_at_end: None,
-            }
+            Self { data: data.to_vec(), at: 0, state: seed, max_chunk: max_chunk.max(1), error_at_end: None }
         }
 
         fn next_u64(&mut self) -> u64 {
@@ -612,16 +530,8 @@ mod tests {
 
     /// What [`SyslogFrameCodec`] makes of `input` read in pieces of up to `max_chunk`
     /// bytes: the frames, then the error that ended the stream, if any.
-    async fn frames(
-        input: &[u8],
-        max: usize,
-        max_chunk: usize,
-        seed: u64,
-    ) -> (Vec<Vec<u8>>, Option<String>) {
-        let mut stream = FramedRead::new(
-            Trickle::new(input, max_chunk, seed),
-            SyslogFrameCodec::new(max),
-        );
+    async fn frames(input: &[u8], max: usize, max_chunk: usize, seed: u64) -> (Vec<Vec<u8>>, Option<String>) {
+        let mut stream = FramedRead::new(Trickle::new(input, max_chunk, seed), SyslogFrameCodec::new(max));
         let (mut frames, mut error) = (Vec::new(), None);
         while let Some(frame) = stream.next().await {
             match frame {
@@ -641,18 +551,10 @@ mod tests {
     /// (many seeds): all must agree.
     async fn frames_however_split(input: &[u8], max: usize) -> (Vec<Vec<u8>>, Option<String>) {
         let whole = frames(input, max, usize::MAX, 0).await;
-        assert_eq!(
-            frames(input, max, 1, 0).await,
-            whole,
-            "one byte at a time: {input:?}"
-        );
+        assert_eq!(frames(input, max, 1, 0).await, whole, "one byte at a time: {input:?}");
         for seed in 0..200 {
             let max_chunk = [2, 3, 7, 16, 64][seed as usize % 5];
-            assert_eq!(
-                frames(input, max, max_chunk, seed).await,
-                whole,
-                "pieces of up to {max_chunk}, seed {seed}: {input:?}"
-            );
+            assert_eq!(frames(input, max, max_chunk, seed).await, whole, "pieces of up to {max_chunk}, seed {seed}: {input:?}");
         }
         whole
     }
@@ -673,10 +575,7 @@ mod tests {
         let mut input = Vec::new();
         let mut expected: Vec<Vec<u8>> = Vec::new();
         for i in 0..40 {
-            let text = format!(
-                "<13>1 2024-05-01T10:00:00Z host app - - - message {i} {}",
-                "x".repeat(i * 3)
-            );
+            let text = format!("<13>1 2024-05-01T10:00:00Z host app - - - message {i} {}", "x".repeat(i * 3));
             if i % 3 == 0 {
                 // Counted frames may hold newlines and spaces, and begin with digits.
                 let counted = format!("{i} line\nnext {text}");
@@ -697,12 +596,7 @@ mod tests {
         input.extend(format!("{}\n", "l".repeat(max)).bytes());
         expected.push(format!("{}\n", "l".repeat(max)).into_bytes());
         input.extend(b"0 \na\xff\xfeb\n<13>last");
-        expected.extend([
-            b"".to_vec(),
-            b"\n".to_vec(),
-            b"a\xff\xfeb\n".to_vec(),
-            b"<13>last".to_vec(),
-        ]);
+        expected.extend([b"".to_vec(), b"\n".to_vec(), b"a\xff\xfeb\n".to_vec(), b"<13>last".to_vec()]);
 
         let (got, error) = frames_however_split(&input, max).await;
         assert_eq!(error, None);
@@ -713,33 +607,15 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_are_errors_that_name_the_problem() {
         let cases: [(&[u8], &str); 9] = [
-            (
-                b"99999 x",
-                "frame of 99999 bytes exceeds max_message_bytes 16",
-            ),
+            (b"99999 x", "frame of 99999 bytes exceeds max_message_bytes 16"),
             (b"17 <13>hello there, too long", "exceeds max_message_bytes"),
             (b"12x <13>hello", "octet count \"12x \" is not a number"),
             (b"123456789012345 <13>hello", "exceeds max_message_bytes"),
-            (
-                b"1234567890x1234 <13>hello",
-                "octet count \"1234567890x1\" is not a number",
-            ),
-            (
-                b"10 short",
-                "stream ended inside a 10-byte frame (5 bytes of it arrived)",
-            ),
-            (
-                b"10",
-                "stream ended inside a 10-byte frame (0 bytes of it arrived)",
-            ),
-            (
-                b"no newline and far too long for the limit",
-                "line longer than max_message_bytes 16",
-            ),
-            (
-                b"seventeen bytes!!",
-                "line longer than max_message_bytes 16",
-            ),
+            (b"1234567890x1234 <13>hello", "octet count \"1234567890x1\" is not a number"),
+            (b"10 short", "stream ended inside a 10-byte frame (5 bytes of it arrived)"),
+            (b"10", "stream ended inside a 10-byte frame (0 bytes of it arrived)"),
+            (b"no newline and far too long for the limit", "line longer than max_message_bytes 16"),
+            (b"seventeen bytes!!", "line longer than max_message_bytes 16"),
         ];
         for (input, expected) in cases {
             let (got, error) = frames_however_split(input, 16).await;
@@ -751,18 +627,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_ends_the_stream_after_the_frames_before_it() {
-        let (got, error) =
-            frames_however_split(b"2 ok<13>fine\n9x <13>bad\n<13>never read\n", 100).await;
+        let (got, error) = frames_however_split(b"2 ok<13>fine\n9x <13>bad\n<13>never read\n", 100).await;
         assert_eq!(texts(&got), ["ok", "<13>fine"]);
         assert!(error.unwrap().contains("not a number"));
         // A line of max bytes with its newline fits; one byte more does not.
         let (got, error) = frames_however_split(b"abcd\nabcde\n", 4).await;
         assert_eq!(texts(&got), ["abcd"]);
-        assert!(
-            error
-                .unwrap()
-                .contains("line longer than max_message_bytes 4")
-        );
+        assert!(error.unwrap().contains("line longer than max_message_bytes 4"));
     }
 
     #[tokio::test]
@@ -772,10 +643,7 @@ mod tests {
         let mut stream = FramedRead::new(reader, SyslogFrameCodec::new(100));
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"<13>whole\n");
         let error = stream.next().await.unwrap().unwrap_err();
-        assert!(
-            matches!(&error, FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
-            "{error}"
-        );
+        assert!(matches!(&error, FrameError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset), "{error}");
         assert!(stream.next().await.is_none());
     }
 
@@ -783,15 +651,8 @@ mod tests {
     struct Recorder(std::sync::Mutex<Vec<String>>);
 
     impl IngestSink for Recorder {
-        fn ingest(
-            &self,
-            request: IngestRequest,
-        ) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
-            let raws = request
-                .batches
-                .iter()
-                .flat_map(|b| &b.events)
-                .map(|e| e.raw.clone());
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
+            let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
             self.0.lock().unwrap().extend(raws);
             Box::pin(async { Ok(()) })
         }
@@ -821,26 +682,16 @@ mod tests {
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         for chunk in [0..2, 2..6, 6..7] {
-            tx.send(chunk.map(|i| (peer, format!("m{i}"))).collect())
-                .await
-                .unwrap();
+            tx.send(chunk.map(|i| (peer, format!("m{i}"))).collect()).await.unwrap();
         }
         let sink = Arc::new(Recorder(Default::default()));
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            batch_and_spool(config, rx, sink.clone(), shutdown),
-        )
-        .await
-        .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), batch_and_spool(config, rx, sink.clone(), shutdown)).await.unwrap();
         let mut got = sink.0.lock().unwrap().clone();
         got.sort();
         assert_eq!(got, (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>());
-        assert!(
-            tx.send(vec![(peer, "late".into())]).await.is_err(),
-            "readers are told to stop"
-        );
+        assert!(tx.send(vec![(peer, "late".into())]).await.is_err(), "readers are told to stop");
     }
 
     /// Chunks of any size make batches of at most `batch_max_events`, called into the spool
@@ -855,13 +706,7 @@ mod tests {
         let batcher = tokio::spawn(batch_and_spool(config, rx, sink.clone(), shutdown.clone()));
         let mut next = 0;
         for size in [1, 7, 25, 3, 64, 9] {
-            tx.send(
-                (next..next + size)
-                    .map(|i| (peer, format!("{i}")))
-                    .collect(),
-            )
-            .await
-            .unwrap();
+            tx.send((next..next + size).map(|i| (peer, format!("{i}"))).collect()).await.unwrap();
             next += size;
         }
         // 109 messages: ten full batches are spooled without waiting for the delay.
@@ -872,23 +717,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), batcher)
-            .await
-            .unwrap()
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), batcher).await.unwrap().unwrap();
         let calls = sink.calls.lock().unwrap().clone();
         assert!(calls[..10].iter().all(|b| b.len() == 10), "{calls:?}");
-        assert_eq!(
-            calls.concat(),
-            (0..next).map(|i| i.to_string()).collect::<Vec<_>>(),
-            "read order"
-        );
-        assert!(
-            sink.most_in_flight
-                .load(std::sync::atomic::Ordering::SeqCst)
-                > 1,
-            "batches overlap in the spool"
-        );
+        assert_eq!(calls.concat(), (0..next).map(|i| i.to_string()).collect::<Vec<_>>(), "read order");
+        assert!(sink.most_in_flight.load(std::sync::atomic::Ordering::SeqCst) > 1, "batches overlap in the spool");
     }
 
     /// A spool that refuses (full) the first calls: each batch is retried until it is
@@ -897,21 +730,11 @@ mod tests {
     async fn a_refused_batch_is_retried_until_spooled_once() {
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let sink = Arc::new(Refusing {
-            refusals: std::sync::atomic::AtomicUsize::new(6),
-            taken: Default::default(),
-        });
+        let sink = Arc::new(Refusing { refusals: std::sync::atomic::AtomicUsize::new(6), taken: Default::default() });
         let shutdown = CancellationToken::new();
-        let batcher = tokio::spawn(batch_and_spool(
-            batching(5),
-            rx,
-            sink.clone(),
-            shutdown.clone(),
-        ));
+        let batcher = tokio::spawn(batch_and_spool(batching(5), rx, sink.clone(), shutdown.clone()));
         for chunk in [0..12, 12..30] {
-            tx.send(chunk.map(|i| (peer, format!("{i}"))).collect())
-                .await
-                .unwrap();
+            tx.send(chunk.map(|i| (peer, format!("{i}"))).collect()).await.unwrap();
         }
         for _ in 0..200 {
             if sink.taken.lock().unwrap().len() == 30 {
@@ -924,11 +747,7 @@ mod tests {
         let mut taken = sink.taken.lock().unwrap().clone();
         taken.sort_by_key(|m| m.parse::<u32>().unwrap());
         assert_eq!(taken, (0..30).map(|i| i.to_string()).collect::<Vec<_>>());
-        assert_eq!(
-            sink.refusals.load(std::sync::atomic::Ordering::SeqCst),
-            0,
-            "the refusals were used up"
-        );
+        assert_eq!(sink.refusals.load(std::sync::atomic::Ordering::SeqCst), 0, "the refusals were used up");
     }
 
     struct Refusing {
@@ -937,27 +756,12 @@ mod tests {
     }
 
     impl IngestSink for Refusing {
-        fn ingest(
-            &self,
-            request: IngestRequest,
-        ) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             use std::sync::atomic::Ordering::SeqCst;
-            if self
-                .refusals
-                .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                return Box::pin(async {
-                    Err(Refusal::overloaded("spool full", Duration::from_secs(1)))
-                });
+            if self.refusals.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+                return Box::pin(async { Err(Refusal::overloaded("spool full", Duration::from_secs(1))) });
             }
-            self.taken.lock().unwrap().extend(
-                request
-                    .batches
-                    .iter()
-                    .flat_map(|b| &b.events)
-                    .map(|e| e.raw.clone()),
-            );
+            self.taken.lock().unwrap().extend(request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone()));
             Box::pin(async { Ok(()) })
         }
         fn ready(&self) -> Result<(), String> {
@@ -975,19 +779,9 @@ mod tests {
     }
 
     impl IngestSink for Batches {
-        fn ingest(
-            &self,
-            request: IngestRequest,
-        ) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             use std::sync::atomic::Ordering::SeqCst;
-            self.calls.lock().unwrap().push(
-                request
-                    .batches
-                    .iter()
-                    .flat_map(|b| &b.events)
-                    .map(|e| e.raw.clone())
-                    .collect(),
-            );
+            self.calls.lock().unwrap().push(request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone()).collect());
             let (in_flight, most) = (self.in_flight.clone(), self.most_in_flight.clone());
             Box::pin(async move {
                 most.fetch_max(in_flight.fetch_add(1, SeqCst) + 1, SeqCst);

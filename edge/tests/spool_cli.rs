@@ -8,15 +8,9 @@ use bytes::Bytes;
 use weir_edge::spool::{RECORD_HEADER_BYTES, Spool, SpoolConfig};
 
 fn write_config(dir: &Path) -> PathBuf {
-    let example = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml"),
-    )
-    .unwrap();
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml")).unwrap();
     let spool = dir.join("spool");
-    let text = example.replace(
-        "dir = \"spool\"",
-        &format!("dir = {:?}", spool.display().to_string()),
-    );
+    let text = example.replace("dir = \"spool\"", &format!("dir = {:?}", spool.display().to_string()));
     assert_ne!(text, example, "the example config's spool dir line changed");
     let path = dir.join("edge.toml");
     std::fs::write(&path, text).unwrap();
@@ -24,17 +18,8 @@ fn write_config(dir: &Path) -> PathBuf {
 }
 
 fn weir_edge(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_weir-edge"))
-        .args(args)
-        .env_remove("WEIR_CONFIG")
-        .output()
-        .unwrap();
-    eprintln!(
-        "weir-edge {args:?}: {}\n{}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(env!("CARGO_BIN_EXE_weir-edge")).args(args).env_remove("WEIR_CONFIG").output().unwrap();
+    eprintln!("weir-edge {args:?}: {}\n{}{}", output.status, String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     output
 }
 
@@ -49,12 +34,7 @@ async fn fsck_fails_on_a_corrupt_record_until_repaired_and_inspect_shows_it() {
         spool.append(Bytes::from(vec![i; 100])).await.unwrap();
     }
     drop(spool);
-    assert!(
-        weir_edge(&["spool", "fsck", "--config", config])
-            .status
-            .success(),
-        "a clean spool passes"
-    );
+    assert!(weir_edge(&["spool", "fsck", "--config", config]).status.success(), "a clean spool passes");
 
     let segment = std::fs::read_dir(&spool_dir)
         .unwrap()
@@ -80,18 +60,10 @@ async fn fsck_fails_on_a_corrupt_record_until_repaired_and_inspect_shows_it() {
 
     let repair = weir_edge(&["spool", "fsck", "--config", config, "--repair"]);
     assert!(repair.status.success());
-    assert!(
-        weir_edge(&["spool", "fsck", "--config", config])
-            .status
-            .success(),
-        "repaired for good"
-    );
+    assert!(weir_edge(&["spool", "fsck", "--config", config]).status.success(), "repaired for good");
     let text = weir_edge(&["spool", "inspect", "--config", config]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(
-        text.contains("corrupt record") && !text.contains("NOT dead-lettered"),
-        "{text}"
-    );
+    assert!(text.contains("corrupt record") && !text.contains("NOT dead-lettered"), "{text}");
     let list = weir_edge(&["dead-letter", "list", "--config", config]);
     assert!(String::from_utf8_lossy(&list.stdout).contains("seq 2"));
 }

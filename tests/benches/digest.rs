@@ -62,10 +62,7 @@ use weir_core::kafka::{BatchPart, Publisher, Record};
 use weir_global::Dedup;
 use weir_parsers::json::JsonParser;
 use weir_parsers::model::{Input, Value as NativeValue};
-use weir_plugin_host::{
-    ErrorKind, Event as ParsedEvent, Field, ParserRegistry, ParsersConfig, PluginConfig, RawEvent,
-    Value,
-};
+use weir_plugin_host::{ErrorKind, Event as ParsedEvent, Field, ParserRegistry, ParsersConfig, PluginConfig, RawEvent, Value};
 use weir_proto::{Event, EventBatch};
 use weir_segment::{SegmentMeta, SegmentReader, SegmentRow, SegmentWriter};
 use weir_tests::nodes::{CoreSpec, REPOSITORY, TOKEN};
@@ -73,10 +70,7 @@ use weir_tests::nodes::{CoreSpec, REPOSITORY, TOKEN};
 const PARTITIONS: u32 = 2;
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[derive(Clone)]
@@ -135,12 +129,7 @@ impl Outcome {
             self.segments
         );
         if let (Some(startup), Some(visible)) = (self.startup, self.visible_after) {
-            text += &format!(
-                "\n{:<52} start-up {:.2} s, all visible in Global after {:.2} s",
-                "",
-                startup.as_secs_f64(),
-                visible.as_secs_f64()
-            );
+            text += &format!("\n{:<52} start-up {:.2} s, all visible in Global after {:.2} s", "", startup.as_secs_f64(), visible.as_secs_f64());
         }
         text
     }
@@ -169,28 +158,14 @@ impl BatchParser for NativeJson {
             batch
                 .into_iter()
                 .map(|event| {
-                    let input = Input {
-                        raw: &event.raw,
-                        repository: &event.repository,
-                        tags: &event.tags,
-                        ingest_time_ns: event.ingest_time_ns,
-                    };
+                    let input = Input { raw: &event.raw, repository: &event.repository, tags: &event.tags, ingest_time_ns: event.ingest_time_ns };
                     match self.0.parse(&input) {
                         Ok(parsed) => ParsedEvent {
                             raw: parsed.raw.unwrap_or(event.raw),
                             timestamp_ns: parsed.timestamp_ns,
-                            fields: parsed
-                                .fields
-                                .into_iter()
-                                .map(|(name, value)| Field {
-                                    name,
-                                    value: host_value(value),
-                                })
-                                .collect(),
+                            fields: parsed.fields.into_iter().map(|(name, value)| Field { name, value: host_value(value) }).collect(),
                         },
-                        Err(message) => {
-                            ParsedEvent::failed(event.raw, "json", ErrorKind::ParseFailed, &message)
-                        }
+                        Err(message) => ParsedEvent::failed(event.raw, "json", ErrorKind::ParseFailed, &message),
                     }
                 })
                 .collect()
@@ -211,11 +186,7 @@ fn host_value(value: NativeValue) -> Value {
 fn wasm_parsers() -> ParsersConfig {
     let root = weir_tests::workspace_root();
     let wasm = root.join("plugins/target/wasm/json.wasm");
-    assert!(
-        wasm.is_file(),
-        "{} is missing: run `bash plugins/build.sh` first",
-        wasm.display()
-    );
+    assert!(wasm.is_file(), "{} is missing: run `bash plugins/build.sh` first", wasm.display());
     ParsersConfig {
         plugins: [("json".to_string(), PluginConfig::new(&wasm, &[]))].into(),
         default: Some("json".into()),
@@ -247,35 +218,14 @@ impl metrics::HistogramFn for FlushLog {
 struct ProbeRecorder(Arc<DigestProbe>);
 
 impl metrics::Recorder for ProbeRecorder {
-    fn describe_counter(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_gauge(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
-    fn describe_histogram(
-        &self,
-        _: metrics::KeyName,
-        _: Option<metrics::Unit>,
-        _: metrics::SharedString,
-    ) {
-    }
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         if key.name() != "weir_digest_events_total" {
             return metrics::Counter::noop();
         }
-        if key
-            .labels()
-            .any(|l| l.key() == "result" && l.value() == "failed")
-        {
+        if key.labels().any(|l| l.key() == "result" && l.value() == "failed") {
             metrics::Counter::from_arc(self.0.failed.clone())
         } else {
             metrics::Counter::from_arc(self.0.events.clone())
@@ -284,11 +234,7 @@ impl metrics::Recorder for ProbeRecorder {
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::noop()
     }
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
+    fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
         if key.name() == "weir_digest_flush_seconds" {
             metrics::Histogram::from_arc(self.0.flushes.clone())
         } else {
@@ -304,9 +250,7 @@ impl metrics::Recorder for ProbeRecorder {
 /// returns each partition's end offset.
 async fn prefill(kafka: &KafkaConfig, settings: &Settings) -> Vec<u64> {
     let publisher = Publisher::new(kafka).expect("publisher");
-    publisher
-        .ensure_topic(kafka, &CancellationToken::new())
-        .await;
+    publisher.ensure_topic(kafka, &CancellationToken::new()).await;
     let mut records = Vec::new();
     for (seq, start) in (0..settings.events).step_by(settings.batch).enumerate() {
         let batch = EventBatch {
@@ -316,39 +260,23 @@ async fn prefill(kafka: &KafkaConfig, settings: &Settings) -> Vec<u64> {
             parser: None,
             ingest_ts_ms: weir_proto::event::now_ms(),
             attributes: Default::default(),
-            events: (start..(start + settings.batch).min(settings.events))
-                .map(|i| Event::raw(line(i, None)))
-                .collect(),
+            events: (start..(start + settings.batch).min(settings.events)).map(|i| Event::raw(line(i, None))).collect(),
         };
         let mut parts = Vec::new();
         publisher.encode(batch, &mut parts).expect("encode");
         let count = parts.len() as u32;
         for (index, part) in parts.into_iter().enumerate() {
             let id = format!("bench-edge:inc-1:{seq}");
-            records.push(Record {
-                batch: Some(BatchPart {
-                    id,
-                    index: index as u32,
-                    count,
-                }),
-                ..part
-            });
+            records.push(Record { batch: Some(BatchPart { id, index: index as u32, count }), ..part });
         }
         if records.len() >= 64 {
-            publisher
-                .publish_records(std::mem::take(&mut records))
-                .await
-                .expect("pre-fill");
+            publisher.publish_records(std::mem::take(&mut records)).await.expect("pre-fill");
         }
     }
     publisher.publish_records(records).await.expect("pre-fill");
     let metadata = weir_tests::kafka::Metadata::new(&kafka.bootstrap_servers);
     (0..PARTITIONS)
-        .map(|p| {
-            metadata
-                .high_watermark(&kafka.ingest_topic, p as i32, Duration::from_secs(10))
-                .expect("watermark") as u64
-        })
+        .map(|p| metadata.high_watermark(&kafka.ingest_topic, p as i32, Duration::from_secs(10)).expect("watermark") as u64)
         .collect()
 }
 
@@ -356,13 +284,7 @@ async fn prefill(kafka: &KafkaConfig, settings: &Settings) -> Vec<u64> {
 
 /// One partition, the plainest way: consume, decode, one row per event, a segment per
 /// `segment_bytes` or flush interval. No dedup, no parser choice, no Global.
-fn raw_partition(
-    kafka: &KafkaConfig,
-    p: u32,
-    end: u64,
-    dir: &Path,
-    settings: &Settings,
-) -> (u64, usize) {
+fn raw_partition(kafka: &KafkaConfig, p: u32, end: u64, dir: &Path, settings: &Settings) -> (u64, usize) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("group.id", weir_tests::unique("bench-raw"))
@@ -374,28 +296,20 @@ fn raw_partition(
     // partition's leader), then the partition from offset 0.
     let what = format!("watermarks of {}/{p}", kafka.ingest_topic);
     let deadline = Instant::now() + weir_tests::kafka::METADATA_TIMEOUT;
-    weir_tests::kafka::retry_transient(&what, deadline, |timeout| {
-        consumer.fetch_watermarks(&kafka.ingest_topic, p as i32, timeout)
-    })
-    .expect("watermarks");
+    weir_tests::kafka::retry_transient(&what, deadline, |timeout| consumer.fetch_watermarks(&kafka.ingest_topic, p as i32, timeout)).expect("watermarks");
     let mut assignment = TopicPartitionList::new();
-    assignment
-        .add_partition_offset(&kafka.ingest_topic, p as i32, Offset::Offset(0))
-        .unwrap();
+    assignment.add_partition_offset(&kafka.ingest_topic, p as i32, Offset::Offset(0)).unwrap();
     consumer.assign(&assignment).unwrap();
     let (mut events, mut segments) = (0, 0);
     let mut current: Option<(SegmentWriter, Instant, u64)> = None;
     let mut position = 0;
     while position < end {
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
         let message = message.expect("consume");
         let offset = message.offset() as u64;
         let payload = message.payload().unwrap_or_default();
         let batch: EventBatch = serde_json::from_slice(payload).expect("a batch");
-        let (writer, _, bytes) =
-            current.get_or_insert_with(|| (new_writer(dir, "raw", p, offset), Instant::now(), 0));
+        let (writer, _, bytes) = current.get_or_insert_with(|| (new_writer(dir, "raw", p, offset), Instant::now(), 0));
         for (i, event) in batch.events.into_iter().enumerate() {
             let row = SegmentRow {
                 repository: batch.repository.clone(),
@@ -414,15 +328,8 @@ fn raw_partition(
         }
         *bytes += payload.len() as u64;
         position = offset + 1;
-        if current.as_ref().is_some_and(|(_, started, bytes)| {
-            *bytes >= settings.segment_bytes || started.elapsed() >= settings.flush
-        }) {
-            current
-                .take()
-                .unwrap()
-                .0
-                .finish(position as i64)
-                .expect("finish");
+        if current.as_ref().is_some_and(|(_, started, bytes)| *bytes >= settings.segment_bytes || started.elapsed() >= settings.flush) {
+            current.take().unwrap().0.finish(position as i64).expect("finish");
             segments += 1;
         }
     }
@@ -434,11 +341,7 @@ fn raw_partition(
 }
 
 fn new_writer(dir: &Path, path: &str, p: u32, offset: u64) -> SegmentWriter {
-    let meta = SegmentMeta {
-        segment_id: format!("{path}-p{p}-o{offset}"),
-        partition: p as i32,
-        offset_start: offset as i64,
-    };
+    let meta = SegmentMeta { segment_id: format!("{path}-p{p}-o{offset}"), partition: p as i32, offset_start: offset as i64 };
     SegmentWriter::create(dir, meta).expect("segment writer")
 }
 
@@ -446,56 +349,27 @@ fn new_writer(dir: &Path, path: &str, p: u32, offset: u64) -> SegmentWriter {
 
 /// One partition as `digest::partition::run` does it, minus Global: the digest's reader,
 /// `RowBuilder` (dedup, parser, rows) and the segment writer, flushing on the same rule.
-fn digest_partition<P: BatchParser + ?Sized>(
-    kafka: &KafkaConfig,
-    p: u32,
-    end: u64,
-    dir: &Path,
-    settings: &Settings,
-    parsers: Option<&P>,
-) -> (u64, usize) {
-    let reader = PartitionReader::open(kafka, &weir_tests::unique("bench-loop"), p, 0)
-        .expect("partition reader");
-    let builder = RowBuilder {
-        partition: p,
-        parsers,
-        foreign_repository: "foreign",
-    };
+fn digest_partition<P: BatchParser + ?Sized>(kafka: &KafkaConfig, p: u32, end: u64, dir: &Path, settings: &Settings, parsers: Option<&P>) -> (u64, usize) {
+    let reader = PartitionReader::open(kafka, &weir_tests::unique("bench-loop"), p, 0).expect("partition reader");
+    let builder = RowBuilder { partition: p, parsers, foreign_repository: "foreign" };
     let mut dedup = Dedup::default();
     let (mut events, mut segments, mut position) = (0, 0, 0);
     let mut current: Option<(SegmentWriter, Instant, u64, StoredSet)> = None;
     let mut rows = Vec::new();
     while position < end {
-        let Some(record) = reader
-            .poll(Duration::from_millis(100), position)
-            .expect("read")
-        else {
-            continue;
-        };
-        let (writer, _, bytes, stored) = current.get_or_insert_with(|| {
-            (
-                new_writer(dir, "loop", p, record.offset),
-                Instant::now(),
-                0,
-                StoredSet::default(),
-            )
-        });
+        let Some(record) = reader.poll(Duration::from_millis(100), position).expect("read") else { continue };
+        let (writer, _, bytes, stored) =
+            current.get_or_insert_with(|| (new_writer(dir, "loop", p, record.offset), Instant::now(), 0, StoredSet::default()));
         rows.clear();
         let outcome = builder.rows(&record, &mut dedup, stored, &mut rows);
-        assert!(
-            !outcome.duplicate && !outcome.foreign && outcome.failed == 0,
-            "offset {}: {outcome:?}",
-            record.offset
-        );
+        assert!(!outcome.duplicate && !outcome.foreign && outcome.failed == 0, "offset {}: {outcome:?}", record.offset);
         for row in rows.drain(..) {
             writer.push(row).expect("push");
         }
         events += outcome.events;
         *bytes += record.payload.len() as u64;
         position = record.offset + 1;
-        if current.as_ref().is_some_and(|(_, started, bytes, _)| {
-            *bytes >= settings.segment_bytes || started.elapsed() >= settings.flush
-        }) {
+        if current.as_ref().is_some_and(|(_, started, bytes, _)| *bytes >= settings.segment_bytes || started.elapsed() >= settings.flush) {
             let (writer, _, _, stored) = current.take().unwrap();
             std::hint::black_box(stored.to_stored());
             writer.finish(position as i64).expect("finish");
@@ -518,15 +392,8 @@ fn per_partition(ends: &[u64], one: impl Fn(u32, u64, &Path) -> (u64, usize) + S
     let started = Instant::now();
     let (one, path) = (&one, dir.path());
     let results: Vec<(u64, usize)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = ends
-            .iter()
-            .enumerate()
-            .map(|(p, &end)| scope.spawn(move || one(p as u32, end, path)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("partition thread"))
-            .collect()
+        let handles: Vec<_> = ends.iter().enumerate().map(|(p, &end)| scope.spawn(move || one(p as u32, end, path))).collect();
+        handles.into_iter().map(|h| h.join().expect("partition thread")).collect()
     });
     Outcome {
         events: results.iter().map(|r| r.0).sum(),
@@ -549,13 +416,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn core_config(
-        &self,
-        node_id: &str,
-        topic: &str,
-        parsers: Option<ParsersConfig>,
-        settings: &Settings,
-    ) -> CoreConfig {
+    fn core_config(&self, node_id: &str, topic: &str, parsers: Option<ParsersConfig>, settings: &Settings) -> CoreConfig {
         let mut spec = CoreSpec::new(node_id, &self.bootstrap, topic, &self.certs);
         spec.data_dir = self.dir.join(weir_tests::unique(node_id));
         spec.max_body_bytes = 64 << 20;
@@ -571,22 +432,14 @@ impl Bench {
     }
 
     /// A core digesting the pre-filled topic from offset 0 (its Global is new).
-    async fn core_run(
-        &self,
-        node_id: &str,
-        parsers: Option<ParsersConfig>,
-        settings: &Settings,
-        ends: &[u64],
-    ) -> Outcome {
+    async fn core_run(&self, node_id: &str, parsers: Option<ParsersConfig>, settings: &Settings, ends: &[u64]) -> Outcome {
         let config = self.core_config(node_id, &self.topic, parsers, settings);
         let total_events = settings.events as u64;
         let events_before = self.probe.events.load(Ordering::Acquire);
         let failed_before = self.probe.failed.load(Ordering::Acquire);
         let shutdown = CancellationToken::new();
         let launched = Instant::now();
-        let core = weir_core::start(config, shutdown.clone())
-            .await
-            .expect("start core");
+        let core = weir_core::start(config, shutdown.clone()).await.expect("start core");
         let global = core.global();
         // The first partition claimed: its worker starts reading now (the second follows
         // one Global round trip later; counting from the first is the conservative end).
@@ -594,102 +447,50 @@ impl Bench {
             if global.read(|s| (0..PARTITIONS).any(|p| s.partition(p).epoch > 0)) {
                 break;
             }
-            assert!(
-                launched.elapsed() < Duration::from_secs(60),
-                "the core claimed no partitions within 60 s"
-            );
+            assert!(launched.elapsed() < Duration::from_secs(60), "the core claimed no partitions within 60 s");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let claimed = Instant::now();
         let cpu = weir_tests::process_cpu_seconds();
         let mut rows_done = None;
         loop {
-            if rows_done.is_none()
-                && self.probe.events.load(Ordering::Acquire) - events_before >= total_events
-            {
+            if rows_done.is_none() && self.probe.events.load(Ordering::Acquire) - events_before >= total_events {
                 rows_done = Some(Instant::now());
             }
             if global.read(|s| (0..PARTITIONS).all(|p| s.resume_point(p) >= ends[p as usize])) {
                 break;
             }
-            assert!(
-                claimed.elapsed() < Duration::from_secs(300),
-                "the core did not digest the topic within 300 s"
-            );
+            assert!(claimed.elapsed() < Duration::from_secs(300), "the core did not digest the topic within 300 s");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let visible = Instant::now();
         // Until everything is visible: the wait for the last flush costs next to nothing.
         let cpu_s = weir_tests::process_cpu_seconds() - cpu;
         let rows_done = rows_done.unwrap_or(visible);
-        let final_flush = self
-            .probe
-            .flushes
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(at, _)| *at >= rows_done)
-            .map(|(_, s)| *s)
-            .fold(0.0, f64::max);
+        let final_flush = self.probe.flushes.0.lock().unwrap().iter().filter(|(at, _)| *at >= rows_done).map(|(_, s)| *s).fold(0.0, f64::max);
         let segments = global.read(|s| (0..PARTITIONS).map(|p| s.segments(p).len()).sum());
-        let events: u64 = global.read(|s| {
-            (0..PARTITIONS)
-                .flat_map(|p| s.segments(p))
-                .map(|seg| seg.info.n_events)
-                .sum()
-        });
+        let events: u64 = global.read(|s| (0..PARTITIONS).flat_map(|p| s.segments(p)).map(|seg| seg.info.n_events).sum());
         assert_eq!(events, total_events, "events in registered segments");
-        assert_eq!(
-            self.probe.failed.load(Ordering::Acquire),
-            failed_before,
-            "events failed to parse"
-        );
+        assert_eq!(self.probe.failed.load(Ordering::Acquire), failed_before, "events failed to parse");
         shutdown.cancel();
         let _ = core.task.await;
         let elapsed = rows_done - claimed + Duration::from_secs_f64(final_flush);
-        Outcome {
-            events,
-            elapsed,
-            cpu_s,
-            segments,
-            startup: Some(claimed - launched),
-            visible_after: Some(visible - claimed),
-        }
+        Outcome { events, elapsed, cpu_s, segments, startup: Some(claimed - launched), visible_after: Some(visible - claimed) }
     }
 
     /// A core with the Wasm parser, fed over HTTP at `rate` events/s for `duration`:
     /// p50/p99 of request sent → its segment registered in Global.
-    async fn latency(
-        &self,
-        rate: f64,
-        duration: Duration,
-        batch: usize,
-        flush: Duration,
-    ) -> (Histogram<u64>, Histogram<u64>, usize) {
+    async fn latency(&self, rate: f64, duration: Duration, batch: usize, flush: Duration) -> (Histogram<u64>, Histogram<u64>, usize) {
         let topic = weir_tests::unique("bench-digest-live");
-        let settings = Settings {
-            events: 0,
-            batch,
-            segment_bytes: 64 << 20,
-            flush,
-        };
+        let settings = Settings { events: 0, batch, segment_bytes: 64 << 20, flush };
         let config = self.core_config("core-live", &topic, Some(wasm_parsers()), &settings);
         let segments_dir = weir_core::store::DataDir::new(&config.data_dir).segments_dir();
         let shutdown = CancellationToken::new();
-        let core = weir_core::start(config, shutdown.clone())
-            .await
-            .expect("start core");
+        let core = weir_core::start(config, shutdown.clone()).await.expect("start core");
         let base = format!("http://{}", core.http_addr);
         weir_tests::eventually("the live core ready", Duration::from_secs(60), || {
             let url = format!("{base}/ready");
-            async move {
-                reqwest::get(url)
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            }
+            async move { reqwest::get(url).await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
         })
         .await;
         let global = core.global();
@@ -706,12 +507,7 @@ impl Bench {
             let (global, seen, watching) = (global.clone(), seen.clone(), watching.clone());
             tokio::spawn(async move {
                 while !watching.is_cancelled() {
-                    let ids: Vec<String> = global.read(|s| {
-                        (0..PARTITIONS)
-                            .flat_map(|p| s.segments(p))
-                            .map(|seg| seg.info.segment_id.clone())
-                            .collect()
-                    });
+                    let ids: Vec<String> = global.read(|s| (0..PARTITIONS).flat_map(|p| s.segments(p)).map(|seg| seg.info.segment_id.clone()).collect());
                     let now = Instant::now();
                     {
                         let mut seen = seen.lock().unwrap();
@@ -728,66 +524,36 @@ impl Bench {
         // answers take.
         let client = reqwest::Client::new();
         let url = format!("{base}/api/v1/ingest/humio-unstructured");
-        let n_requests = ((rate * duration.as_secs_f64()) / batch as f64)
-            .ceil()
-            .max(1.0) as u64;
+        let n_requests = ((rate * duration.as_secs_f64()) / batch as f64).ceil().max(1.0) as u64;
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(batch as f64 / rate));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let sent: Arc<Mutex<Vec<Option<Instant>>>> =
-            Arc::new(Mutex::new(vec![None; n_requests as usize]));
+        let sent: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n_requests as usize]));
         let acks = Arc::new(Mutex::new(Histogram::<u64>::new(3).unwrap()));
         let mut requests = Vec::new();
         for seq in 0..n_requests {
             ticker.tick().await;
-            let lines: Vec<String> = (0..batch)
-                .map(|i| line(seq as usize * batch + i, (i == 0).then_some(seq)))
-                .collect();
+            let lines: Vec<String> = (0..batch).map(|i| line(seq as usize * batch + i, (i == 0).then_some(seq))).collect();
             // Eight sources, as in the pre-fill: one source's records all go to one partition.
             let body = serde_json::to_vec(&serde_json::json!([{ "tags": { "host": format!("web-{}", seq % 8) }, "messages": lines }])).unwrap();
-            let (client, url, sent, acks) =
-                (client.clone(), url.clone(), sent.clone(), acks.clone());
+            let (client, url, sent, acks) = (client.clone(), url.clone(), sent.clone(), acks.clone());
             requests.push(tokio::spawn(async move {
                 let at = Instant::now();
                 sent.lock().unwrap()[seq as usize] = Some(at);
-                let response = client
-                    .post(url)
-                    .header("authorization", format!("Bearer {TOKEN}"))
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("post");
-                assert_eq!(
-                    response.status(),
-                    200,
-                    "{}",
-                    response.text().await.unwrap_or_default()
-                );
-                acks.lock()
-                    .unwrap()
-                    .record(at.elapsed().as_micros() as u64)
-                    .unwrap();
+                let response = client.post(url).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await.expect("post");
+                assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
+                acks.lock().unwrap().record(at.elapsed().as_micros() as u64).unwrap();
             }));
         }
         for request in requests {
             request.await.expect("request task");
         }
         let metadata = weir_tests::kafka::Metadata::new(&self.bootstrap);
-        let ends: Vec<u64> = (0..PARTITIONS)
-            .map(|p| {
-                metadata
-                    .high_watermark(&topic, p as i32, Duration::from_secs(10))
-                    .expect("watermark") as u64
-            })
-            .collect();
-        weir_tests::eventually(
-            "every posted event in a registered segment",
-            flush * 4 + Duration::from_secs(30),
-            || {
-                let done =
-                    global.read(|s| (0..PARTITIONS).all(|p| s.resume_point(p) >= ends[p as usize]));
-                async move { done.then_some(()) }
-            },
-        )
+        let ends: Vec<u64> =
+            (0..PARTITIONS).map(|p| metadata.high_watermark(&topic, p as i32, Duration::from_secs(10)).expect("watermark") as u64).collect();
+        weir_tests::eventually("every posted event in a registered segment", flush * 4 + Duration::from_secs(30), || {
+            let done = global.read(|s| (0..PARTITIONS).all(|p| s.resume_point(p) >= ends[p as usize]));
+            async move { done.then_some(()) }
+        })
         .await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         watching.cancel();
@@ -804,22 +570,14 @@ impl Bench {
             for row in reader.all_rows().expect("rows") {
                 let row = row.expect("row");
                 assert!(row.error.is_none(), "{row:?}");
-                let Some(marker) = row.fields.get("bench_marker").and_then(|m| m.as_u64()) else {
-                    continue;
-                };
+                let Some(marker) = row.fields.get("bench_marker").and_then(|m| m.as_u64()) else { continue };
                 assert!(!found[marker as usize], "marker {marker} stored twice");
                 found[marker as usize] = true;
                 let sent_at = sent[marker as usize].expect("sent");
-                visible
-                    .record(at.saturating_duration_since(sent_at).as_micros() as u64)
-                    .unwrap();
+                visible.record(at.saturating_duration_since(sent_at).as_micros() as u64).unwrap();
             }
         }
-        assert!(
-            found.iter().all(|f| *f),
-            "{} of {n_requests} markers not found in any segment",
-            found.iter().filter(|f| !**f).count()
-        );
+        assert!(found.iter().all(|f| *f), "{} of {n_requests} markers not found in any segment", found.iter().filter(|f| !**f).count());
         shutdown.cancel();
         let _ = core.task.await;
         let acks = acks.lock().unwrap().clone();

@@ -30,10 +30,7 @@ use weir_proto::{Event, EventBatch};
 use weir_tests::nodes::{CoreSpec, EdgeSpec, TOKEN};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 struct Settings {
@@ -66,15 +63,9 @@ impl Outcome {
 fn lines(settings: &Settings, request: usize) -> Vec<String> {
     (0..settings.batch)
         .map(|i| {
-            let head = format!(
-                "2024-05-01T10:00:00Z host=web-{} req={request} n={i} msg=",
-                i % 7
-            );
+            let head = format!("2024-05-01T10:00:00Z host=web-{} req={request} n={i} msg=", i % 7);
             let pad = settings.event_bytes.saturating_sub(head.len());
-            format!(
-                "{head}{}",
-                "GET /index.html 200 ".repeat(pad / 20 + 1)[..pad].to_owned()
-            )
+            format!("{head}{}", "GET /index.html 200 ".repeat(pad / 20 + 1)[..pad].to_owned())
         })
         .collect()
 }
@@ -111,81 +102,60 @@ async fn baseline(bootstrap: &str, topic: &str, settings: &Settings) -> Outcome 
             .expect("baseline producer"),
     );
     let topic = topic.to_owned();
-    run_clients(
-        settings,
-        |request| lines(settings, request),
-        move |request, raws: Vec<String>| {
-            let producer = producer.clone();
-            let topic = topic.clone();
-            async move {
-                // The same record the core writes: one JSON batch of the request's events.
-                let batch = EventBatch {
-                    repository: "bench".into(),
-                    tags: Default::default(),
-                    parser: None,
-                    ingest_ts_ms: weir_proto::event::now_ms(),
-                    attributes: Default::default(),
-                    events: raws.into_iter().map(Event::raw).collect(),
-                };
-                let key = batch.source_key();
-                let (tx, rx) = oneshot::channel();
-                let done = Arc::new(Done(Mutex::new(Some(tx)), AtomicUsize::new(0)));
-                let parts = weir_proto::event::encode_parts(batch, 900_000).unwrap();
-                done.1.store(parts.len(), Ordering::Release);
-                for payload in parts {
-                    let mut record = BaseRecord::with_opaque_to(&topic, done.clone())
-                        .key(&key)
-                        .payload(&payload);
-                    loop {
-                        match producer.send(record) {
-                            Ok(()) => break,
-                            Err((_, r)) => {
-                                record = r;
-                                tokio::time::sleep(Duration::from_millis(1)).await;
-                            }
+    run_clients(settings, |request| lines(settings, request), move |request, raws: Vec<String>| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            // The same record the core writes: one JSON batch of the request's events.
+            let batch = EventBatch {
+                repository: "bench".into(),
+                tags: Default::default(),
+                parser: None,
+                ingest_ts_ms: weir_proto::event::now_ms(),
+                attributes: Default::default(),
+                events: raws.into_iter().map(Event::raw).collect(),
+            };
+            let key = batch.source_key();
+            let (tx, rx) = oneshot::channel();
+            let done = Arc::new(Done(Mutex::new(Some(tx)), AtomicUsize::new(0)));
+            let parts = weir_proto::event::encode_parts(batch, 900_000).unwrap();
+            done.1.store(parts.len(), Ordering::Release);
+            for payload in parts {
+                let mut record = BaseRecord::with_opaque_to(&topic, done.clone()).key(&key).payload(&payload);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((_, r)) => {
+                            record = r;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
                         }
                     }
                 }
-                let _ = request;
-                rx.await.map_err(|_| "delivery channel closed".to_string())
             }
-        },
-    )
+            let _ = request;
+            rx.await.map_err(|_| "delivery channel closed".to_string())
+        }
+    })
     .await
 }
 
 // ---- (b), (c): HTTP clients -----------------------------------------------------------
 
 async fn http_clients(base: String, ack_core: bool, settings: &Settings) -> Outcome {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(settings.concurrency)
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(settings.concurrency).build().unwrap();
     // Request bodies are the client's work, not the system's: encode them before the clock.
-    let prepare = |request| {
-        bytes::Bytes::from(
-            serde_json::to_vec(&serde_json::json!([{"messages": lines(settings, request)}]))
-                .unwrap(),
-        )
-    };
+    let prepare = |request| bytes::Bytes::from(serde_json::to_vec(&serde_json::json!([{"messages": lines(settings, request)}])).unwrap());
     run_clients(settings, prepare, move |_request, body: bytes::Bytes| {
         let client = client.clone();
         let url = format!("{base}/api/v1/ingest/humio-unstructured");
         async move {
-            let mut request = client
-                .post(url)
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(body);
+            let mut request = client.post(url).header("authorization", format!("Bearer {TOKEN}")).body(body);
             if ack_core {
                 request = request.header("x-weir-ack", "core");
             }
             let response = request.send().await.map_err(|e| e.to_string())?;
             if response.status() != 200 {
-                return Err(format!(
-                    "{}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                ));
+                return Err(format!("{}: {}", response.status(), response.text().await.unwrap_or_default()));
             }
             Ok(())
         }
@@ -233,11 +203,7 @@ where
     let elapsed = started.elapsed();
     let n_events = (n_requests * settings.batch) as f64;
     let cpu_us_per_event = (weir_tests::process_cpu_seconds() - cpu_before) * 1e6 / n_events;
-    Outcome {
-        events_per_s: n_events / elapsed.as_secs_f64(),
-        latency,
-        cpu_us_per_event,
-    }
+    Outcome { events_per_s: n_events / elapsed.as_secs_f64(), latency, cpu_us_per_event }
 }
 
 fn main() {
@@ -329,13 +295,11 @@ fn median(mut outcomes: Vec<Outcome>) -> Outcome {
 
 async fn wait_ready(base: &str) {
     for _ in 0..300 {
-        if reqwest::get(format!("{base}/ready"))
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        if reqwest::get(format!("{base}/ready")).await.is_ok_and(|r| r.status().is_success()) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("{base} not ready");
 }
+

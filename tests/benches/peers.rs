@@ -49,10 +49,7 @@ use weir_proto::EventBatch;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, TOKEN};
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 #[derive(Clone, Copy)]
@@ -68,24 +65,15 @@ struct Settings {
 const MARK_EVERY: usize = 100;
 
 fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 /// One message text of `event_bytes`; `mark` puts the send time in it.
 fn text(settings: &Settings, stream: usize, n: usize, mark: bool) -> String {
-    let mark = if mark {
-        format!(" mark={}", now_us())
-    } else {
-        String::new()
-    };
+    let mark = if mark { format!(" mark={}", now_us()) } else { String::new() };
     let head = format!("host=web-{} stream={stream} n={n}{mark} msg=", n % 7);
     let pad = settings.event_bytes.saturating_sub(head.len());
-    format!(
-        "{head}{}",
-        &"GET /index.html 200 ".repeat(pad / 20 + 1)[..pad]
-    )
+    format!("{head}{}", &"GET /index.html 200 ".repeat(pad / 20 + 1)[..pad])
 }
 
 // ---- what arrived in Kafka ------------------------------------------------------------
@@ -128,16 +116,13 @@ fn count_and_marks(format: Format, payload: &[u8], marks: &mut Vec<u64>) -> usiz
                 #[serde(borrow)]
                 raw: std::borrow::Cow<'a, str>,
             }
-            let batch: Raws =
-                serde_json::from_slice(payload).expect("a Weir record is an EventBatch");
+            let batch: Raws = serde_json::from_slice(payload).expect("a Weir record is an EventBatch");
             if matches!(format, Format::Weir) {
                 batch.events.iter().for_each(|e| scan(&e.raw));
             }
             batch.events.len()
         }
-        Format::Otlp => {
-            weir_http_ingest::otlp::log_records(payload).expect("a Collector record is OTLP logs")
-        }
+        Format::Otlp => weir_http_ingest::otlp::log_records(payload).expect("a Collector record is OTLP logs"),
         Format::Line => {
             scan(&String::from_utf8_lossy(payload));
             1
@@ -155,13 +140,7 @@ struct Arrivals {
 }
 
 impl Arrivals {
-    fn start(
-        bootstrap: &str,
-        topic: &str,
-        format: Format,
-        expected: usize,
-        start: Instant,
-    ) -> Arrivals {
+    fn start(bootstrap: &str, topic: &str, format: Format, expected: usize, start: Instant) -> Arrivals {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", weir_tests::unique("weir-peers-reader"))
@@ -180,9 +159,7 @@ impl Arrivals {
             .expect("create consumer");
         let mut assignment = rdkafka::TopicPartitionList::new();
         for partition in 0..PARTITIONS {
-            assignment
-                .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
-                .expect("partition offset");
+            assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).expect("partition offset");
         }
         consumer.assign(&assignment).expect("assign");
         let seen = Arc::new(AtomicUsize::new(0));
@@ -193,9 +170,7 @@ impl Arrivals {
             let mut latency = Histogram::<u64>::new(3).expect("histogram");
             let mut marks = Vec::new();
             while !stop2.load(Ordering::Acquire) {
-                let Some(message) = consumer.poll(Duration::from_millis(20)) else {
-                    continue;
-                };
+                let Some(message) = consumer.poll(Duration::from_millis(20)) else { continue };
                 let message = match message {
                     Ok(message) => message,
                     Err(error) => {
@@ -210,10 +185,7 @@ impl Arrivals {
                     // The cheap count agrees with a full decode (checked once per partition).
                     let full = match format {
                         Format::Weir | Format::WeirOtlp => {
-                            serde_json::from_slice::<EventBatch>(payload)
-                                .expect("an EventBatch")
-                                .events
-                                .len()
+                            serde_json::from_slice::<EventBatch>(payload).expect("an EventBatch").events.len()
                         }
                         Format::Otlp => ExportLogsServiceRequest::decode(payload)
                             .expect("OTLP logs")
@@ -236,12 +208,7 @@ impl Arrivals {
             }
             latency
         });
-        Arrivals {
-            seen,
-            all_in_at,
-            stop,
-            thread,
-        }
+        Arrivals { seen, all_in_at, stop, thread }
     }
 
     /// Waits until `expected` events were seen (or `timeout`): (events seen, seconds from
@@ -256,11 +223,7 @@ impl Arrivals {
         self.stop.store(true, Ordering::Release);
         let latency = self.thread.join().expect("consumer thread");
         let at = self.all_in_at.load(Ordering::Acquire);
-        (
-            self.seen.load(Ordering::Acquire),
-            if at == 0 { f64::NAN } else { at as f64 / 1e6 },
-            latency,
-        )
+        (self.seen.load(Ordering::Acquire), if at == 0 { f64::NAN } else { at as f64 / 1e6 }, latency)
     }
 }
 
@@ -270,20 +233,9 @@ const PARTITIONS: i32 = 2;
 
 /// User plus system CPU seconds of a process so far (`/proc/<pid>/stat`, 100 ticks/s).
 fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -310,23 +262,14 @@ impl Peer {
     async fn wait_listening(&mut self, port: u16) {
         for _ in 0..600 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "peer exited with {status} at start:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+                panic!("peer exited with {status} at start:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
             }
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "peer does not listen on {port}:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        panic!("peer does not listen on {port}:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 }
 
@@ -352,13 +295,7 @@ impl Outcome {
     fn line(&self, name: &str) -> String {
         format!(
             "{name:<40} {:>9.0} events/s   cpu {:>6.2} us/event   p99 {:>8.2} ms   in Kafka {}/{}\n{:<40} {}",
-            self.events_per_s,
-            self.cpu_us_per_event,
-            self.p99_ms,
-            self.seen,
-            self.sent,
-            "",
-            self.others
+            self.events_per_s, self.cpu_us_per_event, self.p99_ms, self.seen, self.sent, "", self.others
         )
     }
 }
@@ -374,45 +311,24 @@ struct Others {
 
 impl Others {
     fn now() -> Others {
-        let broker = std::env::var("WEIR_PEERS_BROKER_PID")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .map_or(f64::NAN, cpu_seconds);
+        let broker = std::env::var("WEIR_PEERS_BROKER_PID").ok().and_then(|p| p.parse().ok()).map_or(f64::NAN, cpu_seconds);
         let bench = cpu_seconds(std::process::id());
         let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let ticks: Vec<f64> = stat
-            .lines()
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect();
+        let ticks: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
         let total: f64 = ticks.iter().sum();
         // idle and iowait are the 4th and 5th.
         let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
-        Others {
-            broker,
-            bench,
-            machine: (total - idle, total),
-        }
+        Others { broker, bench, machine: (total - idle, total) }
     }
 
     fn since(&self, before: &Others, events: usize) -> String {
         let per_event = |seconds: f64| seconds * 1e6 / events as f64;
-        let (busy, total) = (
-            self.machine.0 - before.machine.0,
-            self.machine.1 - before.machine.1,
-        );
+        let (busy, total) = (self.machine.0 - before.machine.0, self.machine.1 - before.machine.1);
         format!(
             "(broker {:.2} us/event, load+consumer {:.2} us/event, machine {:.0}% busy)",
             per_event(self.broker - before.broker),
             per_event(self.bench - before.bench),
-            if total > 0.0 {
-                busy * 100.0 / total
-            } else {
-                f64::NAN
-            }
+            if total > 0.0 { busy * 100.0 / total } else { f64::NAN }
         )
     }
 }
@@ -420,43 +336,26 @@ impl Others {
 // ---- OTLP load ------------------------------------------------------------------------
 
 fn otlp_body(settings: &Settings, request: usize) -> Vec<u8> {
-    let text_value = |s: &str| {
-        Some(AnyValue {
-            value: Some(any_value::Value::StringValue(s.to_owned())),
-        })
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let text_value = |s: &str| Some(AnyValue { value: Some(any_value::Value::StringValue(s.to_owned())) });
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let records = (0..settings.batch)
         .map(|i| LogRecord {
             time_unix_nano: now,
             severity_number: 9,
             severity_text: "INFO".into(),
             body: text_value(&text(settings, request, i, false)),
-            attributes: vec![KeyValue {
-                key: "http.status".into(),
-                value: text_value("200"),
-                ..Default::default()
-            }],
+            attributes: vec![KeyValue { key: "http.status".into(), value: text_value("200"), ..Default::default() }],
             ..Default::default()
         })
         .collect();
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "service.name".into(),
-                    value: text_value("bench"),
-                    ..Default::default()
-                }],
+                attributes: vec![KeyValue { key: "service.name".into(), value: text_value("bench"), ..Default::default() }],
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
-                scope: Some(InstrumentationScope {
-                    name: "peers".into(),
-                    ..Default::default()
-                }),
+                scope: Some(InstrumentationScope { name: "peers".into(), ..Default::default() }),
                 log_records: records,
                 ..Default::default()
             }],
@@ -471,11 +370,7 @@ fn otlp_body(settings: &Settings, request: usize) -> Vec<u8> {
 /// The OTLP request bodies of a run, made once before any clock starts: the client's
 /// encoding is not measured, and every system gets the same bytes.
 fn otlp_bodies(settings: &Settings) -> Arc<Vec<Vec<u8>>> {
-    Arc::new(
-        (0..settings.events / settings.batch)
-            .map(|r| otlp_body(settings, r))
-            .collect(),
-    )
+    Arc::new((0..settings.events / settings.batch).map(|r| otlp_body(settings, r)).collect())
 }
 
 async fn otlp_load(settings: Settings, bodies: Arc<Vec<Vec<u8>>>, url: String) -> Histogram<u64> {
@@ -483,15 +378,12 @@ async fn otlp_load(settings: Settings, bodies: Arc<Vec<Vec<u8>>>, url: String) -
     let client = weir_tests::http();
     let mut workers = Vec::new();
     for _ in 0..settings.concurrency {
-        let (bodies, next, client, url) =
-            (bodies.clone(), next.clone(), client.clone(), url.clone());
+        let (bodies, next, client, url) = (bodies.clone(), next.clone(), client.clone(), url.clone());
         workers.push(tokio::spawn(async move {
             let mut latency = Histogram::<u64>::new(3).expect("histogram");
             loop {
                 let request = next.fetch_add(1, Ordering::AcqRel);
-                let Some(body) = bodies.get(request) else {
-                    return latency;
-                };
+                let Some(body) = bodies.get(request) else { return latency };
                 let started = Instant::now();
                 let response = client
                     .post(&url)
@@ -503,22 +395,14 @@ async fn otlp_load(settings: Settings, bodies: Arc<Vec<Vec<u8>>>, url: String) -
                     .unwrap_or_else(|e| panic!("POST {url}: {e}"));
                 let status = response.status();
                 let answer = response.bytes().await.unwrap_or_default();
-                assert!(
-                    status.is_success(),
-                    "POST {url}: {status} {}",
-                    String::from_utf8_lossy(&answer)
-                );
-                latency
-                    .record(started.elapsed().as_micros() as u64)
-                    .expect("record latency");
+                assert!(status.is_success(), "POST {url}: {status} {}", String::from_utf8_lossy(&answer));
+                latency.record(started.elapsed().as_micros() as u64).expect("record latency");
             }
         }));
     }
     let mut latency = Histogram::<u64>::new(3).expect("histogram");
     for worker in workers {
-        latency
-            .add(worker.await.expect("worker"))
-            .expect("merge histograms");
+        latency.add(worker.await.expect("worker")).expect("merge histograms");
     }
     latency
 }
@@ -532,9 +416,7 @@ async fn syslog_load(settings: Settings, port: u16) {
     let mut senders = Vec::new();
     for stream in 0..settings.connections {
         senders.push(tokio::spawn(async move {
-            let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .expect("connect syslog");
+            let socket = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect syslog");
             socket.set_nodelay(true).expect("nodelay");
             let mut out = tokio::io::BufWriter::with_capacity(64 << 10, socket);
             for n in 0..per {
@@ -590,32 +472,21 @@ impl Run<'_> {
         // take CPU from the system measured. Syslog has no answers: its events are timed
         // by when the consumer, reading while the load runs, saw the last one.
         let acked = matches!(format, Format::Otlp | Format::WeirOtlp);
-        let arrivals =
-            (!acked).then(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
+        let arrivals = (!acked).then(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
         let cpu_before = cpu(pids);
         let others_before = Others::now();
         let request_latency = load.await;
         let answered = start.elapsed().as_secs_f64();
         let cpu_answered = cpu(pids) - cpu_before;
         let others_answered = Others::now();
-        let arrivals = arrivals
-            .unwrap_or_else(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
+        let arrivals = arrivals.unwrap_or_else(|| Arrivals::start(self.bootstrap, topic, format, expected, start));
         let (seen, arrived, marks) = arrivals.finish(Duration::from_secs(180));
         // Without answers the system still works after the load's last write: its CPU is
         // counted until the consumer saw everything.
-        let (seconds, cpu_used) = if acked {
-            (answered, cpu_answered)
-        } else {
-            (arrived, cpu(pids) - cpu_before)
-        };
+        let (seconds, cpu_used) = if acked { (answered, cpu_answered) } else { (arrived, cpu(pids) - cpu_before) };
         let latency = request_latency.unwrap_or(marks);
         // Over the same span as the measured system's CPU (not the counting after it).
-        let others = if acked {
-            others_answered
-        } else {
-            Others::now()
-        }
-        .since(&others_before, expected);
+        let others = if acked { others_answered } else { Others::now() }.since(&others_before, expected);
         Outcome {
             others,
             events_per_s: expected as f64 / seconds,
@@ -643,20 +514,12 @@ impl Run<'_> {
         let topic = self.topic("otelcol").await;
         let port = weir_tests::free_port();
         let config = self.dir.join("otelcol.yaml");
-        std::fs::write(&config, otelcol_config(self.bootstrap, &topic, port))
-            .expect("write collector config");
-        let mut peer = Peer::spawn(
-            binary,
-            &["--config", config.to_str().unwrap()],
-            self.dir.join("otelcol.log"),
-        );
+        std::fs::write(&config, otelcol_config(self.bootstrap, &topic, port)).expect("write collector config");
+        let mut peer = Peer::spawn(binary, &["--config", config.to_str().unwrap()], self.dir.join("otelcol.log"));
         peer.wait_listening(port).await;
         let url = format!("http://127.0.0.1:{port}/v1/logs");
         let (settings, bodies) = (self.settings, bodies.clone());
-        self.measure(&topic, Format::Otlp, &[peer.child.id()], async move {
-            Some(otlp_load(settings, bodies, url).await)
-        })
-        .await
+        self.measure(&topic, Format::Otlp, &[peer.child.id()], async move { Some(otlp_load(settings, bodies, url).await) }).await
     }
 
     /// A weir-core writing to `topic`. A core digests the ingest topic by default (reads
@@ -675,9 +538,7 @@ impl Run<'_> {
     /// "partition claimed" lines in the cores' log so far: shows whether a core digested.
     fn digest_claims(&self) -> usize {
         let log = std::fs::read_to_string(self.dir.join("core-1.log")).unwrap_or_default();
-        log.lines()
-            .filter(|line| line.contains("partition claimed") && !line.contains("another core"))
-            .count()
+        log.lines().filter(|line| line.contains("partition claimed") && !line.contains("another core")).count()
     }
 
     async fn weir_otlp(&self, digest: bool, bodies: &Arc<Vec<Vec<u8>>>) -> Outcome {
@@ -687,15 +548,9 @@ impl Run<'_> {
         let url = core.url("/v1/logs");
         let (settings, bodies) = (self.settings, bodies.clone());
         let started = (Instant::now(), cpu_seconds(core.pid()));
-        let outcome = self
-            .measure(&topic, Format::WeirOtlp, &[core.pid()], async move {
-                Some(otlp_load(settings, bodies, url).await)
-            })
-            .await;
-        println!(
-            "  (weir-core claimed {} partitions to digest)",
-            self.digest_claims() - claims
-        );
+        let outcome =
+            self.measure(&topic, Format::WeirOtlp, &[core.pid()], async move { Some(otlp_load(settings, bodies, url).await) }).await;
+        println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
         if digest {
             self.until_digested(&core, &[core.pid()], started).await;
         }
@@ -722,9 +577,7 @@ impl Run<'_> {
         let seconds = start.elapsed().as_secs_f64();
         let cpu: f64 = pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>() - cpu_before;
         if digested < expected {
-            println!(
-                "  (digest: only {digested} of {expected} events digested after {seconds:.1} s)"
-            );
+            println!("  (digest: only {digested} of {expected} events digested after {seconds:.1} s)");
         } else {
             println!(
                 "  (digest: every event digested {seconds:.1} s after the start: {:.0} events/s ingest + digest, cpu {:.2} us/event with the digest)",
@@ -740,18 +593,11 @@ impl Run<'_> {
         let work = self.dir.join("rsyslog");
         std::fs::create_dir_all(&work).expect("rsyslog work dir");
         let config = self.dir.join("rsyslog.conf");
-        std::fs::write(&config, rsyslog_config(self.bootstrap, &topic, port, &work))
-            .expect("write rsyslog config");
+        std::fs::write(&config, rsyslog_config(self.bootstrap, &topic, port, &work)).expect("write rsyslog config");
         let pidfile = self.dir.join("rsyslogd.pid");
         let mut peer = Peer::spawn(
             binary,
-            &[
-                "-n",
-                "-f",
-                config.to_str().unwrap(),
-                "-i",
-                pidfile.to_str().unwrap(),
-            ],
+            &["-n", "-f", config.to_str().unwrap(), "-i", pidfile.to_str().unwrap()],
             self.dir.join("rsyslog.log"),
         );
         peer.wait_listening(port).await;
@@ -774,36 +620,20 @@ impl Run<'_> {
         let (udp, tcp) = (weir_tests::free_port(), weir_tests::free_port());
         edge_spec.syslog_ports = Some((udp, tcp));
         edge_spec.spool_max_bytes = 2 << 30;
-        edge_spec.max_in_flight = std::env::var("WEIR_PEERS_IN_FLIGHT")
-            .ok()
-            .and_then(|n| n.parse().ok());
-        edge_spec.syslog_batch_max_events = std::env::var("WEIR_PEERS_SYSLOG_BATCH")
-            .ok()
-            .and_then(|n| n.parse().ok());
+        edge_spec.max_in_flight = std::env::var("WEIR_PEERS_IN_FLIGHT").ok().and_then(|n| n.parse().ok());
+        edge_spec.syslog_batch_max_events = std::env::var("WEIR_PEERS_SYSLOG_BATCH").ok().and_then(|n| n.parse().ok());
         let edge = weir_tests::nodes::edge_process(&edge_spec, &edge_dir).await;
         let settings = self.syslog_settings();
-        let started = (
-            Instant::now(),
-            cpu_seconds(edge.pid()) + cpu_seconds(core.pid()),
-        );
+        let started = (Instant::now(), cpu_seconds(edge.pid()) + cpu_seconds(core.pid()));
         let outcome = self
-            .measure(
-                &topic,
-                Format::Weir,
-                &[edge.pid(), core.pid()],
-                async move {
-                    syslog_load(settings, tcp).await;
-                    None
-                },
-            )
+            .measure(&topic, Format::Weir, &[edge.pid(), core.pid()], async move {
+                syslog_load(settings, tcp).await;
+                None
+            })
             .await;
-        println!(
-            "  (weir-core claimed {} partitions to digest)",
-            self.digest_claims() - claims
-        );
+        println!("  (weir-core claimed {} partitions to digest)", self.digest_claims() - claims);
         if digest {
-            self.until_digested(&core, &[edge.pid(), core.pid()], started)
-                .await;
+            self.until_digested(&core, &[edge.pid(), core.pid()], started).await;
         }
         print_warnings(&[&edge, &core]);
         outcome
@@ -815,16 +645,9 @@ impl Run<'_> {
 fn print_warnings(nodes: &[&Node]) {
     for node in nodes {
         let tail = node.log_tail();
-        let warnings: Vec<&str> = tail
-            .lines()
-            .filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("retrying"))
-            .collect();
+        let warnings: Vec<&str> = tail.lines().filter(|l| l.contains(" WARN ") || l.contains(" ERROR ") || l.contains("retrying")).collect();
         if let Some(last) = warnings.last() {
-            println!(
-                "  ({} warnings in {}'s last 40 log lines; the last: {last})",
-                warnings.len(),
-                node.name
-            );
+            println!("  ({} warnings in {}'s last 40 log lines; the last: {last})", warnings.len(), node.name);
         }
     }
 }
@@ -903,17 +726,8 @@ async fn main() {
         event_bytes: env("WEIR_PEERS_EVENT_BYTES", 200),
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = Run {
-        bootstrap: &bootstrap,
-        dir: dir.path(),
-        certs: weir_tests::certs(dir.path()),
-        settings,
-    };
-    let path = |name: &str| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let run = Run { bootstrap: &bootstrap, dir: dir.path(), certs: weir_tests::certs(dir.path()), settings };
+    let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     println!(
         "peers: {} events per run, OTLP {} records/request x {} in flight, syslog {} TCP connections, {} B events, broker {bootstrap}",
         run.expected(),
@@ -947,15 +761,14 @@ async fn warm_up(run: &Run<'_>) {
     let (bootstrap, topic_name) = (run.bootstrap.to_owned(), topic.clone());
     let produced = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
-            ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("enable.idempotence", "true")
-                .set("acks", "all")
-                .set("compression.type", "lz4")
-                .set("linger.ms", "5")
-                .create()
-                .expect("warm-up producer");
+        let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .create()
+            .expect("warm-up producer");
         let line = "w".repeat(200);
         let until = Instant::now() + Duration::from_secs(seconds as u64);
         let mut n = 0usize;
@@ -966,29 +779,19 @@ async fn warm_up(run: &Run<'_>) {
                 Err(_) => std::thread::sleep(Duration::from_millis(1)),
             }
         }
-        producer
-            .flush(Duration::from_secs(60))
-            .expect("warm-up flush");
+        producer.flush(Duration::from_secs(60)).expect("warm-up flush");
         n
     })
     .await
     .expect("warm-up task");
-    let arrivals = Arrivals::start(
-        run.bootstrap,
-        &topic,
-        Format::Line,
-        produced,
-        Instant::now(),
-    );
+    let arrivals = Arrivals::start(run.bootstrap, &topic, Format::Line, produced, Instant::now());
     let (seen, _, _) = arrivals.finish(Duration::from_secs(120));
     println!("  (broker warmed up: {produced} records written, {seen} read back)");
 }
 
 /// The Weir runs with a digesting core are left out with `WEIR_PEERS_SKIP=digest`.
 fn with_digest() -> bool {
-    !std::env::var("WEIR_PEERS_SKIP")
-        .unwrap_or_default()
-        .contains("digest")
+    !std::env::var("WEIR_PEERS_SKIP").unwrap_or_default().contains("digest")
 }
 
 async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
@@ -1002,15 +805,8 @@ async fn otlp(run: &Run<'_>, otelcol: Option<PathBuf>) {
     }
     let bodies = &bodies;
     let (ingest_only, peers) = like_for_like(
-        ("OTLP/HTTP -> weir-core, ingest-only", move || {
-            run.weir_otlp(false, bodies)
-        }),
-        (
-            "OTLP/HTTP -> otelcol",
-            otelcol
-                .as_deref()
-                .map(|binary| move || run.otelcol(binary, bodies)),
-        ),
+        ("OTLP/HTTP -> weir-core, ingest-only", move || run.weir_otlp(false, bodies)),
+        ("OTLP/HTTP -> otelcol", otelcol.as_deref().map(|binary| move || run.otelcol(binary, bodies))),
     )
     .await;
     if otelcol.is_none() {
@@ -1032,15 +828,8 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
         println!("{}", weir.line("syslog TCP -> weir-edge -> weir-core"));
     }
     let (ingest_only, peers) = like_for_like(
-        ("syslog TCP -> weir edge + ingest-only core", move || {
-            run.weir_syslog(false)
-        }),
-        (
-            "syslog TCP -> rsyslog",
-            rsyslogd
-                .as_deref()
-                .map(|binary| move || run.rsyslog(binary)),
-        ),
+        ("syslog TCP -> weir edge + ingest-only core", move || run.weir_syslog(false)),
+        ("syslog TCP -> rsyslog", rsyslogd.as_deref().map(|binary| move || run.rsyslog(binary))),
     )
     .await;
     if rsyslogd.is_none() {
@@ -1048,11 +837,7 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
         return;
     }
     if let Some(weir) = &weir {
-        ratio(
-            "ratio weir edge+core / rsyslog (first run)",
-            weir,
-            &peers[0],
-        );
+        ratio("ratio weir edge+core / rsyslog (first run)", weir, &peers[0]);
     }
     ratios("weir, ingest-only / rsyslog", &ingest_only, &peers);
 }
@@ -1060,10 +845,7 @@ async fn syslog(run: &Run<'_>, rsyslogd: Option<PathBuf>) {
 /// Runs Weir and the peer (if installed) for `WEIR_PEERS_ROUNDS` rounds (default 2),
 /// alternately first, so that the runs go Weir, peer, peer, Weir (ABBA) and a machine or
 /// broker that drifts during the bench favours neither; prints each run, returns both sets.
-async fn like_for_like<W, P, WF, PF>(
-    weir: (&str, W),
-    peer: (&str, Option<P>),
-) -> (Vec<Outcome>, Vec<Outcome>)
+async fn like_for_like<W, P, WF, PF>(weir: (&str, W), peer: (&str, Option<P>)) -> (Vec<Outcome>, Vec<Outcome>)
 where
     W: Fn() -> WF,
     P: Fn() -> PF,
@@ -1093,9 +875,7 @@ fn ratios(name: &str, weir: &[Outcome], peer: &[Outcome]) {
     for (round, (w, p)) in weir.iter().zip(peer).enumerate() {
         ratio(&format!("ratio {name}, round {}", round + 1), w, p);
     }
-    let mean = |runs: &[Outcome], f: fn(&Outcome) -> f64| {
-        runs.iter().map(f).sum::<f64>() / runs.len() as f64
-    };
+    let mean = |runs: &[Outcome], f: fn(&Outcome) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
     let of = |runs: &[Outcome]| Outcome {
         others: String::new(),
         events_per_s: mean(runs, |o| o.events_per_s),
@@ -1104,9 +884,5 @@ fn ratios(name: &str, weir: &[Outcome], peer: &[Outcome]) {
         sent: 0,
         seen: 0,
     };
-    ratio(
-        &format!("ratio {name}, means of {} rounds", weir.len()),
-        &of(weir),
-        &of(peer),
-    );
+    ratio(&format!("ratio {name}, means of {} rounds", weir.len()), &of(weir), &of(peer));
 }

@@ -60,14 +60,8 @@ enum Phase {
 
 impl Phase {
     fn from_u8(value: u8) -> Phase {
-        [
-            Phase::AllUp,
-            Phase::OneDown,
-            Phase::TwoDown,
-            Phase::OneInSync,
-            Phase::Restarting,
-            Phase::Restarted,
-        ][usize::from(value)]
+        [Phase::AllUp, Phase::OneDown, Phase::TwoDown, Phase::OneInSync, Phase::Restarting, Phase::Restarted]
+            [usize::from(value)]
     }
 }
 
@@ -109,12 +103,7 @@ impl Load {
 
     /// Requests that started in `phase` and were answered `status`.
     fn count(&self, phase: Phase, status: u16) -> usize {
-        self.sent
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.phase == phase && s.status == status)
-            .count()
+        self.sent.lock().unwrap().iter().filter(|s| s.phase == phase && s.status == status).count()
     }
 }
 
@@ -156,51 +145,27 @@ fn body(events: &[Expected]) -> Value {
             "rawstring": event.raw,
         }));
     }
-    Value::Array(
-        groups
-            .into_iter()
-            .map(|(host, events)| json!({"tags": {"host": host}, "events": events}))
-            .collect(),
-    )
+    Value::Array(groups.into_iter().map(|(host, events)| json!({"tags": {"host": host}, "events": events})).collect())
 }
 
 async fn client_loop(client: u64, url: String, run: String, load: Arc<Load>) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client");
     while !load.stop.load(Ordering::SeqCst) {
         let n = load.next.fetch_add(1, Ordering::SeqCst);
         let phase = Phase::from_u8(load.phase.load(Ordering::SeqCst));
         let body = body(&events(&run, client, n));
         let started = Instant::now();
-        let result = http
-            .post(&url)
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .json(&body)
-            .send()
-            .await;
+        let result = http.post(&url).header("authorization", format!("Bearer {TOKEN}")).json(&body).send().await;
         let (status, detail) = match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let text = response
-                    .text()
-                    .await
-                    .unwrap_or_else(|e| format!("(body unreadable: {e})"));
+                let text = response.text().await.unwrap_or_else(|e| format!("(body unreadable: {e})"));
                 (status, if status == 200 { String::new() } else { text })
             }
             Err(error) => (0, error.to_string()),
         };
         let took = started.elapsed();
-        load.sent.lock().unwrap().push(Sent {
-            client,
-            n,
-            phase,
-            started,
-            took,
-            status,
-            detail,
-        });
+        load.sent.lock().unwrap().push(Sent { client, n, phase, started, took, status, detail });
         if status != 200 {
             // A 503 already waited for Kafka; anything else must not become a busy loop.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -209,22 +174,13 @@ async fn client_loop(client: u64, url: String, run: String, load: Arc<Load>) {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics with `what` and `context()`.
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    context: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+async fn wait_for<T>(what: &str, timeout: Duration, context: impl Fn() -> String, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}{}",
-            context()
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}{}", context());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -262,8 +218,7 @@ async fn scenario(quorum: Quorum) {
     let cluster = block_in_place(|| Cluster::start(&dir.path().join("kafka"), 3, quorum));
     let cluster_up = test_started.elapsed();
     let (topic, metadata, initial) = create_a_topic_with_three_replicas_in_sync(&cluster).await;
-    let (core, core_ready) =
-        start_a_core_requiring_that_durability(dir.path(), &cluster.bootstrap(), &topic).await;
+    let (core, core_ready) = start_a_core_requiring_that_durability(dir.path(), &cluster.bootstrap(), &topic).await;
     let run = unique("brk");
     let load = Arc::new(Load {
         phase: AtomicU8::new(Phase::AllUp as u8),
@@ -271,74 +226,36 @@ async fn scenario(quorum: Quorum) {
         stop: AtomicBool::new(false),
         sent: Mutex::new(Vec::new()),
     });
-    let stage = Stage {
-        quorum,
-        cluster,
-        topic,
-        metadata,
-        core,
-        run,
-        load,
-    };
+    let stage = Stage { quorum, cluster, topic, metadata, core, run, load };
     let clients = stage.start_the_clients();
 
     stage.warm_up().await;
     let first_kill = stage.kill_the_leader_of_partition_0(&initial).await;
     let second_kill = stage.kill_the_new_leader(&first_kill.after).await;
-    let restart = stage
-        .restart_both(first_kill.broker, second_kill.broker)
-        .await;
-    stage
-        .stop_the_clients_and_check_the_core_is_still_ready(clients)
-        .await;
+    let restart = stage.restart_both(first_kill.broker, second_kill.broker).await;
+    stage.stop_the_clients_and_check_the_core_is_still_ready(clients).await;
 
     let sent = stage.load.snapshot();
-    let two_down =
-        stage.check_the_answers_with_two_brokers_dead(&sent, &second_kill, restart.began);
+    let two_down = stage.check_the_answers_with_two_brokers_dead(&sent, &second_kill, restart.began);
     let read_back = stage.read_back_every_event(&sent).await;
-    stage.print_summary(
-        &sent,
-        &read_back,
-        Summary {
-            test_started,
-            cluster_up,
-            core_ready,
-            first_kill,
-            second_kill,
-            restart,
-            two_down,
-        },
-    );
+    stage.print_summary(&sent, &read_back, Summary { test_started, cluster_up, core_ready, first_kill, second_kill, restart, two_down });
     // Dropping the cluster kills it: a clean stop costs 5-20 s of KRaft shutdown.
 }
 
 /// Creates the test's topic (two partitions, three replicas, `min.insync.replicas=2`) and
 /// waits until every partition is led with all three replicas in sync, before the core
 /// starts; returns the topic, a metadata client and that first layout.
-async fn create_a_topic_with_three_replicas_in_sync(
-    cluster: &Cluster,
-) -> (String, Metadata, Vec<PartitionLayout>) {
+async fn create_a_topic_with_three_replicas_in_sync(cluster: &Cluster) -> (String, Metadata, Vec<PartitionLayout>) {
     let bootstrap = cluster.bootstrap();
     let topic = unique("weir-test-brokers");
-    kafka::create_topic(
-        &bootstrap,
-        &topic,
-        PARTITIONS,
-        3,
-        &[("min.insync.replicas", "2")],
-    )
-    .await;
+    kafka::create_topic(&bootstrap, &topic, PARTITIONS, 3, &[("min.insync.replicas", "2")]).await;
     let metadata = Metadata::new(&bootstrap);
     // Every partition led, with all three replicas in sync, before the core starts.
     let initial = wait_for(
         "the new topic to have leaders and three in-sync replicas",
         Duration::from_secs(30),
         || format!("\n{:?}", layout(&metadata, &topic)),
-        || {
-            layout(&metadata, &topic).filter(|l| {
-                l.len() == PARTITIONS as usize && l.iter().all(|p| p.leader > 0 && p.isr.len() == 3)
-            })
-        },
+        || layout(&metadata, &topic).filter(|l| l.len() == PARTITIONS as usize && l.iter().all(|p| p.leader > 0 && p.isr.len() == 3)),
     )
     .await;
     (topic, metadata, initial)
@@ -346,11 +263,7 @@ async fn create_a_topic_with_three_replicas_in_sync(
 
 /// Starts a `weir-core` process that requires three replicas and two in sync of the
 /// topic, and waits until it is ready; returns it and how long getting ready took.
-async fn start_a_core_requiring_that_durability(
-    dir: &std::path::Path,
-    bootstrap: &str,
-    topic: &str,
-) -> (Node, Duration) {
+async fn start_a_core_requiring_that_durability(dir: &std::path::Path, bootstrap: &str, topic: &str) -> (Node, Duration) {
     let certs = certs(dir);
     let mut spec = CoreSpec::new("core-1", bootstrap, topic, &certs);
     spec.ack_timeout_ms = ACK_TIMEOUT_MS;
@@ -358,26 +271,15 @@ async fn start_a_core_requiring_that_durability(
     // would only matter for a missing topic), and check it is as durable as required.
     spec.replication_factor = 3;
     spec.min_insync_replicas = 2;
-    let core = Node::spawn(
-        "weir-core",
-        &spec.node_id,
-        &spec.toml(),
-        spec.http_port,
-        dir,
-    )
-    .await;
+    let core = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
     let client = http();
     let ready_url = core.url("/ready");
     // The core checks the topic in the background; it exists, so this is quick.
     let core_ready = Instant::now();
-    eventually(
-        "core ready (ingest topic found)",
-        Duration::from_secs(30),
-        || {
-            let request = client.get(&ready_url);
-            async move { request.send().await.ok().filter(|r| r.status() == 200) }
-        },
-    )
+    eventually("core ready (ingest topic found)", Duration::from_secs(30), || {
+        let request = client.get(&ready_url);
+        async move { request.send().await.ok().filter(|r| r.status() == 200) }
+    })
     .await;
     (core, core_ready.elapsed())
 }
@@ -462,28 +364,15 @@ impl Stage {
         let topic = &self.topic;
         let layout = self.metadata.topic_layout(topic, Duration::from_secs(5));
         let _ = writeln!(out, "topic {topic} layout: {layout:?}");
-        let _ = writeln!(
-            out,
-            "--- core log (last 40 lines) ---\n{}",
-            self.core.log_tail()
-        );
+        let _ = writeln!(out, "--- core log (last 40 lines) ---\n{}", self.core.log_tail());
         for node in 1..=self.cluster.nodes() {
-            let _ = writeln!(
-                out,
-                "--- broker {node} log (last 15 lines) ---\n{}",
-                self.cluster.log_tail(node, 15)
-            );
+            let _ = writeln!(out, "--- broker {node} log (last 15 lines) ---\n{}", self.cluster.log_tail(node, 15));
         }
         out
     }
 
     /// [`wait_for`] with [`Stage::context`] in its failure message.
-    async fn wait_for<T>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        check: impl FnMut() -> Option<T>,
-    ) -> T {
+    async fn wait_for<T>(&self, what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
         wait_for(what, timeout, || self.context(), check).await
     }
 
@@ -494,24 +383,12 @@ impl Stage {
     /// Starts the clients, which send numbered events without pause until stopped.
     fn start_the_clients(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let url = self.core.url("/api/v1/ingest/humio-structured");
-        (0..CLIENTS)
-            .map(|c| {
-                tokio::spawn(client_loop(
-                    c,
-                    url.clone(),
-                    self.run.clone(),
-                    self.load.clone(),
-                ))
-            })
-            .collect()
+        (0..CLIENTS).map(|c| tokio::spawn(client_loop(c, url.clone(), self.run.clone(), self.load.clone()))).collect()
     }
 
     /// Warm-up: ingest works with every broker up.
     async fn warm_up(&self) {
-        self.wait_for("200s with all brokers up", Duration::from_secs(30), || {
-            (self.load.count(Phase::AllUp, 200) >= 20).then_some(())
-        })
-        .await;
+        self.wait_for("200s with all brokers up", Duration::from_secs(30), || (self.load.count(Phase::AllUp, 200) >= 20).then_some(())).await;
     }
 
     /// Step 1: kills the leader of partition 0; waits until the controller fenced it (new
@@ -523,27 +400,16 @@ impl Stage {
         self.load.set_phase(Phase::OneDown);
         // The controller fences it: new leaders, ISRs without it.
         let after_first = self
-            .wait_for(
-                &format!("leaders and in-sync replicas without broker {first}"),
-                Duration::from_secs(30),
-                || {
-                    self.layout().filter(|l| {
-                        l.iter().all(|p| {
-                            p.leader > 0
-                                && p.leader != initial[0].leader
-                                && !p.isr.contains(&initial[0].leader)
-                                && p.isr.len() == 2
-                        })
-                    })
-                },
-            )
+            .wait_for(&format!("leaders and in-sync replicas without broker {first}"), Duration::from_secs(30), || {
+                self.layout().filter(|l| {
+                    l.iter().all(|p| p.leader > 0 && p.leader != initial[0].leader && !p.isr.contains(&initial[0].leader) && p.isr.len() == 2)
+                })
+            })
             .await;
         let failover = kill1.elapsed();
-        self.wait_for(
-            &format!("200s with broker {first} dead"),
-            Duration::from_secs(30),
-            || (self.load.count(Phase::OneDown, 200) >= 5 * CLIENTS as usize).then_some(()),
-        )
+        self.wait_for(&format!("200s with broker {first} dead"), Duration::from_secs(30), || {
+            (self.load.count(Phase::OneDown, 200) >= 5 * CLIENTS as usize).then_some(())
+        })
         .await;
         let first_ok_after_kill1 = self
             .load
@@ -553,12 +419,7 @@ impl Stage {
             .map(|s| s.done() - kill1)
             .min()
             .unwrap();
-        FirstKill {
-            broker: first,
-            after: after_first,
-            failover,
-            first_ok: first_ok_after_kill1,
-        }
+        FirstKill { broker: first, after: after_first, failover, first_ok: first_ok_after_kill1 }
     }
 
     /// Step 2: kills the new leader of partition 0: one broker left. With a dedicated
@@ -569,56 +430,26 @@ impl Stage {
         block_in_place(|| self.cluster.kill(second));
         let kill2 = Instant::now();
         self.load.set_phase(Phase::TwoDown);
-        let survivor = after_first[0]
-            .isr
-            .iter()
-            .copied()
-            .find(|&n| n != after_first[0].leader)
-            .unwrap();
+        let survivor = after_first[0].isr.iter().copied().find(|&n| n != after_first[0].leader).unwrap();
         let mut isr_of_one = None;
         if self.quorum == Quorum::Dedicated {
             // The controller fences the dead broker: the survivor leads every partition with
             // itself as the only in-sync replica. From here only min.insync.replicas refuses.
-            self.wait_for(
-                &format!("broker {survivor} to lead every partition alone in sync"),
-                Duration::from_secs(30),
-                || {
-                    self.layout().filter(|l| {
-                        l.iter()
-                            .all(|p| p.leader == survivor && p.isr == [survivor])
-                    })
-                },
-            )
+            self.wait_for(&format!("broker {survivor} to lead every partition alone in sync"), Duration::from_secs(30), || {
+                self.layout().filter(|l| l.iter().all(|p| p.leader == survivor && p.isr == [survivor]))
+            })
             .await;
             isr_of_one = Some(kill2.elapsed());
             self.load.set_phase(Phase::OneInSync);
         }
-        let last = if self.quorum == Quorum::Dedicated {
-            Phase::OneInSync
-        } else {
-            Phase::TwoDown
-        };
+        let last = if self.quorum == Quorum::Dedicated { Phase::OneInSync } else { Phase::TwoDown };
         // Two rounds of answers from every client.
-        self.wait_for(
-            &format!("answers to requests sent in phase {last:?}"),
-            Duration::from_secs(40),
-            || {
-                let done = self
-                    .load
-                    .snapshot()
-                    .iter()
-                    .filter(|s| s.phase == last && s.status != 0)
-                    .count();
-                (done >= 2 * CLIENTS as usize).then_some(())
-            },
-        )
+        self.wait_for(&format!("answers to requests sent in phase {last:?}"), Duration::from_secs(40), || {
+            let done = self.load.snapshot().iter().filter(|s| s.phase == last && s.status != 0).count();
+            (done >= 2 * CLIENTS as usize).then_some(())
+        })
         .await;
-        SecondKill {
-            broker: second,
-            at: kill2,
-            isr_of_one,
-            last,
-        }
+        SecondKill { broker: second, at: kill2, isr_of_one, last }
     }
 
     /// Step 3: starts both dead brokers again, at the same time (combined: the first one up
@@ -636,11 +467,9 @@ impl Stage {
         let restarted = Instant::now();
         let restart_took = restarted - restart_began;
         self.load.set_phase(Phase::Restarted);
-        self.wait_for(
-            "200s after both brokers were restarted",
-            Duration::from_secs(60),
-            || (self.load.count(Phase::Restarted, 200) >= 5 * CLIENTS as usize).then_some(()),
-        )
+        self.wait_for("200s after both brokers were restarted", Duration::from_secs(60), || {
+            (self.load.count(Phase::Restarted, 200) >= 5 * CLIENTS as usize).then_some(())
+        })
         .await;
         let first_ok_after_restart = self
             .load
@@ -650,123 +479,57 @@ impl Stage {
             .map(|s| s.done() - restarted)
             .min()
             .unwrap();
-        Restart {
-            began: restart_began,
-            took: restart_took,
-            first_ok: first_ok_after_restart,
-        }
+        Restart { began: restart_began, took: restart_took, first_ok: first_ok_after_restart }
     }
 
     /// Stops the clients; the core is still ready although nobody restarted it.
-    async fn stop_the_clients_and_check_the_core_is_still_ready(
-        &self,
-        clients: Vec<tokio::task::JoinHandle<()>>,
-    ) {
+    async fn stop_the_clients_and_check_the_core_is_still_ready(&self, clients: Vec<tokio::task::JoinHandle<()>>) {
         self.load.stop.store(true, Ordering::SeqCst);
         for client in clients {
             client.await.unwrap();
         }
         let ready = http().get(self.core.url("/ready")).send().await.unwrap();
-        assert_eq!(
-            ready.status(),
-            200,
-            "core not ready after the brokers came back (nobody restarted it){}",
-            self.context()
-        );
+        assert_eq!(ready.status(), 200, "core not ready after the brokers came back (nobody restarted it){}", self.context());
     }
 
     /// Every answer is a 200 or a 503. Two brokers dead: no request that started
     /// afterwards (and finished before the restarts began) was acknowledged, and each got
     /// its 503, naming Kafka, within the bound.
-    fn check_the_answers_with_two_brokers_dead(
-        &self,
-        sent: &[Sent],
-        second_kill: &SecondKill,
-        restart_began: Instant,
-    ) -> TwoDown {
+    fn check_the_answers_with_two_brokers_dead(&self, sent: &[Sent], second_kill: &SecondKill, restart_began: Instant) -> TwoDown {
         let ctx = || self.context();
         let last = second_kill.last;
         // Every answer is a 200 or a 503.
-        let odd: Vec<&Sent> = sent
-            .iter()
-            .filter(|s| s.status != 200 && s.status != 503)
-            .collect();
-        assert!(
-            odd.is_empty(),
-            "{} answers were neither 200 nor 503, first: {:?}{}",
-            odd.len(),
-            &odd[..odd.len().min(5)],
-            ctx()
-        );
+        let odd: Vec<&Sent> = sent.iter().filter(|s| s.status != 200 && s.status != 503).collect();
+        assert!(odd.is_empty(), "{} answers were neither 200 nor 503, first: {:?}{}", odd.len(), &odd[..odd.len().min(5)], ctx());
 
         // Two brokers dead: no request that started afterwards (and finished before the
         // restarts began) was acknowledged, and each got its 503 within the bound.
         let two_down: Vec<&Sent> = sent
             .iter()
-            .filter(|s| {
-                matches!(s.phase, Phase::TwoDown | Phase::OneInSync) && s.done() < restart_began
-            })
+            .filter(|s| matches!(s.phase, Phase::TwoDown | Phase::OneInSync) && s.done() < restart_began)
             .collect();
-        assert!(
-            two_down.len() >= 2 * CLIENTS as usize,
-            "only {} answers with two brokers dead{}",
-            two_down.len(),
-            ctx()
-        );
+        assert!(two_down.len() >= 2 * CLIENTS as usize, "only {} answers with two brokers dead{}", two_down.len(), ctx());
         let in_last = two_down.iter().filter(|s| s.phase == last).count();
-        assert!(
-            in_last >= 2 * CLIENTS as usize,
-            "only {in_last} answers in phase {last:?}{}",
-            ctx()
-        );
+        assert!(in_last >= 2 * CLIENTS as usize, "only {in_last} answers in phase {last:?}{}", ctx());
         let acked: Vec<&&Sent> = two_down.iter().filter(|s| s.status == 200).collect();
-        assert!(
-            acked.is_empty(),
-            "with one broker of three alive, {} requests got 200: {:?}{}",
-            acked.len(),
-            acked,
-            ctx()
-        );
+        assert!(acked.is_empty(), "with one broker of three alive, {} requests got 200: {:?}{}", acked.len(), acked, ctx());
         let bound = Duration::from_millis(ACK_TIMEOUT_MS) + ANSWER_MARGIN;
         let slow: Vec<&&Sent> = two_down.iter().filter(|s| s.took > bound).collect();
-        assert!(
-            slow.is_empty(),
-            "503s must come within {bound:?} (ack timeout {ACK_TIMEOUT_MS} ms), slow: {slow:?}{}",
-            ctx()
-        );
+        assert!(slow.is_empty(), "503s must come within {bound:?} (ack timeout {ACK_TIMEOUT_MS} ms), slow: {slow:?}{}", ctx());
         for sent in &two_down {
-            let body: Value = serde_json::from_str(&sent.detail)
-                .unwrap_or_else(|e| panic!("503 body is not JSON ({e}): {sent:?}"));
-            assert!(
-                body["error"].as_str().is_some_and(|e| e.contains("kafka")),
-                "503 names kafka: {body}"
-            );
+            let body: Value = serde_json::from_str(&sent.detail).unwrap_or_else(|e| panic!("503 body is not JSON ({e}): {sent:?}"));
+            assert!(body["error"].as_str().is_some_and(|e| e.contains("kafka")), "503 names kafka: {body}");
         }
         // Any request's 503 after the kill (those in flight at the kill come first), and the
         // slowest of those started with two brokers dead.
         let kill2 = second_kill.at;
-        let first_503_after_kill2 = sent
-            .iter()
-            .filter(|s| s.status == 503 && s.done() > kill2)
-            .map(|s| s.done() - kill2)
-            .min()
-            .unwrap();
+        let first_503_after_kill2 = sent.iter().filter(|s| s.status == 503 && s.done() > kill2).map(|s| s.done() - kill2).min().unwrap();
         let max_503 = two_down.iter().map(|s| s.took).max().unwrap();
         let reasons: BTreeSet<String> = two_down
             .iter()
-            .map(|s| {
-                serde_json::from_str::<Value>(&s.detail)
-                    .ok()
-                    .and_then(|b| b["error"].as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            })
+            .map(|s| serde_json::from_str::<Value>(&s.detail).ok().and_then(|b| b["error"].as_str().map(str::to_owned)).unwrap_or_default())
             .collect();
-        TwoDown {
-            bound,
-            first_503_after_kill: first_503_after_kill2,
-            slowest_503: max_503,
-            reasons,
-        }
+        TwoDown { bound, first_503_after_kill: first_503_after_kill2, slowest_503: max_503, reasons }
     }
 
     /// Reads everything back with an independent consumer, all brokers up: every
@@ -781,11 +544,7 @@ impl Stage {
         .unwrap();
         let mut found: BTreeMap<String, Vec<(Expected, i32)>> = BTreeMap::new();
         for record in &records {
-            assert_eq!(
-                record.batch.repository, REPOSITORY,
-                "record at {}:{}",
-                record.partition, record.offset
-            );
+            assert_eq!(record.batch.repository, REPOSITORY, "record at {}:{}", record.partition, record.offset);
             let host = record.batch.tags.get("host").cloned().unwrap_or_default();
             for event in &record.batch.events {
                 let got = Expected {
@@ -794,10 +553,7 @@ impl Stage {
                     timestamp_ms: event.timestamp_ms.unwrap_or(-1),
                     attributes: event.attributes.to_map(),
                 };
-                found
-                    .entry(event.raw.clone())
-                    .or_default()
-                    .push((got, record.partition));
+                found.entry(event.raw.clone()).or_default().push((got, record.partition));
             }
         }
 
@@ -812,43 +568,25 @@ impl Stage {
                 if s.status == 200 {
                     acked_events += 1;
                     if copies.is_empty() {
-                        problems.push(format!(
-                            "acknowledged but missing: {} (request {s:?})",
-                            expected.raw
-                        ));
+                        problems.push(format!("acknowledged but missing: {} (request {s:?})", expected.raw));
                     }
                 }
                 if copies.len() > 1 {
-                    problems.push(format!(
-                        "{} copies of {} (status {}, phase {:?})",
-                        copies.len(),
-                        expected.raw,
-                        s.status,
-                        s.phase
-                    ));
+                    problems.push(format!("{} copies of {} (status {}, phase {:?})", copies.len(), expected.raw, s.status, s.phase));
                 }
                 for (got, partition) in copies {
                     if s.status == 200 {
                         acked_partitions.insert(*partition);
                     }
                     if *got != expected {
-                        problems.push(format!(
-                            "content differs: sent {expected:?}, in Kafka {got:?}"
-                        ));
+                        problems.push(format!("content differs: sent {expected:?}, in Kafka {got:?}"));
                     }
                 }
             }
         }
-        let strangers: Vec<&String> = found
-            .keys()
-            .filter(|raw| !sent_raws.contains(*raw))
-            .collect();
+        let strangers: Vec<&String> = found.keys().filter(|raw| !sent_raws.contains(*raw)).collect();
         if !strangers.is_empty() {
-            problems.push(format!(
-                "{} events in the topic that no client sent, first: {:?}",
-                strangers.len(),
-                &strangers[..strangers.len().min(5)]
-            ));
+            problems.push(format!("{} events in the topic that no client sent, first: {:?}", strangers.len(), &strangers[..strangers.len().min(5)]));
         }
         assert!(
             problems.is_empty(),
@@ -864,24 +602,13 @@ impl Stage {
             PARTITIONS as usize,
             "acknowledged events should span every partition (leader failover on each): {acked_partitions:?}"
         );
-        ReadBack {
-            found,
-            acked_events,
-        }
+        ReadBack { found, acked_events }
     }
 
     /// One line with what happened when: counts by phase and status, events answered 503
     /// but written anyway, and the timings of every step.
     fn print_summary(&self, sent: &[Sent], read_back: &ReadBack, summary: Summary) {
-        let Summary {
-            test_started,
-            cluster_up,
-            core_ready,
-            first_kill,
-            second_kill,
-            restart,
-            two_down,
-        } = summary;
+        let Summary { test_started, cluster_up, core_ready, first_kill, second_kill, restart, two_down } = summary;
         let mut counts: BTreeMap<(Phase, u16), usize> = BTreeMap::new();
         for s in sent {
             *counts.entry((s.phase, s.status)).or_default() += 1;
@@ -889,10 +616,7 @@ impl Stage {
         // Events answered 503 that were written anyway (not acknowledged in time), by phase.
         let mut written_503: BTreeMap<Phase, usize> = BTreeMap::new();
         for s in sent.iter().filter(|s| s.status == 503) {
-            let written = events(&self.run, s.client, s.n)
-                .iter()
-                .filter(|e| read_back.found.contains_key(&e.raw))
-                .count();
+            let written = events(&self.run, s.client, s.n).iter().filter(|e| read_back.found.contains_key(&e.raw)).count();
             if written > 0 {
                 *written_503.entry(s.phase).or_default() += written;
             }
@@ -904,23 +628,9 @@ impl Stage {
             .map(|s| s.done() - restart.began)
             .min()
             .unwrap();
-        let (quorum, first, second, acked_events) = (
-            self.quorum,
-            first_kill.broker,
-            second_kill.broker,
-            read_back.acked_events,
-        );
-        let (first_ok_after_kill1, failover, isr_of_one) = (
-            first_kill.first_ok,
-            first_kill.failover,
-            second_kill.isr_of_one,
-        );
-        let (first_503_after_kill2, max_503, bound, reasons) = (
-            two_down.first_503_after_kill,
-            two_down.slowest_503,
-            two_down.bound,
-            two_down.reasons,
-        );
+        let (quorum, first, second, acked_events) = (self.quorum, first_kill.broker, second_kill.broker, read_back.acked_events);
+        let (first_ok_after_kill1, failover, isr_of_one) = (first_kill.first_ok, first_kill.failover, second_kill.isr_of_one);
+        let (first_503_after_kill2, max_503, bound, reasons) = (two_down.first_503_after_kill, two_down.slowest_503, two_down.bound, two_down.reasons);
         let (restart_took, first_ok_after_restart) = (restart.took, restart.first_ok);
         eprintln!(
             "brokers ({quorum:?}): killed {first} then {second}; {} requests, {acked_events} events acknowledged, each in Kafka once as sent; \

@@ -22,20 +22,12 @@ impl Drop for InProcessCore {
 
 async fn start_core(spec: &CoreSpec, dir: &std::path::Path) -> InProcessCore {
     let shutdown = CancellationToken::new();
-    let running = weir_core::start(spec.config(dir), shutdown.clone())
-        .await
-        .expect("start core");
+    let running = weir_core::start(spec.config(dir), shutdown.clone()).await.expect("start core");
     let base = format!("http://{}", running.http_addr);
     let client = http();
     eventually("core ready", Duration::from_secs(30), || {
         let request = client.get(format!("{base}/ready"));
-        async move {
-            request
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        }
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
     })
     .await;
     InProcessCore { base, shutdown }
@@ -59,11 +51,7 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     let client = http();
     let tag = unique("too-large");
     let post = |body: Vec<u8>| {
-        client
-            .post(format!("{}/api/v1/ingest/humio-structured", core.base))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(body)
-            .send()
+        client.post(format!("{}/api/v1/ingest/humio-structured", core.base)).header("authorization", format!("Bearer {TOKEN}")).body(body).send()
     };
     let huge = format!("{tag}-huge-{}", "x".repeat(1_200_000));
     let body = serde_json::to_vec(&json!([{"events": [{"rawstring": huge}]}])).unwrap();
@@ -71,25 +59,12 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     let status = response.status().as_u16();
     let answer: Value = response.json().await.unwrap();
     assert_eq!(status, 413, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("kafka refused")),
-        "{answer}"
-    );
-    assert!(
-        !answer["hint"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Retry-After"),
-        "no retry is suggested: {answer}"
-    );
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("kafka refused")), "{answer}");
+    assert!(!answer["hint"].as_str().unwrap_or("").contains("Retry-After"), "no retry is suggested: {answer}");
 
     // The next request goes through: the producer is not stuck on the refused record.
     let ok = format!("{tag}-ok");
-    let response = post(serde_json::to_vec(&json!([{"events": [{"rawstring": ok}]}])).unwrap())
-        .await
-        .unwrap();
+    let response = post(serde_json::to_vec(&json!([{"events": [{"rawstring": ok}]}])).unwrap()).await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
 
     // Over this node's per-event limit: refused at ingest, naming the event, all or nothing.
@@ -98,10 +73,7 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     spec.http_port = weir_tests::free_port();
     let core = start_core(&spec, dir.path()).await;
     let good = format!("{tag}-good-neighbour");
-    let body = serde_json::to_vec(
-        &json!([{"events": [{"rawstring": good}, {"rawstring": "y".repeat(2048)}]}]),
-    )
-    .unwrap();
+    let body = serde_json::to_vec(&json!([{"events": [{"rawstring": good}, {"rawstring": "y".repeat(2048)}]}])).unwrap();
     let response = client
         .post(format!("{}/api/v1/ingest/humio-structured", core.base))
         .header("authorization", format!("Bearer {TOKEN}"))
@@ -112,12 +84,7 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     let status = response.status().as_u16();
     let answer: Value = response.json().await.unwrap();
     assert_eq!(status, 413, "{answer}");
-    assert!(
-        answer["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("event 1")),
-        "{answer}"
-    );
+    assert!(answer["error"].as_str().is_some_and(|e| e.contains("event 1")), "{answer}");
     // A last good event, after every refused one on the same key (one partition): once it
     // is read, anything of the refused requests would have been read before it.
     let last = format!("{tag}-last");
@@ -131,19 +98,14 @@ async fn an_event_kafka_refuses_gets_413_not_a_retry() {
     assert_eq!(response.status().as_u16(), 200);
     let (bootstrap, topic, wanted) = (bootstrap.clone(), spec.topic.clone(), last.clone());
     let records = tokio::task::spawn_blocking(move || {
-        kafka::consume_until(&bootstrap, &topic, Duration::from_secs(60), |records| {
-            kafka::raw_counts(records).contains_key(&wanted)
-        })
+        kafka::consume_until(&bootstrap, &topic, Duration::from_secs(60), |records| kafka::raw_counts(records).contains_key(&wanted))
     })
     .await
     .unwrap();
     let counts = kafka::raw_counts(&records);
     assert_eq!(counts.get(&last), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&ok), Some(&1), "{counts:?}");
-    assert!(
-        !counts.contains_key(&huge) && !counts.contains_key(&good),
-        "nothing of the refused requests is in kafka: {counts:?}"
-    );
+    assert!(!counts.contains_key(&huge) && !counts.contains_key(&good), "nothing of the refused requests is in kafka: {counts:?}");
 }
 
 /// Request headers are size-capped by the HTTP server (hyper's default buffer of about
@@ -166,19 +128,10 @@ async fn oversized_request_headers_are_refused() {
     match response {
         Ok(response) => assert_eq!(response.status().as_u16(), 431, "a 1 MiB header"),
         // hyper may also close the connection before the client finished writing.
-        Err(error) => assert!(
-            error.is_request() || error.is_body() || error.to_string().contains("connection"),
-            "{error}"
-        ),
+        Err(error) => assert!(error.is_request() || error.is_body() || error.to_string().contains("connection"), "{error}"),
     }
     // The node is unharmed.
-    let response = http()
-        .post(format!("{}/api/v1/ingest/raw", core.base))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body("ok")
-        .send()
-        .await
-        .unwrap();
+    let response = http().post(format!("{}/api/v1/ingest/raw", core.base)).header("authorization", format!("Bearer {TOKEN}")).body("ok").send().await.unwrap();
     assert_eq!(response.status().as_u16(), 200);
 }
 
@@ -240,9 +193,7 @@ async fn every_endpoint_publishes_to_kafka_before_answering() {
     let gzipped = {
         use std::io::Write;
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder
-            .write_all(format!("{}\n", ev("hecgzip")).as_bytes())
-            .unwrap();
+        encoder.write_all(format!("{}\n", ev("hecgzip")).as_bytes()).unwrap();
         encoder.finish().unwrap()
     };
     let response = client
@@ -253,27 +204,13 @@ async fn every_endpoint_publishes_to_kafka_before_answering() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        response.status(),
-        200,
-        "gzip: {}",
-        response.text().await.unwrap()
-    );
+    assert_eq!(response.status(), 200, "gzip: {}", response.text().await.unwrap());
 
-    let expected: Vec<String> = [
-        "structured-1",
-        "structured-2",
-        "unstructured-1",
-        "unstructured-2",
-        "raw",
-        "hec-1",
-        "hecraw-1",
-        "hecraw-2",
-        "hecgzip",
-    ]
-    .iter()
-    .map(|n| ev(n))
-    .collect();
+    let expected: Vec<String> =
+        ["structured-1", "structured-2", "unstructured-1", "unstructured-2", "raw", "hec-1", "hecraw-1", "hecraw-2", "hecgzip"]
+            .iter()
+            .map(|n| ev(n))
+            .collect();
     let topic = spec.topic.clone();
     let records = tokio::task::spawn_blocking(move || {
         kafka::consume_until(&bootstrap, &topic, Duration::from_secs(30), |records| {
@@ -284,44 +221,19 @@ async fn every_endpoint_publishes_to_kafka_before_answering() {
     .unwrap();
     let counts = kafka::raw_counts(&records);
     for raw in &expected {
-        assert_eq!(
-            counts.get(raw),
-            Some(&1),
-            "{raw} should be in Kafka exactly once: {counts:?}"
-        );
+        assert_eq!(counts.get(raw), Some(&1), "{raw} should be in Kafka exactly once: {counts:?}");
     }
     // The HEC object event keeps its JSON text as raw.
-    assert!(
-        counts
-            .keys()
-            .any(|raw| raw.contains(&ev("hec-2")) && raw.starts_with('{')),
-        "{counts:?}"
-    );
+    assert!(counts.keys().any(|raw| raw.contains(&ev("hec-2")) && raw.starts_with('{')), "{counts:?}");
     // Content survives: timestamps, tags, fields, parser hints.
-    let structured = records
-        .iter()
-        .find(|r| r.batch.events.iter().any(|e| e.raw == ev("structured-1")))
-        .unwrap();
+    let structured = records.iter().find(|r| r.batch.events.iter().any(|e| e.raw == ev("structured-1"))).unwrap();
     assert_eq!(structured.batch.repository, weir_tests::nodes::REPOSITORY);
-    assert_eq!(
-        structured.batch.tags.get("host").map(String::as_str),
-        Some("web-1")
-    );
-    assert_eq!(
-        structured.batch.events[0].timestamp_ms,
-        Some(1_714_557_600_000)
-    );
+    assert_eq!(structured.batch.tags.get("host").map(String::as_str), Some("web-1"));
+    assert_eq!(structured.batch.events[0].timestamp_ms, Some(1_714_557_600_000));
     assert_eq!(structured.batch.events[0].attributes["status"], 200);
-    let unstructured = records
-        .iter()
-        .find(|r| r.batch.events.iter().any(|e| e.raw == ev("unstructured-1")))
-        .unwrap();
+    let unstructured = records.iter().find(|r| r.batch.events.iter().any(|e| e.raw == ev("unstructured-1"))).unwrap();
     assert_eq!(unstructured.batch.parser.as_deref(), Some("kv"));
-    assert_eq!(
-        unstructured.batch.events.len(),
-        2,
-        "one source, one record, in order"
-    );
+    assert_eq!(unstructured.batch.events.len(), 2, "one source, one record, in order");
     assert_eq!(unstructured.batch.events[1].raw, ev("unstructured-2"));
 }
 
@@ -336,12 +248,8 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
     let client = http();
     let bad = unique("bad");
     let structured = "/api/v1/ingest/humio-structured";
-    let good_body =
-        |raw: &str| serde_json::to_vec(&json!([{"events": [{"rawstring": raw}]}])).unwrap();
-    let oversized = serde_json::to_vec(
-        &json!([{"events": [{"rawstring": format!("{bad}-{}", "x".repeat(2 << 20))}]}]),
-    )
-    .unwrap();
+    let good_body = |raw: &str| serde_json::to_vec(&json!([{"events": [{"rawstring": raw}]}])).unwrap();
+    let oversized = serde_json::to_vec(&json!([{"events": [{"rawstring": format!("{bad}-{}", "x".repeat(2 << 20))}]}])).unwrap();
 
     // (path, authorization, extra header, body, status, text the error must contain)
     let cases: Vec<(&str, Option<String>, Option<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
@@ -370,11 +278,7 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
             // the server may close the connection while the client still writes it, so
             // the client sees a broken pipe instead of the 413 (HTTP/1.1 allows both).
             Err(error) if status == 413 && error.is_request() => {
-                assert!(
-                    format!("{error:?}").contains("BrokenPipe")
-                        || format!("{error:?}").contains("reset"),
-                    "{error:?}"
-                );
+                assert!(format!("{error:?}").contains("BrokenPipe") || format!("{error:?}").contains("reset"), "{error:?}");
                 continue;
             }
             Err(error) => panic!("{path}: {error:?}"),
@@ -383,15 +287,8 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert_eq!(got, status, "{path} expected {status}: {body}");
         let text = body.to_string();
-        assert!(
-            text.contains(needle),
-            "{path} ({status}) should mention {needle:?}: {text}"
-        );
-        assert!(
-            body.get("hint")
-                .is_some_and(|h| h.as_str().is_some_and(|h| !h.is_empty())),
-            "every error says what to do: {text}"
-        );
+        assert!(text.contains(needle), "{path} ({status}) should mention {needle:?}: {text}");
+        assert!(body.get("hint").is_some_and(|h| h.as_str().is_some_and(|h| !h.is_empty())), "every error says what to do: {text}");
     }
     // HEC errors carry HEC's codes.
     let response = client
@@ -402,11 +299,7 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
         .await
         .unwrap();
     let body: Value = response.json().await.unwrap();
-    assert_eq!(
-        (body["code"].as_u64(), body["invalid-event-number"].as_u64()),
-        (Some(6), Some(1)),
-        "{body}"
-    );
+    assert_eq!((body["code"].as_u64(), body["invalid-event-number"].as_u64()), (Some(6), Some(1)), "{body}");
 
     // A good request afterwards: once it is in Kafka, nothing of the bad ones is.
     let marker = format!("{bad}-good");
@@ -419,17 +312,10 @@ async fn bad_input_gets_a_clear_error_and_publishes_nothing() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let topic = spec.topic.clone();
-    let counts = tokio::task::spawn_blocking(move || {
-        kafka::expect_events(&bootstrap, &topic, &[marker], Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        counts.len(),
-        1,
-        "only the good event may be in Kafka: {:?}",
-        counts.keys().collect::<Vec<_>>()
-    );
+    let counts = tokio::task::spawn_blocking(move || kafka::expect_events(&bootstrap, &topic, &[marker], Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(counts.len(), 1, "only the good event may be in Kafka: {:?}", counts.keys().collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -463,14 +349,8 @@ async fn dead_broker_means_503_within_the_bound_then_recovery() {
     let response = send(format!("{run}-during")).await.unwrap();
     let elapsed = started.elapsed();
     assert_eq!(response.status(), 503);
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    assert!(
-        retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)),
-        "503 carries Retry-After"
-    );
+    let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    assert!(retry_after.is_some_and(|v| v.parse::<u64>().is_ok_and(|s| s >= 1)), "503 carries Retry-After");
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("kafka"), "{body}");
     assert!(body["hint"].as_str().unwrap().contains("retry"), "{body}");
@@ -483,19 +363,13 @@ async fn dead_broker_means_503_within_the_bound_then_recovery() {
     broker.restart();
     // Ingest works again once the broker is back; every 200 is recorded.
     let after = format!("{run}-after");
-    eventually(
-        "ingest to work after the broker restart",
-        Duration::from_secs(60),
-        || {
-            let request = send(after.clone());
-            async move { request.await.ok().filter(|r| r.status() == 200) }
-        },
-    )
+    eventually("ingest to work after the broker restart", Duration::from_secs(60), || {
+        let request = send(after.clone());
+        async move { request.await.ok().filter(|r| r.status() == 200) }
+    })
     .await;
     acknowledged.push(after);
-    tokio::task::spawn_blocking(move || {
-        kafka::expect_events(&bootstrap, &topic, &acknowledged, Duration::from_secs(30))
-    })
-    .await
-    .unwrap();
+    tokio::task::spawn_blocking(move || kafka::expect_events(&bootstrap, &topic, &acknowledged, Duration::from_secs(30)))
+        .await
+        .unwrap();
 }

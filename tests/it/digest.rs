@@ -20,19 +20,13 @@ use weir_segment::SegmentRow;
 use weir_tests::kafka;
 use weir_tests::nodes::{CoreSpec, EdgeSpec, Node, READ_TOKEN, REPOSITORY, TOKEN, core_process};
 use weir_tests::stored::{global_state, stored};
-use weir_tests::{
-    certs, cli, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root,
-};
+use weir_tests::{certs, cli, eventually, gate, http, init_tracing, metric_sum, unique, workspace_root};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn wasm(name: &str) -> PathBuf {
     let path = workspace_root().join(format!("plugins/target/wasm/{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is not built: run `bash plugins/build.sh`",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is not built: run `bash plugins/build.sh`", path.display());
     path
 }
 
@@ -64,19 +58,12 @@ fn unrouted_parsers_toml(data_dir: &Path) -> String {
 }
 
 /// Every event of the test repository through the read API (NDJSON), as LogScale renders them.
-async fn query(
-    client: &reqwest::Client,
-    node: &Node,
-    query_string: &str,
-) -> Result<Vec<serde_json::Value>, (u16, String)> {
+async fn query(client: &reqwest::Client, node: &Node, query_string: &str) -> Result<Vec<serde_json::Value>, (u16, String)> {
     let response = client
         .post(node.url(&format!("/api/v1/repositories/{REPOSITORY}/query")))
         .header("authorization", format!("Bearer {READ_TOKEN}"))
         .header("accept", "application/x-ndjson")
-        .body(
-            json!({"queryString": query_string, "start": 0, "end": "now", "isLive": false})
-                .to_string(),
-        )
+        .body(json!({"queryString": query_string, "start": 0, "end": "now", "isLive": false}).to_string())
         .send()
         .await
         .expect("query request");
@@ -85,20 +72,11 @@ async fn query(
     if status != 200 {
         return Err((status, body));
     }
-    Ok(body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect())
+    Ok(body.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect())
 }
 
 async fn post(client: &reqwest::Client, node: &Node, path: &str, auth: &str, body: String) -> u16 {
-    let response = client
-        .post(node.url(path))
-        .header("authorization", auth)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+    let response = client.post(node.url(path)).header("authorization", auth).body(body).send().await.expect("request");
     response.status().as_u16()
 }
 
@@ -117,14 +95,7 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
     spec.extra_toml = parsers_toml(&spec.data_dir);
     let core = core_process(&spec, dir.path()).await;
     let edge_spec = EdgeSpec::new(dir.path(), vec![spec.quic_addr()], &certs);
-    let edge = Node::spawn(
-        "weir-edge",
-        &edge_spec.edge_id,
-        &edge_spec.toml(),
-        edge_spec.http_port,
-        dir.path(),
-    )
-    .await;
+    let edge = Node::spawn("weir-edge", &edge_spec.edge_id, &edge_spec.toml(), edge_spec.http_port, dir.path()).await;
     let client = http();
     let run = unique("digest");
     let bearer = format!("Bearer {TOKEN}");
@@ -139,55 +110,19 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
         })
         .collect();
     let body = json!([{"tags": {"host": "h1"}, "events": structured}]).to_string();
-    assert_eq!(
-        post(
-            &client,
-            &core,
-            "/api/v1/ingest/humio-structured",
-            &bearer,
-            body
-        )
-        .await,
-        200
-    );
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-structured", &bearer, body).await, 200);
     // humio-unstructured, with one line the JSON parser cannot parse.
     let broken = format!("{run} this is not json");
-    let messages: Vec<String> = (5..10)
-        .map(|i| json_line(&run, i))
-        .chain([broken.clone()])
-        .collect();
+    let messages: Vec<String> = (5..10).map(|i| json_line(&run, i)).chain([broken.clone()]).collect();
     expected.extend(messages.iter().cloned());
     let body = json!([{"messages": messages}]).to_string();
-    assert_eq!(
-        post(
-            &client,
-            &core,
-            "/api/v1/ingest/humio-unstructured",
-            &bearer,
-            body
-        )
-        .await,
-        200
-    );
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-unstructured", &bearer, body).await, 200);
     // raw, and HEC event.
     expected.push(json_line(&run, 10));
-    assert_eq!(
-        post(
-            &client,
-            &core,
-            "/api/v1/ingest/raw",
-            &bearer,
-            json_line(&run, 10)
-        )
-        .await,
-        200
-    );
+    assert_eq!(post(&client, &core, "/api/v1/ingest/raw", &bearer, json_line(&run, 10)).await, 200);
     expected.push(json_line(&run, 11));
     let body = json!({"event": json_line(&run, 11)}).to_string();
-    assert_eq!(
-        post(&client, &core, "/services/collector/event", &splunk, body).await,
-        200
-    );
+    assert_eq!(post(&client, &core, "/services/collector/event", &splunk, body).await, 200);
     // Through the edge, answered after the core's Kafka-backed ack.
     let through_edge: Vec<String> = (12..20).map(|i| json_line(&run, i)).collect();
     expected.extend(through_edge.iter().cloned());
@@ -199,147 +134,72 @@ async fn every_endpoint_lands_once_parsed_and_a_damaged_segment_is_named() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        response.status().as_u16(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    assert_eq!(response.status().as_u16(), 200, "{}", response.text().await.unwrap_or_default());
 
     let config = spec.config(dir.path());
     let stored = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
     let counts = stored.raws();
     for raw in &expected {
-        assert_eq!(
-            counts.get(raw),
-            Some(&1),
-            "{raw} must be stored exactly once"
-        );
+        assert_eq!(counts.get(raw), Some(&1), "{raw} must be stored exactly once");
     }
     assert_eq!(stored.rows.len(), expected.len(), "nothing else was stored");
     let first = stored.row(&json_line(&run, 0));
-    assert_eq!(
-        first.timestamp_ms, 1_700_000_000_000,
-        "the client's timestamp"
-    );
+    assert_eq!(first.timestamp_ms, 1_700_000_000_000, "the client's timestamp");
     assert_eq!(first.fields["n"], 0, "parsed by the json plugin: {first:?}");
     assert_eq!(first.fields["source"], "structured");
     assert_eq!(first.tags["host"], "h1");
     assert_eq!(first.parser.as_deref(), Some("json"));
     assert!(first.error.is_none());
-    assert_eq!(
-        stored.row(&json_line(&run, 15)).fields["msg"],
-        format!("{run}-15"),
-        "edge events parsed too"
-    );
+    assert_eq!(stored.row(&json_line(&run, 15)).fields["msg"], format!("{run}-15"), "edge events parsed too");
     let failed = stored.row(&broken);
-    assert!(
-        failed.error.is_some(),
-        "a failed parse keeps the raw text with @error: {failed:?}"
-    );
+    assert!(failed.error.is_some(), "a failed parse keeps the raw text with @error: {failed:?}");
     assert_eq!(failed.repository, REPOSITORY);
 
     // The read API gives back every acknowledged event once, parsed, with @error kept.
     let events = query(&client, &core, "").await.expect("query");
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for event in &events {
-        *seen
-            .entry(event["@rawstring"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
+        *seen.entry(event["@rawstring"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     for raw in &expected {
-        assert_eq!(
-            seen.get(raw),
-            Some(&1),
-            "{raw} is answered exactly once by the read API"
-        );
+        assert_eq!(seen.get(raw), Some(&1), "{raw} is answered exactly once by the read API");
     }
-    let one = events
-        .iter()
-        .find(|e| e["@rawstring"] == json_line(&run, 3))
-        .unwrap();
-    assert_eq!(
-        (
-            one["n"].as_str(),
-            one["#host"].as_str(),
-            one["#repo"].as_str()
-        ),
-        (Some("3"), Some("h1"), Some(REPOSITORY)),
-        "{one}"
-    );
+    let one = events.iter().find(|e| e["@rawstring"] == json_line(&run, 3)).unwrap();
+    assert_eq!((one["n"].as_str(), one["#host"].as_str(), one["#repo"].as_str()), (Some("3"), Some("h1"), Some(REPOSITORY)), "{one}");
     let failed = events.iter().find(|e| e["@rawstring"] == broken).unwrap();
     assert_eq!(failed["@error"], "true", "{failed}");
-    let counted = query(&client, &core, &format!("msg=\"{run}-1*\" | count()"))
-        .await
-        .expect("count query");
-    assert_eq!(
-        counted[0]["_count"], "11",
-        "msg {run}-1 and {run}-10..=19 but not the failed line: {counted:?}"
-    );
+    let counted = query(&client, &core, &format!("msg=\"{run}-1*\" | count()")).await.expect("count query");
+    assert_eq!(counted[0]["_count"], "11", "msg {run}-1 and {run}-10..=19 but not the failed line: {counted:?}");
 
     // The operator tools: ls, cat, verify; then a damaged file is named.
     let config_path = dir.path().join("core-1.toml");
     let ls = cli::weir_core(&["segments", "ls", "--config"], &config_path).await;
     assert!(ls.0, "{}", ls.2);
-    let first_segment = &stored
-        .rows
-        .iter()
-        .find(|(_, r)| r.raw == json_line(&run, 0))
-        .unwrap()
-        .0;
-    assert!(
-        ls.1.contains(first_segment.as_str()),
-        "ls lists {first_segment}:\n{}",
-        ls.1
-    );
-    let cat = cli::weir_core(
-        &["segments", "cat", first_segment, "--config"],
-        &config_path,
-    )
-    .await;
+    let first_segment = &stored.rows.iter().find(|(_, r)| r.raw == json_line(&run, 0)).unwrap().0;
+    assert!(ls.1.contains(first_segment.as_str()), "ls lists {first_segment}:\n{}", ls.1);
+    let cat = cli::weir_core(&["segments", "cat", first_segment, "--config"], &config_path).await;
     assert!(cat.0, "{}", cat.2);
-    let line = cat
-        .1
-        .lines()
-        .find(|l| l.contains(&format!("{run}-0\"")))
-        .unwrap_or_else(|| panic!("cat prints the event:\n{}", cat.1));
+    let line = cat.1.lines().find(|l| l.contains(&format!("{run}-0\""))).unwrap_or_else(|| panic!("cat prints the event:\n{}", cat.1));
     let event: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(event["#repo"], REPOSITORY);
     assert_eq!(event["#host"], "h1");
     assert_eq!(event["n"], 0);
     let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
-    assert!(
-        verify.0 && verify.1.contains(&format!("ok   {first_segment}")),
-        "{}\n{}",
-        verify.1,
-        verify.2
-    );
-    let path = spec
-        .data_dir
-        .join("segments")
-        .join(weir_segment::segment_file_name(first_segment));
+    assert!(verify.0 && verify.1.contains(&format!("ok   {first_segment}")), "{}\n{}", verify.1, verify.2);
+    let path = spec.data_dir.join("segments").join(weir_segment::segment_file_name(first_segment));
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 3;
     bytes[middle] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
     // A query that needs the damaged segment answers an error naming it, never a short answer.
-    let (status, body) = query(&client, &core, "")
-        .await
-        .expect_err("a damaged segment fails the query");
+    let (status, body) = query(&client, &core, "").await.expect_err("a damaged segment fails the query");
     assert_eq!(status, 500, "{body}");
-    assert!(
-        body.contains(first_segment.as_str()),
-        "the error names the segment: {body}"
-    );
+    assert!(body.contains(first_segment.as_str()), "the error names the segment: {body}");
     drop(edge);
     drop(core);
     let verify = cli::weir_core(&["segments", "verify", "--config"], &config_path).await;
     assert!(!verify.0, "verify fails on a damaged file:\n{}", verify.1);
-    assert!(
-        verify.1.contains(&format!("BAD  {first_segment}")),
-        "verify names the damaged segment:\n{}",
-        verify.1
-    );
+    assert!(verify.1.contains(&format!("BAD  {first_segment}")), "verify names the damaged segment:\n{}", verify.1);
 }
 
 /// OTLP and Elasticsearch `_bulk` events go through the same digest: each stored once,
@@ -352,12 +212,7 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let spec = CoreSpec::new(
-        "core-1",
-        &bootstrap,
-        &unique("weir-test-digest-shippers"),
-        &certs,
-    );
+    let spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-shippers"), &certs);
     let core = core_process(&spec, dir.path()).await;
     let client = http();
     let run = unique("shippers");
@@ -379,121 +234,52 @@ async fn otlp_and_bulk_events_are_stored_with_their_mapped_fields() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        response.status(),
-        200,
-        "{}",
-        response.text().await.unwrap_or_default()
-    );
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap_or_default());
     let bulk: String = (0..2).map(|i| format!("{{\"index\":{{\"_index\":\"web\",\"_id\":\"d{i}\"}}}}\n{{\"message\":\"{run}-bulk-{i}\",\"code\":{i}}}\n")).collect();
-    let response = client
-        .post(core.url("/_bulk"))
-        .basic_auth("elastic", Some(TOKEN))
-        .header("content-type", "application/x-ndjson")
-        .body(bulk)
-        .send()
-        .await
-        .unwrap();
+    let response = client.post(core.url("/_bulk")).basic_auth("elastic", Some(TOKEN)).header("content-type", "application/x-ndjson").body(bulk).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer["errors"], false, "{answer}");
 
-    let stored = stored(
-        &spec.config(dir.path()),
-        std::slice::from_ref(&spec.data_dir),
-    )
-    .await;
+    let stored = stored(&spec.config(dir.path()), std::slice::from_ref(&spec.data_dir)).await;
     let raws = stored.raws();
     for i in 0..3 {
         let raw = format!("{run}-otlp-{i}");
         assert_eq!(raws.get(&raw), Some(&1), "{raw} stored once");
         let row = stored.row(&raw);
-        assert_eq!(
-            row.timestamp_ms,
-            1_700_000_000_000 + i as i64,
-            "time_unix_nano"
-        );
+        assert_eq!(row.timestamp_ms, 1_700_000_000_000 + i as i64, "time_unix_nano");
         assert_eq!(row.fields["resource.service.name"], "checkout");
         assert_eq!(row.fields["scope.name"], "app.log");
         assert_eq!(row.fields["severity_text"], "WARN");
         assert_eq!(row.fields["attributes.user.id"], i);
         assert_eq!(row.fields["trace_id"], "5b8efff798038103d269b633813fc60c");
     }
-    let bulk_rows: Vec<&SegmentRow> = stored
-        .rows
-        .iter()
-        .map(|(_, r)| r)
-        .filter(|r| r.raw.contains(&format!("{run}-bulk-")))
-        .collect();
+    let bulk_rows: Vec<&SegmentRow> = stored.rows.iter().map(|(_, r)| r).filter(|r| r.raw.contains(&format!("{run}-bulk-"))).collect();
     assert_eq!(bulk_rows.len(), 2, "each bulk document once");
     for row in bulk_rows {
         assert_eq!(row.fields["_index"], "web", "{:?}", row.fields);
-        assert!(
-            row.fields["_id"]
-                .as_str()
-                .is_some_and(|id| id.starts_with('d')),
-            "{:?}",
-            row.fields
-        );
+        assert!(row.fields["_id"].as_str().is_some_and(|id| id.starts_with('d')), "{:?}", row.fields);
     }
     // The read API filters on a mapped field.
-    let events = query(
-        &client,
-        &core,
-        "severity_text=WARN resource.service.name=checkout",
-    )
-    .await
-    .expect("query");
-    let found: BTreeSet<String> = events
-        .iter()
-        .map(|e| e["@rawstring"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        found,
-        (0..3)
-            .map(|i| format!("{run}-otlp-{i}"))
-            .collect::<BTreeSet<_>>()
-    );
+    let events = query(&client, &core, "severity_text=WARN resource.service.name=checkout").await.expect("query");
+    let found: BTreeSet<String> = events.iter().map(|e| e["@rawstring"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(found, (0..3).map(|i| format!("{run}-otlp-{i}")).collect::<BTreeSet<_>>());
 
     // DuckDB (no Weir code) reads the digest's own files: the same events, the same fields.
     let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/segment/tests/duckdb-setup.sh");
-    let output = std::process::Command::new("bash")
-        .arg(&setup)
-        .output()
-        .expect("run duckdb-setup.sh");
-    assert!(
-        output.status.success(),
-        "DuckDB venv: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let python = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_owned();
+    let output = std::process::Command::new("bash").arg(&setup).output().expect("run duckdb-setup.sh");
+    assert!(output.status.success(), "DuckDB venv: {}", String::from_utf8_lossy(&output.stderr));
+    let python = String::from_utf8(output.stdout).unwrap().lines().last().unwrap().trim().to_owned();
     let sql = format!(
         "select \"@rawstring\", json_extract_string(fields, '$.\"resource.service.name\"') from read_parquet('{}/segments/*.parquet') \
          where \"@rawstring\" like '{run}-otlp-%' order by 1",
         spec.data_dir.display()
     );
     let script = format!("import duckdb, json\nprint(json.dumps(duckdb.sql({sql:?}).fetchall()))");
-    let output = std::process::Command::new(&python)
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .expect("run DuckDB");
-    assert!(
-        output.status.success(),
-        "DuckDB: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let read: Vec<(String, String)> =
-        serde_json::from_slice(&output.stdout).expect("DuckDB's rows as JSON");
-    let expected: Vec<(String, String)> = (0..3)
-        .map(|i| (format!("{run}-otlp-{i}"), "checkout".to_owned()))
-        .collect();
+    let output = std::process::Command::new(&python).arg("-c").arg(&script).output().expect("run DuckDB");
+    assert!(output.status.success(), "DuckDB: {}", String::from_utf8_lossy(&output.stderr));
+    let read: Vec<(String, String)> = serde_json::from_slice(&output.stdout).expect("DuckDB's rows as JSON");
+    let expected: Vec<(String, String)> = (0..3).map(|i| (format!("{run}-otlp-{i}"), "checkout".to_owned())).collect();
     assert_eq!(read, expected);
 }
 
@@ -514,22 +300,8 @@ async fn a_token_routed_by_parsers_by_token_gets_its_parser() {
     let run = unique("by-token");
     let lines: Vec<String> = (0..5).map(|i| json_line(&run, i)).collect();
     let body = json!([{"messages": lines}]).to_string();
-    assert_eq!(
-        post(
-            &client,
-            &core,
-            "/api/v1/ingest/humio-unstructured",
-            &format!("Bearer {TOKEN}"),
-            body
-        )
-        .await,
-        200
-    );
-    let stored = stored(
-        &spec.config(dir.path()),
-        std::slice::from_ref(&spec.data_dir),
-    )
-    .await;
+    assert_eq!(post(&client, &core, "/api/v1/ingest/humio-unstructured", &format!("Bearer {TOKEN}"), body).await, 200);
+    let stored = stored(&spec.config(dir.path()), std::slice::from_ref(&spec.data_dir)).await;
     for line in &lines {
         let row = stored.row(line);
         assert_eq!(row.parser.as_deref(), Some("json"), "{row:?}");
@@ -547,12 +319,7 @@ async fn a_graceful_stop_registers_the_segment_being_built() {
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let mut spec = CoreSpec::new(
-        "core-1",
-        &bootstrap,
-        &unique("weir-test-digest-stop"),
-        &certs,
-    );
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-stop"), &certs);
     spec.digest_flush_ms = 120_000;
     let mut core = core_process(&spec, dir.path()).await;
     let client = http();
@@ -572,18 +339,10 @@ async fn a_graceful_stop_registers_the_segment_being_built() {
     .await;
     let config = spec.config(dir.path());
     let before = global_state(&config).await.expect("Global");
-    assert!(
-        (0..2).all(|p| before.segments(p).is_empty()),
-        "no segment before the stop"
-    );
+    assert!((0..2).all(|p| before.segments(p).is_empty()), "no segment before the stop");
     let status = tokio::task::block_in_place(|| core.terminate(Duration::from_secs(30)));
     assert!(status.success(), "{status}");
-    assert!(
-        core.log_tail()
-            .contains("digest stopped after registering its last segment"),
-        "{}",
-        core.log_tail()
-    );
+    assert!(core.log_tail().contains("digest stopped after registering its last segment"), "{}", core.log_tail());
     let stored = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
     let raws = stored.raws();
     for raw in &acknowledged {
@@ -619,13 +378,7 @@ async fn both_cores_own_a_partition(config: &CoreConfig) {
 /// Sends `requests` humio-structured requests of `per_request` events to `target(i)`, with a
 /// tag that varies per request so the records spread over the partitions; returns the
 /// events answered 200.
-async fn load(
-    client: &reqwest::Client,
-    run: &str,
-    requests: usize,
-    per_request: usize,
-    mut target: impl FnMut(usize) -> String,
-) -> Vec<String> {
+async fn load(client: &reqwest::Client, run: &str, requests: usize, per_request: usize, mut target: impl FnMut(usize) -> String) -> Vec<String> {
     let mut acknowledged = Vec::new();
     for i in 0..requests {
         let lines: Vec<String> = (0..per_request).map(|j| format!("{run}-{i}-{j}")).collect();
@@ -658,69 +411,39 @@ async fn a_core_killed_while_digesting_loses_its_partitions_and_every_event_is_s
     both_cores_own_a_partition(&config).await;
     let client = http();
     let run = unique("kill");
-    let urls = [
-        format!("http://{}", core_1.http),
-        format!("http://{}", core_2.http),
-    ];
-    let mut acknowledged = load(&client, &format!("{run}-before"), 20, 50, |i| {
-        urls[i % 2].clone()
-    })
-    .await;
+    let urls = [format!("http://{}", core_1.http), format!("http://{}", core_2.http)];
+    let mut acknowledged = load(&client, &format!("{run}-before"), 20, 50, |i| urls[i % 2].clone()).await;
     core_1.kill9();
-    acknowledged.extend(
-        load(&client, &format!("{run}-after"), 10, 50, |_| {
-            urls[1].clone()
-        })
-        .await,
-    );
+    acknowledged.extend(load(&client, &format!("{run}-after"), 10, 50, |_| urls[1].clone()).await);
     eventually("core-2 took core-1's partition", WAIT, || {
         let config = config.clone();
         async move {
             let state = global_state(&config).await.ok()?;
-            (0..2)
-                .all(|p| state.partition(p).owner.as_deref() == Some("core-2"))
-                .then_some(())
+            (0..2).all(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
     .await;
-    acknowledged.extend(
-        load(&client, &format!("{run}-moved"), 10, 50, |_| {
-            urls[1].clone()
-        })
-        .await,
-    );
+    acknowledged.extend(load(&client, &format!("{run}-moved"), 10, 50, |_| urls[1].clone()).await);
 
     let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
     let counts = stored.raws();
     let unique_acked: BTreeSet<&String> = acknowledged.iter().collect();
     for raw in &unique_acked {
-        assert!(
-            counts.get(*raw).is_some_and(|n| *n >= 1),
-            "acknowledged {raw} is not stored"
-        );
+        assert!(counts.get(*raw).is_some_and(|n| *n >= 1), "acknowledged {raw} is not stored");
     }
     // Every record in Kafka, read by an independent consumer, is stored exactly as often
     // as Kafka holds it (HTTP requests to a core carry no batch id: no dedup applies).
     let (b, t) = (bootstrap.clone(), one.topic.clone());
-    let records = tokio::task::spawn_blocking(move || kafka::consume_all(&b, &t, WAIT))
-        .await
-        .unwrap();
+    let records = tokio::task::spawn_blocking(move || kafka::consume_all(&b, &t, WAIT)).await.unwrap();
     let mut in_kafka: BTreeMap<String, usize> = BTreeMap::new();
     for record in &records {
         for event in &record.batch.events {
             *in_kafka.entry(event.raw.clone()).or_insert(0) += 1;
         }
     }
-    assert_eq!(
-        in_kafka, counts,
-        "the segments hold exactly the events of the Kafka records"
-    );
+    assert_eq!(in_kafka, counts, "the segments hold exactly the events of the Kafka records");
     for p in 0..2 {
-        assert_eq!(
-            stored.state.partition(p).owner.as_deref(),
-            Some("core-2"),
-            "partition {p} moved to the live core"
-        );
+        assert_eq!(stored.state.partition(p).owner.as_deref(), Some("core-2"), "partition {p} moved to the live core");
     }
     drop(core_2);
 }
@@ -744,54 +467,23 @@ async fn one_busy_source_is_digested_by_every_core() {
     for i in 0..16 {
         let lines: Vec<String> = (0..50).map(|j| format!("{run}-{i}-{j}")).collect();
         let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
-        let status = post(
-            &client,
-            &core_1,
-            "/api/v1/ingest/humio-structured",
-            &format!("Bearer {TOKEN}"),
-            json!([{"events": events}]).to_string(),
-        )
-        .await;
+        let status = post(&client, &core_1, "/api/v1/ingest/humio-structured", &format!("Bearer {TOKEN}"), json!([{"events": events}]).to_string()).await;
         assert_eq!(status, 200, "request {i}");
         acknowledged.extend(lines);
     }
     let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
-    let partition_of: BTreeMap<String, u32> = stored
-        .state
-        .partitions()
-        .into_iter()
-        .flat_map(|p| {
-            stored
-                .state
-                .segments(p)
-                .into_iter()
-                .map(move |s| (s.info.segment_id.clone(), p))
-        })
-        .collect();
+    let partition_of: BTreeMap<String, u32> =
+        stored.state.partitions().into_iter().flat_map(|p| stored.state.segments(p).into_iter().map(move |s| (s.info.segment_id.clone(), p))).collect();
     let mut per_partition: BTreeMap<u32, usize> = BTreeMap::new();
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (segment_id, row) in stored
-        .rows
-        .iter()
-        .filter(|(_, r)| r.raw.starts_with(&format!("{run}-")))
-    {
+    for (segment_id, row) in stored.rows.iter().filter(|(_, r)| r.raw.starts_with(&format!("{run}-"))) {
         *per_partition.entry(partition_of[segment_id]).or_default() += 1;
         *counts.entry(&row.raw).or_default() += 1;
     }
-    assert_eq!(
-        counts.len(),
-        acknowledged.len(),
-        "every acknowledged event is stored"
-    );
+    assert_eq!(counts.len(), acknowledged.len(), "every acknowledged event is stored");
     assert!(counts.values().all(|n| *n == 1), "each event stored once");
-    assert_eq!(
-        per_partition.len(),
-        2,
-        "the source spreads over both partitions: {per_partition:?}"
-    );
-    let owners: BTreeSet<_> = (0..2)
-        .filter_map(|p| stored.state.partition(p).owner.clone())
-        .collect();
+    assert_eq!(per_partition.len(), 2, "the source spreads over both partitions: {per_partition:?}");
+    let owners: BTreeSet<_> = (0..2).filter_map(|p| stored.state.partition(p).owner.clone()).collect();
     assert_eq!(owners.len(), 2, "and so over both cores");
     drop((core_1, core_2));
 }
@@ -814,65 +506,31 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
     let run = unique("ingest-only");
     let url = format!("http://{}", core_2.http);
     let acknowledged = load(&client, &run, 10, 20, |_| url.clone()).await;
-    assert_eq!(
-        acknowledged.len(),
-        200,
-        "the ingest-only core acknowledges ingest"
-    );
+    assert_eq!(acknowledged.len(), 200, "the ingest-only core acknowledges ingest");
     let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
     for p in 0..2 {
-        assert_eq!(
-            stored.state.partition(p).owner.as_deref(),
-            Some("core-1"),
-            "partition {p} went to the digesting core"
-        );
-        assert_eq!(
-            stored.state.partition(p).epoch,
-            1,
-            "partition {p} was claimed once"
-        );
+        assert_eq!(stored.state.partition(p).owner.as_deref(), Some("core-1"), "partition {p} went to the digesting core");
+        assert_eq!(stored.state.partition(p).epoch, 1, "partition {p} was claimed once");
     }
     let nodes = stored.state.nodes();
-    assert!(
-        nodes["core-1"].digest && !nodes["core-2"].digest,
-        "heartbeats announce the role: {nodes:?}"
-    );
-    assert_eq!(
-        std::fs::read_dir(two.data_dir.join("segments"))
-            .unwrap()
-            .count(),
-        0,
-        "the ingest-only core wrote no segment"
-    );
+    assert!(nodes["core-1"].digest && !nodes["core-2"].digest, "heartbeats announce the role: {nodes:?}");
+    assert_eq!(std::fs::read_dir(two.data_dir.join("segments")).unwrap().count(), 0, "the ingest-only core wrote no segment");
     assert_eq!(stored.raws().len(), 200);
     let log = std::fs::read_to_string(dir.path().join("core-2.log")).unwrap_or_default();
-    assert!(
-        !log.contains("partition claimed"),
-        "the ingest-only core claimed a partition:\n{log}"
-    );
+    assert!(!log.contains("partition claimed"), "the ingest-only core claimed a partition:\n{log}");
 
     // Queries on the ingest-only core see every event, fetched from core-1.
     let node_2 = &core_2;
-    let rows = eventually(
-        "the ingest-only core answers with every event",
-        WAIT,
-        || {
-            let client = client.clone();
-            async move {
-                let rows = query(&client, node_2, "").await.ok()?;
-                (rows.len() == 200).then_some(rows)
-            }
-        },
-    )
+    let rows = eventually("the ingest-only core answers with every event", WAIT, || {
+        let client = client.clone();
+        async move {
+            let rows = query(&client, node_2, "").await.ok()?;
+            (rows.len() == 200).then_some(rows)
+        }
+    })
     .await;
-    let returned: BTreeSet<String> = rows
-        .iter()
-        .map(|r| r["@rawstring"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        returned,
-        acknowledged.iter().cloned().collect::<BTreeSet<_>>()
-    );
+    let returned: BTreeSet<String> = rows.iter().map(|r| r["@rawstring"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(returned, acknowledged.iter().cloned().collect::<BTreeSet<_>>());
 
     // Restarted with the digest on, it takes a partition.
     drop(core_2);
@@ -882,9 +540,7 @@ async fn an_ingest_only_core_claims_no_partition_and_reads_what_the_digesting_co
         let config = config.clone();
         async move {
             let state = global_state(&config).await.ok()?;
-            (0..2)
-                .any(|p| state.partition(p).owner.as_deref() == Some("core-2"))
-                .then_some(())
+            (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-2")).then_some(())
         }
     })
     .await;
@@ -906,53 +562,27 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
     let config = two.config(dir.path());
     let client = http();
     let run = unique("pause");
-    let urls = [
-        format!("http://{}", core_1.http),
-        format!("http://{}", core_2.http),
-    ];
+    let urls = [format!("http://{}", core_1.http), format!("http://{}", core_2.http)];
     // Enough that both partitions get records while core-1 owns one of them.
     let mut acknowledged = load(&client, &run, 30, 20, |i| urls[i % 2].clone()).await;
     let owned_by_1: Vec<u32> = {
         let config = config.clone();
         let state = global_state(&config).await.expect("Global readable");
-        (0..2)
-            .filter(|p| state.partition(*p).owner.as_deref() == Some("core-1"))
-            .collect()
+        (0..2).filter(|p| state.partition(*p).owner.as_deref() == Some("core-1")).collect()
     };
-    assert!(
-        !owned_by_1.is_empty(),
-        "core-1 owns a partition before the pause"
-    );
+    assert!(!owned_by_1.is_empty(), "core-1 owns a partition before the pause");
     signal(core_1.pid(), "STOP");
     // Past node_timeout_ms, core-2 claims core-1's partitions; load goes on meanwhile.
     let deadline = std::time::Instant::now() + WAIT;
     let claimed = loop {
-        acknowledged.extend(
-            load(
-                &client,
-                &format!("{run}-paused-{}", acknowledged.len()),
-                5,
-                20,
-                |_| urls[1].clone(),
-            )
-            .await,
-        );
+        acknowledged.extend(load(&client, &format!("{run}-paused-{}", acknowledged.len()), 5, 20, |_| urls[1].clone()).await);
         let config = config.clone();
         let state = global_state(&config).await.expect("Global readable");
-        let claimed: Vec<_> = owned_by_1
-            .iter()
-            .map(|p| (*p, state.partition(*p)))
-            .collect();
-        if claimed
-            .iter()
-            .all(|(_, s)| s.owner.as_deref() == Some("core-2"))
-        {
+        let claimed: Vec<_> = owned_by_1.iter().map(|p| (*p, state.partition(*p))).collect();
+        if claimed.iter().all(|(_, s)| s.owner.as_deref() == Some("core-2")) {
             break claimed;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "core-2 did not claim core-1's partitions: {claimed:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "core-2 did not claim core-1's partitions: {claimed:?}");
     };
     signal(core_1.pid(), "CONT");
     // Alive again, core-1 is given a partition back under a new epoch.
@@ -960,18 +590,11 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
         let config = config.clone();
         async move {
             let state = global_state(&config).await.ok()?;
-            (0..2)
-                .any(|p| state.partition(p).owner.as_deref() == Some("core-1"))
-                .then_some(())
+            (0..2).any(|p| state.partition(p).owner.as_deref() == Some("core-1")).then_some(())
         }
     })
     .await;
-    acknowledged.extend(
-        load(&client, &format!("{run}-resumed"), 20, 20, |i| {
-            urls[i % 2].clone()
-        })
-        .await,
-    );
+    acknowledged.extend(load(&client, &format!("{run}-resumed"), 20, 20, |i| urls[i % 2].clone()).await);
 
     let stored = stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
     let counts = stored.raws();
@@ -986,135 +609,64 @@ async fn a_paused_former_owner_registers_nothing_after_its_partitions_moved() {
             .iter()
             .map(|s| (s.info.offset_start, epoch_of(&s.info.segment_id)))
             .collect();
-        let first_new = epochs
-            .iter()
-            .find(|(_, e)| *e >= claim.epoch)
-            .map(|(o, _)| *o)
-            .unwrap_or(u64::MAX);
+        let first_new = epochs.iter().find(|(_, e)| *e >= claim.epoch).map(|(o, _)| *o).unwrap_or(u64::MAX);
         for (offset, epoch) in &epochs {
-            assert!(
-                *epoch >= claim.epoch || *offset < first_new,
-                "partition {p}: a segment of epoch {epoch} at {offset} after the claim of epoch {}",
-                claim.epoch
-            );
+            assert!(*epoch >= claim.epoch || *offset < first_new, "partition {p}: a segment of epoch {epoch} at {offset} after the claim of epoch {}", claim.epoch);
         }
     }
     // Any core answers for the whole cluster: core-2 fetches what only core-1 has.
     let events = query(&client, &core_2, "").await.expect("query core-2");
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for event in &events {
-        *seen
-            .entry(event["@rawstring"].as_str().unwrap().to_owned())
-            .or_insert(0) += 1;
+        *seen.entry(event["@rawstring"].as_str().unwrap().to_owned()).or_insert(0) += 1;
     }
     for raw in &acknowledged {
         assert_eq!(seen.get(raw), Some(&1), "{raw} answered once by core-2");
     }
-    let core_1_files: BTreeSet<String> = stored
-        .rows
-        .iter()
-        .map(|(id, _)| id.clone())
-        .filter(|id| {
-            one.data_dir
-                .join("segments")
-                .join(weir_segment::segment_file_name(id))
-                .is_file()
-        })
-        .collect();
-    assert!(
-        !core_1_files.is_empty(),
-        "core-1 wrote segments after it was given a partition back"
-    );
+    let core_1_files: BTreeSet<String> = stored.rows.iter().map(|(id, _)| id.clone()).filter(|id| one.data_dir.join("segments").join(weir_segment::segment_file_name(id)).is_file()).collect();
+    assert!(!core_1_files.is_empty(), "core-1 wrote segments after it was given a partition back");
     for id in &core_1_files {
-        assert!(
-            two.data_dir
-                .join("segments-fetched")
-                .join(weir_segment::segment_file_name(id))
-                .is_file(),
-            "core-2 fetched {id} from core-1"
-        );
+        assert!(two.data_dir.join("segments-fetched").join(weir_segment::segment_file_name(id)).is_file(), "core-2 fetched {id} from core-1");
     }
     // core-1 noticed, and left no unregistered file behind.
     let log = core_1.log_tail();
-    assert!(
-        log.contains("superseded") || log.contains("claimed by another core"),
-        "core-1 learned it lost its partitions:\n{log}"
-    );
-    eventually(
-        "core-1's refused segment files are deleted",
-        Duration::from_secs(15),
-        || {
-            let leftover: Vec<String> = std::fs::read_dir(one.data_dir.join("segments"))
-                .unwrap()
-                .flatten()
-                .map(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .trim_end_matches(".parquet")
-                        .to_owned()
-                })
-                .filter(|id| stored.state.segment(id).is_none())
-                .collect();
-            async move { leftover.is_empty().then_some(()) }
-        },
-    )
+    assert!(log.contains("superseded") || log.contains("claimed by another core"), "core-1 learned it lost its partitions:\n{log}");
+    eventually("core-1's refused segment files are deleted", Duration::from_secs(15), || {
+        let leftover: Vec<String> = std::fs::read_dir(one.data_dir.join("segments"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().trim_end_matches(".parquet").to_owned())
+            .filter(|id| stored.state.segment(id).is_none())
+            .collect();
+        async move { leftover.is_empty().then_some(()) }
+    })
     .await;
     drop(core_2);
 }
 
 fn epoch_of(segment_id: &str) -> u64 {
-    segment_id
-        .split('-')
-        .find_map(|part| part.strip_prefix('e').and_then(|e| e.parse().ok()))
-        .expect("segment ids carry their epoch")
+    segment_id.split('-').find_map(|part| part.strip_prefix('e').and_then(|e| e.parse().ok())).expect("segment ids carry their epoch")
 }
 
 fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
+    let status = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
     assert!(status.success(), "kill -{name} {pid}");
 }
 
-async fn produce(
-    bootstrap: &str,
-    topic: &str,
-    records: Vec<(Vec<u8>, Option<(String, u32, u32)>)>,
-) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("acks", "all")
-        .create()
-        .unwrap();
+async fn produce(bootstrap: &str, topic: &str, records: Vec<(Vec<u8>, Option<(String, u32, u32)>)>) {
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("acks", "all").create().unwrap();
     for (payload, batch) in records {
-        let mut record = FutureRecord::<str, [u8]>::to(topic)
-            .partition(0)
-            .payload(&payload);
+        let mut record = FutureRecord::<str, [u8]>::to(topic).partition(0).payload(&payload);
         if let Some((id, part, parts)) = &batch {
             let (part, parts) = (part.to_string(), parts.to_string());
             record = record.headers(
                 OwnedHeaders::new()
-                    .insert(Header {
-                        key: "weir-batch-id",
-                        value: Some(id.as_str()),
-                    })
-                    .insert(Header {
-                        key: "weir-batch-part",
-                        value: Some(part.as_str()),
-                    })
-                    .insert(Header {
-                        key: "weir-batch-parts",
-                        value: Some(parts.as_str()),
-                    }),
+                    .insert(Header { key: "weir-batch-id", value: Some(id.as_str()) })
+                    .insert(Header { key: "weir-batch-part", value: Some(part.as_str()) })
+                    .insert(Header { key: "weir-batch-parts", value: Some(parts.as_str()) }),
             );
         }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produce");
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
     }
 }
 
@@ -1137,12 +689,7 @@ async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_los
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let mut spec = CoreSpec::new(
-        "core-1",
-        &bootstrap,
-        &unique("weir-test-digest-dup"),
-        &certs,
-    );
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-digest-dup"), &certs);
     spec.extra_toml = parsers_toml(&spec.data_dir);
     let core = core_process(&spec, dir.path()).await;
     let run = unique("dup");
@@ -1158,61 +705,29 @@ async fn duplicates_foreign_records_and_a_hostile_plugin_are_handled_without_los
         records.push((batch("good", &[&good(seq)]), Some((id(seq), 0, 1))));
     }
     for part in 0..2 {
-        records.push((
-            batch("good", &[&good(100 + part)]),
-            Some((id(9), part as u32, 2)),
-        ));
+        records.push((batch("good", &[&good(100 + part)]), Some((id(9), part as u32, 2))));
     }
     records.push((batch("good", &[&good(100)]), Some((id(9), 0, 2))));
     // Something that is no Weir batch.
-    records.push((
-        format!("{run} plain text from another producer").into_bytes(),
-        None,
-    ));
+    records.push((format!("{run} plain text from another producer").into_bytes(), None));
     // A hostile plugin on one repository: its events keep @error, the others parse.
-    records.push((
-        batch("bad", &[&format!("{run}-fine"), "trap", "loop"]),
-        None,
-    ));
+    records.push((batch("bad", &[&format!("{run}-fine"), "trap", "loop"]), None));
     records.push((batch("good", &[&good(200)]), None));
     produce(&bootstrap, &spec.topic, records).await;
 
-    let stored = stored(
-        &spec.config(dir.path()),
-        std::slice::from_ref(&spec.data_dir),
-    )
-    .await;
+    let stored = stored(&spec.config(dir.path()), std::slice::from_ref(&spec.data_dir)).await;
     let counts = stored.raws();
     for i in [0, 1, 2, 3, 4, 100, 101, 200] {
-        assert_eq!(
-            counts.get(&good(i)),
-            Some(&1),
-            "{} stored exactly once",
-            good(i)
-        );
+        assert_eq!(counts.get(&good(i)), Some(&1), "{} stored exactly once", good(i));
         assert_eq!(stored.row(&good(i)).fields["i"], i, "parsed");
     }
-    let foreign = stored
-        .rows
-        .iter()
-        .map(|(_, r)| r)
-        .find(|r| r.raw.contains("plain text from another producer"))
-        .expect("the foreign record is kept");
+    let foreign = stored.rows.iter().map(|(_, r)| r).find(|r| r.raw.contains("plain text from another producer")).expect("the foreign record is kept");
     assert_eq!(foreign.repository, "weir-foreign");
-    assert!(
-        foreign
-            .error
-            .as_deref()
-            .is_some_and(|e| e.contains("not a Weir event batch")),
-        "{foreign:?}"
-    );
+    assert!(foreign.error.as_deref().is_some_and(|e| e.contains("not a Weir event batch")), "{foreign:?}");
     for raw in ["trap", "loop"] {
         let row = stored.row(raw);
         assert_eq!(row.repository, "bad");
-        assert!(
-            row.error.is_some(),
-            "the hostile plugin's failure is kept as @error: {row:?}"
-        );
+        assert!(row.error.is_some(), "the hostile plugin's failure is kept as @error: {row:?}");
     }
     assert_eq!(counts.get(&format!("{run}-fine")), Some(&1));
     drop(core);
@@ -1234,28 +749,12 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let lines: Vec<String> = (0..40).map(|i| json_line(&run, i)).collect();
     for chunk in lines.chunks(10) {
         let body = json!([{"tags": {"source": chunk[0].clone()}, "events": chunk.iter().map(|l| json!({"rawstring": l})).collect::<Vec<_>>()}]).to_string();
-        assert_eq!(
-            post(
-                &client,
-                &core,
-                "/api/v1/ingest/humio-structured",
-                &format!("Bearer {TOKEN}"),
-                body
-            )
-            .await,
-            200
-        );
+        assert_eq!(post(&client, &core, "/api/v1/ingest/humio-structured", &format!("Bearer {TOKEN}"), body).await, 200);
     }
     let config = spec.config(dir.path());
     let before = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
     assert_eq!(before.rows.len(), 40);
-    assert!(
-        before
-            .rows
-            .iter()
-            .all(|(_, r)| r.parser.is_none() && !r.fields.contains_key("n")),
-        "stored unparsed first"
-    );
+    assert!(before.rows.iter().all(|(_, r)| r.parser.is_none() && !r.fields.contains_key("n")), "stored unparsed first");
     let old_ids: BTreeSet<String> = before.rows.iter().map(|(id, _)| id.clone()).collect();
 
     // Readers that take the segment list from one Global state count 40 events before,
@@ -1264,44 +763,21 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
     let reparse = {
         let config_path = config_path.clone();
         tokio::spawn(async move {
-            cli::weir_core(
-                &[
-                    "reparse",
-                    "--repository",
-                    REPOSITORY,
-                    "--from",
-                    "0",
-                    "--to",
-                    "now",
-                    "--parser",
-                    "json",
-                    "--grace-s",
-                    "2",
-                    "--config",
-                ],
-                &config_path,
-            )
-            .await
+            cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "2", "--config"], &config_path).await
         })
     };
     let mut views = 0;
     while !reparse.is_finished() {
         let config = config.clone();
         let state = global_state(&config).await.expect("Global readable");
-        let events: u64 = state
-            .partitions()
-            .flat_map(|p| state.segments(p))
-            .filter(|s| s.info.repositories.iter().any(|r| r == REPOSITORY))
-            .map(|s| s.info.n_events)
-            .sum();
+        let events: u64 = state.partitions().flat_map(|p| state.segments(p)).filter(|s| s.info.repositories.iter().any(|r| r == REPOSITORY)).map(|s| s.info.n_events).sum();
         assert_eq!(events, 40, "a reader sees every event once during the swap");
         views += 1;
     }
     let (ok, stdout, stderr) = reparse.await.unwrap();
     assert!(ok, "reparse failed:\n{stdout}\n{stderr}");
     assert!(views > 0);
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
     assert_eq!(summary["reparsed_events"], 40, "{summary}");
 
     let after = stored(&config, std::slice::from_ref(&spec.data_dir)).await;
@@ -1313,35 +789,12 @@ async fn reparse_swaps_in_parsed_segments_in_one_command_and_readers_see_each_ev
         assert_eq!(row.id, before.row(line).id, "an event keeps its id");
     }
     let new_ids: BTreeSet<String> = after.rows.iter().map(|(id, _)| id.clone()).collect();
-    assert!(
-        old_ids.is_disjoint(&new_ids),
-        "the old segments left Global"
-    );
+    assert!(old_ids.is_disjoint(&new_ids), "the old segments left Global");
     for id in &old_ids {
-        assert!(
-            !spec
-                .data_dir
-                .join("segments")
-                .join(weir_segment::segment_file_name(id))
-                .exists(),
-            "old file {id} deleted after the grace period"
-        );
+        assert!(!spec.data_dir.join("segments").join(weir_segment::segment_file_name(id)).exists(), "old file {id} deleted after the grace period");
     }
     // A parser that does not exist is refused with its name, and nothing changes.
-    let (ok, _, stderr) = cli::weir_core(
-        &[
-            "reparse",
-            "--repository",
-            REPOSITORY,
-            "--from",
-            "0",
-            "--parser",
-            "nope",
-            "--config",
-        ],
-        &config_path,
-    )
-    .await;
+    let (ok, _, stderr) = cli::weir_core(&["reparse", "--repository", REPOSITORY, "--from", "0", "--parser", "nope", "--config"], &config_path).await;
     assert!(!ok && stderr.contains("\"nope\""), "{stderr}");
     drop(core);
 }
@@ -1373,96 +826,38 @@ async fn reparse_on_one_core_fetches_the_segments_another_core_holds() {
         .state
         .partitions()
         .flat_map(|p| before.state.segments(p))
-        .filter(|s| {
-            one.data_dir
-                .join("segments")
-                .join(weir_segment::segment_file_name(&s.info.segment_id))
-                .is_file()
-        })
+        .filter(|s| one.data_dir.join("segments").join(weir_segment::segment_file_name(&s.info.segment_id)).is_file())
         .count();
     assert!(on_core_1 > 0, "core-1 digested some of the events");
 
     let (ok, stdout, stderr) = cli::weir_core(
-        &[
-            "reparse",
-            "--repository",
-            REPOSITORY,
-            "--from",
-            "0",
-            "--to",
-            "now",
-            "--parser",
-            "kv",
-            "--grace-s",
-            "0",
-            "--config",
-        ],
+        &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "kv", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )
     .await;
     // kv is not configured: refused by name before anything is fetched.
     assert!(!ok && stderr.contains("\"kv\""), "{stderr}");
     let (ok, stdout2, stderr2) = cli::weir_core(
-        &[
-            "reparse",
-            "--repository",
-            REPOSITORY,
-            "--from",
-            "0",
-            "--to",
-            "now",
-            "--parser",
-            "json",
-            "--grace-s",
-            "0",
-            "--config",
-        ],
+        &["reparse", "--repository", REPOSITORY, "--from", "0", "--to", "now", "--parser", "json", "--grace-s", "0", "--config"],
         &dir.path().join("core-2.toml"),
     )
     .await;
     assert!(ok, "reparse failed:\n{stdout}{stdout2}\n{stderr}{stderr2}");
-    assert!(
-        stderr2.contains("fetched segment") || stdout2.contains("fetched segment"),
-        "{stdout2}\n{stderr2}"
-    );
+    assert!(stderr2.contains("fetched segment") || stdout2.contains("fetched segment"), "{stdout2}\n{stderr2}");
     let after = stored(&config, &data_dirs).await;
     let raws = after.raws();
     for raw in &acknowledged {
         assert_eq!(raws.get(raw), Some(&1), "{raw} once after the swap");
-        assert_eq!(
-            after.row(raw).parser.as_deref(),
-            Some("json"),
-            "{raw} re-parsed"
-        );
+        assert_eq!(after.row(raw).parser.as_deref(), Some("json"), "{raw} re-parsed");
     }
-    let disk = std::fs::read_to_string(two.data_dir.join("disk-id"))
-        .expect("core-2's data directory has an id");
-    for segment in after
-        .state
-        .partitions()
-        .flat_map(|p| after.state.segments(p))
-    {
+    let disk = std::fs::read_to_string(two.data_dir.join("disk-id")).expect("core-2's data directory has an id");
+    for segment in after.state.partitions().flat_map(|p| after.state.segments(p)) {
         let name = weir_segment::segment_file_name(&segment.info.segment_id);
-        assert!(
-            two.data_dir.join("segments").join(&name).is_file(),
-            "{name} is core-2's"
-        );
-        assert!(
-            segment
-                .copies
-                .contains(&weir_global::Location::node("core-2", disk.trim())),
-            "{name}: {:?}",
-            segment.copies
-        );
+        assert!(two.data_dir.join("segments").join(&name).is_file(), "{name} is core-2's");
+        assert!(segment.copies.contains(&weir_global::Location::node("core-2", disk.trim())), "{name}: {:?}", segment.copies);
         assert!(!segment.staged, "{name} swapped in");
     }
-    assert!(
-        !two.data_dir
-            .join("staging")
-            .read_dir()
-            .is_ok_and(|mut d| d.next().is_some()),
-        "the reparse's staging directory is gone"
-    );
+    assert!(!two.data_dir.join("staging").read_dir().is_ok_and(|mut d| d.next().is_some()), "the reparse's staging directory is gone");
     drop((core_1, core_2));
 }
 
@@ -1477,14 +872,7 @@ async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
     let core_2 = core_process(&two, dir.path()).await;
     let certs = certs(dir.path());
     let edge_spec = EdgeSpec::new(dir.path(), vec![one.quic_addr(), two.quic_addr()], &certs);
-    let edge = Node::spawn(
-        "weir-edge",
-        &edge_spec.edge_id,
-        &edge_spec.toml(),
-        edge_spec.http_port,
-        dir.path(),
-    )
-    .await;
+    let edge = Node::spawn("weir-edge", &edge_spec.edge_id, &edge_spec.toml(), edge_spec.http_port, dir.path()).await;
     let client = http();
     let run = unique("resend");
     let mut acknowledged = Vec::new();
@@ -1514,19 +902,10 @@ async fn batches_an_edge_resent_after_its_core_was_killed_are_stored_once() {
     .await
     .unwrap();
     let copies: usize = records.iter().map(|r| r.batch.events.len()).sum();
-    let stored = stored(
-        &two.config(dir.path()),
-        &[one.data_dir.clone(), two.data_dir.clone()],
-    )
-    .await;
+    let stored = stored(&two.config(dir.path()), &[one.data_dir.clone(), two.data_dir.clone()]).await;
     let counts = stored.raws();
     for line in &acknowledged {
-        assert_eq!(
-            counts.get(line),
-            Some(&1),
-            "{line} stored exactly once (Kafka holds {copies} event copies for {} events)",
-            acknowledged.len()
-        );
+        assert_eq!(counts.get(line), Some(&1), "{line} stored exactly once (Kafka holds {copies} event copies for {} events)", acknowledged.len());
     }
     assert_eq!(stored.rows.len(), acknowledged.len());
     drop(edge);
@@ -1548,9 +927,7 @@ async fn a_log_that_started_before_weir_is_recorded_and_records_lost_later_wait_
     );
     let config = spec.config(dir.path());
     kafka::create_topic(&bootstrap, &spec.topic, 2, 1, &[]).await;
-    let records = (0..5)
-        .map(|i| (batch("gone", &[&format!("gone-{i}")]), None))
-        .collect();
+    let records = (0..5).map(|i| (batch("gone", &[&format!("gone-{i}")]), None)).collect();
     produce(&bootstrap, &spec.topic, records).await;
     // Records 0..3 of partition 0 are deleted before Weir ever ran on the topic.
     kafka::delete_records(&bootstrap, &spec.topic, 0, 3).await;
@@ -1601,12 +978,7 @@ async fn a_log_that_started_before_weir_is_recorded_and_records_lost_later_wait_
         let url = url.clone();
         async move {
             let text = weir_tests::scrape(&url).await;
-            weir_tests::metric(
-                &text,
-                "weir_digest_offset_gone_total",
-                &[("partition", "0")],
-            )
-            .filter(|n| *n >= 1.0)
+            weir_tests::metric(&text, "weir_digest_offset_gone_total", &[("partition", "0")]).filter(|n| *n >= 1.0)
         }
     })
     .await;

@@ -32,12 +32,7 @@ impl Drop for InProcessCore {
 impl InProcessCore {
     /// Starts a core from `spec` plus `[kafka.client_properties]`, through the TOML the
     /// binary would read; does not wait for it to be ready.
-    async fn start(
-        name: &str,
-        spec: &CoreSpec,
-        client_properties: &[(String, String)],
-        dir: &Path,
-    ) -> InProcessCore {
+    async fn start(name: &str, spec: &CoreSpec, client_properties: &[(String, String)], dir: &Path) -> InProcessCore {
         let mut toml = spec.toml();
         if !client_properties.is_empty() {
             toml.push_str("\n[kafka.client_properties]\n");
@@ -47,22 +42,15 @@ impl InProcessCore {
         }
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, &toml).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        let config = weir_core::config::CoreConfig::load(&path)
-            .unwrap_or_else(|e| panic!("load {}: {e}\n{toml}", path.display()));
+        let config = weir_core::config::CoreConfig::load(&path).unwrap_or_else(|e| panic!("load {}: {e}\n{toml}", path.display()));
         assert_eq!(
             config.kafka.client_properties.len(),
             client_properties.len(),
             "{name}: the client properties did not reach the config:\n{toml}"
         );
         let shutdown = CancellationToken::new();
-        let running = weir_core::start(config, shutdown.clone())
-            .await
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        InProcessCore {
-            name: name.into(),
-            base: format!("http://{}", running.http_addr),
-            shutdown,
-        }
+        let running = weir_core::start(config, shutdown.clone()).await.unwrap_or_else(|e| panic!("start {name}: {e}"));
+        InProcessCore { name: name.into(), base: format!("http://{}", running.http_addr), shutdown }
     }
 
     /// `GET /ready`: status and body.
@@ -88,10 +76,7 @@ impl InProcessCore {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!(
-            "{} not ready after {timeout:?}; last /ready answer {}: {}",
-            self.name, last.0, last.1
-        );
+        panic!("{} not ready after {timeout:?}; last /ready answer {}: {}", self.name, last.0, last.1);
     }
 
     /// Polls `/ready` for `period`: it must answer 503 every time. Returns the last body,
@@ -102,13 +87,7 @@ impl InProcessCore {
         loop {
             let (status, body) = self.ready().await;
             polls += 1;
-            assert_eq!(
-                status,
-                503,
-                "{} answered /ready with {status} after {:?} (poll {polls}): {body}",
-                self.name,
-                start.elapsed()
-            );
+            assert_eq!(status, 503, "{} answered /ready with {status} after {:?} (poll {polls}): {body}", self.name, start.elapsed());
             if start.elapsed() >= period {
                 return body;
             }
@@ -134,9 +113,7 @@ impl InProcessCore {
 /// Case-insensitive: does `text` contain every one of `needles`?
 fn mentions(text: &str, needles: &[&str]) -> bool {
     let text = text.to_lowercase();
-    needles
-        .iter()
-        .all(|needle| text.contains(&needle.to_lowercase()))
+    needles.iter().all(|needle| text.contains(&needle.to_lowercase()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -149,11 +126,7 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
     let broker = Broker::start_sasl(
         &dir.path().join("kafka"),
         SaslMechanism::ScramSha512,
-        &[
-            ("broker", "broker-secret"),
-            ("weir-core", "core-secret"),
-            ("reader", "reader-secret"),
-        ],
+        &[("broker", "broker-secret"), ("weir-core", "core-secret"), ("reader", "reader-secret")],
     );
     let bootstrap = broker.bootstrap();
     let broker_started = started.elapsed();
@@ -161,42 +134,22 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
     // The right credentials: ready means the admin client logged in, created the topic
     // and described it; an ack means the producer logged in and Kafka has the event.
     let spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-sasl"), &certs);
-    let core = InProcessCore::start(
-        "core-sasl",
-        &spec,
-        &broker.client_properties("weir-core", "core-secret"),
-        dir.path(),
-    )
-    .await;
+    let core = InProcessCore::start("core-sasl", &spec, &broker.client_properties("weir-core", "core-secret"), dir.path()).await;
     let ready_after = core.wait_ready(Duration::from_secs(30)).await;
     let event = unique("sasl-event");
     let (status, body) = core.ingest(&event).await;
-    assert_eq!(
-        status,
-        200,
-        "ingest through a SASL-authenticated producer: {body}\nbroker log:\n{}",
-        broker.log_tail(20)
-    );
+    assert_eq!(status, 200, "ingest through a SASL-authenticated producer: {body}\nbroker log:\n{}", broker.log_tail(20));
     let reader = broker.client_properties("reader", "reader-secret");
-    let (topic, consume_bootstrap, expected) =
-        (spec.topic.clone(), bootstrap.clone(), event.clone());
+    let (topic, consume_bootstrap, expected) = (spec.topic.clone(), bootstrap.clone(), event.clone());
     let records = tokio::task::spawn_blocking(move || {
-        kafka::consume_until_with(
-            &consume_bootstrap,
-            &reader,
-            &topic,
-            Duration::from_secs(20),
-            |records| kafka::raw_counts(records).contains_key(&expected),
-        )
+        kafka::consume_until_with(&consume_bootstrap, &reader, &topic, Duration::from_secs(20), |records| {
+            kafka::raw_counts(records).contains_key(&expected)
+        })
     })
     .await
     .unwrap();
     let counts = kafka::raw_counts(&records);
-    assert_eq!(
-        counts.get(&event),
-        Some(&1),
-        "the acknowledged event, read by a consumer that logs in: {counts:?}"
-    );
+    assert_eq!(counts.get(&event), Some(&1), "the acknowledged event, read by a consumer that logs in: {counts:?}");
     drop(core);
 
     // A wrong password and no SASL at all, side by side: neither core gets ready, nor
@@ -205,68 +158,27 @@ async fn core_publishes_to_a_broker_that_requires_sasl() {
     wrong.ack_timeout_ms = 2_000;
     let mut plain = CoreSpec::new("core-2", &bootstrap, &unique("weir-sasl-none"), &certs);
     plain.ack_timeout_ms = 2_000;
-    let wrong_core = InProcessCore::start(
-        "core-wrong-password",
-        &wrong,
-        &broker.client_properties("weir-core", "not-the-secret"),
-        dir.path(),
-    )
-    .await;
+    let wrong_core =
+        InProcessCore::start("core-wrong-password", &wrong, &broker.client_properties("weir-core", "not-the-secret"), dir.path()).await;
     let plain_core = InProcessCore::start("core-without-sasl", &plain, &[], dir.path()).await;
     let unready_for = Duration::from_secs(8);
-    let (wrong_reason, plain_reason) = tokio::join!(
-        wrong_core.stays_unready(unready_for),
-        plain_core.stays_unready(unready_for)
-    );
+    let (wrong_reason, plain_reason) = tokio::join!(wrong_core.stays_unready(unready_for), plain_core.stays_unready(unready_for));
     eprintln!("wrong password: /ready says {wrong_reason}");
     eprintln!("without SASL: /ready says {plain_reason}");
     // The reason carries librdkafka's last connection error, which names the cause.
-    assert!(
-        mentions(
-            &wrong_reason,
-            &[
-                "not ready",
-                "cannot reach kafka",
-                "recent kafka client errors",
-                "authentication"
-            ]
-        ),
-        "{wrong_reason}"
-    );
-    assert!(
-        mentions(
-            &plain_reason,
-            &[
-                "not ready",
-                "cannot reach kafka",
-                "recent kafka client errors"
-            ]
-        ),
-        "{plain_reason}"
-    );
+    assert!(mentions(&wrong_reason, &["not ready", "cannot reach kafka", "recent kafka client errors", "authentication"]), "{wrong_reason}");
+    assert!(mentions(&plain_reason, &["not ready", "cannot reach kafka", "recent kafka client errors"]), "{plain_reason}");
     // And the broker saw the wrong password.
     let log = std::fs::read_to_string(broker.dir.join("logs/server.log")).unwrap_or_default();
     assert!(
-        log.contains("Failed authentication")
-            && log.contains("invalid credentials with SASL mechanism SCRAM-SHA-512"),
+        log.contains("Failed authentication") && log.contains("invalid credentials with SASL mechanism SCRAM-SHA-512"),
         "the broker refused the wrong password; broker log:\n{}",
         broker.log_tail(30)
     );
     let (wrong_event, plain_event) = (unique("wrong-password"), unique("without-sasl"));
-    let (wrong_ingest, plain_ingest) = tokio::join!(
-        wrong_core.ingest(&wrong_event),
-        plain_core.ingest(&plain_event)
-    );
-    assert_ne!(
-        wrong_ingest.0, 200,
-        "a core with a wrong Kafka password acknowledged an event: {}",
-        wrong_ingest.1
-    );
-    assert_ne!(
-        plain_ingest.0, 200,
-        "a core without SASL acknowledged an event: {}",
-        plain_ingest.1
-    );
+    let (wrong_ingest, plain_ingest) = tokio::join!(wrong_core.ingest(&wrong_event), plain_core.ingest(&plain_event));
+    assert_ne!(wrong_ingest.0, 200, "a core with a wrong Kafka password acknowledged an event: {}", wrong_ingest.1);
+    assert_ne!(plain_ingest.0, 200, "a core without SASL acknowledged an event: {}", plain_ingest.1);
     eprintln!(
         "timings: broker start {broker_started:?}, core ready {ready_after:?}, wrong-password ingest {} and no-SASL ingest {}, total {:?}",
         wrong_ingest.0,
@@ -292,28 +204,17 @@ async fn the_core_stays_unready_while_the_topic_is_less_durable_than_required() 
     let core = InProcessCore::start("core-rf3", &spec, &[], dir.path()).await;
     let reason = core.stays_unready(Duration::from_secs(3)).await;
     assert!(
-        mentions(
-            &reason,
-            &[
-                "replication factor 3",
-                "add brokers or lower kafka.replication_factor"
-            ]
-        ),
+        mentions(&reason, &["replication factor 3", "add brokers or lower kafka.replication_factor"]),
         "/ready names the replication factor and what to do: {reason}"
     );
     let (status, body) = core.ingest(&unique("rf3")).await;
-    assert_eq!(
-        status, 503,
-        "an ingest request to a core without its topic: {body}"
-    );
+    assert_eq!(status, 503, "an ingest request to a core without its topic: {body}");
     drop(core);
 
     // (b) On three brokers, the topic exists with min.insync.replicas 1, the core
     // requires 2. (A broker enforces min(min.insync.replicas, replicas), so this needs a
     // topic of several replicas, hence a cluster.)
-    let cluster = tokio::task::block_in_place(|| {
-        kafka::Cluster::start(&dir.path().join("kafka"), 3, kafka::Quorum::Combined)
-    });
+    let cluster = tokio::task::block_in_place(|| kafka::Cluster::start(&dir.path().join("kafka"), 3, kafka::Quorum::Combined));
     let bootstrap = cluster.bootstrap();
     let topic = unique("weir-minisr");
     kafka::create_topic(&bootstrap, &topic, 2, 3, &[("min.insync.replicas", "1")]).await;
@@ -324,31 +225,18 @@ async fn the_core_stays_unready_while_the_topic_is_less_durable_than_required() 
     let core = InProcessCore::start("core-minisr", &spec, &[], dir.path()).await;
     let reason = core.stays_unready(Duration::from_secs(3)).await;
     assert!(
-        mentions(
-            &reason,
-            &[
-                "min.insync.replicas=1",
-                "kafka.min_insync_replicas 2",
-                "--add-config min.insync.replicas=2"
-            ]
-        ),
+        mentions(&reason, &["min.insync.replicas=1", "kafka.min_insync_replicas 2", "--add-config min.insync.replicas=2"]),
         "/ready names min.insync.replicas and what to do: {reason}"
     );
     // The topic takes writes, but not as durably as required: nothing is acknowledged.
     let (status, body) = core.ingest(&unique("minisr-early")).await;
     assert_eq!(status, 503, "an unready core acknowledged an event: {body}");
-    assert!(
-        body.contains("min.insync.replicas"),
-        "the answer says why: {body}"
-    );
+    assert!(body.contains("min.insync.replicas"), "the answer says why: {body}");
 
     // An operator raises it; the core re-checks with backoff and gets ready, no restart.
     kafka::alter_topic_config(&bootstrap, &topic, &[("min.insync.replicas", "2")]).await;
     let ready_after = core.wait_ready(Duration::from_secs(15)).await;
     let (status, body) = core.ingest(&unique("minisr-ready")).await;
     assert_eq!(status, 200, "ready, so acknowledged: {body}");
-    eprintln!(
-        "timings: ready {ready_after:?} after raising min.insync.replicas, total {:?}",
-        started.elapsed()
-    );
+    eprintln!("timings: ready {ready_after:?} after raising min.insync.replicas, total {:?}", started.elapsed());
 }

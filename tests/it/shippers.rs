@@ -20,12 +20,7 @@ fn clients_python() -> String {
     let output = Command::new("bash")
         .arg(&script)
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run bash {}: {e}; install bash and python3 (3.9+, with venv)",
-                script.display()
-            )
-        });
+        .unwrap_or_else(|e| panic!("cannot run bash {}: {e}; install bash and python3 (3.9+, with venv)", script.display()));
     assert!(
         output.status.success(),
         "setting up the clients' venv failed ({}); install python3 with the venv module and PyPI access, then run \
@@ -34,21 +29,14 @@ fn clients_python() -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     let stdout = String::from_utf8(output.stdout).expect("the setup script prints a path");
-    stdout
-        .lines()
-        .last()
-        .expect("the setup script prints the venv's python")
-        .trim()
-        .to_owned()
+    stdout.lines().last().expect("the setup script prints the venv's python").trim().to_owned()
 }
 
 /// Runs `tests/clients/<script> args…` with the clients' python; its last stdout line as
 /// JSON. Panics with the command's output when it fails.
 async fn run_client(script: &'static str, args: Vec<String>) -> Value {
     let python = clients_python();
-    let path = weir_tests::workspace_root()
-        .join("tests/clients")
-        .join(script);
+    let path = weir_tests::workspace_root().join("tests/clients").join(script);
     let mut command = Command::new(&python);
     command.arg(&path).args(&args);
     // The clients bound their own requests (timeouts of 10 and 30 s, few retries).
@@ -58,24 +46,14 @@ async fn run_client(script: &'static str, args: Vec<String>) -> Value {
         .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "{script} {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        output.status
-    );
+    assert!(output.status.success(), "{script} {args:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status);
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!("{script} printed no JSON line ({e}):\n{stdout}\nstderr:\n{stderr}")
-    })
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{script} printed no JSON line ({e}):\n{stdout}\nstderr:\n{stderr}"))
 }
 
 /// Reads `topic` until every text in `expected` was seen; returns each event found (with
 /// its batch's attributes) by raw text, and how often each raw text occurs.
-async fn read_back(
-    bootstrap: &str,
-    topic: &str,
-    expected: Vec<String>,
-) -> (BTreeMap<String, (Value, Value)>, BTreeMap<String, usize>) {
+async fn read_back(bootstrap: &str, topic: &str, expected: Vec<String>) -> (BTreeMap<String, (Value, Value)>, BTreeMap<String, usize>) {
     let (bootstrap, topic) = (bootstrap.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         kafka::expect_events(&bootstrap, &topic, &expected, Duration::from_secs(60));
@@ -85,10 +63,7 @@ async fn read_back(
             assert_eq!(record.batch.repository, REPOSITORY);
             for event in &record.batch.events {
                 let event_json = json!({"ts": event.timestamp_ms, "attrs": event.attributes});
-                events.insert(
-                    event.raw.clone(),
-                    (event_json, Value::Object(record.batch.attributes.clone())),
-                );
+                events.insert(event.raw.clone(), (event_json, Value::Object(record.batch.attributes.clone())));
             }
         }
         (events, kafka::raw_counts(&records))
@@ -113,26 +88,14 @@ async fn stack(name: &str, syslog: bool) -> Stack {
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let core_spec = CoreSpec::new(
-        "core-1",
-        &bootstrap,
-        &unique(&format!("weir-test-{name}")),
-        &certs,
-    );
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique(&format!("weir-test-{name}")), &certs);
     let core = core_process(&core_spec, dir.path()).await;
     let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
     if syslog {
         edge_spec.syslog_ports = Some((weir_tests::free_port(), weir_tests::free_port()));
     }
     let edge = edge_process(&edge_spec, dir.path()).await;
-    Stack {
-        core,
-        edge,
-        topic: core_spec.topic.clone(),
-        bootstrap,
-        syslog_ports: edge_spec.syslog_ports,
-        _dir: dir,
-    }
+    Stack { core, edge, topic: core_spec.topic.clone(), bootstrap, syslog_ports: edge_spec.syslog_ports, _dir: dir }
 }
 
 fn texts(run: &str, n: usize) -> Vec<String> {
@@ -150,25 +113,9 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
         for compression in ["none", "gzip"] {
             let run = unique(&format!("otlp-{target}-{compression}"));
             let url = node.url("/v1/logs");
-            let answer = run_client(
-                "otlp_logs.py",
-                vec![
-                    url,
-                    TOKEN.into(),
-                    run.clone(),
-                    n.to_string(),
-                    compression.into(),
-                ],
-            )
-            .await;
-            assert!(
-                answer["results"].as_array().is_some_and(|r| r.len() >= 3),
-                "batches of 20: several exports: {answer}"
-            );
-            trace_ids.insert(
-                run.clone(),
-                answer["trace_id"].as_str().expect("a trace id").to_owned(),
-            );
+            let answer = run_client("otlp_logs.py", vec![url, TOKEN.into(), run.clone(), n.to_string(), compression.into()]).await;
+            assert!(answer["results"].as_array().is_some_and(|r| r.len() >= 3), "batches of 20: several exports: {answer}");
+            trace_ids.insert(run.clone(), answer["trace_id"].as_str().expect("a trace id").to_owned());
             expected.extend(texts(&run, n));
         }
     }
@@ -176,11 +123,7 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
     for text in &expected {
         assert_eq!(counts[text], 1, "{text} exactly once");
     }
-    assert_eq!(
-        counts.values().sum::<usize>(),
-        expected.len(),
-        "nothing else in the topic: {counts:?}"
-    );
+    assert_eq!(counts.values().sum::<usize>(), expected.len(), "nothing else in the topic: {counts:?}");
     for (run, trace_id) in &trace_ids {
         let (event, batch) = &events[&format!("{run}-1")];
         assert_eq!(batch["resource.service.name"], "shipper-test", "{batch}");
@@ -190,31 +133,16 @@ async fn the_otel_sdk_exports_logs_to_core_and_edge_with_and_without_gzip() {
         assert_eq!(attrs["severity_text"], "WARN", "{event}");
         assert_eq!(attrs["severity_number"], 13, "{event}");
         assert_eq!(attrs["attributes.seq"], 1, "{event}");
-        assert_eq!(
-            attrs["trace_id"].as_str().map(str::len),
-            Some(32),
-            "{event}"
-        );
+        assert_eq!(attrs["trace_id"].as_str().map(str::len), Some(32), "{event}");
         assert_eq!(attrs["span_id"].as_str().map(str::len), Some(16), "{event}");
-        assert!(
-            event["ts"]
-                .as_i64()
-                .is_some_and(|ts| ts > 1_700_000_000_000),
-            "the record's time: {event}"
-        );
+        assert!(event["ts"].as_i64().is_some_and(|ts| ts > 1_700_000_000_000), "the record's time: {event}");
         let (even, _) = &events[&format!("{run}-0")];
-        assert!(
-            even["attrs"].get("trace_id").is_none(),
-            "no span, no trace id: {even}"
-        );
+        assert!(even["attrs"].get("trace_id").is_none(), "no span, no trace id: {even}");
         let (last, _) = &events[&format!("{run}-{}", n - 2)];
         assert_eq!(last["attrs"]["attributes.seq"], n - 2, "{last}");
         // The last odd record ran in the last span the client reported.
         assert!(
-            events
-                .iter()
-                .any(|(raw, (e, _))| raw.starts_with(run.as_str())
-                    && e["attrs"]["trace_id"] == *trace_id),
+            events.iter().any(|(raw, (e, _))| raw.starts_with(run.as_str()) && e["attrs"]["trace_id"] == *trace_id),
             "the client's trace id {trace_id} is kept"
         );
     }
@@ -227,30 +155,12 @@ async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
     let n = 60;
     let mut expected = Vec::new();
     let mut runs = Vec::new();
-    for (node, target, auth) in [
-        (&stack.core, "core", "basic"),
-        (&stack.edge, "edge", "apikey"),
-    ] {
+    for (node, target, auth) in [(&stack.core, "core", "basic"), (&stack.edge, "edge", "apikey")] {
         let run = unique(&format!("bulk-{target}"));
-        let answer = run_client(
-            "es_bulk.py",
-            vec![
-                node.url(""),
-                TOKEN.into(),
-                run.clone(),
-                n.to_string(),
-                auth.into(),
-            ],
-        )
-        .await;
+        let answer = run_client("es_bulk.py", vec![node.url(""), TOKEN.into(), run.clone(), n.to_string(), auth.into()]).await;
         assert_eq!(answer["success"], n, "{answer}");
         assert_eq!(answer["errors"], json!([]), "{answer}");
-        assert!(
-            answer["version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("8.")),
-            "{answer}"
-        );
+        assert!(answer["version"].as_str().is_some_and(|v| v.starts_with("8.")), "{answer}");
         expected.extend((0..n).map(|i| json!({"@timestamp": format!("2024-05-01T10:00:{:02}.000Z", i % 60), "message": format!("{run}-{i}"), "seq": i}).to_string()));
         runs.push(run);
     }
@@ -258,19 +168,9 @@ async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
     for text in &expected {
         assert_eq!(counts[text], 1, "{text} exactly once");
     }
-    assert_eq!(
-        counts.values().sum::<usize>(),
-        expected.len(),
-        "nothing else in the topic"
-    );
+    assert_eq!(counts.values().sum::<usize>(), expected.len(), "nothing else in the topic");
     for run in &runs {
-        let doc = |i: usize| {
-            &events[&expected
-                .iter()
-                .find(|t| t.contains(&format!("\"{run}-{i}\"")))
-                .unwrap()
-                .clone()]
-        };
+        let doc = |i: usize| &events[&expected.iter().find(|t| t.contains(&format!("\"{run}-{i}\""))).unwrap().clone()];
         let (event, batch) = doc(2);
         assert_eq!(batch["_index"], format!("web-{run}"), "{batch}");
         assert_eq!(event["attrs"]["_id"], format!("{run}-id-2"), "{event}");
@@ -285,10 +185,7 @@ async fn the_elasticsearch_bulk_helper_sends_to_core_and_edge() {
 async fn logger_sends_syslog_to_the_edge_over_tcp_and_udp() {
     let _gate = gate::shared();
     let stack = stack("logger", true).await;
-    let (udp, tcp) = stack
-        .syslog_ports
-        .map(|(udp, tcp)| (udp.to_string(), tcp.to_string()))
-        .unwrap();
+    let (udp, tcp) = stack.syslog_ports.map(|(udp, tcp)| (udp.to_string(), tcp.to_string())).unwrap();
     // The setup script installs logger when it is missing.
     clients_python();
     let run = unique("logger");
@@ -298,72 +195,33 @@ async fn logger_sends_syslog_to_the_edge_over_tcp_and_udp() {
             for i in 0..5 {
                 let text = format!("{run}{transport}{format}-{i}");
                 let status = Command::new("logger")
-                    .args([
-                        transport,
-                        "--server",
-                        "127.0.0.1",
-                        "--port",
-                        port.as_str(),
-                        format,
-                        "--tag",
-                        "weirtest",
-                        "--priority",
-                        "user.warning",
-                    ])
+                    .args([transport, "--server", "127.0.0.1", "--port", port.as_str(), format, "--tag", "weirtest", "--priority", "user.warning"])
                     .arg(&text)
                     .status()
                     .expect("run logger");
-                assert!(
-                    status.success(),
-                    "logger {transport} {format} failed: {status}"
-                );
+                assert!(status.success(), "logger {transport} {format} failed: {status}");
                 expected.push(text);
             }
         }
     }
-    let (bootstrap, topic, wanted) = (
-        stack.bootstrap.clone(),
-        stack.topic.clone(),
-        expected.clone(),
-    );
+    let (bootstrap, topic, wanted) = (stack.bootstrap.clone(), stack.topic.clone(), expected.clone());
     let records = tokio::task::spawn_blocking(move || {
-        let records =
-            kafka::consume_until(&bootstrap, &topic, Duration::from_secs(60), |records| {
-                wanted.iter().all(|text| {
-                    records
-                        .iter()
-                        .flat_map(|r| &r.batch.events)
-                        .any(|e| e.raw.ends_with(text.as_str()))
-                })
-            });
+        let records = kafka::consume_until(&bootstrap, &topic, Duration::from_secs(60), |records| {
+            wanted.iter().all(|text| records.iter().flat_map(|r| &r.batch.events).any(|e| e.raw.ends_with(text.as_str())))
+        });
         records
     })
     .await
     .unwrap();
-    let raws: Vec<&str> = records
-        .iter()
-        .flat_map(|r| &r.batch.events)
-        .map(|e| e.raw.as_str())
-        .collect();
+    let raws: Vec<&str> = records.iter().flat_map(|r| &r.batch.events).map(|e| e.raw.as_str()).collect();
     for text in &expected {
-        let found: Vec<&&str> = raws
-            .iter()
-            .filter(|raw| raw.ends_with(text.as_str()))
-            .collect();
+        let found: Vec<&&str> = raws.iter().filter(|raw| raw.ends_with(text.as_str())).collect();
         assert_eq!(found.len(), 1, "{text} exactly once in {raws:#?}");
         // user.warning = facility 1, severity 4: PRI 12; the tag is kept.
-        assert!(
-            found[0].starts_with("<12>") && found[0].contains("weirtest"),
-            "{}",
-            found[0]
-        );
+        assert!(found[0].starts_with("<12>") && found[0].contains("weirtest"), "{}", found[0]);
     }
     assert_eq!(raws.len(), expected.len(), "nothing else: {raws:#?}");
-    assert!(
-        records
-            .iter()
-            .all(|r| r.batch.parser.as_deref() == Some("syslog"))
-    );
+    assert!(records.iter().all(|r| r.batch.parser.as_deref() == Some("syslog")));
 }
 
 /// Bad input to the core and to the edge: each gets its documented answer; only the
@@ -378,11 +236,7 @@ async fn bad_shipper_input_gets_its_documented_answer_and_publishes_nothing() {
     }
     let (_, counts) = read_back(&stack.bootstrap, &stack.topic, expected.clone()).await;
     let published: std::collections::BTreeSet<&String> = counts.keys().collect();
-    assert_eq!(
-        published,
-        expected.iter().collect(),
-        "only the accepted events"
-    );
+    assert_eq!(published, expected.iter().collect(), "only the accepted events");
     assert_eq!(counts.values().sum::<usize>(), expected.len(), "each once");
 }
 
@@ -394,58 +248,27 @@ async fn send_bad_input(node: &weir_tests::nodes::Node) -> Vec<String> {
     let otlp = node.url("/v1/logs");
     let bulk = node.url("/_bulk");
     let send = |url: &str, content_type: &str, auth: String, body: Vec<u8>| {
-        client
-            .post(url)
-            .header("authorization", auth)
-            .header("content-type", content_type)
-            .body(body)
-            .send()
+        client.post(url).header("authorization", auth).header("content-type", content_type).body(body).send()
     };
     let bearer = format!("Bearer {TOKEN}");
 
     // Malformed protobuf: 400 with a protobuf google.rpc.Status (code 3, INVALID_ARGUMENT).
-    let response = send(
-        &otlp,
-        "application/x-protobuf",
-        bearer.clone(),
-        [b"\x0a\xff\xff\xff".as_slice(), run.as_bytes()].concat(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "application/x-protobuf", bearer.clone(), [b"\x0a\xff\xff\xff".as_slice(), run.as_bytes()].concat()).await.unwrap();
     assert_eq!(response.status(), 400);
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
     let status = response.bytes().await.unwrap();
-    assert_eq!(
-        &status[..2],
-        b"\x08\x03",
-        "Status.code = 3 first: {status:?}"
-    );
-    assert!(
-        String::from_utf8_lossy(&status).contains("invalid OTLP protobuf"),
-        "{status:?}"
-    );
+    assert_eq!(&status[..2], b"\x08\x03", "Status.code = 3 first: {status:?}");
+    assert!(String::from_utf8_lossy(&status).contains("invalid OTLP protobuf"), "{status:?}");
 
     // OTLP-JSON with a wrong type: 400 with a JSON Status naming the place.
     let wrong_type = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
         {"body": {"stringValue": format!("{run}-good")}},
         {"body": {"stringValue": format!("{run}-bad")}, "severityNumber": "loud"}]}]}]});
-    let response = send(
-        &otlp,
-        "application/json",
-        bearer.clone(),
-        wrong_type.to_string().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "application/json", bearer.clone(), wrong_type.to_string().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 400);
     let status: Value = response.json().await.unwrap();
     assert_eq!(status["code"], 3, "{status}");
-    assert!(
-        status["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("invalid type") && m.contains("column")),
-        "{status}"
-    );
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("invalid type") && m.contains("column")), "{status}");
 
     // A structured body nested past the depth limit (32): 400, the whole request refused.
     // (35 levels: far deeper JSON meets serde_json's recursion limit first, also a 400.)
@@ -454,70 +277,28 @@ async fn send_bad_input(node: &weir_tests::nodes::Node) -> Vec<String> {
         deep = json!({"arrayValue": {"values": [deep]}});
     }
     let nested = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": format!("{run}-sibling")}}, {"body": deep}]}]}]});
-    let response = send(
-        &otlp,
-        "application/json",
-        bearer.clone(),
-        nested.to_string().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "application/json", bearer.clone(), nested.to_string().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 400);
     let status: Value = response.json().await.unwrap();
-    assert!(
-        status["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("logRecords[1]: body: nested deeper than 32")),
-        "{status}"
-    );
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("logRecords[1]: body: nested deeper than 32")), "{status}");
 
     // Another content type: 415.
-    let response = send(
-        &otlp,
-        "text/plain",
-        bearer.clone(),
-        format!("{run}-text").into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "text/plain", bearer.clone(), format!("{run}-text").into_bytes()).await.unwrap();
     assert_eq!(response.status(), 415);
     let status: Value = response.json().await.unwrap();
-    assert!(
-        status["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("application/x-protobuf")),
-        "{status}"
-    );
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("application/x-protobuf")), "{status}");
 
     // A wrong token: 403 (PERMISSION_DENIED) for OTLP, 403 with X-Elastic-Product for bulk;
     // no Authorization at all: 401.
     let good_otlp = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": format!("{run}-token")}}]}]}]});
-    let response = send(
-        &otlp,
-        "application/json",
-        "Bearer nope".into(),
-        good_otlp.to_string().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "application/json", "Bearer nope".into(), good_otlp.to_string().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.json::<Value>().await.unwrap()["code"], 7);
-    let good_bulk =
-        format!("{{\"index\":{{\"_index\":\"i\"}}}}\n{{\"message\":\"{run}-token\"}}\n");
-    let response = send(
-        &bulk,
-        "application/x-ndjson",
-        basic("elastic", "nope"),
-        good_bulk.clone().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let good_bulk = format!("{{\"index\":{{\"_index\":\"i\"}}}}\n{{\"message\":\"{run}-token\"}}\n");
+    let response = send(&bulk, "application/x-ndjson", basic("elastic", "nope"), good_bulk.clone().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 403);
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"]["type"],
-        "security_exception"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["type"], "security_exception");
     let response = client.post(&bulk).body(good_bulk).send().await.unwrap();
     assert_eq!(response.status(), 401);
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
@@ -526,25 +307,14 @@ async fn send_bad_input(node: &weir_tests::nodes::Node) -> Vec<String> {
     // item in order, the good items published, the bad ones not.
     let body = [
         format!("{{\"index\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-ok-1\"}}\n"),
-        format!(
-            "{{\"index\":{{\"_index\":\"web\"}}\n{{\"message\":\"{run}-after-broken-action\"}}\n"
-        ),
+        format!("{{\"index\":{{\"_index\":\"web\"}}\n{{\"message\":\"{run}-after-broken-action\"}}\n"),
         format!("{{\"index\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-broken-doc\"\n"),
-        format!(
-            "{{\"explode\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-unknown-action\"}}\n"
-        ),
+        format!("{{\"explode\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-unknown-action\"}}\n"),
         "{\"delete\":{\"_index\":\"web\",\"_id\":\"1\"}}\n".to_owned(),
         format!("{{\"create\":{{\"_index\":\"web\"}}}}\n{{\"message\":\"{run}-ok-2\"}}\n"),
     ]
     .concat();
-    let response = send(
-        &node.url("/web/_bulk"),
-        "application/x-ndjson",
-        bearer.clone(),
-        body.into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&node.url("/web/_bulk"), "application/x-ndjson", bearer.clone(), body.into_bytes()).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
     let answer: Value = response.json().await.unwrap();
@@ -558,77 +328,35 @@ async fn send_bad_input(node: &weir_tests::nodes::Node) -> Vec<String> {
             (action.clone(), body["status"].as_i64().unwrap())
         })
         .collect();
-    let expected_items = [
-        ("index", 201),
-        ("index", 400),
-        ("index", 400),
-        ("index", 400),
-        ("delete", 400),
-        ("create", 201),
-    ];
-    assert_eq!(
-        items,
-        expected_items.map(|(a, s)| (a.to_owned(), s)),
-        "{answer}"
-    );
-    assert!(
-        answer["items"][3]["index"]["error"]["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("found [explode]")),
-        "{answer}"
-    );
+    let expected_items = [("index", 201), ("index", 400), ("index", 400), ("index", 400), ("delete", 400), ("create", 201)];
+    assert_eq!(items, expected_items.map(|(a, s)| (a.to_owned(), s)), "{answer}");
+    assert!(answer["items"][3]["index"]["error"]["reason"].as_str().is_some_and(|r| r.contains("found [explode]")), "{answer}");
 
     // GET / is the version document the clients check.
     let response = client.get(node.url("/")).send().await.unwrap();
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
-    assert!(
-        response.json::<Value>().await.unwrap()["version"]["number"]
-            .as_str()
-            .is_some_and(|v| v.starts_with("8."))
-    );
+    assert!(response.json::<Value>().await.unwrap()["version"]["number"].as_str().is_some_and(|v| v.starts_with("8.")));
 
     // A final marker.
     let marker = format!("{run}-marker");
     let marker_body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": marker}}]}]}]});
-    let response = send(
-        &otlp,
-        "application/json",
-        bearer,
-        marker_body.to_string().into_bytes(),
-    )
-    .await
-    .unwrap();
+    let response = send(&otlp, "application/json", bearer, marker_body.to_string().into_bytes()).await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(
-        response.text().await.unwrap(),
-        "{}",
-        "an empty ExportLogsServiceResponse"
-    );
-    vec![
-        format!("{{\"message\":\"{run}-ok-1\"}}"),
-        format!("{{\"message\":\"{run}-ok-2\"}}"),
-        marker,
-    ]
+    assert_eq!(response.text().await.unwrap(), "{}", "an empty ExportLogsServiceResponse");
+    vec![format!("{{\"message\":\"{run}-ok-1\"}}"), format!("{{\"message\":\"{run}-ok-2\"}}"), marker]
 }
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
 /// Text that zstd cannot shrink much, so that a few requests fill a small spool.
 fn incompressible(seed: u64, len: usize) -> String {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     (0..len / 16)
         .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             format!("{:016x}", state ^ (state >> 29))
         })
         .collect()
@@ -644,12 +372,7 @@ async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let core_spec = CoreSpec::new(
-        "core-1",
-        &bootstrap,
-        &unique("weir-test-shippers-full"),
-        &certs,
-    );
+    let core_spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-shippers-full"), &certs);
     let mut edge_spec = EdgeSpec::new(dir.path(), vec![core_spec.quic_addr()], &certs);
     edge_spec.spool_max_bytes = 256 * 1024;
     edge_spec.spool_segment_bytes = 64 * 1024;
@@ -658,12 +381,7 @@ async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
     let run = unique("full");
     let post_otlp = |text: String| {
         let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": text}}]}]}]});
-        client
-            .post(edge.url("/v1/logs"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
+        client.post(edge.url("/v1/logs")).header("authorization", format!("Bearer {TOKEN}")).header("content-type", "application/json").body(body.to_string()).send()
     };
 
     let mut acknowledged = Vec::new();
@@ -677,46 +395,22 @@ async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
                 refused = Some((text, response));
                 break;
             }
-            other => panic!(
-                "unexpected {other}: {}",
-                response.text().await.unwrap_or_default()
-            ),
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
         }
     }
     let (refused_text, response) = refused.expect("a 256 KiB spool fills up");
-    let retry_after = response.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse::<u64>()
-        .unwrap();
+    let retry_after = response.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap();
     assert!(retry_after >= 1, "Retry-After {retry_after}");
     let status: Value = response.json().await.unwrap();
     assert_eq!(status["code"], 8, "RESOURCE_EXHAUSTED: {status}");
-    assert!(
-        status["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("spool is full")),
-        "{status}"
-    );
+    assert!(status["message"].as_str().is_some_and(|m| m.contains("spool is full")), "{status}");
     // As large as the refused record: the spool refuses what does not fit.
-    let bulk = format!(
-        "{{\"index\":{{\"_index\":\"i\"}}}}\n{{\"message\":\"{run}-bulk-refused-{}\"}}\n",
-        incompressible(999, 8_000)
-    );
-    let response = client
-        .post(edge.url("/_bulk"))
-        .header("authorization", format!("ApiKey {TOKEN}"))
-        .body(bulk)
-        .send()
-        .await
-        .unwrap();
+    let bulk = format!("{{\"index\":{{\"_index\":\"i\"}}}}\n{{\"message\":\"{run}-bulk-refused-{}\"}}\n", incompressible(999, 8_000));
+    let response = client.post(edge.url("/_bulk")).header("authorization", format!("ApiKey {TOKEN}")).body(bulk).send().await.unwrap();
     assert_eq!(response.status(), 429);
     assert_eq!(response.headers()["x-elastic-product"], "Elasticsearch");
     assert!(response.headers().contains_key("retry-after"));
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["error"]["type"],
-        "es_rejected_execution_exception"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["type"], "es_rejected_execution_exception");
 
     // Topped up with small records until even those are refused, so the SDK's small
     // batch is refused too.
@@ -726,10 +420,7 @@ async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
         match response.status().as_u16() {
             200 => acknowledged.push(text),
             429 => break,
-            other => panic!(
-                "unexpected {other}: {}",
-                response.text().await.unwrap_or_default()
-            ),
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap_or_default()),
         }
     }
     let refused_before = otlp_429s(&edge).await;
@@ -739,56 +430,27 @@ async fn a_full_edge_spool_pushes_back_and_the_otel_sdk_retries_into_kafka() {
     let sdk_run = unique("full-sdk");
     let exporter = tokio::spawn(run_client(
         "otlp_logs.py",
-        vec![
-            edge.url("/v1/logs"),
-            TOKEN.into(),
-            sdk_run.clone(),
-            "10".into(),
-            "gzip".into(),
-            "60".into(),
-        ],
+        vec![edge.url("/v1/logs"), TOKEN.into(), sdk_run.clone(), "10".into(), "gzip".into(), "60".into()],
     ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _core = core_process(&core_spec, dir.path()).await;
     let answer = exporter.await.unwrap();
-    assert!(
-        answer["results"].as_array().is_some_and(|r| !r.is_empty()),
-        "{answer}"
-    );
-    assert!(
-        otlp_429s(&edge).await > refused_before,
-        "the SDK was pushed back at least once before it got through"
-    );
+    assert!(answer["results"].as_array().is_some_and(|r| !r.is_empty()), "{answer}");
+    assert!(otlp_429s(&edge).await > refused_before, "the SDK was pushed back at least once before it got through");
 
     let mut expected = acknowledged.clone();
     expected.extend(texts(&sdk_run, 10));
     let (_, counts) = read_back(&bootstrap, &core_spec.topic, expected.clone()).await;
     for text in &expected {
-        assert_eq!(
-            counts[text],
-            1,
-            "{} exactly once",
-            &text[..text.len().min(60)]
-        );
+        assert_eq!(counts[text], 1, "{} exactly once", &text[..text.len().min(60)]);
     }
-    assert!(
-        !counts.contains_key(&refused_text),
-        "the refused record is not in Kafka"
-    );
-    assert!(
-        counts.keys().all(|raw| !raw.contains("bulk-refused")),
-        "the refused bulk item is not in Kafka"
-    );
+    assert!(!counts.contains_key(&refused_text), "the refused record is not in Kafka");
+    assert!(counts.keys().all(|raw| !raw.contains("bulk-refused")), "the refused bulk item is not in Kafka");
     assert_eq!(counts.values().sum::<usize>(), expected.len());
 }
 
 /// How many `/v1/logs` requests the node answered 429.
 async fn otlp_429s(node: &weir_tests::nodes::Node) -> f64 {
     let metrics = weir_tests::scrape(&node.url("")).await;
-    weir_tests::metric(
-        &metrics,
-        "weir_http_requests_total",
-        &[("endpoint", "otlp-logs"), ("status", "429")],
-    )
-    .unwrap_or(0.0)
+    weir_tests::metric(&metrics, "weir_http_requests_total", &[("endpoint", "otlp-logs"), ("status", "429")]).unwrap_or(0.0)
 }

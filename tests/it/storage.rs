@@ -29,33 +29,21 @@ async fn submit(config: &CoreConfig, dir: &Path, command: weir_global::Command) 
     own.data_dir = dir.join(unique("tamper-data"));
     let global = GlobalLog::open(&own).expect("open Global");
     let shutdown = CancellationToken::new();
-    let applier = tokio::spawn(global.clone().run(
-        own.kafka.clone(),
-        own.global.clone(),
-        shutdown.clone(),
-    ));
+    let applier = tokio::spawn(global.clone().run(own.kafka.clone(), own.global.clone(), shutdown.clone()));
     eventually("the tool's Global caught up", WAIT, || {
         let ready = global.not_ready().is_none();
         async move { ready.then_some(()) }
     })
     .await;
     let deadline = std::time::Instant::now() + kafka::METADATA_TIMEOUT;
-    let outcome = kafka::retry_transient_async("submit a Global command", deadline, |_| {
-        global.submit(&command)
-    })
-    .await
-    .expect("submitted")
-    .1;
+    let outcome = kafka::retry_transient_async("submit a Global command", deadline, |_| global.submit(&command)).await.expect("submitted").1;
     shutdown.cancel();
     let _ = applier.await;
     outcome
 }
 
 fn copies_of<'a>(state: &'a State, id: &str) -> Vec<&'a Location> {
-    state
-        .segment(id)
-        .map(|s| s.copies.iter().collect())
-        .unwrap_or_default()
+    state.segment(id).map(|s| s.copies.iter().collect()).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -73,63 +61,27 @@ async fn a_restarted_core_makes_its_copies_in_global_match_its_disk() {
     // Requests a flush interval apart, until three segments carry core-1's copy.
     let mut segments: Vec<Segment> = Vec::new();
     for i in 0..40 {
-        let events: Vec<_> = (0..5)
-            .map(|j| json!({"rawstring": format!("{run}-{i}-{j}")}))
-            .collect();
-        let body =
-            json!([{"tags": {"source": format!("{run}-{i}")}, "events": events}]).to_string();
-        let sent = client
-            .post(core.url("/api/v1/ingest/humio-structured"))
-            .header("authorization", format!("Bearer {TOKEN}"))
-            .body(body)
-            .send()
-            .await;
+        let events: Vec<_> = (0..5).map(|j| json!({"rawstring": format!("{run}-{i}-{j}")})).collect();
+        let body = json!([{"tags": {"source": format!("{run}-{i}")}, "events": events}]).to_string();
+        let sent = client.post(core.url("/api/v1/ingest/humio-structured")).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await;
         assert!(sent.is_ok_and(|r| r.status().is_success()), "ingest {i}");
         tokio::time::sleep(Duration::from_millis(spec.digest_flush_ms + 200)).await;
         let state = global_state(&config).await.expect("Global");
-        segments = state
-            .partitions()
-            .flat_map(|p| state.segments(p))
-            .filter(|s| s.info.n_events > 0 && !s.copies.is_empty())
-            .cloned()
-            .collect();
+        segments = state.partitions().flat_map(|p| state.segments(p)).filter(|s| s.info.n_events > 0 && !s.copies.is_empty()).cloned().collect();
         if segments.len() >= 3 {
             break;
         }
     }
-    assert!(
-        segments.len() >= 3,
-        "three segments with a copy: {segments:?}"
-    );
+    assert!(segments.len() >= 3, "three segments with a copy: {segments:?}");
     let status = tokio::task::block_in_place(|| core.terminate(Duration::from_secs(30)));
     assert!(status.success(), "{status}");
 
-    let disk = std::fs::read_to_string(spec.data_dir.join("disk-id"))
-        .expect("the data directory has an id");
+    let disk = std::fs::read_to_string(spec.data_dir.join("disk-id")).expect("the data directory has an id");
     let mine = Location::node("core-1", disk.trim());
-    let path = |id: &str| {
-        spec.data_dir
-            .join("segments")
-            .join(weir_segment::segment_file_name(id))
-    };
-    let (missing, damaged, uncopied) = (
-        &segments[0].info.segment_id,
-        &segments[1].info.segment_id,
-        &segments[2].info.segment_id,
-    );
+    let path = |id: &str| spec.data_dir.join("segments").join(weir_segment::segment_file_name(id));
+    let (missing, damaged, uncopied) = (&segments[0].info.segment_id, &segments[1].info.segment_id, &segments[2].info.segment_id);
     for id in [missing, damaged, uncopied] {
-        assert_eq!(
-            global_state(&config)
-                .await
-                .unwrap()
-                .segment(id)
-                .unwrap()
-                .copies
-                .iter()
-                .collect::<Vec<_>>(),
-            [&mine],
-            "{id} before"
-        );
+        assert_eq!(global_state(&config).await.unwrap().segment(id).unwrap().copies.iter().collect::<Vec<_>>(), [&mine], "{id} before");
     }
     // A lost file, a file with one flipped byte, and a registration whose add_copy never
     // made it (written here as the record removing it: the same state).
@@ -138,17 +90,7 @@ async fn a_restarted_core_makes_its_copies_in_global_match_its_disk() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(path(damaged), bytes).unwrap();
-    let outcome = submit(
-        &config,
-        dir.path(),
-        remove_copy(
-            uncopied,
-            mine.clone(),
-            "core-1",
-            "test: a crash before add_copy",
-        ),
-    )
-    .await;
+    let outcome = submit(&config, dir.path(), remove_copy(uncopied, mine.clone(), "core-1", "test: a crash before add_copy")).await;
     assert_eq!(outcome, Outcome::Applied);
     assert!(copies_of(&global_state(&config).await.unwrap(), uncopied).is_empty());
     // A finished file Global never heard of (old enough to judge), and a crashed reparse's
@@ -164,48 +106,27 @@ async fn a_restarted_core_makes_its_copies_in_global_match_its_disk() {
     let abandoned = spec.data_dir.join("staging").join("reparse-999999");
     std::fs::create_dir_all(&abandoned).unwrap();
     std::fs::write(abandoned.join("lock"), b"").unwrap();
-    std::fs::write(
-        abandoned.join(weir_segment::segment_file_name("p0-o0-rdeadbeef")),
-        b"half a file",
-    )
-    .unwrap();
+    std::fs::write(abandoned.join(weir_segment::segment_file_name("p0-o0-rdeadbeef")), b"half a file").unwrap();
 
     let core = core_process(&spec, dir.path()).await;
     let state = eventually("core-1 reconciled its copies with its disk", WAIT, || {
         let config = config.clone();
-        let (missing, damaged, uncopied, mine) = (
-            missing.clone(),
-            damaged.clone(),
-            uncopied.clone(),
-            mine.clone(),
-        );
+        let (missing, damaged, uncopied, mine) = (missing.clone(), damaged.clone(), uncopied.clone(), mine.clone());
         async move {
             let state = global_state(&config).await.ok()?;
-            let done = copies_of(&state, &missing).is_empty()
-                && copies_of(&state, &damaged).is_empty()
-                && copies_of(&state, &uncopied) == [&mine];
+            let done = copies_of(&state, &missing).is_empty() && copies_of(&state, &damaged).is_empty() && copies_of(&state, &uncopied) == [&mine];
             done.then_some(state)
         }
     })
     .await;
     for segment in &segments[3..] {
-        assert_eq!(
-            copies_of(&state, &segment.info.segment_id),
-            [&mine],
-            "an intact segment keeps its copy"
-        );
+        assert_eq!(copies_of(&state, &segment.info.segment_id), [&mine], "an intact segment keeps its copy");
     }
     assert!(!path(damaged).exists(), "a damaged file is never served");
-    assert!(
-        path(damaged).with_extension("parquet.damaged").is_file(),
-        "... but kept for the operator"
-    );
+    assert!(path(damaged).with_extension("parquet.damaged").is_file(), "... but kept for the operator");
     assert!(path(uncopied).is_file());
     assert!(!orphan.exists(), "a file Global does not know is removed");
-    assert!(
-        !abandoned.exists(),
-        "an abandoned staging directory is removed"
-    );
+    assert!(!abandoned.exists(), "an abandoned staging directory is removed");
     let log = core.log_tail();
     assert!(log.contains("does not match Global's blake3"), "{log}");
     drop(core);

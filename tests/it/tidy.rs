@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use weir_tests::gate;
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -30,11 +28,7 @@ fn sources() -> Vec<PathBuf> {
     for dir in ["common", "core", "edge", "tests", "plugins"] {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(
-        files.len() > 30,
-        "tidy found only {} Rust files; is the root right?",
-        files.len()
-    );
+    assert!(files.len() > 30, "tidy found only {} Rust files; is the root right?", files.len());
     files
 }
 
@@ -42,12 +36,7 @@ fn sources() -> Vec<PathBuf> {
 fn no_stubs_debug_leftovers_or_ignored_tests() {
     let _gate = gate::shared();
     // Built from pieces so that this file does not flag itself.
-    let banned = [
-        ["todo", "!("].concat(),
-        ["unimplemented", "!("].concat(),
-        ["dbg", "!("].concat(),
-        ["#[", "ignore"].concat(),
-    ];
+    let banned = [["todo", "!("].concat(), ["unimplemented", "!("].concat(), ["dbg", "!("].concat(), ["#[", "ignore"].concat()];
     let mut problems = Vec::new();
     for file in sources() {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -59,11 +48,7 @@ fn no_stubs_debug_leftovers_or_ignored_tests() {
             }
         }
     }
-    assert!(
-        problems.is_empty(),
-        "remove these:\n{}",
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "remove these:\n{}", problems.join("\n"));
 }
 
 #[test]
@@ -83,30 +68,20 @@ fn every_library_module_has_a_doc_comment() {
             missing.push(path.into_owned());
         }
     }
-    assert!(
-        missing.is_empty(),
-        "add a `//!` doc saying what the module owns:\n{}",
-        missing.join("\n")
-    );
+    assert!(missing.is_empty(), "add a `//!` doc saying what the module owns:\n{}", missing.join("\n"));
 }
 
 #[test]
 fn no_compiled_wasm_is_tracked() {
     let _gate = gate::shared();
     let root = weir_tests::workspace_root();
-    let output = std::process::Command::new("git")
-        .args(["ls-files", "*.wasm", "*.cwasm"])
-        .current_dir(&root)
-        .output();
+    let output = std::process::Command::new("git").args(["ls-files", "*.wasm", "*.cwasm"]).current_dir(&root).output();
     // Outside a git checkout (a source tarball) there is nothing to check.
     if let Ok(output) = output
         && output.status.success()
     {
         let tracked = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            tracked.trim().is_empty(),
-            "compiled Wasm is committed; build it from source instead:\n{tracked}"
-        );
+        assert!(tracked.trim().is_empty(), "compiled Wasm is committed; build it from source instead:\n{tracked}");
     }
 }
 
@@ -118,33 +93,14 @@ fn the_edge_links_neither_wasmtime_nor_rdkafka_nor_the_aws_sdk() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = std::process::Command::new(cargo)
         .current_dir(weir_tests::workspace_root())
-        .args([
-            "tree",
-            "--locked",
-            "--offline",
-            "-p",
-            "weir-edge",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
+        .args(["tree", "--locked", "--offline", "-p", "weir-edge", "-e", "normal", "--prefix", "none"])
         .output()
         .expect("run cargo tree");
     let tree = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "cargo tree failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        tree.lines().any(|l| l.starts_with("quinn ")),
-        "the tree is the edge's: {tree}"
-    );
-    let forbidden: Vec<&str> = tree
-        .lines()
-        .filter(|l| l.starts_with("wasmtime") || l.starts_with("rdkafka") || l.starts_with("aws-"))
-        .collect();
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(tree.lines().any(|l| l.starts_with("quinn ")), "the tree is the edge's: {tree}");
+    let forbidden: Vec<&str> =
+        tree.lines().filter(|l| l.starts_with("wasmtime") || l.starts_with("rdkafka") || l.starts_with("aws-")).collect();
     assert!(forbidden.is_empty(), "the edge links {forbidden:?}");
 }
 
@@ -159,23 +115,11 @@ fn every_integration_test_takes_its_gate() {
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap();
         // Built from pieces so that this file's own text does not count.
-        let tests = text.matches(["#[", "test]"].concat().as_str()).count()
-            + text
-                .matches(["#[", "tokio::test"].concat().as_str())
-                .count();
-        let gates = text
-            .matches(["let _gate = ", "gate::"].concat().as_str())
-            .count();
+        let tests = text.matches(["#[", "test]"].concat().as_str()).count() + text.matches(["#[", "tokio::test"].concat().as_str()).count();
+        let gates = text.matches(["let _gate = ", "gate::"].concat().as_str()).count();
         if tests != gates {
-            missing.push(format!(
-                "{}: {tests} tests, {gates} gates",
-                entry.file_name().to_string_lossy()
-            ));
+            missing.push(format!("{}: {tests} tests, {gates} gates", entry.file_name().to_string_lossy()));
         }
     }
-    assert!(
-        missing.is_empty(),
-        "start every test by binding `gate::shared()` (or `gate::alone()`) to `_gate`:\n{}",
-        missing.join("\n")
-    );
+    assert!(missing.is_empty(), "start every test by binding `gate::shared()` (or `gate::alone()`) to `_gate`:\n{}", missing.join("\n"));
 }

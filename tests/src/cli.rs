@@ -15,19 +15,12 @@ pub fn run(binary: &str, args: &[&str], config: &Path) -> (bool, String, String)
         .env("WEIR_LOG", "info")
         .output()
         .unwrap_or_else(|e| panic!("run {binary} {args:?}: {e}"));
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// Runs `weir-core ARGS CONFIG` off the runtime's threads: (success, stdout, stderr).
 pub async fn weir_core(args: &[&str], config: &Path) -> (bool, String, String) {
-    let (args, config): (Vec<String>, std::path::PathBuf) = (
-        args.iter().map(|a| a.to_string()).collect(),
-        config.to_owned(),
-    );
+    let (args, config): (Vec<String>, std::path::PathBuf) = (args.iter().map(|a| a.to_string()).collect(), config.to_owned());
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run("weir-core", &args, &config)

@@ -19,11 +19,7 @@ struct Machine {
     waiting_alone: usize,
 }
 
-static MACHINE: Mutex<Machine> = Mutex::new(Machine {
-    shared: 0,
-    alone: false,
-    waiting_alone: 0,
-});
+static MACHINE: Mutex<Machine> = Mutex::new(Machine { shared: 0, alone: false, waiting_alone: 0 });
 static CHANGED: Condvar = Condvar::new();
 
 fn machine() -> MutexGuard<'static, Machine> {
@@ -99,10 +95,7 @@ mod tests {
         });
         let deadline = Instant::now() + Duration::from_secs(10);
         while machine().waiting_alone == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the alone test never asked for its gate"
-            );
+            assert!(Instant::now() < deadline, "the alone test never asked for its gate");
             std::thread::sleep(Duration::from_millis(5));
         }
         // A test that asks to share after the alone one asked waits behind it.
@@ -110,16 +103,10 @@ mod tests {
             let _gate = shared();
             Instant::now()
         });
-        assert!(
-            !alone_started.load(Ordering::SeqCst),
-            "the alone test started beside a running one"
-        );
+        assert!(!alone_started.load(Ordering::SeqCst), "the alone test started beside a running one");
         drop(running);
         let alone_ended = alone_test.join().unwrap();
         let later_started = later_test.join().unwrap();
-        assert!(
-            later_started >= alone_ended,
-            "a test started while the alone one ran"
-        );
+        assert!(later_started >= alone_ended, "a test started while the alone one ran");
     }
 }

@@ -20,25 +20,15 @@ use std::time::{Duration, Instant};
 
 /// The repository root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
 }
 
 /// A unique, readable name: `prefix-<pid>-<counter>-<nanos>`.
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{prefix}-{}-{}-{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A free loopback port for both TCP and UDP (HTTP and QUIC of one node may share it).
@@ -60,12 +50,7 @@ pub fn free_ports(n: u16) -> u16 {
     const FIRST: u32 = 20_000;
     const LEN: u32 = 9_000;
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        (std::process::id() * 97) % LEN,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
+    let _ = NEXT.compare_exchange(u32::MAX, (std::process::id() * 97) % LEN, Ordering::Relaxed, Ordering::Relaxed);
     for _ in 0..LEN {
         let offset = NEXT.fetch_add(u32::from(n), Ordering::Relaxed) % LEN;
         if offset + u32::from(n) > LEN {
@@ -80,10 +65,7 @@ pub fn free_ports(n: u16) -> u16 {
             return first;
         }
     }
-    panic!(
-        "no {n} consecutive free loopback ports in {FIRST}-{}",
-        FIRST + LEN - 1
-    );
+    panic!("no {n} consecutive free loopback ports in {FIRST}-{}", FIRST + LEN - 1);
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -107,10 +89,7 @@ where
 /// Logs of the code under test go to the test's stderr (shown on failure).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()))
         .with_test_writer()
         .try_init();
 }
@@ -132,43 +111,26 @@ pub fn certs(dir: &Path) -> PathBuf {
 
 /// The value of metric `name` whose labels include `labels`, from Prometheus text.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (series_name, series_labels) = series
-                .split_once('{')
-                .map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
-            let has = |(k, v): &(&str, &str)| {
-                series_labels
-                    .split(',')
-                    .any(|pair| pair == format!("{k}=\"{v}\""))
-            };
-            (series_name == name && labels.iter().all(has))
-                .then(|| value.parse().ok())
-                .flatten()
-        })
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = series.split_once('{').map_or((series, ""), |(n, l)| (n, l.trim_end_matches('}')));
+        let has = |(k, v): &(&str, &str)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\""));
+        (series_name == name && labels.iter().all(has)).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// The sum of every series of metric `name` in a Prometheus text `text`, whatever its
 /// labels (0 when there is none).
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(['{', ' ']))
-        })
+        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
         .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
         .sum()
 }
 
 /// `GET /metrics` of a node.
 pub async fn scrape(base_url: &str) -> String {
-    let response = http()
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .expect("scrape /metrics");
+    let response = http().get(format!("{base_url}/metrics")).send().await.expect("scrape /metrics");
     assert_eq!(response.status(), 200);
     response.text().await.expect("metrics text")
 }
@@ -177,29 +139,15 @@ pub async fn scrape(base_url: &str) -> String {
 /// elsewhere): what the benchmarks divide by their events. Clock ticks are 100 per second
 /// on every Linux this runs on.
 pub fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
     // Fields after the command name, which is in parentheses and may contain spaces.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
 
 /// An HTTP client for the ingest API.
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client")
 }

@@ -63,10 +63,7 @@ impl CoreSpec {
             replication_factor: 1,
             min_insync_replicas: 1,
             global_topic: crate::unique("weir-test-global"),
-            data_dir: certs
-                .parent()
-                .unwrap_or(certs)
-                .join(format!("{node_id}-data")),
+            data_dir: certs.parent().unwrap_or(certs).join(format!("{node_id}-data")),
             digest_flush_ms: 500,
             node_timeout_ms: 3_000,
             digest: true,
@@ -237,9 +234,7 @@ backoff_max_ms = 500
             cores = cores.join(", "),
             cert_name = self.cert_name,
             max_event_bytes = self.max_event_bytes,
-            max_in_flight = self
-                .max_in_flight
-                .map_or(String::new(), |n| format!("max_in_flight = {n}\n")),
+            max_in_flight = self.max_in_flight.map_or(String::new(), |n| format!("max_in_flight = {n}\n")),
         );
         config + &syslog
     }
@@ -248,16 +243,9 @@ backoff_max_ms = 500
 /// Where cargo put the binaries (`cargo build --bins` must have run).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
     let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --bins` before the tests",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing: run `cargo build --bins` before the tests", path.display());
     path
 }
 
@@ -272,21 +260,11 @@ pub struct Node {
 impl Node {
     /// Starts `binary run --config <dir>/<name>.toml`, logging to `<dir>/<name>.log`, and
     /// waits until its `/health` answers.
-    pub async fn spawn(
-        binary_name: &str,
-        name: &str,
-        config_toml: &str,
-        http_port: u16,
-        dir: &Path,
-    ) -> Node {
+    pub async fn spawn(binary_name: &str, name: &str, config_toml: &str, http_port: u16, dir: &Path) -> Node {
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, config_toml).expect("write node config");
         let log = dir.join(format!("{name}.log"));
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("open node log");
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open node log");
         let child = Command::new(binary(binary_name))
             .args(["run", "--config"])
             .arg(&config)
@@ -297,12 +275,7 @@ impl Node {
             .stderr(log_file)
             .spawn()
             .expect("spawn node");
-        let mut node = Node {
-            name: name.into(),
-            http: SocketAddr::from(([127, 0, 0, 1], http_port)),
-            child,
-            log,
-        };
+        let mut node = Node { name: name.into(), http: SocketAddr::from(([127, 0, 0, 1], http_port)), child, log };
         node.wait_healthy().await;
         node
     }
@@ -312,18 +285,9 @@ impl Node {
         let client = crate::http();
         for _ in 0..300 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "{} exited with {status} at start:\n{}",
-                    self.name,
-                    self.log_tail()
-                );
+                panic!("{} exited with {status} at start:\n{}", self.name, self.log_tail());
             }
-            if client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -337,8 +301,7 @@ impl Node {
 
     /// A line of `/proc/<pid>/status` in KiB (e.g. `VmRSS`, `VmHWM`: the peak RSS).
     pub fn status_kib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("read /proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
         status
             .lines()
             .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
@@ -348,22 +311,14 @@ impl Node {
 
     /// SIGTERM, then waits up to `timeout` for the process to exit; its exit status.
     pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("run kill");
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
         assert!(status.success(), "kill -TERM {} failed", self.pid());
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for node") {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not exit within {timeout:?} of SIGTERM:\n{}",
-                self.name,
-                self.log_tail()
-            );
+            assert!(std::time::Instant::now() < deadline, "{} did not exit within {timeout:?} of SIGTERM:\n{}", self.name, self.log_tail());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -393,42 +348,18 @@ impl Drop for Node {
 
 /// A `weir-core` process for `spec`, once its `/ready` answers 200 (its topic verified).
 pub async fn core_process(spec: &CoreSpec, dir: &Path) -> Node {
-    let node = Node::spawn(
-        "weir-core",
-        &spec.node_id,
-        &spec.toml(),
-        spec.http_port,
-        dir,
-    )
-    .await;
+    let node = Node::spawn("weir-core", &spec.node_id, &spec.toml(), spec.http_port, dir).await;
     let client = crate::http();
     let url = node.url("/ready");
-    crate::eventually(
-        &format!("{} ready", spec.node_id),
-        Duration::from_secs(30),
-        || {
-            let request = client.get(&url);
-            async move {
-                request
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-            }
-        },
-    )
+    crate::eventually(&format!("{} ready", spec.node_id), Duration::from_secs(30), || {
+        let request = client.get(&url);
+        async move { request.send().await.ok().filter(|r| r.status().is_success()) }
+    })
     .await;
     node
 }
 
 /// A `weir-edge` process for `spec`, once its `/health` answers.
 pub async fn edge_process(spec: &EdgeSpec, dir: &Path) -> Node {
-    Node::spawn(
-        "weir-edge",
-        &spec.edge_id,
-        &spec.toml(),
-        spec.http_port,
-        dir,
-    )
-    .await
+    Node::spawn("weir-edge", &spec.edge_id, &spec.toml(), spec.http_port, dir).await
 }

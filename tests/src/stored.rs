@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use weir_core::cluster::GlobalError;
 use weir_core::config::CoreConfig;
+use weir_core::cluster::GlobalError;
 use weir_global::State;
 use weir_segment::{SegmentReader, SegmentRow};
 
@@ -36,12 +36,7 @@ impl Stored {
 
     /// The stored event whose raw text is `raw`; panics if there is none.
     pub fn row(&self, raw: &str) -> &SegmentRow {
-        &self
-            .rows
-            .iter()
-            .find(|(_, r)| r.raw == raw)
-            .unwrap_or_else(|| panic!("no stored event {raw:?}"))
-            .1
+        &self.rows.iter().find(|(_, r)| r.raw == raw).unwrap_or_else(|| panic!("no stored event {raw:?}")).1
     }
 }
 
@@ -65,8 +60,7 @@ pub async fn global_state(config: &CoreConfig) -> Result<State, Box<KafkaFailure
     tokio::task::spawn_blocking(move || {
         let what = format!("global state from topic {}", config.kafka.global_topic);
         kafka::retry_transient(&what, Instant::now() + kafka::METADATA_TIMEOUT, |_| {
-            weir_core::cluster::global_log::dump(&config, Duration::from_secs(20))
-                .map(|snapshot| snapshot.state)
+            weir_core::cluster::global_log::dump(&config, Duration::from_secs(20)).map(|snapshot| snapshot.state)
         })
         .map_err(Box::new)
     })
@@ -78,27 +72,15 @@ pub async fn global_state(config: &CoreConfig) -> Result<State, Box<KafkaFailure
 /// checks that the segments tile the offsets, then reads every registered segment from
 /// whichever of `data_dirs` has it.
 pub async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
-    let (bootstrap, topic) = (
-        config.kafka.bootstrap_servers.clone(),
-        config.kafka.ingest_topic.clone(),
-    );
+    let (bootstrap, topic) = (config.kafka.bootstrap_servers.clone(), config.kafka.ingest_topic.clone());
     let high: BTreeMap<u32, u64> = {
         let (bootstrap, topic) = (bootstrap.clone(), topic.clone());
         tokio::task::spawn_blocking(move || {
             let metadata = kafka::Metadata::new(&bootstrap);
-            let layout = metadata
-                .topic_layout(&topic, kafka::METADATA_TIMEOUT)
-                .expect("topic layout");
+            let layout = metadata.topic_layout(&topic, kafka::METADATA_TIMEOUT).expect("topic layout");
             layout
                 .iter()
-                .map(|p| {
-                    (
-                        p.partition as u32,
-                        metadata
-                            .high_watermark(&topic, p.partition, kafka::METADATA_TIMEOUT)
-                            .expect("high watermark") as u64,
-                    )
-                })
+                .map(|p| (p.partition as u32, metadata.high_watermark(&topic, p.partition, kafka::METADATA_TIMEOUT).expect("high watermark") as u64))
                 .collect()
         })
         .await
@@ -108,9 +90,7 @@ pub async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
         let high = high.clone();
         async move {
             let state = global_state(config).await.ok()?;
-            high.iter()
-                .all(|(p, h)| state.resume_point(*p) >= *h)
-                .then_some(state)
+            high.iter().all(|(p, h)| state.resume_point(*p) >= *h).then_some(state)
         }
     })
     .await;
@@ -134,10 +114,7 @@ pub async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
             assert!(segment.info.offset_end > segment.info.offset_start);
             next = segment.info.offset_end;
         }
-        assert!(
-            next >= *h,
-            "partition {p}: segments end at {next}, Kafka's high watermark is {h}"
-        );
+        assert!(next >= *h, "partition {p}: segments end at {next}, Kafka's high watermark is {h}");
     }
     let mut rows = Vec::new();
     for p in state.partitions() {
@@ -147,29 +124,14 @@ pub async fn stored(config: &CoreConfig, data_dirs: &[PathBuf]) -> Stored {
                 .iter()
                 .map(|d| d.join("segments").join(&name))
                 .find(|p| p.is_file())
-                .unwrap_or_else(|| {
-                    panic!(
-                        "registered segment {} is on no node",
-                        segment.info.segment_id
-                    )
-                });
-            assert_eq!(
-                weir_segment::blake3_of_file(&path).unwrap(),
-                segment.info.blake3,
-                "{}",
-                path.display()
-            );
+                .unwrap_or_else(|| panic!("registered segment {} is on no node", segment.info.segment_id));
+            assert_eq!(weir_segment::blake3_of_file(&path).unwrap(), segment.info.blake3, "{}", path.display());
             let reader = SegmentReader::open(&path).unwrap();
             let before = rows.len();
             for row in reader.all_rows().unwrap() {
                 rows.push((segment.info.segment_id.clone(), row.unwrap()));
             }
-            assert_eq!(
-                (rows.len() - before) as u64,
-                segment.info.n_events,
-                "{}",
-                segment.info.segment_id
-            );
+            assert_eq!((rows.len() - before) as u64, segment.info.n_events, "{}", segment.info.segment_id);
         }
     }
     Stored { state, rows }

@@ -34,10 +34,7 @@ fn units(bytes: usize) -> u32 {
 impl MemoryBudget {
     pub fn new(total_bytes: usize) -> MemoryBudget {
         let permits = units(total_bytes).min(Semaphore::MAX_PERMITS as u32) as usize;
-        MemoryBudget {
-            permits: Arc::new(Semaphore::new(permits)),
-            total_bytes: permits * UNIT,
-        }
+        MemoryBudget { permits: Arc::new(Semaphore::new(permits)), total_bytes: permits * UNIT }
     }
 
     pub fn total_bytes(&self) -> usize {
@@ -54,14 +51,8 @@ impl MemoryBudget {
         if bytes == 0 {
             return Some(BudgetShare { permit: None });
         }
-        let permit = self
-            .permits
-            .clone()
-            .try_acquire_many_owned(units(bytes))
-            .ok()?;
-        Some(BudgetShare {
-            permit: Some(permit),
-        })
+        let permit = self.permits.clone().try_acquire_many_owned(units(bytes)).ok()?;
+        Some(BudgetShare { permit: Some(permit) })
     }
 }
 
@@ -103,17 +94,12 @@ mod tests {
         assert!(budget.try_take(5 * 1024).is_none(), "only 4 KiB left");
         a.shrink_to(1000);
         assert_eq!(a.bytes(), 1024, "rounded up to the unit");
-        let b = budget
-            .try_take(9 * 1024)
-            .expect("shrinking gave the rest back");
+        let b = budget.try_take(9 * 1024).expect("shrinking gave the rest back");
         a.merge(b);
         assert_eq!(budget.available_bytes(), 0);
         drop(a);
         assert_eq!(budget.available_bytes(), 10 * 1024);
-        assert!(
-            budget.try_take(11 * 1024).is_none(),
-            "more than the whole budget never fits"
-        );
+        assert!(budget.try_take(11 * 1024).is_none(), "more than the whole budget never fits");
         assert_eq!(budget.try_take(0).map(|s| s.bytes()), Some(0));
     }
 }

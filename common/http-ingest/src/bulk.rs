@@ -45,11 +45,7 @@ pub struct ItemError {
 
 impl ItemError {
     fn new(kind: &'static str, reason: String) -> Self {
-        ItemError {
-            status: 400,
-            kind,
-            reason,
-        }
+        ItemError { status: 400, kind, reason }
     }
 }
 
@@ -67,10 +63,7 @@ struct Document {
 }
 
 enum Line<'a> {
-    Action {
-        name: &'a str,
-        meta: Map<String, Value>,
-    },
+    Action { name: &'a str, meta: Map<String, Value> },
     Broken(String),
 }
 
@@ -108,10 +101,7 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
     while let Some((number, line)) = lines.next() {
         let action = match std::str::from_utf8(line) {
             Ok(text) => parse_action(number, text),
-            Err(e) => Line::Broken(format!(
-                "action/metadata line [{number}] is not valid UTF-8 at byte {}",
-                e.valid_up_to()
-            )),
+            Err(e) => Line::Broken(format!("action/metadata line [{number}] is not valid UTF-8 at byte {}", e.valid_up_to())),
         };
         let (name, meta) = match action {
             Line::Action { name, meta } => (name, meta),
@@ -119,19 +109,11 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
                 // Resynchronise: the next line is this broken action's document unless it
                 // is itself an action.
                 if lines.peek().is_some_and(|(n, next)| {
-                    !matches!(
-                        std::str::from_utf8(next).map(|t| parse_action(*n, t)),
-                        Ok(Line::Action { .. })
-                    )
+                    !matches!(std::str::from_utf8(next).map(|t| parse_action(*n, t)), Ok(Line::Action { .. }))
                 }) {
                     lines.next();
                 }
-                items.push(Item {
-                    action: "index".into(),
-                    index: None,
-                    id: None,
-                    outcome: Err(ItemError::new("illegal_argument_exception", reason)),
-                });
+                items.push(Item { action: "index".into(), index: None, id: None, outcome: Err(ItemError::new("illegal_argument_exception", reason)) });
                 continue;
             }
         };
@@ -142,14 +124,8 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
                 if name != "delete" {
                     lines.next();
                 }
-                let reason =
-                    format!("action line [{number}]: _index must be a string, not {other}");
-                items.push(Item {
-                    action: name.into(),
-                    index: None,
-                    id: None,
-                    outcome: Err(ItemError::new("illegal_argument_exception", reason)),
-                });
+                let reason = format!("action line [{number}]: _index must be a string, not {other}");
+                items.push(Item { action: name.into(), index: None, id: None, outcome: Err(ItemError::new("illegal_argument_exception", reason)) });
                 continue;
             }
         };
@@ -158,83 +134,50 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
             Some(Value::String(id)) => Some(id.clone()),
             Some(other) => Some(other.to_string()),
         };
-        let mut item = Item {
-            action: name.into(),
-            index: index.clone(),
-            id: id.clone(),
-            outcome: Ok(()),
-        };
+        let mut item = Item { action: name.into(), index: index.clone(), id: id.clone(), outcome: Ok(()) };
         if name == "delete" || name == "update" {
             if name == "update" {
                 lines.next();
             }
             item.outcome = Err(ItemError::new(
                 "illegal_argument_exception",
-                format!(
-                    "action [{name}] is not supported: Weir ingests events and never changes or removes one; use index or create"
-                ),
+                format!("action [{name}] is not supported: Weir ingests events and never changes or removes one; use index or create"),
             ));
             items.push(item);
             continue;
         }
         let Some((source_number, source)) = lines.next() else {
-            item.outcome = Err(ItemError::new(
-                "action_request_validation_exception",
-                format!("action line [{number}] has no document line after it"),
-            ));
+            item.outcome = Err(ItemError::new("action_request_validation_exception", format!("action line [{number}] has no document line after it")));
             items.push(item);
             continue;
         };
         let Some(index) = index else {
             item.outcome = Err(ItemError::new(
                 "action_request_validation_exception",
-                format!(
-                    "Validation Failed: 1: index is missing (line [{number}]); name it in the action's _index or the path /{{index}}/_bulk"
-                ),
+                format!("Validation Failed: 1: index is missing (line [{number}]); name it in the action's _index or the path /{{index}}/_bulk"),
             ));
             items.push(item);
             continue;
         };
         let event = std::str::from_utf8(source)
-            .map_err(|e| {
-                format!(
-                    "document line [{source_number}] is not valid UTF-8 at byte {}",
-                    e.valid_up_to()
-                )
-            })
+            .map_err(|e| format!("document line [{source_number}] is not valid UTF-8 at byte {}", e.valid_up_to()))
             .and_then(|text| {
-                let document: Document = serde_json::from_str(text).map_err(|e| {
-                    format!("failed to parse document line [{source_number}] as a JSON object: {e}")
-                })?;
+                let document: Document = serde_json::from_str(text)
+                    .map_err(|e| format!("failed to parse document line [{source_number}] as a JSON object: {e}"))?;
                 let mut attributes = Fields::new();
                 if let Some(id) = &id {
                     attributes.insert("_id".into(), Value::String(id.clone()));
                 }
                 // A timestamp that does not parse stays in the text; the event gets the
                 // ingest time rather than being refused.
-                let timestamp_ms = document
-                    .timestamp
-                    .as_ref()
-                    .and_then(|t| timestamp_ms(t).ok());
-                Ok(Event {
-                    timestamp_ms,
-                    raw: text.trim().to_owned(),
-                    attributes,
-                })
+                let timestamp_ms = document.timestamp.as_ref().and_then(|t| timestamp_ms(t).ok());
+                Ok(Event { timestamp_ms, raw: text.trim().to_owned(), attributes })
             });
         match event {
             Ok(event) => {
-                item.id =
-                    Some(id.unwrap_or_else(|| {
-                        format!("weir-{}-{}", target.ingest_ts_ms, items.len())
-                    }));
+                item.id = Some(id.unwrap_or_else(|| format!("weir-{}-{}", target.ingest_ts_ms, items.len())));
                 match batches.last_mut() {
-                    Some(last)
-                        if last.attributes.get("_index").and_then(Value::as_str)
-                            == Some(index.as_str()) =>
-                    {
-                        last.events.push(event)
-                    }
+                    Some(last) if last.attributes.get("_index").and_then(Value::as_str) == Some(index.as_str()) => last.events.push(event),
                     _ => batches.push(EventBatch {
                         repository: target.repository.to_owned(),
                         tags: BTreeMap::new(),
@@ -250,10 +193,7 @@ pub fn decode(body: &[u8], path_index: Option<&str>, target: &Target) -> Result<
         items.push(item);
     }
     if items.is_empty() {
-        return Err(FormatError::new(
-            "request body is required: the bulk body holds no action line",
-            5,
-        ));
+        return Err(FormatError::new("request body is required: the bulk body holds no action line", 5));
     }
     Ok(Bulk { batches, items })
 }
@@ -287,21 +227,12 @@ pub fn answer(items: &[Item], took_ms: u64) -> Value {
 mod tests {
     use super::*;
 
-    const TARGET: Target<'static> = Target {
-        repository: "repo",
-        parser: None,
-        ingest_ts_ms: 7,
-    };
+    const TARGET: Target<'static> = Target { repository: "repo", parser: None, ingest_ts_ms: 7 };
 
     fn statuses(bulk: &Bulk) -> Vec<(String, u16)> {
         bulk.items
             .iter()
-            .map(|i| {
-                (
-                    i.action.clone(),
-                    i.outcome.as_ref().map_or_else(|e| e.status, |()| 201),
-                )
-            })
+            .map(|i| (i.action.clone(), i.outcome.as_ref().map_or_else(|e| e.status, |()| 201)))
             .collect()
     }
 
@@ -317,30 +248,17 @@ mod tests {
             "{\"msg\":\"c\",\"@timestamp\":\"not a time\"}"
         );
         let bulk = decode(body.as_bytes(), Some("web"), &TARGET).unwrap();
-        assert_eq!(
-            statuses(&bulk),
-            [
-                ("index".into(), 201),
-                ("create".into(), 201),
-                ("index".into(), 201)
-            ]
-        );
+        assert_eq!(statuses(&bulk), [("index".into(), 201), ("create".into(), 201), ("index".into(), 201)]);
         assert_eq!(bulk.batches.len(), 2, "an index change starts a batch");
         assert_eq!(bulk.batches[0].attributes["_index"], "web");
         assert_eq!(bulk.batches[1].attributes["_index"], "db");
         let events = &bulk.batches[0].events;
-        assert_eq!(
-            events[0].raw,
-            r#"{"@timestamp":"2024-01-02T03:04:05.678Z","msg":"a"}"#
-        );
+        assert_eq!(events[0].raw, r#"{"@timestamp":"2024-01-02T03:04:05.678Z","msg":"a"}"#);
         assert_eq!(events[0].timestamp_ms, Some(1_704_164_645_678));
         assert_eq!(events[0].attributes["_id"], "1");
         assert_eq!(events[1].timestamp_ms, Some(1_700_000_000_000));
         assert!(events[1].attributes.is_empty(), "no _id given, none stored");
-        assert_eq!(
-            bulk.batches[1].events[0].timestamp_ms, None,
-            "an unparseable @timestamp leaves the ingest time"
-        );
+        assert_eq!(bulk.batches[1].events[0].timestamp_ms, None, "an unparseable @timestamp leaves the ingest time");
         assert_eq!(bulk.items[0].id.as_deref(), Some("1"));
         assert!(bulk.items[1].id.is_some(), "a made-up id for the answer");
     }
@@ -373,58 +291,28 @@ mod tests {
                 ("create".into(), 201),
             ]
         );
-        let raws: Vec<&str> = bulk
-            .batches
-            .iter()
-            .flat_map(|b| &b.events)
-            .map(|e| e.raw.as_str())
-            .collect();
+        let raws: Vec<&str> = bulk.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.as_str()).collect();
         assert_eq!(raws, [r#"{"n":1}"#, r#"{"n":5}"#]);
         let reason = |i: usize| bulk.items[i].outcome.clone().unwrap_err();
         assert!(reason(1).reason.contains("line [3]"), "{:?}", reason(1));
         assert_eq!(reason(2).kind, "document_parsing_exception");
         assert!(reason(3).reason.contains("not supported"));
-        assert!(
-            reason(5).reason.contains("found [upsert_all]"),
-            "{:?}",
-            reason(5)
-        );
+        assert!(reason(5).reason.contains("found [upsert_all]"), "{:?}", reason(5));
 
         let answer = answer(&bulk.items, 3);
         assert_eq!(answer["errors"], true);
         assert_eq!(answer["items"].as_array().unwrap().len(), 9);
         assert_eq!(answer["items"][0]["index"]["status"], 201);
-        assert_eq!(
-            answer["items"][3]["delete"]["error"]["type"],
-            "illegal_argument_exception"
-        );
+        assert_eq!(answer["items"][3]["delete"]["error"]["type"], "illegal_argument_exception");
     }
 
     #[test]
     fn missing_index_and_missing_document_are_item_errors_and_an_empty_body_is_refused() {
-        let bulk = decode(
-            b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{\"_index\":\"x\"}}\n",
-            None,
-            &TARGET,
-        )
-        .unwrap();
-        let kinds: Vec<&str> = bulk
-            .items
-            .iter()
-            .map(|i| i.outcome.as_ref().unwrap_err().kind)
-            .collect();
-        assert_eq!(
-            kinds,
-            [
-                "action_request_validation_exception",
-                "action_request_validation_exception"
-            ]
-        );
+        let bulk = decode(b"{\"index\":{}}\n{\"a\":1}\n{\"index\":{\"_index\":\"x\"}}\n", None, &TARGET).unwrap();
+        let kinds: Vec<&str> = bulk.items.iter().map(|i| i.outcome.as_ref().unwrap_err().kind).collect();
+        assert_eq!(kinds, ["action_request_validation_exception", "action_request_validation_exception"]);
         assert!(bulk.batches.is_empty());
         assert_eq!(decode(b"\n \n", None, &TARGET).unwrap_err().hec_code, 5);
-        assert_eq!(
-            answer(&[], 0),
-            json!({"took": 0, "errors": false, "items": []})
-        );
+        assert_eq!(answer(&[], 0), json!({"took": 0, "errors": false, "items": []}));
     }
 }

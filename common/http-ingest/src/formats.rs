@@ -36,11 +36,7 @@ impl From<FormatError> for weir_proto::Refusal {
 
 impl FormatError {
     pub(crate) fn new(message: impl Into<String>, hec_code: u16) -> Self {
-        FormatError {
-            message: message.into(),
-            hec_code,
-            invalid_event: None,
-        }
+        FormatError { message: message.into(), hec_code, invalid_event: None }
     }
 }
 
@@ -54,12 +50,7 @@ pub struct Target<'a> {
 }
 
 impl Target<'_> {
-    fn batch(
-        &self,
-        tags: BTreeMap<String, String>,
-        parser: Option<String>,
-        events: Vec<Event>,
-    ) -> EventBatch {
+    fn batch(&self, tags: BTreeMap<String, String>, parser: Option<String>, events: Vec<Event>) -> EventBatch {
         EventBatch {
             repository: self.repository.to_owned(),
             tags,
@@ -104,13 +95,9 @@ pub(crate) fn timestamp_ms(value: &Value) -> Result<i64, String> {
             }
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
                 .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                .map_err(|e| {
-                    format!("timestamp {s:?} is neither RFC 3339 nor epoch milliseconds: {e}")
-                })
+                .map_err(|e| format!("timestamp {s:?} is neither RFC 3339 nor epoch milliseconds: {e}"))
         }
-        other => Err(format!(
-            "timestamp {other} must be an RFC 3339 string or epoch milliseconds"
-        )),
+        other => Err(format!("timestamp {other} must be an RFC 3339 string or epoch milliseconds")),
     }
 }
 
@@ -132,28 +119,19 @@ struct StructuredEvent {
 /// `POST /api/v1/ingest/humio-structured`:
 /// `[{"tags": {...}, "events": [{"timestamp": ..., "attributes": {...}, "rawstring": "..."}]}]`
 pub fn humio_structured(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, FormatError> {
-    let items: Vec<StructuredItem> = serde_json::from_slice(body).map_err(|e| {
-        json_error(
-            "humio-structured body (expected [{\"tags\":{..},\"events\":[..]}])",
-            &e,
-        )
-    })?;
+    let items: Vec<StructuredItem> =
+        serde_json::from_slice(body).map_err(|e| json_error("humio-structured body (expected [{\"tags\":{..},\"events\":[..]}])", &e))?;
     let mut batches = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let mut events = Vec::with_capacity(item.events.len());
         for (j, event) in item.events.into_iter().enumerate() {
             let timestamp_ms = match &event.timestamp {
-                Some(ts) => Some(
-                    timestamp_ms(ts)
-                        .map_err(|e| FormatError::new(format!("item {i} event {j}: {e}"), 6))?,
-                ),
+                Some(ts) => Some(timestamp_ms(ts).map_err(|e| FormatError::new(format!("item {i} event {j}: {e}"), 6))?),
                 None => None,
             };
             let raw = match event.rawstring {
                 Some(raw) => raw,
-                None if !event.attributes.is_empty() => {
-                    serde_json::to_string(&event.attributes).unwrap_or_default()
-                }
+                None if !event.attributes.is_empty() => serde_json::to_string(&event.attributes).unwrap_or_default(),
                 None => {
                     return Err(FormatError::new(
                         format!("item {i} event {j}: an event needs a rawstring or attributes"),
@@ -161,11 +139,7 @@ pub fn humio_structured(body: &[u8], target: &Target) -> Result<Vec<EventBatch>,
                     ));
                 }
             };
-            events.push(Event {
-                timestamp_ms,
-                raw,
-                attributes: event.attributes,
-            });
+            events.push(Event { timestamp_ms, raw, attributes: event.attributes });
         }
         if !events.is_empty() {
             batches.push(target.batch(tags_from(item.tags), None, events));
@@ -188,21 +162,14 @@ struct UnstructuredItem {
 /// `POST /api/v1/ingest/humio-unstructured`:
 /// `[{"fields": {...}, "tags": {...}, "type": "parser", "messages": ["line", ...]}]`
 pub fn humio_unstructured(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, FormatError> {
-    let items: Vec<UnstructuredItem> = serde_json::from_slice(body).map_err(|e| {
-        json_error(
-            "humio-unstructured body (expected [{\"fields\":{..},\"messages\":[..]}])",
-            &e,
-        )
-    })?;
+    let items: Vec<UnstructuredItem> = serde_json::from_slice(body)
+        .map_err(|e| json_error("humio-unstructured body (expected [{\"fields\":{..},\"messages\":[..]}])", &e))?;
     Ok(items
         .into_iter()
         .filter(|item| !item.messages.is_empty())
         .map(|item| {
             let events = item.messages.into_iter().map(Event::raw).collect();
-            EventBatch {
-                attributes: item.fields,
-                ..target.batch(tags_from(item.tags), item.parser, events)
-            }
+            EventBatch { attributes: item.fields, ..target.batch(tags_from(item.tags), item.parser, events) }
         })
         .collect())
 }
@@ -213,24 +180,14 @@ pub fn raw_body(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, FormatE
     let text = text.strip_suffix('\n').unwrap_or(text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.is_empty() {
-        return Err(FormatError::new(
-            "empty body: send the event text as the request body",
-            5,
-        ));
+        return Err(FormatError::new("empty body: send the event text as the request body", 5));
     }
-    Ok(vec![target.batch(
-        BTreeMap::new(),
-        None,
-        vec![Event::raw(text)],
-    )])
+    Ok(vec![target.batch(BTreeMap::new(), None, vec![Event::raw(text)])])
 }
 
 fn utf8(body: &[u8]) -> Result<&str, FormatError> {
     std::str::from_utf8(body).map_err(|e| {
-        FormatError::new(
-            format!("body is not valid UTF-8 at byte {}", e.valid_up_to()),
-            6,
-        )
+        FormatError::new(format!("body is not valid UTF-8 at byte {}", e.valid_up_to()), 6)
     })
 }
 
@@ -244,18 +201,10 @@ pub struct HecRawParams {
 }
 
 /// `POST /services/collector/raw`: one event per line.
-pub fn hec_raw(
-    body: &[u8],
-    params: &HecRawParams,
-    target: &Target,
-) -> Result<Vec<EventBatch>, FormatError> {
+pub fn hec_raw(body: &[u8], params: &HecRawParams, target: &Target) -> Result<Vec<EventBatch>, FormatError> {
     let text = utf8(body)?;
     let mut attributes = Map::new();
-    for (name, value) in [
-        ("host", &params.host),
-        ("source", &params.source),
-        ("sourcetype", &params.sourcetype),
-    ] {
+    for (name, value) in [("host", &params.host), ("source", &params.source), ("sourcetype", &params.sourcetype)] {
         if let Some(value) = value {
             attributes.insert(name.to_owned(), Value::String(value.clone()));
         }
@@ -267,15 +216,9 @@ pub fn hec_raw(
         .map(Event::raw)
         .collect();
     if events.is_empty() {
-        return Err(FormatError::new(
-            "No data: the body holds no non-empty line",
-            5,
-        ));
+        return Err(FormatError::new("No data: the body holds no non-empty line", 5));
     }
-    Ok(vec![EventBatch {
-        attributes,
-        ..target.batch(BTreeMap::new(), params.sourcetype.clone(), events)
-    }])
+    Ok(vec![EventBatch { attributes, ..target.batch(BTreeMap::new(), params.sourcetype.clone(), events) }])
 }
 
 #[derive(Deserialize)]
@@ -309,33 +252,16 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
     let stream = serde_json::Deserializer::from_slice(body).into_iter::<HecEvent>();
     for (index, item) in stream.enumerate() {
         n += 1;
-        let invalid = |message: String, code: u16| FormatError {
-            message,
-            hec_code: code,
-            invalid_event: Some(index),
-        };
+        let invalid = |message: String, code: u16| FormatError { message, hec_code: code, invalid_event: Some(index) };
         let hec = item.map_err(|e| {
-            invalid(
-                format!(
-                    "Invalid data format: event {index} at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
-                6,
-            )
+            invalid(format!("Invalid data format: event {index} at line {} column {}: {e}", e.line(), e.column()), 6)
         })?;
         let raw = match hec.event {
             None | Some(Value::Null) => {
-                return Err(invalid(
-                    format!("Event field is required: event {index} has no \"event\""),
-                    12,
-                ));
+                return Err(invalid(format!("Event field is required: event {index} has no \"event\""), 12));
             }
             Some(Value::String(s)) if s.is_empty() => {
-                return Err(invalid(
-                    format!("Event field cannot be blank: event {index}"),
-                    13,
-                ));
+                return Err(invalid(format!("Event field cannot be blank: event {index}"), 13));
             }
             Some(Value::String(s)) => s,
             Some(other) => other.to_string(),
@@ -343,20 +269,11 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
         let timestamp_ms = match &hec.time {
             None => None,
             Some(t) => Some(hec_time_ms(t).ok_or_else(|| {
-                invalid(
-                    format!(
-                        "Invalid data format: event {index} has time {t}, expected epoch seconds"
-                    ),
-                    6,
-                )
+                invalid(format!("Invalid data format: event {index} has time {t}, expected epoch seconds"), 6)
             })?),
         };
         let mut attributes = hec.fields;
-        for (name, value) in [
-            ("host", hec.host),
-            ("source", hec.source),
-            ("index", hec.index),
-        ] {
+        for (name, value) in [("host", hec.host), ("source", hec.source), ("index", hec.index)] {
             if let Some(value) = value {
                 attributes.insert(name.to_owned(), Value::String(value));
             }
@@ -364,11 +281,7 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
         if let Some(sourcetype) = &hec.sourcetype {
             attributes.insert("sourcetype".to_owned(), Value::String(sourcetype.clone()));
         }
-        let event = Event {
-            timestamp_ms,
-            raw,
-            attributes,
-        };
+        let event = Event { timestamp_ms, raw, attributes };
         match batches.last_mut() {
             Some(last) if last.parser.as_deref() == hec.sourcetype.as_deref().or(target.parser) => {
                 last.events.push(event)
@@ -386,11 +299,7 @@ pub fn hec_events(body: &[u8], target: &Target) -> Result<Vec<EventBatch>, Forma
 mod tests {
     use super::*;
 
-    const TARGET: Target<'static> = Target {
-        repository: "repo",
-        parser: None,
-        ingest_ts_ms: 5,
-    };
+    const TARGET: Target<'static> = Target { repository: "repo", parser: None, ingest_ts_ms: 5 };
 
     fn n_events(batches: &[EventBatch]) -> usize {
         batches.iter().map(|b| b.events.len()).sum()
@@ -403,10 +312,7 @@ mod tests {
             {"timestamp":1465207200000,"attributes":{"b":"x"}}]}]"#;
         let batches = humio_structured(body, &TARGET).unwrap();
         assert_eq!(batches.len(), 1);
-        assert_eq!(
-            batches[0].tags.get("host").map(String::as_str),
-            Some("web1")
-        );
+        assert_eq!(batches[0].tags.get("host").map(String::as_str), Some("web1"));
         assert_eq!(batches[0].tags.get("n").map(String::as_str), Some("3"));
         assert_eq!(batches[0].events[0].timestamp_ms, Some(1_465_207_200_000));
         assert_eq!(batches[0].events[1].timestamp_ms, Some(1_465_207_200_000));
@@ -415,11 +321,8 @@ mod tests {
 
     #[test]
     fn structured_errors_name_the_place() {
-        let err = humio_structured(
-            br#"[{"events":[{"rawstring":"a"},{"timestamp":"yesterday","rawstring":"b"}]}]"#,
-            &TARGET,
-        )
-        .unwrap_err();
+        let err = humio_structured(br#"[{"events":[{"rawstring":"a"},{"timestamp":"yesterday","rawstring":"b"}]}]"#, &TARGET)
+            .unwrap_err();
         assert!(err.message.contains("item 0 event 1"), "{}", err.message);
         let err = humio_structured(b"[{\"events\": [}", &TARGET).unwrap_err();
         assert!(err.message.contains("line 1 column"), "{}", err.message);
@@ -429,32 +332,20 @@ mod tests {
 
     #[test]
     fn unstructured_applies_fields_and_type() {
-        let body =
-            br#"[{"fields":{"host":"h"},"type":"kv","messages":["a=1","a=2"]},{"messages":[]}]"#;
+        let body = br#"[{"fields":{"host":"h"},"type":"kv","messages":["a=1","a=2"]},{"messages":[]}]"#;
         let batches = humio_unstructured(body, &TARGET).unwrap();
         assert_eq!(batches.len(), 1);
         assert_eq!(batches[0].parser.as_deref(), Some("kv"));
         assert_eq!(batches[0].attributes["host"], "h", "once per batch");
-        assert!(
-            batches[0].events[1].attributes.is_empty(),
-            "not copied onto every event"
-        );
+        assert!(batches[0].events[1].attributes.is_empty(), "not copied onto every event");
         assert_eq!(n_events(&batches), 2);
     }
 
     #[test]
     fn raw_is_one_event_and_refuses_empty() {
-        assert_eq!(
-            raw_body(b"a line\n", &TARGET).unwrap()[0].events[0].raw,
-            "a line"
-        );
+        assert_eq!(raw_body(b"a line\n", &TARGET).unwrap()[0].events[0].raw, "a line");
         assert_eq!(raw_body(b"\n", &TARGET).unwrap_err().hec_code, 5);
-        assert!(
-            raw_body(&[0xff, 0xfe], &TARGET)
-                .unwrap_err()
-                .message
-                .contains("UTF-8")
-        );
+        assert!(raw_body(&[0xff, 0xfe], &TARGET).unwrap_err().message.contains("UTF-8"));
     }
 
     #[test]
@@ -480,32 +371,15 @@ mod tests {
         ];
         for (body, code, index) in cases {
             let err = hec_events(body, &TARGET).unwrap_err();
-            assert_eq!(
-                (err.hec_code, err.invalid_event),
-                (*code, *index),
-                "{}: {}",
-                String::from_utf8_lossy(body),
-                err.message
-            );
+            assert_eq!((err.hec_code, err.invalid_event), (*code, *index), "{}: {}", String::from_utf8_lossy(body), err.message);
         }
     }
 
     #[test]
     fn hec_raw_lines() {
-        let params = HecRawParams {
-            host: Some("h".into()),
-            sourcetype: Some("access".into()),
-            ..Default::default()
-        };
+        let params = HecRawParams { host: Some("h".into()), sourcetype: Some("access".into()), ..Default::default() };
         let batches = hec_raw(b"l1\r\n\nl2\n", &params, &TARGET).unwrap();
-        assert_eq!(
-            batches[0]
-                .events
-                .iter()
-                .map(|e| e.raw.as_str())
-                .collect::<Vec<_>>(),
-            ["l1", "l2"]
-        );
+        assert_eq!(batches[0].events.iter().map(|e| e.raw.as_str()).collect::<Vec<_>>(), ["l1", "l2"]);
         assert_eq!(batches[0].parser.as_deref(), Some("access"));
         assert_eq!(batches[0].attributes["host"], "h");
         assert!(batches[0].events[0].attributes.is_empty());

@@ -22,13 +22,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::{Json, Router};
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::middleware::map_response;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::middleware::map_response;
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use weir_proto::EventBatch;
@@ -71,10 +71,7 @@ pub trait IngestSink: Send + Sync + 'static {
     /// `ingest` for a caller that keeps the request to try it again (the edge's syslog
     /// input, while the spool pushes back). A sink that only reads the request overrides
     /// it to spare that caller a copy of every event.
-    fn ingest_shared(
-        &self,
-        request: Arc<IngestRequest>,
-    ) -> BoxFuture<'static, Result<(), Refusal>> {
+    fn ingest_shared(&self, request: Arc<IngestRequest>) -> BoxFuture<'static, Result<(), Refusal>> {
         self.ingest(IngestRequest::clone(&request))
     }
     /// `Err(reason)` when the node should not receive traffic.
@@ -160,16 +157,8 @@ struct ApiState {
 
 /// The ingest API over `sink`. Request bodies take their bytes from `budget`, which
 /// the node may share with its other inputs.
-pub fn router(
-    config: &HttpIngestConfig,
-    sink: Arc<dyn IngestSink>,
-    budget: MemoryBudget,
-) -> Router {
-    let tokens = config
-        .tokens
-        .iter()
-        .map(|t| (t.token.clone(), t.clone()))
-        .collect();
+pub fn router(config: &HttpIngestConfig, sink: Arc<dyn IngestSink>, budget: MemoryBudget) -> Router {
+    let tokens = config.tokens.iter().map(|t| (t.token.clone(), t.clone())).collect();
     // Installs the recorder before anything is counted (counts before it are lost).
     prometheus::handle();
     let state = ApiState {
@@ -178,9 +167,7 @@ pub fn router(
         max_body_bytes: config.max_body_bytes,
         max_event_bytes: config.max_event_bytes,
         body_timeout: Duration::from_millis(config.body_timeout_ms),
-        in_progress: Arc::new(tokio::sync::Semaphore::new(
-            config.max_concurrent_requests.max(1),
-        )),
+        in_progress: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_requests.max(1))),
         budget,
     };
     // Elasticsearch clients refuse any answer without the product header, including a
@@ -188,24 +175,15 @@ pub fn router(
     let elastic = Router::new()
         .route("/", get(elastic_root))
         .route("/_bulk", post(elastic_bulk).put(elastic_bulk))
-        .route(
-            "/{index}/_bulk",
-            post(elastic_bulk_index).put(elastic_bulk_index),
-        )
+        .route("/{index}/_bulk", post(elastic_bulk_index).put(elastic_bulk_index))
         .layer(map_response(|mut response: Response| async move {
-            response.headers_mut().insert(
-                ELASTIC_PRODUCT.0,
-                header::HeaderValue::from_static(ELASTIC_PRODUCT.1),
-            );
+            response.headers_mut().insert(ELASTIC_PRODUCT.0, header::HeaderValue::from_static(ELASTIC_PRODUCT.1));
             response
         }));
     Router::new()
         .route("/v1/logs", post(otlp_logs))
         .route("/api/v1/ingest/humio-structured", post(humio_structured))
-        .route(
-            "/api/v1/ingest/humio-unstructured",
-            post(humio_unstructured),
-        )
+        .route("/api/v1/ingest/humio-unstructured", post(humio_unstructured))
         .route("/api/v1/ingest/raw", post(raw))
         .route("/services/collector", post(hec_event))
         .route("/services/collector/event", post(hec_event))
@@ -225,11 +203,7 @@ async fn health() -> Response {
 
 async fn render_metrics(State(state): State<ApiState>) -> Response {
     state.sink.observe();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus::handle().render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus::handle().render()).into_response()
 }
 
 async fn ready(State(state): State<ApiState>) -> Response {
@@ -237,66 +211,25 @@ async fn ready(State(state): State<ApiState>) -> Response {
         Ok(()) => success(Flavor::LogScale),
         Err(reason) => response::refusal(
             Flavor::LogScale,
-            &Refusal::unavailable(format!("not ready: {reason}"), Duration::from_secs(1))
-                .with_hint("wait and retry; check this node's log for the cause"),
+            &Refusal::unavailable(format!("not ready: {reason}"), Duration::from_secs(1)).with_hint("wait and retry; check this node's log for the cause"),
         ),
     }
 }
 
-async fn humio_structured(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        state,
-        "humio-structured",
-        Flavor::LogScale,
-        headers,
-        body,
-        |body, target| formats::humio_structured(body, target),
-    )
-    .await
+async fn humio_structured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, "humio-structured", Flavor::LogScale, headers, body, |body, target| formats::humio_structured(body, target)).await
 }
 
-async fn humio_unstructured(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(
-        state,
-        "humio-unstructured",
-        Flavor::LogScale,
-        headers,
-        body,
-        |body, target| formats::humio_unstructured(body, target),
-    )
-    .await
+async fn humio_unstructured(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, "humio-unstructured", Flavor::LogScale, headers, body, |body, target| formats::humio_unstructured(body, target)).await
 }
 
 async fn raw(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(
-        state,
-        "raw",
-        Flavor::LogScale,
-        headers,
-        body,
-        |body, target| formats::raw_body(body, target),
-    )
-    .await
+    handle(state, "raw", Flavor::LogScale, headers, body, |body, target| formats::raw_body(body, target)).await
 }
 
 async fn hec_event(State(state): State<ApiState>, headers: HeaderMap, body: Body) -> Response {
-    handle(
-        state,
-        "hec-event",
-        Flavor::Hec,
-        headers,
-        body,
-        |body, target| formats::hec_events(body, target),
-    )
-    .await
+    handle(state, "hec-event", Flavor::Hec, headers, body, |body, target| formats::hec_events(body, target)).await
 }
 
 async fn hec_raw(
@@ -305,15 +238,7 @@ async fn hec_raw(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    handle(
-        state,
-        "hec-raw",
-        Flavor::Hec,
-        headers,
-        body,
-        move |body, target| formats::hec_raw(body, &params, target),
-    )
-    .await
+    handle(state, "hec-raw", Flavor::Hec, headers, body, move |body, target| formats::hec_raw(body, &params, target)).await
 }
 
 /// `POST /v1/logs`: OTLP/HTTP logs, protobuf or JSON as `Content-Type` says.
@@ -321,25 +246,14 @@ async fn otlp_logs(State(state): State<ApiState>, headers: HeaderMap, body: Body
     let encoding = match otlp::Encoding::of(&headers) {
         Ok(encoding) => encoding,
         Err(content_type) => {
-            let refusal = Refusal::new(
-                RefusalKind::UnsupportedMedia,
-                format!("Content-Type {content_type:?} is not an OTLP encoding"),
-            )
-            .with_hint("send application/x-protobuf or application/json");
+            let refusal = Refusal::new(RefusalKind::UnsupportedMedia, format!("Content-Type {content_type:?} is not an OTLP encoding"))
+                .with_hint("send application/x-protobuf or application/json");
             let response = response::refusal(Flavor::Otlp(otlp::Encoding::Json), &refusal);
             count("otlp-logs", &response);
             return response;
         }
     };
-    handle(
-        state,
-        "otlp-logs",
-        Flavor::Otlp(encoding),
-        headers,
-        body,
-        move |body, target| otlp::decode(body, encoding, target),
-    )
-    .await
+    handle(state, "otlp-logs", Flavor::Otlp(encoding), headers, body, move |body, target| otlp::decode(body, encoding, target)).await
 }
 
 /// `GET /` and `HEAD /`: what Elasticsearch answers there. Its clients and shippers read
@@ -369,23 +283,13 @@ async fn elastic_bulk(State(state): State<ApiState>, headers: HeaderMap, body: B
     bulk_request(state, None, headers, body).await
 }
 
-async fn elastic_bulk_index(
-    State(state): State<ApiState>,
-    Path(index): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn elastic_bulk_index(State(state): State<ApiState>, Path(index): Path<String>, headers: HeaderMap, body: Body) -> Response {
     bulk_request(state, Some(index), headers, body).await
 }
 
 /// A bulk request: the items are answered one by one; the good ones go to the sink
 /// together, and only the sink's refusal refuses the whole request.
-async fn bulk_request(
-    state: ApiState,
-    index: Option<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn bulk_request(state: ApiState, index: Option<String>, headers: HeaderMap, body: Body) -> Response {
     let started = std::time::Instant::now();
     let response = handle_request(
         state,
@@ -393,12 +297,8 @@ async fn bulk_request(
         Flavor::Elastic,
         headers,
         body,
-        move |body, target| {
-            bulk::decode(body, index.as_deref(), target).map(|bulk| (bulk.batches, bulk.items))
-        },
-        move |items| {
-            Json(bulk::answer(&items, started.elapsed().as_millis() as u64)).into_response()
-        },
+        move |body, target| bulk::decode(body, index.as_deref(), target).map(|bulk| (bulk.batches, bulk.items)),
+        move |items| Json(bulk::answer(&items, started.elapsed().as_millis() as u64)).into_response(),
     )
     .await;
     count("elastic-bulk", &response);
@@ -421,10 +321,7 @@ async fn handle(
     decode: impl FnOnce(&[u8], &Target) -> Result<Vec<EventBatch>, FormatError>,
 ) -> Response {
     let decode = |body: &[u8], target: &Target| decode(body, target).map(|batches| (batches, ()));
-    let response = handle_request(state, endpoint, flavor, headers, body, decode, |()| {
-        success(flavor)
-    })
-    .await;
+    let response = handle_request(state, endpoint, flavor, headers, body, decode, |()| success(flavor)).await;
     count(endpoint, &response);
     response
 }
@@ -474,16 +371,8 @@ async fn ingest<T>(
     }
     let n_events = batches.iter().map(|b| b.events.len()).sum();
     if n_events > 0 {
-        state
-            .sink
-            .ingest(IngestRequest {
-                batches,
-                n_events,
-                ack_mode: admitted.ack_mode,
-            })
-            .await?;
-        metrics::counter!("weir_http_events_total", "endpoint" => endpoint)
-            .increment(n_events as u64);
+        state.sink.ingest(IngestRequest { batches, n_events, ack_mode: admitted.ack_mode }).await?;
+        metrics::counter!("weir_http_events_total", "endpoint" => endpoint).increment(n_events as u64);
     }
     Ok(answer_data)
 }
@@ -508,11 +397,8 @@ fn admit(state: &ApiState, headers: &HeaderMap) -> Result<Admitted, Refusal> {
         Some("spool") => Some(AckMode::Spool),
         Some("core") => Some(AckMode::Core),
         Some(other) => {
-            return Err(
-                Refusal::bad_request(format!("invalid {ACK_HEADER} header {other:?}")).with_hint(
-                    "use `spool` (ack once stored on the edge) or `core` (ack once in Kafka)",
-                ),
-            );
+            return Err(Refusal::bad_request(format!("invalid {ACK_HEADER} header {other:?}"))
+                .with_hint("use `spool` (ack once stored on the edge) or `core` (ack once in Kafka)"));
         }
     };
     let declared = headers
@@ -523,25 +409,14 @@ fn admit(state: &ApiState, headers: &HeaderMap) -> Result<Admitted, Refusal> {
         return Err(body_too_large(state));
     }
     // Taken before the body is read: the body, and the events decoded from it.
-    let Some(share) = state
-        .budget
-        .try_take(DECODED_FACTOR * declared.unwrap_or(state.max_body_bytes))
-    else {
+    let Some(share) = state.budget.try_take(DECODED_FACTOR * declared.unwrap_or(state.max_body_bytes)) else {
         return Err(over_budget(state));
     };
-    Ok(Admitted {
-        _permit: permit,
-        share,
-        ack_mode,
-    })
+    Ok(Admitted { _permit: permit, share, ack_mode })
 }
 
 fn body_too_large(state: &ApiState) -> Refusal {
-    Refusal::too_large(format!(
-        "request body exceeds the limit of {} bytes",
-        state.max_body_bytes
-    ))
-    .with_hint("split the events over several smaller requests")
+    Refusal::too_large(format!("request body exceeds the limit of {} bytes", state.max_body_bytes)).with_hint("split the events over several smaller requests")
 }
 
 fn over_budget(state: &ApiState) -> Refusal {
@@ -552,36 +427,18 @@ fn over_budget(state: &ApiState) -> Refusal {
 
 /// Reads the body within the time and size limits and inflates it if it is gzip; `share`
 /// follows what it holds.
-async fn read_body(
-    state: &ApiState,
-    headers: &HeaderMap,
-    body: Body,
-    share: &mut BudgetShare,
-) -> Result<axum::body::Bytes, Refusal> {
-    let read = tokio::time::timeout(
-        state.body_timeout,
-        axum::body::to_bytes(body, state.max_body_bytes),
-    )
-    .await;
+async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body, share: &mut BudgetShare) -> Result<axum::body::Bytes, Refusal> {
+    let read = tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, state.max_body_bytes)).await;
     let Ok(read) = read else {
-        return Err(Refusal::new(
-            RefusalKind::Timeout,
-            format!(
-                "the request body did not arrive within {} ms",
-                state.body_timeout.as_millis()
-            ),
-        )
-        .with_hint(
-            "nothing of this request was ingested: send the body at once, or smaller requests",
-        ));
+        return Err(Refusal::new(RefusalKind::Timeout, format!("the request body did not arrive within {} ms", state.body_timeout.as_millis()))
+            .with_hint("nothing of this request was ingested: send the body at once, or smaller requests"));
     };
     let body = read.map_err(|e| {
         let inner = e.into_inner();
         if inner.is::<http_body_util::LengthLimitError>() {
             body_too_large(state)
         } else {
-            Refusal::bad_request(format!("could not read the request body: {inner}"))
-                .with_hint("resend the request")
+            Refusal::bad_request(format!("could not read the request body: {inner}")).with_hint("resend the request")
         }
     })?;
     share.shrink_to(DECODED_FACTOR * body.len());
@@ -594,35 +451,20 @@ async fn read_body(
                 Ok(body)
             }
             Err(Gunzip::OverBudget) => Err(over_budget(state)),
-            Err(Gunzip::TooLarge) => Err(Refusal::too_large(format!(
-                "request body decompresses to more than the limit of {} bytes",
-                state.max_body_bytes
-            ))
-            .with_hint("split the events over several smaller requests")),
-            Err(Gunzip::Invalid(reason)) => Err(Refusal::bad_request(format!(
-                "request body is not valid gzip: {reason}"
-            ))
-            .with_hint(
-                "send the body gzip-compressed as Content-Encoding says, or drop the header",
-            )),
+            Err(Gunzip::TooLarge) => Err(Refusal::too_large(format!("request body decompresses to more than the limit of {} bytes", state.max_body_bytes))
+                .with_hint("split the events over several smaller requests")),
+            Err(Gunzip::Invalid(reason)) => Err(Refusal::bad_request(format!("request body is not valid gzip: {reason}"))
+                .with_hint("send the body gzip-compressed as Content-Encoding says, or drop the header")),
         },
-        Err(encoding) => Err(Refusal::new(
-            RefusalKind::UnsupportedMedia,
-            format!("Content-Encoding {encoding:?} is not supported"),
-        )
-        .with_hint("send the body uncompressed or with Content-Encoding: gzip")),
+        Err(encoding) => Err(Refusal::new(RefusalKind::UnsupportedMedia, format!("Content-Encoding {encoding:?} is not supported"))
+            .with_hint("send the body uncompressed or with Content-Encoding: gzip")),
     }
 }
 
 /// Takes from the budget what decoding holds beyond the body's share, where a format can
 /// decode to many times its size (OTLP protobuf: empty log records are 2 bytes each on
 /// the wire).
-fn reserve_decoding(
-    state: &ApiState,
-    flavor: Flavor,
-    body: &[u8],
-    share: &mut BudgetShare,
-) -> Result<(), Refusal> {
+fn reserve_decoding(state: &ApiState, flavor: Flavor, body: &[u8], share: &mut BudgetShare) -> Result<(), Refusal> {
     let overhead = match flavor {
         Flavor::Otlp(encoding) => otlp::decoded_overhead(body, encoding),
         _ => 0,
@@ -637,10 +479,7 @@ fn reserve_decoding(
         ))
         .with_hint("nothing of this request was ingested: send fewer log records per request"));
     }
-    let more = state
-        .budget
-        .try_take(overhead)
-        .ok_or_else(|| over_budget(state))?;
+    let more = state.budget.try_take(overhead).ok_or_else(|| over_budget(state))?;
     share.merge(more);
     Ok(())
 }
@@ -648,36 +487,24 @@ fn reserve_decoding(
 /// The first event (0-based, counted across the request's batches) larger than
 /// `max_bytes`, with its size: raw text plus encoded attributes.
 fn oversized_event(batches: &[EventBatch], max_bytes: usize) -> Option<(usize, usize)> {
-    batches
-        .iter()
-        .flat_map(|b| &b.events)
-        .enumerate()
-        .find_map(|(index, event)| {
-            // Most events carry no attributes; the raw text alone already decides most others.
-            if event.raw.len() > max_bytes {
-                return Some((index, event.raw.len()));
-            }
-            // The exact size (a serialisation) only when the cheap upper bound is over.
-            if event.raw.len() + weir_proto::event::encoded_len_at_most(event.attributes.iter())
-                <= max_bytes
-            {
-                return None;
-            }
-            let size = event.raw.len() + weir_proto::event::encoded_len(&event.attributes);
-            (size > max_bytes).then_some((index, size))
-        })
+    batches.iter().flat_map(|b| &b.events).enumerate().find_map(|(index, event)| {
+        // Most events carry no attributes; the raw text alone already decides most others.
+        if event.raw.len() > max_bytes {
+            return Some((index, event.raw.len()));
+        }
+        // The exact size (a serialisation) only when the cheap upper bound is over.
+        if event.raw.len() + weir_proto::event::encoded_len_at_most(event.attributes.iter()) <= max_bytes {
+            return None;
+        }
+        let size = event.raw.len() + weir_proto::event::encoded_len(&event.attributes);
+        (size > max_bytes).then_some((index, size))
+    })
 }
 
 fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a TokenConfig, Refusal> {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return Err(Refusal::new(
-            RefusalKind::Unauthenticated,
-            "Token is required: no Authorization header",
-        )
-        .with_hint("send `Authorization: Bearer <ingest token>` (or `Splunk <token>` for HEC)"));
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return Err(Refusal::new(RefusalKind::Unauthenticated, "Token is required: no Authorization header")
+            .with_hint("send `Authorization: Bearer <ingest token>` (or `Splunk <token>` for HEC)"));
     };
     let Some(token) = token_of(value, |token| state.tokens.contains_key(token)) else {
         return Err(Refusal::new(
@@ -688,8 +515,7 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
         .with_hec_code(3));
     };
     state.tokens.get(&token).ok_or_else(|| {
-        Refusal::forbidden("Invalid token: this ingest token is not configured on this node")
-            .with_hint("check the token against the `tokens` list in the node's config")
+        Refusal::forbidden("Invalid token: this ingest token is not configured on this node").with_hint("check the token against the `tokens` list in the node's config")
     })
 }
 
@@ -701,9 +527,7 @@ fn authenticate<'a>(state: &'a ApiState, headers: &HeaderMap) -> Result<&'a Toke
 fn token_of(value: &str, known: impl Fn(&str) -> bool) -> Option<String> {
     use base64::Engine;
     let decode = |encoded: &str| {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
         let text = String::from_utf8(bytes).ok()?;
         text.split_once(':').map(|(_, secret)| secret.to_owned())
     };
@@ -721,14 +545,8 @@ fn token_of(value: &str, known: impl Fn(&str) -> bool) -> Option<String> {
 /// Whether the body is gzip (shippers such as Splunk's HEC clients, Fluent Bit and Vector
 /// commonly compress); `Err(encoding)` for an encoding this node cannot read.
 fn is_gzip(headers: &HeaderMap) -> Result<bool, String> {
-    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
-        return Ok(false);
-    };
-    let value = value
-        .to_str()
-        .unwrap_or("(not text)")
-        .trim()
-        .to_ascii_lowercase();
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else { return Ok(false) };
+    let value = value.to_str().unwrap_or("(not text)").trim().to_ascii_lowercase();
     match value.as_str() {
         "" | "identity" => Ok(false),
         "gzip" | "x-gzip" => Ok(true),
@@ -750,21 +568,13 @@ enum Gunzip {
 /// what the node has to hold, so a small gzip bomb cannot exhaust memory). The inflated
 /// size is unknown until the end, so the worst case is taken from `budget` first and
 /// the unused rest given back after. CPU work: off the runtime's I/O threads.
-async fn gunzip(
-    body: bytes::Bytes,
-    max_bytes: usize,
-    budget: &MemoryBudget,
-) -> Result<(bytes::Bytes, BudgetShare), Gunzip> {
-    let mut share = budget
-        .try_take(DECODED_FACTOR * max_bytes)
-        .ok_or(Gunzip::OverBudget)?;
+async fn gunzip(body: bytes::Bytes, max_bytes: usize, budget: &MemoryBudget) -> Result<(bytes::Bytes, BudgetShare), Gunzip> {
+    let mut share = budget.try_take(DECODED_FACTOR * max_bytes).ok_or(Gunzip::OverBudget)?;
     let out = tokio::task::spawn_blocking(move || {
         use std::io::Read;
         let mut out = Vec::with_capacity((body.len() * 4).min(max_bytes));
         let mut decoder = flate2::read::MultiGzDecoder::new(&body[..]).take(max_bytes as u64 + 1);
-        decoder
-            .read_to_end(&mut out)
-            .map_err(|e| Gunzip::Invalid(e.to_string()))?;
+        decoder.read_to_end(&mut out).map_err(|e| Gunzip::Invalid(e.to_string()))?;
         if out.len() > max_bytes {
             return Err(Gunzip::TooLarge);
         }
@@ -807,23 +617,12 @@ mod tests {
         }
     }
 
-    async fn call(
-        outcome: Option<Refusal>,
-        path: &str,
-        ack: Option<&str>,
-    ) -> (StatusCode, HeaderMap, serde_json::Value, usize) {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(outcome),
-            received: Mutex::new(Vec::new()),
-        });
+    async fn call(outcome: Option<Refusal>, path: &str, ack: Option<&str>) -> (StatusCode, HeaderMap, serde_json::Value, usize) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1024,
             max_concurrent_requests: 8,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: Some("p".into()),
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: Some("p".into()) }],
             ..HttpIngestConfig::default()
         };
         let app = router(&config, sink.clone(), MemoryBudget::new(1 << 30));
@@ -831,26 +630,12 @@ mod tests {
         if let Some(ack) = ack {
             request = request.header(ACK_HEADER, ack);
         }
-        let response = app
-            .oneshot(request.body(Body::from("line one\nline two")).unwrap())
-            .await
-            .unwrap();
+        let response = app.oneshot(request.body(Body::from("line one\nline two")).unwrap()).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        let received = sink
-            .received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.n_events)
-            .sum();
-        (
-            status,
-            headers,
-            serde_json::from_slice(&body).unwrap_or_default(),
-            received,
-        )
+        let received = sink.received.lock().unwrap().iter().map(|r| r.n_events).sum();
+        (status, headers, serde_json::from_slice(&body).unwrap_or_default(), received)
     }
 
     #[tokio::test]
@@ -858,45 +643,18 @@ mod tests {
         let retry_after = Duration::from_secs(3);
         let cases = [
             (None, StatusCode::OK, None),
-            (
-                Some(Refusal::unavailable("kafka down", retry_after)),
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("3"),
-            ),
-            (
-                Some(Refusal::overloaded("spool full", retry_after)),
-                StatusCode::TOO_MANY_REQUESTS,
-                Some("3"),
-            ),
-            (
-                Some(Refusal::too_large("too big")),
-                StatusCode::PAYLOAD_TOO_LARGE,
-                None,
-            ),
-            (
-                Some(Refusal::internal("bug")),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                None,
-            ),
+            (Some(Refusal::unavailable("kafka down", retry_after)), StatusCode::SERVICE_UNAVAILABLE, Some("3")),
+            (Some(Refusal::overloaded("spool full", retry_after)), StatusCode::TOO_MANY_REQUESTS, Some("3")),
+            (Some(Refusal::too_large("too big")), StatusCode::PAYLOAD_TOO_LARGE, None),
+            (Some(Refusal::internal("bug")), StatusCode::INTERNAL_SERVER_ERROR, None),
         ];
         for (outcome, status, retry) in cases {
-            let (got, headers, body, received) =
-                call(outcome, "/services/collector/raw", None).await;
+            let (got, headers, body, received) = call(outcome, "/services/collector/raw", None).await;
             assert_eq!(got, status, "{body}");
-            assert_eq!(
-                headers
-                    .get(header::RETRY_AFTER)
-                    .map(|v| v.to_str().unwrap()),
-                retry
-            );
+            assert_eq!(headers.get(header::RETRY_AFTER).map(|v| v.to_str().unwrap()), retry);
             assert_eq!(received, 2, "both lines reach the sink");
             if status != StatusCode::OK {
-                assert!(
-                    body["hint"]
-                        .as_str()
-                        .is_some_and(|h| h.contains("acknowledged")),
-                    "{body}"
-                );
+                assert!(body["hint"].as_str().is_some_and(|h| h.contains("acknowledged")), "{body}");
             }
         }
     }
@@ -909,22 +667,12 @@ mod tests {
         assert_eq!((status, received), (StatusCode::BAD_REQUEST, 0), "{body}");
     }
 
-    async fn call_encoded(
-        encoding: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, serde_json::Value, Vec<String>) {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(None),
-            received: Mutex::new(Vec::new()),
-        });
+    async fn call_encoded(encoding: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value, Vec<String>) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1024,
             max_concurrent_requests: 8,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
         let request = Request::post("/services/collector/raw")
@@ -932,26 +680,11 @@ mod tests {
             .header(header::CONTENT_ENCODING, encoding)
             .body(Body::from(body))
             .unwrap();
-        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30))
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
         let status = response.status();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        let raws = sink
-            .received
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|r| &r.batches)
-            .flat_map(|b| &b.events)
-            .map(|e| e.raw.clone())
-            .collect();
-        (
-            status,
-            serde_json::from_slice(&body).unwrap_or_default(),
-            raws,
-        )
+        let raws = sink.received.lock().unwrap().iter().flat_map(|r| &r.batches).flat_map(|b| &b.events).map(|e| e.raw.clone()).collect();
+        (status, serde_json::from_slice(&body).unwrap_or_default(), raws)
     }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -972,37 +705,21 @@ mod tests {
         assert!(bomb.len() < 1024);
         let (status, body, raws) = call_encoded("gzip", bomb).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
-        assert!(
-            body["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("decompresses")),
-            "{body}"
-        );
+        assert!(body["text"].as_str().is_some_and(|t| t.contains("decompresses")), "{body}");
         assert!(raws.is_empty());
 
         let (status, body, raws) = call_encoded("gzip", b"plain text, not gzip".to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert!(
-            body["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("not valid gzip")),
-            "{body}"
-        );
+        assert!(body["text"].as_str().is_some_and(|t| t.contains("not valid gzip")), "{body}");
         assert!(raws.is_empty());
 
         let (status, body, _) = call_encoded("br", b"x".to_vec()).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
-        assert!(
-            body.to_string().contains("gzip"),
-            "the hint names what works: {body}"
-        );
+        assert!(body.to_string().contains("gzip"), "the hint names what works: {body}");
     }
 
     /// Holds every request until the gate opens; counts the requests inside.
-    struct GateSink(
-        Arc<tokio::sync::Semaphore>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    );
+    struct GateSink(Arc<tokio::sync::Semaphore>, Arc<std::sync::atomic::AtomicUsize>);
 
     impl IngestSink for GateSink {
         fn ingest(&self, _request: IngestRequest) -> BoxFuture<'static, Result<(), Refusal>> {
@@ -1025,23 +742,12 @@ mod tests {
         let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let config = HttpIngestConfig {
             max_concurrent_requests: 2,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
-        let app = router(
-            &config,
-            Arc::new(GateSink(gate.clone(), inside.clone())),
-            MemoryBudget::new(1 << 30),
-        );
+        let app = router(&config, Arc::new(GateSink(gate.clone(), inside.clone())), MemoryBudget::new(1 << 30));
         let send = |app: Router| async move {
-            let request = Request::post("/api/v1/ingest/raw")
-                .header("authorization", "Bearer t")
-                .body(Body::from("x"))
-                .unwrap();
+            let request = Request::post("/api/v1/ingest/raw").header("authorization", "Bearer t").body(Body::from("x")).unwrap();
             app.oneshot(request).await.unwrap()
         };
         let held: Vec<_> = (0..2).map(|_| tokio::spawn(send(app.clone()))).collect();
@@ -1060,21 +766,13 @@ mod tests {
         let refused = refused.expect("a third request while two are held gets 429");
         assert_eq!(refused.headers().get(header::RETRY_AFTER).unwrap(), "1");
         let body = to_bytes(refused.into_body(), 1 << 20).await.unwrap();
-        assert!(
-            String::from_utf8_lossy(&body).contains("in progress"),
-            "{}",
-            String::from_utf8_lossy(&body)
-        );
+        assert!(String::from_utf8_lossy(&body).contains("in progress"), "{}", String::from_utf8_lossy(&body));
 
         gate.add_permits(100);
         for request in held {
             assert_eq!(request.await.unwrap().status(), StatusCode::OK);
         }
-        assert_eq!(
-            send(app.clone()).await.status(),
-            StatusCode::OK,
-            "permits come back"
-        );
+        assert_eq!(send(app.clone()).await.status(), StatusCode::OK, "permits come back");
     }
 
     /// A protobuf body of empty log records (2 bytes each on the wire) is budgeted for what
@@ -1086,29 +784,13 @@ mod tests {
         use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
         use prost::Message;
         let body = |records: usize| {
-            let scope = ScopeLogs {
-                log_records: vec![LogRecord::default(); records],
-                ..Default::default()
-            };
-            ExportLogsServiceRequest {
-                resource_logs: vec![ResourceLogs {
-                    scope_logs: vec![scope],
-                    ..Default::default()
-                }],
-            }
-            .encode_to_vec()
+            let scope = ScopeLogs { log_records: vec![LogRecord::default(); records], ..Default::default() };
+            ExportLogsServiceRequest { resource_logs: vec![ResourceLogs { scope_logs: vec![scope], ..Default::default() }] }.encode_to_vec()
         };
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(None),
-            received: Mutex::new(Vec::new()),
-        });
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_body_bytes: 1 << 20,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
         let post = |body: Vec<u8>| {
@@ -1120,225 +802,108 @@ mod tests {
         };
         // 100 000 records: about 200 KB on the wire, tens of MB decoded; the budget is 8 MiB.
         let budget = MemoryBudget::new(8 << 20);
-        let response = router(&config, sink.clone(), budget.clone())
-            .oneshot(post(body(100_000)))
-            .await
-            .unwrap();
+        let response = router(&config, sink.clone(), budget.clone()).oneshot(post(body(100_000))).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let answer = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        assert!(
-            String::from_utf8_lossy(&answer).contains("fewer log records"),
-            "{answer:?}"
-        );
+        assert!(String::from_utf8_lossy(&answer).contains("fewer log records"), "{answer:?}");
         assert!(sink.received.lock().unwrap().is_empty());
-        assert_eq!(
-            budget.available_bytes(),
-            budget.total_bytes(),
-            "the refused request gave its share back"
-        );
+        assert_eq!(budget.available_bytes(), budget.total_bytes(), "the refused request gave its share back");
 
         // 1 000 records fit, unless another request holds the budget.
         let held = budget.try_take(budget.total_bytes() - (64 << 10)).unwrap();
-        let response = router(&config, sink.clone(), budget.clone())
-            .oneshot(post(body(1_000)))
-            .await
-            .unwrap();
+        let response = router(&config, sink.clone(), budget.clone()).oneshot(post(body(1_000))).await.unwrap();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!(sink.received.lock().unwrap().is_empty());
         drop(held);
-        let response = router(&config, sink.clone(), budget)
-            .oneshot(post(body(1_000)))
-            .await
-            .unwrap();
+        let response = router(&config, sink.clone(), budget).oneshot(post(body(1_000))).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            sink.received
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|r| r.n_events)
-                .sum::<usize>(),
-            1_000
-        );
+        assert_eq!(sink.received.lock().unwrap().iter().map(|r| r.n_events).sum::<usize>(), 1_000);
     }
 
     #[tokio::test]
     async fn an_oversized_event_refuses_the_whole_request_naming_the_event() {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(None),
-            received: Mutex::new(Vec::new()),
-        });
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             max_event_bytes: 16,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
         let body = format!("short\n{}\nshort again", "x".repeat(17));
-        let request = Request::post("/services/collector/raw")
-            .header("authorization", "Splunk t")
-            .body(Body::from(body))
-            .unwrap();
-        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30))
-            .oneshot(request)
-            .await
-            .unwrap();
+        let request = Request::post("/services/collector/raw").header("authorization", "Splunk t").body(Body::from(body)).unwrap();
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-        let body: serde_json::Value =
-            serde_json::from_slice(&to_bytes(response.into_body(), 1 << 20).await.unwrap())
-                .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&to_bytes(response.into_body(), 1 << 20).await.unwrap()).unwrap();
         assert_eq!(body["invalid-event-number"], 1, "{body}");
-        assert!(
-            body["text"]
-                .as_str()
-                .is_some_and(|t| t.contains("event 1") && t.contains("17 bytes")),
-            "{body}"
-        );
-        assert!(
-            sink.received.lock().unwrap().is_empty(),
-            "all or nothing: no event of the request reaches the sink"
-        );
+        assert!(body["text"].as_str().is_some_and(|t| t.contains("event 1") && t.contains("17 bytes")), "{body}");
+        assert!(sink.received.lock().unwrap().is_empty(), "all or nothing: no event of the request reaches the sink");
 
         // Exactly at the limit passes; attributes count towards it.
-        let ok = Request::post("/services/collector/raw")
-            .header("authorization", "Splunk t")
-            .body(Body::from("x".repeat(16)))
-            .unwrap();
-        assert_eq!(
-            router(&config, sink.clone(), MemoryBudget::new(1 << 30))
-                .oneshot(ok)
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
+        let ok = Request::post("/services/collector/raw").header("authorization", "Splunk t").body(Body::from("x".repeat(16))).unwrap();
+        assert_eq!(router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(ok).await.unwrap().status(), StatusCode::OK);
         let with_fields = r#"{"event":"abc","fields":{"k":"a long attribute value"}}"#;
-        let request = Request::post("/services/collector/event")
-            .header("authorization", "Splunk t")
-            .body(Body::from(with_fields))
-            .unwrap();
-        assert_eq!(
-            router(&config, sink, MemoryBudget::new(1 << 30))
-                .oneshot(request)
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
+        let request = Request::post("/services/collector/event").header("authorization", "Splunk t").body(Body::from(with_fields)).unwrap();
+        assert_eq!(router(&config, sink, MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[tokio::test]
     async fn a_body_that_stalls_gets_408() {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(None),
-            received: Mutex::new(Vec::new()),
-        });
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
             body_timeout_ms: 200,
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
         // A body stream that yields one chunk and then never ends.
         use futures::StreamExt;
-        let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
-            b"partial",
-        ))])
-        .chain(futures::stream::pending());
-        let request = Request::post("/api/v1/ingest/raw")
-            .header("authorization", "Bearer t")
-            .body(Body::from_stream(stream))
+        let stream = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"partial"))]).chain(futures::stream::pending());
+        let request = Request::post("/api/v1/ingest/raw").header("authorization", "Bearer t").body(Body::from_stream(stream)).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request))
+            .await
+            .expect("answered within the body timeout, not hung")
             .unwrap();
-        let response = tokio::time::timeout(
-            Duration::from_secs(10),
-            router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request),
-        )
-        .await
-        .expect("answered within the body timeout, not hung")
-        .unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert!(sink.received.lock().unwrap().is_empty());
     }
 
-    async fn send(
-        outcome: Option<Refusal>,
-        request: Request<Body>,
-    ) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(outcome),
-            received: Mutex::new(Vec::new()),
-        });
+    async fn send(outcome: Option<Refusal>, request: Request<Body>) -> (StatusCode, HeaderMap, bytes::Bytes, usize) {
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(outcome), received: Mutex::new(Vec::new()) });
         let config = HttpIngestConfig {
-            tokens: vec![TokenConfig {
-                token: "t".into(),
-                repository: "r".into(),
-                parser: None,
-            }],
+            tokens: vec![TokenConfig { token: "t".into(), repository: "r".into(), parser: None }],
             ..HttpIngestConfig::default()
         };
-        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30))
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = router(&config, sink.clone(), MemoryBudget::new(1 << 30)).oneshot(request).await.unwrap();
         let (status, headers) = (response.status(), response.headers().clone());
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        let received = sink
-            .received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.n_events)
-            .sum();
+        let received = sink.received.lock().unwrap().iter().map(|r| r.n_events).sum();
         (status, headers, body, received)
     }
 
-    const OTLP_JSON: &str =
-        r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hello"}}]}]}]}"#;
+    const OTLP_JSON: &str = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hello"}}]}]}]}"#;
 
     #[tokio::test]
     async fn otlp_answers_in_the_request_encoding_with_retry_after_when_full() {
         let post = |content_type: &str, body: &'static [u8]| {
-            Request::post("/v1/logs")
-                .header("authorization", "Bearer t")
-                .header(header::CONTENT_TYPE, content_type)
-                .body(Body::from(body))
-                .unwrap()
+            Request::post("/v1/logs").header("authorization", "Bearer t").header(header::CONTENT_TYPE, content_type).body(Body::from(body)).unwrap()
         };
-        let (status, headers, body, received) =
-            send(None, post("application/json", OTLP_JSON.as_bytes())).await;
-        assert_eq!(
-            (status, &body[..], received),
-            (StatusCode::OK, &b"{}"[..], 1)
-        );
+        let (status, headers, body, received) = send(None, post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, &body[..], received), (StatusCode::OK, &b"{}"[..], 1));
         assert_eq!(headers[header::CONTENT_TYPE], "application/json");
 
         let full = Refusal::overloaded("spool full", Duration::from_secs(2));
-        let (status, headers, body, _) =
-            send(Some(full), post("application/x-protobuf", b"")).await;
+        let (status, headers, body, _) = send(Some(full), post("application/x-protobuf", b"")).await;
         // An empty protobuf request holds no record: nothing reaches the sink, so 200.
         assert_eq!((status, body.len()), (StatusCode::OK, 0));
         assert_eq!(headers[header::CONTENT_TYPE], "application/x-protobuf");
 
         let full = Refusal::overloaded("spool full", Duration::from_secs(2));
-        let (status, headers, body, _) =
-            send(Some(full), post("application/json", OTLP_JSON.as_bytes())).await;
+        let (status, headers, body, _) = send(Some(full), post("application/json", OTLP_JSON.as_bytes())).await;
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers[header::RETRY_AFTER], "2");
         let status_body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(status_body["code"], 8, "RESOURCE_EXHAUSTED: {status_body}");
         let down = Refusal::unavailable("kafka down", Duration::from_secs(1));
-        let (status, headers, _, _) =
-            send(Some(down), post("application/json", OTLP_JSON.as_bytes())).await;
-        assert_eq!(
-            (status, headers.get(header::RETRY_AFTER).is_some()),
-            (StatusCode::SERVICE_UNAVAILABLE, true)
-        );
+        let (status, headers, _, _) = send(Some(down), post("application/json", OTLP_JSON.as_bytes())).await;
+        assert_eq!((status, headers.get(header::RETRY_AFTER).is_some()), (StatusCode::SERVICE_UNAVAILABLE, true));
 
         let (status, _, body, received) = send(None, post("text/plain", b"hello")).await;
         assert_eq!((status, received), (StatusCode::UNSUPPORTED_MEDIA_TYPE, 0));
@@ -1350,112 +915,41 @@ mod tests {
         use base64::Engine;
         let encode = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
         let bulk = "{\"index\":{}}\n{\"a\":1}\n";
-        let post = |path: &str, auth: String| {
-            Request::post(path)
-                .header("authorization", auth)
-                .body(Body::from(bulk))
-                .unwrap()
-        };
-        for auth in [
-            format!("Basic {}", encode("elastic:t")),
-            "ApiKey t".into(),
-            format!("ApiKey {}", encode("some-id:t")),
-            "Bearer t".into(),
-        ] {
-            let (status, headers, body, received) =
-                send(None, post("/logs/_bulk", auth.clone())).await;
-            assert_eq!(
-                (status, received),
-                (StatusCode::OK, 1),
-                "{auth}: {}",
-                String::from_utf8_lossy(&body)
-            );
+        let post = |path: &str, auth: String| Request::post(path).header("authorization", auth).body(Body::from(bulk)).unwrap();
+        for auth in [format!("Basic {}", encode("elastic:t")), "ApiKey t".into(), format!("ApiKey {}", encode("some-id:t")), "Bearer t".into()] {
+            let (status, headers, body, received) = send(None, post("/logs/_bulk", auth.clone())).await;
+            assert_eq!((status, received), (StatusCode::OK, 1), "{auth}: {}", String::from_utf8_lossy(&body));
             assert_eq!(headers["x-elastic-product"], "Elasticsearch");
             let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(answer["items"][0]["index"]["_index"], "logs");
         }
-        let (status, headers, body, received) = send(
-            None,
-            post("/_bulk", format!("Basic {}", encode("elastic:wrong"))),
-        )
-        .await;
+        let (status, headers, body, received) = send(None, post("/_bulk", format!("Basic {}", encode("elastic:wrong")))).await;
         assert_eq!((status, received), (StatusCode::FORBIDDEN, 0));
-        assert_eq!(
-            headers["x-elastic-product"], "Elasticsearch",
-            "on errors too"
-        );
+        assert_eq!(headers["x-elastic-product"], "Elasticsearch", "on errors too");
         assert!(String::from_utf8_lossy(&body).contains("security_exception"));
-        let put = Request::put("/_bulk")
-            .header("authorization", "ApiKey t")
-            .body(Body::from(bulk))
-            .unwrap();
+        let put = Request::put("/_bulk").header("authorization", "ApiKey t").body(Body::from(bulk)).unwrap();
         let (status, _, body, received) = send(None, put).await;
-        assert_eq!(
-            (status, received),
-            (StatusCode::OK, 0),
-            "no index anywhere: an item error: {}",
-            String::from_utf8_lossy(&body)
-        );
-        let (status, headers, _, _) =
-            send(None, Request::get("/_bulk").body(Body::empty()).unwrap()).await;
-        assert_eq!(
-            (status, &headers["x-elastic-product"]),
-            (
-                StatusCode::METHOD_NOT_ALLOWED,
-                &"Elasticsearch".parse::<header::HeaderValue>().unwrap()
-            )
-        );
+        assert_eq!((status, received), (StatusCode::OK, 0), "no index anywhere: an item error: {}", String::from_utf8_lossy(&body));
+        let (status, headers, _, _) = send(None, Request::get("/_bulk").body(Body::empty()).unwrap()).await;
+        assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::METHOD_NOT_ALLOWED, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
         let down = Refusal::unavailable("kafka down", Duration::from_secs(1));
-        let (status, headers, _, _) =
-            send(Some(down), post("/logs/_bulk", "ApiKey t".into())).await;
-        assert_eq!(
-            (status, headers.contains_key(header::RETRY_AFTER)),
-            (StatusCode::SERVICE_UNAVAILABLE, true)
-        );
+        let (status, headers, _, _) = send(Some(down), post("/logs/_bulk", "ApiKey t".into())).await;
+        assert_eq!((status, headers.contains_key(header::RETRY_AFTER)), (StatusCode::SERVICE_UNAVAILABLE, true));
         for method in ["GET", "HEAD"] {
-            let (status, headers, body, _) = send(
-                None,
-                Request::builder()
-                    .method(method)
-                    .uri("/")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-            assert_eq!(
-                (status, &headers["x-elastic-product"]),
-                (
-                    StatusCode::OK,
-                    &"Elasticsearch".parse::<header::HeaderValue>().unwrap()
-                )
-            );
+            let (status, headers, body, _) = send(None, Request::builder().method(method).uri("/").body(Body::empty()).unwrap()).await;
+            assert_eq!((status, &headers["x-elastic-product"]), (StatusCode::OK, &"Elasticsearch".parse::<header::HeaderValue>().unwrap()));
             if method == "GET" {
                 let root: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                assert!(
-                    root["version"]["number"]
-                        .as_str()
-                        .is_some_and(|v| v.starts_with("8.")),
-                    "{root}"
-                );
+                assert!(root["version"]["number"].as_str().is_some_and(|v| v.starts_with("8.")), "{root}");
             }
         }
     }
 
     #[tokio::test]
     async fn readiness_reports_the_sink_reason() {
-        let sink = Arc::new(ScriptedSink {
-            outcome: Mutex::new(None),
-            received: Mutex::new(Vec::new()),
-        });
-        let app = router(
-            &HttpIngestConfig::default(),
-            sink,
-            MemoryBudget::new(1 << 30),
-        );
-        let response = app
-            .oneshot(Request::get("/ready").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let sink = Arc::new(ScriptedSink { outcome: Mutex::new(None), received: Mutex::new(Vec::new()) });
+        let app = router(&HttpIngestConfig::default(), sink, MemoryBudget::new(1 << 30));
+        let response = app.oneshot(Request::get("/ready").body(Body::empty()).unwrap()).await.unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
         assert!(String::from_utf8_lossy(&body).contains("scripted"));

@@ -27,9 +27,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
@@ -52,16 +50,8 @@ pub enum Encoding {
 impl Encoding {
     /// The encoding `Content-Type` names; `Err(content type)` for any other (415).
     pub fn of(headers: &HeaderMap) -> Result<Encoding, String> {
-        let value = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or("(not text)"))
-            .unwrap_or("(none)");
-        let media_type = value
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let value = headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)")).unwrap_or("(none)");
+        let media_type = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media_type.as_str() {
             "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
             "application/json" => Ok(Encoding::Json),
@@ -103,26 +93,17 @@ fn grpc_code(status: StatusCode) -> i32 {
 /// The success body: an empty `ExportLogsServiceResponse` (everything was accepted).
 pub fn success_body(encoding: Encoding) -> Vec<u8> {
     match encoding {
-        Encoding::Protobuf => ExportLogsServiceResponse {
-            partial_success: None,
-        }
-        .encode_to_vec(),
+        Encoding::Protobuf => ExportLogsServiceResponse { partial_success: None }.encode_to_vec(),
         Encoding::Json => b"{}".to_vec(),
     }
 }
 
 /// The error body: a `google.rpc.Status` whose message says what failed and what to do.
 pub fn status_body(encoding: Encoding, status: StatusCode, message: &str, hint: &str) -> Vec<u8> {
-    let status = Status {
-        code: grpc_code(status),
-        message: format!("{message}; {hint}"),
-    };
+    let status = Status { code: grpc_code(status), message: format!("{message}; {hint}") };
     match encoding {
         Encoding::Protobuf => status.encode_to_vec(),
-        Encoding::Json => {
-            serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message}))
-                .unwrap_or_default()
-        }
+        Encoding::Json => serde_json::to_vec(&serde_json::json!({"code": status.code, "message": status.message})).unwrap_or_default(),
     }
 }
 
@@ -183,38 +164,21 @@ pub fn log_records(body: &[u8]) -> Option<usize> {
 }
 
 /// Decodes a whole request; any error refuses all of it.
-pub fn decode(
-    body: &[u8],
-    encoding: Encoding,
-    target: &Target,
-) -> Result<Vec<EventBatch>, FormatError> {
+pub fn decode(body: &[u8], encoding: Encoding, target: &Target) -> Result<Vec<EventBatch>, FormatError> {
     let request = match encoding {
-        Encoding::Protobuf => ExportLogsServiceRequest::decode(body).map_err(|e| {
+        Encoding::Protobuf => ExportLogsServiceRequest::decode(body)
+            .map_err(|e| FormatError::new(format!("invalid OTLP protobuf ExportLogsServiceRequest: {e}"), 6))?,
+        Encoding::Json => serde_json::from_slice::<ExportLogsServiceRequest>(body).map_err(|e| {
             FormatError::new(
-                format!("invalid OTLP protobuf ExportLogsServiceRequest: {e}"),
+                format!("invalid OTLP-JSON ExportLogsServiceRequest at line {} column {}: {e}", e.line(), e.column()),
                 6,
             )
         })?,
-        Encoding::Json => {
-            serde_json::from_slice::<ExportLogsServiceRequest>(body).map_err(|e| {
-                FormatError::new(
-                    format!(
-                        "invalid OTLP-JSON ExportLogsServiceRequest at line {} column {}: {e}",
-                        e.line(),
-                        e.column()
-                    ),
-                    6,
-                )
-            })?
-        }
     };
     to_batches(request, target)
 }
 
-fn to_batches(
-    request: ExportLogsServiceRequest,
-    target: &Target,
-) -> Result<Vec<EventBatch>, FormatError> {
+fn to_batches(request: ExportLogsServiceRequest, target: &Target) -> Result<Vec<EventBatch>, FormatError> {
     let mut batches = Vec::new();
     for (r, resource_logs) in request.resource_logs.into_iter().enumerate() {
         let mut resource_attributes = Map::new();
@@ -246,10 +210,7 @@ fn to_batches(
             }
             let mut events = Vec::with_capacity(scope_logs.log_records.len());
             for (i, record) in scope_logs.log_records.into_iter().enumerate() {
-                events.push(
-                    to_event(record)
-                        .map_err(|e| FormatError::new(format!("{}: {e}", place(Some(i))), 6))?,
-                );
+                events.push(to_event(record).map_err(|e| FormatError::new(format!("{}: {e}", place(Some(i))), 6))?);
             }
             if !events.is_empty() {
                 batches.push(EventBatch {
@@ -267,18 +228,12 @@ fn to_batches(
 }
 
 fn to_event(record: LogRecord) -> Result<Event, String> {
-    let nanos = if record.time_unix_nano != 0 {
-        record.time_unix_nano
-    } else {
-        record.observed_time_unix_nano
-    };
+    let nanos = if record.time_unix_nano != 0 { record.time_unix_nano } else { record.observed_time_unix_nano };
     let timestamp_ms = (nanos != 0).then(|| (nanos / 1_000_000) as i64);
     let raw = match record.body.and_then(|b| b.value) {
         None => String::new(),
         Some(any_value::Value::StringValue(text)) => text,
-        Some(other) => to_json(other, 0)
-            .map_err(|e| format!("body: {e}"))?
-            .to_string(),
+        Some(other) => to_json(other, 0).map_err(|e| format!("body: {e}"))?.to_string(),
     };
     // The record's attributes and up to six more.
     let mut attributes = Fields::with_capacity(record.attributes.len() + 6);
@@ -290,10 +245,7 @@ fn to_event(record: LogRecord) -> Result<Event, String> {
         attributes.insert("severity_text".into(), Value::String(record.severity_text));
     }
     if record.severity_number != 0 {
-        attributes.insert(
-            "severity_number".into(),
-            Value::from(record.severity_number),
-        );
+        attributes.insert("severity_number".into(), Value::from(record.severity_number));
     }
     for (name, id) in [("trace_id", &record.trace_id), ("span_id", &record.span_id)] {
         if !id.is_empty() {
@@ -306,29 +258,19 @@ fn to_event(record: LogRecord) -> Result<Event, String> {
     if !record.event_name.is_empty() {
         attributes.insert("event_name".into(), Value::String(record.event_name));
     }
-    Ok(Event {
-        timestamp_ms,
-        raw,
-        attributes,
-    })
+    Ok(Event { timestamp_ms, raw, attributes })
 }
 
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 /// Hands each attribute to `insert` as (`prefix` + key, value).
-fn put_attributes(
-    insert: &mut dyn FnMut(String, Value),
-    prefix: &str,
-    attributes: Vec<KeyValue>,
-) -> Result<(), String> {
+fn put_attributes(insert: &mut dyn FnMut(String, Value), prefix: &str, attributes: Vec<KeyValue>) -> Result<(), String> {
     for kv in attributes {
         let value = match kv.value.and_then(|v| v.value) {
             None => Value::Null,
@@ -357,16 +299,9 @@ fn to_json(value: any_value::Value, depth: usize) -> Result<Value, String> {
         V::BoolValue(b) => Value::Bool(b),
         V::IntValue(i) => Value::from(i),
         // JSON has no NaN or infinity: those travel as text, as OTLP-JSON writes them.
-        V::DoubleValue(d) => serde_json::Number::from_f64(d)
-            .map_or_else(|| Value::String(d.to_string()), Value::Number),
+        V::DoubleValue(d) => serde_json::Number::from_f64(d).map_or_else(|| Value::String(d.to_string()), Value::Number),
         V::BytesValue(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        V::ArrayValue(array) => Value::Array(
-            array
-                .values
-                .into_iter()
-                .map(nested)
-                .collect::<Result<_, _>>()?,
-        ),
+        V::ArrayValue(array) => Value::Array(array.values.into_iter().map(nested).collect::<Result<_, _>>()?),
         V::KvlistValue(list) => {
             let mut map = Map::new();
             for kv in list.values {
@@ -387,18 +322,10 @@ mod tests {
 
     use super::*;
 
-    const TARGET: Target<'static> = Target {
-        repository: "repo",
-        parser: Some("otel"),
-        ingest_ts_ms: 5,
-    };
+    const TARGET: Target<'static> = Target { repository: "repo", parser: Some("otel"), ingest_ts_ms: 5 };
 
     fn kv(key: &str, value: any_value::Value) -> KeyValue {
-        KeyValue {
-            key: key.into(),
-            value: Some(AnyValue { value: Some(value) }),
-            key_strindex: 0,
-        }
+        KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), key_strindex: 0 }
     }
 
     fn string(s: &str) -> any_value::Value {
@@ -408,10 +335,7 @@ mod tests {
     fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
         ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![kv("service.name", string("checkout"))],
-                    ..Default::default()
-                }),
+                resource: Some(Resource { attributes: vec![kv("service.name", string("checkout"))], ..Default::default() }),
                 scope_logs: vec![ScopeLogs {
                     scope: Some(InstrumentationScope {
                         name: "app.log".into(),
@@ -429,9 +353,7 @@ mod tests {
 
     fn nested(depth: usize) -> any_value::Value {
         (0..depth).fold(string("leaf"), |inner, _| {
-            any_value::Value::ArrayValue(ArrayValue {
-                values: vec![AnyValue { value: Some(inner) }],
-            })
+            any_value::Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(inner) }] })
         })
     }
 
@@ -439,22 +361,11 @@ mod tests {
     fn empty_records_are_budgeted_for_what_they_decode_to() {
         let records = 100_000;
         let body = request((0..records).map(|_| LogRecord::default()).collect()).encode_to_vec();
-        assert!(
-            body.len() < 4 * records,
-            "2 bytes per empty record on the wire: {}",
-            body.len()
-        );
+        assert!(body.len() < 4 * records, "2 bytes per empty record on the wire: {}", body.len());
         let overhead = decoded_overhead(&body, Encoding::Protobuf);
-        assert!(
-            overhead >= records * (std::mem::size_of::<LogRecord>() + std::mem::size_of::<Event>()),
-            "{overhead}"
-        );
+        assert!(overhead >= records * (std::mem::size_of::<LogRecord>() + std::mem::size_of::<Event>()), "{overhead}");
         assert_eq!(log_records(&body), Some(records));
-        assert_eq!(
-            decoded_overhead(b"\xff\xff not protobuf", Encoding::Protobuf),
-            0,
-            "left to the decoder's answer"
-        );
+        assert_eq!(decoded_overhead(b"\xff\xff not protobuf", Encoding::Protobuf), 0, "left to the decoder's answer");
         assert_eq!(decoded_overhead(&body, Encoding::Json), 0);
     }
 
@@ -466,17 +377,9 @@ mod tests {
                 observed_time_unix_nano: 1_800_000_000_000_000_000,
                 severity_number: 9,
                 severity_text: "INFO".into(),
-                body: Some(AnyValue {
-                    value: Some(string("user logged in")),
-                }),
-                attributes: vec![
-                    kv("user.id", any_value::Value::IntValue(42)),
-                    kv("ok", any_value::Value::BoolValue(true)),
-                ],
-                trace_id: vec![
-                    0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81,
-                    0x3f, 0xc6, 0x0c,
-                ],
+                body: Some(AnyValue { value: Some(string("user logged in")) }),
+                attributes: vec![kv("user.id", any_value::Value::IntValue(42)), kv("ok", any_value::Value::BoolValue(true))],
+                trace_id: vec![0x5b, 0x8e, 0xff, 0xf7, 0x98, 0x03, 0x81, 0x03, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c],
                 span_id: vec![0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74],
                 ..Default::default()
             },
@@ -484,10 +387,7 @@ mod tests {
                 observed_time_unix_nano: 1_800_000_000_000_000_000,
                 body: Some(AnyValue {
                     value: Some(any_value::Value::KvlistValue(KeyValueList {
-                        values: vec![
-                            kv("a", any_value::Value::DoubleValue(1.5)),
-                            kv("b", nested(2)),
-                        ],
+                        values: vec![kv("a", any_value::Value::DoubleValue(1.5)), kv("b", nested(2))],
                     })),
                 }),
                 ..Default::default()
@@ -498,22 +398,13 @@ mod tests {
         let batches = decode(&body, Encoding::Protobuf, &TARGET).unwrap();
         assert_eq!(batches.len(), 1);
         let batch = &batches[0];
-        assert_eq!(
-            (batch.repository.as_str(), batch.parser.as_deref()),
-            ("repo", Some("otel"))
-        );
+        assert_eq!((batch.repository.as_str(), batch.parser.as_deref()), ("repo", Some("otel")));
         assert_eq!(
             Value::Object(batch.attributes.clone()),
             serde_json::json!({"resource.service.name": "checkout", "scope.name": "app.log", "scope.version": "1.2", "scope.attributes.lib": "py"})
         );
-        let [first, second, third] = &batch.events[..] else {
-            panic!("three events: {:?}", batch.events)
-        };
-        assert_eq!(
-            first.timestamp_ms,
-            Some(1_700_000_000_123),
-            "time_unix_nano wins"
-        );
+        let [first, second, third] = &batch.events[..] else { panic!("three events: {:?}", batch.events) };
+        assert_eq!(first.timestamp_ms, Some(1_700_000_000_123), "time_unix_nano wins");
         assert_eq!(first.raw, "user logged in");
         assert_eq!(
             Value::Object(first.attributes.to_map()),
@@ -522,21 +413,10 @@ mod tests {
                 "trace_id": "5b8efff798038103d269b633813fc60c", "span_id": "eee19b7ec3c1b174"
             })
         );
-        assert_eq!(
-            second.timestamp_ms,
-            Some(1_800_000_000_000),
-            "observed time when the event time is unset"
-        );
-        assert_eq!(
-            second.raw, r#"{"a":1.5,"b":[["leaf"]]}"#,
-            "a structured body as JSON"
-        );
+        assert_eq!(second.timestamp_ms, Some(1_800_000_000_000), "observed time when the event time is unset");
+        assert_eq!(second.raw, r#"{"a":1.5,"b":[["leaf"]]}"#, "a structured body as JSON");
         assert!(second.attributes.is_empty());
-        assert_eq!(
-            (third.timestamp_ms, third.raw.as_str()),
-            (None, ""),
-            "no time, no body"
-        );
+        assert_eq!((third.timestamp_ms, third.raw.as_str()), (None, ""), "no time, no body");
     }
 
     /// OTLP-JSON as the specification's example writes it: hex ids, int64 as strings,
@@ -573,126 +453,39 @@ mod tests {
     #[test]
     fn malformed_bodies_are_refused_naming_the_problem() {
         let cases: &[(&[u8], Encoding, &str)] = &[
-            (
-                b"\x0a\xff\xff\xff",
-                Encoding::Protobuf,
-                "invalid OTLP protobuf",
-            ),
+            (b"\x0a\xff\xff\xff", Encoding::Protobuf, "invalid OTLP protobuf"),
             (b"not json", Encoding::Json, "line 1 column"),
-            (
-                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":true}]}]}]}"#,
-                Encoding::Json,
-                "invalid type: boolean `true`, expected a u64",
-            ),
-            (
-                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityText":7}]}]}]}"#,
-                Encoding::Json,
-                "invalid type",
-            ),
-            (
-                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"xyz"}]}]}]}"#,
-                Encoding::Json,
-                "invalid OTLP-JSON",
-            ),
-            (
-                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"soon"}]}]}]}"#,
-                Encoding::Json,
-                "invalid digit",
-            ),
+            (br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":true}]}]}]}"#, Encoding::Json, "invalid type: boolean `true`, expected a u64"),
+            (br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityText":7}]}]}]}"#, Encoding::Json, "invalid type"),
+            (br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"xyz"}]}]}]}"#, Encoding::Json, "invalid OTLP-JSON"),
+            (br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"soon"}]}]}]}"#, Encoding::Json, "invalid digit"),
         ];
         for (body, encoding, expected) in cases {
             let err = decode(body, *encoding, &TARGET).unwrap_err();
-            assert!(
-                err.message.contains(expected),
-                "{}: {}",
-                String::from_utf8_lossy(body),
-                err.message
-            );
+            assert!(err.message.contains(expected), "{}: {}", String::from_utf8_lossy(body), err.message);
         }
     }
 
     #[test]
     fn a_body_nested_past_the_limit_is_refused_and_the_limit_itself_passes() {
-        let at_limit = LogRecord {
-            body: Some(AnyValue {
-                value: Some(nested(MAX_VALUE_DEPTH)),
-            }),
-            ..Default::default()
-        };
-        assert!(
-            decode(
-                &request(vec![at_limit]).encode_to_vec(),
-                Encoding::Protobuf,
-                &TARGET
-            )
-            .is_ok()
-        );
-        let too_deep = LogRecord {
-            body: Some(AnyValue {
-                value: Some(nested(MAX_VALUE_DEPTH + 1)),
-            }),
-            ..Default::default()
-        };
-        let err = decode(
-            &request(vec![LogRecord::default(), too_deep]).encode_to_vec(),
-            Encoding::Protobuf,
-            &TARGET,
-        )
-        .unwrap_err();
-        assert!(
-            err.message
-                .contains("logRecords[1]: body: nested deeper than 32"),
-            "{}",
-            err.message
-        );
-        let deep_attribute = LogRecord {
-            attributes: vec![kv("deep", nested(MAX_VALUE_DEPTH + 1))],
-            ..Default::default()
-        };
-        let err = decode(
-            &request(vec![deep_attribute]).encode_to_vec(),
-            Encoding::Protobuf,
-            &TARGET,
-        )
-        .unwrap_err();
-        assert!(
-            err.message.contains("attribute \"deep\""),
-            "{}",
-            err.message
-        );
+        let at_limit = LogRecord { body: Some(AnyValue { value: Some(nested(MAX_VALUE_DEPTH)) }), ..Default::default() };
+        assert!(decode(&request(vec![at_limit]).encode_to_vec(), Encoding::Protobuf, &TARGET).is_ok());
+        let too_deep = LogRecord { body: Some(AnyValue { value: Some(nested(MAX_VALUE_DEPTH + 1)) }), ..Default::default() };
+        let err = decode(&request(vec![LogRecord::default(), too_deep]).encode_to_vec(), Encoding::Protobuf, &TARGET).unwrap_err();
+        assert!(err.message.contains("logRecords[1]: body: nested deeper than 32"), "{}", err.message);
+        let deep_attribute = LogRecord { attributes: vec![kv("deep", nested(MAX_VALUE_DEPTH + 1))], ..Default::default() };
+        let err = decode(&request(vec![deep_attribute]).encode_to_vec(), Encoding::Protobuf, &TARGET).unwrap_err();
+        assert!(err.message.contains("attribute \"deep\""), "{}", err.message);
     }
 
     #[test]
     fn answers_decode_as_otlp_messages() {
-        assert!(
-            success_body(Encoding::Protobuf).is_empty(),
-            "an empty ExportLogsServiceResponse"
-        );
+        assert!(success_body(Encoding::Protobuf).is_empty(), "an empty ExportLogsServiceResponse");
         assert_eq!(success_body(Encoding::Json), b"{}");
-        let status = Status::decode(
-            &status_body(
-                Encoding::Protobuf,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "kafka down",
-                "retry",
-            )[..],
-        )
-        .unwrap();
-        assert_eq!(
-            (status.code, status.message.as_str()),
-            (14, "kafka down; retry")
-        );
-        let json: Value = serde_json::from_slice(&status_body(
-            Encoding::Json,
-            StatusCode::BAD_REQUEST,
-            "bad",
-            "fix it",
-        ))
-        .unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"code": 3, "message": "bad; fix it"})
-        );
+        let status = Status::decode(&status_body(Encoding::Protobuf, StatusCode::SERVICE_UNAVAILABLE, "kafka down", "retry")[..]).unwrap();
+        assert_eq!((status.code, status.message.as_str()), (14, "kafka down; retry"));
+        let json: Value = serde_json::from_slice(&status_body(Encoding::Json, StatusCode::BAD_REQUEST, "bad", "fix it")).unwrap();
+        assert_eq!(json, serde_json::json!({"code": 3, "message": "bad; fix it"}));
     }
 
     #[test]

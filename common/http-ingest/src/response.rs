@@ -28,26 +28,18 @@ pub(crate) fn success(flavor: Flavor) -> Response {
     match flavor {
         Flavor::LogScale => Json(json!({"status": "ok"})).into_response(),
         Flavor::Hec => Json(json!({"text": "Success", "code": 0})).into_response(),
-        Flavor::Otlp(encoding) => (
-            [(header::CONTENT_TYPE, encoding.content_type())],
-            otlp::success_body(encoding),
-        )
-            .into_response(),
+        Flavor::Otlp(encoding) => {
+            ([(header::CONTENT_TYPE, encoding.content_type())], otlp::success_body(encoding)).into_response()
+        }
         Flavor::Elastic => ([ELASTIC_PRODUCT], Json(json!({"acknowledged": true}))).into_response(),
     }
 }
 
 /// A refusal in the flavor's error shape, with its HTTP status, HEC code and Retry-After.
 pub(crate) fn refusal(flavor: Flavor, refusal: &Refusal) -> Response {
-    let status =
-        StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let (message, hint, hec_code, invalid_event, retry_after) = (
-        refusal.message.as_str(),
-        refusal.hint(),
-        refusal.hec_code(),
-        refusal.invalid_event,
-        refusal.retry_after,
-    );
+    let status = StatusCode::from_u16(refusal.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let (message, hint, hec_code, invalid_event, retry_after) =
+        (refusal.message.as_str(), refusal.hint(), refusal.hec_code(), refusal.invalid_event, refusal.retry_after);
     let mut response = match flavor {
         Flavor::LogScale | Flavor::Hec => {
             let mut body = match flavor {
@@ -61,12 +53,7 @@ pub(crate) fn refusal(flavor: Flavor, refusal: &Refusal) -> Response {
         }
         Flavor::Otlp(encoding) => {
             let body = otlp::status_body(encoding, status, message, hint);
-            (
-                status,
-                [(header::CONTENT_TYPE, encoding.content_type())],
-                body,
-            )
-                .into_response()
+            (status, [(header::CONTENT_TYPE, encoding.content_type())], body).into_response()
         }
         Flavor::Elastic => {
             let kind = match status.as_u16() {

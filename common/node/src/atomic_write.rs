@@ -65,12 +65,7 @@ impl AtomicWrite {
     /// not atomic), created or truncated; the file is fsynced before the rename, the
     /// directory is not (see [`sync_dir`](Self::sync_dir)).
     pub fn new(tmp: impl Into<PathBuf>) -> AtomicWrite {
-        AtomicWrite {
-            tmp: tmp.into(),
-            sync_file: true,
-            sync_dir: false,
-            private: false,
-        }
+        AtomicWrite { tmp: tmp.into(), sync_file: true, sync_dir: false, private: false }
     }
 
     /// Whether the file is fsynced before the rename. Without it a crash may leave the
@@ -113,12 +108,9 @@ impl AtomicWrite {
         } else {
             options.create(true).truncate(true);
         }
-        let mut file = options
-            .open(&self.tmp)
-            .map_err(failed(Step::Create, &self.tmp))?;
+        let mut file = options.open(&self.tmp).map_err(failed(Step::Create, &self.tmp))?;
         for part in parts {
-            file.write_all(part)
-                .map_err(failed(Step::Write, &self.tmp))?;
+            file.write_all(part).map_err(failed(Step::Write, &self.tmp))?;
         }
         if self.sync_file {
             file.sync_all().map_err(failed(Step::Sync, &self.tmp))?;
@@ -127,24 +119,15 @@ impl AtomicWrite {
         std::fs::rename(&self.tmp, path).map_err(failed(Step::Rename, path))?;
         if self.sync_dir {
             // An empty parent is the current directory (a bare file name).
-            let dir = path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new("."));
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(failed(Step::SyncDir, dir))?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            File::open(dir).and_then(|d| d.sync_all()).map_err(failed(Step::SyncDir, dir))?;
         }
         Ok(())
     }
 }
 
 fn failed(step: Step, path: &Path) -> impl FnOnce(std::io::Error) -> AtomicWriteError + '_ {
-    move |source| AtomicWriteError {
-        step,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| AtomicWriteError { step, path: path.to_owned(), source }
 }
 
 #[cfg(test)]
@@ -153,11 +136,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "weir-node-atomic-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let dir = std::env::temp_dir().join(format!("weir-node-atomic-{}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -168,10 +147,7 @@ mod tests {
         let dir = scratch();
         let target = dir.join("file");
         std::fs::write(&target, b"old content").unwrap();
-        AtomicWrite::new(dir.join("file.tmp"))
-            .sync_dir(true)
-            .write(&target, &[b"new ", b"content"])
-            .unwrap();
+        AtomicWrite::new(dir.join("file.tmp")).sync_dir(true).write(&target, &[b"new ", b"content"]).unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"new content");
         assert!(!dir.join("file.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -181,32 +157,19 @@ mod tests {
     fn private_files_are_0600_clean_up_on_failure_and_refuse_an_existing_temporary() {
         let dir = scratch();
         let target = dir.join("entry");
-        AtomicWrite::new(dir.join(".entry.tmp"))
-            .private()
-            .sync_file(false)
-            .write(&target, &[b"x"])
-            .unwrap();
-        assert_eq!(
-            std::fs::metadata(&target).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        AtomicWrite::new(dir.join(".entry.tmp")).private().sync_file(false).write(&target, &[b"x"]).unwrap();
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
 
         // The rename fails (the target is a non-empty directory): the temporary goes.
         let blocked = dir.join("blocked");
         std::fs::create_dir_all(blocked.join("inside")).unwrap();
-        let error = AtomicWrite::new(dir.join(".b.tmp"))
-            .private()
-            .write(&blocked, &[b"x"])
-            .unwrap_err();
+        let error = AtomicWrite::new(dir.join(".b.tmp")).private().write(&blocked, &[b"x"]).unwrap_err();
         assert_eq!(error.step, Step::Rename);
         assert!(!dir.join(".b.tmp").exists());
 
         // An existing temporary is not written through.
         std::fs::write(dir.join(".c.tmp"), b"theirs").unwrap();
-        let error = AtomicWrite::new(dir.join(".c.tmp"))
-            .private()
-            .write(&dir.join("c"), &[b"x"])
-            .unwrap_err();
+        let error = AtomicWrite::new(dir.join(".c.tmp")).private().write(&dir.join("c"), &[b"x"]).unwrap_err();
         assert_eq!(error.step, Step::Create);
         assert!(!dir.join("c").exists());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -20,44 +20,28 @@ pub enum ConfigError {
     Missing(String),
     #[error("config key `{key}`: {reason}")]
     Value { key: &'static str, reason: String },
-    #[error(
-        "config version {found} is not supported by this build, which reads version {CONFIG_VERSION}: set `version = {CONFIG_VERSION}` and check the example configs in deploy/"
-    )]
+    #[error("config version {found} is not supported by this build, which reads version {CONFIG_VERSION}: set `version = {CONFIG_VERSION}` and check the example configs in deploy/")]
     Version { found: u32 },
 }
 
 /// Reads `path`, then applies environment overrides. `top_level` lists the top-level
 /// scalar keys that may also be set by environment (`WEIR_NODE_ID`); every other override
 /// needs a section (`__`), so unrelated `WEIR_*` variables are not mistaken for config.
-pub fn load<T: DeserializeOwned>(
-    path: &Path,
-    top_level: &'static [&'static str],
-) -> Result<T, ConfigError> {
+pub fn load<T: DeserializeOwned>(path: &Path, top_level: &'static [&'static str]) -> Result<T, ConfigError> {
     if !path.exists() {
         return Err(ConfigError::Missing(path.display().to_string()));
     }
-    let figment = Figment::new()
-        .merge(Toml::file_exact(path))
-        .merge(env(top_level));
-    let version: u32 = figment
-        .extract_inner("version")
-        .map_err(|e| ConfigError::Invalid(Box::new(e)))?;
+    let figment = Figment::new().merge(Toml::file_exact(path)).merge(env(top_level));
+    let version: u32 = figment.extract_inner("version").map_err(|e| ConfigError::Invalid(Box::new(e)))?;
     if version != CONFIG_VERSION {
         return Err(ConfigError::Version { found: version });
     }
-    figment
-        .extract()
-        .map_err(|e| ConfigError::Invalid(Box::new(e)))
+    figment.extract().map_err(|e| ConfigError::Invalid(Box::new(e)))
 }
 
 fn env(top_level: &'static [&'static str]) -> Env {
     Env::prefixed("WEIR_")
-        .filter(move |key| {
-            key.as_str().contains("__")
-                || top_level
-                    .iter()
-                    .any(|k| key.as_str().eq_ignore_ascii_case(k))
-        })
+        .filter(move |key| key.as_str().contains("__") || top_level.iter().any(|k| key.as_str().eq_ignore_ascii_case(k)))
         .split("__")
 }
 
@@ -94,8 +78,7 @@ mod tests {
             pub fn new() -> Self {
                 static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
                 let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let dir = std::env::temp_dir()
-                    .join(format!("weir-config-test-{}-{n}", std::process::id()));
+                let dir = std::env::temp_dir().join(format!("weir-config-test-{}-{n}", std::process::id()));
                 std::fs::create_dir_all(&dir).unwrap();
                 Dir(dir)
             }
@@ -109,13 +92,9 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let (_d, path) =
-            write("version = 1\n[kafka]\nbootstrap_servers = \"x\"\nbootstrap = \"y\"\n");
+        let (_d, path) = write("version = 1\n[kafka]\nbootstrap_servers = \"x\"\nbootstrap = \"y\"\n");
         let err = load::<Sample>(&path, &[]).unwrap_err().to_string();
-        assert!(
-            err.contains("unknown field") && err.contains("bootstrap"),
-            "{err}"
-        );
+        assert!(err.contains("unknown field") && err.contains("bootstrap"), "{err}");
     }
 
     #[test]
@@ -127,9 +106,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
-        let err = load::<Sample>(Path::new("/nonexistent/weir.toml"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = load::<Sample>(Path::new("/nonexistent/weir.toml"), &[]).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/weir.toml"), "{err}");
     }
 

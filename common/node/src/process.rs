@@ -8,10 +8,7 @@ use tokio_util::sync::CancellationToken;
 pub fn init_logging() {
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
@@ -19,9 +16,7 @@ pub fn init_logging() {
 
 /// Runs a node on a new multi-threaded runtime until it returns; SIGINT or SIGTERM cancel
 /// the token it was given. The outer error is the runtime failing to start.
-pub fn run_until_signal<Fut, E>(
-    run: impl FnOnce(CancellationToken) -> Fut,
-) -> std::io::Result<Result<(), E>>
+pub fn run_until_signal<Fut, E>(run: impl FnOnce(CancellationToken) -> Fut) -> std::io::Result<Result<(), E>>
 where
     Fut: std::future::Future<Output = Result<(), E>>,
 {

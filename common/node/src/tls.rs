@@ -28,14 +28,8 @@ pub struct TlsFiles {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error(
-        "cannot read {what} from {path}: {source} (create dev certificates with `weir-core certs`)"
-    )]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    #[error("cannot read {what} from {path}: {source} (create dev certificates with `weir-core certs`)")]
+    Read { what: &'static str, path: PathBuf, source: rustls_pki_types::pem::Error },
     #[error("{path} holds no certificate")]
     NoCertificate { path: PathBuf },
     #[error("invalid TLS setup: {0}")]
@@ -44,28 +38,16 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("TLS config not usable for QUIC: {0}")]
     Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
-    #[error(
-        "the certificate {path} is not issued for {name:?} ({reason}): use the name the certificate names, or issue one for this name (`weir-core certs`)"
-    )]
-    Name {
-        path: PathBuf,
-        name: String,
-        reason: String,
-    },
+    #[error("the certificate {path} is not issued for {name:?} ({reason}): use the name the certificate names, or issue one for this name (`weir-core certs`)")]
+    Name { path: PathBuf, name: String, reason: String },
 }
 
 fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Read {
-            what,
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(|source| TlsError::Read { what, path: path.to_owned(), source })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
+        return Err(TlsError::NoCertificate { path: path.to_owned() });
     }
     Ok(certs)
 }
@@ -74,10 +56,8 @@ fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>
 /// names). An edge's batch ids carry its name; a core checks it against the edge's
 /// certificate, so one edge cannot forge another's ids.
 pub fn certificate_names(certificate: &CertificateDer<'_>, name: &str) -> Result<(), String> {
-    let server_name = ServerName::try_from(name.to_owned())
-        .map_err(|_| "not a valid certificate name".to_owned())?;
-    let certificate = webpki::EndEntityCert::try_from(certificate)
-        .map_err(|e| format!("unreadable certificate: {e}"))?;
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|_| "not a valid certificate name".to_owned())?;
+    let certificate = webpki::EndEntityCert::try_from(certificate).map_err(|e| format!("unreadable certificate: {e}"))?;
     certificate
         .verify_is_valid_for_subject_name(&server_name)
         .map_err(|_| "the certificate names another node".to_owned())
@@ -87,11 +67,7 @@ pub fn certificate_names(certificate: &CertificateDer<'_>, name: &str) -> Result
 /// at start, so a wrong `edge_id` fails there instead of at every core.
 pub fn check_certificate_name(path: &Path, name: &str) -> Result<(), TlsError> {
     let leaf = certs(path, "certificate")?.remove(0);
-    certificate_names(&leaf, name).map_err(|reason| TlsError::Name {
-        path: path.to_owned(),
-        name: name.to_owned(),
-        reason,
-    })
+    certificate_names(&leaf, name).map_err(|reason| TlsError::Name { path: path.to_owned(), name: name.to_owned(), reason })
 }
 
 fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -132,35 +108,23 @@ pub fn server_config(files: &TlsFiles) -> Result<quinn::ServerConfig, TlsError> 
     let mut transport = quinn::TransportConfig::default();
     transport.max_concurrent_bidi_streams(MAX_STREAMS_PER_CONNECTION.into());
     transport.max_concurrent_uni_streams(0u32.into());
-    transport.max_idle_timeout(Some(
-        Duration::from_secs(30).try_into().expect("valid idle"),
-    ));
+    transport.max_idle_timeout(Some(Duration::from_secs(30).try_into().expect("valid idle")));
     server.transport_config(Arc::new(transport));
     Ok(server)
 }
 
 /// The edge's QUIC client config: presents `files.cert` and trusts only cores signed by
 /// `files.ca`.
-pub fn client_config(
-    files: &TlsFiles,
-    idle_timeout: Duration,
-) -> Result<quinn::ClientConfig, TlsError> {
+pub fn client_config(files: &TlsFiles, idle_timeout: Duration) -> Result<quinn::ClientConfig, TlsError> {
     client_config_for(files, idle_timeout, ALPN)
 }
 
 /// A core's client config towards other cores (`PEER_ALPN`), with its own certificate.
-pub fn peer_client_config(
-    files: &TlsFiles,
-    idle_timeout: Duration,
-) -> Result<quinn::ClientConfig, TlsError> {
+pub fn peer_client_config(files: &TlsFiles, idle_timeout: Duration) -> Result<quinn::ClientConfig, TlsError> {
     client_config_for(files, idle_timeout, PEER_ALPN)
 }
 
-fn client_config_for(
-    files: &TlsFiles,
-    idle_timeout: Duration,
-    alpn: &[u8],
-) -> Result<quinn::ClientConfig, TlsError> {
+fn client_config_for(files: &TlsFiles, idle_timeout: Duration, alpn: &[u8]) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(&files.ca)?)

@@ -27,11 +27,7 @@ pub struct Event {
 
 impl Event {
     pub fn raw(raw: impl Into<String>) -> Self {
-        Event {
-            timestamp_ms: None,
-            raw: raw.into(),
-            attributes: Fields::new(),
-        }
+        Event { timestamp_ms: None, raw: raw.into(), attributes: Fields::new() }
     }
 }
 
@@ -49,11 +45,7 @@ pub struct EventBatch {
     /// Fields the request gave for all its events (LogScale unstructured `fields`, HEC raw
     /// `host`/`source`), kept once per batch instead of copied onto every event. An
     /// event's own attribute of the same name wins.
-    #[serde(
-        rename = "attrs",
-        default,
-        skip_serializing_if = "serde_json::Map::is_empty"
-    )]
+    #[serde(rename = "attrs", default, skip_serializing_if = "serde_json::Map::is_empty")]
     pub attributes: serde_json::Map<String, serde_json::Value>,
     pub events: Vec<Event>,
 }
@@ -78,11 +70,7 @@ pub fn encode_parts(mut batch: EventBatch, max_bytes: usize) -> serde_json::Resu
     // One allocation for the usual single part: a guess a little over the JSON's size
     // (the raw texts, the keys and punctuation of each event, room for each attribute),
     // since growing a buffer of a few hundred KiB copies it each time.
-    let guess = prefix.len()
-        + events
-            .iter()
-            .map(|e| e.raw.len() + 48 + 48 * e.attributes.len())
-            .sum::<usize>();
+    let guess = prefix.len() + events.iter().map(|e| e.raw.len() + 48 + 48 * e.attributes.len()).sum::<usize>();
     let mut current = Vec::with_capacity(guess.min(max_bytes.saturating_add(1024)));
     current.extend_from_slice(&prefix);
     let mut in_current = 0usize;
@@ -118,9 +106,7 @@ fn envelope(batch: &EventBatch) -> serde_json::Result<Vec<u8>> {
     let mut prefix = serde_json::to_vec(batch)?;
     if !prefix.ends_with(b"[]}") {
         // Only a change of `EventBatch` (a field after `events`) gets here.
-        return Err(<serde_json::Error as serde::ser::Error>::custom(
-            "EventBatch must serialise `events` last",
-        ));
+        return Err(<serde_json::Error as serde::ser::Error>::custom("EventBatch must serialise `events` last"));
     }
     prefix.truncate(prefix.len() - 2);
     Ok(prefix)
@@ -205,19 +191,13 @@ fn write_str(out: &mut Vec<u8>, text: &str) -> serde_json::Result<()> {
 /// Whether JSON writes `bytes` (valid UTF-8) unescaped: no control character, quote or
 /// backslash. Branch-free within each chunk, so that it compiles to vector instructions.
 fn escape_free(bytes: &[u8]) -> bool {
-    bytes.chunks(64).all(|chunk| {
-        chunk
-            .iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-    })
+    bytes.chunks(64).all(|chunk| chunk.iter().fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\')))
 }
 
 /// A cheap upper bound of `attributes`' JSON size, without serialising them: every
 /// string byte counted as its longest escape (`\u00XX`). When this is under a limit, the
 /// exact size ([`encoded_len`]) need not be computed.
-pub fn encoded_len_at_most<'a>(
-    attributes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
-) -> usize {
+pub fn encoded_len_at_most<'a>(attributes: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>) -> usize {
     fn value(v: &serde_json::Value) -> usize {
         use serde_json::Value::*;
         match v {
@@ -226,21 +206,14 @@ pub fn encoded_len_at_most<'a>(
             Number(_) => 24,
             String(s) => 2 + 6 * s.len(),
             Array(items) => 2 + items.iter().map(|i| value(i) + 1).sum::<usize>(),
-            Object(map) => {
-                2 + map
-                    .iter()
-                    .map(|(k, v)| 2 + 6 * k.len() + 2 + value(v))
-                    .sum::<usize>()
-            }
+            Object(map) => 2 + map.iter().map(|(k, v)| 2 + 6 * k.len() + 2 + value(v)).sum::<usize>(),
         }
     }
     let mut attributes = attributes.into_iter().peekable();
     if attributes.peek().is_none() {
         return 0;
     }
-    2 + attributes
-        .map(|(k, v)| 2 + 6 * k.len() + 2 + value(v))
-        .sum::<usize>()
+    2 + attributes.map(|(k, v)| 2 + 6 * k.len() + 2 + value(v)).sum::<usize>()
 }
 
 /// The Kafka record key of a source: repository plus tags.
@@ -302,20 +275,10 @@ mod tests {
     #[test]
     fn split_keeps_order_and_every_event() {
         let parts = encode_parts(batch(100, 100), 2_000).unwrap();
-        assert!(
-            parts.len() > 1,
-            "expected several parts, got {}",
-            parts.len()
-        );
+        assert!(parts.len() > 1, "expected several parts, got {}", parts.len());
         let joined: Vec<String> = parts
             .iter()
-            .flat_map(|p| {
-                serde_json::from_slice::<EventBatch>(p)
-                    .unwrap()
-                    .events
-                    .into_iter()
-                    .map(|e| e.raw)
-            })
+            .flat_map(|p| serde_json::from_slice::<EventBatch>(p).unwrap().events.into_iter().map(|e| e.raw))
             .collect();
         let expected: Vec<String> = batch(100, 100).events.into_iter().map(|e| e.raw).collect();
         assert_eq!(joined, expected);
@@ -329,61 +292,29 @@ mod tests {
     #[test]
     fn encode_parts_matches_serde_and_keeps_the_limit() {
         let mut rich = batch(40, 30);
-        rich.attributes
-            .insert("host".into(), serde_json::json!("h\u{1}\"q"));
+        rich.attributes.insert("host".into(), serde_json::json!("h\u{1}\"q"));
         rich.parser = Some("json".into());
         for (i, event) in rich.events.iter_mut().enumerate() {
             event.timestamp_ms = (i % 2 == 0).then_some(i as i64);
             if i % 3 == 0 {
-                event.attributes.insert(
-                    format!("k{i}"),
-                    serde_json::json!({"a": [1, 2.5, null, "\n"]}),
-                );
+                event.attributes.insert(format!("k{i}"), serde_json::json!({"a": [1, 2.5, null, "\n"]}));
             }
         }
         for limit in [1, 200, 700, 1_000_000] {
             let parts = encode_parts(rich.clone(), limit).unwrap();
-            let decoded: Vec<EventBatch> = parts
-                .iter()
-                .map(|p| serde_json::from_slice(p).unwrap())
-                .collect();
+            let decoded: Vec<EventBatch> = parts.iter().map(|p| serde_json::from_slice(p).unwrap()).collect();
             for (part, bytes) in decoded.iter().zip(&parts) {
-                assert_eq!(
-                    &serde_json::to_vec(part).unwrap(),
-                    bytes,
-                    "limit {limit}: the bytes serde writes"
-                );
-                assert!(
-                    bytes.len() <= limit || part.events.len() == 1,
-                    "limit {limit}: {} bytes, {} events",
-                    bytes.len(),
-                    part.events.len()
-                );
-                assert_eq!(
-                    (&part.repository, &part.tags, &part.parser, &part.attributes),
-                    (&rich.repository, &rich.tags, &rich.parser, &rich.attributes)
-                );
+                assert_eq!(&serde_json::to_vec(part).unwrap(), bytes, "limit {limit}: the bytes serde writes");
+                assert!(bytes.len() <= limit || part.events.len() == 1, "limit {limit}: {} bytes, {} events", bytes.len(), part.events.len());
+                assert_eq!((&part.repository, &part.tags, &part.parser, &part.attributes), (&rich.repository, &rich.tags, &rich.parser, &rich.attributes));
             }
             let events: Vec<Event> = decoded.into_iter().flat_map(|b| b.events).collect();
-            assert_eq!(
-                events, rich.events,
-                "limit {limit}: every event once, in order"
-            );
+            assert_eq!(events, rich.events, "limit {limit}: every event once, in order");
         }
-        assert_eq!(
-            encode_parts(rich.clone(), 1).unwrap().len(),
-            40,
-            "one event per part under a tiny limit"
-        );
+        assert_eq!(encode_parts(rich.clone(), 1).unwrap().len(), 40, "one event per part under a tiny limit");
         assert_eq!(encode_parts(rich.clone(), 1 << 20).unwrap().len(), 1);
-        let empty = EventBatch {
-            events: vec![],
-            ..rich.clone()
-        };
-        assert!(
-            encode_parts(empty, 100).unwrap().is_empty(),
-            "no events, no record"
-        );
+        let empty = EventBatch { events: vec![], ..rich.clone() };
+        assert!(encode_parts(empty, 100).unwrap().is_empty(), "no events, no record");
         for event in &rich.events {
             assert!(encoded_len(&event.attributes) <= encoded_len_at_most(event.attributes.iter()));
         }
@@ -392,36 +323,18 @@ mod tests {
 
     #[test]
     fn events_are_written_as_serde_writes_them() {
-        let texts = [
-            "",
-            "plain text",
-            "quote \" and \\ backslash",
-            "tab\tnew\nline\u{1}\u{1f}",
-            "del \u{7f} é 日本 😀",
-            &"x".repeat(200),
-        ];
+        let texts = ["", "plain text", "quote \" and \\ backslash", "tab\tnew\nline\u{1}\u{1f}", "del \u{7f} é 日本 😀", &"x".repeat(200)];
         for (i, text) in texts.iter().enumerate() {
             for ts in [None, Some(-5), Some(1_700_000_000_000)] {
-                let mut event = Event {
-                    timestamp_ms: ts,
-                    raw: text.to_string(),
-                    attributes: Default::default(),
-                };
+                let mut event = Event { timestamp_ms: ts, raw: text.to_string(), attributes: Default::default() };
                 if i % 2 == 1 {
-                    event
-                        .attributes
-                        .insert("k\"".into(), serde_json::json!([text, 1.5, {"n": null}]));
+                    event.attributes.insert("k\"".into(), serde_json::json!([text, 1.5, {"n": null}]));
                     event.attributes.insert("a".into(), serde_json::json!(text));
-                    event
-                        .attributes
-                        .insert(text.to_string(), serde_json::json!(7));
+                    event.attributes.insert(text.to_string(), serde_json::json!(7));
                 }
                 let mut out = Vec::new();
                 write_event(&mut out, &event).unwrap();
-                assert_eq!(
-                    String::from_utf8(out).unwrap(),
-                    serde_json::to_string(&event).unwrap()
-                );
+                assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&event).unwrap());
             }
         }
     }
@@ -429,29 +342,15 @@ mod tests {
     #[test]
     fn batches_are_written_as_serde_writes_them() {
         let mut rich = batch(5, 3);
-        rich.attributes
-            .insert("host".into(), serde_json::json!("h\u{1}\"q"));
+        rich.attributes.insert("host".into(), serde_json::json!("h\u{1}\"q"));
         rich.parser = Some("json".into());
         rich.events[1].timestamp_ms = Some(9);
-        rich.events[2]
-            .attributes
-            .insert("k".into(), serde_json::json!({"a": [1, "\n"]}));
-        let empty = EventBatch {
-            events: vec![],
-            tags: BTreeMap::new(),
-            ..batch(0, 0)
-        };
-        for batches in [
-            vec![],
-            vec![rich.clone()],
-            vec![rich.clone(), empty, batch(2, 1)],
-        ] {
+        rich.events[2].attributes.insert("k".into(), serde_json::json!({"a": [1, "\n"]}));
+        let empty = EventBatch { events: vec![], tags: BTreeMap::new(), ..batch(0, 0) };
+        for batches in [vec![], vec![rich.clone()], vec![rich.clone(), empty, batch(2, 1)]] {
             let mut out = Vec::new();
             write_batches(&mut out, &batches).unwrap();
-            assert_eq!(
-                String::from_utf8(out).unwrap(),
-                serde_json::to_string(&batches).unwrap()
-            );
+            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&batches).unwrap());
         }
     }
 

@@ -106,8 +106,7 @@ impl std::ops::Index<&str> for Fields {
 
     /// The value of `name`; panics when there is none, as a map's index does.
     fn index(&self, name: &str) -> &Value {
-        self.get(name)
-            .unwrap_or_else(|| panic!("no field {name:?}"))
+        self.get(name).unwrap_or_else(|| panic!("no field {name:?}"))
     }
 }
 
@@ -122,10 +121,7 @@ impl IntoIterator for Fields {
 
 impl<'a> IntoIterator for &'a Fields {
     type Item = (&'a String, &'a Value);
-    type IntoIter = std::iter::Map<
-        std::slice::Iter<'a, (String, Value)>,
-        fn(&'a (String, Value)) -> (&'a String, &'a Value),
-    >;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, (String, Value)>, fn(&'a (String, Value)) -> (&'a String, &'a Value)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(|(k, v)| (k, v))
@@ -209,37 +205,22 @@ mod tests {
             // Every name twice (n > SCAN_LIMIT takes the hash set path).
             let text = format!(
                 "{{{}}}",
-                (0..2 * n)
-                    .map(|i| format!("\"k{}\":{}", i % n, i))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                (0..2 * n).map(|i| format!("\"k{}\":{}", i % n, i)).collect::<Vec<_>>().join(",")
             );
             let fields: Fields = serde_json::from_str(&text).unwrap();
             let map: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
             assert_eq!(fields.len(), n);
             assert_eq!(fields.to_map(), map, "the same as a map reads it");
-            let back: serde_json::Map<String, Value> =
-                serde_json::from_str(&serde_json::to_string(&fields).unwrap()).unwrap();
+            let back: serde_json::Map<String, Value> = serde_json::from_str(&serde_json::to_string(&fields).unwrap()).unwrap();
             assert_eq!(back, map, "written as a JSON object");
         }
         let mut fields = Fields::new();
         assert_eq!(fields.insert("a".into(), json!(1)), None);
         assert_eq!(fields.insert("b".into(), json!("x")), None);
         assert_eq!(fields.insert("a".into(), json!(2)), Some(json!(1)));
-        assert_eq!(
-            (fields.len(), &fields["a"], fields.get("c")),
-            (2, &json!(2), None)
-        );
-        let collected: Fields = [("z".to_owned(), json!(1)), ("z".to_owned(), json!(2))]
-            .into_iter()
-            .collect();
-        assert_eq!(
-            collected.to_map(),
-            json!({"z": 2}).as_object().unwrap().clone()
-        );
-        assert!(
-            serde_json::from_str::<Fields>("[1]").is_err(),
-            "only an object"
-        );
+        assert_eq!((fields.len(), &fields["a"], fields.get("c")), (2, &json!(2), None));
+        let collected: Fields = [("z".to_owned(), json!(1)), ("z".to_owned(), json!(2))].into_iter().collect();
+        assert_eq!(collected.to_map(), json!({"z": 2}).as_object().unwrap().clone());
+        assert!(serde_json::from_str::<Fields>("[1]").is_err(), "only an object");
     }
 }

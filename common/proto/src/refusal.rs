@@ -56,14 +56,7 @@ pub struct Refusal {
 
 impl Refusal {
     pub fn new(kind: RefusalKind, message: impl Into<String>) -> Refusal {
-        Refusal {
-            kind,
-            message: message.into(),
-            hint: None,
-            retry_after: None,
-            hec: None,
-            invalid_event: None,
-        }
+        Refusal { kind, message: message.into(), hint: None, retry_after: None, hec: None, invalid_event: None }
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Refusal {
@@ -158,12 +151,8 @@ impl Refusal {
     /// another core on `Forbidden`/`UnsupportedVersion`, and dead-letters the rest.
     pub fn wire_code(&self) -> ErrorCode {
         match self.kind {
-            RefusalKind::Unavailable | RefusalKind::Overloaded | RefusalKind::Timeout => {
-                ErrorCode::Unavailable
-            }
-            RefusalKind::BadRequest
-            | RefusalKind::Unauthenticated
-            | RefusalKind::UnsupportedMedia => ErrorCode::BadRequest,
+            RefusalKind::Unavailable | RefusalKind::Overloaded | RefusalKind::Timeout => ErrorCode::Unavailable,
+            RefusalKind::BadRequest | RefusalKind::Unauthenticated | RefusalKind::UnsupportedMedia => ErrorCode::BadRequest,
             RefusalKind::TooLarge => ErrorCode::TooLarge,
             RefusalKind::Forbidden => ErrorCode::Forbidden,
             RefusalKind::UnsupportedVersion => ErrorCode::UnsupportedVersion,
@@ -173,13 +162,7 @@ impl Refusal {
 
     /// Whether the same request sent again may succeed with nothing changed.
     pub fn retryable(&self) -> bool {
-        matches!(
-            self.kind,
-            RefusalKind::Unavailable
-                | RefusalKind::Overloaded
-                | RefusalKind::Timeout
-                | RefusalKind::Internal
-        )
+        matches!(self.kind, RefusalKind::Unavailable | RefusalKind::Overloaded | RefusalKind::Timeout | RefusalKind::Internal)
     }
 
     /// What the client can do: the cause's hint, else the kind's.
@@ -192,30 +175,14 @@ impl Refusal {
             RefusalKind::Forbidden => {
                 "nothing of this request was acknowledged: this node is not allowed to store events; ask its operator to check its Kafka credentials and ACLs"
             }
-            RefusalKind::BadRequest => {
-                "nothing of this request was acknowledged and a retry would fail the same way: fix the events"
-            }
-            RefusalKind::TooLarge => {
-                "nothing of this request was acknowledged: split the events over several smaller requests"
-            }
-            RefusalKind::Timeout => {
-                "nothing of this request was ingested: send the body at once, or smaller requests"
-            }
-            RefusalKind::UnsupportedMedia => {
-                "nothing of this request was ingested: send it in an encoding this node reads"
-            }
-            RefusalKind::Overloaded => {
-                "nothing of this request was acknowledged: slow down and retry after Retry-After seconds"
-            }
-            RefusalKind::Unavailable => {
-                "nothing of this request was acknowledged: retry it after Retry-After seconds"
-            }
-            RefusalKind::UnsupportedVersion => {
-                "upgrade the edge or the core so that both speak the same protocol version"
-            }
-            RefusalKind::Internal => {
-                "nothing of this request was acknowledged: retry, and report this if it persists"
-            }
+            RefusalKind::BadRequest => "nothing of this request was acknowledged and a retry would fail the same way: fix the events",
+            RefusalKind::TooLarge => "nothing of this request was acknowledged: split the events over several smaller requests",
+            RefusalKind::Timeout => "nothing of this request was ingested: send the body at once, or smaller requests",
+            RefusalKind::UnsupportedMedia => "nothing of this request was ingested: send it in an encoding this node reads",
+            RefusalKind::Overloaded => "nothing of this request was acknowledged: slow down and retry after Retry-After seconds",
+            RefusalKind::Unavailable => "nothing of this request was acknowledged: retry it after Retry-After seconds",
+            RefusalKind::UnsupportedVersion => "upgrade the edge or the core so that both speak the same protocol version",
+            RefusalKind::Internal => "nothing of this request was acknowledged: retry, and report this if it persists",
         }
     }
 }
@@ -228,95 +195,32 @@ mod tests {
     fn every_kind_answers_alike_on_every_door() {
         // (kind, HTTP, HEC, wire, retryable)
         let table = [
-            (
-                RefusalKind::Unauthenticated,
-                401,
-                2,
-                ErrorCode::BadRequest,
-                false,
-            ),
+            (RefusalKind::Unauthenticated, 401, 2, ErrorCode::BadRequest, false),
             (RefusalKind::Forbidden, 403, 4, ErrorCode::Forbidden, false),
-            (
-                RefusalKind::BadRequest,
-                400,
-                6,
-                ErrorCode::BadRequest,
-                false,
-            ),
+            (RefusalKind::BadRequest, 400, 6, ErrorCode::BadRequest, false),
             (RefusalKind::TooLarge, 413, 6, ErrorCode::TooLarge, false),
             (RefusalKind::Timeout, 408, 6, ErrorCode::Unavailable, true),
-            (
-                RefusalKind::UnsupportedMedia,
-                415,
-                6,
-                ErrorCode::BadRequest,
-                false,
-            ),
-            (
-                RefusalKind::Overloaded,
-                429,
-                9,
-                ErrorCode::Unavailable,
-                true,
-            ),
-            (
-                RefusalKind::Unavailable,
-                503,
-                9,
-                ErrorCode::Unavailable,
-                true,
-            ),
-            (
-                RefusalKind::UnsupportedVersion,
-                400,
-                6,
-                ErrorCode::UnsupportedVersion,
-                false,
-            ),
+            (RefusalKind::UnsupportedMedia, 415, 6, ErrorCode::BadRequest, false),
+            (RefusalKind::Overloaded, 429, 9, ErrorCode::Unavailable, true),
+            (RefusalKind::Unavailable, 503, 9, ErrorCode::Unavailable, true),
+            (RefusalKind::UnsupportedVersion, 400, 6, ErrorCode::UnsupportedVersion, false),
             (RefusalKind::Internal, 500, 8, ErrorCode::Internal, true),
         ];
         for (kind, http, hec, wire, retryable) in table {
             let refusal = Refusal::new(kind, "m");
-            assert_eq!(
-                (
-                    refusal.http_status(),
-                    refusal.hec_code(),
-                    refusal.wire_code(),
-                    refusal.retryable()
-                ),
-                (http, hec, wire, retryable),
-                "{kind:?}"
-            );
-            assert_eq!(
-                refusal.wire_code().is_retryable()
-                    || matches!(kind, RefusalKind::Timeout | RefusalKind::Overloaded),
-                retryable,
-                "{kind:?}"
-            );
+            assert_eq!((refusal.http_status(), refusal.hec_code(), refusal.wire_code(), refusal.retryable()), (http, hec, wire, retryable), "{kind:?}");
+            assert_eq!(refusal.wire_code().is_retryable() || matches!(kind, RefusalKind::Timeout | RefusalKind::Overloaded), retryable, "{kind:?}");
             assert!(!refusal.hint().is_empty());
         }
         assert_eq!(Refusal::bad_request("m").with_hec_code(12).hec_code(), 12);
-        assert_eq!(
-            Refusal::too_large("m").with_hint("split it").hint(),
-            "split it"
-        );
+        assert_eq!(Refusal::too_large("m").with_hint("split it").hint(), "split it");
     }
 
     #[test]
     fn a_wire_answer_keeps_its_meaning() {
-        for code in [
-            ErrorCode::Unavailable,
-            ErrorCode::BadRequest,
-            ErrorCode::TooLarge,
-            ErrorCode::UnsupportedVersion,
-            ErrorCode::Forbidden,
-            ErrorCode::Internal,
-        ] {
+        for code in [ErrorCode::Unavailable, ErrorCode::BadRequest, ErrorCode::TooLarge, ErrorCode::UnsupportedVersion, ErrorCode::Forbidden, ErrorCode::Internal] {
             assert_eq!(Refusal::from_wire(code, "m").wire_code(), code);
         }
-        assert_eq!(
-            Refusal::from_wire(ErrorCode::Unknown, "m").kind,
-            RefusalKind::Internal
-        );
+        assert_eq!(Refusal::from_wire(ErrorCode::Unknown, "m").kind, RefusalKind::Internal);
     }
 }

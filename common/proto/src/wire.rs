@@ -72,11 +72,7 @@ impl BatchId {
         if edge_id.is_empty() {
             return None;
         }
-        Some(BatchId {
-            edge_id: edge_id.to_owned(),
-            incarnation: incarnation.to_owned(),
-            seq: seq.parse().ok()?,
-        })
+        Some(BatchId { edge_id: edge_id.to_owned(), incarnation: incarnation.to_owned(), seq: seq.parse().ok()? })
     }
 }
 
@@ -135,14 +131,8 @@ impl ErrorCode {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Response {
     /// Kafka acknowledged every event of the batch.
-    Ack {
-        batch_id: BatchId,
-        n_events: u64,
-    },
-    Error {
-        code: ErrorCode,
-        message: String,
-    },
+    Ack { batch_id: BatchId, n_events: u64 },
+    Error { code: ErrorCode, message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -156,10 +146,7 @@ pub enum WireError {
     #[error("invalid request header: {0}")]
     Header(serde_json::Error),
     #[error("payload is not valid zstd or decompresses to more than {limit} bytes: {source}")]
-    Decompress {
-        limit: usize,
-        source: std::io::Error,
-    },
+    Decompress { limit: usize, source: std::io::Error },
     #[error("payload is not a valid JSON batch list: {0}")]
     Payload(serde_json::Error),
     #[error("could not encode payload: {0}")]
@@ -169,25 +156,16 @@ pub enum WireError {
 /// Compresses batches into a spoolable, forwardable payload.
 pub fn encode_payload(batches: &[EventBatch]) -> Result<Bytes, WireError> {
     // Sized up front: growing a buffer of a few hundred KiB by doubling copies it ~8 times.
-    let estimate: usize = batches
-        .iter()
-        .flat_map(|b| &b.events)
-        .map(|e| e.raw.len() + 48)
-        .sum::<usize>()
-        + 256;
+    let estimate: usize = batches.iter().flat_map(|b| &b.events).map(|e| e.raw.len() + 48).sum::<usize>() + 256;
     let mut json = Vec::with_capacity(estimate);
     crate::event::write_batches(&mut json, batches).map_err(|e| WireError::Encode(e.into()))?;
     thread_local! {
         static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
     }
     // Level 1: edges are small machines; the ratio on log text is already good.
-    with_context(
-        &COMPRESSOR,
-        || zstd::bulk::Compressor::new(1),
-        |c| c.compress(&json),
-    )
-    .map(Bytes::from)
-    .map_err(WireError::Encode)
+    with_context(&COMPRESSOR, || zstd::bulk::Compressor::new(1), |c| c.compress(&json))
+        .map(Bytes::from)
+        .map_err(WireError::Encode)
 }
 
 /// Runs `f` with this thread's zstd context, created on first use: creating one per
@@ -209,9 +187,7 @@ fn with_context<C: 'static, T>(
 
 /// The decompressed size a payload's zstd frame declares (edges always write it).
 pub fn declared_size(payload: &[u8]) -> Option<u64> {
-    zstd::zstd_safe::get_frame_content_size(payload)
-        .ok()
-        .flatten()
+    zstd::zstd_safe::get_frame_content_size(payload).ok().flatten()
 }
 
 /// Decompresses a payload, refusing one that inflates past `max_bytes` (a zstd bomb
@@ -225,10 +201,7 @@ pub fn decompress_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, W
     let capacity = match declared {
         Some(size) if size > max_bytes as u64 => {
             let source = std::io::Error::other(format!("frame declares {size} bytes"));
-            return Err(WireError::Decompress {
-                limit: max_bytes,
-                source,
-            });
+            return Err(WireError::Decompress { limit: max_bytes, source });
         }
         Some(size) => size as usize,
         // No declared size (not written by a Weir edge): bounded by the limit alone.
@@ -237,13 +210,8 @@ pub fn decompress_payload(payload: &[u8], max_bytes: usize) -> Result<Vec<u8>, W
     thread_local! {
         static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     }
-    with_context(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| {
-        d.decompress(payload, capacity)
-    })
-    .map_err(|source| WireError::Decompress {
-        limit: max_bytes,
-        source,
-    })
+    with_context(&DECOMPRESSOR, zstd::bulk::Decompressor::new, |d| d.decompress(payload, capacity))
+        .map_err(|source| WireError::Decompress { limit: max_bytes, source })
 }
 
 /// Decompresses and decodes a payload completely.
@@ -277,12 +245,7 @@ pub fn split_payload(json: &[u8]) -> Result<Vec<RawBatch<'_>>, WireError> {
         .into_iter()
         .map(|raw| {
             let check: BatchCheck = serde_json::from_str(raw.get()).map_err(WireError::Payload)?;
-            Ok(RawBatch {
-                repository: check.repository,
-                tags: check.tags,
-                n_events: check.events.0,
-                json: raw.get(),
-            })
+            Ok(RawBatch { repository: check.repository, tags: check.tags, n_events: check.events.0, json: raw.get() })
         })
         .collect()
 }
@@ -320,10 +283,7 @@ impl<'de> Deserialize<'de> for EventCount {
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a list of events")
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<EventCount, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<EventCount, A::Error> {
                 let mut n = 0;
                 while seq.next_element::<EventCheck<'de>>()?.is_some() {
                     n += 1;
@@ -351,10 +311,7 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, &[u8]), WireError>
     let header_len = header_len(frame[..4].try_into().expect("4 bytes"))?;
     let rest = &frame[4..];
     if header_len > rest.len() {
-        return Err(WireError::TruncatedHeader {
-            claimed: header_len,
-            available: rest.len(),
-        });
+        return Err(WireError::TruncatedHeader { claimed: header_len, available: rest.len() });
     }
     let header = decode_header(&rest[..header_len])?;
     Ok((header, &rest[header_len..]))
@@ -379,11 +336,7 @@ mod tests {
 
     #[test]
     fn batch_ids_parse_back_from_their_display() {
-        let id = BatchId {
-            edge_id: "site:a".into(),
-            incarnation: "f00d".into(),
-            seq: 42,
-        };
+        let id = BatchId { edge_id: "site:a".into(), incarnation: "f00d".into(), seq: 42 };
         assert_eq!(BatchId::parse(&id.to_string()), Some(id));
         assert_eq!(BatchId::parse("nope"), None);
         assert_eq!(BatchId::parse(":inc:1"), None);
@@ -407,11 +360,7 @@ mod tests {
         let payload = encode_payload(&sample()).unwrap();
         let header = RequestHeader {
             version: PROTOCOL_VERSION,
-            batch_id: BatchId {
-                edge_id: "e1".into(),
-                incarnation: "abc".into(),
-                seq: 42,
-            },
+            batch_id: BatchId { edge_id: "e1".into(), incarnation: "abc".into(), seq: 42 },
             n_events: 2,
             payload_bytes: payload.len() as u64,
         };
@@ -423,38 +372,20 @@ mod tests {
 
     #[test]
     fn bad_frames_are_typed_errors() {
-        assert!(matches!(
-            decode_request(&[0, 0]),
-            Err(WireError::ShortFrame(2))
-        ));
+        assert!(matches!(decode_request(&[0, 0]), Err(WireError::ShortFrame(2))));
         assert!(matches!(
             decode_request(&[0, 0, 0, 9, b'{']),
-            Err(WireError::TruncatedHeader {
-                claimed: 9,
-                available: 1
-            })
+            Err(WireError::TruncatedHeader { claimed: 9, available: 1 })
         ));
-        assert!(matches!(
-            decode_request(&[0, 0, 0, 1, b'x']),
-            Err(WireError::Header(_))
-        ));
-        assert!(matches!(
-            decode_request(&[0, 1, 0, 0, b'{']),
-            Err(WireError::HeaderTooLarge(65536))
-        ));
+        assert!(matches!(decode_request(&[0, 0, 0, 1, b'x']), Err(WireError::Header(_))));
+        assert!(matches!(decode_request(&[0, 1, 0, 0, b'{']), Err(WireError::HeaderTooLarge(65536))));
     }
 
     #[test]
     fn an_error_code_from_a_newer_core_is_unknown_not_an_error() {
         let answer = r#"{"status":"error","code":"quota_exceeded","message":"m"}"#;
         let response: Response = serde_json::from_str(answer).unwrap();
-        assert_eq!(
-            response,
-            Response::Error {
-                code: ErrorCode::Unknown,
-                message: "m".into()
-            }
-        );
+        assert_eq!(response, Response::Error { code: ErrorCode::Unknown, message: "m".into() });
         assert!(!ErrorCode::Unknown.is_retryable(), "never resent in a loop");
     }
 
@@ -462,85 +393,45 @@ mod tests {
     fn an_older_header_still_parses_far_enough_to_name_its_version() {
         let v1 = r#"{"version":1,"batch_id":{"edge_id":"e","seq":3},"n_events":1}"#;
         let header = decode_header(v1.as_bytes()).unwrap();
-        assert_eq!(
-            (header.version, header.payload_bytes, header.batch_id.seq),
-            (1, 0, 3)
-        );
-        assert!(matches!(
-            decode_payload(b"not zstd", 100),
-            Err(WireError::Decompress { .. })
-        ));
+        assert_eq!((header.version, header.payload_bytes, header.batch_id.seq), (1, 0, 3));
+        assert!(matches!(decode_payload(b"not zstd", 100), Err(WireError::Decompress { .. })));
     }
 
     #[test]
     fn split_payload_keeps_each_batch_text_and_counts_events() {
         let mut batches = sample();
-        batches.push(EventBatch {
-            repository: "s".into(),
-            events: vec![Event::raw("a \"quoted\" \u{e9}")],
-            ..sample().remove(0)
-        });
+        batches.push(EventBatch { repository: "s".into(), events: vec![Event::raw("a \"quoted\" \u{e9}")], ..sample().remove(0) });
         let json = serde_json::to_vec(&batches).unwrap();
         let raw = split_payload(&json).unwrap();
         assert_eq!(raw.len(), 2);
         assert_eq!((raw[0].n_events, raw[1].n_events), (2, 1));
         assert_eq!(raw[1].source_key(), batches[1].source_key());
         for (raw, batch) in raw.iter().zip(&batches) {
-            assert_eq!(
-                &serde_json::from_str::<EventBatch>(raw.json).unwrap(),
-                batch,
-                "text is the batch, unchanged"
-            );
+            assert_eq!(&serde_json::from_str::<EventBatch>(raw.json).unwrap(), batch, "text is the batch, unchanged");
         }
     }
 
     #[test]
     fn split_payload_refuses_batches_that_are_not_event_batches() {
-        for bad in [
-            r#"{}"#,
-            r#"[{"events":[]}]"#,
-            r#"[{"repository":"r","ingest_ts_ms":1,"events":[{"ts":1}]}]"#,
-            r#"[{"repository":"r","ingest_ts_ms":1,"events":{}}]"#,
-        ] {
-            assert!(
-                matches!(split_payload(bad.as_bytes()), Err(WireError::Payload(_))),
-                "{bad}"
-            );
+        for bad in [r#"{}"#, r#"[{"events":[]}]"#, r#"[{"repository":"r","ingest_ts_ms":1,"events":[{"ts":1}]}]"#, r#"[{"repository":"r","ingest_ts_ms":1,"events":{}}]"#] {
+            assert!(matches!(split_payload(bad.as_bytes()), Err(WireError::Payload(_))), "{bad}");
         }
     }
 
     #[test]
     fn decompression_bomb_is_refused() {
         let big = vec![Event::raw("a".repeat(1 << 20))];
-        let batches = vec![EventBatch {
-            events: big,
-            ..sample().remove(0)
-        }];
+        let batches = vec![EventBatch { events: big, ..sample().remove(0) }];
         let payload = encode_payload(&batches).unwrap();
-        assert!(
-            payload.len() < 10_000,
-            "test needs a highly compressible payload"
-        );
-        assert!(matches!(
-            decode_payload(&payload, 64 * 1024),
-            Err(WireError::Decompress { .. })
-        ));
+        assert!(payload.len() < 10_000, "test needs a highly compressible payload");
+        assert!(matches!(decode_payload(&payload, 64 * 1024), Err(WireError::Decompress { .. })));
         // Without a declared size (a frame not written by an edge), the limit still holds.
         let mut stream = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
         stream.include_contentsize(false).unwrap();
         std::io::Write::write_all(&mut stream, &vec![b'a'; 1 << 20]).unwrap();
         let undeclared = stream.finish().unwrap();
-        assert_eq!(
-            zstd::zstd_safe::get_frame_content_size(&undeclared).unwrap(),
-            None
-        );
-        assert!(matches!(
-            decompress_payload(&undeclared, 64 * 1024),
-            Err(WireError::Decompress { .. })
-        ));
-        assert_eq!(
-            decompress_payload(&undeclared, 2 << 20).unwrap().len(),
-            1 << 20
-        );
+        assert_eq!(zstd::zstd_safe::get_frame_content_size(&undeclared).unwrap(), None);
+        assert!(matches!(decompress_payload(&undeclared, 64 * 1024), Err(WireError::Decompress { .. })));
+        assert_eq!(decompress_payload(&undeclared, 2 << 20).unwrap().len(), 1 << 20);
     }
 }

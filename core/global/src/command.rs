@@ -34,12 +34,7 @@ pub struct Command {
 impl Command {
     /// A command of the current version.
     pub fn new(id: impl Into<String>, node: impl Into<String>, cmd: Cmd) -> Command {
-        Command {
-            v: VERSION,
-            id: id.into(),
-            node: node.into(),
-            cmd,
-        }
+        Command { v: VERSION, id: id.into(), node: node.into(), cmd }
     }
 
     /// The record's bytes.
@@ -58,15 +53,10 @@ impl Command {
             v: Option<u32>,
         }
         // The version first, on its own: a newer envelope may not parse as this one.
-        let version: Version =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        let version: Version = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         match version.v {
-            Some(VERSION) => {
-                serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
-            }
-            Some(1) => serde_json::from_slice::<v1::Command>(bytes)
-                .map(v1::Command::upgrade)
-                .map_err(|e| DecodeError::Malformed(e.to_string())),
+            Some(VERSION) => serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string())),
+            Some(1) => serde_json::from_slice::<v1::Command>(bytes).map(v1::Command::upgrade).map_err(|e| DecodeError::Malformed(e.to_string())),
             Some(v) => Err(DecodeError::UnsupportedVersion(v)),
             None => Err(DecodeError::Malformed("no envelope version `v`".into())),
         }
@@ -76,9 +66,7 @@ impl Command {
 /// Why a record is not a command this build can apply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error(
-        "Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it"
-    )]
+    #[error("Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it")]
     UnsupportedVersion(u32),
     #[error("malformed Global command: {0}")]
     Malformed(String),
@@ -104,45 +92,26 @@ pub enum Cmd {
     },
     /// `node_id` becomes the digest owner of `partition`. Precondition: `epoch` is the
     /// partition's epoch + 1, so of two claims for the same epoch the first in the log wins.
-    ClaimPartition {
-        partition: u32,
-        node_id: String,
-        epoch: u64,
-    },
+    ClaimPartition { partition: u32, node_id: String, epoch: u64 },
     /// The owner of `segment.partition` stored its offsets `[offset_start, offset_end)` in
     /// a segment. Preconditions: `epoch` is the partition's current epoch and the issuer
     /// its owner (a paused former owner is refused), the id is new, and `offset_start` is
     /// the partition's `next_offset` (no gap, no overlap). Then `next_offset = offset_end`,
     /// and `dedup` (the batch parts the segment stored) enters the partition's dedup state
     /// and stays on the segment, so a re-digest of its range stores exactly those parts.
-    RegisterSegment {
-        epoch: u64,
-        segment: SegmentInfo,
-        dedup: Vec<StoredBatches>,
-    },
+    RegisterSegment { epoch: u64, segment: SegmentInfo, dedup: Vec<StoredBatches> },
     /// A verified copy of a segment exists at `location`. Preconditions (I6): the segment
     /// exists (registered or staged) and `verified_blake3` is its hash; the location is not
     /// counted yet; a node copy comes from that node, known to Global, on its current disk.
-    AddCopy {
-        segment_id: String,
-        location: Location,
-        verified_blake3: String,
-    },
+    AddCopy { segment_id: String, location: Location, verified_blake3: String },
     /// The copy at `location` is gone or bad (`reason` says which). Preconditions: the copy
     /// is recorded; a node copy is removed by that node.
-    RemoveCopy {
-        segment_id: String,
-        location: Location,
-        reason: String,
-    },
+    RemoveCopy { segment_id: String, location: Location, reason: String },
     /// A segment that replaces others once it is safe (reparse, merge): known to Global
     /// so that copies can be recorded for it, but not yet part of its partition (queries
     /// and the safe offset ignore it). Preconditions: a new id, a well-formed segment.
     /// `stored` are the batch parts it holds (those of the segments it will replace).
-    StageSegment {
-        segment: SegmentInfo,
-        stored: Vec<StoredBatches>,
-    },
+    StageSegment { segment: SegmentInfo, stored: Vec<StoredBatches> },
     /// A staged segment that will not be swapped in (its writer gave up) leaves Global;
     /// its copies go with it. Precondition: it is staged.
     DropStaged { segment_id: String },
@@ -169,10 +138,7 @@ pub enum Cmd {
     /// Version 1's re-parse: `new` registered in the swap itself, without copies. Read from
     /// old logs only; never written.
     #[serde(skip)]
-    ReplaceSegmentsV1 {
-        old: Vec<String>,
-        new: Vec<SegmentInfo>,
-    },
+    ReplaceSegmentsV1 { old: Vec<String>, new: Vec<SegmentInfo> },
 }
 
 /// The Kafka cluster and topics a Global describes.
@@ -226,10 +192,7 @@ impl SegmentInfo {
     /// `[start_ms, end_ms]` (both inclusive): the one filter the read path, the query
     /// executor and reparse share ([`crate::State::segments_overlapping`]).
     pub fn may_hold(&self, repository: &str, start_ms: i64, end_ms: i64) -> bool {
-        self.n_events > 0
-            && self.repositories.iter().any(|r| r == repository)
-            && self.min_ts_ms <= end_ms
-            && self.max_ts_ms >= start_ms
+        self.n_events > 0 && self.repositories.iter().any(|r| r == repository) && self.min_ts_ms <= end_ms && self.max_ts_ms >= start_ms
     }
 }
 
@@ -247,10 +210,7 @@ pub enum Location {
 
 impl Location {
     pub fn node(node: impl Into<String>, disk: impl Into<String>) -> Location {
-        Location::Node {
-            node: node.into(),
-            disk: disk.into(),
-        }
+        Location::Node { node: node.into(), disk: disk.into() }
     }
 
     /// The node holding a node copy.
@@ -299,10 +259,7 @@ pub mod v1 {
         id: String,
         node: String,
         cmd: Cmd,
-        #[allow(
-            dead_code,
-            reason = "read to be refused if missing; the caller matched it"
-        )]
+        #[allow(dead_code, reason = "read to be refused if missing; the caller matched it")]
         v: u32,
     }
 
@@ -318,25 +275,10 @@ pub mod v1 {
             #[serde(default = "crate::state::yes")]
             digest: bool,
         },
-        ClaimPartition {
-            partition: u32,
-            node_id: String,
-            epoch: u64,
-        },
-        RegisterSegment {
-            epoch: u64,
-            segment: SegmentInfo,
-            dedup: Vec<StoredBatches>,
-        },
-        AddCopy {
-            segment_id: String,
-            location: Location,
-            verified_blake3: String,
-        },
-        ReplaceSegments {
-            old: Vec<String>,
-            new: Vec<SegmentInfo>,
-        },
+        ClaimPartition { partition: u32, node_id: String, epoch: u64 },
+        RegisterSegment { epoch: u64, segment: SegmentInfo, dedup: Vec<StoredBatches> },
+        AddCopy { segment_id: String, location: Location, verified_blake3: String },
+        ReplaceSegments { old: Vec<String>, new: Vec<SegmentInfo> },
     }
 
     #[derive(Deserialize)]
@@ -349,72 +291,24 @@ pub mod v1 {
     impl Command {
         pub(super) fn upgrade(self) -> super::Command {
             let cmd = match self.cmd {
-                Cmd::NodeHeartbeat {
-                    node_id,
-                    addresses,
-                    zone,
-                    at_ms,
-                    digest,
-                } => {
+                Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest } => {
                     let mut addresses = addresses.into_iter();
-                    let addresses = Addresses {
-                        http: addresses.next().unwrap_or_default(),
-                        quic: addresses.next(),
-                    };
+                    let addresses = Addresses { http: addresses.next().unwrap_or_default(), quic: addresses.next() };
                     // No disk id: the node's copies of version 1 never count as safe.
-                    super::Cmd::NodeHeartbeat {
-                        node_id,
-                        addresses,
-                        zone,
-                        at_ms,
-                        digest,
-                        disk_id: String::new(),
-                    }
+                    super::Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest, disk_id: String::new() }
                 }
-                Cmd::ClaimPartition {
-                    partition,
-                    node_id,
-                    epoch,
-                } => super::Cmd::ClaimPartition {
-                    partition,
-                    node_id,
-                    epoch,
-                },
-                Cmd::RegisterSegment {
-                    epoch,
-                    segment,
-                    dedup,
-                } => super::Cmd::RegisterSegment {
-                    epoch,
-                    segment,
-                    dedup,
-                },
-                Cmd::AddCopy {
-                    segment_id,
-                    location,
-                    verified_blake3,
-                } => {
+                Cmd::ClaimPartition { partition, node_id, epoch } => super::Cmd::ClaimPartition { partition, node_id, epoch },
+                Cmd::RegisterSegment { epoch, segment, dedup } => super::Cmd::RegisterSegment { epoch, segment, dedup },
+                Cmd::AddCopy { segment_id, location, verified_blake3 } => {
                     let location = match location {
-                        Location::Node(node) => super::Location::Node {
-                            node,
-                            disk: String::new(),
-                        },
+                        Location::Node(node) => super::Location::Node { node, disk: String::new() },
                         Location::Bucket(key) => super::Location::Bucket(key),
                     };
-                    super::Cmd::AddCopy {
-                        segment_id,
-                        location,
-                        verified_blake3,
-                    }
+                    super::Cmd::AddCopy { segment_id, location, verified_blake3 }
                 }
                 Cmd::ReplaceSegments { old, new } => super::Cmd::ReplaceSegmentsV1 { old, new },
             };
-            super::Command {
-                v: 1,
-                id: self.id,
-                node: self.node,
-                cmd,
-            }
+            super::Command { v: 1, id: self.id, node: self.node, cmd }
         }
     }
 }

@@ -96,10 +96,7 @@ impl Dedup {
             let oldest = self
                 .edges
                 .iter()
-                .flat_map(|(edge, incs)| {
-                    incs.iter()
-                        .map(move |(inc, w)| (w.last_offset, edge.clone(), inc.clone()))
-                })
+                .flat_map(|(edge, incs)| incs.iter().map(move |(inc, w)| (w.last_offset, edge.clone(), inc.clone())))
                 .min();
             let Some((_, edge, inc)) = oldest else { return };
             let incs = self.edges.get_mut(&edge).expect("found above");
@@ -140,10 +137,7 @@ impl Window {
         if i > 0 && seq < self.whole[i - 1].1 {
             return true;
         }
-        self.partial
-            .get(&seq)
-            .and_then(|splits| splits.get(&parts))
-            .is_some_and(|stored| stored.contains(&part))
+        self.partial.get(&seq).and_then(|splits| splits.get(&parts)).is_some_and(|stored| stored.contains(&part))
     }
 
     fn mark_whole(&mut self, start: u64, end: u64) {
@@ -152,11 +146,7 @@ impl Window {
         }
         self.end = self.end.max(end);
         // Parts of these seqs no longer matter: the whole batch is stored.
-        let inside: Vec<u64> = self
-            .partial
-            .range(start..end)
-            .map(|(&seq, _)| seq)
-            .collect();
+        let inside: Vec<u64> = self.partial.range(start..end).map(|(&seq, _)| seq).collect();
         for seq in inside {
             self.partial.remove(&seq);
         }
@@ -178,12 +168,7 @@ impl Window {
             return;
         }
         self.end = self.end.max(seq + 1);
-        let stored = self
-            .partial
-            .entry(seq)
-            .or_default()
-            .entry(parts)
-            .or_default();
+        let stored = self.partial.entry(seq).or_default().entry(parts).or_default();
         stored.insert(part);
         // Every part of one split stored: every event of the batch is.
         if stored.len() as u64 >= u64::from(parts) {
@@ -207,81 +192,39 @@ mod tests {
     use crate::command::StoredPart;
 
     fn id(edge: &str, inc: &str, seq: u64) -> BatchId {
-        BatchId {
-            edge_id: edge.into(),
-            incarnation: inc.into(),
-            seq,
-        }
+        BatchId { edge_id: edge.into(), incarnation: inc.into(), seq }
     }
 
     fn whole(edge: &str, inc: &str, ranges: &[(u64, u64)]) -> StoredBatches {
-        StoredBatches {
-            edge_id: edge.into(),
-            incarnation: inc.into(),
-            whole: ranges.to_vec(),
-            parts: vec![],
-        }
+        StoredBatches { edge_id: edge.into(), incarnation: inc.into(), whole: ranges.to_vec(), parts: vec![] }
     }
 
     #[test]
     fn whole_batches_and_sparse_ranges() {
         let mut d = Dedup::default();
         d.mark(&[whole("e", "i", &[(0, 3), (5, 6)])], 1);
-        let table = [
-            (0, true),
-            (2, true),
-            (3, false),
-            (4, false),
-            (5, true),
-            (6, false),
-            (100, false),
-        ];
+        let table = [(0, true), (2, true), (3, false), (4, false), (5, true), (6, false), (100, false)];
         for (seq, stored) in table {
             assert_eq!(d.is_stored(&id("e", "i", seq), 0, 1), stored, "seq {seq}");
         }
         d.mark(&[whole("e", "i", &[(3, 5)])], 2);
-        assert_eq!(
-            d.edges["e"]["i"].whole,
-            vec![(0, 6)],
-            "adjacent ranges merge"
-        );
+        assert_eq!(d.edges["e"]["i"].whole, vec![(0, 6)], "adjacent ranges merge");
     }
 
     #[test]
     fn split_batches_are_stored_part_by_part() {
         let mut d = Dedup::default();
-        let part = |part| StoredPart {
-            seq: 7,
-            part,
-            parts: 3,
-        };
-        let batches = StoredBatches {
-            edge_id: "e".into(),
-            incarnation: "i".into(),
-            whole: vec![],
-            parts: vec![part(0), part(1)],
-        };
+        let part = |part| StoredPart { seq: 7, part, parts: 3 };
+        let batches = StoredBatches { edge_id: "e".into(), incarnation: "i".into(), whole: vec![], parts: vec![part(0), part(1)] };
         d.mark(std::slice::from_ref(&batches), 1);
         assert!(d.is_stored(&id("e", "i", 7), 1, 3));
-        assert!(
-            !d.is_stored(&id("e", "i", 7), 2, 3),
-            "the next segment holds part 2"
-        );
-        let rest = StoredBatches {
-            parts: vec![part(2)],
-            ..batches
-        };
+        assert!(!d.is_stored(&id("e", "i", 7), 2, 3), "the next segment holds part 2");
+        let rest = StoredBatches { parts: vec![part(2)], ..batches };
         d.mark(&[rest], 2);
         assert!(d.is_stored(&id("e", "i", 7), 2, 3));
-        assert!(
-            d.is_stored(&id("e", "i", 7), 1, 2),
-            "a batch stored whole answers for any split"
-        );
+        assert!(d.is_stored(&id("e", "i", 7), 1, 2), "a batch stored whole answers for any split");
         let w = &d.edges["e"]["i"];
-        assert!(
-            w.partial.is_empty() && w.whole == vec![(7, 8)],
-            "a complete batch becomes a whole one: {w:?}"
-        );
+        assert!(w.partial.is_empty() && w.whole == vec![(7, 8)], "a complete batch becomes a whole one: {w:?}");
     }
 
     #[test]
@@ -294,34 +237,18 @@ mod tests {
             edge_id: "e".into(),
             incarnation: "i".into(),
             whole: vec![],
-            parts: parts
-                .iter()
-                .map(|&(part, parts)| StoredPart {
-                    seq: 7,
-                    part,
-                    parts,
-                })
-                .collect(),
+            parts: parts.iter().map(|&(part, parts)| StoredPart { seq: 7, part, parts }).collect(),
         };
         d.mark(&[split(&[(0, 3), (1, 3)])], 1);
         let b = id("e", "i", 7);
-        assert!(
-            !d.is_stored(&b, 0, 2) && !d.is_stored(&b, 1, 2),
-            "kept: at worst a duplicate, never a loss"
-        );
+        assert!(!d.is_stored(&b, 0, 2) && !d.is_stored(&b, 1, 2), "kept: at worst a duplicate, never a loss");
         assert!(d.is_stored(&b, 1, 3), "the same split is recognised");
         d.mark(&[split(&[(0, 2)])], 2);
         assert!(d.is_stored(&b, 0, 2) && !d.is_stored(&b, 1, 2));
-        assert!(
-            !d.is_stored(&b, 2, 3),
-            "a third split of A's plan still missing"
-        );
+        assert!(!d.is_stored(&b, 2, 3), "a third split of A's plan still missing");
         d.mark(&[split(&[(1, 2)])], 3);
         for (part, parts) in [(0, 3), (1, 3), (2, 3), (0, 2), (1, 2), (0, 1)] {
-            assert!(
-                d.is_stored(&b, part, parts),
-                "B stored every part of its split: the batch is whole ({part} of {parts})"
-            );
+            assert!(d.is_stored(&b, part, parts), "B stored every part of its split: the batch is whole ({part} of {parts})");
         }
         assert!(d.edges["e"]["i"].partial.is_empty());
     }
@@ -335,10 +262,7 @@ mod tests {
         assert!(!d.is_stored(&id("e", "i", 5), 0, 1));
         assert!(d.is_stored(&id("e", "i", 6), 0, 1));
         assert!(d.is_stored(&id("e", "i", 9), 0, 1));
-        assert_eq!(
-            d.edges["e"]["i"].whole,
-            vec![(6, 10), (WINDOW_SEQS + 5, WINDOW_SEQS + 6)]
-        );
+        assert_eq!(d.edges["e"]["i"].whole, vec![(6, 10), (WINDOW_SEQS + 5, WINDOW_SEQS + 6)]);
     }
 
     #[test]

@@ -32,10 +32,7 @@ pub use command::{
 };
 pub use dedup::Dedup;
 pub use snapshot::{Snapshot, SnapshotError};
-pub use state::{
-    ApplyError, Node, Outcome, PartitionState, RECENT_COMMANDS, Rejection, SafetyRule, Segment,
-    State,
-};
+pub use state::{ApplyError, Node, Outcome, PartitionState, RECENT_COMMANDS, Rejection, SafetyRule, Segment, State};
 
 #[cfg(test)]
 mod tests;

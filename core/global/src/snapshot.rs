@@ -26,20 +26,13 @@ pub struct Snapshot {
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("cannot read the Global snapshot {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Write(#[from] AtomicWriteError),
     #[error("{path} is not a Global snapshot of this format")]
     NotASnapshot { path: PathBuf },
     #[error("Global snapshot {path} is truncated: {actual} bytes, its header says {expected}")]
-    Truncated {
-        path: PathBuf,
-        expected: u64,
-        actual: u64,
-    },
+    Truncated { path: PathBuf, expected: u64, actual: u64 },
     #[error("Global snapshot {path} is damaged: its checksum does not match")]
     Checksum { path: PathBuf },
     #[error("Global snapshot {path} does not decode: {detail}")]
@@ -48,10 +41,7 @@ pub enum SnapshotError {
 
 impl Snapshot {
     pub fn of(state: &State) -> Snapshot {
-        Snapshot {
-            applied_offset: state.applied_offset(),
-            state: state.clone(),
-        }
+        Snapshot { applied_offset: state.applied_offset(), state: state.clone() }
     }
 
     /// The snapshot's bytes (deterministic: the same state gives the same bytes).
@@ -70,17 +60,12 @@ impl Snapshot {
     pub fn write(&self, path: &Path) -> Result<(), SnapshotError> {
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
-        AtomicWrite::new(PathBuf::from(tmp))
-            .sync_dir(true)
-            .write(path, &[&self.encode()])?;
+        AtomicWrite::new(PathBuf::from(tmp)).sync_dir(true).write(path, &[&self.encode()])?;
         Ok(())
     }
 
     pub fn read(path: &Path) -> Result<Snapshot, SnapshotError> {
-        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| SnapshotError::Read { path: path.to_owned(), source })?;
         Snapshot::decode(&bytes, path)
     }
 
@@ -88,15 +73,8 @@ impl Snapshot {
         let path = || path.to_owned();
         if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
             // Too short to hold a header at all: name it truncated if what is there is our magic.
-            if bytes.len() < HEADER
-                && MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())])
-                && !bytes.is_empty()
-            {
-                return Err(SnapshotError::Truncated {
-                    path: path(),
-                    expected: HEADER as u64,
-                    actual: bytes.len() as u64,
-                });
+            if bytes.len() < HEADER && MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) && !bytes.is_empty() {
+                return Err(SnapshotError::Truncated { path: path(), expected: HEADER as u64, actual: bytes.len() as u64 });
             }
             return Err(SnapshotError::NotASnapshot { path: path() });
         }
@@ -104,30 +82,15 @@ impl Snapshot {
         let len = u64::from_be_bytes(bytes[40..48].try_into().expect("8 bytes"));
         let body = &bytes[HEADER..];
         if body.len() as u64 != len {
-            return Err(SnapshotError::Truncated {
-                path: path(),
-                expected: HEADER as u64 + len,
-                actual: bytes.len() as u64,
-            });
+            return Err(SnapshotError::Truncated { path: path(), expected: HEADER as u64 + len, actual: bytes.len() as u64 });
         }
         if blake3::hash(body) != blake3::Hash::from_bytes(hash) {
             return Err(SnapshotError::Checksum { path: path() });
         }
-        let snapshot: Snapshot =
-            serde_json::from_slice(body).map_err(|e| SnapshotError::Decode {
-                path: path(),
-                detail: e.to_string(),
-            })?;
+        let snapshot: Snapshot = serde_json::from_slice(body).map_err(|e| SnapshotError::Decode { path: path(), detail: e.to_string() })?;
         if snapshot.applied_offset != snapshot.state.applied_offset() {
-            let detail = format!(
-                "header offset {:?}, state offset {:?}",
-                snapshot.applied_offset,
-                snapshot.state.applied_offset()
-            );
-            return Err(SnapshotError::Decode {
-                path: path(),
-                detail,
-            });
+            let detail = format!("header offset {:?}, state offset {:?}", snapshot.applied_offset, snapshot.state.applied_offset());
+            return Err(SnapshotError::Decode { path: path(), detail });
         }
         Ok(snapshot)
     }

@@ -104,42 +104,18 @@ pub enum Outcome {
 /// Why a command did not apply: its precondition did not hold in the state it met.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
-    #[error(
-        "command {id} was already in the log at offset {first_offset} (applied: {first_applied})"
-    )]
-    DuplicateCommand {
-        id: String,
-        first_offset: u64,
-        first_applied: bool,
-    },
+    #[error("command {id} was already in the log at offset {first_offset} (applied: {first_applied})")]
+    DuplicateCommand { id: String, first_offset: u64, first_applied: bool },
     #[error("{issuer} cannot send a heartbeat for {node_id}")]
     HeartbeatForOtherNode { issuer: String, node_id: String },
     #[error("heartbeat of {node_id} at {at_ms} ms is older than the stored one at {stored_ms} ms")]
-    StaleHeartbeat {
-        node_id: String,
-        at_ms: u64,
-        stored_ms: u64,
-    },
+    StaleHeartbeat { node_id: String, at_ms: u64, stored_ms: u64 },
     #[error("claim of partition {partition} for epoch {epoch} refused: its epoch is {current}, a claim must name {}", current + 1)]
-    EpochNotNext {
-        partition: u32,
-        epoch: u64,
-        current: u64,
-    },
-    #[error(
-        "partition {partition} is at epoch {current}, the command was issued under epoch {epoch}"
-    )]
-    StaleEpoch {
-        partition: u32,
-        epoch: u64,
-        current: u64,
-    },
+    EpochNotNext { partition: u32, epoch: u64, current: u64 },
+    #[error("partition {partition} is at epoch {current}, the command was issued under epoch {epoch}")]
+    StaleEpoch { partition: u32, epoch: u64, current: u64 },
     #[error("{issuer} does not own partition {partition} (owner: {owner:?})")]
-    NotOwner {
-        partition: u32,
-        issuer: String,
-        owner: Option<String>,
-    },
+    NotOwner { partition: u32, issuer: String, owner: Option<String> },
     #[error("segment {segment_id} already exists")]
     SegmentExists { segment_id: String },
     #[error("segment {segment_id} appears twice in the command")]
@@ -147,51 +123,21 @@ pub enum Rejection {
     #[error("segment {segment_id} is not registered")]
     UnknownSegment { segment_id: String },
     #[error("segment {segment_id}: empty or inverted offset range [{start}, {end})")]
-    EmptyRange {
-        segment_id: String,
-        start: u64,
-        end: u64,
-    },
+    EmptyRange { segment_id: String, start: u64, end: u64 },
     #[error("segment {segment_id}: event time range {min_ts_ms}..{max_ts_ms} is inverted")]
-    InvertedTimeRange {
-        segment_id: String,
-        min_ts_ms: i64,
-        max_ts_ms: i64,
-    },
+    InvertedTimeRange { segment_id: String, min_ts_ms: i64, max_ts_ms: i64 },
     #[error("segment {segment_id}: {blake3:?} is not a blake3 hash (64 lowercase hex digits)")]
     NotAHash { segment_id: String, blake3: String },
-    #[error(
-        "partition {partition}: segment starts at {offset_start}, leaving a gap after next offset {next_offset}"
-    )]
-    Gap {
-        partition: u32,
-        offset_start: u64,
-        next_offset: u64,
-    },
-    #[error(
-        "partition {partition}: segment starts at {offset_start}, overlapping what is stored below next offset {next_offset}"
-    )]
-    Overlap {
-        partition: u32,
-        offset_start: u64,
-        next_offset: u64,
-    },
+    #[error("partition {partition}: segment starts at {offset_start}, leaving a gap after next offset {next_offset}")]
+    Gap { partition: u32, offset_start: u64, next_offset: u64 },
+    #[error("partition {partition}: segment starts at {offset_start}, overlapping what is stored below next offset {next_offset}")]
+    Overlap { partition: u32, offset_start: u64, next_offset: u64 },
     #[error("segment {segment_id}: invalid dedup entry: {detail}")]
     InvalidDedup { segment_id: String, detail: String },
-    #[error(
-        "copy of segment {segment_id} at {location:?} has blake3 {got}, the segment's is {expected}"
-    )]
-    HashMismatch {
-        segment_id: String,
-        location: Location,
-        expected: String,
-        got: String,
-    },
+    #[error("copy of segment {segment_id} at {location:?} has blake3 {got}, the segment's is {expected}")]
+    HashMismatch { segment_id: String, location: Location, expected: String, got: String },
     #[error("segment {segment_id} already has a copy at {location:?}")]
-    CopyExists {
-        segment_id: String,
-        location: Location,
-    },
+    CopyExists { segment_id: String, location: Location },
     #[error("a replacement needs at least one old segment")]
     EmptyReplacement,
     #[error("{issuer} cannot record or remove a copy on node {node}: only that node can")]
@@ -199,25 +145,16 @@ pub enum Rejection {
     #[error("node {node} is not known to Global (no heartbeat)")]
     UnknownNode { node: String },
     #[error("copy on node {node} names disk {disk:?}, the node's current disk is {current:?}")]
-    StaleDisk {
-        node: String,
-        disk: String,
-        current: String,
-    },
+    StaleDisk { node: String, disk: String, current: String },
     #[error("heartbeat of {node_id} names no disk id")]
     NoDiskId { node_id: String },
     #[error("segment {segment_id} has no copy at {location:?}")]
-    NoSuchCopy {
-        segment_id: String,
-        location: Location,
-    },
+    NoSuchCopy { segment_id: String, location: Location },
     #[error("segment {segment_id} is not staged")]
     NotStaged { segment_id: String },
     #[error("segment {segment_id} is staged, not registered: it cannot be replaced")]
     StagedNotRegistered { segment_id: String },
-    #[error(
-        "staged segment {segment_id} has no verified copy yet: swapping it in would lose its offsets"
-    )]
+    #[error("staged segment {segment_id} has no verified copy yet: swapping it in would lose its offsets")]
     NoCopy { segment_id: String },
     #[error("partition {partition}: the new segments cover {new:?}, the old ones {old:?}")]
     RangesDiffer {
@@ -241,13 +178,9 @@ pub enum Rejection {
 /// a precondition (those are [`Rejection`]s, the same on every node).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
-    #[error(
-        "offset {offset} is not after the last applied offset {applied}: commands apply once, in log order"
-    )]
+    #[error("offset {offset} is not after the last applied offset {applied}: commands apply once, in log order")]
     NotAfter { offset: u64, applied: u64 },
-    #[error(
-        "Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it"
-    )]
+    #[error("Global command of envelope version {0}; this node applies versions {OLDEST_VERSION} to {VERSION}: upgrade it")]
     UnsupportedVersion(u32),
 }
 
@@ -270,9 +203,7 @@ impl State {
             Err(DecodeError::UnsupportedVersion(v)) => Err(ApplyError::UnsupportedVersion(v)),
             Err(DecodeError::Malformed(why)) => {
                 self.advance(offset)?;
-                Ok(Outcome::Rejected {
-                    reason: Rejection::Malformed(why),
-                })
+                Ok(Outcome::Rejected { reason: Rejection::Malformed(why) })
             }
         }
     }
@@ -285,11 +216,7 @@ impl State {
         }
         self.advance(offset)?;
         if let Some(&(first_offset, first_applied)) = self.recent.get(&command.id) {
-            let reason = Rejection::DuplicateCommand {
-                id: command.id.clone(),
-                first_offset,
-                first_applied,
-            };
+            let reason = Rejection::DuplicateCommand { id: command.id.clone(), first_offset, first_applied };
             return Ok(Outcome::Rejected { reason });
         }
         let result = self.check(command).map(|()| self.change(offset, command));
@@ -323,94 +250,47 @@ impl State {
     /// Every precondition, without changing anything.
     fn check(&self, command: &Command) -> Result<(), Rejection> {
         match &command.cmd {
-            Cmd::NodeHeartbeat {
-                node_id,
-                at_ms,
-                disk_id,
-                ..
-            } => {
+            Cmd::NodeHeartbeat { node_id, at_ms, disk_id, .. } => {
                 if *node_id != command.node {
-                    return Err(Rejection::HeartbeatForOtherNode {
-                        issuer: command.node.clone(),
-                        node_id: node_id.clone(),
-                    });
+                    return Err(Rejection::HeartbeatForOtherNode { issuer: command.node.clone(), node_id: node_id.clone() });
                 }
                 if command.v >= 2 && disk_id.is_empty() {
-                    return Err(Rejection::NoDiskId {
-                        node_id: node_id.clone(),
-                    });
+                    return Err(Rejection::NoDiskId { node_id: node_id.clone() });
                 }
                 match self.nodes.get(node_id) {
-                    Some(node) if node.heartbeat_ms > *at_ms => Err(Rejection::StaleHeartbeat {
-                        node_id: node_id.clone(),
-                        at_ms: *at_ms,
-                        stored_ms: node.heartbeat_ms,
-                    }),
+                    Some(node) if node.heartbeat_ms > *at_ms => {
+                        Err(Rejection::StaleHeartbeat { node_id: node_id.clone(), at_ms: *at_ms, stored_ms: node.heartbeat_ms })
+                    }
                     _ => Ok(()),
                 }
             }
-            Cmd::ClaimPartition {
-                partition, epoch, ..
-            } => {
+            Cmd::ClaimPartition { partition, epoch, .. } => {
                 let current = self.partitions.get(partition).map_or(0, |p| p.epoch);
                 if *epoch != current + 1 {
-                    return Err(Rejection::EpochNotNext {
-                        partition: *partition,
-                        epoch: *epoch,
-                        current,
-                    });
+                    return Err(Rejection::EpochNotNext { partition: *partition, epoch: *epoch, current });
                 }
                 Ok(())
             }
-            Cmd::RegisterSegment {
-                epoch,
-                segment,
-                dedup,
-            } => {
+            Cmd::RegisterSegment { epoch, segment, dedup } => {
                 let p = segment.partition;
                 let part = self.partitions.get(&p).cloned().unwrap_or_default();
                 if *epoch != part.epoch {
-                    return Err(Rejection::StaleEpoch {
-                        partition: p,
-                        epoch: *epoch,
-                        current: part.epoch,
-                    });
+                    return Err(Rejection::StaleEpoch { partition: p, epoch: *epoch, current: part.epoch });
                 }
                 if part.owner.as_deref() != Some(command.node.as_str()) {
-                    return Err(Rejection::NotOwner {
-                        partition: p,
-                        issuer: command.node.clone(),
-                        owner: part.owner,
-                    });
+                    return Err(Rejection::NotOwner { partition: p, issuer: command.node.clone(), owner: part.owner });
                 }
                 self.check_new_segment(segment)?;
                 if segment.offset_start > part.next_offset {
-                    return Err(Rejection::Gap {
-                        partition: p,
-                        offset_start: segment.offset_start,
-                        next_offset: part.next_offset,
-                    });
+                    return Err(Rejection::Gap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
                 }
                 if segment.offset_start < part.next_offset {
-                    return Err(Rejection::Overlap {
-                        partition: p,
-                        offset_start: segment.offset_start,
-                        next_offset: part.next_offset,
-                    });
+                    return Err(Rejection::Overlap { partition: p, offset_start: segment.offset_start, next_offset: part.next_offset });
                 }
                 check_dedup(&segment.segment_id, dedup)
             }
-            Cmd::AddCopy {
-                segment_id,
-                location,
-                verified_blake3,
-            } => {
-                let segment =
-                    self.segments
-                        .get(segment_id)
-                        .ok_or_else(|| Rejection::UnknownSegment {
-                            segment_id: segment_id.clone(),
-                        })?;
+            Cmd::AddCopy { segment_id, location, verified_blake3 } => {
+                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
                 if *verified_blake3 != segment.info.blake3 {
                     return Err(Rejection::HashMismatch {
                         segment_id: segment_id.clone(),
@@ -420,10 +300,7 @@ impl State {
                     });
                 }
                 if segment.copies.contains(location) {
-                    return Err(Rejection::CopyExists {
-                        segment_id: segment_id.clone(),
-                        location: location.clone(),
-                    });
+                    return Err(Rejection::CopyExists { segment_id: segment_id.clone(), location: location.clone() });
                 }
                 // Version 1 copies were self-declared; they never count as safe (no disk).
                 if command.v >= 2
@@ -432,31 +309,15 @@ impl State {
                     self.check_node_copy(&command.node, node)?;
                     let current = &self.nodes.get(node).expect("checked known").disk_id;
                     if disk != current || disk.is_empty() {
-                        return Err(Rejection::StaleDisk {
-                            node: node.clone(),
-                            disk: disk.clone(),
-                            current: current.clone(),
-                        });
+                        return Err(Rejection::StaleDisk { node: node.clone(), disk: disk.clone(), current: current.clone() });
                     }
                 }
                 Ok(())
             }
-            Cmd::RemoveCopy {
-                segment_id,
-                location,
-                ..
-            } => {
-                let segment =
-                    self.segments
-                        .get(segment_id)
-                        .ok_or_else(|| Rejection::UnknownSegment {
-                            segment_id: segment_id.clone(),
-                        })?;
+            Cmd::RemoveCopy { segment_id, location, .. } => {
+                let segment = self.segments.get(segment_id).ok_or_else(|| Rejection::UnknownSegment { segment_id: segment_id.clone() })?;
                 if !segment.copies.contains(location) {
-                    return Err(Rejection::NoSuchCopy {
-                        segment_id: segment_id.clone(),
-                        location: location.clone(),
-                    });
+                    return Err(Rejection::NoSuchCopy { segment_id: segment_id.clone(), location: location.clone() });
                 }
                 if let Location::Node { node, .. } = location {
                     self.check_node_copy(&command.node, node)?;
@@ -469,37 +330,22 @@ impl State {
             }
             Cmd::DropStaged { segment_id } => match self.segments.get(segment_id) {
                 Some(segment) if segment.staged => Ok(()),
-                Some(_) => Err(Rejection::NotStaged {
-                    segment_id: segment_id.clone(),
-                }),
-                None => Err(Rejection::UnknownSegment {
-                    segment_id: segment_id.clone(),
-                }),
+                Some(_) => Err(Rejection::NotStaged { segment_id: segment_id.clone() }),
+                None => Err(Rejection::UnknownSegment { segment_id: segment_id.clone() }),
             },
             Cmd::ReplaceSegments { old, new } => {
                 let mut seen = BTreeSet::new();
                 let mut ranges = Vec::with_capacity(new.len());
                 for id in new {
                     if !seen.insert(id.as_str()) {
-                        return Err(Rejection::SegmentRepeated {
-                            segment_id: id.clone(),
-                        });
+                        return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
                     }
-                    let segment =
-                        self.segments
-                            .get(id)
-                            .ok_or_else(|| Rejection::UnknownSegment {
-                                segment_id: id.clone(),
-                            })?;
+                    let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
                     if !segment.staged {
-                        return Err(Rejection::NotStaged {
-                            segment_id: id.clone(),
-                        });
+                        return Err(Rejection::NotStaged { segment_id: id.clone() });
                     }
                     if segment.copies.is_empty() {
-                        return Err(Rejection::NoCopy {
-                            segment_id: id.clone(),
-                        });
+                        return Err(Rejection::NoCopy { segment_id: id.clone() });
                     }
                     ranges.push(&segment.info);
                 }
@@ -528,9 +374,7 @@ impl State {
                 let mut seen = BTreeSet::new();
                 for segment in new {
                     if !seen.insert(segment.segment_id.as_str()) {
-                        return Err(Rejection::SegmentRepeated {
-                            segment_id: segment.segment_id.clone(),
-                        });
+                        return Err(Rejection::SegmentRepeated { segment_id: segment.segment_id.clone() });
                     }
                     self.check_new_segment(segment)?;
                 }
@@ -542,29 +386,16 @@ impl State {
     fn check_new_segment(&self, segment: &SegmentInfo) -> Result<(), Rejection> {
         let id = &segment.segment_id;
         if self.segments.contains_key(id) {
-            return Err(Rejection::SegmentExists {
-                segment_id: id.clone(),
-            });
+            return Err(Rejection::SegmentExists { segment_id: id.clone() });
         }
         if segment.offset_end <= segment.offset_start {
-            return Err(Rejection::EmptyRange {
-                segment_id: id.clone(),
-                start: segment.offset_start,
-                end: segment.offset_end,
-            });
+            return Err(Rejection::EmptyRange { segment_id: id.clone(), start: segment.offset_start, end: segment.offset_end });
         }
         if segment.min_ts_ms > segment.max_ts_ms {
-            return Err(Rejection::InvertedTimeRange {
-                segment_id: id.clone(),
-                min_ts_ms: segment.min_ts_ms,
-                max_ts_ms: segment.max_ts_ms,
-            });
+            return Err(Rejection::InvertedTimeRange { segment_id: id.clone(), min_ts_ms: segment.min_ts_ms, max_ts_ms: segment.max_ts_ms });
         }
         if !is_blake3_hex(&segment.blake3) {
-            return Err(Rejection::NotAHash {
-                segment_id: id.clone(),
-                blake3: segment.blake3.clone(),
-            });
+            return Err(Rejection::NotAHash { segment_id: id.clone(), blake3: segment.blake3.clone() });
         }
         Ok(())
     }
@@ -572,27 +403,17 @@ impl State {
     /// A node copy of `node` is recorded or removed by `issuer`: that node, known to Global.
     fn check_node_copy(&self, issuer: &str, node: &str) -> Result<(), Rejection> {
         if issuer != node {
-            return Err(Rejection::CopyOfOtherNode {
-                issuer: issuer.to_owned(),
-                node: node.to_owned(),
-            });
+            return Err(Rejection::CopyOfOtherNode { issuer: issuer.to_owned(), node: node.to_owned() });
         }
         if !self.nodes.contains_key(node) {
-            return Err(Rejection::UnknownNode {
-                node: node.to_owned(),
-            });
+            return Err(Rejection::UnknownNode { node: node.to_owned() });
         }
         Ok(())
     }
 
     /// `old` are registered segments, once each and none of `new` (whose ids are in
     /// `seen`), and per partition `new` tile exactly what `old` covered.
-    fn check_replacement(
-        &self,
-        old: &[String],
-        new: &[&SegmentInfo],
-        seen: &BTreeSet<&str>,
-    ) -> Result<(), Rejection> {
+    fn check_replacement(&self, old: &[String], new: &[&SegmentInfo], seen: &BTreeSet<&str>) -> Result<(), Rejection> {
         if old.is_empty() {
             return Err(Rejection::EmptyReplacement);
         }
@@ -601,34 +422,17 @@ impl State {
         let mut old_seen = BTreeSet::new();
         for id in old {
             if !old_seen.insert(id.as_str()) || seen.contains(id.as_str()) {
-                return Err(Rejection::SegmentRepeated {
-                    segment_id: id.clone(),
-                });
+                return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
             }
-            let segment = self
-                .segments
-                .get(id)
-                .ok_or_else(|| Rejection::UnknownSegment {
-                    segment_id: id.clone(),
-                })?;
+            let segment = self.segments.get(id).ok_or_else(|| Rejection::UnknownSegment { segment_id: id.clone() })?;
             if segment.staged {
-                return Err(Rejection::StagedNotRegistered {
-                    segment_id: id.clone(),
-                });
+                return Err(Rejection::StagedNotRegistered { segment_id: id.clone() });
             }
             let info = &segment.info;
-            ranges
-                .entry(info.partition)
-                .or_default()
-                .0
-                .push((info.offset_start, info.offset_end));
+            ranges.entry(info.partition).or_default().0.push((info.offset_start, info.offset_end));
         }
         for segment in new {
-            ranges
-                .entry(segment.partition)
-                .or_default()
-                .1
-                .push((segment.offset_start, segment.offset_end));
+            ranges.entry(segment.partition).or_default().1.push((segment.offset_start, segment.offset_end));
         }
         for (partition, (old, new)) in ranges {
             let (old_cover, new_cover) = (cover(&old), cover(&new));
@@ -638,11 +442,7 @@ impl State {
             if old_cover != new_cover || new_total != cover_total {
                 let mut new = new;
                 new.sort_unstable();
-                return Err(Rejection::RangesDiffer {
-                    partition,
-                    old: old_cover,
-                    new,
-                });
+                return Err(Rejection::RangesDiffer { partition, old: old_cover, new });
             }
         }
         Ok(())
@@ -651,28 +451,12 @@ impl State {
     /// Makes the change; [`check`](Self::check) passed.
     fn change(&mut self, offset: u64, command: &Command) {
         match &command.cmd {
-            Cmd::NodeHeartbeat {
-                node_id,
-                addresses,
-                zone,
-                at_ms,
-                digest,
-                disk_id,
-            } => {
-                let node = Node {
-                    addresses: addresses.clone(),
-                    zone: zone.clone(),
-                    heartbeat_ms: *at_ms,
-                    digest: *digest,
-                    disk_id: disk_id.clone(),
-                };
+            Cmd::NodeHeartbeat { node_id, addresses, zone, at_ms, digest, disk_id } => {
+                let node =
+                    Node { addresses: addresses.clone(), zone: zone.clone(), heartbeat_ms: *at_ms, digest: *digest, disk_id: disk_id.clone() };
                 self.nodes.insert(node_id.clone(), node);
             }
-            Cmd::ClaimPartition {
-                partition,
-                node_id,
-                epoch,
-            } => {
+            Cmd::ClaimPartition { partition, node_id, epoch } => {
                 let part = self.partitions.entry(*partition).or_default();
                 part.owner = Some(node_id.clone());
                 part.epoch = *epoch;
@@ -680,42 +464,23 @@ impl State {
             Cmd::RegisterSegment { segment, dedup, .. } => {
                 let part = self.partitions.entry(segment.partition).or_default();
                 part.next_offset = segment.offset_end;
-                part.segments
-                    .insert(segment.offset_start, segment.segment_id.clone());
+                part.segments.insert(segment.offset_start, segment.segment_id.clone());
                 part.dedup.mark(dedup, offset);
-                let stored = Segment {
-                    info: segment.clone(),
-                    copies: BTreeSet::new(),
-                    stored: dedup.clone(),
-                    staged: false,
-                };
+                let stored = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: dedup.clone(), staged: false };
                 self.segments.insert(segment.segment_id.clone(), stored);
             }
-            Cmd::AddCopy {
-                segment_id,
-                location,
-                ..
-            } => {
+            Cmd::AddCopy { segment_id, location, .. } => {
                 if let Some(segment) = self.segments.get_mut(segment_id) {
                     segment.copies.insert(location.clone());
                 }
             }
-            Cmd::RemoveCopy {
-                segment_id,
-                location,
-                ..
-            } => {
+            Cmd::RemoveCopy { segment_id, location, .. } => {
                 if let Some(segment) = self.segments.get_mut(segment_id) {
                     segment.copies.remove(location);
                 }
             }
             Cmd::StageSegment { segment, stored } => {
-                let staged = Segment {
-                    info: segment.clone(),
-                    copies: BTreeSet::new(),
-                    stored: stored.clone(),
-                    staged: true,
-                };
+                let staged = Segment { info: segment.clone(), copies: BTreeSet::new(), stored: stored.clone(), staged: true };
                 self.segments.insert(segment.segment_id.clone(), staged);
             }
             Cmd::DropStaged { segment_id } => {
@@ -750,27 +515,15 @@ impl State {
                 let mut stored: BTreeMap<u32, Vec<StoredBatches>> = BTreeMap::new();
                 for id in old {
                     if let Some(segment) = self.segments.get(id) {
-                        stored
-                            .entry(segment.info.partition)
-                            .or_default()
-                            .extend(segment.stored.iter().cloned());
+                        stored.entry(segment.info.partition).or_default().extend(segment.stored.iter().cloned());
                     }
                 }
                 self.unlink(old);
                 for info in new {
                     let part = self.partitions.entry(info.partition).or_default();
-                    part.segments
-                        .insert(info.offset_start, info.segment_id.clone());
+                    part.segments.insert(info.offset_start, info.segment_id.clone());
                     let held = stored.remove(&info.partition).unwrap_or_default();
-                    self.segments.insert(
-                        info.segment_id.clone(),
-                        Segment {
-                            info: info.clone(),
-                            copies: BTreeSet::new(),
-                            stored: held,
-                            staged: false,
-                        },
-                    );
+                    self.segments.insert(info.segment_id.clone(), Segment { info: info.clone(), copies: BTreeSet::new(), stored: held, staged: false });
                 }
             }
         }
@@ -808,27 +561,14 @@ impl State {
     pub fn segments(&self, p: u32) -> Vec<&Segment> {
         self.partitions
             .get(&p)
-            .map(|part| {
-                part.segments
-                    .values()
-                    .filter_map(|id| self.segments.get(id))
-                    .collect()
-            })
+            .map(|part| part.segments.values().filter_map(|id| self.segments.get(id)).collect())
             .unwrap_or_default()
     }
 
     /// Every segment that may hold events of `repository` in `[start_ms, end_ms]` (see
     /// [`SegmentInfo::may_hold`]), by partition and offset.
-    pub fn segments_overlapping(
-        &self,
-        repository: &str,
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Vec<&Segment> {
-        self.partitions()
-            .flat_map(|p| self.segments(p))
-            .filter(|s| s.info.may_hold(repository, start_ms, end_ms))
-            .collect()
+    pub fn segments_overlapping(&self, repository: &str, start_ms: i64, end_ms: i64) -> Vec<&Segment> {
+        self.partitions().flat_map(|p| self.segments(p)).filter(|s| s.info.may_hold(repository, start_ms, end_ms)).collect()
     }
 
     /// Where the digest of `p` resumes: the end of its last registered segment (0 before any).
@@ -845,9 +585,7 @@ impl State {
     /// be of a retry whose first copy applied long ago (beyond the [`RECENT_COMMANDS`] that
     /// recognise a duplicate, and rejected then as stale or overlapping).
     pub fn holds(&self, info: &SegmentInfo) -> bool {
-        self.segments
-            .get(&info.segment_id)
-            .is_some_and(|s| !s.staged && s.info.blake3 == info.blake3)
+        self.segments.get(&info.segment_id).is_some_and(|s| !s.staged && s.info.blake3 == info.blake3)
     }
 
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
@@ -869,39 +607,23 @@ impl State {
     /// Whether part `part` of `parts` of `batch` is stored in a registered segment of
     /// partition `p` (see [`crate::dedup`] for what is remembered and for how long).
     pub fn is_stored(&self, p: u32, batch: &BatchId, part: u32, parts: u32) -> bool {
-        self.partitions
-            .get(&p)
-            .is_some_and(|part_state| part_state.dedup.is_stored(batch, part, parts))
+        self.partitions.get(&p).is_some_and(|part_state| part_state.dedup.is_stored(batch, part, parts))
     }
 
     /// The dedup state of `p`, for the digest to copy and extend with the segment it builds.
     pub fn dedup(&self, p: u32) -> Dedup {
-        self.partitions
-            .get(&p)
-            .map(|part| part.dedup.clone())
-            .unwrap_or_default()
+        self.partitions.get(&p).map(|part| part.dedup.clone()).unwrap_or_default()
     }
 
     /// The nodes whose copy of `segment` counts: on the disk the node announces now (a
     /// wiped node's old copies do not), among `live` ones.
-    pub fn counted_node_copies<'a>(
-        &'a self,
-        segment: &'a Segment,
-        live: impl Fn(&str) -> bool + 'a,
-    ) -> impl Iterator<Item = &'a str> + 'a {
-        segment
-            .copies
-            .iter()
-            .filter_map(move |location| match location {
-                Location::Node { node, disk }
-                    if !disk.is_empty()
-                        && live(node)
-                        && self.nodes.get(node).is_some_and(|n| n.disk_id == *disk) =>
-                {
-                    Some(node.as_str())
-                }
-                _ => None,
-            })
+    pub fn counted_node_copies<'a>(&'a self, segment: &'a Segment, live: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = &'a str> + 'a {
+        segment.copies.iter().filter_map(move |location| match location {
+            Location::Node { node, disk } if !disk.is_empty() && live(node) && self.nodes.get(node).is_some_and(|n| n.disk_id == *disk) => {
+                Some(node.as_str())
+            }
+            _ => None,
+        })
     }
 
     /// The offset below which every record of `p` is in safe segments (I5): the end of the
@@ -914,10 +636,7 @@ impl State {
         for segment in self.segments(p) {
             // A node holds one copy per segment at most (one data directory).
             let nodes = self.counted_node_copies(segment, &live).count();
-            let in_bucket = segment
-                .copies
-                .iter()
-                .any(|l| matches!(l, Location::Bucket(_)));
+            let in_bucket = segment.copies.iter().any(|l| matches!(l, Location::Bucket(_)));
             let enough_nodes = rule.min_node_copies > 0 && nodes >= rule.min_node_copies;
             if segment.info.offset_end <= log_start {
                 continue;
@@ -933,25 +652,16 @@ impl State {
 }
 
 fn check_dedup(segment_id: &str, dedup: &[StoredBatches]) -> Result<(), Rejection> {
-    let invalid = |detail: String| Rejection::InvalidDedup {
-        segment_id: segment_id.to_owned(),
-        detail,
-    };
+    let invalid = |detail: String| Rejection::InvalidDedup { segment_id: segment_id.to_owned(), detail };
     for batches in dedup {
         for &(start, end) in &batches.whole {
             if start >= end {
-                return Err(invalid(format!(
-                    "{}:{}: empty seq range [{start}, {end})",
-                    batches.edge_id, batches.incarnation
-                )));
+                return Err(invalid(format!("{}:{}: empty seq range [{start}, {end})", batches.edge_id, batches.incarnation)));
             }
         }
         for p in &batches.parts {
             if p.part >= p.parts {
-                return Err(invalid(format!(
-                    "{}:{}:{}: part {} of {}",
-                    batches.edge_id, batches.incarnation, p.seq, p.part, p.parts
-                )));
+                return Err(invalid(format!("{}:{}:{}: part {} of {}", batches.edge_id, batches.incarnation, p.seq, p.part, p.parts)));
             }
         }
     }

@@ -24,59 +24,21 @@ fn seg(id: &str, partition: u32, start: u64, end: u64) -> SegmentInfo {
 }
 
 fn claim(id: &str, node: &str, partition: u32, epoch: u64) -> Command {
-    Command::new(
-        id,
-        node,
-        Cmd::ClaimPartition {
-            partition,
-            node_id: node.into(),
-            epoch,
-        },
-    )
+    Command::new(id, node, Cmd::ClaimPartition { partition, node_id: node.into(), epoch })
 }
 
 fn register(id: &str, node: &str, epoch: u64, segment: SegmentInfo) -> Command {
-    Command::new(
-        id,
-        node,
-        Cmd::RegisterSegment {
-            epoch,
-            segment,
-            dedup: vec![],
-        },
-    )
+    Command::new(id, node, Cmd::RegisterSegment { epoch, segment, dedup: vec![] })
 }
 
 /// A heartbeat of `node` at `at_ms` announcing disk `disk`.
 fn heartbeat(id: &str, node: &str, disk: &str, at_ms: u64) -> Command {
-    let addresses = Addresses {
-        http: format!("{node}:8080"),
-        quic: Some(format!("{node}:4433")),
-    };
-    Command::new(
-        id,
-        node,
-        Cmd::NodeHeartbeat {
-            node_id: node.into(),
-            addresses,
-            zone: "z1".into(),
-            at_ms,
-            digest: true,
-            disk_id: disk.into(),
-        },
-    )
+    let addresses = Addresses { http: format!("{node}:8080"), quic: Some(format!("{node}:4433")) };
+    Command::new(id, node, Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z1".into(), at_ms, digest: true, disk_id: disk.into() })
 }
 
 fn add_copy(id: &str, issuer: &str, segment: &SegmentInfo, location: Location) -> Command {
-    Command::new(
-        id,
-        issuer,
-        Cmd::AddCopy {
-            segment_id: segment.segment_id.clone(),
-            location,
-            verified_blake3: segment.blake3.clone(),
-        },
-    )
+    Command::new(id, issuer, Cmd::AddCopy { segment_id: segment.segment_id.clone(), location, verified_blake3: segment.blake3.clone() })
 }
 
 fn everyone(_: &str) -> bool {
@@ -86,11 +48,7 @@ fn everyone(_: &str) -> bool {
 /// Applies commands at offsets 0, 1, ... and returns the outcomes.
 fn run(state: &mut State, commands: &[Command]) -> Vec<Outcome> {
     let start = state.next_offset();
-    commands
-        .iter()
-        .enumerate()
-        .map(|(i, c)| state.apply(start + i as u64, c).unwrap())
-        .collect()
+    commands.iter().enumerate().map(|(i, c)| state.apply(start + i as u64, c).unwrap()).collect()
 }
 
 fn rejection(outcome: &Outcome) -> &Rejection {
@@ -103,20 +61,10 @@ fn rejection(outcome: &Outcome) -> &Rejection {
 #[test]
 fn two_claims_for_the_same_epoch_the_first_in_the_log_wins() {
     let mut state = State::default();
-    let outcomes = run(
-        &mut state,
-        &[claim("c1", "a", 0, 1), claim("c2", "b", 0, 1)],
-    );
+    let outcomes = run(&mut state, &[claim("c1", "a", 0, 1), claim("c2", "b", 0, 1)]);
     assert_eq!(outcomes[0], Outcome::Applied);
     let reason = rejection(&outcomes[1]);
-    assert_eq!(
-        *reason,
-        Rejection::EpochNotNext {
-            partition: 0,
-            epoch: 1,
-            current: 1
-        }
-    );
+    assert_eq!(*reason, Rejection::EpochNotNext { partition: 0, epoch: 1, current: 1 });
     assert!(reason.to_string().contains("epoch 1"), "{reason}");
     assert_eq!(
         state.partition(0),
@@ -132,30 +80,9 @@ fn two_claims_for_the_same_epoch_the_first_in_the_log_wins() {
 #[test]
 fn a_claim_must_name_exactly_the_next_epoch() {
     let mut state = State::default();
-    let outcomes = run(
-        &mut state,
-        &[
-            claim("c1", "a", 0, 2),
-            claim("c2", "a", 0, 0),
-            claim("c3", "a", 0, 1),
-        ],
-    );
-    assert!(matches!(
-        rejection(&outcomes[0]),
-        Rejection::EpochNotNext {
-            epoch: 2,
-            current: 0,
-            ..
-        }
-    ));
-    assert!(matches!(
-        rejection(&outcomes[1]),
-        Rejection::EpochNotNext {
-            epoch: 0,
-            current: 0,
-            ..
-        }
-    ));
+    let outcomes = run(&mut state, &[claim("c1", "a", 0, 2), claim("c2", "a", 0, 0), claim("c3", "a", 0, 1)]);
+    assert!(matches!(rejection(&outcomes[0]), Rejection::EpochNotNext { epoch: 2, current: 0, .. }));
+    assert!(matches!(rejection(&outcomes[1]), Rejection::EpochNotNext { epoch: 0, current: 0, .. }));
     assert_eq!(outcomes[2], Outcome::Applied);
 }
 
@@ -176,18 +103,8 @@ fn a_paused_former_owner_cannot_register_after_a_new_claim() {
         ],
     );
     assert_eq!(outcomes[1], Outcome::Applied);
-    assert_eq!(
-        *rejection(&outcomes[3]),
-        Rejection::StaleEpoch {
-            partition: 0,
-            epoch: 1,
-            current: 2
-        }
-    );
-    assert!(matches!(
-        rejection(&outcomes[4]),
-        Rejection::NotOwner { .. }
-    ));
+    assert_eq!(*rejection(&outcomes[3]), Rejection::StaleEpoch { partition: 0, epoch: 1, current: 2 });
+    assert!(matches!(rejection(&outcomes[4]), Rejection::NotOwner { .. }));
     assert_eq!(outcomes[5], Outcome::Applied);
     assert!(state.segment("s2").is_none());
     assert_eq!(state.resume_point(0), 20);
@@ -198,66 +115,21 @@ fn segments_tile_their_partition() {
     // (segment after [0, 10), expected)
     type Expect = fn(&Outcome) -> bool;
     let table: [(&str, SegmentInfo, Expect); 6] = [
-        ("contiguous", seg("n", 0, 10, 25), |o| {
-            *o == Outcome::Applied
-        }),
-        ("gap", seg("n", 0, 11, 25), |o| {
-            matches!(
-                rejection(o),
-                Rejection::Gap {
-                    offset_start: 11,
-                    next_offset: 10,
-                    ..
-                }
-            )
-        }),
-        ("overlap", seg("n", 0, 9, 25), |o| {
-            matches!(
-                rejection(o),
-                Rejection::Overlap {
-                    offset_start: 9,
-                    next_offset: 10,
-                    ..
-                }
-            )
-        }),
-        ("same range again", seg("n", 0, 0, 10), |o| {
-            matches!(rejection(o), Rejection::Overlap { .. })
-        }),
-        ("empty range", seg("n", 0, 10, 10), |o| {
-            matches!(rejection(o), Rejection::EmptyRange { .. })
-        }),
-        ("id taken", seg("s1", 0, 10, 25), |o| {
-            matches!(rejection(o), Rejection::SegmentExists { .. })
-        }),
+        ("contiguous", seg("n", 0, 10, 25), |o| *o == Outcome::Applied),
+        ("gap", seg("n", 0, 11, 25), |o| matches!(rejection(o), Rejection::Gap { offset_start: 11, next_offset: 10, .. })),
+        ("overlap", seg("n", 0, 9, 25), |o| matches!(rejection(o), Rejection::Overlap { offset_start: 9, next_offset: 10, .. })),
+        ("same range again", seg("n", 0, 0, 10), |o| matches!(rejection(o), Rejection::Overlap { .. })),
+        ("empty range", seg("n", 0, 10, 10), |o| matches!(rejection(o), Rejection::EmptyRange { .. })),
+        ("id taken", seg("s1", 0, 10, 25), |o| matches!(rejection(o), Rejection::SegmentExists { .. })),
     ];
     for (name, segment, expected) in table {
         let mut state = State::default();
         let end = segment.offset_end;
-        let outcomes = run(
-            &mut state,
-            &[
-                claim("c", "a", 0, 1),
-                register("r1", "a", 1, seg("s1", 0, 0, 10)),
-                register("r2", "a", 1, segment),
-            ],
-        );
+        let outcomes = run(&mut state, &[claim("c", "a", 0, 1), register("r1", "a", 1, seg("s1", 0, 0, 10)), register("r2", "a", 1, segment)]);
         assert!(expected(&outcomes[2]), "{name}: {:?}", outcomes[2]);
-        let resume = if outcomes[2] == Outcome::Applied {
-            end
-        } else {
-            10
-        };
-        assert_eq!(
-            state.resume_point(0),
-            resume,
-            "{name}: the resume point is the end of the last segment"
-        );
-        let ids: Vec<_> = state
-            .segments(0)
-            .iter()
-            .map(|s| s.info.segment_id.clone())
-            .collect();
+        let resume = if outcomes[2] == Outcome::Applied { end } else { 10 };
+        assert_eq!(state.resume_point(0), resume, "{name}: the resume point is the end of the last segment");
+        let ids: Vec<_> = state.segments(0).iter().map(|s| s.info.segment_id.clone()).collect();
         assert_eq!(ids.len(), if resume == 10 { 1 } else { 2 }, "{name}");
     }
 }
@@ -269,22 +141,9 @@ fn malformed_segments_are_refused() {
     let mut inverted = seg("s", 0, 0, 10);
     inverted.min_ts_ms = 5_000;
     let mut state = State::default();
-    let outcomes = run(
-        &mut state,
-        &[
-            claim("c", "a", 0, 1),
-            register("r1", "a", 1, bad_hash),
-            register("r2", "a", 1, inverted),
-        ],
-    );
-    assert!(matches!(
-        rejection(&outcomes[1]),
-        Rejection::NotAHash { .. }
-    ));
-    assert!(matches!(
-        rejection(&outcomes[2]),
-        Rejection::InvertedTimeRange { .. }
-    ));
+    let outcomes = run(&mut state, &[claim("c", "a", 0, 1), register("r1", "a", 1, bad_hash), register("r2", "a", 1, inverted)]);
+    assert!(matches!(rejection(&outcomes[1]), Rejection::NotAHash { .. }));
+    assert!(matches!(rejection(&outcomes[2]), Rejection::InvertedTimeRange { .. }));
 }
 
 #[test]
@@ -292,15 +151,7 @@ fn a_copy_counts_only_with_the_segments_hash() {
     let mut state = State::default();
     let s = seg("s1", 0, 0, 10);
     let add = |id: &str, location: Location, verified_blake3: String| {
-        Command::new(
-            id,
-            "b",
-            Cmd::AddCopy {
-                segment_id: "s1".into(),
-                location,
-                verified_blake3,
-            },
-        )
+        Command::new(id, "b", Cmd::AddCopy { segment_id: "s1".into(), location, verified_blake3 })
     };
     let outcomes = run(
         &mut state,
@@ -311,30 +162,13 @@ fn a_copy_counts_only_with_the_segments_hash() {
             add("x1", Location::node("b", "disk-b"), hash(999)),
             add("x2", Location::node("b", "disk-b"), s.blake3.clone()),
             add("x3", Location::node("b", "disk-b"), s.blake3.clone()),
-            Command::new(
-                "x4",
-                "b",
-                Cmd::AddCopy {
-                    segment_id: "nope".into(),
-                    location: Location::node("b", "disk-b"),
-                    verified_blake3: s.blake3.clone(),
-                },
-            ),
+            Command::new("x4", "b", Cmd::AddCopy { segment_id: "nope".into(), location: Location::node("b", "disk-b"), verified_blake3: s.blake3.clone() }),
         ],
     );
-    assert!(matches!(
-        rejection(&outcomes[3]),
-        Rejection::HashMismatch { .. }
-    ));
+    assert!(matches!(rejection(&outcomes[3]), Rejection::HashMismatch { .. }));
     assert_eq!(outcomes[4], Outcome::Applied);
-    assert!(matches!(
-        rejection(&outcomes[5]),
-        Rejection::CopyExists { .. }
-    ));
-    assert!(matches!(
-        rejection(&outcomes[6]),
-        Rejection::UnknownSegment { .. }
-    ));
+    assert!(matches!(rejection(&outcomes[5]), Rejection::CopyExists { .. }));
+    assert!(matches!(rejection(&outcomes[6]), Rejection::UnknownSegment { .. }));
     assert_eq!(state.segment("s1").unwrap().copies.len(), 1);
 }
 
@@ -343,15 +177,7 @@ fn a_node_copy_is_recorded_and_removed_by_that_node_on_its_current_disk() {
     let mut state = State::default();
     let s = seg("s1", 0, 0, 10);
     let remove = |id: &str, issuer: &str, location: Location| {
-        Command::new(
-            id,
-            issuer,
-            Cmd::RemoveCopy {
-                segment_id: "s1".into(),
-                location,
-                reason: "file missing".into(),
-            },
-        )
+        Command::new(id, issuer, Cmd::RemoveCopy { segment_id: "s1".into(), location, reason: "file missing".into() })
     };
     let outcomes = run(
         &mut state,
@@ -372,76 +198,25 @@ fn a_node_copy_is_recorded_and_removed_by_that_node_on_its_current_disk() {
             add_copy("x7", "b", &s, Location::Bucket("k".into())),
         ],
     );
-    assert!(
-        matches!(rejection(&outcomes[3]), Rejection::CopyOfOtherNode { .. }),
-        "{:?}",
-        outcomes[3]
-    );
-    assert!(
-        matches!(rejection(&outcomes[4]), Rejection::UnknownNode { .. }),
-        "{:?}",
-        outcomes[4]
-    );
-    assert!(
-        matches!(rejection(&outcomes[5]), Rejection::StaleDisk { .. }),
-        "{:?}",
-        outcomes[5]
-    );
+    assert!(matches!(rejection(&outcomes[3]), Rejection::CopyOfOtherNode { .. }), "{:?}", outcomes[3]);
+    assert!(matches!(rejection(&outcomes[4]), Rejection::UnknownNode { .. }), "{:?}", outcomes[4]);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::StaleDisk { .. }), "{:?}", outcomes[5]);
     assert_eq!(outcomes[6], Outcome::Applied);
-    assert!(
-        matches!(rejection(&outcomes[7]), Rejection::CopyOfOtherNode { .. }),
-        "{:?}",
-        outcomes[7]
-    );
-    assert!(
-        matches!(rejection(&outcomes[8]), Rejection::NoSuchCopy { .. }),
-        "{:?}",
-        outcomes[8]
-    );
+    assert!(matches!(rejection(&outcomes[7]), Rejection::CopyOfOtherNode { .. }), "{:?}", outcomes[7]);
+    assert!(matches!(rejection(&outcomes[8]), Rejection::NoSuchCopy { .. }), "{:?}", outcomes[8]);
     assert_eq!(outcomes[9], Outcome::Applied);
     let rule = SafetyRule { min_node_copies: 1 };
-    assert_eq!(
-        state.safe_offset(0, SafetyRule { min_node_copies: 0 }, everyone),
-        10,
-        "the bucket copy"
-    );
-    let outcomes = run(
-        &mut state,
-        &[remove("x8", "a", Location::Bucket("k".into()))],
-    );
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 0 }, everyone), 10, "the bucket copy");
+    let outcomes = run(&mut state, &[remove("x8", "a", Location::Bucket("k".into()))]);
     assert_eq!(outcomes[0], Outcome::Applied);
-    assert_eq!(
-        state.safe_offset(0, rule, everyone),
-        10,
-        "a's copy on its disk"
-    );
-    assert_eq!(
-        state.safe_offset(0, rule, |n| n != "a"),
-        0,
-        "a dead node's copy does not count"
-    );
+    assert_eq!(state.safe_offset(0, rule, everyone), 10, "a's copy on its disk");
+    assert_eq!(state.safe_offset(0, rule, |n| n != "a"), 0, "a dead node's copy does not count");
     // a's disk is wiped: it comes back with a new disk id, and its old copy stops counting.
     run(&mut state, &[heartbeat("ha2", "a", "disk-a2", 2)]);
-    assert_eq!(
-        state.safe_offset(0, rule, everyone),
-        0,
-        "a copy on a wiped disk does not count"
-    );
-    let outcomes = run(
-        &mut state,
-        &[
-            remove("x9", "a", Location::node("a", "disk-a1")),
-            add_copy("x10", "a", &s, Location::node("a", "disk-a2")),
-        ],
-    );
-    assert!(
-        outcomes.iter().all(|o| *o == Outcome::Applied),
-        "{outcomes:?}"
-    );
-    assert_eq!(
-        state.segment("s1").unwrap().copies,
-        [Location::node("a", "disk-a2")].into()
-    );
+    assert_eq!(state.safe_offset(0, rule, everyone), 0, "a copy on a wiped disk does not count");
+    let outcomes = run(&mut state, &[remove("x9", "a", Location::node("a", "disk-a1")), add_copy("x10", "a", &s, Location::node("a", "disk-a2"))]);
+    assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
+    assert_eq!(state.segment("s1").unwrap().copies, [Location::node("a", "disk-a2")].into());
     assert_eq!(state.safe_offset(0, rule, everyone), 10);
 }
 
@@ -450,25 +225,12 @@ fn safe_offset_is_the_end_of_the_safe_prefix() {
     let mut state = State::default();
     let mut log = vec![claim("c", "a", 0, 1)];
     for (i, (start, end)) in [(0, 10), (10, 20), (20, 30)].into_iter().enumerate() {
-        log.push(register(
-            &format!("r{i}"),
-            "a",
-            1,
-            seg(&format!("s{i}"), 0, start, end),
-        ));
+        log.push(register(&format!("r{i}"), "a", 1, seg(&format!("s{i}"), 0, start, end)));
     }
     let copy = |id: &str, segment: &str, location: Location| {
         let blake3 = state_hash(segment);
         let issuer = location.node_id().unwrap_or("a").to_owned();
-        Command::new(
-            id,
-            issuer,
-            Cmd::AddCopy {
-                segment_id: segment.into(),
-                location,
-                verified_blake3: blake3,
-            },
-        )
+        Command::new(id, issuer, Cmd::AddCopy { segment_id: segment.into(), location, verified_blake3: blake3 })
     };
     log.push(heartbeat("ha", "a", "da", 1));
     log.push(heartbeat("hb", "b", "db", 1));
@@ -479,22 +241,10 @@ fn safe_offset_is_the_end_of_the_safe_prefix() {
     assert!(run(&mut state, &log).iter().all(|o| *o == Outcome::Applied));
     let table = [(0, 0), (1, 30), (2, 10), (3, 0)];
     for (min_node_copies, expected) in table {
-        assert_eq!(
-            state.safe_offset(0, SafetyRule { min_node_copies }, everyone),
-            expected,
-            "min_node_copies {min_node_copies}"
-        );
+        assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies }, everyone), expected, "min_node_copies {min_node_copies}");
     }
-    assert_eq!(
-        state.safe_offset(0, SafetyRule { min_node_copies: 2 }, |n| n == "a"),
-        0,
-        "b is dead: s0 has one live copy"
-    );
-    assert_eq!(
-        state.safe_offset(7, SafetyRule { min_node_copies: 1 }, everyone),
-        0,
-        "unknown partition"
-    );
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 2 }, |n| n == "a"), 0, "b is dead: s0 has one live copy");
+    assert_eq!(state.safe_offset(7, SafetyRule { min_node_copies: 1 }, everyone), 0, "unknown partition");
 }
 
 /// The hash `seg()` gives the segment of that name in `safe_offset_is_the_end_of_the_safe_prefix`.
@@ -505,116 +255,44 @@ fn state_hash(segment: &str) -> String {
 
 #[test]
 fn dedup_is_updated_by_registered_segments_only() {
-    let batch = |inc: &str, seq| BatchId {
-        edge_id: "edge".into(),
-        incarnation: inc.into(),
-        seq,
-    };
-    let stored = |inc: &str, whole: Vec<(u64, u64)>| StoredBatches {
-        edge_id: "edge".into(),
-        incarnation: inc.into(),
-        whole,
-        parts: vec![],
-    };
+    let batch = |inc: &str, seq| BatchId { edge_id: "edge".into(), incarnation: inc.into(), seq };
+    let stored = |inc: &str, whole: Vec<(u64, u64)>| StoredBatches { edge_id: "edge".into(), incarnation: inc.into(), whole, parts: vec![] };
     let mut state = State::default();
     let outcomes = run(
         &mut state,
         &[
             claim("c", "a", 0, 1),
-            Command::new(
-                "r1",
-                "a",
-                Cmd::RegisterSegment {
-                    epoch: 1,
-                    segment: seg("s1", 0, 0, 10),
-                    dedup: vec![stored("i1", vec![(0, 5)])],
-                },
-            ),
+            Command::new("r1", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s1", 0, 0, 10), dedup: vec![stored("i1", vec![(0, 5)])] }),
             // A refused segment's batches are not stored.
-            Command::new(
-                "r2",
-                "a",
-                Cmd::RegisterSegment {
-                    epoch: 1,
-                    segment: seg("s2", 0, 50, 60),
-                    dedup: vec![stored("i1", vec![(5, 9)])],
-                },
-            ),
+            Command::new("r2", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s2", 0, 50, 60), dedup: vec![stored("i1", vec![(5, 9)])] }),
             // The same batches again in the next segment (a resend): still stored, once.
-            Command::new(
-                "r3",
-                "a",
-                Cmd::RegisterSegment {
-                    epoch: 1,
-                    segment: seg("s3", 0, 10, 20),
-                    dedup: vec![stored("i1", vec![(0, 6)])],
-                },
-            ),
-            Command::new(
-                "r4",
-                "a",
-                Cmd::RegisterSegment {
-                    epoch: 1,
-                    segment: seg("s4", 0, 20, 30),
-                    dedup: vec![stored("i2", vec![(0, 0)])],
-                },
-            ),
+            Command::new("r3", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s3", 0, 10, 20), dedup: vec![stored("i1", vec![(0, 6)])] }),
+            Command::new("r4", "a", Cmd::RegisterSegment { epoch: 1, segment: seg("s4", 0, 20, 30), dedup: vec![stored("i2", vec![(0, 0)])] }),
         ],
     );
     assert_eq!(outcomes[1], Outcome::Applied);
     assert!(matches!(rejection(&outcomes[2]), Rejection::Gap { .. }));
     assert_eq!(outcomes[3], Outcome::Applied);
-    assert!(
-        matches!(rejection(&outcomes[4]), Rejection::InvalidDedup { .. }),
-        "{:?}",
-        outcomes[4]
-    );
+    assert!(matches!(rejection(&outcomes[4]), Rejection::InvalidDedup { .. }), "{:?}", outcomes[4]);
     assert!(state.is_stored(0, &batch("i1", 4), 0, 1));
     assert!(state.is_stored(0, &batch("i1", 5), 0, 1));
-    assert!(
-        !state.is_stored(0, &batch("i1", 6), 0, 1),
-        "only in the refused segment"
-    );
-    assert!(
-        !state.is_stored(0, &batch("i2", 4), 0, 1),
-        "another incarnation is independent"
-    );
-    assert!(
-        !state.is_stored(1, &batch("i1", 4), 0, 1),
-        "another partition is independent"
-    );
+    assert!(!state.is_stored(0, &batch("i1", 6), 0, 1), "only in the refused segment");
+    assert!(!state.is_stored(0, &batch("i2", 4), 0, 1), "another incarnation is independent");
+    assert!(!state.is_stored(1, &batch("i1", 4), 0, 1), "another partition is independent");
     // A new owner after failover sees the same answer: dedup lives in Global.
     run(&mut state, &[claim("c2", "b", 0, 2)]);
     assert!(state.is_stored(0, &batch("i1", 4), 0, 1));
     // Each segment keeps its own parts, for a re-digest of its range.
-    assert_eq!(
-        state.segment("s1").unwrap().stored,
-        vec![stored("i1", vec![(0, 5)])]
-    );
-    assert_eq!(
-        state.segment("s3").unwrap().stored,
-        vec![stored("i1", vec![(0, 6)])]
-    );
+    assert_eq!(state.segment("s1").unwrap().stored, vec![stored("i1", vec![(0, 5)])]);
+    assert_eq!(state.segment("s3").unwrap().stored, vec![stored("i1", vec![(0, 6)])]);
 }
 
 #[test]
 fn replace_segments_swaps_staged_segments_in_one_step_or_not_at_all() {
     let mut base = State::default();
-    let mut log = vec![
-        claim("c", "a", 0, 1),
-        claim("c1", "a", 1, 1),
-        heartbeat("h", "a", "da", 1),
-    ];
-    for (i, (p, start, end)) in [(0, 0, 10), (0, 10, 20), (0, 20, 30), (1, 0, 5)]
-        .into_iter()
-        .enumerate()
-    {
-        log.push(register(
-            &format!("r{i}"),
-            "a",
-            1,
-            seg(&format!("s{i}"), p, start, end),
-        ));
+    let mut log = vec![claim("c", "a", 0, 1), claim("c1", "a", 1, 1), heartbeat("h", "a", "da", 1)];
+    for (i, (p, start, end)) in [(0, 0, 10), (0, 10, 20), (0, 20, 30), (1, 0, 5)].into_iter().enumerate() {
+        log.push(register(&format!("r{i}"), "a", 1, seg(&format!("s{i}"), p, start, end)));
     }
     assert!(run(&mut base, &log).iter().all(|o| *o == Outcome::Applied));
     let ids = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -622,128 +300,39 @@ fn replace_segments_swaps_staged_segments_in_one_step_or_not_at_all() {
     let applied: Expect = |o| *o == Outcome::Applied;
     let differ: Expect = |o| matches!(rejection(o), Rejection::RangesDiffer { .. });
     let table: Vec<(&str, Vec<String>, Vec<SegmentInfo>, Expect)> = vec![
-        (
-            "merge two into one",
-            ids(&["s0", "s1"]),
-            vec![seg("m", 0, 0, 20)],
-            applied,
-        ),
-        (
-            "split one, two partitions",
-            ids(&["s1", "s3"]),
-            vec![
-                seg("m1", 0, 10, 15),
-                seg("m2", 0, 15, 20),
-                seg("m3", 1, 0, 5),
-            ],
-            applied,
-        ),
-        (
-            "non-adjacent olds stay apart",
-            ids(&["s0", "s2"]),
-            vec![seg("m1", 0, 0, 10), seg("m2", 0, 20, 30)],
-            applied,
-        ),
-        (
-            "shorter",
-            ids(&["s0", "s1"]),
-            vec![seg("m", 0, 0, 19)],
-            differ,
-        ),
+        ("merge two into one", ids(&["s0", "s1"]), vec![seg("m", 0, 0, 20)], applied),
+        ("split one, two partitions", ids(&["s1", "s3"]), vec![seg("m1", 0, 10, 15), seg("m2", 0, 15, 20), seg("m3", 1, 0, 5)], applied),
+        ("non-adjacent olds stay apart", ids(&["s0", "s2"]), vec![seg("m1", 0, 0, 10), seg("m2", 0, 20, 30)], applied),
+        ("shorter", ids(&["s0", "s1"]), vec![seg("m", 0, 0, 19)], differ),
         ("longer", ids(&["s0"]), vec![seg("m", 0, 0, 11)], differ),
-        (
-            "bridging a gap between olds",
-            ids(&["s0", "s2"]),
-            vec![seg("m", 0, 0, 30)],
-            differ,
-        ),
-        (
-            "new ones overlap",
-            ids(&["s0"]),
-            vec![seg("m1", 0, 0, 6), seg("m2", 0, 4, 10)],
-            differ,
-        ),
-        (
-            "wrong partition",
-            ids(&["s0"]),
-            vec![seg("m", 1, 0, 10)],
-            differ,
-        ),
-        (
-            "unknown old",
-            ids(&["s0", "zz"]),
-            vec![seg("m", 0, 0, 10)],
-            |o| matches!(rejection(o), Rejection::UnknownSegment { .. }),
-        ),
-        (
-            "old twice",
-            ids(&["s0", "s0"]),
-            vec![seg("m", 0, 0, 10)],
-            |o| matches!(rejection(o), Rejection::SegmentRepeated { .. }),
-        ),
-        ("nothing old", ids(&[]), vec![], |o| {
-            matches!(rejection(o), Rejection::EmptyReplacement)
-        }),
+        ("bridging a gap between olds", ids(&["s0", "s2"]), vec![seg("m", 0, 0, 30)], differ),
+        ("new ones overlap", ids(&["s0"]), vec![seg("m1", 0, 0, 6), seg("m2", 0, 4, 10)], differ),
+        ("wrong partition", ids(&["s0"]), vec![seg("m", 1, 0, 10)], differ),
+        ("unknown old", ids(&["s0", "zz"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::UnknownSegment { .. })),
+        ("old twice", ids(&["s0", "s0"]), vec![seg("m", 0, 0, 10)], |o| matches!(rejection(o), Rejection::SegmentRepeated { .. })),
+        ("nothing old", ids(&[]), vec![], |o| matches!(rejection(o), Rejection::EmptyReplacement)),
     ];
     for (name, old, new, expected) in table {
         let mut state = base.clone();
         // Staged, each with a copy on a's disk: only then may they replace anything.
         let mut staging = vec![];
         for (i, segment) in new.iter().enumerate() {
-            staging.push(Command::new(
-                format!("st{i}"),
-                "a",
-                Cmd::StageSegment {
-                    segment: segment.clone(),
-                    stored: vec![],
-                },
-            ));
-            staging.push(add_copy(
-                &format!("cp{i}"),
-                "a",
-                segment,
-                Location::node("a", "da"),
-            ));
+            staging.push(Command::new(format!("st{i}"), "a", Cmd::StageSegment { segment: segment.clone(), stored: vec![] }));
+            staging.push(add_copy(&format!("cp{i}"), "a", segment, Location::node("a", "da")));
         }
-        assert!(
-            run(&mut state, &staging)
-                .iter()
-                .all(|o| *o == Outcome::Applied),
-            "{name}: staging"
-        );
-        assert_eq!(
-            state.segments(0).len(),
-            3,
-            "{name}: a staged segment is not part of its partition"
-        );
-        let command = Command::new(
-            "swap",
-            "x",
-            Cmd::ReplaceSegments {
-                old: old.clone(),
-                new: new.iter().map(|s| s.segment_id.clone()).collect(),
-            },
-        );
+        assert!(run(&mut state, &staging).iter().all(|o| *o == Outcome::Applied), "{name}: staging");
+        assert_eq!(state.segments(0).len(), 3, "{name}: a staged segment is not part of its partition");
+        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.iter().map(|s| s.segment_id.clone()).collect() });
         let outcome = state.apply(100, &command).unwrap();
         assert!(expected(&outcome), "{name}: {outcome:?}");
         if outcome == Outcome::Applied {
-            assert!(
-                old.iter().all(|id| state.segment(id).is_none()),
-                "{name}: old ones gone"
-            );
+            assert!(old.iter().all(|id| state.segment(id).is_none()), "{name}: old ones gone");
             for s in &new {
                 let swapped = state.segment(&s.segment_id).expect("new ones in");
-                assert!(
-                    !swapped.staged && swapped.copies.len() == 1,
-                    "{name}: new ones registered with their copies: {swapped:?}"
-                );
+                assert!(!swapped.staged && swapped.copies.len() == 1, "{name}: new ones registered with their copies: {swapped:?}");
             }
             check_invariants(&state, name);
-            assert_eq!(
-                state.partition(0),
-                base.partition(0),
-                "{name}: the resume point does not move"
-            );
+            assert_eq!(state.partition(0), base.partition(0), "{name}: the resume point does not move");
         } else {
             assert_eq!(state.segments(0).len(), 3, "{name}: nothing swapped");
             assert_eq!(state.segments(1).len(), 1, "{name}: nothing swapped");
@@ -755,26 +344,8 @@ fn replace_segments_swaps_staged_segments_in_one_step_or_not_at_all() {
 fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
     let mut state = State::default();
     let (s0, m, n) = (seg("s0", 0, 0, 10), seg("m", 0, 0, 10), seg("n", 0, 0, 10));
-    let stage = |id: &str, segment: &SegmentInfo| {
-        Command::new(
-            id,
-            "a",
-            Cmd::StageSegment {
-                segment: segment.clone(),
-                stored: vec![],
-            },
-        )
-    };
-    let replace = |id: &str, old: &str, new: &str| {
-        Command::new(
-            id,
-            "a",
-            Cmd::ReplaceSegments {
-                old: vec![old.into()],
-                new: vec![new.into()],
-            },
-        )
-    };
+    let stage = |id: &str, segment: &SegmentInfo| Command::new(id, "a", Cmd::StageSegment { segment: segment.clone(), stored: vec![] });
+    let replace = |id: &str, old: &str, new: &str| Command::new(id, "a", Cmd::ReplaceSegments { old: vec![old.into()], new: vec![new.into()] });
     let outcomes = run(
         &mut state,
         &[
@@ -790,87 +361,27 @@ fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
             replace("x3", "s0", "m"),
             add_copy("k1", "a", &m, Location::node("a", "da")),
             // A staged segment cannot be the old side.
-            Command::new(
-                "x4",
-                "a",
-                Cmd::ReplaceSegments {
-                    old: vec!["m".into()],
-                    new: vec!["m".into()],
-                },
-            ),
+            Command::new("x4", "a", Cmd::ReplaceSegments { old: vec!["m".into()], new: vec!["m".into()] }),
             replace("x5", "s0", "m"),
             // A second reparse that raced the first: its old segment is gone; refused whole.
             stage("st-n", &n),
             add_copy("k2", "a", &n, Location::node("a", "da")),
             replace("x6", "s0", "n"),
-            Command::new(
-                "x7",
-                "a",
-                Cmd::DropStaged {
-                    segment_id: "n".into(),
-                },
-            ),
-            Command::new(
-                "x8",
-                "a",
-                Cmd::DropStaged {
-                    segment_id: "m".into(),
-                },
-            ),
+            Command::new("x7", "a", Cmd::DropStaged { segment_id: "n".into() }),
+            Command::new("x8", "a", Cmd::DropStaged { segment_id: "m".into() }),
         ],
     );
-    assert!(
-        matches!(rejection(&outcomes[4]), Rejection::NotStaged { .. }),
-        "{:?}",
-        outcomes[4]
-    );
-    assert!(
-        matches!(rejection(&outcomes[5]), Rejection::UnknownSegment { .. }),
-        "{:?}",
-        outcomes[5]
-    );
-    assert!(
-        matches!(rejection(&outcomes[7]), Rejection::NoCopy { .. }),
-        "{:?}",
-        outcomes[7]
-    );
-    assert!(
-        matches!(
-            rejection(&outcomes[9]),
-            Rejection::StagedNotRegistered { .. } | Rejection::SegmentRepeated { .. }
-        ),
-        "{:?}",
-        outcomes[9]
-    );
+    assert!(matches!(rejection(&outcomes[4]), Rejection::NotStaged { .. }), "{:?}", outcomes[4]);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::UnknownSegment { .. }), "{:?}", outcomes[5]);
+    assert!(matches!(rejection(&outcomes[7]), Rejection::NoCopy { .. }), "{:?}", outcomes[7]);
+    assert!(matches!(rejection(&outcomes[9]), Rejection::StagedNotRegistered { .. } | Rejection::SegmentRepeated { .. }), "{:?}", outcomes[9]);
     assert_eq!(outcomes[10], Outcome::Applied);
-    assert!(
-        matches!(rejection(&outcomes[13]), Rejection::UnknownSegment { .. }),
-        "{:?}",
-        outcomes[13]
-    );
-    assert_eq!(
-        outcomes[14],
-        Outcome::Applied,
-        "the loser drops its staged segment"
-    );
-    assert!(
-        matches!(rejection(&outcomes[15]), Rejection::NotStaged { .. }),
-        "a swapped-in segment is not dropped this way"
-    );
+    assert!(matches!(rejection(&outcomes[13]), Rejection::UnknownSegment { .. }), "{:?}", outcomes[13]);
+    assert_eq!(outcomes[14], Outcome::Applied, "the loser drops its staged segment");
+    assert!(matches!(rejection(&outcomes[15]), Rejection::NotStaged { .. }), "a swapped-in segment is not dropped this way");
     assert!(state.segment("n").is_none());
-    assert_eq!(
-        state
-            .segments(0)
-            .iter()
-            .map(|s| s.info.segment_id.as_str())
-            .collect::<Vec<_>>(),
-        ["m"]
-    );
-    assert_eq!(
-        state.safe_offset(0, SafetyRule { min_node_copies: 1 }, everyone),
-        10,
-        "the range stays as safe as it was"
-    );
+    assert_eq!(state.segments(0).iter().map(|s| s.info.segment_id.as_str()).collect::<Vec<_>>(), ["m"]);
+    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 1 }, everyone), 10, "the range stays as safe as it was");
 }
 
 #[test]
@@ -883,10 +394,7 @@ fn version_1_records_replay_in_todays_shapes() {
             serde_json::to_string(&seg("s0", 0, 0, 10)).unwrap()
         ),
         // Self-declared, without a disk: recorded (it says where a file is), never safe.
-        &format!(
-            r#"{{"v":1,"id":"k","node":"b","cmd":{{"type":"add_copy","segment_id":"s0","location":{{"node":"a"}},"verified_blake3":"{}"}}}}"#,
-            seg("s0", 0, 0, 10).blake3
-        ),
+        &format!(r#"{{"v":1,"id":"k","node":"b","cmd":{{"type":"add_copy","segment_id":"s0","location":{{"node":"a"}},"verified_blake3":"{}"}}}}"#, seg("s0", 0, 0, 10).blake3),
         &format!(
             r#"{{"v":1,"id":"x","node":"b","cmd":{{"type":"replace_segments","old":["s0"],"new":[{}]}}}}"#,
             serde_json::to_string(&seg("m", 0, 0, 10)).unwrap()
@@ -894,68 +402,36 @@ fn version_1_records_replay_in_todays_shapes() {
     ];
     let mut state = State::default();
     for (offset, record) in records.iter().enumerate() {
-        let outcome = state
-            .apply_record(offset as u64, record.as_bytes())
-            .unwrap();
+        let outcome = state.apply_record(offset as u64, record.as_bytes()).unwrap();
         assert_eq!(outcome, Outcome::Applied, "record {offset}: {record}");
     }
     let a = &state.nodes()["a"];
-    assert_eq!(
-        a.addresses,
-        Addresses {
-            http: "a:8080".into(),
-            quic: Some("a:4433".into())
-        }
-    );
+    assert_eq!(a.addresses, Addresses { http: "a:8080".into(), quic: Some("a:4433".into()) });
     assert_eq!(a.disk_id, "", "version 1 knew no disks");
     let m = state.segment("m").unwrap();
     assert!(m.copies.is_empty() && !m.staged, "{m:?}");
-    assert_eq!(
-        m.stored.len(),
-        1,
-        "the parts of the replaced segment stay with its range"
-    );
+    assert_eq!(m.stored.len(), 1, "the parts of the replaced segment stay with its range");
     // A version 2 heartbeat without a disk id is refused; one of version 3 stops the node.
     let mut no_disk = heartbeat("h2", "a", "", 6);
-    assert!(matches!(
-        rejection(&state.apply(10, &no_disk).unwrap()),
-        Rejection::NoDiskId { .. }
-    ));
+    assert!(matches!(rejection(&state.apply(10, &no_disk).unwrap()), Rejection::NoDiskId { .. }));
     no_disk.v = 3;
-    assert_eq!(
-        state.apply(11, &no_disk),
-        Err(ApplyError::UnsupportedVersion(3))
-    );
+    assert_eq!(state.apply(11, &no_disk), Err(ApplyError::UnsupportedVersion(3)));
 }
 
 #[test]
 fn a_retry_past_the_remembered_commands_is_refused_but_the_segment_is_held() {
     let mut state = State::default();
     let s = seg("s1", 0, 0, 10);
-    run(
-        &mut state,
-        &[claim("c", "a", 0, 1), register("r", "a", 1, s.clone())],
-    );
-    let others: Vec<Command> = (0..RECENT_COMMANDS as u64 + 1)
-        .map(|i| heartbeat(&format!("h{i}"), "b", "db", i))
-        .collect();
+    run(&mut state, &[claim("c", "a", 0, 1), register("r", "a", 1, s.clone())]);
+    let others: Vec<Command> = (0..RECENT_COMMANDS as u64 + 1).map(|i| heartbeat(&format!("h{i}"), "b", "db", i)).collect();
     run(&mut state, &others);
     run(&mut state, &[claim("c2", "b", 0, 2)]);
     let outcome = run(&mut state, &[register("r", "a", 1, s.clone())]).remove(0);
-    assert!(
-        matches!(rejection(&outcome), Rejection::StaleEpoch { .. }),
-        "no longer recognised as a retry: {outcome:?}"
-    );
-    assert!(
-        state.holds(&s),
-        "but Global holds the segment: the writer must keep its file"
-    );
+    assert!(matches!(rejection(&outcome), Rejection::StaleEpoch { .. }), "no longer recognised as a retry: {outcome:?}");
+    assert!(state.holds(&s), "but Global holds the segment: the writer must keep its file");
     let mut other_bytes = s.clone();
     other_bytes.blake3 = hash(12345);
-    assert!(
-        !state.holds(&other_bytes),
-        "the same id with other bytes is not this file"
-    );
+    assert!(!state.holds(&other_bytes), "the same id with other bytes is not this file");
     assert!(!state.holds(&seg("s2", 0, 10, 20)));
 }
 
@@ -1054,45 +530,13 @@ fn topics_are_bound_once_and_a_log_start_only_moves_forward_and_is_audited() {
 #[test]
 fn heartbeats_record_nodes_and_never_go_back() {
     let hb = |id: &str, issuer: &str, node: &str, at_ms| {
-        let addresses = Addresses {
-            http: "127.0.0.1:9000".into(),
-            quic: None,
-        };
-        Command::new(
-            id,
-            issuer,
-            Cmd::NodeHeartbeat {
-                node_id: node.into(),
-                addresses,
-                zone: "z1".into(),
-                at_ms,
-                digest: true,
-                disk_id: "d".into(),
-            },
-        )
+        let addresses = Addresses { http: "127.0.0.1:9000".into(), quic: None };
+        Command::new(id, issuer, Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z1".into(), at_ms, digest: true, disk_id: "d".into() })
     };
     let mut state = State::default();
-    let outcomes = run(
-        &mut state,
-        &[
-            hb("h1", "a", "a", 100),
-            hb("h2", "a", "a", 50),
-            hb("h3", "b", "a", 200),
-            hb("h4", "a", "a", 150),
-        ],
-    );
-    assert!(matches!(
-        rejection(&outcomes[1]),
-        Rejection::StaleHeartbeat {
-            at_ms: 50,
-            stored_ms: 100,
-            ..
-        }
-    ));
-    assert!(matches!(
-        rejection(&outcomes[2]),
-        Rejection::HeartbeatForOtherNode { .. }
-    ));
+    let outcomes = run(&mut state, &[hb("h1", "a", "a", 100), hb("h2", "a", "a", 50), hb("h3", "b", "a", 200), hb("h4", "a", "a", 150)]);
+    assert!(matches!(rejection(&outcomes[1]), Rejection::StaleHeartbeat { at_ms: 50, stored_ms: 100, .. }));
+    assert!(matches!(rejection(&outcomes[2]), Rejection::HeartbeatForOtherNode { .. }));
     assert_eq!(outcomes[3], Outcome::Applied);
     assert_eq!(state.nodes()["a"].heartbeat_ms, 150);
 }
@@ -1100,35 +544,13 @@ fn heartbeats_record_nodes_and_never_go_back() {
 #[test]
 fn offsets_apply_once_in_order_and_a_retried_command_is_recognised() {
     let mut state = State::default();
-    assert_eq!(
-        state.apply(5, &claim("c1", "a", 0, 1)).unwrap(),
-        Outcome::Applied
-    );
-    assert_eq!(
-        state.apply(5, &claim("c2", "a", 0, 2)),
-        Err(ApplyError::NotAfter {
-            offset: 5,
-            applied: 5
-        })
-    );
-    assert_eq!(
-        state.apply(4, &claim("c2", "a", 0, 2)),
-        Err(ApplyError::NotAfter {
-            offset: 4,
-            applied: 5
-        })
-    );
+    assert_eq!(state.apply(5, &claim("c1", "a", 0, 1)).unwrap(), Outcome::Applied);
+    assert_eq!(state.apply(5, &claim("c2", "a", 0, 2)), Err(ApplyError::NotAfter { offset: 5, applied: 5 }));
+    assert_eq!(state.apply(4, &claim("c2", "a", 0, 2)), Err(ApplyError::NotAfter { offset: 4, applied: 5 }));
     assert_eq!(state.applied_offset(), Some(5));
     // The same command written twice (a producer retry): the second copy says where the first was.
     let outcome = state.apply(9, &claim("c1", "a", 0, 1)).unwrap();
-    assert_eq!(
-        *rejection(&outcome),
-        Rejection::DuplicateCommand {
-            id: "c1".into(),
-            first_offset: 5,
-            first_applied: true
-        }
-    );
+    assert_eq!(*rejection(&outcome), Rejection::DuplicateCommand { id: "c1".into(), first_offset: 5, first_applied: true });
     assert_eq!(state.applied_offset(), Some(9));
 }
 
@@ -1136,42 +558,21 @@ fn offsets_apply_once_in_order_and_a_retried_command_is_recognised() {
 fn records_of_an_unknown_version_stop_and_malformed_ones_are_skipped() {
     let mut state = State::default();
     let newer = br#"{"v":3,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
-    assert_eq!(
-        state.apply_record(0, newer),
-        Err(ApplyError::UnsupportedVersion(3))
-    );
-    assert_eq!(
-        state.applied_offset(),
-        None,
-        "not applied: the node must stop here"
-    );
+    assert_eq!(state.apply_record(0, newer), Err(ApplyError::UnsupportedVersion(3)));
+    assert_eq!(state.applied_offset(), None, "not applied: the node must stop here");
     let outcome = state.apply_record(0, b"{not json").unwrap();
     assert!(matches!(rejection(&outcome), Rejection::Malformed(_)));
     let unknown = br#"{"v":2,"id":"x","node":"a","cmd":{"type":"something_new"}}"#;
-    assert!(matches!(
-        rejection(&state.apply_record(1, unknown).unwrap()),
-        Rejection::Malformed(_)
-    ));
-    assert_eq!(
-        state
-            .apply_record(2, &claim("c", "a", 0, 1).encode())
-            .unwrap(),
-        Outcome::Applied
-    );
+    assert!(matches!(rejection(&state.apply_record(1, unknown).unwrap()), Rejection::Malformed(_)));
+    assert_eq!(state.apply_record(2, &claim("c", "a", 0, 1).encode()).unwrap(), Outcome::Applied);
     assert_eq!(state.applied_offset(), Some(2));
 }
 
 #[test]
 fn the_envelope_is_the_documented_json() {
     let json = String::from_utf8(claim("c1", "a", 3, 1).encode()).unwrap();
-    assert_eq!(
-        json,
-        r#"{"v":2,"id":"c1","node":"a","cmd":{"type":"claim_partition","partition":3,"node_id":"a","epoch":1}}"#
-    );
-    assert_eq!(
-        Command::decode(json.as_bytes()).unwrap(),
-        claim("c1", "a", 3, 1)
-    );
+    assert_eq!(json, r#"{"v":2,"id":"c1","node":"a","cmd":{"type":"claim_partition","partition":3,"node_id":"a","epoch":1}}"#);
+    assert_eq!(Command::decode(json.as_bytes()).unwrap(), claim("c1", "a", 3, 1));
 }
 
 // ---- replay, snapshots, random logs ----
@@ -1211,11 +612,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command> {
         let cmd = match rng.below(10) {
             0 | 1 => {
                 let epoch = current.epoch + [1, 1, 0, 2][rng.below(4) as usize]; // +0 or +2: refused
-                Cmd::ClaimPartition {
-                    partition: p as u32,
-                    node_id: node.into(),
-                    epoch,
-                }
+                Cmd::ClaimPartition { partition: p as u32, node_id: node.into(), epoch }
             }
             2..=5 => {
                 let start = match rng.below(6) {
@@ -1229,102 +626,43 @@ fn random_log(seed: u64, len: usize) -> Vec<Command> {
                 made.push(segment.clone());
                 let inc = format!("i{}", rng.below(2));
                 let s = rng.below(50);
-                let dedup = vec![StoredBatches {
-                    edge_id: "e".into(),
-                    incarnation: inc,
-                    whole: vec![(s, s + rng.below(5) + 1)],
-                    parts: vec![],
-                }];
+                let dedup = vec![StoredBatches { edge_id: "e".into(), incarnation: inc, whole: vec![(s, s + rng.below(5) + 1)], parts: vec![] }];
                 if rng.below(5) != 0 {
-                    node = current
-                        .owner
-                        .as_deref()
-                        .map_or(node, |o| nodes.iter().find(|n| **n == o).unwrap());
+                    node = current.owner.as_deref().map_or(node, |o| nodes.iter().find(|n| **n == o).unwrap());
                 }
-                let epoch = if rng.below(5) == 0 {
-                    current.epoch.saturating_sub(1)
-                } else {
-                    current.epoch
-                };
-                Cmd::RegisterSegment {
-                    epoch,
-                    segment,
-                    dedup,
-                }
+                let epoch = if rng.below(5) == 0 { current.epoch.saturating_sub(1) } else { current.epoch };
+                Cmd::RegisterSegment { epoch, segment, dedup }
             }
             6 | 7 if !made.is_empty() => {
                 let segment = &made[rng.below(made.len() as u64) as usize];
-                let verified_blake3 = if rng.below(4) == 0 {
-                    hash(u64::MAX)
-                } else {
-                    segment.blake3.clone()
-                };
+                let verified_blake3 = if rng.below(4) == 0 { hash(u64::MAX) } else { segment.blake3.clone() };
                 let disk = if rng.below(4) == 0 { "old" } else { "disk" };
-                let location = if rng.below(3) == 0 {
-                    Location::Bucket(segment.segment_id.clone())
-                } else {
-                    Location::node(node, format!("{node}-{disk}"))
-                };
-                Cmd::AddCopy {
-                    segment_id: segment.segment_id.clone(),
-                    location,
-                    verified_blake3,
-                }
+                let location = if rng.below(3) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::node(node, format!("{node}-{disk}")) };
+                Cmd::AddCopy { segment_id: segment.segment_id.clone(), location, verified_blake3 }
             }
             8 if !made.is_empty() => {
                 // Re-parse: stage a new version of one believed segment, or swap staged
                 // ones in (refused if not registered, not staged, without a copy, or off).
                 let old = made[rng.below(made.len() as u64) as usize].clone();
                 if rng.below(2) == 0 {
-                    let mut new = seg(
-                        &format!("re{i}"),
-                        old.partition,
-                        old.offset_start,
-                        old.offset_end + rng.below(4) / 3,
-                    );
+                    let mut new = seg(&format!("re{i}"), old.partition, old.offset_start, old.offset_end + rng.below(4) / 3);
                     new.blake3 = hash(2 * i as u64);
                     made.push(new.clone());
-                    Cmd::StageSegment {
-                        segment: new,
-                        stored: vec![],
-                    }
+                    Cmd::StageSegment { segment: new, stored: vec![] }
                 } else {
-                    let new = made[rng.below(made.len() as u64) as usize]
-                        .segment_id
-                        .clone();
-                    Cmd::ReplaceSegments {
-                        old: vec![old.segment_id.clone()],
-                        new: vec![new],
-                    }
+                    let new = made[rng.below(made.len() as u64) as usize].segment_id.clone();
+                    Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![new] }
                 }
             }
             9 if !made.is_empty() && rng.below(3) == 0 => {
                 let segment = &made[rng.below(made.len() as u64) as usize];
-                let location = if rng.below(2) == 0 {
-                    Location::Bucket(segment.segment_id.clone())
-                } else {
-                    Location::node(node, format!("{node}-disk"))
-                };
-                Cmd::RemoveCopy {
-                    segment_id: segment.segment_id.clone(),
-                    location,
-                    reason: "random".into(),
-                }
+                let location = if rng.below(2) == 0 { Location::Bucket(segment.segment_id.clone()) } else { Location::node(node, format!("{node}-disk")) };
+                Cmd::RemoveCopy { segment_id: segment.segment_id.clone(), location, reason: "random".into() }
             }
             _ => {
-                let addresses = Addresses {
-                    http: format!("{node}:1"),
-                    quic: None,
-                };
+                let addresses = Addresses { http: format!("{node}:1"), quic: None };
                 let disk_id = format!("{node}-{}", if rng.below(8) == 0 { "old" } else { "disk" });
-                Cmd::NodeHeartbeat {
-                    node_id: node.into(),
-                    addresses,
-                    zone: "z".into(),
-                    at_ms: rng.below(1000),
-                    digest: true,
-                    disk_id,
-                }
+                Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: "z".into(), at_ms: rng.below(1000), digest: true, disk_id }
             }
         };
         let command = Command::new(id, node, cmd);
@@ -1339,16 +677,8 @@ fn check_invariants(state: &State, context: &str) {
     check_tiling(state, context);
     let indexed: usize = state.partitions().map(|p| state.segments(p).len()).sum();
     let json = serde_json::to_value(state).unwrap();
-    let registered = json["segments"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|s| s["staged"] == false)
-        .count();
-    assert_eq!(
-        indexed, registered,
-        "{context}: every registered segment is in its partition's index, no staged one is"
-    );
+    let registered = json["segments"].as_object().unwrap().values().filter(|s| s["staged"] == false).count();
+    assert_eq!(indexed, registered, "{context}: every registered segment is in its partition's index, no staged one is");
 }
 
 fn check_tiling(state: &State, context: &str) {
@@ -1356,21 +686,11 @@ fn check_tiling(state: &State, context: &str) {
         let mut next = 0;
         for segment in state.segments(p) {
             assert_eq!(segment.info.partition, p, "{context}");
-            assert_eq!(
-                segment.info.offset_start, next,
-                "{context}: partition {p} has a gap or an overlap"
-            );
-            assert!(
-                segment.info.offset_end > segment.info.offset_start,
-                "{context}"
-            );
+            assert_eq!(segment.info.offset_start, next, "{context}: partition {p} has a gap or an overlap");
+            assert!(segment.info.offset_end > segment.info.offset_start, "{context}");
             next = segment.info.offset_end;
         }
-        assert_eq!(
-            state.resume_point(p),
-            next,
-            "{context}: partition {p}'s resume point"
-        );
+        assert_eq!(state.resume_point(p), next, "{context}: partition {p}'s resume point");
     }
 }
 
@@ -1394,22 +714,13 @@ fn random_logs_keep_the_invariants_and_epochs_never_go_back() {
             }
             for p in 0..3u32 {
                 let after = state.partition(p);
-                assert!(
-                    after.epoch >= before[p as usize].epoch,
-                    "seed {seed} offset {offset}: epoch of {p} went back"
-                );
-                assert!(
-                    after.next_offset >= before[p as usize].next_offset,
-                    "seed {seed} offset {offset}: next offset of {p} went back"
-                );
+                assert!(after.epoch >= before[p as usize].epoch, "seed {seed} offset {offset}: epoch of {p} went back");
+                assert!(after.next_offset >= before[p as usize].next_offset, "seed {seed} offset {offset}: next offset of {p} went back");
             }
             check_tiling(&state, &format!("seed {seed} offset {offset}"));
         }
         check_invariants(&state, &format!("seed {seed}"));
-        assert!(
-            applied > 50 && rejected > 50,
-            "seed {seed}: the log exercises both ({applied} applied, {rejected} rejected)"
-        );
+        assert!(applied > 50 && rejected > 50, "seed {seed}: the log exercises both ({applied} applied, {rejected} rejected)");
     }
 }
 
@@ -1418,16 +729,8 @@ fn two_replays_of_one_log_are_identical() {
     for seed in [3, 17, 99] {
         let log = random_log(seed, 500);
         let (one, two) = (replay(&log), replay(&log));
-        assert_eq!(
-            serde_json::to_vec(&one).unwrap(),
-            serde_json::to_vec(&two).unwrap(),
-            "seed {seed}"
-        );
-        assert_eq!(
-            Snapshot::of(&one).encode(),
-            Snapshot::of(&two).encode(),
-            "seed {seed}"
-        );
+        assert_eq!(serde_json::to_vec(&one).unwrap(), serde_json::to_vec(&two).unwrap(), "seed {seed}");
+        assert_eq!(Snapshot::of(&one).encode(), Snapshot::of(&two).encode(), "seed {seed}");
     }
 }
 
@@ -1440,21 +743,13 @@ fn a_snapshot_at_k_plus_the_rest_of_the_log_equals_a_full_replay() {
     for k in [0, 1, 150, 299, 300] {
         Snapshot::of(&replay(&log[..k])).write(&path).unwrap();
         let snapshot = Snapshot::read(&path).unwrap();
-        assert_eq!(
-            snapshot.applied_offset,
-            k.checked_sub(1).map(|o| o as u64),
-            "k {k}"
-        );
+        assert_eq!(snapshot.applied_offset, k.checked_sub(1).map(|o| o as u64), "k {k}");
         let mut state = snapshot.state;
         assert_eq!(state.next_offset(), k as u64);
         for (i, command) in log.iter().enumerate().skip(k) {
             state.apply(i as u64, command).unwrap();
         }
-        assert_eq!(
-            serde_json::to_vec(&state).unwrap(),
-            serde_json::to_vec(&full).unwrap(),
-            "k {k}"
-        );
+        assert_eq!(serde_json::to_vec(&state).unwrap(), serde_json::to_vec(&full).unwrap(), "k {k}");
     }
     assert!(!dir.path().join("global.snapshot.tmp").exists());
 }
@@ -1463,9 +758,7 @@ fn a_snapshot_at_k_plus_the_rest_of_the_log_equals_a_full_replay() {
 fn a_damaged_snapshot_is_an_error_not_a_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("global.snapshot");
-    Snapshot::of(&replay(&random_log(5, 100)))
-        .write(&path)
-        .unwrap();
+    Snapshot::of(&replay(&random_log(5, 100))).write(&path).unwrap();
     let good = std::fs::read(&path).unwrap();
     let damaged = |bytes: &[u8]| {
         std::fs::write(&path, bytes).unwrap();
@@ -1476,38 +769,18 @@ fn a_damaged_snapshot_is_an_error_not_a_state() {
         bytes[at] ^= 0x01;
         let error = damaged(&bytes);
         assert!(
-            matches!(
-                error,
-                SnapshotError::Checksum { .. }
-                    | SnapshotError::NotASnapshot { .. }
-                    | SnapshotError::Truncated { .. }
-            ),
+            matches!(error, SnapshotError::Checksum { .. } | SnapshotError::NotASnapshot { .. } | SnapshotError::Truncated { .. }),
             "flipped byte {at}: {error}"
         );
     }
     for len in [0, 5, 47, 48, good.len() - 1] {
         let error = damaged(&good[..len]);
-        assert!(
-            matches!(
-                error,
-                SnapshotError::Truncated { .. } | SnapshotError::NotASnapshot { .. }
-            ),
-            "truncated to {len}: {error}"
-        );
+        assert!(matches!(error, SnapshotError::Truncated { .. } | SnapshotError::NotASnapshot { .. }), "truncated to {len}: {error}");
     }
-    assert!(matches!(
-        damaged(&good[..good.len() - 1]),
-        SnapshotError::Truncated { .. }
-    ));
-    assert!(matches!(
-        Snapshot::read(&dir.path().join("missing")),
-        Err(SnapshotError::Read { .. })
-    ));
+    assert!(matches!(damaged(&good[..good.len() - 1]), SnapshotError::Truncated { .. }));
+    assert!(matches!(Snapshot::read(&dir.path().join("missing")), Err(SnapshotError::Read { .. })));
     std::fs::write(&path, &good).unwrap();
-    assert!(
-        Snapshot::read(&path).is_ok(),
-        "the undamaged bytes still read"
-    );
+    assert!(Snapshot::read(&path).is_ok(), "the undamaged bytes still read");
 }
 
 #[test]
@@ -1529,29 +802,12 @@ fn segments_overlapping_a_range_are_those_of_the_repository_with_events_in_it() 
             register("r3", "a", 1, other_repo),
         ],
     );
-    assert!(
-        outcomes.iter().all(|o| *o == Outcome::Applied),
-        "{outcomes:?}"
-    );
-    assert!(
-        !empty.may_hold("repo", 0, i64::MAX),
-        "no events, nothing to read"
-    );
-    let ids = |start, end| {
-        state
-            .segments_overlapping("repo", start, end)
-            .iter()
-            .map(|s| s.info.segment_id.clone())
-            .collect::<Vec<_>>()
-    };
+    assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
+    assert!(!empty.may_hold("repo", 0, i64::MAX), "no events, nothing to read");
+    let ids = |start, end| state.segments_overlapping("repo", start, end).iter().map(|s| s.info.segment_id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(0, i64::MAX), ["early", "later"]);
     assert_eq!(ids(2_000, 2_000), ["early"], "both ends inclusive");
     assert_eq!(ids(2_001, 4_999), Vec::<String>::new());
     assert_eq!(ids(6_000, 7_000), ["later"]);
-    assert!(
-        state
-            .segments_overlapping("elsewhere", 0, i64::MAX)
-            .iter()
-            .all(|s| s.info.segment_id == "other")
-    );
+    assert!(state.segments_overlapping("elsewhere", 0, i64::MAX).iter().all(|s| s.info.segment_id == "other"));
 }

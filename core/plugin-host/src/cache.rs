@@ -17,6 +17,7 @@
 //! in memory.
 
 use crate::error::Error;
+use weir_node::atomic_write::AtomicWrite;
 use std::fs::{File, OpenOptions};
 use std::hash::{Hash, Hasher};
 use std::io::{ErrorKind, Read, Write};
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use wasmtime::Engine;
 use wasmtime::component::Component;
-use weir_node::atomic_write::AtomicWrite;
 
 /// Part of every entry's name and keyed hash; v1 entries (an unkeyed blake3
 /// trailer) are never read.

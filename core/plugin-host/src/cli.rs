@@ -3,9 +3,9 @@
 //! included) and a summary on stderr. Owns that output format; the clap
 //! wiring lives in the core binary. It must never stop on a bad line.
 
+use crate::event::RawEvent;
 use crate::config::{ParsersConfig, PluginConfig};
 use crate::error::Error;
-use crate::event::RawEvent;
 use crate::registry::ParserRegistry;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

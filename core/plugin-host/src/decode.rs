@@ -70,8 +70,7 @@ pub(crate) fn decode(index: &[u8], text: &[u8], n: usize) -> (Vec<Outcome>, Opti
     let mut outcomes = Vec::with_capacity(n);
     for at in 0..n {
         if r.pos == index.len() {
-            let reason =
-                format!("returned {at} outcomes for {n} events; the contract is one per event");
+            let reason = format!("returned {at} outcomes for {n} events; the contract is one per event");
             return (outcomes, Some(Malformed::Batch(reason)));
         }
         match r.outcome() {
@@ -347,61 +346,32 @@ mod tests {
     fn a_malformed_outcome_keeps_the_good_ones_before_it() {
         type Write = Box<dyn Fn(&mut W)>;
         let cases: Vec<(&str, Write)> = vec![
-            (
-                "bad outcome tag 0x07",
-                Box::new(|w: &mut W| {
-                    w.tag(7);
-                }),
-            ),
-            (
-                "bad item tag 0x99",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK).n(1).n(1).tag(0x99);
-                }),
-            ),
-            (
-                "runs past the end of `text`",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_NULL).n(1000);
-                }),
-            ),
+            ("bad outcome tag 0x07", Box::new(|w: &mut W| {
+                w.tag(7);
+            })),
+            ("bad item tag 0x99", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(1).n(1).tag(0x99);
+            })),
+            ("runs past the end of `text`", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_NULL).n(1000);
+            })),
             // Cut short: 4 bytes of an 8-byte int, and nothing after.
-            (
-                "runs past the end of `index`",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_INT).s(b"a").n(1);
-                }),
-            ),
-            (
-                "not valid UTF-8",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_ERROR).s(b"ok \xff\xfe");
-                }),
-            ),
-            (
-                "splits a UTF-8 character",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK)
-                        .n(1)
-                        .n(1)
-                        .tag(ITEM_TEXT)
-                        .s(&"é".as_bytes()[..1])
-                        .s(&"é".as_bytes()[1..]);
-                }),
-            ),
-            (
-                "neither 0 nor 1",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_BOOL).s(b"b").tag(2);
-                }),
-            ),
+            ("runs past the end of `index`", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_INT).s(b"a").n(1);
+            })),
+            ("not valid UTF-8", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_ERROR).s(b"ok \xff\xfe");
+            })),
+            ("splits a UTF-8 character", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_TEXT).s(&"é".as_bytes()[..1]).s(&"é".as_bytes()[1..]);
+            })),
+            ("neither 0 nor 1", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(1).n(1).tag(ITEM_BOOL).s(b"b").tag(2);
+            })),
             // A hostile count must not make the host reserve gigabytes.
-            (
-                "runs past the end of `index`",
-                Box::new(|w: &mut W| {
-                    w.tag(OUTCOME_OK).n(u32::MAX).n(u32::MAX);
-                }),
-            ),
+            ("runs past the end of `index`", Box::new(|w: &mut W| {
+                w.tag(OUTCOME_OK).n(u32::MAX).n(u32::MAX);
+            })),
         ];
         for (fragment, write) in cases {
             let mut w = W::default();
@@ -415,8 +385,7 @@ mod tests {
             let (at, reason) = from(malformed);
             assert_eq!((outcomes.len(), at), (1, 1), "{fragment}: {reason}");
             assert!(
-                reason.starts_with("malformed output for event 2 of 3: ")
-                    && reason.contains(fragment),
+                reason.starts_with("malformed output for event 2 of 3: ") && reason.contains(fragment),
                 "{fragment}: {reason}"
             );
         }

@@ -204,9 +204,8 @@ impl Event {
 /// RFC 3339 UTC with all nine digits of nanoseconds, so that lines of `plugin test` output
 /// align and sort as text.
 pub(crate) fn format_rfc3339(ns: i64) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z"
-    );
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
     // Every i64 of nanoseconds (years 1677 to 2262) is in range for `time`.
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
         .ok()

@@ -23,8 +23,6 @@ mod sandbox;
 pub use cli::{TestSummary, plugin_test};
 pub use config::{ParsersConfig, PluginConfig, SettingValue};
 pub use error::Error;
-pub use event::{
-    ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, Field, PARSER_FIELD, RawEvent, Value,
-};
+pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, Field, PARSER_FIELD, RawEvent, Value};
 pub use plugin::PluginInfo;
 pub use registry::ParserRegistry;

@@ -6,9 +6,9 @@
 //! so does output that breaks the contract's layout (see [`crate::decode`]).
 
 use crate::bindings::{BatchContext, Parser, ParserPre, WitPluginInfo};
+use crate::decode::{self, Malformed, Outcome};
 use crate::cache::{self, Cache};
 use crate::config::{Limits, ResolvedPlugin};
-use crate::decode::{self, Malformed, Outcome};
 use crate::error::Error;
 use crate::event::{ErrorKind, Event, RawEvent};
 use crate::sandbox::{self, HostState};
@@ -308,13 +308,7 @@ impl Plugin {
     }
 
     /// One `parse` call: events sharing a repository, tags and ingest time.
-    fn parse_run(
-        &self,
-        rt: &Runtime,
-        loaded: &Loaded,
-        run: Vec<RawEvent>,
-        events: &mut Vec<Event>,
-    ) {
+    fn parse_run(&self, rt: &Runtime, loaded: &Loaded, run: Vec<RawEvent>, events: &mut Vec<Event>) {
         let pooled = {
             let mut idle = lock(&self.idle);
             idle.retain(|i| i.generation == loaded.generation);

@@ -4,10 +4,10 @@
 //! an async runtime use `spawn_blocking`. It must never fail a batch: events
 //! without a parser come back unparsed, failures come back as error events.
 
+use crate::event::RawEvent;
 use crate::config::ParsersConfig;
 use crate::error::Error;
 use crate::event::Event;
-use crate::event::RawEvent;
 use crate::plugin::{Plugin, PluginInfo, Runtime};
 use crate::sandbox::{self, EpochTicker};
 use std::collections::BTreeMap;

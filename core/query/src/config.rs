@@ -72,11 +72,7 @@ impl Default for QueryConfig {
 
 impl QueryConfig {
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_rows: self.max_rows,
-            max_groups: self.max_groups,
-            regex_size_limit: self.regex_size_limit,
-        }
+        Limits { max_rows: self.max_rows, max_groups: self.max_groups, regex_size_limit: self.regex_size_limit }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -93,9 +89,7 @@ impl QueryConfig {
             }
         }
         if self.job_idle_timeout_ms == 0 {
-            return Err(ConfigError(
-                "query.job_idle_timeout_ms must be at least 1".into(),
-            ));
+            return Err(ConfigError("query.job_idle_timeout_ms must be at least 1".into()));
         }
         Ok(())
     }
@@ -156,16 +150,9 @@ mod tests {
         assert_eq!(file.read_tokens.len(), 2);
         assert_eq!(file.read_tokens[0].name.as_deref(), Some("grafana"));
 
-        let error = toml::from_str::<File>("[query]\nmax_row = 5\n")
-            .err()
-            .unwrap()
-            .to_string();
+        let error = toml::from_str::<File>("[query]\nmax_row = 5\n").err().unwrap().to_string();
         assert!(error.contains("max_row"), "{error}");
-        let error =
-            toml::from_str::<File>("[[read_tokens]]\ntoken = \"x\"\nrepository = \"web\"\n")
-                .err()
-                .unwrap()
-                .to_string();
+        let error = toml::from_str::<File>("[[read_tokens]]\ntoken = \"x\"\nrepository = \"web\"\n").err().unwrap().to_string();
         assert!(error.contains("repository"), "{error}");
     }
 }

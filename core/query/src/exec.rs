@@ -34,8 +34,7 @@ pub trait SegmentSource: Send + Sync + 'static {
     /// `repo` in `[start_ms, end_ms]`.
     fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo>;
     /// A local path to the segment's file, fetching it from the node that has it if needed.
-    fn local_path(&self, segment: &SegmentInfo)
-    -> BoxFuture<'static, Result<PathBuf, SourceError>>;
+    fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>>;
 }
 
 /// Why a source could not give a segment's file (says which node or path, and why). The
@@ -59,14 +58,8 @@ pub enum QueryError {
     #[error("segment {segment_id} is unavailable: {reason}")]
     Unavailable { segment_id: String, reason: String },
     /// A segment's file is not what Global registered, or cannot be read.
-    #[error(
-        "segment {segment_id} is damaged ({path}): {reason}; the query was not answered rather than answered without it. Check it with `weir-core segments verify`"
-    )]
-    Damaged {
-        segment_id: String,
-        path: String,
-        reason: String,
-    },
+    #[error("segment {segment_id} is damaged ({path}): {reason}; the query was not answered rather than answered without it. Check it with `weir-core segments verify`")]
+    Damaged { segment_id: String, path: String, reason: String },
     /// A step could not finish (e.g. too many groups).
     #[error("{0}")]
     Step(String),
@@ -99,12 +92,7 @@ pub struct Running {
 }
 
 /// Checks the segments of `repo` in `range` and starts reading them (see the module doc).
-pub async fn start(
-    source: Arc<dyn SegmentSource>,
-    repo: &str,
-    query: &Query,
-    range: TimeRange,
-) -> Result<Running, QueryError> {
+pub async fn start(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, range: TimeRange) -> Result<Running, QueryError> {
     let mut segments: Vec<SegmentInfo> = source
         .segments(repo, range.start_ms, range.end_ms)
         .into_iter()
@@ -112,32 +100,20 @@ pub async fn start(
         // of its footer at most, never a wrong row (rows are read by repository and time).
         .filter(|s| s.may_hold(repo, range.start_ms, range.end_ms))
         .collect();
-    segments.sort_by(|a, b| {
-        (a.partition, a.offset_start, &a.segment_id).cmp(&(
-            b.partition,
-            b.offset_start,
-            &b.segment_id,
-        ))
-    });
+    segments.sort_by(|a, b| (a.partition, a.offset_start, &a.segment_id).cmp(&(b.partition, b.offset_start, &b.segment_id)));
     segments.dedup_by(|a, b| a.segment_id == b.segment_id);
 
     let progress = Arc::new(Progress::default());
-    progress
-        .segments_total
-        .store(segments.len() as u64, Ordering::Relaxed);
+    progress.segments_total.store(segments.len() as u64, Ordering::Relaxed);
     let mut files = Vec::with_capacity(segments.len());
     for segment in segments {
-        let path = source.local_path(&segment).await.map_err(|e| match e {
-            SourceError::Unavailable(reason) => QueryError::Unavailable {
-                segment_id: segment.segment_id.clone(),
-                reason,
-            },
-            SourceError::Damaged { location, reason } => QueryError::Damaged {
-                segment_id: segment.segment_id.clone(),
-                path: location,
-                reason,
-            },
-        })?;
+        let path = source
+            .local_path(&segment)
+            .await
+            .map_err(|e| match e {
+                SourceError::Unavailable(reason) => QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason },
+                SourceError::Damaged { location, reason } => QueryError::Damaged { segment_id: segment.segment_id.clone(), path: location, reason },
+            })?;
         files.push((segment, path));
     }
     let files = tokio::task::spawn_blocking(move || check(files))
@@ -155,34 +131,20 @@ pub async fn start(
             let _ = tx.blocking_send(Err(error));
         }
     });
-    Ok(Running {
-        results,
-        is_aggregate,
-        progress,
-    })
+    Ok(Running { results, is_aggregate, progress })
 }
 
 /// Verifies each file against its registered blake3 and footer.
 fn check(files: Vec<(SegmentInfo, PathBuf)>) -> Result<Vec<(SegmentInfo, PathBuf)>, QueryError> {
     for (segment, path) in &files {
-        let damaged = |reason: String| QueryError::Damaged {
-            segment_id: segment.segment_id.clone(),
-            path: path.display().to_string(),
-            reason,
-        };
+        let damaged = |reason: String| QueryError::Damaged { segment_id: segment.segment_id.clone(), path: path.display().to_string(), reason };
         let actual = blake3_of_file(path).map_err(|e| damaged(e.to_string()))?;
         if !actual.eq_ignore_ascii_case(&segment.blake3) {
-            return Err(damaged(format!(
-                "its blake3 is {actual}, Global registered {}",
-                segment.blake3
-            )));
+            return Err(damaged(format!("its blake3 is {actual}, Global registered {}", segment.blake3)));
         }
         let reader = SegmentReader::open(path).map_err(|e| damaged(e.to_string()))?;
         if reader.meta().segment_id != segment.segment_id {
-            return Err(damaged(format!(
-                "the file holds segment {}",
-                reader.meta().segment_id
-            )));
+            return Err(damaged(format!("the file holds segment {}", reader.meta().segment_id)));
         }
     }
     Ok(files)
@@ -199,11 +161,7 @@ fn read(
 ) -> Result<(), QueryError> {
     let mut out = Vec::with_capacity(BATCH_EVENTS);
     'segments: for (segment, path) in files {
-        let damaged = |reason: String| QueryError::Damaged {
-            segment_id: segment.segment_id.clone(),
-            path: path.display().to_string(),
-            reason,
-        };
+        let damaged = |reason: String| QueryError::Damaged { segment_id: segment.segment_id.clone(), path: path.display().to_string(), reason };
         let reader = SegmentReader::open(&path).map_err(|e| damaged(e.to_string()))?;
         for row in reader.rows(repo).map_err(|e| damaged(e.to_string()))? {
             let row = row.map_err(|e| damaged(e.to_string()))?;
@@ -211,31 +169,21 @@ fn read(
             if !range.contains(row.timestamp_ms) {
                 continue;
             }
-            pipeline
-                .push(render(&row), &mut out)
-                .map_err(|e| QueryError::Step(e.0))?;
-            if out.len() >= BATCH_EVENTS && tx.blocking_send(Ok(std::mem::take(&mut out))).is_err()
-            {
+            pipeline.push(render(&row), &mut out).map_err(|e| QueryError::Step(e.0))?;
+            if out.len() >= BATCH_EVENTS && tx.blocking_send(Ok(std::mem::take(&mut out))).is_err() {
                 return Ok(());
             }
             if !pipeline.wants_more() {
                 break 'segments;
             }
         }
-        progress
-            .bytes_processed
-            .fetch_add(segment.bytes, Ordering::Relaxed);
+        progress.bytes_processed.fetch_add(segment.bytes, Ordering::Relaxed);
         progress.segments_done.fetch_add(1, Ordering::Relaxed);
     }
-    pipeline
-        .finish(&mut out)
-        .map_err(|e| QueryError::Step(e.0))?;
+    pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
     while !out.is_empty() {
         let rest = out.split_off(out.len().min(BATCH_EVENTS));
-        if tx
-            .blocking_send(Ok(std::mem::replace(&mut out, rest)))
-            .is_err()
-        {
+        if tx.blocking_send(Ok(std::mem::replace(&mut out, rest))).is_err() {
             return Ok(());
         }
     }

@@ -33,12 +33,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
         .merge(crate::jobs::router(jobs))
 }
 
-async fn query(
-    State(service): State<Arc<QueryService>>,
-    Path(repo): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
@@ -51,14 +46,7 @@ async fn query(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("application/x-ndjson"));
-    let mut running = match exec::start(
-        service.source.clone(),
-        &repo,
-        &prepared.query,
-        prepared.range,
-    )
-    .await
-    {
+    let mut running = match exec::start(service.source.clone(), &repo, &prepared.query, prepared.range).await {
         Ok(r) => r,
         Err(error) => return query_error(&error),
     };
@@ -71,23 +59,11 @@ async fn query(
         Some(Err(error)) => return query_error(&error),
         None => None,
     };
-    let state = StreamState {
-        results: running.results,
-        first,
-        ndjson,
-        started: false,
-        finished: false,
-    };
+    let state = StreamState { results: running.results, first, ndjson, started: false, finished: false };
     let stream = futures::stream::unfold(state, next_chunk);
-    let content_type = if ndjson {
-        "application/x-ndjson"
-    } else {
-        "application/json"
-    };
+    let content_type = if ndjson { "application/x-ndjson" } else { "application/json" };
     let mut response = Response::new(Body::from_stream(stream));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 

@@ -12,19 +12,19 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::routing::get;
+use axum::{Json, Router};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::config::QueryConfig;
 use crate::exec::{self, Progress, QueryError, SegmentSource};
+use crate::service::{QueryService, query_error, text};
 use crate::lang::Query;
 use crate::render::Event;
-use crate::service::{QueryService, query_error, text};
 use crate::time::TimeRange;
 
 /// LogScale's clients wait this long between polls of a running job.
@@ -47,22 +47,10 @@ impl JobsApi {
 /// The query-job routes (`…/queryjobs`, `…/queryjobs/{id}`).
 pub(crate) fn router(api: Arc<JobsApi>) -> Router {
     Router::new()
-        .route(
-            "/api/v1/repositories/{repo}/queryjobs",
-            axum::routing::post(create),
-        )
-        .route(
-            "/api/v1/dataspaces/{repo}/queryjobs",
-            axum::routing::post(create),
-        )
-        .route(
-            "/api/v1/repositories/{repo}/queryjobs/{id}",
-            get(poll).delete(delete),
-        )
-        .route(
-            "/api/v1/dataspaces/{repo}/queryjobs/{id}",
-            get(poll).delete(delete),
-        )
+        .route("/api/v1/repositories/{repo}/queryjobs", axum::routing::post(create))
+        .route("/api/v1/dataspaces/{repo}/queryjobs", axum::routing::post(create))
+        .route("/api/v1/repositories/{repo}/queryjobs/{id}", get(poll).delete(delete))
+        .route("/api/v1/dataspaces/{repo}/queryjobs/{id}", get(poll).delete(delete))
         .with_state(api)
 }
 
@@ -125,10 +113,7 @@ impl Jobs {
     /// guards every job anyway.
     fn new_id(&mut self) -> String {
         self.created += 1;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let a = self.id_keys.hash_one((self.created, nanos));
         let b = std::collections::hash_map::RandomState::new().hash_one((nanos, self.created));
         format!("{a:016x}{b:016x}")
@@ -143,12 +128,7 @@ impl Drop for Jobs {
     }
 }
 
-async fn create(
-    State(api): State<Arc<JobsApi>>,
-    Path(repo): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
@@ -170,14 +150,7 @@ async fn create(
     }
     let id = jobs.new_id();
     let state = Arc::new(Mutex::new(JobState::default()));
-    let task = tokio::spawn(run(
-        api.service.source.clone(),
-        repo.clone(),
-        prepared.query,
-        prepared.range,
-        state.clone(),
-        jobs.max_events,
-    ));
+    let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), prepared.query, prepared.range, state.clone(), jobs.max_events));
     let now = Instant::now();
     jobs.jobs.insert(
         id.clone(),
@@ -195,14 +168,7 @@ async fn create(
     Json(json!({"id": id, "queryOnView": repo})).into_response()
 }
 
-async fn run(
-    source: Arc<dyn SegmentSource>,
-    repo: String,
-    query: Query,
-    range: TimeRange,
-    state: Arc<Mutex<JobState>>,
-    max_events: usize,
-) {
+async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, range: TimeRange, state: Arc<Mutex<JobState>>, max_events: usize) {
     let started = Instant::now();
     match exec::start(source, &repo, &query, range).await {
         Err(error) => {
@@ -252,11 +218,7 @@ fn not_found(repo: &str, id: &str, idle_timeout: Duration) -> Response {
     )
 }
 
-async fn poll(
-    State(api): State<Arc<JobsApi>>,
-    Path((repo, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
     if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
@@ -267,12 +229,7 @@ async fn poll(
         match jobs.jobs.get_mut(&id).filter(|job| job.repo == repo) {
             Some(job) => {
                 job.last_poll = Instant::now();
-                (
-                    job.state.clone(),
-                    job.query_string.clone(),
-                    job.range,
-                    job.started,
-                )
+                (job.state.clone(), job.query_string.clone(), job.range, job.started)
             }
             None => return not_found(&repo, &id, idle_timeout),
         }
@@ -282,9 +239,7 @@ async fn poll(
         return query_error(error);
     }
     let progress = state.progress.as_deref();
-    let load = |f: fn(&Progress) -> &std::sync::atomic::AtomicU64| {
-        progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed))
-    };
+    let load = |f: fn(&Progress) -> &std::sync::atomic::AtomicU64| progress.map_or(0, |p| f(p).load(std::sync::atomic::Ordering::Relaxed));
     let total_work = load(|p| &p.segments_total);
     let mut warnings = Vec::new();
     if state.truncated {
@@ -328,11 +283,7 @@ async fn poll(
     Json(body).into_response()
 }
 
-async fn delete(
-    State(api): State<Arc<JobsApi>>,
-    Path((repo, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
+async fn delete(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
     if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }

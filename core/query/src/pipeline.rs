@@ -25,20 +25,13 @@ pub fn matches(filter: &Filter, event: &Event) -> bool {
         Filter::And(terms) => terms.iter().all(|t| matches(t, event)),
         Filter::Or(terms) => terms.iter().any(|t| matches(t, event)),
         Filter::Not(inner) => !matches(inner, event),
-        Filter::FreeText(matcher) => {
-            field_text(event, "@rawstring").is_some_and(|raw| matcher.is_match(&raw))
-        }
-        Filter::Field {
-            name,
-            matcher,
-            negate,
-        } => {
+        Filter::FreeText(matcher) => field_text(event, "@rawstring").is_some_and(|raw| matcher.is_match(&raw)),
+        Filter::Field { name, matcher, negate } => {
             let found = field_text(event, name).is_some_and(|value| matcher.is_match(&value));
             found != *negate
         }
         Filter::Compare { name, op, value } => {
-            let Some(number) = field_text(event, name).and_then(|v| v.trim().parse::<f64>().ok())
-            else {
+            let Some(number) = field_text(event, name).and_then(|v| v.trim().parse::<f64>().ok()) else {
                 return false;
             };
             match op {
@@ -53,29 +46,11 @@ pub fn matches(filter: &Filter, event: &Event) -> bool {
 
 enum Stage {
     Filter(Filter),
-    Head {
-        limit: usize,
-        seen: usize,
-    },
-    Tail {
-        limit: usize,
-        kept: VecDeque<Event>,
-    },
-    Count {
-        n: u64,
-    },
-    GroupBy {
-        fields: Vec<String>,
-        limit: usize,
-        groups: BTreeMap<Vec<String>, u64>,
-    },
-    Sort {
-        field: String,
-        order: Order,
-        limit: usize,
-        heap: BinaryHeap<Reverse<Ranked>>,
-        seq: u64,
-    },
+    Head { limit: usize, seen: usize },
+    Tail { limit: usize, kept: VecDeque<Event> },
+    Count { n: u64 },
+    GroupBy { fields: Vec<String>, limit: usize, groups: BTreeMap<Vec<String>, u64> },
+    Sort { field: String, order: Order, limit: usize, heap: BinaryHeap<Reverse<Ranked>>, seq: u64 },
 }
 
 impl Stage {
@@ -101,31 +76,13 @@ impl Pipeline {
             .iter()
             .map(|step| match step {
                 Step::Filter(filter) => Stage::Filter(filter.clone()),
-                Step::Head(limit) => Stage::Head {
-                    limit: *limit,
-                    seen: 0,
-                },
-                Step::Tail(limit) => Stage::Tail {
-                    limit: *limit,
-                    kept: VecDeque::new(),
-                },
+                Step::Head(limit) => Stage::Head { limit: *limit, seen: 0 },
+                Step::Tail(limit) => Stage::Tail { limit: *limit, kept: VecDeque::new() },
                 Step::Count => Stage::Count { n: 0 },
-                Step::GroupBy { fields, limit } => Stage::GroupBy {
-                    fields: fields.clone(),
-                    limit: *limit,
-                    groups: BTreeMap::new(),
-                },
-                Step::Sort {
-                    field,
-                    order,
-                    limit,
-                } => Stage::Sort {
-                    field: field.clone(),
-                    order: *order,
-                    limit: *limit,
-                    heap: BinaryHeap::new(),
-                    seq: 0,
-                },
+                Step::GroupBy { fields, limit } => Stage::GroupBy { fields: fields.clone(), limit: *limit, groups: BTreeMap::new() },
+                Step::Sort { field, order, limit } => {
+                    Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 }
+                }
             })
             .collect();
         Pipeline { stages }
@@ -191,11 +148,7 @@ impl Pipeline {
                 kept.push_back(event);
             }
             Stage::Count { n } => *n += 1,
-            Stage::GroupBy {
-                fields,
-                limit,
-                groups,
-            } => {
+            Stage::GroupBy { fields, limit, groups } => {
                 // As in LogScale, an event lacking one of the fields is in no group.
                 let mut key = Vec::with_capacity(fields.len());
                 for field in fields.iter() {
@@ -215,21 +168,10 @@ impl Pipeline {
                     groups.insert(key, 1);
                 }
             }
-            Stage::Sort {
-                field,
-                order,
-                limit,
-                heap,
-                seq,
-            } => {
+            Stage::Sort { field, order, limit, heap, seq } => {
                 let key = SortKey::of(&event, field);
                 *seq += 1;
-                heap.push(Reverse(Ranked {
-                    key,
-                    order: *order,
-                    seq: *seq,
-                    event,
-                }));
+                heap.push(Reverse(Ranked { key, order: *order, seq: *seq, event }));
                 if heap.len() > *limit {
                     heap.pop();
                 }
@@ -261,10 +203,7 @@ fn drain(stage: &mut Stage) -> Vec<Event> {
             .collect(),
         Stage::Sort { heap, .. } => {
             // Ascending in rank order is worst first.
-            let mut ranked: Vec<Ranked> = std::mem::take(heap)
-                .into_iter()
-                .map(|Reverse(r)| r)
-                .collect();
+            let mut ranked: Vec<Ranked> = std::mem::take(heap).into_iter().map(|Reverse(r)| r).collect();
             ranked.sort_by(|a, b| b.cmp(a));
             ranked.into_iter().map(|r| r.event).collect()
         }

@@ -30,10 +30,7 @@ pub fn render(row: &SegmentRow) -> Event {
     event.insert("#repo".into(), Value::String(row.repository.clone()));
     event.insert("@timestamp".into(), Value::from(row.timestamp_ms));
     event.insert("@timezone".into(), Value::String("Z".into()));
-    event.insert(
-        "@ingesttimestamp".into(),
-        Value::String(row.ingest_timestamp_ms.to_string()),
-    );
+    event.insert("@ingesttimestamp".into(), Value::String(row.ingest_timestamp_ms.to_string()));
     event.insert("@rawstring".into(), Value::String(row.raw.clone()));
     event.insert("@id".into(), Value::String(row.id.clone()));
     match &row.error {

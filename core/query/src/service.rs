@@ -38,61 +38,33 @@ fn token_hash(token: &str) -> [u8; 32] {
 }
 
 impl QueryService {
-    pub fn new(
-        config: QueryConfig,
-        read_tokens: &[ReadTokenConfig],
-        source: Arc<dyn SegmentSource>,
-    ) -> Result<QueryService, ConfigError> {
+    pub fn new(config: QueryConfig, read_tokens: &[ReadTokenConfig], source: Arc<dyn SegmentSource>) -> Result<QueryService, ConfigError> {
         config.validate()?;
         let mut tokens = HashMap::new();
         for (index, token) in read_tokens.iter().enumerate() {
-            let name = token
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("read_tokens[{index}]"));
+            let name = token.name.clone().unwrap_or_else(|| format!("read_tokens[{index}]"));
             if token.token.trim().is_empty() {
                 return Err(ConfigError(format!("{name}: token is empty")));
             }
             if token.repositories.is_empty() {
-                return Err(ConfigError(format!(
-                    "{name}: repositories is empty; list the repositories it may read, or [\"*\"] for all"
-                )));
+                return Err(ConfigError(format!("{name}: repositories is empty; list the repositories it may read, or [\"*\"] for all")));
             }
             let repositories = if token.repositories.iter().any(|r| r == "*") {
                 None
             } else {
                 Some(token.repositories.iter().cloned().collect())
             };
-            if tokens
-                .insert(
-                    token_hash(&token.token),
-                    TokenScope {
-                        name: name.clone(),
-                        repositories,
-                    },
-                )
-                .is_some()
-            {
-                return Err(ConfigError(format!(
-                    "{name}: the same token appears twice in [[read_tokens]]"
-                )));
+            if tokens.insert(token_hash(&token.token), TokenScope { name: name.clone(), repositories }).is_some() {
+                return Err(ConfigError(format!("{name}: the same token appears twice in [[read_tokens]]")));
             }
         }
-        Ok(QueryService {
-            source,
-            config,
-            read_tokens: tokens,
-            ingest_tokens: HashSet::new(),
-        })
+        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new() })
     }
 
     /// The node's ingest tokens, only to tell a client that used one for reading what is
     /// wrong (they are never accepted for reading). A token both read and ingest stays a
     /// read token.
-    pub fn with_ingest_tokens<'a>(
-        mut self,
-        tokens: impl IntoIterator<Item = &'a str>,
-    ) -> QueryService {
+    pub fn with_ingest_tokens<'a>(mut self, tokens: impl IntoIterator<Item = &'a str>) -> QueryService {
         self.ingest_tokens = tokens.into_iter().map(token_hash).collect();
         self
     }
@@ -100,49 +72,28 @@ impl QueryService {
     /// Whether the request's bearer token may read `repo`; the error response if not.
     pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]",
-            ));
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
         };
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty());
         let Some(token) = token else {
-            return Err(Refusal::new(
-                StatusCode::UNAUTHORIZED,
-                "the Authorization header is not `Bearer <read token>`",
-            ));
+            return Err(Refusal::new(StatusCode::UNAUTHORIZED, "the Authorization header is not `Bearer <read token>`"));
         };
         let hash = token_hash(token);
         let Some(scope) = self.read_tokens.get(&hash) else {
             if self.ingest_tokens.contains(&hash) {
-                return Err(Refusal::new(
-                    StatusCode::FORBIDDEN,
-                    "this is an ingest token, which cannot read; use a read token ([[read_tokens]] in the core's config)",
-                ));
+                return Err(Refusal::new(StatusCode::FORBIDDEN, "this is an ingest token, which cannot read; use a read token ([[read_tokens]] in the core's config)"));
             }
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                "unknown read token; use a token from [[read_tokens]] in the core's config",
-            ));
+            return Err(Refusal::new(StatusCode::FORBIDDEN, "unknown read token; use a token from [[read_tokens]] in the core's config"));
         };
         if let Some(repositories) = &scope.repositories
             && !repositories.contains(repo)
         {
-            return Err(Refusal::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "read token {:?} may not read repository {repo:?}; add it to that token's repositories",
-                    scope.name
-                ),
-            ));
+            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
         }
         Ok(())
     }
@@ -153,9 +104,7 @@ impl QueryService {
             Refusal::bad_request(format!("the body is not a query request ({e}); send JSON like {{\"queryString\": \"error | head(10)\", \"start\": \"1h\"}}"))
         })?;
         if request.is_live == Some(true) {
-            return Err(Refusal::bad_request(
-                "live queries are not supported; send \"isLive\": false (or leave it out) with a start and end",
-            ));
+            return Err(Refusal::bad_request("live queries are not supported; send \"isLive\": false (or leave it out) with a start and end"));
         }
         let query_string = request.query_string.unwrap_or_default();
         if query_string.len() > self.config.max_query_bytes {
@@ -165,15 +114,9 @@ impl QueryService {
                 self.config.max_query_bytes
             )));
         }
-        let query = lang::parse(&query_string, &self.config.limits())
-            .map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
-        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms())
-            .map_err(|e| Refusal::bad_request(e.0))?;
-        Ok(Prepared {
-            query_string,
-            query,
-            range,
-        })
+        let query = lang::parse(&query_string, &self.config.limits()).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
+        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| Refusal::bad_request(e.0))?;
+        Ok(Prepared { query_string, query, range })
     }
 }
 
@@ -196,10 +139,7 @@ pub(crate) struct Prepared {
 
 pub(crate) fn text(status: StatusCode, message: &str) -> Response {
     let mut response = (status, format!("{message}\n")).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -212,10 +152,7 @@ pub(crate) struct Refusal {
 
 impl Refusal {
     fn new(status: StatusCode, message: impl Into<String>) -> Refusal {
-        Refusal {
-            status,
-            message: message.into(),
-        }
+        Refusal { status, message: message.into() }
     }
 
     fn bad_request(message: impl Into<String>) -> Refusal {
@@ -227,9 +164,7 @@ impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut response = text(self.status, &self.message);
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -257,64 +192,26 @@ mod tests {
         fn segments(&self, _: &str, _: i64, _: i64) -> Vec<weir_global::SegmentInfo> {
             Vec::new()
         }
-        fn local_path(
-            &self,
-            _: &weir_global::SegmentInfo,
-        ) -> futures::future::BoxFuture<'static, Result<std::path::PathBuf, crate::SourceError>>
-        {
+        fn local_path(&self, _: &weir_global::SegmentInfo) -> futures::future::BoxFuture<'static, Result<std::path::PathBuf, crate::SourceError>> {
             Box::pin(async { Err(crate::SourceError::Unavailable("no segments here".into())) })
         }
     }
 
     fn token(token: &str, repositories: &[&str]) -> ReadTokenConfig {
-        ReadTokenConfig {
-            token: token.into(),
-            repositories: repositories.iter().map(|r| r.to_string()).collect(),
-            name: None,
-        }
+        ReadTokenConfig { token: token.into(), repositories: repositories.iter().map(|r| r.to_string()).collect(), name: None }
     }
 
     #[test]
     fn bad_token_and_limit_settings_are_refused_by_name() {
-        let new = |config: QueryConfig, tokens: &[ReadTokenConfig]| {
-            QueryService::new(config, tokens, Arc::new(NoSegments))
-                .err()
-                .map(|e| e.0)
-        };
-        assert_eq!(
-            new(
-                QueryConfig::default(),
-                &[token("a", &["web"]), token("b", &["*"])]
-            ),
-            None
-        );
+        let new = |config: QueryConfig, tokens: &[ReadTokenConfig]| QueryService::new(config, tokens, Arc::new(NoSegments)).err().map(|e| e.0);
+        assert_eq!(new(QueryConfig::default(), &[token("a", &["web"]), token("b", &["*"])]), None);
         let error = new(QueryConfig::default(), &[token("a", &[])]).unwrap();
-        assert!(
-            error.contains("read_tokens[0]: repositories is empty"),
-            "{error}"
-        );
+        assert!(error.contains("read_tokens[0]: repositories is empty"), "{error}");
         let error = new(QueryConfig::default(), &[token(" ", &["web"])]).unwrap();
         assert!(error.contains("token is empty"), "{error}");
-        let error = new(
-            QueryConfig::default(),
-            &[token("a", &["web"]), token("a", &["db"])],
-        )
-        .unwrap();
-        assert!(
-            error.contains("read_tokens[1]: the same token appears twice"),
-            "{error}"
-        );
-        let error = new(
-            QueryConfig {
-                max_jobs: 0,
-                ..QueryConfig::default()
-            },
-            &[],
-        )
-        .unwrap();
-        assert!(
-            error.contains("query.max_jobs must be at least 1"),
-            "{error}"
-        );
+        let error = new(QueryConfig::default(), &[token("a", &["web"]), token("a", &["db"])]).unwrap();
+        assert!(error.contains("read_tokens[1]: the same token appears twice"), "{error}");
+        let error = new(QueryConfig { max_jobs: 0, ..QueryConfig::default() }, &[]).unwrap();
+        assert!(error.contains("query.max_jobs must be at least 1"), "{error}");
     }
 }

@@ -28,11 +28,7 @@ impl TimeRange {
 pub struct TimeError(pub String);
 
 /// The range of a request's `start` and `end` (either may be absent or null) at `now_ms`.
-pub fn resolve(
-    start: Option<&Value>,
-    end: Option<&Value>,
-    now_ms: i64,
-) -> Result<TimeRange, TimeError> {
+pub fn resolve(start: Option<&Value>, end: Option<&Value>, now_ms: i64) -> Result<TimeRange, TimeError> {
     let start_ms = match start.filter(|v| !v.is_null()) {
         None => point(&Value::String(DEFAULT_START.into()), now_ms, "start")?,
         Some(v) => point(v, now_ms, "start")?,
@@ -42,9 +38,7 @@ pub fn resolve(
         Some(v) => point(v, now_ms, "end")?,
     };
     if start_ms > end_ms {
-        return Err(TimeError(format!(
-            "start ({start_ms} ms) is after end ({end_ms} ms); give start earlier than end"
-        )));
+        return Err(TimeError(format!("start ({start_ms} ms) is after end ({end_ms} ms); give start earlier than end")));
     }
     Ok(TimeRange { start_ms, end_ms })
 }
@@ -69,9 +63,7 @@ pub fn parse_text(text: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(now_ms);
     }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return text
-            .parse()
-            .map_err(|_| format!("{text} is too large to be a time"));
+        return text.parse().map_err(|_| format!("{text} is too large to be a time"));
     }
     let span = relative_ms(text)?;
     Ok(now_ms.saturating_sub(span).max(0))
@@ -79,15 +71,11 @@ pub fn parse_text(text: &str, now_ms: i64) -> Result<i64, String> {
 
 /// Milliseconds of a relative time like `15m`, `24 hours`, `7d`.
 pub fn relative_ms(text: &str) -> Result<i64, String> {
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     let unit = unit.trim_start();
     let Ok(number) = number.parse::<i64>() else {
-        return Err(format!(
-            "{text:?} is not a relative time; write a number and a unit, like \"15m\", \"24hours\" or \"7d\""
-        ));
+        return Err(format!("{text:?} is not a relative time; write a number and a unit, like \"15m\", \"24hours\" or \"7d\""));
     };
     let unit_ms: i64 = match unit.to_ascii_lowercase().as_str() {
         "ms" | "millis" | "millisecond" | "milliseconds" => 1,
@@ -99,20 +87,10 @@ pub fn relative_ms(text: &str) -> Result<i64, String> {
         "mon" | "month" | "months" => 30 * 86_400_000,
         "q" | "qtr" | "qtrs" | "quarter" | "quarters" => 90 * 86_400_000,
         "y" | "yr" | "yrs" | "year" | "years" => 365 * 86_400_000,
-        "" => {
-            return Err(format!(
-                "{text:?} has no unit; write e.g. \"{number}m\" for minutes (a bare number must be a JSON number of milliseconds since the epoch)"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "unknown time unit {other:?} in {text:?}; use ms, s, m, h, d, w, mon, q or y (or their words)"
-            ));
-        }
+        "" => return Err(format!("{text:?} has no unit; write e.g. \"{number}m\" for minutes (a bare number must be a JSON number of milliseconds since the epoch)")),
+        other => return Err(format!("unknown time unit {other:?} in {text:?}; use ms, s, m, h, d, w, mon, q or y (or their words)")),
     };
-    number
-        .checked_mul(unit_ms)
-        .ok_or_else(|| format!("{text:?} is too long a time span"))
+    number.checked_mul(unit_ms).ok_or_else(|| format!("{text:?} is too long a time span"))
 }
 
 pub use weir_proto::event::now_ms;
@@ -149,23 +127,14 @@ mod tests {
     fn bad_relative_times_say_what_to_write() {
         for text in ["15", "m", "15 fortnights", "-5m", "1.5h", "15m30s"] {
             let error = relative_ms(text).unwrap_err();
-            assert!(
-                error.contains(text) || error.contains("unit"),
-                "{text}: {error}"
-            );
+            assert!(error.contains(text) || error.contains("unit"), "{text}: {error}");
         }
     }
 
     #[test]
     fn defaults_are_24_hours_ago_to_now() {
         let range = resolve(None, None, NOW).unwrap();
-        assert_eq!(
-            range,
-            TimeRange {
-                start_ms: NOW - 86_400_000,
-                end_ms: NOW
-            }
-        );
+        assert_eq!(range, TimeRange { start_ms: NOW - 86_400_000, end_ms: NOW });
         let range = resolve(Some(&Value::Null), Some(&Value::Null), NOW).unwrap();
         assert_eq!(range.end_ms, NOW);
     }
@@ -173,29 +142,11 @@ mod tests {
     #[test]
     fn absolute_relative_and_mixed() {
         let range = resolve(Some(&json!(1_000)), Some(&json!(2_000)), NOW).unwrap();
-        assert_eq!(
-            range,
-            TimeRange {
-                start_ms: 1_000,
-                end_ms: 2_000
-            }
-        );
+        assert_eq!(range, TimeRange { start_ms: 1_000, end_ms: 2_000 });
         let range = resolve(Some(&json!("15m")), Some(&json!("now")), NOW).unwrap();
-        assert_eq!(
-            range,
-            TimeRange {
-                start_ms: NOW - 900_000,
-                end_ms: NOW
-            }
-        );
+        assert_eq!(range, TimeRange { start_ms: NOW - 900_000, end_ms: NOW });
         let range = resolve(Some(&json!(1_000)), Some(&json!("2days")), NOW).unwrap();
-        assert_eq!(
-            range,
-            TimeRange {
-                start_ms: 1_000,
-                end_ms: NOW - 172_800_000
-            }
-        );
+        assert_eq!(range, TimeRange { start_ms: 1_000, end_ms: NOW - 172_800_000 });
         let range = resolve(Some(&json!("1000")), None, NOW).unwrap();
         assert_eq!(range.start_ms, 1_000);
         assert!(range.contains(1_000) && range.contains(NOW) && !range.contains(999));

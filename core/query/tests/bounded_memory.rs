@@ -11,30 +11,14 @@ use weir_segment::{SegmentOptions, SegmentRow};
 /// Peak resident set size of this process (VmHWM), in bytes.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .expect("VmHWM in /proc/self/status");
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 fn current_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS in /proc/self/status");
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,11 +29,7 @@ async fn a_result_larger_than_memory_limits_streams() {
     let dir = tempfile::tempdir().unwrap();
     let source = DirSource::new(dir.path());
     // Small writer buffers: writing must not set the peak either.
-    let options = SegmentOptions {
-        max_buffered_bytes: 4 << 20,
-        max_rows_per_row_group: 20_000,
-        ..SegmentOptions::default()
-    };
+    let options = SegmentOptions { max_buffered_bytes: 4 << 20, max_rows_per_row_group: 20_000, ..SegmentOptions::default() };
     let filler = "x".repeat(RAW_BYTES);
     for segment in 0..4u64 {
         let per = EVENTS / 4;
@@ -59,19 +39,12 @@ async fn a_result_larger_than_memory_limits_streams() {
             row.raw = format!("event {n} {filler}");
             row
         });
-        source.add_with(
-            &format!("big-{segment}"),
-            0,
-            (segment * per) as i64,
-            rows.collect::<Vec<SegmentRow>>(),
-            options.clone(),
-        );
+        source.add_with(&format!("big-{segment}"), 0, (segment * per) as i64, rows.collect::<Vec<SegmentRow>>(), options.clone());
     }
     let addr = serve(source, QueryConfig::default()).await;
 
     // Reset the peak to now (Linux: "5" to clear_refs), so only the query counts.
-    std::fs::write("/proc/self/clear_refs", "5")
-        .expect("resetting the peak RSS needs Linux's /proc/self/clear_refs");
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS needs Linux's /proc/self/clear_refs");
     let baseline = current_rss();
 
     let mut response = reqwest::Client::new()
@@ -90,10 +63,7 @@ async fn a_result_larger_than_memory_limits_streams() {
     }
     let growth = peak_rss().saturating_sub(baseline);
     assert_eq!(lines, EVENTS, "every event streamed");
-    assert!(
-        bytes > EVENTS * RAW_BYTES as u64,
-        "the result is {bytes} bytes"
-    );
+    assert!(bytes > EVENTS * RAW_BYTES as u64, "the result is {bytes} bytes");
     assert!(
         growth < MAX_GROWTH,
         "streaming {} MB grew the process by {} MB (limit {} MB)",
@@ -101,9 +71,5 @@ async fn a_result_larger_than_memory_limits_streams() {
         growth >> 20,
         MAX_GROWTH >> 20
     );
-    eprintln!(
-        "streamed {} MB of results; peak RSS grew by {} MB",
-        bytes >> 20,
-        growth >> 20
-    );
+    eprintln!("streamed {} MB of results; peak RSS grew by {} MB", bytes >> 20, growth >> 20);
 }

@@ -34,22 +34,12 @@ pub enum SegmentError {
 }
 
 impl SegmentError {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> SegmentError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> SegmentError {
         let path = path.into();
-        move |source| SegmentError::Io {
-            action,
-            path,
-            source,
-        }
+        move |source| SegmentError::Io { action, path, source }
     }
 
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> SegmentError {
-        SegmentError::Corrupt {
-            path: path.into(),
-            reason: reason.into(),
-        }
+        SegmentError::Corrupt { path: path.into(), reason: reason.into() }
     }
 }

@@ -64,21 +64,12 @@ pub struct RowGroupEntry {
 
 pub(crate) fn map_field_names() -> MapFieldNames {
     // The names the Parquet spec gives a MAP's repeated group and its leaves.
-    MapFieldNames {
-        entry: "key_value".into(),
-        key: "key".into(),
-        value: "value".into(),
-    }
+    MapFieldNames { entry: "key_value".into(), key: "key".into(), value: "value".into() }
 }
 
 pub(crate) fn tags_builder(capacity: usize) -> MapBuilder<StringBuilder, StringBuilder> {
-    MapBuilder::with_capacity(
-        Some(map_field_names()),
-        StringBuilder::new(),
-        StringBuilder::new(),
-        capacity,
-    )
-    .with_values_field(Field::new("value", DataType::Utf8, false))
+    MapBuilder::with_capacity(Some(map_field_names()), StringBuilder::new(), StringBuilder::new(), capacity)
+        .with_values_field(Field::new("value", DataType::Utf8, false))
 }
 
 fn timestamp_type() -> DataType {

@@ -8,11 +8,7 @@ use serde_json::json;
 use crate::*;
 
 fn meta(id: &str) -> SegmentMeta {
-    SegmentMeta {
-        segment_id: id.into(),
-        partition: 3,
-        offset_start: 100,
-    }
+    SegmentMeta { segment_id: id.into(), partition: 3, offset_start: 100 }
 }
 
 /// A row of `repository` from record `offset`, with fields, tags, parser and error
@@ -25,33 +21,18 @@ fn row(repository: &str, offset: i64, n: u32) -> SegmentRow {
     }
     let fields = match n % 4 {
         0 => serde_json::Map::new(),
-        1 => {
-            json!({"status": 200 + n, "path": "/ünïcode/✓", "ok": true, "ratio": 0.5, "none": null})
-                .as_object()
-                .unwrap()
-                .clone()
-        }
-        2 => json!({"nested": {"a": [1, "two"]}, "empty": ""})
+        1 => json!({"status": 200 + n, "path": "/ünïcode/✓", "ok": true, "ratio": 0.5, "none": null})
             .as_object()
             .unwrap()
             .clone(),
-        _ => json!({"msg": "日本語 \"quoted\"\n"})
-            .as_object()
-            .unwrap()
-            .clone(),
+        2 => json!({"nested": {"a": [1, "two"]}, "empty": ""}).as_object().unwrap().clone(),
+        _ => json!({"msg": "日本語 \"quoted\"\n"}).as_object().unwrap().clone(),
     };
     SegmentRow {
         repository: repository.to_owned(),
         timestamp_ms: 1_700_000_000_000 + i64::from(n) * 1000,
         ingest_timestamp_ms: 1_700_000_100_000 + i64::from(n),
-        raw: if n.is_multiple_of(5) {
-            String::new()
-        } else {
-            format!(
-                "event {n} in {repository} — ✓ {}",
-                "x".repeat(n as usize % 7)
-            )
-        },
+        raw: if n.is_multiple_of(5) { String::new() } else { format!("event {n} in {repository} — ✓ {}", "x".repeat(n as usize % 7)) },
         id: SegmentRow::event_id(3, offset, n),
         offset,
         tags,
@@ -63,15 +44,7 @@ fn row(repository: &str, offset: i64, n: u32) -> SegmentRow {
 
 /// Rows of three repositories, interleaved as records come from a partition.
 fn mixed_rows() -> Vec<SegmentRow> {
-    (0..60u32)
-        .map(|n| {
-            row(
-                ["beta", "alpha", "gämma"][n as usize % 3],
-                100 + i64::from(n / 2),
-                n,
-            )
-        })
-        .collect()
+    (0..60u32).map(|n| row(["beta", "alpha", "gämma"][n as usize % 3], 100 + i64::from(n / 2), n)).collect()
 }
 
 fn write(dir: &Path, id: &str, rows: &[SegmentRow], options: SegmentOptions) -> WrittenSegment {
@@ -83,10 +56,7 @@ fn write(dir: &Path, id: &str, rows: &[SegmentRow], options: SegmentOptions) -> 
 }
 
 fn of_repo(rows: &[SegmentRow], repository: &str) -> Vec<SegmentRow> {
-    rows.iter()
-        .filter(|r| r.repository == repository)
-        .cloned()
-        .collect()
+    rows.iter().filter(|r| r.repository == repository).cloned().collect()
 }
 
 #[test]
@@ -96,19 +66,11 @@ fn rows_round_trip_with_every_column_kind_nulls_unicode_and_empty_values() {
     let written = write(dir.path(), "seg-1", &rows, SegmentOptions::default());
     let reader = SegmentReader::open(&written.path).unwrap();
     for repository in ["alpha", "beta", "gämma"] {
-        let read: Vec<SegmentRow> = reader
-            .rows(repository)
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let read: Vec<SegmentRow> = reader.rows(repository).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(read, of_repo(&rows, repository), "{repository}");
     }
     // All rows: sorted by repository, each repository's rows in push order.
-    let all: Vec<SegmentRow> = reader
-        .all_rows()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let all: Vec<SegmentRow> = reader.all_rows().unwrap().collect::<Result<_, _>>().unwrap();
     let mut expected = rows.clone();
     expected.sort_by(|a, b| a.repository.cmp(&b.repository));
     assert_eq!(all, expected);
@@ -120,24 +82,10 @@ fn reading_one_repository_reads_only_its_row_groups() {
     let dir = tempfile::tempdir().unwrap();
     let rows = mixed_rows();
     // A small buffer forces several row groups per repository, interleaved in the file.
-    let written = write(
-        dir.path(),
-        "seg-prune",
-        &rows,
-        SegmentOptions {
-            max_buffered_bytes: 3000,
-            ..Default::default()
-        },
-    );
+    let written = write(dir.path(), "seg-prune", &rows, SegmentOptions { max_buffered_bytes: 3000, ..Default::default() });
     let reader = SegmentReader::open(&written.path).unwrap();
-    let beta: Vec<usize> = (0..reader.n_row_groups())
-        .filter(|&i| reader.meta().row_groups[i].repository == "beta")
-        .collect();
-    assert!(
-        beta.len() >= 2,
-        "expected several beta row groups: {:?}",
-        reader.meta().row_groups
-    );
+    let beta: Vec<usize> = (0..reader.n_row_groups()).filter(|&i| reader.meta().row_groups[i].repository == "beta").collect();
+    assert!(beta.len() >= 2, "expected several beta row groups: {:?}", reader.meta().row_groups);
     assert!(reader.n_row_groups() > beta.len() + 2);
 
     let mut rows_b = reader.rows("beta").unwrap();
@@ -146,64 +94,27 @@ fn reading_one_repository_reads_only_its_row_groups() {
     assert_eq!(rows_b.row_groups_read(), beta.as_slice());
 
     // Row groups cut by row count as well: still one repository each, all rows back.
-    let small = write(
-        dir.path(),
-        "seg-small",
-        &rows,
-        SegmentOptions {
-            max_rows_per_row_group: 7,
-            ..Default::default()
-        },
-    );
+    let small = write(dir.path(), "seg-small", &rows, SegmentOptions { max_rows_per_row_group: 7, ..Default::default() });
     let reader = SegmentReader::open(&small.path).unwrap();
-    assert_eq!(
-        reader.n_row_groups(),
-        9,
-        "20 rows of each of 3 repositories, 7 per row group"
-    );
-    let all: Vec<SegmentRow> = reader
-        .all_rows()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    assert_eq!(reader.n_row_groups(), 9, "20 rows of each of 3 repositories, 7 per row group");
+    let all: Vec<SegmentRow> = reader.all_rows().unwrap().collect::<Result<_, _>>().unwrap();
     assert_eq!(all.len(), rows.len());
     let mut gamma = reader.rows("gämma").unwrap();
-    assert_eq!(
-        gamma.by_ref().collect::<Result<Vec<_>, _>>().unwrap(),
-        of_repo(&rows, "gämma")
-    );
+    assert_eq!(gamma.by_ref().collect::<Result<Vec<_>, _>>().unwrap(), of_repo(&rows, "gämma"));
     assert_eq!(gamma.row_groups_read(), [6, 7, 8]);
 
     // Default buffer: exactly one row group per repository, in repository order.
     let one = write(dir.path(), "seg-one", &rows, SegmentOptions::default());
-    let repos: Vec<&str> = one
-        .row_groups
-        .iter()
-        .map(|g| g.repository.as_str())
-        .collect();
+    let repos: Vec<&str> = one.row_groups.iter().map(|g| g.repository.as_str()).collect();
     assert_eq!(repos, ["alpha", "beta", "gämma"]);
 
     // Row groups that cross the writer's internal chunks of rows keep every row, in order.
-    let many: Vec<SegmentRow> = (0..10_000u32)
-        .map(|n| row("alpha", 100 + i64::from(n % 50), n))
-        .collect();
-    let big = write(
-        dir.path(),
-        "seg-many",
-        &many,
-        SegmentOptions {
-            max_rows_per_row_group: 3_000,
-            ..Default::default()
-        },
-    );
+    let many: Vec<SegmentRow> = (0..10_000u32).map(|n| row("alpha", 100 + i64::from(n % 50), n)).collect();
+    let big = write(dir.path(), "seg-many", &many, SegmentOptions { max_rows_per_row_group: 3_000, ..Default::default() });
     let counts: Vec<u64> = big.row_groups.iter().map(|g| g.rows).collect();
     assert_eq!(counts, [3_000, 3_000, 3_000, 1_000]);
     let reader = SegmentReader::open(&big.path).unwrap();
-    let back: Vec<SegmentRow> = reader
-        .all_rows()
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let back: Vec<SegmentRow> = reader.all_rows().unwrap().collect::<Result<_, _>>().unwrap();
     assert!(back == many, "10 000 rows come back as written");
 }
 
@@ -255,18 +166,11 @@ fn an_empty_segment_is_valid() {
 #[test]
 fn a_truncated_file_is_an_error_naming_it_and_fails_verify() {
     let dir = tempfile::tempdir().unwrap();
-    let written = write(
-        dir.path(),
-        "seg-trunc",
-        &mixed_rows(),
-        SegmentOptions::default(),
-    );
+    let written = write(dir.path(), "seg-trunc", &mixed_rows(), SegmentOptions::default());
     let bytes = std::fs::read(&written.path).unwrap();
     for keep in [0, 3, 100, bytes.len() / 2, bytes.len() - 9, bytes.len() - 1] {
         std::fs::write(&written.path, &bytes[..keep]).unwrap();
-        let error = SegmentReader::open(&written.path)
-            .err()
-            .unwrap_or_else(|| panic!("opened a file cut to {keep} bytes"));
+        let error = SegmentReader::open(&written.path).err().unwrap_or_else(|| panic!("opened a file cut to {keep} bytes"));
         assert!(matches!(error, SegmentError::Corrupt { .. }), "{error}");
         assert!(error.to_string().contains("seg-trunc.parquet"), "{error}");
         assert!(!SegmentReader::verify_file(&written.path, &written.blake3_hex).unwrap());
@@ -287,18 +191,8 @@ fn a_flipped_byte_is_an_error_never_a_wrong_row_and_fails_verify() {
     let original = std::fs::read(&written.path).unwrap();
     let mut expected = rows.clone();
     expected.sort_by(|a, b| a.repository.cmp(&b.repository));
-    let in_row_group = |at: u64| {
-        written
-            .row_groups
-            .iter()
-            .any(|g| (g.start..g.end).contains(&at))
-    };
-    assert!(
-        in_row_group(original.len() as u64 / 2),
-        "the middle of the file is row group data: {} bytes, {:?}",
-        original.len(),
-        written.row_groups
-    );
+    let in_row_group = |at: u64| written.row_groups.iter().any(|g| (g.start..g.end).contains(&at));
+    assert!(in_row_group(original.len() as u64 / 2), "the middle of the file is row group data: {} bytes, {:?}", original.len(), written.row_groups);
     // Bytes all over the file, one at a time (every byte would take a minute): in row group
     // data a flip is always an error (the row group's blake3); in the footer it is an
     // error or changes no row. The file's tail (footer length, magic) byte by byte.
@@ -313,17 +207,11 @@ fn a_flipped_byte_is_an_error_never_a_wrong_row_and_fails_verify() {
             SegmentReader::open(&written.path).and_then(|r| r.all_rows()?.collect());
         match outcome {
             Err(error) => {
-                assert!(
-                    matches!(error, SegmentError::Corrupt { .. }),
-                    "byte {at}: {error}"
-                );
+                assert!(matches!(error, SegmentError::Corrupt { .. }), "byte {at}: {error}");
                 assert!(error.to_string().contains("seg-flip.parquet"), "{error}");
             }
             Ok(read) => {
-                assert!(
-                    !in_row_group(at as u64),
-                    "byte {at} of row group data flipped, rows read all the same"
-                );
+                assert!(!in_row_group(at as u64), "byte {at} of row group data flipped, rows read all the same");
                 assert_eq!(read, expected, "byte {at} flipped: wrong rows");
             }
         }
@@ -340,15 +228,7 @@ fn no_segment_under_its_name_until_finish_and_an_abandoned_one_leaves_nothing() 
             .filter(|n| is_segment_file_name(n))
             .collect()
     };
-    let mut writer = SegmentWriter::create_with(
-        dir.path(),
-        meta("seg-crash"),
-        SegmentOptions {
-            max_buffered_bytes: 2000,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut writer = SegmentWriter::create_with(dir.path(), meta("seg-crash"), SegmentOptions { max_buffered_bytes: 2000, ..Default::default() }).unwrap();
     for r in mixed_rows() {
         writer.push(r).unwrap();
     }
@@ -357,29 +237,16 @@ fn no_segment_under_its_name_until_finish_and_an_abandoned_one_leaves_nothing() 
     assert!(std::fs::metadata(&tmp).unwrap().len() > 4);
     assert!(!dir.path().join("seg-crash.parquet").exists());
     assert_eq!(segments(dir.path()), Vec::<String>::new());
-    assert!(!is_segment_file_name(
-        tmp.file_name().unwrap().to_str().unwrap()
-    ));
+    assert!(!is_segment_file_name(tmp.file_name().unwrap().to_str().unwrap()));
     drop(writer);
     assert!(!tmp.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
-    let written = write(
-        dir.path(),
-        "seg-crash",
-        &mixed_rows(),
-        SegmentOptions::default(),
-    );
+    let written = write(dir.path(), "seg-crash", &mixed_rows(), SegmentOptions::default());
     assert_eq!(segments(dir.path()), ["seg-crash.parquet"]);
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        1,
-        "the temporary file is gone"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the temporary file is gone");
     // A segment id is written once.
-    let again = SegmentWriter::create(dir.path(), meta("seg-crash"))
-        .err()
-        .unwrap();
+    let again = SegmentWriter::create(dir.path(), meta("seg-crash")).err().unwrap();
     assert!(matches!(again, SegmentError::Exists { .. }), "{again}");
     assert!(SegmentReader::open(&written.path).is_ok());
 
@@ -391,10 +258,7 @@ fn no_segment_under_its_name_until_finish_and_an_abandoned_one_leaves_nothing() 
     let error = writer.finish(121).unwrap_err();
     assert!(matches!(error, SegmentError::Exists { .. }), "{error}");
     assert!(!dir.path().join(".seg-race.parquet.tmp").exists());
-    assert_eq!(
-        std::fs::read(dir.path().join("seg-race.parquet")).unwrap(),
-        b"theirs"
-    );
+    assert_eq!(std::fs::read(dir.path().join("seg-race.parquet")).unwrap(), b"theirs");
 }
 
 #[test]
@@ -402,22 +266,13 @@ fn offsets_outside_the_range_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = SegmentWriter::create(dir.path(), meta("seg-range")).unwrap();
     let error = writer.push(row("a", 99, 1)).unwrap_err();
-    assert!(
-        error.to_string().contains("below offset_start 100"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("below offset_start 100"), "{error}");
     writer.push(row("a", 150, 1)).unwrap();
     let error = writer.finish(150).unwrap_err();
     assert!(matches!(error, SegmentError::Invalid { .. }), "{error}");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "a failed finish leaves nothing"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "a failed finish leaves nothing");
 
-    let error = SegmentWriter::create(dir.path(), meta("../escape"))
-        .err()
-        .unwrap();
+    let error = SegmentWriter::create(dir.path(), meta("../escape")).err().unwrap();
     assert!(matches!(error, SegmentError::Invalid { .. }), "{error}");
 }
 
@@ -432,15 +287,7 @@ fn a_parquet_file_weir_did_not_write_is_refused() {
 
 #[test]
 fn event_ids_read_partition_offset_and_index() {
-    for (partition, offset, index) in [
-        (0, 0, 0),
-        (7, 1_234_567_890_123, 42),
-        (i32::MAX, i64::MAX, u32::MAX),
-        (-1, -5, 3),
-    ] {
-        assert_eq!(
-            SegmentRow::event_id(partition, offset, index),
-            format!("{partition}-{offset}-{index}")
-        );
+    for (partition, offset, index) in [(0, 0, 0), (7, 1_234_567_890_123, 42), (i32::MAX, i64::MAX, u32::MAX), (-1, -5, 3)] {
+        assert_eq!(SegmentRow::event_id(partition, offset, index), format!("{partition}-{offset}-{index}"));
     }
 }

@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, StringBuilder};
-use arrow_array::{
-    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
+use arrow_array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -57,11 +55,7 @@ pub struct SegmentOptions {
 
 impl Default for SegmentOptions {
     fn default() -> Self {
-        SegmentOptions {
-            max_buffered_bytes: 64 << 20,
-            zstd_level: 3,
-            max_rows_per_row_group: 1 << 20,
-        }
+        SegmentOptions { max_buffered_bytes: 64 << 20, zstd_level: 3, max_rows_per_row_group: 1 << 20 }
     }
 }
 
@@ -135,23 +129,13 @@ impl SegmentWriter {
         SegmentWriter::create_with(dir, meta, SegmentOptions::default())
     }
 
-    pub fn create_with(
-        dir: &Path,
-        meta: SegmentMeta,
-        options: SegmentOptions,
-    ) -> Result<SegmentWriter, SegmentError> {
+    pub fn create_with(dir: &Path, meta: SegmentMeta, options: SegmentOptions) -> Result<SegmentWriter, SegmentError> {
         check_segment_id(&meta.segment_id)?;
         if meta.offset_start < 0 {
-            return Err(invalid(
-                &meta,
-                format!("offset_start {} is negative", meta.offset_start),
-            ));
+            return Err(invalid(&meta, format!("offset_start {} is negative", meta.offset_start)));
         }
         if options.max_rows_per_row_group == 0 {
-            return Err(invalid(
-                &meta,
-                "max_rows_per_row_group must be at least 1".into(),
-            ));
+            return Err(invalid(&meta, "max_rows_per_row_group must be at least 1".into()));
         }
         let level = ZstdLevel::try_new(options.zstd_level)
             .map_err(|e| invalid(&meta, format!("zstd level {}: {e}", options.zstd_level)))?;
@@ -180,27 +164,14 @@ impl SegmentWriter {
             .set_column_dictionary_enabled(ColumnPath::from(schema::RAWSTRING), false)
             .set_column_dictionary_enabled(ColumnPath::from(schema::ID), false)
             .set_column_dictionary_enabled(ColumnPath::from(schema::FIELDS), false)
-            .set_column_statistics_enabled(
-                ColumnPath::from(schema::RAWSTRING),
-                EnabledStatistics::None,
-            )
+            .set_column_statistics_enabled(ColumnPath::from(schema::RAWSTRING), EnabledStatistics::None)
             .set_column_statistics_enabled(ColumnPath::from(schema::ID), EnabledStatistics::None)
-            .set_column_statistics_enabled(
-                ColumnPath::from(schema::FIELDS),
-                EnabledStatistics::None,
-            )
-            .set_created_by(format!(
-                "weir-segment {} (format {FORMAT_VERSION})",
-                env!("CARGO_PKG_VERSION")
-            ))
+            .set_column_statistics_enabled(ColumnPath::from(schema::FIELDS), EnabledStatistics::None)
+            .set_created_by(format!("weir-segment {} (format {FORMAT_VERSION})", env!("CARGO_PKG_VERSION")))
             .build();
         let sink = HashingFile::new(file);
-        let writer = ArrowWriter::try_new(sink, schema::arrow_schema(), Some(properties)).map_err(
-            |source| SegmentError::Encode {
-                path: tmp_path.clone(),
-                source,
-            },
-        )?;
+        let writer = ArrowWriter::try_new(sink, schema::arrow_schema(), Some(properties))
+            .map_err(|source| SegmentError::Encode { path: tmp_path.clone(), source })?;
         tracing::debug!(segment_id = %meta.segment_id, partition = meta.partition, path = %tmp_path.display(), "segment started");
         Ok(SegmentWriter {
             meta,
@@ -229,28 +200,16 @@ impl SegmentWriter {
     /// may interleave.
     pub fn push(&mut self, row: SegmentRow) -> Result<(), SegmentError> {
         if row.offset < self.meta.offset_start {
-            let reason = format!(
-                "row offset {} is below offset_start {}",
-                row.offset, self.meta.offset_start
-            );
+            let reason = format!("row offset {} is below offset_start {}", row.offset, self.meta.offset_start);
             return Err(invalid(&self.meta, reason));
         }
         if row.repository.is_empty() {
-            return Err(invalid(
-                &self.meta,
-                format!("row {} has an empty repository", row.id),
-            ));
+            return Err(invalid(&self.meta, format!("row {} has an empty repository", row.id)));
         }
         let size = estimate_size(&row);
         self.n_events += 1;
-        self.min_ts = Some(
-            self.min_ts
-                .map_or(row.timestamp_ms, |t| t.min(row.timestamp_ms)),
-        );
-        self.max_ts = Some(
-            self.max_ts
-                .map_or(row.timestamp_ms, |t| t.max(row.timestamp_ms)),
-        );
+        self.min_ts = Some(self.min_ts.map_or(row.timestamp_ms, |t| t.min(row.timestamp_ms)));
+        self.max_ts = Some(self.max_ts.map_or(row.timestamp_ms, |t| t.max(row.timestamp_ms)));
         self.max_offset = Some(self.max_offset.map_or(row.offset, |o| o.max(row.offset)));
         if !self.repositories.contains(&row.repository) {
             self.repositories.insert(row.repository.clone());
@@ -260,12 +219,7 @@ impl SegmentWriter {
         buffer.bytes += size;
         self.buffered_bytes += size;
         while self.buffered_bytes > self.options.max_buffered_bytes {
-            let Some(largest) = self
-                .buffers
-                .iter()
-                .max_by_key(|(_, b)| b.bytes)
-                .map(|(r, _)| r.clone())
-            else {
+            let Some(largest) = self.buffers.iter().max_by_key(|(_, b)| b.bytes).map(|(r, _)| r.clone()) else {
                 break;
             };
             self.flush_repository(&largest)?;
@@ -287,14 +241,9 @@ impl SegmentWriter {
             let group: Vec<&SegmentRow> = rows.by_ref().take(n).collect();
             let batch = to_batch(&group).map_err(|e| SegmentError::Encode {
                 path: self.tmp_path.clone(),
-                source: parquet::errors::ParquetError::General(format!(
-                    "building the arrow batch: {e}"
-                )),
+                source: parquet::errors::ParquetError::General(format!("building the arrow batch: {e}")),
             })?;
-            let encode = |source| SegmentError::Encode {
-                path: self.tmp_path.clone(),
-                source,
-            };
+            let encode = |source| SegmentError::Encode { path: self.tmp_path.clone(), source };
             writer.write(&batch).map_err(encode)?;
             writer.flush().map_err(encode)?;
             // The row group ends here: the hashing writer closes its range at this byte
@@ -305,9 +254,7 @@ impl SegmentWriter {
             if writer.flushed_row_groups().len() != self.row_group_repos.len() {
                 return Err(SegmentError::Encode {
                     path: self.tmp_path.clone(),
-                    source: parquet::errors::ParquetError::General(
-                        "row groups out of step with the writer".into(),
-                    ),
+                    source: parquet::errors::ParquetError::General("row groups out of step with the writer".into()),
                 });
             }
         }
@@ -330,15 +277,10 @@ impl SegmentWriter {
             self.flush_repository(&repository)?;
         }
         let mut writer = self.writer.take().expect("writer present until finish");
-        let encode = |source| SegmentError::Encode {
-            path: self.tmp_path.clone(),
-            source,
-        };
+        let encode = |source| SegmentError::Encode { path: self.tmp_path.clone(), source };
         // Push the buffered bytes through the hasher so every row group's hash is final
         // before the index that holds the hashes goes into the footer.
-        writer
-            .sync()
-            .map_err(SegmentError::io("write", &self.tmp_path))?;
+        writer.sync().map_err(SegmentError::io("write", &self.tmp_path))?;
         let hashes = writer.inner_mut().take_row_group_hashes();
         if hashes.len() != self.row_group_repos.len() {
             return Err(encode(parquet::errors::ParquetError::General(format!(
@@ -349,11 +291,7 @@ impl SegmentWriter {
         }
         for ((start, end, _), rg) in hashes.iter().zip(writer.flushed_row_groups()) {
             let first = rg.columns().iter().map(|c| c.byte_range().0).min();
-            let last = rg
-                .columns()
-                .iter()
-                .map(|c| c.byte_range().0 + c.byte_range().1)
-                .max();
+            let last = rg.columns().iter().map(|c| c.byte_range().0 + c.byte_range().1).max();
             if (first, last) != (Some(*start), Some(*end)) {
                 return Err(encode(parquet::errors::ParquetError::General(format!(
                     "hashed range {start}..{end} is not the row group's {first:?}..{last:?}"
@@ -380,14 +318,8 @@ impl SegmentWriter {
             (key::OFFSET_START, self.meta.offset_start.to_string()),
             (key::OFFSET_END, offset_end.to_string()),
             (key::N_EVENTS, self.n_events.to_string()),
-            (
-                key::REPOSITORIES,
-                serde_json::to_string(&repositories).expect("strings serialize"),
-            ),
-            (
-                key::ROW_GROUPS,
-                serde_json::to_string(&row_groups).expect("entries serialize"),
-            ),
+            (key::REPOSITORIES, serde_json::to_string(&repositories).expect("strings serialize")),
+            (key::ROW_GROUPS, serde_json::to_string(&row_groups).expect("entries serialize")),
         ];
         if let (Some(min), Some(max)) = (self.min_ts, self.max_ts) {
             kv.push((key::MIN_TIMESTAMP_MS, min.to_string()));
@@ -399,24 +331,16 @@ impl SegmentWriter {
         // Writes the footer (with the metadata above) and hands back the hashing writer.
         let sink = writer.into_inner().map_err(encode)?;
         let (file, hash, bytes) = sink.into_parts();
-        file.sync_all()
-            .map_err(SegmentError::io("sync", &self.tmp_path))?;
+        file.sync_all().map_err(SegmentError::io("sync", &self.tmp_path))?;
         drop(file);
         // The id is unique and one digest owns a partition, so the check and the rename do
         // not race in practice; the check keeps a bug from replacing a registered segment.
         if self.final_path.exists() {
-            return Err(SegmentError::Exists {
-                path: self.final_path.clone(),
-            });
+            return Err(SegmentError::Exists { path: self.final_path.clone() });
         }
-        std::fs::rename(&self.tmp_path, &self.final_path)
-            .map_err(SegmentError::io("rename into place", &self.final_path))?;
+        std::fs::rename(&self.tmp_path, &self.final_path).map_err(SegmentError::io("rename into place", &self.final_path))?;
         self.renamed = true;
-        let dir = self
-            .final_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = self.final_path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(SegmentError::io("sync the directory", dir))?;
@@ -464,19 +388,14 @@ impl Drop for SegmentWriter {
 }
 
 fn invalid(meta: &SegmentMeta, reason: String) -> SegmentError {
-    SegmentError::Invalid {
-        segment_id: meta.segment_id.clone(),
-        reason,
-    }
+    SegmentError::Invalid { segment_id: meta.segment_id.clone(), reason }
 }
 
 fn check_segment_id(id: &str) -> Result<(), SegmentError> {
     let ok = !id.is_empty()
         && id.len() <= 200
         && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
@@ -490,11 +409,7 @@ fn check_segment_id(id: &str) -> Result<(), SegmentError> {
 /// Bytes a row takes in the buffer, roughly: its strings plus fixed overhead.
 fn estimate_size(row: &SegmentRow) -> usize {
     let tags: usize = row.tags.iter().map(|(k, v)| k.len() + v.len() + 48).sum();
-    let fields: usize = row
-        .fields
-        .iter()
-        .map(|(k, v)| k.len() + json_size(v) + 64)
-        .sum();
+    let fields: usize = row.fields.iter().map(|(k, v)| k.len() + json_size(v) + 64).sum();
     row.repository.len()
         + row.raw.len()
         + row.id.len()
@@ -509,20 +424,14 @@ fn json_size(value: &serde_json::Value) -> usize {
     match value {
         serde_json::Value::String(s) => s.len() + 24,
         serde_json::Value::Array(a) => a.iter().map(json_size).sum::<usize>() + 24,
-        serde_json::Value::Object(o) => {
-            o.iter()
-                .map(|(k, v)| k.len() + json_size(v) + 64)
-                .sum::<usize>()
-                + 24
-        }
+        serde_json::Value::Object(o) => o.iter().map(|(k, v)| k.len() + json_size(v) + 64).sum::<usize>() + 24,
         _ => 16,
     }
 }
 
 fn to_batch(rows: &[&SegmentRow]) -> Result<RecordBatch, arrow_schema::ArrowError> {
     let timestamps: TimestampMillisecondArray = rows.iter().map(|r| Some(r.timestamp_ms)).collect();
-    let ingest: TimestampMillisecondArray =
-        rows.iter().map(|r| Some(r.ingest_timestamp_ms)).collect();
+    let ingest: TimestampMillisecondArray = rows.iter().map(|r| Some(r.ingest_timestamp_ms)).collect();
     let raw: StringArray = rows.iter().map(|r| Some(r.raw.as_str())).collect();
     let id: StringArray = rows.iter().map(|r| Some(r.id.as_str())).collect();
     let repo: StringArray = rows.iter().map(|r| Some(r.repository.as_str())).collect();
@@ -619,8 +528,7 @@ impl HashingFile {
                     self.range.update(&bytes[..n]);
                     self.pos = end;
                     bytes = &bytes[n..];
-                    self.done
-                        .push((self.range_start, end, self.range.finalize()));
+                    self.done.push((self.range_start, end, self.range.finalize()));
                     self.range.reset();
                     self.range_start = end;
                     self.pending_ends.pop_front();

@@ -46,12 +46,7 @@ pub struct EdgeConnections {
 impl EdgeConnections {
     /// Serves one edge's connection (its certificate verified by the handshake) until it
     /// closes, or `shutdown` and its batches in flight are answered.
-    pub async fn serve_connection(
-        self: Arc<Self>,
-        connection: quinn::Connection,
-        certificate: CertificateDer<'static>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn serve_connection(self: Arc<Self>, connection: quinn::Connection, certificate: CertificateDer<'static>, shutdown: CancellationToken) {
         let remote = connection.remote_address();
         tracing::info!(%remote, "edge connected");
         let certificate = Arc::new(certificate);
@@ -90,16 +85,9 @@ impl EdgeConnections {
                 Ok((send, recv)) => {
                     let this = self.clone();
                     let (done, next) = oneshot::channel();
-                    let turn = Turn {
-                        previous: previous.replace(next),
-                        done: Some(done),
-                    };
-                    let (connection, certificate, resend) =
-                        (connection.clone(), certificate.clone(), resend.clone());
-                    streams.spawn(async move {
-                        this.serve_stream(send, recv, turn, &connection, &certificate, &resend)
-                            .await
-                    });
+                    let turn = Turn { previous: previous.replace(next), done: Some(done) };
+                    let (connection, certificate, resend) = (connection.clone(), certificate.clone(), resend.clone());
+                    streams.spawn(async move { this.serve_stream(send, recv, turn, &connection, &certificate, &resend).await });
                 }
                 Err(error) => {
                     tracing::info!(%remote, %error, "edge connection closed");
@@ -130,10 +118,7 @@ impl EdgeConnections {
         resend: &CancellationToken,
     ) {
         let response = match self.read_frame(&mut recv).await {
-            Ok((header, frame)) => {
-                self.handle_frame(header, frame, turn, certificate, resend)
-                    .await
-            }
+            Ok((header, frame)) => self.handle_frame(header, frame, turn, certificate, resend).await,
             Err(FrameError::Refused(response)) => {
                 // Answered without reading the rest: tell the edge to stop sending it.
                 let _ = recv.stop(0u32.into());
@@ -145,10 +130,7 @@ impl EdgeConnections {
                 // resend everything unacknowledged, in order, on a new one.
                 tracing::info!(remote = %connection.remote_address(), %error, "edge stream cut off before its frame ended; closing the connection");
                 turn.cut();
-                connection.close(
-                    CLOSE_CUT_FRAME.into(),
-                    b"a batch frame was cut off; reconnect and resend in order",
-                );
+                connection.close(CLOSE_CUT_FRAME.into(), b"a batch frame was cut off; reconnect and resend in order");
                 return;
             }
         };
@@ -170,25 +152,17 @@ impl EdgeConnections {
 
     /// Reads one request frame. The header comes first and is checked before the payload
     /// is read, so a frame over the limit or of another version is refused unread.
-    async fn read_frame(
-        &self,
-        recv: &mut quinn::RecvStream,
-    ) -> Result<(RequestHeader, Frame), FrameError> {
+    async fn read_frame(&self, recv: &mut quinn::RecvStream) -> Result<(RequestHeader, Frame), FrameError> {
         let mut prefix = [0u8; 4];
         read_exact(recv, &mut prefix).await?;
-        let header_len = wire::header_len(prefix)
-            .map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
+        let header_len = wire::header_len(prefix).map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
         let mut header = vec![0u8; header_len];
         read_exact(recv, &mut header).await?;
-        let header = wire::decode_header(&header)
-            .map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
+        let header = wire::decode_header(&header).map_err(|e| FrameError::refused(ErrorCode::BadRequest, e.to_string()))?;
         if header.version != PROTOCOL_VERSION {
             return Err(FrameError::refused(
                 ErrorCode::UnsupportedVersion,
-                format!(
-                    "protocol version {} is not supported (this core speaks {PROTOCOL_VERSION}): upgrade the edge or core",
-                    header.version
-                ),
+                format!("protocol version {} is not supported (this core speaks {PROTOCOL_VERSION}): upgrade the edge or core", header.version),
             ));
         }
         if header.payload_bytes > self.config.max_frame_bytes as u64 {
@@ -209,10 +183,9 @@ impl EdgeConnections {
         read_exact(recv, &mut payload).await?;
         match recv.read_to_end(0).await {
             Ok(_) => Ok((header, Frame { payload, share })),
-            Err(quinn::ReadToEndError::TooLong) => Err(FrameError::refused(
-                ErrorCode::BadRequest,
-                "frame continues past the payload length its header declares".into(),
-            )),
+            Err(quinn::ReadToEndError::TooLong) => {
+                Err(FrameError::refused(ErrorCode::BadRequest, "frame continues past the payload length its header declares".into()))
+            }
             Err(quinn::ReadToEndError::Read(error)) => Err(FrameError::Cut(error.to_string())),
         }
     }
@@ -228,9 +201,7 @@ impl EdgeConnections {
         certificate: &CertificateDer<'static>,
         resend: &CancellationToken,
     ) -> Response {
-        if let Err(reason) =
-            weir_node::tls::certificate_names(certificate, &header.batch_id.edge_id)
-        {
+        if let Err(reason) = weir_node::tls::certificate_names(certificate, &header.batch_id.edge_id) {
             tracing::warn!(edge_id = %header.batch_id.edge_id, %reason, "edge names itself differently from its certificate");
             let refusal = error(
                 ErrorCode::Forbidden,
@@ -244,67 +215,35 @@ impl EdgeConnections {
         let Frame { payload, mut share } = frame;
         // The decompressed size, as the payload declares it (bounded below by the check
         // in `decompress_payload`), joins the frame's share before anything is inflated.
-        let inflated = wire::declared_size(&payload).map_or(self.config.max_batch_bytes, |n| {
-            (n as usize).min(self.config.max_batch_bytes)
-        });
+        let inflated = wire::declared_size(&payload).map_or(self.config.max_batch_bytes, |n| (n as usize).min(self.config.max_batch_bytes));
         let Some(more) = self.budget.try_take(inflated) else {
             return refused_before_publishing(turn, resend, over_budget(&self.budget)).await;
         };
         share.merge(more);
         // Decompressing and splitting a batch of many MiB takes milliseconds: off the
         // runtime's workers, which serve every other stream.
-        let (max_batch_bytes, max_record_bytes, batch_id) = (
-            self.config.max_batch_bytes,
-            self.publisher.max_record_bytes(),
-            header.batch_id.clone(),
-        );
+        let (max_batch_bytes, max_record_bytes, batch_id) =
+            (self.config.max_batch_bytes, self.publisher.max_record_bytes(), header.batch_id.clone());
         let publisher = self.publisher.clone();
         let decoded = tokio::task::spawn_blocking(move || {
-            let json = wire::decompress_payload(&payload, max_batch_bytes)
-                .map_err(|e| error(ErrorCode::TooLarge, e.to_string()))?;
+            let json = wire::decompress_payload(&payload, max_batch_bytes).map_err(|e| error(ErrorCode::TooLarge, e.to_string()))?;
             drop(payload);
-            records(
-                &publisher,
-                max_record_bytes,
-                bytes::Bytes::from(json),
-                &batch_id,
-            )
+            records(&publisher, max_record_bytes, bytes::Bytes::from(json), &batch_id)
         })
         .await;
         let (records, n_events) = match decoded {
             Ok(Ok(decoded)) => decoded,
             Ok(Err(response)) => return refused_before_publishing(turn, resend, response).await,
-            Err(join) => {
-                return refused_before_publishing(
-                    turn,
-                    resend,
-                    error(ErrorCode::Internal, format!("decoding task failed: {join}")),
-                )
-                .await;
-            }
+            Err(join) => return refused_before_publishing(turn, resend, error(ErrorCode::Internal, format!("decoding task failed: {join}"))).await,
         };
         if n_events != header.n_events {
-            let refusal = error(
-                ErrorCode::BadRequest,
-                format!(
-                    "header announces {} events but the payload holds {n_events}",
-                    header.n_events
-                ),
-            );
+            let refusal = error(ErrorCode::BadRequest, format!("header announces {} events but the payload holds {n_events}", header.n_events));
             return refused_before_publishing(turn, resend, refusal).await;
         }
         // An unready core acknowledges nothing (see `KafkaSink::ingest`); the edge retries
         // or fails over.
         if let Some(reason) = self.publisher.not_ready() {
-            return refused_before_publishing(
-                turn,
-                resend,
-                error(
-                    ErrorCode::Unavailable,
-                    format!("this core is not ready: {reason}"),
-                ),
-            )
-            .await;
+            return refused_before_publishing(turn, resend, error(ErrorCode::Unavailable, format!("this core is not ready: {reason}"))).await;
         }
         if !turn.wait().await {
             turn.cut();
@@ -317,18 +256,11 @@ impl EdgeConnections {
         let delivery = self.publisher.enqueue(records, header.batch_id.seq).await;
         turn.pass();
         match delivery.acknowledged().await {
-            Ok(_) => Response::Ack {
-                batch_id: header.batch_id,
-                n_events,
-            },
+            Ok(_) => Response::Ack { batch_id: header.batch_id, n_events },
             Err(failure) => {
                 match &failure {
-                    PublishError::Unavailable { reason, .. } => {
-                        tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka")
-                    }
-                    PublishError::Refused { code, reason, .. } => {
-                        tracing::warn!(batch_id = %header.batch_id, %code, %reason, "kafka refused a forwarded batch for good")
-                    }
+                    PublishError::Unavailable { reason, .. } => tracing::warn!(batch_id = %header.batch_id, %reason, "forwarded batch not acknowledged by kafka"),
+                    PublishError::Refused { code, reason, .. } => tracing::warn!(batch_id = %header.batch_id, %code, %reason, "kafka refused a forwarded batch for good"),
                     _ => {}
                 }
                 // No Retry-After on the wire: the edge's own backoff decides.
@@ -349,11 +281,7 @@ const CLOSE_RESEND_IN_ORDER: u32 = 6;
 /// edge dead-letters it): the streams behind it may go once the stream before it went.
 /// Refused for now (the edge will resend it): the streams behind it must not publish
 /// before it, so they are refused too and the connection closes once they are answered.
-async fn refused_before_publishing(
-    mut turn: Turn,
-    resend: &CancellationToken,
-    refusal: Response,
-) -> Response {
+async fn refused_before_publishing(mut turn: Turn, resend: &CancellationToken, refusal: Response) -> Response {
     match &refusal {
         Response::Error { code, .. } if code.is_retryable() => {
             turn.cut();
@@ -374,10 +302,7 @@ fn over_budget(budget: &MemoryBudget) -> Response {
     metrics::counter!("weir_memory_budget_refusals_total", "input" => "quic").increment(1);
     error(
         ErrorCode::Unavailable,
-        format!(
-            "this core holds its limit of {} bytes of batches in progress: retry shortly or elsewhere",
-            budget.total_bytes()
-        ),
+        format!("this core holds its limit of {} bytes of batches in progress: retry shortly or elsewhere", budget.total_bytes()),
     )
 }
 
@@ -399,10 +324,7 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
     recv.read_exact(buf).await.map_err(|e| match e {
         quinn::ReadExactError::FinishedEarly(n) => FrameError::refused(
             ErrorCode::BadRequest,
-            format!(
-                "frame ended {} bytes before the length its header declares",
-                buf.len() - n
-            ),
+            format!("frame ended {} bytes before the length its header declares", buf.len() - n),
         ),
         quinn::ReadExactError::ReadError(error) => FrameError::Cut(error.to_string()),
     })
@@ -411,43 +333,26 @@ async fn read_exact(recv: &mut quinn::RecvStream, buf: &mut [u8]) -> Result<(), 
 /// The Kafka records of a decompressed payload and its event count. A batch that fits
 /// one record is published as the edge encoded it; only an oversized one is decoded and
 /// split.
-fn records(
-    publisher: &Publisher,
-    max_record_bytes: usize,
-    json: bytes::Bytes,
-    batch_id: &BatchId,
-) -> Result<(Vec<Record>, u64), Response> {
-    let batches =
-        wire::split_payload(&json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-    let mut records = Vec::with_capacity(batches.len());
-    let mut n_events = 0;
-    for batch in batches {
-        n_events += batch.n_events;
-        if batch.json.len() <= max_record_bytes {
-            records.push(Record {
-                key: batch.source_key(),
-                payload: json.slice_ref(batch.json.as_bytes()),
-                batch: None,
-            });
-        } else {
-            let decoded = serde_json::from_str(batch.json)
-                .map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
-            publisher
-                .encode(decoded, &mut records)
-                .map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+fn records(publisher: &Publisher, max_record_bytes: usize, json: bytes::Bytes, batch_id: &BatchId) -> Result<(Vec<Record>, u64), Response> {
+        let batches = wire::split_payload(&json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+        let mut records = Vec::with_capacity(batches.len());
+        let mut n_events = 0;
+        for batch in batches {
+            n_events += batch.n_events;
+            if batch.json.len() <= max_record_bytes {
+                records.push(Record { key: batch.source_key(), payload: json.slice_ref(batch.json.as_bytes()), batch: None });
+            } else {
+                let decoded = serde_json::from_str(batch.json).map_err(|e| error(ErrorCode::BadRequest, e.to_string()))?;
+                publisher.encode(decoded, &mut records).map_err(|e| error(ErrorCode::Internal, e.to_string()))?;
+            }
         }
-    }
-    // Every record names the batch and its place in it, so the digest can drop a
-    // re-sent batch whole (all its parts) and tell a complete batch from a partial one.
-    let n_parts = records.len() as u32;
-    for (index, record) in records.iter_mut().enumerate() {
-        record.batch = Some(BatchPart {
-            id: batch_id.to_string(),
-            index: index as u32,
-            count: n_parts,
-        });
-    }
-    Ok((records, n_events))
+        // Every record names the batch and its place in it, so the digest can drop a
+        // re-sent batch whole (all its parts) and tell a complete batch from a partial one.
+        let n_parts = records.len() as u32;
+        for (index, record) in records.iter_mut().enumerate() {
+            record.batch = Some(BatchPart { id: batch_id.to_string(), index: index as u32, count: n_parts });
+        }
+        Ok((records, n_events))
 }
 
 /// What a stream tells the one opened after it.
@@ -485,11 +390,7 @@ impl Turn {
     /// Lets the next stream go once the one before this went: what a stream that publishes
     /// nothing owes the others (passing at once would let the next overtake the previous).
     async fn release(mut self) {
-        if self.wait().await {
-            self.pass()
-        } else {
-            self.cut()
-        }
+        if self.wait().await { self.pass() } else { self.cut() }
     }
 
     /// Tells the next stream (and through it every later one) not to publish.
@@ -522,18 +423,9 @@ mod tests {
         let (done_2, next_2) = oneshot::channel();
         let (done_3, _next_3) = oneshot::channel();
         (
-            Turn {
-                previous: None,
-                done: Some(done_1),
-            },
-            Turn {
-                previous: Some(next_1),
-                done: Some(done_2),
-            },
-            Turn {
-                previous: Some(next_2),
-                done: Some(done_3),
-            },
+            Turn { previous: None, done: Some(done_1) },
+            Turn { previous: Some(next_1), done: Some(done_2) },
+            Turn { previous: Some(next_2), done: Some(done_3) },
         )
     }
 
@@ -547,26 +439,13 @@ mod tests {
         let resend = CancellationToken::new();
         let refused = tokio::spawn({
             let resend = resend.clone();
-            async move {
-                refused_before_publishing(second, &resend, refusal(ErrorCode::BadRequest)).await
-            }
+            async move { refused_before_publishing(second, &resend, refusal(ErrorCode::BadRequest)).await }
         });
         // The first stream has not handed its records over yet: the third must wait.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(100), third.wait())
-                .await
-                .is_err(),
-            "the third overtook the first"
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(100), third.wait()).await.is_err(), "the third overtook the first");
         first.pass();
         assert!(third.wait().await, "the third goes once the first went");
-        assert!(matches!(
-            refused.await.unwrap(),
-            Response::Error {
-                code: ErrorCode::BadRequest,
-                ..
-            }
-        ));
+        assert!(matches!(refused.await.unwrap(), Response::Error { code: ErrorCode::BadRequest, .. }));
         assert!(!resend.is_cancelled(), "a refusal for good needs no resend");
     }
 
@@ -575,22 +454,9 @@ mod tests {
         let (_first, second, mut third) = chain();
         let resend = CancellationToken::new();
         // Refused before the first even went: the third must not publish at all.
-        let answer =
-            refused_before_publishing(second, &resend, refusal(ErrorCode::Unavailable)).await;
-        assert!(matches!(
-            answer,
-            Response::Error {
-                code: ErrorCode::Unavailable,
-                ..
-            }
-        ));
-        assert!(
-            !third.wait().await,
-            "the third would land in Kafka before the second's first copy"
-        );
-        assert!(
-            resend.is_cancelled(),
-            "the connection closes so that the edge resends in order"
-        );
+        let answer = refused_before_publishing(second, &resend, refusal(ErrorCode::Unavailable)).await;
+        assert!(matches!(answer, Response::Error { code: ErrorCode::Unavailable, .. }));
+        assert!(!third.wait().await, "the third would land in Kafka before the second's first copy");
+        assert!(resend.is_cancelled(), "the connection closes so that the edge resends in order");
     }
 }

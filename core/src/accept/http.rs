@@ -46,24 +46,11 @@ impl IngestSink for KafkaSink {
     }
 
     fn ready(&self) -> Result<(), String> {
-        let reasons: Vec<String> = self
-            .publisher
-            .not_ready()
-            .into_iter()
-            .chain(self.global.not_ready())
-            .collect();
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons.join("; "))
-        }
+        let reasons: Vec<String> = self.publisher.not_ready().into_iter().chain(self.global.not_ready()).collect();
+        if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
     }
 
     fn observe(&self) {
-        metrics::gauge!("weir_kafka_topic_ready").set(if self.publisher.topic_ready().is_ok() {
-            1.0
-        } else {
-            0.0
-        });
+        metrics::gauge!("weir_kafka_topic_ready").set(if self.publisher.topic_ready().is_ok() { 1.0 } else { 0.0 });
     }
 }

@@ -62,9 +62,7 @@ impl QuicDoor {
         let this = Arc::new(self);
         // Handshakes (and connections) of either kind at once: the per-kind limits are
         // known only after the handshake told the ALPN.
-        let handshakes = Arc::new(Semaphore::new(
-            (this.max_edge_connections + this.max_peer_connections).max(1),
-        ));
+        let handshakes = Arc::new(Semaphore::new((this.max_edge_connections + this.max_peer_connections).max(1)));
         let edges = Arc::new(Semaphore::new(this.max_edge_connections.max(1)));
         let peers = Arc::new(Semaphore::new(this.max_peer_connections.max(1)));
         let refusals = RateLimitedLog::new(Duration::from_secs(10));
@@ -76,19 +74,12 @@ impl QuicDoor {
             let Some(incoming) = incoming else { break };
             let Ok(slot) = handshakes.clone().try_acquire_owned() else {
                 // Counted as edges, as before peers had a limit of their own: nearly all are.
-                metrics::counter!("weir_edge_connections_refused_total", "reason" => "limit")
-                    .increment(1);
+                metrics::counter!("weir_edge_connections_refused_total", "reason" => "limit").increment(1);
                 refusals.warn(|n| tracing::warn!(remote = %incoming.remote_address(), refused_since_last_log = n, "quic connection refused: this core holds its limit of edge and peer connections together"));
                 incoming.refuse();
                 continue;
             };
-            let (this, shutdown, refusals, edges, peers) = (
-                this.clone(),
-                shutdown.clone(),
-                refusals.clone(),
-                edges.clone(),
-                peers.clone(),
-            );
+            let (this, shutdown, refusals, edges, peers) = (this.clone(), shutdown.clone(), refusals.clone(), edges.clone(), peers.clone());
             tasks.spawn(async move {
                 let _slot = slot;
                 let remote = incoming.remote_address();
@@ -138,14 +129,8 @@ impl QuicDoor {
         // only then does the endpoint go (closing it first would cut them off and make
         // their edges resend batches Kafka may already hold).
         tasks.close();
-        if tokio::time::timeout(this.drain_timeout + Duration::from_secs(1), tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                drain_timeout_ms = this.drain_timeout.as_millis() as u64,
-                "quic connections not drained in time; closing them"
-            );
+        if tokio::time::timeout(this.drain_timeout + Duration::from_secs(1), tasks.wait()).await.is_err() {
+            tracing::warn!(drain_timeout_ms = this.drain_timeout.as_millis() as u64, "quic connections not drained in time; closing them");
         }
         this.endpoint.close(0u32.into(), b"core shutting down");
     }
@@ -153,10 +138,7 @@ impl QuicDoor {
 
 /// The protocol the client chose in the handshake.
 fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
-    connection
-        .handshake_data()
-        .and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
-        .and_then(|data| data.protocol)
+    connection.handshake_data().and_then(|data| data.downcast::<quinn::crypto::rustls::HandshakeData>().ok()).and_then(|data| data.protocol)
 }
 
 /// The client's leaf certificate, as the handshake verified it against the CA.
@@ -176,10 +158,7 @@ struct RateLimitedLog {
 
 impl RateLimitedLog {
     fn new(interval: Duration) -> RateLimitedLog {
-        RateLimitedLog {
-            interval,
-            state: Arc::new(std::sync::Mutex::new((None, 0))),
-        }
+        RateLimitedLog { interval, state: Arc::new(std::sync::Mutex::new((None, 0))) }
     }
 
     /// Calls `log` with the occurrences since the last log, or only counts this one.
@@ -187,10 +166,7 @@ impl RateLimitedLog {
         let mut state = self.state.lock().expect("lock");
         state.1 += 1;
         let now = std::time::Instant::now();
-        if state
-            .0
-            .is_none_or(|last| now.duration_since(last) >= self.interval)
-        {
+        if state.0.is_none_or(|last| now.duration_since(last) >= self.interval) {
             let n = std::mem::take(&mut state.1);
             state.0 = Some(now);
             drop(state);
@@ -198,3 +174,4 @@ impl RateLimitedLog {
         }
     }
 }
+

@@ -28,18 +28,11 @@ pub fn live_nodes(state: &State, now_ms: u64, timeout_ms: u64) -> Vec<String> {
 
 /// The core that should own each of `partitions`, or none when no core is live.
 /// `current` is each partition's owner in Global now (absent or `None`: nobody).
-pub fn desired_owners(
-    partitions: u32,
-    live: &[String],
-    current: &BTreeMap<u32, Option<String>>,
-) -> BTreeMap<u32, String> {
+pub fn desired_owners(partitions: u32, live: &[String], current: &BTreeMap<u32, Option<String>>) -> BTreeMap<u32, String> {
     if live.is_empty() {
         return BTreeMap::new();
     }
-    let (base, extra) = (
-        partitions as usize / live.len(),
-        partitions as usize % live.len(),
-    );
+    let (base, extra) = (partitions as usize / live.len(), partitions as usize % live.len());
     let mut held: BTreeMap<&str, usize> = live.iter().map(|id| (id.as_str(), 0)).collect();
     for owner in current.values().flatten() {
         if let Some(n) = held.get_mut(owner.as_str()) {
@@ -50,20 +43,12 @@ pub fn desired_owners(
     // spread that is already even stays as it is.
     let mut order: Vec<&str> = live.iter().map(String::as_str).collect();
     order.sort_by_key(|id| (Reverse(held[id]), *id));
-    let share: BTreeMap<&str, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, id)| (*id, base + usize::from(i < extra)))
-        .collect();
+    let share: BTreeMap<&str, usize> = order.iter().enumerate().map(|(i, id)| (*id, base + usize::from(i < extra))).collect();
     let mut count: BTreeMap<&str, usize> = live.iter().map(|id| (id.as_str(), 0)).collect();
     let mut desired = BTreeMap::new();
     let mut free = Vec::new();
     for p in 0..partitions {
-        match current
-            .get(&p)
-            .and_then(|o| o.as_deref())
-            .filter(|o| share.get(o).is_some_and(|s| count[o] < *s))
-        {
+        match current.get(&p).and_then(|o| o.as_deref()).filter(|o| share.get(o).is_some_and(|s| count[o] < *s)) {
             Some(owner) => {
                 *count.get_mut(owner).expect("a live core") += 1;
                 desired.insert(p, owner.to_owned());
@@ -73,13 +58,7 @@ pub fn desired_owners(
     }
     for p in free {
         // The shares add up to `partitions`, so some live core is below its share.
-        let Some(id) = live
-            .iter()
-            .map(String::as_str)
-            .find(|id| count[id] < share[id])
-        else {
-            break;
-        };
+        let Some(id) = live.iter().map(String::as_str).find(|id| count[id] < share[id]) else { break };
         *count.get_mut(id).expect("a live core") += 1;
         desired.insert(p, id.to_owned());
     }
@@ -96,17 +75,8 @@ mod tests {
     }
 
     fn heartbeat_as(state: &mut State, offset: u64, node: &str, at_ms: u64, digest: bool) {
-        let cmd = Cmd::NodeHeartbeat {
-            node_id: node.into(),
-            addresses: Default::default(),
-            zone: "z".into(),
-            at_ms,
-            digest,
-            disk_id: "d".into(),
-        };
-        state
-            .apply(offset, &Command::new(format!("hb-{offset}"), node, cmd))
-            .unwrap();
+        let cmd = Cmd::NodeHeartbeat { node_id: node.into(), addresses: Default::default(), zone: "z".into(), at_ms, digest, disk_id: "d".into() };
+        state.apply(offset, &Command::new(format!("hb-{offset}"), node, cmd)).unwrap();
     }
 
     #[test]
@@ -123,11 +93,7 @@ mod tests {
         let live = live_nodes(&state, 20_500, 5_000);
         assert_eq!(live, ["a"], "b's heartbeat is 10.5 s old");
         let current = owners.iter().map(|(p, o)| (*p, Some(o.clone()))).collect();
-        assert!(
-            desired_owners(4, &live, &current)
-                .values()
-                .all(|o| o == "a")
-        );
+        assert!(desired_owners(4, &live, &current).values().all(|o| o == "a"));
         assert!(desired_owners(4, &[], &current).is_empty());
     }
 
@@ -138,17 +104,11 @@ mod tests {
         heartbeat_as(&mut state, 1, "b", 10_000, false);
         assert_eq!(live_nodes(&state, 10_500, 5_000), ["a"]);
         heartbeat_as(&mut state, 2, "a", 11_000, false);
-        assert!(
-            live_nodes(&state, 11_500, 5_000).is_empty(),
-            "a turned ingest-only"
-        );
+        assert!(live_nodes(&state, 11_500, 5_000).is_empty(), "a turned ingest-only");
         // A heartbeat written before `digest` existed (version 1) means a digesting node.
         let old = br#"{"v":1,"id":"hb-old","node":"c","cmd":{"type":"node_heartbeat","node_id":"c","addresses":[],"zone":"z","at_ms":12000}}"#;
         let decoded = Command::decode(old).unwrap();
-        assert!(matches!(
-            decoded.cmd,
-            Cmd::NodeHeartbeat { digest: true, .. }
-        ));
+        assert!(matches!(decoded.cmd, Cmd::NodeHeartbeat { digest: true, .. }));
         state.apply_record(3, old).unwrap();
         assert_eq!(live_nodes(&state, 12_500, 5_000), ["c"]);
     }
@@ -158,10 +118,7 @@ mod tests {
     }
 
     fn moved(before: &BTreeMap<u32, String>, after: &BTreeMap<u32, String>) -> usize {
-        after
-            .iter()
-            .filter(|(p, o)| before.get(p) != Some(o))
-            .count()
+        after.iter().filter(|(p, o)| before.get(p) != Some(o)).count()
     }
 
     fn as_current(owners: &BTreeMap<u32, String>) -> BTreeMap<u32, Option<String>> {
@@ -172,8 +129,7 @@ mod tests {
     fn a_joining_or_leaving_core_moves_only_what_the_even_spread_needs() {
         let three = ids(&["a", "b", "c"]);
         let first = desired_owners(24, &three, &BTreeMap::new());
-        let spread =
-            |owners: &BTreeMap<u32, String>, id: &str| owners.values().filter(|o| *o == id).count();
+        let spread = |owners: &BTreeMap<u32, String>, id: &str| owners.values().filter(|o| *o == id).count();
         assert!(three.iter().all(|id| spread(&first, id) == 8), "{first:?}");
         // Stable: the same state gives the same answer, nothing moves.
         assert_eq!(desired_owners(24, &three, &as_current(&first)), first);
@@ -183,40 +139,21 @@ mod tests {
         let joined = desired_owners(24, &four, &as_current(&first));
         assert_eq!(moved(&first, &joined), 6);
         assert!(four.iter().all(|id| spread(&joined, id) == 6), "{joined:?}");
-        assert!(
-            joined
-                .iter()
-                .filter(|(_, o)| *o == "d")
-                .all(|(p, _)| first[p] != "d")
-        );
+        assert!(joined.iter().filter(|(_, o)| *o == "d").all(|(p, _)| first[p] != "d"));
 
         // b leaves: only b's partitions move, to the others, evenly (8 each).
         let without_b = ids(&["a", "c", "d"]);
         let left = desired_owners(24, &without_b, &as_current(&joined));
         assert_eq!(moved(&joined, &left), 6, "b's 6");
-        assert!(
-            without_b.iter().all(|id| spread(&left, id) == 8),
-            "{left:?}"
-        );
+        assert!(without_b.iter().all(|id| spread(&left, id) == 8), "{left:?}");
 
         // Uneven counts: shares of 3 and 2 over 5 partitions, the larger one kept by the
         // core that already had more; partitions owned by dead cores find a live one.
-        let current: BTreeMap<u32, Option<String>> = [
-            (0, Some("x")),
-            (1, Some("a")),
-            (2, Some("a")),
-            (3, Some("a")),
-            (4, None),
-        ]
-        .into_iter()
-        .map(|(p, o)| (p, o.map(str::to_owned)))
-        .collect();
+        let current: BTreeMap<u32, Option<String>> =
+            [(0, Some("x")), (1, Some("a")), (2, Some("a")), (3, Some("a")), (4, None)].into_iter().map(|(p, o)| (p, o.map(str::to_owned))).collect();
         let owners = desired_owners(5, &ids(&["a", "b"]), &current);
         assert_eq!((spread(&owners, "a"), spread(&owners, "b")), (3, 2));
-        assert_eq!(
-            (&owners[&1], &owners[&2], &owners[&3]),
-            (&"a".to_owned(), &"a".to_owned(), &"a".to_owned())
-        );
+        assert_eq!((&owners[&1], &owners[&2], &owners[&3]), (&"a".to_owned(), &"a".to_owned(), &"a".to_owned()));
         assert_eq!(owners.len(), 5);
     }
 }

@@ -8,15 +8,8 @@ use weir_segment::WrittenSegment;
 /// the same command (same id, recognised by Global), while a later attempt of the same
 /// change (a copy removed, then added again) is a new command, not mistaken for the old.
 pub fn attempt() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let seed = format!(
-        "{}:{}:{:?}",
-        std::process::id(),
-        now.as_nanos(),
-        std::thread::current().id()
-    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let seed = format!("{}:{}:{:?}", std::process::id(), now.as_nanos(), std::thread::current().id());
     blake3::hash(seed.as_bytes()).to_hex()[..12].to_owned()
 }
 
@@ -26,11 +19,7 @@ pub fn node_copy(segment_id: &str, blake3: &str, node: &str, disk: &str) -> Comm
     Command::new(
         format!("copy:{segment_id}:{node}:{disk}:{}", attempt()),
         node,
-        Cmd::AddCopy {
-            segment_id: segment_id.to_owned(),
-            location: Location::node(node, disk),
-            verified_blake3: blake3.to_owned(),
-        },
+        Cmd::AddCopy { segment_id: segment_id.to_owned(), location: Location::node(node, disk), verified_blake3: blake3.to_owned() },
     )
 }
 
@@ -39,11 +28,7 @@ pub fn remove_copy(segment_id: &str, location: Location, issuer: &str, reason: &
     Command::new(
         format!("uncopy:{segment_id}:{}", attempt()),
         issuer,
-        Cmd::RemoveCopy {
-            segment_id: segment_id.to_owned(),
-            location,
-            reason: reason.to_owned(),
-        },
+        Cmd::RemoveCopy { segment_id: segment_id.to_owned(), location, reason: reason.to_owned() },
     )
 }
 

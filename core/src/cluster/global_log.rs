@@ -33,48 +33,24 @@ const OUTCOMES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum GlobalError {
     #[error("cannot create the Global {what}: {source}")]
-    Setup {
-        what: &'static str,
-        source: ClientError,
-    },
+    Setup { what: &'static str, source: ClientError },
     #[error("cannot create the data directory {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     /// Kafka refused the command for good (too large, not authorised, ...).
     #[error("kafka refused Global command {id} ({code}): {reason}")]
-    Refused {
-        id: String,
-        code: String,
-        reason: String,
-    },
+    Refused { id: String, code: String, reason: String },
     /// Kafka did not acknowledge the command in time or failed transiently; a retry with
     /// the same command id is safe (a second copy is rejected as a duplicate).
     #[error("kafka did not acknowledge Global command {id}: {reason}")]
     Unavailable { id: String, reason: String },
-    #[error(
-        "Global command {id} is at offset {offset} but was not applied here within {timeout_ms} ms ({progress})"
-    )]
-    NotApplied {
-        id: String,
-        offset: u64,
-        timeout_ms: u64,
-        progress: String,
-    },
-    #[error(
-        "the outcome of Global command {id} at offset {offset} is no longer remembered ({OUTCOMES} later records were applied first)"
-    )]
+    #[error("Global command {id} is at offset {offset} but was not applied here within {timeout_ms} ms ({progress})")]
+    NotApplied { id: String, offset: u64, timeout_ms: u64, progress: String },
+    #[error("the outcome of Global command {id} at offset {offset} is no longer remembered ({OUTCOMES} later records were applied first)")]
     OutcomeForgotten { id: String, offset: u64 },
     #[error("cannot read the Global topic {topic}: {source}")]
     Read { topic: String, source: ClientError },
     #[error("Global topic {topic}: applied {applied} of {target} records within {timeout_ms} ms")]
-    CatchUpTimeout {
-        topic: String,
-        applied: u64,
-        target: u64,
-        timeout_ms: u64,
-    },
+    CatchUpTimeout { topic: String, applied: u64, target: u64, timeout_ms: u64 },
     #[error("Global stopped applying the topic {topic}: {source}")]
     Stopped { topic: String, source: ApplyError },
 }
@@ -85,9 +61,7 @@ enum Progress {
     /// The topic is not verified yet (the reason).
     Verifying(String),
     /// Applying up to the high watermark as of start.
-    CatchingUp {
-        target: u64,
-    },
+    CatchingUp { target: u64 },
     CaughtUp,
     /// A record this node cannot apply (the reason): nothing after it is applied.
     Stopped(String),
@@ -121,19 +95,11 @@ impl GlobalLog {
     /// Loads the snapshot (a damaged one is logged and ignored: the node rebuilds from
     /// offset 0) and creates the producer. Nothing is consumed before [`GlobalLog::run`].
     pub fn open(config: &CoreConfig) -> Result<Arc<GlobalLog>, GlobalError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| GlobalError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| GlobalError::DataDir { path: config.data_dir.clone(), source })?;
         let snapshot_path = DataDir::new(&config.data_dir).snapshot_path();
         let state = load_snapshot(&snapshot_path);
         let submit_timeout = Duration::from_millis(config.global.submit_timeout_ms);
-        let producer = GlobalProducer::new(&config.kafka, submit_timeout).map_err(|source| {
-            GlobalError::Setup {
-                what: "producer",
-                source,
-            }
-        })?;
+        let producer = GlobalProducer::new(&config.kafka, submit_timeout).map_err(|source| GlobalError::Setup { what: "producer", source })?;
         let applied = state.applied_offset();
         Ok(Arc::new(GlobalLog {
             node_id: config.node_id.clone(),
@@ -142,9 +108,7 @@ impl GlobalLog {
                 state: RwLock::new(state),
                 applied: watch::Sender::new(applied),
                 outcomes: Mutex::new(BTreeMap::new()),
-                progress: Mutex::new(Progress::Verifying(
-                    "the global topic is not verified yet".into(),
-                )),
+                progress: Mutex::new(Progress::Verifying("the global topic is not verified yet".into())),
                 own_applied: AtomicBool::new(false),
                 described: OnceLock::new(),
                 topics_mismatch: OnceLock::new(),
@@ -212,31 +176,14 @@ impl GlobalLog {
     pub async fn submit(&self, command: &Command) -> Result<(u64, Outcome), GlobalError> {
         let deadline = tokio::time::Instant::now() + self.submit_timeout;
         let payload = command.encode();
-        let offset =
-            self.producer
-                .send(&command.id, &payload)
-                .await
-                .map_err(|error| match error {
-                    SendError::Refused { code, reason } => GlobalError::Refused {
-                        id: command.id.clone(),
-                        code,
-                        reason,
-                    },
-                    SendError::Unavailable(reason) => GlobalError::Unavailable {
-                        id: command.id.clone(),
-                        reason,
-                    },
-                })?;
+        let offset = self.producer.send(&command.id, &payload).await.map_err(|error| match error {
+            SendError::Refused { code, reason } => GlobalError::Refused { id: command.id.clone(), code, reason },
+            SendError::Unavailable(reason) => GlobalError::Unavailable { id: command.id.clone(), reason },
+        })?;
         let mut applied = self.shared.applied.subscribe();
-        let waited = tokio::time::timeout_at(
-            deadline,
-            applied.wait_for(|a| a.is_some_and(|a| a >= offset)),
-        )
-        .await;
+        let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| a.is_some_and(|a| a >= offset))).await;
         if !matches!(waited, Ok(Ok(_))) {
-            let progress = self
-                .not_ready()
-                .unwrap_or_else(|| format!("applied up to {:?}", self.read(State::applied_offset)));
+            let progress = self.not_ready().unwrap_or_else(|| format!("applied up to {:?}", self.read(State::applied_offset)));
             return Err(GlobalError::NotApplied {
                 id: command.id.clone(),
                 offset,
@@ -245,30 +192,14 @@ impl GlobalLog {
             });
         }
         self.shared.own_applied.store(true, Ordering::Release);
-        let outcome = self
-            .shared
-            .outcomes
-            .lock()
-            .expect("lock")
-            .get(&offset)
-            .cloned();
+        let outcome = self.shared.outcomes.lock().expect("lock").get(&offset).cloned();
         tracing::debug!(node_id = %self.node_id, id = %command.id, offset, outcome = ?outcome, "global command submitted");
-        outcome
-            .map(|o| (offset, o))
-            .ok_or_else(|| GlobalError::OutcomeForgotten {
-                id: command.id.clone(),
-                offset,
-            })
+        outcome.map(|o| (offset, o)).ok_or_else(|| GlobalError::OutcomeForgotten { id: command.id.clone(), offset })
     }
 
     /// Verifies the topic (retrying until it is fine or `shutdown`), then applies its
     /// records until `shutdown`, writing snapshots on the way and a last one at the end.
-    pub async fn run(
-        self: Arc<Self>,
-        kafka: KafkaConfig,
-        global: GlobalConfig,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, kafka: KafkaConfig, global: GlobalConfig, shutdown: CancellationToken) {
         let verified = global_topic::verify_until_ready(&kafka, &shutdown, |reason| {
             *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
             reason
@@ -294,36 +225,25 @@ impl GlobalLog {
         }
         let _ = self.shared.described.set(now);
         let node_id = self.node_id.clone();
-        let applier = tokio::task::spawn_blocking(move || {
-            self.apply_until(&kafka, &global, &node_id, &shutdown)
-        });
+        let applier = tokio::task::spawn_blocking(move || self.apply_until(&kafka, &global, &node_id, &shutdown));
         if let Err(join) = applier.await {
             tracing::error!(error = %join, "global applier panicked");
         }
     }
 
     /// The applier's thread: blocking consumer, one record at a time.
-    fn apply_until(
-        &self,
-        kafka: &KafkaConfig,
-        global: &GlobalConfig,
-        node_id: &str,
-        shutdown: &CancellationToken,
-    ) {
+    fn apply_until(&self, kafka: &KafkaConfig, global: &GlobalConfig, node_id: &str, shutdown: &CancellationToken) {
         let mut warned = String::new();
         let topic = kafka.global_topic.as_str();
         let (reader, target) = loop {
-            match GlobalReader::open(kafka, node_id)
-                .and_then(|r| r.high_watermark().map(|hw| (r, hw)))
-            {
+            match GlobalReader::open(kafka, node_id).and_then(|r| r.high_watermark().map(|hw| (r, hw))) {
                 Ok(found) => break found,
                 Err(error) => {
                     let reason = error.to_string();
                     if reason != warned {
                         tracing::warn!(%topic, %reason, "cannot read the global topic yet, retrying");
                     }
-                    *self.shared.progress.lock().expect("lock") =
-                        Progress::Verifying(reason.clone());
+                    *self.shared.progress.lock().expect("lock") = Progress::Verifying(reason.clone());
                     warned = reason;
                 }
             }
@@ -383,25 +303,18 @@ impl GlobalLog {
                     }
                 }
             }
-            if since_snapshot >= every_records
-                || (since_snapshot > 0 && last_snapshot.elapsed() >= every)
-            {
+            if since_snapshot >= every_records || (since_snapshot > 0 && last_snapshot.elapsed() >= every) {
                 self.write_snapshot();
                 (since_snapshot, last_snapshot) = (0, Instant::now());
             }
         }
         // Commands this node submitted last (a heartbeat abandoned at shutdown) may be in
         // the topic but not applied yet: read to the end, briefly, so the snapshot has them.
-        let stopped = matches!(
-            *self.shared.progress.lock().expect("lock"),
-            Progress::Stopped(_)
-        );
+        let stopped = matches!(*self.shared.progress.lock().expect("lock"), Progress::Stopped(_));
         if let (false, Ok(end)) = (stopped, reader.high_watermark()) {
             let deadline = Instant::now() + Duration::from_secs(3);
             while self.read(State::next_offset) < end && Instant::now() < deadline {
-                let Some(Ok((offset, payload))) = reader.poll(Duration::from_millis(100)) else {
-                    continue;
-                };
+                let Some(Ok((offset, payload))) = reader.poll(Duration::from_millis(100)) else { continue };
                 match apply(&self.shared.state, offset, &payload) {
                     Ok(Some(_)) => {
                         self.shared.applied.send_replace(Some(offset));
@@ -424,13 +337,9 @@ impl GlobalLog {
     fn write_snapshot(&self) {
         let snapshot = self.read(Snapshot::of);
         match snapshot.write(&self.snapshot_path) {
-            Ok(()) => {
-                tracing::debug!(path = %self.snapshot_path.display(), applied_offset = ?snapshot.applied_offset, "global snapshot written")
-            }
+            Ok(()) => tracing::debug!(path = %self.snapshot_path.display(), applied_offset = ?snapshot.applied_offset, "global snapshot written"),
             // Only an optimisation: the node can always rebuild from the topic.
-            Err(error) => {
-                tracing::warn!(path = %self.snapshot_path.display(), %error, "cannot write the global snapshot")
-            }
+            Err(error) => tracing::warn!(path = %self.snapshot_path.display(), %error, "cannot write the global snapshot"),
         }
     }
 }
@@ -493,19 +402,9 @@ pub enum ToolError {
 /// as of now, and returns the state. Writes nothing. Blocking.
 pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalError> {
     let topic = config.kafka.global_topic.clone();
-    let state = RwLock::new(load_snapshot(
-        &DataDir::new(&config.data_dir).snapshot_path(),
-    ));
-    let read_error = |source| GlobalError::Read {
-        topic: topic.clone(),
-        source,
-    };
-    let reader = GlobalReader::open(&config.kafka, &config.node_id).map_err(|source| {
-        GlobalError::Setup {
-            what: "consumer",
-            source,
-        }
-    })?;
+    let state = RwLock::new(load_snapshot(&DataDir::new(&config.data_dir).snapshot_path()));
+    let read_error = |source| GlobalError::Read { topic: topic.clone(), source };
+    let reader = GlobalReader::open(&config.kafka, &config.node_id).map_err(|source| GlobalError::Setup { what: "consumer", source })?;
     let target = reader.high_watermark().map_err(read_error)?;
     if state.read().expect("lock").next_offset() > target {
         tracing::error!(%topic, "global snapshot is ahead of the topic, rebuilding from offset 0");
@@ -522,21 +421,14 @@ pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalEr
             break;
         }
         if Instant::now() > deadline {
-            return Err(GlobalError::CatchUpTimeout {
-                topic,
-                applied,
-                target,
-                timeout_ms: timeout.as_millis() as u64,
-            });
+            return Err(GlobalError::CatchUpTimeout { topic, applied, target, timeout_ms: timeout.as_millis() as u64 });
         }
         match reader.poll(Duration::from_millis(200)) {
             None => {}
             Some(Err(error)) => tracing::warn!(%topic, %error, "global consumer error"),
             Some(Ok((offset, payload))) => {
-                apply(&state, offset, &payload).map_err(|source| GlobalError::Stopped {
-                    topic: topic.clone(),
-                    source,
-                })?;
+                apply(&state, offset, &payload)
+                    .map_err(|source| GlobalError::Stopped { topic: topic.clone(), source })?;
             }
         }
     }
@@ -545,11 +437,7 @@ pub fn dump(config: &CoreConfig, timeout: Duration) -> Result<Snapshot, GlobalEr
 }
 
 /// Applies one record. `Ok(None)`: an offset already applied (skipped, never applied twice).
-fn apply(
-    state: &RwLock<State>,
-    offset: u64,
-    payload: &[u8],
-) -> Result<Option<Outcome>, ApplyError> {
+fn apply(state: &RwLock<State>, offset: u64, payload: &[u8]) -> Result<Option<Outcome>, ApplyError> {
     let mut state = state.write().expect("lock");
     match state.apply_record(offset, payload) {
         Ok(outcome) => {
@@ -572,9 +460,7 @@ fn load_snapshot(path: &Path) -> State {
             tracing::info!(path = %path.display(), applied_offset = ?snapshot.applied_offset, "global snapshot loaded");
             snapshot.state
         }
-        Err(SnapshotError::Read { source, .. })
-            if source.kind() == std::io::ErrorKind::NotFound =>
-        {
+        Err(SnapshotError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             tracing::info!(path = %path.display(), "no global snapshot, building global from offset 0");
             State::default()
         }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use weir_global::{Addresses, Cmd, Command, Outcome};
 
-use crate::cluster::GlobalLog;
 use crate::config::GlobalConfig;
+use crate::cluster::GlobalLog;
 
 /// What a heartbeat announces about this node.
 #[derive(Debug, Clone)]
@@ -31,17 +31,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let interval = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-    let Announce {
-        node_id,
-        addresses,
-        digest,
-        disk_id,
-    } = announce;
+    let Announce { node_id, addresses, digest, disk_id } = announce;
     loop {
         // The clock is data in the command (Global reads no clock of its own).
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let command = Command::new(
             format!("heartbeat:{node_id}:{at_ms}"),
             node_id.clone(),

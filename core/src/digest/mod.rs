@@ -58,11 +58,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             // Not before this process's own first command (the heartbeat, announcing this
             // disk) applied: until then a registration an earlier run wrote just before it
             // died may still be on its way, and its file would look unregistered.
-            let announced = ctx.global.read(|s| {
-                s.nodes()
-                    .get(&ctx.node_id)
-                    .is_some_and(|n| n.disk_id == ctx.disk_id)
-            });
+            let announced = ctx.global.read(|s| s.nodes().get(&ctx.node_id).is_some_and(|n| n.disk_id == ctx.disk_id));
             if !ctx.global.own_command_applied() || !announced {
                 continue;
             }
@@ -73,12 +69,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             let ctx = ctx.clone();
             tokio::spawn(async move {
                 match reconcile::run(&ctx.global, &ctx.data_dir, &ctx.node_id, &ctx.disk_id).await {
-                    Ok(report) => {
-                        tracing::info!(?report, "this node's copies reconciled with its disk")
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot reconcile this node's copies with its disk")
-                    }
+                    Ok(report) => tracing::info!(?report, "this node's copies reconciled with its disk"),
+                    Err(error) => tracing::error!(%error, "cannot reconcile this node's copies with its disk"),
                 }
             });
             cleaned = true;
@@ -87,26 +79,13 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             // Files of segments a re-parse replaced (run on any core) leave Global while
             // this node runs; old enough that no query or registration still needs them.
             last_sweep = Instant::now();
-            let min_age = SWEEP_MIN_AGE.max(Duration::from_millis(
-                ctx.config.flush_interval_ms.saturating_mul(2),
-            ));
+            let min_age = SWEEP_MIN_AGE.max(Duration::from_millis(ctx.config.flush_interval_ms.saturating_mul(2)));
             let ctx = ctx.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                sweep::remove_unregistered(
-                    &ctx.global,
-                    &ctx.data_dir,
-                    &ctx.pending,
-                    When::Running(min_age),
-                )
-            })
-            .await;
+            let _ = tokio::task::spawn_blocking(move || sweep::remove_unregistered(&ctx.global, &ctx.data_dir, &ctx.pending, When::Running(min_age))).await;
         }
         if partitions.is_none_or(|(_, at)| at.elapsed() > Duration::from_secs(30)) {
             let kafka = ctx.kafka.clone();
-            match tokio::task::spawn_blocking(move || ingest_reader::partition_count(&kafka))
-                .await
-                .expect("metadata task")
-            {
+            match tokio::task::spawn_blocking(move || ingest_reader::partition_count(&kafka)).await.expect("metadata task") {
                 Ok(n) => partitions = Some((n, Instant::now())),
                 Err(reason) => {
                     tracing::warn!(%reason, "digest waits for the ingest topic's partitions");
@@ -119,36 +98,27 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         let now_ms = weir_proto::event::now_ms().max(0) as u64;
         let (desired, current) = ctx.global.read(|state| {
             let live = assign::live_nodes(state, now_ms, ctx.config.node_timeout_ms);
-            let current: BTreeMap<u32, _> =
-                (0..n_partitions).map(|p| (p, state.partition(p))).collect();
+            let current: BTreeMap<u32, _> = (0..n_partitions).map(|p| (p, state.partition(p))).collect();
             let owners = current.iter().map(|(p, s)| (*p, s.owner.clone())).collect();
             let desired = assign::desired_owners(n_partitions, &live, &owners);
             (desired, current)
         });
         for (p, state) in current {
             if let Some(worker) = workers.get(&p) {
-                if state.owner.as_deref() != Some(ctx.node_id.as_str())
-                    || state.epoch != worker.epoch
-                {
+                if state.owner.as_deref() != Some(ctx.node_id.as_str()) || state.epoch != worker.epoch {
                     tracing::info!(partition = p, owner = ?state.owner, epoch = state.epoch, "partition claimed by another core, digest stops");
                     worker.cancel.cancel();
                 }
                 continue;
             }
-            if desired.get(&p) != Some(&ctx.node_id)
-                || hold_off.get(&p).is_some_and(|t| Instant::now() < *t)
-            {
+            if desired.get(&p) != Some(&ctx.node_id) || hold_off.get(&p).is_some_and(|t| Instant::now() < *t) {
                 continue;
             }
             let epoch = state.epoch + 1;
             let claim = Command::new(
                 format!("claim:{p}:{epoch}:{}", ctx.node_id),
                 ctx.node_id.clone(),
-                Cmd::ClaimPartition {
-                    partition: p,
-                    node_id: ctx.node_id.clone(),
-                    epoch,
-                },
+                Cmd::ClaimPartition { partition: p, node_id: ctx.node_id.clone(), epoch },
             );
             match ctx.global.submit(&claim).await {
                 Ok((_, Outcome::Applied)) => {
@@ -158,18 +128,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                         let (ctx, cancel) = (ctx.clone(), cancel.clone());
                         tokio::task::spawn_blocking(move || partition::run(&ctx, p, epoch, &cancel))
                     };
-                    workers.insert(
-                        p,
-                        Worker {
-                            epoch,
-                            cancel,
-                            handle,
-                        },
-                    );
+                    workers.insert(p, Worker { epoch, cancel, handle });
                 }
-                Ok((_, Outcome::Rejected { reason })) => {
-                    tracing::info!(partition = p, %reason, "claim lost")
-                }
+                Ok((_, Outcome::Rejected { reason })) => tracing::info!(partition = p, %reason, "claim lost"),
                 Err(error) => tracing::warn!(partition = p, %error, "claim not confirmed"),
             }
         }
@@ -185,30 +146,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 /// Loads and configures every parser plugin of `[parsers]` (off the async workers: it
 /// compiles or loads components), so a bad plugin or setting stops the caller with a clear
 /// error instead of failing batches later. The digest and reparse are their callers.
-pub async fn load_parsers(
-    config: &weir_plugin_host::ParsersConfig,
-) -> Result<weir_plugin_host::ParserRegistry, weir_plugin_host::Error> {
+pub async fn load_parsers(config: &weir_plugin_host::ParsersConfig) -> Result<weir_plugin_host::ParserRegistry, weir_plugin_host::Error> {
     let config = config.clone();
-    let registry =
-        tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&config))
-            .await
-            .expect("plugin loading task")?;
+    let registry = tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&config)).await.expect("plugin loading task")?;
     tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
     Ok(registry)
 }
 
 /// Collects finished workers and says why they stopped.
 fn reap(workers: &mut BTreeMap<u32, Worker>, hold_off: &mut BTreeMap<u32, Instant>) {
-    let finished: Vec<u32> = workers
-        .iter()
-        .filter(|(_, w)| w.handle.is_finished())
-        .map(|(p, _)| *p)
-        .collect();
+    let finished: Vec<u32> = workers.iter().filter(|(_, w)| w.handle.is_finished()).map(|(p, _)| *p).collect();
     for p in finished {
         let worker = workers.remove(&p).expect("listed above");
-        let exit = futures::FutureExt::now_or_never(worker.handle)
-            .expect("finished")
-            .unwrap_or_else(|join| Exit::Failed(join.to_string()));
+        let exit = futures::FutureExt::now_or_never(worker.handle).expect("finished").unwrap_or_else(|join| Exit::Failed(join.to_string()));
         let retry_in = match exit {
             Exit::Shutdown => Duration::ZERO,
             Exit::Superseded(reason) => {

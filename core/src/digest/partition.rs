@@ -21,9 +21,9 @@ use super::rows::{RowBuilder, StoredSet};
 use crate::cluster::GlobalLog;
 use crate::cluster::commands::{node_copy, segment_info};
 use crate::config::{DigestConfig, KafkaConfig};
-use crate::kafka::ingest_reader::{PartitionReader, ReadError};
 use crate::store::DataDir;
 use crate::store::sweep::{Pending, PendingGuard};
+use crate::kafka::ingest_reader::{PartitionReader, ReadError};
 
 /// Why a worker stopped.
 #[derive(Debug)]
@@ -89,11 +89,7 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
     }
     tracing::info!(partition, epoch, from = resume, "digest started");
     let mut dedup: Dedup = ctx.global.read(|s| s.dedup(partition));
-    let builder = RowBuilder {
-        partition,
-        parsers: ctx.parsers.as_deref(),
-        foreign_repository: &ctx.config.foreign_repository,
-    };
+    let builder = RowBuilder { partition, parsers: ctx.parsers.as_deref(), foreign_repository: &ctx.config.foreign_repository };
     let flush_interval = Duration::from_millis(ctx.config.flush_interval_ms.max(1));
     let mut position = resume;
     let mut building: Option<Building> = None;
@@ -111,18 +107,13 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
                 if let Err(exit) = flush(ctx, partition, epoch, done, position, cancel) {
                     return exit;
                 }
-                tracing::info!(
-                    partition,
-                    epoch,
-                    up_to = position,
-                    "digest stopped after registering its last segment"
-                );
+                tracing::info!(partition, epoch, up_to = position, "digest stopped after registering its last segment");
             }
             return Exit::Shutdown;
         }
-        let due = building.as_ref().is_some_and(|b| {
-            b.started.elapsed() >= flush_interval || b.record_bytes >= ctx.config.segment_bytes
-        });
+        let due = building
+            .as_ref()
+            .is_some_and(|b| b.started.elapsed() >= flush_interval || b.record_bytes >= ctx.config.segment_bytes);
         if due {
             let done = building.take().expect("due implies building");
             if let Err(exit) = flush(ctx, partition, epoch, done, position, cancel) {
@@ -165,8 +156,7 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
             let parser = first.parser.clone().unwrap_or_else(|| "none".into());
             let failed = outcome.failed;
             metrics::counter!("weir_digest_events_total", "parser" => parser.clone(), "result" => "parsed").increment(outcome.events - failed);
-            metrics::counter!("weir_digest_events_total", "parser" => parser, "result" => "failed")
-                .increment(failed);
+            metrics::counter!("weir_digest_events_total", "parser" => parser, "result" => "failed").increment(failed);
         }
         for row in rows.drain(..) {
             if let Err(error) = current.writer.push(row) {
@@ -179,66 +169,29 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
 }
 
 fn offset_gone(partition: u32, error: ReadError) -> Exit {
-    metrics::counter!("weir_digest_offset_gone_total", "partition" => partition.to_string())
-        .increment(1);
+    metrics::counter!("weir_digest_offset_gone_total", "partition" => partition.to_string()).increment(1);
     Exit::OffsetGone(error)
 }
 
-fn start_segment(
-    ctx: &Context,
-    partition: u32,
-    epoch: u64,
-    offset_start: u64,
-) -> Result<Building, String> {
+fn start_segment(ctx: &Context, partition: u32, epoch: u64, offset_start: u64) -> Result<Building, String> {
     // Unique even when the same node digests the same range twice (a refused registration
     // retried under a new epoch): the epoch and a per-node nonce are in the name.
-    let nonce =
-        blake3::hash(format!("{}:{:?}", ctx.node_id, std::time::SystemTime::now()).as_bytes())
-            .to_hex();
+    let nonce = blake3::hash(format!("{}:{:?}", ctx.node_id, std::time::SystemTime::now()).as_bytes()).to_hex();
     let segment_id = format!("p{partition}-o{offset_start}-e{epoch}-{}", &nonce[..8]);
     let pending = ctx.pending.hold(&segment_id);
-    let meta = SegmentMeta {
-        segment_id,
-        partition: partition as i32,
-        offset_start: offset_start as i64,
-    };
-    let writer =
-        SegmentWriter::create(&ctx.data_dir.segments_dir(), meta).map_err(|e| e.to_string())?;
-    Ok(Building {
-        writer,
-        offset_start,
-        started: Instant::now(),
-        record_bytes: 0,
-        stored: StoredSet::default(),
-        _pending: pending,
-    })
+    let meta = SegmentMeta { segment_id, partition: partition as i32, offset_start: offset_start as i64 };
+    let writer = SegmentWriter::create(&ctx.data_dir.segments_dir(), meta).map_err(|e| e.to_string())?;
+    Ok(Building { writer, offset_start, started: Instant::now(), record_bytes: 0, stored: StoredSet::default(), _pending: pending })
 }
 
 /// Finishes the segment at `offset_end`, registers it, and deletes it if Global refused it.
-fn flush(
-    ctx: &Context,
-    partition: u32,
-    epoch: u64,
-    done: Building,
-    offset_end: u64,
-    cancel: &CancellationToken,
-) -> Result<(), Exit> {
+fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: u64, cancel: &CancellationToken) -> Result<(), Exit> {
     let started = Instant::now();
     let dedup = done.stored.to_stored();
-    let written = done
-        .writer
-        .finish(offset_end as i64)
-        .map_err(|e| Exit::Failed(e.to_string()))?;
+    let written = done.writer.finish(offset_end as i64).map_err(|e| Exit::Failed(e.to_string()))?;
     let info = segment_info(&written, done.offset_start, offset_end);
-    let command = Command::new(
-        format!("register:{}", info.segment_id),
-        ctx.node_id.clone(),
-        Cmd::RegisterSegment {
-            epoch,
-            segment: info.clone(),
-            dedup,
-        },
-    );
+    let command =
+        Command::new(format!("register:{}", info.segment_id), ctx.node_id.clone(), Cmd::RegisterSegment { epoch, segment: info.clone(), dedup });
     let refused = |reason: Rejection, exit: fn(Rejection) -> Exit| {
         if let Err(error) = std::fs::remove_file(&written.path) {
             tracing::warn!(path = %written.path.display(), %error, "cannot delete a refused segment");
@@ -264,31 +217,21 @@ fn flush(
         Some(Outcome::Applied) => {
             metrics::counter!("weir_digest_segments_total").increment(1);
             metrics::counter!("weir_digest_segment_bytes_total").increment(written.bytes);
-            metrics::histogram!("weir_digest_flush_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("weir_digest_flush_seconds").record(started.elapsed().as_secs_f64());
             tracing::debug!(partition, segment = %written.segment_id, offsets = ?(done.offset_start, offset_end), events = written.n_events, "segment registered");
             // Where the file is, for other cores' queries (and for replication to count).
             // Its hash was computed on the bytes as written; a lost copy command only
             // means queries elsewhere cannot find the file until `segments` tooling or
             // replication adds it: the segment itself is registered.
-            let copy = node_copy(
-                &written.segment_id,
-                &written.blake3_hex,
-                &ctx.node_id,
-                &ctx.disk_id,
-            );
+            let copy = node_copy(&written.segment_id, &written.blake3_hex, &ctx.node_id, &ctx.disk_id);
             match submit(ctx, &copy, cancel) {
                 Some(Outcome::Applied) | None => {}
-                Some(Outcome::Rejected { reason }) => {
-                    tracing::warn!(segment = %written.segment_id, %reason, "copy not recorded")
-                }
+                Some(Outcome::Rejected { reason }) => tracing::warn!(segment = %written.segment_id, %reason, "copy not recorded"),
             }
             Ok(())
         }
         Some(Outcome::Rejected { reason }) => match reason {
-            Rejection::StaleEpoch { .. } | Rejection::NotOwner { .. } => {
-                refused(reason, Exit::Superseded)
-            }
+            Rejection::StaleEpoch { .. } | Rejection::NotOwner { .. } => refused(reason, Exit::Superseded),
             other => refused(other, Exit::Refused),
         },
     }
@@ -299,20 +242,9 @@ fn flush(
 fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Option<Outcome> {
     loop {
         match ctx.runtime.block_on(ctx.global.submit(command)) {
-            Ok((
-                _,
-                Outcome::Rejected {
-                    reason:
-                        Rejection::DuplicateCommand {
-                            first_applied: true,
-                            ..
-                        },
-                },
-            )) => return Some(Outcome::Applied),
+            Ok((_, Outcome::Rejected { reason: Rejection::DuplicateCommand { first_applied: true, .. } })) => return Some(Outcome::Applied),
             Ok((_, outcome)) => return Some(outcome),
-            Err(error) => {
-                tracing::warn!(id = %command.id, %error, "segment registration not confirmed, retrying")
-            }
+            Err(error) => tracing::warn!(id = %command.id, %error, "segment registration not confirmed, retrying"),
         }
         if cancel.is_cancelled() {
             return None;

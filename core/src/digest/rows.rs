@@ -10,10 +10,7 @@ use std::collections::BTreeMap;
 
 use weir_global::{Dedup, StoredBatches, StoredPart};
 // The fields the plugin host sets that have columns of their own.
-use weir_plugin_host::{
-    ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, Field, PARSER_FIELD, ParserRegistry,
-    RawEvent, Value,
-};
+use weir_plugin_host::{ERROR_FIELD, ERROR_MSG_FIELD, Event as ParsedEvent, Field, PARSER_FIELD, ParserRegistry, RawEvent, Value};
 use weir_proto::event::now_ms;
 use weir_proto::{EventBatch, Fields};
 use weir_segment::SegmentRow;
@@ -77,18 +74,11 @@ pub struct StoredSet {
 
 impl StoredSet {
     pub fn add(&mut self, batch: &RecordBatch) {
-        let entry = self
-            .by_incarnation
-            .entry((batch.id.edge_id.clone(), batch.id.incarnation.clone()))
-            .or_default();
+        let entry = self.by_incarnation.entry((batch.id.edge_id.clone(), batch.id.incarnation.clone())).or_default();
         if batch.parts == 1 {
             entry.0.push(batch.id.seq);
         } else {
-            entry.1.push(StoredPart {
-                seq: batch.id.seq,
-                part: batch.part,
-                parts: batch.parts,
-            });
+            entry.1.push(StoredPart { seq: batch.id.seq, part: batch.part, parts: batch.parts });
         }
     }
 
@@ -107,12 +97,7 @@ impl StoredSet {
                         _ => whole.push((seq, seq + 1)),
                     }
                 }
-                StoredBatches {
-                    edge_id: edge_id.clone(),
-                    incarnation: incarnation.clone(),
-                    whole,
-                    parts: parts.clone(),
-                }
+                StoredBatches { edge_id: edge_id.clone(), incarnation: incarnation.clone(), whole, parts: parts.clone() }
             })
             .collect()
     }
@@ -125,31 +110,17 @@ impl StoredSet {
 impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
     /// The rows of `record`, unless `dedup` says its batch part is stored already; marks
     /// the part in `dedup` and `stored` when it is kept.
-    pub fn rows(
-        &self,
-        record: &IngestRecord,
-        dedup: &mut Dedup,
-        stored: &mut StoredSet,
-        out: &mut Vec<SegmentRow>,
-    ) -> RecordOutcome {
+    pub fn rows(&self, record: &IngestRecord, dedup: &mut Dedup, stored: &mut StoredSet, out: &mut Vec<SegmentRow>) -> RecordOutcome {
         if let Some(batch) = &record.batch {
             if dedup.is_stored(&batch.id, batch.part, batch.parts) {
-                return RecordOutcome {
-                    duplicate: true,
-                    ..RecordOutcome::default()
-                };
+                return RecordOutcome { duplicate: true, ..RecordOutcome::default() };
             }
         }
         let batch: EventBatch = match serde_json::from_slice(&record.payload) {
             Ok(batch) => batch,
             Err(error) => {
                 out.push(self.foreign_row(record, &error.to_string()));
-                return RecordOutcome {
-                    events: 1,
-                    failed: 1,
-                    foreign: true,
-                    duplicate: false,
-                };
+                return RecordOutcome { events: 1, failed: 1, foreign: true, duplicate: false };
             }
         };
         if let Some(part) = &record.batch {
@@ -159,11 +130,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
             stored.add(part);
         }
         let outcome = self.batch_rows(record.offset, batch, out);
-        RecordOutcome {
-            duplicate: false,
-            foreign: false,
-            ..outcome
-        }
+        RecordOutcome { duplicate: false, foreign: false, ..outcome }
     }
 
     fn foreign_row(&self, record: &IngestRecord, reason: &str) -> SegmentRow {
@@ -178,27 +145,12 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
             tags: BTreeMap::new(),
             fields: Fields::new(),
             parser: None,
-            error: Some(format!(
-                "{FOREIGN_RECORD_ERROR}: record at offset {} of partition {}: {reason}",
-                record.offset, self.partition
-            )),
+            error: Some(format!("{FOREIGN_RECORD_ERROR}: record at offset {} of partition {}: {reason}", record.offset, self.partition)),
         }
     }
 
-    fn batch_rows(
-        &self,
-        offset: u64,
-        batch: EventBatch,
-        out: &mut Vec<SegmentRow>,
-    ) -> RecordOutcome {
-        let EventBatch {
-            repository,
-            tags,
-            parser,
-            ingest_ts_ms,
-            attributes,
-            mut events,
-        } = batch;
+    fn batch_rows(&self, offset: u64, batch: EventBatch, out: &mut Vec<SegmentRow>) -> RecordOutcome {
+        let EventBatch { repository, tags, parser, ingest_ts_ms, attributes, mut events } = batch;
         let attributes = Fields::from(attributes);
         let chosen = self.parsers.and_then(|registry| match parser.as_deref() {
             Some(asked) if registry.has_parser(asked) => Some(asked.to_owned()),
@@ -211,12 +163,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
             fields.extend(own);
             fields
         };
-        let row = |index: usize,
-                   raw: String,
-                   timestamp_ms: i64,
-                   fields,
-                   parser: Option<String>,
-                   error: Option<String>| SegmentRow {
+        let row = |index: usize, raw: String, timestamp_ms: i64, fields, parser: Option<String>, error: Option<String>| SegmentRow {
             repository: repository.clone(),
             timestamp_ms,
             ingest_timestamp_ms: ingest_ts_ms,
@@ -234,10 +181,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
                 let ts = event.timestamp_ms.unwrap_or(ingest_ts_ms);
                 out.push(row(i, event.raw, ts, base(event.attributes), None, None));
             }
-            return RecordOutcome {
-                events: n,
-                ..RecordOutcome::default()
-            };
+            return RecordOutcome { events: n, ..RecordOutcome::default() };
         };
         let raw: Vec<RawEvent> = events
             .iter()
@@ -268,14 +212,7 @@ impl<P: BatchParser + ?Sized> RowBuilder<'_, P> {
                 .unwrap_or(ingest_ts_ms);
             outcome.events += 1;
             outcome.failed += u64::from(columns.error.is_some());
-            out.push(row(
-                i,
-                event.raw,
-                timestamp_ms,
-                fields,
-                Some(columns.parser),
-                columns.error,
-            ));
+            out.push(row(i, event.raw, timestamp_ms, fields, Some(columns.parser), columns.error));
         }
         outcome
     }
@@ -308,10 +245,7 @@ pub fn split_fields(parsed: Vec<Field>, fields: &mut Fields, parser: &str) -> Co
     }
     // One pass over them all, not a search per field: a parser may set hundreds.
     fields.extend(others);
-    Columns {
-        parser,
-        error: code.map(|code| message.unwrap_or(code)),
-    }
+    Columns { parser, error: code.map(|code| message.unwrap_or(code)) }
 }
 
 #[cfg(test)]
@@ -324,11 +258,7 @@ mod tests {
             offset,
             payload: payload.to_vec(),
             batch: batch.map(|(seq, part, parts)| RecordBatch {
-                id: BatchId {
-                    edge_id: "e".into(),
-                    incarnation: "i".into(),
-                    seq,
-                },
+                id: BatchId { edge_id: "e".into(), incarnation: "i".into(), seq },
                 part,
                 parts,
             }),
@@ -350,25 +280,10 @@ mod tests {
 
     #[test]
     fn a_batch_without_a_parser_keeps_every_event_with_its_fields() {
-        let builder = RowBuilder {
-            partition: 3,
-            parsers: None::<&ParserRegistry>,
-            foreign_repository: "foreign",
-        };
+        let builder = RowBuilder { partition: 3, parsers: None::<&ParserRegistry>, foreign_repository: "foreign" };
         let (mut dedup, mut stored, mut out) = (Dedup::default(), StoredSet::default(), Vec::new());
-        let outcome = builder.rows(
-            &record(7, &batch_json(&["a", "b"]), Some((1, 0, 1))),
-            &mut dedup,
-            &mut stored,
-            &mut out,
-        );
-        assert_eq!(
-            outcome,
-            RecordOutcome {
-                events: 2,
-                ..RecordOutcome::default()
-            }
-        );
+        let outcome = builder.rows(&record(7, &batch_json(&["a", "b"]), Some((1, 0, 1))), &mut dedup, &mut stored, &mut out);
+        assert_eq!(outcome, RecordOutcome { events: 2, ..RecordOutcome::default() });
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].id, "3-7-0");
         assert_eq!(out[0].timestamp_ms, 500, "the client's time");
@@ -380,50 +295,19 @@ mod tests {
 
     #[test]
     fn a_batch_part_seen_before_is_dropped_and_a_foreign_record_is_kept_raw() {
-        let builder = RowBuilder {
-            partition: 0,
-            parsers: None::<&ParserRegistry>,
-            foreign_repository: "foreign",
-        };
+        let builder = RowBuilder { partition: 0, parsers: None::<&ParserRegistry>, foreign_repository: "foreign" };
         let (mut dedup, mut stored, mut out) = (Dedup::default(), StoredSet::default(), Vec::new());
-        builder.rows(
-            &record(1, &batch_json(&["a"]), Some((5, 0, 2))),
-            &mut dedup,
-            &mut stored,
-            &mut out,
-        );
-        let again = builder.rows(
-            &record(2, &batch_json(&["a"]), Some((5, 0, 2))),
-            &mut dedup,
-            &mut stored,
-            &mut out,
-        );
+        builder.rows(&record(1, &batch_json(&["a"]), Some((5, 0, 2))), &mut dedup, &mut stored, &mut out);
+        let again = builder.rows(&record(2, &batch_json(&["a"]), Some((5, 0, 2))), &mut dedup, &mut stored, &mut out);
         assert!(again.duplicate);
-        let other_part = builder.rows(
-            &record(3, &batch_json(&["b"]), Some((5, 1, 2))),
-            &mut dedup,
-            &mut stored,
-            &mut out,
-        );
+        let other_part = builder.rows(&record(3, &batch_json(&["b"]), Some((5, 1, 2))), &mut dedup, &mut stored, &mut out);
         assert!(!other_part.duplicate);
         assert_eq!(out.len(), 2);
-        let foreign = builder.rows(
-            &record(4, b"\xffnot json", None),
-            &mut dedup,
-            &mut stored,
-            &mut out,
-        );
+        let foreign = builder.rows(&record(4, b"\xffnot json", None), &mut dedup, &mut stored, &mut out);
         assert!(foreign.foreign);
         let row = out.last().unwrap();
         assert_eq!(row.repository, "foreign");
-        assert!(
-            row.error
-                .as_deref()
-                .unwrap()
-                .starts_with(FOREIGN_RECORD_ERROR),
-            "{:?}",
-            row.error
-        );
+        assert!(row.error.as_deref().unwrap().starts_with(FOREIGN_RECORD_ERROR), "{:?}", row.error);
         assert!(row.raw.ends_with("not json"));
         let stored = stored.to_stored();
         assert_eq!(stored[0].parts.len(), 2);

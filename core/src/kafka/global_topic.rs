@@ -46,15 +46,9 @@ fn spec(kafka: &KafkaConfig) -> TopicSpec {
 
 /// Creates or checks the Global topic until it is as required (`true`) or `shutdown`
 /// (`false`); `on_failure` as in [`super::verify_until_ready`].
-pub async fn verify_until_ready(
-    kafka: &KafkaConfig,
-    shutdown: &CancellationToken,
-    on_failure: impl FnMut(String) -> String,
-) -> bool {
+pub async fn verify_until_ready(kafka: &KafkaConfig, shutdown: &CancellationToken, on_failure: impl FnMut(String) -> String) -> bool {
     let spec = spec(kafka);
-    let verified = super::verify_until_ready(kafka, &spec, shutdown, on_failure)
-        .await
-        .is_some();
+    let verified = super::verify_until_ready(kafka, &spec, shutdown, on_failure).await.is_some();
     if verified {
         tracing::info!(topic = %spec.name, "global topic ready");
     }
@@ -77,39 +71,20 @@ impl GlobalProducer {
             .set("message.timeout.ms", timeout.as_millis().to_string())
             .set("linger.ms", "0")
             .create_with_context(DeliveryContext::default())?;
-        Ok(GlobalProducer {
-            topic: kafka.global_topic.clone(),
-            producer,
-            timeout,
-        })
+        Ok(GlobalProducer { topic: kafka.global_topic.clone(), producer, timeout })
     }
 
     /// Writes one record and returns its offset once Kafka acknowledged it.
     pub async fn send(&self, key: &str, payload: &[u8]) -> Result<u64, SendError> {
-        let record = FutureRecord::to(&self.topic)
-            .partition(0)
-            .key(key)
-            .payload(payload);
-        let delivery = self
-            .producer
-            .send(record, Timeout::After(self.timeout))
-            .await
-            .map_err(|(error, _)| send_error(error))?;
-        u64::try_from(delivery.offset).map_err(|_| {
-            SendError::Unavailable(format!(
-                "the delivery report has no offset ({})",
-                delivery.offset
-            ))
-        })
+        let record = FutureRecord::to(&self.topic).partition(0).key(key).payload(payload);
+        let delivery = self.producer.send(record, Timeout::After(self.timeout)).await.map_err(|(error, _)| send_error(error))?;
+        u64::try_from(delivery.offset).map_err(|_| SendError::Unavailable(format!("the delivery report has no offset ({})", delivery.offset)))
     }
 }
 
 fn send_error(error: KafkaError) -> SendError {
     match error.rdkafka_error_code() {
-        Some(code) if Refusal::of(code).is_some() => SendError::Refused {
-            code: code.to_string(),
-            reason: error.to_string(),
-        },
+        Some(code) if Refusal::of(code).is_some() => SendError::Refused { code: code.to_string(), reason: error.to_string() },
         _ => SendError::Unavailable(error.to_string()),
     }
 }
@@ -133,17 +108,12 @@ impl GlobalReader {
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "50")
             .create_with_context(DeliveryContext::default())?;
-        Ok(GlobalReader {
-            topic: kafka.global_topic.clone(),
-            consumer,
-        })
+        Ok(GlobalReader { topic: kafka.global_topic.clone(), consumer })
     }
 
     /// The topic's end (next offset to be written) now.
     pub fn high_watermark(&self) -> Result<u64, ClientError> {
-        let (_, high) = self
-            .consumer
-            .fetch_watermarks(&self.topic, 0, Duration::from_secs(5))?;
+        let (_, high) = self.consumer.fetch_watermarks(&self.topic, 0, Duration::from_secs(5))?;
         Ok(high.max(0) as u64)
     }
 
@@ -157,14 +127,7 @@ impl GlobalReader {
     /// The next record (offset, payload), waiting up to `timeout`.
     pub fn poll(&self, timeout: Duration) -> Option<Result<(u64, Vec<u8>), ClientError>> {
         self.consumer.poll(timeout).map(|polled| {
-            polled
-                .map(|message| {
-                    (
-                        message.offset() as u64,
-                        message.payload().unwrap_or_default().to_vec(),
-                    )
-                })
-                .map_err(ClientError::from)
+            polled.map(|message| (message.offset() as u64, message.payload().unwrap_or_default().to_vec())).map_err(ClientError::from)
         })
     }
 }

@@ -14,23 +14,15 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use weir_proto::wire::BatchId;
 
-use super::{
-    BATCH_ID_HEADER, BATCH_PART_HEADER, BATCH_PARTS_HEADER, DeliveryContext, client_config,
-};
+use super::{BATCH_ID_HEADER, BATCH_PART_HEADER, BATCH_PARTS_HEADER, DeliveryContext, client_config};
 use crate::config::KafkaConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     /// The offset to resume from is below what Kafka still holds: records Global never saw
     /// stored were deleted (retention shorter than the digest's lag, or a recreated topic).
-    #[error(
-        "partition {partition}: offset {wanted} is no longer in Kafka (the log starts at {log_start}); records {wanted}..{log_start} were deleted before they were digested"
-    )]
-    OffsetGone {
-        partition: u32,
-        wanted: u64,
-        log_start: u64,
-    },
+    #[error("partition {partition}: offset {wanted} is no longer in Kafka (the log starts at {log_start}); records {wanted}..{log_start} were deleted before they were digested")]
+    OffsetGone { partition: u32, wanted: u64, log_start: u64 },
     #[error("partition {partition}: {source}")]
     Kafka { partition: u32, source: KafkaError },
 }
@@ -62,12 +54,7 @@ pub struct PartitionReader {
 
 impl PartitionReader {
     /// Opens a consumer positioned at `from`, after checking Kafka still holds it.
-    pub fn open(
-        kafka: &KafkaConfig,
-        node_id: &str,
-        partition: u32,
-        from: u64,
-    ) -> Result<PartitionReader, ReadError> {
+    pub fn open(kafka: &KafkaConfig, node_id: &str, partition: u32, from: u64) -> Result<PartitionReader, ReadError> {
         let error = |source| ReadError::Kafka { partition, source };
         let consumer: BaseConsumer<DeliveryContext> = client_config(kafka)
             // A group id librdkafka requires; nothing is committed under it.
@@ -81,23 +68,13 @@ impl PartitionReader {
             .set("isolation.level", "read_committed")
             .create_with_context(DeliveryContext::default())
             .map_err(error)?;
-        let reader = PartitionReader {
-            consumer,
-            topic: kafka.ingest_topic.clone(),
-            partition,
-        };
+        let reader = PartitionReader { consumer, topic: kafka.ingest_topic.clone(), partition };
         let (low, _) = reader.watermarks()?;
         if from < low {
-            return Err(ReadError::OffsetGone {
-                partition,
-                wanted: from,
-                log_start: low,
-            });
+            return Err(ReadError::OffsetGone { partition, wanted: from, log_start: low });
         }
         let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(&reader.topic, partition as i32, Offset::Offset(from as i64))
-            .map_err(error)?;
+        assignment.add_partition_offset(&reader.topic, partition as i32, Offset::Offset(from as i64)).map_err(error)?;
         reader.consumer.assign(&assignment).map_err(error)?;
         Ok(reader)
     }
@@ -107,33 +84,19 @@ impl PartitionReader {
         let (low, high) = self
             .consumer
             .fetch_watermarks(&self.topic, self.partition as i32, Duration::from_secs(5))
-            .map_err(|source| ReadError::Kafka {
-                partition: self.partition,
-                source,
-            })?;
+            .map_err(|source| ReadError::Kafka { partition: self.partition, source })?;
         Ok((low.max(0) as u64, high.max(0) as u64))
     }
 
     /// The partition's end, asked of the broker with a short timeout: for the lag metric.
     pub fn high_watermark(&self) -> Option<u64> {
-        self.consumer
-            .fetch_watermarks(
-                &self.topic,
-                self.partition as i32,
-                Duration::from_millis(500),
-            )
-            .ok()
-            .map(|(_, high)| high.max(0) as u64)
+        self.consumer.fetch_watermarks(&self.topic, self.partition as i32, Duration::from_millis(500)).ok().map(|(_, high)| high.max(0) as u64)
     }
 
     /// The next record, `Ok(None)` when none came within `timeout`. Transient consumer
     /// errors are logged and answered `Ok(None)` (librdkafka retries on its own); a
     /// position Kafka no longer holds is [`ReadError::OffsetGone`].
-    pub fn poll(
-        &self,
-        timeout: Duration,
-        position: u64,
-    ) -> Result<Option<IngestRecord>, ReadError> {
+    pub fn poll(&self, timeout: Duration, position: u64) -> Result<Option<IngestRecord>, ReadError> {
         match self.consumer.poll(timeout) {
             None => Ok(None),
             Some(Ok(message)) => Ok(Some(IngestRecord {
@@ -146,11 +109,7 @@ impl PartitionReader {
                 if self.watermarks().is_ok_and(|(low, _)| position < low) =>
             {
                 let (low, _) = self.watermarks()?;
-                Err(ReadError::OffsetGone {
-                    partition: self.partition,
-                    wanted: position,
-                    log_start: low,
-                })
+                Err(ReadError::OffsetGone { partition: self.partition, wanted: position, log_start: low })
             }
             Some(Err(error)) => {
                 tracing::warn!(partition = self.partition, %error, "ingest consumer error");
@@ -162,22 +121,14 @@ impl PartitionReader {
 
 /// How many partitions the ingest topic has now. Blocking.
 pub fn partition_count(kafka: &KafkaConfig) -> Result<u32, String> {
-    let consumer: BaseConsumer<DeliveryContext> = client_config(kafka)
-        .create_with_context(DeliveryContext::default())
-        .map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer<DeliveryContext> =
+        client_config(kafka).create_with_context(DeliveryContext::default()).map_err(|e| e.to_string())?;
     let metadata = consumer
         .fetch_metadata(Some(&kafka.ingest_topic), Duration::from_secs(5))
         .map_err(|e| format!("cannot describe topic {}: {e}", kafka.ingest_topic))?;
-    let n = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == kafka.ingest_topic)
-        .map_or(0, |t| t.partitions().len());
+    let n = metadata.topics().iter().find(|t| t.name() == kafka.ingest_topic).map_or(0, |t| t.partitions().len());
     if n == 0 {
-        return Err(format!(
-            "topic {} has no partitions yet",
-            kafka.ingest_topic
-        ));
+        return Err(format!("topic {} has no partitions yet", kafka.ingest_topic));
     }
     Ok(n as u32)
 }
@@ -207,12 +158,7 @@ pub fn log_starts(kafka: &KafkaConfig) -> Result<Vec<u64>, String> {
 /// The batch identity a forwarded record carries, if it carries a readable one.
 fn record_batch(headers: &rdkafka::message::BorrowedHeaders) -> Option<RecordBatch> {
     let text = |key: &str| {
-        headers
-            .iter()
-            .find(|h| h.key == key)
-            .and_then(|h| h.value)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .map(str::to_owned)
+        headers.iter().find(|h| h.key == key).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok()).map(str::to_owned)
     };
     let id = BatchId::parse(&text(BATCH_ID_HEADER)?)?;
     let part = text(BATCH_PART_HEADER)?.parse().ok()?;

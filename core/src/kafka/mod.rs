@@ -45,19 +45,12 @@ pub enum PublishError {
     /// records may have been written; the request was not acknowledged, and a retry is
     /// safe.
     #[error("kafka did not acknowledge the events: {reason}")]
-    Unavailable {
-        code: Option<RDKafkaErrorCode>,
-        reason: String,
-    },
+    Unavailable { code: Option<RDKafkaErrorCode>, reason: String },
     /// Kafka refused a record in a way no retry changes (too large, invalid, not
     /// authorised). Other records of the request may have been written; it was not
     /// acknowledged.
     #[error("kafka refused the events ({code}): {reason}")]
-    Refused {
-        refusal: Refusal,
-        code: RDKafkaErrorCode,
-        reason: String,
-    },
+    Refused { refusal: Refusal, code: RDKafkaErrorCode, reason: String },
     #[error("could not create the kafka producer: {0}")]
     Setup(#[from] KafkaError),
     #[error("could not encode a record: {0}")]
@@ -71,15 +64,9 @@ impl PublishError {
     pub fn into_refusal(self, retry_after: Duration) -> weir_proto::Refusal {
         use weir_proto::Refusal as Answer;
         match self {
-            PublishError::Unavailable { reason, .. } => Answer::unavailable(
-                format!("kafka did not acknowledge the events: {reason}"),
-                retry_after,
-            ),
-            PublishError::Refused {
-                refusal, reason, ..
-            } => {
-                let message =
-                    format!("kafka refused the events and a retry cannot change that: {reason}");
+            PublishError::Unavailable { reason, .. } => Answer::unavailable(format!("kafka did not acknowledge the events: {reason}"), retry_after),
+            PublishError::Refused { refusal, reason, .. } => {
+                let message = format!("kafka refused the events and a retry cannot change that: {reason}");
                 match refusal {
                     Refusal::TooLarge => Answer::too_large(message),
                     Refusal::Invalid => Answer::bad_request(message),
@@ -110,21 +97,11 @@ impl Refusal {
     pub fn of(code: RDKafkaErrorCode) -> Option<Refusal> {
         use RDKafkaErrorCode as C;
         match code {
-            C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => {
-                Some(Refusal::TooLarge)
-            }
-            C::InvalidMessage
-            | C::InvalidRecord
-            | C::InvalidTimestamp
-            | C::PolicyViolation
-            | C::InvalidTopic
-            | C::UnsupportedForMessageFormat
-            | C::InvalidArgument => Some(Refusal::Invalid),
-            C::TopicAuthorizationFailed
-            | C::ClusterAuthorizationFailed
-            | C::TransactionalIdAuthorizationFailed
-            | C::SaslAuthenticationFailed
-            | C::Authentication => Some(Refusal::Unauthorized),
+            C::MessageSizeTooLarge | C::MessageBatchTooLarge | C::InvalidMessageSize => Some(Refusal::TooLarge),
+            C::InvalidMessage | C::InvalidRecord | C::InvalidTimestamp | C::PolicyViolation | C::InvalidTopic
+            | C::UnsupportedForMessageFormat | C::InvalidArgument => Some(Refusal::Invalid),
+            C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed | C::TransactionalIdAuthorizationFailed
+            | C::SaslAuthenticationFailed | C::Authentication => Some(Refusal::Unauthorized),
             _ => None,
         }
     }
@@ -144,15 +121,8 @@ impl Failure {
 
     fn into_error(self) -> PublishError {
         match (self.refusal(), self.code) {
-            (Some(refusal), Some(code)) => PublishError::Refused {
-                refusal,
-                code,
-                reason: self.reason,
-            },
-            _ => PublishError::Unavailable {
-                code: self.code,
-                reason: self.reason,
-            },
+            (Some(refusal), Some(code)) => PublishError::Refused { refusal, code, reason: self.reason },
+            _ => PublishError::Unavailable { code: self.code, reason: self.reason },
         }
     }
 }
@@ -248,17 +218,12 @@ impl RecentErrors {
 impl ClientContext for DeliveryContext {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
                 tracing::error!(facility, message, "librdkafka");
                 self.recent_errors.push(message.to_owned());
             }
             RDKafkaLogLevel::Warning => tracing::warn!(facility, message, "librdkafka"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(facility, message, "librdkafka")
-            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(facility, message, "librdkafka"),
             RDKafkaLogLevel::Debug => tracing::debug!(facility, message, "librdkafka"),
         }
     }
@@ -273,10 +238,7 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Arc<PendingRequest>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, pending: Arc<PendingRequest>) {
-        let failure = result.as_ref().err().map(|(e, _)| Failure {
-            code: error_code(e),
-            reason: e.to_string(),
-        });
+        let failure = result.as_ref().err().map(|(e, _)| Failure { code: error_code(e), reason: e.to_string() });
         pending.complete(1, failure);
     }
 }
@@ -314,14 +276,8 @@ impl Publisher {
             .set("compression.type", "lz4")
             // librdkafka's own default queue holds up to 1 GiB: bounded here, and its
             // backpressure (QueueFull) is waited on in `enqueue`.
-            .set(
-                "queue.buffering.max.kbytes",
-                config.queue_max_bytes.div_ceil(1024).max(1).to_string(),
-            )
-            .set(
-                "message.max.bytes",
-                (config.max_record_bytes + 64 * 1024).to_string(),
-            );
+            .set("queue.buffering.max.kbytes", config.queue_max_bytes.div_ceil(1024).max(1).to_string())
+            .set("message.max.bytes", (config.max_record_bytes + 64 * 1024).to_string());
         let producer = client.create_with_context(DeliveryContext::default())?;
         Ok(Publisher {
             producer,
@@ -353,21 +309,14 @@ impl Publisher {
 
     /// A fatal producer error (e.g. idempotence state lost) makes the node unready.
     pub fn fatal_error(&self) -> Option<String> {
-        self.producer
-            .client()
-            .fatal_error()
-            .map(|(code, reason)| format!("{code}: {reason}"))
+        self.producer.client().fatal_error().map(|(code, reason)| format!("{code}: {reason}"))
     }
 
     /// Encodes a batch as Kafka records (key, JSON payload), split below the record size.
     pub fn encode(&self, batch: EventBatch, records: &mut Vec<Record>) -> Result<(), PublishError> {
         let key = batch.source_key();
         for payload in weir_proto::event::encode_parts(batch, self.max_record_bytes)? {
-            records.push(Record {
-                key: key.clone(),
-                payload: payload.into(),
-                batch: None,
-            });
+            records.push(Record { key: key.clone(), payload: payload.into(), batch: None });
         }
         Ok(())
     }
@@ -414,11 +363,7 @@ impl Publisher {
         let n_records = records.len();
         let deadline = tokio::time::Instant::now() + self.ack_timeout;
         if records.is_empty() {
-            return Delivery {
-                n_records,
-                done: None,
-                deadline,
-            };
+            return Delivery { n_records, done: None, deadline };
         }
         let (done_tx, done_rx) = oneshot::channel();
         let pending = Arc::new(PendingRequest {
@@ -426,18 +371,8 @@ impl Publisher {
             first_error: Mutex::new(None),
             done: Mutex::new(Some(done_tx)),
         });
-        for (
-            i,
-            Record {
-                key,
-                payload,
-                batch,
-            },
-        ) in records.iter().enumerate()
-        {
-            let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone())
-                .key(key)
-                .payload(payload.as_ref());
+        for (i, Record { key, payload, batch }) in records.iter().enumerate() {
+            let mut record = BaseRecord::with_opaque_to(&self.topic, pending.clone()).key(key).payload(payload.as_ref());
             if let Some(partition) = self.partition(key, shard) {
                 record = record.partition(partition);
             }
@@ -445,18 +380,9 @@ impl Publisher {
                 let (index, count) = (part.index.to_string(), part.count.to_string());
                 record = record.headers(
                     OwnedHeaders::new_with_capacity(3)
-                        .insert(Header {
-                            key: BATCH_ID_HEADER,
-                            value: Some(&part.id),
-                        })
-                        .insert(Header {
-                            key: BATCH_PART_HEADER,
-                            value: Some(&index),
-                        })
-                        .insert(Header {
-                            key: BATCH_PARTS_HEADER,
-                            value: Some(&count),
-                        }),
+                        .insert(Header { key: BATCH_ID_HEADER, value: Some(&part.id) })
+                        .insert(Header { key: BATCH_PART_HEADER, value: Some(&index) })
+                        .insert(Header { key: BATCH_PARTS_HEADER, value: Some(&count) }),
                 );
             }
             loop {
@@ -473,26 +399,15 @@ impl Publisher {
                     Err((error, _)) => {
                         let failure = Failure {
                             code: error_code(&error),
-                            reason: format!(
-                                "could not enqueue a record of {} bytes: {error}",
-                                payload.len()
-                            ),
+                            reason: format!("could not enqueue a record of {} bytes: {error}", payload.len()),
                         };
                         pending.complete(n_records - i, Some(failure));
-                        return Delivery {
-                            n_records,
-                            done: Some(done_rx),
-                            deadline,
-                        };
+                        return Delivery { n_records, done: Some(done_rx), deadline };
                     }
                 }
             }
         }
-        Delivery {
-            n_records,
-            done: Some(done_rx),
-            deadline,
-        }
+        Delivery { n_records, done: Some(done_rx), deadline }
     }
 
     /// Creates the ingest topic if it is missing and checks that it is as durable as
@@ -539,14 +454,8 @@ impl Delivery {
         let result = match tokio::time::timeout_at(self.deadline, done).await {
             Ok(Ok(Ok(()))) => Ok(self.n_records),
             Ok(Ok(Err(failure))) => Err(failure.into_error()),
-            Ok(Err(_)) => Err(PublishError::Unavailable {
-                code: None,
-                reason: "delivery report channel closed".into(),
-            }),
-            Err(_) => Err(PublishError::Unavailable {
-                code: None,
-                reason: "timed out waiting for delivery reports".into(),
-            }),
+            Ok(Err(_)) => Err(PublishError::Unavailable { code: None, reason: "delivery report channel closed".into() }),
+            Err(_) => Err(PublishError::Unavailable { code: None, reason: "timed out waiting for delivery reports".into() }),
         };
         // Counted per request, not in the per-record delivery callback.
         let outcome = match &result {
@@ -554,8 +463,7 @@ impl Delivery {
             Err(PublishError::Refused { .. }) => "refused",
             Err(_) => "failed",
         };
-        metrics::counter!("weir_kafka_records_total", "result" => outcome)
-            .increment(self.n_records as u64);
+        metrics::counter!("weir_kafka_records_total", "result" => outcome).increment(self.n_records as u64);
         result
     }
 }
@@ -588,12 +496,7 @@ pub(crate) struct TopicSpec {
 
 impl TopicSpec {
     fn ingest(config: &KafkaConfig) -> TopicSpec {
-        TopicSpec {
-            name: config.ingest_topic.clone(),
-            partitions: config.partitions,
-            exact_partitions: false,
-            configs: vec![],
-        }
+        TopicSpec { name: config.ingest_topic.clone(), partitions: config.partitions, exact_partitions: false, configs: vec![] }
     }
 }
 
@@ -640,22 +543,13 @@ pub(crate) async fn verify_until_ready(
 pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Result<u32, String> {
     let admin = admin_client(config)?;
     let min_isr = config.min_insync_replicas.to_string();
-    let mut topic = NewTopic::new(
-        &spec.name,
-        spec.partitions,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("min.insync.replicas", &min_isr);
+    let mut topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(config.replication_factor))
+        .set("min.insync.replicas", &min_isr);
     for (key, value) in &spec.configs {
         topic = topic.set(key, value);
     }
-    let options = AdminOptions::new()
-        .request_timeout(Some(Duration::from_secs(5)))
-        .operation_timeout(Some(Duration::from_secs(5)));
-    let results = admin
-        .create_topics([&topic], &options)
-        .await
-        .map_err(|e| format!("cannot reach kafka to create topic {}: {e}", spec.name))?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5))).operation_timeout(Some(Duration::from_secs(5)));
+    let results = admin.create_topics([&topic], &options).await.map_err(|e| format!("cannot reach kafka to create topic {}: {e}", spec.name))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -672,22 +566,14 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
     let metadata = {
         let admin = admin_client(config)?;
         let topic = name.clone();
-        tokio::task::spawn_blocking(move || {
-            admin
-                .inner()
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-        })
-        .await
-        .map_err(|e| format!("metadata task failed: {e}"))?
-        .map_err(|e| format!("cannot describe topic {name}: {e}"))?
+        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(5)))
+            .await
+            .map_err(|e| format!("metadata task failed: {e}"))?
+            .map_err(|e| format!("cannot describe topic {name}: {e}"))?
     };
     // Metadata holds raw pointers (not Send): read what is needed before the next await.
     let (fewest_replicas, partitions) = {
-        let described = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
+        let described = metadata.topics().iter().find(|t| t.name() == name).ok_or_else(|| format!("topic {name} is not in the cluster's metadata yet"))?;
         if let Some(error) = described.error() {
             return Err(format!("topic {name}: {:?}", RDKafkaErrorCode::from(error)));
         }
@@ -701,11 +587,7 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
                 spec.partitions
             ));
         }
-        if let Some(partition) = described
-            .partitions()
-            .iter()
-            .find(|p| (p.replicas().len() as i32) < config.replication_factor)
-        {
+        if let Some(partition) = described.partitions().iter().find(|p| (p.replicas().len() as i32) < config.replication_factor) {
             return Err(format!(
                 "topic {name} partition {} has {} replicas, below kafka.replication_factor {}: increase its replication (kafka-reassign-partitions) or lower the setting",
                 partition.id(),
@@ -713,15 +595,7 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
                 config.replication_factor
             ));
         }
-        (
-            described
-                .partitions()
-                .iter()
-                .map(|p| p.replicas().len() as i32)
-                .min()
-                .unwrap_or(0),
-            described.partitions().len() as u32,
-        )
+        (described.partitions().iter().map(|p| p.replicas().len() as i32).min().unwrap_or(0), described.partitions().len() as u32)
     };
     drop(metadata);
     let configs = admin
@@ -780,25 +654,16 @@ mod tests {
         let expected: Vec<i32> = (0..8).map(|seq| (first + seq % 4) % 8).collect();
         assert_eq!(spread, expected);
         // More shards than partitions: every partition, none past the last.
-        let all: std::collections::BTreeSet<i32> = (0..100)
-            .map(|seq| shard_partition(key, seq, 16, 3))
-            .collect();
+        let all: std::collections::BTreeSet<i32> = (0..100).map(|seq| shard_partition(key, seq, 16, 3)).collect();
         assert_eq!(all, [0, 1, 2].into());
         // One shard: one partition whatever the seq, as before sharding.
-        let one: std::collections::BTreeSet<i32> = (0..100)
-            .map(|seq| shard_partition(key, seq, 1, 8))
-            .collect();
+        let one: std::collections::BTreeSet<i32> = (0..100).map(|seq| shard_partition(key, seq, 1, 8)).collect();
         assert_eq!(one.len(), 1);
         // The hash is fixed (CRC-32C), so cores of any version agree: a resent batch goes
         // where its first copy went.
-        assert_eq!(
-            shard_partition("web", 0, 1, 1 << 20),
-            (crc32c::crc32c(b"web") % (1 << 20)) as i32
-        );
+        assert_eq!(shard_partition("web", 0, 1, 1 << 20), (crc32c::crc32c(b"web") % (1 << 20)) as i32);
         // Different sources start at different partitions.
-        let starts: std::collections::BTreeSet<i32> = (0..64)
-            .map(|i| shard_partition(&format!("repo-{i}"), 0, 1, 16))
-            .collect();
+        let starts: std::collections::BTreeSet<i32> = (0..64).map(|i| shard_partition(&format!("repo-{i}"), 0, 1, 16)).collect();
         assert!(starts.len() > 8, "{starts:?}");
     }
 }

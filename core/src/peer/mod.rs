@@ -42,25 +42,11 @@ pub enum FetchError {
     #[error("segment {segment_id}: no live copy on another node is known to Global")]
     NoCopy { segment_id: String },
     #[error("segment {segment_id} from {node}: {reason}")]
-    Transfer {
-        segment_id: String,
-        node: String,
-        reason: String,
-    },
-    #[error(
-        "segment {segment_id} from {node}: the bytes hash to {got}, Global registered {expected}; the copy is not used"
-    )]
-    HashMismatch {
-        segment_id: String,
-        node: String,
-        expected: String,
-        got: String,
-    },
+    Transfer { segment_id: String, node: String, reason: String },
+    #[error("segment {segment_id} from {node}: the bytes hash to {got}, Global registered {expected}; the copy is not used")]
+    HashMismatch { segment_id: String, node: String, expected: String, got: String },
     #[error("segment {segment_id}: {source}")]
-    Io {
-        segment_id: String,
-        source: std::io::Error,
-    },
+    Io { segment_id: String, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -28,24 +28,14 @@ pub struct SegmentFiles {
 impl SegmentFiles {
     /// This node's files as `config` lays them out, with a peer client when the node has a
     /// QUIC section (its certificate is what other cores let fetch).
-    pub fn open(
-        config: &CoreConfig,
-        global: Arc<GlobalLog>,
-    ) -> Result<SegmentFiles, PeerSetupError> {
+    pub fn open(config: &CoreConfig, global: Arc<GlobalLog>) -> Result<SegmentFiles, PeerSetupError> {
         let data_dir = DataDir::new(&config.data_dir);
         Ok(SegmentFiles {
             node_id: config.node_id.clone(),
             global,
-            fetched: Arc::new(FetchedCache::open(
-                data_dir.fetched_dir(),
-                config.limits.fetched_segments_bytes,
-            )),
+            fetched: Arc::new(FetchedCache::open(data_dir.fetched_dir(), config.limits.fetched_segments_bytes)),
             data_dir,
-            client: config
-                .quic
-                .as_ref()
-                .map(|q| PeerClient::new(&q.tls))
-                .transpose()?,
+            client: config.quic.as_ref().map(|q| PeerClient::new(&q.tls)).transpose()?,
         })
     }
 
@@ -60,16 +50,12 @@ impl SegmentFiles {
             self.fetched.touch(&name);
             return Ok(fetched);
         }
-        let no_copy = || FetchError::NoCopy {
-            segment_id: segment.segment_id.clone(),
-        };
+        let no_copy = || FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         let client = self.client.as_ref().ok_or_else(no_copy)?;
         // Nodes with a copy, and their QUIC address; a node holds one copy (its current
         // disk's, else whichever it still announces), so each is asked once.
         let holders: Vec<(String, String)> = self.global.read(|state| {
-            let Some(registered) = state.segment(&segment.segment_id) else {
-                return Vec::new();
-            };
+            let Some(registered) = state.segment(&segment.segment_id) else { return Vec::new() };
             registered
                 .copies
                 .iter()
@@ -87,16 +73,8 @@ impl SegmentFiles {
         let mut last = no_copy();
         for (node, address) in holders {
             // An advertised address may be a host name: resolved here, at fetch time.
-            let Some(addr) = tokio::net::lookup_host(address.as_str())
-                .await
-                .ok()
-                .and_then(|mut a| a.next())
-            else {
-                last = FetchError::Transfer {
-                    segment_id: segment.segment_id.clone(),
-                    node: node.clone(),
-                    reason: format!("cannot resolve its address {address}"),
-                };
+            let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
+                last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
                 continue;
             };
             match client.fetch(&node, addr, segment, self.fetched.dir()).await {
@@ -108,8 +86,7 @@ impl SegmentFiles {
                     // Eviction removes files: off the async workers.
                     let _ = tokio::task::spawn_blocking(move || {
                         cache.added(&name, bytes, |file| {
-                            let id =
-                                data_dir::segment_id(std::path::Path::new(file)).unwrap_or(file);
+                            let id = data_dir::segment_id(std::path::Path::new(file)).unwrap_or(file);
                             global.read(|state| state.segment(id).is_some())
                         })
                     })

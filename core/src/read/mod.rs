@@ -23,19 +23,10 @@ pub struct ClusterSegments {
 
 impl SegmentSource for ClusterSegments {
     fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo> {
-        self.files.global.read(|state| {
-            state
-                .segments_overlapping(repo, start_ms, end_ms)
-                .into_iter()
-                .map(|s| s.info.clone())
-                .collect()
-        })
+        self.files.global.read(|state| state.segments_overlapping(repo, start_ms, end_ms).into_iter().map(|s| s.info.clone()).collect())
     }
 
-    fn local_path(
-        &self,
-        segment: &SegmentInfo,
-    ) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
+    fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
         let (files, segment) = (self.files.clone(), segment.clone());
         async move { files.local_path(&segment).await.map_err(source_error) }.boxed()
     }
@@ -46,13 +37,8 @@ impl SegmentSource for ClusterSegments {
 /// the fetched file may come right (503).
 fn source_error(error: FetchError) -> SourceError {
     match error {
-        FetchError::HashMismatch { ref node, .. } => SourceError::Damaged {
-            location: format!("the copy on {node}"),
-            reason: error.to_string(),
-        },
-        FetchError::NoCopy { .. } | FetchError::Transfer { .. } | FetchError::Io { .. } => {
-            SourceError::Unavailable(error.to_string())
-        }
+        FetchError::HashMismatch { ref node, .. } => SourceError::Damaged { location: format!("the copy on {node}"), reason: error.to_string() },
+        FetchError::NoCopy { .. } | FetchError::Transfer { .. } | FetchError::Io { .. } => SourceError::Unavailable(error.to_string()),
     }
 }
 
@@ -62,26 +48,10 @@ mod tests {
 
     #[test]
     fn a_copy_that_is_not_the_registered_one_is_damage_and_a_missing_one_is_unavailable() {
-        let mismatch = FetchError::HashMismatch {
-            segment_id: "s".into(),
-            node: "core-2".into(),
-            expected: "a".into(),
-            got: "b".into(),
-        };
-        assert!(
-            matches!(source_error(mismatch), SourceError::Damaged { location, .. } if location.contains("core-2"))
-        );
-        assert!(matches!(
-            source_error(FetchError::NoCopy {
-                segment_id: "s".into()
-            }),
-            SourceError::Unavailable(_)
-        ));
-        let cut = FetchError::Transfer {
-            segment_id: "s".into(),
-            node: "core-2".into(),
-            reason: "reset".into(),
-        };
+        let mismatch = FetchError::HashMismatch { segment_id: "s".into(), node: "core-2".into(), expected: "a".into(), got: "b".into() };
+        assert!(matches!(source_error(mismatch), SourceError::Damaged { location, .. } if location.contains("core-2")));
+        assert!(matches!(source_error(FetchError::NoCopy { segment_id: "s".into() }), SourceError::Unavailable(_)));
+        let cut = FetchError::Transfer { segment_id: "s".into(), node: "core-2".into(), reason: "reset".into() };
         assert!(matches!(source_error(cut), SourceError::Unavailable(_)));
     }
 }

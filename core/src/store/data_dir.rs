@@ -81,12 +81,7 @@ impl DataDir {
             Err(error) => return Err(error),
         }
         std::fs::create_dir_all(&self.root)?;
-        let seed = format!(
-            "{}:{}:{:?}",
-            self.root.display(),
-            std::process::id(),
-            std::time::SystemTime::now()
-        );
+        let seed = format!("{}:{}:{:?}", self.root.display(), std::process::id(), std::time::SystemTime::now());
         let id = format!("disk-{}", &blake3::hash(seed.as_bytes()).to_hex()[..16]);
         weir_node::atomic_write::AtomicWrite::new(self.root.join(".disk-id.tmp"))
             .write(&path, &[id.as_bytes()])
@@ -123,17 +118,13 @@ pub fn file_name(segment_id: &str) -> String {
 /// else (a temporary file, another file).
 pub fn segment_id(path: &Path) -> Option<&str> {
     let name = path.file_name()?.to_str()?;
-    weir_segment::is_segment_file_name(name)
-        .then(|| name.strip_suffix(".parquet"))
-        .flatten()
+    weir_segment::is_segment_file_name(name).then(|| name.strip_suffix(".parquet")).flatten()
 }
 
 /// Whether a name in a segments directory is a segment file being written (or left by a
 /// crash while it was).
 pub fn is_temporary(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|name| name.starts_with('.') && name.ends_with(".tmp"))
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|name| name.starts_with('.') && name.ends_with(".tmp"))
 }
 
 #[cfg(test)]
@@ -147,13 +138,8 @@ mod tests {
         assert_eq!(path, Path::new("/data/segments/p3-o10-e2-abcd.parquet"));
         assert_eq!(segment_id(&path), Some("p3-o10-e2-abcd"));
         assert_eq!(segment_id(&dir.fetched_path("x")), Some("x"));
-        assert_eq!(
-            segment_id(Path::new("/data/segments/.p3-o10.parquet.tmp")),
-            None
-        );
-        assert!(is_temporary(Path::new(
-            "/data/segments/.p3-o10.parquet.tmp"
-        )));
+        assert_eq!(segment_id(Path::new("/data/segments/.p3-o10.parquet.tmp")), None);
+        assert!(is_temporary(Path::new("/data/segments/.p3-o10.parquet.tmp")));
         assert_eq!(segment_id(Path::new("/data/segments/notes.txt")), None);
         assert_eq!(dir.snapshot_path(), Path::new("/data/global.snapshot"));
         assert_eq!(dir.staging_root(), Path::new("/data/staging"));
@@ -167,10 +153,6 @@ mod tests {
         assert!(id.starts_with("disk-") && id.len() == 21, "{id}");
         assert_eq!(dir.disk_id().unwrap(), id, "read back, not made again");
         let wiped = DataDir::new(root.path().join("other"));
-        assert_ne!(
-            wiped.disk_id().unwrap(),
-            id,
-            "another (or a wiped) directory has another id"
-        );
+        assert_ne!(wiped.disk_id().unwrap(), id, "another (or a wiped) directory has another id");
     }
 }

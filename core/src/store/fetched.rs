@@ -39,21 +39,11 @@ impl FetchedCache {
                 let Ok(meta) = entry.metadata() else { continue };
                 if meta.is_file() && name.ends_with(".parquet") {
                     let last_used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    files.insert(
-                        name,
-                        Entry {
-                            bytes: meta.len(),
-                            last_used,
-                        },
-                    );
+                    files.insert(name, Entry { bytes: meta.len(), last_used });
                 }
             }
         }
-        FetchedCache {
-            dir,
-            limit_bytes,
-            files: Mutex::new(files),
-        }
+        FetchedCache { dir, limit_bytes, files: Mutex::new(files) }
     }
 
     pub fn dir(&self) -> &Path {
@@ -62,12 +52,7 @@ impl FetchedCache {
 
     /// Bytes of the files held now.
     pub fn bytes(&self) -> u64 {
-        self.files
-            .lock()
-            .expect("fetched cache lock")
-            .values()
-            .map(|e| e.bytes)
-            .sum()
+        self.files.lock().expect("fetched cache lock").values().map(|e| e.bytes).sum()
     }
 
     /// A query is about to read `name`: it becomes the most recently used.
@@ -83,22 +68,14 @@ impl FetchedCache {
     pub fn added(&self, name: &str, bytes: u64, registered: impl Fn(&str) -> bool) {
         let now = SystemTime::now();
         let mut files = self.files.lock().expect("fetched cache lock");
-        files.insert(
-            name.to_owned(),
-            Entry {
-                bytes,
-                last_used: now,
-            },
-        );
+        files.insert(name.to_owned(), Entry { bytes, last_used: now });
         let mut total: u64 = files.values().map(|e| e.bytes).sum();
         if total <= self.limit_bytes {
             return;
         }
         // Segments Global dropped first, then the least recently used.
-        let mut order: Vec<(bool, SystemTime, String, u64)> = files
-            .iter()
-            .map(|(n, e)| (registered(n), e.last_used, n.clone(), e.bytes))
-            .collect();
+        let mut order: Vec<(bool, SystemTime, String, u64)> =
+            files.iter().map(|(n, e)| (registered(n), e.last_used, n.clone(), e.bytes)).collect();
         order.sort();
         for (_, last_used, name, bytes) in order {
             if total <= self.limit_bytes {
@@ -155,26 +132,16 @@ mod tests {
         write(dir.path(), "d.parquet", 100, Duration::ZERO);
         cache.added("d.parquet", 100, |_| true);
         // 400 > 250: b and c (least recently used; a was just touched) go.
-        let left: Vec<bool> = ["a", "b", "c", "d"]
-            .iter()
-            .map(|n| dir.path().join(format!("{n}.parquet")).exists())
-            .collect();
+        let left: Vec<bool> = ["a", "b", "c", "d"].iter().map(|n| dir.path().join(format!("{n}.parquet")).exists()).collect();
         assert_eq!(left, [true, false, false, true]);
         assert_eq!(cache.bytes(), 200);
-        assert!(
-            dir.path().join("notes.txt").exists(),
-            "other files are not the cache's"
-        );
+        assert!(dir.path().join("notes.txt").exists(), "other files are not the cache's");
 
         // Over the bound with every file in use: all stay.
         write(dir.path(), "e.parquet", 100, Duration::ZERO);
         cache.added("e.parquet", 100, |_| true);
         assert_eq!(cache.bytes(), 300);
-        assert!(
-            ["a", "d", "e"]
-                .iter()
-                .all(|n| dir.path().join(format!("{n}.parquet")).exists())
-        );
+        assert!(["a", "d", "e"].iter().all(|n| dir.path().join(format!("{n}.parquet")).exists()));
     }
 
     #[test]

@@ -36,50 +36,24 @@ pub struct Report {
 /// A change to this node's copies in Global.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Fix {
-    Add {
-        segment_id: String,
-        blake3: String,
-    },
-    Remove {
-        segment_id: String,
-        location: Location,
-        reason: String,
-    },
-    Damaged {
-        segment_id: String,
-        path: PathBuf,
-    },
+    Add { segment_id: String, blake3: String },
+    Remove { segment_id: String, location: Location, reason: String },
+    Damaged { segment_id: String, path: PathBuf },
 }
 
 /// Reconciles this node's copies with its disk; hashes files off the async workers.
-pub async fn run(
-    global: &GlobalLog,
-    data_dir: &DataDir,
-    node_id: &str,
-    disk_id: &str,
-) -> std::io::Result<Report> {
+pub async fn run(global: &GlobalLog, data_dir: &DataDir, node_id: &str, disk_id: &str) -> std::io::Result<Report> {
     let files = data_dir.segment_files()?;
     let state = global.state();
     let (node, disk) = (node_id.to_owned(), disk_id.to_owned());
-    let fixes = tokio::task::spawn_blocking(move || {
-        plan(&state, &files, &node, &disk, |path| {
-            weir_segment::blake3_of_file(path).map_err(std::io::Error::other)
-        })
-    })
-    .await
-    .expect("reconcile task")?;
-    let mut report = Report {
-        checked_files: fixes.1,
-        ..Report::default()
-    };
+    let fixes = tokio::task::spawn_blocking(move || plan(&state, &files, &node, &disk, |path| weir_segment::blake3_of_file(path).map_err(std::io::Error::other)))
+        .await
+        .expect("reconcile task")?;
+    let mut report = Report { checked_files: fixes.1, ..Report::default() };
     for fix in fixes.0 {
         let command = match &fix {
             Fix::Add { segment_id, blake3 } => node_copy(segment_id, blake3, node_id, disk_id),
-            Fix::Remove {
-                segment_id,
-                location,
-                reason,
-            } => remove_copy(segment_id, location.clone(), node_id, reason),
+            Fix::Remove { segment_id, location, reason } => remove_copy(segment_id, location.clone(), node_id, reason),
             Fix::Damaged { segment_id, path } => {
                 let aside = path.with_extension("parquet.damaged");
                 tracing::error!(segment = %segment_id, file = %path.display(), moved_to = %aside.display(), "segment file does not match Global's blake3: set aside");
@@ -93,9 +67,7 @@ pub async fn run(
                 Fix::Add { .. } => report.copies_added += 1,
                 _ => report.copies_removed += 1,
             },
-            Ok((_, Outcome::Rejected { reason })) => {
-                tracing::warn!(id = %command.id, %reason, "reconciliation command refused")
-            }
+            Ok((_, Outcome::Rejected { reason })) => tracing::warn!(id = %command.id, %reason, "reconciliation command refused"),
             Err(error) => {
                 tracing::warn!(id = %command.id, %error, "reconciliation command not confirmed");
                 report.unconfirmed += 1;
@@ -114,29 +86,15 @@ fn plan(
     disk_id: &str,
     hash: impl Fn(&Path) -> std::io::Result<String>,
 ) -> std::io::Result<(Vec<Fix>, usize)> {
-    let on_disk: BTreeMap<&str, &PathBuf> = files
-        .iter()
-        .filter_map(|p| Some((super::data_dir::segment_id(p)?, p)))
-        .collect();
+    let on_disk: BTreeMap<&str, &PathBuf> = files.iter().filter_map(|p| Some((super::data_dir::segment_id(p)?, p))).collect();
     let mut fixes = Vec::new();
     let mut hashed = 0;
     // Segment ids Global knows, with this node's copies of each.
     let mine = |segment: &weir_global::Segment| -> Vec<Location> {
-        segment
-            .copies
-            .iter()
-            .filter(|l| l.node_id() == Some(node_id))
-            .cloned()
-            .collect()
+        segment.copies.iter().filter(|l| l.node_id() == Some(node_id)).cloned().collect()
     };
-    let mut known: Vec<&weir_global::Segment> =
-        state.partitions().flat_map(|p| state.segments(p)).collect();
-    known.extend(
-        files
-            .iter()
-            .filter_map(|p| state.segment(super::data_dir::segment_id(p)?))
-            .filter(|s| s.staged),
-    );
+    let mut known: Vec<&weir_global::Segment> = state.partitions().flat_map(|p| state.segments(p)).collect();
+    known.extend(files.iter().filter_map(|p| state.segment(super::data_dir::segment_id(p)?)).filter(|s| s.staged));
     // Copies on segments Global has but this node has no file for (or another disk).
     for segment in &known {
         let id = segment.info.segment_id.as_str();
@@ -149,10 +107,7 @@ fn plan(
                 if got == segment.info.blake3 {
                     true
                 } else {
-                    fixes.push(Fix::Damaged {
-                        segment_id: id.to_owned(),
-                        path: (*path).clone(),
-                    });
+                    fixes.push(Fix::Damaged { segment_id: id.to_owned(), path: (*path).clone() });
                     false
                 }
             }
@@ -165,18 +120,11 @@ fn plan(
                     (true, false) => "file does not match its blake3",
                     (true, true) => "recorded for another disk of this node",
                 };
-                fixes.push(Fix::Remove {
-                    segment_id: id.to_owned(),
-                    location,
-                    reason: reason.to_owned(),
-                });
+                fixes.push(Fix::Remove { segment_id: id.to_owned(), location, reason: reason.to_owned() });
             }
         }
         if good && !segment.copies.contains(&current) {
-            fixes.push(Fix::Add {
-                segment_id: id.to_owned(),
-                blake3: segment.info.blake3.clone(),
-            });
+            fixes.push(Fix::Add { segment_id: id.to_owned(), blake3: segment.info.blake3.clone() });
         }
     }
     Ok((fixes, hashed))
@@ -208,44 +156,19 @@ mod tests {
         let mut state = State::default();
         let hb = |node: &str, disk: &str, at_ms| Cmd::NodeHeartbeat {
             node_id: node.into(),
-            addresses: Addresses {
-                http: "a:1".into(),
-                quic: None,
-            },
+            addresses: Addresses { http: "a:1".into(), quic: None },
             zone: "z".into(),
             at_ms,
             digest: true,
             disk_id: disk.into(),
         };
-        let (ok, gone, bad, uncopied, old_disk) = (
-            seg("ok", 0, 1),
-            seg("gone", 1, 2),
-            seg("bad", 2, 3),
-            seg("uncopied", 3, 4),
-            seg("old-disk", 4, 5),
-        );
+        let (ok, gone, bad, uncopied, old_disk) = (seg("ok", 0, 1), seg("gone", 1, 2), seg("bad", 2, 3), seg("uncopied", 3, 4), seg("old-disk", 4, 5));
         let mut log = vec![
             Command::new("h", "a", hb("a", "d1", 1)),
-            Command::new(
-                "c",
-                "a",
-                Cmd::ClaimPartition {
-                    partition: 0,
-                    node_id: "a".into(),
-                    epoch: 1,
-                },
-            ),
+            Command::new("c", "a", Cmd::ClaimPartition { partition: 0, node_id: "a".into(), epoch: 1 }),
         ];
         for s in [&ok, &gone, &bad, &uncopied, &old_disk] {
-            log.push(Command::new(
-                format!("r-{}", s.segment_id),
-                "a",
-                Cmd::RegisterSegment {
-                    epoch: 1,
-                    segment: s.clone(),
-                    dedup: vec![],
-                },
-            ));
+            log.push(Command::new(format!("r-{}", s.segment_id), "a", Cmd::RegisterSegment { epoch: 1, segment: s.clone(), dedup: vec![] }));
         }
         for s in [&ok, &gone, &bad, &old_disk] {
             log.push(node_copy(&s.segment_id, &s.blake3, "a", "d1"));
@@ -256,68 +179,26 @@ mod tests {
         // The disk is now d2 (old-disk's copy was recorded under d1)...
         log.push(Command::new("h2", "a", hb("a", "d2", 2)));
         for (offset, command) in log.iter().enumerate() {
-            assert_eq!(
-                state.apply(offset as u64, command).unwrap(),
-                Outcome::Applied,
-                "{command:?}"
-            );
+            assert_eq!(state.apply(offset as u64, command).unwrap(), Outcome::Applied, "{command:?}");
         }
         let path = |id: &str| PathBuf::from(format!("/d/segments/{id}.parquet"));
-        let files: Vec<PathBuf> = ["ok", "bad", "uncopied", "old-disk", "orphan"]
-            .iter()
-            .map(|id| path(id))
-            .collect();
+        let files: Vec<PathBuf> = ["ok", "bad", "uncopied", "old-disk", "orphan"].iter().map(|id| path(id)).collect();
         let hash = |p: &Path| -> std::io::Result<String> {
             let id = super::super::data_dir::segment_id(p).unwrap();
-            Ok(if id == "bad" {
-                "0".repeat(64)
-            } else {
-                blake3::hash(id.as_bytes()).to_hex().to_string()
-            })
+            Ok(if id == "bad" { "0".repeat(64) } else { blake3::hash(id.as_bytes()).to_hex().to_string() })
         };
         let (fixes, hashed) = plan(&state, &files, "a", "d2", hash).unwrap();
-        assert_eq!(
-            hashed, 4,
-            "every known file is hashed, the orphan is the sweep's"
-        );
+        assert_eq!(hashed, 4, "every known file is hashed, the orphan is the sweep's");
         let d1 = |_| Location::node("a", "d1");
         let expected = vec![
-            Fix::Remove {
-                segment_id: "ok".into(),
-                location: d1(()),
-                reason: "recorded for another disk of this node".into(),
-            },
-            Fix::Add {
-                segment_id: "ok".into(),
-                blake3: ok.blake3.clone(),
-            },
-            Fix::Remove {
-                segment_id: "gone".into(),
-                location: d1(()),
-                reason: "file missing".into(),
-            },
-            Fix::Damaged {
-                segment_id: "bad".into(),
-                path: path("bad"),
-            },
-            Fix::Remove {
-                segment_id: "bad".into(),
-                location: d1(()),
-                reason: "file does not match its blake3".into(),
-            },
-            Fix::Add {
-                segment_id: "uncopied".into(),
-                blake3: uncopied.blake3.clone(),
-            },
-            Fix::Remove {
-                segment_id: "old-disk".into(),
-                location: d1(()),
-                reason: "recorded for another disk of this node".into(),
-            },
-            Fix::Add {
-                segment_id: "old-disk".into(),
-                blake3: old_disk.blake3.clone(),
-            },
+            Fix::Remove { segment_id: "ok".into(), location: d1(()), reason: "recorded for another disk of this node".into() },
+            Fix::Add { segment_id: "ok".into(), blake3: ok.blake3.clone() },
+            Fix::Remove { segment_id: "gone".into(), location: d1(()), reason: "file missing".into() },
+            Fix::Damaged { segment_id: "bad".into(), path: path("bad") },
+            Fix::Remove { segment_id: "bad".into(), location: d1(()), reason: "file does not match its blake3".into() },
+            Fix::Add { segment_id: "uncopied".into(), blake3: uncopied.blake3.clone() },
+            Fix::Remove { segment_id: "old-disk".into(), location: d1(()), reason: "recorded for another disk of this node".into() },
+            Fix::Add { segment_id: "old-disk".into(), blake3: old_disk.blake3.clone() },
         ];
         assert_eq!(fixes, expected);
     }

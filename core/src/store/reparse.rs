@@ -58,15 +58,11 @@ pub enum ReparseError {
     Parsers(#[from] weir_plugin_host::Error),
     #[error("no parser named {0:?} is configured in [parsers]")]
     UnknownParser(String),
-    #[error(
-        "repository {0:?} has no parser (none named, none in [parsers.by_repository], no default): name one with --parser"
-    )]
+    #[error("repository {0:?} has no parser (none named, none in [parsers.by_repository], no default): name one with --parser")]
     NoParser(String),
     #[error("Global did not catch up: {0}")]
     NotReady(String),
-    #[error(
-        "segments {0:?} are not on this node and this node has no [quic] section to fetch them from other cores: run reparse on the node that has them"
-    )]
+    #[error("segments {0:?} are not on this node and this node has no [quic] section to fetch them from other cores: run reparse on the node that has them")]
     NotLocal(Vec<String>),
     #[error("cannot fetch a segment from another core: {0}")]
     Fetch(#[from] crate::peer::FetchError),
@@ -92,11 +88,7 @@ pub struct Summary {
 /// Runs a re-parse against the node of `config` (run it on that node's host: it reads and
 /// writes `<data_dir>/segments`). Reads Global with a consumer of its own; its snapshot
 /// goes to this run's staging directory, never over the node's.
-pub async fn run(
-    config: &CoreConfig,
-    request: &Request,
-    progress: impl Fn(String),
-) -> Result<Summary, ReparseError> {
+pub async fn run(config: &CoreConfig, request: &Request, progress: impl Fn(String)) -> Result<Summary, ReparseError> {
     let data_dir = DataDir::new(&config.data_dir);
     let staging = Staging::create(&data_dir, &format!("reparse-{}", std::process::id()))?;
     let scratch = DataDir::new(staging.path().join("global"));
@@ -108,22 +100,14 @@ pub async fn run(
     let _ = std::fs::copy(data_dir.snapshot_path(), scratch.snapshot_path());
     let global = GlobalLog::open(&own)?;
     let shutdown = CancellationToken::new();
-    let applier = tokio::spawn(global.clone().run(
-        own.kafka.clone(),
-        own.global.clone(),
-        shutdown.clone(),
-    ));
+    let applier = tokio::spawn(global.clone().run(own.kafka.clone(), own.global.clone(), shutdown.clone()));
     let result = swap(config, request, &global, &staging, &progress).await;
     shutdown.cancel();
     let _ = applier.await;
     drop(staging);
     let summary = result?;
     if !summary.old.is_empty() {
-        progress(format!(
-            "swapped {} segments; old files are deleted in {} s",
-            summary.old.len(),
-            request.grace.as_secs()
-        ));
+        progress(format!("swapped {} segments; old files are deleted in {} s", summary.old.len(), request.grace.as_secs()));
         tokio::time::sleep(request.grace).await;
         // This node's old files, and the copies it fetched; other cores remove theirs.
         for id in &summary.old {
@@ -131,9 +115,7 @@ pub async fn run(
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(error) => {
-                        tracing::warn!(path = %path.display(), %error, "cannot delete a replaced segment")
-                    }
+                    Err(error) => tracing::warn!(path = %path.display(), %error, "cannot delete a replaced segment"),
                 }
             }
         }
@@ -156,17 +138,10 @@ async fn swap(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let selected: Vec<SegmentInfo> = global.read(|state| {
-        state
-            .segments_overlapping(&request.repository, request.from_ms, request.to_ms)
-            .into_iter()
-            .map(|s| s.info.clone())
-            .collect()
+        state.segments_overlapping(&request.repository, request.from_ms, request.to_ms).into_iter().map(|s| s.info.clone()).collect()
     });
     if selected.is_empty() {
-        progress(format!(
-            "no segment of {} holds events between {} and {}",
-            request.repository, request.from_ms, request.to_ms
-        ));
+        progress(format!("no segment of {} holds events between {} and {}", request.repository, request.from_ms, request.to_ms));
         return Ok(Summary::default());
     }
     let data_dir = DataDir::new(&config.data_dir);
@@ -186,10 +161,7 @@ async fn swap(
     let parser = match &request.parser {
         Some(name) if registry.parsers().any(|p| p == name) => name.clone(),
         Some(name) => return Err(ReparseError::UnknownParser(name.clone())),
-        None => registry
-            .parser_for(&request.repository, None)
-            .map(str::to_owned)
-            .ok_or_else(|| ReparseError::NoParser(request.repository.clone()))?,
+        None => registry.parser_for(&request.repository, None).map(str::to_owned).ok_or_else(|| ReparseError::NoParser(request.repository.clone()))?,
     };
     let mut summary = Summary::default();
     let mut new = Vec::new();
@@ -197,37 +169,20 @@ async fn swap(
         let source = match &files {
             Some(files) if missing.contains(&old.segment_id) => {
                 let path = files.local_path(old).await?;
-                progress(format!(
-                    "fetched segment {} from another core",
-                    old.segment_id
-                ));
+                progress(format!("fetched segment {} from another core", old.segment_id));
                 path
             }
             _ => data_dir.segment_path(&old.segment_id),
         };
-        let (registry, old_info, dir, request, parser) = (
-            registry.clone(),
-            old.clone(),
-            dir.clone(),
-            request.clone(),
-            parser.clone(),
-        );
-        let (info, reparsed, failed) = tokio::task::spawn_blocking(move || {
-            rewrite(&registry, &parser, &old_info, &source, &dir, &request)
-        })
-        .await
-        .expect("rewrite task")?;
+        let (registry, old_info, dir, request, parser) = (registry.clone(), old.clone(), dir.clone(), request.clone(), parser.clone());
+        let (info, reparsed, failed) =
+            tokio::task::spawn_blocking(move || rewrite(&registry, &parser, &old_info, &source, &dir, &request)).await.expect("rewrite task")?;
         summary.reparsed_events += reparsed;
         summary.failed_events += failed;
         summary.old.push(old.segment_id.clone());
         summary.new.push(info.segment_id.clone());
         new.push(info);
-        progress(format!(
-            "re-parsed segment {} of {}: {} ({reparsed} events)",
-            i + 1,
-            selected.len(),
-            old.segment_id
-        ));
+        progress(format!("re-parsed segment {} of {}: {} ({reparsed} events)", i + 1, selected.len(), old.segment_id));
     }
     let issuer = format!("{}-reparse", config.node_id);
     // Stage, move in, record the copy: each new file is known to Global before it enters
@@ -235,31 +190,14 @@ async fn swap(
     let mut staged = Vec::new();
     let outcome = async {
         for (info, old) in new.iter().zip(&selected) {
-            let stored = global
-                .read(|s| s.segment(&old.segment_id).map(|s| s.stored.clone()))
-                .unwrap_or_default();
-            let stage = Command::new(
-                format!("stage:{}", info.segment_id),
-                issuer.clone(),
-                Cmd::StageSegment {
-                    segment: info.clone(),
-                    stored,
-                },
-            );
+            let stored = global.read(|s| s.segment(&old.segment_id).map(|s| s.stored.clone())).unwrap_or_default();
+            let stage = Command::new(format!("stage:{}", info.segment_id), issuer.clone(), Cmd::StageSegment { segment: info.clone(), stored });
             match global.submit(&stage).await? {
                 (_, Outcome::Applied) => staged.push(info.segment_id.clone()),
                 (_, Outcome::Rejected { reason }) => return Ok(Err(reason)),
             }
             staging.promote(&data_dir, &info.segment_id)?;
-            match global
-                .submit(&node_copy(
-                    &info.segment_id,
-                    &info.blake3,
-                    &config.node_id,
-                    &disk_id,
-                ))
-                .await?
-            {
+            match global.submit(&node_copy(&info.segment_id, &info.blake3, &config.node_id, &disk_id)).await? {
                 (_, Outcome::Applied) => {}
                 (_, Outcome::Rejected { reason }) => return Ok(Err(reason)),
             }
@@ -267,10 +205,7 @@ async fn swap(
         let swap = Command::new(
             format!("reparse:{}", summary.new.join(",")),
             issuer.clone(),
-            Cmd::ReplaceSegments {
-                old: summary.old.clone(),
-                new: summary.new.clone(),
-            },
+            Cmd::ReplaceSegments { old: summary.old.clone(), new: summary.new.clone() },
         );
         Ok::<_, ReparseError>(match global.submit(&swap).await? {
             (_, Outcome::Applied) => Ok(()),
@@ -284,13 +219,7 @@ async fn swap(
             // Refused (a race with another reparse, a stale disk): the staged segments and
             // their files go; the old ones stay as they were.
             for id in &staged {
-                let drop = Command::new(
-                    format!("unstage:{id}"),
-                    issuer.clone(),
-                    Cmd::DropStaged {
-                        segment_id: id.clone(),
-                    },
-                );
+                let drop = Command::new(format!("unstage:{id}"), issuer.clone(), Cmd::DropStaged { segment_id: id.clone() });
                 if let Ok((_, Outcome::Applied)) = global.submit(&drop).await {
                     let _ = std::fs::remove_file(data_dir.segment_path(id));
                 }
@@ -317,23 +246,13 @@ fn rewrite(
     request: &Request,
 ) -> Result<(SegmentInfo, u64, u64), ReparseError> {
     let reader = SegmentReader::open(source)?;
-    let nonce =
-        blake3::hash(format!("{}:{:?}", old.segment_id, std::time::SystemTime::now()).as_bytes())
-            .to_hex();
+    let nonce = blake3::hash(format!("{}:{:?}", old.segment_id, std::time::SystemTime::now()).as_bytes()).to_hex();
     let segment_id = format!("p{}-o{}-r{}", old.partition, old.offset_start, &nonce[..12]);
-    let meta = SegmentMeta {
-        segment_id,
-        partition: old.partition as i32,
-        offset_start: old.offset_start as i64,
-    };
+    let meta = SegmentMeta { segment_id, partition: old.partition as i32, offset_start: old.offset_start as i64 };
     let mut writer = SegmentWriter::create(dir, meta)?;
     let (mut reparsed, mut failed) = (0, 0);
     let mut pending: Vec<SegmentRow> = Vec::new();
-    let in_range = |row: &SegmentRow| {
-        row.repository == request.repository
-            && row.timestamp_ms >= request.from_ms
-            && row.timestamp_ms <= request.to_ms
-    };
+    let in_range = |row: &SegmentRow| row.repository == request.repository && row.timestamp_ms >= request.from_ms && row.timestamp_ms <= request.to_ms;
     for row in reader.all_rows()? {
         let row = row?;
         if !in_range(&row) {
@@ -349,11 +268,7 @@ fn rewrite(
     let (r, f) = reparse_rows(registry, parser, pending, &mut writer)?;
     (reparsed, failed) = (reparsed + r, failed + f);
     let written = writer.finish(old.offset_end as i64)?;
-    Ok((
-        segment_info(&written, old.offset_start, old.offset_end),
-        reparsed,
-        failed,
-    ))
+    Ok((segment_info(&written, old.offset_start, old.offset_end), reparsed, failed))
 }
 
 /// Parses the raw text of `rows` again. One row in, one row out: the event keeps its id,
@@ -361,35 +276,18 @@ fn rewrite(
 /// former parser the new one does not set); the new parser's fields, timestamp and error
 /// state replace the old ones. A plugin answering with a different number of events is
 /// asked again one event at a time, and an event it drops keeps its old row.
-fn reparse_rows(
-    registry: &ParserRegistry,
-    parser: &str,
-    rows: Vec<SegmentRow>,
-    writer: &mut SegmentWriter,
-) -> Result<(u64, u64), ReparseError> {
+fn reparse_rows(registry: &ParserRegistry, parser: &str, rows: Vec<SegmentRow>, writer: &mut SegmentWriter) -> Result<(u64, u64), ReparseError> {
     let raw = |row: &SegmentRow| RawEvent {
         raw: row.raw.clone(),
         repository: row.repository.clone(),
-        tags: row
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        tags: row.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ingest_time_ns: row.ingest_timestamp_ms.saturating_mul(1_000_000),
     };
-    let parsed = registry
-        .parse_with(parser, rows.iter().map(raw).collect())
-        .unwrap_or_default();
+    let parsed = registry.parse_with(parser, rows.iter().map(raw).collect()).unwrap_or_default();
     let parsed: Vec<Option<weir_plugin_host::Event>> = if parsed.len() == rows.len() {
         parsed.into_iter().map(Some).collect()
     } else {
-        rows.iter()
-            .map(|row| {
-                registry
-                    .parse_with(parser, vec![raw(row)])
-                    .and_then(|mut events| (events.len() == 1).then(|| events.remove(0)))
-            })
-            .collect()
+        rows.iter().map(|row| registry.parse_with(parser, vec![raw(row)]).and_then(|mut events| (events.len() == 1).then(|| events.remove(0)))).collect()
     };
     let (mut reparsed, mut failed) = (0, 0);
     for (mut row, event) in rows.into_iter().zip(parsed) {
@@ -412,9 +310,7 @@ fn reparse_rows(
 /// (`weir_query::time::parse_text`: `now`, milliseconds since the epoch, `15m`, `24hours`,
 /// `2 days`, ...), and RFC 3339 (`2026-11-30T12:00:00Z`).
 pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
-    if let Ok(t) =
-        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
-    {
+    if let Ok(t) = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339) {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
     }
     weir_query::time::parse_text(text, now_ms).map_err(|reason| {
@@ -437,14 +333,7 @@ mod tests {
         assert_eq!(parse_time("24hours", now), Ok(now - 86_400_000));
         assert_eq!(parse_time("2 days", now), Ok(now - 2 * 86_400_000));
         assert_eq!(parse_time("1w", now), Ok(now - 7 * 86_400_000));
-        assert_eq!(
-            parse_time("2023-11-14T22:13:20Z", now),
-            Ok(1_700_000_000_000)
-        );
-        assert!(
-            parse_time("yesterday", now)
-                .unwrap_err()
-                .contains("RFC 3339")
-        );
+        assert_eq!(parse_time("2023-11-14T22:13:20Z", now), Ok(1_700_000_000_000));
+        assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
     }
 }

@@ -30,21 +30,13 @@ impl Staging {
         let dir = data_dir.staging_root().join(name);
         if dir.exists() {
             if is_held(&dir) {
-                return Err(std::io::Error::other(format!(
-                    "staging directory {} is in use by another process",
-                    dir.display()
-                )));
+                return Err(std::io::Error::other(format!("staging directory {} is in use by another process", dir.display())));
             }
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
         let lock = File::create(dir.join(LOCK_FILE))?;
-        lock.try_lock().map_err(|e| {
-            std::io::Error::other(format!(
-                "staging directory {} is in use: {e}",
-                dir.display()
-            ))
-        })?;
+        lock.try_lock().map_err(|e| std::io::Error::other(format!("staging directory {} is in use: {e}", dir.display())))?;
         Ok(Staging { dir, _lock: lock })
     }
 
@@ -59,10 +51,7 @@ impl Staging {
     pub fn promote(&self, data_dir: &DataDir, segment_id: &str) -> std::io::Result<PathBuf> {
         let from = self.dir.join(data_dir::file_name(segment_id));
         let to = data_dir.segment_path(segment_id);
-        File::options()
-            .write(true)
-            .open(&from)?
-            .set_modified(std::time::SystemTime::now())?;
+        File::options().write(true).open(&from)?.set_modified(std::time::SystemTime::now())?;
         std::fs::rename(&from, &to)?;
         File::open(data_dir.segments_dir())?.sync_all()?;
         Ok(to)
@@ -80,9 +69,7 @@ impl Drop for Staging {
 /// Removes the staging directories no running writer holds (left by a crash); returns how
 /// many. A directory whose lock is held is in use and kept.
 pub fn remove_abandoned(data_dir: &DataDir) -> usize {
-    let Ok(entries) = std::fs::read_dir(data_dir.staging_root()) else {
-        return 0;
-    };
+    let Ok(entries) = std::fs::read_dir(data_dir.staging_root()) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
         let dir = entry.path();
@@ -97,9 +84,7 @@ pub fn remove_abandoned(data_dir: &DataDir) -> usize {
                 tracing::info!(dir = %dir.display(), "removed a staging directory its writer left");
                 removed += 1;
             }
-            Err(error) => {
-                tracing::warn!(dir = %dir.display(), %error, "cannot remove an abandoned staging directory")
-            }
+            Err(error) => tracing::warn!(dir = %dir.display(), %error, "cannot remove an abandoned staging directory"),
         }
     }
     removed
@@ -108,10 +93,7 @@ pub fn remove_abandoned(data_dir: &DataDir) -> usize {
 /// Whether a writer holds `dir`'s lock. No lock file (a crash right after `mkdir`) or a
 /// lock nobody holds: abandoned.
 fn is_held(dir: &Path) -> bool {
-    File::options()
-        .write(true)
-        .open(dir.join(LOCK_FILE))
-        .is_ok_and(|lock| lock.try_lock().is_err())
+    File::options().write(true).open(dir.join(LOCK_FILE)).is_ok_and(|lock| lock.try_lock().is_err())
 }
 
 #[cfg(test)]
@@ -132,14 +114,8 @@ mod tests {
         std::fs::write(crashed.join(data_dir::file_name("s2")), b"x").unwrap();
         assert_eq!(remove_abandoned(&data_dir), 1);
         assert!(!crashed.exists());
-        assert!(
-            held.path().join(data_dir::file_name("s1")).exists(),
-            "the running writer's file stays"
-        );
-        assert!(
-            Staging::create(&data_dir, "reparse-1").is_err(),
-            "a second writer cannot take a held directory"
-        );
+        assert!(held.path().join(data_dir::file_name("s1")).exists(), "the running writer's file stays");
+        assert!(Staging::create(&data_dir, "reparse-1").is_err(), "a second writer cannot take a held directory");
         let promoted = held.promote(&data_dir, "s1").unwrap();
         assert_eq!(promoted, data_dir.segment_path("s1"));
         assert!(promoted.exists());

@@ -37,10 +37,7 @@ impl Pending {
     /// Marks `segment_id` pending until the guard is dropped.
     pub fn hold(&self, segment_id: &str) -> PendingGuard {
         self.0.lock().expect("lock").insert(segment_id.to_owned());
-        PendingGuard {
-            pending: self.clone(),
-            segment_id: segment_id.to_owned(),
-        }
+        PendingGuard { pending: self.clone(), segment_id: segment_id.to_owned() }
     }
 
     pub fn contains(&self, segment_id: &str) -> bool {
@@ -57,11 +54,7 @@ pub struct PendingGuard {
 
 impl Drop for PendingGuard {
     fn drop(&mut self) {
-        self.pending
-            .0
-            .lock()
-            .expect("lock")
-            .remove(&self.segment_id);
+        self.pending.0.lock().expect("lock").remove(&self.segment_id);
     }
 }
 
@@ -81,21 +74,15 @@ pub fn remove_unregistered(global: &GlobalLog, data_dir: &DataDir, pending: &Pen
     let known = |id: &str| pending.contains(id) || global.read(|s| s.segment(id).is_some());
     for path in orphans(&data_dir.segments_dir(), known, when) {
         match std::fs::remove_file(&path) {
-            Ok(()) => {
-                tracing::info!(file = %path.display(), "removed a segment file Global does not know")
-            }
-            Err(error) => {
-                tracing::warn!(file = %path.display(), %error, "cannot remove an unregistered segment file")
-            }
+            Ok(()) => tracing::info!(file = %path.display(), "removed a segment file Global does not know"),
+            Err(error) => tracing::warn!(file = %path.display(), %error, "cannot remove an unregistered segment file"),
         }
     }
 }
 
 /// The files [`remove_unregistered`] removes.
 fn orphans(dir: &Path, known: impl Fn(&str) -> bool, when: When) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let min_age = match when {
         When::Start => SWEEP_MIN_AGE_AT_START,
         When::Running(min_age) => min_age,
@@ -103,12 +90,7 @@ fn orphans(dir: &Path, known: impl Fn(&str) -> bool, when: When) -> Vec<PathBuf>
     let mut out = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        let old_enough = || {
-            entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().unwrap_or_default() >= min_age)
-        };
+        let old_enough = || entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().unwrap_or_default() >= min_age);
         let orphan = match data_dir::segment_id(&path) {
             Some(id) => !known(id) && old_enough(),
             None => when == When::Start && data_dir::is_temporary(&path),
@@ -132,12 +114,7 @@ mod tests {
         let file = |name: &str, age_s: u64| {
             let path = dir.path().join(name);
             std::fs::write(&path, b"x").unwrap();
-            std::fs::File::options()
-                .write(true)
-                .open(&path)
-                .unwrap()
-                .set_modified(SystemTime::now() - Duration::from_secs(age_s))
-                .unwrap();
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
         };
         file("kept.parquet", 3600);
         file("replaced.parquet", 3600);
@@ -150,33 +127,13 @@ mod tests {
         let _held = pending.hold("waiting-on-global");
         let known = |id: &str| id == "kept" || pending.contains(id);
         let names = |paths: Vec<PathBuf>| {
-            let mut names: Vec<String> = paths
-                .iter()
-                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-                .collect();
+            let mut names: Vec<String> = paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
             names.sort();
             names
         };
-        assert_eq!(
-            names(orphans(dir.path(), known, When::Start)),
-            [
-                ".writing.parquet.tmp",
-                "crashed-flush.parquet",
-                "replaced.parquet"
-            ]
-        );
-        assert_eq!(
-            names(orphans(
-                dir.path(),
-                known,
-                When::Running(Duration::from_secs(600))
-            )),
-            ["replaced.parquet"]
-        );
+        assert_eq!(names(orphans(dir.path(), known, When::Start)), [".writing.parquet.tmp", "crashed-flush.parquet", "replaced.parquet"]);
+        assert_eq!(names(orphans(dir.path(), known, When::Running(Duration::from_secs(600)))), ["replaced.parquet"]);
         drop(_held);
-        assert!(
-            !pending.contains("waiting-on-global"),
-            "the hold ends with its guard"
-        );
+        assert!(!pending.contains("waiting-on-global"), "the hold ends with its guard");
     }
 }

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+
 use serde_json::{Map, Value, json};
 use weir_global::State;
 use weir_segment::{SegmentReader, SegmentRow};
@@ -28,18 +29,11 @@ pub fn check(state: &State, path: &Path) -> Checked {
     let segment_id = data_dir::segment_id(path).unwrap_or_default().to_owned();
     let problem = (|| {
         let Some(segment) = state.segment(&segment_id) else {
-            return Some(
-                "not registered in Global (left by a crash, or from another cluster)".to_owned(),
-            );
+            return Some("not registered in Global (left by a crash, or from another cluster)".to_owned());
         };
         match weir_segment::blake3_of_file(path) {
             Ok(hash) if hash == segment.info.blake3 => {}
-            Ok(hash) => {
-                return Some(format!(
-                    "blake3 {hash} differs from the registered {}",
-                    segment.info.blake3
-                ));
-            }
+            Ok(hash) => return Some(format!("blake3 {hash} differs from the registered {}", segment.info.blake3)),
             Err(error) => return Some(error.to_string()),
         }
         let reader = match SegmentReader::open(path) {
@@ -57,23 +51,14 @@ pub fn check(state: &State, path: &Path) -> Checked {
             }
             n += 1;
         }
-        (n != segment.info.n_events)
-            .then(|| format!("{n} events readable, {} registered", segment.info.n_events))
+        (n != segment.info.n_events).then(|| format!("{n} events readable, {} registered", segment.info.n_events))
     })();
-    Checked {
-        path: path.to_owned(),
-        segment_id,
-        problem,
-    }
+    Checked { path: path.to_owned(), segment_id, problem }
 }
 
 /// `segments ls`: every segment Global knows, with whether this node has its file.
 pub fn list(state: &State, data_dir: &DataDir, out: &mut impl Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:<40} {:>4} {:>12} {:>12} {:>9} {:>11}  {:<5} repositories",
-        "segment", "part", "offset_start", "offset_end", "events", "bytes", "local"
-    )?;
+    writeln!(out, "{:<40} {:>4} {:>12} {:>12} {:>9} {:>11}  {:<5} repositories", "segment", "part", "offset_start", "offset_end", "events", "bytes", "local")?;
     for p in state.partitions() {
         for segment in state.segments(p) {
             let info = &segment.info;

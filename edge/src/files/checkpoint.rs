@@ -52,10 +52,7 @@ pub enum CheckpointError {
          to read every matched file again (by read_from)",
         path.display()
     )]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error(
         "the file checkpoints {} are not valid ({reason}); move the file away to read every \
          matched file again (by read_from)",
@@ -78,34 +75,20 @@ impl Checkpoints {
     pub fn load(path: &Path) -> Result<Checkpoints, CheckpointError> {
         let entries = match std::fs::read(path) {
             Ok(bytes) => {
-                let on_disk: OnDisk =
-                    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Invalid {
-                        path: path.to_owned(),
-                        reason: e.to_string(),
-                    })?;
+                let on_disk: OnDisk = serde_json::from_slice(&bytes)
+                    .map_err(|e| CheckpointError::Invalid { path: path.to_owned(), reason: e.to_string() })?;
                 if on_disk.version != FORMAT_VERSION {
                     return Err(CheckpointError::Invalid {
                         path: path.to_owned(),
-                        reason: format!(
-                            "format version {} is not {FORMAT_VERSION}",
-                            on_disk.version
-                        ),
+                        reason: format!("format version {} is not {FORMAT_VERSION}", on_disk.version),
                     });
                 }
                 on_disk.files
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(CheckpointError::Read {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
+            Err(source) => return Err(CheckpointError::Read { path: path.to_owned(), source }),
         };
-        Ok(Checkpoints {
-            path: path.to_owned(),
-            entries,
-        })
+        Ok(Checkpoints { path: path.to_owned(), entries })
     }
 
     pub fn get(&self, fp: &Fingerprint) -> Option<&Entry> {
@@ -126,21 +109,15 @@ impl Checkpoints {
     /// Drops entries unseen for [`FORGET_AFTER_MS`]; whether any were.
     pub fn forget_old(&mut self, now_ms: i64) -> bool {
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| now_ms - e.seen_ms < FORGET_AFTER_MS);
+        self.entries.retain(|_, e| now_ms - e.seen_ms < FORGET_AFTER_MS);
         before != self.entries.len()
     }
 
     /// Replaces the file with the table, durably. Blocking (fsyncs).
     pub fn store(&self) -> Result<(), CheckpointError> {
-        let json = serde_json::to_vec_pretty(&OnDisk {
-            version: FORMAT_VERSION,
-            files: self.entries.clone(),
-        })
-        .expect("checkpoints serialise");
-        AtomicWrite::new(self.path.with_extension("json.tmp"))
-            .sync_dir(true)
-            .write(&self.path, &[&json])?;
+        let json = serde_json::to_vec_pretty(&OnDisk { version: FORMAT_VERSION, files: self.entries.clone() })
+            .expect("checkpoints serialise");
+        AtomicWrite::new(self.path.with_extension("json.tmp")).sync_dir(true).write(&self.path, &[&json])?;
         Ok(())
     }
 }
@@ -150,14 +127,7 @@ mod tests {
     use super::*;
 
     fn entry(offset: u64, seen_ms: i64) -> Entry {
-        Entry {
-            offset,
-            dev: 1,
-            ino: 2,
-            path: "/var/log/a.log".into(),
-            complete: false,
-            seen_ms,
-        }
+        Entry { offset, dev: 1, ino: 2, path: "/var/log/a.log".into(), complete: false, seen_ms }
     }
 
     #[test]
@@ -167,10 +137,7 @@ mod tests {
         let mut table = Checkpoints::load(&path).unwrap();
         assert!(table.get(&Fingerprint("f1".into())).is_none());
         table.set(&Fingerprint("f1".into()), entry(10, 1_000));
-        table.set(
-            &Fingerprint("f2".into()),
-            entry(20, FORGET_AFTER_MS + 5_000),
-        );
+        table.set(&Fingerprint("f2".into()), entry(20, FORGET_AFTER_MS + 5_000));
         table.store().unwrap();
         let mut back = Checkpoints::load(&path).unwrap();
         assert_eq!(back.get(&Fingerprint("f1".into())), Some(&entry(10, 1_000)));
@@ -186,10 +153,7 @@ mod tests {
         let path = dir.path().join("app.json");
         std::fs::write(&path, b"{\"version\": 1, \"files\": {\"x\": ").unwrap();
         let error = Checkpoints::load(&path).unwrap_err().to_string();
-        assert!(
-            error.contains("app.json") && error.contains("move the file away"),
-            "{error}"
-        );
+        assert!(error.contains("app.json") && error.contains("move the file away"), "{error}");
         std::fs::write(&path, b"{\"version\": 9, \"files\": {}}").unwrap();
         let error = Checkpoints::load(&path).unwrap_err().to_string();
         assert!(error.contains("format version 9"), "{error}");

@@ -26,12 +26,7 @@ impl std::fmt::Display for Fingerprint {
 
 fn of_bytes(bytes: &[u8]) -> Fingerprint {
     let hash = blake3::hash(bytes);
-    Fingerprint(
-        hash.as_bytes()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Fingerprint(hash.as_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The fingerprint of a plain file: `None` while it is shorter than `n` bytes.
@@ -60,14 +55,7 @@ pub fn gz(file: &File, n: usize) -> io::Result<Option<Fingerprint>> {
             Ok(0) => break,
             Ok(read) => filled += read,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::UnexpectedEof
-                        | io::ErrorKind::InvalidData
-                        | io::ErrorKind::InvalidInput
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput) => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -106,9 +94,7 @@ mod tests {
     #[test]
     fn a_gz_copy_has_the_fingerprint_of_its_plain_file_and_short_files_have_none() {
         let dir = tempfile::tempdir().unwrap();
-        let content: Vec<u8> = (0..3000u32)
-            .flat_map(|i| format!("line {i}\n").into_bytes())
-            .collect();
+        let content: Vec<u8> = (0..3000u32).flat_map(|i| format!("line {i}\n").into_bytes()).collect();
         std::fs::write(dir.path().join("a.log"), &content).unwrap();
         std::fs::write(dir.path().join("a.log.gz"), gzip(&content)).unwrap();
         std::fs::write(dir.path().join("short.log"), &content[..100]).unwrap();

@@ -134,44 +134,27 @@ pub const CHECKPOINT_DIR: &str = "file-checkpoints";
 impl FilesConfig {
     /// `<checkpoint_dir>/<name>.json`.
     pub fn checkpoint_path(&self, spool_dir: &Path) -> PathBuf {
-        let dir = self
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| spool_dir.join(CHECKPOINT_DIR));
+        let dir = self.checkpoint_dir.clone().unwrap_or_else(|| spool_dir.join(CHECKPOINT_DIR));
         dir.join(format!("{}.json", self.name))
     }
 
     fn tags(&self) -> BTreeMap<String, String> {
         let mut tags = self.tags.clone();
-        tags.entry("file.input".into())
-            .or_insert_with(|| self.name.clone());
+        tags.entry("file.input".into()).or_insert_with(|| self.name.clone());
         tags
     }
 }
 
 /// Checks every section; the error names the section and the key. `max_event_bytes` is
 /// the edge's `ingest.max_event_bytes`, `segment_bytes` the spool's.
-pub fn validate(
-    sections: &[FilesConfig],
-    max_event_bytes: usize,
-    segment_bytes: u64,
-) -> Result<(), ConfigError> {
+pub fn validate(sections: &[FilesConfig], max_event_bytes: usize, segment_bytes: u64) -> Result<(), ConfigError> {
     let mut names = std::collections::BTreeSet::new();
     for (index, section) in sections.iter().enumerate() {
         let fail = |reason: String| ConfigError::Value {
             key: "files",
-            reason: format!(
-                "[[files]] section {} (name = {:?}): {reason}",
-                index + 1,
-                section.name
-            ),
+            reason: format!("[[files]] section {} (name = {:?}): {reason}", index + 1, section.name),
         };
-        if section.name.is_empty()
-            || !section
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if section.name.is_empty() || !section.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(fail("`name` must be non-empty letters, digits, '-' or '_' (it names the checkpoint file)".into()));
         }
         if !names.insert(section.name.as_str()) {
@@ -180,14 +163,9 @@ pub fn validate(
         if section.repository.is_empty() {
             return Err(fail("`repository` is empty".into()));
         }
-        discover::Globs::new(&section.include, &section.exclude)
-            .map_err(|e| fail(e.to_string()))?;
+        discover::Globs::new(&section.include, &section.exclude).map_err(|e| fail(e.to_string()))?;
         if let Some(rule) = &section.multiline_start {
-            regex::Regex::new(rule).map_err(|e| {
-                fail(format!(
-                    "`multiline_start` {rule:?} is not a valid regex: {e}"
-                ))
-            })?;
+            regex::Regex::new(rule).map_err(|e| fail(format!("`multiline_start` {rule:?} is not a valid regex: {e}")))?;
         }
         if section.max_line_bytes == 0 || section.max_line_bytes > max_event_bytes {
             return Err(fail(format!(
@@ -195,9 +173,7 @@ pub fn validate(
                 section.max_line_bytes
             )));
         }
-        if section.batch_max_bytes < section.max_line_bytes
-            || section.batch_max_bytes as u64 > segment_bytes / 4
-        {
+        if section.batch_max_bytes < section.max_line_bytes || section.batch_max_bytes as u64 > segment_bytes / 4 {
             return Err(fail(format!(
                 "`batch_max_bytes` {} must be at least max_line_bytes ({}) and at most a quarter of spool.segment_bytes ({})",
                 section.batch_max_bytes,
@@ -209,16 +185,10 @@ pub fn validate(
             return Err(fail("`batch_max_events` must be at least 1".into()));
         }
         if !(16..=1 << 20).contains(&section.fingerprint_bytes) {
-            return Err(fail(format!(
-                "`fingerprint_bytes` {} must be between 16 and 1048576",
-                section.fingerprint_bytes
-            )));
+            return Err(fail(format!("`fingerprint_bytes` {} must be between 16 and 1048576", section.fingerprint_bytes)));
         }
         if section.scan_interval_ms < 10 {
-            return Err(fail(format!(
-                "`scan_interval_ms` {} must be at least 10",
-                section.scan_interval_ms
-            )));
+            return Err(fail(format!("`scan_interval_ms` {} must be at least 10", section.scan_interval_ms)));
         }
     }
     Ok(())
@@ -227,16 +197,9 @@ pub fn validate(
 #[derive(Debug, thiserror::Error)]
 pub enum FilesError {
     #[error("[[files]] section {name:?}: cannot create the checkpoint directory {}: {source}", dir.display())]
-    CheckpointDir {
-        name: String,
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    CheckpointDir { name: String, dir: PathBuf, source: std::io::Error },
     #[error("[[files]] section {name:?}: {source}")]
-    Checkpoint {
-        name: String,
-        source: CheckpointError,
-    },
+    Checkpoint { name: String, source: CheckpointError },
     #[error("[[files]] section {name:?}: {reason}")]
     Config { name: String, reason: String },
 }
@@ -253,22 +216,11 @@ pub fn start(
     for config in sections {
         let path = config.checkpoint_path(spool_dir);
         let dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        std::fs::create_dir_all(&dir).map_err(|source| FilesError::CheckpointDir {
-            name: config.name.clone(),
-            dir,
-            source,
-        })?;
-        let checkpoints =
-            checkpoint::Checkpoints::load(&path).map_err(|source| FilesError::Checkpoint {
-                name: config.name.clone(),
-                source,
-            })?;
-        let section =
-            section::Section::new(config.clone(), checkpoints, sink.clone(), shutdown.clone())
-                .map_err(|reason| FilesError::Config {
-                    name: config.name.clone(),
-                    reason,
-                })?;
+        std::fs::create_dir_all(&dir).map_err(|source| FilesError::CheckpointDir { name: config.name.clone(), dir, source })?;
+        let checkpoints = checkpoint::Checkpoints::load(&path)
+            .map_err(|source| FilesError::Checkpoint { name: config.name.clone(), source })?;
+        let section = section::Section::new(config.clone(), checkpoints, sink.clone(), shutdown.clone())
+            .map_err(|reason| FilesError::Config { name: config.name.clone(), reason })?;
         tracing::info!(input = %config.name, include = ?config.include, repository = %config.repository, "file input started");
         running.push(section.spawn());
     }

@@ -37,11 +37,7 @@ struct Pending {
 
 impl Pending {
     fn into_event(self) -> ReadEvent {
-        ReadEvent {
-            raw: String::from_utf8_lossy(&self.text).into_owned(),
-            truncated_bytes: self.dropped,
-            end: self.end,
-        }
+        ReadEvent { raw: String::from_utf8_lossy(&self.text).into_owned(), truncated_bytes: self.dropped, end: self.end }
     }
 }
 
@@ -135,11 +131,7 @@ impl LineReader {
         self.line_dropped = 0;
         let Some(rule) = &self.multiline else {
             if !line.is_empty() || dropped > 0 {
-                out.push(ReadEvent {
-                    raw: String::from_utf8_lossy(&line).into_owned(),
-                    truncated_bytes: dropped,
-                    end,
-                });
+                out.push(ReadEvent { raw: String::from_utf8_lossy(&line).into_owned(), truncated_bytes: dropped, end });
             }
             return;
         };
@@ -149,12 +141,7 @@ impl LineReader {
         };
         if begins {
             self.flush_pending(out);
-            self.pending = Some(Pending {
-                text: line,
-                start,
-                end,
-                dropped,
-            });
+            self.pending = Some(Pending { text: line, start, end, dropped });
         } else if let Some(pending) = &mut self.pending {
             // A continuation: joined with a newline, within the same limit as a line.
             let room = self.max.saturating_sub(pending.text.len());
@@ -203,11 +190,7 @@ mod tests {
     }
 
     fn ev(raw: &str, truncated_bytes: u64, end: u64) -> ReadEvent {
-        ReadEvent {
-            raw: raw.into(),
-            truncated_bytes,
-            end: 100 + end,
-        }
+        ReadEvent { raw: raw.into(), truncated_bytes, end: 100 + end }
     }
 
     #[test]
@@ -217,32 +200,17 @@ mod tests {
             [ev("one", 0, 5), ev("two", 0, 9), ev("three", 0, 16)]
         );
         // The unfinished last line counts once the file ends for good.
-        assert_eq!(
-            events(b"one\npartial", 100, None, true),
-            [ev("one", 0, 4), ev("partial", 0, 11)]
-        );
-        assert_eq!(
-            events(b"a\xffb\n", 100, None, false),
-            [ev("a\u{fffd}b", 0, 4)]
-        );
+        assert_eq!(events(b"one\npartial", 100, None, true), [ev("one", 0, 4), ev("partial", 0, 11)]);
+        assert_eq!(events(b"a\xffb\n", 100, None, false), [ev("a\u{fffd}b", 0, 4)]);
     }
 
     #[test]
     fn a_line_over_the_limit_is_cut_and_says_how_much_was_dropped() {
         let long = format!("{}\nshort\n", "x".repeat(25));
-        assert_eq!(
-            events(long.as_bytes(), 10, None, false),
-            [ev(&"x".repeat(10), 15, 26), ev("short", 0, 32)]
-        );
+        assert_eq!(events(long.as_bytes(), 10, None, false), [ev(&"x".repeat(10), 15, 26), ev("short", 0, 32)]);
         // Exactly at the limit is whole.
-        assert_eq!(
-            events(b"0123456789\n", 10, None, false),
-            [ev("0123456789", 0, 11)]
-        );
-        assert_eq!(
-            events(b"0123456789\r\n", 10, None, false),
-            [ev("0123456789", 1, 12)]
-        );
+        assert_eq!(events(b"0123456789\n", 10, None, false), [ev("0123456789", 0, 11)]);
+        assert_eq!(events(b"0123456789\r\n", 10, None, false), [ev("0123456789", 1, 12)]);
     }
 
     #[test]
@@ -261,16 +229,9 @@ mod tests {
 
     #[test]
     fn multiline_joins_continuations_until_the_next_start() {
-        let input =
-            b"2024-01-01 first\n  at a\n  at b\n2024-01-02 second\n\n2024-01-03 third\n  at c\n";
+        let input = b"2024-01-01 first\n  at a\n  at b\n2024-01-02 second\n\n2024-01-03 third\n  at c\n";
         let got = events(input, 1000, Some(r"^\d{4}-"), false);
-        assert_eq!(
-            got,
-            [
-                ev("2024-01-01 first\n  at a\n  at b", 0, 31),
-                ev("2024-01-02 second\n", 0, 50)
-            ]
-        );
+        assert_eq!(got, [ev("2024-01-01 first\n  at a\n  at b", 0, 31), ev("2024-01-02 second\n", 0, 50)]);
         // The third waits for its next line; finishing (or the timeout) emits it.
         let got = events(input, 1000, Some(r"^\d{4}-"), true);
         assert_eq!(got[2], ev("2024-01-03 third\n  at c", 0, 74));
@@ -291,14 +252,7 @@ mod tests {
         let mut reader = LineReader::new(0, 100, Some(Regex::new("^S").unwrap()));
         let mut out = Vec::new();
         reader.push(b"S a\n b\nS c\n d", &mut out);
-        assert_eq!(
-            out,
-            [ReadEvent {
-                raw: "S a\n b".into(),
-                truncated_bytes: 0,
-                end: 7
-            }]
-        );
+        assert_eq!(out, [ReadEvent { raw: "S a\n b".into(), truncated_bytes: 0, end: 7 }]);
         assert_eq!(reader.resume_offset(), 7);
         reader.flush_pending(&mut out);
         assert_eq!(reader.resume_offset(), 11, "the unfinished line");

@@ -124,9 +124,7 @@ impl Section {
     ) -> Result<Section, String> {
         let globs = Globs::new(&config.include, &config.exclude).map_err(|e| e.to_string())?;
         let multiline = match &config.multiline_start {
-            Some(rule) => {
-                Some(Regex::new(rule).map_err(|e| format!("multiline_start {rule:?}: {e}"))?)
-            }
+            Some(rule) => Some(Regex::new(rule).map_err(|e| format!("multiline_start {rule:?}: {e}"))?),
             None => None,
         };
         // One slot: wake-ups that arrive while one is pending are the same wake-up.
@@ -169,13 +167,10 @@ impl Section {
                 break;
             }
             self.scan();
-            let Some(caught_up) = self.read_all(runtime, scan_interval) else {
-                break;
-            };
+            let Some(caught_up) = self.read_all(runtime, scan_interval) else { break };
             self.close_finished();
             self.store();
-            metrics::gauge!("weir_files_open", "input" => self.config.name.clone())
-                .set(self.tracked.len() as f64);
+            metrics::gauge!("weir_files_open", "input" => self.config.name.clone()).set(self.tracked.len() as f64);
             if !caught_up {
                 continue;
             }
@@ -191,11 +186,7 @@ impl Section {
         self.tracked
             .values()
             .filter(|t| t.reader.has_pending())
-            .map(|t| {
-                timeout
-                    .saturating_sub(t.last_growth.elapsed())
-                    .max(Duration::from_millis(10))
-            })
+            .map(|t| timeout.saturating_sub(t.last_growth.elapsed()).max(Duration::from_millis(10)))
             .fold(scan_interval, Duration::min)
     }
 
@@ -204,11 +195,9 @@ impl Section {
             return None;
         }
         let wake = self.wake_tx.clone();
-        let mut watcher = match notify::recommended_watcher(
-            move |_: notify::Result<notify::Event>| {
-                let _ = wake.try_send(());
-            },
-        ) {
+        let mut watcher = match notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = wake.try_send(());
+        }) {
             Ok(watcher) => watcher,
             Err(error) => {
                 tracing::warn!(input = %self.config.name, %error, "cannot watch for file changes; the periodic scan finds them");
@@ -216,11 +205,7 @@ impl Section {
             }
         };
         for (dir, recursive) in self.globs.watch_dirs() {
-            let mode = if recursive {
-                notify::RecursiveMode::Recursive
-            } else {
-                notify::RecursiveMode::NonRecursive
-            };
+            let mode = if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
             if let Err(error) = watcher.watch(&dir, mode) {
                 tracing::debug!(input = %self.config.name, dir = %dir.display(), %error, "directory not watched; the periodic scan covers it");
             }
@@ -235,9 +220,7 @@ impl Section {
         let mut matched: HashMap<FileKey, PathBuf> = HashMap::new();
         let mut candidates = Vec::new();
         for path in self.globs.find() {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
             let key = (meta.dev(), meta.ino());
             if let Some(fp) = self.done.get(&(key, meta.len(), meta.mtime())) {
                 if let Some(fp) = fp {
@@ -266,9 +249,7 @@ impl Section {
                 tracing::info!(input = %self.config.name, path = %t.path.display(), deleted = unlinked, "file deleted or no longer matched; reading it to its end");
             }
             t.gone = gone;
-            let (false, Ok(meta)) = (t.gz, meta) else {
-                continue;
-            };
+            let (false, Ok(meta)) = (t.gz, meta) else { continue };
             if meta.len() < t.reader.pos() {
                 tracing::info!(
                     input = %self.config.name, path = %t.path.display(), length = meta.len(), position = t.reader.pos(),
@@ -329,11 +310,7 @@ impl Section {
             return;
         }
         let gz = path.extension().is_some_and(|e| e == "gz");
-        let fp = match if gz {
-            fingerprint::gz(&file, n)
-        } else {
-            fingerprint::plain(&file, n)
-        } {
+        let fp = match if gz { fingerprint::gz(&file, n) } else { fingerprint::plain(&file, n) } {
             Ok(Some(fp)) => fp,
             Ok(None) => {
                 tracing::debug!(input = %self.config.name, path = %path.display(), "file shorter than fingerprint_bytes (or an incomplete .gz); waiting");
@@ -368,17 +345,7 @@ impl Section {
             Some(e) => e.offset.min(len),
             None if self.first_scan && self.config.read_from == ReadFrom::End => {
                 if gz {
-                    self.checkpoints.set(
-                        &fp,
-                        Entry {
-                            offset: 0,
-                            dev: key.0,
-                            ino: key.1,
-                            path: path.to_owned(),
-                            complete: true,
-                            seen_ms: now_ms,
-                        },
-                    );
+                    self.checkpoints.set(&fp, Entry { offset: 0, dev: key.0, ino: key.1, path: path.to_owned(), complete: true, seen_ms: now_ms });
                     self.dirty = true;
                     self.done.insert((key, len, meta.mtime()), Some(fp));
                     return;
@@ -417,10 +384,7 @@ impl Section {
         };
         // A checkpoint from the start, so that a restart (no longer the first scan)
         // resumes here rather than by read_from.
-        if checkpoint
-            .as_ref()
-            .is_none_or(|e| e.offset != start || (e.dev, e.ino) != key)
-        {
+        if checkpoint.as_ref().is_none_or(|e| e.offset != start || (e.dev, e.ino) != key) {
             self.checkpoints.set(&fp, entry(&tracked, start, now_ms));
             self.dirty = true;
         }
@@ -439,9 +403,7 @@ impl Section {
                 if self.shutdown.is_cancelled() {
                     return None;
                 }
-                let Some(events) = self.next_batch(key) else {
-                    continue;
-                };
+                let Some(events) = self.next_batch(key) else { continue };
                 progressed = true;
                 if !events.is_empty() && !self.spool(runtime, key, events) {
                     return None;
@@ -495,9 +457,7 @@ impl Section {
                 // Not the end of the content: the last line may go on.
             } else if t.gz || (t.gone && quiet >= Duration::from_millis(config.scan_interval_ms)) {
                 t.reader.finish(&mut cut);
-            } else if t.reader.has_pending()
-                && quiet >= Duration::from_millis(config.multiline_timeout_ms)
-            {
+            } else if t.reader.has_pending() && quiet >= Duration::from_millis(config.multiline_timeout_ms) {
                 t.reader.flush_pending(&mut cut);
             }
             t.ready_bytes += cut.iter().map(|e| e.raw.len()).sum::<usize>();
@@ -506,9 +466,7 @@ impl Section {
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(next) = t.ready.front() {
-            if batch.len() >= config.batch_max_events
-                || (!batch.is_empty() && bytes + next.raw.len() > config.batch_max_bytes)
-            {
+            if batch.len() >= config.batch_max_events || (!batch.is_empty() && bytes + next.raw.len() > config.batch_max_bytes) {
                 break;
             }
             bytes += next.raw.len();
@@ -520,20 +478,11 @@ impl Section {
 
     /// Appends the batch to the spool (waiting while it is full), then moves the file's
     /// checkpoint past it. `false`: shutdown came first; nothing was checkpointed.
-    fn spool(
-        &mut self,
-        runtime: &tokio::runtime::Handle,
-        key: FileKey,
-        events: Vec<ReadEvent>,
-    ) -> bool {
+    fn spool(&mut self, runtime: &tokio::runtime::Handle, key: FileKey, events: Vec<ReadEvent>) -> bool {
         let t = &self.tracked[&key];
         // With nothing cut left over, skipped empty lines behind the batch count too.
         let last_end = events.last().map_or(0, |e| e.end);
-        let end = if t.ready.is_empty() {
-            t.reader.resume_offset().max(last_end)
-        } else {
-            last_end
-        };
+        let end = if t.ready.is_empty() { t.reader.resume_offset().max(last_end) } else { last_end };
         let n_events = events.len();
         let truncated = events.iter().filter(|e| e.truncated_bytes > 0).count() as u64;
         let batch = EventBatch {
@@ -541,18 +490,13 @@ impl Section {
             tags: self.tags.clone(),
             parser: self.config.parser.clone(),
             ingest_ts_ms: weir_proto::event::now_ms(),
-            attributes: serde_json::Map::from_iter([(
-                "file.path".to_owned(),
-                t.path.display().to_string().into(),
-            )]),
+            attributes: serde_json::Map::from_iter([("file.path".to_owned(), t.path.display().to_string().into())]),
             events: events
                 .into_iter()
                 .map(|e| {
                     let mut event = Event::raw(e.raw);
                     if e.truncated_bytes > 0 {
-                        event
-                            .attributes
-                            .insert("@truncated_bytes".into(), e.truncated_bytes.into());
+                        event.attributes.insert("@truncated_bytes".into(), e.truncated_bytes.into());
                     }
                     event
                 })
@@ -561,18 +505,10 @@ impl Section {
         let mut backoff = Duration::from_millis(50);
         let mut waited = false;
         loop {
-            let request = IngestRequest {
-                batches: vec![batch.clone()],
-                n_events,
-                ack_mode: Some(AckMode::Spool),
-            };
+            let request = IngestRequest { batches: vec![batch.clone()], n_events, ack_mode: Some(AckMode::Spool) };
             match runtime.block_on(self.sink.ingest(request)) {
                 Ok(()) => break,
-                Err(Refusal {
-                    kind: RefusalKind::Overloaded | RefusalKind::Unavailable,
-                    message,
-                    ..
-                }) => {
+                Err(Refusal { kind: RefusalKind::Overloaded | RefusalKind::Unavailable, message, .. }) => {
                     if !waited {
                         tracing::warn!(input = %self.config.name, path = %t.path.display(), %message, "file reading paused: the spool pushes back");
                     }
@@ -597,14 +533,12 @@ impl Section {
         if waited {
             tracing::info!(input = %self.config.name, "file reading resumed: the spool took the batch");
         }
-        metrics::counter!("weir_files_events_total", "input" => self.config.name.clone())
-            .increment(n_events as u64);
+        metrics::counter!("weir_files_events_total", "input" => self.config.name.clone()).increment(n_events as u64);
         if truncated > 0 {
             metrics::counter!("weir_files_truncated_events_total", "input" => self.config.name.clone()).increment(truncated);
         }
         if let Some(fp) = t.fp.clone() {
-            self.checkpoints
-                .set(&fp, entry(t, end, weir_proto::event::now_ms()));
+            self.checkpoints.set(&fp, entry(t, end, weir_proto::event::now_ms()));
             self.dirty = true;
             self.store();
         }
@@ -617,11 +551,7 @@ impl Section {
         let finished: Vec<FileKey> = self
             .tracked
             .values()
-            .filter(|t| {
-                t.at_eof
-                    && t.ready.is_empty()
-                    && (t.failed || t.gz || (t.gone && t.last_growth.elapsed() >= quiet))
-            })
+            .filter(|t| t.at_eof && t.ready.is_empty() && (t.failed || t.gz || (t.gone && t.last_growth.elapsed() >= quiet)))
             .map(|t| t.key)
             .collect();
         for key in finished {
@@ -638,8 +568,7 @@ impl Section {
                 self.checkpoints.set(fp, done);
                 self.dirty = true;
                 if let Ok(meta) = t.source.file().metadata() {
-                    self.done
-                        .insert((key, meta.len(), meta.mtime()), Some(fp.clone()));
+                    self.done.insert((key, meta.len(), meta.mtime()), Some(fp.clone()));
                 }
             }
             tracing::info!(input = %self.config.name, path = %t.path.display(), offset = t.reader.pos(), "file read to its end and closed");
@@ -671,14 +600,7 @@ impl Section {
 }
 
 fn entry(t: &Tracked, offset: u64, now_ms: i64) -> Entry {
-    Entry {
-        offset,
-        dev: t.key.0,
-        ino: t.key.1,
-        path: t.path.clone(),
-        complete: false,
-        seen_ms: now_ms,
-    }
+    Entry { offset, dev: t.key.0, ino: t.key.1, path: t.path.clone(), complete: false, seen_ms: now_ms }
 }
 
 #[cfg(test)]
@@ -695,22 +617,13 @@ mod tests {
     }
 
     impl IngestSink for Sink {
-        fn ingest(
-            &self,
-            request: IngestRequest,
-        ) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
+        fn ingest(&self, request: IngestRequest) -> futures::future::BoxFuture<'static, Result<(), Refusal>> {
             if self.full.load(Ordering::SeqCst) {
                 self.refused.fetch_add(1, Ordering::SeqCst);
                 let message = "spool is full".to_owned();
-                return Box::pin(async move {
-                    Err(Refusal::overloaded(message, Duration::from_secs(1)))
-                });
+                return Box::pin(async move { Err(Refusal::overloaded(message, Duration::from_secs(1))) });
             }
-            let raws = request
-                .batches
-                .iter()
-                .flat_map(|b| &b.events)
-                .map(|e| e.raw.clone());
+            let raws = request.batches.iter().flat_map(|b| &b.events).map(|e| e.raw.clone());
             self.taken.lock().unwrap().extend(raws);
             Box::pin(async { Ok(()) })
         }
@@ -720,11 +633,7 @@ mod tests {
     }
 
     fn sink(full: bool) -> Arc<Sink> {
-        Arc::new(Sink {
-            full: full.into(),
-            refused: AtomicUsize::new(0),
-            taken: Mutex::new(Vec::new()),
-        })
+        Arc::new(Sink { full: full.into(), refused: AtomicUsize::new(0), taken: Mutex::new(Vec::new()) })
     }
 
     /// A directory with `logs/a.log` holding `content`, and where the checkpoints go.
@@ -757,26 +666,13 @@ mod tests {
         fn start(config: FilesConfig, checkpoints: &Path, sink: &Arc<Sink>) -> Running {
             let shutdown = CancellationToken::new();
             let _stop = shutdown.clone().drop_guard();
-            let section = Section::new(
-                config,
-                Checkpoints::load(checkpoints).unwrap(),
-                sink.clone(),
-                shutdown.clone(),
-            )
-            .unwrap();
-            Running {
-                shutdown,
-                _stop,
-                task: section.spawn(),
-            }
+            let section = Section::new(config, Checkpoints::load(checkpoints).unwrap(), sink.clone(), shutdown.clone()).unwrap();
+            Running { shutdown, _stop, task: section.spawn() }
         }
 
         async fn stop(self) {
             self.shutdown.cancel();
-            tokio::time::timeout(Duration::from_secs(5), self.task)
-                .await
-                .expect("stops at shutdown")
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("stops at shutdown").unwrap();
         }
     }
 
@@ -794,12 +690,7 @@ mod tests {
     }
 
     /// Runs a section until `done(lines taken)`, lets a wrong extra read show, stops it.
-    async fn run_until(
-        config: FilesConfig,
-        checkpoints: &Path,
-        sink: &Arc<Sink>,
-        done: impl Fn(&[String]) -> bool,
-    ) {
+    async fn run_until(config: FilesConfig, checkpoints: &Path, sink: &Arc<Sink>, done: impl Fn(&[String]) -> bool) {
         let running = Running::start(config, checkpoints, sink);
         until("the expected lines", || done(&sink.taken.lock().unwrap())).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -807,11 +698,7 @@ mod tests {
     }
 
     fn append(path: &Path, text: &str) {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap();
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
         std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
     }
 
@@ -822,24 +709,15 @@ mod tests {
         let sink = sink(true);
         let running = Running::start(config(&logs, ""), &checkpoints, &sink);
 
-        until("the spool to refuse a few times", || {
-            sink.refused.load(Ordering::SeqCst) >= 3
-        })
-        .await;
+        until("the spool to refuse a few times", || sink.refused.load(Ordering::SeqCst) >= 3).await;
         // Refused batches move nothing: the checkpoint stays where reading began.
         assert_eq!(checkpoint_offset(&checkpoints).unwrap_or(0), 0);
         assert!(sink.taken.lock().unwrap().is_empty());
 
         sink.full.store(false, Ordering::SeqCst);
-        until("every line spooled", || {
-            sink.taken.lock().unwrap().len() >= lines.len()
-        })
-        .await;
+        until("every line spooled", || sink.taken.lock().unwrap().len() >= lines.len()).await;
         let length = std::fs::metadata(logs.join("a.log")).unwrap().len();
-        until("the checkpoint at the end", || {
-            checkpoint_offset(&checkpoints) == Some(length)
-        })
-        .await;
+        until("the checkpoint at the end", || checkpoint_offset(&checkpoints) == Some(length)).await;
         assert_eq!(*sink.taken.lock().unwrap(), lines, "in order, once each");
         running.stop().await;
     }
@@ -851,11 +729,7 @@ mod tests {
         let running = Running::start(config(&logs, ""), &checkpoints, &sink);
         until("a refusal", || sink.refused.load(Ordering::SeqCst) >= 1).await;
         running.stop().await;
-        assert_eq!(
-            checkpoint_offset(&checkpoints).unwrap_or(0),
-            0,
-            "the batch is read again at the next start"
-        );
+        assert_eq!(checkpoint_offset(&checkpoints).unwrap_or(0), 0, "the batch is read again at the next start");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -864,33 +738,18 @@ mod tests {
         let (_dir, logs, checkpoints) = setup(&(lines.join("\n") + "\n"));
         let log = logs.join("a.log");
         let first = sink(false);
-        run_until(config(&logs, ""), &checkpoints, &first, |taken| {
-            taken.len() >= 40
-        })
-        .await;
+        run_until(config(&logs, ""), &checkpoints, &first, |taken| taken.len() >= 40).await;
         assert_eq!(*first.taken.lock().unwrap(), lines);
 
         // Down: cut to 10 lines (same inode, same first bytes), one new line.
         let cut: u64 = lines[..10].iter().map(|l| l.len() as u64 + 1).sum();
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        std::fs::OpenOptions::new().write(true).open(&log).unwrap().set_len(cut).unwrap();
         append(&log, "new line\n");
         let second = sink(false);
-        run_until(config(&logs, ""), &checkpoints, &second, |taken| {
-            taken.len() >= 11
-        })
-        .await;
+        run_until(config(&logs, ""), &checkpoints, &second, |taken| taken.len() >= 11).await;
         let mut expected = lines[..10].to_vec();
         expected.push("new line".into());
-        assert_eq!(
-            *second.taken.lock().unwrap(),
-            expected,
-            "from offset 0: the kept lines again, then the new one"
-        );
+        assert_eq!(*second.taken.lock().unwrap(), expected, "from offset 0: the kept lines again, then the new one");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -910,21 +769,12 @@ mod tests {
         appender.join().unwrap();
         let mut taken = first.taken.lock().unwrap().clone();
         taken.sort();
-        assert_eq!(
-            taken,
-            [
-                "a file created later is read whole",
-                "appended after the start"
-            ]
-        );
+        assert_eq!(taken, ["a file created later is read whole", "appended after the start"]);
 
         // A restart resumes at the checkpoints, not at the end.
         append(&logs.join("a.log"), "written while the edge was down\n");
         let second = sink(false);
         run_until(end(), &checkpoints, &second, |taken| !taken.is_empty()).await;
-        assert_eq!(
-            *second.taken.lock().unwrap(),
-            ["written while the edge was down"]
-        );
+        assert_eq!(*second.taken.lock().unwrap(), ["written while the edge was down"]);
     }
 }

@@ -15,9 +15,7 @@
 
 use std::cell::Cell;
 use std::hint::black_box;
-use weir_plugin_sdk::{
-    EventWriter, Events, Input, Parser, SettingInfo, Settings, Sink, export_parser,
-};
+use weir_plugin_sdk::{EventWriter, Events, Input, Parser, SettingInfo, Settings, Sink, export_parser};
 
 // The one foreign function this plugin calls (`poll`, below); the rest of the
 // crate stays under the workspace's `unsafe_code = "deny"`.

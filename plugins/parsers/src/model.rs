@@ -119,9 +119,7 @@ impl Parsed {
     }
 
     /// Runs a streaming parser into a new [`Parsed`].
-    pub fn collect(
-        parse: impl FnOnce(&mut Parsed) -> Result<(), String>,
-    ) -> Result<Parsed, String> {
+    pub fn collect(parse: impl FnOnce(&mut Parsed) -> Result<(), String>) -> Result<Parsed, String> {
         let mut out = Parsed::default();
         parse(&mut out)?;
         Ok(out)
@@ -130,8 +128,7 @@ impl Parsed {
 
 impl Sink for Parsed {
     fn text(&mut self, name: &str, value: &str) {
-        self.fields
-            .push((name.to_string(), Value::Text(value.to_string())));
+        self.fields.push((name.to_string(), Value::Text(value.to_string())));
     }
     fn int(&mut self, name: &str, value: i64) {
         self.fields.push((name.to_string(), Value::Int(value)));

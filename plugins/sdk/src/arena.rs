@@ -196,8 +196,7 @@ unsafe impl GlobalAlloc for Arena {
                     return p;
                 }
             }
-            self.missed
-                .set(self.missed.get().saturating_add(layout.size()));
+            self.missed.set(self.missed.get().saturating_add(layout.size()));
         }
         // SAFETY: our caller's layout, forwarded unchanged: it has a non-zero
         // size, as `GlobalAlloc::alloc` requires of our caller too.

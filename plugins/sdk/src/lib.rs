@@ -44,29 +44,17 @@ pub mod arena;
 /// batch at once, and the only cfg where `Arena` is `Sync` (see its `Sync`
 /// impl). Plugins that bring their own allocator turn off the default `arena`
 /// feature.
-#[cfg(all(
-    feature = "arena",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
+#[cfg(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: arena::Arena = arena::Arena::new();
 
 /// Runs `f` with allocations going to the system allocator, for state that
 /// outlives a batch; a no-op without the arena.
-#[cfg(all(
-    feature = "arena",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-))]
+#[cfg(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics")))]
 fn long_lived<R>(f: impl FnOnce() -> R) -> R {
     arena::paused(&ALLOCATOR, f)
 }
-#[cfg(not(all(
-    feature = "arena",
-    target_family = "wasm",
-    not(target_feature = "atomics")
-)))]
+#[cfg(not(all(feature = "arena", target_family = "wasm", not(target_feature = "atomics"))))]
 fn long_lived<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
@@ -200,11 +188,7 @@ pub mod glue {
         }
     }
 
-    fn parse_batch<P: Parser>(
-        context: &wit::BatchContext,
-        raws: &str,
-        ends: &[u32],
-    ) -> wit::ParseOutput {
+    fn parse_batch<P: Parser>(context: &wit::BatchContext, raws: &str, ends: &[u32]) -> wit::ParseOutput {
         let mut out = Output::for_batch(ends.len(), raws.len());
         STATE.with(|s| {
             let state = s.borrow();
@@ -223,10 +207,7 @@ pub mod glue {
                 };
                 out.outcome(|events| match parser {
                     Some(parser) => parser.parse_many(&input, events),
-                    None => Err(format!(
-                        "plugin `{}` was not configured before parse",
-                        P::NAME
-                    )),
+                    None => Err(format!("plugin `{}` was not configured before parse", P::NAME)),
                 });
             }
         });

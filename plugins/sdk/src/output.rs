@@ -142,9 +142,7 @@ impl Sink for EventWriter<'_> {
     }
     fn float(&mut self, name: &str, value: f64) {
         self.named(ITEM_FLOAT, name);
-        self.out
-            .index
-            .extend_from_slice(&value.to_bits().to_le_bytes());
+        self.out.index.extend_from_slice(&value.to_bits().to_le_bytes());
     }
     fn bool(&mut self, name: &str, value: bool) {
         self.named(ITEM_BOOL, name);

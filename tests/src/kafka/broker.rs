@@ -40,17 +40,12 @@ fn kafka_sh_env(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
 /// `deploy/kafka.sh VERB DIR` from a `Drop`: never panics (a drop during a panic would
 /// abort), and a broker already gone is fine.
 fn kafka_sh_quietly(verb: &str, dir: &Path) {
-    let _ = Command::new("bash")
-        .arg(script())
-        .arg(verb)
-        .arg(dir)
-        .output();
+    let _ = Command::new("bash").arg(script()).arg(verb).arg(dir).output();
 }
 
 /// The last `lines` lines of the broker log at `path`, for failure messages.
 fn log_tail_of(path: &Path, lines: usize) -> String {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("({}: {e})", path.display()));
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -157,21 +152,14 @@ impl Broker {
     /// probe, logged in as the first user, got a Metadata reply listing the broker.
     pub fn start_sasl(dir: &Path, mechanism: SaslMechanism, users: &[(&str, &str)]) -> Broker {
         assert!(!users.is_empty(), "a SASL broker needs at least one user");
-        let users = users
-            .iter()
-            .map(|(user, password)| ((*user).to_owned(), (*password).to_owned()))
-            .collect();
+        let users = users.iter().map(|(user, password)| ((*user).to_owned(), (*password).to_owned())).collect();
         Broker::start_with(dir, Some(Sasl { mechanism, users }))
     }
 
     fn start_with(dir: &Path, sasl: Option<Sasl>) -> Broker {
         // The controller listens on port + 1, so both must be free.
         let port = crate::free_ports(2);
-        let broker = Broker {
-            dir: dir.to_owned(),
-            port,
-            sasl,
-        };
+        let broker = Broker { dir: dir.to_owned(), port, sasl };
         broker.restart();
         broker
     }
@@ -192,15 +180,8 @@ impl Broker {
         match &self.sasl {
             None => kafka_sh(&args),
             Some(sasl) => {
-                let users: Vec<String> = sasl
-                    .users
-                    .iter()
-                    .map(|(user, password)| format!("{user}:{password}"))
-                    .collect();
-                kafka_sh_env(
-                    &args,
-                    &[(sasl.mechanism.env_var(), users.join(",").as_str())],
-                )
+                let users: Vec<String> = sasl.users.iter().map(|(user, password)| format!("{user}:{password}")).collect();
+                kafka_sh_env(&args, &[(sasl.mechanism.env_var(), users.join(",").as_str())])
             }
         };
     }
@@ -213,12 +194,7 @@ impl Broker {
     /// Client properties that log in as `user` with `password` (right or wrong); panics on
     /// a PLAINTEXT broker, which has no users.
     pub fn client_properties(&self, user: &str, password: &str) -> Vec<(String, String)> {
-        let sasl = self.sasl.as_ref().unwrap_or_else(|| {
-            panic!(
-                "the broker in {} requires no SASL login",
-                self.dir.display()
-            )
-        });
+        let sasl = self.sasl.as_ref().unwrap_or_else(|| panic!("the broker in {} requires no SASL login", self.dir.display()));
         sasl.mechanism.client_properties(user, password)
     }
 
@@ -261,29 +237,14 @@ impl Cluster {
     pub fn start(dir: &Path, brokers: u16, quorum: Quorum) -> Cluster {
         let nodes = brokers + u16::from(quorum == Quorum::Dedicated);
         let base_port = crate::free_ports(2 * nodes);
-        let cluster = Cluster {
-            dir: dir.to_owned(),
-            base_port,
-            brokers,
-            quorum,
-        };
+        let cluster = Cluster { dir: dir.to_owned(), base_port, brokers, quorum };
         let mode = match quorum {
             Quorum::Combined => "combined",
             Quorum::Dedicated => "dedicated",
         };
-        let out = kafka_sh(&[
-            "cluster-start",
-            cluster.dir_str(),
-            &base_port.to_string(),
-            &brokers.to_string(),
-            mode,
-        ]);
+        let out = kafka_sh(&["cluster-start", cluster.dir_str(), &base_port.to_string(), &brokers.to_string(), mode]);
         let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        assert_eq!(
-            printed,
-            cluster.bootstrap(),
-            "deploy/kafka.sh cluster-start printed another bootstrap list"
-        );
+        assert_eq!(printed, cluster.bootstrap(), "deploy/kafka.sh cluster-start printed another bootstrap list");
         cluster
     }
 
@@ -297,29 +258,18 @@ impl Cluster {
     }
 
     fn check(&self, node: u16) {
-        assert!(
-            (1..=self.nodes()).contains(&node),
-            "node {node} is not in 1..={}",
-            self.nodes()
-        );
+        assert!((1..=self.nodes()).contains(&node), "node {node} is not in 1..={}", self.nodes());
     }
 
     /// The client port of broker `node` (1-based).
     pub fn port(&self, node: u16) -> u16 {
-        assert!(
-            (1..=self.brokers).contains(&node),
-            "broker {node} is not in 1..={}",
-            self.brokers
-        );
+        assert!((1..=self.brokers).contains(&node), "broker {node} is not in 1..={}", self.brokers);
         self.base_port + 2 * (node - 1)
     }
 
     /// `127.0.0.1:P1,127.0.0.1:P2,...`
     pub fn bootstrap(&self) -> String {
-        (1..=self.brokers)
-            .map(|node| format!("127.0.0.1:{}", self.port(node)))
-            .collect::<Vec<_>>()
-            .join(",")
+        (1..=self.brokers).map(|node| format!("127.0.0.1:{}", self.port(node))).collect::<Vec<_>>().join(",")
     }
 
     /// SIGKILL to node `node`; returns once its process is gone.
@@ -343,10 +293,7 @@ impl Cluster {
     /// The last `lines` lines of node `node`'s broker log, for failure messages.
     pub fn log_tail(&self, node: u16, lines: usize) -> String {
         self.check(node);
-        log_tail_of(
-            &self.dir.join(format!("node-{node}/logs/server.log")),
-            lines,
-        )
+        log_tail_of(&self.dir.join(format!("node-{node}/logs/server.log")), lines)
     }
 }
 

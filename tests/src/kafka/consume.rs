@@ -38,25 +38,15 @@ pub fn consume_all(bootstrap: &str, topic: &str, timeout: Duration) -> Vec<Recor
     };
     let records = consume_until(bootstrap, topic, timeout, |records| {
         let next = reached(records);
-        high.iter()
-            .all(|(partition, high)| next.get(partition).copied().unwrap_or(0) >= *high)
+        high.iter().all(|(partition, high)| next.get(partition).copied().unwrap_or(0) >= *high)
     });
     let next = reached(&records);
     let short: Vec<String> = high
         .iter()
         .filter(|(partition, high)| next.get(partition).copied().unwrap_or(0) < **high)
-        .map(|(partition, high)| {
-            format!(
-                "partition {partition}: read up to {:?}, high watermark {high}",
-                next.get(partition)
-            )
-        })
+        .map(|(partition, high)| format!("partition {partition}: read up to {:?}, high watermark {high}", next.get(partition)))
         .collect();
-    assert!(
-        short.is_empty(),
-        "could not read all of {topic} within {timeout:?}: {}",
-        short.join("; ")
-    );
+    assert!(short.is_empty(), "could not read all of {topic} within {timeout:?}: {}", short.join("; "));
     records
 }
 
@@ -109,23 +99,14 @@ pub fn consume_until_with(
     // them is a metadata question with the harness's patience for those; reading gets
     // `timeout` from then on.
     let what = format!("partitions of {topic} from {bootstrap}");
-    let found: Result<Vec<i32>, KafkaFailure> = retry_transient(
-        &what,
-        Instant::now() + timeout.max(METADATA_TIMEOUT),
-        |attempt| {
-            let metadata = consumer.fetch_metadata(Some(topic), attempt)?;
-            let partitions: Vec<i32> = topic_partitions(&metadata, topic)?
-                .iter()
-                .map(|p| p.id())
-                .collect();
-            if partitions.is_empty() {
-                return Err(rdkafka::error::KafkaError::MetadataFetch(
-                    rdkafka::error::RDKafkaErrorCode::UnknownPartition,
-                ));
-            }
-            Ok(partitions)
-        },
-    );
+    let found: Result<Vec<i32>, KafkaFailure> = retry_transient(&what, Instant::now() + timeout.max(METADATA_TIMEOUT), |attempt| {
+        let metadata = consumer.fetch_metadata(Some(topic), attempt)?;
+        let partitions: Vec<i32> = topic_partitions(&metadata, topic)?.iter().map(|p| p.id()).collect();
+        if partitions.is_empty() {
+            return Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::error::RDKafkaErrorCode::UnknownPartition));
+        }
+        Ok(partitions)
+    });
     let partitions = match found {
         Ok(partitions) => partitions,
         // Nothing to read yet: the caller's checks say what is missing.
@@ -138,16 +119,12 @@ pub fn consume_until_with(
     let deadline = Instant::now() + timeout;
     let mut assignment = rdkafka::TopicPartitionList::new();
     for partition in partitions {
-        assignment
-            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
-            .expect("partition offset");
+        assignment.add_partition_offset(topic, partition, rdkafka::Offset::Beginning).expect("partition offset");
     }
     consumer.assign(&assignment).expect("assign");
     let mut records = Vec::new();
     while Instant::now() < deadline && !done(&records) {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
         let message = match message {
             Ok(message) => message,
             Err(error) => {
@@ -156,36 +133,20 @@ pub fn consume_until_with(
             }
         };
         let batch: EventBatch = serde_json::from_slice(message.payload().unwrap_or_default())
-            .unwrap_or_else(|e| {
-                panic!(
-                    "record at {}:{} is not an EventBatch: {e}",
-                    message.partition(),
-                    message.offset()
-                )
-            });
+            .unwrap_or_else(|e| panic!("record at {}:{} is not an EventBatch: {e}", message.partition(), message.offset()));
         let header = |name: &str| {
             message.headers().and_then(|headers| {
-                headers
-                    .iter()
-                    .find(|h| h.key == name)
-                    .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                headers.iter().find(|h| h.key == name).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
             })
         };
         let batch_id = header(weir_core::kafka::BATCH_ID_HEADER);
         let part = header(weir_core::kafka::BATCH_PART_HEADER)
             .zip(header(weir_core::kafka::BATCH_PARTS_HEADER))
-            .map(|(index, count)| {
-                (
-                    index.parse().expect("numeric part index"),
-                    count.parse().expect("numeric part count"),
-                )
-            });
+            .map(|(index, count)| (index.parse().expect("numeric part index"), count.parse().expect("numeric part count")));
         records.push(Record {
             partition: message.partition(),
             offset: message.offset(),
-            key: message
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             batch_id,
             part,
             batch,
@@ -211,30 +172,18 @@ pub fn raw_counts<'a>(records: impl IntoIterator<Item = &'a Record>) -> BTreeMap
 /// core) all count.
 pub fn first_copy_counts(records: &[Record]) -> BTreeMap<String, usize> {
     let mut seen = std::collections::BTreeSet::new();
-    raw_counts(
-        records
-            .iter()
-            .filter(|r| r.batch_id.is_none() || seen.insert((r.batch_id.clone(), r.part))),
-    )
+    raw_counts(records.iter().filter(|r| r.batch_id.is_none() || seen.insert((r.batch_id.clone(), r.part))))
 }
 
 /// Consumes until every raw text in `expected` was seen, then returns the counts. Panics
 /// naming up to ten missing events.
-pub fn expect_events(
-    bootstrap: &str,
-    topic: &str,
-    expected: &[String],
-    timeout: Duration,
-) -> BTreeMap<String, usize> {
+pub fn expect_events(bootstrap: &str, topic: &str, expected: &[String], timeout: Duration) -> BTreeMap<String, usize> {
     let records = consume_until(bootstrap, topic, timeout, |records| {
         let counts = raw_counts(records);
         expected.iter().all(|raw| counts.contains_key(raw))
     });
     let counts = raw_counts(&records);
-    let missing: Vec<&String> = expected
-        .iter()
-        .filter(|raw| !counts.contains_key(*raw))
-        .collect();
+    let missing: Vec<&String> = expected.iter().filter(|raw| !counts.contains_key(*raw)).collect();
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged events are not in topic {topic} after {timeout:?}; first missing: {:?}",

@@ -13,14 +13,8 @@ pub use admin::{
     topic_layout,
 };
 pub use broker::{Broker, Cluster, Quorum, Sasl, SaslMechanism, bench_bootstrap, shared_bootstrap};
-pub use consume::{
-    Record, consume_all, consume_until, consume_until_with, expect_events, first_copy_counts,
-    raw_counts,
-};
-pub use retry::{
-    KafkaFailure, METADATA_TIMEOUT, Transient, is_transient, is_transient_code, retry_transient,
-    retry_transient_async,
-};
+pub use consume::{Record, consume_all, consume_until, consume_until_with, expect_events, first_copy_counts, raw_counts};
+pub use retry::{KafkaFailure, METADATA_TIMEOUT, Transient, is_transient, is_transient_code, retry_transient, retry_transient_async};
 
 /// The librdkafka config every harness client starts from. `socket.timeout.ms` is 10 s
 /// instead of librdkafka's 60 s: a request a loaded broker never answers holds back every
@@ -29,8 +23,6 @@ pub use retry::{
 /// again well within [`METADATA_TIMEOUT`].
 pub fn client_config(bootstrap: &str) -> rdkafka::ClientConfig {
     let mut config = rdkafka::ClientConfig::new();
-    config
-        .set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "10000");
+    config.set("bootstrap.servers", bootstrap).set("socket.timeout.ms", "10000");
     config
 }

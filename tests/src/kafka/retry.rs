@@ -90,12 +90,7 @@ pub enum KafkaFailure<E = KafkaError> {
     /// An answer that asking again cannot change.
     Permanent { what: String, error: E },
     /// Only transient answers until the deadline.
-    TimedOut {
-        what: String,
-        attempts: u32,
-        waited: Duration,
-        last: E,
-    },
+    TimedOut { what: String, attempts: u32, waited: Duration, last: E },
 }
 
 impl<E> KafkaFailure<E> {
@@ -112,16 +107,8 @@ impl<E: fmt::Display> fmt::Display for KafkaFailure<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KafkaFailure::Permanent { what, error } => write!(f, "{what}: {error}"),
-            KafkaFailure::TimedOut {
-                what,
-                attempts,
-                waited,
-                last,
-            } => {
-                write!(
-                    f,
-                    "{what}: only transient errors for {waited:?} ({attempts} attempts), the last: {last}"
-                )
+            KafkaFailure::TimedOut { what, attempts, waited, last } => {
+                write!(f, "{what}: only transient errors for {waited:?} ({attempts} attempts), the last: {last}")
             }
         }
     }
@@ -140,20 +127,13 @@ struct Attempts<'a> {
 
 impl<'a> Attempts<'a> {
     fn new(what: &'a str, deadline: Instant) -> Attempts<'a> {
-        Attempts {
-            what,
-            started: Instant::now(),
-            deadline,
-            attempts: 0,
-        }
+        Attempts { what, started: Instant::now(), deadline, attempts: 0 }
     }
 
     /// The timeout of the next attempt.
     fn next(&mut self) -> Duration {
         self.attempts += 1;
-        self.deadline
-            .saturating_duration_since(Instant::now())
-            .clamp(ATTEMPT_MIN, ATTEMPT_MAX)
+        self.deadline.saturating_duration_since(Instant::now()).clamp(ATTEMPT_MIN, ATTEMPT_MAX)
     }
 
     fn succeeded(&self) {
@@ -165,10 +145,7 @@ impl<'a> Attempts<'a> {
     /// After a failed attempt: how long to pause before the next one, or the failure.
     fn failed<E: Transient>(&self, error: E) -> Result<Duration, KafkaFailure<E>> {
         if !error.is_transient() {
-            return Err(KafkaFailure::Permanent {
-                what: self.what.to_owned(),
-                error,
-            });
+            return Err(KafkaFailure::Permanent { what: self.what.to_owned(), error });
         }
         if Instant::now() + PAUSE >= self.deadline {
             return Err(KafkaFailure::TimedOut {
@@ -186,11 +163,7 @@ impl<'a> Attempts<'a> {
 /// Runs `attempt(timeout of this attempt)` until it succeeds, a permanent error comes, or
 /// `deadline` passes with only transient errors; blocks the thread between attempts.
 /// `what` names the question in the failure ("high watermark of topic/0 from host:port").
-pub fn retry_transient<T, E: Transient>(
-    what: &str,
-    deadline: Instant,
-    mut attempt: impl FnMut(Duration) -> Result<T, E>,
-) -> Result<T, KafkaFailure<E>> {
+pub fn retry_transient<T, E: Transient>(what: &str, deadline: Instant, mut attempt: impl FnMut(Duration) -> Result<T, E>) -> Result<T, KafkaFailure<E>> {
     let mut attempts = Attempts::new(what, deadline);
     loop {
         match attempt(attempts.next()) {
@@ -204,11 +177,7 @@ pub fn retry_transient<T, E: Transient>(
 }
 
 /// [`retry_transient`] for the async admin API: pauses on the runtime's timer.
-pub async fn retry_transient_async<T, E: Transient, Fut>(
-    what: &str,
-    deadline: Instant,
-    mut attempt: impl FnMut(Duration) -> Fut,
-) -> Result<T, KafkaFailure<E>>
+pub async fn retry_transient_async<T, E: Transient, Fut>(what: &str, deadline: Instant, mut attempt: impl FnMut(Duration) -> Fut) -> Result<T, KafkaFailure<E>>
 where
     Fut: Future<Output = Result<T, E>>,
 {
@@ -235,69 +204,35 @@ mod tests {
     #[test]
     fn transient_errors_are_asked_again_until_an_answer() {
         let mut calls = 0;
-        let answer = retry_transient(
-            "a question",
-            Instant::now() + Duration::from_secs(10),
-            |_| {
-                calls += 1;
-                if calls < 3 {
-                    Err(timed_out())
-                } else {
-                    Ok(calls)
-                }
-            },
-        );
+        let answer = retry_transient("a question", Instant::now() + Duration::from_secs(10), |_| {
+            calls += 1;
+            if calls < 3 { Err(timed_out()) } else { Ok(calls) }
+        });
         assert_eq!(answer.unwrap(), 3);
     }
 
     #[test]
     fn a_permanent_error_fails_at_once_and_is_named() {
         let mut calls = 0;
-        let failure = retry_transient(
-            "create topic t",
-            Instant::now() + Duration::from_secs(10),
-            |_| {
-                calls += 1;
-                Err::<(), _>(KafkaError::AdminOp(
-                    RDKafkaErrorCode::InvalidReplicationFactor,
-                ))
-            },
-        )
+        let failure = retry_transient("create topic t", Instant::now() + Duration::from_secs(10), |_| {
+            calls += 1;
+            Err::<(), _>(KafkaError::AdminOp(RDKafkaErrorCode::InvalidReplicationFactor))
+        })
         .unwrap_err();
         assert_eq!(calls, 1);
-        assert!(
-            matches!(failure, KafkaFailure::Permanent { .. }),
-            "{failure:?}"
-        );
+        assert!(matches!(failure, KafkaFailure::Permanent { .. }), "{failure:?}");
         let text = failure.to_string();
-        assert!(
-            text.starts_with("create topic t: ") && text.contains("replication factor"),
-            "{text}"
-        );
+        assert!(text.starts_with("create topic t: ") && text.contains("replication factor"), "{text}");
     }
 
     #[test]
     fn only_transient_errors_until_the_deadline_fail_with_the_last() {
         let started = Instant::now();
-        let failure = retry_transient(
-            "high watermark of t/0",
-            started + Duration::from_millis(700),
-            |_| Err::<(), _>(timed_out()),
-        )
-        .unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "stops at the deadline: {:?}",
-            started.elapsed()
-        );
-        let KafkaFailure::TimedOut { attempts, .. } = &failure else {
-            panic!("{failure:?}")
-        };
+        let failure = retry_transient("high watermark of t/0", started + Duration::from_millis(700), |_| Err::<(), _>(timed_out())).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "stops at the deadline: {:?}", started.elapsed());
+        let KafkaFailure::TimedOut { attempts, .. } = &failure else { panic!("{failure:?}") };
         assert!(*attempts >= 2, "{failure}");
-        assert!(
-            failure.to_string().contains("OperationTimedOut"),
-            "{failure}"
-        );
+        assert!(failure.to_string().contains("OperationTimedOut"), "{failure}");
     }
 
     #[test]
@@ -314,11 +249,7 @@ mod tests {
             assert!(is_transient(&KafkaError::MetadataFetch(code)), "{code:?}");
             assert!(is_transient(&KafkaError::AdminOp(code)), "admin {code:?}");
         }
-        for code in [
-            RDKafkaErrorCode::TopicAlreadyExists,
-            RDKafkaErrorCode::SaslAuthenticationFailed,
-            RDKafkaErrorCode::InvalidConfig,
-        ] {
+        for code in [RDKafkaErrorCode::TopicAlreadyExists, RDKafkaErrorCode::SaslAuthenticationFailed, RDKafkaErrorCode::InvalidConfig] {
             assert!(!is_transient(&KafkaError::AdminOp(code)), "{code:?}");
         }
         assert!(!is_transient(&KafkaError::ClientCreation("bad".into())));

@@ -159,49 +159,27 @@ fn malformed_output_fails_its_event_and_the_rest_of_the_batch_only() {
         let reg = chaos();
         let events = reg.parse("test", None, batch(&["before", trigger, "after"]));
         assert_eq!(events.len(), 3, "{trigger}: every event is kept");
-        assert_eq!(
-            events[0].error(),
-            None,
-            "{trigger}: {:?}",
-            events[0].to_json()
-        );
-        assert_eq!(
-            calls(&events[0]),
-            1,
-            "{trigger}: the outcome before the bad one is used"
-        );
+        assert_eq!(events[0].error(), None, "{trigger}: {:?}", events[0].to_json());
+        assert_eq!(calls(&events[0]), 1, "{trigger}: the outcome before the bad one is used");
         for (event, raw) in events[1..].iter().zip([trigger, "after"]) {
             assert_eq!(event.raw, raw);
-            assert_eq!(
-                event.error(),
-                Some("contract_violation"),
-                "{trigger}: {:?}",
-                event.to_json()
-            );
+            assert_eq!(event.error(), Some("contract_violation"), "{trigger}: {:?}", event.to_json());
             let msg = event.error_msg().expect("an @error_msg");
             assert!(
-                msg.starts_with("parser `chaos`: malformed output for event 2 of 3: ")
-                    && msg.contains(fragment),
+                msg.starts_with("parser `chaos`: malformed output for event 2 of 3: ") && msg.contains(fragment),
                 "{trigger}: {msg}"
             );
             assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
         }
         let next = reg.parse("test", None, batch(&["fine"]));
-        assert_eq!(
-            calls(&next[0]),
-            1,
-            "{trigger}: the instance must have been replaced"
-        );
+        assert_eq!(calls(&next[0]), 1, "{trigger}: the instance must have been replaced");
     }
 }
 
 #[test]
 fn wrong_number_of_outcomes_or_unused_text_fails_the_whole_batch() {
     for (trigger, fragment) in [
-        (
-            "extra-outcome",
-            "returned more than 3 outcomes for 3 events",
-        ),
+        ("extra-outcome", "returned more than 3 outcomes for 3 events"),
         ("no-outcome", "returned 2 outcomes for 3 events"),
         ("text-left", "left 5 bytes of `text` unused"),
     ] {

@@ -13,10 +13,7 @@ pub(crate) enum Tok {
     /// A `"quoted string"`, escapes resolved.
     Str(String),
     /// `/pattern/flags`.
-    Regex {
-        pattern: String,
-        flags: String,
-    },
+    Regex { pattern: String, flags: String },
     Pipe,
     LParen,
     RParen,
@@ -70,11 +67,7 @@ pub(crate) struct Token {
 
 /// Characters that end an unquoted word.
 fn ends_word(c: char) -> bool {
-    c.is_whitespace()
-        || matches!(
-            c,
-            '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';'
-        )
+    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';')
 }
 
 pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
@@ -91,11 +84,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             continue;
         }
         let mut push = |tok: Tok, len: usize, i: &mut usize, space: &mut bool| {
-            tokens.push(Token {
-                tok,
-                pos,
-                space_before: *space,
-            });
+            tokens.push(Token { tok, pos, space_before: *space });
             *space = false;
             *i += len;
         };
@@ -154,12 +143,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                     j += 1;
                 }
                 let len = j - i;
-                push(
-                    Tok::Regex { pattern, flags },
-                    len,
-                    &mut i,
-                    &mut space_before,
-                );
+                push(Tok::Regex { pattern, flags }, len, &mut i, &mut space_before);
             }
             '"' => {
                 let mut text = String::new();
@@ -183,12 +167,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                                     text.push('\\');
                                     text.push(e);
                                 }
-                                None => {
-                                    return Err(ParseError::at(
-                                        pos,
-                                        "a quoted string is not closed with \"",
-                                    ));
-                                }
+                                None => return Err(ParseError::at(pos, "a quoted string is not closed with \"")),
                             }
                             j += 2;
                         }

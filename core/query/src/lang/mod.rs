@@ -30,11 +30,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_rows: 10_000,
-            max_groups: DEFAULT_GROUP_LIMIT,
-            regex_size_limit: 1 << 20,
-        }
+        Limits { max_rows: 10_000, max_groups: DEFAULT_GROUP_LIMIT, regex_size_limit: 1 << 20 }
     }
 }
 
@@ -55,15 +51,8 @@ pub enum Step {
     Head(usize),
     Tail(usize),
     Count,
-    GroupBy {
-        fields: Vec<String>,
-        limit: usize,
-    },
-    Sort {
-        field: String,
-        order: Order,
-        limit: usize,
-    },
+    GroupBy { fields: Vec<String>, limit: usize },
+    Sort { field: String, order: Order, limit: usize },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,17 +71,9 @@ pub enum Filter {
     /// Free text: matched against `@rawstring`, unanchored, case-insensitive.
     FreeText(Matcher),
     /// `field=pattern` (`negate` for `!=`: also true when the field is absent).
-    Field {
-        name: String,
-        matcher: Matcher,
-        negate: bool,
-    },
+    Field { name: String, matcher: Matcher, negate: bool },
     /// `field < 3` and friends: true only if the field is present and a number.
-    Compare {
-        name: String,
-        op: CmpOp,
-        value: f64,
-    },
+    Compare { name: String, op: CmpOp, value: f64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,9 +114,7 @@ pub struct ParseError {
 
 impl ParseError {
     fn at(pos: usize, message: impl AsRef<str>) -> ParseError {
-        ParseError {
-            message: format!("{} (at character {})", message.as_ref(), pos + 1),
-        }
+        ParseError { message: format!("{} (at character {})", message.as_ref(), pos + 1) }
     }
 }
 
@@ -144,12 +123,7 @@ const SUPPORTED_FUNCTIONS: &str = "head(), tail(), count(), groupBy() and sort()
 /// Parses `input` into a [`Query`], or says which part is not supported.
 pub fn parse(input: &str, limits: &Limits) -> Result<Query, ParseError> {
     let tokens = lex::tokenize(input)?;
-    let mut parser = Parser {
-        tokens,
-        i: 0,
-        limits,
-        end: input.len(),
-    };
+    let mut parser = Parser { tokens, i: 0, limits, end: input.len() };
     let mut steps = Vec::new();
     loop {
         steps.push(parser.step()?);
@@ -224,17 +198,7 @@ impl<'a> Parser<'a> {
     fn at_call(&self) -> bool {
         matches!(
             (self.peek_at(0), self.peek_at(1)),
-            (
-                Some(Token {
-                    tok: Tok::Word(_),
-                    ..
-                }),
-                Some(Token {
-                    tok: Tok::LParen,
-                    space_before: false,
-                    ..
-                })
-            )
+            (Some(Token { tok: Tok::Word(_), .. }), Some(Token { tok: Tok::LParen, space_before: false, .. }))
         )
     }
 
@@ -247,9 +211,7 @@ impl<'a> Parser<'a> {
                 Err(self.error("empty pipeline step (nothing between two `|` or after the last)"))
             }
             _ if self.at_call() => {
-                let Some(Tok::Word(name)) = self.peek().cloned() else {
-                    unreachable!("at_call checked a word")
-                };
+                let Some(Tok::Word(name)) = self.peek().cloned() else { unreachable!("at_call checked a word") };
                 let pos = self.pos();
                 self.i += 2;
                 let args = self.args()?;
@@ -273,11 +235,7 @@ impl<'a> Parser<'a> {
                 _ => terms.push(self.or_filter()?),
             }
         }
-        Ok(if terms.len() == 1 {
-            terms.pop().expect("one term")
-        } else {
-            Filter::And(terms)
-        })
+        Ok(if terms.len() == 1 { terms.pop().expect("one term") } else { Filter::And(terms) })
     }
 
     fn or_filter(&mut self) -> Result<Filter, ParseError> {
@@ -286,11 +244,7 @@ impl<'a> Parser<'a> {
             self.i += 1;
             terms.push(self.unary()?);
         }
-        Ok(if terms.len() == 1 {
-            terms.pop().expect("one term")
-        } else {
-            Filter::Or(terms)
-        })
+        Ok(if terms.len() == 1 { terms.pop().expect("one term") } else { Filter::Or(terms) })
     }
 
     fn unary(&mut self) -> Result<Filter, ParseError> {
@@ -316,17 +270,11 @@ impl<'a> Parser<'a> {
             return Err(self.error("expected a filter, found the end of the query"));
         };
         if self.at_call() {
-            let Tok::Word(name) = token else {
-                unreachable!("at_call checked a word")
-            };
+            let Tok::Word(name) = token else { unreachable!("at_call checked a word") };
             return Err(if is_supported_function(&name) {
-                self.error(format!(
-                    "{name}() must be a pipeline step of its own, after a `|`"
-                ))
+                self.error(format!("{name}() must be a pipeline step of its own, after a `|`"))
             } else {
-                self.error(format!(
-                    "function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}"
-                ))
+                self.error(format!("function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}"))
             });
         }
         match token {
@@ -387,23 +335,14 @@ impl<'a> Parser<'a> {
         };
         self.i += 1;
         let op_pos = self.pos();
-        let op = self
-            .peek()
-            .cloned()
-            .expect("at_comparison checked an operator");
+        let op = self.peek().cloned().expect("at_comparison checked an operator");
         self.i += 1;
         match &op {
             Tok::Other(o) if o == ":=" => {
-                return Err(ParseError::at(
-                    op_pos,
-                    "field assignment `:=` is not supported (only filters and head, tail, count, groupBy, sort)",
-                ));
+                return Err(ParseError::at(op_pos, "field assignment `:=` is not supported (only filters and head, tail, count, groupBy, sort)"));
             }
             Tok::Other(o) if o == "==" => {
-                return Err(ParseError::at(
-                    op_pos,
-                    format!("`==` is not supported in a filter; use `{name}=...`"),
-                ));
+                return Err(ParseError::at(op_pos, format!("`==` is not supported in a filter; use `{name}=...`")));
             }
             _ => {}
         }
@@ -416,19 +355,9 @@ impl<'a> Parser<'a> {
             }
             Some(other) => {
                 let other = other.describe();
-                return Err(ParseError::at(
-                    value_pos,
-                    format!("expected a value after `{name}` and its operator, found {other}"),
-                ));
+                return Err(ParseError::at(value_pos, format!("expected a value after `{name}` and its operator, found {other}")));
             }
-            None => {
-                return Err(ParseError::at(
-                    value_pos,
-                    format!(
-                        "expected a value after `{name}` and its operator, found the end of the query"
-                    ),
-                ));
-            }
+            None => return Err(ParseError::at(value_pos, format!("expected a value after `{name}` and its operator, found the end of the query"))),
         };
         let cmp = match op {
             Tok::Lt => Some(CmpOp::Lt),
@@ -443,32 +372,16 @@ impl<'a> Parser<'a> {
                 _ => None,
             };
             let Some(number) = number else {
-                return Err(ParseError::at(
-                    value_pos,
-                    format!(
-                        "`{name}` can only be compared with <, <=, >, >= to a number, not {}",
-                        value.describe()
-                    ),
-                ));
+                return Err(ParseError::at(value_pos, format!("`{name}` can only be compared with <, <=, >, >= to a number, not {}", value.describe())));
             };
-            return Ok(Filter::Compare {
-                name,
-                op,
-                value: number,
-            });
+            return Ok(Filter::Compare { name, op, value: number });
         }
         let matcher = match value {
             Tok::Word(w) | Tok::Str(w) => self.anchored(&w, value_pos)?,
-            Tok::Regex { pattern, flags } => {
-                Matcher::Regex(self.regex(&pattern, &flags, value_pos)?)
-            }
+            Tok::Regex { pattern, flags } => Matcher::Regex(self.regex(&pattern, &flags, value_pos)?),
             _ => unreachable!("value kinds checked above"),
         };
-        Ok(Filter::Field {
-            name,
-            matcher,
-            negate: op == Tok::Ne,
-        })
+        Ok(Filter::Field { name, matcher, negate: op == Tok::Ne })
     }
 
     /// A `field=value` pattern: the whole value, case-sensitive, `*` matching anything.
@@ -485,10 +398,7 @@ impl<'a> Parser<'a> {
 
     /// Free text: anywhere in `@rawstring`, case-insensitive, `*` matching anything.
     fn free_text(&self, pattern: &str) -> Result<Matcher, ParseError> {
-        let pos = self
-            .tokens
-            .get(self.i.saturating_sub(1))
-            .map_or(0, |t| t.pos);
+        let pos = self.tokens.get(self.i.saturating_sub(1)).map_or(0, |t| t.pos);
         let body: Vec<String> = pattern.split('*').map(regex::escape).collect();
         self.build(&format!("(?is:{})", body.join(".*")), pos)
     }
@@ -501,19 +411,10 @@ impl<'a> Parser<'a> {
                 'm' => prefix.push('m'),
                 // LogScale's `d`: `.` also matches a newline.
                 'd' => prefix.push('s'),
-                other => {
-                    return Err(ParseError::at(
-                        pos,
-                        format!("regex flag `{other}` is not supported (only i, m and d)"),
-                    ));
-                }
+                other => return Err(ParseError::at(pos, format!("regex flag `{other}` is not supported (only i, m and d)"))),
             }
         }
-        let full = if prefix.is_empty() {
-            pattern.to_owned()
-        } else {
-            format!("(?{prefix}){pattern}")
-        };
+        let full = if prefix.is_empty() { pattern.to_owned() } else { format!("(?{prefix}){pattern}") };
         match self.build(&full, pos)? {
             Matcher::Regex(regex) => Ok(regex),
             _ => unreachable!("build makes a regex"),
@@ -525,12 +426,7 @@ impl<'a> Parser<'a> {
             .size_limit(self.limits.regex_size_limit)
             .build()
             .map(Matcher::Regex)
-            .map_err(|e| {
-                ParseError::at(
-                    pos,
-                    format!("bad regex /{pattern}/: {}", first_line(&e.to_string())),
-                )
-            })
+            .map_err(|e| ParseError::at(pos, format!("bad regex /{pattern}/: {}", first_line(&e.to_string()))))
     }
 
     // ---- functions ----
@@ -544,10 +440,7 @@ impl<'a> Parser<'a> {
         }
         loop {
             let pos = self.pos();
-            let name = match (
-                self.peek_at(0).map(|t| &t.tok),
-                self.peek_at(1).map(|t| &t.tok),
-            ) {
+            let name = match (self.peek_at(0).map(|t| &t.tok), self.peek_at(1).map(|t| &t.tok)) {
                 (Some(Tok::Word(w)), Some(Tok::Eq)) => {
                     let w = w.clone();
                     self.i += 2;
@@ -570,9 +463,7 @@ impl<'a> Parser<'a> {
 
     fn arg_value(&mut self) -> Result<ArgValue, ParseError> {
         if self.at_call() {
-            let Some(Tok::Word(name)) = self.peek().cloned() else {
-                unreachable!("at_call checked a word")
-            };
+            let Some(Tok::Word(name)) = self.peek().cloned() else { unreachable!("at_call checked a word") };
             self.i += 2;
             return Ok(ArgValue::Call(name, self.args()?));
         }
@@ -614,45 +505,29 @@ impl<'a> Parser<'a> {
             "head" | "tail" => {
                 let mut args = Args::new(name, args, &["limit"])?;
                 let limit = match args.take("limit") {
-                    Some((value, pos)) => {
-                        self.limit(name, value, pos, self.limits.max_rows, "query.max_rows")?
-                    }
+                    Some((value, pos)) => self.limit(name, value, pos, self.limits.max_rows, "query.max_rows")?,
                     None => DEFAULT_ROW_LIMIT.min(self.limits.max_rows),
                 };
-                if lower == "head" {
-                    Step::Head(limit)
-                } else {
-                    Step::Tail(limit)
-                }
+                if lower == "head" { Step::Head(limit) } else { Step::Tail(limit) }
             }
             "count" => {
                 if let Some(arg) = args.first() {
-                    let what = arg.name.clone().map_or("a field argument".to_owned(), |n| {
-                        format!("parameter `{n}`")
-                    });
-                    return Err(ParseError::at(
-                        arg.pos,
-                        format!("count(): {what} is not supported; the subset has count() only"),
-                    ));
+                    let what = arg.name.clone().map_or("a field argument".to_owned(), |n| format!("parameter `{n}`"));
+                    return Err(ParseError::at(arg.pos, format!("count(): {what} is not supported; the subset has count() only")));
                 }
                 Step::Count
             }
             "groupby" => {
                 let mut args = Args::new(name, args, &["field", "function", "limit"])?;
                 let Some((field, field_pos)) = args.take("field") else {
-                    return Err(ParseError::at(
-                        pos,
-                        "groupBy() needs a field: groupBy(field) or groupBy([a, b])",
-                    ));
+                    return Err(ParseError::at(pos, "groupBy() needs a field: groupBy(field) or groupBy([a, b])"));
                 };
                 let fields = field_names(name, field, field_pos)?;
                 if let Some((function, fpos)) = args.take("function") {
                     check_count_function(function, fpos)?;
                 }
                 let limit = match args.take("limit") {
-                    Some((value, pos)) => {
-                        self.limit(name, value, pos, self.limits.max_groups, "query.max_groups")?
-                    }
+                    Some((value, pos)) => self.limit(name, value, pos, self.limits.max_groups, "query.max_groups")?,
                     None => DEFAULT_GROUP_LIMIT.min(self.limits.max_groups),
                 };
                 Step::GroupBy { fields, limit }
@@ -664,10 +539,7 @@ impl<'a> Parser<'a> {
                     Some((value, fpos)) => {
                         let mut fields = field_names(name, value, fpos)?;
                         if fields.len() != 1 {
-                            return Err(ParseError::at(
-                                fpos,
-                                "sort() on several fields is not supported; give one field",
-                            ));
+                            return Err(ParseError::at(fpos, "sort() on several fields is not supported; give one field"));
                         }
                         fields.pop().expect("one field")
                     }
@@ -677,72 +549,33 @@ impl<'a> Parser<'a> {
                     Some((ArgValue::Scalar(o), opos)) => match o.to_ascii_lowercase().as_str() {
                         "asc" | "ascending" => Order::Asc,
                         "desc" | "descending" => Order::Desc,
-                        _ => {
-                            return Err(ParseError::at(
-                                opos,
-                                format!("sort(order={o}): order is asc or desc"),
-                            ));
-                        }
+                        _ => return Err(ParseError::at(opos, format!("sort(order={o}): order is asc or desc"))),
                     },
-                    Some((_, opos)) => {
-                        return Err(ParseError::at(
-                            opos,
-                            "sort(order=...): order is asc or desc",
-                        ));
-                    }
+                    Some((_, opos)) => return Err(ParseError::at(opos, "sort(order=...): order is asc or desc")),
                 };
                 let limit = match args.take("limit") {
-                    Some((value, pos)) => {
-                        self.limit(name, value, pos, self.limits.max_rows, "query.max_rows")?
-                    }
+                    Some((value, pos)) => self.limit(name, value, pos, self.limits.max_rows, "query.max_rows")?,
                     None => DEFAULT_ROW_LIMIT.min(self.limits.max_rows),
                 };
-                Step::Sort {
-                    field,
-                    order,
-                    limit,
-                }
+                Step::Sort { field, order, limit }
             }
-            _ => {
-                return Err(ParseError::at(
-                    pos,
-                    format!(
-                        "function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}"
-                    ),
-                ));
-            }
+            _ => return Err(ParseError::at(pos, format!("function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}"))),
         };
         Ok(step)
     }
 
-    fn limit(
-        &self,
-        function: &str,
-        value: ArgValue,
-        pos: usize,
-        max: usize,
-        setting: &str,
-    ) -> Result<usize, ParseError> {
+    fn limit(&self, function: &str, value: ArgValue, pos: usize, max: usize, setting: &str) -> Result<usize, ParseError> {
         let ArgValue::Scalar(text) = value else {
-            return Err(ParseError::at(
-                pos,
-                format!("{function}(limit=...): the limit is a number or `max`"),
-            ));
+            return Err(ParseError::at(pos, format!("{function}(limit=...): the limit is a number or `max`")));
         };
         if text.eq_ignore_ascii_case("max") {
             return Ok(max);
         }
         let Ok(n) = text.parse::<usize>() else {
-            return Err(ParseError::at(
-                pos,
-                format!("{function}(limit={text}): the limit is a whole number or `max`"),
-            ));
+            return Err(ParseError::at(pos, format!("{function}(limit={text}): the limit is a whole number or `max`")));
         };
         if n == 0 || n > max {
-            return Err(ParseError::at(
-                pos,
-                format!("{function}(limit={n}): the limit must be between 1 and {max} ({setting})"),
-            ));
+            return Err(ParseError::at(pos, format!("{function}(limit={n}): the limit must be between 1 and {max} ({setting})")));
         }
         Ok(n)
     }
@@ -764,27 +597,16 @@ fn field_names(function: &str, value: ArgValue, pos: usize) -> Result<Vec<String
             let mut names = Vec::new();
             for item in items {
                 let ArgValue::Scalar(name) = item else {
-                    return Err(ParseError::at(
-                        pos,
-                        format!("{function}(): fields are names, not functions or lists"),
-                    ));
+                    return Err(ParseError::at(pos, format!("{function}(): fields are names, not functions or lists")));
                 };
                 names.push(name);
             }
             names
         }
-        ArgValue::Call(inner, _) => {
-            return Err(ParseError::at(
-                pos,
-                format!("{function}(): a field is a name, not the function {inner}()"),
-            ));
-        }
+        ArgValue::Call(inner, _) => return Err(ParseError::at(pos, format!("{function}(): a field is a name, not the function {inner}()"))),
     };
     if names.is_empty() {
-        return Err(ParseError::at(
-            pos,
-            format!("{function}(): the field list is empty"),
-        ));
+        return Err(ParseError::at(pos, format!("{function}(): the field list is empty")));
     }
     Ok(names)
 }
@@ -796,27 +618,15 @@ fn check_count_function(value: ArgValue, pos: usize) -> Result<(), ParseError> {
         other => vec![other],
     };
     if calls.len() != 1 {
-        return Err(ParseError::at(
-            pos,
-            "groupBy(function=...): only count() is supported, once",
-        ));
+        return Err(ParseError::at(pos, "groupBy(function=...): only count() is supported, once"));
     }
     match &calls[0] {
-        ArgValue::Call(name, args) if name.eq_ignore_ascii_case("count") && args.is_empty() => {
-            Ok(())
+        ArgValue::Call(name, args) if name.eq_ignore_ascii_case("count") && args.is_empty() => Ok(()),
+        ArgValue::Call(name, _) if name.eq_ignore_ascii_case("count") => {
+            Err(ParseError::at(pos, "groupBy(function=count(...)): count() takes no arguments in the subset"))
         }
-        ArgValue::Call(name, _) if name.eq_ignore_ascii_case("count") => Err(ParseError::at(
-            pos,
-            "groupBy(function=count(...)): count() takes no arguments in the subset",
-        )),
-        ArgValue::Call(name, _) => Err(ParseError::at(
-            pos,
-            format!("groupBy(function={name}()): only count() is supported"),
-        )),
-        _ => Err(ParseError::at(
-            pos,
-            "groupBy(function=...): expected count()",
-        )),
+        ArgValue::Call(name, _) => Err(ParseError::at(pos, format!("groupBy(function={name}()): only count() is supported"))),
+        _ => Err(ParseError::at(pos, "groupBy(function=...): expected count()")),
     }
 }
 
@@ -833,29 +643,15 @@ impl Args {
             let name = match arg.name {
                 Some(name) => {
                     if !params.contains(&name.as_str()) {
-                        return Err(ParseError::at(
-                            arg.pos,
-                            format!(
-                                "{function}(): parameter `{name}` is not supported (the subset has {})",
-                                params.join(", ")
-                            ),
-                        ));
+                        return Err(ParseError::at(arg.pos, format!("{function}(): parameter `{name}` is not supported (the subset has {})", params.join(", "))));
                     }
                     name
                 }
                 None if index == 0 => params[0].to_owned(),
-                None => {
-                    return Err(ParseError::at(
-                        arg.pos,
-                        format!("{function}(): only the first argument may omit its name"),
-                    ));
-                }
+                None => return Err(ParseError::at(arg.pos, format!("{function}(): only the first argument may omit its name"))),
             };
             if values.iter().any(|(n, _, _)| *n == name) {
-                return Err(ParseError::at(
-                    arg.pos,
-                    format!("{function}(): `{name}` is given twice"),
-                ));
+                return Err(ParseError::at(arg.pos, format!("{function}(): `{name}` is given twice")));
             }
             values.push((name, arg.value, arg.pos));
         }

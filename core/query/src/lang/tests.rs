@@ -18,25 +18,11 @@ fn err(input: &str) -> String {
 fn show(filter: &Filter) -> String {
     match filter {
         Filter::All => "*".into(),
-        Filter::And(terms) => format!(
-            "and({})",
-            terms.iter().map(show).collect::<Vec<_>>().join(", ")
-        ),
-        Filter::Or(terms) => format!(
-            "or({})",
-            terms.iter().map(show).collect::<Vec<_>>().join(", ")
-        ),
+        Filter::And(terms) => format!("and({})", terms.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Filter::Or(terms) => format!("or({})", terms.iter().map(show).collect::<Vec<_>>().join(", ")),
         Filter::Not(inner) => format!("not({})", show(inner)),
         Filter::FreeText(m) => format!("text({})", show_matcher(m)),
-        Filter::Field {
-            name,
-            matcher,
-            negate,
-        } => format!(
-            "{name}{}{}",
-            if *negate { "!=" } else { "=" },
-            show_matcher(matcher)
-        ),
+        Filter::Field { name, matcher, negate } => format!("{name}{}{}", if *negate { "!=" } else { "=" }, show_matcher(matcher)),
         Filter::Compare { name, op, value } => format!("{name}{op:?}{value}"),
     }
 }
@@ -90,39 +76,18 @@ fn filters_parse_to_their_meaning() {
         ("a > -3", "aGt-3"),
         // Implicit and; `or` binds tighter than `and` (LogScale's grammar).
         ("a b", "and(text(/(?is:a)/), text(/(?is:b)/))"),
-        (
-            "a and b or c",
-            "and(text(/(?is:a)/), or(text(/(?is:b)/), text(/(?is:c)/)))",
-        ),
-        (
-            "a or b and c",
-            "and(or(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))",
-        ),
-        (
-            "a OR b AND c",
-            "and(or(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))",
-        ),
-        (
-            "(a and b) or c",
-            "or(and(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))",
-        ),
+        ("a and b or c", "and(text(/(?is:a)/), or(text(/(?is:b)/), text(/(?is:c)/)))"),
+        ("a or b and c", "and(or(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))"),
+        ("a OR b AND c", "and(or(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))"),
+        ("(a and b) or c", "or(and(text(/(?is:a)/), text(/(?is:b)/)), text(/(?is:c)/))"),
         ("not a or b", "or(not(text(/(?is:a)/)), text(/(?is:b)/))"),
         ("!a", "not(text(/(?is:a)/))"),
         ("not not a", "not(not(text(/(?is:a)/)))"),
-        (
-            "not (status=200 or status=404)",
-            "not(or(status=\"200\", status=\"404\"))",
-        ),
-        (
-            "a // a comment\n b",
-            "and(text(/(?is:a)/), text(/(?is:b)/))",
-        ),
+        ("not (status=200 or status=404)", "not(or(status=\"200\", status=\"404\"))"),
+        ("a // a comment\n b", "and(text(/(?is:a)/), text(/(?is:b)/))"),
         ("a /* block */ b", "and(text(/(?is:a)/), text(/(?is:b)/))"),
         // LogScale's slash quirk: a `/` inside a word is text, at its start a regex.
-        (
-            "GET https://example.com/x",
-            "and(text(/(?is:GET)/), text(/(?is:https://example\\.com/x)/))",
-        ),
+        ("GET https://example.com/x", "and(text(/(?is:GET)/), text(/(?is:https://example\\.com/x)/))"),
     ];
     for (input, expected) in table {
         assert_eq!(filter(input), expected, "{input}");
@@ -139,54 +104,18 @@ fn functions_parse_with_logscale_defaults() {
     assert_eq!(steps("tail(5)"), "[Tail(5)]");
     assert_eq!(steps("count()"), "[Count]");
     assert_eq!(steps("Count()"), "[Count]");
-    assert_eq!(
-        steps("groupBy(host)"),
-        "[GroupBy { fields: [\"host\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("groupby(host)"),
-        "[GroupBy { fields: [\"host\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("groupBy([host])"),
-        "[GroupBy { fields: [\"host\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("groupBy(field=host)"),
-        "[GroupBy { fields: [\"host\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("groupBy(field=[a, b], limit=5)"),
-        "[GroupBy { fields: [\"a\", \"b\"], limit: 5 }]"
-    );
-    assert_eq!(
-        steps("groupBy(#host, function=count())"),
-        "[GroupBy { fields: [\"#host\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("groupBy(a, function=[count()], limit=max)"),
-        "[GroupBy { fields: [\"a\"], limit: 20000 }]"
-    );
-    assert_eq!(
-        steps("sort()"),
-        "[Sort { field: \"_count\", order: Desc, limit: 200 }]"
-    );
-    assert_eq!(
-        steps("sort(latency)"),
-        "[Sort { field: \"latency\", order: Desc, limit: 200 }]"
-    );
-    assert_eq!(
-        steps("sort(field=latency, order=asc, limit=3)"),
-        "[Sort { field: \"latency\", order: Asc, limit: 3 }]"
-    );
-    assert_eq!(
-        steps("sort(@timestamp, order=desc, limit=max)"),
-        "[Sort { field: \"@timestamp\", order: Desc, limit: 10000 }]"
-    );
-    assert_eq!(
-        steps("sort([x])"),
-        "[Sort { field: \"x\", order: Desc, limit: 200 }]"
-    );
+    assert_eq!(steps("groupBy(host)"), "[GroupBy { fields: [\"host\"], limit: 20000 }]");
+    assert_eq!(steps("groupby(host)"), "[GroupBy { fields: [\"host\"], limit: 20000 }]");
+    assert_eq!(steps("groupBy([host])"), "[GroupBy { fields: [\"host\"], limit: 20000 }]");
+    assert_eq!(steps("groupBy(field=host)"), "[GroupBy { fields: [\"host\"], limit: 20000 }]");
+    assert_eq!(steps("groupBy(field=[a, b], limit=5)"), "[GroupBy { fields: [\"a\", \"b\"], limit: 5 }]");
+    assert_eq!(steps("groupBy(#host, function=count())"), "[GroupBy { fields: [\"#host\"], limit: 20000 }]");
+    assert_eq!(steps("groupBy(a, function=[count()], limit=max)"), "[GroupBy { fields: [\"a\"], limit: 20000 }]");
+    assert_eq!(steps("sort()"), "[Sort { field: \"_count\", order: Desc, limit: 200 }]");
+    assert_eq!(steps("sort(latency)"), "[Sort { field: \"latency\", order: Desc, limit: 200 }]");
+    assert_eq!(steps("sort(field=latency, order=asc, limit=3)"), "[Sort { field: \"latency\", order: Asc, limit: 3 }]");
+    assert_eq!(steps("sort(@timestamp, order=desc, limit=max)"), "[Sort { field: \"@timestamp\", order: Desc, limit: 10000 }]");
+    assert_eq!(steps("sort([x])"), "[Sort { field: \"x\", order: Desc, limit: 200 }]");
 
     let query = ok("error status=500 | groupBy(host) | sort(_count, limit=5) | head(2)");
     assert_eq!(query.steps.len(), 4);
@@ -201,10 +130,7 @@ fn unsupported_forms_name_the_part() {
     let table = [
         ("regex(\"x\")", "function regex() is not supported"),
         ("timechart()", "function timechart() is not supported"),
-        (
-            "error | stats(count())",
-            "function stats() is not supported",
-        ),
+        ("error | stats(count())", "function stats() is not supported"),
         ("x := 5", "`:=` is not supported"),
         ("a := b", "`:=` is not supported"),
         ("a == b", "`==` is not supported"),
@@ -234,17 +160,11 @@ fn unsupported_forms_name_the_part() {
         ("head(limit=1, limit=2)", "`limit` is given twice"),
         ("tail(foo=1)", "parameter `foo` is not supported"),
         ("count(host)", "count(): a field argument is not supported"),
-        (
-            "count(distinct=true)",
-            "parameter `distinct` is not supported",
-        ),
+        ("count(distinct=true)", "parameter `distinct` is not supported"),
         ("groupBy()", "groupBy() needs a field"),
         ("groupBy([])", "field list is empty"),
         ("groupBy(a, function=sum(x))", "only count() is supported"),
-        (
-            "groupBy(a, function=[count(), max(x)])",
-            "only count() is supported, once",
-        ),
+        ("groupBy(a, function=[count(), max(x)])", "only count() is supported, once"),
         ("groupBy(a, limit=20001)", "query.max_groups"),
         ("sort(a, order=up)", "order is asc or desc"),
         ("sort(a, type=number)", "parameter `type` is not supported"),
@@ -253,47 +173,20 @@ fn unsupported_forms_name_the_part() {
     ];
     for (input, expected) in table {
         let message = err(input);
-        assert!(
-            message.contains(expected),
-            "{input:?}: {message:?} should contain {expected:?}"
-        );
-        assert!(
-            message.contains("at character"),
-            "{input:?}: {message:?} should say where"
-        );
+        assert!(message.contains(expected), "{input:?}: {message:?} should contain {expected:?}");
+        assert!(message.contains("at character"), "{input:?}: {message:?} should say where");
     }
 }
 
 #[test]
 fn limits_come_from_the_config() {
-    let limits = Limits {
-        max_rows: 50,
-        max_groups: 7,
-        regex_size_limit: 1 << 20,
-    };
-    assert!(matches!(
-        parse("head()", &limits).unwrap().steps[0],
-        Step::Head(50)
-    ));
-    assert!(matches!(
-        parse("sort(x, limit=max)", &limits).unwrap().steps[0],
-        Step::Sort { limit: 50, .. }
-    ));
-    assert!(matches!(
-        parse("groupBy(x)", &limits).unwrap().steps[0],
-        Step::GroupBy { limit: 7, .. }
-    ));
-    assert!(
-        parse("head(51)", &limits)
-            .unwrap_err()
-            .message
-            .contains("between 1 and 50")
-    );
+    let limits = Limits { max_rows: 50, max_groups: 7, regex_size_limit: 1 << 20 };
+    assert!(matches!(parse("head()", &limits).unwrap().steps[0], Step::Head(50)));
+    assert!(matches!(parse("sort(x, limit=max)", &limits).unwrap().steps[0], Step::Sort { limit: 50, .. }));
+    assert!(matches!(parse("groupBy(x)", &limits).unwrap().steps[0], Step::GroupBy { limit: 7, .. }));
+    assert!(parse("head(51)", &limits).unwrap_err().message.contains("between 1 and 50"));
     // A regex bigger than the compiled size limit is refused, not built.
-    let tiny = Limits {
-        regex_size_limit: 100,
-        ..Limits::default()
-    };
+    let tiny = Limits { regex_size_limit: 100, ..Limits::default() };
     let error = parse("msg=/a{1000}{1000}/", &tiny).unwrap_err().message;
     assert!(error.contains("bad regex"), "{error}");
 }

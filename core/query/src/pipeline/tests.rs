@@ -42,9 +42,7 @@ fn run(query: &str) -> (Vec<Event>, usize) {
 }
 
 fn ids(out: &[Event]) -> Vec<u64> {
-    out.iter()
-        .map(|e| e["n"].as_str().unwrap().parse().unwrap())
-        .collect()
+    out.iter().map(|e| e["n"].as_str().unwrap().parse().unwrap()).collect()
 }
 
 #[test]
@@ -104,25 +102,16 @@ fn head_stops_reading_and_tail_keeps_the_last() {
 #[test]
 fn count_group_by_and_sort() {
     let (out, _) = run("count()");
-    assert_eq!(
-        Value::Array(out.into_iter().map(Value::Object).collect()),
-        json!([{"_count": "6"}])
-    );
+    assert_eq!(Value::Array(out.into_iter().map(Value::Object).collect()), json!([{"_count": "6"}]));
     let (out, _) = run("nothing-matches | count()");
     assert_eq!(out[0]["_count"], "0");
 
     // Events without #host are in no group.
     let (out, _) = run("groupBy(#host)");
     let rows: Vec<Value> = out.into_iter().map(Value::Object).collect();
-    assert_eq!(
-        Value::Array(rows),
-        json!([{"#host": "a", "_count": "2"}, {"#host": "b", "_count": "2"}, {"#host": "c", "_count": "1"}])
-    );
+    assert_eq!(Value::Array(rows), json!([{"#host": "a", "_count": "2"}, {"#host": "b", "_count": "2"}, {"#host": "c", "_count": "1"}]));
     let (out, _) = run("groupBy([#host, status]) | sort(_count, limit=1)");
-    assert_eq!(
-        Value::Object(out[0].clone()),
-        json!({"#host": "b", "status": "500", "_count": "2"})
-    );
+    assert_eq!(Value::Object(out[0].clone()), json!({"#host": "b", "status": "500", "_count": "2"}));
 
     let (out, _) = run("sort(n)");
     assert_eq!(ids(&out), [6, 5, 4, 3, 2, 1]);
@@ -161,10 +150,7 @@ fn sort_holds_only_its_limit() {
     let mut pipeline = Pipeline::new(&query);
     let mut out = Vec::new();
     for v in 0..100_000u64 {
-        let e = json!({"v": ((v * 7919) % 100_000).to_string()})
-            .as_object()
-            .unwrap()
-            .clone();
+        let e = json!({"v": ((v * 7919) % 100_000).to_string()}).as_object().unwrap().clone();
         pipeline.push(e, &mut out).unwrap();
         if let Stage::Sort { heap, .. } = &pipeline.stages[0] {
             assert!(heap.len() <= 10);
@@ -172,11 +158,5 @@ fn sort_holds_only_its_limit() {
     }
     pipeline.finish(&mut out).unwrap();
     let values: Vec<&str> = out.iter().map(|e| e["v"].as_str().unwrap()).collect();
-    assert_eq!(
-        values,
-        [
-            "99999", "99998", "99997", "99996", "99995", "99994", "99993", "99992", "99991",
-            "99990"
-        ]
-    );
+    assert_eq!(values, ["99999", "99998", "99997", "99996", "99995", "99994", "99993", "99992", "99991", "99990"]);
 }

@@ -27,48 +27,18 @@ pub struct DirSource {
 
 impl DirSource {
     pub fn new(dir: &Path) -> Arc<DirSource> {
-        Arc::new(DirSource {
-            dir: dir.to_owned(),
-            segments: Mutex::new(Vec::new()),
-        })
+        Arc::new(DirSource { dir: dir.to_owned(), segments: Mutex::new(Vec::new()) })
     }
 
     /// Writes a segment of `rows` (offsets from `offset_start`) and registers it.
-    pub fn add(
-        &self,
-        segment_id: &str,
-        partition: i32,
-        offset_start: i64,
-        rows: Vec<SegmentRow>,
-    ) -> SegmentInfo {
-        self.add_with(
-            segment_id,
-            partition,
-            offset_start,
-            rows,
-            SegmentOptions::default(),
-        )
+    pub fn add(&self, segment_id: &str, partition: i32, offset_start: i64, rows: Vec<SegmentRow>) -> SegmentInfo {
+        self.add_with(segment_id, partition, offset_start, rows, SegmentOptions::default())
     }
 
-    pub fn add_with(
-        &self,
-        segment_id: &str,
-        partition: i32,
-        offset_start: i64,
-        rows: Vec<SegmentRow>,
-        options: SegmentOptions,
-    ) -> SegmentInfo {
-        let meta = SegmentMeta {
-            segment_id: segment_id.to_owned(),
-            partition,
-            offset_start,
-        };
+    pub fn add_with(&self, segment_id: &str, partition: i32, offset_start: i64, rows: Vec<SegmentRow>, options: SegmentOptions) -> SegmentInfo {
+        let meta = SegmentMeta { segment_id: segment_id.to_owned(), partition, offset_start };
         let mut writer = SegmentWriter::create_with(&self.dir, meta, options).unwrap();
-        let offset_end = rows
-            .iter()
-            .map(|r| r.offset + 1)
-            .max()
-            .unwrap_or(offset_start);
+        let offset_end = rows.iter().map(|r| r.offset + 1).max().unwrap_or(offset_start);
         for row in rows {
             writer.push(row).unwrap();
         }
@@ -99,38 +69,21 @@ impl SegmentSource for DirSource {
         let segments = self.segments.lock().unwrap();
         segments
             .iter()
-            .filter(|s| {
-                s.repositories.iter().any(|r| r == repo)
-                    && s.max_ts_ms >= start_ms
-                    && s.min_ts_ms <= end_ms
-            })
+            .filter(|s| s.repositories.iter().any(|r| r == repo) && s.max_ts_ms >= start_ms && s.min_ts_ms <= end_ms)
             .cloned()
             .collect()
     }
 
-    fn local_path(
-        &self,
-        segment: &SegmentInfo,
-    ) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
+    fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
         let path = self.path_of(&segment.segment_id);
         Box::pin(async move {
-            if path.exists() {
-                Ok(path)
-            } else {
-                Err(SourceError::Unavailable(format!(
-                    "{} is not on this node",
-                    path.display()
-                )))
-            }
+            if path.exists() { Ok(path) } else { Err(SourceError::Unavailable(format!("{} is not on this node", path.display()))) }
         })
     }
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 /// Event `n` of `repo`: an hour ago plus n ms; every third a 500 with an error word;
@@ -141,23 +94,13 @@ pub fn row(repo: &str, partition: i32, offset: i64, n: u64) -> SegmentRow {
     let fields = if failed {
         serde_json::Map::new()
     } else {
-        json!({"status": status, "n": n, "user": {"name": format!("u{}", n % 4)}})
-            .as_object()
-            .unwrap()
-            .clone()
+        json!({"status": status, "n": n, "user": {"name": format!("u{}", n % 4)}}).as_object().unwrap().clone()
     };
     SegmentRow {
         repository: repo.to_owned(),
         timestamp_ms: now_ms() - 3_600_000 + n as i64,
         ingest_timestamp_ms: now_ms() - 3_000_000,
-        raw: format!(
-            "event {n} status={status}{}",
-            if status == 500 {
-                " ERROR timeout"
-            } else {
-                " ok"
-            }
-        ),
+        raw: format!("event {n} status={status}{}", if status == 500 { " ERROR timeout" } else { " ok" }),
         id: SegmentRow::event_id(partition, offset, 0),
         offset,
         tags: BTreeMap::from([("host".to_owned(), format!("h{}", n % 2))]),
@@ -168,38 +111,20 @@ pub fn row(repo: &str, partition: i32, offset: i64, n: u64) -> SegmentRow {
 }
 
 /// `count` events of `repo` starting at number `first`, one per offset.
-pub fn rows(
-    repo: &str,
-    partition: i32,
-    offset_start: i64,
-    first: u64,
-    count: u64,
-) -> Vec<SegmentRow> {
-    (0..count)
-        .map(|i| row(repo, partition, offset_start + i as i64, first + i))
-        .collect()
+pub fn rows(repo: &str, partition: i32, offset_start: i64, first: u64, count: u64) -> Vec<SegmentRow> {
+    (0..count).map(|i| row(repo, partition, offset_start + i as i64, first + i)).collect()
 }
 
 pub fn tokens() -> Vec<ReadTokenConfig> {
     vec![
-        ReadTokenConfig {
-            token: READ_ALL.into(),
-            repositories: vec!["*".into()],
-            name: Some("all".into()),
-        },
-        ReadTokenConfig {
-            token: READ_WEB.into(),
-            repositories: vec!["web".into()],
-            name: Some("web-only".into()),
-        },
+        ReadTokenConfig { token: READ_ALL.into(), repositories: vec!["*".into()], name: Some("all".into()) },
+        ReadTokenConfig { token: READ_WEB.into(), repositories: vec!["web".into()], name: Some("web-only".into()) },
     ]
 }
 
 /// Serves the router on 127.0.0.1 (a free port); the server lives until the runtime ends.
 pub async fn serve(source: Arc<DirSource>, config: QueryConfig) -> SocketAddr {
-    let service = QueryService::new(config, &tokens(), source)
-        .unwrap()
-        .with_ingest_tokens([INGEST]);
+    let service = QueryService::new(config, &tokens(), source).unwrap().with_ingest_tokens([INGEST]);
     let app = weir_query::router(Arc::new(service));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -208,13 +133,7 @@ pub async fn serve(source: Arc<DirSource>, config: QueryConfig) -> SocketAddr {
 }
 
 /// POSTs a query; returns the status and body text.
-pub async fn post_query(
-    addr: SocketAddr,
-    repo: &str,
-    token: Option<&str>,
-    accept: &str,
-    body: Value,
-) -> (u16, String) {
+pub async fn post_query(addr: SocketAddr, repo: &str, token: Option<&str>, accept: &str, body: Value) -> (u16, String) {
     let mut request = reqwest::Client::new()
         .post(format!("http://{addr}/api/v1/repositories/{repo}/query"))
         .header("Accept", accept)
@@ -228,21 +147,8 @@ pub async fn post_query(
 }
 
 /// NDJSON query with the all-repositories token: the events, or panics with the body.
-pub async fn ndjson(
-    addr: SocketAddr,
-    repo: &str,
-    query: &str,
-) -> Vec<serde_json::Map<String, Value>> {
-    let (status, body) = post_query(
-        addr,
-        repo,
-        Some(READ_ALL),
-        "application/x-ndjson",
-        json!({"queryString": query, "start": "7d"}),
-    )
-    .await;
+pub async fn ndjson(addr: SocketAddr, repo: &str, query: &str) -> Vec<serde_json::Map<String, Value>> {
+    let (status, body) = post_query(addr, repo, Some(READ_ALL), "application/x-ndjson", json!({"queryString": query, "start": "7d"})).await;
     assert_eq!(status, 200, "{query}: {body}");
-    body.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
-        .collect()
+    body.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))).collect()
 }

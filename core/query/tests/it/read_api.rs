@@ -10,13 +10,7 @@ use serde_json::{Value, json};
 use weir_query::QueryConfig;
 
 /// Two partitions of "web" events (0..60 and 60..100) and a "db" segment.
-async fn setup(
-    config: QueryConfig,
-) -> (
-    tempfile::TempDir,
-    std::sync::Arc<DirSource>,
-    std::net::SocketAddr,
-) {
+async fn setup(config: QueryConfig) -> (tempfile::TempDir, std::sync::Arc<DirSource>, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let source = DirSource::new(dir.path());
     let mut first = rows("web", 0, 100, 0, 60);
@@ -28,19 +22,7 @@ async fn setup(
 }
 
 fn numbers(events: &[serde_json::Map<String, Value>]) -> Vec<u64> {
-    events
-        .iter()
-        .map(|e| {
-            e["@rawstring"]
-                .as_str()
-                .unwrap()
-                .split(' ')
-                .nth(1)
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect()
+    events.iter().map(|e| e["@rawstring"].as_str().unwrap().split(' ').nth(1).unwrap().parse().unwrap()).collect()
 }
 
 #[tokio::test]
@@ -69,26 +51,12 @@ async fn ndjson_and_json_array_give_every_event_once_with_its_fields() {
     assert_eq!(failed["@error_msg"], "no key=value in event 4");
     assert_eq!(failed["@rawstring"], "event 4 status=200 ok");
 
-    let (status, body) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/json",
-        json!({"queryString": "", "start": "7d"}),
-    )
-    .await;
+    let (status, body) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "", "start": "7d"})).await;
     assert_eq!(status, 200, "{body}");
     let array: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&body).unwrap();
     assert_eq!(array, events, "the JSON array holds the same events");
 
-    let (status, body) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "*/*",
-        json!({"queryString": "nothing-matches-this"}),
-    )
-    .await;
+    let (status, body) = post_query(addr, "web", Some(READ_ALL), "*/*", json!({"queryString": "nothing-matches-this"})).await;
     assert_eq!((status, body.as_str()), (200, "[]"));
 
     // The dataspaces alias, and another repository's rows are not read.
@@ -107,99 +75,35 @@ async fn ndjson_and_json_array_give_every_event_once_with_its_fields() {
 #[tokio::test]
 async fn filters_and_steps_over_http() {
     let (_dir, _source, addr) = setup(QueryConfig::default()).await;
-    let count = |events: &[serde_json::Map<String, Value>]| {
-        events[0]["_count"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let count = |events: &[serde_json::Map<String, Value>]| events[0]["_count"].as_str().unwrap().parse::<u64>().unwrap();
 
     assert_eq!(numbers(&ndjson(addr, "web", "head(3)").await), [0, 1, 2]);
     assert_eq!(numbers(&ndjson(addr, "web", "tail(2)").await), [98, 99]);
     assert_eq!(count(&ndjson(addr, "web", "count()").await), 100);
     // 500s are the multiples of 3 (and have ERROR in the text); free text ignores case.
     assert_eq!(count(&ndjson(addr, "web", "error | count()").await), 34);
-    assert_eq!(
-        count(&ndjson(addr, "web", "status=500 | count()").await),
-        34 - 7,
-        "failed parses have no status field"
-    );
-    assert_eq!(
-        count(&ndjson(addr, "web", "status!=500 | count()").await),
-        100 - 27
-    );
-    assert_eq!(
-        count(
-            &ndjson(
-                addr,
-                "web",
-                "#host=h0 and (status=500 or @error=true) | count()"
-            )
-            .await
-        ),
-        (17 - 3) + 10
-    );
-    assert_eq!(
-        numbers(&ndjson(addr, "web", "@rawstring=/^event 9\\d /").await),
-        (90..100).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        numbers(&ndjson(addr, "web", "n>=97").await),
-        [97, 98],
-        "99 failed its parse: no n"
-    );
+    assert_eq!(count(&ndjson(addr, "web", "status=500 | count()").await), 34 - 7, "failed parses have no status field");
+    assert_eq!(count(&ndjson(addr, "web", "status!=500 | count()").await), 100 - 27);
+    assert_eq!(count(&ndjson(addr, "web", "#host=h0 and (status=500 or @error=true) | count()").await), (17 - 3) + 10);
+    assert_eq!(numbers(&ndjson(addr, "web", "@rawstring=/^event 9\\d /").await), (90..100).collect::<Vec<_>>());
+    assert_eq!(numbers(&ndjson(addr, "web", "n>=97").await), [97, 98], "99 failed its parse: no n");
 
     let groups = ndjson(addr, "web", "groupBy(#host)").await;
-    assert_eq!(
-        Value::Array(groups.into_iter().map(Value::Object).collect()),
-        json!([{"#host": "h0", "_count": "50"}, {"#host": "h1", "_count": "50"}])
-    );
-    let groups = ndjson(
-        addr,
-        "web",
-        "groupBy([user.name], function=count()) | sort(user.name, order=asc, limit=2)",
-    )
-    .await;
+    assert_eq!(Value::Array(groups.into_iter().map(Value::Object).collect()), json!([{"#host": "h0", "_count": "50"}, {"#host": "h1", "_count": "50"}]));
+    let groups = ndjson(addr, "web", "groupBy([user.name], function=count()) | sort(user.name, order=asc, limit=2)").await;
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0]["user.name"], "u0");
-    assert_eq!(
-        numbers(&ndjson(addr, "web", "sort(n, limit=3)").await),
-        [98, 97, 96]
-    );
-    assert_eq!(
-        numbers(&ndjson(addr, "web", "sort(@timestamp, order=asc, limit=2)").await),
-        [0, 1]
-    );
+    assert_eq!(numbers(&ndjson(addr, "web", "sort(n, limit=3)").await), [98, 97, 96]);
+    assert_eq!(numbers(&ndjson(addr, "web", "sort(@timestamp, order=asc, limit=2)").await), [0, 1]);
 
     // A time range (absolute, both ends inclusive): only the events in it.
     let all = ndjson(addr, "web", "").await;
-    let (start, end) = (
-        all[10]["@timestamp"].as_i64().unwrap(),
-        all[14]["@timestamp"].as_i64().unwrap(),
-    );
-    let (status, body) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/x-ndjson",
-        json!({"queryString": "", "start": start, "end": end}),
-    )
-    .await;
+    let (start, end) = (all[10]["@timestamp"].as_i64().unwrap(), all[14]["@timestamp"].as_i64().unwrap());
+    let (status, body) = post_query(addr, "web", Some(READ_ALL), "application/x-ndjson", json!({"queryString": "", "start": start, "end": end})).await;
     assert_eq!(status, 200);
-    let events: Vec<serde_json::Map<String, Value>> = body
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events: Vec<serde_json::Map<String, Value>> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(numbers(&events), [10, 11, 12, 13, 14]);
-    let (_, body) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/x-ndjson",
-        json!({"queryString": "", "start": "30m"}),
-    )
-    .await;
+    let (_, body) = post_query(addr, "web", Some(READ_ALL), "application/x-ndjson", json!({"queryString": "", "start": "30m"})).await;
     assert_eq!(body, "", "nothing in the last 30 minutes");
 }
 
@@ -216,59 +120,24 @@ async fn tokens_and_bad_requests_get_an_answer_a_person_can_act_on() {
     for (repo, token, status, text) in cases {
         let (got, message) = post_query(addr, repo, token, "application/json", body.clone()).await;
         assert_eq!(got, status, "{repo} {token:?}: {message}");
-        assert!(
-            message.contains(text),
-            "{message:?} should contain {text:?}"
-        );
+        assert!(message.contains(text), "{message:?} should contain {text:?}");
     }
-    let (status, _) = post_query(
-        addr,
-        "web",
-        Some(READ_WEB),
-        "application/json",
-        body.clone(),
-    )
-    .await;
+    let (status, _) = post_query(addr, "web", Some(READ_WEB), "application/json", body.clone()).await;
     assert_eq!(status, 200);
 
     let cases = [
-        (
-            json!({"queryString": "regex(\"x\")"}),
-            "function regex() is not supported",
-        ),
+        (json!({"queryString": "regex(\"x\")"}), "function regex() is not supported"),
         (json!({"queryString": "a := 1"}), "`:=` is not supported"),
-        (
-            json!({"queryString": "x", "isLive": true}),
-            "live queries are not supported",
-        ),
-        (
-            json!({"queryString": "x", "start": "5 fortnights"}),
-            "unknown time unit",
-        ),
-        (
-            json!({"queryString": "x", "start": 2000, "end": 1000}),
-            "after end",
-        ),
+        (json!({"queryString": "x", "isLive": true}), "live queries are not supported"),
+        (json!({"queryString": "x", "start": "5 fortnights"}), "unknown time unit"),
+        (json!({"queryString": "x", "start": 2000, "end": 1000}), "after end"),
         (json!({"queryString": 5}), "not a query request"),
-        (
-            json!({"queryString": "groupBy(n, limit=10)", "start": "7d"}),
-            "more than 10 groups",
-        ),
+        (json!({"queryString": "groupBy(n, limit=10)", "start": "7d"}), "more than 10 groups"),
     ];
     for (request, text) in cases {
-        let (status, message) = post_query(
-            addr,
-            "web",
-            Some(READ_ALL),
-            "application/x-ndjson",
-            request.clone(),
-        )
-        .await;
+        let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/x-ndjson", request.clone()).await;
         assert_eq!(status, 400, "{request}: {message}");
-        assert!(
-            message.contains(text),
-            "{request}: {message:?} should contain {text:?}"
-        );
+        assert!(message.contains(text), "{request}: {message:?} should contain {text:?}");
     }
 }
 
@@ -281,36 +150,15 @@ async fn a_damaged_segment_is_an_error_naming_it_never_a_partial_answer() {
     bytes[40] ^= 0x55;
     std::fs::write(&path, &bytes).unwrap();
 
-    let (status, message) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/x-ndjson",
-        json!({"queryString": "", "start": "7d"}),
-    )
-    .await;
+    let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/x-ndjson", json!({"queryString": "", "start": "7d"})).await;
     assert_eq!(status, 500, "{message}");
     assert!(message.contains("segment p1-0 is damaged"), "{message}");
     assert!(message.contains("p1-0.parquet"), "{message}");
     // Even a query whose answer the first segment alone could give is refused.
-    let (status, _) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/json",
-        json!({"queryString": "head(1)", "start": "7d"}),
-    )
-    .await;
+    let (status, _) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "head(1)", "start": "7d"})).await;
     assert_eq!(status, 500);
     // The other repository, which does not need that segment, still answers.
-    let (status, _) = post_query(
-        addr,
-        "db",
-        Some(READ_ALL),
-        "application/json",
-        json!({"queryString": "", "start": "7d"}),
-    )
-    .await;
+    let (status, _) = post_query(addr, "db", Some(READ_ALL), "application/json", json!({"queryString": "", "start": "7d"})).await;
     assert_eq!(status, 200);
 
     // A query job reports the same error when polled.
@@ -325,10 +173,7 @@ async fn a_damaged_segment_is_an_error_naming_it_never_a_partial_answer() {
         .json()
         .await
         .unwrap();
-    let url = format!(
-        "http://{addr}/api/v1/repositories/web/queryjobs/{}",
-        created["id"].as_str().unwrap()
-    );
+    let url = format!("http://{addr}/api/v1/repositories/web/queryjobs/{}", created["id"].as_str().unwrap());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let response = client.get(&url).bearer_auth(READ_ALL).send().await.unwrap();
@@ -338,27 +183,14 @@ async fn a_damaged_segment_is_an_error_naming_it_never_a_partial_answer() {
             break;
         }
         let poll: Value = response.json().await.unwrap();
-        assert_eq!(
-            poll["done"], false,
-            "a damaged segment must not give a result: {poll}"
-        );
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the job never reported the damage"
-        );
+        assert_eq!(poll["done"], false, "a damaged segment must not give a result: {poll}");
+        assert!(std::time::Instant::now() < deadline, "the job never reported the damage");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // A segment Global lists that the node cannot get is an error too (503), named.
     std::fs::remove_file(&path).unwrap();
-    let (status, message) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/json",
-        json!({"queryString": "", "start": "7d"}),
-    )
-    .await;
+    let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "", "start": "7d"})).await;
     assert_eq!(status, 503, "{message}");
     assert!(message.contains("segment p1-0 is unavailable"), "{message}");
 }
@@ -373,25 +205,14 @@ async fn poll_done(client: &reqwest::Client, url: &str) -> Value {
         if poll["done"] == true {
             return poll;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job not done in time: {poll}"
-        );
-        tokio::time::sleep(Duration::from_millis(
-            poll["metaData"]["pollAfter"].as_u64().unwrap(),
-        ))
-        .await;
+        assert!(std::time::Instant::now() < deadline, "job not done in time: {poll}");
+        tokio::time::sleep(Duration::from_millis(poll["metaData"]["pollAfter"].as_u64().unwrap())).await;
     }
 }
 
 #[tokio::test]
 async fn query_jobs_as_logscale_has_them() {
-    let config = QueryConfig {
-        max_jobs: 2,
-        job_idle_timeout_ms: 500,
-        job_max_events: 30,
-        ..QueryConfig::default()
-    };
+    let config = QueryConfig { max_jobs: 2, job_idle_timeout_ms: 500, job_max_events: 30, ..QueryConfig::default() };
     let (_dir, _source, addr) = setup(config).await;
     let client = reqwest::Client::new();
     let create = |query: &str| {
@@ -402,15 +223,7 @@ async fn query_jobs_as_logscale_has_them() {
             .send()
     };
 
-    let id = create("status=500 | count()")
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = create("status=500 | count()").await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
     let url = format!("http://{addr}/api/v1/repositories/web/queryjobs/{id}");
     let poll = poll_done(&client, &url).await;
     assert_eq!(poll["events"], json!([{"_count": "27"}]));
@@ -428,26 +241,12 @@ async fn query_jobs_as_logscale_has_them() {
     // Another repository's token cannot poll it; the job is not found under another repository.
     let response = client.get(&url).bearer_auth(INGEST).send().await.unwrap();
     assert_eq!(response.status(), 403);
-    let response = client
-        .get(format!(
-            "http://{addr}/api/v1/repositories/db/queryjobs/{id}"
-        ))
-        .bearer_auth(READ_ALL)
-        .send()
-        .await
-        .unwrap();
+    let response = client.get(format!("http://{addr}/api/v1/repositories/db/queryjobs/{id}")).bearer_auth(READ_ALL).send().await.unwrap();
     assert_eq!(response.status(), 404);
 
     // A filter job keeps job_max_events and says so.
-    let id2 = create("*").await.unwrap().json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let poll = poll_done(
-        &client,
-        &format!("http://{addr}/api/v1/repositories/web/queryjobs/{id2}"),
-    )
-    .await;
+    let id2 = create("*").await.unwrap().json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    let poll = poll_done(&client, &format!("http://{addr}/api/v1/repositories/web/queryjobs/{id2}")).await;
     assert_eq!(poll["events"].as_array().unwrap().len(), 30);
     assert_eq!(poll["metaData"]["isAggregate"], false);
     let warning = poll["metaData"]["warnings"][0]["message"].as_str().unwrap();
@@ -459,12 +258,7 @@ async fn query_jobs_as_logscale_has_them() {
     assert!(response.text().await.unwrap().contains("query.max_jobs"));
 
     // DELETE ends a job; it is gone afterwards.
-    let response = client
-        .delete(&url)
-        .bearer_auth(READ_ALL)
-        .send()
-        .await
-        .unwrap();
+    let response = client.delete(&url).bearer_auth(READ_ALL).send().await.unwrap();
     assert_eq!(response.status(), 204);
     let response = client.get(&url).bearer_auth(READ_ALL).send().await.unwrap();
     assert_eq!(response.status(), 404);
@@ -472,14 +266,7 @@ async fn query_jobs_as_logscale_has_them() {
 
     // A job not polled within the idle timeout expires.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let response = client
-        .get(format!(
-            "http://{addr}/api/v1/repositories/web/queryjobs/{id2}"
-        ))
-        .bearer_auth(READ_ALL)
-        .send()
-        .await
-        .unwrap();
+    let response = client.get(format!("http://{addr}/api/v1/repositories/web/queryjobs/{id2}")).bearer_auth(READ_ALL).send().await.unwrap();
     assert_eq!(response.status(), 404);
 
     // A bad query is refused when the job is created.
@@ -504,10 +291,7 @@ async fn an_error_after_the_response_started_aborts_it_rather_than_end_it_short(
     std::fs::write(&path, &bytes).unwrap();
     {
         let mut segments = source.segments.lock().unwrap();
-        let registered = segments
-            .iter_mut()
-            .find(|s| s.segment_id == "p1-0")
-            .unwrap();
+        let registered = segments.iter_mut().find(|s| s.segment_id == "p1-0").unwrap();
         registered.blake3 = weir_segment::blake3_of_file(&path).unwrap();
     }
     let addr = serve(source, QueryConfig::default()).await;
@@ -524,32 +308,14 @@ async fn an_error_after_the_response_started_aborts_it_rather_than_end_it_short(
                 .json(&json!({"queryString": "", "start": "7d"}))
                 .send()
                 .await?;
-            assert_eq!(
-                response.status(),
-                200,
-                "{accept}: an error status is given only before the first events"
-            );
+            assert_eq!(response.status(), 200, "{accept}: an error status is given only before the first events");
             response.text().await
         }
         .await;
-        assert!(
-            result.is_err(),
-            "{accept}: the transfer must break, not end as if complete: got {} bytes",
-            result.map(|b| b.len()).unwrap_or(0)
-        );
+        assert!(result.is_err(), "{accept}: the transfer must break, not end as if complete: got {} bytes", result.map(|b| b.len()).unwrap_or(0));
     }
     // Had the damage been met before the first result, the answer is an error status.
-    let (status, message) = post_query(
-        addr,
-        "web",
-        Some(READ_ALL),
-        "application/json",
-        json!({"queryString": "n>=1000", "start": "7d"}),
-    )
-    .await;
+    let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "n>=1000", "start": "7d"})).await;
     assert_eq!(status, 500, "{message}");
-    assert!(
-        message.contains("segment p1-0 is damaged") && message.contains("row group 0"),
-        "{message}"
-    );
+    assert!(message.contains("segment p1-0 is damaged") && message.contains("row group 0"), "{message}");
 }
