@@ -49,6 +49,105 @@ pub struct CoreConfig {
     /// Tokens that may read (never ingest); none: the read API answers 403 to everyone.
     #[serde(default)]
     pub read_tokens: Vec<weir_query::ReadTokenConfig>,
+    /// How segments are made safe (the rule this node puts in Global).
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Copying segments between cores (local mode).
+    #[serde(default)]
+    pub replication: ReplicationConfig,
+    /// Letting Kafka delete the ingest records that safe segments hold.
+    #[serde(default)]
+    pub truncation: TruncationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `local` (copies on the cores' disks), `bucket` (one verified upload is safe) or
+    /// `hybrid` (copies on disks, everything uploaded).
+    #[serde(default = "default_storage_mode")]
+    pub mode: weir_global::StorageMode,
+    /// Local mode: a segment is safe with verified copies on this many distinct cores.
+    /// Below 2, losing one disk after truncation loses its events (said at start).
+    #[serde(default = "default_storage_copies")]
+    pub replication_factor: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { mode: default_storage_mode(), replication_factor: default_storage_copies() }
+    }
+}
+
+impl StorageConfig {
+    /// The rule this node puts in Global (`set_storage_rule`), with `node_timeout_ms`.
+    pub fn rule(&self, node_timeout_ms: u64) -> weir_global::StorageRule {
+        weir_global::StorageRule { mode: self.mode, replication_factor: self.replication_factor, node_timeout_ms }
+    }
+}
+
+fn default_storage_mode() -> weir_global::StorageMode {
+    weir_global::StorageMode::Local
+}
+fn default_storage_copies() -> u32 {
+    2
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicationConfig {
+    /// How often this node looks for segments it should hold a copy of.
+    #[serde(default = "default_replication_interval_ms")]
+    pub interval_ms: u64,
+    /// Segments fetched at once.
+    #[serde(default = "default_replication_concurrency")]
+    pub concurrency: usize,
+    /// Bytes per second this node fetches for replication, at most (ingest and the digest
+    /// come first).
+    #[serde(default = "default_replication_max_bytes_per_s")]
+    pub max_bytes_per_s: u64,
+}
+
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        ReplicationConfig {
+            interval_ms: default_replication_interval_ms(),
+            concurrency: default_replication_concurrency(),
+            max_bytes_per_s: default_replication_max_bytes_per_s(),
+        }
+    }
+}
+
+fn default_replication_interval_ms() -> u64 {
+    2_000
+}
+fn default_replication_concurrency() -> usize {
+    2
+}
+fn default_replication_max_bytes_per_s() -> u64 {
+    64 << 20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TruncationConfig {
+    /// Whether the owner of a partition lets Kafka delete the records below its safe
+    /// offset (after Global recorded the truncation).
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// At most one truncation per partition this often.
+    #[serde(default = "default_truncation_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl Default for TruncationConfig {
+    fn default() -> Self {
+        TruncationConfig { enabled: default_enabled(), interval_ms: default_truncation_interval_ms() }
+    }
+}
+
+fn default_truncation_interval_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -70,6 +70,8 @@ pub enum CoreError {
     Http(std::io::Error),
     #[error("stopped: {0}")]
     TopicsChanged(#[from] cluster::topics::TopicsChanged),
+    #[error("invalid [storage]: {0}")]
+    Storage(String),
 }
 
 /// A started core: its bound addresses and the task that runs it until shutdown.
@@ -113,6 +115,14 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     // One budget for both inputs: a burst on either is bounded by the same number.
     let budget = weir_http_ingest::MemoryBudget::new(config.limits.in_flight_bytes);
     let data_dir = DataDir::new(&config.data_dir);
+    let storage_rule = config.storage.rule(config.digest.node_timeout_ms);
+    let replicates = storage_rule.mode == weir_global::StorageMode::Local && storage_rule.replication_factor >= 2 && config.digest.enabled;
+    if replicates && config.quic.is_none() {
+        return Err(CoreError::Storage(format!(
+            "mode = \"local\" with replication_factor = {} copies segments between cores over the peer channel, which needs a [quic] section (or set replication_factor = 1, digest.enabled = false, or use a bucket)",
+            storage_rule.replication_factor
+        )));
+    }
     let disk_id = data_dir.disk_id().map_err(|source| CoreError::DataDir { path: config.data_dir.clone(), source })?;
     let quic_door = match &config.quic {
         Some(quic) => {
@@ -169,7 +179,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             node_id: config.node_id.clone(),
             addresses: announced_addresses(&config, http_addr, quic_addr),
             digest: config.digest.enabled,
-            disk_id,
+            disk_id: disk_id.clone(),
         };
         let heartbeats = tokio::spawn(heartbeat::run(
             global.clone(),
@@ -177,6 +187,31 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             config.global.clone(),
             shutdown.clone(),
         ));
+        let storage = {
+            let mut tasks = vec![tokio::spawn(cluster::rule::ensure(global.clone(), config.node_id.clone(), storage_rule, shutdown.clone()))];
+            if config.digest.enabled {
+                let truncation = store::truncate::run(global.clone(), config.kafka.clone(), config.node_id.clone(), config.truncation.clone(), shutdown.clone());
+                tasks.push(tokio::spawn(truncation));
+            }
+            if let (true, Some(quic)) = (replicates, &config.quic) {
+                match peer::PeerClient::new(&quic.tls) {
+                    Ok(client) => {
+                        let replicator = store::replicate::Replicator {
+                            node_id: config.node_id.clone(),
+                            disk_id: disk_id.clone(),
+                            global: global.clone(),
+                            data_dir: DataDir::new(&config.data_dir),
+                            client,
+                            config: config.replication.clone(),
+                            node_timeout_ms: config.digest.node_timeout_ms,
+                        };
+                        tasks.push(tokio::spawn(replicator.run(shutdown.clone())));
+                    }
+                    Err(error) => tracing::error!(%error, "cannot set up the replication client: this node holds no replicas"),
+                }
+            }
+            tasks
+        };
         // A Global of other topics (recreated under this one's names) stops the node.
         let topics = {
             let (global, kafka, node_id, shutdown) = (
@@ -219,6 +254,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         let _ = topic.await;
         if let Some(digest) = digest {
             let _ = digest.await;
+        }
+        for task in storage {
+            let _ = task.await;
         }
         let _ = heartbeats.await;
         let topics = topics.await.expect("topics guard task");

@@ -421,8 +421,11 @@ impl Bench {
         spec.data_dir = self.dir.join(weir_tests::unique(node_id));
         spec.max_body_bytes = 64 << 20;
         let mut config = spec.config(&self.dir);
-        // No edges here: the records come pre-filled or over HTTP.
+        // No edges here: the records come pre-filled or over HTTP. Without QUIC no replicas
+        // (one copy), and nothing truncated: the digest alone is measured.
         config.quic = None;
+        config.storage.replication_factor = 1;
+        config.truncation.enabled = false;
         config.digest.flush_interval_ms = settings.flush.as_millis() as u64;
         config.digest.segment_bytes = settings.segment_bytes;
         if let Some(parsers) = parsers {

@@ -4,6 +4,9 @@
 //! copy (a crash between `register_segment` and `add_copy`) gets it back under the
 //! node's disk id, and files and staging directories nobody owns are removed. A core
 //! whose ingest topic was deleted and created again under its name stops with the reason.
+//! Two cores replicate every segment to each other, and Kafka's log start moves forward
+//! under steady ingest, never past what Global recorded, and Global's truncations never
+//! past segments with two copies (checked independently, while it happens).
 
 use std::path::Path;
 use std::time::Duration;
@@ -185,4 +188,101 @@ async fn a_core_whose_ingest_topic_was_recreated_stops_with_the_reason() {
         Some(&bound),
         "the binding is never replaced"
     );
+}
+
+/// Every partition's Kafka log start (read directly), Global's truncation, and whether the
+/// segments below that truncation all have copies on two distinct nodes' current disks.
+fn check_truncation(state: &State, metadata: &kafka::Metadata, topic: &str) -> Vec<(u32, i64, u64)> {
+    let mut seen = Vec::new();
+    for p in 0..2u32 {
+        let low = metadata.low_watermark(topic, p as i32, kafka::METADATA_TIMEOUT).expect("low watermark");
+        let truncated = state.partition(p).truncated;
+        assert!(low as u64 <= truncated, "partition {p}: Kafka's log starts at {low}, Global recorded a truncation to {truncated} only");
+        for segment in state.segments(p).into_iter().filter(|s| s.info.offset_end <= truncated) {
+            let holders: std::collections::BTreeSet<_> = state.counted_node_copies(segment, |_| true).collect();
+            assert!(holders.len() >= 2, "partition {p}: truncated to {truncated}, but {} has copies on {holders:?}", segment.info.segment_id);
+        }
+        seen.push((p, low, truncated));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_cores_replicate_every_segment_and_kafka_is_truncated_only_below_what_is_safe() {
+    let _gate = gate::shared();
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-truncate");
+    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    two.global_topic = one.global_topic.clone();
+    for spec in [&mut one, &mut two] {
+        spec.storage_copies = 2;
+        spec.truncation = true;
+    }
+    let config = one.config(dir.path());
+    let core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let client = http();
+    let run = unique("truncate");
+    let metadata = kafka::Metadata::new(&bootstrap);
+    let mut acknowledged = Vec::new();
+    let mut checks = 0;
+    // Steady ingest to both cores, checking Kafka and Global against each other as it goes.
+    for i in 0..60 {
+        let lines: Vec<String> = (0..10).map(|j| format!("{run}-{i}-{j}")).collect();
+        let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
+        let core = if i % 2 == 0 { &core_1 } else { &core_2 };
+        let body = json!([{"tags": {"source": format!("{run}-{}", i % 7)}, "events": events}]).to_string();
+        let sent = client.post(core.url("/api/v1/ingest/humio-structured")).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            acknowledged.extend(lines);
+        }
+        if i % 10 == 9 {
+            let state = global_state(&config).await.expect("Global");
+            let metadata = &metadata;
+            tokio::task::block_in_place(|| check_truncation(&state, metadata, &topic));
+            checks += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(acknowledged.len(), 600);
+    eventually("both partitions truncated past their first segments", WAIT, || {
+        let (config, metadata, topic) = (config.clone(), &metadata, topic.clone());
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let seen = tokio::task::block_in_place(|| check_truncation(&state, metadata, &topic));
+            seen.iter().all(|(_, low, _)| *low > 0).then_some(())
+        }
+    })
+    .await;
+    assert!(checks >= 6);
+    // Once everything is digested: each event once, and every segment reaches two copies,
+    // its file on both disks.
+    let stored = weir_tests::stored::stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let raws = stored.raws();
+    for raw in &acknowledged {
+        assert_eq!(raws.get(raw), Some(&1), "{raw} stored once");
+    }
+    let state = eventually("every segment on both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let all = state.partitions().flat_map(|p| state.segments(p)).all(|s| state.counted_node_copies(s, |_| true).count() == 2);
+            all.then_some(state)
+        }
+    })
+    .await;
+    for segment in state.partitions().flat_map(|p| state.segments(p)) {
+        for spec in [&one, &two] {
+            let file = spec.data_dir.join("segments").join(weir_segment::segment_file_name(&segment.info.segment_id));
+            assert_eq!(weir_segment::blake3_of_file(&file).expect("replica on disk"), segment.info.blake3, "{}", file.display());
+        }
+    }
+    tokio::task::block_in_place(|| check_truncation(&state, &metadata, &topic));
+    let metrics = weir_tests::scrape(&format!("http://{}", core_2.http)).await;
+    assert!(weir_tests::metric_sum(&metrics, "weir_replication_segments_total") > 0.0, "core-2 fetched replicas");
+    drop((core_1, core_2));
 }

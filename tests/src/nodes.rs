@@ -45,6 +45,10 @@ pub struct CoreSpec {
     /// Appended to the config: whole tables such as `[parsers]` (tests that append keys
     /// to `[kafka]` rely on it being the last table otherwise).
     pub extra_toml: String,
+    /// `storage.replication_factor`: 1 (no replication) unless a test is about replicas.
+    pub storage_copies: u32,
+    /// `truncation.enabled`: off unless a test is about truncation (others read Kafka).
+    pub truncation: bool,
 }
 
 impl CoreSpec {
@@ -69,6 +73,8 @@ impl CoreSpec {
             digest: true,
             source_shards: 4,
             extra_toml: String::new(),
+            storage_copies: 1,
+            truncation: false,
         }
     }
 
@@ -118,6 +124,16 @@ source_shards = {source_shards}
 replication_factor = {replication_factor}
 min_insync_replicas = {min_insync_replicas}
 ack_timeout_ms = {ack_timeout_ms}
+
+[storage]
+replication_factor = {storage_copies}
+
+[replication]
+interval_ms = 300
+
+[truncation]
+enabled = {truncation}
+interval_ms = 500
 "#,
             node_id = self.node_id,
             http_port = self.http_port,
@@ -136,6 +152,8 @@ ack_timeout_ms = {ack_timeout_ms}
             node_timeout_ms = self.node_timeout_ms,
             digest = self.digest,
             source_shards = self.source_shards,
+            storage_copies = self.storage_copies,
+            truncation = self.truncation,
         ) + &self.extra_toml
     }
 

@@ -120,7 +120,26 @@ pub enum Cmd {
     /// per partition the `new` tile exactly the offsets the `old` covered. A replacement
     /// that lost a race (an old segment already replaced) is refused whole. The new
     /// segments keep the copies recorded while they were staged.
-    ReplaceSegments { old: Vec<String>, new: Vec<String> },
+    ///
+    /// Below the partition's truncation Kafka no longer holds the records: there every new
+    /// segment must itself be safe under the storage rule (live as of `at_ms`, the
+    /// issuer's clock), so a swap never makes truncated data less safe.
+    ReplaceSegments {
+        old: Vec<String>,
+        new: Vec<String>,
+        #[serde(default)]
+        at_ms: u64,
+    },
+    /// How the cluster makes a segment safe (I5); every node decides by this one rule.
+    /// Precondition: a replication factor of at least 1 and a node timeout.
+    SetStorageRule { rule: StorageRule },
+    /// The owner of `partition` may have Kafka delete its records below `offset`.
+    /// Preconditions: a storage rule is set; `epoch` is current and the issuer its owner;
+    /// `offset` is above the last truncation and at most the safe offset, computed here
+    /// with the nodes live as of `at_ms` (the issuer's clock); `segments` are exactly the
+    /// segments between the last truncation and `offset`, the ones that justify it. Only
+    /// once this applied does the owner call Kafka's DeleteRecords.
+    Truncate { partition: u32, epoch: u64, offset: u64, at_ms: u64, segments: Vec<String> },
     /// The Kafka cluster and topics this Global describes, by the ids Kafka gave them.
     /// Precondition: none bound yet (the first node to start binds them). A node that
     /// finds other ids than the bound ones (a topic deleted and created again) stops.
@@ -150,6 +169,44 @@ pub struct Topics {
     pub ingest_topic_id: String,
     pub global_topic: String,
     pub global_topic_id: String,
+}
+
+/// Where segments are made safe (`storage.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    /// Local disks: a segment is safe with verified copies on `replication_factor` distinct
+    /// live nodes, in as many distinct zones as the live nodes' zones allow.
+    Local,
+    /// One verified upload to the bucket makes a segment safe; disks are caches.
+    Bucket,
+    /// Some nodes keep copies on their disks, and everything is uploaded: the upload makes
+    /// it safe.
+    Hybrid,
+}
+
+/// The storage rule, in Global so that every node computes the same safe offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageRule {
+    pub mode: StorageMode,
+    /// Local mode: distinct live nodes with a verified copy.
+    pub replication_factor: u32,
+    /// A node counts as live while its last heartbeat is at most this old.
+    pub node_timeout_ms: u64,
+}
+
+impl StorageRule {
+    /// Why this rule cannot keep every segment through the loss of one node, if it cannot.
+    pub fn weakness(&self) -> Option<String> {
+        match self.mode {
+            StorageMode::Local if self.replication_factor < 2 => Some(format!(
+                "storage.mode = \"local\" with replication_factor = {}: a segment is \"safe\" on one disk, so losing that disk after Kafka truncated loses its events; set replication_factor >= 2 or use a bucket",
+                self.replication_factor
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Where a node is reached. Named, not positional, so an address added later cannot be

@@ -26,13 +26,10 @@ pub mod dedup;
 pub mod snapshot;
 pub mod state;
 
-pub use command::{
-    Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StoredBatches,
-    StoredPart, Topics, VERSION,
-};
+pub use command::{Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StorageMode, StorageRule, StoredBatches, StoredPart, Topics, VERSION};
 pub use dedup::Dedup;
 pub use snapshot::{Snapshot, SnapshotError};
-pub use state::{ApplyError, Node, Outcome, PartitionState, RECENT_COMMANDS, Rejection, SafetyRule, Segment, State};
+pub use state::{ApplyError, Node, Outcome, PartitionState, RECENT_COMMANDS, Rejection, Segment, State};
 
 #[cfg(test)]
 mod tests;

@@ -8,10 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use weir_proto::wire::BatchId;
 
-use crate::command::{
-    Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StoredBatches,
-    Topics, VERSION,
-};
+use crate::command::{Addresses, Cmd, Command, DecodeError, Location, OLDEST_VERSION, SegmentInfo, StorageMode, StorageRule, StoredBatches, Topics, VERSION};
 use crate::dedup::Dedup;
 
 /// Command ids remembered to recognise a retried copy of a command.
@@ -30,6 +27,8 @@ pub struct State {
     recent_order: VecDeque<String>,
     /// The Kafka cluster and topics this state describes, once bound.
     topics: Option<Topics>,
+    /// How segments become safe; none until a node sets it (then nothing is safe).
+    rule: Option<StorageRule>,
 }
 
 /// A core node as it last announced itself.
@@ -62,6 +61,8 @@ struct Partition {
     log_start: u64,
     /// Who set it and why (`set_log_start`).
     log_start_reason: Option<String>,
+    /// Kafka may delete the partition's records below this offset (`truncate`).
+    truncated: u64,
 }
 
 /// Who digests a partition, under which epoch, and where it resumes.
@@ -73,6 +74,8 @@ pub struct PartitionState {
     pub next_offset: u64,
     /// Where the partition's segments start (`set_log_start`; 0 unless set).
     pub log_start: u64,
+    /// The last truncation: Kafka may have deleted the records below it.
+    pub truncated: u64,
 }
 
 /// A registered (or staged) segment and its verified copies.
@@ -84,14 +87,6 @@ pub struct Segment {
     pub stored: Vec<StoredBatches>,
     /// Staged: waiting to replace registered segments, not yet part of its partition.
     pub staged: bool,
-}
-
-/// When a segment counts as safe for [`State::safe_offset`] (I5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SafetyRule {
-    /// Verified copies on this many distinct nodes make a segment safe; 0 means node
-    /// copies never do (bucket only). A verified bucket copy always does.
-    pub min_node_copies: usize,
 }
 
 /// What became of a command.
@@ -164,6 +159,18 @@ pub enum Rejection {
     },
     #[error("Global already describes {bound:?}")]
     TopicsBound { bound: Box<Topics> },
+    #[error("no storage rule is set: nothing is safe yet")]
+    NoStorageRule,
+    #[error("invalid storage rule: {0}")]
+    InvalidRule(String),
+    #[error("partition {partition}: truncation to {offset} is not above the last one, {truncated}")]
+    TruncationNotForward { partition: u32, offset: u64, truncated: u64 },
+    #[error("partition {partition}: truncation to {offset} passes the safe offset {safe}")]
+    NotSafe { partition: u32, offset: u64, safe: u64 },
+    #[error("partition {partition}: a truncation to {offset} is justified by {expected:?}, the command names {named:?}")]
+    WrongJustification { partition: u32, offset: u64, expected: Vec<String>, named: Vec<String> },
+    #[error("segment {segment_id} would replace truncated data but is not safe under the storage rule")]
+    LessSafe { segment_id: String },
     #[error("partition {partition}: log start {offset} is not above the current {current}")]
     LogStartNotForward {
         partition: u32,
@@ -333,9 +340,10 @@ impl State {
                 Some(_) => Err(Rejection::NotStaged { segment_id: segment_id.clone() }),
                 None => Err(Rejection::UnknownSegment { segment_id: segment_id.clone() }),
             },
-            Cmd::ReplaceSegments { old, new } => {
+            Cmd::ReplaceSegments { old, new, at_ms } => {
                 let mut seen = BTreeSet::new();
                 let mut ranges = Vec::with_capacity(new.len());
+                self.check_below_truncation(old, new, *at_ms)?;
                 for id in new {
                     if !seen.insert(id.as_str()) {
                         return Err(Rejection::SegmentRepeated { segment_id: id.clone() });
@@ -351,6 +359,13 @@ impl State {
                 }
                 self.check_replacement(old, &ranges, &seen)
             }
+            Cmd::SetStorageRule { rule } => {
+                if rule.replication_factor == 0 || rule.node_timeout_ms == 0 {
+                    return Err(Rejection::InvalidRule(format!("{rule:?}: a replication factor and a node timeout of at least 1")));
+                }
+                Ok(())
+            }
+            Cmd::Truncate { partition, epoch, offset, at_ms, segments } => self.check_truncation(command, *partition, *epoch, *offset, *at_ms, segments),
             Cmd::BindTopics { .. } => match &self.topics {
                 Some(bound) => Err(Rejection::TopicsBound {
                     bound: Box::new(bound.clone()),
@@ -396,6 +411,61 @@ impl State {
         }
         if !is_blake3_hex(&segment.blake3) {
             return Err(Rejection::NotAHash { segment_id: id.clone(), blake3: segment.blake3.clone() });
+        }
+        Ok(())
+    }
+
+    /// Whether `node` is live at `at_ms` under `rule` (its last heartbeat recent enough).
+    fn live_at(&self, rule: &StorageRule, at_ms: u64) -> impl Fn(&str) -> bool + '_ {
+        let timeout = rule.node_timeout_ms;
+        move |node| self.nodes.get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= at_ms)
+    }
+
+    fn check_truncation(&self, command: &Command, p: u32, epoch: u64, offset: u64, at_ms: u64, named: &[String]) -> Result<(), Rejection> {
+        let rule = self.rule.ok_or(Rejection::NoStorageRule)?;
+        let part = self.partitions.get(&p).cloned().unwrap_or_default();
+        if epoch != part.epoch {
+            return Err(Rejection::StaleEpoch { partition: p, epoch, current: part.epoch });
+        }
+        if part.owner.as_deref() != Some(command.node.as_str()) {
+            return Err(Rejection::NotOwner { partition: p, issuer: command.node.clone(), owner: part.owner });
+        }
+        if offset <= part.truncated {
+            return Err(Rejection::TruncationNotForward { partition: p, offset, truncated: part.truncated });
+        }
+        let safe = self.safe_offset_under(p, &rule, self.live_at(&rule, at_ms));
+        if offset > safe {
+            return Err(Rejection::NotSafe { partition: p, offset, safe });
+        }
+        let expected: Vec<String> = self
+            .segments(p)
+            .into_iter()
+            .filter(|s| s.info.offset_end > part.truncated.max(part.log_start) && s.info.offset_start < offset)
+            .map(|s| s.info.segment_id.clone())
+            .collect();
+        if expected != named {
+            return Err(Rejection::WrongJustification { partition: p, offset, expected, named: named.to_vec() });
+        }
+        Ok(())
+    }
+
+    /// Old segments that reach below their partition's truncation may only be replaced by
+    /// new ones that are safe themselves.
+    fn check_below_truncation(&self, old: &[String], new: &[String], at_ms: u64) -> Result<(), Rejection> {
+        let truncated_below = old.iter().filter_map(|id| self.segments.get(id)).any(|s| {
+            let truncated = self.partitions.get(&s.info.partition).map_or(0, |p| p.truncated);
+            s.info.offset_start < truncated
+        });
+        if !truncated_below {
+            return Ok(());
+        }
+        let rule = self.rule.ok_or(Rejection::NoStorageRule)?;
+        for id in new {
+            if let Some(segment) = self.segments.get(id)
+                && !self.is_safe(segment, &rule, self.live_at(&rule, at_ms))
+            {
+                return Err(Rejection::LessSafe { segment_id: id.clone() });
+            }
         }
         Ok(())
     }
@@ -486,7 +556,7 @@ impl State {
             Cmd::DropStaged { segment_id } => {
                 self.segments.remove(segment_id);
             }
-            Cmd::ReplaceSegments { old, new } => {
+            Cmd::ReplaceSegments { old, new, .. } => {
                 self.unlink(old);
                 for id in new {
                     if let Some(segment) = self.segments.get_mut(id) {
@@ -497,6 +567,12 @@ impl State {
                 }
             }
             Cmd::BindTopics { topics } => self.topics = Some(topics.clone()),
+            Cmd::SetStorageRule { rule } => self.rule = Some(*rule),
+            Cmd::Truncate { partition, offset: to, .. } => {
+                if let Some(part) = self.partitions.get_mut(partition) {
+                    part.truncated = *to;
+                }
+            }
             Cmd::SetLogStart {
                 partition,
                 offset: start,
@@ -542,14 +618,13 @@ impl State {
 
     /// Owner, epoch and next offset of partition `p` (all zero/none before its first claim).
     pub fn partition(&self, p: u32) -> PartitionState {
-        self.partitions
-            .get(&p)
-            .map_or_else(PartitionState::default, |part| PartitionState {
-                owner: part.owner.clone(),
-                epoch: part.epoch,
-                next_offset: part.next_offset,
-                log_start: part.log_start,
-            })
+        self.partitions.get(&p).map_or_else(PartitionState::default, |part| PartitionState {
+            owner: part.owner.clone(),
+            epoch: part.epoch,
+            next_offset: part.next_offset,
+            log_start: part.log_start,
+            truncated: part.truncated,
+        })
     }
 
     /// Partitions Global knows of.
@@ -626,23 +701,52 @@ impl State {
         })
     }
 
-    /// The offset below which every record of `p` is in safe segments (I5): the end of the
-    /// longest prefix of its segments each safe under `rule`, counting node copies of
-    /// `live` nodes on their current disks. Truncation may delete below it.
-    pub fn safe_offset(&self, p: u32, rule: SafetyRule, live: impl Fn(&str) -> bool) -> u64 {
-        let log_start = self.partitions.get(&p).map_or(0, |part| part.log_start);
-        // Segments below the log start do not matter (their records are gone anyway).
-        let mut safe = log_start;
+    /// The storage rule every node decides by (none until a node set it).
+    pub fn storage_rule(&self) -> Option<&StorageRule> {
+        self.rule.as_ref()
+    }
+
+    /// Whether `segment` is safe under `rule` (I5): a verified bucket copy, or in local
+    /// mode copies on `replication_factor` distinct `live` nodes' current disks, in as many
+    /// distinct zones as the live nodes' zones allow (up to the replication factor).
+    pub fn is_safe(&self, segment: &Segment, rule: &StorageRule, live: impl Fn(&str) -> bool) -> bool {
+        if segment.copies.iter().any(|l| matches!(l, Location::Bucket(_))) {
+            return true;
+        }
+        if rule.mode != StorageMode::Local {
+            return false;
+        }
+        let holders: BTreeSet<&str> = self.counted_node_copies(segment, &live).collect();
+        let zone = |node: &str| self.nodes.get(node).map(|n| n.zone.as_str());
+        let held_zones: BTreeSet<_> = holders.iter().filter_map(|n| zone(n)).collect();
+        let live_zones: BTreeSet<_> = self.nodes.iter().filter(|(id, _)| live(id)).map(|(_, n)| n.zone.as_str()).collect();
+        let wanted_zones = live_zones.len().min(rule.replication_factor as usize);
+        holders.len() >= rule.replication_factor as usize && held_zones.len() >= wanted_zones
+    }
+
+    /// The offset below which every record of `p` is in safe segments (I5) under the
+    /// stored rule (the log start, or the last truncation, while none is set): see
+    /// [`State::safe_offset_under`].
+    pub fn safe_offset(&self, p: u32, live: impl Fn(&str) -> bool) -> u64 {
+        match &self.rule {
+            Some(rule) => self.safe_offset_under(p, rule, live),
+            None => self.partitions.get(&p).map_or(0, |part| part.log_start.max(part.truncated)),
+        }
+    }
+
+    /// From the partition's log start (or its last truncation), the end of the longest run
+    /// of its segments each safe under `rule` with `live` nodes. Truncation may delete
+    /// below it.
+    pub fn safe_offset_under(&self, p: u32, rule: &StorageRule, live: impl Fn(&str) -> bool) -> u64 {
+        let Some(part) = self.partitions.get(&p) else { return 0 };
+        // Below the last truncation was safe when it applied (and Kafka has nothing there).
+        let mut safe = part.log_start.max(part.truncated);
         for segment in self.segments(p) {
-            // A node holds one copy per segment at most (one data directory).
-            let nodes = self.counted_node_copies(segment, &live).count();
-            let in_bucket = segment.copies.iter().any(|l| matches!(l, Location::Bucket(_)));
-            let enough_nodes = rule.min_node_copies > 0 && nodes >= rule.min_node_copies;
-            if segment.info.offset_end <= log_start {
+            if segment.info.offset_end <= safe {
                 continue;
             }
-            // Segments tile from the log start, so each starts where the previous ended.
-            if segment.info.offset_start > safe || !(in_bucket || enough_nodes) {
+            // Segments tile, so each starts where the previous ended.
+            if segment.info.offset_start > safe || !self.is_safe(segment, rule, &live) {
                 break;
             }
             safe = segment.info.offset_end;

@@ -45,6 +45,14 @@ fn everyone(_: &str) -> bool {
     true
 }
 
+/// Local disks with `n` copies; 0: the bucket only.
+fn rule(n: u32) -> StorageRule {
+    match n {
+        0 => StorageRule { mode: StorageMode::Bucket, replication_factor: 1, node_timeout_ms: 10_000 },
+        n => StorageRule { mode: StorageMode::Local, replication_factor: n, node_timeout_ms: 10_000 },
+    }
+}
+
 /// Applies commands at offsets 0, 1, ... and returns the outcomes.
 fn run(state: &mut State, commands: &[Command]) -> Vec<Outcome> {
     let start = state.next_offset();
@@ -66,15 +74,7 @@ fn two_claims_for_the_same_epoch_the_first_in_the_log_wins() {
     let reason = rejection(&outcomes[1]);
     assert_eq!(*reason, Rejection::EpochNotNext { partition: 0, epoch: 1, current: 1 });
     assert!(reason.to_string().contains("epoch 1"), "{reason}");
-    assert_eq!(
-        state.partition(0),
-        PartitionState {
-            owner: Some("a".into()),
-            epoch: 1,
-            next_offset: 0,
-            log_start: 0
-        }
-    );
+    assert_eq!(state.partition(0), PartitionState { owner: Some("a".into()), epoch: 1, next_offset: 0, log_start: 0, truncated: 0 });
 }
 
 #[test]
@@ -205,19 +205,19 @@ fn a_node_copy_is_recorded_and_removed_by_that_node_on_its_current_disk() {
     assert!(matches!(rejection(&outcomes[7]), Rejection::CopyOfOtherNode { .. }), "{:?}", outcomes[7]);
     assert!(matches!(rejection(&outcomes[8]), Rejection::NoSuchCopy { .. }), "{:?}", outcomes[8]);
     assert_eq!(outcomes[9], Outcome::Applied);
-    let rule = SafetyRule { min_node_copies: 1 };
-    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 0 }, everyone), 10, "the bucket copy");
+    let rule = &rule(1);
+    assert_eq!(state.safe_offset_under(0, &self::rule(0), everyone), 10, "the bucket copy");
     let outcomes = run(&mut state, &[remove("x8", "a", Location::Bucket("k".into()))]);
     assert_eq!(outcomes[0], Outcome::Applied);
-    assert_eq!(state.safe_offset(0, rule, everyone), 10, "a's copy on its disk");
-    assert_eq!(state.safe_offset(0, rule, |n| n != "a"), 0, "a dead node's copy does not count");
+    assert_eq!(state.safe_offset_under(0, rule, everyone), 10, "a's copy on its disk");
+    assert_eq!(state.safe_offset_under(0, rule, |n| n != "a"), 0, "a dead node's copy does not count");
     // a's disk is wiped: it comes back with a new disk id, and its old copy stops counting.
     run(&mut state, &[heartbeat("ha2", "a", "disk-a2", 2)]);
-    assert_eq!(state.safe_offset(0, rule, everyone), 0, "a copy on a wiped disk does not count");
+    assert_eq!(state.safe_offset_under(0, rule, everyone), 0, "a copy on a wiped disk does not count");
     let outcomes = run(&mut state, &[remove("x9", "a", Location::node("a", "disk-a1")), add_copy("x10", "a", &s, Location::node("a", "disk-a2"))]);
     assert!(outcomes.iter().all(|o| *o == Outcome::Applied), "{outcomes:?}");
     assert_eq!(state.segment("s1").unwrap().copies, [Location::node("a", "disk-a2")].into());
-    assert_eq!(state.safe_offset(0, rule, everyone), 10);
+    assert_eq!(state.safe_offset_under(0, rule, everyone), 10);
 }
 
 #[test]
@@ -241,10 +241,10 @@ fn safe_offset_is_the_end_of_the_safe_prefix() {
     assert!(run(&mut state, &log).iter().all(|o| *o == Outcome::Applied));
     let table = [(0, 0), (1, 30), (2, 10), (3, 0)];
     for (min_node_copies, expected) in table {
-        assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies }, everyone), expected, "min_node_copies {min_node_copies}");
+        assert_eq!(state.safe_offset_under(0, &rule(min_node_copies), everyone), expected, "min_node_copies {min_node_copies}");
     }
-    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 2 }, |n| n == "a"), 0, "b is dead: s0 has one live copy");
-    assert_eq!(state.safe_offset(7, SafetyRule { min_node_copies: 1 }, everyone), 0, "unknown partition");
+    assert_eq!(state.safe_offset_under(0, &rule(2), |n| n == "a"), 0, "b is dead: s0 has one live copy");
+    assert_eq!(state.safe_offset_under(7, &rule(1), everyone), 0, "unknown partition");
 }
 
 /// The hash `seg()` gives the segment of that name in `safe_offset_is_the_end_of_the_safe_prefix`.
@@ -322,7 +322,7 @@ fn replace_segments_swaps_staged_segments_in_one_step_or_not_at_all() {
         }
         assert!(run(&mut state, &staging).iter().all(|o| *o == Outcome::Applied), "{name}: staging");
         assert_eq!(state.segments(0).len(), 3, "{name}: a staged segment is not part of its partition");
-        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.iter().map(|s| s.segment_id.clone()).collect() });
+        let command = Command::new("swap", "x", Cmd::ReplaceSegments { old: old.clone(), new: new.iter().map(|s| s.segment_id.clone()).collect(), at_ms: 0 });
         let outcome = state.apply(100, &command).unwrap();
         assert!(expected(&outcome), "{name}: {outcome:?}");
         if outcome == Outcome::Applied {
@@ -345,7 +345,7 @@ fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
     let mut state = State::default();
     let (s0, m, n) = (seg("s0", 0, 0, 10), seg("m", 0, 0, 10), seg("n", 0, 0, 10));
     let stage = |id: &str, segment: &SegmentInfo| Command::new(id, "a", Cmd::StageSegment { segment: segment.clone(), stored: vec![] });
-    let replace = |id: &str, old: &str, new: &str| Command::new(id, "a", Cmd::ReplaceSegments { old: vec![old.into()], new: vec![new.into()] });
+    let replace = |id: &str, old: &str, new: &str| Command::new(id, "a", Cmd::ReplaceSegments { old: vec![old.into()], new: vec![new.into()], at_ms: 0 });
     let outcomes = run(
         &mut state,
         &[
@@ -361,7 +361,7 @@ fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
             replace("x3", "s0", "m"),
             add_copy("k1", "a", &m, Location::node("a", "da")),
             // A staged segment cannot be the old side.
-            Command::new("x4", "a", Cmd::ReplaceSegments { old: vec!["m".into()], new: vec!["m".into()] }),
+            Command::new("x4", "a", Cmd::ReplaceSegments { old: vec!["m".into()], new: vec!["m".into()], at_ms: 0 }),
             replace("x5", "s0", "m"),
             // A second reparse that raced the first: its old segment is gone; refused whole.
             stage("st-n", &n),
@@ -381,7 +381,7 @@ fn a_replacement_is_fenced_by_staging_with_a_copy_and_by_its_old_segments() {
     assert!(matches!(rejection(&outcomes[15]), Rejection::NotStaged { .. }), "a swapped-in segment is not dropped this way");
     assert!(state.segment("n").is_none());
     assert_eq!(state.segments(0).iter().map(|s| s.info.segment_id.as_str()).collect::<Vec<_>>(), ["m"]);
-    assert_eq!(state.safe_offset(0, SafetyRule { min_node_copies: 1 }, everyone), 10, "the range stays as safe as it was");
+    assert_eq!(state.safe_offset_under(0, &rule(1), everyone), 10, "the range stays as safe as it was");
 }
 
 #[test]
@@ -521,10 +521,91 @@ fn topics_are_bound_once_and_a_log_start_only_moves_forward_and_is_audited() {
         state.log_start_reason(0)
     );
     assert_eq!(
-        state.safe_offset(0, SafetyRule { min_node_copies: 1 }, everyone),
+        state.safe_offset_under(0, &rule(1), everyone),
         150,
         "safe from the log start"
     );
+}
+
+#[test]
+fn a_truncation_needs_the_rule_the_owner_a_safe_offset_and_its_justification_and_never_goes_back() {
+    let mut state = State::default();
+    let (s0, s1, s2) = (seg("s0", 0, 0, 10), seg("s1", 0, 10, 20), seg("s2", 0, 20, 30));
+    let truncate = |id: &str, issuer: &str, epoch, offset, at_ms, segments: &[&str]| {
+        let segments = segments.iter().map(|s| s.to_string()).collect();
+        Command::new(id, issuer, Cmd::Truncate { partition: 0, epoch, offset, at_ms, segments })
+    };
+    let mut log = vec![claim("c", "a", 0, 1), heartbeat("ha", "a", "da", 1_000), heartbeat("hb", "b", "db", 1_000)];
+    for (i, s) in [&s0, &s1, &s2].into_iter().enumerate() {
+        log.push(register(&format!("r{i}"), "a", 1, s.clone()));
+    }
+    for s in [&s0, &s1] {
+        log.push(add_copy(&format!("ka-{}", s.segment_id), "a", s, Location::node("a", "da")));
+        log.push(add_copy(&format!("kb-{}", s.segment_id), "b", s, Location::node("b", "db")));
+    }
+    log.push(add_copy("ka-s2", "a", &s2, Location::node("a", "da")));
+    assert!(run(&mut state, &log).iter().all(|o| *o == Outcome::Applied));
+    let outcomes = run(
+        &mut state,
+        &[
+            truncate("t0", "a", 1, 20, 2_000, &["s0", "s1"]),
+            Command::new("rule", "a", Cmd::SetStorageRule { rule: rule(2) }),
+            // Not the owner, a stale epoch, past the safe offset (s2 has one copy), a wrong list.
+            truncate("t1", "b", 1, 20, 2_000, &["s0", "s1"]),
+            truncate("t2", "a", 0, 20, 2_000, &["s0", "s1"]),
+            truncate("t3", "a", 1, 30, 2_000, &["s0", "s1", "s2"]),
+            truncate("t4", "a", 1, 20, 2_000, &["s1"]),
+            // b's last heartbeat (1 s) is too old at 20 s: its copies do not count then.
+            truncate("t5", "a", 1, 20, 20_000, &["s0", "s1"]),
+            truncate("t6", "a", 1, 20, 2_000, &["s0", "s1"]),
+            truncate("t7", "a", 1, 10, 2_000, &["s0"]),
+        ],
+    );
+    assert!(matches!(rejection(&outcomes[0]), Rejection::NoStorageRule));
+    assert_eq!(outcomes[1], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[2]), Rejection::NotOwner { .. }));
+    assert!(matches!(rejection(&outcomes[3]), Rejection::StaleEpoch { .. }));
+    assert!(matches!(rejection(&outcomes[4]), Rejection::NotSafe { offset: 30, safe: 20, .. }), "{:?}", outcomes[4]);
+    assert!(matches!(rejection(&outcomes[5]), Rejection::WrongJustification { .. }));
+    assert!(matches!(rejection(&outcomes[6]), Rejection::NotSafe { safe: 0, .. }), "{:?}", outcomes[6]);
+    assert_eq!(outcomes[7], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[8]), Rejection::TruncationNotForward { truncated: 20, .. }), "never back");
+    assert_eq!(state.partition(0).truncated, 20);
+    // b dies: the safe offset does not fall below what was truncated.
+    assert_eq!(state.safe_offset(0, |n| n == "a"), 20);
+    // A reparse of truncated data must be safe itself: one copy is not enough under rf 2.
+    let m = seg("m", 0, 0, 10);
+    let staged = run(
+        &mut state,
+        &[
+            Command::new("st", "a", Cmd::StageSegment { segment: m.clone(), stored: vec![] }),
+            add_copy("km", "a", &m, Location::node("a", "da")),
+            Command::new("x1", "a", Cmd::ReplaceSegments { old: vec!["s0".into()], new: vec!["m".into()], at_ms: 2_000 }),
+            add_copy("kmb", "b", &m, Location::node("b", "db")),
+            Command::new("x2", "a", Cmd::ReplaceSegments { old: vec!["s0".into()], new: vec!["m".into()], at_ms: 2_000 }),
+        ],
+    );
+    assert!(matches!(rejection(&staged[2]), Rejection::LessSafe { .. }), "{:?}", staged[2]);
+    assert_eq!(staged[4], Outcome::Applied);
+}
+
+#[test]
+fn copies_in_distinct_zones_as_far_as_the_zones_allow() {
+    let mut state = State::default();
+    let s = seg("s", 0, 0, 10);
+    let hb = |node: &str, zone: &str| {
+        let addresses = Addresses { http: format!("{node}:1"), quic: None };
+        Command::new(format!("h-{node}"), node, Cmd::NodeHeartbeat { node_id: node.into(), addresses, zone: zone.into(), at_ms: 1, digest: true, disk_id: format!("d{node}") })
+    };
+    let copy = |node: &str| add_copy(&format!("k-{node}"), node, &s, Location::node(node, format!("d{node}")));
+    run(&mut state, &[claim("c", "a", 0, 1), register("r", "a", 1, s.clone()), hb("a", "z1"), hb("b", "z1"), hb("c", "z2"), copy("a"), copy("b")]);
+    let segment = state.segment("s").unwrap().clone();
+    assert!(!state.is_safe(&segment, &rule(2), everyone), "two copies, one zone, while a second zone has a live node");
+    assert!(state.is_safe(&segment, &rule(2), |n| n != "c"), "with only z1 live, two nodes of z1 will do");
+    run(&mut state, &[copy("c")]);
+    let segment = state.segment("s").unwrap().clone();
+    assert!(state.is_safe(&segment, &rule(2), everyone));
+    assert!(!state.is_safe(&segment, &rule(0), everyone), "bucket mode: node copies never make it safe");
 }
 
 #[test]
@@ -651,7 +732,7 @@ fn random_log(seed: u64, len: usize) -> Vec<Command> {
                     Cmd::StageSegment { segment: new, stored: vec![] }
                 } else {
                     let new = made[rng.below(made.len() as u64) as usize].segment_id.clone();
-                    Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![new] }
+                    Cmd::ReplaceSegments { old: vec![old.segment_id.clone()], new: vec![new], at_ms: 0 }
                 }
             }
             9 if !made.is_empty() && rng.below(3) == 0 => {

@@ -12,6 +12,7 @@ pub mod assign;
 pub mod commands;
 pub mod global_log;
 pub mod heartbeat;
+pub mod rule;
 pub mod topics;
 
 pub use global_log::{GlobalError, GlobalLog};

@@ -480,6 +480,18 @@ pub(crate) fn client_config(config: &KafkaConfig) -> ClientConfig {
 }
 
 /// An admin client with the same client properties (security, timeouts) as the producer.
+/// Has Kafka delete the records of ingest partition `partition` below `before`
+/// (DeleteRecords; the partition's log then starts there). Asking again is harmless.
+pub async fn delete_ingest_records(config: &KafkaConfig, partition: u32, before: u64) -> Result<(), ClientError> {
+    let admin = admin_client(config).map_err(|e| ClientError(KafkaError::ClientCreation(e)))?;
+    let mut offsets = rdkafka::TopicPartitionList::new();
+    offsets.add_partition_offset(&config.ingest_topic, partition as i32, rdkafka::Offset::Offset(before as i64))?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let deleted = admin.delete_records(&offsets, &options).await?;
+    deleted.elements().iter().try_for_each(|element| element.error())?;
+    Ok(())
+}
+
 fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
     client_config(config).create().map_err(|e| e.to_string())
 }
@@ -496,7 +508,9 @@ pub(crate) struct TopicSpec {
 
 impl TopicSpec {
     fn ingest(config: &KafkaConfig) -> TopicSpec {
-        TopicSpec { name: config.ingest_topic.clone(), partitions: config.partitions, exact_partitions: false, configs: vec![] }
+        // Records leave by DeleteRecords below the safe offset (and by retention): a
+        // compacted topic would drop records no segment holds yet.
+        TopicSpec { name: config.ingest_topic.clone(), partitions: config.partitions, exact_partitions: false, configs: vec![("cleanup.policy", "delete")] }
     }
 }
 

@@ -10,7 +10,9 @@
 pub mod data_dir;
 pub mod fetched;
 pub mod reconcile;
+pub mod replicate;
 pub mod reparse;
+pub mod truncate;
 pub mod staging;
 pub mod sweep;
 pub mod tools;

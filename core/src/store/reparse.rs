@@ -205,7 +205,7 @@ async fn swap(
         let swap = Command::new(
             format!("reparse:{}", summary.new.join(",")),
             issuer.clone(),
-            Cmd::ReplaceSegments { old: summary.old.clone(), new: summary.new.clone() },
+            Cmd::ReplaceSegments { old: summary.old.clone(), new: summary.new.clone(), at_ms: weir_proto::event::now_ms().max(0) as u64 },
         );
         Ok::<_, ReparseError>(match global.submit(&swap).await? {
             (_, Outcome::Applied) => Ok(()),

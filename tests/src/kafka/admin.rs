@@ -191,6 +191,15 @@ impl Metadata {
             self.consumer.fetch_watermarks(topic, partition, attempt).map(|(_, high)| high)
         })
     }
+
+    /// Where `topic`/`partition`'s log starts now (Kafka's low watermark), asked again on
+    /// transient answers until `timeout`.
+    pub fn low_watermark(&self, topic: &str, partition: i32, timeout: Duration) -> Result<i64, KafkaFailure> {
+        let what = format!("low watermark of {topic}/{partition} from {}", self.bootstrap);
+        retry_transient(&what, Instant::now() + timeout, |attempt| {
+            self.consumer.fetch_watermarks(topic, partition, attempt).map(|(low, _)| low)
+        })
+    }
 }
 
 /// [`Metadata::topic_layout`] with a client of its own.
