@@ -1,18 +1,25 @@
 //! Running a parsed query's steps over a stream of events, in bounded memory.
 //!
-//! Filters and `head` pass events on as they come (`head` also tells the reader to stop
-//! once it has its rows). The aggregates keep only what their result needs: `tail(N)` the
-//! last N events, `count()` one number, `groupBy` one counter per group (past its limit
-//! the query fails rather than answer a wrong count), `sort` a heap of its `limit` best
-//! events. Their rows come out when the input ends, and flow through the later steps.
+//! Streaming steps (filters, `:=`/`eval`, `test`, `case`, `regex`, `select`, `drop`,
+//! `rename`, `default`) and `head` pass events on as they come (`head` also tells the
+//! reader to stop once it has its rows). The others keep only what their result needs:
+//! `tail(N)` the last N events, an aggregate (`count`, `stats`, `groupBy`, ...: the
+//! [`aggregate`] module) a few numbers per group (past its limits the query fails rather
+//! than answer a wrong number), `sort` a heap of its `limit` best events. Their rows come
+//! out when the input ends, and flow through the later steps.
+
+mod aggregate;
+mod eval;
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
+use regex::Regex;
 use serde_json::Value;
 
-use crate::lang::{CmpOp, Filter, Order, Query, Step};
+use crate::lang::{CmpOp, Filter, Matcher, Order, Query, Step};
 use crate::render::{Event, field_text};
+use aggregate::Groups;
 
 /// A step could not finish: a person can act on the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,19 +51,127 @@ pub fn matches(filter: &Filter, event: &Event) -> bool {
     }
 }
 
+/// Sets the named groups of `regex`'s first match in `text` as fields.
+fn set_captures(regex: &Regex, text: &str, event: &mut Event) -> bool {
+    let Some(captures) = regex.captures(text) else {
+        return false;
+    };
+    let values: Vec<(String, String)> =
+        regex.capture_names().flatten().filter_map(|name| captures.name(name).map(|m| (name.to_owned(), m.as_str().to_owned()))).collect();
+    for (name, value) in values {
+        event.insert(name, Value::String(value));
+    }
+    true
+}
+
+/// After a filter passed: the named groups of its regexes that must have matched (the
+/// filter itself, or a term of a top-level `and`) become fields, as in LogScale.
+fn extract(filter: &Filter, event: &mut Event) {
+    match filter {
+        Filter::And(terms) => terms.iter().for_each(|t| extract(t, event)),
+        Filter::FreeText(Matcher::Regex(regex)) | Filter::Field { matcher: Matcher::Regex(regex), negate: false, .. }
+            if regex.capture_names().flatten().next().is_some() =>
+        {
+            let name = match filter {
+                Filter::Field { name, .. } => name.as_str(),
+                _ => "@rawstring",
+            };
+            if let Some(text) = field_text(event, name).map(|t| t.into_owned()) {
+                set_captures(regex, &text, event);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Runs one streaming step on an event: the event to pass on, or `None` to drop it.
+fn apply(step: &Step, mut event: Event) -> Option<Event> {
+    match step {
+        Step::Filter(filter) => {
+            if !matches(filter, &event) {
+                return None;
+            }
+            extract(filter, &mut event);
+        }
+        Step::Assign { field, expr } => {
+            if let Some(value) = eval::eval(expr, &event).map(|v| v.into_owned()) {
+                event.insert(field.clone(), Value::String(value));
+            }
+        }
+        Step::Test(expr) => {
+            if !eval::truthy(eval::eval(expr, &event).as_deref()) {
+                return None;
+            }
+        }
+        Step::Default { fields, value } => {
+            for field in fields {
+                if field_text(&event, field).is_none() {
+                    event.insert(field.clone(), Value::String(value.clone()));
+                }
+            }
+        }
+        Step::Case(branches) => {
+            return branches.iter().find_map(|steps| steps.iter().try_fold(event.clone(), |e, step| apply(step, e)));
+        }
+        Step::Regex { field, regex } => {
+            let text = field_text(&event, field)?.into_owned();
+            if !set_captures(regex, &text, &mut event) {
+                return None;
+            }
+        }
+        Step::Select(fields) => {
+            let mut selected = Event::new();
+            for field in fields {
+                if let Some(value) = event.remove(field) {
+                    selected.insert(field.clone(), value);
+                }
+            }
+            return Some(selected);
+        }
+        Step::Drop(fields) => {
+            for field in fields {
+                event.remove(field);
+            }
+        }
+        Step::Rename(pairs) => {
+            for (from, to) in pairs {
+                if let Some(value) = event.remove(from) {
+                    event.insert(to.clone(), value);
+                }
+            }
+        }
+        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. } => {
+            unreachable!("not a streaming step")
+        }
+    }
+    Some(event)
+}
+
 enum Stage {
-    Filter(Filter),
-    Head { limit: usize, seen: usize },
-    Tail { limit: usize, kept: VecDeque<Event> },
-    Count { n: u64 },
-    GroupBy { fields: Vec<String>, limit: usize, groups: BTreeMap<Vec<String>, u64> },
-    Sort { field: String, order: Order, limit: usize, heap: BinaryHeap<Reverse<Ranked>>, seq: u64 },
+    /// A streaming step (see [`apply`]).
+    Map(Step),
+    Head {
+        limit: usize,
+        seen: usize,
+    },
+    Tail {
+        limit: usize,
+        kept: VecDeque<Event>,
+    },
+    Aggregate(Groups),
+    Sort {
+        field: String,
+        order: Order,
+        limit: usize,
+        heap: BinaryHeap<Reverse<Ranked>>,
+        seq: u64,
+    },
 }
 
 impl Stage {
     /// Passes each event on as it comes (no state that needs the end of the input).
     fn is_streaming(&self) -> bool {
-        matches!(self, Stage::Filter(_) | Stage::Head { .. })
+        matches!(self, Stage::Map(_) | Stage::Head { .. })
     }
 
     /// Will pass nothing more on, whatever comes.
@@ -75,14 +190,11 @@ impl Pipeline {
             .steps
             .iter()
             .map(|step| match step {
-                Step::Filter(filter) => Stage::Filter(filter.clone()),
                 Step::Head(limit) => Stage::Head { limit: *limit, seen: 0 },
                 Step::Tail(limit) => Stage::Tail { limit: *limit, kept: VecDeque::new() },
-                Step::Count => Stage::Count { n: 0 },
-                Step::GroupBy { fields, limit } => Stage::GroupBy { fields: fields.clone(), limit: *limit, groups: BTreeMap::new() },
-                Step::Sort { field, order, limit } => {
-                    Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 }
-                }
+                Step::Aggregate(spec) => Stage::Aggregate(Groups::new(spec.clone())),
+                Step::Sort { field, order, limit } => Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 },
+                streaming => Stage::Map(streaming.clone()),
             })
             .collect();
         Pipeline { stages }
@@ -130,8 +242,8 @@ impl Pipeline {
             return Ok(());
         };
         match stage {
-            Stage::Filter(filter) => {
-                if matches(filter, &event) {
+            Stage::Map(step) => {
+                if let Some(event) = apply(step, event) {
                     return self.feed(i + 1, event, out);
                 }
             }
@@ -147,27 +259,7 @@ impl Pipeline {
                 }
                 kept.push_back(event);
             }
-            Stage::Count { n } => *n += 1,
-            Stage::GroupBy { fields, limit, groups } => {
-                // As in LogScale, an event lacking one of the fields is in no group.
-                let mut key = Vec::with_capacity(fields.len());
-                for field in fields.iter() {
-                    match field_text(&event, field) {
-                        Some(value) => key.push(value.into_owned()),
-                        None => return Ok(()),
-                    }
-                }
-                if let Some(n) = groups.get_mut(&key) {
-                    *n += 1;
-                } else if groups.len() >= *limit {
-                    return Err(StepError(format!(
-                        "groupBy([{}]) has more than {limit} groups; narrow the query (a filter, a shorter time range) or raise limit= (at most query.max_groups)",
-                        fields.join(", ")
-                    )));
-                } else {
-                    groups.insert(key, 1);
-                }
-            }
+            Stage::Aggregate(groups) => groups.push(&event)?,
             Stage::Sort { field, order, limit, heap, seq } => {
                 let key = SortKey::of(&event, field);
                 *seq += 1;
@@ -183,24 +275,9 @@ impl Pipeline {
 
 fn drain(stage: &mut Stage) -> Vec<Event> {
     match stage {
-        Stage::Filter(_) | Stage::Head { .. } => Vec::new(),
+        Stage::Map(_) | Stage::Head { .. } => Vec::new(),
         Stage::Tail { kept, .. } => kept.drain(..).collect(),
-        Stage::Count { n } => {
-            let mut row = Event::new();
-            row.insert("_count".into(), Value::String(n.to_string()));
-            vec![row]
-        }
-        Stage::GroupBy { fields, groups, .. } => std::mem::take(groups)
-            .into_iter()
-            .map(|(key, n)| {
-                let mut row = Event::new();
-                for (field, value) in fields.iter().zip(key) {
-                    row.insert(field.clone(), Value::String(value));
-                }
-                row.insert("_count".into(), Value::String(n.to_string()));
-                row
-            })
-            .collect(),
+        Stage::Aggregate(groups) => groups.finish(),
         Stage::Sort { heap, .. } => {
             // Ascending in rank order is worst first.
             let mut ranked: Vec<Ranked> = std::mem::take(heap).into_iter().map(|Reverse(r)| r).collect();

@@ -2,7 +2,9 @@
 //!
 //! Follows LogScale's tokenisation where the subset needs it: a `/` that starts a token
 //! starts a regex literal (`/fisk/i`), `//` and `/* */` are comments, `[` and `]` inside a
-//! word belong to it (`a[0]`), and `:=` is recognised only to be refused.
+//! word belong to it (`a[0]`). Inside an expression (after `:=` up to the end of its step,
+//! and inside `eval(...)`, `test(...)` and `if(...)`) `+ - * /` are operators, so
+//! `x := a / b` divides instead of starting a regex.
 
 use super::ParseError;
 
@@ -13,7 +15,10 @@ pub(crate) enum Tok {
     /// A `"quoted string"`, escapes resolved.
     Str(String),
     /// `/pattern/flags`.
-    Regex { pattern: String, flags: String },
+    Regex {
+        pattern: String,
+        flags: String,
+    },
     Pipe,
     LParen,
     RParen,
@@ -27,6 +32,12 @@ pub(crate) enum Tok {
     Le,
     Gt,
     Ge,
+    /// `==` (an expression's equality).
+    EqEq,
+    /// `:=` (field assignment).
+    Assign,
+    /// `+ - * /` inside an expression.
+    Op(char),
     /// Anything the subset has no use for (`:=`, `==`, `{`, `;`, ...), kept to name it.
     Other(String),
 }
@@ -50,6 +61,9 @@ impl Tok {
             Tok::Le => "`<=`".into(),
             Tok::Gt => "`>`".into(),
             Tok::Ge => "`>=`".into(),
+            Tok::EqEq => "`==`".into(),
+            Tok::Assign => "`:=`".into(),
+            Tok::Op(c) => format!("`{c}`"),
             Tok::Other(s) => format!("`{s}`"),
         }
     }
@@ -65,16 +79,30 @@ pub(crate) struct Token {
     pub space_before: bool,
 }
 
-/// Characters that end an unquoted word.
-fn ends_word(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';')
+/// Characters that end an unquoted word (and, in an expression, its operators).
+fn ends_word(c: char, in_expr: bool) -> bool {
+    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';') || (in_expr && matches!(c, '+' | '-' | '*' | '/'))
 }
+
+/// Where an expression (operators instead of regexes and wildcards) ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ExprScope {
+    /// Inside `eval(`, `test(` or `if(`: ends at the `)` that brings the depth back.
+    Call { depth: usize },
+    /// After `:=`: ends at `|`, `;` or `}` at this depth.
+    Assign { depth: usize },
+}
+
+/// Functions whose arguments are expressions.
+const EXPR_FUNCTIONS: [&str; 3] = ["eval", "test", "if"];
 
 pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<(usize, char)> = input.char_indices().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
     let mut space_before = false;
+    let mut depth = 0usize;
+    let mut scopes: Vec<ExprScope> = Vec::new();
     while i < chars.len() {
         let (pos, c) = chars[i];
         let next = chars.get(i + 1).map(|&(_, c)| c);
@@ -83,6 +111,29 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             i += 1;
             continue;
         }
+        match c {
+            '(' => {
+                let call =
+                    matches!(tokens.last(), Some(Token { tok: Tok::Word(w), .. }) if EXPR_FUNCTIONS.iter().any(|f| w.eq_ignore_ascii_case(f))) && !space_before;
+                if call {
+                    scopes.push(ExprScope::Call { depth });
+                }
+                depth += 1;
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                while matches!(scopes.last(), Some(ExprScope::Call { depth: d }) if *d == depth) {
+                    scopes.pop();
+                }
+            }
+            '|' | ';' | '}' => {
+                while matches!(scopes.last(), Some(ExprScope::Assign { depth: d }) if *d == depth) {
+                    scopes.pop();
+                }
+            }
+            _ => {}
+        }
+        let in_expr = !scopes.is_empty();
         let mut push = |tok: Tok, len: usize, i: &mut usize, space: &mut bool| {
             tokens.push(Token { tok, pos, space_before: *space });
             *space = false;
@@ -110,6 +161,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                 }
                 space_before = true;
             }
+            '/' | '+' | '-' | '*' if in_expr => push(Tok::Op(c), 1, &mut i, &mut space_before),
             '/' => {
                 let mut pattern = String::new();
                 let mut j = i + 1;
@@ -167,7 +219,9 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                                     text.push('\\');
                                     text.push(e);
                                 }
-                                None => return Err(ParseError::at(pos, "a quoted string is not closed with \"")),
+                                None => {
+                                    return Err(ParseError::at(pos, "a quoted string is not closed with \""));
+                                }
                             }
                             j += 2;
                         }
@@ -186,7 +240,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             '[' => push(Tok::LBracket, 1, &mut i, &mut space_before),
             ']' => push(Tok::RBracket, 1, &mut i, &mut space_before),
             ',' => push(Tok::Comma, 1, &mut i, &mut space_before),
-            '=' if next == Some('=') => push(Tok::Other("==".into()), 2, &mut i, &mut space_before),
+            '=' if next == Some('=') => push(Tok::EqEq, 2, &mut i, &mut space_before),
             '=' => push(Tok::Eq, 1, &mut i, &mut space_before),
             '!' if next == Some('=') => push(Tok::Ne, 2, &mut i, &mut space_before),
             '!' => push(Tok::Bang, 1, &mut i, &mut space_before),
@@ -195,13 +249,16 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             '>' if next == Some('=') => push(Tok::Ge, 2, &mut i, &mut space_before),
             '>' => push(Tok::Gt, 1, &mut i, &mut space_before),
             '{' | '}' | ';' => push(Tok::Other(c.to_string()), 1, &mut i, &mut space_before),
-            ':' if next == Some('=') => push(Tok::Other(":=".into()), 2, &mut i, &mut space_before),
+            ':' if next == Some('=') => {
+                scopes.push(ExprScope::Assign { depth });
+                push(Tok::Assign, 2, &mut i, &mut space_before);
+            }
             _ => {
                 let mut word = String::new();
                 let mut j = i;
                 let mut open_brackets = 0usize;
                 while let Some(&(_, d)) = chars.get(j) {
-                    if ends_word(d) || (d == ']' && open_brackets == 0) {
+                    if ends_word(d, in_expr) || (d == ']' && open_brackets == 0) {
                         break;
                     }
                     if d == ':' && chars.get(j + 1).map(|&(_, e)| e) == Some('=') {
