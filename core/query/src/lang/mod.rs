@@ -5,7 +5,7 @@
 //! `LogicalAnd := LogicalOr ('and'? LogicalOr)*`, `LogicalOr := Unary ('or' Unary)*`,
 //! `Unary := ('not' | '!')* Primary`, so, as in LogScale and unlike most languages, `or`
 //! binds tighter than `and` (`a and b or c` is `a and (b or c)`). Other steps are
-//! function calls (aggregates, field steps, filter functions: [`FUNCTIONS`]), `field :=
+//! function calls (aggregates, field steps, filter functions: `FUNCTIONS`), `field :=
 //! expr`, `case { ... ; ... }` and `[f(), g()]` (stats of the list); expressions
 //! ([`Expr`], in `:=`, `eval`, `test`, `if`) have LogScale's precedence (`or`, `and`,
 //! `not`, comparisons, `+ -`, `* /`). Anything else is a [`ParseError`] naming the
@@ -558,6 +558,8 @@ impl<'a> Parser<'a> {
                 self.i += 1;
                 Ok(match w.parse::<f64>() {
                     Ok(n) if n.is_finite() => Expr::Num(n),
+                    // LogScale's boolean literals.
+                    _ if w == "true" || w == "false" => Expr::Str(w),
                     _ => Expr::Field(w),
                 })
             }
@@ -1123,7 +1125,8 @@ impl<'a> Parser<'a> {
             ArgValue::List(items) => items,
             other => vec![other],
         };
-        if calls.is_empty() {
+        // `groupBy(x, function=[])`: only the distinct keys, as in LogScale.
+        if calls.is_empty() && !outer.eq_ignore_ascii_case("groupby") {
             return Err(ParseError::at(pos, format!("{outer}(function=[]): give at least one function")));
         }
         let mut functions: Vec<AggFunction> = Vec::new();

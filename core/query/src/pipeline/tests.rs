@@ -160,3 +160,200 @@ fn sort_holds_only_its_limit() {
     let values: Vec<&str> = out.iter().map(|e| e["v"].as_str().unwrap()).collect();
     assert_eq!(values, ["99999", "99998", "99997", "99996", "99995", "99994", "99993", "99992", "99991", "99990"]);
 }
+
+/// Runs `query` over `input` (a JSON array of events) and returns the rows as JSON.
+fn rows(query: &str, input: Value) -> Value {
+    let query = parse(query, &Limits::default()).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let mut pipeline = Pipeline::new(&query);
+    let mut out = Vec::new();
+    for event in input.as_array().unwrap() {
+        pipeline.push(event.as_object().unwrap().clone(), &mut out).unwrap();
+    }
+    pipeline.finish(&mut out).unwrap();
+    Value::Array(out.into_iter().map(Value::Object).collect())
+}
+
+fn check(table: &[(&str, Value, Value)]) {
+    for (query, input, expected) in table {
+        assert_eq!(rows(query, input.clone()), *expected, "{query}");
+    }
+}
+
+#[test]
+fn aggregates_answer_as_logscale() {
+    let requests = json!([
+        {"status": "200", "method": "GET", "ms": "10", "user": "ann"},
+        {"status": "200", "method": "GET", "ms": "30", "user": "bob"},
+        {"status": "500", "method": "POST", "ms": "250", "user": "ann"},
+        {"status": "200", "method": "POST", "ms": "x", "user": "ann"},
+        {"status": "404", "method": "GET"},
+    ]);
+    check(&[
+        ("count()", requests.clone(), json!([{"_count": "5"}])),
+        ("count(user)", requests.clone(), json!([{"_count": "4"}])),
+        ("count(user, distinct=true)", requests.clone(), json!([{"_count": "2"}])),
+        ("count(as=n)", json!([]), json!([{"n": "0"}])),
+        // Text and missing values are left out of sum, avg, min and max.
+        ("sum(ms)", requests.clone(), json!([{"_sum": "290"}])),
+        ("avg(ms)", requests.clone(), json!([{"_avg": "96.66666666666667"}])),
+        ("avg(field=ms, as=mean)", json!([{"ms": "1"}, {"ms": "2"}]), json!([{"mean": "1.5"}])),
+        ("min(ms)", requests.clone(), json!([{"_min": "10"}])),
+        ("max(ms)", requests.clone(), json!([{"_max": "250"}])),
+        // No value: LogScale leaves the field out; sum is 0.
+        ("avg(nothing)", requests.clone(), json!([{}])),
+        ("sum(nothing)", requests.clone(), json!([{"_sum": "0"}])),
+        ("stats([count(), min(ms), max(ms)])", requests.clone(), json!([{"_count": "5", "_min": "10", "_max": "250"}])),
+        ("[sum(ms, as=total), avg(ms)]", requests.clone(), json!([{"total": "290", "_avg": "96.66666666666667"}])),
+        // groupBy(statuscode, function=count(as=total)), LogScale's aggregate example.
+        (
+            "groupBy(status, function=count(as=total))",
+            requests.clone(),
+            json!([{"status": "200", "total": "3"}, {"status": "404", "total": "1"}, {"status": "500", "total": "1"}]),
+        ),
+        (
+            "groupBy([method, status], function=[count(), avg(ms), max(ms)])",
+            requests.clone(),
+            json!([
+                {"method": "GET", "status": "200", "_count": "2", "_avg": "20", "_max": "30"},
+                {"method": "GET", "status": "404", "_count": "1"},
+                {"method": "POST", "status": "200", "_count": "1"},
+                {"method": "POST", "status": "500", "_count": "1", "_avg": "250", "_max": "250"},
+            ]),
+        ),
+        // The knowledge base's groupBy: distinct and total counts of one field.
+        (
+            "groupBy(method, function=[count(user, distinct=true, as=users), count(user, as=requests)])",
+            requests.clone(),
+            json!([{"method": "GET", "users": "2", "requests": "2"}, {"method": "POST", "users": "1", "requests": "2"}]),
+        ),
+        ("groupBy(method, function=[])", requests.clone(), json!([{"method": "GET"}, {"method": "POST"}])),
+        ("top(user)", requests.clone(), json!([{"user": "ann", "_count": "3"}, {"user": "bob", "_count": "1"}])),
+        ("top(method, limit=1, as=n)", requests.clone(), json!([{"method": "GET", "n": "3"}])),
+        ("groupBy(method) | sort(_count, order=asc)", requests.clone(), json!([{"method": "POST", "_count": "2"}, {"method": "GET", "_count": "3"}])),
+        ("count() | n := _count * 2", requests.clone(), json!([{"_count": "5", "n": "10"}])),
+    ]);
+}
+
+#[test]
+fn percentiles_are_nearest_rank() {
+    // LogScale's example values 12, 25, 50, 99: its estimate of the median is 25.79; the
+    // exact nearest-rank answer is 25.
+    let values = json!([{"v": "50"}, {"v": "12"}, {"v": "99"}, {"v": "25"}]);
+    check(&[
+        ("percentile(v)", values.clone(), json!([{"_50": "25", "_75": "50", "_99": "99"}])),
+        ("percentile(v, percentiles=[0, 25, 100], as=p)", values.clone(), json!([{"p_0": "12", "p_25": "12", "p_100": "99"}])),
+        ("percentile(v, percentiles=[99.9])", values.clone(), json!([{"_99.9": "99"}])),
+        ("percentile(v)", json!([{"v": "x"}]), json!([{}])),
+    ]);
+    let hundred = Value::Array((1..=100).rev().map(|i| json!({"ms": i.to_string()})).collect());
+    check(&[("percentile(ms, percentiles=[50, 95, 99])", hundred, json!([{"_50": "50", "_95": "95", "_99": "99"}]))]);
+}
+
+#[test]
+fn distinct_values_are_capped() {
+    let query = parse("count(v, distinct=true)", &Limits { max_aggregate_values: 3, ..Limits::default() }).unwrap();
+    let mut pipeline = Pipeline::new(&query);
+    let mut out = Vec::new();
+    for v in ["a", "b", "a", "c"] {
+        pipeline.push(json!({"v": v}).as_object().unwrap().clone(), &mut out).unwrap();
+    }
+    let error = pipeline.push(json!({"v": "d"}).as_object().unwrap().clone(), &mut out).unwrap_err().0;
+    assert!(error.contains("more than 3 values") && error.contains("query.max_aggregate_values"), "{error}");
+}
+
+#[test]
+fn expressions_set_and_test_fields() {
+    let one = |event: Value| Value::Array(vec![event]);
+    check(&[
+        // LogScale's if() example.
+        ("success := if(status >= 500, then=0, else=1)", one(json!({"status": "503"})), one(json!({"status": "503", "success": "0"}))),
+        ("success := if(status >= 500, then=0, else=1)", one(json!({"status": "200"})), one(json!({"status": "200", "success": "1"}))),
+        // LogScale's expression example: values are text read as numbers where needed.
+        ("a := \"2\" | b := 4 / a", one(json!({})), one(json!({"a": "2", "b": "2"}))),
+        ("x := (a + b) * 2 - 1", one(json!({"a": "1.5", "b": "2"})), one(json!({"a": "1.5", "b": "2", "x": "6"}))),
+        ("eval(kb = bytes / 1024)", one(json!({"bytes": "2048"})), one(json!({"bytes": "2048", "kb": "2"}))),
+        ("eval(x = -a)", one(json!({"a": "3"})), one(json!({"a": "3", "x": "-3"}))),
+        // No value (a missing field, text in arithmetic, a division by zero): unset.
+        ("x := a + 1", one(json!({"b": "1"})), one(json!({"b": "1"}))),
+        ("x := a + 1", one(json!({"a": "one"})), one(json!({"a": "one"}))),
+        ("x := a / 0", one(json!({"a": "1"})), one(json!({"a": "1"}))),
+        ("x := concat([a, \"-\", b])", one(json!({"a": "1", "b": "2"})), one(json!({"a": "1", "b": "2", "x": "1-2"}))),
+        ("x := a > b", one(json!({"a": "10", "b": "9"})), one(json!({"a": "10", "b": "9", "x": "true"}))),
+        // Numbers compare as numbers, text as text.
+        ("x := a > b", one(json!({"a": "abc", "b": "abd"})), one(json!({"a": "abc", "b": "abd", "x": "false"}))),
+        ("default(field=[x, y], value=none)", one(json!({"x": "1"})), one(json!({"x": "1", "y": "none"}))),
+    ]);
+    let events = json!([{"a": "1", "b": "2"}, {"a": "5", "b": "2"}, {"a": "x", "b": "x"}, {"b": "2"}]);
+    check(&[
+        ("test(a > b)", events.clone(), json!([{"a": "5", "b": "2"}])),
+        ("test(a == b)", events.clone(), json!([{"a": "x", "b": "x"}])),
+        ("test(a != b)", events.clone(), json!([{"a": "1", "b": "2"}, {"a": "5", "b": "2"}])),
+        ("test(a < 2 or a == \"x\")", events.clone(), json!([{"a": "1", "b": "2"}, {"a": "x", "b": "x"}])),
+        ("test(not a > 2 and b == 2)", events.clone(), json!([{"a": "1", "b": "2"}, {"b": "2"}])),
+        ("test(a * 2 == 10)", events.clone(), json!([{"a": "5", "b": "2"}])),
+    ]);
+}
+
+#[test]
+fn case_takes_the_first_branch_that_passes() {
+    let admins = json!([{"UserIsAdmin": "1"}, {"UserIsAdmin": "0"}, {"other": "x"}]);
+    check(&[
+        // The knowledge base's non-destructive case statement.
+        (
+            "case { UserIsAdmin=1 | UserIsAdmin_Readable := \"True\" ; UserIsAdmin=0 | UserIsAdmin_Readable := \"False\" ; * ; }",
+            admins.clone(),
+            json!([{"UserIsAdmin": "1", "UserIsAdmin_Readable": "True"}, {"UserIsAdmin": "0", "UserIsAdmin_Readable": "False"}, {"other": "x"}]),
+        ),
+        // Without a `*` branch, an event no branch passes is dropped.
+        ("case { UserIsAdmin=1 | admin := \"yes\" ; other=* }", admins.clone(), json!([{"UserIsAdmin": "1", "admin": "yes"}, {"other": "x"}])),
+        (
+            "case { test(UserIsAdmin == 0) | x := 0 ; * | x := 1 }",
+            admins.clone(),
+            json!([{"UserIsAdmin": "1", "x": "1"}, {"UserIsAdmin": "0", "x": "0"}, {"other": "x", "x": "1"}]),
+        ),
+    ]);
+}
+
+#[test]
+fn filter_functions_and_field_steps() {
+    let events = json!([
+        {"@rawstring": "user=ann took 12ms", "status": "200", "url": "/api/users", "m": "GET"},
+        {"@rawstring": "user=bob took 7ms", "status": "404", "url": "/index", "m": "get"},
+        {"@rawstring": "no user here", "status": "500", "url": "/API/x", "m": "POST"},
+    ]);
+    let urls = |rows: Value| Value::Array(rows.as_array().unwrap().iter().map(|r| r["url"].clone()).collect());
+    let table: &[(&str, Value)] = &[
+        ("in(status, values=[200, 500])", json!(["/api/users", "/API/x"])),
+        ("in(status, values=[\"4*\"])", json!(["/index"])),
+        ("in(m, values=[get])", json!(["/index"])),
+        ("in(m, values=[get], ignoreCase=true)", json!(["/api/users", "/index"])),
+        ("wildcard(field=url, pattern=\"*api*\")", json!(["/api/users"])),
+        ("wildcard(field=url, pattern=\"*api*\", ignoreCase=true)", json!(["/api/users", "/API/x"])),
+        ("wildcard(pattern=\"TOOK*ms\", ignoreCase=true)", json!(["/api/users", "/index"])),
+        ("regex(\"took \\\\d+ms\")", json!(["/api/users", "/index"])),
+        ("regex(\"^/api\", field=url, flags=i)", json!(["/api/users", "/API/x"])),
+        ("not in(status, values=[200])", json!([])),
+    ];
+    for (query, expected) in table {
+        if query.starts_with("not ") {
+            // A filter function is a step of its own, not a term of a filter.
+            assert!(parse(query, &Limits::default()).is_err(), "{query}");
+            continue;
+        }
+        assert_eq!(urls(rows(query, events.clone())), *expected, "{query}");
+    }
+    let pick = |query: &str| rows(&format!("{query} | select([user, ms])"), events.clone());
+    // Named groups become fields: regex(), /re/ and field=/re/.
+    let named = json!([{"user": "ann", "ms": "12"}, {"user": "bob", "ms": "7"}]);
+    assert_eq!(pick("regex(\"user=(?<user>\\\\w+) took (?<ms>\\\\d+)ms\")"), named);
+    assert_eq!(pick("/user=(?<user>\\w+) took (?<ms>\\d+)ms/"), named);
+    assert_eq!(pick("@rawstring=/user=(?<user>\\w+) took (?<ms>\\d+)ms/ status=*"), named);
+
+    check(&[
+        ("select([m, status])", events.clone(), json!([{"m": "GET", "status": "200"}, {"m": "get", "status": "404"}, {"m": "POST", "status": "500"}])),
+        ("drop([@rawstring, url]) | head(1)", events.clone(), json!([{"m": "GET", "status": "200"}])),
+        ("rename(field=m, as=method) | select([method]) | head(1)", events.clone(), json!([{"method": "GET"}])),
+        ("rename([[m, method], [status, code]]) | select([method, code]) | tail(1)", events.clone(), json!([{"method": "POST", "code": "500"}])),
+        ("table([url], sortby=status, order=asc, limit=2)", events.clone(), json!([{"url": "/api/users"}, {"url": "/index"}])),
+    ]);
+}
