@@ -16,6 +16,8 @@
 
 mod lex;
 
+use std::collections::BTreeMap;
+
 use lex::{Tok, Token};
 use regex::{Regex, RegexBuilder};
 
@@ -51,6 +53,14 @@ pub const DEFAULT_GROUP_LIMIT: usize = 20_000;
 #[derive(Debug, Clone)]
 pub struct Query {
     pub steps: Vec<Step>,
+}
+
+impl Query {
+    /// Whether an aggregate (LogScale's sense: `head` and `tail` are aggregates too)
+    /// bounds the result; without one, LogScale's query jobs add `tail(200)`.
+    pub fn has_aggregate(&self) -> bool {
+        self.steps.iter().any(|s| !is_streaming(s))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -282,7 +292,15 @@ const FUNCTIONS: [&str; 22] = [
 
 /// Parses `input` into a [`Query`], or says which part is not supported.
 pub fn parse(input: &str, limits: &Limits) -> Result<Query, ParseError> {
-    let tokens = lex::tokenize(input)?;
+    parse_with_arguments(input, limits, &BTreeMap::new())
+}
+
+/// [`parse`], with the query's parameters (`?name`, `?{name=default}`) given their values
+/// from the request's `arguments`, as LogScale's dashboards and saved searches fill them.
+/// A parameter's value is one quoted value wherever it stands (`status=?code` matches
+/// the whole value, `x := ?n` sets text), never query syntax.
+pub fn parse_with_arguments(input: &str, limits: &Limits, arguments: &BTreeMap<String, String>) -> Result<Query, ParseError> {
+    let tokens = fill_parameters(lex::tokenize(input)?, arguments)?;
     let mut parser = Parser { tokens, i: 0, limits, end: input.len() };
     let mut steps = Vec::new();
     loop {
@@ -1226,6 +1244,47 @@ impl<'a> Parser<'a> {
         }
         Ok(n)
     }
+}
+
+/// Replaces each `?name` and `?{name=default}` with its argument as a quoted string.
+fn fill_parameters(tokens: Vec<Token>, arguments: &BTreeMap<String, String>) -> Result<Vec<Token>, ParseError> {
+    let value_of = |name: &str, default: Option<String>, pos: usize| match arguments.get(name).cloned().or(default) {
+        Some(value) => Ok(value),
+        None => Err(ParseError::at(
+            pos,
+            format!(
+                "query parameter ?{name} has no value; send it in the request's \"arguments\": {{\"{name}\": \"...\"}}, or give a default: ?{{{name}=...}}"
+            ),
+        )),
+    };
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = &tokens[i];
+        match &token.tok {
+            Tok::Word(w) if w == "?" && matches!(tokens.get(i + 1).map(|t| &t.tok), Some(Tok::Other(o)) if o == "{") => {
+                // ?{name=default}
+                let parts: Vec<&Tok> = tokens[i + 2..].iter().take(4).map(|t| &t.tok).collect();
+                let (name, default) = match parts.as_slice() {
+                    [Tok::Word(name), Tok::Eq, Tok::Word(default) | Tok::Str(default), Tok::Other(close)] if close == "}" => (name.clone(), default.clone()),
+                    _ => return Err(ParseError::at(token.pos, "a parameter with a default is written ?{name=default}")),
+                };
+                let value = value_of(&name, Some(default), token.pos)?;
+                out.push(Token { tok: Tok::Str(value), pos: token.pos, space_before: token.space_before });
+                i += 6;
+            }
+            Tok::Word(w) if w.len() > 1 && w.starts_with('?') => {
+                let value = value_of(&w[1..], None, token.pos)?;
+                out.push(Token { tok: Tok::Str(value), pos: token.pos, space_before: token.space_before });
+                i += 1;
+            }
+            _ => {
+                out.push(token.clone());
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn is_supported_function(name: &str) -> bool {

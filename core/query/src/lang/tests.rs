@@ -356,3 +356,34 @@ fn matchers_match_as_logscale() {
     assert!(field("m=/get/i").is_match("GET"));
     assert!(!field("m=/get/").is_match("GET"));
 }
+
+#[test]
+fn parameters_take_their_arguments_as_values() {
+    let arguments: BTreeMap<String, String> =
+        [("code", "500"), ("host", "a b"), ("q", "x | count()")].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let with = |input: &str| parse_with_arguments(input, &Limits::default(), &arguments);
+    let shown = |input: &str| with(input).unwrap_or_else(|e| panic!("{input}: {e}")).steps.iter().map(show_step).collect::<Vec<_>>().join(" | ");
+    let table = [
+        ("status=?code", "status=\"500\""),
+        ("#host=?host", "#host=\"a b\""),
+        // A value is never query syntax.
+        ("?q", "text(/(?is:x \\| count\\(\\))/)"),
+        ("status=?{code=200}", "status=\"500\""),
+        ("status=?{missing=200}", "status=\"200\""),
+        ("status=?{missing=\"2*\"}", "status=/^(?s:2.*)$/"),
+        ("head(?{n=3})", "Head(3)"),
+        ("x := ?code", "Assign { field: \"x\", expr: Str(\"500\") }"),
+        ("in(status, values=[?code, 404])", "or(status=\"500\", status=\"404\")"),
+    ];
+    for (input, expected) in table {
+        assert_eq!(shown(input), expected, "{input}");
+    }
+    for (input, expected) in
+        [("status=?nothing", "query parameter ?nothing has no value"), ("status=?{code}", "?{name=default}"), ("status=?{code=1", "?{name=default}")]
+    {
+        let error = with(input).unwrap_err().message;
+        assert!(error.contains(expected), "{input}: {error}");
+    }
+    // Without arguments, a parameter without a default is refused by name.
+    assert!(parse("a=?b", &Limits::default()).unwrap_err().message.contains("?b has no value"));
+}
