@@ -10,6 +10,7 @@
 
 mod aggregate;
 mod eval;
+mod transform;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
@@ -140,7 +141,26 @@ fn apply(step: &Step, mut event: Event) -> Option<Event> {
                 }
             }
         }
-        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. } => {
+        Step::Replace { regex, with, field, output } => {
+            if let Some(text) = field_text(&event, field) {
+                let replaced = regex.replace_all(&text, with.as_str()).into_owned();
+                event.insert(output.clone(), Value::String(replaced));
+            }
+        }
+        Step::Format { format, fields, output } => {
+            let values: Option<Vec<String>> = fields.iter().map(|f| field_text(&event, f).map(|v| v.into_owned())).collect();
+            if let Some(text) = values.and_then(|values| transform::printf(format, &values)) {
+                event.insert(output.clone(), Value::String(text));
+            }
+        }
+        Step::FormatTime { format, field, output, unit } => {
+            if let Some(text) = field_text(&event, field).and_then(|v| transform::format_time(format, &v, *unit)) {
+                event.insert(output.clone(), Value::String(text));
+            }
+        }
+        Step::ParseJson { field, prefix } => transform::parse_json(&mut event, field, prefix),
+        Step::KvParse { field, pairs, prefix, overwrite } => transform::kv_parse(&mut event, field, pairs, prefix, *overwrite),
+        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. } | Step::Split { .. } => {
             unreachable!("not a streaming step")
         }
     }
@@ -150,6 +170,8 @@ fn apply(step: &Step, mut event: Event) -> Option<Event> {
 enum Stage {
     /// A streaming step (see [`apply`]).
     Map(Step),
+    /// `split(field)`: one event in, one per array element out.
+    Split(String),
     Head {
         limit: usize,
         seen: usize,
@@ -171,7 +193,7 @@ enum Stage {
 impl Stage {
     /// Passes each event on as it comes (no state that needs the end of the input).
     fn is_streaming(&self) -> bool {
-        matches!(self, Stage::Map(_) | Stage::Head { .. })
+        matches!(self, Stage::Map(_) | Stage::Split(_) | Stage::Head { .. })
     }
 
     /// Will pass nothing more on, whatever comes.
@@ -194,6 +216,7 @@ impl Pipeline {
                 Step::Tail(limit) => Stage::Tail { limit: *limit, kept: VecDeque::new() },
                 Step::Aggregate(spec) => Stage::Aggregate(Groups::new(spec.clone())),
                 Step::Sort { field, order, limit } => Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 },
+                Step::Split { field } => Stage::Split(field.clone()),
                 streaming => Stage::Map(streaming.clone()),
             })
             .collect();
@@ -247,6 +270,12 @@ impl Pipeline {
                     return self.feed(i + 1, event, out);
                 }
             }
+            Stage::Split(field) => {
+                let field = field.clone();
+                for part in transform::split(event, &field) {
+                    self.feed(i + 1, part, out)?;
+                }
+            }
             Stage::Head { limit, seen } => {
                 if *seen < *limit {
                     *seen += 1;
@@ -275,7 +304,7 @@ impl Pipeline {
 
 fn drain(stage: &mut Stage) -> Vec<Event> {
     match stage {
-        Stage::Map(_) | Stage::Head { .. } => Vec::new(),
+        Stage::Map(_) | Stage::Split(_) | Stage::Head { .. } => Vec::new(),
         Stage::Tail { kept, .. } => kept.drain(..).collect(),
         Stage::Aggregate(groups) => groups.finish(),
         Stage::Sort { heap, .. } => {

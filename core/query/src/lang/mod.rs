@@ -103,6 +103,56 @@ pub enum Step {
     Drop(Vec<String>),
     /// `rename(field=..., as=...)`, `rename([[a, b], ...])`.
     Rename(Vec<(String, String)>),
+    /// `replace(regex, with=..., field=..., as=...)`: every match replaced (`$1`, `${name}`
+    /// refer to groups); an event without the field passes unchanged.
+    Replace {
+        regex: Regex,
+        with: String,
+        field: String,
+        output: String,
+    },
+    /// `format(format, field=[...], as=...)`: Java/printf-style `%s %d %f %x %%` with
+    /// flags `-` and `0`, a width and a precision.
+    Format {
+        format: String,
+        fields: Vec<String>,
+        output: String,
+    },
+    /// `formatTime(format, field=@timestamp, as=..., unit=...)`: strftime-style, in UTC.
+    FormatTime {
+        format: String,
+        field: String,
+        output: String,
+        unit: TimeUnit,
+    },
+    /// `parseJson(field=@rawstring, prefix=...)`: the JSON object's fields, flattened as
+    /// events are (`a.b`, `a[0]`); text that is not a JSON object leaves the event as is.
+    ParseJson {
+        field: String,
+        prefix: String,
+    },
+    /// `kvParse(field=@rawstring, separator="=", override=false, as=prefix)`:
+    /// `key=value`, `key="quoted value"` pairs become fields.
+    KvParse {
+        field: String,
+        pairs: Regex,
+        prefix: String,
+        overwrite: bool,
+    },
+    /// `split(field=_events)`: one event per element of the flattened array `field[i]`,
+    /// the element as `field` (objects as `field.x`) with `_index`.
+    Split {
+        field: String,
+    },
+}
+
+/// How `formatTime` reads its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Seconds up to 100,000,000,000, milliseconds above (LogScale's `auto`).
+    Auto,
+    Milliseconds,
+    Seconds,
 }
 
 /// Rows of aggregate functions, per group of `group_by` values (no fields: one group).
@@ -141,6 +191,16 @@ pub enum AggKind {
         field: String,
         percentiles: Vec<f64>,
     },
+    /// `collect(fields, limit=2000, separator="\n")`: each field's distinct values (first
+    /// seen first), joined; past `limit` values are left out, as LogScale does.
+    Collect {
+        fields: Vec<String>,
+        limit: usize,
+        separator: String,
+    },
+    /// `selectLast(fields)`: the fields of the latest event (by `@timestamp`; the one read
+    /// last among equals).
+    SelectLast(Vec<String>),
 }
 
 impl AggFunction {
@@ -148,6 +208,7 @@ impl AggFunction {
     pub fn outputs(&self) -> Vec<String> {
         match &self.kind {
             AggKind::Percentile { percentiles, .. } => percentiles.iter().map(|p| format!("{}_{}", self.output, format_number(*p))).collect(),
+            AggKind::Collect { fields, .. } | AggKind::SelectLast(fields) => fields.clone(),
             _ => vec![self.output.clone()],
         }
     }
@@ -261,11 +322,10 @@ impl ParseError {
     }
 }
 
-const SUPPORTED_FUNCTIONS: &str =
-    "head, tail, count, sum, avg, min, max, percentile, stats, groupBy, top, sort, table, select, drop, rename, eval, test, default, in, wildcard and regex";
+const SUPPORTED_FUNCTIONS: &str = "head, tail, count, sum, avg, min, max, percentile, stats, collect, selectLast, groupBy, top, sort, table, select, drop, rename, eval, test, default, in, wildcard, regex, replace, format, formatTime, parseJson, kvParse and split";
 
 /// Every function step the subset has, lowercase.
-const FUNCTIONS: [&str; 22] = [
+const FUNCTIONS: [&str; 30] = [
     "head",
     "tail",
     "count",
@@ -275,6 +335,8 @@ const FUNCTIONS: [&str; 22] = [
     "max",
     "percentile",
     "stats",
+    "collect",
+    "selectlast",
     "groupby",
     "top",
     "sort",
@@ -288,6 +350,12 @@ const FUNCTIONS: [&str; 22] = [
     "in",
     "wildcard",
     "regex",
+    "replace",
+    "format",
+    "formattime",
+    "parsejson",
+    "kvparse",
+    "split",
 ];
 
 /// Parses `input` into a [`Query`], or says which part is not supported.
@@ -443,7 +511,7 @@ impl<'a> Parser<'a> {
                     _ => break,
                 }
             }
-            if let Some(step) = steps.iter().find(|s| !is_streaming(s)) {
+            if let Some(step) = steps.iter().find(|s| !is_streaming(s) || matches!(s, Step::Split { .. })) {
                 return Err(self.error(format!("a case branch can only filter and set fields, not {}", step_name(step))));
             }
             branches.push(steps);
@@ -939,7 +1007,7 @@ impl<'a> Parser<'a> {
                 let limit = self.row_limit(name, &mut args)?;
                 if lower == "head" { Step::Head(limit) } else { Step::Tail(limit) }
             }
-            "count" | "sum" | "avg" | "min" | "max" | "percentile" => {
+            "count" | "sum" | "avg" | "min" | "max" | "percentile" | "collect" | "selectlast" => {
                 let function = self.agg_function(name, args, pos)?;
                 Step::Aggregate(Aggregate { group_by: Vec::new(), functions: vec![function], limit: 1, max_values: self.limits.max_aggregate_values })
             }
@@ -1113,9 +1181,78 @@ impl<'a> Parser<'a> {
                 let flags = args.take_name(name, "flags")?.unwrap_or_default();
                 Step::Regex { field, regex: self.regex(&pattern, &flags, pos)? }
             }
-            _ => {
-                return Err(ParseError::at(pos, format!("function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}")));
+            "replace" => {
+                let mut args = Args::new(name, args, &["regex", "with", "field", "as", "flags"])?;
+                let pattern = args.take_name(name, "regex")?.ok_or_else(|| ParseError::at(pos, "replace() needs the regex: replace(\"...\", with=\"...\")"))?;
+                let flags = args.take_name(name, "flags")?.unwrap_or_default();
+                let with = args.take_name(name, "with")?.unwrap_or_default();
+                let field = args.take_name(name, "field")?.unwrap_or_else(|| "@rawstring".into());
+                let output = args.take_name(name, "as")?.unwrap_or_else(|| field.clone());
+                Step::Replace { regex: self.regex(&pattern, &flags, pos)?, with, field, output }
             }
+            "format" => {
+                let mut args = Args::new(name, args, &["format", "field", "as"])?;
+                let format = args.take_name(name, "format")?.ok_or_else(|| ParseError::at(pos, "format() needs a format: format(\"%s-%d\", field=[a, b])"))?;
+                let fields = match args.take("field") {
+                    Some((value, fpos)) => field_names(name, value, fpos)?,
+                    None => Vec::new(),
+                };
+                let output = args.take_name(name, "as")?.unwrap_or_else(|| "_format".into());
+                let conversions = check_format(&format).map_err(|e| ParseError::at(pos, format!("format(\"{format}\"): {e}")))?;
+                if conversions != fields.len() {
+                    return Err(ParseError::at(pos, format!("format(\"{format}\") has {conversions} conversions but field= names {} fields", fields.len())));
+                }
+                Step::Format { format, fields, output }
+            }
+            "formattime" => {
+                let mut args = Args::new(name, args, &["format", "field", "as", "timezone", "unit"])?;
+                let format =
+                    args.take_name(name, "format")?.ok_or_else(|| ParseError::at(pos, "formatTime() needs a format: formatTime(\"%Y-%m-%d\", as=day)"))?;
+                check_time_format(&format).map_err(|e| ParseError::at(pos, format!("formatTime(\"{format}\"): {e}")))?;
+                let field = args.take_name(name, "field")?.unwrap_or_else(|| "@timestamp".into());
+                let Some(output) = args.take_name(name, "as")? else {
+                    return Err(ParseError::at(pos, "formatTime() needs as=, the field it writes"));
+                };
+                if let Some(zone) = args.take_name(name, "timezone")?
+                    && !["utc", "z", "gmt", "etc/utc", "+00:00"].contains(&zone.to_ascii_lowercase().as_str())
+                {
+                    return Err(ParseError::at(pos, format!("formatTime(timezone={zone}): only UTC is supported")));
+                }
+                let unit = match args.take_name(name, "unit")?.map(|u| u.to_ascii_lowercase()) {
+                    None => TimeUnit::Auto,
+                    Some(u) if u == "auto" => TimeUnit::Auto,
+                    Some(u) if u == "milliseconds" => TimeUnit::Milliseconds,
+                    Some(u) if u == "seconds" => TimeUnit::Seconds,
+                    Some(u) => return Err(ParseError::at(pos, format!("formatTime(unit={u}): unit is auto, milliseconds or seconds"))),
+                };
+                Step::FormatTime { format, field, output, unit }
+            }
+            "parsejson" => {
+                let mut args = Args::new(name, args, &["field", "prefix"])?;
+                let field = args.take_name(name, "field")?.unwrap_or_else(|| "@rawstring".into());
+                let prefix = args.take_name(name, "prefix")?.unwrap_or_default();
+                Step::ParseJson { field, prefix }
+            }
+            "kvparse" => {
+                let mut args = Args::new(name, args, &["field", "separator", "override", "as"])?;
+                let field = args.take_name(name, "field")?.unwrap_or_else(|| "@rawstring".into());
+                let separator = args.take_name(name, "separator")?.unwrap_or_else(|| "=".into());
+                if separator.is_empty() {
+                    return Err(ParseError::at(pos, "kvParse(separator=\"\"): the separator is at least one character"));
+                }
+                let overwrite = args.take_bool(name, "override")?.unwrap_or(false);
+                let prefix = args.take_name(name, "as")?.map(|p| format!("{p}.")).unwrap_or_default();
+                let sep = regex::escape(&separator);
+                let pairs = format!(r#"([A-Za-z_@#][\w.\-\[\]]*)\s*{sep}(?:"((?:[^"\\]|\\.)*)"|'([^']*)'|([^\s,;"']*))"#);
+                let Matcher::Regex(pairs) = self.build(&pairs, pos)? else { unreachable!("build makes a regex") };
+                Step::KvParse { field, pairs, prefix, overwrite }
+            }
+            "split" => {
+                let mut args = Args::new(name, args, &["field"])?;
+                let field = args.take_name(name, "field")?.unwrap_or_else(|| "_events".into());
+                Step::Split { field }
+            }
+            _ => return Err(ParseError::at(pos, format!("function {name}() is not supported; the query subset has {SUPPORTED_FUNCTIONS}"))),
         };
         Ok(vec![step])
     }
@@ -1218,11 +1355,37 @@ impl<'a> Parser<'a> {
                 };
                 (AggKind::Percentile { field, percentiles }, args.take_name(name, "as")?.unwrap_or_default())
             }
+            "collect" => {
+                let mut args = Args::new(name, args, &["fields", "limit", "separator", "multival"])?;
+                let Some((fields, fpos)) = args.take("fields") else {
+                    return Err(ParseError::at(pos, "collect() needs fields: collect([a, b])"));
+                };
+                let fields = field_names(name, fields, fpos)?;
+                let limit = match args.take("limit") {
+                    Some((value, lpos)) => self.limit(name, value, lpos, self.limits.max_aggregate_values, "query.max_aggregate_values")?,
+                    None => 2000.min(self.limits.max_aggregate_values),
+                };
+                let separator = args.take_name(name, "separator")?.unwrap_or_else(|| "\n".into());
+                if args.take_bool(name, "multival")? == Some(false) {
+                    return Err(ParseError::at(pos, "collect(multival=false) (one row per value) is not supported; collect joins the values"));
+                }
+                let output = fields.join(",");
+                return Ok(AggFunction { kind: AggKind::Collect { fields, limit, separator }, output });
+            }
+            "selectlast" => {
+                let mut args = Args::new(name, args, &["fields"])?;
+                let Some((fields, fpos)) = args.take("fields") else {
+                    return Err(ParseError::at(pos, "selectLast() needs fields: selectLast([a, b])"));
+                };
+                let fields = field_names(name, fields, fpos)?;
+                let output = fields.join(",");
+                return Ok(AggFunction { kind: AggKind::SelectLast(fields), output });
+            }
             _ => {
                 let known = if FUNCTIONS.contains(&lower.as_str()) { " as an aggregate inside groupBy/stats" } else { "" };
                 return Err(ParseError::at(
                     pos,
-                    format!("function {name}() is not supported{known}; the aggregates are count, sum, avg, min, max and percentile"),
+                    format!("function {name}() is not supported{known}; the aggregates are count, sum, avg, min, max, percentile, collect and selectLast"),
                 ));
             }
         };
@@ -1331,6 +1494,48 @@ fn order(function: &str, args: &mut Args, default: Order) -> Result<Order, Parse
     }
 }
 
+/// Checks a `format()` string; the number of conversions that take a field.
+pub(crate) fn check_format(format: &str) -> Result<usize, String> {
+    let mut conversions = 0;
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        while matches!(chars.peek(), Some('-' | '.' | '0'..='9')) {
+            chars.next();
+        }
+        match chars.next() {
+            Some('%') => {}
+            Some('s' | 'S' | 'd' | 'i' | 'f' | 'x' | 'X' | 'e') => conversions += 1,
+            Some(other) => return Err(format!("conversion %{other} is not supported (only %s %d %f %x %X %e %%)")),
+            None => return Err("ends with a lone %".into()),
+        }
+    }
+    Ok(conversions)
+}
+
+/// The `formatTime()` escapes the subset writes.
+pub(crate) const TIME_ESCAPES: &str = "YymdeHIklMSLNpjaAbBhZzsQFTDR%";
+
+fn check_time_format(format: &str) -> Result<(), String> {
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c == '%' {
+            match chars.next() {
+                Some(e) if TIME_ESCAPES.contains(e) => {}
+                Some(e) => {
+                    return Err(format!(
+                        "%{e} is not supported (the subset has %Y %y %m %d %e %H %I %k %l %M %S %L %N %p %j %a %A %b %B %h %Z %z %s %Q %F %T %D %R %%)"
+                    ));
+                }
+                None => return Err("ends with a lone %".into()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Whether a step passes events on one by one (what a `case` branch may hold).
 pub fn is_streaming(step: &Step) -> bool {
     !matches!(step, Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. })
@@ -1342,6 +1547,7 @@ fn step_name(step: &Step) -> &'static str {
         Step::Tail(_) => "tail()",
         Step::Aggregate(_) => "an aggregate",
         Step::Sort { .. } => "sort()",
+        Step::Split { .. } => "split()",
         _ => "this step",
     }
 }

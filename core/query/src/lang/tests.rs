@@ -47,6 +47,8 @@ fn show_kind(kind: &AggKind) -> String {
         AggKind::Percentile { field, percentiles } => {
             format!("percentile({field}, {percentiles:?})")
         }
+        AggKind::Collect { fields, limit, separator } => format!("collect({fields:?}, {limit}, {separator:?})"),
+        AggKind::SelectLast(fields) => format!("selectLast({fields:?})"),
     }
 }
 
@@ -183,6 +185,11 @@ fn aggregates_parse_with_logscale_names() {
         ("groupBy(a, function=sum(x))", "agg([a]; sum(x)->_sum; 20000)"),
         ("groupBy(a, function=[])", "agg([a]; ; 20000)"),
         ("top(url)", "agg([url]; count->_count; 20000) | Sort { field: \"_count\", order: Desc, limit: 10 }"),
+        ("collect(x)", "agg([]; collect([\"x\"], 2000, \"\\n\")->x; 1)"),
+        (
+            "groupBy(h, function=[collect([x, y], limit=5, separator=\",\"), selectLast(z)])",
+            "agg([h]; collect([\"x\", \"y\"], 5, \",\")->x+y, selectLast([\"z\"])->z; 20000)",
+        ),
         ("top([a, b], limit=3, as=n)", "agg([a, b]; count->n; 20000) | Sort { field: \"n\", order: Desc, limit: 3 }"),
     ];
     for (input, expected) in table {
@@ -294,6 +301,22 @@ fn unsupported_forms_name_the_part() {
         ("default(field=x)", "default() needs value="),
         ("table([a], order=up)", "order is asc or desc"),
         ("top()", "top() needs a field"),
+        ("format(\"%s %s\", field=a)", "has 2 conversions but field= names 1 fields"),
+        ("format(\"%q\", field=a)", "conversion %q is not supported"),
+        ("format(field=a)", "format() needs a format"),
+        ("formatTime(\"%Y\")", "formatTime() needs as="),
+        ("formatTime(\"%Q %v\", as=t)", "%v is not supported"),
+        ("formatTime(\"%Y\", as=t, timezone=\"Europe/Oslo\")", "only UTC is supported"),
+        ("formatTime(\"%Y\", as=t, unit=hours)", "unit is auto, milliseconds or seconds"),
+        ("replace(with=x)", "replace() needs the regex"),
+        ("replace(\"(\", with=x)", "bad regex"),
+        ("kvParse(separator=\"\")", "the separator is at least one character"),
+        ("collect()", "collect() needs fields"),
+        ("collect(x, multival=false)", "multival=false"),
+        ("collect(x, limit=0)", "between 1 and"),
+        ("selectLast()", "selectLast() needs fields"),
+        ("case { split(x) }", "a case branch can only filter and set fields, not split()"),
+        ("groupBy(a, function=[collect(x), selectLast(x)])", "two functions write `x`"),
         ("groupBy()", "groupBy() needs a field"),
         ("groupBy([])", "field list is empty"),
         ("groupBy(a, function=head())", "function head() is not supported as an aggregate"),

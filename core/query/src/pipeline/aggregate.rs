@@ -4,8 +4,8 @@
 //! [`Groups`] keys its groups by a list of values; `groupBy` takes them from the event's
 //! fields, and a time-bucketed aggregate (`timeChart`, `bucket`) can put its bucket first
 //! through [`Groups::push_keyed`]. Each group keeps one [`State`] per function: a few
-//! numbers, except `count(distinct=true)` (the distinct values) and `percentile` (the
-//! values), which count against one cap for the whole step; past it, or past the group
+//! numbers, except `count(distinct=true)` (the distinct values), `percentile` (the
+//! values) and `collect` (its values), which count against one cap for the whole step; past it, or past the group
 //! limit, the query fails instead of answering a wrong number.
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,10 +22,17 @@ enum State {
     Count(u64),
     Distinct(HashSet<String>),
     Sum(f64),
-    Avg { sum: f64, n: u64 },
+    Avg {
+        sum: f64,
+        n: u64,
+    },
     Min(Option<f64>),
     Max(Option<f64>),
     Values(Vec<f64>),
+    /// Per field, its distinct values in the order first seen.
+    Collect(Vec<(HashSet<String>, Vec<String>)>),
+    /// The `@timestamp` and the fields of the latest event so far.
+    Last(Option<(i64, Vec<Option<String>>)>),
 }
 
 impl State {
@@ -38,6 +45,8 @@ impl State {
             AggKind::Min(_) => State::Min(None),
             AggKind::Max(_) => State::Max(None),
             AggKind::Percentile { .. } => State::Values(Vec::new()),
+            AggKind::Collect { fields, .. } => State::Collect(fields.iter().map(|_| Default::default()).collect()),
+            AggKind::SelectLast(_) => State::Last(None),
         }
     }
 
@@ -88,6 +97,27 @@ impl State {
                 }
                 None => 0,
             },
+            (State::Collect(per_field), AggKind::Collect { fields, limit, .. }) => {
+                let mut added = 0;
+                for ((seen, values), field) in per_field.iter_mut().zip(fields) {
+                    if let Some(value) = field_text(event, field)
+                        && values.len() < *limit
+                        && !seen.contains(value.as_ref())
+                    {
+                        seen.insert(value.clone().into_owned());
+                        values.push(value.into_owned());
+                        added += 1;
+                    }
+                }
+                added
+            }
+            (State::Last(last), AggKind::SelectLast(fields)) => {
+                let timestamp = field_text(event, "@timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(i64::MIN);
+                if last.as_ref().is_none_or(|(latest, _)| timestamp >= *latest) {
+                    *last = Some((timestamp, fields.iter().map(|f| field_text(event, f).map(|v| v.into_owned())).collect()));
+                }
+                0
+            }
             _ => unreachable!("a state is made for its function"),
         }
     }
@@ -109,6 +139,22 @@ impl State {
                 let AggKind::Percentile { percentiles, .. } = &function.kind else { unreachable!("values are percentile's") };
                 for (p, name) in percentiles.iter().zip(function.outputs()) {
                     put(name, nearest_rank(&values, *p));
+                }
+            }
+            State::Collect(per_field) => {
+                let AggKind::Collect { fields, separator, .. } = &function.kind else { unreachable!("collect's state") };
+                for ((_, values), field) in per_field.into_iter().zip(fields) {
+                    if !values.is_empty() {
+                        row.insert(field.clone(), Value::String(values.join(separator)));
+                    }
+                }
+            }
+            State::Last(Some((_, values))) => {
+                let AggKind::SelectLast(fields) = &function.kind else { unreachable!("selectLast's state") };
+                for (value, field) in values.into_iter().zip(fields) {
+                    if let Some(value) = value {
+                        row.insert(field.clone(), Value::String(value));
+                    }
                 }
             }
             _ => {}
@@ -167,7 +213,7 @@ impl Groups {
         }
         if self.values_held > self.spec.max_values {
             return Err(StepError(format!(
-                "count(distinct=true) and percentile() hold more than {} values; narrow the query or group by fewer values (query.max_aggregate_values)",
+                "count(distinct=true), percentile() and collect() hold more than {} values; narrow the query or group by fewer values (query.max_aggregate_values)",
                 self.spec.max_values
             )));
         }

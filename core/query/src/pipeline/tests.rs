@@ -357,3 +357,87 @@ fn filter_functions_and_field_steps() {
         ("table([url], sortby=status, order=asc, limit=2)", events.clone(), json!([{"url": "/api/users"}, {"url": "/index"}])),
     ]);
 }
+
+#[test]
+fn text_steps_as_logscale() {
+    let one = |event: Value| Value::Array(vec![event]);
+    let at = |ms: i64| json!({"@timestamp": ms});
+    check(&[
+        // formatTime's documented form, in UTC; auto reads a small number as seconds.
+        ("formatTime(\"%Y/%m/%d %H:%M:%S\", as=fmttime) | select([fmttime])", one(at(1_750_000_000_123)), one(json!({"fmttime": "2025/06/15 15:06:40"}))),
+        (
+            "formatTime(\"%F %T.%L %a %A %b %B %j %I %p %Z %z %s\", as=t) | select([t])",
+            one(at(951_786_123_004)),
+            one(json!({"t": "2000-02-29 01:02:03.004 Tue Tuesday Feb February 060 01 am UTC +0000 951786123"})),
+        ),
+        ("formatTime(\"%D %R\", field=ts, as=t) | select([t])", one(json!({"ts": "0"})), one(json!({"t": "01/01/70 00:00"}))),
+        ("formatTime(\"%Q\", field=ts, as=t, unit=seconds) | select([t])", one(json!({"ts": "2"})), one(json!({"t": "2000"}))),
+        ("formatTime(\"%Y\", field=ts, as=t)", one(json!({"ts": "soon"})), one(json!({"ts": "soon"}))),
+        // format(): Java's conversions.
+        ("format(\"%s:%s\", field=[a, b], as=c) | select([c])", one(json!({"a": "x", "b": "1"})), one(json!({"c": "x:1"}))),
+        (
+            "format(\"%.2f|%05d|%-4s|%x|%e|%S|%.1s|100%%\", field=[a, b, c, d, e, c, c]) | select([_format])",
+            one(json!({"a": "3.14159", "b": "42", "c": "ab", "d": "255", "e": "1500"})),
+            one(json!({"_format": "3.14|00042|ab  |ff|1.500000e+03|AB|a|100%"})),
+        ),
+        ("format(\"%d\", field=a)", one(json!({"a": "x"})), one(json!({"a": "x"}))),
+        ("format(\"%s\", field=missing)", one(json!({"a": "x"})), one(json!({"a": "x"}))),
+        // replace(): every match, groups by number or name.
+        ("replace(\"\\\\d\", with=\"#\", field=msg)", one(json!({"msg": "a1b22"})), one(json!({"msg": "a#b##"}))),
+        (
+            "replace(\"(?<k>\\\\w+)=(\\\\w+)\", with=\"$2=${k}\", field=msg, as=swapped) | select([swapped])",
+            one(json!({"msg": "a=1 b=2"})),
+            one(json!({"swapped": "1=a 2=b"})),
+        ),
+        ("replace(\"X\", with=y, flags=i, field=msg)", one(json!({"msg": "xX"})), one(json!({"msg": "yy"}))),
+        // parseJson(): flattened as events are.
+        (
+            "parseJson(field=body) | drop([body])",
+            one(json!({"body": "{\"a\": {\"b\": 1}, \"list\": [\"x\", true], \"s\": \"t\"}"})),
+            one(json!({"a.b": "1", "list[0]": "x", "list[1]": "true", "s": "t"})),
+        ),
+        ("parseJson(prefix=\"j.\") | drop([@rawstring])", one(json!({"@rawstring": "{\"a\": null}"})), one(json!({"j.a": "null"}))),
+        ("parseJson()", one(json!({"@rawstring": "not json"})), one(json!({"@rawstring": "not json"}))),
+        // kvParse(): bare and quoted values; existing fields stay unless override=true.
+        (
+            "kvParse() | drop([@rawstring])",
+            one(json!({"@rawstring": "ts=1 user=\"ann b\" role='admin' path=/x, empty= code=200;", "code": "kept"})),
+            one(json!({"ts": "1", "user": "ann b", "role": "admin", "path": "/x", "empty": "", "code": "kept"})),
+        ),
+        ("kvParse(field=m, override=true, as=kv) | select([kv.a])", one(json!({"m": "a=1", "kv.a": "0"})), one(json!({"kv.a": "1"}))),
+        ("kvParse(field=m, separator=\":\") | select([a, b, c])", one(json!({"m": "a:1 b :2 c: 3"})), one(json!({"a": "1", "b": "2", "c": ""}))),
+    ]);
+    // split(): one event per array element.
+    let nested = one(json!({"id": "e", "_events[0].x": "1", "_events[0].y": "a", "_events[1].x": "2"}));
+    check(&[
+        ("split()", nested.clone(), json!([{"id": "e", "_events.x": "1", "_events.y": "a", "_index": "0"}, {"id": "e", "_events.x": "2", "_index": "1"}])),
+        ("split(field=v) | count()", one(json!({"v[0]": "a", "v[1]": "b", "v[2]": "c"})), json!([{"_count": "3"}])),
+        ("split(field=v)", one(json!({"id": "no array"})), one(json!({"id": "no array"}))),
+    ]);
+}
+
+#[test]
+fn collect_and_select_last() {
+    let events = json!([
+        {"@timestamp": 3, "host": "a", "user": "ann", "status": "200"},
+        {"@timestamp": 1, "host": "a", "user": "bob", "status": "500"},
+        {"@timestamp": 2, "host": "a", "user": "ann", "status": "404"},
+        {"@timestamp": 5, "host": "b", "user": "cid"},
+    ]);
+    check(&[
+        ("collect(user)", events.clone(), json!([{"user": "ann\nbob\ncid"}])),
+        ("collect([user, status], separator=\",\", limit=2)", events.clone(), json!([{"user": "ann,bob", "status": "200,500"}])),
+        (
+            "groupBy(host, function=[count(), collect(user, separator=\";\")])",
+            events.clone(),
+            json!([{"host": "a", "_count": "3", "user": "ann;bob"}, {"host": "b", "_count": "1", "user": "cid"}]),
+        ),
+        // The latest event by @timestamp, whatever the read order.
+        ("selectLast([user, status])", events.clone(), json!([{"user": "cid"}])),
+        (
+            "groupBy(host, function=selectLast([user, status]))",
+            events.clone(),
+            json!([{"host": "a", "user": "ann", "status": "200"}, {"host": "b", "user": "cid"}]),
+        ),
+    ]);
+}
