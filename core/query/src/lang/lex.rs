@@ -94,7 +94,7 @@ enum ExprScope {
 }
 
 /// Functions whose arguments are expressions.
-const EXPR_FUNCTIONS: [&str; 3] = ["eval", "test", "if"];
+const EXPR_CALLS: [&str; 3] = ["eval", "test", "if"];
 
 pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<(usize, char)> = input.char_indices().collect();
@@ -114,7 +114,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
         match c {
             '(' => {
                 let call =
-                    matches!(tokens.last(), Some(Token { tok: Tok::Word(w), .. }) if EXPR_FUNCTIONS.iter().any(|f| w.eq_ignore_ascii_case(f))) && !space_before;
+                    matches!(tokens.last(), Some(Token { tok: Tok::Word(w), .. }) if EXPR_CALLS.iter().any(|f| w.eq_ignore_ascii_case(f))) && !space_before;
                 if call {
                     scopes.push(ExprScope::Call { depth });
                 }

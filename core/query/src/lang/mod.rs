@@ -239,6 +239,12 @@ pub enum Expr {
         otherwise: Box<Expr>,
     },
     Concat(Vec<Expr>),
+    /// The first of the values that exists and is not empty.
+    Coalesce(Vec<Expr>),
+    Lower(Box<Expr>),
+    Upper(Box<Expr>),
+    /// In characters.
+    Length(Box<Expr>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,6 +329,12 @@ impl ParseError {
 }
 
 const SUPPORTED_FUNCTIONS: &str = "head, tail, count, sum, avg, min, max, percentile, stats, collect, selectLast, groupBy, top, sort, table, select, drop, rename, eval, test, default, in, wildcard, regex, replace, format, formatTime, parseJson, kvParse and split";
+
+/// Functions usable inside an expression.
+const EXPR_FUNCTIONS: &str = "if, concat, coalesce, lower, upper and length";
+
+/// Step functions with an `as=` that `field := f(...)` may fill.
+const ASSIGNABLE_FUNCTIONS: [&str; 9] = ["count", "sum", "avg", "min", "max", "percentile", "replace", "format", "formattime"];
 
 /// Every function step the subset has, lowercase.
 const FUNCTIONS: [&str; 30] = [
@@ -461,10 +473,23 @@ impl<'a> Parser<'a> {
             }
             return Err(self.error("empty pipeline step (nothing between two `|` or after the last)"));
         }
-        // `field := expr`
+        // `field := expr`, and `field := f(...)` for `f(..., as=field)`
         if let (Some(Token { tok: Tok::Word(field) | Tok::Str(field), .. }), Some(Token { tok: Tok::Assign, .. })) = (self.peek_at(0), self.peek_at(1)) {
             let field = field.clone();
             self.i += 2;
+            if let Some(Tok::Word(name)) = self.peek().cloned()
+                && self.at_call()
+                && ASSIGNABLE_FUNCTIONS.contains(&name.to_ascii_lowercase().as_str())
+            {
+                let pos = self.pos();
+                self.i += 2;
+                let mut args = self.args()?;
+                if let Some(arg) = args.iter().find(|a| a.name.as_deref() == Some("as")) {
+                    return Err(ParseError::at(arg.pos, format!("`{field} := {name}(...)` already names the field; leave out as=")));
+                }
+                args.push(Arg { name: Some("as".into()), value: ArgValue::Scalar(field), pos });
+                return self.function(&name, args, pos);
+            }
             let expr = self.expr()?;
             return Ok(vec![Step::Assign { field, expr }]);
         }
@@ -698,8 +723,8 @@ impl<'a> Parser<'a> {
                 };
                 Ok(Expr::If { cond: Box::new(cond), then: Box::new(then), otherwise: Box::new(otherwise) })
             }
-            "concat" => {
-                self.expect(Tok::LBracket, "`[` (concat([a, b]))")?;
+            "concat" | "coalesce" => {
+                self.expect(Tok::LBracket, &format!("`[` ({name}([a, b]))"))?;
                 let mut parts = Vec::new();
                 loop {
                     parts.push(self.expr()?);
@@ -709,13 +734,22 @@ impl<'a> Parser<'a> {
                             self.i += 1;
                             break;
                         }
-                        _ => return Err(self.error("expected `,` or `]` in concat([...])")),
+                        _ => return Err(self.error(format!("expected `,` or `]` in {name}([...])"))),
                     }
                 }
-                self.expect(Tok::RParen, "`)` after concat([...])")?;
-                Ok(Expr::Concat(parts))
+                self.expect(Tok::RParen, &format!("`)` after {name}([...])"))?;
+                Ok(if name.eq_ignore_ascii_case("concat") { Expr::Concat(parts) } else { Expr::Coalesce(parts) })
             }
-            _ => Err(ParseError::at(pos, format!("function {name}() is not supported in an expression (only if() and concat())"))),
+            "lower" | "upper" | "length" => {
+                let inner = Box::new(self.expr()?);
+                self.expect(Tok::RParen, &format!("`)` after {name}(...)"))?;
+                Ok(match name.to_ascii_lowercase().as_str() {
+                    "lower" => Expr::Lower(inner),
+                    "upper" => Expr::Upper(inner),
+                    _ => Expr::Length(inner),
+                })
+            }
+            _ => Err(ParseError::at(pos, format!("function {name}() is not supported in an expression (only {EXPR_FUNCTIONS})"))),
         }
     }
 

@@ -70,6 +70,10 @@ pub(crate) fn eval<'a>(expr: &Expr, event: &'a Event) -> Option<Cow<'a, str>> {
                 eval(otherwise, event)
             }
         }
+        Expr::Coalesce(parts) => parts.iter().find_map(|p| eval(p, event).filter(|v| !v.is_empty())),
+        Expr::Lower(inner) => Some(Cow::Owned(eval(inner, event)?.to_lowercase())),
+        Expr::Upper(inner) => Some(Cow::Owned(eval(inner, event)?.to_uppercase())),
+        Expr::Length(inner) => Some(Cow::Owned(eval(inner, event)?.chars().count().to_string())),
         Expr::Concat(parts) => {
             let mut text = String::new();
             for part in parts {

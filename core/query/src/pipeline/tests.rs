@@ -230,6 +230,7 @@ fn aggregates_answer_as_logscale() {
         ("top(user)", requests.clone(), json!([{"user": "ann", "_count": "3"}, {"user": "bob", "_count": "1"}])),
         ("top(method, limit=1, as=n)", requests.clone(), json!([{"method": "GET", "n": "3"}])),
         ("groupBy(method) | sort(_count, order=asc)", requests.clone(), json!([{"method": "POST", "_count": "2"}, {"method": "GET", "_count": "3"}])),
+        ("total := sum(ms)", requests.clone(), json!([{"total": "290"}])),
         ("count() | n := _count * 2", requests.clone(), json!([{"_count": "5", "n": "10"}])),
     ]);
 }
@@ -281,6 +282,12 @@ fn expressions_set_and_test_fields() {
         ("x := a > b", one(json!({"a": "10", "b": "9"})), one(json!({"a": "10", "b": "9", "x": "true"}))),
         // Numbers compare as numbers, text as text.
         ("x := a > b", one(json!({"a": "abc", "b": "abd"})), one(json!({"a": "abc", "b": "abd", "x": "false"}))),
+        // LogScale's expression example: `b := 4 / lower(a)` with a = "2".
+        ("a := \"2\" | b := 4 / lower(a)", one(json!({})), one(json!({"a": "2", "b": "2"}))),
+        ("x := upper(a) | n := length(a)", one(json!({"a": "héllo"})), one(json!({"a": "héllo", "x": "HÉLLO", "n": "5"}))),
+        ("x := coalesce([a, b, \"none\"])", one(json!({"a": "", "b": "2"})), one(json!({"a": "", "b": "2", "x": "2"}))),
+        ("x := coalesce([a, \"none\"])", one(json!({})), one(json!({"x": "none"}))),
+        ("s := format(\"%s/%s\", field=[a, b])", one(json!({"a": "1", "b": "2"})), one(json!({"a": "1", "b": "2", "s": "1/2"}))),
         ("default(field=[x, y], value=none)", one(json!({"x": "1"})), one(json!({"x": "1", "y": "none"}))),
     ]);
     let events = json!([{"a": "1", "b": "2"}, {"a": "5", "b": "2"}, {"a": "x", "b": "x"}, {"b": "2"}]);
