@@ -18,7 +18,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use regex::Regex;
 use serde_json::Value;
 
-use crate::lang::{CmpOp, Filter, Matcher, Order, Query, Step};
+use crate::lang::{CmpOp, Filter, Matcher, Order, Query, Step, format_number};
 use crate::render::{Event, field_text};
 use aggregate::Groups;
 
@@ -160,7 +160,7 @@ fn apply(step: &Step, mut event: Event) -> Option<Event> {
         }
         Step::ParseJson { field, prefix } => transform::parse_json(&mut event, field, prefix),
         Step::KvParse { field, pairs, prefix, overwrite } => transform::kv_parse(&mut event, field, pairs, prefix, *overwrite),
-        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. } | Step::Split { .. } => {
+        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::Sort { .. } | Step::Split { .. } => {
             unreachable!("not a streaming step")
         }
     }
@@ -181,6 +181,15 @@ enum Stage {
         kept: VecDeque<Event>,
     },
     Aggregate(Groups),
+    /// `top()`: its groups, then the largest `limit` of them.
+    Top {
+        groups: Groups,
+        output: String,
+        first_field: String,
+        limit: usize,
+        percent: bool,
+        rest: Option<String>,
+    },
     Sort {
         field: String,
         order: Order,
@@ -215,6 +224,14 @@ impl Pipeline {
                 Step::Head(limit) => Stage::Head { limit: *limit, seen: 0 },
                 Step::Tail(limit) => Stage::Tail { limit: *limit, kept: VecDeque::new() },
                 Step::Aggregate(spec) => Stage::Aggregate(Groups::new(spec.clone())),
+                Step::Top { aggregate, limit, percent, rest } => Stage::Top {
+                    groups: Groups::new(aggregate.clone()),
+                    output: aggregate.functions[0].output.clone(),
+                    first_field: aggregate.group_by[0].clone(),
+                    limit: *limit,
+                    percent: *percent,
+                    rest: rest.clone(),
+                },
                 Step::Sort { field, order, limit } => Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 },
                 Step::Split { field } => Stage::Split(field.clone()),
                 streaming => Stage::Map(streaming.clone()),
@@ -288,7 +305,7 @@ impl Pipeline {
                 }
                 kept.push_back(event);
             }
-            Stage::Aggregate(groups) => groups.push(&event)?,
+            Stage::Aggregate(groups) | Stage::Top { groups, .. } => groups.push(&event)?,
             Stage::Sort { field, order, limit, heap, seq } => {
                 let key = SortKey::of(&event, field);
                 *seq += 1;
@@ -307,6 +324,7 @@ fn drain(stage: &mut Stage) -> Vec<Event> {
         Stage::Map(_) | Stage::Split(_) | Stage::Head { .. } => Vec::new(),
         Stage::Tail { kept, .. } => kept.drain(..).collect(),
         Stage::Aggregate(groups) => groups.finish(),
+        Stage::Top { groups, output, first_field, limit, percent, rest } => top(groups.finish(), output, first_field, *limit, *percent, rest.as_deref()),
         Stage::Sort { heap, .. } => {
             // Ascending in rank order is worst first.
             let mut ranked: Vec<Ranked> = std::mem::take(heap).into_iter().map(|Reverse(r)| r).collect();
@@ -314,6 +332,33 @@ fn drain(stage: &mut Stage) -> Vec<Event> {
             ranked.into_iter().map(|r| r.event).collect()
         }
     }
+}
+
+/// `top()`'s rows from its groups' rows: largest `output` first (ties in group order).
+fn top(rows: Vec<Event>, output: &str, first_field: &str, limit: usize, percent: bool, rest: Option<&str>) -> Vec<Event> {
+    let value = |row: &Event| field_text(row, output).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let total: f64 = rows.iter().map(value).sum();
+    let mut rows: Vec<(f64, Event)> = rows.into_iter().map(|row| (value(&row), row)).collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let left_out: f64 = rows.iter().skip(limit).map(|(v, _)| v).sum();
+    let had_rest = rows.len() > limit;
+    rows.truncate(limit);
+    let mut out: Vec<Event> = rows.into_iter().map(|(_, row)| row).collect();
+    if let Some(rest) = rest
+        && had_rest
+    {
+        let mut row = Event::new();
+        row.insert(first_field.to_owned(), Value::String(rest.to_owned()));
+        row.insert(output.to_owned(), Value::String(format_number(left_out)));
+        out.push(row);
+    }
+    if percent && total != 0.0 {
+        for row in &mut out {
+            let share = value(row) * 100.0 / total;
+            row.insert("percent".into(), Value::String(format_number(share)));
+        }
+    }
+    out
 }
 
 /// What `sort` orders by: numbers numerically, other text as text (numbers before text);

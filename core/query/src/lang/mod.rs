@@ -139,6 +139,15 @@ pub enum Step {
         prefix: String,
         overwrite: bool,
     },
+    /// `top(field, limit=10, sum=, max=, percent=, rest=)`: the aggregate's groups, largest
+    /// first, `limit` of them; `percent` adds each one's share of the total, `rest` a row
+    /// (that value in the first field) for the groups left out.
+    Top {
+        aggregate: Aggregate,
+        limit: usize,
+        percent: bool,
+        rest: Option<String>,
+    },
     /// `split(field=_events)`: one event per element of the flattened array `field[i]`,
     /// the element as `field` (objects as `field.x`) with `_index`.
     Split {
@@ -1070,26 +1079,34 @@ impl<'a> Parser<'a> {
                 Step::Aggregate(Aggregate { group_by, functions, limit, max_values: self.limits.max_aggregate_values })
             }
             "top" => {
-                // LogScale's top(): the most frequent values, `_count` (or as=) per value,
-                // most first, `limit` (default 10) of them.
-                let mut args = Args::new(name, args, &["field", "limit", "as"])?;
+                // LogScale's top(): the groups with the most events (or the largest sum= or
+                // max= of a field), most first.
+                let mut args = Args::new(name, args, &["field", "limit", "as", "sum", "max", "percent", "rest"])?;
                 let Some((field, field_pos)) = args.take("field") else {
                     return Err(ParseError::at(pos, "top() needs a field: top(field) or top([a, b])"));
                 };
                 let group_by = field_names(name, field, field_pos)?;
-                let output = args.take_name(name, "as")?.unwrap_or_else(|| "_count".into());
+                let (sum, max) = (args.take_name(name, "sum")?, args.take_name(name, "max")?);
+                let (kind, default_output) = match (sum, max) {
+                    (None, None) => (AggKind::Count { field: None, distinct: false }, "_count"),
+                    (Some(field), None) => (AggKind::Sum(field), "_sum"),
+                    (None, Some(field)) => (AggKind::Max(field), "_max"),
+                    (Some(_), Some(_)) => return Err(ParseError::at(pos, "top(): give sum= or max=, not both")),
+                };
+                let output = args.take_name(name, "as")?.unwrap_or_else(|| default_output.into());
                 let limit = match args.take("limit") {
                     Some((value, pos)) => self.limit(name, value, pos, self.limits.max_rows, "query.max_rows")?,
-                    None => 10,
+                    None => 10.min(self.limits.max_rows),
                 };
-                let count = AggFunction { kind: AggKind::Count { field: None, distinct: false }, output: output.clone() };
+                let percent = args.take_bool(name, "percent")?.unwrap_or(false);
+                let rest = args.take_name(name, "rest")?;
                 let aggregate = Aggregate {
                     group_by,
-                    functions: vec![count],
+                    functions: vec![AggFunction { kind, output }],
                     limit: DEFAULT_GROUP_LIMIT.min(self.limits.max_groups),
                     max_values: self.limits.max_aggregate_values,
                 };
-                return Ok(vec![Step::Aggregate(aggregate), Step::Sort { field: output, order: Order::Desc, limit }]);
+                Step::Top { aggregate, limit, percent, rest }
             }
             "sort" => {
                 let mut args = Args::new(name, args, &["field", "order", "limit"])?;
@@ -1572,14 +1589,14 @@ fn check_time_format(format: &str) -> Result<(), String> {
 
 /// Whether a step passes events on one by one (what a `case` branch may hold).
 pub fn is_streaming(step: &Step) -> bool {
-    !matches!(step, Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Sort { .. })
+    !matches!(step, Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::Sort { .. })
 }
 
 fn step_name(step: &Step) -> &'static str {
     match step {
         Step::Head(_) => "head()",
         Step::Tail(_) => "tail()",
-        Step::Aggregate(_) => "an aggregate",
+        Step::Aggregate(_) | Step::Top { .. } => "an aggregate",
         Step::Sort { .. } => "sort()",
         Step::Split { .. } => "split()",
         _ => "this step",

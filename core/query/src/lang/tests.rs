@@ -59,6 +59,7 @@ fn show_step(step: &Step) -> String {
             let functions: Vec<String> = a.functions.iter().map(|f| format!("{}->{}", show_kind(&f.kind), f.outputs().join("+"))).collect();
             format!("agg([{}]; {}; {})", a.group_by.join(", "), functions.join(", "), a.limit)
         }
+        Step::Top { aggregate, limit, percent, rest } => format!("top({}, {limit}, {percent}, {rest:?})", show_step(&Step::Aggregate(aggregate.clone()))),
         Step::Filter(f) => show(f),
         Step::Case(branches) => {
             let branches: Vec<String> = branches.iter().map(|b| b.iter().map(show_step).collect::<Vec<_>>().join(" | ")).collect();
@@ -184,13 +185,15 @@ fn aggregates_parse_with_logscale_names() {
         ("groupBy([a, b], function=[count(), avg(x), max(y, as=top)])", "agg([a, b]; count->_count, avg(x)->_avg, max(y)->top; 20000)"),
         ("groupBy(a, function=sum(x))", "agg([a]; sum(x)->_sum; 20000)"),
         ("groupBy(a, function=[])", "agg([a]; ; 20000)"),
-        ("top(url)", "agg([url]; count->_count; 20000) | Sort { field: \"_count\", order: Desc, limit: 10 }"),
+        ("top(url)", "top(agg([url]; count->_count; 20000), 10, false, None)"),
+        ("top(url, sum=bytes, percent=true, rest=others)", "top(agg([url]; sum(bytes)->_sum; 20000), 10, true, Some(\"others\"))"),
+        ("top(url, max=ms)", "top(agg([url]; max(ms)->_max; 20000), 10, false, None)"),
         ("collect(x)", "agg([]; collect([\"x\"], 2000, \"\\n\")->x; 1)"),
         (
             "groupBy(h, function=[collect([x, y], limit=5, separator=\",\"), selectLast(z)])",
             "agg([h]; collect([\"x\", \"y\"], 5, \",\")->x+y, selectLast([\"z\"])->z; 20000)",
         ),
-        ("top([a, b], limit=3, as=n)", "agg([a, b]; count->n; 20000) | Sort { field: \"n\", order: Desc, limit: 3 }"),
+        ("top([a, b], limit=3, as=n)", "top(agg([a, b]; count->n; 20000), 3, false, None)"),
     ];
     for (input, expected) in table {
         assert_eq!(steps(input), expected, "{input}");
@@ -310,6 +313,8 @@ fn unsupported_forms_name_the_part() {
         ("default(field=x)", "default() needs value="),
         ("table([a], order=up)", "order is asc or desc"),
         ("top()", "top() needs a field"),
+        ("top(x, sum=a, max=b)", "give sum= or max=, not both"),
+        ("top(x, percent=yes)", "expected true or false"),
         ("format(\"%s %s\", field=a)", "has 2 conversions but field= names 1 fields"),
         ("format(\"%q\", field=a)", "conversion %q is not supported"),
         ("format(field=a)", "format() needs a format"),

@@ -229,6 +229,13 @@ fn aggregates_answer_as_logscale() {
         ("groupBy(method, function=[])", requests.clone(), json!([{"method": "GET"}, {"method": "POST"}])),
         ("top(user)", requests.clone(), json!([{"user": "ann", "_count": "3"}, {"user": "bob", "_count": "1"}])),
         ("top(method, limit=1, as=n)", requests.clone(), json!([{"method": "GET", "n": "3"}])),
+        (
+            "top(user, limit=1, percent=true, rest=others)",
+            requests.clone(),
+            json!([{"user": "ann", "_count": "3", "percent": "75"}, {"user": "others", "_count": "1", "percent": "25"}]),
+        ),
+        ("top(method, sum=ms)", requests.clone(), json!([{"method": "POST", "_sum": "250"}, {"method": "GET", "_sum": "40"}])),
+        ("top(status, max=ms, limit=2)", requests.clone(), json!([{"status": "500", "_max": "250"}, {"status": "200", "_max": "30"}])),
         ("groupBy(method) | sort(_count, order=asc)", requests.clone(), json!([{"method": "POST", "_count": "2"}, {"method": "GET", "_count": "3"}])),
         ("total := sum(ms)", requests.clone(), json!([{"total": "290"}])),
         ("count() | n := _count * 2", requests.clone(), json!([{"_count": "5", "n": "10"}])),
