@@ -8,6 +8,7 @@
 //! values) and `collect` (its values), which count against one cap for the whole step; past it, or past the group
 //! limit, the query fails instead of answering a wrong number.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashSet};
 
 use serde_json::Value;
@@ -196,18 +197,20 @@ impl Groups {
 
     /// Adds an event to the group `key` (the `group_by` values, after any bucket).
     pub(crate) fn push_keyed(&mut self, key: Vec<String>, event: &Event) -> Result<(), StepError> {
-        if !self.groups.contains_key(&key) {
-            if self.groups.len() >= self.spec.limit {
-                return Err(StepError(format!(
-                    "groupBy([{}]) has more than {} groups; narrow the query (a filter, a shorter time range) or raise limit= (at most query.max_groups)",
-                    self.spec.group_by.join(", "),
-                    self.spec.limit
-                )));
+        let held = self.groups.len();
+        let states = match self.groups.entry(key) {
+            Entry::Occupied(entry) => entry.into_mut(),
+            Entry::Vacant(entry) => {
+                if held >= self.spec.limit {
+                    return Err(StepError(format!(
+                        "groupBy([{}]) has more than {} groups; narrow the query (a filter, a shorter time range) or raise limit= (at most query.max_groups)",
+                        self.spec.group_by.join(", "),
+                        self.spec.limit
+                    )));
+                }
+                entry.insert(self.spec.functions.iter().map(State::new).collect())
             }
-            let states = self.spec.functions.iter().map(State::new).collect();
-            self.groups.insert(key.clone(), states);
-        }
-        let states = self.groups.get_mut(&key).expect("inserted above");
+        };
         for (state, function) in states.iter_mut().zip(&self.spec.functions) {
             self.values_held += state.update(function, event);
         }
