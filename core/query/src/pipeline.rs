@@ -14,11 +14,12 @@ mod transform;
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
 
 use regex::Regex;
 use serde_json::Value;
 
-use crate::lang::{CmpOp, Filter, Matcher, Order, Query, Step, format_number};
+use crate::lang::{CmpOp, Filter, Matcher, Order, Query, SortBy, SortType, Step, format_number};
 use crate::render::{Event, field_text};
 use aggregate::Groups;
 
@@ -191,8 +192,8 @@ enum Stage {
         rest: Option<String>,
     },
     Sort {
-        field: String,
-        order: Order,
+        by: Vec<SortBy>,
+        orders: Arc<[Order]>,
         limit: usize,
         heap: BinaryHeap<Reverse<Ranked>>,
         seq: u64,
@@ -232,7 +233,9 @@ impl Pipeline {
                     percent: *percent,
                     rest: rest.clone(),
                 },
-                Step::Sort { field, order, limit } => Stage::Sort { field: field.clone(), order: *order, limit: *limit, heap: BinaryHeap::new(), seq: 0 },
+                Step::Sort { by, limit } => {
+                    Stage::Sort { by: by.clone(), orders: by.iter().map(|b| b.order).collect(), limit: *limit, heap: BinaryHeap::new(), seq: 0 }
+                }
                 Step::Split { field } => Stage::Split(field.clone()),
                 streaming => Stage::Map(streaming.clone()),
             })
@@ -306,10 +309,10 @@ impl Pipeline {
                 kept.push_back(event);
             }
             Stage::Aggregate(groups) | Stage::Top { groups, .. } => groups.push(&event)?,
-            Stage::Sort { field, order, limit, heap, seq } => {
-                let key = SortKey::of(&event, field);
+            Stage::Sort { by, orders, limit, heap, seq } => {
+                let keys = by.iter().map(|b| SortKey::of(&event, &b.field, b.kind)).collect();
                 *seq += 1;
-                heap.push(Reverse(Ranked { key, order: *order, seq: *seq, event }));
+                heap.push(Reverse(Ranked { keys, orders: orders.clone(), seq: *seq, event }));
                 if heap.len() > *limit {
                     heap.pop();
                 }
@@ -371,13 +374,20 @@ enum SortKey {
 }
 
 impl SortKey {
-    fn of(event: &Event, field: &str) -> SortKey {
-        match field_text(event, field) {
-            None => SortKey::Missing,
-            Some(text) => match text.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() => SortKey::Number(n),
-                _ => SortKey::Text(text.into_owned()),
-            },
+    fn of(event: &Event, field: &str, kind: SortType) -> SortKey {
+        let Some(text) = field_text(event, field) else { return SortKey::Missing };
+        let number = match kind {
+            SortType::String => None,
+            SortType::Number => text.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+            SortType::Hex => {
+                let digits = text.trim();
+                let digits = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")).unwrap_or(digits);
+                u64::from_str_radix(digits, 16).ok().map(|n| n as f64)
+            }
+        };
+        match number {
+            Some(n) => SortKey::Number(n),
+            None => SortKey::Text(text.into_owned()),
         }
     }
 
@@ -394,25 +404,31 @@ impl SortKey {
 
 /// An event in a `sort` heap; `Greater` means it comes earlier in the result.
 struct Ranked {
-    key: SortKey,
-    order: Order,
+    keys: Vec<SortKey>,
+    /// The sort's orders, one per key (shared by the heap's events).
+    orders: Arc<[Order]>,
     seq: u64,
     event: Event,
 }
 
 impl Ord for Ranked {
     fn cmp(&self, other: &Self) -> Ordering {
-        let by_key = match (&self.key, &other.key) {
-            (SortKey::Missing, SortKey::Missing) => Ordering::Equal,
-            (SortKey::Missing, _) => Ordering::Less,
-            (_, SortKey::Missing) => Ordering::Greater,
-            (a, b) => match self.order {
-                Order::Desc => a.cmp_values(b),
-                Order::Asc => b.cmp_values(a),
-            },
-        };
+        for ((a, b), order) in self.keys.iter().zip(&other.keys).zip(self.orders.iter()) {
+            let by_key = match (a, b) {
+                (SortKey::Missing, SortKey::Missing) => Ordering::Equal,
+                (SortKey::Missing, _) => Ordering::Less,
+                (_, SortKey::Missing) => Ordering::Greater,
+                (a, b) => match order {
+                    Order::Desc => a.cmp_values(b),
+                    Order::Asc => b.cmp_values(a),
+                },
+            };
+            if by_key != Ordering::Equal {
+                return by_key;
+            }
+        }
         // Ties: the event read first comes first.
-        by_key.then_with(|| other.seq.cmp(&self.seq))
+        other.seq.cmp(&self.seq)
     }
 }
 

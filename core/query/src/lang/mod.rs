@@ -70,9 +70,9 @@ pub enum Step {
     Tail(usize),
     /// `count()`, `sum()`, ..., `stats()`, `groupBy()`, `top()`: one row per group.
     Aggregate(Aggregate),
+    /// `sort()`, `table()`: the best `limit` events by the keys, in order.
     Sort {
-        field: String,
-        order: Order,
+        by: Vec<SortBy>,
         limit: usize,
     },
     /// `field := expr`, `eval(field = expr)`: sets the field, or leaves it unset when the
@@ -264,6 +264,25 @@ pub enum ExprCmp {
     Le,
     Gt,
     Ge,
+}
+
+/// One key of a `sort`: a field, its order and how its values compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortBy {
+    pub field: String,
+    pub order: Order,
+    pub kind: SortType,
+}
+
+/// `sort(type=...)`: how values compare; an event without the field comes last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortType {
+    /// Numbers numerically, before text compared as text (LogScale's default `number`).
+    Number,
+    /// Everything as text.
+    String,
+    /// Hexadecimal numbers (with or without `0x`) numerically, before other text.
+    Hex,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1109,33 +1128,30 @@ impl<'a> Parser<'a> {
                 Step::Top { aggregate, limit, percent, rest }
             }
             "sort" => {
-                let mut args = Args::new(name, args, &["field", "order", "limit"])?;
-                let field = match args.take("field") {
-                    None => "_count".to_owned(),
-                    Some((value, fpos)) => {
-                        let mut fields = field_names(name, value, fpos)?;
-                        if fields.len() != 1 {
-                            return Err(ParseError::at(fpos, "sort() on several fields is not supported; give one field"));
-                        }
-                        fields.pop().expect("one field")
-                    }
+                let mut args = Args::new(name, args, &["field", "order", "type", "limit"])?;
+                let fields = match args.take("field") {
+                    None => vec!["_count".to_owned()],
+                    Some((value, fpos)) => field_names(name, value, fpos)?,
                 };
-                let order = order(name, &mut args, Order::Desc)?;
+                let by = sort_by(name, fields, &mut args, pos)?;
                 let limit = self.row_limit(name, &mut args)?;
-                Step::Sort { field, order, limit }
+                Step::Sort { by, limit }
             }
             "table" => {
                 // LogScale's table(): the last `limit` events by `sortby` (default
                 // @timestamp, descending), with only the columns.
-                let mut args = Args::new(name, args, &["fields", "limit", "sortby", "order"])?;
+                let mut args = Args::new(name, args, &["fields", "limit", "sortby", "order", "type"])?;
                 let Some((fields, fpos)) = args.take("fields") else {
                     return Err(ParseError::at(pos, "table() needs its columns: table([a, b])"));
                 };
                 let fields = field_names(name, fields, fpos)?;
-                let sortby = args.take_name(name, "sortby")?.unwrap_or_else(|| "@timestamp".into());
-                let order = order(name, &mut args, Order::Desc)?;
+                let sortby = match args.take("sortby") {
+                    None => vec!["@timestamp".to_owned()],
+                    Some((value, spos)) => field_names(name, value, spos)?,
+                };
+                let by = sort_by(name, sortby, &mut args, pos)?;
                 let limit = self.row_limit(name, &mut args)?;
-                return Ok(vec![Step::Sort { field: sortby, order, limit }, Step::Select(fields)]);
+                return Ok(vec![Step::Sort { by, limit }, Step::Select(fields)]);
             }
             "select" | "drop" => {
                 let mut args = Args::new(name, args, &["fields"])?;
@@ -1533,16 +1549,48 @@ fn field_names(function: &str, value: ArgValue, pos: usize) -> Result<Vec<String
     Ok(names)
 }
 
-fn order(function: &str, args: &mut Args, default: Order) -> Result<Order, ParseError> {
-    match args.take("order") {
-        None => Ok(default),
-        Some((ArgValue::Scalar(o), opos)) => match o.to_ascii_lowercase().as_str() {
-            "asc" | "ascending" => Ok(Order::Asc),
-            "desc" | "descending" => Ok(Order::Desc),
-            _ => Err(ParseError::at(opos, format!("{function}(order={o}): order is asc or desc"))),
-        },
-        Some((_, opos)) => Err(ParseError::at(opos, format!("{function}(order=...): order is asc or desc"))),
+/// The keys of `sort`/`table`: `order=` and `type=` are one value for every field or a
+/// list with one per field (LogScale's defaults `desc` and `number`).
+fn sort_by(function: &str, fields: Vec<String>, args: &mut Args, pos: usize) -> Result<Vec<SortBy>, ParseError> {
+    let per_field = |param: &str, value: Option<(ArgValue, usize)>, default: &str| -> Result<Vec<(String, usize)>, ParseError> {
+        let Some((value, vpos)) = value else { return Ok(vec![(default.to_owned(), pos); fields.len()]) };
+        let items = match value {
+            ArgValue::Scalar(text) => vec![text; fields.len()],
+            ArgValue::List(items) if items.len() == fields.len() => items
+                .into_iter()
+                .map(|item| match item {
+                    ArgValue::Scalar(text) => Ok(text),
+                    _ => Err(ParseError::at(vpos, format!("{function}({param}=[...]): each is a word"))),
+                })
+                .collect::<Result<_, _>>()?,
+            ArgValue::List(items) => {
+                return Err(ParseError::at(
+                    vpos,
+                    format!("{function}({param}=[...]) has {} values for {} fields; give one, or one per field", items.len(), fields.len()),
+                ));
+            }
+            ArgValue::Call(..) => return Err(ParseError::at(vpos, format!("{function}({param}=...): expected a word or a list"))),
+        };
+        Ok(items.into_iter().map(|text| (text, vpos)).collect())
+    };
+    let orders = per_field("order", args.take("order"), "desc")?;
+    let kinds = per_field("type", args.take("type"), "number")?;
+    let mut by = Vec::with_capacity(fields.len());
+    for ((field, (order, opos)), (kind, kpos)) in fields.into_iter().zip(orders).zip(kinds) {
+        let order = match order.to_ascii_lowercase().as_str() {
+            "asc" | "ascending" => Order::Asc,
+            "desc" | "descending" => Order::Desc,
+            _ => return Err(ParseError::at(opos, format!("{function}(order={order}): order is asc or desc"))),
+        };
+        let kind = match kind.to_ascii_lowercase().as_str() {
+            "number" | "any" => SortType::Number,
+            "string" => SortType::String,
+            "hex" => SortType::Hex,
+            _ => return Err(ParseError::at(kpos, format!("{function}(type={kind}): type is number, string or hex"))),
+        };
+        by.push(SortBy { field, order, kind });
     }
+    Ok(by)
 }
 
 /// Checks a `format()` string; the number of conversions that take a field.

@@ -60,6 +60,10 @@ fn show_step(step: &Step) -> String {
             format!("agg([{}]; {}; {})", a.group_by.join(", "), functions.join(", "), a.limit)
         }
         Step::Top { aggregate, limit, percent, rest } => format!("top({}, {limit}, {percent}, {rest:?})", show_step(&Step::Aggregate(aggregate.clone()))),
+        Step::Sort { by, limit } => {
+            let keys: Vec<String> = by.iter().map(|b| format!("{} {:?} {:?}", b.field, b.order, b.kind)).collect();
+            format!("sort([{}]; {limit})", keys.join(", "))
+        }
         Step::Filter(f) => show(f),
         Step::Case(branches) => {
             let branches: Vec<String> = branches.iter().map(|b| b.iter().map(show_step).collect::<Vec<_>>().join(" | ")).collect();
@@ -141,11 +145,13 @@ fn functions_parse_with_logscale_defaults() {
         ("head(limit=10)", "Head(10)"),
         ("tail()", "Tail(200)"),
         ("tail(5)", "Tail(5)"),
-        ("sort()", "Sort { field: \"_count\", order: Desc, limit: 200 }"),
-        ("sort(latency)", "Sort { field: \"latency\", order: Desc, limit: 200 }"),
-        ("sort(field=latency, order=asc, limit=3)", "Sort { field: \"latency\", order: Asc, limit: 3 }"),
-        ("sort(@timestamp, order=desc, limit=max)", "Sort { field: \"@timestamp\", order: Desc, limit: 10000 }"),
-        ("sort([x])", "Sort { field: \"x\", order: Desc, limit: 200 }"),
+        ("sort()", "sort([_count Desc Number]; 200)"),
+        ("sort(latency)", "sort([latency Desc Number]; 200)"),
+        ("sort(field=latency, order=asc, limit=3)", "sort([latency Asc Number]; 3)"),
+        ("sort(@timestamp, order=desc, limit=max)", "sort([@timestamp Desc Number]; 10000)"),
+        ("sort([x])", "sort([x Desc Number]; 200)"),
+        ("sort([a, b], order=asc)", "sort([a Asc Number, b Asc Number]; 200)"),
+        ("sort([a, b], order=[asc, desc], type=[string, hex])", "sort([a Asc String, b Desc Hex]; 200)"),
     ];
     for (input, expected) in table {
         assert_eq!(steps(input), expected, "{input}");
@@ -231,8 +237,9 @@ fn field_steps_and_expressions_parse() {
         ("drop([a])", "Drop([\"a\"])"),
         ("rename(field=a, as=b)", "Rename([(\"a\", \"b\")])"),
         ("rename([[a, b], [c, d]])", "Rename([(\"a\", \"b\"), (\"c\", \"d\")])"),
-        ("table([a, b])", "Sort { field: \"@timestamp\", order: Desc, limit: 200 } | Select([\"a\", \"b\"])"),
-        ("table([a], sortby=n, order=asc, limit=5)", "Sort { field: \"n\", order: Asc, limit: 5 } | Select([\"a\"])"),
+        ("table([a, b])", "sort([@timestamp Desc Number]; 200) | Select([\"a\", \"b\"])"),
+        ("table([a], sortby=n, order=asc, limit=5)", "sort([n Asc Number]; 5) | Select([\"a\"])"),
+        ("table([a], sortby=[n, m], order=[asc, desc])", "sort([n Asc Number, m Desc Number]; 200) | Select([\"a\"])"),
         ("in(status, values=[200, \"4*\"])", "or(status=\"200\", status=/^(?s:4.*)$/)"),
         ("in(field=m, values=[get], ignoreCase=true)", "m=/^(?is:get)$/"),
         ("wildcard(field=url, pattern=\"*api*\")", "url=/^(?s:.*api.*)$/"),
@@ -339,8 +346,9 @@ fn unsupported_forms_name_the_part() {
         ("stats(function=[])", "give at least one function"),
         ("groupBy(a, limit=20001)", "query.max_groups"),
         ("sort(a, order=up)", "order is asc or desc"),
-        ("sort(a, type=number)", "parameter `type` is not supported"),
-        ("sort([a, b])", "several fields is not supported"),
+        ("sort([a, b], order=[asc])", "has 1 values for 2 fields"),
+        ("sort(a, type=date)", "type is number, string or hex"),
+        ("sort(a, order=[up])", "order is asc or desc"),
         ("groupBy(a b)", "expected `,` or `)`"),
     ];
     for (input, expected) in table {

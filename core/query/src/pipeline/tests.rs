@@ -455,3 +455,23 @@ fn collect_and_select_last() {
         ),
     ]);
 }
+
+#[test]
+fn sort_by_several_keys_and_types() {
+    let events = json!([
+        {"n": "1", "g": "b", "v": "10", "h": "0x1f"},
+        {"n": "2", "g": "a", "v": "9", "h": "a"},
+        {"n": "3", "g": "b", "v": "9", "h": "0x2"},
+        {"n": "4", "g": "a", "v": "10"},
+    ]);
+    let order = |query: &str| -> Vec<String> { rows(query, events.clone()).as_array().unwrap().iter().map(|e| e["n"].as_str().unwrap().to_owned()).collect() };
+    assert_eq!(order("sort([g, v], order=[asc, desc])"), ["4", "2", "1", "3"]);
+    assert_eq!(order("sort([g, v], order=asc)"), ["2", "4", "3", "1"]);
+    // As numbers 10 > 9; as text "9" > "10".
+    assert_eq!(order("sort(v, limit=2)"), ["1", "4"]);
+    assert_eq!(order("sort(v, type=string, limit=2)"), ["2", "3"]);
+    // Hex: 0x1f > a > 0x2; the event without the field last.
+    assert_eq!(order("sort(h, type=hex)"), ["1", "2", "3", "4"]);
+    assert_eq!(order("sort(h, type=hex, order=asc)"), ["3", "2", "1", "4"]);
+    assert_eq!(order("table([n], sortby=[g, v], order=[desc, asc])"), ["3", "1", "2", "4"]);
+}
