@@ -241,10 +241,13 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             ']' => push(Tok::RBracket, 1, &mut i, &mut space_before),
             ',' => push(Tok::Comma, 1, &mut i, &mut space_before),
             '=' if next == Some('=') => push(Tok::EqEq, 2, &mut i, &mut space_before),
+            '=' if next == Some('>') => push(Tok::Other("=>".into()), 2, &mut i, &mut space_before),
             '=' => push(Tok::Eq, 1, &mut i, &mut space_before),
             '!' if next == Some('=') => push(Tok::Ne, 2, &mut i, &mut space_before),
             '!' => push(Tok::Bang, 1, &mut i, &mut space_before),
             '<' if next == Some('=') => push(Tok::Le, 2, &mut i, &mut space_before),
+            // LogScale also spells `!=` as `<>`.
+            '<' if next == Some('>') => push(Tok::Ne, 2, &mut i, &mut space_before),
             '<' => push(Tok::Lt, 1, &mut i, &mut space_before),
             '>' if next == Some('=') => push(Tok::Ge, 2, &mut i, &mut space_before),
             '>' => push(Tok::Gt, 1, &mut i, &mut space_before),

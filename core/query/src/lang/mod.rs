@@ -526,6 +526,16 @@ impl<'a> Parser<'a> {
             self.i += 2;
             return self.case();
         }
+        // `field match { pattern => steps ; ... }`
+        if let (Some(Token { tok: Tok::Word(field) | Tok::Str(field), .. }), Some(Token { tok: Tok::Word(m), .. }), Some(Token { tok: Tok::Other(o), .. })) =
+            (self.peek_at(0), self.peek_at(1), self.peek_at(2))
+            && m.eq_ignore_ascii_case("match")
+            && o == "{"
+        {
+            let field = field.clone();
+            self.i += 3;
+            return self.match_statement(field);
+        }
         // `[count(), avg(x)]`: stats() of the list.
         if matches!(self.peek(), Some(Tok::LBracket)) {
             let pos = self.pos();
@@ -581,6 +591,78 @@ impl<'a> Parser<'a> {
                     break;
                 }
                 _ => return Err(self.error("expected `;` or `}` after a case branch")),
+            }
+        }
+        Ok(vec![Step::Case(branches)])
+    }
+
+    /// `field match { "value" => steps ; /re/ => steps ; in(values=[...]) => steps ; * =>
+    /// steps }`, after the `{`: a `case` whose branches start with a filter on `field`
+    /// (a value with `field=value` semantics, a regex unanchored, its named groups set).
+    fn match_statement(&mut self, field: String) -> Result<Vec<Step>, ParseError> {
+        let mut branches = Vec::new();
+        loop {
+            if matches!(self.peek(), Some(Tok::Other(o)) if o == "}") {
+                self.i += 1;
+                break;
+            }
+            let pos = self.pos();
+            let test = match self.peek().cloned() {
+                Some(Tok::Word(w)) if w == "*" => {
+                    self.i += 1;
+                    Filter::All
+                }
+                Some(Tok::Word(w)) if w.eq_ignore_ascii_case("in") && self.at_call() => {
+                    self.i += 2;
+                    let args = self.args()?;
+                    let mut args = Args::new("in", args, &["values", "ignoreCase"])?;
+                    let ignore_case = args.take_bool("in", "ignoreCase")?.unwrap_or(false);
+                    let Some((ArgValue::List(values), vpos)) = args.take("values") else {
+                        return Err(ParseError::at(pos, "in() in a match clause needs values=[...]"));
+                    };
+                    let mut terms = Vec::new();
+                    for value in values {
+                        let ArgValue::Scalar(value) = value else {
+                            return Err(ParseError::at(vpos, "in(values=[...]): each value is text"));
+                        };
+                        terms.push(Filter::Field { name: field.clone(), matcher: self.wildcard(&value, ignore_case, vpos)?, negate: false });
+                    }
+                    Filter::Or(terms)
+                }
+                Some(Tok::Word(w) | Tok::Str(w)) => {
+                    self.i += 1;
+                    Filter::Field { name: field.clone(), matcher: self.anchored(&w, pos)?, negate: false }
+                }
+                Some(Tok::Regex { pattern, flags }) => {
+                    self.i += 1;
+                    Filter::Field { name: field.clone(), matcher: Matcher::Regex(self.regex(&pattern, &flags, pos)?), negate: false }
+                }
+                Some(other) => {
+                    let other = other.describe();
+                    return Err(self.error(format!("expected a match clause (\"value\", /regex/, in(values=[...]) or *), found {other}")));
+                }
+                None => return Err(self.error("expected a match clause or `}`, found the end of the query")),
+            };
+            self.expect(Tok::Other("=>".into()), "`=>` after the match clause's pattern")?;
+            let mut steps = vec![Step::Filter(test)];
+            loop {
+                steps.extend(self.step()?);
+                match self.peek() {
+                    Some(Tok::Pipe) => self.i += 1,
+                    _ => break,
+                }
+            }
+            if let Some(step) = steps.iter().find(|s| !is_streaming(s) || matches!(s, Step::Split { .. })) {
+                return Err(self.error(format!("a match clause can only filter and set fields, not {}", step_name(step))));
+            }
+            branches.push(steps);
+            match self.peek() {
+                Some(Tok::Other(o)) if o == ";" => self.i += 1,
+                Some(Tok::Other(o)) if o == "}" => {
+                    self.i += 1;
+                    break;
+                }
+                _ => return Err(self.error("expected `;` or `}` after a match clause")),
             }
         }
         Ok(vec![Step::Case(branches)])

@@ -475,3 +475,27 @@ fn sort_by_several_keys_and_types() {
     assert_eq!(order("sort(h, type=hex, order=asc)"), ["3", "2", "1", "4"]);
     assert_eq!(order("table([n], sortby=[g, v], order=[desc, asc])"), ["3", "1", "2", "4"]);
 }
+
+#[test]
+fn match_takes_the_first_clause_whose_pattern_matches() {
+    let events = json!([{"status": "200"}, {"status": "404"}, {"status": "503"}, {"status": "302"}, {"other": "x"}]);
+    let query = "status match { 200 => level := \"ok\" ; \"4*\" => level := \"client\" ; /^5(?<rest>\\d+)/ => level := \"server\" ; in(values=[301, 302]) => level := \"moved\" }";
+    check(&[
+        (
+            query,
+            events.clone(),
+            json!([
+                {"status": "200", "level": "ok"},
+                {"status": "404", "level": "client"},
+                {"status": "503", "level": "server", "rest": "03"},
+                {"status": "302", "level": "moved"},
+            ]),
+        ),
+        (
+            "status match { 200 => * ; * => x := \"other\" }",
+            events.clone(),
+            json!([{"status": "200"}, {"status": "404", "x": "other"}, {"status": "503", "x": "other"}, {"status": "302", "x": "other"}, {"other": "x", "x": "other"}]),
+        ),
+        ("status <> 200 | count()", events.clone(), json!([{"_count": "4"}])),
+    ]);
+}
