@@ -38,6 +38,12 @@ pub(crate) enum Tok {
     Assign,
     /// `+ - * /` inside an expression.
     Op(char),
+    /// A query parameter, `?name` or `?{name=default}`; replaced by its value before
+    /// parsing.
+    Param {
+        name: String,
+        default: Option<String>,
+    },
     /// Anything the subset has no use for (`:=`, `==`, `{`, `;`, ...), kept to name it.
     Other(String),
 }
@@ -64,6 +70,7 @@ impl Tok {
             Tok::EqEq => "`==`".into(),
             Tok::Assign => "`:=`".into(),
             Tok::Op(c) => format!("`{c}`"),
+            Tok::Param { name, .. } => format!("`?{name}`"),
             Tok::Other(s) => format!("`{s}`"),
         }
     }
@@ -251,6 +258,19 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             '<' => push(Tok::Lt, 1, &mut i, &mut space_before),
             '>' if next == Some('=') => push(Tok::Ge, 2, &mut i, &mut space_before),
             '>' => push(Tok::Gt, 1, &mut i, &mut space_before),
+            '?' if next == Some('{') => {
+                let Some(close) = chars[i..].iter().position(|&(_, d)| d == '}') else {
+                    return Err(ParseError::at(pos, "a parameter with a default is written ?{name=default}, closed with }"));
+                };
+                let inner: String = chars[i + 2..i + close].iter().map(|&(_, d)| d).collect();
+                let Some((name, default)) = inner.split_once('=') else {
+                    return Err(ParseError::at(pos, "a parameter with a default is written ?{name=default}"));
+                };
+                let default = default.trim();
+                let default = default.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(default);
+                let tok = Tok::Param { name: name.trim().to_owned(), default: Some(default.to_owned()) };
+                push(tok, close + 1, &mut i, &mut space_before);
+            }
             '{' | '}' | ';' => push(Tok::Other(c.to_string()), 1, &mut i, &mut space_before),
             ':' if next == Some('=') => {
                 scopes.push(ExprScope::Assign { depth });
@@ -276,7 +296,11 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                     j += 1;
                 }
                 let len = j - i;
-                push(Tok::Word(word), len, &mut i, &mut space_before);
+                let tok = match word.strip_prefix('?') {
+                    Some(name) if !name.is_empty() => Tok::Param { name: name.to_owned(), default: None },
+                    _ => Tok::Word(word),
+                };
+                push(tok, len, &mut i, &mut space_before);
             }
         }
     }

@@ -1569,34 +1569,16 @@ fn fill_parameters(tokens: Vec<Token>, arguments: &BTreeMap<String, String>) -> 
             ),
         )),
     };
-    let mut out = Vec::with_capacity(tokens.len());
-    let mut i = 0;
-    while i < tokens.len() {
-        let token = &tokens[i];
-        match &token.tok {
-            Tok::Word(w) if w == "?" && matches!(tokens.get(i + 1).map(|t| &t.tok), Some(Tok::Other(o)) if o == "{") => {
-                // ?{name=default}
-                let parts: Vec<&Tok> = tokens[i + 2..].iter().take(4).map(|t| &t.tok).collect();
-                let (name, default) = match parts.as_slice() {
-                    [Tok::Word(name), Tok::Eq, Tok::Word(default) | Tok::Str(default), Tok::Other(close)] if close == "}" => (name.clone(), default.clone()),
-                    _ => return Err(ParseError::at(token.pos, "a parameter with a default is written ?{name=default}")),
-                };
-                let value = value_of(&name, Some(default), token.pos)?;
-                out.push(Token { tok: Tok::Str(value), pos: token.pos, space_before: token.space_before });
-                i += 6;
+    tokens
+        .into_iter()
+        .map(|token| match token.tok {
+            Tok::Param { name, default } => {
+                let value = value_of(&name, default, token.pos)?;
+                Ok(Token { tok: Tok::Str(value), ..token })
             }
-            Tok::Word(w) if w.len() > 1 && w.starts_with('?') => {
-                let value = value_of(&w[1..], None, token.pos)?;
-                out.push(Token { tok: Tok::Str(value), pos: token.pos, space_before: token.space_before });
-                i += 1;
-            }
-            _ => {
-                out.push(token.clone());
-                i += 1;
-            }
-        }
-    }
-    Ok(out)
+            _ => Ok(token),
+        })
+        .collect()
 }
 
 fn is_supported_function(name: &str) -> bool {

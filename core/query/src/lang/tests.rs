@@ -425,12 +425,14 @@ fn parameters_take_their_arguments_as_values() {
         ("head(?{n=3})", "Head(3)"),
         ("x := ?code", "Assign { field: \"x\", expr: Str(\"500\") }"),
         ("in(status, values=[?code, 404])", "or(status=\"500\", status=\"404\")"),
+        ("x := ?{n=1} * 2", "Assign { field: \"x\", expr: Arith('*', Str(\"1\"), Num(2.0)) }"),
+        ("case { a | x := ?{n = \"b c\"} ; * }", "case{text(/(?is:a)/) | Assign { field: \"x\", expr: Str(\"b c\") }; *}"),
     ];
     for (input, expected) in table {
         assert_eq!(shown(input), expected, "{input}");
     }
     for (input, expected) in
-        [("status=?nothing", "query parameter ?nothing has no value"), ("status=?{code}", "?{name=default}"), ("status=?{code=1", "?{name=default}")]
+        [("status=?nothing", "query parameter ?nothing has no value"), ("status=?{code}", "?{name=default}"), ("status=?{code=1", "closed with }")]
     {
         let error = with(input).unwrap_err().message;
         assert!(error.contains(expected), "{input}: {error}");
