@@ -409,7 +409,7 @@ pub fn parse(input: &str, limits: &Limits) -> Result<Query, ParseError> {
 /// the whole value, `x := ?n` sets text), never query syntax.
 pub fn parse_with_arguments(input: &str, limits: &Limits, arguments: &BTreeMap<String, String>) -> Result<Query, ParseError> {
     let tokens = fill_parameters(lex::tokenize(input)?, arguments)?;
-    let mut parser = Parser { tokens, i: 0, limits, end: input.len() };
+    let mut parser = Parser { tokens, i: 0, limits, end: input.len(), depth: 0, expr_nodes: 0 };
     let mut steps = Vec::new();
     loop {
         steps.extend(parser.step()?);
@@ -432,7 +432,17 @@ struct Parser<'a> {
     i: usize,
     limits: &'a Limits,
     end: usize,
+    /// Open parentheses, lists, calls and `case`s: the recursion depth, capped so that no
+    /// query can exhaust the stack (here, in evaluation or when its tree is dropped).
+    depth: usize,
+    /// Expression parts parsed so far, capped for the same reason (`a+a+a+...` is deep).
+    expr_nodes: usize,
 }
+
+/// How deep parentheses, lists, calls, `case`s and `not`s may nest.
+const MAX_NESTING: usize = 64;
+/// How many parts (operands, operators) the expressions of one query may have.
+const MAX_EXPR_NODES: usize = 1000;
 
 /// One argument of a function call: `name=value` or a positional value.
 #[derive(Debug)]
@@ -452,6 +462,28 @@ enum ArgValue {
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<&Tok> {
         self.tokens.get(self.i).map(|t| &t.tok)
+    }
+
+    /// One level deeper (see [`MAX_NESTING`]); a parse that fails need not come back up.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_NESTING {
+            return Err(self.error(format!("the query nests more than {MAX_NESTING} levels deep (parentheses, lists, calls, case, not)")));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.depth -= 1;
+    }
+
+    /// One more expression part (see [`MAX_EXPR_NODES`]).
+    fn grow(&mut self) -> Result<(), ParseError> {
+        self.expr_nodes += 1;
+        if self.expr_nodes > MAX_EXPR_NODES {
+            return Err(self.error(format!("the query's expressions have more than {MAX_EXPR_NODES} parts")));
+        }
+        Ok(())
     }
 
     fn peek_at(&self, offset: usize) -> Option<&Token> {
@@ -564,6 +596,7 @@ impl<'a> Parser<'a> {
 
     /// `case { steps ; steps ; * | steps }`, after the `{`.
     fn case(&mut self) -> Result<Vec<Step>, ParseError> {
+        self.enter()?;
         let mut branches = Vec::new();
         loop {
             let mut steps = Vec::new();
@@ -593,6 +626,7 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.error("expected `;` or `}` after a case branch")),
             }
         }
+        self.leave();
         Ok(vec![Step::Case(branches)])
     }
 
@@ -600,6 +634,7 @@ impl<'a> Parser<'a> {
     /// steps }`, after the `{`: a `case` whose branches start with a filter on `field`
     /// (a value with `field=value` semantics, a regex unanchored, its named groups set).
     fn match_statement(&mut self, field: String) -> Result<Vec<Step>, ParseError> {
+        self.enter()?;
         let mut branches = Vec::new();
         loop {
             if matches!(self.peek(), Some(Tok::Other(o)) if o == "}") {
@@ -665,6 +700,7 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.error("expected `;` or `}` after a match clause")),
             }
         }
+        self.leave();
         Ok(vec![Step::Case(branches)])
     }
 
@@ -717,6 +753,7 @@ impl<'a> Parser<'a> {
             _ => return self.expr_cmp(),
         }
         self.i += 1;
+        self.grow()?;
         Ok(Expr::Not(Box::new(self.expr_not()?)))
     }
 
@@ -735,6 +772,7 @@ impl<'a> Parser<'a> {
             _ => return Ok(left),
         };
         self.i += 1;
+        self.grow()?;
         let right = self.expr_sum()?;
         Ok(Expr::Cmp(op, Box::new(left), Box::new(right)))
     }
@@ -743,6 +781,7 @@ impl<'a> Parser<'a> {
         let mut left = self.expr_product()?;
         while let Some(Tok::Op(op @ ('+' | '-'))) = self.peek().cloned() {
             self.i += 1;
+            self.grow()?;
             let right = self.expr_product()?;
             left = Expr::Arith(op, Box::new(left), Box::new(right));
         }
@@ -753,6 +792,7 @@ impl<'a> Parser<'a> {
         let mut left = self.expr_unary()?;
         while let Some(Tok::Op(op @ ('*' | '/'))) = self.peek().cloned() {
             self.i += 1;
+            self.grow()?;
             let right = self.expr_unary()?;
             left = Expr::Arith(op, Box::new(left), Box::new(right));
         }
@@ -760,6 +800,7 @@ impl<'a> Parser<'a> {
     }
 
     fn expr_unary(&mut self) -> Result<Expr, ParseError> {
+        self.grow()?;
         if matches!(self.peek(), Some(Tok::Op('-'))) {
             self.i += 1;
             return Ok(Expr::Neg(Box::new(self.expr_unary()?)));
@@ -772,7 +813,10 @@ impl<'a> Parser<'a> {
             let Some(Tok::Word(name)) = self.peek().cloned() else { unreachable!("at_call checked a word") };
             let pos = self.pos();
             self.i += 2;
-            return self.expr_call(&name, pos);
+            self.enter()?;
+            let call = self.expr_call(&name, pos)?;
+            self.leave();
+            return Ok(call);
         }
         match self.peek().cloned() {
             Some(Tok::Word(w)) => {
@@ -790,8 +834,10 @@ impl<'a> Parser<'a> {
             }
             Some(Tok::LParen) => {
                 self.i += 1;
+                self.enter()?;
                 let inner = self.expr()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(inner)
             }
             Some(other) => {
@@ -899,6 +945,9 @@ impl<'a> Parser<'a> {
                 Some(Tok::Word(w)) if w.eq_ignore_ascii_case("not") => negations += 1,
                 _ => break,
             }
+            if negations > MAX_NESTING {
+                return Err(self.error(format!("more than {MAX_NESTING} `not`s in a row")));
+            }
             self.i += 1;
         }
         let mut filter = self.primary()?;
@@ -927,8 +976,10 @@ impl<'a> Parser<'a> {
                 if matches!(self.peek(), Some(Tok::RParen)) {
                     return Err(self.error("empty parentheses"));
                 }
+                self.enter()?;
                 let inner = self.filter()?;
                 self.expect(Tok::RParen, "`)`")?;
+                self.leave();
                 Ok(inner)
             }
             Tok::Word(_) | Tok::Str(_) if self.at_comparison() => self.field_filter(),
@@ -1106,6 +1157,13 @@ impl<'a> Parser<'a> {
     }
 
     fn arg_value(&mut self) -> Result<ArgValue, ParseError> {
+        self.enter()?;
+        let value = self.arg_value_inner()?;
+        self.leave();
+        Ok(value)
+    }
+
+    fn arg_value_inner(&mut self) -> Result<ArgValue, ParseError> {
         if self.at_call() {
             let Some(Tok::Word(name)) = self.peek().cloned() else { unreachable!("at_call checked a word") };
             self.i += 2;
@@ -1657,6 +1715,9 @@ fn sort_by(function: &str, fields: Vec<String>, args: &mut Args, pos: usize) -> 
     Ok(by)
 }
 
+/// Largest width or precision of a `format()` conversion.
+const MAX_FORMAT_WIDTH: usize = 1000;
+
 /// Checks a `format()` string; the number of conversions that take a field.
 pub(crate) fn check_format(format: &str) -> Result<usize, String> {
     let mut conversions = 0;
@@ -1665,8 +1726,23 @@ pub(crate) fn check_format(format: &str) -> Result<usize, String> {
         if c != '%' {
             continue;
         }
-        while matches!(chars.peek(), Some('-' | '.' | '0'..='9')) {
+        while matches!(chars.peek(), Some('-')) {
             chars.next();
+        }
+        for part in ["width", "precision"] {
+            let mut n = 0usize;
+            while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
+                n = n.saturating_mul(10).saturating_add(d as usize);
+                chars.next();
+            }
+            if n > MAX_FORMAT_WIDTH {
+                return Err(format!("a {part} of {n} is more than {MAX_FORMAT_WIDTH}"));
+            }
+            if part == "width" && chars.peek() == Some(&'.') {
+                chars.next();
+            } else {
+                break;
+            }
         }
         match chars.next() {
             Some('%') => {}

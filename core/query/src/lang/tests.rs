@@ -331,6 +331,8 @@ fn unsupported_forms_name_the_part() {
         ("format(\"%s %s\", field=a)", "has 2 conversions but field= names 1 fields"),
         ("format(\"%q\", field=a)", "conversion %q is not supported"),
         ("format(field=a)", "format() needs a format"),
+        ("format(\"%999999999999999999999s\", field=a)", "a width of 18446744073709551615 is more than 1000"),
+        ("format(\"%.1001f\", field=a)", "a precision of 1001 is more than 1000"),
         ("formatTime(\"%Y\")", "formatTime() needs as="),
         ("formatTime(\"%Q %v\", as=t)", "%v is not supported"),
         ("formatTime(\"%Y\", as=t, timezone=\"Europe/Oslo\")", "only UTC is supported"),
@@ -361,6 +363,29 @@ fn unsupported_forms_name_the_part() {
         let message = err(input);
         assert!(message.contains(expected), "{input:?}: {message:?} should contain {expected:?}");
         assert!(message.contains("at character"), "{input:?}: {message:?} should say where");
+    }
+}
+
+#[test]
+fn nesting_and_expression_size_are_capped() {
+    // Within the caps.
+    ok(&format!("{}a{}", "(".repeat(60), ")".repeat(60)));
+    ok(&format!("x := {}1", "a + ".repeat(300)));
+    // Past them: a 400, not a stack overflow.
+    let deep = |open: &str, close: &str| format!("{}a{}", open.repeat(100_000), close.repeat(100_000));
+    for query in [
+        deep("(", ")"),
+        format!("x := {}", deep("(", ")")),
+        format!("x := {}", deep("if(", ", then=1, else=2)")),
+        format!("groupBy({})", deep("[", "]")),
+        format!("{}a", "not ".repeat(100_000)),
+        format!("x := {}a", "-".repeat(100_000)),
+        format!("x := {}a", "not ".repeat(100_000)),
+        format!("test({}1)", "a * ".repeat(50_000)),
+        format!("{}a{}", "case { ".repeat(10_000), " }".repeat(10_000)),
+    ] {
+        let error = err(&query);
+        assert!(error.contains("levels deep") || error.contains("`not`s in a row") || error.contains("parts"), "{}...: {error}", &query[..40]);
     }
 }
 

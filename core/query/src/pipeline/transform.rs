@@ -10,6 +10,9 @@ use serde_json::Value;
 use crate::lang::TimeUnit;
 use crate::render::{Event, field_text, flatten};
 
+/// Widths and precisions past this are cut to it (the parser refuses them already).
+const MAX_WIDTH: usize = 1000;
+
 /// One `%[-0][width][.precision]conv` of a format string.
 struct Spec {
     left: bool,
@@ -68,14 +71,14 @@ pub(crate) fn printf(format: &str, values: &[String]) -> Option<String> {
             chars.next();
         }
         while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-            spec.width = spec.width * 10 + d as usize;
+            spec.width = spec.width.saturating_mul(10).saturating_add(d as usize).min(MAX_WIDTH);
             chars.next();
         }
         if chars.peek() == Some(&'.') {
             chars.next();
             let mut precision = 0;
             while let Some(d) = chars.peek().and_then(|c| c.to_digit(10)) {
-                precision = precision * 10 + d as usize;
+                precision = (precision * 10 + d as usize).min(MAX_WIDTH);
                 chars.next();
             }
             spec.precision = Some(precision);
