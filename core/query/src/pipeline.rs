@@ -143,8 +143,7 @@ fn apply(step: &Step, mut event: Event) -> Option<Event> {
             }
         }
         Step::Replace { regex, with, field, output } => {
-            if let Some(text) = field_text(&event, field) {
-                let replaced = regex.replace_all(&text, with.as_str()).into_owned();
+            if let Some(replaced) = field_text(&event, field).and_then(|text| transform::replace(regex, &text, with)) {
                 event.insert(output.clone(), Value::String(replaced));
             }
         }

@@ -51,73 +51,77 @@ impl State {
         }
     }
 
-    /// Adds the event; the number of values newly held (distinct values, percentile inputs).
-    fn update(&mut self, function: &AggFunction, event: &Event) -> usize {
+    /// Adds the event; the values newly held (distinct values, percentile inputs, collected
+    /// values) and the bytes of the text among them.
+    fn update(&mut self, function: &AggFunction, event: &Event) -> (usize, usize) {
         let number = |field: &str| field_text(event, field).and_then(|v| v.trim().parse::<f64>().ok()).filter(|n| n.is_finite());
         match (self, &function.kind) {
             (State::Count(n), AggKind::Count { field, .. }) => {
                 if field.as_deref().is_none_or(|f| field_text(event, f).is_some()) {
                     *n += 1;
                 }
-                0
+                (0, 0)
             }
             (State::Distinct(values), AggKind::Count { field: Some(field), .. }) => match field_text(event, field) {
                 Some(value) if !values.contains(value.as_ref()) => {
+                    let bytes = value.len();
                     values.insert(value.into_owned());
-                    1
+                    (1, bytes)
                 }
-                _ => 0,
+                _ => (0, 0),
             },
             (State::Sum(sum), AggKind::Sum(field)) => {
                 *sum += number(field).unwrap_or(0.0);
-                0
+                (0, 0)
             }
             (State::Avg { sum, n }, AggKind::Avg(field)) => {
                 if let Some(x) = number(field) {
                     *sum += x;
                     *n += 1;
                 }
-                0
+                (0, 0)
             }
             (State::Min(min), AggKind::Min(field)) => {
                 if let Some(x) = number(field) {
                     *min = Some(min.map_or(x, |m| m.min(x)));
                 }
-                0
+                (0, 0)
             }
             (State::Max(max), AggKind::Max(field)) => {
                 if let Some(x) = number(field) {
                     *max = Some(max.map_or(x, |m| m.max(x)));
                 }
-                0
+                (0, 0)
             }
             (State::Values(values), AggKind::Percentile { field, .. }) => match number(field) {
                 Some(x) => {
                     values.push(x);
-                    1
+                    (1, 0)
                 }
-                None => 0,
+                None => (0, 0),
             },
             (State::Collect(per_field), AggKind::Collect { fields, limit, .. }) => {
-                let mut added = 0;
+                let (mut added, mut bytes) = (0, 0);
                 for ((seen, values), field) in per_field.iter_mut().zip(fields) {
                     if let Some(value) = field_text(event, field)
                         && values.len() < *limit
                         && !seen.contains(value.as_ref())
                     {
+                        // Held twice: in the set and in the list.
+                        bytes += 2 * value.len();
                         seen.insert(value.clone().into_owned());
                         values.push(value.into_owned());
                         added += 1;
                     }
                 }
-                added
+                (added, bytes)
             }
             (State::Last(last), AggKind::SelectLast(fields)) => {
                 let timestamp = field_text(event, "@timestamp").and_then(|t| t.parse::<i64>().ok()).unwrap_or(i64::MIN);
                 if last.as_ref().is_none_or(|(latest, _)| timestamp >= *latest) {
                     *last = Some((timestamp, fields.iter().map(|f| field_text(event, f).map(|v| v.into_owned())).collect()));
                 }
-                0
+                (0, 0)
             }
             _ => unreachable!("a state is made for its function"),
         }
@@ -175,11 +179,16 @@ pub(crate) struct Groups {
     groups: BTreeMap<Vec<String>, Vec<State>>,
     /// Distinct values and percentile inputs held, over all groups.
     values_held: usize,
+    /// Bytes of the distinct and collected text held, over all groups.
+    bytes_held: usize,
 }
+
+/// Most bytes of distinct and collected text one aggregate step holds.
+pub(crate) const MAX_HELD_BYTES: usize = 64 << 20;
 
 impl Groups {
     pub(crate) fn new(spec: Aggregate) -> Groups {
-        Groups { spec, groups: BTreeMap::new(), values_held: 0 }
+        Groups { spec, groups: BTreeMap::new(), values_held: 0, bytes_held: 0 }
     }
 
     /// Adds an event to the group of its `group_by` values; as in LogScale, an event
@@ -212,7 +221,15 @@ impl Groups {
             }
         };
         for (state, function) in states.iter_mut().zip(&self.spec.functions) {
-            self.values_held += state.update(function, event);
+            let (values, bytes) = state.update(function, event);
+            self.values_held += values;
+            self.bytes_held += bytes;
+        }
+        if self.bytes_held > MAX_HELD_BYTES {
+            return Err(StepError(format!(
+                "count(distinct=true) and collect() hold more than {} MiB of text; narrow the query or collect shorter fields",
+                MAX_HELD_BYTES >> 20
+            )));
         }
         if self.values_held > self.spec.max_values {
             return Err(StepError(format!(

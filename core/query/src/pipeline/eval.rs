@@ -1,10 +1,11 @@
 //! Evaluating an [`Expr`] over one event, as LogScale's `eval`/`test`/`:=` do: values are
 //! text; arithmetic and `<`-style comparisons work on numbers; a missing field or text in
 //! arithmetic (or a division by zero) gives no value, and a comparison with no value on
-//! a side is false.
+//! a side is false. A `concat` longer than `transform::MAX_VALUE_BYTES` has no value.
 
 use std::borrow::Cow;
 
+use super::transform::MAX_VALUE_BYTES;
 use crate::lang::{Expr, ExprCmp, format_number};
 use crate::render::{Event, field_text};
 
@@ -79,6 +80,9 @@ pub(crate) fn eval<'a>(expr: &Expr, event: &'a Event) -> Option<Cow<'a, str>> {
             for part in parts {
                 if let Some(value) = eval(part, event) {
                     text.push_str(&value);
+                    if text.len() > MAX_VALUE_BYTES {
+                        return None;
+                    }
                 }
             }
             Some(Cow::Owned(text))

@@ -499,3 +499,29 @@ fn match_takes_the_first_clause_whose_pattern_matches() {
         ("status <> 200 | count()", events.clone(), json!([{"_count": "4"}])),
     ]);
 }
+
+#[test]
+fn one_event_cannot_make_a_step_grow_without_bound() {
+    let big = "x".repeat(600_000);
+    let event = json!({"a": big, "b": "y"});
+    // replace() of an empty match doubles the text; concat() of big fields: past 1 MiB the
+    // field is not written (the event passes).
+    assert_eq!(rows("replace(\"\", with=\"-\", field=a, as=r) | select([r])", Value::Array(vec![event.clone()])), json!([{}]));
+    assert_eq!(rows("replace(\"\", with=\"-\", field=b, as=r) | select([r])", Value::Array(vec![event.clone()])), json!([{"r": "-y-"}]));
+    assert_eq!(rows("c := concat([a, a]) | select([c, b])", Value::Array(vec![event.clone()])), json!([{"b": "y"}]));
+    assert_eq!(rows("c := concat([b, b]) | select([c])", Value::Array(vec![event])), json!([{"c": "yy"}]));
+
+    // collect() and count(distinct=true) hold at most 64 MiB of text.
+    let query = parse("collect(v, limit=1000000)", &Limits::default()).unwrap();
+    let mut pipeline = Pipeline::new(&query);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for n in 0..200 {
+        result = pipeline.push(json!({"v": format!("{n}{big}")}).as_object().unwrap().clone(), &mut out);
+        if result.is_err() {
+            break;
+        }
+    }
+    let error = result.unwrap_err().0;
+    assert!(error.contains("more than 64 MiB of text"), "{error}");
+}

@@ -10,6 +10,28 @@ use serde_json::Value;
 use crate::lang::TimeUnit;
 use crate::render::{Event, field_text, flatten};
 
+/// The longest value a step writes (LogScale's largest event); a longer one is not
+/// written, so one event cannot make a step allocate without bound.
+pub(crate) const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// `replace()`: every match of `regex` in `text` replaced by `with` (`$1`, `${name}`);
+/// `None` when the result would pass [`MAX_VALUE_BYTES`].
+pub(crate) fn replace(regex: &Regex, text: &str, with: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for captures in regex.captures_iter(text) {
+        let whole = captures.get(0).expect("group 0 is the match");
+        out.push_str(&text[last..whole.start()]);
+        captures.expand(with, &mut out);
+        last = whole.end();
+        if out.len() > MAX_VALUE_BYTES {
+            return None;
+        }
+    }
+    out.push_str(&text[last..]);
+    (out.len() <= MAX_VALUE_BYTES).then_some(out)
+}
+
 /// Widths and precisions past this are cut to it (the parser refuses them already).
 const MAX_WIDTH: usize = 1000;
 
