@@ -291,7 +291,7 @@ impl Pipeline {
             }
             Stage::Split(field) => {
                 let field = field.clone();
-                for part in transform::split(event, &field) {
+                for part in transform::split(event, &field).map_err(StepError)? {
                     self.feed(i + 1, part, out)?;
                 }
             }

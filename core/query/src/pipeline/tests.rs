@@ -525,3 +525,22 @@ fn one_event_cannot_make_a_step_grow_without_bound() {
     let error = result.unwrap_err().0;
     assert!(error.contains("more than 64 MiB of text"), "{error}");
 }
+
+#[test]
+fn split_and_format_stay_bounded() {
+    let big = "x".repeat(500_000);
+    let mut event = json!({"@rawstring": big}).as_object().unwrap().clone();
+    for i in 0..200 {
+        event.insert(format!("v[{i}]"), Value::String(i.to_string()));
+    }
+    let query = parse("split(field=v)", &Limits::default()).unwrap();
+    let mut pipeline = Pipeline::new(&query);
+    let error = pipeline.push(event.clone(), &mut Vec::new()).unwrap_err().0;
+    assert!(error.contains("would copy a") && error.contains("200 times") && error.contains("drop([...])"), "{error}");
+    // Without the big field it splits.
+    assert_eq!(rows("drop([@rawstring]) | split(field=v) | count()", Value::Array(vec![Value::Object(event.clone())])), json!([{"_count": "200"}]));
+    // format() of many big fields writes nothing past 1 MiB.
+    let fields = vec!["@rawstring"; 3].join(", ");
+    let query = format!("format(\"%s%s%s\", field=[{fields}], as=f) | select([f])");
+    assert_eq!(rows(&query, Value::Array(vec![Value::Object(event)])), json!([{}]));
+}

@@ -73,7 +73,8 @@ fn scientific(n: f64, precision: usize) -> String {
     format!("{mantissa}e{}{:02}", if exponent < 0 { '-' } else { '+' }, exponent.abs())
 }
 
-/// `format()`: `None` when a value does not fit its conversion (text for `%d`).
+/// `format()`: `None` when a value does not fit its conversion (text for `%d`), or the
+/// result would pass [`MAX_VALUE_BYTES`].
 pub(crate) fn printf(format: &str, values: &[String]) -> Option<String> {
     let mut out = String::new();
     let mut values = values.iter();
@@ -133,6 +134,9 @@ pub(crate) fn printf(format: &str, values: &[String]) -> Option<String> {
             _ => return None,
         };
         out.push_str(&text);
+        if out.len() > MAX_VALUE_BYTES {
+            return None;
+        }
     }
     Some(out)
 }
@@ -253,10 +257,14 @@ pub(crate) fn kv_parse(event: &mut Event, field: &str, pairs: &Regex, prefix: &s
     }
 }
 
+/// Most bytes the events `split()` makes from one event may add up to.
+pub(crate) const MAX_SPLIT_BYTES: usize = 64 << 20;
+
 /// `split()`: the event once per element of the array flattened as `field[i]...`, the
 /// element's fields under `field`, its position in `_index`; an event without the array
-/// passes as it is.
-pub(crate) fn split(mut event: Event, field: &str) -> Vec<Event> {
+/// passes as it is. Refused (with the reason) when the copies would pass
+/// [`MAX_SPLIT_BYTES`].
+pub(crate) fn split(mut event: Event, field: &str) -> Result<Vec<Event>, String> {
     let prefix = format!("{field}[");
     let keys: Vec<String> = event.keys().filter(|k| k.starts_with(&prefix)).cloned().collect();
     let mut elements: BTreeMap<usize, Vec<(String, Value)>> = BTreeMap::new();
@@ -269,9 +277,18 @@ pub(crate) fn split(mut event: Event, field: &str) -> Vec<Event> {
         elements.entry(index).or_default().push((suffix, value));
     }
     if elements.is_empty() {
-        return vec![event];
+        return Ok(vec![event]);
     }
-    elements
+    let base_bytes: usize = event.iter().map(|(k, v)| k.len() + v.as_str().map_or(16, str::len)).sum();
+    let total = base_bytes.saturating_mul(elements.len());
+    if total > MAX_SPLIT_BYTES {
+        return Err(format!(
+            "split({field}) would copy a {base_bytes}-byte event {} times (over {} MiB); drop([...]) the large fields before split()",
+            elements.len(),
+            MAX_SPLIT_BYTES >> 20
+        ));
+    }
+    Ok(elements
         .into_iter()
         .map(|(index, fields)| {
             let mut part = event.clone();
@@ -281,7 +298,7 @@ pub(crate) fn split(mut event: Event, field: &str) -> Vec<Event> {
             part.insert("_index".into(), Value::String(index.to_string()));
             part
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
