@@ -540,7 +540,7 @@ fn split_and_format_stay_bounded() {
     // Without the big field it splits.
     assert_eq!(rows("drop([@rawstring]) | split(field=v) | count()", Value::Array(vec![Value::Object(event.clone())])), json!([{"_count": "200"}]));
     // format() of many big fields writes nothing past 1 MiB.
-    let fields = vec!["@rawstring"; 3].join(", ");
+    let fields = ["@rawstring"; 3].join(", ");
     let query = format!("format(\"%s%s%s\", field=[{fields}], as=f) | select([f])");
     assert_eq!(rows(&query, Value::Array(vec![Value::Object(event)])), json!([{}]));
 }
