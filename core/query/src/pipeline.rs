@@ -1,11 +1,11 @@
 //! Running a parsed query's steps over a stream of events, in bounded memory.
 //!
-//! Streaming steps (filters, `:=`/`eval` ([`eval`]), `test`, `case`/`match`, `regex`,
-//! `select`, `drop`, `rename`, `default`, and the text steps of [`transform`]: `replace`,
+//! Streaming steps (filters, `:=`/`eval` (`eval`), `test`, `case`/`match`, `regex`,
+//! `select`, `drop`, `rename`, `default`, and the text steps of `transform`: `replace`,
 //! `format`, `formatTime`, `parseJson`, `kvParse`, `split`) and `head` pass events on as
 //! they come (`head` also tells the reader to stop once it has its rows). The others keep
 //! only what their result needs: `tail(N)` the last N events, an aggregate (`count`,
-//! `stats`, `groupBy`, `top`, ...: the [`aggregate`] module) a few numbers per group
+//! `stats`, `groupBy`, `top`, ...: the `aggregate` module) a few numbers per group
 //! (past its limits the query fails rather than answer a wrong number), `sort`/`table` a
 //! heap of its `limit` best events. Their rows come out when the input ends, and flow
 //! through the later steps. No step makes one event into an unbounded amount of memory
