@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lang::{DEFAULT_GROUP_LIMIT, Limits};
+use crate::lang::{DEFAULT_AGGREGATE_VALUES, DEFAULT_GROUP_LIMIT, Limits};
 
 /// `[query]`: limits of the read API.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -16,6 +16,10 @@ pub struct QueryConfig {
     /// a query with more fails with a 4xx-style error instead of a wrong count.
     #[serde(default = "default_max_groups")]
     pub max_groups: usize,
+    /// Most values `count(field, distinct=true)` and `percentile()` hold in one step, over
+    /// all groups; a query needing more fails with a 4xx-style error.
+    #[serde(default = "default_max_aggregate_values")]
+    pub max_aggregate_values: usize,
     /// Longest accepted `queryString`, in bytes.
     #[serde(default = "default_max_query_bytes")]
     pub max_query_bytes: usize,
@@ -40,6 +44,9 @@ fn default_max_rows() -> usize {
 fn default_max_groups() -> usize {
     DEFAULT_GROUP_LIMIT
 }
+fn default_max_aggregate_values() -> usize {
+    DEFAULT_AGGREGATE_VALUES
+}
 fn default_max_query_bytes() -> usize {
     64 * 1024
 }
@@ -61,6 +68,7 @@ impl Default for QueryConfig {
         QueryConfig {
             max_rows: default_max_rows(),
             max_groups: default_max_groups(),
+            max_aggregate_values: default_max_aggregate_values(),
             max_query_bytes: default_max_query_bytes(),
             regex_size_limit: default_regex_size_limit(),
             max_jobs: default_max_jobs(),
@@ -72,13 +80,19 @@ impl Default for QueryConfig {
 
 impl QueryConfig {
     pub fn limits(&self) -> Limits {
-        Limits { max_rows: self.max_rows, max_groups: self.max_groups, regex_size_limit: self.regex_size_limit }
+        Limits {
+            max_rows: self.max_rows,
+            max_groups: self.max_groups,
+            regex_size_limit: self.regex_size_limit,
+            max_aggregate_values: self.max_aggregate_values,
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (name, value) in [
             ("max_rows", self.max_rows),
             ("max_groups", self.max_groups),
+            ("max_aggregate_values", self.max_aggregate_values),
             ("max_query_bytes", self.max_query_bytes),
             ("regex_size_limit", self.regex_size_limit),
             ("max_jobs", self.max_jobs),

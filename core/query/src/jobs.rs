@@ -2,7 +2,8 @@
 //! and answers `{"id"}`; `GET …/queryjobs/{id}` answers `{"done", "cancelled", "events",
 //! "metaData"}` (the events once done; LogScale's metaData fields, with
 //! `extraData.hasMoreEvents` = `"false"` since one poll gives the whole result); `DELETE`
-//! ends it. A job keeps at most `query.job_max_events` results (a warning says when it
+//! ends it. A query without an aggregate answers its last 200 events (LogScale's implicit
+//! `tail(200)`; `metaData.isAggregate` stays false). A job keeps at most `query.job_max_events` results (a warning says when it
 //! stopped there), is deleted when not polled for `query.job_idle_timeout_ms` (checked
 //! on every query-job request), and at most `query.max_jobs` exist at once (429 past it).
 //! A job is of one repository: polling it under another answers 404, as an unknown id.
@@ -23,7 +24,7 @@ use serde_json::{Value, json};
 use crate::config::QueryConfig;
 use crate::exec::{self, Progress, QueryError, SegmentSource};
 use crate::service::{QueryService, query_error, text};
-use crate::lang::Query;
+use crate::lang::{DEFAULT_ROW_LIMIT, Query, Step};
 use crate::render::Event;
 use crate::time::TimeRange;
 
@@ -150,7 +151,14 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
     }
     let id = jobs.new_id();
     let state = Arc::new(Mutex::new(JobState::default()));
-    let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), prepared.query, prepared.range, state.clone(), jobs.max_events));
+    // As LogScale's query jobs: a query without an aggregate (head and tail count as
+    // one) answers its last 200 events, an implicit tail(200); it stays a filter result.
+    let mut query = prepared.query;
+    let implicit_tail = !query.has_aggregate();
+    if implicit_tail {
+        query.steps.push(Step::Tail(DEFAULT_ROW_LIMIT.min(api.service.config.max_rows)));
+    }
+    let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), query, implicit_tail, prepared.range, state.clone(), jobs.max_events));
     let now = Instant::now();
     jobs.jobs.insert(
         id.clone(),
@@ -168,7 +176,7 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
     Json(json!({"id": id, "queryOnView": repo})).into_response()
 }
 
-async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, range: TimeRange, state: Arc<Mutex<JobState>>, max_events: usize) {
+async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, implicit_tail: bool, range: TimeRange, state: Arc<Mutex<JobState>>, max_events: usize) {
     let started = Instant::now();
     match exec::start(source, &repo, &query, range).await {
         Err(error) => {
@@ -178,7 +186,7 @@ async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, range: 
         Ok(mut running) => {
             {
                 let mut state = state.lock().expect("job lock");
-                state.is_aggregate = running.is_aggregate;
+                state.is_aggregate = running.is_aggregate && !implicit_tail;
                 state.progress = Some(running.progress.clone());
             }
             while let Some(item) = running.results.recv().await {

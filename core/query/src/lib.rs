@@ -8,7 +8,8 @@
 //! Must never: know how segments are found or fetched (that is the [`SegmentSource`] the
 //! core implements over Global and its segment directory), answer from a segment it has
 //! not checked against the blake3 Global registered, or hold a whole result in memory
-//! (only `tail`, `sort`, `groupBy` and query jobs keep rows, each under a configured cap).
+//! (only `tail`, `sort`, `table`, the aggregates and query jobs keep rows or values, each
+//! under a configured cap).
 
 pub mod config;
 pub mod exec;

@@ -46,7 +46,7 @@ pub fn render(row: &SegmentRow) -> Event {
     event
 }
 
-fn flatten(name: String, value: &Value, out: &mut Event) {
+pub(crate) fn flatten(name: String, value: &Value, out: &mut Event) {
     match value {
         Value::Object(map) => {
             for (key, inner) in map {

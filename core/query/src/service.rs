@@ -114,14 +114,16 @@ impl QueryService {
                 self.config.max_query_bytes
             )));
         }
-        let query = lang::parse(&query_string, &self.config.limits()).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
+        let arguments = arguments(request.arguments)?;
+        let query =
+            lang::parse_with_arguments(&query_string, &self.config.limits(), &arguments).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
         let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| Refusal::bad_request(e.0))?;
         Ok(Prepared { query_string, query, range })
     }
 }
 
 /// What LogScale's clients send; fields Weir does not use (`timeZoneOffsetMinutes`,
-/// `arguments`, `allowEventSkipping`, ...) are accepted and ignored.
+/// `allowEventSkipping`, ...) are accepted and ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct QueryRequest {
@@ -129,6 +131,25 @@ struct QueryRequest {
     start: Option<Value>,
     end: Option<Value>,
     is_live: Option<bool>,
+    /// Values of the query's `?name` parameters (LogScale's `QueryInput.arguments`).
+    arguments: Option<serde_json::Map<String, Value>>,
+}
+
+/// `arguments` as text: LogScale's are strings; a number or boolean is taken as its text.
+fn arguments(arguments: Option<serde_json::Map<String, Value>>) -> Result<std::collections::BTreeMap<String, String>, Refusal> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, value) in arguments.unwrap_or_default() {
+        let text = match value {
+            Value::String(text) => text,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(Refusal::bad_request(format!("arguments.{name} is {other}; each argument is a string, as in {{\"arguments\": {{\"{name}\": \"500\"}}}}")));
+            }
+        };
+        out.insert(name, text);
+    }
+    Ok(out)
 }
 
 pub(crate) struct Prepared {
@@ -199,6 +220,20 @@ mod tests {
 
     fn token(token: &str, repositories: &[&str]) -> ReadTokenConfig {
         ReadTokenConfig { token: token.into(), repositories: repositories.iter().map(|r| r.to_string()).collect(), name: None }
+    }
+
+    #[test]
+    fn arguments_fill_the_query_parameters() {
+        let service = QueryService::new(QueryConfig::default(), &[], Arc::new(NoSegments)).unwrap();
+        let prepare = |body: serde_json::Value| service.prepare(&Bytes::from(body.to_string())).map(|p| format!("{:?}", p.query.steps)).map_err(|r| r.message);
+        let steps = prepare(serde_json::json!({"queryString": "status=?code | x := ?{n=1}", "arguments": {"code": "500"}})).unwrap();
+        assert!(steps.contains("Exact(\"500\")") && steps.contains("Str(\"1\")"), "{steps}");
+        let steps = prepare(serde_json::json!({"queryString": "x := ?{n=1}", "arguments": {"n": 7}})).unwrap();
+        assert!(steps.contains("Str(\"7\")"), "{steps}");
+        let error = prepare(serde_json::json!({"queryString": "status=?code"})).unwrap_err();
+        assert!(error.contains("query parameter ?code has no value") && error.contains("\"arguments\""), "{error}");
+        let error = prepare(serde_json::json!({"queryString": "status=?code", "arguments": {"code": [1]}})).unwrap_err();
+        assert!(error.contains("arguments.code is [1]; each argument is a string"), "{error}");
     }
 
     #[test]

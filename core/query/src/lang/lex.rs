@@ -2,7 +2,9 @@
 //!
 //! Follows LogScale's tokenisation where the subset needs it: a `/` that starts a token
 //! starts a regex literal (`/fisk/i`), `//` and `/* */` are comments, `[` and `]` inside a
-//! word belong to it (`a[0]`), and `:=` is recognised only to be refused.
+//! word belong to it (`a[0]`). Inside an expression (after `:=` up to the end of its step,
+//! and inside `eval(...)`, `test(...)` and `if(...)`) `+ - * /` are operators, so
+//! `x := a / b` divides instead of starting a regex.
 
 use super::ParseError;
 
@@ -13,7 +15,10 @@ pub(crate) enum Tok {
     /// A `"quoted string"`, escapes resolved.
     Str(String),
     /// `/pattern/flags`.
-    Regex { pattern: String, flags: String },
+    Regex {
+        pattern: String,
+        flags: String,
+    },
     Pipe,
     LParen,
     RParen,
@@ -27,6 +32,18 @@ pub(crate) enum Tok {
     Le,
     Gt,
     Ge,
+    /// `==` (an expression's equality).
+    EqEq,
+    /// `:=` (field assignment).
+    Assign,
+    /// `+ - * /` inside an expression.
+    Op(char),
+    /// A query parameter, `?name` or `?{name=default}`; replaced by its value before
+    /// parsing.
+    Param {
+        name: String,
+        default: Option<String>,
+    },
     /// Anything the subset has no use for (`:=`, `==`, `{`, `;`, ...), kept to name it.
     Other(String),
 }
@@ -50,6 +67,10 @@ impl Tok {
             Tok::Le => "`<=`".into(),
             Tok::Gt => "`>`".into(),
             Tok::Ge => "`>=`".into(),
+            Tok::EqEq => "`==`".into(),
+            Tok::Assign => "`:=`".into(),
+            Tok::Op(c) => format!("`{c}`"),
+            Tok::Param { name, .. } => format!("`?{name}`"),
             Tok::Other(s) => format!("`{s}`"),
         }
     }
@@ -65,16 +86,30 @@ pub(crate) struct Token {
     pub space_before: bool,
 }
 
-/// Characters that end an unquoted word.
-fn ends_word(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';')
+/// Characters that end an unquoted word (and, in an expression, its operators).
+fn ends_word(c: char, in_expr: bool) -> bool {
+    c.is_whitespace() || matches!(c, '|' | '(' | ')' | ',' | '=' | '!' | '"' | '<' | '>' | '{' | '}' | ';') || (in_expr && matches!(c, '+' | '-' | '*' | '/'))
 }
+
+/// Where an expression (operators instead of regexes and wildcards) ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ExprScope {
+    /// Inside `eval(`, `test(` or `if(`: ends at the `)` that brings the depth back.
+    Call { depth: usize },
+    /// After `:=`: ends at `|`, `;` or `}` at this depth.
+    Assign { depth: usize },
+}
+
+/// Functions whose arguments are expressions.
+const EXPR_CALLS: [&str; 3] = ["eval", "test", "if"];
 
 pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
     let chars: Vec<(usize, char)> = input.char_indices().collect();
     let mut tokens = Vec::new();
     let mut i = 0;
     let mut space_before = false;
+    let mut depth = 0usize;
+    let mut scopes: Vec<ExprScope> = Vec::new();
     while i < chars.len() {
         let (pos, c) = chars[i];
         let next = chars.get(i + 1).map(|&(_, c)| c);
@@ -83,6 +118,29 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             i += 1;
             continue;
         }
+        match c {
+            '(' => {
+                let call =
+                    matches!(tokens.last(), Some(Token { tok: Tok::Word(w), .. }) if EXPR_CALLS.iter().any(|f| w.eq_ignore_ascii_case(f))) && !space_before;
+                if call {
+                    scopes.push(ExprScope::Call { depth });
+                }
+                depth += 1;
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                while matches!(scopes.last(), Some(ExprScope::Call { depth: d }) if *d == depth) {
+                    scopes.pop();
+                }
+            }
+            '|' | ';' | '}' => {
+                while matches!(scopes.last(), Some(ExprScope::Assign { depth: d }) if *d == depth) {
+                    scopes.pop();
+                }
+            }
+            _ => {}
+        }
+        let in_expr = !scopes.is_empty();
         let mut push = |tok: Tok, len: usize, i: &mut usize, space: &mut bool| {
             tokens.push(Token { tok, pos, space_before: *space });
             *space = false;
@@ -110,6 +168,7 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                 }
                 space_before = true;
             }
+            '/' | '+' | '-' | '*' if in_expr => push(Tok::Op(c), 1, &mut i, &mut space_before),
             '/' => {
                 let mut pattern = String::new();
                 let mut j = i + 1;
@@ -167,7 +226,9 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                                     text.push('\\');
                                     text.push(e);
                                 }
-                                None => return Err(ParseError::at(pos, "a quoted string is not closed with \"")),
+                                None => {
+                                    return Err(ParseError::at(pos, "a quoted string is not closed with \""));
+                                }
                             }
                             j += 2;
                         }
@@ -186,22 +247,41 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
             '[' => push(Tok::LBracket, 1, &mut i, &mut space_before),
             ']' => push(Tok::RBracket, 1, &mut i, &mut space_before),
             ',' => push(Tok::Comma, 1, &mut i, &mut space_before),
-            '=' if next == Some('=') => push(Tok::Other("==".into()), 2, &mut i, &mut space_before),
+            '=' if next == Some('=') => push(Tok::EqEq, 2, &mut i, &mut space_before),
+            '=' if next == Some('>') => push(Tok::Other("=>".into()), 2, &mut i, &mut space_before),
             '=' => push(Tok::Eq, 1, &mut i, &mut space_before),
             '!' if next == Some('=') => push(Tok::Ne, 2, &mut i, &mut space_before),
             '!' => push(Tok::Bang, 1, &mut i, &mut space_before),
             '<' if next == Some('=') => push(Tok::Le, 2, &mut i, &mut space_before),
+            // LogScale also spells `!=` as `<>`.
+            '<' if next == Some('>') => push(Tok::Ne, 2, &mut i, &mut space_before),
             '<' => push(Tok::Lt, 1, &mut i, &mut space_before),
             '>' if next == Some('=') => push(Tok::Ge, 2, &mut i, &mut space_before),
             '>' => push(Tok::Gt, 1, &mut i, &mut space_before),
+            '?' if next == Some('{') => {
+                let Some(close) = chars[i..].iter().position(|&(_, d)| d == '}') else {
+                    return Err(ParseError::at(pos, "a parameter with a default is written ?{name=default}, closed with }"));
+                };
+                let inner: String = chars[i + 2..i + close].iter().map(|&(_, d)| d).collect();
+                let Some((name, default)) = inner.split_once('=') else {
+                    return Err(ParseError::at(pos, "a parameter with a default is written ?{name=default}"));
+                };
+                let default = default.trim();
+                let default = default.strip_prefix('"').and_then(|d| d.strip_suffix('"')).unwrap_or(default);
+                let tok = Tok::Param { name: name.trim().to_owned(), default: Some(default.to_owned()) };
+                push(tok, close + 1, &mut i, &mut space_before);
+            }
             '{' | '}' | ';' => push(Tok::Other(c.to_string()), 1, &mut i, &mut space_before),
-            ':' if next == Some('=') => push(Tok::Other(":=".into()), 2, &mut i, &mut space_before),
+            ':' if next == Some('=') => {
+                scopes.push(ExprScope::Assign { depth });
+                push(Tok::Assign, 2, &mut i, &mut space_before);
+            }
             _ => {
                 let mut word = String::new();
                 let mut j = i;
                 let mut open_brackets = 0usize;
                 while let Some(&(_, d)) = chars.get(j) {
-                    if ends_word(d) || (d == ']' && open_brackets == 0) {
+                    if ends_word(d, in_expr) || (d == ']' && open_brackets == 0) {
                         break;
                     }
                     if d == ':' && chars.get(j + 1).map(|&(_, e)| e) == Some('=') {
@@ -216,7 +296,11 @@ pub(crate) fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                     j += 1;
                 }
                 let len = j - i;
-                push(Tok::Word(word), len, &mut i, &mut space_before);
+                let tok = match word.strip_prefix('?') {
+                    Some(name) if !name.is_empty() => Tok::Param { name: name.to_owned(), default: None },
+                    _ => Tok::Word(word),
+                };
+                push(tok, len, &mut i, &mut space_before);
             }
         }
     }

@@ -126,8 +126,10 @@ async fn tokens_and_bad_requests_get_an_answer_a_person_can_act_on() {
     assert_eq!(status, 200);
 
     let cases = [
-        (json!({"queryString": "regex(\"x\")"}), "function regex() is not supported"),
-        (json!({"queryString": "a := 1"}), "`:=` is not supported"),
+        (json!({"queryString": "parseTimestamp(x)"}), "function parseTimestamp() is not supported"),
+        (json!({"queryString": "a b := 1"}), "must be a pipeline step of its own"),
+        (json!({"queryString": "regex(\"(\")"}), "bad regex"),
+        (json!({"queryString": "status=?code"}), "query parameter ?code has no value"),
         (json!({"queryString": "x", "isLive": true}), "live queries are not supported"),
         (json!({"queryString": "x", "start": "5 fortnights"}), "unknown time unit"),
         (json!({"queryString": "x", "start": 2000, "end": 1000}), "after end"),
@@ -318,4 +320,34 @@ async fn an_error_after_the_response_started_aborts_it_rather_than_end_it_short(
     let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "n>=1000", "start": "7d"})).await;
     assert_eq!(status, 500, "{message}");
     assert!(message.contains("segment p1-0 is damaged") && message.contains("row group 0"), "{message}");
+}
+
+#[tokio::test]
+async fn a_filter_job_answers_its_last_events_and_arguments_fill_parameters() {
+    // max_rows lowers LogScale's implicit tail(200) to tail(20).
+    let config = QueryConfig { max_rows: 20, ..QueryConfig::default() };
+    let (_dir, _source, addr) = setup(config).await;
+    let client = reqwest::Client::new();
+    let run = |body: Value| {
+        let client = client.clone();
+        async move {
+            let created: Value =
+                client.post(format!("http://{addr}/api/v1/repositories/web/queryjobs")).bearer_auth(READ_ALL).json(&body).send().await.unwrap().json().await.unwrap();
+            poll_done(&client, &format!("http://{addr}/api/v1/repositories/web/queryjobs/{}", created["id"].as_str().unwrap())).await
+        }
+    };
+    let poll = run(json!({"queryString": "*", "start": "7d"})).await;
+    let events: Vec<serde_json::Map<String, Value>> = serde_json::from_value(poll["events"].clone()).unwrap();
+    assert_eq!(numbers(&events), (80..100).collect::<Vec<u64>>(), "the last 20 events, in read order");
+    assert_eq!(poll["metaData"]["isAggregate"], false);
+    assert_eq!(poll["metaData"]["warnings"], json!([]));
+    // An explicit head is an aggregate in LogScale's sense: no implicit tail after it.
+    let poll = run(json!({"queryString": "head(5)", "start": "7d"})).await;
+    assert_eq!(poll["events"].as_array().unwrap().len(), 5);
+
+    let poll = run(json!({"queryString": "status=?code | count()", "start": "7d", "arguments": {"code": "500"}})).await;
+    assert_eq!(poll["events"], json!([{"_count": "27"}]));
+    let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "status=?code", "start": "7d"})).await;
+    assert_eq!(status, 400);
+    assert!(message.contains("query parameter ?code has no value"), "{message}");
 }
