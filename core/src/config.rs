@@ -178,6 +178,11 @@ pub struct DigestConfig {
     /// (kept raw, with `@error`).
     #[serde(default = "default_foreign_repository")]
     pub foreign_repository: String,
+    /// A segment of a partition this node digests whose every copy has been unreachable
+    /// (holders dead past `node_timeout_ms`, no bucket copy) this much longer is re-digested
+    /// from Kafka: a holder that is only restarting gets this long to come back.
+    #[serde(default = "default_redigest_after_ms")]
+    pub redigest_after_ms: u64,
 }
 
 impl Default for DigestConfig {
@@ -189,6 +194,7 @@ impl Default for DigestConfig {
             node_timeout_ms: default_node_timeout_ms(),
             assign_interval_ms: default_assign_interval_ms(),
             foreign_repository: default_foreign_repository(),
+            redigest_after_ms: default_redigest_after_ms(),
         }
     }
 }
@@ -208,6 +214,9 @@ fn default_node_timeout_ms() -> u64 {
 }
 fn default_assign_interval_ms() -> u64 {
     1_000
+}
+fn default_redigest_after_ms() -> u64 {
+    30_000
 }
 fn default_foreign_repository() -> String {
     "weir-foreign".into()

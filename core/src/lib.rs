@@ -151,7 +151,17 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     let files = Arc::new(read::locate::SegmentFiles::open(&config, global.clone())?);
     let query = weir_query::QueryService::new(config.query.clone(), &config.read_tokens, Arc::new(read::ClusterSegments { files }))?
         .with_ingest_tokens(config.ingest.tokens.iter().map(|t| t.token.as_str()));
-    let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget).merge(weir_query::router(Arc::new(query)));
+    let query = Arc::new(query);
+    let cluster_api = cluster::status::ClusterApi {
+        query: query.clone(),
+        global: global.clone(),
+        kafka: config.kafka.clone(),
+        node_id: config.node_id.clone(),
+        node_timeout_ms: config.digest.node_timeout_ms,
+    };
+    let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget)
+        .merge(weir_query::router(query))
+        .merge(cluster::status::router(cluster_api));
 
     let segments_dir = data_dir.segments_dir();
     std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir, source })?;
@@ -189,6 +199,8 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
         ));
         let storage = {
             let mut tasks = vec![tokio::spawn(cluster::rule::ensure(global.clone(), config.node_id.clone(), storage_rule, shutdown.clone()))];
+            let status_metrics = cluster::status::metrics_loop(global.clone(), config.kafka.clone(), config.node_id.clone(), config.digest.node_timeout_ms, shutdown.clone());
+            tasks.push(tokio::spawn(status_metrics));
             if config.digest.enabled {
                 let truncation = store::truncate::run(global.clone(), config.kafka.clone(), config.node_id.clone(), config.truncation.clone(), shutdown.clone());
                 tasks.push(tokio::spawn(truncation));

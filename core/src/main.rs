@@ -46,6 +46,17 @@ enum Command {
         #[arg(long = "edge", default_values = ["edge-1"])]
         edges: Vec<String>,
     },
+    /// The cluster at a glance: nodes, partitions (owner, safe offset, truncation, Kafka's
+    /// log start, digest lag) and segments by place, from Global and Kafka.
+    Status {
+        #[arg(long, short, env = "WEIR_CONFIG")]
+        config: PathBuf,
+        /// Print JSON (what `GET /api/v1/cluster` answers) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 60)]
+        timeout_s: u64,
+    },
     /// Work with the Global metadata log.
     Global {
         #[command(subcommand)]
@@ -274,6 +285,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     Err(anyhow::anyhow!("Global refused it: {reason}"))
                 }
             }
+        }
+        Command::Status { config, json, timeout_s } => {
+            let config = CoreConfig::load(&config)?;
+            let snapshot = weir_core::cluster::global_log::dump(&config, std::time::Duration::from_secs(timeout_s))?;
+            let watermarks = weir_core::kafka::ingest_reader::watermarks(&config.kafka);
+            let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            let status = weir_core::cluster::status::status(&snapshot.state, &config.node_id, now_ms, config.digest.node_timeout_ms, watermarks);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).context("cannot encode the status")?);
+            } else {
+                print!("{}", weir_core::cluster::status::render(&status));
+            }
+            Ok(())
         }
         Command::Segments { command } => segments(command),
         Command::Reparse { config, repository, from, to, parser, grace_s } => {

@@ -6,7 +6,8 @@
 //! whose ingest topic was deleted and created again under its name stops with the reason.
 //! Two cores replicate every segment to each other, and Kafka's log start moves forward
 //! under steady ingest, never past what Global recorded, and Global's truncations never
-//! past segments with two copies (checked independently, while it happens).
+//! past segments with two copies (checked independently, while it happens). The only
+//! holder of segments killed: their owner re-digests them from Kafka, each event once.
 
 use std::path::Path;
 use std::time::Duration;
@@ -190,13 +191,16 @@ async fn a_core_whose_ingest_topic_was_recreated_stops_with_the_reason() {
     );
 }
 
-/// Every partition's Kafka log start (read directly), Global's truncation, and whether the
-/// segments below that truncation all have copies on two distinct nodes' current disks.
-fn check_truncation(state: &State, metadata: &kafka::Metadata, topic: &str) -> Vec<(u32, i64, u64)> {
+/// Every partition's Kafka log start (read directly, first), Global's truncation (read
+/// after: a truncation is recorded before Kafka is asked, so it can only be ahead), and
+/// whether the segments below that truncation all have copies on two distinct nodes'
+/// current disks. Returns the state read and `(partition, log start, truncation)`.
+async fn check_truncation(config: &CoreConfig, metadata: &kafka::Metadata, topic: &str) -> (State, Vec<(u32, i64, u64)>) {
+    let lows: Vec<i64> = tokio::task::block_in_place(|| (0..2).map(|p| metadata.low_watermark(topic, p, kafka::METADATA_TIMEOUT).expect("low watermark")).collect());
+    let state = global_state(config).await.expect("Global");
     let mut seen = Vec::new();
     for p in 0..2u32 {
-        let low = metadata.low_watermark(topic, p as i32, kafka::METADATA_TIMEOUT).expect("low watermark");
-        let truncated = state.partition(p).truncated;
+        let (low, truncated) = (lows[p as usize], state.partition(p).truncated);
         assert!(low as u64 <= truncated, "partition {p}: Kafka's log starts at {low}, Global recorded a truncation to {truncated} only");
         for segment in state.segments(p).into_iter().filter(|s| s.info.offset_end <= truncated) {
             let holders: std::collections::BTreeSet<_> = state.counted_node_copies(segment, |_| true).collect();
@@ -204,7 +208,7 @@ fn check_truncation(state: &State, metadata: &kafka::Metadata, topic: &str) -> V
         }
         seen.push((p, low, truncated));
     }
-    seen
+    (state, seen)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -241,9 +245,7 @@ async fn two_cores_replicate_every_segment_and_kafka_is_truncated_only_below_wha
             acknowledged.extend(lines);
         }
         if i % 10 == 9 {
-            let state = global_state(&config).await.expect("Global");
-            let metadata = &metadata;
-            tokio::task::block_in_place(|| check_truncation(&state, metadata, &topic));
+            check_truncation(&config, &metadata, &topic).await;
             checks += 1;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -252,8 +254,7 @@ async fn two_cores_replicate_every_segment_and_kafka_is_truncated_only_below_wha
     eventually("both partitions truncated past their first segments", WAIT, || {
         let (config, metadata, topic) = (config.clone(), &metadata, topic.clone());
         async move {
-            let state = global_state(&config).await.ok()?;
-            let seen = tokio::task::block_in_place(|| check_truncation(&state, metadata, &topic));
+            let (_, seen) = check_truncation(&config, metadata, &topic).await;
             seen.iter().all(|(_, low, _)| *low > 0).then_some(())
         }
     })
@@ -281,8 +282,101 @@ async fn two_cores_replicate_every_segment_and_kafka_is_truncated_only_below_wha
             assert_eq!(weir_segment::blake3_of_file(&file).expect("replica on disk"), segment.info.blake3, "{}", file.display());
         }
     }
-    tokio::task::block_in_place(|| check_truncation(&state, &metadata, &topic));
+    check_truncation(&config, &metadata, &topic).await;
     let metrics = weir_tests::scrape(&format!("http://{}", core_2.http)).await;
     assert!(weir_tests::metric_sum(&metrics, "weir_replication_segments_total") > 0.0, "core-2 fetched replicas");
+
+    // The cluster at a glance, over HTTP with a read token and from the command line.
+    let cluster = |token: &str| client.get(core_1.url("/api/v1/cluster")).header("authorization", format!("Bearer {token}")).send();
+    assert_eq!(cluster("not-a-token").await.unwrap().status().as_u16(), 403);
+    assert_eq!(cluster(TOKEN).await.unwrap().status().as_u16(), 403, "an ingest token cannot read");
+    let status: serde_json::Value = cluster(weir_tests::nodes::READ_TOKEN).await.unwrap().json().await.unwrap();
+    assert_eq!(status["storage_rule"]["mode"], "local", "{status}");
+    assert_eq!(status["storage_rule"]["replication_factor"], 2);
+    let nodes = status["nodes"].as_array().unwrap();
+    assert!(nodes.len() == 2 && nodes.iter().all(|n| n["alive"] == true && n["segments"].as_u64() > Some(0)), "{status}");
+    for p in status["partitions"].as_array().unwrap() {
+        let (low, truncated, safe) = (p["kafka_low_watermark"].as_u64().unwrap(), p["truncated"].as_u64().unwrap(), p["safe_offset"].as_u64().unwrap());
+        assert!(low > 0 && low <= truncated && truncated <= safe, "{p}");
+    }
+    assert_eq!(status["segments"]["under_replicated"], 0, "{status}");
+    assert_eq!(status["segments"]["unavailable"], 0, "{status}");
+    let toml = dir.path().join("status.toml");
+    std::fs::write(&toml, one.toml()).unwrap();
+    let (ok, stdout, stderr) = weir_tests::cli::weir_core(&["status", "--config"], &toml).await;
+    assert!(ok && stdout.contains("storage rule: local, 2 copies") && stdout.contains("0 under-replicated"), "{stdout}{stderr}");
     drop((core_1, core_2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn segments_whose_only_holder_was_killed_are_re_digested_from_kafka_each_event_once() {
+    let _gate = gate::shared();
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-redigest");
+    // One copy each (no replication): core-1's segments are on core-1 only.
+    let one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    two.global_topic = one.global_topic.clone();
+    let config = two.config(dir.path());
+    let mut core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    eventually("the partitions spread over both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let owners: std::collections::BTreeSet<_> = (0..2).filter_map(|p| state.partition(p).owner).collect();
+            (owners.len() == 2).then_some(())
+        }
+    })
+    .await;
+    let client = http();
+    let run = unique("redigest");
+    let mut acknowledged = Vec::new();
+    for i in 0..20 {
+        let lines: Vec<String> = (0..10).map(|j| format!("{run}-{i}-{j}")).collect();
+        let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
+        let body = json!([{"tags": {"source": format!("{run}-{}", i % 5)}, "events": events}]).to_string();
+        let sent = client.post(core_2.url("/api/v1/ingest/humio-structured")).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            acknowledged.extend(lines);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(acknowledged.len(), 200);
+    // Everything digested, some of it by core-1 alone.
+    let before = weir_tests::stored::stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let on_core_1: Vec<String> = before
+        .state
+        .partitions()
+        .flat_map(|p| before.state.segments(p))
+        .filter(|s| s.copies.iter().any(|l| l.node_id() == Some("core-1")) && s.info.n_events > 0)
+        .map(|s| s.info.segment_id.clone())
+        .collect();
+    assert!(!on_core_1.is_empty(), "core-1 digested some segments");
+    tokio::task::block_in_place(|| core_1.kill9());
+
+    let after = eventually("core-1's segments re-digested by core-2", Duration::from_secs(90), || {
+        let config = config.clone();
+        let on_core_1 = on_core_1.clone();
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let all_on_two = state.partitions().flat_map(|p| state.segments(p)).all(|s| s.copies.iter().any(|l| l.node_id() == Some("core-2")));
+            let replaced = on_core_1.iter().all(|id| state.segment(id).is_none());
+            (all_on_two && replaced).then_some(())
+        }
+    })
+    .await;
+    let () = after;
+    // Read from core-2's disk alone: every event once.
+    let stored = weir_tests::stored::stored(&config, std::slice::from_ref(&two.data_dir)).await;
+    let raws = stored.raws();
+    for raw in &acknowledged {
+        assert_eq!(raws.get(raw), Some(&1), "{raw} once after the re-digest");
+    }
+    let metrics = weir_tests::scrape(&format!("http://{}", core_2.http)).await;
+    assert!(weir_tests::metric_sum(&metrics, "weir_segments_redigested_total") >= on_core_1.len() as f64, "{metrics}");
+    drop(core_2);
 }

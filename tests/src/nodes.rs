@@ -114,16 +114,7 @@ enabled = {digest}
 flush_interval_ms = {digest_flush_ms}
 node_timeout_ms = {node_timeout_ms}
 assign_interval_ms = 200
-
-[kafka]
-bootstrap_servers = "{bootstrap}"
-ingest_topic = "{topic}"
-global_topic = "{global_topic}"
-partitions = 2
-source_shards = {source_shards}
-replication_factor = {replication_factor}
-min_insync_replicas = {min_insync_replicas}
-ack_timeout_ms = {ack_timeout_ms}
+redigest_after_ms = 1000
 
 [storage]
 replication_factor = {storage_copies}
@@ -134,6 +125,17 @@ interval_ms = 300
 [truncation]
 enabled = {truncation}
 interval_ms = 500
+
+# Last: tests append [kafka] keys to it (extra_toml).
+[kafka]
+bootstrap_servers = "{bootstrap}"
+ingest_topic = "{topic}"
+global_topic = "{global_topic}"
+partitions = 2
+source_shards = {source_shards}
+replication_factor = {replication_factor}
+min_insync_replicas = {min_insync_replicas}
+ack_timeout_ms = {ack_timeout_ms}
 "#,
             node_id = self.node_id,
             http_port = self.http_port,

@@ -130,6 +130,12 @@ pub enum Cmd {
         #[serde(default)]
         at_ms: u64,
     },
+    /// The owner of a partition re-digested the range of a lost segment `old` (no copy
+    /// reachable) from Kafka into the staged segment `new`, storing exactly the batch parts
+    /// `old` stored: `new` takes its place. Preconditions (the fence): `epoch` is current
+    /// and the issuer its owner; `old` is registered; `new` is staged with at least one copy
+    /// and covers exactly `old`'s offsets of the same partition.
+    SupersedeSegment { epoch: u64, old: String, new: String },
     /// How the cluster makes a segment safe (I5); every node decides by this one rule.
     /// Precondition: a replication factor of at least 1 and a node timeout.
     SetStorageRule { rule: StorageRule },

@@ -359,6 +359,32 @@ impl State {
                 }
                 self.check_replacement(old, &ranges, &seen)
             }
+            Cmd::SupersedeSegment { epoch, old, new } => {
+                let new_segment = self.segments.get(new).ok_or_else(|| Rejection::UnknownSegment { segment_id: new.clone() })?;
+                let p = new_segment.info.partition;
+                let part = self.partitions.get(&p).cloned().unwrap_or_default();
+                if *epoch != part.epoch {
+                    return Err(Rejection::StaleEpoch { partition: p, epoch: *epoch, current: part.epoch });
+                }
+                if part.owner.as_deref() != Some(command.node.as_str()) {
+                    return Err(Rejection::NotOwner { partition: p, issuer: command.node.clone(), owner: part.owner });
+                }
+                if !new_segment.staged {
+                    return Err(Rejection::NotStaged { segment_id: new.clone() });
+                }
+                if new_segment.copies.is_empty() {
+                    return Err(Rejection::NoCopy { segment_id: new.clone() });
+                }
+                let old_segment = self.segments.get(old).ok_or_else(|| Rejection::UnknownSegment { segment_id: old.clone() })?;
+                if old_segment.staged {
+                    return Err(Rejection::StagedNotRegistered { segment_id: old.clone() });
+                }
+                let (o, n) = (&old_segment.info, &new_segment.info);
+                if (o.partition, o.offset_start, o.offset_end) != (n.partition, n.offset_start, n.offset_end) {
+                    return Err(Rejection::RangesDiffer { partition: n.partition, old: vec![(o.offset_start, o.offset_end)], new: vec![(n.offset_start, n.offset_end)] });
+                }
+                Ok(())
+            }
             Cmd::SetStorageRule { rule } => {
                 if rule.replication_factor == 0 || rule.node_timeout_ms == 0 {
                     return Err(Rejection::InvalidRule(format!("{rule:?}: a replication factor and a node timeout of at least 1")));
@@ -568,6 +594,14 @@ impl State {
             }
             Cmd::BindTopics { topics } => self.topics = Some(topics.clone()),
             Cmd::SetStorageRule { rule } => self.rule = Some(*rule),
+            Cmd::SupersedeSegment { old, new, .. } => {
+                self.unlink(std::slice::from_ref(old));
+                if let Some(segment) = self.segments.get_mut(new) {
+                    segment.staged = false;
+                    let part = self.partitions.entry(segment.info.partition).or_default();
+                    part.segments.insert(segment.info.offset_start, new.clone());
+                }
+            }
             Cmd::Truncate { partition, offset: to, .. } => {
                 if let Some(part) = self.partitions.get_mut(partition) {
                     part.truncated = *to;
@@ -699,6 +733,11 @@ impl State {
             }
             _ => None,
         })
+    }
+
+    /// The staged segments (waiting to replace others), in id order.
+    pub fn staged(&self) -> impl Iterator<Item = &Segment> + '_ {
+        self.segments.values().filter(|s| s.staged)
     }
 
     /// The storage rule every node decides by (none until a node set it).

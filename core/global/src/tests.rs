@@ -590,6 +590,44 @@ fn a_truncation_needs_the_rule_the_owner_a_safe_offset_and_its_justification_and
 }
 
 #[test]
+fn a_lost_segment_is_superseded_by_its_owner_with_a_staged_copy_of_the_same_range() {
+    let mut state = State::default();
+    let (s0, s1) = (seg("s0", 0, 0, 10), seg("s1", 0, 10, 20));
+    let stored = vec![StoredBatches { edge_id: "e".into(), incarnation: "i".into(), whole: vec![(0, 4)], parts: vec![] }];
+    let (good, short) = (seg("r0", 0, 0, 10), seg("r1", 0, 0, 9));
+    let supersede = |id: &str, issuer: &str, epoch, old: &str, new: &str| Command::new(id, issuer, Cmd::SupersedeSegment { epoch, old: old.into(), new: new.into() });
+    let outcomes = run(
+        &mut state,
+        &[
+            claim("c", "a", 0, 1),
+            Command::new("r", "a", Cmd::RegisterSegment { epoch: 1, segment: s0.clone(), dedup: stored.clone() }),
+            register("r1", "a", 1, s1.clone()),
+            // a died; b took the partition and re-digested s0's range.
+            claim("c2", "b", 0, 2),
+            heartbeat("hb", "b", "db", 1),
+            Command::new("st", "b", Cmd::StageSegment { segment: good.clone(), stored: stored.clone() }),
+            Command::new("st1", "b", Cmd::StageSegment { segment: short.clone(), stored: vec![] }),
+            supersede("x0", "b", 2, "s0", "r0"),
+            add_copy("k0", "b", &good, Location::node("b", "db")),
+            add_copy("k1", "b", &short, Location::node("b", "db")),
+            supersede("x1", "a", 1, "s0", "r0"),
+            supersede("x2", "b", 2, "s0", "r1"),
+            supersede("x3", "b", 2, "s0", "r0"),
+            supersede("x4", "b", 2, "s0", "r0"),
+        ],
+    );
+    assert!(matches!(rejection(&outcomes[7]), Rejection::NoCopy { .. }), "{:?}", outcomes[7]);
+    assert!(matches!(rejection(&outcomes[10]), Rejection::StaleEpoch { .. }), "a former owner is fenced: {:?}", outcomes[10]);
+    assert!(matches!(rejection(&outcomes[11]), Rejection::RangesDiffer { .. }), "{:?}", outcomes[11]);
+    assert_eq!(outcomes[12], Outcome::Applied);
+    assert!(matches!(rejection(&outcomes[13]), Rejection::NotStaged { .. } | Rejection::UnknownSegment { .. }), "once: {:?}", outcomes[13]);
+    let ids: Vec<_> = state.segments(0).iter().map(|s| s.info.segment_id.clone()).collect();
+    assert_eq!(ids, ["r0", "s1"]);
+    assert_eq!(state.segment("r0").unwrap().stored, stored, "the lost segment's parts stay with its range");
+    check_invariants(&state, "after supersede");
+}
+
+#[test]
 fn copies_in_distinct_zones_as_far_as_the_zones_allow() {
     let mut state = State::default();
     let s = seg("s", 0, 0, 10);

@@ -69,8 +69,26 @@ impl QueryService {
         self
     }
 
+    /// Whether the request carries a read token, whatever repositories it may read (for
+    /// what is about the cluster, not a repository: `/api/v1/cluster`); the answer to send
+    /// if not.
+    pub fn authorize_reader(&self, headers: &HeaderMap) -> Result<(), Response> {
+        self.scope(headers).map(|_| ()).map_err(IntoResponse::into_response)
+    }
+
     /// Whether the request's bearer token may read `repo`; the error response if not.
     pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Refusal> {
+        let scope = self.scope(headers)?;
+        if let Some(repositories) = &scope.repositories
+            && !repositories.contains(repo)
+        {
+            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
+        }
+        Ok(())
+    }
+
+    /// The read token of the request's `Authorization: Bearer` header.
+    fn scope(&self, headers: &HeaderMap) -> Result<&TokenScope, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
         };
@@ -90,12 +108,7 @@ impl QueryService {
             }
             return Err(Refusal::new(StatusCode::FORBIDDEN, "unknown read token; use a token from [[read_tokens]] in the core's config"));
         };
-        if let Some(repositories) = &scope.repositories
-            && !repositories.contains(repo)
-        {
-            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
-        }
-        Ok(())
+        Ok(scope)
     }
 
     /// Parses a request body into a query and its time range (400 with the reason).

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod global_log;
 pub mod heartbeat;
 pub mod rule;
+pub mod status;
 pub mod topics;
 
 pub use global_log::{GlobalError, GlobalLog};

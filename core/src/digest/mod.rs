@@ -13,6 +13,7 @@
 //! `cluster::assign`; the sweep of files Global does not know is `store::sweep`.
 
 pub mod partition;
+pub mod redigest;
 pub mod rows;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let mut partitions: Option<(u32, Instant)> = None;
     let mut cleaned = false;
     let mut last_sweep = Instant::now();
+    // Lost segments (no reachable copy) by id, since when; one re-digest at a time.
+    let mut lost_since: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut redigest: Option<JoinHandle<Result<String, redigest::RedigestError>>> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -103,6 +107,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             let desired = assign::desired_owners(n_partitions, &live, &owners);
             (desired, current)
         });
+        repair(&ctx, &workers, &mut lost_since, &mut redigest, now_ms, &shutdown);
         for (p, state) in current {
             if let Some(worker) = workers.get(&p) {
                 if state.owner.as_deref() != Some(ctx.node_id.as_str()) || state.epoch != worker.epoch {
@@ -151,6 +156,54 @@ pub async fn load_parsers(config: &weir_plugin_host::ParsersConfig) -> Result<we
     let registry = tokio::task::spawn_blocking(move || weir_plugin_host::ParserRegistry::new(&config)).await.expect("plugin loading task")?;
     tracing::info!(parsers = ?registry.parsers().collect::<Vec<_>>(), "parser plugins loaded");
     Ok(registry)
+}
+
+/// Starts a re-digest of the oldest lost segment of a partition this node digests, once it
+/// has been lost for `digest.redigest_after_ms` (one at a time), and reports the last one.
+fn repair(
+    ctx: &Arc<Context>,
+    workers: &BTreeMap<u32, Worker>,
+    lost_since: &mut BTreeMap<String, Instant>,
+    running: &mut Option<JoinHandle<Result<String, redigest::RedigestError>>>,
+    now_ms: u64,
+    shutdown: &CancellationToken,
+) {
+    if running.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
+    }
+    if let Some(done) = running.take() {
+        match futures::FutureExt::now_or_never(done).expect("finished") {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                metrics::counter!("weir_redigest_failures_total").increment(1);
+                tracing::error!(%error, "re-digest of a lost segment failed; tried again");
+            }
+            Err(join) => tracing::error!(error = %join, "re-digest task failed"),
+        }
+    }
+    let timeout = ctx.config.node_timeout_ms;
+    let lost: Vec<(u64, weir_global::Segment)> = ctx.global.read(|state| {
+        let live = |node: &str| node == ctx.node_id || state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= now_ms);
+        redigest::lost(state, &ctx.node_id, live)
+            .into_iter()
+            .filter_map(|s| {
+                let epoch = state.partition(s.info.partition).epoch;
+                // Only under the epoch a worker of this node holds.
+                workers.get(&s.info.partition).filter(|w| w.epoch == epoch).map(|_| (epoch, s.clone()))
+            })
+            .collect()
+    });
+    metrics::gauge!("weir_segments_lost").set(lost.len() as f64);
+    lost_since.retain(|id, _| lost.iter().any(|(_, s)| s.info.segment_id == *id));
+    for (_, segment) in &lost {
+        lost_since.entry(segment.info.segment_id.clone()).or_insert_with(Instant::now);
+    }
+    let grace = Duration::from_millis(ctx.config.redigest_after_ms);
+    let due = lost.into_iter().find(|(_, s)| lost_since.get(&s.info.segment_id).is_some_and(|t| t.elapsed() >= grace));
+    if let Some((epoch, segment)) = due {
+        let (ctx, cancel) = (ctx.clone(), shutdown.child_token());
+        *running = Some(tokio::task::spawn_blocking(move || redigest::run(&ctx, epoch, &segment, &cancel)));
+    }
 }
 
 /// Collects finished workers and says why they stopped.

@@ -239,7 +239,7 @@ fn flush(ctx: &Context, partition: u32, epoch: u64, done: Building, offset_end: 
 
 /// Submits until Global answers (a retry re-sends the same command id, which Global
 /// applies at most once); `None` on shutdown.
-fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Option<Outcome> {
+pub(super) fn submit(ctx: &Context, command: &Command, cancel: &CancellationToken) -> Option<Outcome> {
     loop {
         match ctx.runtime.block_on(ctx.global.submit(command)) {
             Ok((_, Outcome::Rejected { reason: Rejection::DuplicateCommand { first_applied: true, .. } })) => return Some(Outcome::Applied),

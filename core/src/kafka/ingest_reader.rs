@@ -136,21 +136,20 @@ pub fn partition_count(kafka: &KafkaConfig) -> Result<u32, String> {
 /// Where each partition of the ingest topic starts now (Kafka's low watermarks), in
 /// partition order. Blocking.
 pub fn log_starts(kafka: &KafkaConfig) -> Result<Vec<u64>, String> {
+    Ok(watermarks(kafka)?.into_iter().map(|(low, _)| low).collect())
+}
+
+/// Each partition's log start and end (Kafka's low and high watermarks), in partition
+/// order. Blocking.
+pub fn watermarks(kafka: &KafkaConfig) -> Result<Vec<(u64, u64)>, String> {
     let n = partition_count(kafka)?;
-    let consumer: BaseConsumer<DeliveryContext> = client_config(kafka)
-        .create_with_context(DeliveryContext::default())
-        .map_err(|e| e.to_string())?;
+    let consumer: BaseConsumer<DeliveryContext> = client_config(kafka).create_with_context(DeliveryContext::default()).map_err(|e| e.to_string())?;
     (0..n)
         .map(|p| {
             consumer
                 .fetch_watermarks(&kafka.ingest_topic, p as i32, Duration::from_secs(5))
-                .map(|(low, _)| low.max(0) as u64)
-                .map_err(|e| {
-                    format!(
-                        "cannot read where partition {p} of {} starts: {e}",
-                        kafka.ingest_topic
-                    )
-                })
+                .map(|(low, high)| (low.max(0) as u64, high.max(0) as u64))
+                .map_err(|e| format!("cannot read the watermarks of partition {p} of {}: {e}", kafka.ingest_topic))
         })
         .collect()
 }
