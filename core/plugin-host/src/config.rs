@@ -286,6 +286,7 @@ mod tests {
             (config.batch_deadline_ms, config.memory_limit_bytes),
             (500, 64 << 20)
         );
+        assert_eq!(config.isolation_max_reruns, 64);
     }
 
     #[test]
