@@ -87,9 +87,8 @@ impl<'a, F: FnMut(Vec<RawEvent>) -> Attempt> Isolation<'a, F> {
     /// are re-run; when both fail, the first event of each half is re-run
     /// alone, and when those fail too the plugin is taken to fail every
     /// event: the rest is marked without isolation ("not isolated") rather
-    /// than searched at n·log n calls. A batch whose good and bad events fall
-    /// exactly so (bad at the start of both halves, and more bad events in
-    /// each half) has its good events marked too.
+    /// than searched at n·log n calls. A batch whose bad events fall exactly
+    /// so (one first in each half) has its good events marked too.
     pub(crate) fn failed_batch(&mut self, mut batch: Vec<RawEvent>, failure: Failure) {
         if batch.len() == 1 || self.max_reruns == 0 {
             // Alone already, or isolation turned off.

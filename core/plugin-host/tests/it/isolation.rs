@@ -350,3 +350,37 @@ fn reruns_and_isolated_failures_are_counted_in_metrics() {
     assert_eq!(counters.get("weir_plugin_isolated_failures_total"), 2);
     assert_eq!(counters.get("weir_plugin_isolation_unresolved_total"), 0);
 }
+
+#[test]
+fn plugin_test_on_the_reported_input_fails_only_the_panicking_line() {
+    // The report of issue 18: `printf 'a=1\nb=2\npanic\nc=3\n' | weir-core
+    // plugin test chaos.wasm` gave 4 events, 4 failed.
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let summary = weir_plugin_host::plugin_test(
+        &wasm("chaos"),
+        None,
+        "a=1\nb=2\npanic\nc=3\n".as_bytes(),
+        &mut out,
+        &mut err,
+    )
+    .expect("runs");
+    let out = String::from_utf8(out).expect("utf8");
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let raws: Vec<&str> = events
+        .iter()
+        .map(|e| e["raw"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(raws, ["a=1", "b=2", "panic", "c=3"]);
+    for (i, e) in events.iter().enumerate() {
+        let failed = e["fields"].get("@error").is_some();
+        assert_eq!(failed, i == 2, "{e}");
+    }
+    let msg = events[2]["fields"]["@error_msg"].as_str().unwrap_or("");
+    assert!(msg.contains(PANIC), "{msg}");
+    assert_eq!((summary.events, summary.failed), (4, 1), "{out}");
+    let err = String::from_utf8(err).expect("utf8");
+    assert!(err.contains(": 4 lines -> 4 events, 1 failed, "), "{err}");
+}
