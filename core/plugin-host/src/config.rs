@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// plugin_dir = "/usr/lib/weir/plugins"   # every *.wasm here is a plugin named by its file stem
 /// batch_deadline_ms = 500
 /// memory_limit_bytes = 67108864
+/// isolation_max_reruns = 64               # re-run calls per failed batch to isolate bad events
 ///
 /// [parsers.plugins.nginx]
 /// path = "access.wasm"                    # relative to plugin_dir
@@ -66,6 +67,15 @@ pub struct ParsersConfig {
     pub reload_check_ms: u64,
     /// Idle instances kept per plugin for concurrent callers.
     pub max_idle_instances: usize,
+    /// Failure isolation: when a `parse` call fails as a whole (trap,
+    /// deadline, memory cap, malformed output), at most this many calls
+    /// re-run parts of the batch, on fresh instances, to find the events
+    /// that fail alone; events still unresolved then are marked "isolation
+    /// budget exhausted". One bad event among n costs 2·⌈log2 n⌉ re-runs
+    /// (24 in a batch of 4096), each with the full `batch_deadline_ms`, so a
+    /// hanging event holds the batch for about (1 + log2 n) deadlines. 0
+    /// turns isolation off: every event of a failed call is marked.
+    pub isolation_max_reruns: u32,
 }
 
 impl Default for ParsersConfig {
@@ -82,6 +92,7 @@ impl Default for ParsersConfig {
             cache_dir: Some(PathBuf::from(".weir/plugin-cache")),
             reload_check_ms: 1000,
             max_idle_instances: 4,
+            isolation_max_reruns: 64,
         }
     }
 }
@@ -149,6 +160,7 @@ pub(crate) struct Limits {
     pub memory_limit_bytes: u64,
     pub max_event_output_bytes: u64,
     pub allow_clock: bool,
+    pub isolation_max_reruns: u32,
 }
 
 impl PluginConfig {
@@ -217,6 +229,7 @@ impl ParsersConfig {
                     memory_limit_bytes: p.memory_limit_bytes.unwrap_or(self.memory_limit_bytes),
                     max_event_output_bytes: self.max_event_output_bytes,
                     allow_clock: p.allow_clock,
+                    isolation_max_reruns: self.isolation_max_reruns,
                 },
                 discovered,
                 name,
@@ -273,6 +286,7 @@ mod tests {
             (config.batch_deadline_ms, config.memory_limit_bytes),
             (500, 64 << 20)
         );
+        assert_eq!(config.isolation_max_reruns, 64);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! This crate owns everything about plugins at run time: compiling components
 //! (with an on-disk cache), instantiating them with no ambient capabilities,
 //! enforcing a per-batch deadline and a per-instance memory cap, replacing
-//! instances that fail, hot-reloading changed plugin files, and choosing the
+//! instances that fail and isolating the events that made them fail, hot-reloading changed plugin files, and choosing the
 //! parser of a repository or ingest token. Only this crate touches wasmtime:
 //! the rest of Weir sees [`ParserRegistry`], [`RawEvent`], [`Event`] and
 //! [`ParsersConfig`]. It must never drop an event: whatever a plugin does, every
@@ -16,6 +16,7 @@ mod config;
 mod decode;
 mod error;
 mod event;
+mod isolate;
 mod plugin;
 mod registry;
 mod sandbox;
@@ -24,5 +25,5 @@ pub use cli::{TestSummary, plugin_test};
 pub use config::{ParsersConfig, PluginConfig, SettingValue};
 pub use error::Error;
 pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, Field, PARSER_FIELD, RawEvent, Value};
-pub use plugin::PluginInfo;
+pub use plugin::{ParseStats, PluginInfo};
 pub use registry::ParserRegistry;

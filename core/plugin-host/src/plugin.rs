@@ -2,15 +2,19 @@
 //! reload), a pool of configured instances reused across batches, and the
 //! batch call with its deadline, memory cap and failure handling. It must
 //! never lose an event nor let a failing instance be reused: a trap, deadline
-//! or memory failure drops the instance and marks every event of the batch;
-//! so does output that breaks the contract's layout (see [`crate::decode`]).
+//! or memory failure drops the instance, and so does output that breaks the
+//! contract's layout (see [`crate::decode`]); the failed events are then
+//! re-run in parts on fresh instances until the failure is pinned on the
+//! events that fail alone (see [`crate::isolate`]). A batch that parses costs
+//! one call and no copy beyond it.
 
 use crate::bindings::{BatchContext, Parser, ParserPre, WitPluginInfo};
-use crate::decode::{self, Malformed, Outcome};
 use crate::cache::{self, Cache};
 use crate::config::{Limits, ResolvedPlugin};
+use crate::decode::{self, Malformed, Outcome};
 use crate::error::Error;
 use crate::event::{ErrorKind, Event, RawEvent};
+use crate::isolate::{Attempt, Failure, Isolation};
 use crate::sandbox::{self, HostState};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -80,6 +84,42 @@ struct Instance {
     store: Store<HostState>,
     parser: Parser,
     generation: u64,
+}
+
+/// What one `parse` call did.
+enum Call {
+    /// One outcome per input.
+    Parsed(Vec<Outcome>),
+    /// The call failed as a whole (trap, deadline, memory cap, output of the
+    /// wrong shape); the instance was dropped.
+    Failed(Failure),
+    /// The outcomes of the first `at` inputs are good; the next one broke the
+    /// output layout. The instance was dropped.
+    BrokeAt {
+        outcomes: Vec<Outcome>,
+        at: usize,
+        failure: Failure,
+    },
+    /// No instance could be started.
+    Unavailable(Failure),
+}
+
+/// What parsing one batch took: calls into the plugin and what failure
+/// isolation did (see `ARCHITECTURE.md`, plugin host).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParseStats {
+    /// `parse` calls into the plugin, re-runs included: one per run of
+    /// events sharing a batch context when nothing fails.
+    pub calls: u32,
+    /// Calls made to isolate failures (part of `calls`).
+    pub reruns: u32,
+    /// Events that failed in a call of their own: their `@error_msg` is
+    /// their own cause.
+    pub isolated_failures: u32,
+    /// Events marked without being isolated: the isolation budget ran out,
+    /// the plugin was taken to fail every event, isolation is off
+    /// (`isolation_max_reruns = 0`), or no instance could be started.
+    pub unresolved: u32,
 }
 
 /// What was last seen of the plugin file.
@@ -290,9 +330,10 @@ impl Plugin {
     }
 
     /// Parses a batch; always returns at least one event per input.
-    pub(crate) fn parse(&self, rt: &Runtime, batch: Vec<RawEvent>) -> Vec<Event> {
+    pub(crate) fn parse(&self, rt: &Runtime, batch: Vec<RawEvent>) -> (Vec<Event>, ParseStats) {
+        let mut stats = ParseStats::default();
         if batch.is_empty() {
-            return Vec::new();
+            return (Vec::new(), stats);
         }
         self.reload_if_changed(rt);
         let loaded = self
@@ -302,28 +343,123 @@ impl Plugin {
             .clone();
         let mut events = Vec::with_capacity(batch.len());
         for run in runs(batch) {
-            self.parse_run(rt, &loaded, run, &mut events);
+            self.parse_run(rt, &loaded, run, &mut events, &mut stats);
         }
-        events
+        (events, stats)
     }
 
     /// One `parse` call: events sharing a repository, tags and ingest time.
-    fn parse_run(&self, rt: &Runtime, loaded: &Loaded, run: Vec<RawEvent>, events: &mut Vec<Event>) {
-        let pooled = {
+    /// When it fails as a whole, [`crate::isolate`] re-runs parts of it to
+    /// pin the failure on the events that fail alone.
+    fn parse_run(
+        &self,
+        rt: &Runtime,
+        loaded: &Loaded,
+        mut run: Vec<RawEvent>,
+        events: &mut Vec<Event>,
+        stats: &mut ParseStats,
+    ) {
+        stats.calls += 1;
+        let started = Instant::now();
+        // The events of `run` that failed, and whether the first of them
+        // broke the output layout (the events before it are in `events`).
+        let (failure, broke_alone) = match self.call(rt, loaded, true, &run) {
+            Call::Parsed(outcomes) => return self.collect(run.into_iter(), outcomes, events),
+            Call::Unavailable(failure) => {
+                tracing::warn!(plugin = %self.name, error = %failure.msg, events = run.len(), "cannot start plugin instance");
+                stats.unresolved += u32::try_from(run.len()).unwrap_or(u32::MAX);
+                return self.fail_all(run, failure.kind, &failure.msg, events);
+            }
+            Call::Failed(failure) => (failure, None),
+            Call::BrokeAt {
+                outcomes,
+                at,
+                failure,
+            } => {
+                let alone = run.len() == 1;
+                let rest = run.split_off(at);
+                self.collect(run.into_iter(), outcomes, events);
+                run = rest;
+                (failure, Some(alone))
+            }
+        };
+        let n_events = run.len();
+        let first_failure = failure.clone();
+        let attempt = |mut batch: Vec<RawEvent>| -> Attempt {
+            match self.call(rt, loaded, false, &batch) {
+                Call::Parsed(outcomes) => {
+                    let mut parsed = Vec::with_capacity(batch.len());
+                    self.collect(batch.into_iter(), outcomes, &mut parsed);
+                    Attempt::Parsed(parsed)
+                }
+                Call::Failed(failure) => Attempt::Failed(batch, failure),
+                Call::BrokeAt {
+                    outcomes,
+                    at,
+                    failure,
+                } => {
+                    let rest = batch.split_off(at);
+                    let mut parsed = Vec::with_capacity(at);
+                    self.collect(batch.into_iter(), outcomes, &mut parsed);
+                    Attempt::BrokeAt {
+                        parsed,
+                        at,
+                        rest,
+                        failure,
+                    }
+                }
+                Call::Unavailable(failure) => Attempt::Unavailable(batch, failure),
+            }
+        };
+        let mut isolation = Isolation::new(&self.name, self.limits.isolation_max_reruns, attempt);
+        match broke_alone {
+            None => isolation.failed_batch(run, failure),
+            Some(alone) => isolation.broke_at(0, run, failure, alone),
+        }
+        let counts = isolation.finish(events);
+        stats.reruns += counts.reruns;
+        stats.calls += counts.reruns;
+        stats.isolated_failures += counts.isolated;
+        stats.unresolved += counts.unresolved;
+        metrics::counter!("weir_plugin_isolation_reruns_total", "parser" => self.name.clone())
+            .increment(u64::from(counts.reruns));
+        metrics::counter!("weir_plugin_isolated_failures_total", "parser" => self.name.clone())
+            .increment(u64::from(counts.isolated));
+        metrics::counter!("weir_plugin_isolation_unresolved_total", "parser" => self.name.clone())
+            .increment(u64::from(counts.unresolved));
+        let ms = started.elapsed().as_millis() as u64;
+        if counts.reruns == 0 {
+            tracing::warn!(
+                plugin = %self.name, kind = first_failure.kind.code(), error = %first_failure.msg, events = n_events, ms,
+                "plugin failed a batch; replacing its instance"
+            );
+        } else {
+            tracing::warn!(
+                plugin = %self.name, kind = first_failure.kind.code(), error = %first_failure.msg, events = n_events,
+                reruns = counts.reruns, isolated = counts.isolated, unresolved = counts.unresolved, ms,
+                "plugin failed a batch; re-ran it in parts on fresh instances to isolate the failing events"
+            );
+        }
+    }
+
+    /// One `parse` call on `run`, on a pooled instance (`pooled`, put back
+    /// when the call succeeds) or a fresh one (dropped after the call). A
+    /// failed instance is never reused: after a trap its store is poisoned.
+    fn call(&self, rt: &Runtime, loaded: &Loaded, pooled: bool, run: &[RawEvent]) -> Call {
+        let from_pool = if pooled {
             let mut idle = lock(&self.idle);
             idle.retain(|i| i.generation == loaded.generation);
             idle.pop()
+        } else {
+            None
         };
-        let mut instance = match pooled.map_or_else(|| self.instantiate(rt, loaded), Ok) {
+        let mut instance = match from_pool.map_or_else(|| self.instantiate(rt, loaded), Ok) {
             Ok(i) => i,
             Err(reason) => {
-                tracing::warn!(plugin = %self.name, error = %reason, events = run.len(), "cannot start plugin instance");
-                return self.fail_all(
-                    run,
-                    ErrorKind::PluginUnavailable,
-                    &format!("could not start: {reason}"),
-                    events,
-                );
+                return Call::Unavailable(Failure {
+                    kind: ErrorKind::PluginUnavailable,
+                    msg: format!("could not start: {reason}"),
+                });
             }
         };
         let context = BatchContext {
@@ -358,31 +494,41 @@ impl Plugin {
                 if !stderr.is_empty() {
                     msg.push_str(&format!("; plugin stderr: {}", last_chars(&stderr, 400)));
                 }
-                tracing::warn!(
+                tracing::debug!(
                     plugin = %self.name, kind = kind.code(), error = %msg, events = run.len(),
-                    ms = started.elapsed().as_millis() as u64, "plugin failed a batch; replacing its instance"
+                    ms = started.elapsed().as_millis() as u64, "plugin failed a call; dropping its instance"
                 );
-                return self.fail_all(run, kind, &msg, events);
+                return Call::Failed(Failure { kind, msg });
             }
         };
         let (outcomes, malformed) = decode::decode(&output.index, &output.text, run.len());
         match malformed {
             None => {
-                self.collect(run.into_iter(), outcomes, events);
-                let mut idle = lock(&self.idle);
-                if idle.len() < rt.max_idle_instances {
-                    idle.push(instance);
+                if pooled {
+                    let mut idle = lock(&self.idle);
+                    if idle.len() < rt.max_idle_instances {
+                        idle.push(instance);
+                    }
                 }
+                Call::Parsed(outcomes)
             }
             Some(Malformed::Batch(msg)) => {
-                tracing::warn!(plugin = %self.name, error = %msg, "plugin broke the contract; replacing its instance");
-                self.fail_all(run, ErrorKind::ContractViolation, &msg, events);
+                tracing::debug!(plugin = %self.name, error = %msg, "plugin broke the contract; dropping its instance");
+                Call::Failed(Failure {
+                    kind: ErrorKind::ContractViolation,
+                    msg,
+                })
             }
             Some(Malformed::From { at, reason }) => {
-                tracing::warn!(plugin = %self.name, error = %reason, "plugin broke the contract; replacing its instance");
-                let mut run = run.into_iter();
-                self.collect(run.by_ref().take(at), outcomes, events);
-                self.fail_all(run.collect(), ErrorKind::ContractViolation, &reason, events);
+                tracing::debug!(plugin = %self.name, error = %reason, "plugin broke the contract; dropping its instance");
+                Call::BrokeAt {
+                    outcomes,
+                    at,
+                    failure: Failure {
+                        kind: ErrorKind::ContractViolation,
+                        msg: reason,
+                    },
+                }
             }
         }
     }

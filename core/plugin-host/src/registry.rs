@@ -4,11 +4,11 @@
 //! an async runtime use `spawn_blocking`. It must never fail a batch: events
 //! without a parser come back unparsed, failures come back as error events.
 
-use crate::event::RawEvent;
 use crate::config::ParsersConfig;
 use crate::error::Error;
 use crate::event::Event;
-use crate::plugin::{Plugin, PluginInfo, Runtime};
+use crate::event::RawEvent;
+use crate::plugin::{ParseStats, Plugin, PluginInfo, Runtime};
 use crate::sandbox::{self, EpochTicker};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -91,6 +91,18 @@ impl ParserRegistry {
 
     /// Parses a batch with a named parser; `None` if no such parser exists.
     pub fn parse_with(&self, parser: &str, batch: Vec<RawEvent>) -> Option<Vec<Event>> {
+        self.parse_with_stats(parser, batch)
+            .map(|(events, _)| events)
+    }
+
+    /// [`ParserRegistry::parse_with`], and what it took: calls into the
+    /// plugin, re-runs to isolate failures, events failed alone or left
+    /// unresolved.
+    pub fn parse_with_stats(
+        &self,
+        parser: &str,
+        batch: Vec<RawEvent>,
+    ) -> Option<(Vec<Event>, ParseStats)> {
         self.plugins
             .get(parser)
             .map(|p| p.parse(&self.runtime, batch))

@@ -9,7 +9,10 @@
 //! reading a file, the wall clock. Malformed output (written past the SDK's
 //! encoder, see [`malformed`]): `bad-tag`,
 //! `past-end`, `bad-utf8`, `split-char`, `bad-bool`, `huge-count`,
-//! `extra-outcome`, `no-outcome`, `text-left`. Any other line parses to `text`
+//! `extra-outcome`, `no-outcome`, `text-left`. State across events (a bad
+//! event that fails only in company): `mark` parses like any line and marks
+//! the instance; `after-mark` panics if this instance parsed a `mark` before,
+//! and parses like any line otherwise. Any other line parses to `text`
 //! (the line) and `calls` (how many events this instance has parsed, to tell a
 //! reused instance from a fresh one).
 
@@ -35,6 +38,8 @@ unsafe extern "C" {
 
 thread_local! {
     static CALLS: Cell<i64> = const { Cell::new(0) };
+    /// Whether this instance parsed a `mark`.
+    static MARKED: Cell<bool> = const { Cell::new(false) };
 }
 
 struct Chaos;
@@ -207,6 +212,15 @@ impl Parser for Chaos {
                 Err(format!("poll returned {n} after an hour"))
             }
             "panic" => panic!("chaos plugin asked to panic"),
+            "after-mark" if MARKED.get() => {
+                panic!("chaos plugin: `after-mark` after a `mark` in this instance")
+            }
+            "mark" => {
+                MARKED.set(true);
+                out.text("text", input.raw);
+                out.int("calls", calls);
+                Ok(())
+            }
             "probe" => {
                 out.int("env_vars", std::env::vars().count() as i64);
                 out.int("args", std::env::args().count() as i64);

@@ -5,6 +5,7 @@
 mod cache;
 mod common;
 mod fixtures;
+mod isolation;
 mod parsers;
 mod registry;
 mod reload;

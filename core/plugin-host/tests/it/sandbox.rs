@@ -1,8 +1,9 @@
 //! The sandbox against a hostile plugin (`chaos`, built from
 //! plugins/chaos): infinite loop, memory bomb, runaway recursion, huge
-//! output, abort, panic, and sleeping or waiting inside WASI. Each time the host stays up, every event of the
-//! batch is kept with its raw text and error fields naming the plugin and the
-//! cause, and the next batch parses on a fresh instance. Also: malformed
+//! output, abort, panic, and sleeping or waiting inside WASI. Each time the host stays up, the
+//! hostile event is kept with its raw text and error fields naming the plugin and the
+//! cause, its neighbours are parsed (failure isolation, `tests/it/isolation.rs`), and the
+//! next batch parses on a fresh instance. Also: malformed
 //! packed output (bad tags, lengths past the end, invalid UTF-8, wrong number
 //! of outcomes), no ambient capabilities, instance reuse, and refusal of
 //! broken components.
@@ -11,7 +12,7 @@ use crate::common::{batch, registry, test_config, wasm};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use weir_plugin_host::{Error, Event, ParserRegistry, PluginConfig, Value};
+use weir_plugin_host::{Error, Event, ParseStats, ParserRegistry, PluginConfig, Value};
 
 /// How long a hostile batch may take before the test gives up on it: a
 /// sandbox regression must fail the test, not hang the test run.
@@ -31,30 +32,52 @@ fn calls(event: &Event) -> i64 {
     }
 }
 
-/// Sends `trigger` between two good lines, checks the whole batch failed with
-/// `kind` and a message containing `fragment`, then that a new batch runs on a
+/// Sends `trigger` between two good lines, checks that it alone failed with
+/// `kind` and a message containing `fragment` while its neighbours were parsed
+/// on fresh instances (the failed batch re-run in parts: `[before]`, then
+/// `[trigger, after]`, then each alone), then that a new batch runs on a
 /// fresh instance.
 fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Duration {
     let reg = Arc::new(chaos());
     let warmup = reg.parse("test", None, batch(&["warm-up"]));
     assert_eq!(calls(&warmup[0]), 1);
-    let (events, took) = parse_or_give_up(&reg, &["before", trigger, "after"]);
+    let (events, stats, took) = parse_or_give_up(&reg, &["before", trigger, "after"]);
     assert_eq!(events.len(), 3, "every event of the failed batch is kept");
-    for (event, raw) in events.iter().zip(["before", trigger, "after"]) {
-        assert_eq!(event.raw, raw);
+    assert_eq!(
+        events.iter().map(|e| e.raw.as_str()).collect::<Vec<_>>(),
+        ["before", trigger, "after"]
+    );
+    for event in [&events[0], &events[2]] {
+        assert_eq!(event.error(), None, "{trigger}: {:?}", event.to_json());
         assert_eq!(
-            event.error(),
-            Some(kind),
-            "{trigger}: {:?}",
-            event.to_json()
+            calls(event),
+            1,
+            "{trigger}: re-run alone on a fresh instance"
         );
-        let msg = event.error_msg().expect("an @error_msg");
-        assert!(
-            msg.starts_with("parser `chaos`: ") && msg.contains(fragment),
-            "{trigger}: {msg}"
-        );
-        assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
     }
+    let event = &events[1];
+    assert_eq!(
+        event.error(),
+        Some(kind),
+        "{trigger}: {:?}",
+        event.to_json()
+    );
+    let msg = event.error_msg().expect("an @error_msg");
+    assert!(
+        msg.starts_with("parser `chaos`: ") && msg.contains(fragment),
+        "{trigger}: {msg}"
+    );
+    assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
+    assert_eq!(
+        (
+            stats.calls,
+            stats.reruns,
+            stats.isolated_failures,
+            stats.unresolved
+        ),
+        (5, 4, 1, 0),
+        "{trigger}"
+    );
     let next = reg.parse("test", None, batch(&["fine", "still fine"]));
     assert_eq!(
         next.iter().map(|e| e.error()).collect::<Vec<_>>(),
@@ -73,13 +96,18 @@ fn hostile_batch_is_contained(trigger: &str, kind: &str, fragment: &str) -> Dura
 
 /// Parses on a thread of its own and waits at most [`HUNG`] for it (a hung
 /// thread is left behind; the test process ends without it).
-fn parse_or_give_up(reg: &Arc<ParserRegistry>, lines: &[&str]) -> (Vec<Event>, Duration) {
+fn parse_or_give_up(
+    reg: &Arc<ParserRegistry>,
+    lines: &[&str],
+) -> (Vec<Event>, ParseStats, Duration) {
     let (tx, rx) = mpsc::channel();
     let (reg, raws) = (reg.clone(), batch(lines));
     std::thread::spawn(move || {
         let started = Instant::now();
-        let events = reg.parse("test", None, raws);
-        let _ = tx.send((events, started.elapsed()));
+        let (events, stats) = reg
+            .parse_with_stats("chaos", raws)
+            .expect("chaos is loaded");
+        let _ = tx.send((events, stats, started.elapsed()));
     });
     rx.recv_timeout(HUNG).unwrap_or_else(|_| {
         panic!("parse of {lines:?} still running after {HUNG:?}: the plugin hung the host")
@@ -93,8 +121,9 @@ fn infinite_loop_is_stopped_at_the_batch_deadline() {
         "deadline_exceeded",
         "ran past its batch deadline of 300 ms",
     );
+    // Three calls hold `loop`: the batch, `[loop, after]` and `[loop]`.
     assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(3 * 250) && took < Duration::from_secs(4),
         "stopped after {took:?}"
     );
 }
@@ -112,7 +141,7 @@ fn sleeping_or_waiting_in_wasi_cannot_hang_the_host() {
         let took = hostile_batch_is_contained(trigger, "trap", waited_in);
         assert!(
             took < Duration::from_millis(300) + Duration::from_secs(1),
-            "{trigger}: the batch deadline is 300 ms, the parse took {took:?}"
+            "{trigger}: the batch deadline is 300 ms, three calls held the trigger, the parse took {took:?}"
         );
     }
 }
@@ -145,7 +174,7 @@ fn panic_message_reaches_the_error_field() {
 }
 
 #[test]
-fn malformed_output_fails_its_event_and_the_rest_of_the_batch_only() {
+fn malformed_output_fails_its_event_only() {
     for (trigger, fragment) in [
         ("bad-tag", "bad outcome tag 0x7f at index byte"),
         ("past-end", "runs past the end of `text`"),
@@ -153,34 +182,76 @@ fn malformed_output_fails_its_event_and_the_rest_of_the_batch_only() {
         ("split-char", "splits a UTF-8 character"),
         ("bad-bool", "is neither 0 nor 1"),
         // Counts of 2^32-1 events and items (the host must not reserve for
-        // them): the next outcome, `after`'s, is read as its first item.
-        ("huge-count", "bad item tag 0x02"),
+        // them), and nothing after them.
+        (
+            "huge-count",
+            "item tag at index byte 9 runs past the end of `index`",
+        ),
     ] {
         let reg = chaos();
-        let events = reg.parse("test", None, batch(&["before", trigger, "after"]));
+        let (events, stats) = reg
+            .parse_with_stats("chaos", batch(&["before", trigger, "after"]))
+            .expect("chaos");
         assert_eq!(events.len(), 3, "{trigger}: every event is kept");
-        assert_eq!(events[0].error(), None, "{trigger}: {:?}", events[0].to_json());
-        assert_eq!(calls(&events[0]), 1, "{trigger}: the outcome before the bad one is used");
-        for (event, raw) in events[1..].iter().zip([trigger, "after"]) {
-            assert_eq!(event.raw, raw);
-            assert_eq!(event.error(), Some("contract_violation"), "{trigger}: {:?}", event.to_json());
-            let msg = event.error_msg().expect("an @error_msg");
-            assert!(
-                msg.starts_with("parser `chaos`: malformed output for event 2 of 3: ") && msg.contains(fragment),
-                "{trigger}: {msg}"
-            );
-            assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
-        }
+        assert_eq!(
+            events[0].error(),
+            None,
+            "{trigger}: {:?}",
+            events[0].to_json()
+        );
+        assert_eq!(
+            calls(&events[0]),
+            1,
+            "{trigger}: the outcome before the bad one is used"
+        );
+        // The outcomes after the bad one cannot be read: the bad event is
+        // re-run alone, then the events after it.
+        assert_eq!((stats.calls, stats.isolated_failures), (3, 1), "{trigger}");
+        assert_eq!(events[2].raw, "after");
+        assert_eq!(
+            events[2].error(),
+            None,
+            "{trigger}: {:?}",
+            events[2].to_json()
+        );
+        assert_eq!(
+            calls(&events[2]),
+            1,
+            "{trigger}: re-run on a fresh instance"
+        );
+        let event = &events[1];
+        assert_eq!(event.raw, trigger);
+        assert_eq!(
+            event.error(),
+            Some("contract_violation"),
+            "{trigger}: {:?}",
+            event.to_json()
+        );
+        let msg = event.error_msg().expect("an @error_msg");
+        assert!(
+            msg.starts_with("parser `chaos`: malformed output for event 1 of 1: ")
+                && msg.contains(fragment),
+            "{trigger}: {msg}"
+        );
+        assert_eq!(event.get("@parser"), Some(&Value::Text("chaos".into())));
         let next = reg.parse("test", None, batch(&["fine"]));
-        assert_eq!(calls(&next[0]), 1, "{trigger}: the instance must have been replaced");
+        assert_eq!(
+            calls(&next[0]),
+            1,
+            "{trigger}: the instance must have been replaced"
+        );
     }
 }
 
 #[test]
-fn wrong_number_of_outcomes_or_unused_text_fails_the_whole_batch() {
+fn wrong_number_of_outcomes_or_unused_text_fails_the_event_alone() {
+    // The whole call fails; halving pins it on the event, alone in its call.
     for (trigger, fragment) in [
-        ("extra-outcome", "returned more than 3 outcomes for 3 events"),
-        ("no-outcome", "returned 2 outcomes for 3 events"),
+        (
+            "extra-outcome",
+            "returned more than 1 outcomes for 1 events",
+        ),
+        ("no-outcome", "returned 0 outcomes for 1 events"),
         ("text-left", "left 5 bytes of `text` unused"),
     ] {
         hostile_batch_is_contained(trigger, "contract_violation", fragment);
