@@ -58,6 +58,46 @@ pub struct CoreConfig {
     /// Letting Kafka delete the ingest records that safe segments hold.
     #[serde(default)]
     pub truncation: TruncationConfig,
+    /// The S3-compatible bucket of `bucket` and `hybrid` mode.
+    #[serde(default)]
+    pub bucket: Option<BucketConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BucketConfig {
+    /// The S3 endpoint, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    pub bucket: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Prepended to every key (e.g. `cluster-a/`).
+    #[serde(default)]
+    pub prefix: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Path-style addressing (`endpoint/bucket/key`), as S3-compatible servers want it.
+    #[serde(default = "default_enabled")]
+    pub path_style: bool,
+    /// How often a core looks for segments it holds that the bucket lacks.
+    #[serde(default = "default_upload_interval_ms")]
+    pub upload_interval_ms: u64,
+    /// Uploads at once.
+    #[serde(default = "default_replication_concurrency")]
+    pub concurrency: usize,
+    /// One attempt of one request, at most.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_upload_interval_ms() -> u64 {
+    1_000
+}
+fn default_request_timeout_ms() -> u64 {
+    120_000
 }
 
 #[derive(Debug, Clone, Deserialize)]

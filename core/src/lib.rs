@@ -123,6 +123,9 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             storage_rule.replication_factor
         )));
     }
+    if storage_rule.mode != weir_global::StorageMode::Local && config.bucket.is_none() {
+        return Err(CoreError::Storage(format!("mode = {:?} makes segments safe by uploading them: add a [bucket] section (endpoint, bucket, access_key_id, secret_access_key)", storage_rule.mode).to_lowercase()));
+    }
     let disk_id = data_dir.disk_id().map_err(|source| CoreError::DataDir { path: config.data_dir.clone(), source })?;
     let quic_door = match &config.quic {
         Some(quic) => {
@@ -204,6 +207,17 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             if config.digest.enabled {
                 let truncation = store::truncate::run(global.clone(), config.kafka.clone(), config.node_id.clone(), config.truncation.clone(), shutdown.clone());
                 tasks.push(tokio::spawn(truncation));
+            }
+            if let (true, Some(bucket)) = (config.digest.enabled, &config.bucket) {
+                let uploads = store::bucket::run(
+                    Arc::new(store::bucket::Bucket::new(bucket)),
+                    global.clone(),
+                    DataDir::new(&config.data_dir),
+                    config.node_id.clone(),
+                    bucket.clone(),
+                    shutdown.clone(),
+                );
+                tasks.push(tokio::spawn(uploads));
             }
             if let (true, Some(quic)) = (replicates, &config.quic) {
                 match peer::PeerClient::new(&quic.tls) {

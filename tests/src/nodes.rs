@@ -47,6 +47,9 @@ pub struct CoreSpec {
     pub extra_toml: String,
     /// `storage.replication_factor`: 1 (no replication) unless a test is about replicas.
     pub storage_copies: u32,
+    /// `storage.mode`: `local` unless a test is about the bucket (then `extra_toml` has
+    /// its `[bucket]`).
+    pub storage_mode: &'static str,
     /// `truncation.enabled`: off unless a test is about truncation (others read Kafka).
     pub truncation: bool,
 }
@@ -74,6 +77,7 @@ impl CoreSpec {
             source_shards: 4,
             extra_toml: String::new(),
             storage_copies: 1,
+            storage_mode: "local",
             truncation: false,
         }
     }
@@ -117,6 +121,7 @@ assign_interval_ms = 200
 redigest_after_ms = 1000
 
 [storage]
+mode = "{storage_mode}"
 replication_factor = {storage_copies}
 
 [replication]
@@ -155,6 +160,7 @@ ack_timeout_ms = {ack_timeout_ms}
             digest = self.digest,
             source_shards = self.source_shards,
             storage_copies = self.storage_copies,
+            storage_mode = self.storage_mode,
             truncation = self.truncation,
         ) + &self.extra_toml
     }

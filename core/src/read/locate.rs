@@ -1,6 +1,6 @@
 //! Where a query finds each segment's file: this node's own segments directory, the files
-//! fetched before, or another core that has a copy (fetched over the peer channel,
-//! verified, and kept in the bounded fetched cache).
+//! fetched before, another core that has a copy (fetched over the peer channel, verified,
+//! and kept in the bounded fetched cache), or the bucket (downloaded, verified, cached).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use weir_global::SegmentInfo;
 use crate::cluster::GlobalLog;
 use crate::config::CoreConfig;
 use crate::peer::{FetchError, PeerClient, PeerSetupError};
+use crate::store::bucket::{Bucket, BucketError};
 use crate::store::fetched::FetchedCache;
 use crate::store::{DataDir, data_dir};
 
@@ -23,6 +24,8 @@ pub struct SegmentFiles {
     pub fetched: Arc<FetchedCache>,
     /// `None` on a core without a QUIC endpoint (no certificate to present to peers).
     pub client: Option<PeerClient>,
+    /// `None` without `[bucket]`.
+    pub bucket: Option<Arc<Bucket>>,
 }
 
 impl SegmentFiles {
@@ -36,6 +39,7 @@ impl SegmentFiles {
             fetched: Arc::new(FetchedCache::open(data_dir.fetched_dir(), config.limits.fetched_segments_bytes)),
             data_dir,
             client: config.quic.as_ref().map(|q| PeerClient::new(&q.tls)).transpose()?,
+            bucket: config.bucket.as_ref().map(|b| Arc::new(Bucket::new(b))),
         })
     }
 
@@ -50,13 +54,13 @@ impl SegmentFiles {
             self.fetched.touch(&name);
             return Ok(fetched);
         }
-        let no_copy = || FetchError::NoCopy { segment_id: segment.segment_id.clone() };
-        let client = self.client.as_ref().ok_or_else(no_copy)?;
+        let mut last = FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         // Nodes with a copy, and their QUIC address; a node holds one copy (its current
-        // disk's, else whichever it still announces), so each is asked once.
-        let holders: Vec<(String, String)> = self.global.read(|state| {
-            let Some(registered) = state.segment(&segment.segment_id) else { return Vec::new() };
-            registered
+        // disk's, else whichever it still announces), so each is asked once. Then the
+        // bucket, if Global records a copy there.
+        let (holders, bucket_key): (Vec<(String, String)>, Option<String>) = self.global.read(|state| {
+            let Some(registered) = state.segment(&segment.segment_id) else { return (Vec::new(), None) };
+            let holders = registered
                 .copies
                 .iter()
                 .filter_map(|location| match location {
@@ -68,37 +72,66 @@ impl SegmentFiles {
                 })
                 .collect::<std::collections::BTreeMap<_, _>>()
                 .into_iter()
-                .collect()
+                .collect();
+            let key = registered.copies.iter().find_map(|l| match l {
+                weir_global::Location::Bucket(key) => Some(key.clone()),
+                weir_global::Location::Node { .. } => None,
+            });
+            (holders, key)
         });
-        let mut last = no_copy();
-        for (node, address) in holders {
-            // An advertised address may be a host name: resolved here, at fetch time.
-            let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
-                last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
-                continue;
-            };
-            match client.fetch(&node, addr, segment, self.fetched.dir()).await {
+        if let Some(client) = &self.client {
+            for (node, address) in holders {
+                // An advertised address may be a host name: resolved here, at fetch time.
+                let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
+                    last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
+                    continue;
+                };
+                match client.fetch(&node, addr, segment, self.fetched.dir()).await {
+                    Ok(path) => {
+                        metrics::counter!("weir_segments_fetched_total").increment(1);
+                        return Ok(self.cached(&name, path).await);
+                    }
+                    Err(error) => {
+                        tracing::warn!(segment = %segment.segment_id, %node, %error, "segment fetch failed, trying the next copy");
+                        last = error;
+                    }
+                }
+            }
+        }
+        if let (Some(bucket), Some(key)) = (&self.bucket, bucket_key) {
+            let node = || "the bucket".to_owned();
+            match bucket.download(&key, segment, self.fetched.dir()).await {
                 Ok(path) => {
-                    metrics::counter!("weir_segments_fetched_total").increment(1);
-                    let bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
-                    let (cache, global) = (self.fetched.clone(), self.global.clone());
-                    let name = name.clone();
-                    // Eviction removes files: off the async workers.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        cache.added(&name, bytes, |file| {
-                            let id = data_dir::segment_id(std::path::Path::new(file)).unwrap_or(file);
-                            global.read(|state| state.segment(id).is_some())
-                        })
-                    })
-                    .await;
-                    return Ok(path);
+                    metrics::counter!("weir_segments_fetched_from_bucket_total").increment(1);
+                    return Ok(self.cached(&name, path).await);
                 }
                 Err(error) => {
-                    tracing::warn!(segment = %segment.segment_id, %node, %error, "segment fetch failed, trying the next copy");
-                    last = error;
+                    tracing::warn!(segment = %segment.segment_id, %key, %error, "segment download from the bucket failed");
+                    last = match error {
+                        BucketError::Mismatch { why, .. } => {
+                            FetchError::HashMismatch { segment_id: segment.segment_id.clone(), node: node(), expected: segment.blake3.clone(), got: why }
+                        }
+                        BucketError::Request { reason, .. } => FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node(), reason },
+                        BucketError::Local { source, .. } => FetchError::Io { segment_id: segment.segment_id.clone(), source },
+                    };
                 }
             }
         }
         Err(last)
+    }
+
+    /// Puts a fetched file in the bounded cache (evicting what no longer fits) and returns it.
+    async fn cached(&self, name: &str, path: PathBuf) -> PathBuf {
+        let bytes = tokio::fs::metadata(&path).await.map_or(0, |m| m.len());
+        let (cache, global, name) = (self.fetched.clone(), self.global.clone(), name.to_owned());
+        // Eviction removes files: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            cache.added(&name, bytes, |file| {
+                let id = data_dir::segment_id(std::path::Path::new(file)).unwrap_or(file);
+                global.read(|state| state.segment(id).is_some())
+            })
+        })
+        .await;
+        path
     }
 }

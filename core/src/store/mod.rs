@@ -7,6 +7,7 @@
 //! Must never decide what Global holds: it reads Global and submits commands through
 //! `cluster`, and never deletes a file Global counts as a copy.
 
+pub mod bucket;
 pub mod data_dir;
 pub mod fetched;
 pub mod reconcile;
