@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # tests/run.sh: everything the tests need, from a fresh machine, then every test.
 #
-#   bash tests/run.sh            build, start a real Kafka broker, run all tests, stop it
+#   bash tests/run.sh            build, start a real Kafka broker and S3 server, run all tests,
+#                                stop them
 #
 # Installs/fetches what it needs: the wasm32-wasip2 Rust target and plugin toolchains
 # (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh), DuckDB from
 # PyPI into a venv (core/segment/tests/duckdb-setup.sh), humiolib likewise
 # (core/query/tests/humiolib-setup.sh), the shipper clients (OpenTelemetry SDK,
-# elasticsearch) from PyPI into a venv (tests/clients/setup.sh). Caches live
-# in $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3.
+# elasticsearch) from PyPI into a venv (tests/clients/setup.sh), the S3 test server
+# (versitygw, built from source with `go install`: deploy/s3.sh). Caches live in
+# $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3,
+# Go 1.25+.
 # With CI=true, compiler warnings in Weir's own crates fail the run.
 set -euo pipefail
 
@@ -23,9 +26,15 @@ need cargo "install Rust with rustup (https://rustup.rs)"
 need java "install a JDK 17 or newer"
 need mvn "install Apache Maven 3.8+"
 need python3 "install Python 3.10+"
+need go "install Go 1.25 or newer"
 
 step "fetch Apache Kafka"
 bash deploy/kafka.sh fetch
+
+step "build the S3 test server (versitygw)"
+# Pinned in deploy/s3.sh, cached in $WEIR_CACHE_DIR/tools/versitygw-<version>; a cold build
+# takes about 2.5 minutes on 2 cores.
+bash deploy/s3.sh build
 
 step "build plugins (wasm32-wasip2)"
 bash plugins/build.sh
@@ -91,14 +100,32 @@ for candidate in $(seq 29200 2 29300); do
     fi
 done
 [ -n "$port" ] || { echo "tests/run.sh: no free port pair for Kafka in 29200-29300" >&2; exit 1; }
+s3_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-s3.XXXXXX")"
 cleanup() {
     bash deploy/kafka.sh stop "$kafka_dir" >/dev/null 2>&1 || true
-    rm -rf "$kafka_dir"
+    bash deploy/s3.sh stop "$s3_dir" >/dev/null 2>&1 || true
+    rm -rf "$kafka_dir" "$s3_dir"
 }
 trap cleanup EXIT
 WEIR_TEST_KAFKA="$(bash deploy/kafka.sh start "$kafka_dir" "$port")"
 export WEIR_TEST_KAFKA
 echo "kafka at $WEIR_TEST_KAFKA"
+
+step "start S3 (versitygw)"
+# Below the ephemeral port range too, apart from Kafka's.
+s3_port=""
+for candidate in $(seq 29310 29399); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+        s3_port=$candidate
+        break
+    fi
+done
+[ -n "$s3_port" ] || { echo "tests/run.sh: no free port for S3 in 29310-29399" >&2; exit 1; }
+WEIR_TEST_S3="$(bash deploy/s3.sh start "$s3_dir" "$s3_port")"
+# WEIR_TEST_S3_ACCESS_KEY, WEIR_TEST_S3_SECRET_KEY, WEIR_TEST_S3_REGION: fixed test keys.
+eval "$(bash deploy/s3.sh credentials | sed 's/^/export /')"
+export WEIR_TEST_S3
+echo "s3 at $WEIR_TEST_S3"
 
 step "test"
 # Fault tests start their own brokers and processes; two test threads keep a 2-core

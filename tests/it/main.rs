@@ -13,6 +13,7 @@ mod edge_files;
 mod global;
 mod kafka_security;
 mod memory;
+mod s3;
 mod shippers;
 mod storage;
 mod tidy;

@@ -2,8 +2,9 @@
 //! benchmarks: real Apache Kafka brokers (through `deploy/kafka.sh`) and questions to them
 //! that ask again on Kafka's transient answers, real core and edge processes that can be
 //! killed, their operator commands, the check of what the digest stored, dev certificates,
-//! an independent Kafka consumer, polling with deadlines, and which tests may run side by
-//! side.
+//! an independent Kafka consumer, polling with deadlines, which tests may run side by
+//! side, and a real S3 server (versitygw through `deploy/s3.sh`) with a fault-injecting
+//! proxy to put in front of it.
 //!
 //! Every test gets its own directory, topic and ports. On failure, helpers panic with the
 //! command, the directory and the tail of the logs involved.
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod gate;
 pub mod kafka;
 pub mod nodes;
+pub mod s3;
 pub mod stored;
 
 use std::future::Future;
