@@ -82,6 +82,8 @@ pub struct Progress {
     pub events_processed: AtomicU64,
     /// Bytes of the segment files read.
     pub bytes_processed: AtomicU64,
+    /// What the steps said at the end (a time chart's series left out).
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// A query whose check phase passed: results arrive on `results`.
@@ -180,7 +182,8 @@ fn read(
         progress.bytes_processed.fetch_add(segment.bytes, Ordering::Relaxed);
         progress.segments_done.fetch_add(1, Ordering::Relaxed);
     }
-    pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
+    let warnings = pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
+    progress.warnings.lock().expect("warnings lock").extend(warnings);
     while !out.is_empty() {
         let rest = out.split_off(out.len().min(BATCH_EVENTS));
         if tx.blocking_send(Ok(std::mem::replace(&mut out, rest))).is_err() {

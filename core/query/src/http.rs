@@ -41,6 +41,9 @@ async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
+    if prepared.is_live {
+        return crate::service::Refusal::bad_request("live queries are not supported yet; leave isLive out").into_response();
+    }
     let ndjson = headers
         .get_all(header::ACCEPT)
         .iter()

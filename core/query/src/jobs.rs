@@ -67,6 +67,8 @@ struct Jobs {
 struct Job {
     repo: String,
     query_string: String,
+    /// What `metaData.extraData` says of a `timeChart`/`bucket` (LogScale's keys).
+    chart: Option<serde_json::Map<String, Value>>,
     range: TimeRange,
     started: Instant,
     last_poll: Instant,
@@ -137,6 +139,9 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
+    if prepared.is_live {
+        return crate::service::Refusal::bad_request("live queries are not supported yet; leave isLive out").into_response();
+    }
     let mut jobs = api.jobs.lock().expect("jobs lock");
     jobs.expire();
     if jobs.jobs.len() >= jobs.max_jobs {
@@ -158,6 +163,7 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
     if implicit_tail {
         query.steps.push(Step::Tail(DEFAULT_ROW_LIMIT.min(api.service.config.max_rows)));
     }
+    let chart = query.time_buckets().map(chart_data);
     let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), query, implicit_tail, prepared.range, state.clone(), jobs.max_events));
     let now = Instant::now();
     jobs.jobs.insert(
@@ -165,6 +171,7 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
         Job {
             repo: repo.clone(),
             query_string: prepared.query_string,
+            chart,
             range: prepared.range,
             started: now,
             last_poll: now,
@@ -230,14 +237,14 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
     if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
-    let (state, query_string, range, started) = {
+    let (state, query_string, chart, range, started) = {
         let mut jobs = api.jobs.lock().expect("jobs lock");
         jobs.expire();
         let idle_timeout = jobs.idle_timeout;
         match jobs.jobs.get_mut(&id).filter(|job| job.repo == repo) {
             Some(job) => {
                 job.last_poll = Instant::now();
-                (job.state.clone(), job.query_string.clone(), job.range, job.started)
+                (job.state.clone(), job.query_string.clone(), job.chart.clone(), job.range, job.started)
             }
             None => return not_found(&repo, &id, idle_timeout),
         }
@@ -258,8 +265,16 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
             )
         }));
     }
+    if let Some(progress) = progress {
+        for warning in progress.warnings.lock().expect("warnings lock").iter() {
+            warnings.push(json!({"message": warning}));
+        }
+    }
     let empty = Vec::new();
     let events = if state.done { &state.events } else { &empty };
+    let mut extra_data = serde_json::Map::new();
+    extra_data.insert("hasMoreEvents".into(), "false".into());
+    extra_data.extend(chart.unwrap_or_default());
     let time_millis = state.took.unwrap_or_else(|| started.elapsed()).as_millis() as u64;
     let body = json!({
         "done": state.done,
@@ -267,7 +282,8 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
         "events": events,
         "metaData": {
             "eventCount": events.len(),
-            "extraData": {"hasMoreEvents": "false"},
+            "extraData": extra_data,
+            "fieldOrder": field_order(events, state.is_aggregate),
             "filterQuery": {
                 "queryString": query_string,
                 "start": range.start_ms,
@@ -289,6 +305,51 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
         },
     });
     Json(body).into_response()
+}
+
+/// LogScale's `extraData` of a time chart: its series, the grid and a widget hint.
+fn chart_data(buckets: &crate::lang::TimeBuckets) -> serde_json::Map<String, Value> {
+    let mut data = serde_json::Map::new();
+    if let Some(grid) = buckets.grid {
+        data.insert("bucket_first_bucket".into(), grid.first_ms.to_string().into());
+        data.insert("bucket_last_bucket".into(), grid.last_ms().to_string().into());
+        data.insert("bucket_span_millis".into(), grid.span_ms.to_string().into());
+        data.insert("bucket_span_humanized".into(), crate::lang::humanize(grid.span_ms).into());
+    }
+    if !buckets.aggregate.group_by.is_empty() {
+        data.insert("groupby_fields".into(), buckets.aggregate.group_by.join(",").into());
+    }
+    if buckets.chart {
+        data.insert("timechart".into(), "true".into());
+        data.insert("ui:suggested-widget".into(), "time-chart".into());
+        if let Some(series) = buckets.aggregate.group_by.first() {
+            data.insert("series".into(), series.clone().into());
+        }
+    }
+    data
+}
+
+/// `metaData.fieldOrder` of an aggregate result: its fields in the order first seen,
+/// `_bucket` first (Grafana keeps only these fields, in this order, and needs the time
+/// first). A result of events has fields that vary: none, so clients keep them all.
+fn field_order(events: &[Event], is_aggregate: bool) -> Vec<String> {
+    if !is_aggregate {
+        return Vec::new();
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for event in events {
+        for field in event.keys() {
+            if seen.insert(field.as_str()) {
+                order.push(field.clone());
+            }
+        }
+    }
+    if let Some(at) = order.iter().position(|f| f == "_bucket") {
+        let bucket = order.remove(at);
+        order.insert(0, bucket);
+    }
+    order
 }
 
 async fn delete(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, String)>, headers: HeaderMap) -> Response {

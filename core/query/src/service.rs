@@ -103,9 +103,6 @@ impl QueryService {
         let request: QueryRequest = serde_json::from_slice(body).map_err(|e| {
             Refusal::bad_request(format!("the body is not a query request ({e}); send JSON like {{\"queryString\": \"error | head(10)\", \"start\": \"1h\"}}"))
         })?;
-        if request.is_live == Some(true) {
-            return Err(Refusal::bad_request("live queries are not supported; send \"isLive\": false (or leave it out) with a start and end"));
-        }
         let query_string = request.query_string.unwrap_or_default();
         if query_string.len() > self.config.max_query_bytes {
             return Err(Refusal::bad_request(format!(
@@ -114,16 +111,55 @@ impl QueryService {
                 self.config.max_query_bytes
             )));
         }
+        let is_live = request.is_live == Some(true);
+        if is_live {
+            live_range_check(request.start.as_ref(), request.end.as_ref())?;
+        }
+        let offset_minutes = match request.time_zone_offset_minutes {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|m| m.abs() <= 24 * 60) => n.as_i64().expect("checked"),
+            Some(other) => {
+                return Err(Refusal::bad_request(format!("timeZoneOffsetMinutes is {other}; give whole minutes east of UTC, from -1440 to 1440 (120 for UTC+02:00)")));
+            }
+        };
         let arguments = arguments(request.arguments)?;
-        let query =
+        let parsed =
             lang::parse_with_arguments(&query_string, &self.config.limits(), &arguments).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
-        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| Refusal::bad_request(e.0))?;
-        Ok(Prepared { query_string, query, range })
+        let mut prepared = Prepared {
+            query_string,
+            query: parsed.clone(),
+            range: TimeRange { start_ms: 0, end_ms: 0 },
+            parsed,
+            start: request.start,
+            end: request.end,
+            offset_minutes,
+            is_live,
+        };
+        (prepared.query, prepared.range) = prepared.at(time::now_ms(), self.config.max_groups)?;
+        Ok(prepared)
     }
 }
 
-/// What LogScale's clients send; fields Weir does not use (`timeZoneOffsetMinutes`,
-/// `allowEventSkipping`, ...) are accepted and ignored.
+/// A live query's window moves with now: its start is relative (or left out), its end now.
+fn live_range_check(start: Option<&Value>, end: Option<&Value>) -> Result<(), Refusal> {
+    let absolute = |v: &Value| match v {
+        Value::Number(_) => true,
+        Value::String(text) => !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    if start.is_some_and(absolute) {
+        return Err(Refusal::bad_request("a live query's start is relative to now (\"5m\", \"1h\"), not a point in time; leave isLive out for a fixed range"));
+    }
+    if let Some(end) = end.filter(|v| !v.is_null())
+        && !matches!(end, Value::String(text) if text.trim().eq_ignore_ascii_case("now"))
+    {
+        return Err(Refusal::bad_request("a live query ends now: leave end out (or \"now\"); leave isLive out for a fixed range"));
+    }
+    Ok(())
+}
+
+/// What LogScale's clients send; fields Weir does not use (`allowEventSkipping`, ...)
+/// are accepted and ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct QueryRequest {
@@ -131,6 +167,8 @@ struct QueryRequest {
     start: Option<Value>,
     end: Option<Value>,
     is_live: Option<bool>,
+    /// Minutes east of UTC: where a time chart's day buckets start.
+    time_zone_offset_minutes: Option<Value>,
     /// Values of the query's `?name` parameters (LogScale's `QueryInput.arguments`).
     arguments: Option<serde_json::Map<String, Value>>,
 }
@@ -154,8 +192,26 @@ fn arguments(arguments: Option<serde_json::Map<String, Value>>) -> Result<std::c
 
 pub(crate) struct Prepared {
     pub query_string: String,
+    /// The query for `range` (its time buckets fixed).
     pub query: Query,
     pub range: TimeRange,
+    /// As parsed, before any time bucket was fixed: a live query fixes them again as its
+    /// window moves.
+    parsed: Query,
+    start: Option<Value>,
+    end: Option<Value>,
+    pub offset_minutes: i64,
+    pub is_live: bool,
+}
+
+impl Prepared {
+    /// The query and its range at `now_ms` (a live query's window, a time chart's grid).
+    pub(crate) fn at(&self, now_ms: i64, max_groups: usize) -> Result<(Query, TimeRange), Refusal> {
+        let range = time::resolve(self.start.as_ref(), self.end.as_ref(), now_ms).map_err(|e| Refusal::bad_request(e.0))?;
+        let mut query = self.parsed.clone();
+        query.resolve_buckets(range.start_ms, range.end_ms, self.offset_minutes, max_groups).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
+        Ok((query, range))
+    }
 }
 
 pub(crate) fn text(status: StatusCode, message: &str) -> Response {
@@ -168,7 +224,7 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response {
 #[derive(Debug)]
 pub(crate) struct Refusal {
     status: StatusCode,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl Refusal {
@@ -176,7 +232,7 @@ impl Refusal {
         Refusal { status, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> Refusal {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::BAD_REQUEST, message)
     }
 }

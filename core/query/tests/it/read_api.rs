@@ -130,7 +130,11 @@ async fn tokens_and_bad_requests_get_an_answer_a_person_can_act_on() {
         (json!({"queryString": "a b := 1"}), "must be a pipeline step of its own"),
         (json!({"queryString": "regex(\"(\")"}), "bad regex"),
         (json!({"queryString": "status=?code"}), "query parameter ?code has no value"),
-        (json!({"queryString": "x", "isLive": true}), "live queries are not supported"),
+        (json!({"queryString": "x", "isLive": true, "start": 1000}), "a live query's start is relative to now"),
+        (json!({"queryString": "x", "isLive": true, "end": "1h"}), "a live query ends now"),
+        (json!({"queryString": "timeChart(span=1s)", "start": "1d"}), "makes 86401 buckets; at most 1500"),
+        (json!({"queryString": "timeChart(x, span=1m, limit=500)", "start": "1d"}), "(query.max_groups)"),
+        (json!({"queryString": "timeChart(span=1h)", "timeZoneOffsetMinutes": "+2"}), "timeZoneOffsetMinutes is \"+2\""),
         (json!({"queryString": "x", "start": "5 fortnights"}), "unknown time unit"),
         (json!({"queryString": "x", "start": 2000, "end": 1000}), "after end"),
         (json!({"queryString": 5}), "not a query request"),
@@ -272,9 +276,9 @@ async fn query_jobs_as_logscale_has_them() {
     assert_eq!(response.status(), 404);
 
     // A bad query is refused when the job is created.
-    let response = create("timechart()").await.unwrap();
+    let response = create("join(x)").await.unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("timechart"));
+    assert!(response.text().await.unwrap().contains("join"));
 }
 
 #[tokio::test]
