@@ -35,6 +35,12 @@ pub trait SegmentSource: Send + Sync + 'static {
     fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo>;
     /// A local path to the segment's file, fetching it from the node that has it if needed.
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>>;
+    /// The repositories that have events, for `POST /graphql`'s `searchDomains` of a token
+    /// that may read every repository. The default knows none: such a token then lists
+    /// only the repositories other read tokens name.
+    fn repositories(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a source could not give a segment's file (says which node or path, and why). The

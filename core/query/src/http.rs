@@ -29,6 +29,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/repositories/{repo}/query", post(query))
         .route("/api/v1/dataspaces/{repo}/query", post(query))
+        .route("/graphql", post(crate::graphql::graphql))
         .with_state(service)
         .merge(crate::jobs::router(jobs))
 }

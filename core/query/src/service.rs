@@ -71,6 +71,35 @@ impl QueryService {
 
     /// Whether the request's bearer token may read `repo`; the error response if not.
     pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Refusal> {
+        let scope = self.scope(headers)?;
+        if let Some(repositories) = &scope.repositories
+            && !repositories.contains(repo)
+        {
+            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
+        }
+        Ok(())
+    }
+
+    /// The repositories the request's bearer token may read, sorted: those it names, or
+    /// for `["*"]` those the source knows and every read token names.
+    pub(crate) fn readable(&self, headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
+        let scope = self.scope(headers)?;
+        let mut names: Vec<String> = match &scope.repositories {
+            Some(repositories) => repositories.iter().cloned().collect(),
+            None => {
+                let mut all: HashSet<String> = self.source.repositories().into_iter().collect();
+                for scope in self.read_tokens.values() {
+                    all.extend(scope.repositories.iter().flatten().cloned());
+                }
+                all.into_iter().collect()
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// The scope of the request's bearer token, if it is a read token.
+    fn scope(&self, headers: &HeaderMap) -> Result<&TokenScope, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
         };
@@ -90,12 +119,7 @@ impl QueryService {
             }
             return Err(Refusal::new(StatusCode::FORBIDDEN, "unknown read token; use a token from [[read_tokens]] in the core's config"));
         };
-        if let Some(repositories) = &scope.repositories
-            && !repositories.contains(repo)
-        {
-            return Err(Refusal::new(StatusCode::FORBIDDEN, format!("read token {:?} may not read repository {repo:?}; add it to that token's repositories", scope.name)));
-        }
-        Ok(())
+        Ok(scope)
     }
 
     /// Parses a request body into a query and its time range (400 with the reason).

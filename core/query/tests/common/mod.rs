@@ -74,6 +74,12 @@ impl SegmentSource for DirSource {
             .collect()
     }
 
+    fn repositories(&self) -> Vec<String> {
+        let segments = self.segments.lock().unwrap();
+        let names: std::collections::BTreeSet<String> = segments.iter().flat_map(|s| s.repositories.iter().cloned()).collect();
+        names.into_iter().collect()
+    }
+
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
         let path = self.path_of(&segment.segment_id);
         Box::pin(async move {

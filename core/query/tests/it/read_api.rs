@@ -355,3 +355,29 @@ async fn a_filter_job_answers_its_last_events_and_arguments_fill_parameters() {
     assert_eq!(status, 400);
     assert!(message.contains("query parameter ?code has no value"), "{message}");
 }
+
+#[tokio::test]
+async fn graphql_lists_the_repositories_a_token_may_read_and_refuses_other_queries() {
+    let (_dir, _source, addr) = setup(QueryConfig::default()).await;
+    let client = reqwest::Client::new();
+    let graphql = |token: &'static str, query: &'static str| {
+        client.post(format!("http://{addr}/graphql")).bearer_auth(token).json(&json!({"query": query, "variables": null})).send()
+    };
+    let names = |body: Value| -> Vec<String> { body["data"]["searchDomains"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect() };
+
+    let response = graphql(READ_ALL, "{searchDomains{name}}").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(names(response.json().await.unwrap()), ["db", "web"], "every repository the source knows");
+    let response = graphql(READ_WEB, "query {\n  searchDomains {\n    name\n  }\n}").await.unwrap();
+    assert_eq!(names(response.json().await.unwrap()), ["web"], "only those the token names");
+
+    let response = graphql(READ_ALL, "{viewer{username}}").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Weir answers one GraphQL query, {searchDomains{name}}") && message.contains("viewer"), "{message}");
+    let response = graphql(INGEST, "{searchDomains{name}}").await.unwrap();
+    assert_eq!(response.status(), 403);
+    let response = client.post(format!("http://{addr}/graphql")).json(&json!({"query": "{searchDomains{name}}"})).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+}
