@@ -63,7 +63,9 @@ mod tests {
 
     #[test]
     fn only_the_search_domains_query_is_answered() {
-        for query in ["{searchDomains{name}}", "query{searchDomains{name}}", "query ListRepos {\n  searchDomains {\n    name\n  }\n}", " { searchDomains { name } } "] {
+        for query in
+            ["{searchDomains{name}}", "query{searchDomains{name}}", "query ListRepos {\n  searchDomains {\n    name\n  }\n}", " { searchDomains { name } } "]
+        {
             assert!(is_search_domains(query), "{query}");
         }
         for query in ["{searchDomains{name id}}", "mutation{searchDomains{name}}", "{viewer{id}}", "query{searchDomains{name}}{x}", "", "query"] {

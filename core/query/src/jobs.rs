@@ -67,6 +67,7 @@ struct Jobs {
 struct Job {
     repo: String,
     query_string: String,
+    is_live: bool,
     /// What `metaData.extraData` says of a `timeChart`/`bucket` (LogScale's keys).
     chart: Option<serde_json::Map<String, Value>>,
     range: TimeRange,
@@ -78,6 +79,12 @@ struct Job {
 
 #[derive(Default)]
 struct JobState {
+    /// Polled last (a live job stops when nobody polls it).
+    last_poll: Option<Instant>,
+    /// A live job's window as of its latest result (a static job's is `Job::range`).
+    live_range: Option<TimeRange>,
+    /// A live job's time chart grid as of its latest result.
+    live_chart: Option<serde_json::Map<String, Value>>,
     done: bool,
     events: Vec<Event>,
     truncated: bool,
@@ -139,9 +146,6 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
-    if prepared.is_live {
-        return crate::service::Refusal::bad_request("live queries are not supported yet; leave isLive out").into_response();
-    }
     let mut jobs = api.jobs.lock().expect("jobs lock");
     jobs.expire();
     if jobs.jobs.len() >= jobs.max_jobs {
@@ -155,22 +159,32 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
         );
     }
     let id = jobs.new_id();
-    let state = Arc::new(Mutex::new(JobState::default()));
+    let state = Arc::new(Mutex::new(JobState { last_poll: Some(Instant::now()), ..JobState::default() }));
     // As LogScale's query jobs: a query without an aggregate (head and tail count as
     // one) answers its last 200 events, an implicit tail(200); it stays a filter result.
-    let mut query = prepared.query;
+    let mut query = prepared.query.clone();
     let implicit_tail = !query.has_aggregate();
+    let tail = Step::Tail(DEFAULT_ROW_LIMIT.min(api.service.config.max_rows));
     if implicit_tail {
-        query.steps.push(Step::Tail(DEFAULT_ROW_LIMIT.min(api.service.config.max_rows)));
+        query.steps.push(tail.clone());
     }
     let chart = query.time_buckets().map(chart_data);
-    let task = tokio::spawn(run(api.service.source.clone(), repo.clone(), query, implicit_tail, prepared.range, state.clone(), jobs.max_events));
+    let source = api.service.source.clone();
+    let task = if prepared.is_live {
+        let live = LiveJob { prepared: prepared.clone(), implicit_tail: implicit_tail.then_some(tail), idle_timeout: jobs.idle_timeout };
+        let guard = exec::LiveGuard::new(api.service.live_running.clone());
+        let max_groups = api.service.config.max_groups;
+        tokio::spawn(run_live(source, repo.clone(), live, state.clone(), jobs.max_events, max_groups, guard))
+    } else {
+        tokio::spawn(run(source, repo.clone(), query, implicit_tail, prepared.range, state.clone(), jobs.max_events))
+    };
     let now = Instant::now();
     jobs.jobs.insert(
         id.clone(),
         Job {
             repo: repo.clone(),
-            query_string: prepared.query_string,
+            query_string: prepared.query_string.clone(),
+            is_live: prepared.is_live,
             chart,
             range: prepared.range,
             started: now,
@@ -179,7 +193,7 @@ async fn create(State(api): State<Arc<JobsApi>>, Path(repo): Path<String>, heade
             task: task.abort_handle(),
         },
     );
-    tracing::debug!(job = %id, repository = %repo, "query job created");
+    tracing::debug!(job = %id, repository = %repo, live = prepared.is_live, "query job created");
     Json(json!({"id": id, "queryOnView": repo})).into_response()
 }
 
@@ -223,6 +237,68 @@ async fn run(source: Arc<dyn SegmentSource>, repo: String, query: Query, implici
     state.took = Some(started.elapsed());
 }
 
+/// What a live job runs again as its window moves.
+struct LiveJob {
+    prepared: crate::service::Prepared,
+    /// A query without an aggregate gets LogScale's implicit `tail(200)`.
+    implicit_tail: Option<Step>,
+    idle_timeout: Duration,
+}
+
+/// Between two runs of a live job.
+const LIVE_RERUN: Duration = Duration::from_secs(1);
+
+/// A live job: the whole query over its window as of now, again and again (at most once a
+/// [`LIVE_RERUN`]), each complete result replacing the one before; it stops when nobody
+/// polled it for the idle timeout (or when DELETE or expiry aborts it).
+async fn run_live(
+    source: Arc<dyn SegmentSource>,
+    repo: String,
+    live: LiveJob,
+    state: Arc<Mutex<JobState>>,
+    max_events: usize,
+    max_groups: usize,
+    guard: exec::LiveGuard,
+) {
+    let _guard = guard;
+    loop {
+        let started = Instant::now();
+        let idle = state.lock().expect("job lock").last_poll.is_some_and(|at| at.elapsed() >= live.idle_timeout);
+        if idle {
+            let mut state = state.lock().expect("job lock");
+            state.events = Vec::new();
+            state.error = Some(QueryError::Step(format!("this live query job was not polled for {} ms and stopped; create it again", live.idle_timeout.as_millis())));
+            tracing::debug!(repository = %repo, "live query job stopped: not polled");
+            return;
+        }
+        let (mut query, range) = match live.prepared.at(crate::time::now_ms(), max_groups) {
+            Ok(at) => at,
+            Err(refusal) => {
+                state.lock().expect("job lock").error = Some(QueryError::Step(refusal.message));
+                return;
+            }
+        };
+        let chart = query.time_buckets().map(chart_data);
+        query.steps.extend(live.implicit_tail.clone());
+        let round = Arc::new(Mutex::new(JobState::default()));
+        run(source.clone(), repo.clone(), query, live.implicit_tail.is_some(), range, round.clone(), max_events).await;
+        {
+            let mut round = round.lock().expect("job lock");
+            let mut state = state.lock().expect("job lock");
+            state.events = std::mem::take(&mut round.events);
+            state.truncated = round.truncated;
+            state.error = round.error.take();
+            state.is_aggregate = round.is_aggregate;
+            state.progress = round.progress.take();
+            state.took = round.took;
+            state.live_range = Some(range);
+            state.live_chart = chart;
+            state.done = true;
+        }
+        tokio::time::sleep(LIVE_RERUN.saturating_sub(started.elapsed())).await;
+    }
+}
+
 fn not_found(repo: &str, id: &str, idle_timeout: Duration) -> Response {
     text(
         StatusCode::NOT_FOUND,
@@ -237,19 +313,22 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
     if let Err(refusal) = api.service.authorize(&headers, &repo) {
         return refusal.into_response();
     }
-    let (state, query_string, chart, range, started) = {
+    let (state, query_string, chart, range, started, is_live) = {
         let mut jobs = api.jobs.lock().expect("jobs lock");
         jobs.expire();
         let idle_timeout = jobs.idle_timeout;
         match jobs.jobs.get_mut(&id).filter(|job| job.repo == repo) {
             Some(job) => {
                 job.last_poll = Instant::now();
-                (job.state.clone(), job.query_string.clone(), job.chart.clone(), job.range, job.started)
+                (job.state.clone(), job.query_string.clone(), job.chart.clone(), job.range, job.started, job.is_live)
             }
             None => return not_found(&repo, &id, idle_timeout),
         }
     };
-    let state = state.lock().expect("job lock");
+    let mut state = state.lock().expect("job lock");
+    state.last_poll = Some(Instant::now());
+    let range = state.live_range.unwrap_or(range);
+    let chart = state.live_chart.clone().or(chart);
     if let Some(error) = &state.error {
         return query_error(error);
     }
@@ -288,11 +367,11 @@ async fn poll(State(api): State<Arc<JobsApi>>, Path((repo, id)): Path<(String, S
                 "queryString": query_string,
                 "start": range.start_ms,
                 "end": range.end_ms,
-                "isLive": false,
+                "isLive": is_live,
                 "noResultUntilDone": false,
             },
             "isAggregate": state.is_aggregate,
-            "pollAfter": if state.done { 0 } else { POLL_AFTER_MS },
+            "pollAfter": if is_live { LIVE_RERUN.as_millis() as u64 } else if state.done { 0 } else { POLL_AFTER_MS },
             "processedBytes": load(|p| &p.bytes_processed),
             "processedEvents": load(|p| &p.events_processed),
             "queryStart": range.start_ms,

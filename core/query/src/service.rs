@@ -25,6 +25,8 @@ pub struct QueryService {
     /// byte, and the map holds no token in clear.
     read_tokens: HashMap<[u8; 32], TokenScope>,
     ingest_tokens: HashSet<[u8; 32]>,
+    /// Live searches and live query jobs running now.
+    pub(crate) live_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct TokenScope {
@@ -58,7 +60,7 @@ impl QueryService {
                 return Err(ConfigError(format!("{name}: the same token appears twice in [[read_tokens]]")));
             }
         }
-        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new() })
+        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new(), live_running: Default::default() })
     }
 
     /// The node's ingest tokens, only to tell a client that used one for reading what is
@@ -67,6 +69,13 @@ impl QueryService {
     pub fn with_ingest_tokens<'a>(mut self, tokens: impl IntoIterator<Item = &'a str>) -> QueryService {
         self.ingest_tokens = tokens.into_iter().map(token_hash).collect();
         self
+    }
+
+    /// Live searches (`isLive` on `…/query`) and live query jobs running now: each stops
+    /// when its client goes away (a job: when it is deleted or not polled for
+    /// `query.job_idle_timeout_ms`).
+    pub fn live_queries(&self) -> usize {
+        self.live_running.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the request's bearer token may read `repo`; the error response if not.
@@ -214,6 +223,7 @@ fn arguments(arguments: Option<serde_json::Map<String, Value>>) -> Result<std::c
     Ok(out)
 }
 
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub query_string: String,
     /// The query for `range` (its time buckets fixed).

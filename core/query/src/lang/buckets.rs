@@ -298,7 +298,10 @@ mod tests {
         }
         let query = parse("timechart(#host, function=[count(), avg(n)], span=5min, limit=3)", &Limits::default()).unwrap();
         let b = query.time_buckets().unwrap();
-        assert_eq!((b.aggregate.group_by.clone(), b.span, b.series_limit, b.limit_given, b.chart), (vec!["#host".to_owned()], Span::Fixed(5 * MINUTE), 3, true, true));
+        assert_eq!(
+            (b.aggregate.group_by.clone(), b.span, b.series_limit, b.limit_given, b.chart),
+            (vec!["#host".to_owned()], Span::Fixed(5 * MINUTE), 3, true, true)
+        );
         let query = parse("bucket(1h, field=[a, b])", &Limits::default()).unwrap();
         let b = query.time_buckets().unwrap();
         assert_eq!((b.aggregate.group_by.len(), b.span, b.series_limit, b.limit_given, b.chart), (2, Span::Fixed(HOUR), 10, false, false));

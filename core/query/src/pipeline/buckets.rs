@@ -68,7 +68,8 @@ impl Chart {
     /// The rows, bucket by bucket; a warning if series were left out unasked.
     pub(crate) fn finish(&mut self) -> (Vec<Event>, Option<String>) {
         let rows = self.groups.finish();
-        let series_of = |row: &Event| -> Vec<String> { self.series_fields.iter().map(|f| field_text(row, f).map(|v| v.into_owned()).unwrap_or_default()).collect() };
+        let series_of =
+            |row: &Event| -> Vec<String> { self.series_fields.iter().map(|f| field_text(row, f).map(|v| v.into_owned()).unwrap_or_default()).collect() };
         // The series' weights: their functions' values over all buckets.
         let mut weights: HashMap<Vec<String>, f64> = HashMap::new();
         let mut cells: BTreeMap<(i64, Vec<String>), Event> = BTreeMap::new();
