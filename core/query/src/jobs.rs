@@ -7,6 +7,13 @@
 //! stopped there), is deleted when not polled for `query.job_idle_timeout_ms` (checked
 //! on every query-job request), and at most `query.max_jobs` exist at once (429 past it).
 //! A job is of one repository: polling it under another answers 404, as an unknown id.
+//!
+//! A live job (`"isLive": true`, its start relative to now) runs its whole query over its
+//! window as of now once a second ([`run_live`]), each complete result replacing the last
+//! (`done` from the first; `pollAfter` one second), and stops by itself when nobody polled
+//! it for `query.job_idle_timeout_ms`. A time chart's job says its grid in
+//! `metaData.extraData` (LogScale's `bucket_*` keys) and every job of an aggregate its
+//! fields in `metaData.fieldOrder`, `_bucket` first, which Grafana's data source uses.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
