@@ -11,6 +11,7 @@ mod digest;
 mod edge;
 mod edge_files;
 mod global;
+mod grafana;
 mod kafka_security;
 mod memory;
 mod s3;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::lang::{DEFAULT_AGGREGATE_VALUES, DEFAULT_GROUP_LIMIT, Limits};
+use crate::lang::{DEFAULT_AGGREGATE_VALUES, DEFAULT_GROUP_LIMIT, DEFAULT_MAX_SERIES, Limits};
 
 /// `[query]`: limits of the read API.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -20,6 +20,10 @@ pub struct QueryConfig {
     /// all groups; a query needing more fails with a 4xx-style error.
     #[serde(default = "default_max_aggregate_values")]
     pub max_aggregate_values: usize,
+    /// Largest `limit=` (series) of `timeChart` and `bucket` (LogScale's `MAX_SERIES_LIMIT`,
+    /// 500). A chart's buckets × series limit is also at most `max_groups`.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
     /// Longest accepted `queryString`, in bytes.
     #[serde(default = "default_max_query_bytes")]
     pub max_query_bytes: usize,
@@ -47,6 +51,9 @@ fn default_max_groups() -> usize {
 fn default_max_aggregate_values() -> usize {
     DEFAULT_AGGREGATE_VALUES
 }
+fn default_max_series() -> usize {
+    DEFAULT_MAX_SERIES
+}
 fn default_max_query_bytes() -> usize {
     64 * 1024
 }
@@ -69,6 +76,7 @@ impl Default for QueryConfig {
             max_rows: default_max_rows(),
             max_groups: default_max_groups(),
             max_aggregate_values: default_max_aggregate_values(),
+            max_series: default_max_series(),
             max_query_bytes: default_max_query_bytes(),
             regex_size_limit: default_regex_size_limit(),
             max_jobs: default_max_jobs(),
@@ -85,6 +93,7 @@ impl QueryConfig {
             max_groups: self.max_groups,
             regex_size_limit: self.regex_size_limit,
             max_aggregate_values: self.max_aggregate_values,
+            max_series: self.max_series,
         }
     }
 
@@ -93,6 +102,7 @@ impl QueryConfig {
             ("max_rows", self.max_rows),
             ("max_groups", self.max_groups),
             ("max_aggregate_values", self.max_aggregate_values),
+            ("max_series", self.max_series),
             ("max_query_bytes", self.max_query_bytes),
             ("regex_size_limit", self.regex_size_limit),
             ("max_jobs", self.max_jobs),

@@ -13,9 +13,11 @@
 //! after the check) ends the stream with that error; the HTTP layer then aborts the
 //! response rather than end it cleanly.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -35,6 +37,12 @@ pub trait SegmentSource: Send + Sync + 'static {
     fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo>;
     /// A local path to the segment's file, fetching it from the node that has it if needed.
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>>;
+    /// The repositories that have events, for `POST /graphql`'s `searchDomains` of a token
+    /// that may read every repository. The default knows none: such a token then lists
+    /// only the repositories other read tokens name.
+    fn repositories(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a source could not give a segment's file (says which node or path, and why). The
@@ -82,6 +90,8 @@ pub struct Progress {
     pub events_processed: AtomicU64,
     /// Bytes of the segment files read.
     pub bytes_processed: AtomicU64,
+    /// What the steps said at the end (a time chart's series left out).
+    pub warnings: std::sync::Mutex<Vec<String>>,
 }
 
 /// A query whose check phase passed: results arrive on `results`.
@@ -89,6 +99,98 @@ pub struct Running {
     pub results: mpsc::Receiver<Result<Vec<Event>, QueryError>>,
     pub is_aggregate: bool,
     pub progress: Arc<Progress>,
+}
+
+/// How often a live query asks its source for segments registered since it last asked.
+pub const LIVE_POLL: Duration = Duration::from_millis(250);
+
+/// Counts a live query while it runs (the service's gauge of live queries).
+pub(crate) struct LiveGuard(Arc<AtomicUsize>);
+
+impl LiveGuard {
+    pub(crate) fn new(running: Arc<AtomicUsize>) -> LiveGuard {
+        running.fetch_add(1, Ordering::Relaxed);
+        LiveGuard(running)
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A live search: the events of segments registered after it started, whose timestamps
+/// are at most `window_ms` old when read, through the query's streaming steps, until the
+/// receiver is dropped (the client went away), which stops it within [`LIVE_POLL`]. Every
+/// [`LIVE_POLL`] it asks the source for the segments overlapping the window and reads
+/// those it has not read (checked against Global's blake3 first, as any query); the ids it
+/// keeps are those of the last listing, so its memory does not grow with its age. `running`
+/// counts it while it runs.
+pub fn live(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, window_ms: i64, running: Arc<AtomicUsize>) -> mpsc::Receiver<Result<Vec<Event>, QueryError>> {
+    let (tx, results) = mpsc::channel(CHANNEL_BATCHES);
+    let guard = LiveGuard::new(running);
+    let (repo, query) = (repo.to_owned(), query.clone());
+    let list_repo = repo.clone();
+    let list = move |source: &Arc<dyn SegmentSource>, now_ms: i64| -> Vec<SegmentInfo> {
+        let start_ms = now_ms.saturating_sub(window_ms);
+        source.segments(&list_repo, start_ms, i64::MAX).into_iter().filter(|s| s.may_hold(&list_repo, start_ms, i64::MAX)).collect()
+    };
+    // What is registered now was digested before the query: not its to show.
+    let mut seen: HashSet<String> = list(&source, crate::time::now_ms()).into_iter().map(|s| s.segment_id).collect();
+    tokio::spawn(async move {
+        let _guard = guard;
+        loop {
+            tokio::select! {
+                _ = tx.closed() => break,
+                _ = tokio::time::sleep(LIVE_POLL) => {}
+            }
+            let now_ms = crate::time::now_ms();
+            let listed = list(&source, now_ms);
+            let mut new: Vec<SegmentInfo> = listed.iter().filter(|s| !seen.contains(&s.segment_id)).cloned().collect();
+            seen = listed.into_iter().map(|s| s.segment_id).collect();
+            if new.is_empty() {
+                continue;
+            }
+            new.sort_by_key(|s| (s.partition, s.offset_start));
+            let range = TimeRange { start_ms: now_ms.saturating_sub(window_ms), end_ms: i64::MAX };
+            if let Err(error) = read_live(&source, &repo, &query, range, new, &tx).await {
+                let _ = tx.send(Err(error)).await;
+                break;
+            }
+        }
+    });
+    results
+}
+
+/// Checks and reads `segments` of a live query into `tx`.
+async fn read_live(
+    source: &Arc<dyn SegmentSource>,
+    repo: &str,
+    query: &Query,
+    range: TimeRange,
+    segments: Vec<SegmentInfo>,
+    tx: &mpsc::Sender<Result<Vec<Event>, QueryError>>,
+) -> Result<(), QueryError> {
+    let files = local_files(source, segments).await?;
+    let files = tokio::task::spawn_blocking(move || check(files)).await.map_err(|e| QueryError::Internal(format!("segment check task failed: {e}")))??;
+    let (pipeline, repo, tx) = (Pipeline::new(query), repo.to_owned(), tx.clone());
+    tokio::task::spawn_blocking(move || read(files, &repo, range, pipeline, &tx, &Progress::default()))
+        .await
+        .map_err(|e| QueryError::Internal(format!("segment read task failed: {e}")))?
+}
+
+/// Each segment's local path, in order; the first that cannot be had fails the query.
+async fn local_files(source: &Arc<dyn SegmentSource>, segments: Vec<SegmentInfo>) -> Result<Vec<(SegmentInfo, PathBuf)>, QueryError> {
+    let mut files = Vec::with_capacity(segments.len());
+    for segment in segments {
+        let path = source.local_path(&segment).await.map_err(|e| match e {
+            SourceError::Unavailable(reason) => QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason },
+            SourceError::Damaged { location, reason } => QueryError::Damaged { segment_id: segment.segment_id.clone(), path: location, reason },
+        })?;
+        files.push((segment, path));
+    }
+    Ok(files)
 }
 
 /// Checks the segments of `repo` in `range` and starts reading them (see the module doc).
@@ -105,17 +207,7 @@ pub async fn start(source: Arc<dyn SegmentSource>, repo: &str, query: &Query, ra
 
     let progress = Arc::new(Progress::default());
     progress.segments_total.store(segments.len() as u64, Ordering::Relaxed);
-    let mut files = Vec::with_capacity(segments.len());
-    for segment in segments {
-        let path = source
-            .local_path(&segment)
-            .await
-            .map_err(|e| match e {
-                SourceError::Unavailable(reason) => QueryError::Unavailable { segment_id: segment.segment_id.clone(), reason },
-                SourceError::Damaged { location, reason } => QueryError::Damaged { segment_id: segment.segment_id.clone(), path: location, reason },
-            })?;
-        files.push((segment, path));
-    }
+    let files = local_files(&source, segments).await?;
     let files = tokio::task::spawn_blocking(move || check(files))
         .await
         .map_err(|e| QueryError::Internal(format!("segment check task failed: {e}")))??;
@@ -180,7 +272,8 @@ fn read(
         progress.bytes_processed.fetch_add(segment.bytes, Ordering::Relaxed);
         progress.segments_done.fetch_add(1, Ordering::Relaxed);
     }
-    pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
+    let warnings = pipeline.finish(&mut out).map_err(|e| QueryError::Step(e.0))?;
+    progress.warnings.lock().expect("warnings lock").extend(warnings);
     while !out.is_empty() {
         let rest = out.split_off(out.len().min(BATCH_EVENTS));
         if tx.blocking_send(Ok(std::mem::replace(&mut out, rest))).is_err() {

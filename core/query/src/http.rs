@@ -6,6 +6,9 @@
 //! query in the background for clients that poll. Every request needs a read token
 //! (`Authorization: Bearer …`); errors are `text/plain` a person can act on.
 //!
+//! With `"isLive": true` the endpoint is a live search: NDJSON of the matching events as
+//! they are digested, until the client disconnects ([`exec::live`]).
+//!
 //! A failure found before the first result (parse, time range, a damaged or unavailable
 //! segment) gets an error status. One found while streaming (a file changed after its
 //! check) aborts the response, so the client sees a broken transfer, never a short
@@ -29,6 +32,7 @@ pub fn router(service: Arc<QueryService>) -> Router {
     Router::new()
         .route("/api/v1/repositories/{repo}/query", post(query))
         .route("/api/v1/dataspaces/{repo}/query", post(query))
+        .route("/graphql", post(crate::graphql::graphql))
         .with_state(service)
         .merge(crate::jobs::router(jobs))
 }
@@ -41,6 +45,9 @@ async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String
         Ok(p) => p,
         Err(refusal) => return refusal.into_response(),
     };
+    if prepared.is_live {
+        return live(&service, &repo, &prepared);
+    }
     let ndjson = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -64,6 +71,25 @@ async fn query(State(service): State<Arc<QueryService>>, Path(repo): Path<String
     let content_type = if ndjson { "application/x-ndjson" } else { "application/json" };
     let mut response = Response::new(Body::from_stream(stream));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// A live search: NDJSON (whatever `Accept` says: the stream has no end for a JSON
+/// array to close) of the events digested from now on that pass the query's streaming
+/// steps, until the client goes away; an aggregate needs a live query job.
+fn live(service: &Arc<QueryService>, repo: &str, prepared: &crate::service::Prepared) -> Response {
+    if prepared.query.has_aggregate() {
+        return crate::service::Refusal::bad_request(
+            "a live search streams events as they are digested, so it takes filters and field steps only; for an aggregate (count, groupBy, timeChart, head, sort, ...) create a live query job: POST …/queryjobs with \"isLive\": true, and poll it",
+        )
+        .into_response();
+    }
+    let window_ms = prepared.range.end_ms - prepared.range.start_ms;
+    let results = exec::live(service.source.clone(), repo, &prepared.query, window_ms, service.live_running.clone());
+    tracing::debug!(repository = %repo, query = %prepared.query_string, window_ms, "live search started");
+    let state = StreamState { results, first: None, ndjson: true, started: false, finished: false };
+    let mut response = Response::new(Body::from_stream(futures::stream::unfold(state, next_chunk)));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     response
 }
 

@@ -3,7 +3,8 @@
 //! Owns: the query language subset ([`lang`]), time ranges ([`time`]), how a stored row
 //! looks as a LogScale event ([`render`]), running a query's steps in bounded memory
 //! ([`pipeline`], [`exec`]), who may read what and how a request becomes a query
-//! ([`service`]), and the HTTP endpoints ([`http`]: streaming, `jobs`: query jobs). README "Reading events back" documents the user's view.
+//! ([`service`]), and the HTTP endpoints ([`http`]: streaming and live, `jobs`: query jobs, `graphql`: the
+//! repositories a token may read). README "Reading events back" documents the user's view.
 //!
 //! Must never: know how segments are found or fetched (that is the [`SegmentSource`] the
 //! core implements over Global and its segment directory), answer from a segment it has
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod exec;
+mod graphql;
 pub mod http;
 mod jobs;
 pub mod lang;

@@ -12,6 +12,7 @@
 //! (`transform::MAX_VALUE_BYTES`, `transform::MAX_SPLIT_BYTES`).
 
 mod aggregate;
+mod buckets;
 mod eval;
 mod transform;
 
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::lang::{CmpOp, Filter, Matcher, Order, Query, SortBy, SortType, Step, format_number};
 use crate::render::{Event, field_text};
 use aggregate::Groups;
+use buckets::Chart;
 
 /// A step could not finish: a person can act on the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,7 +165,7 @@ fn apply(step: &Step, mut event: Event) -> Option<Event> {
         }
         Step::ParseJson { field, prefix } => transform::parse_json(&mut event, field, prefix),
         Step::KvParse { field, pairs, prefix, overwrite } => transform::kv_parse(&mut event, field, pairs, prefix, *overwrite),
-        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::Sort { .. } | Step::Split { .. } => {
+        Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::TimeBuckets(_) | Step::Sort { .. } | Step::Split { .. } => {
             unreachable!("not a streaming step")
         }
     }
@@ -184,6 +186,8 @@ enum Stage {
         kept: VecDeque<Event>,
     },
     Aggregate(Groups),
+    /// `timeChart()`, `bucket()`.
+    Chart(Box<Chart>),
     /// `top()`: its groups, then the largest `limit` of them.
     Top {
         groups: Groups,
@@ -216,6 +220,8 @@ impl Stage {
 
 pub struct Pipeline {
     stages: Vec<Stage>,
+    /// Said in a query job's `metaData.warnings` (a time chart's series left out).
+    warnings: Vec<String>,
 }
 
 impl Pipeline {
@@ -239,10 +245,11 @@ impl Pipeline {
                     Stage::Sort { by: by.clone(), orders: by.iter().map(|b| b.order).collect(), limit: *limit, heap: BinaryHeap::new(), seq: 0 }
                 }
                 Step::Split { field } => Stage::Split(field.clone()),
+                Step::TimeBuckets(spec) => Stage::Chart(Box::new(Chart::new(spec))),
                 streaming => Stage::Map(streaming.clone()),
             })
             .collect();
-        Pipeline { stages }
+        Pipeline { stages, warnings: Vec::new() }
     }
 
     /// Whether the result is made of aggregate rows rather than events (LogScale's
@@ -271,14 +278,22 @@ impl Pipeline {
     }
 
     /// Ends the input: the aggregates' rows flow through the remaining steps into `out`.
-    pub fn finish(mut self, out: &mut Vec<Event>) -> Result<(), StepError> {
+    /// Returns the warnings a query job shows (a time chart's series left out).
+    pub fn finish(mut self, out: &mut Vec<Event>) -> Result<Vec<String>, StepError> {
         for i in 0..self.stages.len() {
-            let rows = drain(&mut self.stages[i]);
+            let rows = match &mut self.stages[i] {
+                Stage::Chart(chart) => {
+                    let (rows, warning) = chart.finish();
+                    self.warnings.extend(warning);
+                    rows
+                }
+                stage => drain(stage),
+            };
             for row in rows {
                 self.feed(i + 1, row, out)?;
             }
         }
-        Ok(())
+        Ok(self.warnings)
     }
 
     fn feed(&mut self, i: usize, event: Event, out: &mut Vec<Event>) -> Result<(), StepError> {
@@ -311,6 +326,7 @@ impl Pipeline {
                 kept.push_back(event);
             }
             Stage::Aggregate(groups) | Stage::Top { groups, .. } => groups.push(&event)?,
+            Stage::Chart(chart) => chart.push(&event)?,
             Stage::Sort { by, orders, limit, heap, seq } => {
                 let keys = by.iter().map(|b| SortKey::of(&event, &b.field, b.kind)).collect();
                 *seq += 1;
@@ -329,6 +345,7 @@ fn drain(stage: &mut Stage) -> Vec<Event> {
         Stage::Map(_) | Stage::Split(_) | Stage::Head { .. } => Vec::new(),
         Stage::Tail { kept, .. } => kept.drain(..).collect(),
         Stage::Aggregate(groups) => groups.finish(),
+        Stage::Chart(_) => unreachable!("Pipeline::finish drains a chart itself"),
         Stage::Top { groups, output, first_field, limit, percent, rest } => top(groups.finish(), output, first_field, *limit, *percent, rest.as_deref()),
         Stage::Sort { heap, .. } => {
             // Ascending in rank order is worst first.

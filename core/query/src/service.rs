@@ -25,6 +25,8 @@ pub struct QueryService {
     /// byte, and the map holds no token in clear.
     read_tokens: HashMap<[u8; 32], TokenScope>,
     ingest_tokens: HashSet<[u8; 32]>,
+    /// Live searches and live query jobs running now.
+    pub(crate) live_running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct TokenScope {
@@ -58,7 +60,7 @@ impl QueryService {
                 return Err(ConfigError(format!("{name}: the same token appears twice in [[read_tokens]]")));
             }
         }
-        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new() })
+        Ok(QueryService { source, config, read_tokens: tokens, ingest_tokens: HashSet::new(), live_running: Default::default() })
     }
 
     /// The node's ingest tokens, only to tell a client that used one for reading what is
@@ -76,6 +78,13 @@ impl QueryService {
         self.scope(headers).map(|_| ()).map_err(IntoResponse::into_response)
     }
 
+    /// Live searches (`isLive` on `…/query`) and live query jobs running now: each stops
+    /// when its client goes away (a job: when it is deleted or not polled for
+    /// `query.job_idle_timeout_ms`).
+    pub fn live_queries(&self) -> usize {
+        self.live_running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the request's bearer token may read `repo`; the error response if not.
     pub(crate) fn authorize(&self, headers: &HeaderMap, repo: &str) -> Result<(), Refusal> {
         let scope = self.scope(headers)?;
@@ -87,7 +96,25 @@ impl QueryService {
         Ok(())
     }
 
-    /// The read token of the request's `Authorization: Bearer` header.
+    /// The repositories the request's bearer token may read, sorted: those it names, or
+    /// for `["*"]` those the source knows and every read token names.
+    pub(crate) fn readable(&self, headers: &HeaderMap) -> Result<Vec<String>, Refusal> {
+        let scope = self.scope(headers)?;
+        let mut names: Vec<String> = match &scope.repositories {
+            Some(repositories) => repositories.iter().cloned().collect(),
+            None => {
+                let mut all: HashSet<String> = self.source.repositories().into_iter().collect();
+                for scope in self.read_tokens.values() {
+                    all.extend(scope.repositories.iter().flatten().cloned());
+                }
+                all.into_iter().collect()
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// The scope of the request's bearer token, if it is a read token.
     fn scope(&self, headers: &HeaderMap) -> Result<&TokenScope, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(Refusal::new(StatusCode::UNAUTHORIZED, "missing Authorization header; send `Authorization: Bearer <read token>` with a token from [[read_tokens]]"));
@@ -116,9 +143,6 @@ impl QueryService {
         let request: QueryRequest = serde_json::from_slice(body).map_err(|e| {
             Refusal::bad_request(format!("the body is not a query request ({e}); send JSON like {{\"queryString\": \"error | head(10)\", \"start\": \"1h\"}}"))
         })?;
-        if request.is_live == Some(true) {
-            return Err(Refusal::bad_request("live queries are not supported; send \"isLive\": false (or leave it out) with a start and end"));
-        }
         let query_string = request.query_string.unwrap_or_default();
         if query_string.len() > self.config.max_query_bytes {
             return Err(Refusal::bad_request(format!(
@@ -127,16 +151,55 @@ impl QueryService {
                 self.config.max_query_bytes
             )));
         }
+        let is_live = request.is_live == Some(true);
+        if is_live {
+            live_range_check(request.start.as_ref(), request.end.as_ref())?;
+        }
+        let offset_minutes = match request.time_zone_offset_minutes {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) if n.as_i64().is_some_and(|m| m.abs() <= 24 * 60) => n.as_i64().expect("checked"),
+            Some(other) => {
+                return Err(Refusal::bad_request(format!("timeZoneOffsetMinutes is {other}; give whole minutes east of UTC, from -1440 to 1440 (120 for UTC+02:00)")));
+            }
+        };
         let arguments = arguments(request.arguments)?;
-        let query =
+        let parsed =
             lang::parse_with_arguments(&query_string, &self.config.limits(), &arguments).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
-        let range = time::resolve(request.start.as_ref(), request.end.as_ref(), time::now_ms()).map_err(|e| Refusal::bad_request(e.0))?;
-        Ok(Prepared { query_string, query, range })
+        let mut prepared = Prepared {
+            query_string,
+            query: parsed.clone(),
+            range: TimeRange { start_ms: 0, end_ms: 0 },
+            parsed,
+            start: request.start,
+            end: request.end,
+            offset_minutes,
+            is_live,
+        };
+        (prepared.query, prepared.range) = prepared.at(time::now_ms(), self.config.max_groups)?;
+        Ok(prepared)
     }
 }
 
-/// What LogScale's clients send; fields Weir does not use (`timeZoneOffsetMinutes`,
-/// `allowEventSkipping`, ...) are accepted and ignored.
+/// A live query's window moves with now: its start is relative (or left out), its end now.
+fn live_range_check(start: Option<&Value>, end: Option<&Value>) -> Result<(), Refusal> {
+    let absolute = |v: &Value| match v {
+        Value::Number(_) => true,
+        Value::String(text) => !text.trim().is_empty() && text.trim().bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    if start.is_some_and(absolute) {
+        return Err(Refusal::bad_request("a live query's start is relative to now (\"5m\", \"1h\"), not a point in time; leave isLive out for a fixed range"));
+    }
+    if let Some(end) = end.filter(|v| !v.is_null())
+        && !matches!(end, Value::String(text) if text.trim().eq_ignore_ascii_case("now"))
+    {
+        return Err(Refusal::bad_request("a live query ends now: leave end out (or \"now\"); leave isLive out for a fixed range"));
+    }
+    Ok(())
+}
+
+/// What LogScale's clients send; fields Weir does not use (`allowEventSkipping`, ...)
+/// are accepted and ignored.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct QueryRequest {
@@ -144,6 +207,8 @@ struct QueryRequest {
     start: Option<Value>,
     end: Option<Value>,
     is_live: Option<bool>,
+    /// Minutes east of UTC: where a time chart's day buckets start.
+    time_zone_offset_minutes: Option<Value>,
     /// Values of the query's `?name` parameters (LogScale's `QueryInput.arguments`).
     arguments: Option<serde_json::Map<String, Value>>,
 }
@@ -165,10 +230,29 @@ fn arguments(arguments: Option<serde_json::Map<String, Value>>) -> Result<std::c
     Ok(out)
 }
 
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub query_string: String,
+    /// The query for `range` (its time buckets fixed).
     pub query: Query,
     pub range: TimeRange,
+    /// As parsed, before any time bucket was fixed: a live query fixes them again as its
+    /// window moves.
+    parsed: Query,
+    start: Option<Value>,
+    end: Option<Value>,
+    pub offset_minutes: i64,
+    pub is_live: bool,
+}
+
+impl Prepared {
+    /// The query and its range at `now_ms` (a live query's window, a time chart's grid).
+    pub(crate) fn at(&self, now_ms: i64, max_groups: usize) -> Result<(Query, TimeRange), Refusal> {
+        let range = time::resolve(self.start.as_ref(), self.end.as_ref(), now_ms).map_err(|e| Refusal::bad_request(e.0))?;
+        let mut query = self.parsed.clone();
+        query.resolve_buckets(range.start_ms, range.end_ms, self.offset_minutes, max_groups).map_err(|e| Refusal::bad_request(format!("query not supported: {e}")))?;
+        Ok((query, range))
+    }
 }
 
 pub(crate) fn text(status: StatusCode, message: &str) -> Response {
@@ -181,7 +265,7 @@ pub(crate) fn text(status: StatusCode, message: &str) -> Response {
 #[derive(Debug)]
 pub(crate) struct Refusal {
     status: StatusCode,
-    message: String,
+    pub(crate) message: String,
 }
 
 impl Refusal {
@@ -189,7 +273,7 @@ impl Refusal {
         Refusal { status, message: message.into() }
     }
 
-    fn bad_request(message: impl Into<String>) -> Refusal {
+    pub(crate) fn bad_request(message: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::BAD_REQUEST, message)
     }
 }

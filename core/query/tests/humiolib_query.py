@@ -21,9 +21,11 @@ job = client.create_queryjob("* | count()", start="7d", is_live=False)
 count_poll = job.poll()
 job = client.create_queryjob("status=500 | sort(n, order=asc)", start="7d")
 events_poll = job.poll()
+job = client.create_queryjob("timechart(#host, span=1h)", start="7d")
+chart_poll = job.poll()
 
 try:
-    list(client.streaming_query("timechart()", start="7d"))
+    list(client.streaming_query("join(x)", start="7d"))
     refused = None
 except HumioHTTPException as e:
     refused = {"status": e.status_code, "message": e.message}
@@ -33,5 +35,6 @@ print(json.dumps({
     "filtered": filtered,
     "count": {"events": count_poll.events, "isAggregate": count_poll.metadata["isAggregate"]},
     "job": {"events": events_poll.events, "metadata": events_poll.metadata},
+    "chart": {"events": chart_poll.events, "metadata": chart_poll.metadata},
     "refused": refused,
 }))

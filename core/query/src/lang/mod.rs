@@ -14,10 +14,12 @@
 //! Must never: touch events or files. Regexes are compiled here (with a size limit) so a
 //! bad one is a 400 before any segment is read.
 
+mod buckets;
 mod lex;
 
 use std::collections::BTreeMap;
 
+pub use buckets::{DEFAULT_MAX_SERIES, DEFAULT_SERIES_LIMIT, Grid, MAX_BUCKETS, Span, TimeBuckets, auto_span, humanize};
 use lex::{Tok, Token};
 use regex::{Regex, RegexBuilder};
 
@@ -33,11 +35,19 @@ pub struct Limits {
     pub regex_size_limit: usize,
     /// Most values `count(distinct=true)` and `percentile()` hold in one step.
     pub max_aggregate_values: usize,
+    /// Largest `limit=` (series) of `timeChart` and `bucket` (LogScale's `MAX_SERIES_LIMIT`).
+    pub max_series: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_rows: 10_000, max_groups: DEFAULT_GROUP_LIMIT, regex_size_limit: 1 << 20, max_aggregate_values: DEFAULT_AGGREGATE_VALUES }
+        Limits {
+            max_rows: 10_000,
+            max_groups: DEFAULT_GROUP_LIMIT,
+            regex_size_limit: 1 << 20,
+            max_aggregate_values: DEFAULT_AGGREGATE_VALUES,
+            max_series: DEFAULT_MAX_SERIES,
+        }
     }
 }
 
@@ -148,6 +158,8 @@ pub enum Step {
         percent: bool,
         rest: Option<String>,
     },
+    /// `timeChart()`, `bucket()`: the aggregate per time bucket and series (`buckets`).
+    TimeBuckets(TimeBuckets),
     /// `split(field=_events)`: one event per element of the flattened array `field[i]`,
     /// the element as `field` (objects as `field.x`) with `_index`.
     Split {
@@ -356,7 +368,7 @@ impl ParseError {
     }
 }
 
-const SUPPORTED_FUNCTIONS: &str = "head, tail, count, sum, avg, min, max, percentile, stats, collect, selectLast, groupBy, top, sort, table, select, drop, rename, eval, test, default, in, wildcard, regex, replace, format, formatTime, parseJson, kvParse and split";
+const SUPPORTED_FUNCTIONS: &str = "head, tail, count, sum, avg, min, max, percentile, stats, collect, selectLast, groupBy, top, timeChart, bucket, sort, table, select, drop, rename, eval, test, default, in, wildcard, regex, replace, format, formatTime, parseJson, kvParse and split";
 
 /// Functions usable inside an expression.
 const EXPR_FUNCTIONS: &str = "if, concat, coalesce, lower, upper and length";
@@ -365,7 +377,7 @@ const EXPR_FUNCTIONS: &str = "if, concat, coalesce, lower, upper and length";
 const ASSIGNABLE_FUNCTIONS: [&str; 9] = ["count", "sum", "avg", "min", "max", "percentile", "replace", "format", "formattime"];
 
 /// Every function step the subset has, lowercase.
-const FUNCTIONS: [&str; 30] = [
+const FUNCTIONS: [&str; 32] = [
     "head",
     "tail",
     "count",
@@ -379,6 +391,8 @@ const FUNCTIONS: [&str; 30] = [
     "selectlast",
     "groupby",
     "top",
+    "timechart",
+    "bucket",
     "sort",
     "table",
     "select",
@@ -1267,6 +1281,50 @@ impl<'a> Parser<'a> {
                 };
                 Step::Top { aggregate, limit, percent, rest }
             }
+            "timechart" | "bucket" => {
+                let chart = lower == "timechart";
+                let params: &[&str] = if chart {
+                    &["series", "function", "span", "buckets", "limit", "minSpan", "timezone", "unit"]
+                } else {
+                    &["span", "field", "function", "buckets", "limit", "minSpan", "timezone", "unit"]
+                };
+                let mut args = Args::new(name, args, params)?;
+                for unsupported in ["minSpan", "timezone", "unit"] {
+                    if let Some((_, upos)) = args.take(unsupported) {
+                        let instead = if unsupported == "timezone" { "; send timeZoneOffsetMinutes in the request instead" } else { "" };
+                        return Err(ParseError::at(upos, format!("{name}({unsupported}=...) is not supported{instead}")));
+                    }
+                }
+                let group_by = match args.take(if chart { "series" } else { "field" }) {
+                    Some((value, fpos)) => field_names(name, value, fpos)?,
+                    None => Vec::new(),
+                };
+                if chart && group_by.len() > 1 {
+                    return Err(ParseError::at(pos, "timeChart(series=...) is one field; to chart by several, join them first: s := concat([a, b]) | timeChart(s)"));
+                }
+                let functions = match args.take("function") {
+                    Some((value, fpos)) => self.agg_functions(name, value, fpos)?,
+                    None => vec![AggFunction { kind: AggKind::Count { field: None, distinct: false }, output: "_count".into() }],
+                };
+                let span = match (args.take_name(name, "span")?, args.take("buckets")) {
+                    (Some(_), Some((_, bpos))) => return Err(ParseError::at(bpos, format!("{name}(): give span= or buckets=, not both"))),
+                    (Some(span), None) => buckets::parse_span(&span).map_err(|e| ParseError::at(pos, format!("{name}(span={span}): {e}")))?,
+                    (None, Some((value, bpos))) => {
+                        let n = match value {
+                            ArgValue::Scalar(text) => text.parse::<i64>().ok().filter(|n| (1..=MAX_BUCKETS).contains(n)),
+                            _ => None,
+                        };
+                        Span::Buckets(n.ok_or_else(|| ParseError::at(bpos, format!("{name}(buckets=...): a whole number from 1 to {MAX_BUCKETS}")))?)
+                    }
+                    (None, None) => Span::Auto,
+                };
+                let (series_limit, limit_given) = match args.take("limit") {
+                    Some((value, lpos)) => (self.limit(name, value, lpos, self.limits.max_series, "query.max_series")?, true),
+                    None => (DEFAULT_SERIES_LIMIT.min(self.limits.max_series), false),
+                };
+                let aggregate = Aggregate { group_by, functions, limit: self.limits.max_groups, max_values: self.limits.max_aggregate_values };
+                Step::TimeBuckets(TimeBuckets { aggregate, span, series_limit, limit_given, chart, grid: None })
+            }
             "sort" => {
                 let mut args = Args::new(name, args, &["field", "order", "type", "limit"])?;
                 let fields = match args.take("field") {
@@ -1777,14 +1835,14 @@ fn check_time_format(format: &str) -> Result<(), String> {
 
 /// Whether a step passes events on one by one (what a `case` branch may hold).
 pub fn is_streaming(step: &Step) -> bool {
-    !matches!(step, Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::Sort { .. })
+    !matches!(step, Step::Head(_) | Step::Tail(_) | Step::Aggregate(_) | Step::Top { .. } | Step::TimeBuckets(_) | Step::Sort { .. })
 }
 
 fn step_name(step: &Step) -> &'static str {
     match step {
         Step::Head(_) => "head()",
         Step::Tail(_) => "tail()",
-        Step::Aggregate(_) | Step::Top { .. } => "an aggregate",
+        Step::Aggregate(_) | Step::Top { .. } | Step::TimeBuckets(_) => "an aggregate",
         Step::Sort { .. } => "sort()",
         Step::Split { .. } => "split()",
         _ => "this step",

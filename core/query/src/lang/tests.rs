@@ -265,7 +265,7 @@ fn field_steps_and_expressions_parse() {
 fn unsupported_forms_name_the_part() {
     let table = [
         ("parseTimestamp(x)", "function parseTimestamp() is not supported"),
-        ("timechart()", "function timechart() is not supported"),
+        ("timechart(minSpan=1h)", "timechart(minSpan=...) is not supported"),
         ("error | join(x)", "function join() is not supported"),
         ("a b := 5", "must be a pipeline step of its own"),
         ("a == b", "`==` is not supported"),

@@ -240,6 +240,28 @@ impl Groups {
         Ok(())
     }
 
+    /// Groups held.
+    pub(crate) fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub(crate) fn contains(&self, key: &[String]) -> bool {
+        self.groups.contains_key(key)
+    }
+
+    /// The row of a group no event reached (`key`: the `group_by` values): the counts and
+    /// `sum` 0, the others absent, as LogScale fills a time chart's empty buckets.
+    pub(crate) fn empty_row(&self, key: Vec<String>) -> Event {
+        let mut row = Event::new();
+        for (field, value) in self.spec.group_by.iter().zip(key) {
+            row.insert(field.clone(), Value::String(value));
+        }
+        for function in &self.spec.functions {
+            State::new(function).write(function, &mut row);
+        }
+        row
+    }
+
     /// One row per group, by key; with no `group_by` always one row (`count()` of
     /// nothing is `_count: 0`).
     pub(crate) fn finish(&mut self) -> Vec<Event> {

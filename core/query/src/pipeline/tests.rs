@@ -544,3 +544,94 @@ fn split_and_format_stay_bounded() {
     let query = format!("format(\"%s%s%s\", field=[{fields}], as=f) | select([f])");
     assert_eq!(rows(&query, Value::Array(vec![Value::Object(event)])), json!([{}]));
 }
+
+/// Runs a time-bucketed query over `events` with the grid of `[start, end]`: the rows and
+/// the warnings.
+fn chart(query: &str, start: i64, end: i64, events: Vec<Event>) -> Result<(Vec<Event>, Vec<String>), String> {
+    let mut query = parse(query, &Limits { max_groups: 40, ..Limits::default() }).map_err(|e| e.message)?;
+    query.resolve_buckets(start, end, 0, 40).map_err(|e| e.message)?;
+    let mut pipeline = Pipeline::new(&query);
+    let mut out = Vec::new();
+    for e in events {
+        pipeline.push(e, &mut out).map_err(|e| e.0)?;
+    }
+    let warnings = pipeline.finish(&mut out).map_err(|e| e.0)?;
+    Ok((out, warnings))
+}
+
+/// A compact row: `_bucket` then the other fields, sorted.
+fn show_row(row: &Event) -> String {
+    let mut fields: Vec<String> = row.iter().filter(|(k, _)| *k != "_bucket").map(|(k, v)| format!("{k}={}", v.as_str().unwrap())).collect();
+    fields.sort();
+    format!("{} {}", row["_bucket"].as_str().unwrap(), fields.join(" "))
+}
+
+#[test]
+fn time_charts_answer_every_bucket_of_every_series() {
+    // Events at 1001..1006 ms; buckets of 2 ms from 1000 to 1006.
+    let table: &[(&str, &[&str])] = &[
+        ("timeChart(span=2ms)", &["1000 _count=1", "1002 _count=2", "1004 _count=2", "1006 _count=1"]),
+        // A series: every series in every bucket, empty ones 0, ordered by bucket then series.
+        (
+            "timeChart(#host, span=2ms)",
+            &[
+                "1000 #host=a _count=1",
+                "1000 #host=b _count=0",
+                "1000 #host=c _count=0",
+                "1002 #host=a _count=1",
+                "1002 #host=b _count=1",
+                "1002 #host=c _count=0",
+                "1004 #host=a _count=0",
+                "1004 #host=b _count=1",
+                "1004 #host=c _count=0",
+                "1006 #host=a _count=0",
+                "1006 #host=b _count=0",
+                "1006 #host=c _count=1",
+            ],
+        ),
+        // limit: the largest series only (a and b have 2 events, c one).
+        ("timeChart(#host, span=4ms, limit=2)", &["1000 #host=a _count=2", "1000 #host=b _count=1", "1004 #host=a _count=0", "1004 #host=b _count=1"]),
+        // Functions as in stats: an empty bucket has no average.
+        (
+            "timeChart(function=[count(), avg(n), sum(n)], span=4ms)",
+            &["1000 _avg=2 _count=3 _sum=6", "1004 _avg=5 _count=3 _sum=15"],
+        ),
+        ("status=500 | timeChart(function=max(n, as=top), span=3ms)", &["999 ", "1002 top=2", "1005 top=5"]),
+        // bucket(): the span first, groups by field=.
+        ("bucket(4ms, field=status)", &["1000 _count=1 status=200", "1000 _count=1 status=404", "1000 _count=1 status=500", "1004 _count=2 status=200", "1004 _count=0 status=404", "1004 _count=1 status=500"]),
+        // An unknown series field: no series, no rows (as groupBy).
+        ("timeChart(nosuchfield, span=4ms)", &[]),
+        // Steps after the chart see its rows.
+        ("timeChart(span=2ms) | _count > 1 | count()", &[]),
+    ];
+    for (query, expected) in table {
+        let (rows, _) = chart(query, 1000, 1006, events()).unwrap_or_else(|e| panic!("{query}: {e}"));
+        if query.ends_with("count()") {
+            assert_eq!(rows.len(), 1, "{query}");
+            assert_eq!(rows[0]["_count"], "2", "{query}");
+            continue;
+        }
+        let got: Vec<String> = rows.iter().map(show_row).collect();
+        assert_eq!(got, *expected, "{query}");
+    }
+}
+
+#[test]
+fn series_left_out_unasked_are_a_warning_and_too_many_cells_an_error() {
+    let (rows, warnings) = chart("timeChart(#host, span=8ms)", 1000, 1006, events()).unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let many: Vec<Event> = (0..30).map(|i| event(i % 6, Some(&format!("h{i}")), "200", "x")).collect();
+    let (rows, warnings) = chart("timeChart(#host, span=8ms)", 1000, 1006, many.clone()).unwrap();
+    assert_eq!(rows.len(), 10, "LogScale's default limit is 10 series");
+    assert!(warnings[0].contains("found 30 series and shows the 10 largest"), "{warnings:?}");
+    let (_, warnings) = chart("timeChart(#host, span=8ms, limit=10)", 1000, 1006, many.clone()).unwrap();
+    assert!(warnings.is_empty(), "an explicit limit leaves series out silently");
+    // 60 series in their own cells, past max_groups = 40.
+    let spread: Vec<Event> = (0..60).map(|i| event(i % 6, Some(&format!("h{i}")), "200", "x")).collect();
+    let error = chart("timeChart(#host, span=2ms, limit=5)", 1000, 1006, spread).unwrap_err();
+    assert!(error.contains("timeChart() holds more than 40 (bucket, series) cells") && error.contains("query.max_groups"), "{error}");
+    // Events outside the grid (1001, 1006) are in no bucket.
+    let (rows, _) = chart("timeChart(span=2ms)", 1003, 1004, events()).unwrap();
+    assert_eq!(rows.iter().map(show_row).collect::<Vec<_>>(), ["1002 _count=2", "1004 _count=2"]);
+}

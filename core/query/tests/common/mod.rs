@@ -23,11 +23,13 @@ pub const INGEST: &str = "ingest-token";
 pub struct DirSource {
     pub dir: PathBuf,
     pub segments: Mutex<Vec<SegmentInfo>>,
+    /// Calls of `segments()`: a live query that stopped asks no more.
+    pub listings: std::sync::atomic::AtomicUsize,
 }
 
 impl DirSource {
     pub fn new(dir: &Path) -> Arc<DirSource> {
-        Arc::new(DirSource { dir: dir.to_owned(), segments: Mutex::new(Vec::new()) })
+        Arc::new(DirSource { dir: dir.to_owned(), segments: Mutex::new(Vec::new()), listings: Default::default() })
     }
 
     /// Writes a segment of `rows` (offsets from `offset_start`) and registers it.
@@ -66,12 +68,19 @@ impl DirSource {
 
 impl SegmentSource for DirSource {
     fn segments(&self, repo: &str, start_ms: i64, end_ms: i64) -> Vec<SegmentInfo> {
+        self.listings.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let segments = self.segments.lock().unwrap();
         segments
             .iter()
             .filter(|s| s.repositories.iter().any(|r| r == repo) && s.max_ts_ms >= start_ms && s.min_ts_ms <= end_ms)
             .cloned()
             .collect()
+    }
+
+    fn repositories(&self) -> Vec<String> {
+        let segments = self.segments.lock().unwrap();
+        let names: std::collections::BTreeSet<String> = segments.iter().flat_map(|s| s.repositories.iter().cloned()).collect();
+        names.into_iter().collect()
     }
 
     fn local_path(&self, segment: &SegmentInfo) -> BoxFuture<'static, Result<PathBuf, SourceError>> {
@@ -124,12 +133,17 @@ pub fn tokens() -> Vec<ReadTokenConfig> {
 
 /// Serves the router on 127.0.0.1 (a free port); the server lives until the runtime ends.
 pub async fn serve(source: Arc<DirSource>, config: QueryConfig) -> SocketAddr {
-    let service = QueryService::new(config, &tokens(), source).unwrap().with_ingest_tokens([INGEST]);
-    let app = weir_query::router(Arc::new(service));
+    serve_service(source, config).await.0
+}
+
+/// [`serve`], and the service (to see its live queries).
+pub async fn serve_service(source: Arc<DirSource>, config: QueryConfig) -> (SocketAddr, Arc<QueryService>) {
+    let service = Arc::new(QueryService::new(config, &tokens(), source).unwrap().with_ingest_tokens([INGEST]));
+    let app = weir_query::router(service.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    (addr, service)
 }
 
 /// POSTs a query; returns the status and body text.

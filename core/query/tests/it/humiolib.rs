@@ -64,5 +64,18 @@ async fn humiolib_reads_events_back() {
     assert_eq!(result["job"]["metadata"]["extraData"]["hasMoreEvents"], "false");
 
     assert_eq!(result["refused"]["status"], 400);
-    assert!(result["refused"]["message"].as_str().unwrap().contains("timechart() is not supported"));
+    assert!(result["refused"]["message"].as_str().unwrap().contains("join() is not supported"));
+
+    // A time chart through a query job: 7 days of 1 h buckets (169, the start and end
+    // rounded down), each host in each, the events of the last hour in one bucket.
+    let chart = &result["chart"];
+    let rows = chart["events"].as_array().unwrap();
+    assert_eq!(rows.len(), 169 * 2, "every bucket of both hosts");
+    assert_eq!(chart["metadata"]["extraData"]["timechart"], "true");
+    assert_eq!(chart["metadata"]["extraData"]["bucket_span_millis"], "3600000");
+    assert_eq!(chart["metadata"]["extraData"]["series"], "#host");
+    assert_eq!(chart["metadata"]["fieldOrder"][0], "_bucket");
+    let total: u64 = rows.iter().map(|r| r["_count"].as_str().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(total, 50);
+    assert!(rows.iter().all(|r| r["_bucket"].as_str().unwrap().parse::<i64>().unwrap() % 3_600_000 == 0));
 }

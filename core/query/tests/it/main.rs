@@ -5,4 +5,5 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod humiolib;
+mod live;
 mod read_api;

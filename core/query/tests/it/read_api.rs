@@ -130,7 +130,11 @@ async fn tokens_and_bad_requests_get_an_answer_a_person_can_act_on() {
         (json!({"queryString": "a b := 1"}), "must be a pipeline step of its own"),
         (json!({"queryString": "regex(\"(\")"}), "bad regex"),
         (json!({"queryString": "status=?code"}), "query parameter ?code has no value"),
-        (json!({"queryString": "x", "isLive": true}), "live queries are not supported"),
+        (json!({"queryString": "x", "isLive": true, "start": 1000}), "a live query's start is relative to now"),
+        (json!({"queryString": "x", "isLive": true, "end": "1h"}), "a live query ends now"),
+        (json!({"queryString": "timeChart(span=1s)", "start": "1d"}), "makes 86401 buckets; at most 1500"),
+        (json!({"queryString": "timeChart(x, span=1m, limit=500)", "start": "1d"}), "(query.max_groups)"),
+        (json!({"queryString": "timeChart(span=1h)", "timeZoneOffsetMinutes": "+2"}), "timeZoneOffsetMinutes is \"+2\""),
         (json!({"queryString": "x", "start": "5 fortnights"}), "unknown time unit"),
         (json!({"queryString": "x", "start": 2000, "end": 1000}), "after end"),
         (json!({"queryString": 5}), "not a query request"),
@@ -272,9 +276,9 @@ async fn query_jobs_as_logscale_has_them() {
     assert_eq!(response.status(), 404);
 
     // A bad query is refused when the job is created.
-    let response = create("timechart()").await.unwrap();
+    let response = create("join(x)").await.unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("timechart"));
+    assert!(response.text().await.unwrap().contains("join"));
 }
 
 #[tokio::test]
@@ -350,4 +354,30 @@ async fn a_filter_job_answers_its_last_events_and_arguments_fill_parameters() {
     let (status, message) = post_query(addr, "web", Some(READ_ALL), "application/json", json!({"queryString": "status=?code", "start": "7d"})).await;
     assert_eq!(status, 400);
     assert!(message.contains("query parameter ?code has no value"), "{message}");
+}
+
+#[tokio::test]
+async fn graphql_lists_the_repositories_a_token_may_read_and_refuses_other_queries() {
+    let (_dir, _source, addr) = setup(QueryConfig::default()).await;
+    let client = reqwest::Client::new();
+    let graphql = |token: &'static str, query: &'static str| {
+        client.post(format!("http://{addr}/graphql")).bearer_auth(token).json(&json!({"query": query, "variables": null})).send()
+    };
+    let names = |body: Value| -> Vec<String> { body["data"]["searchDomains"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect() };
+
+    let response = graphql(READ_ALL, "{searchDomains{name}}").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(names(response.json().await.unwrap()), ["db", "web"], "every repository the source knows");
+    let response = graphql(READ_WEB, "query {\n  searchDomains {\n    name\n  }\n}").await.unwrap();
+    assert_eq!(names(response.json().await.unwrap()), ["web"], "only those the token names");
+
+    let response = graphql(READ_ALL, "{viewer{username}}").await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Weir answers one GraphQL query, {searchDomains{name}}") && message.contains("viewer"), "{message}");
+    let response = graphql(INGEST, "{searchDomains{name}}").await.unwrap();
+    assert_eq!(response.status(), 403);
+    let response = client.post(format!("http://{addr}/graphql")).json(&json!({"query": "{searchDomains{name}}"})).send().await.unwrap();
+    assert_eq!(response.status(), 401);
 }
