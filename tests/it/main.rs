@@ -12,6 +12,7 @@ mod edge;
 mod edge_files;
 mod global;
 mod kafka_security;
+mod local_stack;
 mod memory;
 mod shippers;
 mod storage;
