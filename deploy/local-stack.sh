@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # deploy/local-stack.sh: the whole platform on one machine, from a fresh clone.
 #
-#   bash deploy/local-stack.sh [start]   build, start Kafka (embedded, unless
-#                                        WEIR_KAFKA_BOOTSTRAP names your own), dev
-#                                        certificates, one core, one edge; print a curl line
+#   bash deploy/local-stack.sh [start]   build (core, edge, parser plugins), start Kafka
+#                                        (embedded, unless WEIR_KAFKA_BOOTSTRAP names your
+#                                        own), dev certificates, one core that parses, one
+#                                        edge; print curl lines
 #   bash deploy/local-stack.sh stop      stop edge, core and the embedded Kafka
 #   bash deploy/local-stack.sh status
 #
 # State (configs, certificates, spool, logs) lives in $WEIR_HOME (default ./.weir).
+# The core's [parsers] section is deploy/local-parsers.toml (or the file WEIR_PARSERS names):
+# repository `main` (token dev-token) is parsed by the kv plugin, `json` (dev-json-token)
+# by the json plugin.
 # Ports: WEIR_CORE_HTTP (8080), WEIR_CORE_QUIC (4433), WEIR_EDGE_HTTP (8090),
 # WEIR_KAFKA_PORT (19092; 19093 for its controller).
 set -euo pipefail
@@ -19,6 +23,7 @@ core_quic="${WEIR_CORE_QUIC:-4433}"
 edge_http="${WEIR_EDGE_HTTP:-8090}"
 kafka_port="${WEIR_KAFKA_PORT:-19092}"
 target="${CARGO_TARGET_DIR:-$root/target}"
+parsers_template="${WEIR_PARSERS:-$root/deploy/local-parsers.toml}"
 
 say() { printf 'local-stack: %s\n' "$*" >&2; }
 
@@ -47,12 +52,22 @@ wait_http() {
     exit 1
 }
 
+# The [parsers] block of the core: the template with its two placeholders filled in.
+parsers_block() {
+    local text
+    text="$(cat "$parsers_template")"
+    text="${text//@WASM@/$1}"
+    printf '%s\n' "${text//@WEIR_HOME@/$2}"
+}
+
 start() {
     command -v curl >/dev/null || { say "curl not found: install curl"; exit 1; }
     mkdir -p "$home/logs"
     say "building weir-core and weir-edge (first build takes several minutes)"
     # `dev-certs`: the `weir-core certs` step below makes the local CA.
     (cd "$root" && cargo build --locked --bins --features weir-core/dev-certs -q)
+    say "building the parser plugins into plugins/target/wasm"
+    bash "$root/plugins/build.sh"
 
     local bootstrap
     if [ -n "${WEIR_KAFKA_BOOTSTRAP:-}" ]; then
@@ -74,7 +89,7 @@ data_dir = "$home/core-data"
 [http]
 listen = "127.0.0.1:$core_http"
 [ingest]
-tokens = [{ token = "dev-token", repository = "main" }]
+tokens = [{ token = "dev-token", repository = "main" }, { token = "dev-json-token", repository = "json" }]
 [[read_tokens]]
 token = "dev-read-token"
 repositories = ["*"]
@@ -89,14 +104,16 @@ ingest_topic = "weir-ingest"
 # The embedded Kafka is one broker; a real cluster keeps the defaults (3 and 2).
 replication_factor = 1
 min_insync_replicas = 1
+
 TOML
+    parsers_block "$root/plugins/target/wasm" "$home" >>"$home/core.toml"
     cat > "$home/edge.toml" <<TOML
 version = 1
 edge_id = "edge-1"
 [http]
 listen = "127.0.0.1:$edge_http"
 [ingest]
-tokens = [{ token = "dev-token", repository = "main" }]
+tokens = [{ token = "dev-token", repository = "main" }, { token = "dev-json-token", repository = "json" }]
 [spool]
 dir = "$home/spool"
 max_bytes = 268435456
@@ -120,13 +137,23 @@ TOML
 Weir is running: core http://127.0.0.1:$core_http (QUIC $core_quic), edge http://127.0.0.1:$edge_http, Kafka $bootstrap
 Logs: $home/logs/. Stop with: bash deploy/local-stack.sh stop
 
-Send an event through the edge (acknowledged once a core has it in Kafka):
+Send an event through the edge (acknowledged once a core has it in Kafka); repository
+main parses key=value lines with the kv plugin:
 
-  curl -sS http://127.0.0.1:$edge_http/api/v1/ingest/humio-structured -H 'Authorization: Bearer dev-token' -H 'x-weir-ack: core' -d '[{"tags":{"host":"laptop"},"events":[{"rawstring":"hello weir"}]}]'
+  curl -sS http://127.0.0.1:$edge_http/api/v1/ingest/humio-structured -H 'Authorization: Bearer dev-token' -H 'x-weir-ack: core' -d '[{"tags":{"host":"laptop"},"events":[{"rawstring":"level=info user=ada msg=\"hello weir\" took_ms=42"}]}]'
 
-Query it back about a second later (LogScale's query API, with a read token):
+Query it back by a parsed field about a second later (LogScale's query API, with a read
+token); the answer carries the fields user, level, msg and took_ms:
 
-  curl -sS http://127.0.0.1:$core_http/api/v1/repositories/main/query -H 'Authorization: Bearer dev-read-token' -H 'Accept: application/x-ndjson' -d '{"queryString":"hello","start":"1h"}'
+  curl -sS http://127.0.0.1:$core_http/api/v1/repositories/main/query -H 'Authorization: Bearer dev-read-token' -H 'Accept: application/x-ndjson' -d '{"queryString":"user=ada took_ms>40","start":"1h"}'
+
+JSON lines go to repository json (token dev-json-token), parsed by the json plugin:
+
+  curl -sS http://127.0.0.1:$edge_http/api/v1/ingest/humio-structured -H 'Authorization: Bearer dev-json-token' -H 'x-weir-ack: core' -d '[{"events":[{"rawstring":"{\"level\":\"warn\",\"http\":{\"status\":503}}"}]}]'
+  curl -sS http://127.0.0.1:$core_http/api/v1/repositories/json/query -H 'Authorization: Bearer dev-read-token' -H 'Accept: application/x-ndjson' -d '{"queryString":"http.status=503","start":"1h"}'
+
+Parsers: $parsers_template (routes and plugins; README "Parser plugins" says how to change
+them). A rebuilt plugin (bash plugins/build.sh) is picked up within a second, no restart.
 
 Its segment files: $home/core-data/segments (Parquet; \`target/debug/weir-core segments ls --config $home/core.toml\`).
 The raw Kafka records:

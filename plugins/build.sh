@@ -3,7 +3,8 @@
 #
 # - Rust plugins: cargo, release, target wasm32-wasip2 (rustc emits components).
 # - Python plugins (plugins/python/NAME/app.py): componentize-py, installed
-#   pinned into a venv under ${WEIR_CACHE_DIR:-$HOME/.cache/weir}.
+#   pinned into a venv under ${WEIR_CACHE_DIR:-$HOME/.cache/weir}; plugins/python/
+#   (weir_output.py, the packed-output writer) is on every one's path.
 # Idempotent and quick when nothing changed: outputs are only rewritten when
 # their content changes, Python plugins only rebuilt when their inputs are newer.
 set -euo pipefail
@@ -53,11 +54,11 @@ fi
 for app in "$here"/python/*/app.py; do
     dir="$(dirname "$app")"
     target="$out/$(basename "$dir")-py.wasm"
-    if [[ -f "$target" ]] && [[ -z "$(find "$dir" "$wit" -name '*.py' -newer "$target" -o -name '*.wit' -newer "$target")" ]]; then
+    if [[ -f "$target" ]] && [[ -z "$(find "$dir" "$here/python/weir_output.py" "$wit" -name '*.py' -newer "$target" -o -name '*.wit' -newer "$target")" ]]; then
         continue
     fi
     log "building $(basename "$target") with componentize-py $COMPONENTIZE_PY_VERSION"
-    (cd "$dir" && "$venv/bin/componentize-py" -d "$wit" -w parser componentize -p "$dir" app -o "$target.tmp" >/dev/null)
+    (cd "$dir" && "$venv/bin/componentize-py" -d "$wit" -w parser componentize -p "$dir" -p "$here/python" app -o "$target.tmp" >/dev/null)
     mv -f "$target.tmp" "$target"
 done
 

@@ -162,6 +162,21 @@ enum PluginCommand {
         /// TOML with the plugin's settings, e.g. `settings = { pattern = '...' }`.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// JSON lines the events must equal (one per event, as this command prints them);
+        /// exits non-zero at the first difference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+    },
+    /// Write a new parser plugin project, DIR/NAME, that builds outside Weir's repository:
+    /// the parser, its test input and expected events, and a README with the build command.
+    New {
+        /// The plugin's name: lowercase letters, digits and `-`.
+        name: String,
+        /// rust or python.
+        #[arg(long)]
+        lang: weir_plugin_host::scaffold::Lang,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -315,10 +330,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"old": summary.old, "new": summary.new, "reparsed_events": summary.reparsed_events, "failed_events": summary.failed_events}));
             Ok(())
         }
-        Command::Plugin { command: PluginCommand::Test { plugin, config } } => {
+        Command::Plugin { command: PluginCommand::Test { plugin, config, expect } } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::BufWriter::new(std::io::stdout().lock());
-            weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?;
+            match expect {
+                Some(expect) => weir_plugin_host::plugin_test_expect(&plugin, config.as_deref(), stdin, &expect, stdout, std::io::stderr())?,
+                None => weir_plugin_host::plugin_test(&plugin, config.as_deref(), stdin, stdout, std::io::stderr())?,
+            };
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::New { name, lang, dir } } => {
+            let project = weir_plugin_host::scaffold::new_plugin(&name, lang, &dir)?;
+            println!("wrote {}; build it there with `{}` (README.md has the test command)", project.dir.display(), project.build);
             Ok(())
         }
         #[cfg(not(feature = "dev-certs"))]

@@ -13,6 +13,7 @@ mod edge_files;
 mod global;
 mod grafana;
 mod kafka_security;
+mod local_stack;
 mod memory;
 mod s3;
 mod shippers;

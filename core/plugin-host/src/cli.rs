@@ -1,7 +1,8 @@
-//! `weir-core plugin test PLUGIN.wasm [--config FILE]`: runs one plugin on
-//! lines from stdin as a user would, writing each event as a JSON line (errors
-//! included) and a summary on stderr. Owns that output format; the clap
-//! wiring lives in the core binary. It must never stop on a bad line.
+//! `weir-core plugin test PLUGIN.wasm [--config FILE] [--expect FILE]`: runs
+//! one plugin on lines from stdin as a user would, writing each event as a JSON
+//! line (errors included) and a summary on stderr, and compares the events with
+//! the expected ones if asked. Owns that output format; the clap wiring lives in
+//! the core binary. It must never stop on a bad line.
 
 use crate::event::RawEvent;
 use crate::config::{ParsersConfig, PluginConfig};
@@ -57,21 +58,31 @@ pub fn plugin_test(
         None => PluginConfig::default(),
     };
     entry.path = plugin.to_path_buf();
-    let name = plugin
+    let load = |name: &str| {
+        let config = ParsersConfig {
+            plugins: [(name.to_string(), entry.clone())].into(),
+            cache_dir: user_cache_dir(),
+            reload_check_ms: u64::MAX / 4,
+            ..ParsersConfig::default()
+        };
+        let registry = ParserRegistry::new(&config)?;
+        let info = registry
+            .info(name)
+            .ok_or_else(|| Error::Config(format!("plugin `{name}` did not load")))?;
+        Ok::<_, Error>((registry, info))
+    };
+    let stem = plugin
         .file_stem()
         .and_then(|s| s.to_str())
-        .unwrap_or("plugin")
-        .to_string();
-    let config = ParsersConfig {
-        plugins: [(name.clone(), entry)].into(),
-        cache_dir: user_cache_dir(),
-        reload_check_ms: u64::MAX / 4,
-        ..ParsersConfig::default()
-    };
-    let registry = ParserRegistry::new(&config)?;
-    let info = registry
-        .info(&name)
-        .ok_or_else(|| Error::Config(format!("plugin `{name}` did not load")))?;
+        .unwrap_or("plugin");
+    let (mut registry, mut info) = load(stem)?;
+    // Events name the parser (`@parser`, `@error_msg`) as the plugin names itself, not as
+    // its file is named (`my_parser.wasm` from crate `my-parser`): loaded again under that
+    // name, from the compile cache.
+    let name = info.plugin_name.clone();
+    if name != stem {
+        (registry, info) = load(&name)?;
+    }
     let mut summary = TestSummary {
         plugin: info.plugin_name.clone(),
         version: info.version.clone(),
@@ -126,6 +137,50 @@ pub fn plugin_test(
         summary.failed,
         summary.elapsed.as_secs_f64() * 1000.0
     )?;
+    Ok(summary)
+}
+
+/// [`plugin_test`], then compares the events it wrote with the JSON lines of
+/// `expected` (as JSON values, so key order and spacing do not matter); the first
+/// difference is the error.
+pub fn plugin_test_expect(
+    plugin: &Path,
+    settings_file: Option<&Path>,
+    input: impl BufRead,
+    expected: &Path,
+    mut out: impl Write,
+    err: impl Write,
+) -> Result<TestSummary, Error> {
+    let mut written = Vec::new();
+    let summary = plugin_test(plugin, settings_file, input, &mut written, err)?;
+    out.write_all(&written)?;
+    out.flush()?;
+    let want = std::fs::read_to_string(expected).map_err(|e| Error::ExpectedFile {
+        path: expected.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let values = |text: &str| -> Vec<(String, Option<serde_json::Value>)> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| (l.to_string(), serde_json::from_str(l).ok()))
+            .collect()
+    };
+    let (want, got) = (values(&want), values(&String::from_utf8_lossy(&written)));
+    for i in 0..want.len().max(got.len()) {
+        let (w, g) = (want.get(i), got.get(i));
+        let same = matches!((w, g), (Some((_, Some(a))), Some((_, Some(b)))) if a == b);
+        if !same {
+            let text = |e: Option<&(String, Option<serde_json::Value>)>| {
+                e.map_or_else(|| "no more events".to_string(), |(line, _)| line.clone())
+            };
+            return Err(Error::Unexpected {
+                path: expected.to_path_buf(),
+                event: i + 1,
+                expected: text(w),
+                got: text(g),
+            });
+        }
+    }
     Ok(summary)
 }
 

@@ -66,6 +66,23 @@ pub enum Error {
     )]
     SettingsFile { path: PathBuf, reason: String },
 
+    #[error("cannot make the plugin project: {0}")]
+    Scaffold(String),
+
+    #[error("cannot read the expected events {path}: {reason}; it holds one JSON object per event, as `plugin test` prints them")]
+    ExpectedFile { path: PathBuf, reason: String },
+
+    #[error(
+        "the events differ from {path} at event {event}: expected {expected}, got {got}; fix the plugin, or the file if the new output is right"
+    )]
+    Unexpected {
+        path: PathBuf,
+        /// 1-based.
+        event: usize,
+        expected: String,
+        got: String,
+    },
+
     #[error("cannot write the plugin test output: {0}")]
     Output(#[from] std::io::Error),
 }

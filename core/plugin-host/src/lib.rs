@@ -6,7 +6,8 @@
 //! instances that fail and isolating the events that made them fail, hot-reloading changed plugin files, and choosing the
 //! parser of a repository or ingest token. Only this crate touches wasmtime:
 //! the rest of Weir sees [`ParserRegistry`], [`RawEvent`], [`Event`] and
-//! [`ParsersConfig`]. It must never drop an event: whatever a plugin does, every
+//! [`ParsersConfig`]; `scaffold` writes new plugin projects (`weir-core plugin new`).
+//! It must never drop an event: whatever a plugin does, every
 //! input comes back, parsed or with `@error` / `@error_msg` fields.
 
 mod bindings;
@@ -20,8 +21,9 @@ mod isolate;
 mod plugin;
 mod registry;
 mod sandbox;
+pub mod scaffold;
 
-pub use cli::{TestSummary, plugin_test};
+pub use cli::{TestSummary, plugin_test, plugin_test_expect};
 pub use config::{ParsersConfig, PluginConfig, SettingValue};
 pub use error::Error;
 pub use event::{ERROR_FIELD, ERROR_MSG_FIELD, ErrorKind, Event, Field, PARSER_FIELD, RawEvent, Value};

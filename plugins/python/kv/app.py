@@ -8,17 +8,19 @@ Built by plugins/build.sh with componentize-py.
 
 Contract `weir:parser@0.2.0`: `parse` gets the batch's shared context, all raw
 lines back to back in one string and where each ends, and returns one packed
-`ParseOutput` for the whole batch (layout: wit/parser.wit). `Output` below is
-the small writer for that layout; copy it into a new Python plugin as is.
+`ParseOutput` for the whole batch (layout: wit/parser.wit). `Output`, the
+small writer for that layout, is in plugins/python/weir_output.py, shared by
+every Python plugin.
 """
 
 import re
-import struct
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 import wit_world
 from componentize_py_types import Err
 from wit_world.imports import types as t
+
+from weir_output import Event, FieldValue, Output, raw_lines
 
 _NUMERIC = re.compile(r"^[0-9eE+\-.]+$")
 _RFC3339 = re.compile(
@@ -26,82 +28,6 @@ _RFC3339 = re.compile(
 )
 _DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
 _I64 = 2**63
-
-# A field value: text, int, float, bool or None (null).
-FieldValue = Union[str, int, float, bool, None]
-# One parsed event: its fields, its time (ns) or None, a replacement raw text or None.
-Event = Tuple[List[Tuple[str, FieldValue]], Optional[int], Optional[str]]
-
-_U32 = struct.Struct("<I")
-_S64 = struct.Struct("<q")
-_F64 = struct.Struct("<d")
-
-
-class Output:
-    """Writes the packed `parse-output` of a batch (layout: wit/parser.wit):
-    call `ok` or `error` once per input event, in order, then `finish`."""
-
-    def __init__(self) -> None:
-        self.index = bytearray()
-        self.text = bytearray()
-
-    def _str(self, s: str) -> None:
-        b = s.encode("utf-8")
-        self.index += _U32.pack(len(b))
-        self.text += b
-
-    def error(self, message: str) -> None:
-        """The input could not be parsed; the core keeps it with the message."""
-        self.index.append(0x01)
-        self._str(message)
-
-    def ok(self, events: List[Event]) -> None:
-        """The input's parsed events (an empty list drops it)."""
-        index = self.index
-        index.append(0x02)
-        index += _U32.pack(len(events))
-        for fields, timestamp, raw in events:
-            index += _U32.pack(len(fields) + (timestamp is not None) + (raw is not None))
-            for name, value in fields:
-                if isinstance(value, bool):  # before int: bool is an int in Python
-                    index.append(0x13)
-                    self._str(name)
-                    index.append(1 if value else 0)
-                elif isinstance(value, int):
-                    index.append(0x11)
-                    self._str(name)
-                    index += _S64.pack(value)
-                elif isinstance(value, float):
-                    index.append(0x12)
-                    self._str(name)
-                    index += _F64.pack(value)
-                elif value is None:
-                    index.append(0x14)
-                    self._str(name)
-                else:
-                    index.append(0x10)
-                    self._str(name)
-                    self._str(value)
-            if timestamp is not None:
-                index.append(0x20)
-                index += _S64.pack(timestamp)
-            if raw is not None:
-                index.append(0x21)
-                self._str(raw)
-
-    def finish(self) -> t.ParseOutput:
-        return t.ParseOutput(bytes(self.index), bytes(self.text))
-
-
-def raw_lines(raws: str, ends: List[int]) -> List[str]:
-    """Cuts the batch's raw text at `ends` (UTF-8 byte offsets)."""
-    data = raws.encode("utf-8")
-    out = []
-    start = 0
-    for end in ends:
-        out.append(data[start:end].decode("utf-8"))
-        start = end
-    return out
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:

@@ -10,3 +10,4 @@ mod parsers;
 mod registry;
 mod reload;
 mod sandbox;
+mod scaffold;
