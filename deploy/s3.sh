@@ -207,10 +207,17 @@ cmd_start() {
     printf '%s\n' "$port" >"$dir/port"
     # Keep-alive on: S3 clients pool connections, and the fault proxy of the tests
     # forwards on pooled connections too.
+    # The server writes its own pid (then execs), so the pid file is right whether or not
+    # setsid forks (it does when the caller runs with job control: a group leader).
+    local launcher=()
+    command -v setsid >/dev/null 2>&1 && launcher=(setsid)
+    rm -f "$dir/versitygw.pid"
     ROOT_ACCESS_KEY_ID="$ACCESS_KEY" ROOT_SECRET_ACCESS_KEY="$SECRET_KEY" \
-        setsid "$BIN" --port "127.0.0.1:$port" --region "$REGION" --keep-alive --quiet \
+        "${launcher[@]}" bash -c 'echo $$ >"$1.tmp" && mv "$1.tmp" "$1"; shift; exec "$@"' \
+        _ "$dir/versitygw.pid" "$BIN" --port "127.0.0.1:$port" --region "$REGION" --keep-alive --quiet \
         posix "$dir/data" >>"$dir/logs/versitygw.log" 2>&1 </dev/null &
-    printf '%s\n' "$!" >"$dir/versitygw.pid"
+    local waited=0
+    until [ -s "$dir/versitygw.pid" ] || [ "$waited" -ge 100 ]; do sleep 0.05; waited=$((waited + 1)); done
     deadline=$((SECONDS + timeout))
     until answers_http "$port"; do
         if ! running_pid "$dir" >/dev/null; then
