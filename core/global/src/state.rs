@@ -444,7 +444,13 @@ impl State {
     /// Whether `node` is live at `at_ms` under `rule` (its last heartbeat recent enough).
     fn live_at(&self, rule: &StorageRule, at_ms: u64) -> impl Fn(&str) -> bool + '_ {
         let timeout = rule.node_timeout_ms;
-        move |node| self.nodes.get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= at_ms)
+        move |node| self.is_live(node, at_ms, timeout)
+    }
+
+    /// Whether `node`'s last heartbeat is at most `timeout_ms` older than `now_ms` (a clock
+    /// the caller passes: the state reads none). The one liveness rule of the cluster.
+    pub fn is_live(&self, node: &str, now_ms: u64, timeout_ms: u64) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout_ms) >= now_ms)
     }
 
     fn check_truncation(&self, command: &Command, p: u32, epoch: u64, offset: u64, at_ms: u64, named: &[String]) -> Result<(), Rejection> {

@@ -21,7 +21,7 @@ pub fn live_nodes(state: &State, now_ms: u64, timeout_ms: u64) -> Vec<String> {
     state
         .nodes()
         .iter()
-        .filter(|(_, node)| node.digest && node.heartbeat_ms.saturating_add(timeout_ms) >= now_ms)
+        .filter(|(id, node)| node.digest && state.is_live(id, now_ms, timeout_ms))
         .map(|(id, _)| id.clone())
         .collect()
 }

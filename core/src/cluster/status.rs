@@ -86,7 +86,7 @@ pub struct SegmentCounts {
 /// Kafka's `(low, high)` watermarks per partition when known.
 pub fn status(state: &State, answered_by: &str, now_ms: u64, node_timeout_ms: u64, watermarks: Result<Vec<(u64, u64)>, String>) -> Status {
     let timeout = state.storage_rule().map_or(node_timeout_ms, |r| r.node_timeout_ms);
-    let alive = |node: &str| state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= now_ms);
+    let alive = |node: &str| state.is_live(node, now_ms, timeout);
     let mut per_node: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let mut counts = SegmentCounts::default();
     for p in state.partitions() {

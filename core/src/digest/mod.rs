@@ -183,7 +183,7 @@ fn repair(
     }
     let timeout = ctx.config.node_timeout_ms;
     let lost: Vec<(u64, weir_global::Segment)> = ctx.global.read(|state| {
-        let live = |node: &str| node == ctx.node_id || state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= now_ms);
+        let live = |node: &str| node == ctx.node_id || state.is_live(node, now_ms, timeout);
         redigest::lost(state, &ctx.node_id, live)
             .into_iter()
             .filter_map(|s| {

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use weir_global::{Location, Outcome, SegmentInfo, State, StorageMode};
+use weir_global::{Outcome, SegmentInfo, State, StorageMode};
 
 use super::DataDir;
 use super::staging::Staging;
@@ -169,7 +169,7 @@ pub fn plan(state: &State, node_id: &str, now_ms: u64, node_timeout_ms: u64) -> 
         return Vec::new();
     }
     let live = |node: &str| {
-        state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(node_timeout_ms) >= now_ms && n.addresses.quic.is_some())
+        state.is_live(node, now_ms, node_timeout_ms) && state.nodes().get(node).is_some_and(|n| n.addresses.quic.is_some())
     };
     if !live(node_id) {
         return Vec::new();
@@ -207,12 +207,6 @@ pub fn plan(state: &State, node_id: &str, now_ms: u64, node_timeout_ms: u64) -> 
         }
     }
     jobs
-}
-
-/// The node copies a segment has that do not count (dead nodes, old disks): shown by status.
-pub fn uncounted(state: &State, segment: &weir_global::Segment, live: impl Fn(&str) -> bool) -> Vec<Location> {
-    let counted: BTreeSet<&str> = state.counted_node_copies(segment, &live).collect();
-    segment.copies.iter().filter(|l| l.node_id().is_some_and(|n| !counted.contains(n))).cloned().collect()
 }
 
 #[cfg(test)]
@@ -266,6 +260,6 @@ mod tests {
         assert!(wants("b", 16_000).is_empty());
         assert!(wants("b", 11_000).iter().all(|id| !c.contains(id)));
         let segment = state.segment("s0").unwrap();
-        assert_eq!(uncounted(&state, segment, |n| n != "a"), [Location::node("a", "d-a")]);
+        assert_eq!(state.counted_node_copies(segment, |n| n != "a").count(), 0, "a dead node's copy does not count");
     }
 }

@@ -26,7 +26,7 @@ pub fn next(state: &State, node_id: &str, partition: u32, now_ms: u64) -> Option
     if part.owner.as_deref() != Some(node_id) {
         return None;
     }
-    let live = |node: &str| state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(rule.node_timeout_ms) >= now_ms);
+    let live = |node: &str| state.is_live(node, now_ms, rule.node_timeout_ms);
     let safe = state.safe_offset_under(partition, rule, live);
     if safe <= part.truncated {
         return None;
@@ -58,7 +58,7 @@ pub async fn run(global: Arc<GlobalLog>, kafka: KafkaConfig, node_id: String, co
                     let part = state.partition(p);
                     let live = |node: &str| {
                         let timeout = state.storage_rule().map_or(0, |r| r.node_timeout_ms);
-                        state.nodes().get(node).is_some_and(|n| n.heartbeat_ms.saturating_add(timeout) >= now_ms)
+                        state.is_live(node, now_ms, timeout)
                     };
                     metrics::gauge!("weir_safe_offset", "partition" => p.to_string()).set(state.safe_offset(p, live) as f64);
                     (p, part.epoch, part.truncated, next(state, &node_id, p, now_ms))
