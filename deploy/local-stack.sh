@@ -3,17 +3,21 @@
 #
 #   bash deploy/local-stack.sh [start]   build (core, edge, parser plugins), start Kafka
 #                                        (embedded, unless WEIR_KAFKA_BOOTSTRAP names your
-#                                        own), dev certificates, one core that parses, one
-#                                        edge; print curl lines
-#   bash deploy/local-stack.sh stop      stop edge, core and the embedded Kafka
+#                                        own) and an S3 server (versitygw, built once with
+#                                        Go), dev certificates, one core that parses and
+#                                        keeps segments in the bucket, one edge; print curl
+#                                        lines
+#   bash deploy/local-stack.sh stop      stop edge, core, the S3 server and the embedded Kafka
 #   bash deploy/local-stack.sh status
 #
 # State (configs, certificates, spool, logs) lives in $WEIR_HOME (default ./.weir).
 # The core's [parsers] section is deploy/local-parsers.toml (or the file WEIR_PARSERS names):
 # repository `main` (token dev-token) is parsed by the kv plugin, `json` (dev-json-token)
 # by the json plugin.
+# The core's [bucket] is deploy/local-bucket.toml: bucket mode, so segments are uploaded,
+# verified, and Kafka truncated below them (`weir-core status` shows it).
 # Ports: WEIR_CORE_HTTP (8080), WEIR_CORE_QUIC (4433), WEIR_EDGE_HTTP (8090),
-# WEIR_KAFKA_PORT (19092; 19093 for its controller).
+# WEIR_KAFKA_PORT (19092; 19093 for its controller), WEIR_S3_PORT (19070).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -22,6 +26,7 @@ core_http="${WEIR_CORE_HTTP:-8080}"
 core_quic="${WEIR_CORE_QUIC:-4433}"
 edge_http="${WEIR_EDGE_HTTP:-8090}"
 kafka_port="${WEIR_KAFKA_PORT:-19092}"
+s3_port="${WEIR_S3_PORT:-19070}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 parsers_template="${WEIR_PARSERS:-$root/deploy/local-parsers.toml}"
 
@@ -78,6 +83,11 @@ start() {
         bootstrap="$(bash "$root/deploy/kafka.sh" start "$home/kafka" "$kafka_port")"
     fi
 
+    say "starting the S3 server (versitygw) on 127.0.0.1:$s3_port"
+    local s3
+    s3="$(bash "$root/deploy/s3.sh" start "$home/s3" "$s3_port")"
+    bash "$root/deploy/s3.sh" mkbucket "$s3" weir
+
     if [ ! -f "$home/certs/ca.pem" ]; then
         "$target/debug/weir-core" certs --dir "$home/certs" --core core-1 --edge edge-1 >/dev/null
     fi
@@ -95,6 +105,10 @@ token = "dev-read-token"
 repositories = ["*"]
 [digest]
 flush_interval_ms = 1000
+[storage]
+mode = "bucket"
+[truncation]
+interval_ms = 2000
 [quic]
 listen = "127.0.0.1:$core_quic"
 tls = { cert = "$home/certs/core-1.pem", key = "$home/certs/core-1.key", ca = "$home/certs/ca.pem" }
@@ -107,6 +121,7 @@ min_insync_replicas = 1
 
 TOML
     parsers_block "$root/plugins/target/wasm" "$home" >>"$home/core.toml"
+    sed "s|@S3@|$s3|" "$root/deploy/local-bucket.toml" >>"$home/core.toml"
     cat > "$home/edge.toml" <<TOML
 version = 1
 edge_id = "edge-1"
@@ -134,7 +149,7 @@ TOML
 
     cat <<TEXT
 
-Weir is running: core http://127.0.0.1:$core_http (QUIC $core_quic), edge http://127.0.0.1:$edge_http, Kafka $bootstrap
+Weir is running: core http://127.0.0.1:$core_http (QUIC $core_quic), edge http://127.0.0.1:$edge_http, Kafka $bootstrap, S3 $s3 (bucket weir)
 Logs: $home/logs/. Stop with: bash deploy/local-stack.sh stop
 
 Send an event through the edge (acknowledged once a core has it in Kafka); repository
@@ -155,6 +170,12 @@ JSON lines go to repository json (token dev-json-token), parsed by the json plug
 Parsers: $parsers_template (routes and plugins; README "Parser plugins" says how to change
 them). A rebuilt plugin (bash plugins/build.sh) is picked up within a second, no restart.
 
+Segments are uploaded to the bucket and verified, then Kafka deletes the records they hold:
+a few seconds after sending, the status shows them "in the bucket", the partitions' safe
+offset and truncation move, and Kafka's log start ("kafka log") follows:
+
+  $target/debug/weir-core status --config $home/core.toml
+
 Its segment files: $home/core-data/segments (Parquet; \`target/debug/weir-core segments ls --config $home/core.toml\`).
 The raw Kafka records:
 
@@ -167,6 +188,7 @@ case "${1:-start}" in
     stop)
         stop_node edge
         stop_node core
+        bash "$root/deploy/s3.sh" stop "$home/s3"
         if [ -z "${WEIR_KAFKA_BOOTSTRAP:-}" ]; then bash "$root/deploy/kafka.sh" stop "$home/kafka"; fi
         ;;
     status)
@@ -174,6 +196,7 @@ case "${1:-start}" in
             if [ -f "$home/$n.pid" ] && kill -0 "$(cat "$home/$n.pid")" 2>/dev/null; then echo "$n running"; else echo "$n stopped"; fi
         done
         if bash "$root/deploy/kafka.sh" status "$home/kafka"; then echo "kafka running"; else echo "kafka stopped"; fi
+        if bash "$root/deploy/s3.sh" status "$home/s3"; then echo "s3 running"; else echo "s3 stopped"; fi
         ;;
-    *) sed -n '2,12p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
 esac

@@ -12,6 +12,8 @@
 #   deploy/s3.sh stop DIR               SIGTERM, wait (10 s), then SIGKILL; no-op if not running
 #   deploy/s3.sh kill DIR               SIGKILL now (fault tests); no-op if not running
 #   deploy/s3.sh status DIR             exit 0 if running, 1 if not
+#   deploy/s3.sh mkbucket ENDPOINT NAME create bucket NAME on the server at ENDPOINT
+#                                       (http://127.0.0.1:PORT) unless it exists (curl, SigV4)
 #   deploy/s3.sh credentials            print the test credentials as shell assignments
 #                                       (WEIR_TEST_S3_ACCESS_KEY=..., _SECRET_KEY, _REGION)
 #
@@ -280,6 +282,24 @@ cmd_credentials() {
         "$ACCESS_KEY" "$SECRET_KEY" "$REGION"
 }
 
+cmd_mkbucket() {
+    [[ $# -eq 2 ]] || die "usage: s3.sh mkbucket ENDPOINT NAME"
+    local endpoint="${1%/}" name="$2"
+    command -v curl >/dev/null || die "curl not found: install curl (7.75 or newer, for --aws-sigv4)"
+    # SigV4 needs the payload's SHA-256 in a header: that of the empty body.
+    local sign=(--aws-sigv4 "aws:amz:$REGION:s3" --user "$ACCESS_KEY:$SECRET_KEY"
+        -H "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    if curl -fsS -o /dev/null -I "${sign[@]}" "$endpoint/$name" 2>/dev/null; then
+        return 0
+    fi
+    local answer
+    answer="$(curl -sS -X PUT -w '\n%{http_code}' "${sign[@]}" "$endpoint/$name")" || die "cannot reach $endpoint to create bucket $name"
+    case "${answer##*$'\n'}" in
+    200) ;;
+    *) die "creating bucket $name at $endpoint answered: ${answer}" ;;
+    esac
+}
+
 main() {
     [[ $# -ge 1 ]] || usage
     local cmd="$1"
@@ -293,6 +313,7 @@ main() {
     stop) cmd_stop "$@" ;;
     kill) cmd_kill "$@" ;;
     status) cmd_status "$@" ;;
+    mkbucket) cmd_mkbucket "$@" ;;
     credentials)
         [[ $# -eq 0 ]] || die "usage: s3.sh credentials"
         cmd_credentials

@@ -88,6 +88,21 @@ pub struct BucketConfig {
     /// One attempt of one request, at most.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Segment files larger than this go up in parts (a multipart upload), each part
+    /// checksummed, the whole object's CRC-64/NVME checked at completion.
+    #[serde(default = "default_multipart_threshold_bytes")]
+    pub multipart_threshold_bytes: u64,
+    /// The size of each part but the last (S3 wants at least 5 MiB).
+    #[serde(default = "default_part_bytes")]
+    pub part_bytes: u64,
+    /// How often a core puts its Global snapshot in the bucket (when Global moved on since
+    /// its last one), so a core with an empty disk starts from there instead of replaying
+    /// the whole Global topic.
+    #[serde(default = "default_snapshot_interval_ms")]
+    pub snapshot_interval_ms: u64,
+    /// Global snapshots kept in the bucket, newest first; older ones are deleted.
+    #[serde(default = "default_snapshots_kept")]
+    pub snapshots_kept: usize,
 }
 
 fn default_region() -> String {
@@ -98,6 +113,18 @@ fn default_upload_interval_ms() -> u64 {
 }
 fn default_request_timeout_ms() -> u64 {
     120_000
+}
+fn default_multipart_threshold_bytes() -> u64 {
+    64 << 20
+}
+fn default_part_bytes() -> u64 {
+    16 << 20
+}
+fn default_snapshot_interval_ms() -> u64 {
+    60_000
+}
+fn default_snapshots_kept() -> usize {
+    3
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,12 +138,20 @@ pub struct StorageConfig {
     /// Below 2, losing one disk after truncation loses its events (said at start).
     #[serde(default = "default_storage_copies")]
     pub replication_factor: u32,
+    /// How often this node re-hashes its segment files against Global's blake3 (a damaged
+    /// one is set aside and served from another copy); 0: only at start.
+    #[serde(default = "default_scrub_interval_ms")]
+    pub scrub_interval_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { mode: default_storage_mode(), replication_factor: default_storage_copies() }
+        StorageConfig { mode: default_storage_mode(), replication_factor: default_storage_copies(), scrub_interval_ms: default_scrub_interval_ms() }
     }
+}
+
+fn default_scrub_interval_ms() -> u64 {
+    6 * 3_600_000
 }
 
 impl StorageConfig {

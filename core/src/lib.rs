@@ -99,6 +99,11 @@ pub async fn run(config: CoreConfig, shutdown: CancellationToken) -> Result<(), 
 /// background task.
 pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<RunningCore, CoreError> {
     let publisher = Arc::new(Publisher::new(&config.kafka)?);
+    // The metrics recorder first: what start-up records (the bootstrap) must count.
+    weir_http_ingest::prometheus::handle();
+    if let Some(bucket) = &config.bucket {
+        store::bucket::bootstrap_snapshot(bucket, &DataDir::new(&config.data_dir).snapshot_path()).await;
+    }
     let global = GlobalLog::open(&config)?;
     // Plugins are loaded and configured at start, so a bad plugin or setting stops the
     // node with a clear error instead of failing batches later. The digest is their caller.
@@ -205,6 +210,15 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
             let status_metrics = cluster::status::metrics_loop(global.clone(), config.kafka.clone(), config.node_id.clone(), config.digest.node_timeout_ms, shutdown.clone());
             tasks.push(tokio::spawn(status_metrics));
             if config.digest.enabled {
+                let scrub = store::reconcile::scrub(
+                    global.clone(),
+                    DataDir::new(&config.data_dir),
+                    config.node_id.clone(),
+                    disk_id.clone(),
+                    Duration::from_millis(config.storage.scrub_interval_ms),
+                    shutdown.clone(),
+                );
+                tasks.push(tokio::spawn(scrub));
                 let truncation = store::truncate::run(global.clone(), config.kafka.clone(), config.node_id.clone(), config.truncation.clone(), shutdown.clone());
                 tasks.push(tokio::spawn(truncation));
             }
@@ -218,6 +232,10 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
                     shutdown.clone(),
                 );
                 tasks.push(tokio::spawn(uploads));
+            }
+            if let Some(bucket) = &config.bucket {
+                let snapshots = store::bucket::snapshots(Arc::new(store::bucket::Bucket::new(bucket)), global.clone(), bucket.clone(), shutdown.clone());
+                tasks.push(tokio::spawn(snapshots));
             }
             if let (true, Some(quic)) = (replicates, &config.quic) {
                 match peer::PeerClient::new(&quic.tls) {

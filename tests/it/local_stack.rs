@@ -1,7 +1,9 @@
 //! The local stack's parsing (deploy/local-stack.sh): a core started with the exact
 //! `[parsers]` block the script writes (deploy/local-parsers.toml, its placeholders filled
 //! in the same way) parses the events the script's printed curl lines send, and the read
-//! API answers the script's queries by a parsed field.
+//! API answers the script's queries by a parsed field. With the script's bucket
+//! (deploy/local-bucket.toml, on a real S3 server), `weir-core status` shows the segments
+//! uploaded and Kafka's log start moved past them.
 
 use std::time::Duration;
 
@@ -24,6 +26,15 @@ fn local_parsers_block(weir_home: &std::path::Path) -> String {
         assert!(path.is_file(), "{} is not built: run `bash plugins/build.sh`", path.display());
     }
     template.replace("@WASM@", &wasm.display().to_string()).replace("@WEIR_HOME@", &weir_home.display().to_string())
+}
+
+/// deploy/local-bucket.toml as deploy/local-stack.sh fills it in, on the shared test S3
+/// server, in a bucket of this test's own (the script's is `weir` on a server of its own).
+async fn local_bucket_block() -> String {
+    let template = std::fs::read_to_string(workspace_root().join("deploy/local-bucket.toml")).expect("read deploy/local-bucket.toml");
+    assert!(template.contains("bucket = \"weir\""), "the bucket line moved: {template}");
+    let bucket = weir_tests::s3::unique_bucket("local-stack").await;
+    template.replace("@S3@", &weir_tests::s3::shared_endpoint()).replace("bucket = \"weir\"", &format!("bucket = \"{bucket}\""))
 }
 
 /// The events of `repository` matching `query_string`, once at least one matches.
@@ -52,13 +63,16 @@ async fn the_local_stacks_parsers_parse_its_demo_events_and_a_parsed_field_is_qu
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-local-stack"), &certs);
+    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-local-stack"), &certs);
+    // The script's storage: bucket mode, truncation on.
+    spec.storage_mode = "bucket";
+    spec.truncation = true;
     // The script's tokens: one for repository main (kv), one for json.
     let tokens = format!("tokens = [{{ token = \"{TOKEN}\", repository = \"test-repo\" }}]");
     let local_tokens = format!("tokens = [{{ token = \"{TOKEN}\", repository = \"main\" }}, {{ token = \"{JSON_TOKEN}\", repository = \"json\" }}]");
     let base = spec.toml();
     assert!(base.contains(&tokens), "the test core's tokens line moved: {base}");
-    let toml = base.replace(&tokens, &local_tokens) + "\n" + &local_parsers_block(dir.path());
+    let toml = base.replace(&tokens, &local_tokens) + "\n" + &local_parsers_block(dir.path()) + "\n" + &local_bucket_block().await;
     let core = Node::spawn("weir-core", &spec.node_id, &toml, spec.http_port, dir.path()).await;
     let client = http();
     let ready = core.url("/ready");
@@ -95,4 +109,19 @@ async fn the_local_stacks_parsers_parse_its_demo_events_and_a_parsed_field_is_qu
     let events = query_until_found(&core, "json", &format!("http.status=503 run={run}")).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["level"], "warn", "parsed by json: {}", events[0]);
+
+    // The script's status line: segments in the bucket, Kafka's log start past them.
+    let toml_path = dir.path().join("local-stack.toml");
+    std::fs::write(&toml_path, &toml).unwrap();
+    let stdout = eventually("the status shows a segment in the bucket and Kafka truncated", WAIT, || {
+        let toml_path = toml_path.clone();
+        async move {
+            let (ok, stdout, _) = weir_tests::cli::weir_core(&["status", "--config"], &toml_path).await;
+            let in_bucket = stdout.split("segments: ").nth(1)?.split(", ").find_map(|part| part.strip_suffix(" in the bucket")?.parse::<u64>().ok())?;
+            let truncated = stdout.lines().filter_map(|l| l.split("kafka log ").nth(1)?.split("..").next()?.parse::<u64>().ok()).any(|low| low > 0);
+            (ok && in_bucket >= 1 && truncated).then_some(stdout)
+        }
+    })
+    .await;
+    assert!(stdout.contains("storage rule: bucket"), "{stdout}");
 }

@@ -8,6 +8,8 @@
 //! under steady ingest, never past what Global recorded, and Global's truncations never
 //! past segments with two copies (checked independently, while it happens). The only
 //! holder of segments killed: their owner re-digests them from Kafka, each event once.
+//! Flipped bytes in a segment file: the scrub sets the file aside and replication fetches
+//! a good copy back.
 
 use std::path::Path;
 use std::time::Duration;
@@ -379,4 +381,68 @@ async fn segments_whose_only_holder_was_killed_are_re_digested_from_kafka_each_e
     let metrics = weir_tests::scrape(&format!("http://{}", core_2.http)).await;
     assert!(weir_tests::metric_sum(&metrics, "weir_segments_redigested_total") >= on_core_1.len() as f64, "{metrics}");
     drop(core_2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_damaged_segment_file_is_set_aside_and_fetched_back_from_its_replica() {
+    let _gate = gate::shared();
+    init_tracing();
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-scrub");
+    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    two.global_topic = one.global_topic.clone();
+    for spec in [&mut one, &mut two] {
+        spec.storage_copies = 2;
+        spec.scrub_interval_ms = Some(1000);
+    }
+    let config = one.config(dir.path());
+    let core_1 = core_process(&one, dir.path()).await;
+    let core_2 = core_process(&two, dir.path()).await;
+    let client = http();
+    let run = unique("scrub");
+    for i in 0..10 {
+        let events: Vec<_> = (0..10).map(|j| json!({"rawstring": format!("{run}-{i}-{j}")})).collect();
+        let body = json!([{"tags": {"source": format!("{run}-{}", i % 3)}, "events": events}]).to_string();
+        let sent = client.post(core_1.url("/api/v1/ingest/humio-structured")).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await;
+        assert!(sent.is_ok_and(|r| r.status().is_success()), "ingest {i}");
+    }
+    weir_tests::stored::stored(&config, &[one.data_dir.clone(), two.data_dir.clone()]).await;
+    let state = eventually("every segment on both cores", WAIT, || {
+        let config = config.clone();
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let all = state.partitions().flat_map(|p| state.segments(p)).all(|s| state.counted_node_copies(s, |_| true).count() == 2);
+            all.then_some(state)
+        }
+    })
+    .await;
+    let victim = state.partitions().flat_map(|p| state.segments(p)).find(|s| s.info.n_events > 0).expect("a segment").info.clone();
+    let file = one.data_dir.join("segments").join(weir_segment::segment_file_name(&victim.segment_id));
+    crate::bucket::flip_middle_byte(&file);
+    // The scrub sets the file aside and removes core-1's copy; replication fetches it back
+    // from core-2 and records the copy again.
+    eventually("the damaged file set aside and replaced by a good copy", WAIT, || {
+        let (file, victim) = (file.clone(), victim.clone());
+        async move {
+            let aside = file.with_extension("parquet.damaged").is_file();
+            let good = weir_segment::blake3_of_file(&file).is_ok_and(|hash| hash == victim.blake3);
+            (aside && good).then_some(())
+        }
+    })
+    .await;
+    eventually("core-1's copy recorded again", WAIT, || {
+        let (config, id) = (config.clone(), victim.segment_id.clone());
+        async move {
+            let state = global_state(&config).await.ok()?;
+            let segment = state.segment(&id)?;
+            (state.counted_node_copies(segment, |_| true).count() == 2).then_some(())
+        }
+    })
+    .await;
+    let metrics = weir_tests::scrape(&format!("http://{}", core_1.http)).await;
+    assert!(weir_tests::metric_sum(&metrics, "weir_segment_files_damaged_total") >= 1.0, "{metrics}");
+    drop((core_1, core_2));
 }

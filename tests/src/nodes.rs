@@ -52,6 +52,8 @@ pub struct CoreSpec {
     pub storage_mode: &'static str,
     /// `truncation.enabled`: off unless a test is about truncation (others read Kafka).
     pub truncation: bool,
+    /// `storage.scrub_interval_ms`, if a test is about the scrub (else the default: hours).
+    pub scrub_interval_ms: Option<u64>,
 }
 
 impl CoreSpec {
@@ -79,6 +81,7 @@ impl CoreSpec {
             storage_copies: 1,
             storage_mode: "local",
             truncation: false,
+            scrub_interval_ms: None,
         }
     }
 
@@ -123,6 +126,7 @@ redigest_after_ms = 1000
 [storage]
 mode = "{storage_mode}"
 replication_factor = {storage_copies}
+{scrub}
 
 [replication]
 interval_ms = 300
@@ -162,6 +166,7 @@ ack_timeout_ms = {ack_timeout_ms}
             storage_copies = self.storage_copies,
             storage_mode = self.storage_mode,
             truncation = self.truncation,
+            scrub = self.scrub_interval_ms.map(|ms| format!("scrub_interval_ms = {ms}")).unwrap_or_default(),
         ) + &self.extra_toml
     }
 

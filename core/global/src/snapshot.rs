@@ -69,7 +69,9 @@ impl Snapshot {
         Snapshot::decode(&bytes, path)
     }
 
-    fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotError> {
+    /// Checks and reads the bytes of a snapshot from `path` (a file, or where they were
+    /// downloaded from, for the error message).
+    pub fn decode(bytes: &[u8], path: &Path) -> Result<Snapshot, SnapshotError> {
         let path = || path.to_owned();
         if bytes.len() < HEADER || &bytes[..MAGIC.len()] != MAGIC {
             // Too short to hold a header at all: name it truncated if what is there is our magic.

@@ -15,8 +15,8 @@ use crate::store::fetched::FetchedCache;
 use crate::store::{DataDir, data_dir};
 
 /// Where a query finds a segment's file: this node's own segments directory, the files
-/// fetched before, or another core that has a copy (fetched, verified and kept in the
-/// bounded [`FetchedCache`]).
+/// fetched before, another core that has a copy or the bucket (fetched, verified and kept
+/// in the bounded [`FetchedCache`]).
 pub struct SegmentFiles {
     pub node_id: String,
     pub global: Arc<GlobalLog>,
@@ -56,11 +56,14 @@ impl SegmentFiles {
         }
         let mut last = FetchError::NoCopy { segment_id: segment.segment_id.clone() };
         // Nodes with a copy, and their QUIC address; a node holds one copy (its current
-        // disk's, else whichever it still announces), so each is asked once. Then the
-        // bucket, if Global records a copy there.
-        let (holders, bucket_key): (Vec<(String, String)>, Option<String>) = self.global.read(|state| {
-            let Some(registered) = state.segment(&segment.segment_id) else { return (Vec::new(), None) };
-            let holders = registered
+        // disk's, else whichever it still announces), so each is asked once. Live holders
+        // first, then the bucket, then holders whose heartbeat is overdue: a dead node
+        // costs a connection timeout per segment, a bucket download does not.
+        let (live, overdue, bucket_key) = self.global.read(|state| {
+            let Some(registered) = state.segment(&segment.segment_id) else { return (Vec::new(), Vec::new(), None) };
+            let now_ms = weir_proto::event::now_ms().max(0) as u64;
+            let timeout = state.storage_rule().map_or(u64::MAX, |rule| rule.node_timeout_ms);
+            let holders: std::collections::BTreeMap<String, String> = registered
                 .copies
                 .iter()
                 .filter_map(|location| match location {
@@ -70,33 +73,16 @@ impl SegmentFiles {
                     }
                     _ => None,
                 })
-                .collect::<std::collections::BTreeMap<_, _>>()
-                .into_iter()
                 .collect();
+            let (live, overdue): (Vec<_>, Vec<_>) = holders.into_iter().partition(|(node, _)| state.is_live(node, now_ms, timeout));
             let key = registered.copies.iter().find_map(|l| match l {
                 weir_global::Location::Bucket(key) => Some(key.clone()),
                 weir_global::Location::Node { .. } => None,
             });
-            (holders, key)
+            (live, overdue, key)
         });
-        if let Some(client) = &self.client {
-            for (node, address) in holders {
-                // An advertised address may be a host name: resolved here, at fetch time.
-                let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
-                    last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
-                    continue;
-                };
-                match client.fetch(&node, addr, segment, self.fetched.dir()).await {
-                    Ok(path) => {
-                        metrics::counter!("weir_segments_fetched_total").increment(1);
-                        return Ok(self.cached(&name, path).await);
-                    }
-                    Err(error) => {
-                        tracing::warn!(segment = %segment.segment_id, %node, %error, "segment fetch failed, trying the next copy");
-                        last = error;
-                    }
-                }
-            }
+        if let Some(path) = self.from_nodes(segment, live, &mut last).await {
+            return Ok(self.cached(&name, path).await);
         }
         if let (Some(bucket), Some(key)) = (&self.bucket, bucket_key) {
             let node = || "the bucket".to_owned();
@@ -117,7 +103,34 @@ impl SegmentFiles {
                 }
             }
         }
+        if let Some(path) = self.from_nodes(segment, overdue, &mut last).await {
+            return Ok(self.cached(&name, path).await);
+        }
         Err(last)
+    }
+
+    /// Fetches `segment` from the first of `holders` (node, QUIC address) that serves it;
+    /// each failure is logged and kept in `last`.
+    async fn from_nodes(&self, segment: &SegmentInfo, holders: Vec<(String, String)>, last: &mut FetchError) -> Option<PathBuf> {
+        let client = self.client.as_ref()?;
+        for (node, address) in holders {
+            // An advertised address may be a host name: resolved here, at fetch time.
+            let Some(addr) = tokio::net::lookup_host(address.as_str()).await.ok().and_then(|mut a| a.next()) else {
+                *last = FetchError::Transfer { segment_id: segment.segment_id.clone(), node: node.clone(), reason: format!("cannot resolve its address {address}") };
+                continue;
+            };
+            match client.fetch(&node, addr, segment, self.fetched.dir()).await {
+                Ok(path) => {
+                    metrics::counter!("weir_segments_fetched_total").increment(1);
+                    return Some(path);
+                }
+                Err(error) => {
+                    tracing::warn!(segment = %segment.segment_id, %node, %error, "segment fetch failed, trying the next copy");
+                    *last = error;
+                }
+            }
+        }
+        None
     }
 
     /// Puts a fetched file in the bounded cache (evicting what no longer fits) and returns it.

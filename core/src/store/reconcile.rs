@@ -10,6 +10,8 @@
 //! - a file whose bytes are not Global's is renamed `<id>.parquet.damaged` (kept for the
 //!   operator, never served, never swept) and its copy, if any, removed.
 //!
+//! [`scrub`] runs the same pass again every `storage.scrub_interval_ms`.
+//!
 //! Orphans (files Global does not know) are the sweep's ([`super::sweep`]). Must never
 //! record a copy it did not hash, nor remove a copy of another node.
 
@@ -43,8 +45,12 @@ enum Fix {
 
 /// Reconciles this node's copies with its disk; hashes files off the async workers.
 pub async fn run(global: &GlobalLog, data_dir: &DataDir, node_id: &str, disk_id: &str) -> std::io::Result<Report> {
-    let files = data_dir.segment_files()?;
+    // Global first, then the disk: a file is on disk before its copy is recorded, so every
+    // copy of this node in the state read has its file in the listing that follows (unless
+    // it was deleted since, which only happens to segments Global no longer holds). The
+    // other order would remove the copy of a segment the digest registered in between.
     let state = global.state();
+    let files = data_dir.segment_files()?;
     let (node, disk) = (node_id.to_owned(), disk_id.to_owned());
     let fixes = tokio::task::spawn_blocking(move || plan(&state, &files, &node, &disk, |path| weir_segment::blake3_of_file(path).map_err(std::io::Error::other)))
         .await
@@ -74,7 +80,36 @@ pub async fn run(global: &GlobalLog, data_dir: &DataDir, node_id: &str, disk_id:
             }
         }
     }
+    metrics::counter!("weir_segment_files_checked_total").increment(report.checked_files as u64);
+    metrics::counter!("weir_segment_files_damaged_total").increment(report.damaged as u64);
     Ok(report)
+}
+
+/// The same check, again every `interval` while the node runs (a scrub; zero: never), so
+/// flipped bytes on a disk are found before a query or a replica needs the file: the file
+/// is set aside and its copy removed, after which another copy (a replica fetched back by
+/// replication, or the bucket's) serves it.
+pub async fn scrub(global: std::sync::Arc<GlobalLog>, data_dir: DataDir, node_id: String, disk_id: String, interval: std::time::Duration, shutdown: tokio_util::sync::CancellationToken) {
+    if interval.is_zero() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        // Only once this process's own first command applied: the start-up pass runs first.
+        if !global.own_command_applied() {
+            continue;
+        }
+        match run(&global, &data_dir, &node_id, &disk_id).await {
+            Ok(report) if report.damaged > 0 || report.copies_removed > 0 || report.copies_added > 0 => {
+                tracing::warn!(?report, "scrub: this node's copies did not match its disk; fixed")
+            }
+            Ok(report) => tracing::debug!(?report, "scrub: every segment file matches Global"),
+            Err(error) => tracing::warn!(%error, "scrub: cannot check this node's segment files"),
+        }
+    }
 }
 
 /// The fixes for `files` (this node's segment files) against `state`, and how many files
