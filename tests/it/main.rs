@@ -6,6 +6,7 @@
 
 mod architecture;
 mod brokers;
+mod console;
 mod core_ingest;
 mod digest;
 mod edge;
