@@ -95,7 +95,7 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
     let mut by_host: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for (i, (raw, host, level)) in sent.iter().enumerate() {
         let event = json!({"timestamp": base + i as i64 * 30_000, "rawstring": raw, "attributes": {"level": level}});
-        by_host.entry(host).or_default().push(event);
+        by_host.entry(*host).or_default().push(event);
     }
     let body: Vec<Value> = by_host.iter().map(|(host, events)| json!({"tags": {"host": host}, "events": events})).collect();
     let response = client.post(core.url("/api/v1/ingest/humio-structured")).bearer_auth(TOKEN).json(&body).send().await.unwrap();
@@ -237,7 +237,7 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
     assert_eq!(table["heads"], json!(["level", "_count"]));
     let counts: BTreeMap<String, String> =
         table["rows"].as_array().unwrap().iter().map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_str().unwrap().to_owned())).collect();
-    assert_eq!(counts, BTreeMap::from([("error".into(), "3".into()), ("info".into(), "4".into()), ("warn".into(), "2".into())]));
+    assert_eq!(counts, BTreeMap::from([("error".to_owned(), "3".to_owned()), ("info".to_owned(), "4".to_owned()), ("warn".to_owned(), "2".to_owned())]));
     assert_eq!(table["histogram"], true, "no event histogram beside an aggregate");
     shots.take(&browser, "06-group-by-table").await;
 

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 pub const CTRL_ENTER: &str = "\u{E009}\u{E007}\u{E000}";
 
 /// The W3C name of an element reference in WebDriver answers.
-const ELEMENT_KEY: &str = "element-6066-11e4-a52f-4a8b4b6f4f56";
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Chromium and ChromeDriver: `WEIR_CHROMIUM` and `WEIR_CHROMEDRIVER`, else `chromium`
 /// and `chromedriver` on PATH. Panics with how to install them when missing.
@@ -263,7 +263,8 @@ impl Drop for Browser {
     fn drop(&mut self) {
         // ChromeDriver leads its own process group, and the Chromium it started is in it:
         // one signal to the group ends both, also when a test panicked mid-session.
-        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.driver.id())]).status();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", group.as_str()]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

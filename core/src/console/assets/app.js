@@ -435,7 +435,8 @@
   function failSearch(run, error) {
     stopSearch();
     if (signedOutBy(error)) return;
-    setStatus('');
+    // Nothing below the error: an old result under it would read as this query's.
+    clearResults();
     showQueryError(error.message);
   }
 
@@ -731,7 +732,7 @@
     const [x0, x1] = [Math.min(...points.map((p) => p[0])), Math.max(...points.map((p) => p[0]))];
     const yMax = Math.max(1, ...points.map((p) => p[1]));
     const yMin = Math.min(0, ...points.map((p) => p[1]));
-    const [width, height, left, right, top, bottom] = [1000, 260, 56, 10, 10, 26];
+    const [width, height, left, right, top, bottom] = [1000, 220, 56, 10, 10, 26];
     const x = (t) => left + (x1 === x0 ? (width - left - right) / 2 : ((t - x0) / (x1 - x0)) * (width - left - right));
     const y = (v) => top + (1 - (v - yMin) / (yMax - yMin)) * (height - top - bottom);
     const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': 'Line chart of the result over time' });
@@ -805,7 +806,7 @@
     }
     const { buckets, span } = grid;
     const max = Math.max(1, ...buckets.map(([, n]) => n));
-    const [width, height, left, bottom, top] = [1000, 110, 44, 20, 6];
+    const [width, height, left, bottom, top] = [1000, 90, 44, 20, 6];
     const barWidth = (width - left) / buckets.length;
     const chart = svg('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-label': `Events per ${grid.humanized}` });
     chart.append(svg('text', { x: left - 6, y: top + 8, 'text-anchor': 'end' }, formatTick(max)));
@@ -882,7 +883,7 @@
     tile('segments', number(segments.registered));
     tile('stored', bytes(segments.bytes));
     tile('storage rule', rule ? `${rule.mode || ''} ×${rule.replication_factor ?? ''}` : 'none yet');
-    tile('answered by', `${status.answered_by} @ ${number(status.global_applied_offset)}`);
+    tile('answered, at Global offset', `${status.answered_by} @ ${number(status.global_applied_offset)}`);
     const warning = status.storage_warning || status.kafka_error;
     if (warning) {
       $('cluster-error').textContent = warning;
