@@ -153,9 +153,10 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
             "const raws = [...document.querySelectorAll('#events li.event .raw')].map(r => r.textContent);
              const bars = [...document.querySelectorAll('#histogram rect.bar')];
              const counted = bars.reduce((sum, bar) => sum + Number(bar.dataset.count), 0);
-             if (raws.length !== arguments[0] || document.getElementById('histogram').hidden || counted !== arguments[0]) return null;
+             const of = (id) => document.getElementById(id).dataset.query === arguments[1];
+             if (!of('output') || !of('histogram') || raws.length !== arguments[0] || document.getElementById('histogram').hidden || counted !== arguments[0]) return null;
              return {raws, bars: bars.length, times: [...document.querySelectorAll('#events li.event time')].map(t => [t.dateTime, t.title])};",
-            vec![json!(total)],
+            vec![json!(total), json!(query)],
         )
         .await;
     let raws: Vec<String> = shown["raws"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();

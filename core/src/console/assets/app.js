@@ -472,11 +472,15 @@
       $('progress').hidden = true;
     }
     const events = result.events || [];
+    // Which query the results below are of (a newer search replaces them when it answers).
+    $('output').dataset.query = run.request.q;
     const signature = JSON.stringify([meta.isAggregate, events]);
     if (signature !== run.signature) {
       run.signature = signature;
-      if (meta.isAggregate) renderAggregate(events, meta.fieldOrder || []);
-      else renderEvents(run, events);
+      // head(), tail() and sort() count as aggregates but keep whole events: a list.
+      const wholeEvents = events.length > 0 && events.every((e) => '@rawstring' in e && '@timestamp' in e);
+      if (meta.isAggregate && !wholeEvents) renderAggregate(events, meta.fieldOrder || []);
+      else renderEvents(run, events, Boolean(meta.isAggregate));
     }
     if (meta.isAggregate) $('histogram').hidden = true;
     else if (run.hist && run.hist.done) renderHistogram(run.hist);
@@ -557,10 +561,12 @@
   const eventKey = (event) => event['@id'] || `${event['@timestamp']}:${event['@rawstring']}`;
   const text = (value) => (typeof value === 'string' ? value : JSON.stringify(value));
 
-  function renderEvents(run, events) {
+  // Newest first, unless the query chose the order (`sort()`, `head()`: `keepOrder`).
+  function renderEvents(run, events, keepOrder) {
     $('table-wrap').hidden = true;
     $('chart').hidden = true;
-    const sorted = events.slice().sort((a, b) => eventTime(b) - eventTime(a)).slice(0, EVENT_LIMIT);
+    const ordered = keepOrder ? events.slice() : events.slice().sort((a, b) => eventTime(b) - eventTime(a));
+    const sorted = ordered.slice(0, EVENT_LIMIT);
     const list = $('events');
     list.textContent = '';
     if (!sorted.length) {
@@ -693,8 +699,12 @@
     $('events').textContent = '';
     $('fields').hidden = true;
     document.querySelector('.results').classList.add('no-fields');
-    const columns = fieldOrder.length ? fieldOrder.slice() : [];
-    for (const row of rows) for (const name of Object.keys(row)) if (!columns.includes(name)) columns.push(name);
+    const seen = fieldOrder.length ? fieldOrder.slice() : [];
+    for (const row of rows) for (const name of Object.keys(row)) if (!seen.includes(name)) seen.push(name);
+    // `_bucket` first, then what the rows are grouped by, then the computed `_` fields
+    // (the core lists a row's fields in name order, which puts `_count` first).
+    const computed = (name) => name.startsWith('_') && name !== '_bucket';
+    const columns = [...seen.filter((n) => n === '_bucket'), ...seen.filter((n) => n !== '_bucket' && !computed(n)), ...seen.filter(computed)];
     const numeric = (name) => rows.length > 0 && rows.every((row) => row[name] === undefined || row[name] === '' || Number.isFinite(Number(row[name])));
     const heads = columns.map((name) => ({ label: name, num: name !== '_bucket' && numeric(name) }));
     const cells = rows.map((row) =>
@@ -797,6 +807,7 @@
 
   function renderHistogram(result) {
     const grid = histogramBuckets(result);
+    if (state.run) $('histogram').dataset.query = state.run.request.q;
     const box = $('histogram');
     const holder = $('histogram-chart');
     holder.textContent = '';
