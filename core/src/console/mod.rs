@@ -158,7 +158,7 @@ mod tests {
             assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
             let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
             assert!(policy.starts_with("default-src 'self';") && !policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"), "{policy}");
-            assert!(body.to_lowercase().contains(needle), "{path}");
+            assert!(body.to_lowercase().contains(&needle.to_lowercase()), "{path}");
         }
         let (status, headers, _) = get_with(app(true), "/ui/nothing.js", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
