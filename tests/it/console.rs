@@ -306,7 +306,8 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
             WAIT,
             "const raws = document.querySelectorAll('#events li.event .raw');
              return (document.getElementById('query').value === arguments[0] && raws.length === arguments[1]) || null",
-            vec![json!(query), json!(total)],
+            // The live event too, by now.
+            vec![json!(query), json!(total + 1)],
         )
         .await;
 
