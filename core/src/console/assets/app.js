@@ -865,8 +865,9 @@
     try {
       const status = await api('GET', '/api/v1/cluster');
       if (seq !== state.clusterSeq) return;
-      renderCluster(status);
+      // Before rendering, which shows the storage rule's warning here if there is one.
       $('cluster-error').hidden = true;
+      renderCluster(status);
     } catch (error) {
       if (seq !== state.clusterSeq) return;
       if (signedOutBy(error)) return;
