@@ -311,6 +311,28 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
         )
         .await;
 
+    // 11b. A link with an absolute range (the custom range): only the events inside it.
+    let (start, end) = (base - 60_000, base + 3 * 30_000 + 1);
+    let custom_link = format!("{}#/search?repo={REPOSITORY}&q=%22{run}%22&start={start}&end={end}", core.url("/"));
+    browser.goto("about:blank").await;
+    browser.goto(&custom_link).await;
+    let custom = browser
+        .wait_until(
+            "the custom range's search",
+            WAIT,
+            "const raws = [...document.querySelectorAll('#events li.event .raw')].map(r => r.textContent);
+             if (document.getElementById('output').dataset.query !== arguments[0] || raws.length !== 4) return null;
+             return {raws, range: document.getElementById('range').value, from: document.getElementById('range-start').value,
+                     shown: !document.getElementById('custom-range').hidden};",
+            vec![json!(query)],
+        )
+        .await;
+    assert_eq!((&custom["range"], &custom["shown"]), (&json!("custom"), &json!(true)), "{custom}");
+    assert!(custom["from"].as_str().is_some_and(|v| !v.is_empty()), "the range's start in the form: {custom}");
+    let inside: BTreeSet<String> = sent[..4].iter().map(|s| s.0.clone()).collect();
+    let got: BTreeSet<String> = custom["raws"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, inside, "the four events inside the range");
+
     // 12. The cluster page: this node alive, both partitions owned; it refreshes itself.
     browser.click(&browser.wait_for("#nav-cluster", WAIT).await).await;
     let cluster = browser

@@ -272,8 +272,8 @@
     const request = { repo, q, range, live };
     if (!repo) return { error: 'choose a repository' };
     if (range === 'custom') {
-      request.start = fromLocalInput($('range-start').value);
-      request.end = fromLocalInput($('range-end').value);
+      request.start = exactOrInput($('range-start'));
+      request.end = exactOrInput($('range-end'));
       if (!Number.isFinite(request.start) || !Number.isFinite(request.end)) return { error: 'give the custom range a start and an end' };
       if (request.start >= request.end) return { error: "the custom range's start is not before its end" };
     }
@@ -294,6 +294,20 @@
     return '#/search?' + params.toString();
   }
 
+  // A range from a link keeps its milliseconds (the inputs show whole seconds) until the
+  // user edits the input.
+  function exactOrInput(input) {
+    const exact = Number(input.dataset.exact);
+    if (input.dataset.exact && input.dataset.shown === input.value && Number.isFinite(exact)) return exact;
+    return fromLocalInput(input.value);
+  }
+
+  function setRangeInput(input, ms) {
+    input.value = toLocalInput(ms);
+    input.dataset.exact = String(ms);
+    input.dataset.shown = input.value;
+  }
+
   function applyParams(params) {
     if (params.has('repo')) $('repo').value = params.get('repo');
     if (params.has('q')) $('query').value = params.get('q');
@@ -301,8 +315,8 @@
     const end = Number(params.get('end'));
     if (params.has('start') && params.has('end') && Number.isFinite(start) && Number.isFinite(end)) {
       $('range').value = 'custom';
-      $('range-start').value = toLocalInput(start);
-      $('range-end').value = toLocalInput(end);
+      setRangeInput($('range-start'), start);
+      setRangeInput($('range-end'), end);
     } else if (PRESETS.includes(params.get('range'))) {
       $('range').value = params.get('range');
     }
@@ -1020,8 +1034,8 @@
         if ($('live').checked) $('live').checked = false;
         if (!$('range-start').value) {
           const now = Date.now();
-          $('range-start').value = toLocalInput(now - 3600 * 1000);
-          $('range-end').value = toLocalInput(now);
+          setRangeInput($('range-start'), now - 3600 * 1000);
+          setRangeInput($('range-end'), now);
         }
         $('range-start').focus();
       } else {
