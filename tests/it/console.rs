@@ -143,6 +143,12 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
     let stored = browser.script("return [sessionStorage.getItem('weir.readToken'), localStorage.length, document.cookie]", Vec::new()).await;
     assert_eq!(stored, json!([CONSOLE_TOKEN, 0, ""]), "the token is kept for the tab only");
 
+    // The keyboard: `/` from anywhere on the page goes to the query box.
+    browser.script("document.activeElement.blur()", Vec::new()).await;
+    browser.press_keys("/").await;
+    let focused = browser.script("return document.activeElement.id", Vec::new()).await;
+    assert_eq!(focused, "query", "`/` focuses the query box");
+
     // 4. A search: every event sent, newest first, and a histogram that counts them all.
     let query = format!("\"{run}\"");
     run_query(&browser, &query).await;

@@ -238,6 +238,14 @@ impl Browser {
         self.command(reqwest::Method::GET, &format!("/element/{}/property/{name}", element.0), None).await
     }
 
+    /// Presses and releases each key of `keys` wherever the focus is (WebDriver actions),
+    /// as a user's keyboard does; not typed into any element.
+    pub async fn press_keys(&self, keys: &str) {
+        let actions: Vec<Value> = keys.chars().flat_map(|key| [json!({"type": "keyDown", "value": key}), json!({"type": "keyUp", "value": key})]).collect();
+        self.command(reqwest::Method::POST, "/actions", Some(json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}))).await;
+        self.command(reqwest::Method::DELETE, "/actions", None).await;
+    }
+
     pub async fn set_window_size(&self, width: u32, height: u32) {
         self.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": width, "height": height}))).await;
     }
