@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use weir_tests::browser::{Browser, CTRL_ENTER};
-use weir_tests::nodes::{CoreSpec, REPOSITORY, TOKEN, core_process};
+use weir_tests::nodes::{CoreSpec, READ_TOKEN, REPOSITORY, TOKEN, core_process};
 use weir_tests::{certs, eventually, gate, http, init_tracing, kafka, unique};
 
-/// A read token of only the test repository: the one the user pastes.
-const CONSOLE_TOKEN: &str = "console-read-token";
+/// The read token the user pastes: the test core's only one, of every repository
+/// (`["*"]`), so the repository picker lists what the cluster's segments hold.
+const CONSOLE_TOKEN: &str = READ_TOKEN;
 const WAIT: Duration = Duration::from_secs(30);
 
 fn now_ms() -> i64 {
@@ -73,8 +74,7 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
     let bootstrap = kafka::shared_bootstrap();
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
-    let mut spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-console"), &certs);
-    spec.extra_toml = format!("\n[[read_tokens]]\ntoken = \"{CONSOLE_TOKEN}\"\nrepositories = [\"{REPOSITORY}\"]\nname = \"console\"\n");
+    let spec = CoreSpec::new("core-1", &bootstrap, &unique("weir-test-console"), &certs);
     let core = core_process(&spec, dir.path()).await;
     let client = http();
 
@@ -112,6 +112,20 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
         }
     })
     .await;
+
+    // A token of every repository (["*"]) lists the repositories that have segments (no
+    // token names one here), so the console's picker has them too.
+    let listed: Value = client
+        .post(core.url("/graphql"))
+        .bearer_auth(CONSOLE_TOKEN)
+        .json(&json!({"query": "{searchDomains{name}}"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!({"data": {"searchDomains": [{"name": REPOSITORY}]}}));
 
     // The core serves the page to a browser at / and keeps / as JSON for everyone else.
     let page = client.get(core.url("/")).header("accept", "text/html").send().await.unwrap();
