@@ -290,7 +290,9 @@ async fn a_user_signs_in_searches_narrows_aggregates_tails_live_and_sees_the_clu
     // 10. Live: an event sent after Live was turned on appears by itself.
     run_query(&browser, &format!("{query} live")).await;
     browser.click(&browser.wait_for("#live", WAIT).await).await;
-    browser.wait_until("the live search running", WAIT, "return document.getElementById('status').textContent.startsWith('Live, updated') || null", Vec::new()).await;
+    browser
+        .wait_until("the live search running", WAIT, "return document.getElementById('status').textContent.startsWith('Live, updated') || null", Vec::new())
+        .await;
     let live_raw = format!("{run} live one");
     let body = json!([{"tags": {"host": "h3"}, "events": [{"timestamp": now_ms(), "rawstring": live_raw}]}]);
     let response = client.post(core.url("/api/v1/ingest/humio-structured")).bearer_auth(TOKEN).json(&body).send().await.unwrap();

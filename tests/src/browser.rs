@@ -7,8 +7,8 @@
 //! WebDriver's key codes, e.g. [`CTRL_ENTER`]), read text, properties and the URL, run a
 //! script, resize the window, screenshots as PNG files.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
