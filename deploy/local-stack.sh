@@ -152,6 +152,8 @@ TOML
 Weir is running: core http://127.0.0.1:$core_http (QUIC $core_quic), edge http://127.0.0.1:$edge_http, Kafka $bootstrap, S3 $s3 (bucket weir)
 Logs: $home/logs/. Stop with: bash deploy/local-stack.sh stop
 
+Web console: http://127.0.0.1:$core_http/ (sign in with the read token dev-read-token)
+
 Send an event through the edge (acknowledged once a core has it in Kafka); repository
 main parses key=value lines with the kv plugin:
 

@@ -9,7 +9,8 @@
 # PyPI into a venv (core/segment/tests/duckdb-setup.sh), humiolib likewise
 # (core/query/tests/humiolib-setup.sh), the shipper clients (OpenTelemetry SDK,
 # elasticsearch) from PyPI into a venv (tests/clients/setup.sh), the S3 test server
-# (versitygw, built from source with `go install`: deploy/s3.sh). Caches live in
+# (versitygw, built from source with `go install`: deploy/s3.sh), Debian's chromium and
+# chromium-driver for the console test (apt-get: deploy/chromium.sh). Caches live in
 # $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3,
 # Go 1.25+.
 # With CI=true, compiler warnings in Weir's own crates fail the run.
@@ -88,6 +89,11 @@ step "shipper clients venv (OpenTelemetry SDK, elasticsearch) and logger"
 # Pinned in tests/clients/setup.sh, cached in $WEIR_CACHE_DIR/venv-clients-<hash>; the
 # shipper tests (tests/it/shippers.rs) would create it too, but fail rather than skip.
 bash tests/clients/setup.sh >/dev/null
+
+step "headless Chromium for the console test"
+# Debian's chromium and chromium-driver (apt-get; sudo when not root), installed once; the
+# test (tests/it/console.rs) fails, saying how to install them, when they are missing.
+bash deploy/chromium.sh ensure >/dev/null
 
 step "start Kafka"
 kafka_dir="$(mktemp -d "${TMPDIR:-/tmp}/weir-test-kafka.XXXXXX")"

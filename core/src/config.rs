@@ -404,6 +404,15 @@ pub struct HttpConfig {
     /// heartbeats; default: the bound address (wrong when binding 0.0.0.0 or behind NAT).
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The web console (`weir_core::console`) at `/` (to browsers) and `/ui/`; it reads
+    /// through the read API with the token the user pastes. `false`: no `/ui/` routes, and
+    /// `/` stays the Elasticsearch root probe for everyone.
+    #[serde(default = "default_console")]
+    pub console: bool,
+}
+
+fn default_console() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

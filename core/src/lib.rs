@@ -11,6 +11,7 @@
 //!   tools and reparse.
 //! - [`peer`]: core ↔ core segment transfer (protocol, server, client).
 //! - [`read`]: where a query finds each segment (the query language is `weir-query`'s).
+//! - [`console`]: the web console's page, embedded, at `/` (to browsers) and `/ui/`.
 //!
 //! Beside them: [`config`] (TOML + env), `certs` (dev PKI, only with the `dev-certs`
 //! feature: never in a production build), [`alloc`] (the binary's global allocator). The
@@ -23,6 +24,7 @@ pub mod alloc;
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod digest;
 pub mod kafka;
 pub mod peer;
@@ -170,6 +172,7 @@ pub async fn start(config: CoreConfig, shutdown: CancellationToken) -> Result<Ru
     let app = weir_http_ingest::router(&ingest_tokens_with_parsers(&config), sink, budget)
         .merge(weir_query::router(query))
         .merge(cluster::status::router(cluster_api));
+    let app = if config.http.console { console::serve(app) } else { app };
 
     let segments_dir = data_dir.segments_dir();
     std::fs::create_dir_all(&segments_dir).map_err(|source| CoreError::DataDir { path: segments_dir, source })?;

@@ -7,6 +7,7 @@
 mod architecture;
 mod brokers;
 mod bucket;
+mod console;
 mod core_ingest;
 mod digest;
 mod edge;

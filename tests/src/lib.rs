@@ -3,12 +3,14 @@
 //! that ask again on Kafka's transient answers, real core and edge processes that can be
 //! killed, their operator commands, the check of what the digest stored, dev certificates,
 //! an independent Kafka consumer, polling with deadlines, which tests may run side by
-//! side, and a real S3 server (versitygw through `deploy/s3.sh`) with a fault-injecting
-//! proxy to put in front of it.
+//! side, a real S3 server (versitygw through `deploy/s3.sh`) with a fault-injecting
+//! proxy to put in front of it, and a real headless browser (`browser`: Chromium over
+//! WebDriver, `deploy/chromium.sh`).
 //!
 //! Every test gets its own directory, topic and ports. On failure, helpers panic with the
 //! command, the directory and the tail of the logs involved.
 
+pub mod browser;
 pub mod cli;
 pub mod gate;
 pub mod kafka;

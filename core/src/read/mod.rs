@@ -30,6 +30,16 @@ impl SegmentSource for ClusterSegments {
         let (files, segment) = (self.files.clone(), segment.clone());
         async move { files.local_path(&segment).await.map_err(source_error) }.boxed()
     }
+
+    /// The repositories of the registered segments (for a `["*"]` token's `/graphql`
+    /// `searchDomains`, which the console's repository picker lists).
+    fn repositories(&self) -> Vec<String> {
+        self.files.global.read(|state| {
+            let names: std::collections::BTreeSet<&String> =
+                state.partitions().flat_map(|p| state.segments(p)).flat_map(|s| s.info.repositories.iter()).collect();
+            names.into_iter().cloned().collect()
+        })
+    }
 }
 
 /// A copy whose bytes are not the registered ones is damage a retry will not mend (500,
