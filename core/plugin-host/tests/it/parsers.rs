@@ -334,8 +334,15 @@ fn access_log_parser_on_real_lines() {
 #[test]
 fn javascript_access_plugin_matches_the_rust_access_plugin() {
     let rust = registry("access", PluginConfig::new(wasm("access"), &[]));
-    // A componentize-js component embeds StarlingMonkey; the default 64 MiB cap is enough.
-    let js = registry("access-js", PluginConfig::new(wasm("access-js"), &[]));
+    // A componentize-js component embeds StarlingMonkey; its memory starts at 9.1 MiB and a
+    // batch of 4096 lines needs under 16 MiB, a quarter of the default cap.
+    let js = registry(
+        "access-js",
+        PluginConfig {
+            memory_limit_bytes: Some(16 << 20),
+            ..PluginConfig::new(wasm("access-js"), &[])
+        },
+    );
     let info = js.info("access-js").expect("loaded");
     assert_eq!((info.plugin_name.as_str(), info.version.as_str()), ("access-js", "0.1.0"));
     // The JavaScript plugin passes the same table...
@@ -437,3 +444,4 @@ fn pattern_parser_refuses_bad_settings_with_a_clear_error() {
         "{unknown}"
     );
 }
+
