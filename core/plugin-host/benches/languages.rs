@@ -116,12 +116,7 @@ fn main() {
         let started = Instant::now();
         registry.parse_with(name, one).expect("loaded");
         let first = started.elapsed();
-        println!(
-            "{name:<10} {size:>9.1} {:>11.0} {:>11.1} {:>13.1}",
-            cold.as_secs_f64() * 1e3,
-            cached.as_secs_f64() * 1e3,
-            first.as_secs_f64() * 1e3
-        );
+        println!("{name:<10} {size:>9.1} {:>11.0} {:>11.1} {:>13.1}", cold.as_secs_f64() * 1e3, cached.as_secs_f64() * 1e3, first.as_secs_f64() * 1e3);
         registries.push((name, lines, registry));
     }
 
