@@ -5,11 +5,16 @@
 # - Python plugins (plugins/python/NAME/app.py): componentize-py, installed
 #   pinned into a venv under ${WEIR_CACHE_DIR:-$HOME/.cache/weir}; plugins/python/
 #   (weir_output.py, the packed-output writer) is on every one's path.
+# - JavaScript plugins (plugins/js/NAME/app.js, output NAME-js.wasm): componentize-js,
+#   pinned with jco in plugins/js/package.json + package-lock.json and installed by
+#   `npm ci` into $WEIR_CACHE_DIR/js-<lockfile hash> (no network once there);
+#   plugins/js/weir-output.js is the packed-output writer they import.
 # Idempotent and quick when nothing changed: outputs are only rewritten when
-# their content changes, Python plugins only rebuilt when their inputs are newer.
+# their content changes, Python and JS plugins only rebuilt when their inputs are newer.
 set -euo pipefail
 
 COMPONENTIZE_PY_VERSION=0.25.1
+# componentize-js and jco: pinned in plugins/js/package.json and package-lock.json.
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 wit="$(cd "$here/../wit" && pwd)"
@@ -59,6 +64,42 @@ for app in "$here"/python/*/app.py; do
     fi
     log "building $(basename "$target") with componentize-py $COMPONENTIZE_PY_VERSION"
     (cd "$dir" && "$venv/bin/componentize-py" -d "$wit" -w parser componentize -p "$dir" -p "$here/python" app -o "$target.tmp" >/dev/null)
+    mv -f "$target.tmp" "$target"
+done
+
+# --- JavaScript plugins -----------------------------------------------------
+js="$here/js"
+js_key="$(sha256sum "$js/package-lock.json" | cut -c1-16)"
+js_env="$cache/js-$js_key"
+if [[ ! -x "$js_env/node_modules/.bin/componentize-js" ]]; then
+    command -v npm >/dev/null || { log "npm not found: install Node.js 20+ (JavaScript plugins are built with componentize-js)"; exit 1; }
+    log "installing componentize-js and jco (plugins/js/package-lock.json) into $js_env"
+    rm -rf "$js_env.tmp.$$"
+    mkdir -p "$js_env.tmp.$$"
+    cp "$js/package.json" "$js/package-lock.json" "$js_env.tmp.$$/"
+    # No install scripts: every package it pins ships its binaries (per-platform packages).
+    (cd "$js_env.tmp.$$" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >&2)
+    rm -rf "$js_env" && mv "$js_env.tmp.$$" "$js_env"
+fi
+# The committed typings (plugins/js/types) are what `jco guest-types` makes of wit/.
+cp "$js/jco.mjs" "$js_env/jco.mjs"
+types_tmp="$(mktemp -d)"
+trap 'rm -rf "$types_tmp"' EXIT
+(cd "$here/.." && node "$js_env/jco.mjs" guest-types wit -n parser -o "$types_tmp" -q)
+if ! diff -r "$types_tmp" "$js/types" >&2; then
+    log "plugins/js/types is out of date with wit/: run \`cp -r $types_tmp/. plugins/js/types/\` (from jco guest-types) and commit it"
+    trap - EXIT
+    exit 1
+fi
+for app in "$js"/*/app.js; do
+    dir="$(dirname "$app")"
+    target="$out/$(basename "$dir")-js.wasm"
+    if [[ -f "$target" ]] && [[ -z "$(find "$dir" "$js/weir-output.js" "$js/package-lock.json" "$wit" -newer "$target" \( -name '*.js' -o -name '*.wit' -o -name '*.json' \))" ]]; then
+        continue
+    fi
+    log "building $(basename "$target") with componentize-js"
+    # Only the WASI interfaces the host links: no wasi:http (`http`, `fetch-event`).
+    "$js_env/node_modules/.bin/componentize-js" "$app" -w "$wit" -n parser -d http fetch-event -o "$target.tmp" >/dev/null
     mv -f "$target.tmp" "$target"
 done
 

@@ -5,14 +5,14 @@
 #                                stop them
 #
 # Installs/fetches what it needs: the wasm32-wasip2 Rust target and plugin toolchains
-# (plugins/build.sh), Apache Kafka jars from Maven Central (deploy/kafka.sh), DuckDB from
+# (plugins/build.sh: componentize-py from PyPI, componentize-js and jco from npm), Apache Kafka jars from Maven Central (deploy/kafka.sh), DuckDB from
 # PyPI into a venv (core/segment/tests/duckdb-setup.sh), humiolib likewise
 # (core/query/tests/humiolib-setup.sh), the shipper clients (OpenTelemetry SDK,
 # elasticsearch) from PyPI into a venv (tests/clients/setup.sh), the S3 test server
 # (versitygw, built from source with `go install`: deploy/s3.sh), Debian's chromium and
 # chromium-driver for the console test (apt-get: deploy/chromium.sh). Caches live in
 # $WEIR_CACHE_DIR (default ~/.cache/weir). Needs: rustup/cargo, Java 17+, Maven, Python 3,
-# Go 1.25+.
+# Go 1.25+, Node.js 20+ with npm.
 # With CI=true, compiler warnings in Weir's own crates fail the run.
 set -euo pipefail
 
@@ -28,6 +28,7 @@ need java "install a JDK 17 or newer"
 need mvn "install Apache Maven 3.8+"
 need python3 "install Python 3.10+"
 need go "install Go 1.25 or newer"
+need npm "install Node.js 20 or newer with npm (JavaScript plugins are built with componentize-js)"
 
 step "fetch Apache Kafka"
 bash deploy/kafka.sh fetch

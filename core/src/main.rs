@@ -172,7 +172,7 @@ enum PluginCommand {
     New {
         /// The plugin's name: lowercase letters, digits and `-`.
         name: String,
-        /// rust or python.
+        /// rust, python or js.
         #[arg(long)]
         lang: weir_plugin_host::scaffold::Lang,
         #[arg(long, default_value = ".")]

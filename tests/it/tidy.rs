@@ -83,6 +83,14 @@ fn no_compiled_wasm_is_tracked() {
         let tracked = String::from_utf8_lossy(&output.stdout);
         assert!(tracked.trim().is_empty(), "compiled Wasm is committed; build it from source instead:\n{tracked}");
     }
+    // Nor an npm tree: plugins/build.sh installs the JavaScript toolchain under $WEIR_CACHE_DIR.
+    let output = std::process::Command::new("git").args(["ls-files", ":(glob)**/node_modules/**"]).current_dir(&root).output();
+    if let Ok(output) = output
+        && output.status.success()
+    {
+        let tracked = String::from_utf8_lossy(&output.stdout);
+        assert!(tracked.trim().is_empty(), "node_modules is committed; plugins/build.sh installs it from package-lock.json:\n{tracked}");
+    }
 }
 
 /// The edge stays light (DESIGN: it must not link wasmtime, rdkafka or the AWS SDK): its

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// ```toml
 /// [parsers]
 /// default = "json"
-/// plugin_dir = "/usr/lib/weir/plugins"   # every *.wasm here is a plugin named by its file stem
+/// plugin_dir = "/usr/lib/weir/plugins"   # every *.wasm here is a plugin, named as it names itself
 /// batch_deadline_ms = 500
 /// memory_limit_bytes = 67108864
 /// isolation_max_reruns = 64               # re-run calls per failed batch to isolate bad events
@@ -38,8 +38,9 @@ pub struct ParsersConfig {
     /// them unparsed.
     pub default: Option<String>,
     /// Directory of plugins: relative plugin paths resolve against it, and
-    /// each `*.wasm` in it not named in `plugins` is loaded under its file stem
-    /// with no settings.
+    /// each `*.wasm` in it is loaded with no settings under the name it
+    /// declares (`describe`), not its file name, unless `plugins` already
+    /// has an entry of that name. Two files declaring one name fail the start.
     pub plugin_dir: Option<PathBuf>,
     /// Named plugin instances (one `.wasm` may appear under several names with
     /// different settings).
@@ -149,7 +150,8 @@ pub(crate) struct ResolvedPlugin {
     pub path: PathBuf,
     pub settings: Vec<(String, String)>,
     pub limits: Limits,
-    /// Found in `plugin_dir` rather than named in `plugins`.
+    /// Found in `plugin_dir` rather than named in `plugins`: `name` is the
+    /// file stem until the plugin is loaded, then the name it declares.
     pub discovered: bool,
 }
 
@@ -189,7 +191,8 @@ impl ParsersConfig {
                 self.memory_limit_bytes
             )));
         }
-        let mut entries: BTreeMap<String, (PluginConfig, bool)> = self
+        // Configured entries first, then the files of plugin_dir in name order.
+        let mut entries: Vec<(String, (PluginConfig, bool))> = self
             .plugins
             .iter()
             .map(|(k, v)| (k.clone(), (v.clone(), false)))
@@ -198,17 +201,18 @@ impl ParsersConfig {
             let listing = std::fs::read_dir(dir).map_err(|e| {
                 Error::Config(format!("cannot list plugin_dir {}: {e}", dir.display()))
             })?;
-            for entry in listing.flatten() {
-                let path = entry.path();
-                let stem = path.file_stem().and_then(|s| s.to_str()).map(String::from);
-                if let (Some(stem), Some("wasm")) =
-                    (stem, path.extension().and_then(|e| e.to_str()))
-                {
-                    entries
-                        .entry(stem)
-                        .or_insert_with(|| (PluginConfig::new(path.clone(), &[]), true));
-                }
-            }
+            let mut found: Vec<(String, std::path::PathBuf)> = listing
+                .flatten()
+                .map(|entry| entry.path())
+                .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
+                .filter_map(|path| Some((path.file_stem()?.to_string_lossy().into_owned(), path)))
+                .collect();
+            found.sort();
+            entries.extend(
+                found
+                    .into_iter()
+                    .map(|(stem, path)| (stem, (PluginConfig::new(path, &[]), true))),
+            );
         }
         let mut out = Vec::with_capacity(entries.len());
         for (name, (p, discovered)) in entries {
@@ -235,15 +239,8 @@ impl ParsersConfig {
                 name,
             });
         }
-        let known = |n: &str| out.iter().any(|p| p.name == n);
-        for (name, referenced_by) in self.routes() {
-            if !known(name) {
-                return Err(Error::UnknownParser {
-                    name: name.to_string(),
-                    referenced_by,
-                });
-            }
-        }
+        // Routes are checked once the plugins are loaded (`ParserRegistry::new`): the
+        // files of plugin_dir are named by what they declare.
         Ok(out)
     }
 }

@@ -43,9 +43,25 @@ pub enum Error {
     },
 
     #[error(
-        "parser `{name}` named by {referenced_by} is not configured; add [parsers.plugins.{name}] or fix the name"
+        "parser `{name}` named by {referenced_by} is not configured; add [parsers.plugins.{name}] or fix the name (parsers: {known}; a plugin found in plugin_dir goes by the name it declares, not its file name)"
     )]
-    UnknownParser { name: String, referenced_by: String },
+    UnknownParser {
+        name: String,
+        referenced_by: String,
+        /// The parsers that are configured, comma-separated.
+        known: String,
+    },
+
+    #[error(
+        "two plugins in plugin_dir declare the name `{name}`: {} and {}; keep one of them in plugin_dir (a file elsewhere can be loaded under a name of your choice with [parsers.plugins.NAME] path = ...)",
+        .first.display(),
+        .second.display()
+    )]
+    DuplicateParser {
+        name: String,
+        first: PathBuf,
+        second: PathBuf,
+    },
 
     #[error(
         "refusing the plugin cache directory {path}: {reason}; cached plugins are native code the core runs, so the directory must belong to the user running the core and be writable by no one else: `chown` it to that user and `chmod 700` it, or set [parsers] cache_dir to a directory that is"

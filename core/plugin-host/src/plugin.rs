@@ -25,7 +25,8 @@ use wasmtime::{Engine, Store, Trap};
 /// What a plugin says about itself (`describe`) plus what the host knows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PluginInfo {
-    /// The configured name (`[parsers.plugins.NAME]`).
+    /// The parser's name in the registry: `[parsers.plugins.NAME]`, or for a file
+    /// found in `plugin_dir` the name it declares.
     pub name: String,
     /// The plugin's own name and version.
     pub plugin_name: String,
@@ -131,6 +132,8 @@ struct FileState {
 
 pub(crate) struct Plugin {
     name: String,
+    /// Found in `plugin_dir`: named by what it declares (see [`Plugin::rename`]).
+    discovered: bool,
     path: PathBuf,
     settings: Vec<(String, String)>,
     limits: Limits,
@@ -166,6 +169,7 @@ impl Plugin {
                 checked_at: Instant::now(),
             }),
             idle: Mutex::new(Vec::new()),
+            discovered: p.discovered,
             name: p.name,
             path: p.path,
             settings: p.settings,
@@ -255,11 +259,20 @@ impl Plugin {
     }
 
     pub(crate) fn info(&self) -> PluginInfo {
-        self.current
+        let mut info = self
+            .current
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .info
-            .clone()
+            .clone();
+        info.name.clone_from(&self.name);
+        info
+    }
+
+    /// Names a plugin found in `plugin_dir` by what it declares (it was loaded
+    /// under its file stem): its events' `@parser`, its metrics and its logs use it.
+    pub(crate) fn rename(&mut self, name: &str) {
+        self.name = name.to_string();
     }
 
     /// Picks up a changed plugin file; a broken new version keeps the old one.
@@ -293,10 +306,16 @@ impl Plugin {
             path: self.path.clone(),
             settings: self.settings.clone(),
             limits: self.limits,
-            discovered: false,
+            discovered: self.discovered,
         };
         match Self::compile(rt, &resolved, &bytes, current.generation + 1) {
             Ok(loaded) => {
+                if self.discovered && loaded.info.plugin_name != self.name {
+                    tracing::warn!(
+                        plugin = %self.name, declared = %loaded.info.plugin_name,
+                        "reloaded plugin from plugin_dir declares another name; it keeps its name until the core restarts"
+                    );
+                }
                 tracing::info!(plugin = %self.name, generation = loaded.generation, "plugin reloaded");
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
                 lock(&self.idle).clear();

@@ -11,6 +11,7 @@ use crate::event::RawEvent;
 use crate::plugin::{ParseStats, Plugin, PluginInfo, Runtime};
 use crate::sandbox::{self, EpochTicker};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Every configured parser plugin, ready to parse batches.
@@ -37,24 +38,51 @@ impl ParserRegistry {
             Duration::from_millis(config.reload_check_ms),
         )?;
         let mut plugins = BTreeMap::new();
+        // The files of plugin_dir by the name they declare, to refuse a name declared twice.
+        let mut declared_by: BTreeMap<String, PathBuf> = BTreeMap::new();
+        // `resolve` lists the configured plugins first.
         for p in resolved {
-            let (name, discovered) = (p.name.clone(), p.discovered);
-            match Plugin::load(&runtime, p) {
-                Ok(plugin) => {
-                    plugins.insert(name, plugin);
-                }
-                // A file dropped into plugin_dir must not stop the node.
-                Err(e) if discovered => {
-                    tracing::warn!(plugin = %name, error = %e, "skipping plugin found in plugin_dir")
-                }
-                Err(e) => return Err(e),
+            if !p.discovered {
+                plugins.insert(p.name.clone(), Plugin::load(&runtime, p)?);
+                continue;
             }
+            let (stem, path) = (p.name.clone(), p.path.clone());
+            let mut plugin = match Plugin::load(&runtime, p) {
+                Ok(plugin) => plugin,
+                // A file dropped into plugin_dir must not stop the node.
+                Err(e) => {
+                    tracing::warn!(plugin = %stem, path = %path.display(), error = %e, "skipping plugin found in plugin_dir");
+                    continue;
+                }
+            };
+            let name = plugin.info().plugin_name;
+            if name.trim().is_empty() {
+                tracing::warn!(path = %path.display(), "skipping plugin found in plugin_dir: it declares an empty name");
+                continue;
+            }
+            if let Some(first) = declared_by.insert(name.clone(), path.clone()) {
+                return Err(Error::DuplicateParser {
+                    name,
+                    first,
+                    second: path,
+                });
+            }
+            if plugins.contains_key(&name) {
+                tracing::info!(plugin = %name, path = %path.display(), "plugin found in plugin_dir has the name of a [parsers.plugins] entry; the entry is used");
+                continue;
+            }
+            if name != stem {
+                tracing::info!(plugin = %name, path = %path.display(), "plugin found in plugin_dir goes by the name it declares");
+            }
+            plugin.rename(&name);
+            plugins.insert(name, plugin);
         }
         for (name, referenced_by) in config.routes() {
             if !plugins.contains_key(name) {
                 return Err(Error::UnknownParser {
                     name: name.to_string(),
                     referenced_by,
+                    known: plugins.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
                 });
             }
         }
@@ -108,7 +136,8 @@ impl ParserRegistry {
             .map(|p| p.parse(&self.runtime, batch))
     }
 
-    /// The configured parser names.
+    /// The parser names: `[parsers.plugins]` keys and, for the files of
+    /// `plugin_dir`, the names the plugins declare.
     pub fn parsers(&self) -> impl Iterator<Item = &str> {
         self.plugins.keys().map(String::as_str)
     }

@@ -1,4 +1,4 @@
-//! `weir-core plugin new NAME --lang rust|python`: writes a parser plugin project that
+//! `weir-core plugin new NAME --lang rust|python|js`: writes a parser plugin project that
 //! builds on its own, outside Weir's repository, with a test input and the events
 //! `plugin test --expect` must see. Owns the project layout; the templates live in
 //! `templates/`.
@@ -8,7 +8,10 @@
 //! installed `weir-core` has no checkout to point a path dependency at, and a git
 //! dependency needs the network; a vendored copy builds offline and matches the contract
 //! of the core that made it. Their manifests are rewritten from the plugins workspace's
-//! (`plugins/Cargo.toml`), and `plugins/Cargo.lock` pins the crates they pull in. It must
+//! (`plugins/Cargo.toml`), and `plugins/Cargo.lock` pins the crates they pull in. A
+//! JavaScript project likewise gets `plugins/js`'s writer, typings and npm pins (its
+//! `package.json` and `package-lock.json`, renamed), so it builds with the componentize-js
+//! that `plugins/build.sh` uses. It must
 //! never overwrite a file: an existing project directory that is not empty is refused.
 
 use crate::error::Error;
@@ -20,6 +23,7 @@ use std::str::FromStr;
 pub enum Lang {
     Rust,
     Python,
+    Js,
 }
 
 impl FromStr for Lang {
@@ -29,7 +33,8 @@ impl FromStr for Lang {
         match s {
             "rust" => Ok(Lang::Rust),
             "python" => Ok(Lang::Python),
-            other => Err(format!("unknown language `{other}`; plugins are written in: rust, python")),
+            "js" | "javascript" => Ok(Lang::Js),
+            other => Err(format!("unknown language `{other}`; plugins are written in: rust, python, js")),
         }
     }
 }
@@ -56,12 +61,24 @@ const PARSERS_SOURCES: &[(&str, &str)] = &[
     ("pattern.rs", include_str!("../../../plugins/parsers/src/pattern.rs")),
 ];
 const PYTHON_OUTPUT: &str = include_str!("../../../plugins/python/weir_output.py");
+const JS_PACKAGE: &str = include_str!("../../../plugins/js/package.json");
+const JS_LOCK: &str = include_str!("../../../plugins/js/package-lock.json");
+const JS_FILES: &[(&str, &str)] = &[
+    ("weir-output.js", include_str!("../../../plugins/js/weir-output.js")),
+    ("weir-output.d.ts", include_str!("../../../plugins/js/weir-output.d.ts")),
+    ("types/parser.d.ts", include_str!("../../../plugins/js/types/parser.d.ts")),
+    ("types/interfaces/weir-parser-types.d.ts", include_str!("../../../plugins/js/types/interfaces/weir-parser-types.d.ts")),
+];
+/// The name `plugins/js/package.json` and its lockfile give the toolchain's package.
+const JS_PACKAGE_NAME: &str = "weir-js-plugins";
 
 const RUST_MANIFEST: &str = include_str!("../templates/rust/Cargo.toml.in");
 const RUST_LIB: &str = include_str!("../templates/rust/lib.rs.in");
 const RUST_README: &str = include_str!("../templates/rust/README.md");
 const PYTHON_APP: &str = include_str!("../templates/python/app.py.in");
 const PYTHON_README: &str = include_str!("../templates/python/README.md");
+const JS_APP: &str = include_str!("../templates/js/app.js.in");
+const JS_README: &str = include_str!("../templates/js/README.md");
 const TEST_INPUT: &str = include_str!("../templates/test/input.txt");
 const TEST_EXPECTED: &str = include_str!("../templates/test/expected.jsonl");
 const GITIGNORE: &str = include_str!("../templates/gitignore");
@@ -70,6 +87,35 @@ const GITIGNORE: &str = include_str!("../templates/gitignore");
 /// names.
 pub fn componentize_py_version() -> &'static str {
     PLUGINS_BUILD_SH.lines().find_map(|l| l.strip_prefix("COMPONENTIZE_PY_VERSION=")).map_or("0", str::trim)
+}
+
+/// The componentize-js version `plugins/js/package.json` pins, which a JavaScript
+/// project's README names.
+pub fn componentize_js_version() -> &'static str {
+    JS_PACKAGE
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"@bytecodealliance/componentize-js\": \""))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or("0")
+}
+
+/// A JavaScript project's `package.json`: `plugins/js`'s, renamed, with the build script.
+fn js_package(name: &str) -> Result<String, Error> {
+    let build = format!("componentize-js app.js -w wit -n parser -d http fetch-event -o {name}.wasm");
+    let package = JS_PACKAGE
+        .replacen(&format!("\"name\": \"{JS_PACKAGE_NAME}\""), &format!("\"name\": \"{name}\""), 1)
+        .lines()
+        .map(|line| match line.trim_start().starts_with("\"description\":") {
+            true => format!("  \"description\": \"the {name} Weir parser plugin\","),
+            false => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("  \"devDependencies\"", &format!("  \"scripts\": {{\n    \"build\": \"{build}\"\n  }},\n  \"devDependencies\""), 1);
+    if !package.contains(&format!("\"name\": \"{name}\"")) || !package.contains("\"scripts\"") {
+        return Err(Error::Scaffold("plugins/js/package.json has an unexpected shape (a bug in this weir-core)".into()));
+    }
+    Ok(package + "\n")
 }
 
 /// What a new project is: where it is, and the command lines its README gives.
@@ -93,7 +139,13 @@ pub fn new_plugin(name: &str, lang: Lang, parent: &Path) -> Result<NewPlugin, Er
         return Err(Error::Scaffold(format!("{} exists and is not empty; choose another name or --dir", dir.display())));
     }
     let lib_name = name.replace('-', "_");
-    let fill = |template: &str| template.replace("{{name}}", name).replace("{{lib_name}}", &lib_name).replace("{{componentize_py}}", componentize_py_version());
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{lib_name}}", &lib_name)
+            .replace("{{componentize_py}}", componentize_py_version())
+            .replace("{{componentize_js}}", componentize_js_version())
+    };
     let mut files: Vec<(PathBuf, String)> = vec![
         ("wit/parser.wit".into(), WIT.to_string()),
         ("test/input.txt".into(), TEST_INPUT.to_string()),
@@ -127,6 +179,21 @@ pub fn new_plugin(name: &str, lang: Lang, parent: &Path) -> Result<NewPlugin, Er
             NewPlugin {
                 dir: dir.clone(),
                 build: format!(".venv/bin/componentize-py -d wit -w parser componentize -p . app -o {name}.wasm"),
+                wasm: PathBuf::from(format!("{name}.wasm")),
+            }
+        }
+        Lang::Js => {
+            files.push(("app.js".into(), fill(JS_APP)));
+            files.push(("package.json".into(), js_package(name)?));
+            // The toolchain's exact tree; only the root package's name differs.
+            files.push(("package-lock.json".into(), JS_LOCK.replace(&format!("\"name\": \"{JS_PACKAGE_NAME}\""), &format!("\"name\": \"{name}\""))));
+            for (file, text) in JS_FILES {
+                files.push((file.into(), text.to_string()));
+            }
+            files.push(("README.md".into(), fill(JS_README)));
+            NewPlugin {
+                dir: dir.clone(),
+                build: "npm ci && npm run build".into(),
                 wasm: PathBuf::from(format!("{name}.wasm")),
             }
         }
@@ -206,7 +273,25 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert_ne!(componentize_py_version(), "0");
-        assert_eq!("js".parse::<Lang>(), Err("unknown language `js`; plugins are written in: rust, python".to_string()));
+        assert_eq!(componentize_js_version(), "0.23.0");
+        assert_eq!("go".parse::<Lang>(), Err("unknown language `go`; plugins are written in: rust, python, js".to_string()));
+        assert_eq!("js".parse::<Lang>(), Ok(Lang::Js));
+    }
+
+    #[test]
+    fn a_js_project_pins_what_plugins_js_pins_under_its_own_name() {
+        let package: serde_json::Value = serde_json::from_str(&js_package("my-level").unwrap()).unwrap();
+        let pinned: serde_json::Value = serde_json::from_str(JS_PACKAGE).unwrap();
+        assert_eq!(package["name"], "my-level");
+        assert_eq!(package["devDependencies"], pinned["devDependencies"]);
+        assert_eq!(package["overrides"], pinned["overrides"]);
+        assert!(package["scripts"]["build"].as_str().unwrap().ends_with("-o my-level.wasm"), "{package}");
+        for version in package["devDependencies"].as_object().unwrap().values() {
+            assert!(version.as_str().unwrap().chars().all(|c| c.is_ascii_digit() || c == '.'), "exact pins only: {version}");
+        }
+        let lock: serde_json::Value = serde_json::from_str(JS_LOCK).unwrap();
+        assert_eq!((&lock["name"], &lock["packages"][""]["name"]), (&pinned["name"], &pinned["name"]));
+        assert_eq!(lock["packages"][""]["devDependencies"], pinned["devDependencies"]);
     }
 
     #[test]

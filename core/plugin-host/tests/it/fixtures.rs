@@ -1,5 +1,6 @@
 //! Every built plugin is exercised: fails if a `.wasm` in plugins/target/wasm
-//! is used by no test, or if a plugin source in plugins/ was not built.
+//! is used by no test, or if a plugin source in plugins/ (Rust crates, plugins/python/NAME,
+//! plugins/js/NAME) was not built.
 
 use std::path::Path;
 
@@ -43,8 +44,17 @@ fn every_built_plugin_is_used_by_a_test_and_every_plugin_source_is_built() {
             ));
         }
     }
+    for entry in std::fs::read_dir(plugins_dir.join("js")).expect("plugins/js") {
+        let dir = entry.expect("entry").path();
+        if dir.join("app.js").is_file() {
+            expected.push(format!(
+                "{}-js",
+                dir.file_name().expect("name").to_string_lossy()
+            ));
+        }
+    }
     assert!(
-        expected.len() >= 7,
+        expected.len() >= 8,
         "plugin sources not found: {expected:?}"
     );
     for name in &expected {

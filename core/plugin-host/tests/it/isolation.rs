@@ -272,18 +272,24 @@ fn a_good_batch_costs_one_call() {
     );
 }
 
-/// Sums counters by name, for this thread only (`metrics::with_local_recorder`).
+/// Sums counters by name, and by name and `parser` label (`NAME{parser=P}`), for this
+/// thread only (`metrics::with_local_recorder`).
 #[derive(Default)]
 struct Counters(Mutex<BTreeMap<String, Arc<AtomicU64>>>);
 
-struct Sum(Arc<AtomicU64>);
+/// The sums a counter adds to: its name's and its name-and-parser's.
+struct Sum(Vec<Arc<AtomicU64>>);
 
 impl metrics::CounterFn for Sum {
     fn increment(&self, value: u64) {
-        self.0.fetch_add(value, Ordering::Relaxed);
+        for sum in &self.0 {
+            sum.fetch_add(value, Ordering::Relaxed);
+        }
     }
     fn absolute(&self, value: u64) {
-        self.0.store(value, Ordering::Relaxed);
+        for sum in &self.0 {
+            sum.store(value, Ordering::Relaxed);
+        }
     }
 }
 
@@ -311,8 +317,12 @@ impl metrics::Recorder for Counters {
     }
     fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
         let mut map = self.0.lock().expect("counters");
-        let sum = map.entry(key.name().to_string()).or_default().clone();
-        metrics::Counter::from_arc(Arc::new(Sum(sum)))
+        let mut sums = vec![map.entry(key.name().to_string()).or_default().clone()];
+        if let Some(parser) = key.labels().find(|l| l.key() == "parser") {
+            let labelled = format!("{}{{parser={}}}", key.name(), parser.value());
+            sums.push(map.entry(labelled).or_default().clone());
+        }
+        metrics::Counter::from_arc(Arc::new(Sum(sums)))
     }
     fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
         metrics::Gauge::noop()
@@ -349,6 +359,23 @@ fn reruns_and_isolated_failures_are_counted_in_metrics() {
     );
     assert_eq!(counters.get("weir_plugin_isolated_failures_total"), 2);
     assert_eq!(counters.get("weir_plugin_isolation_unresolved_total"), 0);
+}
+
+#[test]
+fn metrics_name_a_plugin_found_in_plugin_dir_by_the_name_it_declares() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(wasm("chaos"), dir.path().join("hostile-v3.wasm")).expect("copy");
+    let reg = ParserRegistry::new(&weir_plugin_host::ParsersConfig {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        ..test_config()
+    })
+    .expect("load");
+    let counters = Counters::default();
+    let lines = lines(16, &[(3, "panic")]);
+    let (events, _) = metrics::with_local_recorder(&counters, || parse(&reg, &lines));
+    assert_eq!(events[3].to_json()["fields"]["@parser"], "chaos");
+    assert_eq!(counters.get("weir_plugin_isolated_failures_total{parser=chaos}"), 1);
+    assert_eq!(counters.get("weir_plugin_isolated_failures_total{parser=hostile-v3}"), 0);
 }
 
 #[test]

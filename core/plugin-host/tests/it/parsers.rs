@@ -1,6 +1,7 @@
 //! Table-driven tests of every built-in parser plugin on real-world sample
 //! lines, malformed ones included, through the real host and the built
-//! components; and the Python `kv-py` plugin against its Rust twin `kv`.
+//! components; the Python `kv-py` plugin against its Rust twin `kv`, and the JavaScript
+//! `access-js` plugin against its twin `access`.
 
 use crate::common::{self, Case, check, fails, ok, registry, wasm};
 use serde_json::json;
@@ -264,9 +265,8 @@ fn events_with_different_context_are_parsed_in_order_each_with_its_own() {
     assert_eq!(events[3].error(), Some("parse_failed"));
 }
 
-#[test]
-fn access_log_parser_on_real_lines() {
-    let cases = vec![
+fn access_cases() -> Vec<Case> {
+    vec![
         ok(
             r#"127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326 "http://www.example.com/start.html" "Mozilla/4.08 [en] (Win98; I ;Nav)""#,
             Some("2000-10-10T20:55:36.000000000Z"),
@@ -307,11 +307,75 @@ fn access_log_parser_on_real_lines() {
             "bad time",
         ),
         fails("not an access log", "expected `[` before the time"),
-    ];
+        fails(
+            r#"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200"#,
+            "line ends before the size",
+        ),
+        fails(
+            r#"127.0.0.1 - - [31/Feb/2000:13:55:36 -0700] "GET / HTTP/1.0" 200 1"#,
+            "bad time",
+        ),
+        ok(
+            r#"10.0.0.7 - - [29/Feb/2024:23:59:60 -0000] "GET /caf%C3%A9/ünï HTTP/1.1" 200 9223372036854775807 "-" "Mozilla/5.0 ☃" trailing"#,
+            Some("2024-03-01T00:00:00.000000000Z"),
+            json!({"url.original": "/caf%C3%A9/ünï", "http.bytes": 9223372036854775807_i64, "http.user_agent": "Mozilla/5.0 ☃", "extra": "trailing"}),
+        ),
+    ]
+}
+
+#[test]
+fn access_log_parser_on_real_lines() {
     check(
         &registry("access", PluginConfig::new(wasm("access"), &[])),
-        &cases,
+        &access_cases(),
     );
+}
+
+#[test]
+fn javascript_access_plugin_matches_the_rust_access_plugin() {
+    let rust = registry("access", PluginConfig::new(wasm("access"), &[]));
+    // A componentize-js component embeds StarlingMonkey; its memory starts at 9.1 MiB and a
+    // batch of 4096 lines needs under 16 MiB, a quarter of the default cap.
+    let js = registry(
+        "access-js",
+        PluginConfig {
+            memory_limit_bytes: Some(16 << 20),
+            ..PluginConfig::new(wasm("access-js"), &[])
+        },
+    );
+    let info = js.info("access-js").expect("loaded");
+    assert_eq!((info.plugin_name.as_str(), info.version.as_str()), ("access-js", "0.1.0"));
+    // The JavaScript plugin passes the same table...
+    let js_events = check(&js, &access_cases());
+    // ...and its output is identical to the Rust plugin's, event by event.
+    let lines: Vec<&str> = access_cases().iter().map(|c| c.line).collect();
+    let rust_events = rust.parse("test", None, common::batch(&lines));
+    assert_eq!(rust_events.len(), js_events.len());
+    for (r, j) in rust_events.iter().zip(&js_events) {
+        match (r.error_msg(), j.error_msg()) {
+            (None, None) => assert_eq!(r.to_json(), j.to_json(), "line {:?}", r.raw),
+            (Some(rm), Some(jm)) => assert_eq!(
+                rm.replace("parser `access`", ""),
+                jm.replace("parser `access-js`", ""),
+                "line {:?}",
+                r.raw
+            ),
+            (rm, jm) => panic!("line {:?}: rust says {rm:?}, javascript says {jm:?}", r.raw),
+        }
+    }
+    // Its own test files, as `weir-core plugin test --expect` runs them.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../plugins/js/access/test");
+    let input = std::fs::read(dir.join("input.txt")).expect("input.txt");
+    let summary = weir_plugin_host::plugin_test_expect(
+        &wasm("access-js"),
+        None,
+        input.as_slice(),
+        &dir.join("expected.jsonl"),
+        std::io::sink(),
+        std::io::sink(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((summary.lines, summary.events, summary.failed), (4, 4, 1));
 }
 
 #[test]
@@ -380,3 +444,4 @@ fn pattern_parser_refuses_bad_settings_with_a_clear_error() {
         "{unknown}"
     );
 }
+

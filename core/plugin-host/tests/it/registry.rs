@@ -289,3 +289,75 @@ fn plugin_test_reads_settings_from_a_toml_file() {
     .expect_err("bad file");
     assert!(matches!(err, Error::SettingsFile { .. }), "{err}");
 }
+
+/// A plugin_dir holding built plugins copied under other file names: `(file, plugin)`.
+fn plugin_dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, plugin) in files {
+        std::fs::copy(wasm(plugin), dir.path().join(file)).expect("copy plugin");
+    }
+    dir
+}
+
+#[test]
+fn plugins_in_plugin_dir_go_by_the_name_they_declare_not_their_file_name() {
+    let dir = plugin_dir_with(&[("kv-v2.wasm", "kv"), ("my_json.wasm", "json")]);
+    let mut config = test_config();
+    config.plugin_dir = Some(dir.path().to_path_buf());
+    config.by_repository.insert("app".into(), "kv".into());
+    config.default = Some("json".into());
+    let reg = ParserRegistry::new(&config).expect("load");
+    assert_eq!(reg.parsers().collect::<Vec<_>>(), ["json", "kv"]);
+    let info = reg.info("kv").expect("kv");
+    assert_eq!((info.name.as_str(), info.path.as_path()), ("kv", dir.path().join("kv-v2.wasm").as_path()));
+    // Routed by the declared name, and failures name the parser by it.
+    let events = reg.parse("app", None, batch(&["x=1", "no pairs here"]));
+    assert_eq!(events[0].to_json()["fields"]["x"], 1);
+    assert_eq!(events[1].to_json()["fields"]["@parser"], "kv");
+    assert!(events[1].error_msg().expect("failed").starts_with("parser `kv`"), "{:?}", events[1].error_msg());
+    assert_eq!(reg.parse("other", None, batch(&[r#"{"k":"v"}"#]))[0].to_json()["fields"]["k"], "v");
+
+    // A file stem is no parser name: the error lists the names there are.
+    config.by_repository.insert("web".into(), "kv-v2".into());
+    let err = ParserRegistry::new(&config).err().expect("kv-v2 is a file, not a parser");
+    assert!(
+        matches!(&err, Error::UnknownParser { name, known, .. } if name == "kv-v2" && known == "json, kv"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("the name it declares, not its file name"), "{err}");
+}
+
+#[test]
+fn two_files_in_plugin_dir_declaring_one_name_fail_the_start_naming_both() {
+    let dir = plugin_dir_with(&[("kv.wasm", "kv"), ("json.wasm", "json"), ("zz-kv-copy.wasm", "kv")]);
+    let config = ParsersConfig {
+        plugin_dir: Some(dir.path().to_path_buf()),
+        ..test_config()
+    };
+    let err = ParserRegistry::new(&config).err().expect("two plugins named kv");
+    match &err {
+        Error::DuplicateParser { name, first, second } => {
+            assert_eq!(name, "kv");
+            assert_eq!((first.as_path(), second.as_path()), (dir.path().join("kv.wasm").as_path(), dir.path().join("zz-kv-copy.wasm").as_path()));
+        }
+        other => panic!("expected DuplicateParser, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains("declare the name `kv`") && text.contains("/kv.wasm") && text.contains("/zz-kv-copy.wasm"), "{text}");
+}
+
+#[test]
+fn a_configured_entry_keeps_its_name_over_a_plugin_dir_file_declaring_it() {
+    // `kv` in the config, with a setting; plugin_dir has a file that declares `kv` too.
+    let dir = plugin_dir_with(&[("kv.wasm", "kv"), ("json.wasm", "json")]);
+    let mut config = test_config();
+    config.plugin_dir = Some(dir.path().to_path_buf());
+    config.plugins.insert("kv".into(), PluginConfig::new(wasm("kv"), &[("typed", "false")]));
+    // A configured entry may call a plugin anything; its file also loads under its own name.
+    config.plugins.insert("structured".into(), PluginConfig::new("json.wasm", &[]));
+    let reg = ParserRegistry::new(&config).expect("load");
+    assert_eq!(reg.parsers().collect::<Vec<_>>(), ["json", "kv", "structured"]);
+    assert_eq!(reg.info("kv").expect("kv").path, wasm("kv"));
+    assert_eq!(reg.parse_with("kv", batch(&["x=1"])).expect("kv")[0].to_json()["fields"]["x"], "1");
+    assert_eq!(reg.info("structured").expect("structured").path, dir.path().join("json.wasm"));
+}
