@@ -95,6 +95,9 @@ pub struct BucketConfig {
     /// The size of each part but the last (S3 wants at least 5 MiB).
     #[serde(default = "default_part_bytes")]
     pub part_bytes: u64,
+    /// Parts of one upload sent at once (each holds `part_bytes` in memory while it goes).
+    #[serde(default = "default_parts_in_flight")]
+    pub parts_in_flight: usize,
     /// How often a core puts its Global snapshot in the bucket (when Global moved on since
     /// its last one), so a core with an empty disk starts from there instead of replaying
     /// the whole Global topic.
@@ -119,6 +122,9 @@ fn default_multipart_threshold_bytes() -> u64 {
 }
 fn default_part_bytes() -> u64 {
     16 << 20
+}
+fn default_parts_in_flight() -> usize {
+    4
 }
 fn default_snapshot_interval_ms() -> u64 {
     60_000

@@ -272,6 +272,7 @@ fn bucket_config(endpoint: &str, bucket: &str) -> weir_core::config::BucketConfi
         request_timeout_ms: 30_000,
         multipart_threshold_bytes: 8 << 20,
         part_bytes: 5 << 20,
+        parts_in_flight: 2,
         snapshot_interval_ms: 1000,
         snapshots_kept: 3,
     }

@@ -28,7 +28,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use base64::Engine as _;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 use weir_global::{Cmd, Command, Location, Outcome, SegmentInfo, Snapshot, State, StorageMode};
@@ -57,6 +57,7 @@ pub struct Bucket {
     prefix: String,
     multipart_threshold_bytes: u64,
     part_bytes: u64,
+    parts_in_flight: usize,
 }
 
 /// Base64 of the big-endian CRC-64/NVME, as `x-amz-checksum-crc64nvme` carries it.
@@ -108,6 +109,7 @@ impl Bucket {
             multipart_threshold_bytes: config.multipart_threshold_bytes,
             // S3 refuses parts below 5 MiB but the last.
             part_bytes: config.part_bytes.max(5 << 20),
+            parts_in_flight: config.parts_in_flight.max(1),
         }
     }
 
@@ -182,36 +184,15 @@ impl Bucket {
             return Err(Put::Failed(BucketError::Request { what: "CreateMultipartUpload", key: key.to_owned(), reason: "no upload id in the answer".into() }));
         };
         let parts = async {
-            let mut file = tokio::fs::File::open(path).await.map_err(|source| Put::Failed(BucketError::Local { path: path.to_owned(), source }))?;
-            let mut parts = Vec::new();
-            let mut sent = 0u64;
-            while sent < len {
-                use tokio::io::AsyncReadExt;
-                let size = self.part_bytes.min(len - sent) as usize;
-                let mut buffer = vec![0u8; size];
-                file.read_exact(&mut buffer).await.map_err(|source| Put::Failed(BucketError::Local { path: path.to_owned(), source }))?;
-                let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
-                digest.update(&buffer);
-                let part_crc = crc64nvme_b64(digest.finalize());
-                let number = parts.len() as i32 + 1;
-                let part = self
-                    .client
-                    .upload_part()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .part_number(number)
-                    .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
-                    .checksum_crc64_nvme(&part_crc)
-                    .content_length(size as i64)
-                    .body(ByteStream::from(buffer))
-                    .send()
-                    .await
-                    .map_err(|error| Put::from_sdk("UploadPart", key, &error))?;
-                let e_tag = part.e_tag().unwrap_or_default().to_owned();
-                parts.push(CompletedPart::builder().part_number(number).e_tag(e_tag).checksum_crc64_nvme(part_crc).build());
-                sent += size as u64;
-            }
+            // Parts go up `parts_in_flight` at a time, each read at its own offset: one
+            // stream per part keeps a fast link busy where a sequence of parts waits on
+            // every round trip.
+            let count = len.div_ceil(self.part_bytes);
+            let parts: Vec<CompletedPart> = futures::stream::iter(0..count)
+                .map(|index| self.put_part(path, key, &upload_id, index, len))
+                .buffered(self.parts_in_flight)
+                .try_collect()
+                .await?;
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -233,6 +214,39 @@ impl Bucket {
             let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(&upload_id).send().await;
         }
         parts
+    }
+
+    /// Part `index` (0-based) of a multipart upload: its bytes read at their offset, sent
+    /// with their own CRC-64/NVME.
+    async fn put_part(&self, path: &Path, key: &str, upload_id: &str, index: u64, len: u64) -> Result<aws_sdk_s3::types::CompletedPart, Put> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let local = |source| Put::Failed(BucketError::Local { path: path.to_owned(), source });
+        let offset = index * self.part_bytes;
+        let size = self.part_bytes.min(len - offset) as usize;
+        let mut file = tokio::fs::File::open(path).await.map_err(local)?;
+        file.seek(std::io::SeekFrom::Start(offset)).await.map_err(local)?;
+        let mut buffer = vec![0u8; size];
+        file.read_exact(&mut buffer).await.map_err(local)?;
+        let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc64Nvme);
+        digest.update(&buffer);
+        let part_crc = crc64nvme_b64(digest.finalize());
+        let number = index as i32 + 1;
+        let part = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(number)
+            .checksum_algorithm(ChecksumAlgorithm::Crc64Nvme)
+            .checksum_crc64_nvme(&part_crc)
+            .content_length(size as i64)
+            .body(ByteStream::from(buffer))
+            .send()
+            .await
+            .map_err(|error| Put::from_sdk("UploadPart", key, &error))?;
+        let e_tag = part.e_tag().unwrap_or_default().to_owned();
+        Ok(aws_sdk_s3::types::CompletedPart::builder().part_number(number).e_tag(e_tag).checksum_crc64_nvme(part_crc).build())
     }
 
     /// HEAD in checksum mode: the object's CRC-64/NVME, length and blake3 metadata must be
