@@ -9,7 +9,9 @@
 //! past segments with two copies (checked independently, while it happens). The only
 //! holder of segments killed: their owner re-digests them from Kafka, each event once.
 //! Flipped bytes in a segment file: the scrub sets the file aside and replication fetches
-//! a good copy back.
+//! a good copy back. Cores killed -9 in turn under load (edge and direct clients) lose no
+//! acknowledged event, store nothing sent through the edge twice, and truncation stays
+//! below what two copies justify throughout.
 
 use std::path::Path;
 use std::time::Duration;
@@ -445,4 +447,156 @@ async fn a_damaged_segment_file_is_set_aside_and_fetched_back_from_its_replica()
     let metrics = weir_tests::scrape(&format!("http://{}", core_1.http)).await;
     assert!(weir_tests::metric_sum(&metrics, "weir_segment_files_damaged_total") >= 1.0, "{metrics}");
     drop((core_1, core_2));
+}
+
+/// The lines acknowledged so far: through the edge (its spool ack; batch ids, so each
+/// must be stored once) and straight to a core (Kafka's ack; no batch id).
+#[derive(Default)]
+struct Acknowledged {
+    by_edge: Vec<String>,
+    by_core: Vec<String>,
+}
+
+/// Sends until `stop`: a request of 10 lines to the edge and one to a core (alternating)
+/// every 50 ms, keeping what was acknowledged. Refusals and errors (a core being killed)
+/// are simply not counted: the client would retry them.
+async fn keep_sending(run: String, edge: String, cores: [String; 2], acknowledged: std::sync::Arc<std::sync::Mutex<Acknowledged>>, stop: CancellationToken) {
+    let client = http();
+    let mut request = 0usize;
+    while !stop.is_cancelled() {
+        let lines: Vec<String> = (0..10).map(|i| format!("{run}-e{request}-{i}")).collect();
+        let sent = client.post(format!("{edge}/services/collector/raw")).header("authorization", format!("Splunk {TOKEN}")).body(lines.join("\n")).send().await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            acknowledged.lock().unwrap().by_edge.extend(lines);
+        }
+        let lines: Vec<String> = (0..10).map(|i| format!("{run}-c{request}-{i}")).collect();
+        let events: Vec<_> = lines.iter().map(|l| json!({"rawstring": l})).collect();
+        let body = json!([{"tags": {"source": format!("{run}-{}", request % 5)}, "events": events}]).to_string();
+        let core = &cores[request % 2];
+        let sent = client.post(format!("{core}/api/v1/ingest/humio-structured")).header("authorization", format!("Bearer {TOKEN}")).body(body).send().await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            acknowledged.lock().unwrap().by_core.extend(lines);
+        }
+        request += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `check_truncation` once a second for `seconds`; how many checks ran.
+async fn check_for(seconds: u64, config: &CoreConfig, metadata: &kafka::Metadata, topic: &str) -> usize {
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        check_truncation(config, metadata, topic).await;
+    }
+    seconds as usize
+}
+
+/// Kill -9 under load, repeatedly (`WEIR_KILL_ROUNDS`, 4 here; `tests/soak.sh` runs many):
+/// two cores with two copies per segment and truncation on, an edge and direct clients
+/// sending all the time, each core in turn killed and started again on its disk, every
+/// other time after its partitions moved (the survivor re-digests what only the dead one
+/// held). Throughout, Kafka's log start never passes Global's truncation, nor a truncation
+/// segments with fewer than two copies (read independently, every second). At the end:
+/// no acknowledged event lost, none sent through the edge stored twice, Kafka truncated.
+#[tokio::test(flavor = "multi_thread")]
+async fn cores_killed_under_load_lose_no_acknowledged_event_and_truncation_stays_below_safe() {
+    let _gate = gate::shared();
+    init_tracing();
+    let rounds: usize = std::env::var("WEIR_KILL_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let bootstrap = kafka::shared_bootstrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = certs(dir.path());
+    let topic = unique("weir-test-kills");
+    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
+    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
+    two.global_topic = one.global_topic.clone();
+    for spec in [&mut one, &mut two] {
+        spec.storage_copies = 2;
+        spec.truncation = true;
+    }
+    let specs = [one, two];
+    let config = specs[0].config(dir.path());
+    let mut cores = vec![core_process(&specs[0], dir.path()).await, core_process(&specs[1], dir.path()).await];
+    let edge_spec = weir_tests::nodes::EdgeSpec::new(dir.path(), specs.iter().map(CoreSpec::quic_addr).collect(), &certs);
+    let edge = weir_tests::nodes::edge_process(&edge_spec, dir.path()).await;
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Acknowledged::default()));
+    let stop = CancellationToken::new();
+    let load = tokio::spawn(keep_sending(
+        unique("kills"),
+        edge.url(""),
+        [cores[0].url(""), cores[1].url("")],
+        acknowledged.clone(),
+        stop.clone(),
+    ));
+    let metadata = kafka::Metadata::new(&bootstrap);
+    let mut checks = 0;
+    checks += check_for(4, &config, &metadata, &topic).await;
+    for round in 0..rounds {
+        let victim = round % 2;
+        cores[victim].kill9();
+        // Every other round the core stays down past the node timeout (3 s): its
+        // partitions move, and segments it alone held are re-digested by the survivor.
+        let down = if round % 4 < 2 { 1 } else { 5 };
+        checks += check_for(down, &config, &metadata, &topic).await;
+        cores[victim] = core_process(&specs[victim], dir.path()).await;
+        tracing::info!(round, victim = %specs[victim].node_id, down, "core killed and started again");
+        checks += check_for(4, &config, &metadata, &topic).await;
+    }
+    stop.cancel();
+    load.await.unwrap();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    assert!(acknowledged.by_edge.len() >= 100 && acknowledged.by_core.len() >= 100, "load went on: {} by the edge, {} by cores", acknowledged.by_edge.len(), acknowledged.by_core.len());
+
+    // The edge may still hold batches in its spool: wait until every one is stored.
+    let stored = eventually("every batch the edge acknowledged stored", WAIT, || {
+        let (config, dirs, by_edge) = (config.clone(), [specs[0].data_dir.clone(), specs[1].data_dir.clone()], &acknowledged.by_edge);
+        async move {
+            let stored = weir_tests::stored::stored(&config, &dirs).await;
+            let raws = stored.raws();
+            by_edge.iter().all(|line| raws.contains_key(line)).then_some(stored)
+        }
+    })
+    .await;
+    let raws = stored.raws();
+    let mut lost = Vec::new();
+    let mut twice = Vec::new();
+    for line in &acknowledged.by_edge {
+        match raws.get(line) {
+            None => lost.push(line),
+            Some(1) => {}
+            Some(_) => twice.push(line),
+        }
+    }
+    let direct_lost: Vec<_> = acknowledged.by_core.iter().filter(|line| !raws.contains_key(*line)).collect();
+    // Straight to a core a batch has no id, so a retried request could be stored twice;
+    // none is retried here, so none should be. Reported, not required (at least once).
+    let direct_twice = acknowledged.by_core.iter().filter(|line| raws.get(*line).is_some_and(|n| *n > 1)).count();
+    tracing::info!(
+        rounds,
+        by_edge = acknowledged.by_edge.len(),
+        by_core = acknowledged.by_core.len(),
+        direct_twice,
+        checks,
+        "kill rounds done: every acknowledged event checked"
+    );
+    assert!(lost.is_empty() && direct_lost.is_empty(), "acknowledged and lost: {} via the edge {lost:?}, {} direct {direct_lost:?}", lost.len(), direct_lost.len());
+    assert!(twice.is_empty(), "sent through the edge and stored twice: {twice:?}");
+
+    // Once everything has two copies again, Kafka is truncated past the first segments.
+    let state = eventually("both partitions truncated, every segment on both cores", WAIT, || {
+        let (config, metadata, topic) = (config.clone(), &metadata, topic.clone());
+        async move {
+            let (state, seen) = check_truncation(&config, metadata, &topic).await;
+            let replicated = state.partitions().flat_map(|p| state.segments(p)).all(|s| state.counted_node_copies(s, |_| true).count() == 2);
+            (replicated && seen.iter().all(|(_, low, _)| *low > 0)).then_some(state)
+        }
+    })
+    .await;
+    // The kills did move partitions (each claim raises the epoch): the test ran failovers,
+    // not just restarts the cluster never noticed.
+    let epochs: Vec<u64> = state.partitions().map(|p| state.partition(p).epoch).collect();
+    tracing::info!(?epochs, "partition epochs after the kills");
+    assert!(rounds < 3 || epochs.iter().any(|e| *e > 2), "partition epochs {epochs:?}: no failover happened");
+    assert!(checks >= 4 * (rounds + 1), "{checks} independent truncation checks");
+    drop((edge, cores));
 }
