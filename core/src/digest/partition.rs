@@ -96,6 +96,20 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
     let mut rows: Vec<SegmentRow> = Vec::new();
     let mut last_lag = Instant::now();
     let lag = metrics::gauge!("weir_digest_lag_records", "partition" => partition.to_string());
+    let lag_ms = metrics::gauge!("weir_digest_lag_ms", "partition" => partition.to_string());
+    // Kafka deletes by retention whether or not the digest has read the records: a digest
+    // that falls behind by more than that loses them (then an operator's `set-log-start`).
+    let retention_ms = match ctx.runtime.block_on(crate::kafka::ingest_retention_ms(&ctx.kafka)) {
+        Ok(retention) => retention,
+        Err(reason) => {
+            tracing::warn!(partition, %reason, "cannot read the ingest topic's retention; the digest lag is not checked against it");
+            None
+        }
+    };
+    let mut retention_warned: Option<Instant> = None;
+    // The timestamp of the last record read: when the digest is behind, the next record
+    // it reads is about this old.
+    let mut last_timestamp_ms: Option<i64> = None;
     loop {
         if cancel.is_cancelled() {
             // What was read so far is registered, so the next owner resumes after it
@@ -123,6 +137,15 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
         if last_lag.elapsed() >= Duration::from_secs(5) {
             if let Some(high) = reader.high_watermark() {
                 lag.set(high.saturating_sub(position) as f64);
+                let behind_ms = if high > position { last_timestamp_ms.map_or(0, |t| now_ms().saturating_sub(t).max(0) as u64) } else { 0 };
+                lag_ms.set(behind_ms as f64);
+                if let Some(warning) = retention_risk(behind_ms, retention_ms) {
+                    // Once a minute: the condition lasts, the log should not.
+                    if retention_warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                        tracing::warn!(partition, lag_ms = behind_ms, retention_ms, "{warning}");
+                        retention_warned = Some(Instant::now());
+                    }
+                }
             }
             last_lag = Instant::now();
         }
@@ -165,7 +188,28 @@ pub fn run(ctx: &Context, partition: u32, epoch: u64, cancel: &CancellationToken
         }
         current.record_bytes += record.payload.len() as u64;
         position = record.offset + 1;
+        last_timestamp_ms = record.timestamp_ms.or(last_timestamp_ms);
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What to tell an operator when the digest is `lag_ms` behind and Kafka keeps records
+/// `retention_ms` (`None`: forever): past half the retention the margin is gone, past all
+/// of it records are being deleted unread.
+fn retention_risk(lag_ms: u64, retention_ms: Option<u64>) -> Option<String> {
+    let retention = retention_ms?;
+    if lag_ms.saturating_mul(2) <= retention {
+        return None;
+    }
+    let what = if lag_ms >= retention { "records are being deleted by Kafka before the digest reads them" } else { "past half of it" };
+    Some(format!(
+        "the digest is {}s behind and the ingest topic keeps records {}s (retention.ms): {what}; add digesting cores, find what slows the digest (weir_digest_lag_records), or raise retention.ms",
+        lag_ms / 1000,
+        retention / 1000
+    ))
 }
 
 fn offset_gone(partition: u32, error: ReadError) -> Exit {
@@ -250,5 +294,22 @@ pub(super) fn submit(ctx: &Context, command: &Command, cancel: &CancellationToke
             return None;
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retention_risk;
+
+    #[test]
+    fn a_digest_lag_past_half_the_retention_is_a_warning_and_past_all_of_it_says_records_go_unread() {
+        let day = 86_400_000;
+        assert_eq!(retention_risk(0, Some(day)), None);
+        assert_eq!(retention_risk(day / 2, Some(day)), None, "exactly half is still in margin");
+        let half = retention_risk(day / 2 + 1000, Some(day)).expect("past half");
+        assert!(half.contains("past half of it") && half.contains("86400s"), "{half}");
+        let all = retention_risk(day, Some(day)).expect("past all");
+        assert!(all.contains("deleted by Kafka before the digest reads them"), "{all}");
+        assert_eq!(retention_risk(u64::MAX, None), None, "records kept forever");
     }
 }

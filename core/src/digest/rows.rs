@@ -262,6 +262,7 @@ mod tests {
                 part,
                 parts,
             }),
+            timestamp_ms: None,
         }
     }
 

@@ -35,6 +35,9 @@ pub struct IngestRecord {
     /// From the `weir-batch-*` headers; `None` for records published by HTTP requests to a
     /// core (no batch identity) or written by something other than Weir.
     pub batch: Option<RecordBatch>,
+    /// The record's Kafka timestamp (create time unless the topic says log-append time):
+    /// how old the digest's position is, against the topic's retention.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// The batch a record belongs to, and its place among the batch's records.
@@ -103,6 +106,7 @@ impl PartitionReader {
                 offset: message.offset().max(0) as u64,
                 payload: message.payload().unwrap_or_default().to_vec(),
                 batch: message.headers().and_then(record_batch),
+                timestamp_ms: message.timestamp().to_millis(),
             })),
             Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange)))
             | Some(Err(KafkaError::PartitionEOF(_)))

@@ -492,6 +492,25 @@ pub async fn delete_ingest_records(config: &KafkaConfig, partition: u32, before:
     Ok(())
 }
 
+/// The ingest topic's `retention.ms` now: `None` when records are kept forever (-1).
+pub async fn ingest_retention_ms(config: &KafkaConfig) -> Result<Option<u64>, String> {
+    let admin = admin_client(config)?;
+    let name = &config.ingest_topic;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(name)], &options)
+        .await
+        .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
+    let described = configs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no configuration returned for topic {name}"))?
+        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?;
+    let value = described.get("retention.ms").and_then(|entry| entry.value.clone()).ok_or_else(|| format!("topic {name} reports no retention.ms"))?;
+    let ms: i64 = value.parse().map_err(|_| format!("topic {name} has retention.ms={value}, not a number"))?;
+    Ok(u64::try_from(ms).ok())
+}
+
 fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
     client_config(config).create().map_err(|e| e.to_string())
 }
