@@ -11,7 +11,8 @@
 //! Flipped bytes in a segment file: the scrub sets the file aside and replication fetches
 //! a good copy back. Cores killed -9 in turn under load (edge and direct clients) lose no
 //! acknowledged event, store nothing sent through the edge twice, and truncation stays
-//! below what two copies justify throughout.
+//! below what two copies justify throughout. A lost middle segment re-digested after the
+//! dedup window moved far past it stores exactly what it stored: each event once.
 
 use std::path::Path;
 use std::time::Duration;
