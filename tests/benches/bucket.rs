@@ -28,34 +28,7 @@ fn env(name: &str, default: usize) -> usize {
 
 /// `count` files of `len` pseudo-random bytes, and segments that say they are those files.
 fn files(dir: &Path, tag: &str, count: usize, len: usize) -> Vec<(PathBuf, SegmentInfo)> {
-    (0..count)
-        .map(|i| {
-            let mut state = (i as u64 + 1) * 0x9E37_79B9_7F4A_7C15;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    state as u8
-                })
-                .collect();
-            let path = dir.join(format!("{tag}-{i}.parquet"));
-            std::fs::write(&path, &bytes).unwrap();
-            let info = SegmentInfo {
-                segment_id: format!("{tag}-{i}"),
-                partition: 0,
-                offset_start: 0,
-                offset_end: 1,
-                n_events: 1,
-                repositories: vec!["bench".into()],
-                min_ts_ms: 0,
-                max_ts_ms: 0,
-                bytes: len as u64,
-                blake3: blake3::hash(&bytes).to_hex().to_string(),
-            };
-            (path, info)
-        })
-        .collect()
+    (0..count).map(|i| s3::segment_file(dir, &format!("{tag}-{i}"), len, (i as u64 + 1) * 0x9E37_79B9_7F4A_7C15)).collect()
 }
 
 fn mb_per_s(bytes: u64, seconds: f64) -> f64 {

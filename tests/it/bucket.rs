@@ -278,34 +278,6 @@ fn bucket_config(endpoint: &str, bucket: &str) -> weir_core::config::BucketConfi
     }
 }
 
-/// A file of `len` pseudo-random bytes (seeded), and a segment that says it is that file.
-fn segment_file(dir: &std::path::Path, id: &str, len: usize, seed: u64) -> (std::path::PathBuf, weir_global::SegmentInfo) {
-    let mut state = seed | 1;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    let path = dir.join(format!("{id}.parquet"));
-    std::fs::write(&path, &bytes).unwrap();
-    let info = weir_global::SegmentInfo {
-        segment_id: id.to_owned(),
-        partition: 0,
-        offset_start: 0,
-        offset_end: 1,
-        n_events: 1,
-        repositories: vec![REPOSITORY.into()],
-        min_ts_ms: 0,
-        max_ts_ms: 0,
-        bytes: len as u64,
-        blake3: blake3::hash(&bytes).to_hex().to_string(),
-    };
-    (path, info)
-}
-
 /// Whether `key` exists, and if so its bytes' blake3.
 async fn object_blake3(client: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Option<String> {
     let object = client.get_object().bucket(bucket).key(key).send().await.ok()?;
@@ -326,7 +298,7 @@ async fn an_upload_is_recorded_only_when_the_bucket_verifiably_holds_the_segment
     let dir = tempfile::tempdir().unwrap();
 
     // A large segment goes up in parts (5 + 5 + 2 MiB), its whole CRC checked at completion.
-    let (path, big) = segment_file(dir.path(), &unique("big"), 12 << 20, 1);
+    let (path, big) = weir_tests::s3::segment_file(dir.path(), &unique("big"), 12 << 20, 1);
     let key = uploader.upload(&path, &big).await.expect("multipart upload");
     assert_eq!(object_blake3(&client, &bucket, &key).await.as_deref(), Some(big.blake3.as_str()));
     let parts = proxy.seen().iter().filter(|s| s.method == "PUT" && s.uri.contains("partNumber=")).count();
@@ -335,7 +307,7 @@ async fn an_upload_is_recorded_only_when_the_bucket_verifiably_holds_the_segment
     assert_eq!(uploader.upload(&path, &big).await.expect("second upload"), key);
 
     // A local file that is not Global's bytes never goes up.
-    let (path, small) = segment_file(dir.path(), &unique("small"), 100_000, 2);
+    let (path, small) = weir_tests::s3::segment_file(dir.path(), &unique("small"), 100_000, 2);
     let mut damaged = std::fs::read(&path).unwrap();
     damaged[500] ^= 1;
     let damaged_path = dir.path().join("damaged.parquet");
@@ -358,7 +330,7 @@ async fn an_upload_is_recorded_only_when_the_bucket_verifiably_holds_the_segment
     assert!(error.to_string().contains("HEAD"), "{error}");
 
     // A part corrupted on the way: the upload fails and is aborted, no object appears.
-    let (big_path, other) = segment_file(dir.path(), &unique("big-bad"), 11 << 20, 3);
+    let (big_path, other) = weir_tests::s3::segment_file(dir.path(), &unique("big-bad"), 11 << 20, 3);
     let rule = proxy.inject(s3::On::put().with_query_param("partNumber"), s3::Fault::CorruptRequestBody, 1);
     uploader.upload(&big_path, &other).await.expect_err("a corrupted part accepted");
     assert_eq!(rule.hits(), 1);

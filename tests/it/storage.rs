@@ -225,9 +225,7 @@ async fn two_cores_replicate_every_segment_and_kafka_is_truncated_only_below_wha
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let topic = unique("weir-test-truncate");
-    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
-    two.global_topic = one.global_topic.clone();
+    let [mut one, mut two] = CoreSpec::pair(&bootstrap, &topic, &certs);
     for spec in [&mut one, &mut two] {
         spec.storage_copies = 2;
         spec.truncation = true;
@@ -323,9 +321,7 @@ async fn segments_whose_only_holder_was_killed_are_re_digested_from_kafka_each_e
     let certs = certs(dir.path());
     let topic = unique("weir-test-redigest");
     // One copy each (no replication): core-1's segments are on core-1 only.
-    let one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
-    two.global_topic = one.global_topic.clone();
+    let [one, two] = CoreSpec::pair(&bootstrap, &topic, &certs);
     let config = two.config(dir.path());
     let mut core_1 = core_process(&one, dir.path()).await;
     let core_2 = core_process(&two, dir.path()).await;
@@ -395,9 +391,7 @@ async fn a_damaged_segment_file_is_set_aside_and_fetched_back_from_its_replica()
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let topic = unique("weir-test-scrub");
-    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
-    two.global_topic = one.global_topic.clone();
+    let [mut one, mut two] = CoreSpec::pair(&bootstrap, &topic, &certs);
     for spec in [&mut one, &mut two] {
         spec.storage_copies = 2;
         spec.scrub_interval_ms = Some(1000);
@@ -509,14 +503,11 @@ async fn cores_killed_under_load_lose_no_acknowledged_event_and_truncation_stays
     let dir = tempfile::tempdir().unwrap();
     let certs = certs(dir.path());
     let topic = unique("weir-test-kills");
-    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
-    two.global_topic = one.global_topic.clone();
-    for spec in [&mut one, &mut two] {
+    let mut specs = CoreSpec::pair(&bootstrap, &topic, &certs);
+    for spec in &mut specs {
         spec.storage_copies = 2;
         spec.truncation = true;
     }
-    let specs = [one, two];
     let config = specs[0].config(dir.path());
     let mut cores = vec![core_process(&specs[0], dir.path()).await, core_process(&specs[1], dir.path()).await];
     let edge_spec = weir_tests::nodes::EdgeSpec::new(dir.path(), specs.iter().map(CoreSpec::quic_addr).collect(), &certs);
@@ -672,9 +663,7 @@ async fn a_lost_middle_segment_is_re_digested_after_the_dedup_window_moved_past_
     let certs = certs(dir.path());
     let topic = unique("weir-test-middle");
     // One copy each (no replication): a segment is on the disk of the core that digested it.
-    let mut one = CoreSpec::new("core-1", &bootstrap, &topic, &certs);
-    let mut two = CoreSpec::new("core-2", &bootstrap, &topic, &certs);
-    two.global_topic = one.global_topic.clone();
+    let [mut one, mut two] = CoreSpec::pair(&bootstrap, &topic, &certs);
     let config = two.config(dir.path());
     let run = unique("middle");
     let raw = |phase: &str, n: u64| format!("{run}-{phase}-{n}");

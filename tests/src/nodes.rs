@@ -85,6 +85,14 @@ impl CoreSpec {
         }
     }
 
+    /// `core-1` and `core-2` of one cluster (one Global topic) on `topic`.
+    pub fn pair(bootstrap: &str, topic: &str, certs: &Path) -> [CoreSpec; 2] {
+        let one = CoreSpec::new("core-1", bootstrap, topic, certs);
+        let mut two = CoreSpec::new("core-2", bootstrap, topic, certs);
+        two.global_topic = one.global_topic.clone();
+        [one, two]
+    }
+
     pub fn quic_addr(&self) -> String {
         format!("127.0.0.1:{}", self.quic_port)
     }

@@ -497,18 +497,23 @@ pub async fn ingest_retention_ms(config: &KafkaConfig) -> Result<Option<u64>, St
     let admin = admin_client(config)?;
     let name = &config.ingest_topic;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(5)));
-    let configs = admin
-        .describe_configs([&ResourceSpecifier::Topic(name)], &options)
-        .await
-        .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
-    let described = configs
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no configuration returned for topic {name}"))?
-        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?;
+    let described = topic_configs(&admin, name, &options).await?;
     let value = described.get("retention.ms").and_then(|entry| entry.value.clone()).ok_or_else(|| format!("topic {name} reports no retention.ms"))?;
     let ms: i64 = value.parse().map_err(|_| format!("topic {name} has retention.ms={value}, not a number"))?;
     Ok(u64::try_from(ms).ok())
+}
+
+/// Topic `name`'s configuration as the brokers describe it.
+async fn topic_configs(admin: &AdminClient<DefaultClientContext>, name: &str, options: &AdminOptions) -> Result<rdkafka::admin::ConfigResource, String> {
+    let configs = admin
+        .describe_configs([&ResourceSpecifier::Topic(name)], options)
+        .await
+        .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
+    configs
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no configuration returned for topic {name}"))?
+        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))
 }
 
 fn admin_client(config: &KafkaConfig) -> Result<AdminClient<DefaultClientContext>, String> {
@@ -631,15 +636,7 @@ pub(crate) async fn verify_topic(config: &KafkaConfig, spec: &TopicSpec) -> Resu
         (described.partitions().iter().map(|p| p.replicas().len() as i32).min().unwrap_or(0), described.partitions().len() as u32)
     };
     drop(metadata);
-    let configs = admin
-        .describe_configs([&ResourceSpecifier::Topic(&name)], &options)
-        .await
-        .map_err(|e| format!("cannot describe the configuration of topic {name}: {e}"))?;
-    let described = configs
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("no configuration returned for topic {name}"))?
-        .map_err(|code| format!("cannot describe the configuration of topic {name}: {code}"))?;
+    let described = topic_configs(&admin, &name, &options).await?;
     for (key, expected) in &spec.configs {
         let actual = described.get(key).and_then(|entry| entry.value.as_deref());
         if actual != Some(*expected) {

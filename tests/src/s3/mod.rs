@@ -220,3 +220,32 @@ pub async fn unique_bucket(prefix: &str) -> String {
     create_bucket(&name).await;
     name
 }
+
+/// A file `<id>.parquet` in `dir` of `len` pseudo-random bytes (from `seed`, xorshift), and
+/// a segment that says it is that file: what an upload test or benchmark sends.
+pub fn segment_file(dir: &Path, id: &str, len: usize, seed: u64) -> (PathBuf, weir_global::SegmentInfo) {
+    let mut state = seed | 1;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let path = dir.join(format!("{id}.parquet"));
+    std::fs::write(&path, &bytes).expect("write the segment file");
+    let info = weir_global::SegmentInfo {
+        segment_id: id.to_owned(),
+        partition: 0,
+        offset_start: 0,
+        offset_end: 1,
+        n_events: 1,
+        repositories: vec![crate::nodes::REPOSITORY.into()],
+        min_ts_ms: 0,
+        max_ts_ms: 0,
+        bytes: len as u64,
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+    };
+    (path, info)
+}
